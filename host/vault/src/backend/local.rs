@@ -1,0 +1,205 @@
+//! A vault on a local (or mounted) file system.
+//!
+//! Objects are written to a temporary name in their final directory, flushed with `fsync`,
+//! renamed into place and the directory is synced, so a crash leaves either the whole object
+//! or a temporary file that listing ignores. Packs are spread over 256 subdirectories by the
+//! first two hex digits of their name so no directory grows too large.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, BackendError, FileKind, ObjectInfo};
+
+/// Suffix of files being written; listing skips them and prune may delete stale ones.
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// A backend storing objects as files under a root directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root`. Nothing is touched until [`Backend::create`] or a read.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.clone(),
+            FileKind::Pack => self.root.join(kind.prefix()).join(name.get(..2).unwrap_or("__")),
+            _ => self.root.join(kind.prefix()),
+        }
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.dir(kind, name).join(name)
+    }
+
+    fn io(op: &'static str, path: &Path, source: io::Error) -> BackendError {
+        BackendError::Io { op, path: path.display().to_string(), source }
+    }
+
+    fn not_found(&self, kind: FileKind, name: &str) -> BackendError {
+        BackendError::NotFound { kind, name: name.to_string(), location: self.location() }
+    }
+
+    fn open(&self, kind: FileKind, name: &str) -> Result<File, BackendError> {
+        let path = self.path(kind, name);
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => self.not_found(kind, name),
+            _ => Self::io("open", &path, e),
+        })
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn list_dir(dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<(), BackendError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(LocalBackend::io("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| LocalBackend::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(TEMP_SUFFIX) || name.starts_with('.') {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| LocalBackend::io("list", &entry.path(), e))?;
+        if meta.is_file() {
+            out.push(ObjectInfo { name: name.to_string(), size: meta.len() });
+        }
+    }
+    Ok(())
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<(), BackendError> {
+        for kind in FileKind::ALL {
+            let dir = self.root.join(kind.prefix());
+            fs::create_dir_all(&dir).map_err(|e| Self::io("create", &dir, e))?;
+        }
+        for byte in 0..=255u8 {
+            let dir = self.root.join(FileKind::Pack.prefix()).join(format!("{byte:02x}"));
+            fs::create_dir_all(&dir).map_err(|e| Self::io("create", &dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        let dir = self.dir(kind, name);
+        let path = dir.join(name);
+        let suffix = hex::encode(crate::id::random_bytes::<6>());
+        let temp = dir.join(format!(".{name}.{suffix}{TEMP_SUFFIX}"));
+        let result = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(data)?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&temp, &path)?;
+            sync_dir(&dir)
+        })();
+        result.map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            Self::io("write", &path, e)
+        })
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, BackendError> {
+        let path = self.path(kind, name);
+        fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => self.not_found(kind, name),
+            _ => Self::io("read", &path, e),
+        })
+    }
+
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let file = self.open(kind, name)?;
+        let path = self.path(kind, name);
+        let size = file.metadata().map_err(|e| Self::io("read", &path, e))?.len();
+        let end = offset.saturating_add(len);
+        if end > size {
+            return Err(BackendError::Truncated { kind, name: name.to_string(), offset, end, size });
+        }
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).map_err(|e| Self::io("read", &path, e))?;
+        Ok(buf)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut out = Vec::new();
+        match kind {
+            FileKind::Config => {
+                let path = self.path(kind, "config");
+                if let Ok(meta) = fs::metadata(&path) {
+                    out.push(ObjectInfo { name: "config".into(), size: meta.len() });
+                }
+            }
+            FileKind::Pack => {
+                let root = self.root.join(kind.prefix());
+                for byte in 0..=255u8 {
+                    list_dir(&root.join(format!("{byte:02x}")), &mut out)?;
+                }
+            }
+            _ => list_dir(&self.root.join(kind.prefix()), &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<(), BackendError> {
+        let path = self.path(kind, name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io("delete", &path, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let name = "ab".repeat(32);
+        backend.write(FileKind::Pack, &name, b"hello world").unwrap();
+        assert_eq!(backend.read(FileKind::Pack, &name).unwrap(), b"hello world");
+        assert_eq!(backend.read_range(FileKind::Pack, &name, 6, 5).unwrap(), b"world");
+        assert!(matches!(
+            backend.read_range(FileKind::Pack, &name, 6, 50),
+            Err(BackendError::Truncated { size: 11, .. })
+        ));
+        let listed = backend.list(FileKind::Pack).unwrap();
+        assert_eq!(listed, vec![ObjectInfo { name: name.clone(), size: 11 }]);
+        backend.remove(FileKind::Pack, &name).unwrap();
+        backend.remove(FileKind::Pack, &name).unwrap();
+        assert!(backend.read(FileKind::Pack, &name).unwrap_err().is_not_found());
+    }
+}

@@ -1,0 +1,839 @@
+//! Writing a recovery point: streams in, chunks, deduplication, packs, index, point.
+//!
+//! The caller's thread cuts streams into chunks; worker threads hash, deduplicate,
+//! compress and encrypt them and append them to the open pack; an uploader thread writes
+//! finished packs so a slow `fsync` or upload never stalls the CPU work. Entries are added
+//! depth first and each directory's tree is stored as soon as it is complete.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::backend::FileKind;
+use crate::chunker::{CdcChunker, Chunking};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::format::{PACK_TARGET_SIZE, POINT_MAGIC, TREE_VERSION};
+use crate::id::{ChunkId, PackId, PointId, SessionId};
+use crate::index::{Index, IndexFile};
+use crate::pack::{self, BlobKind, FinishedPack, PackEntry, PackWriter};
+use crate::point::{BackupStats, Consistency, PluginRef, Point};
+use crate::session::{self, HEARTBEAT_INTERVAL, SessionRecord};
+use crate::tree::{Content, Entry, Extent, ListRef, Tree, TreeBuilder, split_extents};
+use crate::vault::Vault;
+
+/// Uploaded packs after which an index file is written mid-backup, so that a killed
+/// backup leaves most of its data indexed.
+const INDEX_FLUSH_PACKS: usize = 64;
+
+/// Options of [`Backup::start`].
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The protected item.
+    pub item: String,
+    /// The plugin capturing it.
+    pub plugin: PluginRef,
+    /// The point to carry unchanged entries forward from.
+    pub parent: Option<PointId>,
+    /// Operator tags.
+    pub tags: Vec<String>,
+    /// The machine's name, recorded in the point.
+    pub host: String,
+    /// zstd level; the vault's default when `None`.
+    pub compression_level: Option<i32>,
+    /// Worker threads; the number of CPUs when 0.
+    pub workers: usize,
+}
+
+impl BackupOptions {
+    /// Options for an item captured by a plugin, with no parent.
+    pub fn new(item: impl Into<String>, plugin: PluginRef) -> Self {
+        BackupOptions {
+            item: item.into(),
+            plugin,
+            parent: None,
+            tags: Vec::new(),
+            host: String::new(),
+            compression_level: None,
+            workers: 0,
+        }
+    }
+}
+
+/// How the capture ended, given at commit.
+#[derive(Debug, Clone)]
+pub struct CommitOptions {
+    /// The consistency achieved.
+    pub consistency: Consistency,
+    /// Why it is lower than asked for, if it is.
+    pub consistency_reason: Option<String>,
+    /// Whether some of the source could not be read.
+    pub partial: bool,
+    /// What went wrong while capturing.
+    pub warnings: Vec<String>,
+    /// Plugin-defined attributes.
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for CommitOptions {
+    fn default() -> Self {
+        CommitOptions {
+            consistency: Consistency::Crash,
+            consistency_reason: None,
+            partial: false,
+            warnings: Vec::new(),
+            attributes: Default::default(),
+        }
+    }
+}
+
+struct Job {
+    seq: usize,
+    data: Bytes,
+    reply: Sender<(usize, Result<Outcome, String>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    id: ChunkId,
+    len: u64,
+    stored: Option<u64>,
+}
+
+/// State shared by the session's threads.
+struct Shared {
+    vault: Vault,
+    index: Arc<Index>,
+    level: i32,
+    /// Chunks stored (or being stored) by this session, and chunks of recovered packs.
+    seen: Mutex<HashSet<ChunkId>>,
+    packer: Mutex<PackWriter>,
+    upload_tx: Mutex<Option<Sender<FinishedPack>>>,
+    /// Packs uploaded (or recovered) and not yet listed in an index file.
+    unindexed: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
+    index_files: Mutex<Vec<IndexFile>>,
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+    stats: Mutex<BackupStats>,
+    session: Mutex<SessionRecord>,
+}
+
+impl Shared {
+    fn fail(&self, message: String) {
+        tracing::error!(error = %message, "backup writer failed");
+        let mut slot = self.error.lock().expect("lock");
+        slot.get_or_insert(message);
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            let message = self.error.lock().expect("lock").clone().unwrap_or_default();
+            return Err(Error::Aborted(message));
+        }
+        Ok(())
+    }
+
+    /// Whether `id` must be stored by this session (and claims it if so).
+    fn claim(&self, id: &ChunkId) -> bool {
+        !self.index.has_usable(id) && self.seen.lock().expect("lock").insert(*id)
+    }
+
+    /// Encodes and appends a chunk; returns the stored size.
+    fn store(&self, id: ChunkId, kind: BlobKind, data: &[u8]) -> Result<u64> {
+        let mut blob = Vec::with_capacity(data.len() + 64);
+        codec::encode_blob(self.vault.crypto(), &id, data, self.level, &mut blob);
+        let stored = blob.len() as u64;
+        let full = {
+            let mut packer = self.packer.lock().expect("lock");
+            packer.add(id, kind, data.len() as u32, &blob);
+            (packer.size() >= PACK_TARGET_SIZE).then(|| std::mem::take(&mut *packer))
+        };
+        if let Some(full) = full {
+            self.send_pack(full)?;
+        }
+        Ok(stored)
+    }
+
+    fn send_pack(&self, writer: PackWriter) -> Result<()> {
+        let finished = writer.finish(self.vault.crypto());
+        let tx = self.upload_tx.lock().expect("lock").clone();
+        match tx {
+            Some(tx) if tx.send(finished).is_ok() => Ok(()),
+            _ => {
+                self.check()?;
+                Err(Error::Aborted("the pack uploader has stopped".into()))
+            }
+        }
+    }
+
+    /// Stores a tree or list document synchronously; returns its id.
+    fn store_tree(&self, doc: Vec<u8>) -> Result<ChunkId> {
+        self.check()?;
+        let id = self.vault.crypto().chunk_id(&doc);
+        if self.claim(&id) {
+            let stored = self.store(id, BlobKind::Tree, &doc)?;
+            let mut stats = self.stats.lock().expect("lock");
+            stats.bytes_stored += stored;
+        }
+        Ok(id)
+    }
+
+    fn heartbeat(&self) {
+        let now = self.vault.clock().now();
+        let mut record = self.session.lock().expect("lock");
+        if now.duration_since(record.heartbeat) >= HEARTBEAT_INTERVAL {
+            record.heartbeat = now;
+            if let Err(e) = session::write_session(&self.vault, &record) {
+                tracing::warn!(error = %e, "cannot refresh the writer session");
+            }
+        }
+    }
+
+    /// Writes an index file for the packs uploaded so far.
+    fn flush_index(&self) -> Result<()> {
+        let packs = std::mem::take(&mut *self.unindexed.lock().expect("lock"));
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile { packs };
+        let (id, bytes) = file.seal(self.vault.crypto());
+        self.vault.backend().write(FileKind::Index, &id.to_hex(), &bytes)?;
+        self.index_files.lock().expect("lock").push(file);
+        Ok(())
+    }
+}
+
+fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
+    for job in jobs {
+        let result = if shared.failed.load(Ordering::Relaxed) {
+            Err("backup aborted".to_string())
+        } else {
+            let id = shared.vault.crypto().chunk_id(&job.data);
+            let len = job.data.len() as u64;
+            if shared.claim(&id) {
+                shared
+                    .store(id, BlobKind::Data, &job.data)
+                    .map(|stored| Outcome { id, len, stored: Some(stored) })
+                    .map_err(|e| e.to_string())
+            } else {
+                Ok(Outcome { id, len, stored: None })
+            }
+        };
+        if let Err(e) = &result {
+            shared.fail(e.clone());
+        }
+        // The stream may have been dropped after an error; nothing else to tell.
+        let _ = job.reply.send((job.seq, result));
+    }
+}
+
+fn uploader(shared: Arc<Shared>, packs: Receiver<FinishedPack>) {
+    for pack in packs {
+        if shared.failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Err(e) = shared.vault.backend().write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes) {
+            shared.fail(e.to_string());
+            continue;
+        }
+        let count = {
+            let mut unindexed = shared.unindexed.lock().expect("lock");
+            unindexed.push((pack.id, pack.entries));
+            unindexed.len()
+        };
+        if count >= INDEX_FLUSH_PACKS
+            && let Err(e) = shared.flush_index()
+        {
+            shared.fail(e.to_string());
+        }
+        shared.heartbeat();
+    }
+}
+
+/// A backup in progress: one writer session.
+pub struct Backup {
+    shared: Arc<Shared>,
+    job_tx: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    uploader: Option<JoinHandle<()>>,
+    tree: Option<TreeBuilder>,
+    options: BackupOptions,
+    start: jiff::Timestamp,
+    parent: Option<ParentView>,
+    chunkers: HashMap<crate::chunker::CdcParams, Arc<CdcChunker>>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Backup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backup").field("item", &self.options.item).finish()
+    }
+}
+
+impl Backup {
+    /// Starts a writer session.
+    pub fn start(vault: &Vault, options: BackupOptions) -> Result<Backup> {
+        let now = vault.clock().now();
+        let record = SessionRecord {
+            id: SessionId::random(),
+            item: options.item.clone(),
+            host: options.host.clone(),
+            pid: std::process::id(),
+            started: now,
+            heartbeat: now,
+            finished: None,
+        };
+        // Announce the session before looking at the index: a prune that marks packs
+        // after this point will wait for us.
+        session::write_session(vault, &record)?;
+        vault.reload_index()?;
+        let index = vault.index();
+        let level = options.compression_level.unwrap_or(vault.config().compression_level);
+        if !(0..=22).contains(&level) {
+            return Err(Error::Invalid(format!("compression level {level} is outside 0..=22")));
+        }
+        let parent = match options.parent {
+            Some(id) => Some(ParentView::new(vault.clone(), vault.load_point(&id)?)),
+            None => None,
+        };
+        let workers = if options.workers == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        } else {
+            options.workers
+        };
+        let (upload_tx, upload_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            vault: vault.clone(),
+            index,
+            level,
+            seen: Mutex::new(HashSet::new()),
+            packer: Mutex::new(PackWriter::new()),
+            upload_tx: Mutex::new(Some(upload_tx)),
+            unindexed: Mutex::new(Vec::new()),
+            index_files: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            stats: Mutex::new(BackupStats::default()),
+            session: Mutex::new(record),
+        });
+        recover_unindexed_packs(&shared)?;
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 4);
+        let worker_handles = (0..workers)
+            .map(|i| {
+                let shared = shared.clone();
+                let rx = job_rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("tessera-chunk-{i}"))
+                    .spawn(move || worker(shared, rx))
+                    .map_err(|e| Error::Aborted(format!("cannot start a worker thread: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let uploader_shared = shared.clone();
+        let uploader_handle = std::thread::Builder::new()
+            .name("tessera-upload".into())
+            .spawn(move || uploader(uploader_shared, upload_rx))
+            .map_err(|e| Error::Aborted(format!("cannot start the uploader thread: {e}")))?;
+        Ok(Backup {
+            shared,
+            job_tx: Some(job_tx),
+            workers: worker_handles,
+            uploader: Some(uploader_handle),
+            tree: Some(TreeBuilder::new()),
+            start: now,
+            options,
+            parent,
+            chunkers: HashMap::new(),
+            finished: false,
+        })
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.shared.vault
+    }
+
+    /// Opens a content stream cut as `chunking` says.
+    pub fn stream(&mut self, chunking: Chunking) -> Result<StreamWriter> {
+        chunking.validate()?;
+        self.shared.check()?;
+        let cutter = match chunking {
+            Chunking::ContentDefined(params) => {
+                let chunker = match self.chunkers.get(&params) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = Arc::new(self.shared.vault.cdc_chunker(params)?);
+                        self.chunkers.insert(params, c.clone());
+                        c
+                    }
+                };
+                Cutter::Cdc(chunker)
+            }
+            Chunking::Fixed { size } => Cutter::Fixed(size as usize),
+        };
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        Ok(StreamWriter {
+            shared: self.shared.clone(),
+            job_tx: self.job_tx.clone().ok_or_else(|| Error::Aborted("backup already finished".into()))?,
+            cutter,
+            buf: BytesMut::new(),
+            slots: Vec::new(),
+            pending: 0,
+            reply_tx,
+            reply_rx,
+            stats: BackupStats::default(),
+        })
+    }
+
+    /// Stores everything `reader` yields as one content.
+    pub fn store_reader(&mut self, reader: &mut dyn std::io::Read, chunking: Chunking, what: &str) -> Result<StreamResult> {
+        let mut stream = self.stream(chunking)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(Error::Source { what: what.to_string(), source }),
+            };
+            stream.write(&buf[..n])?;
+        }
+        stream.finish()
+    }
+
+    /// Stores a small document (configuration, metadata) as one content.
+    pub fn store_bytes(&mut self, data: &[u8]) -> Result<StreamResult> {
+        let mut stream = self.stream(Chunking::ContentDefined(self.shared.vault.config().chunker))?;
+        stream.write(data)?;
+        stream.finish()
+    }
+
+    /// Adds an entry at `path` (depth first; a directory before its children).
+    pub fn add_entry(&mut self, path: &str, entry: Entry) -> Result<()> {
+        self.shared.check()?;
+        let shared = self.shared.clone();
+        let mut store = |doc: Vec<u8>| shared.store_tree(doc);
+        self.tree
+            .as_mut()
+            .ok_or_else(|| Error::Aborted("backup already finished".into()))?
+            .add(path, entry, &mut store)?;
+        self.shared.stats.lock().expect("lock").entries += 1;
+        self.shared.heartbeat();
+        Ok(())
+    }
+
+    /// The parent point's entry at `path`, if there is a parent and it has the path.
+    pub fn parent_entry(&mut self, path: &str) -> Result<Option<Entry>> {
+        match &mut self.parent {
+            Some(parent) => parent.entry(path),
+            None => Ok(None),
+        }
+    }
+
+    /// The parent point, if any.
+    pub fn parent_point(&self) -> Option<&Point> {
+        self.parent.as_ref().map(|p| &p.point)
+    }
+
+    /// Adds the parent's entry at `path` unchanged, without reading its content. For a
+    /// directory this carries the whole subtree. Returns false if the parent has no such
+    /// entry.
+    pub fn carry_forward(&mut self, path: &str) -> Result<bool> {
+        let Some(entry) = self.parent_entry(path)? else {
+            return Ok(false);
+        };
+        let len = entry.content.len();
+        self.add_entry(path, entry)?;
+        let mut stats = self.shared.stats.lock().expect("lock");
+        stats.bytes_carried += len;
+        stats.entries_carried += 1;
+        Ok(true)
+    }
+
+    /// Figures so far.
+    pub fn stats(&self) -> BackupStats {
+        *self.shared.stats.lock().expect("lock")
+    }
+
+    fn stop_threads(&mut self) -> Result<()> {
+        // Close the open pack, let the workers drain, then the uploader.
+        self.job_tx = None;
+        for handle in self.workers.drain(..) {
+            if handle.join().is_err() {
+                self.shared.fail("a chunk worker panicked".into());
+            }
+        }
+        let last = std::mem::take(&mut *self.shared.packer.lock().expect("lock"));
+        if !last.is_empty() && !self.shared.failed.load(Ordering::SeqCst) {
+            self.shared.send_pack(last)?;
+        }
+        *self.shared.upload_tx.lock().expect("lock") = None;
+        if let Some(handle) = self.uploader.take()
+            && handle.join().is_err()
+        {
+            self.shared.fail("the pack uploader panicked".into());
+        }
+        Ok(())
+    }
+
+    fn end_session(&self) {
+        let mut record = self.shared.session.lock().expect("lock");
+        record.finished = Some(self.shared.vault.clock().now());
+        if let Err(e) = session::write_session(&self.shared.vault, &record) {
+            tracing::warn!(error = %e, "cannot record the end of the writer session");
+        }
+    }
+
+    /// Finishes the backup: stores the trees, closes and uploads the last pack, writes the
+    /// index and finally the recovery point, which is the commit.
+    pub fn commit(mut self, options: CommitOptions) -> Result<(PointId, Point)> {
+        let result = self.commit_inner(options);
+        self.finished = true;
+        if result.is_err() {
+            // Keep what was uploaded indexed so the next run reuses it.
+            let _ = self.stop_threads();
+            let _ = self.shared.flush_index();
+        }
+        self.end_session();
+        result
+    }
+
+    fn commit_inner(&mut self, options: CommitOptions) -> Result<(PointId, Point)> {
+        self.shared.check()?;
+        let tree = self.tree.take().ok_or_else(|| Error::Aborted("backup already finished".into()))?;
+        let shared = self.shared.clone();
+        let mut store = |doc: Vec<u8>| shared.store_tree(doc);
+        let root = tree.finish(&mut store)?;
+        self.stop_threads()?;
+        self.shared.check()?;
+        self.shared.flush_index()?;
+        let vault = &self.shared.vault;
+        let point = Point {
+            version: TREE_VERSION,
+            item: self.options.item.clone(),
+            plugin: self.options.plugin.clone(),
+            host: self.options.host.clone(),
+            start: self.start,
+            end: vault.clock().now(),
+            consistency: options.consistency,
+            consistency_reason: options.consistency_reason,
+            tags: self.options.tags.clone(),
+            parent: self.options.parent,
+            partial: options.partial,
+            warnings: options.warnings,
+            attributes: options.attributes,
+            stats: self.stats(),
+            root,
+        };
+        let doc = serde_json::to_vec(&point).expect("points always serialize");
+        let name = vault.write_sealed(FileKind::Point, POINT_MAGIC, &doc)?;
+        let id: PointId = name.parse().expect("sealed names are hex ids");
+        let files = std::mem::take(&mut *self.shared.index_files.lock().expect("lock"));
+        vault.merge_into_index(&files);
+        tracing::info!(point = %id.short(), item = %point.item, "recovery point committed");
+        Ok((id, point))
+    }
+
+    /// Abandons the backup. Uploaded data stays indexed for the next run; prune reclaims
+    /// it if nothing uses it.
+    pub fn abort(mut self) {
+        self.abort_inner();
+    }
+
+    fn abort_inner(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let _ = self.stop_threads();
+        if let Err(e) = self.shared.flush_index() {
+            tracing::warn!(error = %e, "cannot index the data of an aborted backup");
+        }
+        self.end_session();
+    }
+}
+
+impl Drop for Backup {
+    fn drop(&mut self) {
+        self.abort_inner();
+    }
+}
+
+/// Packs that exist but are in no index (an earlier backup was killed before writing its
+/// index, or another writer has not written it yet) are read back from their headers so
+/// their chunks are reused; they are indexed by this session's index file.
+fn recover_unindexed_packs(shared: &Shared) -> Result<()> {
+    let vault = &shared.vault;
+    let marked: HashSet<PackId> =
+        vault.marks()?.into_iter().flat_map(|(_, m)| m.packs).collect();
+    let mut recovered = 0usize;
+    for info in vault.backend().list(FileKind::Pack)? {
+        let Ok(pack) = info.name.parse::<PackId>() else { continue };
+        if shared.index.has_pack(&pack) || marked.contains(&pack) {
+            continue;
+        }
+        match pack::read_header(vault.backend().as_ref(), vault.crypto(), &pack, info.size) {
+            Ok(entries) => {
+                let mut seen = shared.seen.lock().expect("lock");
+                seen.extend(entries.iter().map(|e| e.id));
+                drop(seen);
+                shared.unindexed.lock().expect("lock").push((pack, entries));
+                recovered += 1;
+            }
+            Err(e) => tracing::warn!(pack = %pack.short(), error = %e, "ignoring unreadable unindexed pack"),
+        }
+    }
+    if recovered > 0 {
+        tracing::info!(packs = recovered, "reusing packs of an interrupted backup");
+    }
+    Ok(())
+}
+
+enum Cutter {
+    Cdc(Arc<CdcChunker>),
+    Fixed(usize),
+}
+
+impl Cutter {
+    fn max(&self) -> usize {
+        match self {
+            Cutter::Cdc(c) => c.params().max_size as usize,
+            Cutter::Fixed(size) => *size,
+        }
+    }
+}
+
+/// The result of one content stream.
+#[derive(Debug, Clone)]
+pub struct StreamResult {
+    /// The content, ready to put in an entry.
+    pub content: Content,
+    /// Figures of this stream.
+    pub stats: BackupStats,
+}
+
+/// One content stream being written: push bytes, then [`StreamWriter::finish`].
+pub struct StreamWriter {
+    shared: Arc<Shared>,
+    job_tx: Sender<Job>,
+    cutter: Cutter,
+    buf: BytesMut,
+    /// Extents in order; `None` while a worker has the chunk.
+    slots: Vec<Option<Extent>>,
+    pending: usize,
+    reply_tx: Sender<(usize, Result<Outcome, String>)>,
+    reply_rx: Receiver<(usize, Result<Outcome, String>)>,
+    stats: BackupStats,
+}
+
+impl std::fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWriter").field("extents", &self.slots.len()).finish()
+    }
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    // OR-folding fixed-size blocks lets the compiler vectorise; exit per block.
+    data.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+impl StreamWriter {
+    /// Appends bytes to the stream.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.shared.check()?;
+        self.stats.bytes_read += data.len() as u64;
+        if self.buf.capacity() - self.buf.len() < data.len() {
+            self.buf.reserve(data.len().max(self.cutter.max() * 2));
+        }
+        self.buf.extend_from_slice(data);
+        self.cut(false)?;
+        self.collect_ready(false)
+    }
+
+    /// Appends extents of an earlier point without reading them (unchanged regions of a
+    /// disk). The stream must be at a chunk boundary: nothing written since the last cut.
+    pub fn push_extents(&mut self, extents: &[Extent]) -> Result<()> {
+        if !self.buf.is_empty() {
+            return Err(Error::Invalid(
+                "extents can only be carried forward at a chunk boundary".into(),
+            ));
+        }
+        for e in extents {
+            self.stats.bytes_carried += e.len;
+            self.slots.push(Some(*e));
+        }
+        Ok(())
+    }
+
+    /// Appends a hole of `len` zero bytes that is never stored. The stream must be at a
+    /// chunk boundary.
+    pub fn push_hole(&mut self, len: u64) -> Result<()> {
+        if !self.buf.is_empty() {
+            return Err(Error::Invalid("holes can only be added at a chunk boundary".into()));
+        }
+        self.stats.bytes_holes += len;
+        self.slots.push(Some(Extent::hole(len)));
+        Ok(())
+    }
+
+    fn cut(&mut self, at_end: bool) -> Result<()> {
+        loop {
+            let available = self.buf.len();
+            if available == 0 {
+                return Ok(());
+            }
+            let max = self.cutter.max();
+            // Only look for a boundary once it is certain to be decided (a full maximum
+            // chunk is buffered), so each byte is scanned once however small the writes.
+            if available < max && !at_end {
+                return Ok(());
+            }
+            let len = match &self.cutter {
+                Cutter::Cdc(chunker) => chunker.find_boundary(&self.buf).unwrap_or(available),
+                Cutter::Fixed(size) => (*size).min(available),
+            };
+            let chunk = self.buf.split_to(len).freeze();
+            self.emit(chunk)?;
+        }
+    }
+
+    fn emit(&mut self, chunk: Bytes) -> Result<()> {
+        if matches!(self.cutter, Cutter::Fixed(_)) && is_zero(&chunk) {
+            self.stats.bytes_holes += chunk.len() as u64;
+            self.slots.push(Some(Extent::hole(chunk.len() as u64)));
+            return Ok(());
+        }
+        let seq = self.slots.len();
+        self.slots.push(None);
+        self.pending += 1;
+        self.job_tx
+            .send(Job { seq, data: chunk, reply: self.reply_tx.clone() })
+            .map_err(|_| Error::Aborted("the chunk workers have stopped".into()))?;
+        Ok(())
+    }
+
+    fn record(&mut self, seq: usize, result: Result<Outcome, String>) -> Result<()> {
+        self.pending -= 1;
+        let outcome = result.map_err(Error::Aborted)?;
+        match outcome.stored {
+            Some(stored) => {
+                self.stats.bytes_new += outcome.len;
+                self.stats.bytes_stored += stored;
+                self.stats.chunks_new += 1;
+            }
+            None => {
+                self.stats.bytes_reused += outcome.len;
+                self.stats.chunks_reused += 1;
+            }
+        }
+        self.slots[seq] = Some(Extent::chunk(outcome.id, outcome.len));
+        Ok(())
+    }
+
+    fn collect_ready(&mut self, wait: bool) -> Result<()> {
+        while self.pending > 0 {
+            let message = if wait {
+                self.reply_rx.recv().map_err(|_| Error::Aborted("chunk workers stopped".into()))?
+            } else {
+                match self.reply_rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => return Ok(()),
+                }
+            };
+            self.record(message.0, message.1)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: cuts the last chunk, waits for every chunk to be stored, and
+    /// returns the content.
+    pub fn finish(mut self) -> Result<StreamResult> {
+        self.cut(true)?;
+        self.collect_ready(true)?;
+        let mut extents: Vec<Extent> = Vec::with_capacity(self.slots.len());
+        for extent in self.slots.drain(..) {
+            let extent = extent.expect("every chunk was collected");
+            match (extents.last_mut(), extent.id) {
+                (Some(last), None) if last.id.is_none() => last.len += extent.len,
+                _ => extents.push(extent),
+            }
+        }
+        let content = match split_extents(&extents) {
+            None => Content::Extents(extents),
+            Some(lists) => {
+                let mut refs = Vec::with_capacity(lists.len());
+                for (doc, len, count) in lists {
+                    refs.push(ListRef { id: self.shared.store_tree(doc)?, len, count });
+                }
+                Content::Lists(refs)
+            }
+        };
+        self.shared.stats.lock().expect("lock").add(&self.stats);
+        Ok(StreamResult { content, stats: self.stats })
+    }
+}
+
+/// Lazily loaded trees of the parent point, for carrying entries forward.
+struct ParentView {
+    vault: Vault,
+    point: Point,
+    trees: HashMap<String, Arc<Tree>>,
+}
+
+/// Directories of the parent kept in memory at once; depth-first capture needs only
+/// the current path's ancestors.
+const PARENT_TREE_CACHE: usize = 256;
+
+impl ParentView {
+    fn new(vault: Vault, point: Point) -> Self {
+        ParentView { vault, point, trees: HashMap::new() }
+    }
+
+    fn tree(&mut self, dir: &str, id: ChunkId) -> Result<Arc<Tree>> {
+        if let Some(t) = self.trees.get(dir) {
+            return Ok(t.clone());
+        }
+        if self.trees.len() >= PARENT_TREE_CACHE {
+            self.trees.clear();
+        }
+        let tree = Arc::new(self.vault.read_tree(&id)?);
+        self.trees.insert(dir.to_string(), tree.clone());
+        Ok(tree)
+    }
+
+    fn entry(&mut self, path: &str) -> Result<Option<Entry>> {
+        let parts = crate::tree::split_path(path)?;
+        let mut tree = self.tree("", self.point.root)?;
+        let mut dir = String::new();
+        for (i, part) in parts.iter().enumerate() {
+            let Some(entry) = tree.get(part) else { return Ok(None) };
+            if i + 1 == parts.len() {
+                return Ok(Some(entry.clone()));
+            }
+            let Some(sub) = entry.subtree else { return Ok(None) };
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(part);
+            tree = self.tree(&dir, sub)?;
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_zero;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0u8; 10_000]));
+        let mut data = vec![0u8; 10_000];
+        data[9_999] = 1;
+        assert!(!is_zero(&data));
+    }
+}

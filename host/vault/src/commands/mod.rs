@@ -1,0 +1,4 @@
+//! The vault's operations, one module per verb.
+
+pub mod backup;
+pub mod restore;

@@ -1,0 +1,213 @@
+//! Chunk identity and authenticated encryption.
+//!
+//! An encrypted vault holds three secrets, generated once at `vault init` and kept only
+//! inside key slots ([`crate::key`]): the AES-256-GCM data key, the HMAC-SHA-256 key that
+//! turns chunk plaintext into [`ChunkId`]s (so equal data in two vaults gets unrelated ids),
+//! and the seed of the content-defined chunker's gear table (so chunk boundaries do not
+//! reveal content). An unencrypted vault uses plain SHA-256 ids and keeps its chunker seed
+//! in the clear.
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::format::{NONCE_LEN, TAG_LEN};
+use crate::id::{ChunkId, random_bytes};
+
+/// The three secrets of a vault.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    /// AES-256-GCM key for chunks and metadata.
+    pub(crate) data: [u8; 32],
+    /// HMAC-SHA-256 key for chunk ids.
+    pub(crate) id: [u8; 32],
+    /// Seed of the content-defined chunker.
+    pub(crate) chunker: [u8; 32],
+}
+
+impl MasterKey {
+    /// Fresh random secrets.
+    pub fn generate() -> Self {
+        MasterKey { data: random_bytes(), id: random_bytes(), chunker: random_bytes() }
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        [self.data, self.id, self.chunker].concat()
+    }
+
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != 96 {
+            return None;
+        }
+        let mut key = MasterKey { data: [0; 32], id: [0; 32], chunker: [0; 32] };
+        key.data.copy_from_slice(&bytes[..32]);
+        key.id.copy_from_slice(&bytes[32..64]);
+        key.chunker.copy_from_slice(&bytes[64..]);
+        Some(key)
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+/// Decryption failed: wrong key, or the bytes were changed.
+#[derive(Debug, thiserror::Error)]
+#[error("authentication failed (data damaged or tampered with, or a wrong key)")]
+pub struct AuthError;
+
+/// The vault's cipher and id function; `None` cipher for unencrypted vaults.
+pub struct Crypto {
+    cipher: Option<Aes256Gcm>,
+    id_mac: Option<Hmac<Sha256>>,
+    chunker_seed: [u8; 32],
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crypto").field("encrypted", &self.is_encrypted()).finish()
+    }
+}
+
+impl Crypto {
+    /// Crypto for an encrypted vault.
+    pub fn encrypted(key: &MasterKey) -> Self {
+        Crypto {
+            cipher: Some(Aes256Gcm::new((&key.data).into())),
+            id_mac: Some(
+                <Hmac<Sha256> as Mac>::new_from_slice(&key.id)
+                    .expect("HMAC accepts keys of any length"),
+            ),
+            chunker_seed: key.chunker,
+        }
+    }
+
+    /// Crypto for an unencrypted vault: plain SHA-256 ids, no cipher.
+    pub fn plain(chunker_seed: [u8; 32]) -> Self {
+        Crypto { cipher: None, id_mac: None, chunker_seed }
+    }
+
+    /// Whether data is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// Seed of the content-defined chunker's gear table.
+    pub fn chunker_seed(&self) -> &[u8; 32] {
+        &self.chunker_seed
+    }
+
+    /// The id of a chunk's plaintext.
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        match &self.id_mac {
+            Some(mac) => {
+                let mut mac = mac.clone();
+                mac.update(data);
+                ChunkId(mac.finalize().into_bytes().into())
+            }
+            None => ChunkId(Sha256::digest(data).into()),
+        }
+    }
+
+    /// Bytes added by [`Crypto::seal_into`].
+    pub fn overhead(&self) -> usize {
+        if self.is_encrypted() { NONCE_LEN + TAG_LEN } else { 0 }
+    }
+
+    /// Appends `NONCE || CIPHERTEXT || TAG` of `parts` (concatenated) to `out`, or the
+    /// plaintext itself in an unencrypted vault.
+    pub fn seal_into(&self, aad: &[u8], parts: &[&[u8]], out: &mut Vec<u8>) {
+        let Some(cipher) = &self.cipher else {
+            for part in parts {
+                out.extend_from_slice(part);
+            }
+            return;
+        };
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..])
+            .expect("AES-GCM encrypts any message below 64 GiB");
+        out.extend_from_slice(&tag);
+    }
+
+    /// Verifies and decrypts what [`Crypto::seal_into`] produced.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let Some(cipher) = &self.cipher else {
+            return Ok(sealed.to_vec());
+        };
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(AuthError);
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut plain = ciphertext.to_vec();
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                aad,
+                &mut plain,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| AuthError)?;
+        Ok(plain)
+    }
+}
+
+/// Encrypts `plain` under a one-off 32-byte key (used to wrap the master key in key slots).
+pub(crate) fn wrap(kek: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let cipher = Aes256Gcm::new(kek.into());
+    let nonce: [u8; NONCE_LEN] = random_bytes();
+    let mut out = nonce.to_vec();
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[start..])
+        .expect("AES-GCM encrypts any message below 64 GiB");
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// Reverses [`wrap`].
+pub(crate) fn unwrap(kek: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
+    let key = MasterKey { data: *kek, id: [0; 32], chunker: [0; 32] };
+    Crypto::encrypted(&key).open(aad, sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_and_tamper() {
+        let crypto = Crypto::encrypted(&MasterKey::generate());
+        let mut sealed = Vec::new();
+        crypto.seal_into(b"aad", &[b"hello ", b"world"], &mut sealed);
+        assert_eq!(crypto.open(b"aad", &sealed).unwrap(), b"hello world");
+        assert!(crypto.open(b"other", &sealed).is_err());
+        sealed[14] ^= 1;
+        assert!(crypto.open(b"aad", &sealed).is_err());
+        assert!(crypto.open(b"aad", &sealed[..10]).is_err());
+        let other = Crypto::encrypted(&MasterKey::generate());
+        let mut sealed = Vec::new();
+        crypto.seal_into(b"aad", &[b"x"], &mut sealed);
+        assert!(other.open(b"aad", &sealed).is_err());
+    }
+
+    #[test]
+    fn keyed_ids_differ_between_vaults() {
+        let a = Crypto::encrypted(&MasterKey::generate());
+        let b = Crypto::encrypted(&MasterKey::generate());
+        assert_ne!(a.chunk_id(b"same"), b.chunk_id(b"same"));
+        assert_eq!(a.chunk_id(b"same"), a.chunk_id(b"same"));
+        assert_eq!(Crypto::plain([0; 32]).chunk_id(b"same"), ChunkId::hash_of(b"same"));
+    }
+}

@@ -1,0 +1,628 @@
+//! Opening, creating and reading a vault.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{Backend, FileKind};
+use crate::chunker::{CdcChunker, CdcParams};
+use crate::codec::{self, DecodeError};
+use crate::crypto::{Crypto, MasterKey};
+use crate::error::{Error, Result};
+use crate::format::{CONFIG_FORMAT, DEFAULT_COMPRESSION_LEVEL, POINT_MAGIC, TREE_VERSION, VAULT_VERSION};
+use crate::id::{ChunkId, IndexId, PointId, SlotId, random_bytes};
+use crate::index::{Index, IndexFile, Location};
+use crate::key::{Credential, KdfParams, KeyError, KeySlot, SlotKind};
+use crate::pack::BlobKind;
+use crate::point::Point;
+use crate::session::{self, Mark};
+use crate::tree::{Entry, ExtentList, Tree};
+
+/// A source of the current time, so time-based rules can be tested without sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time.
+    fn now(&self) -> jiff::Timestamp;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+}
+
+/// The vault's `config` document: public parameters, never secrets (except the chunker
+/// seed of an unencrypted vault, which has nothing to protect).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Always `tessera-vault`.
+    pub format: String,
+    /// Layout version.
+    pub version: u32,
+    /// Random vault id.
+    pub id: String,
+    /// `aes-256-gcm` or `none`.
+    pub encryption: String,
+    /// When the vault was created.
+    pub created: jiff::Timestamp,
+    /// Default zstd level for new chunks.
+    pub compression_level: i32,
+    /// Default content-defined chunking parameters.
+    pub chunker: CdcParams,
+    /// Chunker seed of an unencrypted vault (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunker_seed: Option<String>,
+}
+
+/// How to protect a new vault.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    /// Encrypt, with a first key slot opened by this credential.
+    Credential(Credential),
+    /// No encryption; only when the operator asks for it explicitly.
+    None,
+}
+
+/// Options of [`Vault::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Encryption and first key slot.
+    pub encryption: Encryption,
+    /// Argon2id cost for password slots.
+    pub kdf: KdfParams,
+    /// Default zstd level (0 disables compression).
+    pub compression_level: i32,
+    /// Default content-defined chunking parameters.
+    pub chunker: CdcParams,
+}
+
+impl InitOptions {
+    /// Defaults with the given encryption.
+    pub fn new(encryption: Encryption) -> Self {
+        InitOptions {
+            encryption,
+            kdf: KdfParams::default(),
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            chunker: CdcParams::default(),
+        }
+    }
+}
+
+/// Options of [`Vault::open`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The credential; ignored for unencrypted vaults.
+    pub credential: Option<Credential>,
+    /// The clock used for sessions, marks and grace periods.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl OpenOptions {
+    /// Open with a credential and the system clock.
+    pub fn new(credential: Option<Credential>) -> Self {
+        OpenOptions { credential, clock: Arc::new(SystemClock) }
+    }
+}
+
+/// A key slot as listed to the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotInfo {
+    /// The slot's id.
+    pub id: SlotId,
+    /// What opens it.
+    pub kind: SlotKind,
+    /// Its label.
+    pub label: String,
+    /// When it was added.
+    pub created: jiff::Timestamp,
+    /// Whether it is the slot this handle was opened with.
+    pub current: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) config: Config,
+    pub(crate) crypto: Crypto,
+    pub(crate) master: Option<MasterKey>,
+    pub(crate) opened_slot: Option<SlotId>,
+    pub(crate) index: RwLock<Arc<Index>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) kdf: KdfParams,
+    /// Index files that could not be read at open, with the reason.
+    pub(crate) damaged_index_files: RwLock<Vec<(String, String)>>,
+}
+
+/// An open vault. Cheap to clone; all clones share the loaded index.
+#[derive(Clone)]
+pub struct Vault {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault").field("location", &self.inner.backend.location()).finish()
+    }
+}
+
+fn read_config(backend: &dyn Backend) -> Result<Config> {
+    let not_a_vault = |detail: String| Error::NotAVault { location: backend.location(), detail };
+    let bytes = backend.read(FileKind::Config, "config").map_err(|e| {
+        if e.is_not_found() { not_a_vault("there is no config file".into()) } else { e.into() }
+    })?;
+    let config: Config =
+        serde_json::from_slice(&bytes).map_err(|e| not_a_vault(format!("config does not parse: {e}")))?;
+    if config.format != CONFIG_FORMAT {
+        return Err(not_a_vault(format!("config format is '{}'", config.format)));
+    }
+    if config.version != VAULT_VERSION {
+        return Err(not_a_vault(format!(
+            "vault version {} is not supported (this build reads version {VAULT_VERSION})",
+            config.version
+        )));
+    }
+    Ok(config)
+}
+
+impl Vault {
+    /// Creates a vault in an empty location and opens it.
+    pub fn init(backend: Arc<dyn Backend>, options: InitOptions, clock: Arc<dyn Clock>) -> Result<Vault> {
+        if backend.read(FileKind::Config, "config").is_ok() {
+            return Err(Error::AlreadyExists(backend.location()));
+        }
+        options.chunker.validate()?;
+        if !(0..=22).contains(&options.compression_level) {
+            return Err(Error::Invalid(format!(
+                "compression level {} is outside 0..=22",
+                options.compression_level
+            )));
+        }
+        backend.create()?;
+        let master = MasterKey::generate();
+        let vault_id = hex::encode(random_bytes::<16>());
+        let (encryption, chunker_seed) = match &options.encryption {
+            Encryption::Credential(_) => ("aes-256-gcm", None),
+            Encryption::None => ("none", Some(hex::encode(master.chunker))),
+        };
+        let config = Config {
+            format: CONFIG_FORMAT.into(),
+            version: VAULT_VERSION,
+            id: vault_id.clone(),
+            encryption: encryption.into(),
+            created: clock.now(),
+            compression_level: options.compression_level,
+            chunker: options.chunker,
+            chunker_seed,
+        };
+        let mut opened_slot = None;
+        if let Encryption::Credential(cred) = &options.encryption {
+            let slot_id = SlotId::random();
+            let slot = KeySlot::new(&vault_id, &slot_id, &master, cred, options.kdf, "initial")?;
+            backend.write(FileKind::Key, &slot_id.to_hex(), &slot.to_json())?;
+            opened_slot = Some(slot_id);
+        }
+        // The config is written last: a vault whose init was interrupted has no config and
+        // can simply be initialised again.
+        let doc = serde_json::to_vec_pretty(&config).expect("config always serializes");
+        backend.write(FileKind::Config, "config", &doc)?;
+        let (crypto, master) = match options.encryption {
+            Encryption::Credential(_) => (Crypto::encrypted(&master), Some(master)),
+            Encryption::None => (Crypto::plain(master.chunker), None),
+        };
+        Ok(Vault {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                crypto,
+                master,
+                opened_slot,
+                index: RwLock::new(Arc::new(Index::new())),
+                clock,
+                kdf: options.kdf,
+                damaged_index_files: RwLock::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Opens a vault and loads its index.
+    pub fn open(backend: Arc<dyn Backend>, options: OpenOptions) -> Result<Vault> {
+        let config = read_config(backend.as_ref())?;
+        let (crypto, master, opened_slot) = match config.encryption.as_str() {
+            "none" => {
+                let seed = config.chunker_seed.as_deref().unwrap_or("");
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(seed, &mut bytes).map_err(|_| Error::NotAVault {
+                    location: backend.location(),
+                    detail: "config has no valid chunker seed".into(),
+                })?;
+                (Crypto::plain(bytes), None, None)
+            }
+            "aes-256-gcm" => {
+                let cred = options.credential.as_ref().ok_or_else(|| {
+                    Error::Invalid("the vault is encrypted: a password or key file is needed".into())
+                })?;
+                let (slot, master) = unlock(backend.as_ref(), &config, cred)?;
+                (Crypto::encrypted(&master), Some(master), Some(slot))
+            }
+            other => {
+                return Err(Error::NotAVault {
+                    location: backend.location(),
+                    detail: format!("unknown encryption '{other}'"),
+                });
+            }
+        };
+        let vault = Vault {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                crypto,
+                master,
+                opened_slot,
+                index: RwLock::new(Arc::new(Index::new())),
+                clock: options.clock,
+                kdf: KdfParams::default(),
+                damaged_index_files: RwLock::new(Vec::new()),
+            }),
+        };
+        vault.reload_index()?;
+        Ok(vault)
+    }
+
+    /// Re-reads every index file and deletion mark.
+    pub fn reload_index(&self) -> Result<()> {
+        let backend = &self.inner.backend;
+        let mut index = Index::new();
+        let mut damaged = Vec::new();
+        for info in backend.list(FileKind::Index)? {
+            let file = backend.read(FileKind::Index, &info.name).map_err(Error::from).and_then(|bytes| {
+                self.check_name(FileKind::Index, &info.name, &bytes)?;
+                IndexFile::open(&self.inner.crypto, &bytes)
+                    .map_err(|source| Error::Corrupt { kind: FileKind::Index, name: info.name.clone(), source })
+            });
+            match file {
+                Ok(file) => {
+                    for (pack, entries) in &file.packs {
+                        index.add_pack(*pack, entries);
+                    }
+                }
+                Err(e) if matches!(e, Error::Backend(ref b) if b.is_not_found()) => {}
+                Err(e) => {
+                    tracing::warn!(file = %info.name, error = %e, "skipping damaged index file");
+                    damaged.push((info.name.clone(), e.to_string()));
+                }
+            }
+        }
+        index.finish();
+        for (_, mark) in session::load_marks(self)? {
+            for pack in &mark.packs {
+                index.exclude_pack(pack);
+            }
+        }
+        *self.inner.index.write().expect("index lock") = Arc::new(index);
+        *self.inner.damaged_index_files.write().expect("lock") = damaged;
+        Ok(())
+    }
+
+    /// Verifies that a content-addressed object's bytes hash to its name.
+    pub(crate) fn check_name(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        if IndexId::hash_of(bytes).to_hex() != name {
+            return Err(Error::Corrupt {
+                kind,
+                name: name.get(..8).unwrap_or(name).to_string(),
+                source: DecodeError::Malformed("contents do not match the file name".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// The vault's config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The vault's crypto.
+    pub fn crypto(&self) -> &Crypto {
+        &self.inner.crypto
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// A snapshot of the index.
+    pub fn index(&self) -> Arc<Index> {
+        self.inner.index.read().expect("index lock").clone()
+    }
+
+    pub(crate) fn merge_into_index(&self, files: &[IndexFile]) {
+        let mut guard = self.inner.index.write().expect("index lock");
+        let old = guard.as_ref();
+        let mut index = Index::new();
+        for (pack, entries) in old.by_pack() {
+            index.add_pack(pack, &entries);
+            if old.is_excluded(&pack) {
+                index.exclude_pack(&pack);
+            }
+        }
+        for file in files {
+            for (pack, entries) in &file.packs {
+                index.add_pack(*pack, entries);
+            }
+        }
+        index.finish();
+        *guard = Arc::new(index);
+    }
+
+    /// Index files that could not be read when the index was loaded.
+    pub fn damaged_index_files(&self) -> Vec<(String, String)> {
+        self.inner.damaged_index_files.read().expect("lock").clone()
+    }
+
+    /// A content-defined chunker keyed for this vault.
+    pub fn cdc_chunker(&self, params: CdcParams) -> Result<CdcChunker> {
+        Ok(CdcChunker::new(self.inner.crypto.chunker_seed(), params)?)
+    }
+
+    /// Reads and decodes a chunk.
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let loc = self.index().lookup(id).ok_or_else(|| Error::MissingChunk(id.short()))?;
+        self.read_chunk_at(id, &loc)
+    }
+
+    /// Reads and decodes a chunk at a known location.
+    pub fn read_chunk_at(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
+        let blob = self.inner.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            loc.offset as u64,
+            loc.len as u64,
+        )?;
+        codec::decode_blob(&self.inner.crypto, id, &blob, loc.raw_len)
+            .map_err(|source| Error::BadChunk { id: id.short(), pack: loc.pack.short(), source })
+    }
+
+    /// Reads a tree.
+    pub fn read_tree(&self, id: &ChunkId) -> Result<Tree> {
+        let bytes = self.read_chunk(id)?;
+        let tree: Tree = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadTree { id: id.short(), detail: e.to_string() })?;
+        if tree.version != TREE_VERSION {
+            return Err(Error::BadTree { id: id.short(), detail: format!("version {}", tree.version) });
+        }
+        Ok(tree)
+    }
+
+    /// Reads an extent list blob.
+    pub fn read_extent_list(&self, id: &ChunkId) -> Result<ExtentList> {
+        let bytes = self.read_chunk(id)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadTree { id: id.short(), detail: e.to_string() })
+    }
+
+    /// Loads one recovery point.
+    pub fn load_point(&self, id: &PointId) -> Result<Point> {
+        let name = id.to_hex();
+        let bytes = self.inner.backend.read(FileKind::Point, &name)?;
+        self.check_name(FileKind::Point, &name, &bytes)?;
+        let corrupt = |source| Error::Corrupt { kind: FileKind::Point, name: id.short(), source };
+        let doc = codec::open_object(&self.inner.crypto, POINT_MAGIC, &bytes).map_err(corrupt)?;
+        serde_json::from_slice(&doc).map_err(|e| corrupt(DecodeError::Malformed(e.to_string())))
+    }
+
+    /// Every recovery point that loads, oldest first, and the ones that do not with the
+    /// reason.
+    pub fn points_with_errors(&self) -> Result<(Vec<(PointId, Point)>, Vec<(String, Error)>)> {
+        let mut points = Vec::new();
+        let mut errors = Vec::new();
+        for info in self.inner.backend.list(FileKind::Point)? {
+            let Ok(id) = info.name.parse::<PointId>() else {
+                continue;
+            };
+            match self.load_point(&id) {
+                Ok(point) => points.push((id, point)),
+                Err(Error::Backend(e)) if e.is_not_found() => {}
+                Err(e) => errors.push((info.name, e)),
+            }
+        }
+        points.sort_by(|a, b| a.1.end.cmp(&b.1.end).then(a.0.cmp(&b.0)));
+        Ok((points, errors))
+    }
+
+    /// Every recovery point, oldest first; damaged points are skipped with a warning.
+    pub fn points(&self) -> Result<Vec<(PointId, Point)>> {
+        let (points, errors) = self.points_with_errors()?;
+        for (name, e) in errors {
+            tracing::warn!(point = %name, error = %e, "skipping damaged recovery point");
+        }
+        Ok(points)
+    }
+
+    /// Finds a point by full id or unique prefix.
+    pub fn find_point(&self, prefix: &str) -> Result<PointId> {
+        if let Ok(id) = prefix.parse::<PointId>() {
+            return Ok(id);
+        }
+        let prefix = prefix.to_ascii_lowercase();
+        let matches: Vec<String> = self
+            .inner
+            .backend
+            .list(FileKind::Point)?
+            .into_iter()
+            .map(|i| i.name)
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => one.parse().map_err(|_| Error::PointNotFound(prefix)),
+            [] => Err(Error::PointNotFound(prefix)),
+            _ => Err(Error::AmbiguousPoint(prefix)),
+        }
+    }
+
+    /// The latest point of an item (all items if `None`).
+    pub fn latest_point(&self, item: Option<&str>) -> Result<Option<(PointId, Point)>> {
+        Ok(self.points()?.into_iter().rev().find(|(_, p)| item.is_none_or(|i| p.item == i)))
+    }
+
+    /// The entry at `path` in a point (`""` is the root directory).
+    pub fn find_entry(&self, point: &Point, path: &str) -> Result<Entry> {
+        let mut entry = Entry::new("", crate::tree::EntryKind::Directory);
+        entry.subtree = Some(point.root);
+        let trimmed = path.trim_matches('/');
+        if trimmed.is_empty() {
+            return Ok(entry);
+        }
+        let mut tree_cache: HashMap<ChunkId, Tree> = HashMap::new();
+        for part in trimmed.split('/') {
+            let not_found = || Error::PathNotFound { point: point.root.short(), path: path.to_string() };
+            let subtree = entry.subtree.ok_or_else(not_found)?;
+            let tree = match tree_cache.remove(&subtree) {
+                Some(t) => t,
+                None => self.read_tree(&subtree)?,
+            };
+            entry = tree.get(part).cloned().ok_or_else(not_found)?;
+        }
+        Ok(entry)
+    }
+
+    /// Lists the key slots.
+    pub fn key_slots(&self) -> Result<Vec<SlotInfo>> {
+        let mut out = Vec::new();
+        for info in self.inner.backend.list(FileKind::Key)? {
+            let Ok(id) = info.name.parse::<SlotId>() else { continue };
+            let slot = KeySlot::from_json(&id, &self.inner.backend.read(FileKind::Key, &info.name)?)?;
+            out.push(SlotInfo {
+                id,
+                kind: slot.kind,
+                label: slot.label,
+                created: slot.created,
+                current: self.inner.opened_slot == Some(id),
+            });
+        }
+        out.sort_by_key(|s| s.created);
+        Ok(out)
+    }
+
+    fn master(&self) -> Result<&MasterKey> {
+        self.inner
+            .master
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("the vault is not encrypted: it has no key slots".into()))
+    }
+
+    /// Adds a key slot for `cred`; returns its id.
+    pub fn add_key_slot(&self, cred: &Credential, label: &str) -> Result<SlotId> {
+        self.add_key_slot_with(cred, label, self.inner.kdf)
+    }
+
+    /// Adds a key slot with explicit Argon2id cost.
+    pub fn add_key_slot_with(&self, cred: &Credential, label: &str, kdf: KdfParams) -> Result<SlotId> {
+        let master = self.master()?;
+        let id = SlotId::random();
+        let slot = KeySlot::new(&self.inner.config.id, &id, master, cred, kdf, label)?;
+        self.inner.backend.write(FileKind::Key, &id.to_hex(), &slot.to_json())?;
+        Ok(id)
+    }
+
+    /// Removes a key slot; the last slot cannot be removed.
+    pub fn remove_key_slot(&self, slot: &SlotId) -> Result<()> {
+        let slots = self.key_slots()?;
+        if !slots.iter().any(|s| s.id == *slot) {
+            return Err(Error::Invalid(format!("no key slot {}", slot.short())));
+        }
+        if slots.len() == 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key slot: the vault would be unreadable forever".into(),
+            ));
+        }
+        self.inner.backend.remove(FileKind::Key, &slot.to_hex())?;
+        Ok(())
+    }
+
+    /// Replaces the slot this handle was opened with by one for `new`. The new slot is
+    /// written before the old one is removed, so an interruption leaves both working.
+    pub fn change_password(&self, new: &Credential) -> Result<SlotId> {
+        let old = self
+            .inner
+            .opened_slot
+            .ok_or_else(|| Error::Invalid("the vault is not encrypted: it has no password".into()))?;
+        let label = self
+            .key_slots()?
+            .into_iter()
+            .find(|s| s.id == old)
+            .map(|s| s.label)
+            .unwrap_or_default();
+        let id = self.add_key_slot(new, &label)?;
+        self.inner.backend.remove(FileKind::Key, &old.to_hex())?;
+        Ok(id)
+    }
+
+    /// Writes a blob-less object: used for sealed metadata.
+    pub(crate) fn write_sealed(&self, kind: FileKind, magic: [u8; 4], doc: &[u8]) -> Result<String> {
+        let sealed = codec::seal_object(&self.inner.crypto, magic, doc, true);
+        let name = IndexId::hash_of(&sealed).to_hex();
+        self.inner.backend.write(kind, &name, &sealed)?;
+        Ok(name)
+    }
+
+    /// Reads a sealed object, verifying its name.
+    pub(crate) fn read_sealed(&self, kind: FileKind, magic: [u8; 4], name: &str) -> Result<Vec<u8>> {
+        let bytes = self.inner.backend.read(kind, name)?;
+        self.check_name(kind, name, &bytes)?;
+        codec::open_object(&self.inner.crypto, magic, &bytes).map_err(|source| Error::Corrupt {
+            kind,
+            name: name.get(..8).unwrap_or(name).to_string(),
+            source,
+        })
+    }
+
+    /// The kind of a chunk per the index.
+    pub fn chunk_kind(&self, id: &ChunkId) -> Option<BlobKind> {
+        self.index().lookup(id).map(|l| l.kind)
+    }
+
+    /// Current deletion marks.
+    pub fn marks(&self) -> Result<Vec<(String, Mark)>> {
+        session::load_marks(self)
+    }
+}
+
+fn unlock(backend: &dyn Backend, config: &Config, cred: &Credential) -> Result<(SlotId, MasterKey)> {
+    let mut tried = 0;
+    let kind = match cred {
+        Credential::Password(_) => SlotKind::Password,
+        Credential::KeyFile(_) => SlotKind::KeyFile,
+    };
+    for info in backend.list(FileKind::Key)? {
+        let Ok(id) = info.name.parse::<SlotId>() else { continue };
+        let slot = match backend.read(FileKind::Key, &info.name).map_err(Error::from).and_then(|b| {
+            KeySlot::from_json(&id, &b).map_err(Error::from)
+        }) {
+            Ok(slot) => slot,
+            Err(e) => {
+                tracing::warn!(slot = %id.short(), error = %e, "skipping unreadable key slot");
+                continue;
+            }
+        };
+        if slot.kind != kind {
+            continue;
+        }
+        tried += 1;
+        if let Some(master) = slot.open(&config.id, &id, cred)? {
+            return Ok((id, master));
+        }
+    }
+    Err(match (tried, kind) {
+        (0, kind) => KeyError::NoSlotOfKind(kind),
+        (_, SlotKind::Password) => KeyError::WrongPassword,
+        (_, SlotKind::KeyFile) => KeyError::WrongKeyFile,
+    }
+    .into())
+}
