@@ -1,4 +1,7 @@
 //! The vault's operations, one module per verb.
 
 pub mod backup;
+pub mod check;
+pub mod prune;
 pub mod restore;
+pub mod walk;
