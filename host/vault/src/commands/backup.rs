@@ -47,6 +47,8 @@ pub struct BackupOptions {
     pub compression_level: Option<i32>,
     /// Worker threads; the number of CPUs when 0.
     pub workers: usize,
+    /// Size at which a pack is closed and uploaded.
+    pub pack_size: usize,
 }
 
 impl BackupOptions {
@@ -60,6 +62,7 @@ impl BackupOptions {
             host: String::new(),
             compression_level: None,
             workers: 0,
+            pack_size: PACK_TARGET_SIZE,
         }
     }
 }
@@ -109,6 +112,7 @@ struct Shared {
     vault: Vault,
     index: Arc<Index>,
     level: i32,
+    pack_size: usize,
     /// Chunks stored (or being stored) by this session, and chunks of recovered packs.
     seen: Mutex<HashSet<ChunkId>>,
     packer: Mutex<PackWriter>,
@@ -151,7 +155,7 @@ impl Shared {
         let full = {
             let mut packer = self.packer.lock().expect("lock");
             packer.add(id, kind, data.len() as u32, &blob);
-            (packer.size() >= PACK_TARGET_SIZE).then(|| std::mem::take(&mut *packer))
+            (packer.size() >= self.pack_size).then(|| std::mem::take(&mut *packer))
         };
         if let Some(full) = full {
             self.send_pack(full)?;
@@ -311,6 +315,7 @@ impl Backup {
             vault: vault.clone(),
             index,
             level,
+            pack_size: options.pack_size.max(1),
             seen: Mutex::new(HashSet::new()),
             packer: Mutex::new(PackWriter::new()),
             upload_tx: Mutex::new(Some(upload_tx)),

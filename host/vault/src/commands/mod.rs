@@ -4,4 +4,5 @@ pub mod backup;
 pub mod check;
 pub mod prune;
 pub mod restore;
+pub mod stats;
 pub mod walk;

@@ -1,0 +1,281 @@
+//! The timed measurements: the SHA-256 yardstick and each vault operation.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tessera_vault::index::IndexFile;
+use tessera_vault::pack::{BlobKind, PackEntry};
+use tessera_vault::{
+    Backend, Backup, BackupOptions, BackupStats, ChunkId, Chunking, CommitOptions, Credential,
+    Encryption, Entry, EntryKind, FileKind, InitOptions, KdfParams, LocalBackend, OpenOptions,
+    PackId, PluginRef, Point, SystemClock, Vault,
+};
+
+use crate::data::SplitMix64;
+use crate::{Context, Failure, Result};
+
+/// Bytes per `stream.write` call and per SHA-256 digest: the size a file reader hands
+/// the engine in practice.
+pub const PIECE: usize = 1 << 20;
+
+/// Bytes hashed by the SHA-256 yardstick, whatever `--size-mib` says, so the yardstick is
+/// equally steady for every run size.
+const SHA256_TOTAL: usize = 1 << 30;
+
+/// Password of the throwaway vaults.
+const PASSWORD: &str = "tessera-bench";
+
+/// Argon2id cost of the throwaway vaults: cheap, so key derivation (a quarter second at
+/// the defaults) does not count against opening the vault.
+const CHEAP_KDF: KdfParams = KdfParams {
+    memory_kib: 8192,
+    iterations: 1,
+    parallelism: 1,
+};
+
+/// Index files written for the open benchmark.
+const INDEX_FILES: usize = 100;
+/// Packs listed per index file.
+const PACKS_PER_INDEX_FILE: usize = 625;
+/// Chunks per pack: a 16 MiB pack of the default ~1 MiB content-defined chunks holds
+/// about this many, so the pack table weighs on the per-chunk memory as it would in a
+/// real vault.
+const CHUNKS_PER_PACK: usize = 16;
+/// Chunks in the synthetic index.
+pub const INDEX_CHUNKS: usize = INDEX_FILES * PACKS_PER_INDEX_FILE * CHUNKS_PER_PACK;
+
+/// An amount of data processed in a measured time.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    /// Bytes processed.
+    pub bytes: u64,
+    /// Wall-clock time taken.
+    pub elapsed: Duration,
+}
+
+impl Rate {
+    /// Throughput in MB/s (10^6 bytes per second).
+    pub fn mb_per_s(&self) -> f64 {
+        // A floor on the time keeps a degenerate, instant run from dividing by zero.
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The outcome of one backup of one stream.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// Throughput from `Backup::start` to `commit` inclusive.
+    pub rate: Rate,
+    /// The stream's own figures.
+    pub stats: BackupStats,
+    /// The committed point.
+    pub point: Point,
+}
+
+/// The outcome of loading a large index.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexOpen {
+    /// Chunk records loaded.
+    pub chunks: usize,
+    /// Time of `Vault::open`, which reads and sorts every index file.
+    pub elapsed: Duration,
+    /// Memory the loaded index holds per chunk.
+    pub bytes_per_chunk: f64,
+}
+
+/// Single-core SHA-256 over 1 MiB pieces of `data`, cycling through it until
+/// [`SHA256_TOTAL`] bytes are hashed. Hashing the benchmark's own data rather than one
+/// buffer over and over keeps the figure honest about memory bandwidth.
+pub fn sha256(data: &[u8]) -> Result<Rate> {
+    if data.is_empty() {
+        return Err(Failure::new("the SHA-256 yardstick needs data to hash"));
+    }
+    let start = Instant::now();
+    let mut hashed = 0;
+    for piece in data.chunks(PIECE).cycle() {
+        if hashed >= SHA256_TOTAL {
+            break;
+        }
+        // black_box keeps the optimiser from discarding digests nobody reads.
+        std::hint::black_box(Sha256::digest(std::hint::black_box(piece)));
+        hashed += piece.len();
+    }
+    Ok(Rate {
+        bytes: hashed as u64,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn credential() -> Credential {
+    Credential::password(PASSWORD)
+}
+
+fn backend(root: &Path) -> Arc<dyn Backend> {
+    Arc::new(LocalBackend::new(root))
+}
+
+/// Creates an encrypted vault at `root` with the default chunking and compression.
+pub fn create_vault(root: &Path) -> Result<Vault> {
+    let mut options = InitOptions::new(Encryption::Credential(credential()));
+    options.kdf = CHEAP_KDF;
+    Vault::init(backend(root), options, Arc::new(SystemClock))
+        .context(format!("cannot create a vault in {}", root.display()))
+}
+
+/// Backs `data` up as the single entry `data`, written in 1 MiB pieces, timing the whole
+/// writer session from start to commit.
+pub fn ingest(vault: &Vault, data: &[u8], chunking: Chunking) -> Result<Ingest> {
+    let plugin = PluginRef {
+        name: "tessera-bench".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let start = Instant::now();
+    let mut backup = Backup::start(vault, BackupOptions::new("bench", plugin))
+        .context("cannot start the backup")?;
+    let mut stream = backup
+        .stream(chunking)
+        .context("cannot open a content stream")?;
+    for piece in data.chunks(PIECE) {
+        stream
+            .write(piece)
+            .context("cannot write to the content stream")?;
+    }
+    let result = stream
+        .finish()
+        .context("cannot finish the content stream")?;
+    let mut entry = Entry::new("data", EntryKind::File);
+    entry.meta.size = data.len() as u64;
+    entry.content = result.content;
+    backup
+        .add_entry("data", entry)
+        .context("cannot add the entry")?;
+    let (_, point) = backup
+        .commit(CommitOptions::default())
+        .context("cannot commit the backup")?;
+    let elapsed = start.elapsed();
+    Ok(Ingest {
+        rate: Rate {
+            bytes: data.len() as u64,
+            elapsed,
+        },
+        stats: result.stats,
+        point,
+    })
+}
+
+/// An output that checks every byte written against the original, so the timed restore
+/// itself is verified. A byte comparison is far cheaper than hashing the output, which
+/// would cap the restore at the very SHA-256 speed it is compared with.
+struct VerifyingSink<'a> {
+    expected: &'a [u8],
+    pos: usize,
+}
+
+impl io::Write for VerifyingSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let end = self.pos + buf.len();
+        let Some(expected) = self.expected.get(self.pos..end) else {
+            return Err(io::Error::other(format!(
+                "restored content is longer than the original ({} bytes)",
+                self.expected.len()
+            )));
+        };
+        if expected != buf {
+            let at = self.pos + expected.iter().zip(buf).take_while(|(a, b)| a == b).count();
+            return Err(io::Error::other(format!(
+                "restored content differs from the original at byte {at}"
+            )));
+        }
+        self.pos = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads the entry `data` of `point` back in full and checks it equals `original`.
+pub fn restore(vault: &Vault, point: &Point, original: &[u8]) -> Result<Rate> {
+    let entry = vault
+        .find_entry(point, "data")
+        .context("cannot find the backed-up entry")?;
+    let mut sink = VerifyingSink {
+        expected: original,
+        pos: 0,
+    };
+    let start = Instant::now();
+    let copied = vault
+        .content_reader(&entry.content)
+        .copy_to(&mut sink)
+        .context("restore failed")?;
+    let elapsed = start.elapsed();
+    if copied != original.len() as u64 || sink.pos != original.len() {
+        return Err(Failure::new(format!(
+            "restore returned {copied} bytes, the original has {}",
+            original.len()
+        )));
+    }
+    Ok(Rate {
+        bytes: copied,
+        elapsed,
+    })
+}
+
+/// Writes index files listing [`INDEX_CHUNKS`] synthetic chunks into a fresh vault at
+/// `root`, then times opening it. The packs do not exist: opening reads only the index.
+pub fn index_open(root: &Path, seed: u64) -> Result<IndexOpen> {
+    let vault = create_vault(root)?;
+    let mut rng = SplitMix64::new(seed);
+    for _ in 0..INDEX_FILES {
+        let packs = (0..PACKS_PER_INDEX_FILE)
+            .map(|_| {
+                // Blobs follow the 5-byte pack preamble back to back, with lengths around
+                // the default 1 MiB chunk plus the 29 bytes of nonce, mode and tag.
+                let mut offset = 5u32;
+                let entries = (0..CHUNKS_PER_PACK)
+                    .map(|_| {
+                        let raw_len = (768 << 10) + rng.below(512 << 10) as u32;
+                        let len = raw_len + 29;
+                        let entry = PackEntry {
+                            id: ChunkId(rng.id()),
+                            kind: BlobKind::Data,
+                            offset,
+                            len,
+                            raw_len,
+                        };
+                        offset += len;
+                        entry
+                    })
+                    .collect();
+                (PackId(rng.id()), entries)
+            })
+            .collect();
+        let (id, bytes) = IndexFile { packs }.seal(vault.crypto());
+        vault
+            .backend()
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .context("cannot write an index file")?;
+    }
+    drop(vault);
+
+    let start = Instant::now();
+    let vault = Vault::open(backend(root), OpenOptions::new(Some(credential())))
+        .context("cannot open the vault with the large index")?;
+    let elapsed = start.elapsed();
+    let index = vault.index();
+    if index.len() != INDEX_CHUNKS {
+        return Err(Failure::new(format!(
+            "the opened index holds {} chunks, {INDEX_CHUNKS} were written",
+            index.len()
+        )));
+    }
+    Ok(IndexOpen {
+        chunks: index.len(),
+        elapsed,
+        bytes_per_chunk: index.bytes_per_chunk(),
+    })
+}

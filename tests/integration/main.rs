@@ -1,0 +1,8 @@
+//! End-to-end tests of the vault engine, one module per theme.
+
+mod concurrency;
+mod crash;
+mod keys;
+mod prune;
+mod roundtrip;
+mod tamper;

@@ -1,0 +1,150 @@
+//! Retention and space reclamation, including prune running while a backup runs.
+
+use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc};
+use tessera_vault::commands::backup::{Backup, CommitOptions};
+use tessera_vault::commands::check::{CheckOptions, check};
+use tessera_vault::commands::prune::{ForgetOptions, PruneOptions, forget, prune};
+use tessera_vault::retention::RetentionPolicy;
+use tessera_vault::{Entry, EntryKind, FileKind, Vault};
+
+fn vault_bytes(vault: &Vault) -> u64 {
+    vault.backend().list(FileKind::Pack).unwrap().iter().map(|i| i.size).sum()
+}
+
+fn assert_sound(vault: &Vault) {
+    let report = check(vault, CheckOptions { read_data: true, workers: 0 }).unwrap();
+    assert!(report.is_ok(), "{:#?}", report.problems);
+}
+
+fn keep_last(n: u32) -> ForgetOptions {
+    ForgetOptions {
+        policy: RetentionPolicy { keep_last: Some(n), ..Default::default() },
+        item: None,
+        dry_run: false,
+        time_zone: jiff::tz::TimeZone::UTC,
+    }
+}
+
+fn now_prune() -> PruneOptions {
+    PruneOptions { grace: jiff::SignedDuration::ZERO, ..Default::default() }
+}
+
+#[test]
+fn forget_and_prune_reclaim_space() {
+    let tv = TestVault::encrypted();
+    let old = random_bytes(40, 3 << 20);
+    let new = random_bytes(41, 3 << 20);
+    backup_files(&tv.vault, options("item"), &[("f", &old)], small_cdc()).unwrap();
+    tv.clock.advance(jiff::SignedDuration::from_hours(1));
+    let (_, kept) = backup_files(&tv.vault, options("item"), &[("f", &new)], small_cdc()).unwrap();
+    let before = vault_bytes(&tv.vault);
+
+    let decisions = forget(&tv.vault, &keep_last(1)).unwrap();
+    assert_eq!(decisions.iter().filter(|d| !d.keep).count(), 1);
+    assert_eq!(tv.vault.points().unwrap().len(), 1);
+
+    let dry = prune(&tv.vault, &PruneOptions { dry_run: true, ..now_prune() }).unwrap();
+    assert!(dry.bytes_marked > 2 << 20, "{dry:?}");
+    assert_eq!(vault_bytes(&tv.vault), before, "a dry run changes nothing");
+
+    let stats = prune(&tv.vault, &now_prune()).unwrap();
+    assert!(stats.bytes_deleted > 2 << 20, "{stats:?}");
+    assert!(vault_bytes(&tv.vault) < before - (2 << 20));
+    assert_sound(&tv.vault);
+    assert_eq!(read_file(&tv.vault, &kept, "f").unwrap(), new);
+}
+
+#[test]
+fn prune_during_backup_never_loses_data_the_backup_uses() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(42, 2 << 20);
+    let (old_id, _) = backup_files(&tv.vault, options("old"), &[("f", &data)], small_cdc()).unwrap();
+
+    // A backup starts and finds all its data already stored (by the point about to go).
+    let backup_vault = tv.reopen();
+    let mut backup = Backup::start(&backup_vault, options("new")).unwrap();
+    let mut stream = backup.stream(small_cdc()).unwrap();
+    stream.write(&data).unwrap();
+    let result = stream.finish().unwrap();
+    assert_eq!(result.stats.bytes_new, 0, "everything deduplicated against the old point");
+
+    // Meanwhile the old point is forgotten and prune marks its packs.
+    let pruner = tv.reopen();
+    // (Removed by hand: a retention policy never forgets an item's only point.)
+    pruner.backend().remove(FileKind::Point, &old_id.to_hex()).unwrap();
+    let grace = jiff::SignedDuration::from_hours(1);
+    let options = PruneOptions { grace, ..Default::default() };
+    let first = prune(&pruner, &options).unwrap();
+    assert!(first.packs_marked > 0, "{first:?}");
+
+    // Hours pass; the backup is still running (it heartbeats) so nothing may go.
+    tv.clock.advance(jiff::SignedDuration::from_hours(2));
+    let mut entry = Entry::new("", EntryKind::File);
+    entry.content = result.content;
+    backup.add_entry("f", entry).unwrap();
+    let blocked = prune(&pruner, &options).unwrap();
+    assert_eq!(blocked.packs_deleted, 0, "{blocked:?}");
+    assert!(blocked.packs_waiting > 0);
+
+    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+    tv.clock.advance(jiff::SignedDuration::from_hours(2));
+    let after = prune(&pruner, &options).unwrap();
+    assert_eq!(after.packs_deleted, 0, "the new point uses those packs: {after:?}");
+    assert!(after.packs_unmarked > 0);
+    assert_sound(&pruner);
+    assert_eq!(read_file(&pruner, &point, "f").unwrap(), data);
+}
+
+#[test]
+fn a_dead_backup_stops_blocking_prune_once_stale() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(43, 1 << 20);
+    let mut opts = options("crashed");
+    opts.pack_size = 64 << 10;
+    let mut backup = Backup::start(&tv.reopen(), opts).unwrap();
+    let mut stream = backup.stream(small_cdc()).unwrap();
+    stream.write(&data).unwrap();
+    stream.finish().unwrap();
+    // The process "dies": no commit, no clean end of the session.
+    std::mem::forget(backup);
+
+    let options = PruneOptions { grace: jiff::SignedDuration::from_hours(1), ..Default::default() };
+    let marked = prune(&tv.vault, &options).unwrap();
+    assert!(marked.packs_marked > 0);
+    tv.clock.advance(jiff::SignedDuration::from_mins(20));
+    assert_eq!(prune(&tv.vault, &options).unwrap().packs_deleted, 0, "within the grace period");
+    tv.clock.advance(jiff::SignedDuration::from_hours(3));
+    let swept = prune(&tv.vault, &options).unwrap();
+    assert!(swept.packs_deleted > 0, "{swept:?}");
+    assert_eq!(swept.sessions_removed, 1);
+    assert_eq!(vault_bytes(&tv.vault), 0);
+    assert_sound(&tv.vault);
+}
+
+#[test]
+fn mostly_unused_packs_are_repacked() {
+    let tv = TestVault::encrypted();
+    let keep = random_bytes(44, 1 << 20);
+    let drop_me = random_bytes(45, 3 << 20);
+    let mut opts = options("a");
+    opts.pack_size = 64 << 20;
+    // One pack holds both files.
+    let mut backup = Backup::start(&tv.vault, opts).unwrap();
+    for (name, data) in [("keep", &keep), ("drop", &drop_me)] {
+        let mut stream = backup.stream(small_cdc()).unwrap();
+        stream.write(data).unwrap();
+        let mut entry = Entry::new("", EntryKind::File);
+        entry.content = stream.finish().unwrap().content;
+        backup.add_entry(name, entry).unwrap();
+    }
+    backup.commit(CommitOptions::default()).unwrap();
+    tv.clock.advance(jiff::SignedDuration::from_hours(1));
+    let (_, second) = backup_files(&tv.vault, options("a"), &[("keep", &keep)], small_cdc()).unwrap();
+    forget(&tv.vault, &keep_last(1)).unwrap();
+    let before = vault_bytes(&tv.vault);
+    let stats = prune(&tv.vault, &now_prune()).unwrap();
+    assert_eq!(stats.packs_repacked, 1, "{stats:?}");
+    assert!(vault_bytes(&tv.vault) < before - (2 << 20));
+    assert_sound(&tv.vault);
+    assert_eq!(read_file(&tv.vault, &second, "keep").unwrap(), keep);
+}
