@@ -2,7 +2,9 @@
 
 use std::process::Command;
 
-use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc, writer_data};
+use tessera_tests::{
+    TestVault, backup_files, options, random_bytes, read_file, small_cdc, writer_data,
+};
 use tessera_vault::commands::check::{CheckOptions, check};
 
 #[test]
@@ -18,7 +20,8 @@ fn concurrent_writers_in_threads() {
                     let own = random_bytes(31 + i, 1 << 20);
                     let files: Vec<(&str, &[u8])> = vec![("shared", shared), ("own", &own)];
                     let (_, point) =
-                        backup_files(&vault, options(&format!("writer-{i}")), &files, small_cdc()).unwrap();
+                        backup_files(&vault, options(&format!("writer-{i}")), &files, small_cdc())
+                            .unwrap();
                     (own, point)
                 })
             })
@@ -26,7 +29,14 @@ fn concurrent_writers_in_threads() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let vault = tv.reopen();
-    let report = check(&vault, CheckOptions { read_data: true, workers: 0 }).unwrap();
+    let report = check(
+        &vault,
+        CheckOptions {
+            read_data: true,
+            workers: 0,
+        },
+    )
+    .unwrap();
     assert!(report.is_ok(), "{:#?}", report.problems);
     assert_eq!(vault.points().unwrap().len(), 4);
     for (own, point) in results {
@@ -54,7 +64,14 @@ fn concurrent_writers_in_processes() {
         assert!(child.wait().unwrap().success());
     }
     let vault = tv.reopen();
-    let report = check(&vault, CheckOptions { read_data: true, workers: 0 }).unwrap();
+    let report = check(
+        &vault,
+        CheckOptions {
+            read_data: true,
+            workers: 0,
+        },
+    )
+    .unwrap();
     assert!(report.is_ok(), "{:#?}", report.problems);
     let points = vault.points().unwrap();
     assert_eq!(points.len(), 3);

@@ -5,11 +5,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use tessera_tests::{Fault, FaultyBackend, TestVault, backup_files, options, random_bytes, read_file, small_cdc};
+use tessera_tests::{
+    Fault, FaultyBackend, TestVault, backup_files, options, random_bytes, read_file, small_cdc,
+};
 use tessera_vault::commands::check::{CheckOptions, check};
 use tessera_vault::{Backend, LocalBackend, Vault};
 
-const FULL_CHECK: CheckOptions = CheckOptions { read_data: true, workers: 0 };
+const FULL_CHECK: CheckOptions = CheckOptions {
+    read_data: true,
+    workers: 0,
+};
 
 fn assert_sound(vault: &Vault) {
     let report = check(vault, FULL_CHECK).unwrap();
@@ -42,16 +47,26 @@ fn backup_stopped_at_every_write_leaves_a_sound_vault() {
     assert!(total_writes > 8, "expected many writes, got {total_writes}");
     for fail_at in 1..=total_writes {
         let tv = TestVault::encrypted();
-        let (_, committed) = backup_files(&tv.vault, small_packs("base"), &[("f", &base)], small_cdc()).unwrap();
+        let (_, committed) =
+            backup_files(&tv.vault, small_packs("base"), &[("f", &base)], small_cdc()).unwrap();
         let (ok, _) = interrupted_backup(&tv, fail_at, Fault::Stop, &data);
 
         let vault = tv.reopen();
         assert_sound(&vault);
-        assert_eq!(read_file(&vault, &committed, "f").unwrap(), base, "stop at write {fail_at}");
+        assert_eq!(
+            read_file(&vault, &committed, "f").unwrap(),
+            base,
+            "stop at write {fail_at}"
+        );
         let points = vault.points().unwrap();
-        assert_eq!(points.len(), if ok { 2 } else { 1 }, "stop at write {fail_at}");
+        assert_eq!(
+            points.len(),
+            if ok { 2 } else { 1 },
+            "stop at write {fail_at}"
+        );
 
-        let (_, next) = backup_files(&vault, small_packs("item"), &[("f", &data)], small_cdc()).unwrap();
+        let (_, next) =
+            backup_files(&vault, small_packs("item"), &[("f", &data)], small_cdc()).unwrap();
         assert_eq!(read_file(&vault, &next, "f").unwrap(), data);
         // Once a pack of the interrupted run was written, the next run reuses it.
         if fail_at > 3 {
@@ -77,7 +92,8 @@ fn a_single_failed_write_never_damages_the_vault() {
             let (_, point) = vault.latest_point(Some("item")).unwrap().unwrap();
             assert_eq!(read_file(&vault, &point, "f").unwrap(), data);
         }
-        let (_, next) = backup_files(&vault, small_packs("item"), &[("f", &data)], small_cdc()).unwrap();
+        let (_, next) =
+            backup_files(&vault, small_packs("item"), &[("f", &data)], small_cdc()).unwrap();
         assert_eq!(read_file(&vault, &next, "f").unwrap(), data);
     }
 }
@@ -112,17 +128,25 @@ fn kill_9_at_random_moments_never_damages_the_vault() {
         assert_sound(&vault);
         for (_, point) in vault.points().unwrap() {
             let seed: u64 = point.item.trim_start_matches("seed-").parse().unwrap();
-            assert_eq!(read_file(&vault, &point, "f").unwrap(), writer_data(seed), "point of {}", point.item);
+            assert_eq!(
+                read_file(&vault, &point, "f").unwrap(),
+                writer_data(seed),
+                "point of {}",
+                point.item
+            );
         }
     }
     // The vault still takes backups after all that.
     let vault = Vault::open(
         Arc::new(LocalBackend::new(tv.path())),
-        tessera_vault::OpenOptions::new(Some(tessera_vault::Credential::password(tessera_tests::PASSWORD))),
+        tessera_vault::OpenOptions::new(Some(tessera_vault::Credential::password(
+            tessera_tests::PASSWORD,
+        ))),
     )
     .unwrap();
     let data = writer_data(99);
-    let (_, point) = backup_files(&vault, small_packs("seed-99"), &[("f", &data)], small_cdc()).unwrap();
+    let (_, point) =
+        backup_files(&vault, small_packs("seed-99"), &[("f", &data)], small_cdc()).unwrap();
     assert_eq!(read_file(&vault, &point, "f").unwrap(), data);
 }
 

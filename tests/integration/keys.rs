@@ -7,7 +7,10 @@ use tessera_vault::key::KeyError;
 use tessera_vault::{Credential, Error, LocalBackend, OpenOptions, Vault};
 
 fn open(tv: &TestVault, cred: Option<Credential>) -> Result<Vault, Error> {
-    Vault::open(Arc::new(LocalBackend::new(tv.path())), OpenOptions::new(cred))
+    Vault::open(
+        Arc::new(LocalBackend::new(tv.path())),
+        OpenOptions::new(cred),
+    )
 }
 
 #[test]
@@ -17,7 +20,10 @@ fn wrong_password_is_a_clear_error() {
     assert!(matches!(err, Error::Key(KeyError::WrongPassword)), "{err}");
     assert!(err.to_string().contains("wrong password"));
     let err = open(&tv, None).unwrap_err();
-    assert!(err.to_string().contains("password or key file is needed"), "{err}");
+    assert!(
+        err.to_string().contains("password or key file is needed"),
+        "{err}"
+    );
     let (keyfile, _) = Credential::generate_key_file();
     let err = open(&tv, Some(keyfile)).unwrap_err();
     assert!(err.to_string().contains("no key file key slot"), "{err}");
@@ -27,9 +33,13 @@ fn wrong_password_is_a_clear_error() {
 fn slots_can_be_added_listed_removed_and_passwords_changed() {
     let tv = TestVault::encrypted();
     let vault = open(&tv, Some(Credential::password(PASSWORD))).unwrap();
-    let second = vault.add_key_slot_with(&Credential::password("second"), "backup admin", cheap_kdf()).unwrap();
+    let second = vault
+        .add_key_slot_with(&Credential::password("second"), "backup admin", cheap_kdf())
+        .unwrap();
     let (keyfile, text) = Credential::generate_key_file();
-    vault.add_key_slot_with(&keyfile, "key file", cheap_kdf()).unwrap();
+    vault
+        .add_key_slot_with(&keyfile, "key file", cheap_kdf())
+        .unwrap();
     let slots = vault.key_slots().unwrap();
     assert_eq!(slots.len(), 3);
     assert_eq!(slots.iter().filter(|s| s.current).count(), 1);
@@ -42,17 +52,30 @@ fn slots_can_be_added_listed_removed_and_passwords_changed() {
 
     // Change the password this handle was opened with.
     let vault = open(&tv, Some(Credential::password(PASSWORD))).unwrap();
-    vault.change_password(&Credential::password("new password")).unwrap();
+    vault
+        .change_password(&Credential::password("new password"))
+        .unwrap();
     assert!(open(&tv, Some(Credential::password(PASSWORD))).is_err());
     let vault = open(&tv, Some(Credential::password("new password"))).unwrap();
     assert_eq!(vault.key_slots().unwrap().len(), 2);
 
     // The last slot cannot go.
     let by_file = open(&tv, Some(Credential::from_key_file(&text).unwrap())).unwrap();
-    let pw_slot = by_file.key_slots().unwrap().into_iter().find(|s| !s.current).unwrap();
+    let pw_slot = by_file
+        .key_slots()
+        .unwrap()
+        .into_iter()
+        .find(|s| !s.current)
+        .unwrap();
     by_file.remove_key_slot(&pw_slot.id).unwrap();
     let last = by_file.key_slots().unwrap()[0].id;
-    assert!(by_file.remove_key_slot(&last).unwrap_err().to_string().contains("last key slot"));
+    assert!(
+        by_file
+            .remove_key_slot(&last)
+            .unwrap_err()
+            .to_string()
+            .contains("last key slot")
+    );
 }
 
 #[test]

@@ -8,17 +8,33 @@ use tessera_vault::retention::RetentionPolicy;
 use tessera_vault::{Entry, EntryKind, FileKind, Vault};
 
 fn vault_bytes(vault: &Vault) -> u64 {
-    vault.backend().list(FileKind::Pack).unwrap().iter().map(|i| i.size).sum()
+    vault
+        .backend()
+        .list(FileKind::Pack)
+        .unwrap()
+        .iter()
+        .map(|i| i.size)
+        .sum()
 }
 
 fn assert_sound(vault: &Vault) {
-    let report = check(vault, CheckOptions { read_data: true, workers: 0 }).unwrap();
+    let report = check(
+        vault,
+        CheckOptions {
+            read_data: true,
+            workers: 0,
+        },
+    )
+    .unwrap();
     assert!(report.is_ok(), "{:#?}", report.problems);
 }
 
 fn keep_last(n: u32) -> ForgetOptions {
     ForgetOptions {
-        policy: RetentionPolicy { keep_last: Some(n), ..Default::default() },
+        policy: RetentionPolicy {
+            keep_last: Some(n),
+            ..Default::default()
+        },
         item: None,
         dry_run: false,
         time_zone: jiff::tz::TimeZone::UTC,
@@ -26,7 +42,10 @@ fn keep_last(n: u32) -> ForgetOptions {
 }
 
 fn now_prune() -> PruneOptions {
-    PruneOptions { grace: jiff::SignedDuration::ZERO, ..Default::default() }
+    PruneOptions {
+        grace: jiff::SignedDuration::ZERO,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -43,7 +62,14 @@ fn forget_and_prune_reclaim_space() {
     assert_eq!(decisions.iter().filter(|d| !d.keep).count(), 1);
     assert_eq!(tv.vault.points().unwrap().len(), 1);
 
-    let dry = prune(&tv.vault, &PruneOptions { dry_run: true, ..now_prune() }).unwrap();
+    let dry = prune(
+        &tv.vault,
+        &PruneOptions {
+            dry_run: true,
+            ..now_prune()
+        },
+    )
+    .unwrap();
     assert!(dry.bytes_marked > 2 << 20, "{dry:?}");
     assert_eq!(vault_bytes(&tv.vault), before, "a dry run changes nothing");
 
@@ -58,7 +84,8 @@ fn forget_and_prune_reclaim_space() {
 fn prune_during_backup_never_loses_data_the_backup_uses() {
     let tv = TestVault::encrypted();
     let data = random_bytes(42, 2 << 20);
-    let (old_id, _) = backup_files(&tv.vault, options("old"), &[("f", &data)], small_cdc()).unwrap();
+    let (old_id, _) =
+        backup_files(&tv.vault, options("old"), &[("f", &data)], small_cdc()).unwrap();
 
     // A backup starts and finds all its data already stored (by the point about to go).
     let backup_vault = tv.reopen();
@@ -66,14 +93,23 @@ fn prune_during_backup_never_loses_data_the_backup_uses() {
     let mut stream = backup.stream(small_cdc()).unwrap();
     stream.write(&data).unwrap();
     let result = stream.finish().unwrap();
-    assert_eq!(result.stats.bytes_new, 0, "everything deduplicated against the old point");
+    assert_eq!(
+        result.stats.bytes_new, 0,
+        "everything deduplicated against the old point"
+    );
 
     // Meanwhile the old point is forgotten and prune marks its packs.
     let pruner = tv.reopen();
     // (Removed by hand: a retention policy never forgets an item's only point.)
-    pruner.backend().remove(FileKind::Point, &old_id.to_hex()).unwrap();
+    pruner
+        .backend()
+        .remove(FileKind::Point, &old_id.to_hex())
+        .unwrap();
     let grace = jiff::SignedDuration::from_hours(1);
-    let options = PruneOptions { grace, ..Default::default() };
+    let options = PruneOptions {
+        grace,
+        ..Default::default()
+    };
     let first = prune(&pruner, &options).unwrap();
     assert!(first.packs_marked > 0, "{first:?}");
 
@@ -89,7 +125,10 @@ fn prune_during_backup_never_loses_data_the_backup_uses() {
     let (_, point) = backup.commit(CommitOptions::default()).unwrap();
     tv.clock.advance(jiff::SignedDuration::from_hours(2));
     let after = prune(&pruner, &options).unwrap();
-    assert_eq!(after.packs_deleted, 0, "the new point uses those packs: {after:?}");
+    assert_eq!(
+        after.packs_deleted, 0,
+        "the new point uses those packs: {after:?}"
+    );
     assert!(after.packs_unmarked > 0);
     assert_sound(&pruner);
     assert_eq!(read_file(&pruner, &point, "f").unwrap(), data);
@@ -108,11 +147,18 @@ fn a_dead_backup_stops_blocking_prune_once_stale() {
     // The process "dies": no commit, no clean end of the session.
     std::mem::forget(backup);
 
-    let options = PruneOptions { grace: jiff::SignedDuration::from_hours(1), ..Default::default() };
+    let options = PruneOptions {
+        grace: jiff::SignedDuration::from_hours(1),
+        ..Default::default()
+    };
     let marked = prune(&tv.vault, &options).unwrap();
     assert!(marked.packs_marked > 0);
     tv.clock.advance(jiff::SignedDuration::from_mins(20));
-    assert_eq!(prune(&tv.vault, &options).unwrap().packs_deleted, 0, "within the grace period");
+    assert_eq!(
+        prune(&tv.vault, &options).unwrap().packs_deleted,
+        0,
+        "within the grace period"
+    );
     tv.clock.advance(jiff::SignedDuration::from_hours(3));
     let swept = prune(&tv.vault, &options).unwrap();
     assert!(swept.packs_deleted > 0, "{swept:?}");
@@ -139,7 +185,8 @@ fn mostly_unused_packs_are_repacked() {
     }
     backup.commit(CommitOptions::default()).unwrap();
     tv.clock.advance(jiff::SignedDuration::from_hours(1));
-    let (_, second) = backup_files(&tv.vault, options("a"), &[("keep", &keep)], small_cdc()).unwrap();
+    let (_, second) =
+        backup_files(&tv.vault, options("a"), &[("keep", &keep)], small_cdc()).unwrap();
     forget(&tv.vault, &keep_last(1)).unwrap();
     let before = vault_bytes(&tv.vault);
     let stats = prune(&tv.vault, &now_prune()).unwrap();

@@ -27,7 +27,14 @@ fn files_round_trip_in_encrypted_and_plain_vaults() {
         assert!(point.stats.bytes_stored < point.stats.bytes_read);
         let reopened = tv.reopen();
         assert_eq!(read_file(&reopened, &point, "dir/big").unwrap(), big);
-        let report = check(&reopened, CheckOptions { read_data: true, workers: 0 }).unwrap();
+        let report = check(
+            &reopened,
+            CheckOptions {
+                read_data: true,
+                workers: 0,
+            },
+        )
+        .unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
     }
 }
@@ -36,13 +43,15 @@ fn files_round_trip_in_encrypted_and_plain_vaults() {
 fn edits_deduplicate_and_both_points_restore() {
     let tv = TestVault::encrypted();
     let original = random_bytes(2, 8 << 20);
-    let (_, first) = backup_files(&tv.vault, options("item"), &[("f", &original)], small_cdc()).unwrap();
+    let (_, first) =
+        backup_files(&tv.vault, options("item"), &[("f", &original)], small_cdc()).unwrap();
     let mut edited = original.clone();
     // An insertion, a deletion and an overwrite, far apart.
     edited.splice(1_000_000..1_000_000, random_bytes(3, 777));
     edited.drain(4_000_000..4_010_000);
     edited[6_000_000..6_000_100].copy_from_slice(&random_bytes(4, 100));
-    let (_, second) = backup_files(&tv.vault, options("item"), &[("f", &edited)], small_cdc()).unwrap();
+    let (_, second) =
+        backup_files(&tv.vault, options("item"), &[("f", &edited)], small_cdc()).unwrap();
     assert!(
         second.stats.bytes_new < edited.len() as u64 / 5,
         "edited file stored {} new bytes of {}",
@@ -71,7 +80,10 @@ fn fixed_chunks_store_holes_and_read_at_random_offsets() {
     }
     let result = stream.finish().unwrap();
     assert!(result.stats.bytes_holes > 40 << 20);
-    assert!(matches!(result.content, Content::Lists(_)) || matches!(result.content, Content::Extents(_)));
+    assert!(
+        matches!(result.content, Content::Lists(_))
+            || matches!(result.content, Content::Extents(_))
+    );
     let mut entry = Entry::new("", EntryKind::BlockDevice);
     entry.content = result.content.clone();
     backup.add_entry("disk0", entry).unwrap();
@@ -80,11 +92,21 @@ fn fixed_chunks_store_holes_and_read_at_random_offsets() {
 
     let mut reader = tv.vault.content_reader(&result.content);
     assert_eq!(reader.len(), disk.len() as u64);
-    for (offset, len) in [(0u64, 10usize), (4095, 2), (3 << 20, 200_000), ((48 << 20) - 5, 5), (12_345_678, 65_536)] {
+    for (offset, len) in [
+        (0u64, 10usize),
+        (4095, 2),
+        (3 << 20, 200_000),
+        ((48 << 20) - 5, 5),
+        (12_345_678, 65_536),
+    ] {
         let mut buf = vec![0xAAu8; len];
         let n = reader.read_at(offset, &mut buf).unwrap();
         assert_eq!(n, len);
-        assert_eq!(&buf[..], &disk[offset as usize..offset as usize + len], "at {offset}");
+        assert_eq!(
+            &buf[..],
+            &disk[offset as usize..offset as usize + len],
+            "at {offset}"
+        );
     }
     // Past the end reads nothing.
     assert_eq!(reader.read_at(disk.len() as u64, &mut [0u8; 4]).unwrap(), 0);
@@ -106,8 +128,13 @@ fn carry_forward_reuses_parent_entries_without_reading() {
     let tv = TestVault::encrypted();
     let a = random_bytes(10, 300_000);
     let b = random_bytes(11, 300_000);
-    let (first_id, first) =
-        backup_files(&tv.vault, options("item"), &[("d/a", &a), ("d/b", &b)], small_cdc()).unwrap();
+    let (first_id, first) = backup_files(
+        &tv.vault,
+        options("item"),
+        &[("d/a", &a), ("d/b", &b)],
+        small_cdc(),
+    )
+    .unwrap();
     let mut opts = options("item");
     opts.parent = Some(first_id);
     let mut backup = Backup::start(&tv.vault, opts).unwrap();
@@ -117,7 +144,10 @@ fn carry_forward_reuses_parent_entries_without_reading() {
     assert_eq!(second.stats.bytes_read, 0);
     assert_eq!(second.stats.entries_carried, 1);
     assert_eq!(second.parent, Some(first_id));
-    assert_eq!(second.root, first.root, "identical trees deduplicate to the same root");
+    assert_eq!(
+        second.root, first.root,
+        "identical trees deduplicate to the same root"
+    );
     assert_eq!(read_file(&tv.vault, &second, "d/b").unwrap(), b);
 }
 
@@ -125,10 +155,21 @@ fn carry_forward_reuses_parent_entries_without_reading() {
 fn entries_out_of_order_are_refused() {
     let tv = TestVault::encrypted();
     let mut backup = Backup::start(&tv.vault, options("item")).unwrap();
-    backup.add_entry("a/x", Entry::new("", EntryKind::File)).unwrap();
-    backup.add_entry("b", Entry::new("", EntryKind::File)).unwrap();
-    backup.add_entry("a/y", Entry::new("", EntryKind::File)).unwrap();
+    backup
+        .add_entry("a/x", Entry::new("", EntryKind::File))
+        .unwrap();
+    backup
+        .add_entry("b", Entry::new("", EntryKind::File))
+        .unwrap();
+    backup
+        .add_entry("a/y", Entry::new("", EntryKind::File))
+        .unwrap();
     let err = backup.commit(CommitOptions::default()).unwrap_err();
     assert!(err.to_string().contains("added twice"), "{err}");
-    assert!(Backup::start(&tv.vault, options("item")).unwrap().add_entry("../x", Entry::new("", EntryKind::File)).is_err());
+    assert!(
+        Backup::start(&tv.vault, options("item"))
+            .unwrap()
+            .add_entry("../x", Entry::new("", EntryKind::File))
+            .is_err()
+    );
 }

@@ -25,12 +25,20 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn setup() -> (TestVault, Vec<u8>, tessera_vault::Point) {
     let tv = TestVault::encrypted();
     let data = random_bytes(50, 1 << 20);
-    let (_, point) = backup_files(&tv.vault, options("item"), &[("dir/f", &data)], small_cdc()).unwrap();
+    let (_, point) =
+        backup_files(&tv.vault, options("item"), &[("dir/f", &data)], small_cdc()).unwrap();
     (tv, data, point)
 }
 
 fn full_check(vault: &Vault) -> tessera_vault::commands::check::CheckReport {
-    check(vault, CheckOptions { read_data: true, workers: 0 }).unwrap()
+    check(
+        vault,
+        CheckOptions {
+            read_data: true,
+            workers: 0,
+        },
+    )
+    .unwrap()
 }
 
 fn damage(path: &Path, how: &str) {
@@ -57,8 +65,11 @@ fn damaged_packs_are_reported_with_affected_paths() {
         let vault = tv.reopen();
         let report = full_check(&vault);
         assert!(!report.is_ok(), "{how}: damage went unnoticed");
-        let affected: Vec<&str> =
-            report.problems.iter().flat_map(|p| p.affected.iter().map(|a| a.path.as_str())).collect();
+        let affected: Vec<&str> = report
+            .problems
+            .iter()
+            .flat_map(|p| p.affected.iter().map(|a| a.path.as_str()))
+            .collect();
         // The damage lands in the file's data or in a tree above it; either way the
         // report names the file or the directory that can no longer be restored.
         assert!(
@@ -83,7 +94,14 @@ fn damaged_index_files_are_reported_and_the_vault_still_opens() {
         }
         let vault = tv.reopen();
         let report = full_check(&vault);
-        assert!(report.problems.iter().any(|p| p.message.contains("index file")), "{how}: {:#?}", report.problems);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.message.contains("index file")),
+            "{how}: {:#?}",
+            report.problems
+        );
     }
 }
 
@@ -93,13 +111,21 @@ fn damaged_points_are_reported_and_other_points_survive() {
         let (tv, _, _) = setup();
         let other = random_bytes(51, 100_000);
         let points_before = files_under(&tv.path().join("points"));
-        let (_, second) = backup_files(&tv.vault, options("other"), &[("g", &other)], small_cdc()).unwrap();
+        let (_, second) =
+            backup_files(&tv.vault, options("other"), &[("g", &other)], small_cdc()).unwrap();
         for file in &points_before {
             damage(file, how);
         }
         let vault = tv.reopen();
         let report = full_check(&vault);
-        assert!(report.problems.iter().any(|p| p.message.contains("recovery point")), "{how}: {:#?}", report.problems);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.message.contains("recovery point")),
+            "{how}: {:#?}",
+            report.problems
+        );
         assert_eq!(read_file(&vault, &second, "g").unwrap(), other);
         assert_eq!(vault.points().unwrap().len(), 1);
     }

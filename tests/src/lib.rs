@@ -18,7 +18,11 @@ pub const PASSWORD: &str = "test password";
 
 /// Argon2id parameters cheap enough for tests.
 pub fn cheap_kdf() -> KdfParams {
-    KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 }
+    KdfParams {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    }
 }
 
 /// A clock the test moves by hand.
@@ -30,7 +34,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock at a fixed date.
     pub fn new() -> Arc<Self> {
-        Arc::new(ManualClock { seconds: AtomicI64::new(1_800_000_000) })
+        Arc::new(ManualClock {
+            seconds: AtomicI64::new(1_800_000_000),
+        })
     }
 
     /// Moves the clock forward.
@@ -111,7 +117,13 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// Options for a test backup of `item`.
 pub fn options(item: &str) -> BackupOptions {
-    BackupOptions::new(item, PluginRef { name: "test".into(), version: "1".into() })
+    BackupOptions::new(
+        item,
+        PluginRef {
+            name: "test".into(),
+            version: "1".into(),
+        },
+    )
 }
 
 /// Backs up `files` (path, bytes) as one point; returns its id.
@@ -176,7 +188,12 @@ pub struct FaultyBackend {
 impl FaultyBackend {
     /// Fails the `fail_at`-th write (1-based) and, with [`Fault::Stop`], all after it.
     pub fn new(root: impl Into<std::path::PathBuf>, fail_at: usize, fault: Fault) -> Self {
-        FaultyBackend { inner: LocalBackend::new(root), writes: AtomicUsize::new(0), fail_at, fault }
+        FaultyBackend {
+            inner: LocalBackend::new(root),
+            writes: AtomicUsize::new(0),
+            fail_at,
+            fault,
+        }
     }
 
     /// Writes attempted so far.
@@ -217,7 +234,13 @@ impl Backend for FaultyBackend {
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, BackendError> {
         self.inner.read(kind, name)
     }
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+    fn read_range(
+        &self,
+        kind: FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, BackendError> {
         self.inner.read_range(kind, name, offset, len)
     }
     fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>, BackendError> {

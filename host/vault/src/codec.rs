@@ -95,7 +95,13 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 }
 
 /// Encodes a chunk as a blob, appending to `out`; returns whether it was compressed.
-pub fn encode_blob(crypto: &Crypto, id: &ChunkId, data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+pub fn encode_blob(
+    crypto: &Crypto,
+    id: &ChunkId,
+    data: &[u8],
+    level: i32,
+    out: &mut Vec<u8>,
+) -> bool {
     match compress(data, level) {
         Some(compressed) => {
             crypto.seal_into(&id.0, &[&[MODE_ZSTD], &compressed], out);
@@ -116,7 +122,9 @@ pub fn decode_blob(
     raw_len: u32,
 ) -> Result<Vec<u8>, DecodeError> {
     if raw_len > MAX_CHUNK_SIZE {
-        return Err(DecodeError::Malformed(format!("chunk length {raw_len} exceeds the limit")));
+        return Err(DecodeError::Malformed(format!(
+            "chunk length {raw_len} exceeds the limit"
+        )));
     }
     let plain = crypto.open(&id.0, blob).map_err(|_| DecodeError::Auth)?;
     let Some((&mode, payload)) = plain.split_first() else {
@@ -152,7 +160,14 @@ pub fn seal_object(crypto: &Crypto, magic: [u8; 4], doc: &[u8], compress_doc: bo
     if compressed.is_some() {
         flags |= FLAG_ZSTD;
     }
-    let header = [magic[0], magic[1], magic[2], magic[3], SEALED_VERSION, flags];
+    let header = [
+        magic[0],
+        magic[1],
+        magic[2],
+        magic[3],
+        SEALED_VERSION,
+        flags,
+    ];
     let body = compressed.as_deref().unwrap_or(doc);
     let mut out = Vec::with_capacity(header.len() + body.len() + crypto.overhead());
     out.extend_from_slice(&header);
@@ -163,7 +178,10 @@ pub fn seal_object(crypto: &Crypto, magic: [u8; 4], doc: &[u8], compress_doc: bo
 /// Opens a sealed object, checking its magic.
 pub fn open_object(crypto: &Crypto, magic: [u8; 4], sealed: &[u8]) -> Result<Vec<u8>, DecodeError> {
     if sealed.len() < SEALED_HEADER_LEN {
-        return Err(DecodeError::Malformed(format!("only {} bytes", sealed.len())));
+        return Err(DecodeError::Malformed(format!(
+            "only {} bytes",
+            sealed.len()
+        )));
     }
     let (header, body) = sealed.split_at(SEALED_HEADER_LEN);
     if header[..4] != magic {
@@ -174,11 +192,16 @@ pub fn open_object(crypto: &Crypto, magic: [u8; 4], sealed: &[u8]) -> Result<Vec
         )));
     }
     if header[4] != SEALED_VERSION {
-        return Err(DecodeError::Malformed(format!("unsupported version {}", header[4])));
+        return Err(DecodeError::Malformed(format!(
+            "unsupported version {}",
+            header[4]
+        )));
     }
     let flags = header[5];
     if (flags & FLAG_ENCRYPTED != 0) != crypto.is_encrypted() {
-        return Err(DecodeError::Malformed("encryption flag does not match the vault".into()));
+        return Err(DecodeError::Malformed(
+            "encryption flag does not match the vault".into(),
+        ));
     }
     let doc = crypto.open(header, body).map_err(|_| DecodeError::Auth)?;
     if flags & FLAG_ZSTD != 0 {
@@ -200,7 +223,9 @@ fn decompress_bounded(frame: &[u8]) -> Result<Vec<u8>, DecodeError> {
         .read_to_end(&mut out)
         .map_err(|e| DecodeError::Decompress(e.to_string()))?;
     if out.len() as u64 > MAX_OBJECT_SIZE {
-        return Err(DecodeError::Decompress("document larger than the limit".into()));
+        return Err(DecodeError::Decompress(
+            "document larger than the limit".into(),
+        ));
     }
     Ok(out)
 }
@@ -211,18 +236,29 @@ mod tests {
     use crate::crypto::MasterKey;
 
     fn crypto_pair() -> [Crypto; 2] {
-        [Crypto::encrypted(&MasterKey::generate()), Crypto::plain([7; 32])]
+        [
+            Crypto::encrypted(&MasterKey::generate()),
+            Crypto::plain([7; 32]),
+        ]
     }
 
     #[test]
     fn blob_round_trip() {
         for crypto in crypto_pair() {
-            for data in [vec![0u8; 0], b"short".to_vec(), vec![b'a'; 200_000], random(300_000)] {
+            for data in [
+                vec![0u8; 0],
+                b"short".to_vec(),
+                vec![b'a'; 200_000],
+                random(300_000),
+            ] {
                 let id = crypto.chunk_id(&data);
                 let mut blob = Vec::new();
                 let compressed = encode_blob(&crypto, &id, &data, 3, &mut blob);
                 assert_eq!(compressed, data.len() == 200_000);
-                assert_eq!(decode_blob(&crypto, &id, &blob, data.len() as u32).unwrap(), data);
+                assert_eq!(
+                    decode_blob(&crypto, &id, &blob, data.len() as u32).unwrap(),
+                    data
+                );
                 let other = crypto.chunk_id(b"other");
                 assert!(decode_blob(&crypto, &other, &blob, data.len() as u32).is_err());
                 if !blob.is_empty() {

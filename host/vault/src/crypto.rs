@@ -30,7 +30,11 @@ pub struct MasterKey {
 impl MasterKey {
     /// Fresh random secrets.
     pub fn generate() -> Self {
-        MasterKey { data: random_bytes(), id: random_bytes(), chunker: random_bytes() }
+        MasterKey {
+            data: random_bytes(),
+            id: random_bytes(),
+            chunker: random_bytes(),
+        }
     }
 
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
@@ -41,7 +45,11 @@ impl MasterKey {
         if bytes.len() != 96 {
             return None;
         }
-        let mut key = MasterKey { data: [0; 32], id: [0; 32], chunker: [0; 32] };
+        let mut key = MasterKey {
+            data: [0; 32],
+            id: [0; 32],
+            chunker: [0; 32],
+        };
         key.data.copy_from_slice(&bytes[..32]);
         key.id.copy_from_slice(&bytes[32..64]);
         key.chunker.copy_from_slice(&bytes[64..]);
@@ -69,7 +77,9 @@ pub struct Crypto {
 
 impl std::fmt::Debug for Crypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Crypto").field("encrypted", &self.is_encrypted()).finish()
+        f.debug_struct("Crypto")
+            .field("encrypted", &self.is_encrypted())
+            .finish()
     }
 }
 
@@ -88,7 +98,11 @@ impl Crypto {
 
     /// Crypto for an unencrypted vault: plain SHA-256 ids, no cipher.
     pub fn plain(chunker_seed: [u8; 32]) -> Self {
-        Crypto { cipher: None, id_mac: None, chunker_seed }
+        Crypto {
+            cipher: None,
+            id_mac: None,
+            chunker_seed,
+        }
     }
 
     /// Whether data is encrypted.
@@ -115,7 +129,11 @@ impl Crypto {
 
     /// Bytes added by [`Crypto::seal_into`].
     pub fn overhead(&self) -> usize {
-        if self.is_encrypted() { NONCE_LEN + TAG_LEN } else { 0 }
+        if self.is_encrypted() {
+            NONCE_LEN + TAG_LEN
+        } else {
+            0
+        }
     }
 
     /// Appends `NONCE || CIPHERTEXT || TAG` of `parts` (concatenated) to `out`, or the
@@ -178,7 +196,11 @@ pub(crate) fn wrap(kek: &[u8; 32], aad: &[u8], plain: &[u8]) -> Vec<u8> {
 
 /// Reverses [`wrap`].
 pub(crate) fn unwrap(kek: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
-    let key = MasterKey { data: *kek, id: [0; 32], chunker: [0; 32] };
+    let key = MasterKey {
+        data: *kek,
+        id: [0; 32],
+        chunker: [0; 32],
+    };
     Crypto::encrypted(&key).open(aad, sealed)
 }
 
@@ -208,6 +230,9 @@ mod tests {
         let b = Crypto::encrypted(&MasterKey::generate());
         assert_ne!(a.chunk_id(b"same"), b.chunk_id(b"same"));
         assert_eq!(a.chunk_id(b"same"), a.chunk_id(b"same"));
-        assert_eq!(Crypto::plain([0; 32]).chunk_id(b"same"), ChunkId::hash_of(b"same"));
+        assert_eq!(
+            Crypto::plain([0; 32]).chunk_id(b"same"),
+            ChunkId::hash_of(b"same")
+        );
     }
 }

@@ -64,7 +64,10 @@ pub struct Index {
 impl Index {
     /// An empty index.
     pub fn new() -> Self {
-        Index { sorted: true, ..Default::default() }
+        Index {
+            sorted: true,
+            ..Default::default()
+        }
     }
 
     fn pack_number(&mut self, pack: PackId) -> u32 {
@@ -80,7 +83,11 @@ impl Index {
         let number = self.pack_number(pack);
         self.records.reserve(entries.len());
         for e in entries {
-            let kind_bit = if e.kind == BlobKind::Tree { KIND_TREE_BIT } else { 0 };
+            let kind_bit = if e.kind == BlobKind::Tree {
+                KIND_TREE_BIT
+            } else {
+                0
+            };
             self.records.push(Record {
                 id: e.id,
                 pack: number,
@@ -95,7 +102,8 @@ impl Index {
     /// Sorts the records and drops exact duplicates.
     pub fn finish(&mut self) {
         if !self.sorted {
-            self.records.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+            self.records
+                .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
             self.records.dedup();
             self.sorted = true;
         }
@@ -110,20 +118,29 @@ impl Index {
 
     /// Whether the pack is excluded from deduplication.
     pub fn is_excluded(&self, pack: &PackId) -> bool {
-        self.pack_numbers.get(pack).is_some_and(|&n| self.excluded[n as usize])
+        self.pack_numbers
+            .get(pack)
+            .is_some_and(|&n| self.excluded[n as usize])
     }
 
     fn range(&self, id: &ChunkId) -> &[Record] {
         debug_assert!(self.sorted, "Index::finish must run before lookups");
         let start = self.records.partition_point(|r| r.id < *id);
-        let len = self.records[start..].iter().take_while(|r| r.id == *id).count();
+        let len = self.records[start..]
+            .iter()
+            .take_while(|r| r.id == *id)
+            .count();
         &self.records[start..start + len]
     }
 
     fn location(&self, r: &Record) -> Location {
         Location {
             pack: self.packs[r.pack as usize],
-            kind: if r.raw_len_kind & KIND_TREE_BIT != 0 { BlobKind::Tree } else { BlobKind::Data },
+            kind: if r.raw_len_kind & KIND_TREE_BIT != 0 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
             offset: r.offset,
             len: r.len,
             raw_len: r.raw_len_kind & !KIND_TREE_BIT,
@@ -133,7 +150,10 @@ impl Index {
     /// Where to read a chunk, preferring packs not marked for deletion.
     pub fn lookup(&self, id: &ChunkId) -> Option<Location> {
         let range = self.range(id);
-        let best = range.iter().find(|r| !self.excluded[r.pack as usize]).or(range.first())?;
+        let best = range
+            .iter()
+            .find(|r| !self.excluded[r.pack as usize])
+            .or(range.first())?;
         Some(self.location(best))
     }
 
@@ -144,7 +164,9 @@ impl Index {
 
     /// Whether a chunk is stored in a pack that a new backup may rely on.
     pub fn has_usable(&self, id: &ChunkId) -> bool {
-        self.range(id).iter().any(|r| !self.excluded[r.pack as usize])
+        self.range(id)
+            .iter()
+            .any(|r| !self.excluded[r.pack as usize])
     }
 
     /// Number of chunk records.
@@ -240,7 +262,9 @@ impl IndexFile {
             let pack = PackId(reader.id()?);
             let count = reader.u32()? as usize;
             if count > doc.len() / ENTRY_LEN {
-                return Err(DecodeError::Malformed(format!("pack claims {count} entries")));
+                return Err(DecodeError::Malformed(format!(
+                    "pack claims {count} entries"
+                )));
             }
             let mut entries = Vec::with_capacity(count);
             for _ in 0..count {
@@ -253,7 +277,13 @@ impl IndexFile {
                 let offset = reader.u32()?;
                 let len = reader.u32()?;
                 let raw_len = reader.u32()?;
-                entries.push(PackEntry { id, kind, offset, len, raw_len });
+                entries.push(PackEntry {
+                    id,
+                    kind,
+                    offset,
+                    len,
+                    raw_len,
+                });
             }
             packs.push((pack, entries));
         }
@@ -271,9 +301,17 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.doc.len()).ok_or_else(|| {
-            DecodeError::Malformed(format!("truncated at byte {} of {}", self.pos, self.doc.len()))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.doc.len())
+            .ok_or_else(|| {
+                DecodeError::Malformed(format!(
+                    "truncated at byte {} of {}",
+                    self.pos,
+                    self.doc.len()
+                ))
+            })?;
         let out = &self.doc[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -282,7 +320,9 @@ impl Cursor<'_> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<[u8; 32], DecodeError> {
         Ok(self.take(32)?.try_into().expect("32 bytes"))
@@ -298,7 +338,11 @@ mod tests {
     fn entry(n: u32) -> PackEntry {
         PackEntry {
             id: ChunkId::hash_of(&n.to_le_bytes()),
-            kind: if n % 3 == 0 { BlobKind::Tree } else { BlobKind::Data },
+            kind: if n.is_multiple_of(3) {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            },
             offset: 5 + n,
             len: n + 1,
             raw_len: n * 2,

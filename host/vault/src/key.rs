@@ -58,7 +58,9 @@ impl Credential {
     pub fn from_key_file(text: &str) -> Result<Self, KeyError> {
         let mut lines = text.lines();
         if lines.next().map(str::trim) != Some(KEY_FILE_HEADER) {
-            return Err(KeyError::BadKeyFile(format!("the first line is not '{KEY_FILE_HEADER}'")));
+            return Err(KeyError::BadKeyFile(format!(
+                "the first line is not '{KEY_FILE_HEADER}'"
+            )));
         }
         let mut secret = Zeroizing::new([0u8; 32]);
         let line = lines.next().unwrap_or("").trim();
@@ -90,7 +92,11 @@ impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about a quarter second on a server core, and far above
     /// the minimum OWASP recommends for Argon2id.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
@@ -177,9 +183,13 @@ fn derive_kek(cred: &Credential, kdf: &Kdf) -> Result<Zeroizing<[u8; 32]>, KeyEr
     match (cred, kdf) {
         (Credential::Password(password), Kdf::Argon2id { params, salt }) => {
             let salt = hex::decode(salt).map_err(|e| KeyError::BadParams(e.to_string()))?;
-            let params =
-                argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(32))
-                    .map_err(|e| KeyError::BadParams(e.to_string()))?;
+            let params = argon2::Params::new(
+                params.memory_kib,
+                params.iterations,
+                params.parallelism,
+                Some(32),
+            )
+            .map_err(|e| KeyError::BadParams(e.to_string()))?;
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
                 .hash_password_into(password.as_bytes(), &salt, &mut kek[..])
                 .map_err(|e| KeyError::BadParams(e.to_string()))?;
@@ -232,7 +242,10 @@ impl KeySlot {
         if self.kind != cred.kind() {
             return Ok(None);
         }
-        let bad = |detail: String| KeyError::BadSlot { slot: slot.short(), detail };
+        let bad = |detail: String| KeyError::BadSlot {
+            slot: slot.short(),
+            detail,
+        };
         let kek = derive_kek(cred, &self.kdf)?;
         let wrapped = hex::decode(&self.wrapped).map_err(|e| bad(e.to_string()))?;
         match crypto::unwrap(&kek, &slot_aad(vault_id, slot), &wrapped) {
@@ -253,8 +266,10 @@ impl KeySlot {
 
     /// Parses a slot.
     pub fn from_json(slot: &SlotId, bytes: &[u8]) -> Result<Self, KeyError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| KeyError::BadSlot { slot: slot.short(), detail: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| KeyError::BadSlot {
+            slot: slot.short(),
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -263,7 +278,11 @@ mod tests {
     use super::*;
 
     fn cheap() -> KdfParams {
-        KdfParams { memory_kib: 256, iterations: 1, parallelism: 1 }
+        KdfParams {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+        }
     }
 
     #[test]
@@ -275,7 +294,12 @@ mod tests {
         let parsed = KeySlot::from_json(&slot_id, &slot.to_json()).unwrap();
         let opened = parsed.open("vault", &slot_id, &cred).unwrap().unwrap();
         assert_eq!(opened.to_bytes(), master.to_bytes());
-        assert!(parsed.open("vault", &slot_id, &Credential::password("wrong")).unwrap().is_none());
+        assert!(
+            parsed
+                .open("vault", &slot_id, &Credential::password("wrong"))
+                .unwrap()
+                .is_none()
+        );
         assert!(parsed.open("other", &slot_id, &cred).unwrap().is_none());
     }
 
@@ -287,7 +311,11 @@ mod tests {
         let slot = KeySlot::new("v", &slot_id, &master, &cred, cheap(), "").unwrap();
         let cred2 = Credential::from_key_file(&text).unwrap();
         assert!(slot.open("v", &slot_id, &cred2).unwrap().is_some());
-        assert!(slot.open("v", &slot_id, &Credential::password("x")).unwrap().is_none());
+        assert!(
+            slot.open("v", &slot_id, &Credential::password("x"))
+                .unwrap()
+                .is_none()
+        );
         assert!(Credential::from_key_file("garbage").is_err());
     }
 }

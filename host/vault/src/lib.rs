@@ -1,4 +1,71 @@
-//! tessera's vault.
+//! tessera's vault: a chunked, deduplicated, compressed, encrypted store of recovery points.
+//!
+//! Everything tessera captures ends here. A plugin's content streams are cut into chunks
+//! (content-defined for files, fixed and offset-aligned for block devices), each chunk is
+//! identified by a keyed hash, stored once per vault, compressed with zstd when that
+//! helps, encrypted with AES-256-GCM, and packed with others into immutable pack files.
+//! Index files map chunks to packs. A recovery point names the root of a tree of entries
+//! whose contents are lists of chunks. The crate knows nothing of plugins or WebAssembly.
+//!
+//! # Layout
+//!
+//! ```text
+//! config                 public parameters (JSON)          vault::Config
+//! keys/<slot>            wrapped master key (JSON)          key
+//! data/<xx>/<pack>       blobs + encrypted header           pack
+//! index/<id>             chunk -> pack, offset, length      index
+//! points/<id>            one recovery point                 point
+//! sessions/<id>          a backup in progress               session
+//! marks/<id>             packs prune will delete            session
+//! ```
+//!
+//! Packs, index files, points and marks are named by the SHA-256 of their bytes: names are
+//! unique per writer without coordination, and damage is visible from the name alone.
+//!
+//! # Crash safety
+//!
+//! Objects are only ever written whole (the backend guarantees atomic writes) and never
+//! modified, except writer-session heartbeats. A backup writes in this order:
+//!
+//! 1. its session object, before it reads the index;
+//! 2. packs, as they fill;
+//! 3. index files listing those packs (every 64 packs, and at the end);
+//! 4. the point: **the commit point**. A point is written only after every index file
+//!    naming its chunks, so a point that exists is always complete.
+//!
+//! Killed at any instant, a backup leaves at worst packs that no index lists, or index
+//! entries no point uses. Neither is damage: the next backup reads the headers of
+//! unindexed packs and reuses their chunks (indexing them itself), and prune reclaims
+//! whatever stays unused.
+//!
+//! # Concurrency
+//!
+//! There is no global lock. Any number of processes may back up into one vault at once:
+//! each writes only objects with unique names, and a chunk stored twice by two racing
+//! writers is harmless (the index keeps both copies; prune drops the spare).
+//!
+//! Deletion is what needs care, because a running backup may rely on a chunk it found in
+//! the index without uploading it. Prune therefore deletes in two phases:
+//!
+//! * **mark**: packs that no point refers to (and packs in no index) are listed in a
+//!   deletion mark. A backup that starts after the mark treats marked packs as absent and
+//!   uploads its own copy of anything it needs.
+//! * **sweep**, in a later prune once the grace period (one hour by default) has passed:
+//!   a marked pack is deleted only if no writer session that started before the mark may
+//!   still hold references (one still heartbeating, or one that ended less than a grace
+//!   period ago, so its point has had time to appear in listings), and only if every chunk
+//!   of it that a point uses has another copy. The index is rewritten without the pack
+//!   before the pack is deleted.
+//!
+//! Sessions heartbeat every two minutes; one silent for thirty minutes is taken as dead.
+//! Forget (deleting point files) and check may run at any time. Two prunes should not run
+//! at once; doing so loses no data but may repeat work.
+//!
+//! # Memory
+//!
+//! The index holds 48 bytes per chunk in one sorted array. A backup holds the chunks it
+//! stored in a set, the open pack (16 MiB) and at most one pack waiting for upload; trees
+//! are stored as soon as each directory is complete.
 #![forbid(unsafe_code)]
 
 pub mod backend;

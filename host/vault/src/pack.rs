@@ -106,14 +106,23 @@ impl PackWriter {
         let mut buf = Vec::with_capacity(crate::format::PACK_TARGET_SIZE + (1 << 20));
         buf.extend_from_slice(&PACK_MAGIC);
         buf.push(PACK_VERSION);
-        PackWriter { buf, entries: Vec::new() }
+        PackWriter {
+            buf,
+            entries: Vec::new(),
+        }
     }
 
     /// Appends an encoded blob.
     pub fn add(&mut self, id: ChunkId, kind: BlobKind, raw_len: u32, blob: &[u8]) {
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(blob);
-        self.entries.push(PackEntry { id, kind, offset, len: blob.len() as u32, raw_len });
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            offset,
+            len: blob.len() as u32,
+            raw_len,
+        });
     }
 
     /// Bytes so far.
@@ -138,9 +147,14 @@ impl PackWriter {
         }
         let header = codec::seal_object(crypto, PACK_HEADER_MAGIC, &doc, false);
         self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
         let id = PackId::hash_of(&self.buf);
-        FinishedPack { id, bytes: self.buf, entries: self.entries }
+        FinishedPack {
+            id,
+            bytes: self.buf,
+            entries: self.entries,
+        }
     }
 }
 
@@ -152,7 +166,10 @@ pub fn read_header(
     size: u64,
 ) -> Result<Vec<PackEntry>, PackError> {
     let name = pack.to_hex();
-    let damaged = |detail: String| PackError::Damaged { pack: pack.short(), detail };
+    let damaged = |detail: String| PackError::Damaged {
+        pack: pack.short(),
+        detail,
+    };
     if size < (PREAMBLE_LEN + 4) as u64 {
         return Err(damaged(format!("only {size} bytes long")));
     }
@@ -160,7 +177,9 @@ pub fn read_header(
     let header_len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
     let blobs_end = size - 4;
     if header_len > blobs_end - PREAMBLE_LEN as u64 || header_len > MAX_OBJECT_SIZE {
-        return Err(damaged(format!("header length {header_len} does not fit a {size}-byte pack")));
+        return Err(damaged(format!(
+            "header length {header_len} does not fit a {size}-byte pack"
+        )));
     }
     let header_start = blobs_end - header_len;
     let header = backend.read_range(FileKind::Pack, &name, header_start, header_len)?;
@@ -168,8 +187,15 @@ pub fn read_header(
 }
 
 /// Parses a whole pack held in memory, checking its preamble and header.
-pub fn parse_pack(crypto: &Crypto, pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>, PackError> {
-    let damaged = |detail: String| PackError::Damaged { pack: pack.short(), detail };
+pub fn parse_pack(
+    crypto: &Crypto,
+    pack: &PackId,
+    bytes: &[u8],
+) -> Result<Vec<PackEntry>, PackError> {
+    let damaged = |detail: String| PackError::Damaged {
+        pack: pack.short(),
+        detail,
+    };
     if bytes.len() < PREAMBLE_LEN + 4 {
         return Err(damaged(format!("only {} bytes long", bytes.len())));
     }
@@ -177,13 +203,17 @@ pub fn parse_pack(crypto: &Crypto, pack: &PackId, bytes: &[u8]) -> Result<Vec<Pa
         return Err(damaged("bad magic or version at offset 0".into()));
     }
     let blobs_end = bytes.len() - 4;
-    let header_len =
-        u32::from_le_bytes(bytes[blobs_end..].try_into().expect("4 bytes")) as usize;
+    let header_len = u32::from_le_bytes(bytes[blobs_end..].try_into().expect("4 bytes")) as usize;
     if header_len > blobs_end - PREAMBLE_LEN {
         return Err(damaged(format!("header length {header_len} does not fit")));
     }
     let header_start = blobs_end - header_len;
-    parse_header(crypto, pack, &bytes[header_start..blobs_end], header_start as u64)
+    parse_header(
+        crypto,
+        pack,
+        &bytes[header_start..blobs_end],
+        header_start as u64,
+    )
 }
 
 fn parse_header(
@@ -192,11 +222,17 @@ fn parse_header(
     header: &[u8],
     header_start: u64,
 ) -> Result<Vec<PackEntry>, PackError> {
-    let damaged = |detail: String| PackError::Damaged { pack: pack.short(), detail };
+    let damaged = |detail: String| PackError::Damaged {
+        pack: pack.short(),
+        detail,
+    };
     let doc = codec::open_object(crypto, PACK_HEADER_MAGIC, header)
         .map_err(|e: DecodeError| damaged(format!("header at offset {header_start}: {e}")))?;
     if doc.len() % ENTRY_LEN != 0 {
-        return Err(damaged(format!("header holds {} bytes, not whole entries", doc.len())));
+        return Err(damaged(format!(
+            "header holds {} bytes, not whole entries",
+            doc.len()
+        )));
     }
     let mut entries = Vec::with_capacity(doc.len() / ENTRY_LEN);
     for raw in doc.chunks_exact(ENTRY_LEN) {
@@ -204,7 +240,13 @@ fn parse_header(
         let id = ChunkId(raw[..32].try_into().expect("32 bytes"));
         let kind = BlobKind::from_byte(raw[32])
             .ok_or_else(|| damaged(format!("unknown blob kind {}", raw[32])))?;
-        let entry = PackEntry { id, kind, offset: u32_at(33), len: u32_at(37), raw_len: u32_at(41) };
+        let entry = PackEntry {
+            id,
+            kind,
+            offset: u32_at(33),
+            len: u32_at(37),
+            raw_len: u32_at(41),
+        };
         let end = entry.offset as u64 + entry.len as u64;
         if (entry.offset as usize) < PREAMBLE_LEN || end > header_start {
             return Err(damaged(format!(
@@ -214,7 +256,11 @@ fn parse_header(
             )));
         }
         if entry.raw_len > MAX_CHUNK_SIZE {
-            return Err(damaged(format!("blob {} claims {} bytes", id.short(), entry.raw_len)));
+            return Err(damaged(format!(
+                "blob {} claims {} bytes",
+                id.short(),
+                entry.raw_len
+            )));
         }
         entries.push(entry);
     }
@@ -240,12 +286,17 @@ mod tests {
         }
         let pack = writer.finish(&crypto);
         assert_eq!(PackId::hash_of(&pack.bytes), pack.id);
-        assert_eq!(parse_pack(&crypto, &pack.id, &pack.bytes).unwrap(), pack.entries);
+        assert_eq!(
+            parse_pack(&crypto, &pack.id, &pack.bytes).unwrap(),
+            pack.entries
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         backend.create().unwrap();
-        backend.write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes).unwrap();
+        backend
+            .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)
+            .unwrap();
         let read = read_header(&backend, &crypto, &pack.id, pack.bytes.len() as u64).unwrap();
         assert_eq!(read, pack.entries);
 

@@ -63,7 +63,9 @@ pub struct Mark {
 pub(crate) fn write_session(vault: &Vault, record: &SessionRecord) -> Result<()> {
     let doc = serde_json::to_vec(record).expect("sessions always serialize");
     let sealed = crate::codec::seal_object(vault.crypto(), SESSION_MAGIC, &doc, false);
-    vault.backend().write(FileKind::Session, &record.id.to_hex(), &sealed)?;
+    vault
+        .backend()
+        .write(FileKind::Session, &record.id.to_hex(), &sealed)?;
     Ok(())
 }
 
@@ -78,10 +80,14 @@ pub fn load_sessions(vault: &Vault) -> Result<Vec<SessionRecord>> {
         };
         let parsed = crate::codec::open_object(vault.crypto(), SESSION_MAGIC, &bytes)
             .map_err(|e| e.to_string())
-            .and_then(|doc| serde_json::from_slice::<SessionRecord>(&doc).map_err(|e| e.to_string()));
+            .and_then(|doc| {
+                serde_json::from_slice::<SessionRecord>(&doc).map_err(|e| e.to_string())
+            });
         match parsed {
             Ok(record) => out.push(record),
-            Err(e) => tracing::warn!(session = %info.name, error = %e, "skipping unreadable session"),
+            Err(e) => {
+                tracing::warn!(session = %info.name, error = %e, "skipping unreadable session")
+            }
         }
     }
     Ok(out)

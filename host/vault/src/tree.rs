@@ -244,7 +244,9 @@ pub enum TreeError {
     #[error("invalid entry path '{0}': use relative paths with '/' separators and no '.' or '..'")]
     BadPath(String),
     /// An entry name appears twice in a directory.
-    #[error("entry '{0}' was added twice (entries of a directory must be added together, depth first)")]
+    #[error(
+        "entry '{0}' was added twice (entries of a directory must be added together, depth first)"
+    )]
     Duplicate(String),
     /// A directory given with a subtree also got children.
     #[error("directory '{0}' was carried forward with its subtree and also given new children")]
@@ -258,7 +260,10 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, TreeError> {
         return Err(TreeError::BadPath(path.to_string()));
     }
     let parts: Vec<&str> = trimmed.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0')) {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
+    {
         return Err(TreeError::BadPath(path.to_string()));
     }
     Ok(parts)
@@ -266,7 +271,11 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, TreeError> {
 
 /// Serializes a tree for storage.
 pub fn encode_tree(entries: Vec<Entry>) -> Vec<u8> {
-    serde_json::to_vec(&Tree { version: TREE_VERSION, entries }).expect("trees always serialize")
+    serde_json::to_vec(&Tree {
+        version: TREE_VERSION,
+        entries,
+    })
+    .expect("trees always serialize")
 }
 
 /// Splits a long extent list into list-blob documents, returning `(document, len, count)`
@@ -279,9 +288,16 @@ pub fn split_extents(extents: &[Extent]) -> Option<Vec<(Vec<u8>, u64, u32)>> {
         extents
             .chunks(LIST_EXTENTS)
             .map(|part| {
-                let doc = ExtentList { version: TREE_VERSION, extents: part.to_vec() };
+                let doc = ExtentList {
+                    version: TREE_VERSION,
+                    extents: part.to_vec(),
+                };
                 let len = part.iter().map(|e| e.len).sum();
-                (serde_json::to_vec(&doc).expect("lists always serialize"), len, part.len() as u32)
+                (
+                    serde_json::to_vec(&doc).expect("lists always serialize"),
+                    len,
+                    part.len() as u32,
+                )
             })
             .collect(),
     )
@@ -312,7 +328,13 @@ impl Default for TreeBuilder {
 impl TreeBuilder {
     /// A builder holding only the (empty) root.
     pub fn new() -> Self {
-        TreeBuilder { stack: vec![OpenDir { name: String::new(), entry: None, children: Vec::new() }] }
+        TreeBuilder {
+            stack: vec![OpenDir {
+                name: String::new(),
+                entry: None,
+                children: Vec::new(),
+            }],
+        }
     }
 
     /// Adds an entry at `path`. `store` saves a finished tree document and returns its id.
@@ -323,7 +345,9 @@ impl TreeBuilder {
         store: &mut impl FnMut(Vec<u8>) -> Result<ChunkId, E>,
     ) -> Result<(), E> {
         let parts = split_path(path)?;
-        let (name, parents) = parts.split_last().expect("split_path returns at least one part");
+        let (name, parents) = parts
+            .split_last()
+            .expect("split_path returns at least one part");
         let common = self.stack[1..]
             .iter()
             .zip(parents.iter())
@@ -333,13 +357,25 @@ impl TreeBuilder {
             self.close_top(store)?;
         }
         for part in &parents[common..] {
-            self.stack.push(OpenDir { name: part.to_string(), entry: None, children: Vec::new() });
+            self.stack.push(OpenDir {
+                name: part.to_string(),
+                entry: None,
+                children: Vec::new(),
+            });
         }
         entry.name = name.to_string();
         if entry.is_dir() {
-            self.stack.push(OpenDir { name: name.to_string(), entry: Some(entry), children: Vec::new() });
+            self.stack.push(OpenDir {
+                name: name.to_string(),
+                entry: Some(entry),
+                children: Vec::new(),
+            });
         } else {
-            self.stack.last_mut().expect("root is never popped").children.push(entry);
+            self.stack
+                .last_mut()
+                .expect("root is never popped")
+                .children
+                .push(entry);
         }
         Ok(())
     }
@@ -348,15 +384,24 @@ impl TreeBuilder {
         &mut self,
         store: &mut impl FnMut(Vec<u8>) -> Result<ChunkId, E>,
     ) -> Result<(), E> {
-        let dir = self.stack.pop().expect("close_top is called above the root");
-        let mut entry = dir.entry.unwrap_or_else(|| Entry::new("", EntryKind::Directory));
+        let dir = self
+            .stack
+            .pop()
+            .expect("close_top is called above the root");
+        let mut entry = dir
+            .entry
+            .unwrap_or_else(|| Entry::new("", EntryKind::Directory));
         entry.name = dir.name;
         match (entry.subtree, dir.children.is_empty()) {
             (Some(_), true) => {}
             (Some(_), false) => return Err(TreeError::SubtreeConflict(entry.name).into()),
             (None, _) => entry.subtree = Some(store(encode_children(dir.children)?)?),
         }
-        self.stack.last_mut().expect("root is never popped").children.push(entry);
+        self.stack
+            .last_mut()
+            .expect("root is never popped")
+            .children
+            .push(entry);
         Ok(())
     }
 
@@ -389,7 +434,11 @@ pub fn flatten(
     out: &mut Vec<(String, Entry)>,
 ) {
     for entry in &root.entries {
-        let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
+        let path = if prefix.is_empty() {
+            entry.name.clone()
+        } else {
+            format!("{prefix}/{}", entry.name)
+        };
         out.push((path.clone(), entry.clone()));
         if let Some(sub) = entry.subtree.and_then(|id| trees.get(&id)) {
             flatten(sub, trees, &path, out);
@@ -442,7 +491,10 @@ mod tests {
         let mut out = Vec::new();
         flatten(&trees[&root], &trees, "", &mut out);
         let paths: Vec<&str> = out.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["a", "a/b", "a/b/y", "a/x", "c", "d", "d/e", "d/e/f"]);
+        assert_eq!(
+            paths,
+            ["a", "a/b", "a/b/y", "a/x", "c", "d", "d/e", "d/e/f"]
+        );
     }
 
     #[test]
@@ -454,9 +506,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_paths_and_out_of_order_entries() {
-        assert!(matches!(build(&[("../x", EntryKind::File)]), Err(TreeError::BadPath(_))));
-        assert!(matches!(build(&[("/x", EntryKind::File)]), Err(TreeError::BadPath(_))));
-        assert!(matches!(build(&[("a//x", EntryKind::File)]), Err(TreeError::BadPath(_))));
+        assert!(matches!(
+            build(&[("../x", EntryKind::File)]),
+            Err(TreeError::BadPath(_))
+        ));
+        assert!(matches!(
+            build(&[("/x", EntryKind::File)]),
+            Err(TreeError::BadPath(_))
+        ));
+        assert!(matches!(
+            build(&[("a//x", EntryKind::File)]),
+            Err(TreeError::BadPath(_))
+        ));
         assert!(matches!(
             build(&[("a/x", EntryKind::File), ("b", EntryKind::File), ("a/y", EntryKind::File)]),
             Err(TreeError::Duplicate(name)) if name == "a"
@@ -465,8 +526,9 @@ mod tests {
 
     #[test]
     fn long_extent_lists_split() {
-        let extents: Vec<Extent> =
-            (0..20_000u32).map(|i| Extent::chunk(ChunkId::hash_of(&i.to_le_bytes()), 10)).collect();
+        let extents: Vec<Extent> = (0..20_000u32)
+            .map(|i| Extent::chunk(ChunkId::hash_of(&i.to_le_bytes()), 10))
+            .collect();
         let lists = split_extents(&extents).unwrap();
         assert_eq!(lists.len(), 3);
         assert_eq!(lists.iter().map(|l| l.2).sum::<u32>(), 20_000);

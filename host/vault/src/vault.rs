@@ -10,7 +10,9 @@ use crate::chunker::{CdcChunker, CdcParams};
 use crate::codec::{self, DecodeError};
 use crate::crypto::{Crypto, MasterKey};
 use crate::error::{Error, Result};
-use crate::format::{CONFIG_FORMAT, DEFAULT_COMPRESSION_LEVEL, POINT_MAGIC, TREE_VERSION, VAULT_VERSION};
+use crate::format::{
+    CONFIG_FORMAT, DEFAULT_COMPRESSION_LEVEL, POINT_MAGIC, TREE_VERSION, VAULT_VERSION,
+};
 use crate::id::{ChunkId, IndexId, PointId, SlotId, random_bytes};
 use crate::index::{Index, IndexFile, Location};
 use crate::key::{Credential, KdfParams, KeyError, KeySlot, SlotKind};
@@ -104,9 +106,15 @@ pub struct OpenOptions {
 impl OpenOptions {
     /// Open with a credential and the system clock.
     pub fn new(credential: Option<Credential>) -> Self {
-        OpenOptions { credential, clock: Arc::new(SystemClock) }
+        OpenOptions {
+            credential,
+            clock: Arc::new(SystemClock),
+        }
     }
 }
+
+/// Recovery points that could not be loaded: file name and reason.
+pub type DamagedPoints = Vec<(String, Error)>;
 
 /// A key slot as listed to the operator.
 #[derive(Debug, Clone, Serialize)]
@@ -144,17 +152,26 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("location", &self.inner.backend.location()).finish()
+        f.debug_struct("Vault")
+            .field("location", &self.inner.backend.location())
+            .finish()
     }
 }
 
 fn read_config(backend: &dyn Backend) -> Result<Config> {
-    let not_a_vault = |detail: String| Error::NotAVault { location: backend.location(), detail };
+    let not_a_vault = |detail: String| Error::NotAVault {
+        location: backend.location(),
+        detail,
+    };
     let bytes = backend.read(FileKind::Config, "config").map_err(|e| {
-        if e.is_not_found() { not_a_vault("there is no config file".into()) } else { e.into() }
+        if e.is_not_found() {
+            not_a_vault("there is no config file".into())
+        } else {
+            e.into()
+        }
     })?;
-    let config: Config =
-        serde_json::from_slice(&bytes).map_err(|e| not_a_vault(format!("config does not parse: {e}")))?;
+    let config: Config = serde_json::from_slice(&bytes)
+        .map_err(|e| not_a_vault(format!("config does not parse: {e}")))?;
     if config.format != CONFIG_FORMAT {
         return Err(not_a_vault(format!("config format is '{}'", config.format)));
     }
@@ -169,7 +186,11 @@ fn read_config(backend: &dyn Backend) -> Result<Config> {
 
 impl Vault {
     /// Creates a vault in an empty location and opens it.
-    pub fn init(backend: Arc<dyn Backend>, options: InitOptions, clock: Arc<dyn Clock>) -> Result<Vault> {
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        options: InitOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Vault> {
         if backend.read(FileKind::Config, "config").is_ok() {
             return Err(Error::AlreadyExists(backend.location()));
         }
@@ -242,7 +263,9 @@ impl Vault {
             }
             "aes-256-gcm" => {
                 let cred = options.credential.as_ref().ok_or_else(|| {
-                    Error::Invalid("the vault is encrypted: a password or key file is needed".into())
+                    Error::Invalid(
+                        "the vault is encrypted: a password or key file is needed".into(),
+                    )
                 })?;
                 let (slot, master) = unlock(backend.as_ref(), &config, cred)?;
                 (Crypto::encrypted(&master), Some(master), Some(slot))
@@ -277,18 +300,24 @@ impl Vault {
         let mut index = Index::new();
         let mut damaged = Vec::new();
         for info in backend.list(FileKind::Index)? {
-            let file = backend.read(FileKind::Index, &info.name).map_err(Error::from).and_then(|bytes| {
-                self.check_name(FileKind::Index, &info.name, &bytes)?;
-                IndexFile::open(&self.inner.crypto, &bytes)
-                    .map_err(|source| Error::Corrupt { kind: FileKind::Index, name: info.name.clone(), source })
-            });
+            let file = backend
+                .read(FileKind::Index, &info.name)
+                .map_err(Error::from)
+                .and_then(|bytes| {
+                    self.check_name(FileKind::Index, &info.name, &bytes)?;
+                    IndexFile::open(&self.inner.crypto, &bytes).map_err(|source| Error::Corrupt {
+                        kind: FileKind::Index,
+                        name: info.name.clone(),
+                        source,
+                    })
+                });
             match file {
                 Ok(file) => {
                     for (pack, entries) in &file.packs {
                         index.add_pack(*pack, entries);
                     }
                 }
-                Err(e) if matches!(e, Error::Backend(ref b) if b.is_not_found()) => {}
+                Err(Error::Backend(ref b)) if b.is_not_found() => {}
                 Err(e) => {
                     tracing::warn!(file = %info.name, error = %e, "skipping damaged index file");
                     damaged.push((info.name.clone(), e.to_string()));
@@ -374,7 +403,10 @@ impl Vault {
 
     /// Reads and decodes a chunk.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = self.index().lookup(id).ok_or_else(|| Error::MissingChunk(id.short()))?;
+        let loc = self
+            .index()
+            .lookup(id)
+            .ok_or_else(|| Error::MissingChunk(id.short()))?;
         self.read_chunk_at(id, &loc)
     }
 
@@ -386,17 +418,27 @@ impl Vault {
             loc.offset as u64,
             loc.len as u64,
         )?;
-        codec::decode_blob(&self.inner.crypto, id, &blob, loc.raw_len)
-            .map_err(|source| Error::BadChunk { id: id.short(), pack: loc.pack.short(), source })
+        codec::decode_blob(&self.inner.crypto, id, &blob, loc.raw_len).map_err(|source| {
+            Error::BadChunk {
+                id: id.short(),
+                pack: loc.pack.short(),
+                source,
+            }
+        })
     }
 
     /// Reads a tree.
     pub fn read_tree(&self, id: &ChunkId) -> Result<Tree> {
         let bytes = self.read_chunk(id)?;
-        let tree: Tree = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadTree { id: id.short(), detail: e.to_string() })?;
+        let tree: Tree = serde_json::from_slice(&bytes).map_err(|e| Error::BadTree {
+            id: id.short(),
+            detail: e.to_string(),
+        })?;
         if tree.version != TREE_VERSION {
-            return Err(Error::BadTree { id: id.short(), detail: format!("version {}", tree.version) });
+            return Err(Error::BadTree {
+                id: id.short(),
+                detail: format!("version {}", tree.version),
+            });
         }
         Ok(tree)
     }
@@ -404,7 +446,10 @@ impl Vault {
     /// Reads an extent list blob.
     pub fn read_extent_list(&self, id: &ChunkId) -> Result<ExtentList> {
         let bytes = self.read_chunk(id)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadTree { id: id.short(), detail: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadTree {
+            id: id.short(),
+            detail: e.to_string(),
+        })
     }
 
     /// Loads one recovery point.
@@ -412,14 +457,18 @@ impl Vault {
         let name = id.to_hex();
         let bytes = self.inner.backend.read(FileKind::Point, &name)?;
         self.check_name(FileKind::Point, &name, &bytes)?;
-        let corrupt = |source| Error::Corrupt { kind: FileKind::Point, name: id.short(), source };
+        let corrupt = |source| Error::Corrupt {
+            kind: FileKind::Point,
+            name: id.short(),
+            source,
+        };
         let doc = codec::open_object(&self.inner.crypto, POINT_MAGIC, &bytes).map_err(corrupt)?;
         serde_json::from_slice(&doc).map_err(|e| corrupt(DecodeError::Malformed(e.to_string())))
     }
 
     /// Every recovery point that loads, oldest first, and the ones that do not with the
     /// reason.
-    pub fn points_with_errors(&self) -> Result<(Vec<(PointId, Point)>, Vec<(String, Error)>)> {
+    pub fn points_with_errors(&self) -> Result<(Vec<(PointId, Point)>, DamagedPoints)> {
         let mut points = Vec::new();
         let mut errors = Vec::new();
         for info in self.inner.backend.list(FileKind::Point)? {
@@ -468,7 +517,11 @@ impl Vault {
 
     /// The latest point of an item (all items if `None`).
     pub fn latest_point(&self, item: Option<&str>) -> Result<Option<(PointId, Point)>> {
-        Ok(self.points()?.into_iter().rev().find(|(_, p)| item.is_none_or(|i| p.item == i)))
+        Ok(self
+            .points()?
+            .into_iter()
+            .rev()
+            .find(|(_, p)| item.is_none_or(|i| p.item == i)))
     }
 
     /// The entry at `path` in a point (`""` is the root directory).
@@ -481,7 +534,10 @@ impl Vault {
         }
         let mut tree_cache: HashMap<ChunkId, Tree> = HashMap::new();
         for part in trimmed.split('/') {
-            let not_found = || Error::PathNotFound { point: point.root.short(), path: path.to_string() };
+            let not_found = || Error::PathNotFound {
+                point: point.root.short(),
+                path: path.to_string(),
+            };
             let subtree = entry.subtree.ok_or_else(not_found)?;
             let tree = match tree_cache.remove(&subtree) {
                 Some(t) => t,
@@ -496,8 +552,11 @@ impl Vault {
     pub fn key_slots(&self) -> Result<Vec<SlotInfo>> {
         let mut out = Vec::new();
         for info in self.inner.backend.list(FileKind::Key)? {
-            let Ok(id) = info.name.parse::<SlotId>() else { continue };
-            let slot = KeySlot::from_json(&id, &self.inner.backend.read(FileKind::Key, &info.name)?)?;
+            let Ok(id) = info.name.parse::<SlotId>() else {
+                continue;
+            };
+            let slot =
+                KeySlot::from_json(&id, &self.inner.backend.read(FileKind::Key, &info.name)?)?;
             out.push(SlotInfo {
                 id,
                 kind: slot.kind,
@@ -523,11 +582,18 @@ impl Vault {
     }
 
     /// Adds a key slot with explicit Argon2id cost.
-    pub fn add_key_slot_with(&self, cred: &Credential, label: &str, kdf: KdfParams) -> Result<SlotId> {
+    pub fn add_key_slot_with(
+        &self,
+        cred: &Credential,
+        label: &str,
+        kdf: KdfParams,
+    ) -> Result<SlotId> {
         let master = self.master()?;
         let id = SlotId::random();
         let slot = KeySlot::new(&self.inner.config.id, &id, master, cred, kdf, label)?;
-        self.inner.backend.write(FileKind::Key, &id.to_hex(), &slot.to_json())?;
+        self.inner
+            .backend
+            .write(FileKind::Key, &id.to_hex(), &slot.to_json())?;
         Ok(id)
     }
 
@@ -539,7 +605,8 @@ impl Vault {
         }
         if slots.len() == 1 {
             return Err(Error::Invalid(
-                "refusing to remove the last key slot: the vault would be unreadable forever".into(),
+                "refusing to remove the last key slot: the vault would be unreadable forever"
+                    .into(),
             ));
         }
         self.inner.backend.remove(FileKind::Key, &slot.to_hex())?;
@@ -549,10 +616,9 @@ impl Vault {
     /// Replaces the slot this handle was opened with by one for `new`. The new slot is
     /// written before the old one is removed, so an interruption leaves both working.
     pub fn change_password(&self, new: &Credential) -> Result<SlotId> {
-        let old = self
-            .inner
-            .opened_slot
-            .ok_or_else(|| Error::Invalid("the vault is not encrypted: it has no password".into()))?;
+        let old = self.inner.opened_slot.ok_or_else(|| {
+            Error::Invalid("the vault is not encrypted: it has no password".into())
+        })?;
         let label = self
             .key_slots()?
             .into_iter()
@@ -565,7 +631,12 @@ impl Vault {
     }
 
     /// Writes a blob-less object: used for sealed metadata.
-    pub(crate) fn write_sealed(&self, kind: FileKind, magic: [u8; 4], doc: &[u8]) -> Result<String> {
+    pub(crate) fn write_sealed(
+        &self,
+        kind: FileKind,
+        magic: [u8; 4],
+        doc: &[u8],
+    ) -> Result<String> {
         let sealed = codec::seal_object(&self.inner.crypto, magic, doc, true);
         let name = IndexId::hash_of(&sealed).to_hex();
         self.inner.backend.write(kind, &name, &sealed)?;
@@ -573,7 +644,12 @@ impl Vault {
     }
 
     /// Reads a sealed object, verifying its name.
-    pub(crate) fn read_sealed(&self, kind: FileKind, magic: [u8; 4], name: &str) -> Result<Vec<u8>> {
+    pub(crate) fn read_sealed(
+        &self,
+        kind: FileKind,
+        magic: [u8; 4],
+        name: &str,
+    ) -> Result<Vec<u8>> {
         let bytes = self.inner.backend.read(kind, name)?;
         self.check_name(kind, name, &bytes)?;
         codec::open_object(&self.inner.crypto, magic, &bytes).map_err(|source| Error::Corrupt {
@@ -594,17 +670,25 @@ impl Vault {
     }
 }
 
-fn unlock(backend: &dyn Backend, config: &Config, cred: &Credential) -> Result<(SlotId, MasterKey)> {
+fn unlock(
+    backend: &dyn Backend,
+    config: &Config,
+    cred: &Credential,
+) -> Result<(SlotId, MasterKey)> {
     let mut tried = 0;
     let kind = match cred {
         Credential::Password(_) => SlotKind::Password,
         Credential::KeyFile(_) => SlotKind::KeyFile,
     };
     for info in backend.list(FileKind::Key)? {
-        let Ok(id) = info.name.parse::<SlotId>() else { continue };
-        let slot = match backend.read(FileKind::Key, &info.name).map_err(Error::from).and_then(|b| {
-            KeySlot::from_json(&id, &b).map_err(Error::from)
-        }) {
+        let Ok(id) = info.name.parse::<SlotId>() else {
+            continue;
+        };
+        let slot = match backend
+            .read(FileKind::Key, &info.name)
+            .map_err(Error::from)
+            .and_then(|b| KeySlot::from_json(&id, &b).map_err(Error::from))
+        {
             Ok(slot) => slot,
             Err(e) => {
                 tracing::warn!(slot = %id.short(), error = %e, "skipping unreadable key slot");

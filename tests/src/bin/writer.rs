@@ -22,7 +22,9 @@ fn main() {
         OpenOptions::new(Some(Credential::password(PASSWORD))),
     )
     .unwrap_or_else(|e| fail(&e));
-    let first: u64 = args[2].parse().unwrap_or_else(|_| fail(&"SEED must be a number"));
+    let first: u64 = args[2]
+        .parse()
+        .unwrap_or_else(|_| fail(&"SEED must be a number"));
     let repeat = args[3] == "loop";
     let mut seed = first * 100;
     loop {
@@ -40,7 +42,9 @@ fn main() {
         let mut entry = Entry::new("", EntryKind::File);
         entry.content = result.content;
         backup.add_entry("f", entry).unwrap_or_else(|e| fail(&e));
-        let (id, _) = backup.commit(CommitOptions::default()).unwrap_or_else(|e| fail(&e));
+        let (id, _) = backup
+            .commit(CommitOptions::default())
+            .unwrap_or_else(|e| fail(&e));
         println!("committed {id}");
         if !repeat {
             break;

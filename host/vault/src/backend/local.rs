@@ -35,7 +35,10 @@ impl LocalBackend {
     fn dir(&self, kind: FileKind, name: &str) -> PathBuf {
         match kind {
             FileKind::Config => self.root.clone(),
-            FileKind::Pack => self.root.join(kind.prefix()).join(name.get(..2).unwrap_or("__")),
+            FileKind::Pack => self
+                .root
+                .join(kind.prefix())
+                .join(name.get(..2).unwrap_or("__")),
             _ => self.root.join(kind.prefix()),
         }
     }
@@ -45,11 +48,19 @@ impl LocalBackend {
     }
 
     fn io(op: &'static str, path: &Path, source: io::Error) -> BackendError {
-        BackendError::Io { op, path: path.display().to_string(), source }
+        BackendError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     fn not_found(&self, kind: FileKind, name: &str) -> BackendError {
-        BackendError::NotFound { kind, name: name.to_string(), location: self.location() }
+        BackendError::NotFound {
+            kind,
+            name: name.to_string(),
+            location: self.location(),
+        }
     }
 
     fn open(&self, kind: FileKind, name: &str) -> Result<File, BackendError> {
@@ -78,9 +89,14 @@ fn list_dir(dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<(), BackendError> {
         if name.ends_with(TEMP_SUFFIX) || name.starts_with('.') {
             continue;
         }
-        let meta = entry.metadata().map_err(|e| LocalBackend::io("list", &entry.path(), e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| LocalBackend::io("list", &entry.path(), e))?;
         if meta.is_file() {
-            out.push(ObjectInfo { name: name.to_string(), size: meta.len() });
+            out.push(ObjectInfo {
+                name: name.to_string(),
+                size: meta.len(),
+            });
         }
     }
     Ok(())
@@ -97,7 +113,10 @@ impl Backend for LocalBackend {
             fs::create_dir_all(&dir).map_err(|e| Self::io("create", &dir, e))?;
         }
         for byte in 0..=255u8 {
-            let dir = self.root.join(FileKind::Pack.prefix()).join(format!("{byte:02x}"));
+            let dir = self
+                .root
+                .join(FileKind::Pack.prefix())
+                .join(format!("{byte:02x}"));
             fs::create_dir_all(&dir).map_err(|e| Self::io("create", &dir, e))?;
         }
         Ok(())
@@ -139,13 +158,23 @@ impl Backend for LocalBackend {
     ) -> Result<Vec<u8>, BackendError> {
         let file = self.open(kind, name)?;
         let path = self.path(kind, name);
-        let size = file.metadata().map_err(|e| Self::io("read", &path, e))?.len();
+        let size = file
+            .metadata()
+            .map_err(|e| Self::io("read", &path, e))?
+            .len();
         let end = offset.saturating_add(len);
         if end > size {
-            return Err(BackendError::Truncated { kind, name: name.to_string(), offset, end, size });
+            return Err(BackendError::Truncated {
+                kind,
+                name: name.to_string(),
+                offset,
+                end,
+                size,
+            });
         }
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map_err(|e| Self::io("read", &path, e))?;
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| Self::io("read", &path, e))?;
         Ok(buf)
     }
 
@@ -155,7 +184,10 @@ impl Backend for LocalBackend {
             FileKind::Config => {
                 let path = self.path(kind, "config");
                 if let Ok(meta) = fs::metadata(&path) {
-                    out.push(ObjectInfo { name: "config".into(), size: meta.len() });
+                    out.push(ObjectInfo {
+                        name: "config".into(),
+                        size: meta.len(),
+                    });
                 }
             }
             FileKind::Pack => {
@@ -189,17 +221,33 @@ mod tests {
         let backend = LocalBackend::new(dir.path());
         backend.create().unwrap();
         let name = "ab".repeat(32);
-        backend.write(FileKind::Pack, &name, b"hello world").unwrap();
+        backend
+            .write(FileKind::Pack, &name, b"hello world")
+            .unwrap();
         assert_eq!(backend.read(FileKind::Pack, &name).unwrap(), b"hello world");
-        assert_eq!(backend.read_range(FileKind::Pack, &name, 6, 5).unwrap(), b"world");
+        assert_eq!(
+            backend.read_range(FileKind::Pack, &name, 6, 5).unwrap(),
+            b"world"
+        );
         assert!(matches!(
             backend.read_range(FileKind::Pack, &name, 6, 50),
             Err(BackendError::Truncated { size: 11, .. })
         ));
         let listed = backend.list(FileKind::Pack).unwrap();
-        assert_eq!(listed, vec![ObjectInfo { name: name.clone(), size: 11 }]);
+        assert_eq!(
+            listed,
+            vec![ObjectInfo {
+                name: name.clone(),
+                size: 11
+            }]
+        );
         backend.remove(FileKind::Pack, &name).unwrap();
         backend.remove(FileKind::Pack, &name).unwrap();
-        assert!(backend.read(FileKind::Pack, &name).unwrap_err().is_not_found());
+        assert!(
+            backend
+                .read(FileKind::Pack, &name)
+                .unwrap_err()
+                .is_not_found()
+        );
     }
 }

@@ -206,7 +206,9 @@ impl Shared {
         }
         let file = IndexFile { packs };
         let (id, bytes) = file.seal(self.vault.crypto());
-        self.vault.backend().write(FileKind::Index, &id.to_hex(), &bytes)?;
+        self.vault
+            .backend()
+            .write(FileKind::Index, &id.to_hex(), &bytes)?;
         self.index_files.lock().expect("lock").push(file);
         Ok(())
     }
@@ -222,10 +224,18 @@ fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
             if shared.claim(&id) {
                 shared
                     .store(id, BlobKind::Data, &job.data)
-                    .map(|stored| Outcome { id, len, stored: Some(stored) })
+                    .map(|stored| Outcome {
+                        id,
+                        len,
+                        stored: Some(stored),
+                    })
                     .map_err(|e| e.to_string())
             } else {
-                Ok(Outcome { id, len, stored: None })
+                Ok(Outcome {
+                    id,
+                    len,
+                    stored: None,
+                })
             }
         };
         if let Err(e) = &result {
@@ -241,7 +251,11 @@ fn uploader(shared: Arc<Shared>, packs: Receiver<FinishedPack>) {
         if shared.failed.load(Ordering::Relaxed) {
             continue;
         }
-        if let Err(e) = shared.vault.backend().write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes) {
+        if let Err(e) = shared
+            .vault
+            .backend()
+            .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)
+        {
             shared.fail(e.to_string());
             continue;
         }
@@ -275,7 +289,9 @@ pub struct Backup {
 
 impl std::fmt::Debug for Backup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Backup").field("item", &self.options.item).finish()
+        f.debug_struct("Backup")
+            .field("item", &self.options.item)
+            .finish()
     }
 }
 
@@ -297,16 +313,22 @@ impl Backup {
         session::write_session(vault, &record)?;
         vault.reload_index()?;
         let index = vault.index();
-        let level = options.compression_level.unwrap_or(vault.config().compression_level);
+        let level = options
+            .compression_level
+            .unwrap_or(vault.config().compression_level);
         if !(0..=22).contains(&level) {
-            return Err(Error::Invalid(format!("compression level {level} is outside 0..=22")));
+            return Err(Error::Invalid(format!(
+                "compression level {level} is outside 0..=22"
+            )));
         }
         let parent = match options.parent {
             Some(id) => Some(ParentView::new(vault.clone(), vault.load_point(&id)?)),
             None => None,
         };
         let workers = if options.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             options.workers
         };
@@ -383,7 +405,10 @@ impl Backup {
         let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
         Ok(StreamWriter {
             shared: self.shared.clone(),
-            job_tx: self.job_tx.clone().ok_or_else(|| Error::Aborted("backup already finished".into()))?,
+            job_tx: self
+                .job_tx
+                .clone()
+                .ok_or_else(|| Error::Aborted("backup already finished".into()))?,
             cutter,
             buf: BytesMut::new(),
             slots: Vec::new(),
@@ -395,7 +420,12 @@ impl Backup {
     }
 
     /// Stores everything `reader` yields as one content.
-    pub fn store_reader(&mut self, reader: &mut dyn std::io::Read, chunking: Chunking, what: &str) -> Result<StreamResult> {
+    pub fn store_reader(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        chunking: Chunking,
+        what: &str,
+    ) -> Result<StreamResult> {
         let mut stream = self.stream(chunking)?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -403,7 +433,12 @@ impl Backup {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(Error::Source { what: what.to_string(), source }),
+                Err(source) => {
+                    return Err(Error::Source {
+                        what: what.to_string(),
+                        source,
+                    });
+                }
             };
             stream.write(&buf[..n])?;
         }
@@ -412,7 +447,8 @@ impl Backup {
 
     /// Stores a small document (configuration, metadata) as one content.
     pub fn store_bytes(&mut self, data: &[u8]) -> Result<StreamResult> {
-        let mut stream = self.stream(Chunking::ContentDefined(self.shared.vault.config().chunker))?;
+        let mut stream =
+            self.stream(Chunking::ContentDefined(self.shared.vault.config().chunker))?;
         stream.write(data)?;
         stream.finish()
     }
@@ -509,7 +545,10 @@ impl Backup {
 
     fn commit_inner(&mut self, options: CommitOptions) -> Result<(PointId, Point)> {
         self.shared.check()?;
-        let tree = self.tree.take().ok_or_else(|| Error::Aborted("backup already finished".into()))?;
+        let tree = self
+            .tree
+            .take()
+            .ok_or_else(|| Error::Aborted("backup already finished".into()))?;
         let shared = self.shared.clone();
         let mut store = |doc: Vec<u8>| shared.store_tree(doc);
         let root = tree.finish(&mut store)?;
@@ -573,11 +612,16 @@ impl Drop for Backup {
 /// their chunks are reused; they are indexed by this session's index file.
 fn recover_unindexed_packs(shared: &Shared) -> Result<()> {
     let vault = &shared.vault;
-    let marked: HashSet<PackId> =
-        vault.marks()?.into_iter().flat_map(|(_, m)| m.packs).collect();
+    let marked: HashSet<PackId> = vault
+        .marks()?
+        .into_iter()
+        .flat_map(|(_, m)| m.packs)
+        .collect();
     let mut recovered = 0usize;
     for info in vault.backend().list(FileKind::Pack)? {
-        let Ok(pack) = info.name.parse::<PackId>() else { continue };
+        let Ok(pack) = info.name.parse::<PackId>() else {
+            continue;
+        };
         if shared.index.has_pack(&pack) || marked.contains(&pack) {
             continue;
         }
@@ -589,7 +633,9 @@ fn recover_unindexed_packs(shared: &Shared) -> Result<()> {
                 shared.unindexed.lock().expect("lock").push((pack, entries));
                 recovered += 1;
             }
-            Err(e) => tracing::warn!(pack = %pack.short(), error = %e, "ignoring unreadable unindexed pack"),
+            Err(e) => {
+                tracing::warn!(pack = %pack.short(), error = %e, "ignoring unreadable unindexed pack")
+            }
         }
     }
     if recovered > 0 {
@@ -637,13 +683,16 @@ pub struct StreamWriter {
 
 impl std::fmt::Debug for StreamWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamWriter").field("extents", &self.slots.len()).finish()
+        f.debug_struct("StreamWriter")
+            .field("extents", &self.slots.len())
+            .finish()
     }
 }
 
 fn is_zero(data: &[u8]) -> bool {
     // OR-folding fixed-size blocks lets the compiler vectorise; exit per block.
-    data.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+    data.chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 impl StreamWriter {
@@ -678,7 +727,9 @@ impl StreamWriter {
     /// chunk boundary.
     pub fn push_hole(&mut self, len: u64) -> Result<()> {
         if !self.buf.is_empty() {
-            return Err(Error::Invalid("holes can only be added at a chunk boundary".into()));
+            return Err(Error::Invalid(
+                "holes can only be added at a chunk boundary".into(),
+            ));
         }
         self.stats.bytes_holes += len;
         self.slots.push(Some(Extent::hole(len)));
@@ -716,7 +767,11 @@ impl StreamWriter {
         self.slots.push(None);
         self.pending += 1;
         self.job_tx
-            .send(Job { seq, data: chunk, reply: self.reply_tx.clone() })
+            .send(Job {
+                seq,
+                data: chunk,
+                reply: self.reply_tx.clone(),
+            })
             .map_err(|_| Error::Aborted("the chunk workers have stopped".into()))?;
         Ok(())
     }
@@ -742,7 +797,9 @@ impl StreamWriter {
     fn collect_ready(&mut self, wait: bool) -> Result<()> {
         while self.pending > 0 {
             let message = if wait {
-                self.reply_rx.recv().map_err(|_| Error::Aborted("chunk workers stopped".into()))?
+                self.reply_rx
+                    .recv()
+                    .map_err(|_| Error::Aborted("chunk workers stopped".into()))?
             } else {
                 match self.reply_rx.try_recv() {
                     Ok(m) => m,
@@ -772,13 +829,20 @@ impl StreamWriter {
             Some(lists) => {
                 let mut refs = Vec::with_capacity(lists.len());
                 for (doc, len, count) in lists {
-                    refs.push(ListRef { id: self.shared.store_tree(doc)?, len, count });
+                    refs.push(ListRef {
+                        id: self.shared.store_tree(doc)?,
+                        len,
+                        count,
+                    });
                 }
                 Content::Lists(refs)
             }
         };
         self.shared.stats.lock().expect("lock").add(&self.stats);
-        Ok(StreamResult { content, stats: self.stats })
+        Ok(StreamResult {
+            content,
+            stats: self.stats,
+        })
     }
 }
 
@@ -795,7 +859,11 @@ const PARENT_TREE_CACHE: usize = 256;
 
 impl ParentView {
     fn new(vault: Vault, point: Point) -> Self {
-        ParentView { vault, point, trees: HashMap::new() }
+        ParentView {
+            vault,
+            point,
+            trees: HashMap::new(),
+        }
     }
 
     fn tree(&mut self, dir: &str, id: ChunkId) -> Result<Arc<Tree>> {
@@ -815,11 +883,15 @@ impl ParentView {
         let mut tree = self.tree("", self.point.root)?;
         let mut dir = String::new();
         for (i, part) in parts.iter().enumerate() {
-            let Some(entry) = tree.get(part) else { return Ok(None) };
+            let Some(entry) = tree.get(part) else {
+                return Ok(None);
+            };
             if i + 1 == parts.len() {
                 return Ok(Some(entry.clone()));
             }
-            let Some(sub) = entry.subtree else { return Ok(None) };
+            let Some(sub) = entry.subtree else {
+                return Ok(None);
+            };
             if !dir.is_empty() {
                 dir.push('/');
             }

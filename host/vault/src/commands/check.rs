@@ -82,7 +82,10 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
     let index = vault.index();
     let mut report = CheckReport::default();
     for (name, error) in vault.damaged_index_files() {
-        report.problems.push(Problem { message: format!("index file {name}: {error}"), affected: vec![] });
+        report.problems.push(Problem {
+            message: format!("index file {name}: {error}"),
+            affected: vec![],
+        });
     }
 
     let listed: HashMap<PackId, u64> = vault
@@ -97,7 +100,11 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
     for (pack, entries) in &by_pack {
         if !listed.contains_key(pack) {
             for e in entries {
-                if index.locations(&e.id).iter().all(|l| !listed.contains_key(&l.pack)) {
+                if index
+                    .locations(&e.id)
+                    .iter()
+                    .all(|l| !listed.contains_key(&l.pack))
+                {
                     bad.insert(e.id, format!("its pack {} is missing", pack.short()));
                 }
             }
@@ -107,8 +114,15 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
             });
         }
     }
-    let marked: HashSet<PackId> = vault.marks()?.into_iter().flat_map(|(_, m)| m.packs).collect();
-    let unindexed = listed.keys().filter(|p| !index.has_pack(p) && !marked.contains(p)).count();
+    let marked: HashSet<PackId> = vault
+        .marks()?
+        .into_iter()
+        .flat_map(|(_, m)| m.packs)
+        .collect();
+    let unindexed = listed
+        .keys()
+        .filter(|p| !index.has_pack(p) && !marked.contains(p))
+        .count();
     if unindexed > 0 {
         report.notes.push(format!(
             "{unindexed} pack(s) are in no index: left by an interrupted backup (the next backup reuses them) or being written now; prune reclaims unused ones"
@@ -121,7 +135,10 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
 
     let (points, damaged_points) = vault.points_with_errors()?;
     for (name, error) in damaged_points {
-        report.problems.push(Problem { message: format!("recovery point {name}: {error}"), affected: vec![] });
+        report.problems.push(Problem {
+            message: format!("recovery point {name}: {error}"),
+            affected: vec![],
+        });
     }
     report.points = points.len();
 
@@ -133,7 +150,10 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
     for (point_id, point) in &points {
         walk(vault, point.root, None, &mut |event| match event {
             WalkEvent::Meta { id, path } | WalkEvent::Data { id, path } => {
-                let affected = || Affected { point: *point_id, path: path.to_string() };
+                let affected = || Affected {
+                    point: *point_id,
+                    path: path.to_string(),
+                };
                 if matches!(event, WalkEvent::Meta { .. }) {
                     trees.insert(id);
                 }
@@ -144,7 +164,13 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
                 }
             }
             WalkEvent::Unreadable { path, error } => {
-                unreadable.push((error.to_string(), Affected { point: *point_id, path: path.to_string() }));
+                unreadable.push((
+                    error.to_string(),
+                    Affected {
+                        point: *point_id,
+                        path: path.to_string(),
+                    },
+                ));
             }
         });
     }
@@ -152,19 +178,28 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
     let limited = |set: BTreeSet<Affected>| set.into_iter().take(MAX_AFFECTED).collect::<Vec<_>>();
     for (id, affected) in missing {
         report.problems.push(Problem {
-            message: format!("chunk {id} is referenced but not in the index ({} place(s))", affected.len()),
+            message: format!(
+                "chunk {id} is referenced but not in the index ({} place(s))",
+                affected.len()
+            ),
             affected: limited(affected),
         });
     }
     for (id, affected) in damaged_chunks {
         let reason = &bad[&id];
         report.problems.push(Problem {
-            message: format!("chunk {id} is damaged: {reason} ({} place(s))", affected.len()),
+            message: format!(
+                "chunk {id} is damaged: {reason} ({} place(s))",
+                affected.len()
+            ),
             affected: limited(affected),
         });
     }
     for (error, affected) in unreadable {
-        report.problems.push(Problem { message: error, affected: vec![affected] });
+        report.problems.push(Problem {
+            message: error,
+            affected: vec![affected],
+        });
     }
     report.problems.sort_by(|a, b| a.message.cmp(&b.message));
     Ok(report)
@@ -179,37 +214,46 @@ fn read_all_packs(
     report: &mut CheckReport,
 ) {
     let workers = if options.workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         options.workers
     };
     let queue: Mutex<Vec<PackId>> = Mutex::new(listed.keys().copied().collect());
-    let results: Mutex<(HashMap<ChunkId, String>, Vec<Problem>, usize, u64, u64)> =
-        Mutex::new((HashMap::new(), Vec::new(), 0, 0, 0));
+    let results = Mutex::new(PackTotals::default());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
-                    let Some(pack) = queue.lock().expect("lock").pop() else { break };
+                    let Some(pack) = queue.lock().expect("lock").pop() else {
+                        break;
+                    };
                     let outcome = check_pack(vault, &pack, by_pack.get(&pack).map(Vec::as_slice));
-                    let mut r = results.lock().expect("lock");
-                    r.0.extend(outcome.bad);
-                    r.1.extend(outcome.problems);
-                    r.2 += 1;
-                    r.3 += outcome.chunks;
-                    r.4 += outcome.bytes;
+                    let mut totals = results.lock().expect("lock");
+                    totals.bad.extend(outcome.bad);
+                    totals.problems.extend(outcome.problems);
+                    totals.packs += 1;
+                    totals.chunks += outcome.chunks;
+                    totals.bytes += outcome.bytes;
                 }
             });
         }
     });
-    let (pack_bad, problems, packs, chunks, bytes) = results.into_inner().expect("lock");
+    let PackTotals {
+        bad: pack_bad,
+        problems,
+        packs,
+        chunks,
+        bytes,
+    } = results.into_inner().expect("lock");
     // A chunk with an intact copy elsewhere is not lost.
     let index = vault.index();
     for (id, reason) in pack_bad {
         let locations = index.locations(&id);
-        let intact = locations.iter().any(|l| {
-            listed.contains_key(&l.pack) && vault.read_chunk_at(&id, l).is_ok()
-        });
+        let intact = locations
+            .iter()
+            .any(|l| listed.contains_key(&l.pack) && vault.read_chunk_at(&id, l).is_ok());
         if !intact {
             bad.insert(id, reason);
         }
@@ -220,6 +264,15 @@ fn read_all_packs(
     report.bytes_read = bytes;
 }
 
+#[derive(Default)]
+struct PackTotals {
+    bad: HashMap<ChunkId, String>,
+    problems: Vec<Problem>,
+    packs: usize,
+    chunks: u64,
+    bytes: u64,
+}
+
 struct PackOutcome {
     bad: HashMap<ChunkId, String>,
     problems: Vec<Problem>,
@@ -228,11 +281,20 @@ struct PackOutcome {
 }
 
 fn check_pack(vault: &Vault, pack: &PackId, indexed: Option<&[PackEntry]>) -> PackOutcome {
-    let mut out = PackOutcome { bad: HashMap::new(), problems: Vec::new(), chunks: 0, bytes: 0 };
-    let problem = |message: String| Problem { message, affected: vec![] };
+    let mut out = PackOutcome {
+        bad: HashMap::new(),
+        problems: Vec::new(),
+        chunks: 0,
+        bytes: 0,
+    };
+    let problem = |message: String| Problem {
+        message,
+        affected: vec![],
+    };
     let mark_all_bad = |out: &mut PackOutcome, reason: &str| {
         for e in indexed.unwrap_or_default() {
-            out.bad.insert(e.id, format!("pack {} {reason}", pack.short()));
+            out.bad
+                .insert(e.id, format!("pack {} {reason}", pack.short()));
         }
     };
     let bytes = match vault.backend().read(FileKind::Pack, &pack.to_hex()) {
@@ -245,7 +307,9 @@ fn check_pack(vault: &Vault, pack: &PackId, indexed: Option<&[PackEntry]>) -> Pa
     };
     out.bytes = bytes.len() as u64;
     if PackId::hash_of(&bytes) != *pack {
-        out.problems.push(problem(format!("pack {pack}: contents do not match its name (damaged or truncated)")));
+        out.problems.push(problem(format!(
+            "pack {pack}: contents do not match its name (damaged or truncated)"
+        )));
     }
     let header = match pack::parse_pack(vault.crypto(), pack, &bytes) {
         Ok(h) => h,
@@ -255,11 +319,13 @@ fn check_pack(vault: &Vault, pack: &PackId, indexed: Option<&[PackEntry]>) -> Pa
             Vec::new()
         }
     };
-    let header_map: HashMap<(ChunkId, u32), &PackEntry> = header.iter().map(|e| ((e.id, e.offset), e)).collect();
+    let header_map: HashMap<(ChunkId, u32), &PackEntry> =
+        header.iter().map(|e| ((e.id, e.offset), e)).collect();
     let to_check: Vec<PackEntry> = match indexed {
         Some(entries) => {
             for e in entries {
-                if !header.is_empty() && header_map.get(&(e.id, e.offset)).is_none_or(|h| **h != *e) {
+                if !header.is_empty() && header_map.get(&(e.id, e.offset)).is_none_or(|h| **h != *e)
+                {
                     out.problems.push(problem(format!(
                         "pack {}: index entry for chunk {} at offset {} does not match the pack header",
                         pack.short(),
@@ -275,23 +341,38 @@ fn check_pack(vault: &Vault, pack: &PackId, indexed: Option<&[PackEntry]>) -> Pa
     for e in to_check {
         out.chunks += 1;
         let start = e.offset as usize;
-        let Some(blob) = start.checked_add(e.len as usize).and_then(|end| bytes.get(start..end)) else {
-            out.bad.insert(e.id, format!("blob lies past the end of pack {}", pack.short()));
+        let Some(blob) = start
+            .checked_add(e.len as usize)
+            .and_then(|end| bytes.get(start..end))
+        else {
+            out.bad.insert(
+                e.id,
+                format!("blob lies past the end of pack {}", pack.short()),
+            );
             continue;
         };
         let decoded = codec::decode_blob(vault.crypto(), &e.id, blob, e.raw_len);
         match decoded {
             Ok(data) if vault.crypto().chunk_id(&data) == e.id => {}
             Ok(_) => {
-                out.bad.insert(e.id, format!("in pack {} it does not hash to its id", pack.short()));
+                out.bad.insert(
+                    e.id,
+                    format!("in pack {} it does not hash to its id", pack.short()),
+                );
             }
             Err(err) => {
-                out.bad.insert(e.id, format!("in pack {} at offset {}: {err}", pack.short(), e.offset));
+                out.bad.insert(
+                    e.id,
+                    format!("in pack {} at offset {}: {err}", pack.short(), e.offset),
+                );
             }
         }
     }
     if !out.bad.is_empty() {
-        out.problems.push(problem(format!("pack {pack}: {} damaged blob(s)", out.bad.len())));
+        out.problems.push(problem(format!(
+            "pack {pack}: {} damaged blob(s)",
+            out.bad.len()
+        )));
     }
     out
 }

@@ -60,7 +60,10 @@ pub fn forget(vault: &Vault, options: &ForgetOptions) -> Result<Vec<ForgetDecisi
     let mut groups: HashMap<String, Vec<(PointId, crate::point::Point)>> = HashMap::new();
     for (id, point) in vault.points()? {
         if options.item.as_ref().is_none_or(|i| *i == point.item) {
-            groups.entry(point.item.clone()).or_default().push((id, point));
+            groups
+                .entry(point.item.clone())
+                .or_default()
+                .push((id, point));
         }
     }
     let mut out = Vec::new();
@@ -148,14 +151,19 @@ fn referenced_chunks(vault: &Vault) -> Result<HashSet<ChunkId>> {
     let mut visited = HashSet::new();
     let mut failure = None;
     for (_, point) in &points {
-        walk(vault, point.root, Some(&mut visited), &mut |event| match event {
-            WalkEvent::Meta { id, .. } | WalkEvent::Data { id, .. } => {
-                used.insert(id);
-            }
-            WalkEvent::Unreadable { path, error } => {
-                failure.get_or_insert(format!("'{path}': {error}"));
-            }
-        });
+        walk(
+            vault,
+            point.root,
+            Some(&mut visited),
+            &mut |event| match event {
+                WalkEvent::Meta { id, .. } | WalkEvent::Data { id, .. } => {
+                    used.insert(id);
+                }
+                WalkEvent::Unreadable { path, error } => {
+                    failure.get_or_insert(format!("'{path}': {error}"));
+                }
+            },
+        );
     }
     if let Some(failure) = failure {
         return Err(Error::Invalid(format!(
@@ -209,14 +217,18 @@ fn sweep(
         .into_iter()
         .filter_map(|i| i.name.parse().ok().map(|id| (id, i.size)))
         .collect();
-    let all_marked: HashSet<PackId> = vault.marks()?.into_iter().flat_map(|(_, m)| m.packs).collect();
+    let all_marked: HashSet<PackId> = vault
+        .marks()?
+        .into_iter()
+        .flat_map(|(_, m)| m.packs)
+        .collect();
     let mut delete: Vec<PackId> = Vec::new();
     let mut done_marks = Vec::new();
     for (name, mark) in marks {
         let due = now.duration_since(mark.created) >= options.grace;
-        let blocked = sessions.iter().any(|s| {
-            s.started <= mark.created && s.may_hold_references(now, options.grace)
-        });
+        let blocked = sessions
+            .iter()
+            .any(|s| s.started <= mark.created && s.may_hold_references(now, options.grace));
         if !due || blocked {
             stats.packs_waiting += mark.packs.len();
             continue;
@@ -226,10 +238,11 @@ fn sweep(
             let needed = by_pack.get(pack).is_some_and(|entries| {
                 entries.iter().any(|e| {
                     used.contains(&e.id)
-                        && !index
-                            .locations(&e.id)
-                            .iter()
-                            .any(|l| l.pack != *pack && !all_marked.contains(&l.pack) && sizes.contains_key(&l.pack))
+                        && !index.locations(&e.id).iter().any(|l| {
+                            l.pack != *pack
+                                && !all_marked.contains(&l.pack)
+                                && sizes.contains_key(&l.pack)
+                        })
                 })
             });
             if needed {
@@ -262,14 +275,22 @@ fn sweep(
 
 /// Replaces every current index file with one that omits `deleted` packs.
 fn rewrite_index(vault: &Vault, deleted: &HashSet<PackId>, stats: &mut PruneStats) -> Result<()> {
-    let old: Vec<String> = vault.backend().list(FileKind::Index)?.into_iter().map(|i| i.name).collect();
+    let old: Vec<String> = vault
+        .backend()
+        .list(FileKind::Index)?
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     // Re-read the files rather than trusting the in-memory index alone, so entries added
     // by a backup since we loaded are kept.
     let mut keep: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     for name in &old {
         let bytes = vault.backend().read(FileKind::Index, name)?;
-        let file = IndexFile::open(vault.crypto(), &bytes)
-            .map_err(|source| Error::Corrupt { kind: FileKind::Index, name: name.clone(), source })?;
+        let file = IndexFile::open(vault.crypto(), &bytes).map_err(|source| Error::Corrupt {
+            kind: FileKind::Index,
+            name: name.clone(),
+            source,
+        })?;
         for (pack, entries) in file.packs {
             if !deleted.contains(&pack) {
                 keep.entry(pack).or_default().extend(entries);
@@ -277,14 +298,16 @@ fn rewrite_index(vault: &Vault, deleted: &HashSet<PackId>, stats: &mut PruneStat
         }
     }
     let mut packs: Vec<(PackId, Vec<PackEntry>)> = keep.into_iter().collect();
-    packs.sort_by(|a, b| a.0.cmp(&b.0));
+    packs.sort_by_key(|p| p.0);
     for (_, entries) in &mut packs {
         entries.sort_by_key(|e| e.offset);
         entries.dedup();
     }
     let file = IndexFile { packs };
     let (id, bytes) = file.seal(vault.crypto());
-    vault.backend().write(FileKind::Index, &id.to_hex(), &bytes)?;
+    vault
+        .backend()
+        .write(FileKind::Index, &id.to_hex(), &bytes)?;
     for name in old.iter().filter(|n| **n != id.to_hex()) {
         vault.backend().remove(FileKind::Index, name)?;
         stats.index_files_rewritten += 1;
@@ -307,7 +330,11 @@ fn mark(
         .into_iter()
         .filter_map(|i| i.name.parse().ok().map(|id| (id, i.size)))
         .collect();
-    let already: HashSet<PackId> = vault.marks()?.into_iter().flat_map(|(_, m)| m.packs).collect();
+    let already: HashSet<PackId> = vault
+        .marks()?
+        .into_iter()
+        .flat_map(|(_, m)| m.packs)
+        .collect();
     let mut to_mark = Vec::new();
     let mut to_repack: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     for (pack, size) in &listed {
@@ -321,7 +348,11 @@ fn mark(
             stats.bytes_marked += size;
             continue;
         };
-        let used_entries: Vec<PackEntry> = entries.iter().filter(|e| used.contains(&e.id)).copied().collect();
+        let used_entries: Vec<PackEntry> = entries
+            .iter()
+            .filter(|e| used.contains(&e.id))
+            .copied()
+            .collect();
         let used_bytes: u64 = used_entries.iter().map(|e| e.len as u64).sum();
         if used_entries.is_empty() {
             to_mark.push(*pack);
@@ -351,7 +382,10 @@ fn mark(
         return Ok(None);
     }
     to_mark.sort();
-    let mark = Mark { created: vault.clock().now(), packs: to_mark };
+    let mark = Mark {
+        created: vault.clock().now(),
+        packs: to_mark,
+    };
     let name = session::write_mark(vault, &mark)?;
     vault.reload_index()?;
     Ok(Some((name, mark)))
@@ -367,7 +401,9 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
             return Ok(());
         }
         let finished = writer.finish(crypto);
-        vault.backend().write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
+        vault
+            .backend()
+            .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
         written.push((finished.id, finished.entries));
         Ok(())
     };
@@ -376,11 +412,21 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
             if !copied.insert(e.id) {
                 continue;
             }
-            let blob = vault.backend().read_range(FileKind::Pack, &pack.to_hex(), e.offset as u64, e.len as u64)?;
+            let blob = vault.backend().read_range(
+                FileKind::Pack,
+                &pack.to_hex(),
+                e.offset as u64,
+                e.len as u64,
+            )?;
             // Verify before copying so damage is not carried into a fresh pack; the blob
             // itself is copied as stored (its encryption does not depend on the pack).
-            crate::codec::decode_blob(crypto, &e.id, &blob, e.raw_len)
-                .map_err(|source| Error::BadChunk { id: e.id.short(), pack: pack.short(), source })?;
+            crate::codec::decode_blob(crypto, &e.id, &blob, e.raw_len).map_err(|source| {
+                Error::BadChunk {
+                    id: e.id.short(),
+                    pack: pack.short(),
+                    source,
+                }
+            })?;
             writer.add(e.id, e.kind, e.raw_len, &blob);
             if writer.size() >= crate::format::PACK_TARGET_SIZE {
                 flush(std::mem::take(&mut writer), &mut written)?;
@@ -390,20 +436,26 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
     flush(writer, &mut written)?;
     let file = IndexFile { packs: written };
     let (id, bytes): (IndexId, Vec<u8>) = file.seal(crypto);
-    vault.backend().write(FileKind::Index, &id.to_hex(), &bytes)?;
+    vault
+        .backend()
+        .write(FileKind::Index, &id.to_hex(), &bytes)?;
     Ok(())
 }
 
 fn clean_sessions(vault: &Vault, options: &PruneOptions, stats: &mut PruneStats) -> Result<()> {
     let now = vault.clock().now();
     for record in session::load_sessions(vault)? {
-        let finished_long_ago = record.finished.is_some_and(|f| now.duration_since(f) >= options.grace);
+        let finished_long_ago = record
+            .finished
+            .is_some_and(|f| now.duration_since(f) >= options.grace);
         let dead = record.finished.is_none()
             && now.duration_since(record.heartbeat) >= SESSION_STALE_AFTER + options.grace;
         if finished_long_ago || dead {
             stats.sessions_removed += 1;
             if !options.dry_run {
-                vault.backend().remove(FileKind::Session, &record.id.to_hex())?;
+                vault
+                    .backend()
+                    .remove(FileKind::Session, &record.id.to_hex())?;
             }
         }
     }

@@ -86,29 +86,47 @@ impl ExtentMap {
         match content {
             Content::Extents(extents) => {
                 let loaded = LoadedExtents::new(extents.clone());
-                segments.push(Segment { start: 0, list: None, extents: Some(Arc::new(loaded)) });
+                segments.push(Segment {
+                    start: 0,
+                    list: None,
+                    extents: Some(Arc::new(loaded)),
+                });
                 at = extents.iter().map(|e| e.len).sum();
             }
             Content::Lists(lists) => {
                 for list in lists {
-                    segments.push(Segment { start: at, list: Some((list.id, list.count)), extents: None });
+                    segments.push(Segment {
+                        start: at,
+                        list: Some((list.id, list.count)),
+                        extents: None,
+                    });
                     at += list.len;
                 }
             }
         }
-        ExtentMap { vault: vault.clone(), segments, loaded: VecDeque::new(), len: at }
+        ExtentMap {
+            vault: vault.clone(),
+            segments,
+            loaded: VecDeque::new(),
+            len: at,
+        }
     }
 
     fn load(&mut self, segment: usize) -> Result<Arc<LoadedExtents>> {
         if let Some(extents) = &self.segments[segment].extents {
             return Ok(extents.clone());
         }
-        let (id, count) = self.segments[segment].list.expect("unloaded segments are lists");
+        let (id, count) = self.segments[segment]
+            .list
+            .expect("unloaded segments are lists");
         let list = self.vault.read_extent_list(&id)?;
         if list.extents.len() != count as usize {
             return Err(Error::BadTree {
                 id: id.short(),
-                detail: format!("list holds {} extents, expected {count}", list.extents.len()),
+                detail: format!(
+                    "list holds {} extents, expected {count}",
+                    list.extents.len()
+                ),
             });
         }
         let loaded = Arc::new(LoadedExtents::new(list.extents));
@@ -132,12 +150,19 @@ impl ExtentMap {
         let rel = offset - self.segments[segment].start;
         let i = loaded.starts.partition_point(|&s| s <= rel) - 1;
         let start = self.segments[segment].start + loaded.starts[i];
-        Ok(Some((Position { segment, extent: i }, start, loaded.extents[i])))
+        Ok(Some((
+            Position { segment, extent: i },
+            start,
+            loaded.extents[i],
+        )))
     }
 
     /// The extent after `pos`.
     fn next(&mut self, pos: Position) -> Result<Option<(Position, Extent)>> {
-        let mut pos = Position { segment: pos.segment, extent: pos.extent + 1 };
+        let mut pos = Position {
+            segment: pos.segment,
+            extent: pos.extent + 1,
+        };
         loop {
             if pos.segment >= self.segments.len() {
                 return Ok(None);
@@ -146,7 +171,10 @@ impl ExtentMap {
             if let Some(e) = loaded.extents.get(pos.extent) {
                 return Ok(Some((pos, *e)));
             }
-            pos = Position { segment: pos.segment + 1, extent: 0 };
+            pos = Position {
+                segment: pos.segment + 1,
+                extent: 0,
+            };
         }
     }
 }
@@ -174,7 +202,10 @@ pub struct ContentReader {
 
 impl std::fmt::Debug for ContentReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContentReader").field("len", &self.map.len).field("pos", &self.pos).finish()
+        f.debug_struct("ContentReader")
+            .field("len", &self.map.len)
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -187,7 +218,9 @@ impl Vault {
             current: None,
             prefetch: None,
             cache: VecDeque::new(),
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }
@@ -196,12 +229,18 @@ fn decode_extent(vault: &Vault, index: &Index, extent: &Extent) -> Result<Piece>
     match extent.id {
         None => Ok(Piece::Hole(extent.len)),
         Some(id) => {
-            let loc = index.lookup(&id).ok_or_else(|| Error::MissingChunk(id.short()))?;
+            let loc = index
+                .lookup(&id)
+                .ok_or_else(|| Error::MissingChunk(id.short()))?;
             let data = vault.read_chunk_at(&id, &loc)?;
             if data.len() as u64 != extent.len {
                 return Err(Error::BadTree {
                     id: id.short(),
-                    detail: format!("extent says {} bytes, chunk holds {}", extent.len, data.len()),
+                    detail: format!(
+                        "extent says {} bytes, chunk holds {}",
+                        extent.len,
+                        data.len()
+                    ),
                 });
             }
             Ok(Piece::Data(Arc::new(data)))
@@ -257,7 +296,13 @@ impl ContentReader {
             let Some((position, start, extent)) = self.map.find(self.pos)? else {
                 return Ok(None);
             };
-            self.prefetch = Some(Prefetcher::start(self.map.clone(), position, start, extent, self.workers));
+            self.prefetch = Some(Prefetcher::start(
+                self.map.clone(),
+                position,
+                start,
+                extent,
+                self.workers,
+            ));
         }
         let prefetch = self.prefetch.as_mut().expect("just set");
         match prefetch.next()? {
@@ -275,7 +320,9 @@ impl ContentReader {
         let mut done = 0;
         while done < buf.len() {
             let at = offset + done as u64;
-            let Some((_, start, extent)) = self.map.find(at)? else { break };
+            let Some((_, start, extent)) = self.map.find(at)? else {
+                break;
+            };
             let skip = (at - start) as usize;
             let n = ((extent.len as usize) - skip).min(buf.len() - done);
             match extent.id {
@@ -285,7 +332,12 @@ impl ContentReader {
                         Some((_, d)) => d.clone(),
                         None => {
                             let index = self.map.vault.index();
-                            let Piece::Data(d) = decode_extent(&self.map.vault, &index, &Extent::chunk(id, extent.len))? else {
+                            let Piece::Data(d) = decode_extent(
+                                &self.map.vault,
+                                &index,
+                                &Extent::chunk(id, extent.len),
+                            )?
+                            else {
                                 unreachable!("a chunk extent decodes to data")
                             };
                             if self.cache.len() >= RANDOM_CACHE_CHUNKS {
@@ -308,7 +360,10 @@ impl ContentReader {
         let mut total = 0;
         let zeros = vec![0u8; 1 << 20];
         while let Some(piece) = self.next_piece()? {
-            let io_err = |source| Error::Source { what: "restore output".into(), source };
+            let io_err = |source| Error::Source {
+                what: "restore output".into(),
+                source,
+            };
             match &piece {
                 Piece::Data(d) => out.write_all(d).map_err(io_err)?,
                 Piece::Hole(n) => {
@@ -357,7 +412,13 @@ struct Prefetcher {
 }
 
 impl Prefetcher {
-    fn start(mut map: ExtentMap, position: Position, start: u64, first: Extent, workers: usize) -> Self {
+    fn start(
+        mut map: ExtentMap,
+        position: Position,
+        start: u64,
+        first: Extent,
+        workers: usize,
+    ) -> Self {
         let window = workers * 2 + 2;
         let (token_tx, token_rx) = crossbeam_channel::unbounded::<()>();
         for _ in 0..window {
@@ -403,7 +464,12 @@ impl Prefetcher {
                 }
             });
         }
-        Prefetcher { results: result_rx, tokens: token_tx, waiting: BTreeMap::new(), next_seq: 0 }
+        Prefetcher {
+            results: result_rx,
+            tokens: token_tx,
+            waiting: BTreeMap::new(),
+            next_seq: 0,
+        }
     }
 
     fn next(&mut self) -> Result<Option<(u64, Piece)>> {

@@ -41,7 +41,11 @@ pub fn stats(vault: &Vault) -> Result<VaultStats> {
     let packs = vault.backend().list(FileKind::Pack)?;
     let mut s = VaultStats {
         points: points.len(),
-        items: points.iter().map(|(_, p)| p.item.as_str()).collect::<BTreeSet<_>>().len(),
+        items: points
+            .iter()
+            .map(|(_, p)| p.item.as_str())
+            .collect::<BTreeSet<_>>()
+            .len(),
         packs: packs.len(),
         bytes_stored: packs.iter().map(|p| p.size).sum(),
         index_bytes_per_chunk: index.bytes_per_chunk(),

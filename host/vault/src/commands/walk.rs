@@ -49,7 +49,10 @@ pub fn walk(
         {
             continue;
         }
-        f(WalkEvent::Meta { id: tree_id, path: &dir });
+        f(WalkEvent::Meta {
+            id: tree_id,
+            path: &dir,
+        });
         let tree = match vault.read_tree(&tree_id) {
             Ok(tree) => tree,
             Err(error) => {
@@ -58,7 +61,11 @@ pub fn walk(
             }
         };
         for entry in &tree.entries {
-            let path = if dir.is_empty() { entry.name.clone() } else { format!("{dir}/{}", entry.name) };
+            let path = if dir.is_empty() {
+                entry.name.clone()
+            } else {
+                format!("{dir}/{}", entry.name)
+            };
             match &entry.content {
                 Content::Extents(extents) => {
                     for id in extents.iter().filter_map(|e| e.id) {
@@ -67,7 +74,10 @@ pub fn walk(
                 }
                 Content::Lists(lists) => {
                     for list in lists {
-                        f(WalkEvent::Meta { id: list.id, path: &path });
+                        f(WalkEvent::Meta {
+                            id: list.id,
+                            path: &path,
+                        });
                         if visited.as_deref().is_some_and(|v| v.contains(&list.id)) {
                             continue;
                         }
