@@ -51,7 +51,7 @@ pub struct Location {
 }
 
 /// The in-memory chunk index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Index {
     records: Vec<Record>,
     packs: Vec<PackId>,
@@ -106,6 +106,13 @@ impl Index {
                 .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
             self.records.dedup();
             self.sorted = true;
+        }
+    }
+
+    /// Excludes exactly `packs` from deduplication (they are marked for deletion).
+    pub fn set_excluded(&mut self, packs: &std::collections::HashSet<PackId>) {
+        for (flag, pack) in self.excluded.iter_mut().zip(&self.packs) {
+            *flag = packs.contains(pack);
         }
     }
 

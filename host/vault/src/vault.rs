@@ -1,6 +1,6 @@
 //! Opening, creating and reading a vault.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{
     CONFIG_FORMAT, DEFAULT_COMPRESSION_LEVEL, POINT_MAGIC, TREE_VERSION, VAULT_VERSION,
 };
-use crate::id::{ChunkId, IndexId, PointId, SlotId, random_bytes};
+use crate::id::{ChunkId, IndexId, PackId, PointId, SlotId, random_bytes};
 use crate::index::{Index, IndexFile, Location};
 use crate::key::{Credential, KdfParams, KeyError, KeySlot, SlotKind};
 use crate::pack::BlobKind;
@@ -137,11 +137,19 @@ pub(crate) struct Inner {
     pub(crate) crypto: Crypto,
     pub(crate) master: Option<MasterKey>,
     pub(crate) opened_slot: Option<SlotId>,
-    pub(crate) index: RwLock<Arc<Index>>,
+    pub(crate) index: RwLock<IndexState>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) kdf: KdfParams,
-    /// Index files that could not be read at open, with the reason.
-    pub(crate) damaged_index_files: RwLock<Vec<(String, String)>>,
+}
+
+/// The loaded index and the files it was loaded from.
+#[derive(Default)]
+pub(crate) struct IndexState {
+    index: Arc<Index>,
+    /// Index files read (including damaged ones, which are not retried).
+    files: BTreeSet<String>,
+    /// Index files that could not be read, with the reason.
+    damaged: Vec<(String, String)>,
 }
 
 /// An open vault. Cheap to clone; all clones share the loaded index.
@@ -240,10 +248,9 @@ impl Vault {
                 crypto,
                 master,
                 opened_slot,
-                index: RwLock::new(Arc::new(Index::new())),
+                index: RwLock::new(IndexState::default()),
                 clock,
                 kdf: options.kdf,
-                damaged_index_files: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -284,30 +291,46 @@ impl Vault {
                 crypto,
                 master,
                 opened_slot,
-                index: RwLock::new(Arc::new(Index::new())),
+                index: RwLock::new(IndexState::default()),
                 clock: options.clock,
                 kdf: KdfParams::default(),
-                damaged_index_files: RwLock::new(Vec::new()),
             }),
         };
         vault.reload_index()?;
         Ok(vault)
     }
 
-    /// Re-reads every index file and deletion mark.
+    /// Brings the in-memory index up to date with the index files and deletion marks in
+    /// the vault. Only index files not seen before are read, unless some were removed
+    /// (by prune), in which case the index is rebuilt.
     pub fn reload_index(&self) -> Result<()> {
         let backend = &self.inner.backend;
-        let mut index = Index::new();
-        let mut damaged = Vec::new();
-        for info in backend.list(FileKind::Index)? {
+        let names: BTreeSet<String> = backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .map(|i| i.name)
+            .collect();
+        let (mut index, mut loaded, mut damaged) = {
+            let state = self.inner.index.read().expect("index lock");
+            if state.files.is_subset(&names) {
+                (
+                    (*state.index).clone(),
+                    state.files.clone(),
+                    state.damaged.clone(),
+                )
+            } else {
+                (Index::new(), BTreeSet::new(), Vec::new())
+            }
+        };
+        for name in names.difference(&loaded.clone()) {
             let file = backend
-                .read(FileKind::Index, &info.name)
+                .read(FileKind::Index, name)
                 .map_err(Error::from)
                 .and_then(|bytes| {
-                    self.check_name(FileKind::Index, &info.name, &bytes)?;
+                    self.check_name(FileKind::Index, name, &bytes)?;
                     IndexFile::open(&self.inner.crypto, &bytes).map_err(|source| Error::Corrupt {
                         kind: FileKind::Index,
-                        name: info.name.clone(),
+                        name: name.clone(),
                         source,
                     })
                 });
@@ -316,22 +339,29 @@ impl Vault {
                     for (pack, entries) in &file.packs {
                         index.add_pack(*pack, entries);
                     }
+                    loaded.insert(name.clone());
                 }
                 Err(Error::Backend(ref b)) if b.is_not_found() => {}
                 Err(e) => {
-                    tracing::warn!(file = %info.name, error = %e, "skipping damaged index file");
-                    damaged.push((info.name.clone(), e.to_string()));
+                    tracing::warn!(file = %name, error = %e, "skipping damaged index file");
+                    damaged.push((name.clone(), e.to_string()));
+                    loaded.insert(name.clone());
                 }
             }
         }
+        damaged.retain(|(name, _)| names.contains(name));
+        loaded.retain(|name| names.contains(name));
         index.finish();
-        for (_, mark) in session::load_marks(self)? {
-            for pack in &mark.packs {
-                index.exclude_pack(pack);
-            }
-        }
-        *self.inner.index.write().expect("index lock") = Arc::new(index);
-        *self.inner.damaged_index_files.write().expect("lock") = damaged;
+        let marked: HashSet<PackId> = session::load_marks(self)?
+            .into_iter()
+            .flat_map(|(_, m)| m.packs)
+            .collect();
+        index.set_excluded(&marked);
+        *self.inner.index.write().expect("index lock") = IndexState {
+            index: Arc::new(index),
+            files: loaded,
+            damaged,
+        };
         Ok(())
     }
 
@@ -369,31 +399,26 @@ impl Vault {
 
     /// A snapshot of the index.
     pub fn index(&self) -> Arc<Index> {
-        self.inner.index.read().expect("index lock").clone()
+        self.inner.index.read().expect("index lock").index.clone()
     }
 
-    pub(crate) fn merge_into_index(&self, files: &[IndexFile]) {
-        let mut guard = self.inner.index.write().expect("index lock");
-        let old = guard.as_ref();
-        let mut index = Index::new();
-        for (pack, entries) in old.by_pack() {
-            index.add_pack(pack, &entries);
-            if old.is_excluded(&pack) {
-                index.exclude_pack(&pack);
-            }
-        }
-        for file in files {
+    /// Adds index files this handle wrote itself.
+    pub(crate) fn merge_into_index(&self, files: &[(String, IndexFile)]) {
+        let mut state = self.inner.index.write().expect("index lock");
+        let mut index = (*state.index).clone();
+        for (name, file) in files {
             for (pack, entries) in &file.packs {
                 index.add_pack(*pack, entries);
             }
+            state.files.insert(name.clone());
         }
         index.finish();
-        *guard = Arc::new(index);
+        state.index = Arc::new(index);
     }
 
     /// Index files that could not be read when the index was loaded.
     pub fn damaged_index_files(&self) -> Vec<(String, String)> {
-        self.inner.damaged_index_files.read().expect("lock").clone()
+        self.inner.index.read().expect("index lock").damaged.clone()
     }
 
     /// A content-defined chunker keyed for this vault.

@@ -119,7 +119,7 @@ struct Shared {
     upload_tx: Mutex<Option<Sender<FinishedPack>>>,
     /// Packs uploaded (or recovered) and not yet listed in an index file.
     unindexed: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
-    index_files: Mutex<Vec<IndexFile>>,
+    index_files: Mutex<Vec<(String, IndexFile)>>,
     failed: AtomicBool,
     error: Mutex<Option<String>>,
     stats: Mutex<BackupStats>,
@@ -209,7 +209,10 @@ impl Shared {
         self.vault
             .backend()
             .write(FileKind::Index, &id.to_hex(), &bytes)?;
-        self.index_files.lock().expect("lock").push(file);
+        self.index_files
+            .lock()
+            .expect("lock")
+            .push((id.to_hex(), file));
         Ok(())
     }
 }
