@@ -173,3 +173,108 @@ fn entries_out_of_order_are_refused() {
             .is_err()
     );
 }
+
+#[test]
+fn vault_stats_report_dedup_and_compression() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(12, 2 << 20);
+    let text = b"all work and no play makes jack a dull boy\n".repeat(40_000);
+    backup_files(
+        &tv.vault,
+        options("a"),
+        &[("f", &data), ("t", &text)],
+        small_cdc(),
+    )
+    .unwrap();
+    backup_files(
+        &tv.vault,
+        options("b"),
+        &[("f", &data), ("t", &text)],
+        small_cdc(),
+    )
+    .unwrap();
+    let stats = tessera_vault::commands::stats::stats(&tv.vault).unwrap();
+    assert_eq!((stats.points, stats.items), (2, 2));
+    let logical = 2 * (data.len() + text.len()) as u64;
+    assert_eq!(stats.bytes_logical, logical);
+    assert!((stats.dedup_ratio - 2.0).abs() < 0.05, "{stats:?}");
+    assert!(stats.compression_ratio > 1.2, "{stats:?}");
+    assert!(stats.bytes_stored < (data.len() + text.len()) as u64);
+    assert!(
+        stats.index_bytes_per_chunk <= 64.0 || stats.chunks < 1000,
+        "{stats:?}"
+    );
+}
+
+mod random_edits {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Insert(usize, Vec<u8>),
+        Delete(usize, usize),
+        Overwrite(usize, Vec<u8>),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            (
+                any::<usize>(),
+                proptest::collection::vec(any::<u8>(), 1..5000)
+            )
+                .prop_map(|(a, b)| Edit::Insert(a, b)),
+            (any::<usize>(), 1usize..50_000).prop_map(|(a, n)| Edit::Delete(a, n)),
+            (
+                any::<usize>(),
+                proptest::collection::vec(any::<u8>(), 1..5000)
+            )
+                .prop_map(|(a, b)| Edit::Overwrite(a, b)),
+        ]
+    }
+
+    fn apply(data: &mut Vec<u8>, edit: &Edit) {
+        let at = |a: usize, data: &Vec<u8>| if data.is_empty() { 0 } else { a % data.len() };
+        match edit {
+            Edit::Insert(a, bytes) => {
+                let at = at(*a, data);
+                data.splice(at..at, bytes.iter().copied());
+            }
+            Edit::Delete(a, n) => {
+                let at = at(*a, data);
+                let end = (at + n).min(data.len());
+                data.drain(at..end);
+            }
+            Edit::Overwrite(a, bytes) => {
+                let at = at(*a, data);
+                let end = (at + bytes.len()).min(data.len());
+                data[at..end].copy_from_slice(&bytes[..end - at]);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_data_and_random_edits_round_trip(
+            seed in any::<u64>(),
+            len in 0usize..3_000_000,
+            edits in proptest::collection::vec(edit(), 0..6),
+            fixed in any::<bool>(),
+        ) {
+            let tv = TestVault::encrypted();
+            let chunking = if fixed { Chunking::Fixed { size: 16 * 1024 } } else { small_cdc() };
+            let original = random_bytes(seed, len);
+            let mut edited = original.clone();
+            for e in &edits {
+                apply(&mut edited, e);
+            }
+            let (_, first) = backup_files(&tv.vault, options("p"), &[("f", &original)], chunking).unwrap();
+            let (_, second) = backup_files(&tv.vault, options("p"), &[("f", &edited)], chunking).unwrap();
+            prop_assert_eq!(read_file(&tv.vault, &first, "f").unwrap(), original);
+            prop_assert_eq!(read_file(&tv.vault, &second, "f").unwrap(), edited);
+        }
+    }
+}
