@@ -54,9 +54,37 @@ pub struct Rate {
     pub bytes: u64,
     /// Wall-clock time taken.
     pub elapsed: Duration,
+    /// CPU time the whole process used meanwhile, all threads, where the system tells.
+    pub cpu: Option<Duration>,
 }
 
 impl Rate {
+    /// Measures `work`, which returns the bytes it processed.
+    fn measure<T>(work: impl FnOnce() -> Result<(u64, T)>) -> Result<(Rate, T)> {
+        let cpu_before = process_cpu_time();
+        let start = Instant::now();
+        let (bytes, value) = work()?;
+        let elapsed = start.elapsed();
+        let cpu = process_cpu_time()
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        Ok((
+            Rate {
+                bytes,
+                elapsed,
+                cpu,
+            },
+            value,
+        ))
+    }
+
+    /// Average number of cores kept busy: near the CPU count when the work is bound by
+    /// computation, well below it when it waits on storage or on a serial step.
+    pub fn cores_busy(&self) -> Option<f64> {
+        self.cpu
+            .map(|cpu| cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9))
+    }
+
     /// Throughput in MB/s (10^6 bytes per second).
     pub fn mb_per_s(&self) -> f64 {
         // A floor on the time keeps a degenerate, instant run from dividing by zero.
@@ -93,20 +121,43 @@ pub fn sha256(data: &[u8]) -> Result<Rate> {
     if data.is_empty() {
         return Err(Failure::new("the SHA-256 yardstick needs data to hash"));
     }
-    let start = Instant::now();
-    let mut hashed = 0;
-    for piece in data.chunks(PIECE).cycle() {
-        if hashed >= SHA256_TOTAL {
-            break;
+    let (rate, ()) = Rate::measure(|| {
+        let mut hashed = 0;
+        for piece in data.chunks(PIECE).cycle() {
+            if hashed >= SHA256_TOTAL {
+                break;
+            }
+            // black_box keeps the optimiser from discarding digests nobody reads.
+            std::hint::black_box(Sha256::digest(std::hint::black_box(piece)));
+            hashed += piece.len();
         }
-        // black_box keeps the optimiser from discarding digests nobody reads.
-        std::hint::black_box(Sha256::digest(std::hint::black_box(piece)));
-        hashed += piece.len();
-    }
-    Ok(Rate {
-        bytes: hashed as u64,
-        elapsed: start.elapsed(),
-    })
+        Ok((hashed as u64, ()))
+    })?;
+    Ok(rate)
+}
+
+/// Linux reports process times in units of `USER_HZ`, which is 100 on every
+/// architecture the kernel supports today.
+const USER_HZ: u64 = 100;
+
+/// User plus system CPU time of the whole process, threads that already ended included,
+/// from `/proc/self/stat`; `None` where that file does not exist or does not parse.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields after its
+    // closing parenthesis start at field 3, so utime and stime (14 and 15) are the 12th
+    // and 13th of them.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    let ticks = user + system;
+    Some(
+        Duration::from_secs(ticks / USER_HZ)
+            + Duration::from_nanos((ticks % USER_HZ) * (1_000_000_000 / USER_HZ)),
+    )
 }
 
 fn credential() -> Credential {
@@ -132,38 +183,32 @@ pub fn ingest(vault: &Vault, data: &[u8], chunking: Chunking) -> Result<Ingest> 
         name: "tessera-bench".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let start = Instant::now();
-    let mut backup = Backup::start(vault, BackupOptions::new("bench", plugin))
-        .context("cannot start the backup")?;
-    let mut stream = backup
-        .stream(chunking)
-        .context("cannot open a content stream")?;
-    for piece in data.chunks(PIECE) {
-        stream
-            .write(piece)
-            .context("cannot write to the content stream")?;
-    }
-    let result = stream
-        .finish()
-        .context("cannot finish the content stream")?;
-    let mut entry = Entry::new("data", EntryKind::File);
-    entry.meta.size = data.len() as u64;
-    entry.content = result.content;
-    backup
-        .add_entry("data", entry)
-        .context("cannot add the entry")?;
-    let (_, point) = backup
-        .commit(CommitOptions::default())
-        .context("cannot commit the backup")?;
-    let elapsed = start.elapsed();
-    Ok(Ingest {
-        rate: Rate {
-            bytes: data.len() as u64,
-            elapsed,
-        },
-        stats: result.stats,
-        point,
-    })
+    let (rate, (stats, point)) = Rate::measure(|| {
+        let mut backup = Backup::start(vault, BackupOptions::new("bench", plugin))
+            .context("cannot start the backup")?;
+        let mut stream = backup
+            .stream(chunking)
+            .context("cannot open a content stream")?;
+        for piece in data.chunks(PIECE) {
+            stream
+                .write(piece)
+                .context("cannot write to the content stream")?;
+        }
+        let result = stream
+            .finish()
+            .context("cannot finish the content stream")?;
+        let mut entry = Entry::new("data", EntryKind::File);
+        entry.meta.size = data.len() as u64;
+        entry.content = result.content;
+        backup
+            .add_entry("data", entry)
+            .context("cannot add the entry")?;
+        let (_, point) = backup
+            .commit(CommitOptions::default())
+            .context("cannot commit the backup")?;
+        Ok((data.len() as u64, (result.stats, point)))
+    })?;
+    Ok(Ingest { rate, stats, point })
 }
 
 /// An output that checks every byte written against the original, so the timed restore
@@ -207,22 +252,21 @@ pub fn restore(vault: &Vault, point: &Point, original: &[u8]) -> Result<Rate> {
         expected: original,
         pos: 0,
     };
-    let start = Instant::now();
-    let copied = vault
-        .content_reader(&entry.content)
-        .copy_to(&mut sink)
-        .context("restore failed")?;
-    let elapsed = start.elapsed();
-    if copied != original.len() as u64 || sink.pos != original.len() {
+    let (rate, ()) = Rate::measure(|| {
+        let copied = vault
+            .content_reader(&entry.content)
+            .copy_to(&mut sink)
+            .context("restore failed")?;
+        Ok((copied, ()))
+    })?;
+    if rate.bytes != original.len() as u64 || sink.pos != original.len() {
         return Err(Failure::new(format!(
-            "restore returned {copied} bytes, the original has {}",
+            "restore returned {} bytes, the original has {}",
+            rate.bytes,
             original.len()
         )));
     }
-    Ok(Rate {
-        bytes: copied,
-        elapsed,
-    })
+    Ok(rate)
 }
 
 /// Writes index files listing [`INDEX_CHUNKS`] synthetic chunks into a fresh vault at

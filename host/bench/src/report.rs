@@ -111,11 +111,12 @@ impl Report {
 
     /// The report as a plain-text table with a short header and footnote.
     pub fn table(&self) -> String {
-        let mut rows: Vec<[String; 6]> = vec![
+        let mut rows: Vec<[String; 7]> = vec![
             [
                 "measure",
                 "figure",
                 "vs SHA-256",
+                "cores busy",
                 "target",
                 "result",
                 "detail",
@@ -132,6 +133,9 @@ impl Report {
                     name.to_string(),
                     format!("{:.1} MB/s", rate.mb_per_s()),
                     format!("{:.2}x", self.ratio(rate)),
+                    rate.cores_busy()
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or_default(),
                     target,
                     verdict,
                     detail,
@@ -188,6 +192,7 @@ impl Report {
             ),
             format!("{:.3} s", self.index.elapsed.as_secs_f64()),
             String::new(),
+            String::new(),
             format!("<= {OPEN_TARGET_SECONDS:.2} s"),
             self.open_verdict().label().into(),
             "includes key derivation (8 MiB Argon2id)".into(),
@@ -195,6 +200,7 @@ impl Report {
         rows.push([
             "index memory per chunk".into(),
             format!("{:.1} B", self.index.bytes_per_chunk),
+            String::new(),
             String::new(),
             format!("<= {BYTES_PER_CHUNK_TARGET:.0} B"),
             self.memory_verdict().label().into(),
@@ -207,10 +213,15 @@ impl Report {
             self.cpus,
             self.dir.display()
         );
-        out.push_str(&render(&rows, &[false, true, true, false, false, false]));
+        out.push_str(&render(
+            &rows,
+            &[false, true, true, true, false, false, false],
+        ));
         out.push_str(
-            "\nMB = 10^6 bytes. Ingest is timed from Backup::start to commit, fsyncs included; \
-             restore reads packs just written, mostly from the page cache.\n",
+            "\nMB = 10^6 bytes. Ingest is timed from Backup::start to commit, fsyncs included;\n\
+             restore reads packs just written, mostly from the page cache. Cores busy is the\n\
+             process's CPU time over wall time: well below the CPU count means waiting on\n\
+             storage or on a serial step.\n",
         );
         out
     }
@@ -223,6 +234,8 @@ impl Report {
                 "seconds": rate.elapsed.as_secs_f64(),
                 "mb_per_s": rate.mb_per_s(),
                 "ratio_to_sha256": self.ratio(rate),
+                "cpu_seconds": rate.cpu.map(|c| c.as_secs_f64()),
+                "cores_busy": rate.cores_busy(),
             })
         };
         let ingest = |ingest: &Ingest, target: Option<(f64, Verdict)>| {

@@ -22,6 +22,8 @@
 
 use std::cell::RefCell;
 
+use bytes::Bytes;
+
 use crate::crypto::Crypto;
 use crate::format::{MAX_CHUNK_SIZE, MAX_OBJECT_SIZE, SEALED_VERSION};
 use crate::id::ChunkId;
@@ -114,25 +116,30 @@ pub fn encode_blob(
     }
 }
 
-/// Decodes a blob into the chunk's plaintext of `raw_len` bytes, verifying it.
+/// Decodes a blob into the chunk's plaintext of `raw_len` bytes, verifying it. The blob
+/// is decrypted in place and a raw chunk is returned without copying.
 pub fn decode_blob(
     crypto: &Crypto,
     id: &ChunkId,
-    blob: &[u8],
+    mut blob: Vec<u8>,
     raw_len: u32,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Bytes, DecodeError> {
     if raw_len > MAX_CHUNK_SIZE {
         return Err(DecodeError::Malformed(format!(
             "chunk length {raw_len} exceeds the limit"
         )));
     }
-    let plain = crypto.open(&id.0, blob).map_err(|_| DecodeError::Auth)?;
-    let Some((&mode, payload)) = plain.split_first() else {
+    let range = crypto
+        .open_in_place(&id.0, &mut blob)
+        .map_err(|_| DecodeError::Auth)?;
+    if range.is_empty() {
         return Err(DecodeError::Malformed("empty blob".into()));
-    };
+    }
+    let mode = blob[range.start];
     let data = match mode {
-        MODE_RAW => payload.to_vec(),
-        MODE_ZSTD => zstd::bulk::decompress(payload, raw_len as usize)
+        MODE_RAW => Bytes::from(blob).slice(range.start + 1..range.end),
+        MODE_ZSTD => zstd::bulk::decompress(&blob[range.start + 1..range.end], raw_len as usize)
+            .map(Bytes::from)
             .map_err(|e| DecodeError::Decompress(e.to_string()))?,
         other => return Err(DecodeError::Malformed(format!("unknown blob mode {other}"))),
     };
@@ -256,16 +263,16 @@ mod tests {
                 let compressed = encode_blob(&crypto, &id, &data, 3, &mut blob);
                 assert_eq!(compressed, data.len() == 200_000);
                 assert_eq!(
-                    decode_blob(&crypto, &id, &blob, data.len() as u32).unwrap(),
+                    decode_blob(&crypto, &id, blob.clone(), data.len() as u32).unwrap(),
                     data
                 );
                 let other = crypto.chunk_id(b"other");
-                assert!(decode_blob(&crypto, &other, &blob, data.len() as u32).is_err());
+                assert!(decode_blob(&crypto, &other, blob.clone(), data.len() as u32).is_err());
                 if !blob.is_empty() {
                     let mut bad = blob.clone();
                     let last = bad.len() - 1;
                     bad[last] ^= 0x55;
-                    assert!(decode_blob(&crypto, &id, &bad, data.len() as u32).is_err());
+                    assert!(decode_blob(&crypto, &id, bad, data.len() as u32).is_err());
                 }
             }
         }

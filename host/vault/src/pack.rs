@@ -6,8 +6,8 @@
 //! ENTRY  = CHUNK_ID(32) || KIND(1) || OFFSET(u32 LE) || LEN(u32 LE) || RAW_LEN(u32 LE)
 //! ```
 //!
-//! A pack is named by the SHA-256 of its bytes, so `check --read-data` can tell a damaged
-//! pack from its name alone. The header lets an index be rebuilt from the packs, which is
+//! A pack is named by the SHA-256 of its trailer (`HEADER || HEADER_LEN`): the header
+//! commits to every blob's id and place, and every blob is authenticated against its id. The header lets an index be rebuilt from the packs, which is
 //! how a backup killed before writing its index still has its uploaded data reused.
 
 use crate::backend::{Backend, BackendError, FileKind};
@@ -76,10 +76,12 @@ pub enum PackError {
     },
 }
 
-/// Accumulates blobs into one pack.
+/// Accumulates blobs into one pack. Blobs are kept as they were encoded and written out
+/// with vectored I/O, so a chunk's bytes are not copied again to assemble the pack.
 #[derive(Debug)]
 pub struct PackWriter {
-    buf: Vec<u8>,
+    parts: Vec<Vec<u8>>,
+    size: usize,
     entries: Vec<PackEntry>,
 }
 
@@ -88,10 +90,22 @@ pub struct PackWriter {
 pub struct FinishedPack {
     /// Its name.
     pub id: PackId,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
+    /// Its bytes, in pieces to be written one after another.
+    pub parts: Vec<Vec<u8>>,
     /// Its blobs.
     pub entries: Vec<PackEntry>,
+}
+
+impl FinishedPack {
+    /// The pieces as slices, for [`crate::backend::Backend::write_parts`].
+    pub fn slices(&self) -> Vec<&[u8]> {
+        self.parts.iter().map(Vec::as_slice).collect()
+    }
+
+    /// The whole pack in one buffer.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.parts.concat()
+    }
 }
 
 impl Default for PackWriter {
@@ -103,31 +117,33 @@ impl Default for PackWriter {
 impl PackWriter {
     /// An empty pack.
     pub fn new() -> Self {
-        let mut buf = Vec::with_capacity(crate::format::PACK_TARGET_SIZE + (1 << 20));
-        buf.extend_from_slice(&PACK_MAGIC);
-        buf.push(PACK_VERSION);
+        let mut preamble = PACK_MAGIC.to_vec();
+        preamble.push(PACK_VERSION);
         PackWriter {
-            buf,
+            size: preamble.len(),
+            parts: vec![preamble],
             entries: Vec::new(),
         }
     }
 
     /// Appends an encoded blob.
-    pub fn add(&mut self, id: ChunkId, kind: BlobKind, raw_len: u32, blob: &[u8]) {
-        let offset = self.buf.len() as u32;
-        self.buf.extend_from_slice(blob);
+    pub fn add(&mut self, id: ChunkId, kind: BlobKind, raw_len: u32, blob: Vec<u8>) {
+        let offset = self.size as u32;
+        let len = blob.len() as u32;
+        self.size += blob.len();
+        self.parts.push(blob);
         self.entries.push(PackEntry {
             id,
             kind,
             offset,
-            len: blob.len() as u32,
+            len,
             raw_len,
         });
     }
 
     /// Bytes so far.
     pub fn size(&self) -> usize {
-        self.buf.len()
+        self.size
     }
 
     /// Whether no blob was added.
@@ -135,7 +151,7 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends the header and names the pack.
+    /// Appends the header and names the pack by the SHA-256 of its trailer.
     pub fn finish(mut self, crypto: &Crypto) -> FinishedPack {
         let mut doc = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for e in &self.entries {
@@ -145,14 +161,14 @@ impl PackWriter {
             doc.extend_from_slice(&e.len.to_le_bytes());
             doc.extend_from_slice(&e.raw_len.to_le_bytes());
         }
-        let header = codec::seal_object(crypto, PACK_HEADER_MAGIC, &doc, false);
-        self.buf.extend_from_slice(&header);
-        self.buf
-            .extend_from_slice(&(header.len() as u32).to_le_bytes());
-        let id = PackId::hash_of(&self.buf);
+        let mut trailer = codec::seal_object(crypto, PACK_HEADER_MAGIC, &doc, false);
+        let header_len = trailer.len() as u32;
+        trailer.extend_from_slice(&header_len.to_le_bytes());
+        let id = PackId::hash_of(&trailer);
+        self.parts.push(trailer);
         FinishedPack {
             id,
-            bytes: self.buf,
+            parts: self.parts,
             entries: self.entries,
         }
     }
@@ -182,8 +198,23 @@ pub fn read_header(
         )));
     }
     let header_start = blobs_end - header_len;
-    let header = backend.read_range(FileKind::Pack, &name, header_start, header_len)?;
-    parse_header(crypto, pack, &header, header_start)
+    let trailer = backend.read_range(FileKind::Pack, &name, header_start, header_len + 4)?;
+    verify_name(pack, &trailer)?;
+    parse_header(crypto, pack, &trailer[..header_len as usize], header_start)
+}
+
+/// A pack is named by the SHA-256 of its trailer (header and header length). The header
+/// lists every blob's id, offset and length, and each blob is authenticated (or, without
+/// encryption, re-hashed) against its id, so the name commits to the whole pack without
+/// hashing every byte a second time.
+fn verify_name(pack: &PackId, trailer: &[u8]) -> Result<(), PackError> {
+    if PackId::hash_of(trailer) != *pack {
+        return Err(PackError::Damaged {
+            pack: pack.short(),
+            detail: "its header does not match its name".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Parses a whole pack held in memory, checking its preamble and header.
@@ -282,27 +313,24 @@ mod tests {
             let id = crypto.chunk_id(&data);
             let mut blob = Vec::new();
             codec::encode_blob(&crypto, &id, &data, 3, &mut blob);
-            writer.add(id, BlobKind::Data, data.len() as u32, &blob);
+            writer.add(id, BlobKind::Data, data.len() as u32, blob);
         }
         let pack = writer.finish(&crypto);
-        assert_eq!(PackId::hash_of(&pack.bytes), pack.id);
-        assert_eq!(
-            parse_pack(&crypto, &pack.id, &pack.bytes).unwrap(),
-            pack.entries
-        );
+        let bytes = pack.to_bytes();
+        assert_eq!(parse_pack(&crypto, &pack.id, &bytes).unwrap(), pack.entries);
 
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         backend.create().unwrap();
         backend
-            .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)
+            .write_parts(FileKind::Pack, &pack.id.to_hex(), &pack.slices())
             .unwrap();
-        let read = read_header(&backend, &crypto, &pack.id, pack.bytes.len() as u64).unwrap();
+        let read = read_header(&backend, &crypto, &pack.id, bytes.len() as u64).unwrap();
         assert_eq!(read, pack.entries);
 
         // Every truncation is an error, never a panic.
-        for cut in 0..pack.bytes.len() {
-            assert!(parse_pack(&crypto, &pack.id, &pack.bytes[..cut]).is_err());
+        for cut in 0..bytes.len() {
+            assert!(parse_pack(&crypto, &pack.id, &bytes[..cut]).is_err());
         }
     }
 }

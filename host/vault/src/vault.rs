@@ -427,7 +427,7 @@ impl Vault {
     }
 
     /// Reads and decodes a chunk.
-    pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
+    pub fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
         let loc = self
             .index()
             .lookup(id)
@@ -436,14 +436,14 @@ impl Vault {
     }
 
     /// Reads and decodes a chunk at a known location.
-    pub fn read_chunk_at(&self, id: &ChunkId, loc: &Location) -> Result<Vec<u8>> {
+    pub fn read_chunk_at(&self, id: &ChunkId, loc: &Location) -> Result<bytes::Bytes> {
         let blob = self.inner.backend.read_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
             loc.offset as u64,
             loc.len as u64,
         )?;
-        codec::decode_blob(&self.inner.crypto, id, &blob, loc.raw_len).map_err(|source| {
+        codec::decode_blob(&self.inner.crypto, id, blob, loc.raw_len).map_err(|source| {
             Error::BadChunk {
                 id: id.short(),
                 pack: loc.pack.short(),

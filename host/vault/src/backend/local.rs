@@ -6,7 +6,7 @@
 //! first two hex digits of their name so no directory grows too large.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +72,21 @@ impl LocalBackend {
     }
 }
 
+fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut slices = &mut slices[..];
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote nothing")),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -123,13 +138,17 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write_parts(kind, name, &[data])
+    }
+
+    fn write_parts(&self, kind: FileKind, name: &str, parts: &[&[u8]]) -> Result<(), BackendError> {
         let dir = self.dir(kind, name);
         let path = dir.join(name);
         let suffix = hex::encode(crate::id::random_bytes::<6>());
         let temp = dir.join(format!(".{name}.{suffix}{TEMP_SUFFIX}"));
         let result = (|| {
             let mut file = File::create(&temp)?;
-            file.write_all(data)?;
+            write_all_vectored(&mut file, parts)?;
             file.sync_all()?;
             drop(file);
             fs::rename(&temp, &path)?;

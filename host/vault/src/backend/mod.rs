@@ -141,6 +141,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Writes a whole object.
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
 
+    /// Writes a whole object given in pieces (a pack's blobs), without first joining them
+    /// when the store can avoid it.
+    fn write_parts(&self, kind: FileKind, name: &str, parts: &[&[u8]]) -> Result<(), BackendError> {
+        self.write(kind, name, &parts.concat())
+    }
+
     /// Reads a whole object.
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, BackendError>;
 

@@ -154,7 +154,7 @@ impl Shared {
         let stored = blob.len() as u64;
         let full = {
             let mut packer = self.packer.lock().expect("lock");
-            packer.add(id, kind, data.len() as u32, &blob);
+            packer.add(id, kind, data.len() as u32, blob);
             (packer.size() >= self.pack_size).then(|| std::mem::take(&mut *packer))
         };
         if let Some(full) = full {
@@ -254,10 +254,11 @@ fn uploader(shared: Arc<Shared>, packs: Receiver<FinishedPack>) {
         if shared.failed.load(Ordering::Relaxed) {
             continue;
         }
-        if let Err(e) = shared
-            .vault
-            .backend()
-            .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)
+        if let Err(e) =
+            shared
+                .vault
+                .backend()
+                .write_parts(FileKind::Pack, &pack.id.to_hex(), &pack.slices())
         {
             shared.fail(e.to_string());
             continue;

@@ -403,7 +403,7 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
         let finished = writer.finish(crypto);
         vault
             .backend()
-            .write(FileKind::Pack, &finished.id.to_hex(), &finished.bytes)?;
+            .write_parts(FileKind::Pack, &finished.id.to_hex(), &finished.slices())?;
         written.push((finished.id, finished.entries));
         Ok(())
     };
@@ -420,14 +420,14 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
             )?;
             // Verify before copying so damage is not carried into a fresh pack; the blob
             // itself is copied as stored (its encryption does not depend on the pack).
-            crate::codec::decode_blob(crypto, &e.id, &blob, e.raw_len).map_err(|source| {
-                Error::BadChunk {
+            crate::codec::decode_blob(crypto, &e.id, blob.clone(), e.raw_len).map_err(
+                |source| Error::BadChunk {
                     id: e.id.short(),
                     pack: pack.short(),
                     source,
-                }
-            })?;
-            writer.add(e.id, e.kind, e.raw_len, &blob);
+                },
+            )?;
+            writer.add(e.id, e.kind, e.raw_len, blob);
             if writer.size() >= crate::format::PACK_TARGET_SIZE {
                 flush(std::mem::take(&mut writer), &mut written)?;
             }

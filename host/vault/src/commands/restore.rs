@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::vault::Vault;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     /// Stored bytes.
-    Data(Arc<Vec<u8>>),
+    Data(Bytes),
     /// A hole of this many zero bytes.
     Hole(u64),
 }
@@ -196,7 +197,7 @@ pub struct ContentReader {
     /// The piece covering `pos` during sequential reads, with its start.
     current: Option<(u64, Piece)>,
     prefetch: Option<Prefetcher>,
-    cache: VecDeque<(u64, Arc<Vec<u8>>)>,
+    cache: VecDeque<(u64, Bytes)>,
     workers: usize,
 }
 
@@ -243,7 +244,7 @@ fn decode_extent(vault: &Vault, index: &Index, extent: &Extent) -> Result<Piece>
                     ),
                 });
             }
-            Ok(Piece::Data(Arc::new(data)))
+            Ok(Piece::Data(data))
         }
     }
 }
@@ -283,7 +284,7 @@ impl ContentReader {
                 let rest = match piece {
                     Piece::Hole(n) => Piece::Hole(n - skip),
                     Piece::Data(d) if skip == 0 => Piece::Data(d),
-                    Piece::Data(d) => Piece::Data(Arc::new(d[skip as usize..].to_vec())),
+                    Piece::Data(d) => Piece::Data(d.slice(skip as usize..)),
                 };
                 self.pos = end;
                 return Ok(Some(rest));
