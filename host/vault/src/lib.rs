@@ -7,6 +7,37 @@
 //! Index files map chunks to packs. A recovery point names the root of a tree of entries
 //! whose contents are lists of chunks. The crate knows nothing of plugins or WebAssembly.
 //!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tessera_vault::commands::backup::{Backup, BackupOptions, CommitOptions};
+//! use tessera_vault::*;
+//!
+//! # fn main() -> tessera_vault::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let backend = Arc::new(LocalBackend::new(dir.path().join("vault")));
+//! let mut options = InitOptions::new(Encryption::Credential(Credential::password("secret")));
+//! # options.kdf = KdfParams { memory_kib: 1024, iterations: 1, parallelism: 1 };
+//! let vault = Vault::init(backend, options, Arc::new(SystemClock))?;
+//!
+//! let plugin = PluginRef { name: "example".into(), version: "1".into() };
+//! let mut backup = Backup::start(&vault, BackupOptions::new("my-item", plugin))?;
+//! let mut stream = backup.stream(Chunking::ContentDefined(vault.config().chunker))?;
+//! stream.write(b"hello")?;
+//! let mut entry = Entry::new("", EntryKind::File);
+//! entry.content = stream.finish()?.content;
+//! backup.add_entry("greeting.txt", entry)?;
+//! let (_point_id, point) = backup.commit(CommitOptions::default())?;
+//!
+//! let entry = vault.find_entry(&point, "greeting.txt")?;
+//! let mut restored = Vec::new();
+//! vault.content_reader(&entry.content).copy_to(&mut restored)?;
+//! assert_eq!(restored, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! ```text
