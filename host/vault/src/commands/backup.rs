@@ -488,9 +488,22 @@ impl Backup {
     /// directory this carries the whole subtree. Returns false if the parent has no such
     /// entry.
     pub fn carry_forward(&mut self, path: &str) -> Result<bool> {
-        let Some(entry) = self.parent_entry(path)? else {
+        self.carry_forward_with(path, None)
+    }
+
+    /// Like [`Backup::carry_forward`], replacing the stored metadata with `meta` when given
+    /// (the content is unchanged, but times or ownership may have moved).
+    pub fn carry_forward_with(
+        &mut self,
+        path: &str,
+        meta: Option<crate::tree::Metadata>,
+    ) -> Result<bool> {
+        let Some(mut entry) = self.parent_entry(path)? else {
             return Ok(false);
         };
+        if let Some(meta) = meta {
+            entry.meta = meta;
+        }
         let len = entry.content.len();
         self.add_entry(path, entry)?;
         let mut stats = self.shared.stats.lock().expect("lock");
@@ -712,14 +725,25 @@ impl StreamWriter {
         self.collect_ready(false)
     }
 
-    /// Appends extents of an earlier point without reading them (unchanged regions of a
-    /// disk). The stream must be at a chunk boundary: nothing written since the last cut.
-    pub fn push_extents(&mut self, extents: &[Extent]) -> Result<()> {
-        if !self.buf.is_empty() {
-            return Err(Error::Invalid(
-                "extents can only be carried forward at a chunk boundary".into(),
-            ));
+    /// Ends the chunk being filled where the stream is now. A content-defined stream may
+    /// end a chunk anywhere; a fixed-size stream only at a multiple of its chunk size,
+    /// because its chunks must stay aligned to the stream offset.
+    fn end_chunk(&mut self, what: &str) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
+        if let Cutter::Fixed(size) = self.cutter {
+            return Err(Error::Invalid(format!(
+                "{what} must start at a multiple of the {size}-byte chunk size"
+            )));
+        }
+        self.cut(true)
+    }
+
+    /// Appends extents of an earlier point without reading them (unchanged regions of a
+    /// disk).
+    pub fn push_extents(&mut self, extents: &[Extent]) -> Result<()> {
+        self.end_chunk("carried extents")?;
         for e in extents {
             self.stats.bytes_carried += e.len;
             self.slots.push(Some(*e));
@@ -727,14 +751,9 @@ impl StreamWriter {
         Ok(())
     }
 
-    /// Appends a hole of `len` zero bytes that is never stored. The stream must be at a
-    /// chunk boundary.
+    /// Appends a hole of `len` zero bytes that is never stored.
     pub fn push_hole(&mut self, len: u64) -> Result<()> {
-        if !self.buf.is_empty() {
-            return Err(Error::Invalid(
-                "holes can only be added at a chunk boundary".into(),
-            ));
-        }
+        self.end_chunk("a hole")?;
         self.stats.bytes_holes += len;
         self.slots.push(Some(Extent::hole(len)));
         Ok(())

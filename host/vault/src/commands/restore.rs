@@ -356,6 +356,77 @@ impl ContentReader {
         Ok(done)
     }
 
+    /// The extents covering `offset..offset + len`, which must start and end on extent
+    /// boundaries (how a disk's unchanged regions are carried into a new point).
+    pub fn extents_in(&mut self, offset: u64, len: u64) -> Result<Vec<Extent>> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= self.map.len)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "range {offset}+{len} lies outside the {}-byte content",
+                    self.map.len
+                ))
+            })?;
+        let mut out = Vec::new();
+        if len == 0 {
+            return Ok(out);
+        }
+        let Some((mut pos, start, first)) = self.map.find(offset)? else {
+            return Ok(out);
+        };
+        if start != offset {
+            return Err(Error::Invalid(format!(
+                "offset {offset} is not at a chunk boundary"
+            )));
+        }
+        let mut at = start + first.len;
+        out.push(first);
+        while at < end {
+            let Some((next_pos, extent)) = self.map.next(pos)? else {
+                break;
+            };
+            pos = next_pos;
+            at += extent.len;
+            out.push(extent);
+        }
+        if at != end {
+            return Err(Error::Invalid(format!(
+                "offset {end} is not at a chunk boundary"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The holes overlapping `offset..offset + len`, as `(offset, length)` clipped to the
+    /// range.
+    pub fn holes(&mut self, offset: u64, len: u64) -> Result<Vec<(u64, u64)>> {
+        let end = offset.saturating_add(len).min(self.map.len);
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let Some((mut pos, mut start, mut extent)) = self.map.find(offset)? else {
+            return Ok(out);
+        };
+        while start < end {
+            if extent.id.is_none() {
+                let from = start.max(offset);
+                let to = (start + extent.len).min(end);
+                match out.last_mut() {
+                    Some(last) if last.0 + last.1 == from => last.1 += to - from,
+                    _ => out.push((from, to - from)),
+                }
+            }
+            start += extent.len;
+            match self.map.next(pos)? {
+                Some((p, e)) => {
+                    pos = p;
+                    extent = e;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes the whole content to `out` from the current position.
     pub fn copy_to(&mut self, out: &mut dyn io::Write) -> Result<u64> {
         let mut total = 0;

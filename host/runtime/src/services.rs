@@ -1,0 +1,136 @@
+//! Host services every plugin may call: logging into `tracing`, progress, cancellation,
+//! and POSIX metadata inside its grant.
+
+use rustix::fs::FileType;
+
+use crate::bindings::host::{self, ByteRange, HostError, Level, PosixStat, RestoreMetadata, Xattr};
+use crate::bindings::types;
+use crate::convert::grant_error;
+use crate::grant::Grant;
+use crate::limits::MAX_LOG_MESSAGE;
+use crate::state::{JobState, ProgressUpdate};
+
+impl types::Host for JobState {}
+
+impl JobState {
+    fn grant(&self) -> Result<&Grant, HostError> {
+        self.grant
+            .as_ref()
+            .ok_or_else(|| HostError::Denied("this job grants no directory".into()))
+    }
+}
+
+impl host::Host for JobState {
+    fn log(&mut self, level: Level, mut message: String) {
+        self.touch();
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        let plugin = self.plugin.as_str();
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn progress(&mut self, done_bytes: u64, total_bytes: u64, done_items: u64, total_items: u64) {
+        self.touch();
+        if let Some(tx) = &self.progress {
+            // The receiver only goes away once the job is over.
+            let _ = tx.try_send(ProgressUpdate {
+                done_bytes,
+                total_bytes,
+                done_items,
+                total_items,
+            });
+        }
+    }
+
+    fn cancelled(&mut self) -> bool {
+        self.touch();
+        self.is_cancelled()
+    }
+
+    fn stat(&mut self, path: String) -> Result<PosixStat, HostError> {
+        self.touch();
+        let st = self.grant()?.stat(&path).map_err(grant_error)?;
+        Ok(PosixStat {
+            mode: st.mode,
+            uid: st.uid,
+            gid: st.gid,
+            size: st.size,
+            inode: st.inode,
+            dev: st.dev,
+            rdev: st.rdev,
+            nlink: st.nlink,
+            mtime_ns: st.mtime_ns,
+            atime_ns: st.atime_ns,
+            ctime_ns: st.ctime_ns,
+        })
+    }
+
+    fn xattrs(&mut self, path: String) -> Result<Vec<Xattr>, HostError> {
+        self.touch();
+        let found = self.grant()?.xattrs(&path).map_err(grant_error)?;
+        Ok(found
+            .into_iter()
+            .map(|(name, value)| Xattr { name, value })
+            .collect())
+    }
+
+    fn holes(&mut self, path: String) -> Result<Vec<ByteRange>, HostError> {
+        self.touch();
+        let found = self.grant()?.holes(&path).map_err(grant_error)?;
+        Ok(found
+            .into_iter()
+            .map(|(offset, length)| ByteRange { offset, length })
+            .collect())
+    }
+
+    fn set_metadata(&mut self, path: String, meta: RestoreMetadata) -> Result<(), HostError> {
+        self.touch();
+        let warnings = self
+            .grant()?
+            .set_metadata(&path, &meta)
+            .map_err(grant_error)?;
+        if warnings.is_empty() {
+            Ok(())
+        } else {
+            // Everything else was applied; the plugin records these as warnings.
+            Err(HostError::Denied(warnings.join("; ")))
+        }
+    }
+
+    fn make_fifo(&mut self, path: String, mode: u32) -> Result<(), HostError> {
+        self.touch();
+        self.grant()?
+            .make_node(&path, FileType::Fifo, mode, 0)
+            .map_err(grant_error)
+    }
+
+    fn make_device(
+        &mut self,
+        path: String,
+        mode: u32,
+        rdev: u64,
+        block: bool,
+    ) -> Result<(), HostError> {
+        self.touch();
+        let kind = if block {
+            FileType::BlockDevice
+        } else {
+            FileType::CharacterDevice
+        };
+        self.grant()?
+            .make_node(&path, kind, mode, rdev)
+            .map_err(grant_error)
+    }
+}

@@ -1,0 +1,232 @@
+//! The capture sink: the plugin's entries and content streams go into a vault backup.
+
+use tessera_vault::commands::backup::StreamWriter;
+use tessera_vault::{Chunking, Consistency, Content, Entry};
+use wasmtime::component::Resource;
+
+use crate::bindings::sink::{
+    self, Chunking as WitChunking, Consistency as WitConsistency, EntryInfo, HostError, Metadata,
+    ParentEntry,
+};
+use crate::convert::{entry_to_wit, kind_to_vault, meta_to_vault, vault_error};
+use crate::limits::{MAX_IO_CALL, MAX_OPEN_HANDLES, MAX_PATH_LEN};
+use crate::state::{CaptureState, JobState, Phase};
+
+/// A content stream a plugin is writing.
+pub struct ContentWriter {
+    stream: StreamWriter,
+}
+
+fn not_capturing() -> HostError {
+    HostError::WrongPhase("this call is only available during capture".into())
+}
+
+fn check_path(path: &str) -> Result<(), HostError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(HostError::Limit(format!(
+            "a path of {} bytes is longer than {MAX_PATH_LEN}",
+            path.len()
+        )));
+    }
+    Ok(())
+}
+
+impl JobState {
+    fn capture_state(&mut self) -> Result<&mut CaptureState, HostError> {
+        match &mut self.phase {
+            Phase::Capture(state) => Ok(state),
+            _ => Err(not_capturing()),
+        }
+    }
+
+    fn writer(&mut self, this: &Resource<ContentWriter>) -> Result<&mut ContentWriter, HostError> {
+        self.table
+            .get_mut(this)
+            .map_err(|e| HostError::Invalid(format!("bad content-writer handle: {e}")))
+    }
+}
+
+impl sink::HostContentWriter for JobState {
+    fn write(&mut self, this: Resource<ContentWriter>, data: Vec<u8>) -> Result<(), HostError> {
+        self.touch();
+        if data.len() > MAX_IO_CALL {
+            return Err(HostError::Limit(format!(
+                "write of {} bytes in one call; the limit is {MAX_IO_CALL}",
+                data.len()
+            )));
+        }
+        self.writer(&this)?.stream.write(&data).map_err(vault_error)
+    }
+
+    fn write_hole(&mut self, this: Resource<ContentWriter>, length: u64) -> Result<(), HostError> {
+        self.touch();
+        self.writer(&this)?
+            .stream
+            .push_hole(length)
+            .map_err(vault_error)
+    }
+
+    fn carry(
+        &mut self,
+        this: Resource<ContentWriter>,
+        path: String,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), HostError> {
+        self.touch();
+        check_path(&path)?;
+        let state = self.capture_state()?;
+        let entry = state
+            .backup
+            .parent_entry(&path)
+            .map_err(vault_error)?
+            .ok_or_else(|| {
+                HostError::NotFound(format!("the parent point has no entry '{path}'"))
+            })?;
+        let extents = state
+            .backup
+            .vault()
+            .content_reader(&entry.content)
+            .extents_in(offset, length)
+            .map_err(vault_error)?;
+        self.writer(&this)?
+            .stream
+            .push_extents(&extents)
+            .map_err(vault_error)
+    }
+
+    fn drop(&mut self, rep: Resource<ContentWriter>) -> wasmtime::Result<()> {
+        // An abandoned stream's chunks stay in the vault unreferenced until prune.
+        self.table.delete(rep)?;
+        self.open_handles = self.open_handles.saturating_sub(1);
+        Ok(())
+    }
+}
+
+impl sink::Host for JobState {
+    fn begin_content(
+        &mut self,
+        chunking: WitChunking,
+    ) -> Result<Resource<ContentWriter>, HostError> {
+        self.touch();
+        if self.open_handles >= MAX_OPEN_HANDLES {
+            return Err(HostError::Limit(format!(
+                "more than {MAX_OPEN_HANDLES} open content streams"
+            )));
+        }
+        let state = self.capture_state()?;
+        let chunking = match chunking {
+            WitChunking::ContentDefined => {
+                Chunking::ContentDefined(state.backup.vault().config().chunker)
+            }
+            WitChunking::Fixed(size) => Chunking::Fixed { size },
+        };
+        let stream = state.backup.stream(chunking).map_err(vault_error)?;
+        let handle = self
+            .table
+            .push(ContentWriter { stream })
+            .map_err(|e| HostError::Limit(e.to_string()))?;
+        self.open_handles += 1;
+        Ok(handle)
+    }
+
+    fn add_entry(
+        &mut self,
+        entry: EntryInfo,
+        content: Option<Resource<ContentWriter>>,
+    ) -> Result<(), HostError> {
+        self.touch();
+        check_path(&entry.path)?;
+        let writer = match content {
+            Some(handle) => {
+                let writer = self
+                    .table
+                    .delete(handle)
+                    .map_err(|e| HostError::Invalid(format!("bad content-writer handle: {e}")))?;
+                self.open_handles = self.open_handles.saturating_sub(1);
+                Some(writer)
+            }
+            None => None,
+        };
+        let state = self.capture_state()?;
+        let mut vault_entry = Entry::new("", kind_to_vault(&entry.kind));
+        vault_entry.meta = meta_to_vault(&entry.meta);
+        if let Some(writer) = writer {
+            if vault_entry.is_dir() {
+                return Err(HostError::Invalid(format!(
+                    "directory '{}' cannot have content",
+                    entry.path
+                )));
+            }
+            vault_entry.content = writer.stream.finish().map_err(vault_error)?.content;
+        }
+        state
+            .backup
+            .add_entry(&entry.path, vault_entry)
+            .map_err(vault_error)
+    }
+
+    fn lookup_parent(&mut self, path: String) -> Result<Option<ParentEntry>, HostError> {
+        self.touch();
+        check_path(&path)?;
+        let state = self.capture_state()?;
+        let Some(entry) = state.backup.parent_entry(&path).map_err(vault_error)? else {
+            return Ok(None);
+        };
+        let chunk_count = match &entry.content {
+            Content::Extents(extents) => extents.iter().filter(|e| e.id.is_some()).count() as u64,
+            Content::Lists(lists) => lists.iter().map(|l| l.count as u64).sum(),
+        };
+        Ok(Some(ParentEntry {
+            entry: entry_to_wit(&path, &entry),
+            content_length: entry.content.len(),
+            chunk_count,
+        }))
+    }
+
+    fn carry_forward(&mut self, path: String, meta: Option<Metadata>) -> Result<bool, HostError> {
+        self.touch();
+        check_path(&path)?;
+        let state = self.capture_state()?;
+        state
+            .backup
+            .carry_forward_with(&path, meta.as_ref().map(meta_to_vault))
+            .map_err(vault_error)
+    }
+
+    fn report_unreadable(&mut self, path: String, reason: String) {
+        self.touch();
+        let plugin = self.plugin.clone();
+        if let Ok(state) = self.capture_state() {
+            tracing::warn!(plugin, path, reason, "source entry skipped");
+            state.commit.partial = true;
+            // A hostile plugin could report millions; the point keeps a bounded list.
+            if state.commit.warnings.len() < 1000 {
+                state.commit.warnings.push(format!("{path}: {reason}"));
+            }
+        }
+    }
+
+    fn set_consistency(&mut self, level: WitConsistency, reason: Option<String>) {
+        self.touch();
+        if let Ok(state) = self.capture_state() {
+            state.commit.consistency = match level {
+                WitConsistency::Crash => Consistency::Crash,
+                WitConsistency::FileSystem => Consistency::FileSystem,
+                WitConsistency::Application => Consistency::Application,
+            };
+            state.commit.consistency_reason = reason;
+        }
+    }
+
+    fn set_attribute(&mut self, name: String, value: String) {
+        self.touch();
+        if let Ok(state) = self.capture_state()
+            && state.commit.attributes.len() < 256
+            && name.len() <= 256
+            && value.len() <= 64 * 1024
+        {
+            state.commit.attributes.insert(name, value);
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The state of one job inside its `Store`: the sandbox's WASI context, the grant, the
+//! limits, and what the job is doing (capturing into a backup, or reading a point).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use tessera_vault::commands::backup::{Backup, CommitOptions};
+use tessera_vault::{Point, Vault};
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::grant::Grant;
+
+/// A progress report relayed to the thread that started the job.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressUpdate {
+    /// Bytes done.
+    pub done_bytes: u64,
+    /// Bytes in all, 0 if unknown.
+    pub total_bytes: u64,
+    /// Items done.
+    pub done_items: u64,
+    /// Items in all, 0 if unknown.
+    pub total_items: u64,
+}
+
+/// What the job does.
+pub enum Phase {
+    /// Loading the plugin: only `describe` runs, with no grant.
+    Describe,
+    /// Capturing into a backup.
+    Capture(Box<CaptureState>),
+    /// Reading a point (restore or browse).
+    Read(Box<ReadState>),
+}
+
+/// A capture in progress.
+pub struct CaptureState {
+    /// The writer session.
+    pub backup: Backup,
+    /// How the capture ends, filled in by the plugin's calls.
+    pub commit: CommitOptions,
+}
+
+/// A point being read.
+pub struct ReadState {
+    /// The vault.
+    pub vault: Vault,
+    /// The point.
+    pub point: Point,
+}
+
+/// Store data of one job.
+pub struct JobState {
+    /// The plugin's name, for log records and errors.
+    pub plugin: String,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// The directory the plugin may use through host calls.
+    pub grant: Option<Grant>,
+    /// What the job does.
+    pub phase: Phase,
+    /// When the plugin last called the host: a plugin that computes for longer than the
+    /// CPU limit without calling is stopped.
+    pub last_host_call: Instant,
+    pub(crate) progress: Option<Sender<ProgressUpdate>>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    /// Content handles open.
+    pub open_handles: usize,
+}
+
+impl JobState {
+    /// State for a job of `plugin`.
+    pub fn new(
+        plugin: String,
+        wasi: WasiCtx,
+        limits: StoreLimits,
+        grant: Option<Grant>,
+        phase: Phase,
+    ) -> Self {
+        JobState {
+            plugin,
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            grant,
+            phase,
+            last_host_call: Instant::now(),
+            progress: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            open_handles: 0,
+        }
+    }
+
+    /// Notes a host call (the plugin is alive and making progress).
+    pub fn touch(&mut self) {
+        self.last_host_call = Instant::now();
+    }
+
+    /// Whether the job was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+impl WasiView for JobState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
