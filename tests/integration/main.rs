@@ -2,7 +2,9 @@
 
 mod concurrency;
 mod crash;
+mod fileshare;
 mod keys;
 mod prune;
 mod roundtrip;
+mod sandbox;
 mod tamper;

@@ -258,3 +258,48 @@ impl Backend for FaultyBackend {
 pub fn writer_data(seed: u64) -> Vec<u8> {
     random_bytes(1000 + seed, 6 << 20)
 }
+
+/// The `tessera` binary built alongside the tests (`cargo test --workspace` builds it).
+pub fn tessera_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/<test> -> target/<profile>/tessera
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("tests run from target/<profile>/deps");
+    let bin = dir.join("tessera");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p tessera-cli`",
+        bin.display()
+    );
+    bin
+}
+
+/// A `tessera` command against `vault`, with the test password and quiet logs.
+pub fn tessera(vault: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(tessera_binary());
+    command
+        .arg("--vault")
+        .arg(vault)
+        .env("TESSERA_PASSWORD", PASSWORD)
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("tessera-test-cache"),
+        )
+        .env_remove("TESSERA_VAULT");
+    command
+}
+
+/// Runs a command, failing the test with its output if it fails; returns stdout.
+pub fn run_ok(command: &mut std::process::Command) -> String {
+    let output = command.output().expect("the command starts");
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("output is UTF-8")
+}

@@ -5,35 +5,57 @@
 //! same data again (deduplicated) and with fixed-size chunks into throwaway encrypted
 //! vaults on disk, restores it, and opens a vault whose index lists a million chunks.
 //! Every input is generated in memory before its clock starts.
+//!
+//! `tessera-bench compare` backs a directory tree up with the `tessera` command line and
+//! with restic, backs it up again unchanged, restores it, and sets time, repository size
+//! and peak memory of the two side by side (see [`compare`]).
 
 // The allocator tessera's binaries use: it keeps freed chunk buffers for reuse instead
 // of handing them back to the kernel, so a backup does not page-fault on every chunk.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod compare;
 mod data;
+mod measure;
 mod phases;
 mod report;
+mod tree;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use serde_json::Value;
 use tessera_vault::Chunking;
 
+use crate::compare::CompareArgs;
 use crate::report::Report;
 
 const USAGE: &str = "\
 usage: tessera-bench vault [--size-mib N] [--dir DIR] [--json]
+       tessera-bench compare [--tree DIR] [--dir DIR] [--tessera PATH] [--restic PATH] [--json]
 
-Measures tessera's vault engine: SHA-256 yardstick, ingest (incompressible, text,
-deduplicated, fixed chunks), restore, and opening a vault of a million chunks.
+vault: measures tessera's vault engine: SHA-256 yardstick, ingest (incompressible,
+text, deduplicated, fixed chunks), restore, and opening a vault of a million chunks.
 
-options:
   --size-mib N   size of each generated data set in MiB (default 1024)
   --dir DIR      where to create the throwaway vaults (default: $TMPDIR, else /var/tmp)
   --json         print a JSON object instead of the table
+
+compare: backs a directory tree up with tessera and with restic, backs it up again
+unchanged and restores it, then compares times, repository sizes and peak memory.
+
+  --tree DIR     the tree to back up (default /usr/share)
+  --dir DIR      where to create the throwaway repositories and restores
+                 (default: $TMPDIR, else /var/tmp)
+  --tessera PATH the tessera executable (default: `tessera` next to this program;
+                 build it with `cargo build --release -p tessera-cli`)
+  --restic PATH  the restic executable (default: `restic` on PATH; Debian and
+                 Ubuntu: `apt-get install restic`)
+  --json         print a JSON object instead of the table
+
   -h, --help     print this help";
 
 /// Default size of each data set, in MiB.
@@ -94,6 +116,44 @@ struct VaultArgs {
 enum Command {
     Help,
     Vault(VaultArgs),
+    Compare(CompareArgs),
+    /// The measuring relay of [`measure`]: a program and its arguments.
+    Relay(Vec<OsString>),
+}
+
+/// Walks the options after a command: `--flag value`, `--flag=value` and bare flags.
+struct Flags<I> {
+    args: I,
+}
+
+impl<I: Iterator<Item = OsString>> Flags<I> {
+    /// The next option, split into its name and the value given after `=`, if any.
+    fn next(&mut self) -> Option<std::result::Result<(String, Option<OsString>), String>> {
+        let arg = self.args.next()?;
+        let Some(text) = arg.to_str() else {
+            return Some(Err(format!(
+                "unexpected argument '{}'",
+                arg.to_string_lossy()
+            )));
+        };
+        Some(Ok(match text.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_string(), Some(OsString::from(value)))
+            }
+            _ => (text.to_string(), None),
+        }))
+    }
+
+    /// The value of `flag`: the one given after `=`, else the next argument.
+    fn value(
+        &mut self,
+        flag: &str,
+        inline: Option<OsString>,
+    ) -> std::result::Result<OsString, String> {
+        inline
+            .or_else(|| self.args.next())
+            .ok_or_else(|| format!("{flag} needs a value"))
+    }
 }
 
 /// Parses the arguments after the program name. Accepts `--flag value` and `--flag=value`.
@@ -103,35 +163,31 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> std::result::Result<C
         None => return Err("missing command".into()),
         Some(c) => c,
     };
+    let flags = Flags { args };
     match command.to_str() {
-        Some("-h" | "--help" | "help") => return Ok(Command::Help),
-        Some("vault") => {}
-        _ => return Err(format!("unknown command '{}'", command.to_string_lossy())),
+        Some("-h" | "--help" | "help") => Ok(Command::Help),
+        Some("vault") => parse_vault(flags),
+        Some("compare") => parse_compare(flags),
+        Some(measure::RELAY_COMMAND) => Ok(Command::Relay(flags.args.collect())),
+        _ => Err(format!("unknown command '{}'", command.to_string_lossy())),
     }
+}
+
+fn parse_vault(
+    mut flags: Flags<impl Iterator<Item = OsString>>,
+) -> std::result::Result<Command, String> {
     let mut parsed = VaultArgs {
         size_mib: DEFAULT_SIZE_MIB,
         dir: None,
         json: false,
     };
-    while let Some(arg) = args.next() {
-        let Some(text) = arg.to_str() else {
-            return Err(format!("unexpected argument '{}'", arg.to_string_lossy()));
-        };
-        let (flag, inline) = match text.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag, Some(OsString::from(value))),
-            _ => (text, None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
+    while let Some(flag) = flags.next() {
+        let (flag, inline) = flag?;
+        match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--json" if inline.is_none() => parsed.json = true,
             "--size-mib" => {
-                let raw = value("--size-mib")?;
+                let raw = flags.value(&flag, inline)?;
                 parsed.size_mib = raw
                     .to_str()
                     .and_then(|s| s.parse().ok())
@@ -143,11 +199,37 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> std::result::Result<C
                         )
                     })?;
             }
-            "--dir" => parsed.dir = Some(PathBuf::from(value("--dir")?)),
-            _ => return Err(format!("unknown option '{text}'")),
+            "--dir" => parsed.dir = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            _ => return Err(unknown_option(&flag, inline)),
         }
     }
     Ok(Command::Vault(parsed))
+}
+
+fn parse_compare(
+    mut flags: Flags<impl Iterator<Item = OsString>>,
+) -> std::result::Result<Command, String> {
+    let mut parsed = CompareArgs::default();
+    while let Some(flag) = flags.next() {
+        let (flag, inline) = flag?;
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--json" if inline.is_none() => parsed.json = true,
+            "--tree" => parsed.tree = PathBuf::from(flags.value(&flag, inline)?),
+            "--dir" => parsed.dir = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            "--tessera" => parsed.tessera = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            "--restic" => parsed.restic = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            _ => return Err(unknown_option(&flag, inline)),
+        }
+    }
+    Ok(Command::Compare(parsed))
+}
+
+fn unknown_option(flag: &str, inline: Option<OsString>) -> String {
+    match inline {
+        Some(value) => format!("unknown option '{flag}={}'", value.to_string_lossy()),
+        None => format!("unknown option '{flag}'"),
+    }
 }
 
 /// `$TMPDIR` if set, else `/var/tmp`: `/tmp` is often a RAM file system, where fsync
@@ -258,38 +340,52 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     })
 }
 
+/// Prints a report as JSON or as its table.
+fn print_report(
+    json: bool,
+    value: impl FnOnce() -> Value,
+    table: impl FnOnce() -> String,
+) -> ExitCode {
+    if !json {
+        print!("{}", table());
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::to_string_pretty(&value()) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tessera-bench: cannot format the report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args_os().skip(1)) {
+    let command = match parse_args(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Vault(args)) => args,
+        Ok(Command::Relay(args)) => return measure::relay_main(args),
+        Ok(command) => command,
         Err(message) => {
             eprintln!("tessera-bench: {message}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    match run_vault(&args) {
-        Ok(report) if args.json => match serde_json::to_string_pretty(&report.json()) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("tessera-bench: cannot format the report: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(report) => {
-            print!("{}", report.table());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tessera-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let outcome = match &command {
+        Command::Vault(args) => run_vault(args)
+            .map(|report| print_report(args.json, || report.json(), || report.table())),
+        Command::Compare(args) => compare::run_compare(args)
+            .map(|comparison| print_report(args.json, || comparison.json(), || comparison.table())),
+        Command::Help | Command::Relay(_) => unreachable!("handled above"),
+    };
+    outcome.unwrap_or_else(|e| {
+        eprintln!("tessera-bench: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -320,6 +416,52 @@ mod tests {
         );
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
         assert_eq!(parse(&["vault", "-h"]), Ok(Command::Help));
+        assert_eq!(parse(&["compare", "--help"]), Ok(Command::Help));
+    }
+
+    #[test]
+    fn compare_defaults_and_flags() {
+        assert_eq!(
+            parse(&["compare"]),
+            Ok(Command::Compare(CompareArgs {
+                tree: PathBuf::from("/usr/share"),
+                dir: None,
+                tessera: None,
+                restic: None,
+                json: false,
+            }))
+        );
+        assert_eq!(
+            parse(&[
+                "compare",
+                "--tree=/srv/files",
+                "--dir",
+                "/scratch",
+                "--tessera",
+                "/opt/tessera",
+                "--restic=/opt/restic",
+                "--json",
+            ]),
+            Ok(Command::Compare(CompareArgs {
+                tree: PathBuf::from("/srv/files"),
+                dir: Some("/scratch".into()),
+                tessera: Some("/opt/tessera".into()),
+                restic: Some("/opt/restic".into()),
+                json: true,
+            }))
+        );
+    }
+
+    #[test]
+    fn the_relay_takes_everything_verbatim() {
+        assert_eq!(
+            parse(&["__measure", "restic", "--json", "backup", "-h"]),
+            Ok(Command::Relay(
+                ["restic", "--json", "backup", "-h"]
+                    .map(OsString::from)
+                    .into()
+            ))
+        );
     }
 
     #[test]
@@ -331,5 +473,12 @@ mod tests {
         assert!(parse(&["vault", "--size-mib", "lots"]).is_err());
         assert!(parse(&["vault", "--json=yes"]).is_err());
         assert!(parse(&["vault", "--verbose"]).is_err());
+        assert!(parse(&["vault", "--tree", "/x"]).is_err());
+        assert!(parse(&["compare", "--tree"]).is_err());
+        assert!(parse(&["compare", "--size-mib", "8"]).is_err());
+        assert_eq!(
+            parse(&["compare", "--json=yes"]),
+            Err("unknown option '--json=yes'".into())
+        );
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
+use crate::compare::{Comparison, ToolFigures};
+use crate::measure::Run;
 use crate::phases::{IndexOpen, Ingest, Rate};
 
 /// Minimum ingest throughput of incompressible data, as a multiple of SHA-256.
@@ -19,6 +21,14 @@ pub const BYTES_PER_CHUNK_TARGET: f64 = 64.0;
 /// Maximum time to open a vault of a million chunks: "well under a second", taken as
 /// half of one.
 pub const OPEN_TARGET_SECONDS: f64 = 0.5;
+
+/// Maximum time of each of tessera's backups and of its restore, as a multiple of
+/// restic's.
+pub const COMPARE_TIME_TARGET: f64 = 0.5;
+/// Maximum size of tessera's repository, as a multiple of restic's.
+pub const COMPARE_SIZE_TARGET: f64 = 1.0;
+/// Maximum peak resident set size of any tessera run, in bytes (100 MB).
+pub const COMPARE_RSS_TARGET: u64 = 100_000_000;
 
 /// Everything one run of `tessera-bench vault` measured.
 #[derive(Debug, Clone)]
@@ -277,6 +287,248 @@ impl Report {
     }
 }
 
+/// One row of the comparison: a figure of each tool and how tessera's meets its target.
+struct CompareRow {
+    name: &'static str,
+    key: &'static str,
+    tessera: f64,
+    restic: f64,
+    unit: Unit,
+    target: Target,
+}
+
+/// What a comparison figure measures.
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Seconds,
+    Bytes,
+}
+
+/// The bound on tessera's figure.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    /// At most this multiple of restic's figure.
+    Ratio(f64),
+    /// At most this many bytes, whatever restic's figure.
+    Bytes(u64),
+}
+
+impl CompareRow {
+    /// tessera's figure over restic's; `None` when restic's is zero.
+    fn ratio(&self) -> Option<f64> {
+        (self.restic > 0.0).then(|| self.tessera / self.restic)
+    }
+
+    fn verdict(&self) -> Verdict {
+        Verdict::of(match self.target {
+            Target::Ratio(max) => self.ratio().is_some_and(|r| r <= max),
+            Target::Bytes(max) => self.tessera <= max as f64,
+        })
+    }
+
+    fn figure(&self, value: f64) -> String {
+        match self.unit {
+            Unit::Seconds => format!("{value:.2}"),
+            Unit::Bytes => format!("{:.1}", value / MIB),
+        }
+    }
+
+    fn target_text(&self) -> String {
+        match self.target {
+            Target::Ratio(max) => format!("ratio <= {max:.2}x"),
+            Target::Bytes(max) => format!("tessera <= {} MB", max / 1_000_000),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let (tessera, restic) = match self.unit {
+            Unit::Seconds => ("tessera_seconds", "restic_seconds"),
+            Unit::Bytes => ("tessera_bytes", "restic_bytes"),
+        };
+        let value = |v: f64| match self.unit {
+            Unit::Seconds => json!(v),
+            Unit::Bytes => json!(v as u64),
+        };
+        let mut out = json!({
+            tessera: value(self.tessera),
+            restic: value(self.restic),
+            "ratio": self.ratio(),
+            "pass": self.verdict() == Verdict::Pass,
+        });
+        match self.target {
+            Target::Ratio(max) => out["target_ratio"] = json!(max),
+            Target::Bytes(max) => out["target_tessera_bytes"] = json!(max),
+        }
+        out
+    }
+}
+
+/// Bytes in a MiB.
+const MIB: f64 = (1u64 << 20) as f64;
+
+impl Comparison {
+    fn rows(&self) -> [CompareRow; 5] {
+        let (t, r) = (&self.tessera, &self.restic);
+        let seconds = |run: &Run| run.elapsed.as_secs_f64();
+        let timed = |name, key, tessera: &Run, restic: &Run| CompareRow {
+            name,
+            key,
+            tessera: seconds(tessera),
+            restic: seconds(restic),
+            unit: Unit::Seconds,
+            target: Target::Ratio(COMPARE_TIME_TARGET),
+        };
+        [
+            timed(
+                "initial backup, s",
+                "initial_backup",
+                &t.initial,
+                &r.initial,
+            ),
+            timed(
+                "no-change re-backup, s",
+                "rebackup",
+                &t.rebackup,
+                &r.rebackup,
+            ),
+            timed("restore, s", "restore", &t.restore, &r.restore),
+            CompareRow {
+                name: "repository size, MiB",
+                key: "repository_size",
+                tessera: t.repository_bytes as f64,
+                restic: r.repository_bytes as f64,
+                unit: Unit::Bytes,
+                target: Target::Ratio(COMPARE_SIZE_TARGET),
+            },
+            CompareRow {
+                name: "peak RSS, MiB",
+                key: "peak_rss",
+                tessera: t.peak_rss() as f64,
+                restic: r.peak_rss() as f64,
+                unit: Unit::Bytes,
+                target: Target::Bytes(COMPARE_RSS_TARGET),
+            },
+        ]
+    }
+
+    /// Whether every figure of tessera meets its target and both restores equal the tree.
+    pub fn all_pass(&self) -> bool {
+        self.rows().iter().all(|row| row.verdict() == Verdict::Pass)
+            && self.tessera.differences.is_empty()
+            && self.restic.differences.is_empty()
+    }
+
+    /// The comparison as a plain-text table with a short header and footnote.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<[String; 6]> =
+            vec![["measure", "tessera", "restic", "ratio", "target", "result"].map(String::from)];
+        for row in self.rows() {
+            rows.push([
+                row.name.to_string(),
+                row.figure(row.tessera),
+                row.figure(row.restic),
+                row.ratio()
+                    .map(|r| format!("{r:.2}x"))
+                    .unwrap_or("-".into()),
+                row.target_text(),
+                row.verdict().label().to_string(),
+            ]);
+        }
+        let size = &self.tree_size;
+        let mut out = format!(
+            "tessera vs restic: {}, {} files ({:.1} MiB), {} directories, {} symlinks\n\
+             {} CPUs, repositories in {}\n",
+            self.tree.display(),
+            thousands(size.files),
+            size.bytes as f64 / MIB,
+            thousands(size.dirs),
+            thousands(size.symlinks),
+            self.cpus,
+            self.dir.display()
+        );
+        for tool in [&self.tessera, &self.restic] {
+            out.push_str(&format!(
+                "{:<8} {} ({})\n",
+                format!("{}:", tool.tool.name()),
+                tool.version,
+                tool.program.display()
+            ));
+        }
+        out.push('\n');
+        out.push_str(&render(&rows, &[false, true, true, true, false, false]));
+        out.push('\n');
+        for tool in [&self.tessera, &self.restic] {
+            let name = tool.tool.name();
+            if tool.differences.is_empty() {
+                out.push_str(&format!("{name}'s restore equals the original.\n"));
+            } else {
+                out.push_str(&format!(
+                    "warning: {name}'s restore differs from the original: {}\n",
+                    tool.differences.summary()
+                ));
+            }
+        }
+        out.push_str(
+            "\nWall-clock time of each command, run as a fresh process, with the tree already\n\
+             in the page cache. Ratio is tessera / restic. Repository size is the apparent\n\
+             size of its files after both backups. Peak RSS is the largest peak resident set\n\
+             size of the three commands. MiB = 2^20 bytes, MB = 10^6 bytes.\n",
+        );
+        out
+    }
+
+    /// The comparison as a JSON object.
+    pub fn json(&self) -> Value {
+        let run = |run: &Run| {
+            json!({
+                "seconds": run.elapsed.as_secs_f64(),
+                "cpu_seconds": run.cpu.as_secs_f64(),
+                "peak_rss_bytes": run.peak_rss,
+            })
+        };
+        let tool = |figures: &ToolFigures| {
+            json!({
+                "program": figures.program.display().to_string(),
+                "version": figures.version,
+                "initial_backup": run(&figures.initial),
+                "rebackup": run(&figures.rebackup),
+                "restore": run(&figures.restore),
+                "repository_bytes": figures.repository_bytes,
+                "peak_rss_bytes": figures.peak_rss(),
+                "restore_equal": figures.differences.is_empty(),
+                "restore_differences": {
+                    "missing": figures.differences.missing,
+                    "extra": figures.differences.extra,
+                    "changed": figures.differences.changed,
+                    "examples": figures.differences.examples,
+                },
+            })
+        };
+        let comparison: serde_json::Map<String, Value> = self
+            .rows()
+            .iter()
+            .map(|row| (row.key.to_string(), row.json()))
+            .collect();
+        let size = &self.tree_size;
+        json!({
+            "tree": {
+                "path": self.tree.display().to_string(),
+                "files": size.files,
+                "dirs": size.dirs,
+                "symlinks": size.symlinks,
+                "special": size.special,
+                "bytes": size.bytes,
+            },
+            "dir": self.dir.display().to_string(),
+            "cpus": self.cpus,
+            "tessera": tool(&self.tessera),
+            "restic": tool(&self.restic),
+            "comparison": comparison,
+            "all_pass": self.all_pass(),
+        })
+    }
+}
+
 fn mean_chunk_mib(bytes: u64, chunks: u64) -> f64 {
     bytes as f64 / chunks.max(1) as f64 / (1u64 << 20) as f64
 }
@@ -329,7 +581,11 @@ fn render<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::compare::Tool;
+    use crate::tree::{Differences, TreeSize};
 
     #[test]
     fn thousands_separators() {
@@ -337,6 +593,84 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    fn figures(tool: Tool, seconds: [u64; 3], repository_mib: u64, rss_mib: u64) -> ToolFigures {
+        let run = |s: u64| Run {
+            elapsed: Duration::from_secs(s),
+            cpu: Duration::from_secs(s),
+            peak_rss: rss_mib << 20,
+        };
+        ToolFigures {
+            tool,
+            program: PathBuf::from(format!("/bin/{}", tool.name())),
+            version: format!("{} 1.0", tool.name()),
+            initial: run(seconds[0]),
+            rebackup: run(seconds[1]),
+            restore: run(seconds[2]),
+            repository_bytes: repository_mib << 20,
+            differences: Differences::default(),
+        }
+    }
+
+    fn comparison(tessera: ToolFigures) -> Comparison {
+        Comparison {
+            tree: PathBuf::from("/usr/share"),
+            tree_size: TreeSize {
+                files: 12_345,
+                dirs: 678,
+                symlinks: 9,
+                special: 0,
+                bytes: 600 << 20,
+            },
+            dir: PathBuf::from("/var/tmp"),
+            cpus: 2,
+            tessera,
+            restic: figures(Tool::Restic, [40, 10, 20], 400, 150),
+        }
+    }
+
+    #[test]
+    fn comparison_targets() {
+        let good = comparison(figures(Tool::Tessera, [20, 5, 10], 400, 95));
+        assert!(good.all_pass());
+        let table = good.table();
+        assert!(table.starts_with(
+            "tessera vs restic: /usr/share, 12,345 files (600.0 MiB), 678 directories, 9 symlinks\n\
+             2 CPUs, repositories in /var/tmp\n\
+             tessera: tessera 1.0 (/bin/tessera)\n\
+             restic:  restic 1.0 (/bin/restic)\n\n\
+             measure                 tessera  restic  ratio  target             result\n\
+             initial backup, s         20.00   40.00  0.50x  ratio <= 0.50x     PASS\n\
+             no-change re-backup, s     5.00   10.00  0.50x  ratio <= 0.50x     PASS\n\
+             restore, s                10.00   20.00  0.50x  ratio <= 0.50x     PASS\n\
+             repository size, MiB      400.0   400.0  1.00x  ratio <= 1.00x     PASS\n\
+             peak RSS, MiB              95.0   150.0  0.63x  tessera <= 100 MB  PASS\n\n\
+             tessera's restore equals the original.\n\
+             restic's restore equals the original.\n"
+        ), "{table}");
+        let json = good.json();
+        assert_eq!(json["comparison"]["restore"]["ratio"], 0.5);
+        assert_eq!(json["comparison"]["peak_rss"]["tessera_bytes"], 95u64 << 20);
+        assert_eq!(json["tessera"]["peak_rss_bytes"], 95u64 << 20);
+        assert_eq!(json["all_pass"], true);
+
+        // 96 MiB is over 100 MB; one second over half of restic's time misses too.
+        let bad = comparison(figures(Tool::Tessera, [21, 5, 10], 401, 96));
+        assert!(!bad.all_pass());
+        let table = bad.table();
+        for line in [
+            "initial backup, s         21.00   40.00  0.53x  ratio <= 0.50x     MISS",
+            "repository size, MiB      401.0   400.0  1.00x  ratio <= 1.00x     MISS",
+            "peak RSS, MiB              96.0   150.0  0.64x  tessera <= 100 MB  MISS",
+        ] {
+            assert!(table.contains(line), "{table}");
+        }
+
+        let mut differing = comparison(figures(Tool::Tessera, [20, 5, 10], 400, 95));
+        differing.tessera.differences.missing = 1;
+        assert!(!differing.all_pass());
+        assert_eq!(differing.json()["tessera"]["restore_equal"], false);
     }
 
     #[test]

@@ -266,6 +266,33 @@ impl Grant {
         Ok(holes)
     }
 
+    /// The target of a symlink, verbatim.
+    pub fn read_link(&self, path: &str) -> Result<String, GrantError> {
+        let (parent, name) = self.resolve(path)?;
+        let target = rustix::fs::readlinkat(parent.as_fd(), name.as_str(), Vec::new())
+            .map_err(|e| errno(path, e))?;
+        target
+            .into_string()
+            .map_err(|_| GrantError::Invalid(format!("'{path}': the link's target is not UTF-8")))
+    }
+
+    /// Creates a symlink storing `target` verbatim.
+    pub fn make_symlink(&self, path: &str, target: &str) -> Result<(), GrantError> {
+        self.require_write(path)?;
+        let (parent, name) = self.resolve(path)?;
+        if name == "." {
+            return Err(GrantError::Invalid(
+                "cannot create a link at the grant's root".into(),
+            ));
+        }
+        if target.len() > MAX_PATH_LEN || target.contains('\0') {
+            return Err(GrantError::Invalid(format!(
+                "'{path}': the link target is not valid"
+            )));
+        }
+        rustix::fs::symlinkat(target, parent.as_fd(), name.as_str()).map_err(|e| errno(path, e))
+    }
+
     /// Applies metadata to a path in a writable grant. Returns what could not be applied.
     pub fn set_metadata(
         &self,

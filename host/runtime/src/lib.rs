@@ -30,6 +30,7 @@ mod services;
 mod sink;
 mod state;
 
+pub use builtin::WASM_DIR as PLUGIN_BUILD_DIR;
 pub use error::{Result, RuntimeError};
 pub use runtime::{
     BrowseEntry, CONTRACT_VERSION, CaptureJob, CaptureOutcome, NoProgress, Plugin, PluginInfo,

@@ -95,6 +95,18 @@ impl host::Host for JobState {
             .collect())
     }
 
+    fn read_link(&mut self, path: String) -> Result<String, HostError> {
+        self.touch();
+        self.grant()?.read_link(&path).map_err(grant_error)
+    }
+
+    fn make_symlink(&mut self, path: String, target: String) -> Result<(), HostError> {
+        self.touch();
+        self.grant()?
+            .make_symlink(&path, &target)
+            .map_err(grant_error)
+    }
+
     fn set_metadata(&mut self, path: String, meta: RestoreMetadata) -> Result<(), HostError> {
         self.touch();
         let warnings = self

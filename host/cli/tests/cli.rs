@@ -1,0 +1,385 @@
+//! The `tessera` binary as scripts see it: exit statuses, messages and JSON, for the verbs
+//! that need no plugin. Every run gets its own home, data and cache directories, so no
+//! test reads or writes the user's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// The password the tests' vaults are created with.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A sandbox for running `tessera`: a temporary home with its own data directory.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The explicit vault most tests use.
+    fn vault(&self) -> PathBuf {
+        self.path("vault")
+    }
+
+    /// The default vault, under the sandbox's data directory.
+    fn default_vault(&self) -> PathBuf {
+        self.path("data").join("tessera").join("vault")
+    }
+
+    /// `tessera` with the sandbox's environment and no password.
+    fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command
+            .env_remove("TESSERA_PASSWORD")
+            .env_remove("TESSERA_VAULT")
+            .env("HOME", self.dir.path())
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_CACHE_HOME", self.path("cache"));
+        command
+    }
+
+    /// Runs `tessera ARGS` on the explicit vault with `password`.
+    fn run_with(&self, password: &str, args: &[&str]) -> Output {
+        self.command()
+            .env("TESSERA_PASSWORD", password)
+            .arg("--vault")
+            .arg(self.vault())
+            .args(args)
+            .output()
+            .expect("tessera runs")
+    }
+
+    /// Runs `tessera ARGS` on the explicit vault with the right password.
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(PASSWORD, args)
+    }
+
+    /// Creates the explicit vault.
+    fn init(&self) {
+        let out = self.run(&["vault", "init"]);
+        assert_success(&out);
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "tessera failed with {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        stdout(out),
+        stderr(out)
+    );
+}
+
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+fn exists(path: &Path) -> bool {
+    path.try_exists().expect("stat")
+}
+
+#[test]
+fn init_creates_a_vault_and_prints_its_path() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["vault", "init"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out).trim(), sandbox.vault().display().to_string());
+    assert!(exists(&sandbox.vault().join("config")));
+}
+
+#[test]
+fn init_refuses_an_existing_vault() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run(&["vault", "init"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+#[test]
+fn init_json_says_whether_the_vault_is_encrypted() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["--json", "vault", "init", "--unencrypted"]);
+    assert_success(&out);
+    let summary = json(&out);
+    assert_eq!(summary["encrypted"], false);
+    assert_eq!(summary["vault"], sandbox.vault().display().to_string());
+}
+
+#[test]
+fn a_new_vault_without_a_password_is_refused() {
+    let sandbox = Sandbox::new();
+    let out = sandbox
+        .command()
+        .arg("--vault")
+        .arg(sandbox.vault())
+        .args(["vault", "init"])
+        .output()
+        .expect("tessera runs");
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("TESSERA_PASSWORD"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!exists(&sandbox.vault().join("config")));
+}
+
+#[test]
+fn points_of_an_empty_vault() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run(&["points"]);
+    assert_success(&out);
+    assert_eq!(stdout(&out), "");
+    let out = sandbox.run(&["points", "--json"]);
+    assert_success(&out);
+    assert_eq!(json(&out), serde_json::json!([]));
+}
+
+#[test]
+fn a_wrong_password_fails_with_a_clear_message() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run_with("not the password", &["points"]);
+    assert_exit(&out, 1);
+    let message = stderr(&out);
+    assert!(message.starts_with("tessera: "), "{message}");
+    assert!(message.contains("wrong password"), "{message}");
+    assert!(!message.contains("backtrace"), "{message}");
+}
+
+#[test]
+fn an_encrypted_vault_needs_a_password() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox
+        .command()
+        .arg("--vault")
+        .arg(sandbox.vault())
+        .arg("points")
+        .output()
+        .expect("tessera runs");
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("--password-file"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_vault_is_reported() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["points"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("no tessera vault"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_password_file_may_hold_a_password_or_a_key_file() {
+    let sandbox = Sandbox::new();
+    let password_file = sandbox.path("password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let vault = sandbox.vault();
+    let with_file = |file: &Path, args: &[&str]| {
+        sandbox
+            .command()
+            .arg("--vault")
+            .arg(&vault)
+            .arg("--password-file")
+            .arg(file)
+            .args(args)
+            .output()
+            .expect("tessera runs")
+    };
+    assert_success(&with_file(&password_file, &["vault", "init"]));
+
+    let key_file = sandbox.path("extra.key");
+    let key_file_arg = key_file.to_str().unwrap();
+    let out = with_file(
+        &password_file,
+        &[
+            "key",
+            "add",
+            "--new-key-file",
+            key_file_arg,
+            "--label",
+            "spare",
+        ],
+    );
+    assert_success(&out);
+    assert!(
+        stdout(&out).starts_with("added key slot "),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = with_file(&key_file, &["--json", "key", "list"]);
+    assert_success(&out);
+    let slots = json(&out);
+    let slots = slots.as_array().expect("an array of slots");
+    assert_eq!(slots.len(), 2);
+    let current: Vec<_> = slots.iter().filter(|s| s["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["kind"], "key-file");
+    assert_eq!(current[0]["label"], "spare");
+}
+
+#[test]
+fn the_default_vault_is_opened_by_its_key_file() {
+    let sandbox = Sandbox::new();
+    let out = sandbox
+        .command()
+        .args(["vault", "init"])
+        .output()
+        .expect("tessera runs");
+    assert_success(&out);
+    assert_eq!(
+        stdout(&out).trim(),
+        sandbox.default_vault().display().to_string()
+    );
+    let key_file = sandbox.path("data").join("tessera").join("vault.key");
+    assert!(stderr(&out).contains("vault.key"), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = sandbox
+        .command()
+        .args(["points", "--json"])
+        .output()
+        .expect("tessera runs");
+    assert_success(&out);
+    assert_eq!(json(&out), serde_json::json!([]));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let sandbox = Sandbox::new();
+    for args in [
+        &["no-such-verb"][..],
+        &["backup"],
+        &["restore", "latest"],
+        &["prune", "--grace", "soon"],
+        &["forget", "--keep-within", "1 month"],
+    ] {
+        let out = sandbox.command().args(args).output().expect("tessera runs");
+        assert_exit(&out, 2);
+    }
+}
+
+#[test]
+fn forget_without_a_keep_option_is_a_usage_error() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run(&["forget"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--keep-last"), "{}", stderr(&out));
+    let out = sandbox.run(&["forget", "--prune", "--dry-run"]);
+    assert_exit(&out, 2);
+}
+
+#[test]
+fn forget_and_prune_an_empty_vault() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run(&["--json", "forget", "--keep-daily", "7", "--prune"]);
+    assert_success(&out);
+    let summary = json(&out);
+    assert_eq!(summary["decisions"], serde_json::json!([]));
+    assert_eq!(summary["prune"]["packs_deleted"], 0);
+    let out = sandbox.run(&["prune", "--grace", "0s", "--repack-threshold", "50"]);
+    assert_success(&out);
+}
+
+#[test]
+fn check_of_a_fresh_vault_succeeds() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run(&["check"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("no problems found"),
+        "{}",
+        stdout(&out)
+    );
+    let out = sandbox.run(&["check", "--read-data", "--json"]);
+    assert_success(&out);
+    assert_eq!(json(&out)["ok"], true);
+}
+
+#[test]
+fn check_fails_on_a_damaged_vault() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    // An index file that does not hash to its name is damage check must report.
+    let index = sandbox.vault().join("index").join("00".repeat(32));
+    std::fs::write(index, b"not an index").unwrap();
+    let out = sandbox.run(&["check"]);
+    assert_exit(&out, 1);
+    assert!(stdout(&out).contains("problem: "), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out),
+        "tessera: the vault has 1 problem; restoring the points listed may fail\n"
+    );
+}
+
+#[test]
+fn stats_of_an_empty_vault() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let out = sandbox.run(&["--json", "stats"]);
+    assert_success(&out);
+    let stats = json(&out);
+    assert_eq!(stats["points"], 0);
+    assert_eq!(stats["packs"], 0);
+}
+
+#[test]
+fn restore_of_a_point_that_does_not_exist_fails() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let target = sandbox.path("target");
+    let out = sandbox.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("no recovery point"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sandbox.run(&["ls", "abcdef12"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("abcdef12"), "{}", stderr(&out));
+}

@@ -1,0 +1,555 @@
+//! Capture: a depth-first walk of the granted source tree in sorted name order, adding
+//! each object as an entry with the host's POSIX metadata. Regular files are streamed
+//! with their holes kept, hard links are stored once, and with a parent point unchanged
+//! files are carried forward unread. A path that cannot be read is reported and skipped,
+//! so one bad file does not cost the whole point.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use tessera_plugin_sdk::content::{self, CopyError, Writer};
+use tessera_plugin_sdk::error::{from_host, host_error_text};
+use tessera_plugin_sdk::filter::PathFilter;
+use tessera_plugin_sdk::fs::sorted_names;
+use tessera_plugin_sdk::host::PosixStat;
+use tessera_plugin_sdk::meta::{self, FileType};
+use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::settings::Settings;
+use tessera_plugin_sdk::{debug, info, path, warn};
+
+use crate::{EXCLUDE, INCLUDE, ONE_FILE_SYSTEM};
+
+/// Why the point is only crash-consistent: files are read one after another from a live
+/// tree, with nothing freezing it. `crash` is the lowest level the contract has; even it
+/// overstates a tree read over minutes, but `file-system` would claim a freeze or sync
+/// that never happened.
+const CONSISTENCY_REASON: &str = "files were read while in use; no file-system snapshot";
+
+/// How much of a file is read between two checks for cancellation and progress reports,
+/// so a huge file neither delays a cancel nor looks stuck.
+const CHECK_EVERY: u64 = 64 << 20;
+
+/// Runs a capture job.
+pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginError> {
+    let settings = Settings::new(&request.settings);
+    let filter = PathFilter::new(&settings.all(INCLUDE), &settings.all(EXCLUDE))
+        .map_err(|err| PluginError::InvalidSettings(err.to_string()))?;
+    let one_file_system = settings.bool(ONE_FILE_SYSTEM, false)?;
+    let source = Source::locate(&request.sources)?;
+    let device = if one_file_system {
+        let stat = host::stat(&source.prefix).map_err(|err| {
+            PluginError::SourceUnavailable(format!(
+                "{ONE_FILE_SYSTEM} needs the device of the source root {:?}, but stat failed: {}",
+                source.prefix,
+                host_error_text(&err)
+            ))
+        })?;
+        Some(stat.dev)
+    } else {
+        None
+    };
+
+    let mut walk = Walk {
+        source,
+        filter,
+        has_parent: request.has_parent,
+        device,
+        links: HashMap::new(),
+        stack: Vec::new(),
+        entries: 0,
+        bytes_read: 0,
+        bytes_done: 0,
+        unreadable: 0,
+    };
+    walk.run()?;
+
+    sink::set_consistency(Consistency::Crash, Some(CONSISTENCY_REASON));
+    info!(
+        "captured {} entries, read {} bytes, {} paths unreadable",
+        walk.entries, walk.bytes_read, walk.unreadable
+    );
+    Ok(CaptureSummary {
+        entries: walk.entries,
+        bytes_read: walk.bytes_read,
+    })
+}
+
+/// Where the tree to capture is, in the sandbox and for the host.
+struct Source {
+    /// The tree's root as `std` opens it, e.g. `source`.
+    root: PathBuf,
+    /// The root relative to the grant, as host calls take paths: empty when the source
+    /// is the granted directory itself, as it is for a whole tree.
+    prefix: String,
+}
+
+impl Source {
+    /// Finds the tree in the request: one path, the grant (`source`) or a path below it.
+    fn locate(sources: &[String]) -> Result<Self, PluginError> {
+        let given = match sources {
+            [one] => one,
+            [] => {
+                return Err(PluginError::SourceUnavailable(
+                    "the request names no source".to_owned(),
+                ));
+            }
+            many => {
+                return Err(PluginError::Unsupported(format!(
+                    "file-share captures one directory tree, but the request names {} sources: {many:?}",
+                    many.len()
+                )));
+            }
+        };
+        // WASI has no working directory beyond its preopens, so `/source` and `source`
+        // are the same place.
+        let relative = given.trim_start_matches('/');
+        path::validate(relative).map_err(|err| {
+            PluginError::SourceUnavailable(format!(
+                "source {given:?} is not a path inside the grant: {err}"
+            ))
+        })?;
+        let prefix = relative
+            .split_once('/')
+            .map_or("", |(_, below)| below)
+            .to_owned();
+        Ok(Self {
+            root: PathBuf::from(given),
+            prefix,
+        })
+    }
+
+    /// The sandbox path of the entry at `path`.
+    fn sandbox(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// The grant-relative path of the entry at `path`, for `stat`, `xattrs` and `holes`.
+    fn host(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+}
+
+/// A directory being walked.
+struct Frame {
+    /// Its entry path (`""` for the root).
+    path: String,
+    /// The names in it not visited yet.
+    names: std::vec::IntoIter<String>,
+    /// Its entry while it is held back: with include patterns a directory that matches
+    /// none is added only once something below it is.
+    pending: Option<EntryInfo>,
+    /// Whether everything below it is included, because it or an ancestor matched an
+    /// include pattern (or there are none).
+    whole: bool,
+}
+
+/// The state of one capture.
+struct Walk {
+    source: Source,
+    filter: PathFilter,
+    has_parent: bool,
+    /// The root's device, when the walk must stay on it.
+    device: Option<u64>,
+    /// The first path captured for each (device, inode) with more than one link.
+    links: HashMap<(u64, u64), String>,
+    /// The directories from the root down to the one being walked.
+    stack: Vec<Frame>,
+    entries: u64,
+    bytes_read: u64,
+    /// Bytes read or carried forward, for progress.
+    bytes_done: u64,
+    unreadable: u64,
+}
+
+/// What became of one object.
+enum Outcome<T> {
+    /// It was read.
+    Done(T),
+    /// It disappeared between being listed and being read, as files in a live tree do;
+    /// it was simply not there to back up.
+    Vanished,
+    /// It could not be read, for this reason.
+    Unreadable(String),
+}
+
+impl Walk {
+    fn run(&mut self) -> Result<(), PluginError> {
+        let names = sorted_names(&self.source.root).map_err(|err| {
+            PluginError::SourceUnavailable(format!(
+                "cannot list the source root {}: {err}",
+                self.source.root.display()
+            ))
+        })?;
+        self.stack.push(Frame {
+            path: String::new(),
+            names: names.into_iter(),
+            pending: None,
+            whole: false,
+        });
+        while let Some(frame) = self.stack.last_mut() {
+            let Some(name) = frame.names.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let whole = frame.whole;
+            let joined = path::join(&frame.path, &name)
+                .map_err(|err| (format!("{}/{name}", frame.path), err));
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
+            }
+            match joined {
+                Ok(path) => self.visit(path, whole)?,
+                // Listing never yields such names; if a file system does, the name cannot
+                // be stored, and the operator should know.
+                Err((shown, err)) => {
+                    self.unreadable(shown.trim_start_matches('/'), &err.to_string())
+                }
+            }
+            self.progress();
+        }
+        Ok(())
+    }
+
+    fn visit(&mut self, path: String, whole: bool) -> Result<(), PluginError> {
+        if self.filter.is_excluded(&path) {
+            debug!("{path}: excluded");
+            return Ok(());
+        }
+        let stat = match self.stat(&path) {
+            Outcome::Done(stat) => stat,
+            Outcome::Vanished => return Ok(()),
+            Outcome::Unreadable(reason) => {
+                self.unreadable(&path, &reason);
+                return Ok(());
+            }
+        };
+        let included = whole || self.filter.is_included(&path);
+        match FileType::from_mode(stat.mode) {
+            FileType::Directory => self.directory(path, &stat, included),
+            _ if !included => Ok(()),
+            FileType::Regular => self.file(path, &stat),
+            FileType::Symlink => self.symlink(path, &stat),
+            // Special files are stored as metadata alone: their type and, for device
+            // nodes, `rdev` are all a restore needs.
+            FileType::Fifo => self.add(special(path, EntryKind::Fifo, &stat), None),
+            FileType::CharDevice => self.add(special(path, EntryKind::CharDevice, &stat), None),
+            FileType::BlockDevice => {
+                self.add(special(path, EntryKind::BlockDeviceNode, &stat), None)
+            }
+            FileType::Socket => self.add(special(path, EntryKind::Socket, &stat), None),
+            FileType::Unknown => {
+                let reason = format!("unknown file type (mode {:#o})", stat.mode);
+                self.unreadable(&path, &reason);
+                Ok(())
+            }
+        }
+    }
+
+    fn directory(
+        &mut self,
+        path: String,
+        stat: &PosixStat,
+        included: bool,
+    ) -> Result<(), PluginError> {
+        let names = if self.device.is_some_and(|device| device != stat.dev) {
+            info!("{path}: on another file system, kept empty");
+            Vec::new()
+        } else {
+            match classify(
+                sorted_names(&self.source.sandbox(&path)),
+                "cannot list the directory",
+            ) {
+                Outcome::Done(names) => names,
+                Outcome::Vanished => return Ok(()),
+                Outcome::Unreadable(reason) => {
+                    self.unreadable(&path, &reason);
+                    return Ok(());
+                }
+            }
+        };
+        let meta = self.metadata(&path, stat);
+        let entry = EntryInfo {
+            path: path.clone(),
+            kind: EntryKind::Directory,
+            meta,
+        };
+        let pending = if included {
+            self.add(entry, None)?;
+            None
+        } else {
+            Some(entry)
+        };
+        self.stack.push(Frame {
+            path,
+            names: names.into_iter(),
+            pending,
+            whole: included,
+        });
+        Ok(())
+    }
+
+    fn file(&mut self, path: String, stat: &PosixStat) -> Result<(), PluginError> {
+        let mut meta = self.metadata(&path, stat);
+        let inode = (stat.dev, stat.inode);
+        if stat.nlink > 1
+            && let Some(first) = self.links.get(&inode)
+        {
+            let kind = EntryKind::Hardlink(first.clone());
+            return self.add(EntryInfo { path, kind, meta }, None);
+        }
+        if self.has_parent && self.carry_forward(&path, &mut meta)? {
+            self.bytes_done += stat.size;
+            self.remember_link(stat, inode, path);
+            return Ok(());
+        }
+        let mut file = match classify(
+            File::open(self.source.sandbox(&path)),
+            "cannot open the file",
+        ) {
+            Outcome::Done(file) => file,
+            Outcome::Vanished => return Ok(()),
+            Outcome::Unreadable(reason) => {
+                self.unreadable(&path, &reason);
+                return Ok(());
+            }
+        };
+        let writer = match self.read_content(&path, stat, &mut file, &mut meta)? {
+            Outcome::Done(writer) => writer,
+            Outcome::Vanished => return Ok(()),
+            Outcome::Unreadable(reason) => {
+                self.unreadable(&path, &reason);
+                return Ok(());
+            }
+        };
+        let content = writer
+            .finish()
+            .map_err(|err| from_host(format_args!("storing {path:?}"), &err))?;
+        self.add(
+            EntryInfo {
+                path: path.clone(),
+                kind: EntryKind::File,
+                meta,
+            },
+            Some(content),
+        )?;
+        self.remember_link(stat, inode, path);
+        Ok(())
+    }
+
+    /// Streams a file's content, data ranges read and holes skipped, and sets the size
+    /// and holes in `meta` to what was stored. A failure to read drops the stream, which
+    /// the host discards.
+    fn read_content(
+        &mut self,
+        path: &str,
+        stat: &PosixStat,
+        file: &mut File,
+        meta: &mut Metadata,
+    ) -> Result<Outcome<Writer>, PluginError> {
+        let holes = if stat.size == 0 {
+            Vec::new()
+        } else {
+            // Without hole information the file is read whole: correct, only less
+            // compact for a sparse file.
+            host::holes(&self.source.host(path)).unwrap_or_else(|err| {
+                debug!(
+                    "{path}: no hole information ({}), reading it whole",
+                    host_error_text(&err)
+                );
+                Vec::new()
+            })
+        };
+        let stored = |err: HostError| from_host(format_args!("storing {path:?}"), &err);
+        let mut writer = Writer::begin(Chunking::ContentDefined).map_err(stored)?;
+        let mut holes_kept = Vec::new();
+        'segments: for segment in content::segments(stat.size, &holes) {
+            if segment.hole {
+                writer.hole(segment.length).map_err(stored)?;
+                holes_kept.push(ByteRange {
+                    offset: segment.offset,
+                    length: segment.length,
+                });
+                continue;
+            }
+            if let Err(err) = file.seek(SeekFrom::Start(segment.offset)) {
+                return Ok(Outcome::Unreadable(format!(
+                    "cannot seek to byte {}: {err}",
+                    segment.offset
+                )));
+            }
+            let end = segment.offset + segment.length;
+            let mut offset = segment.offset;
+            while offset < end {
+                let step = (end - offset).min(CHECK_EVERY);
+                let copied = match writer.copy_from(file, step) {
+                    Ok(copied) => copied,
+                    Err(CopyError::Read(err)) => {
+                        return Ok(Outcome::Unreadable(format!(
+                            "reading failed at byte {offset}: {err}"
+                        )));
+                    }
+                    Err(CopyError::Host(err)) => return Err(stored(err)),
+                };
+                offset += copied;
+                self.bytes_read += copied;
+                self.bytes_done += copied;
+                if copied < step {
+                    // Truncated while being read: what was read is what the file held.
+                    warn!(
+                        "{path}: shrank from {} to {offset} bytes while being read",
+                        stat.size
+                    );
+                    break 'segments;
+                }
+                if host::cancelled() {
+                    return Err(PluginError::Cancelled);
+                }
+                self.progress();
+            }
+        }
+        meta.size = writer.offset();
+        meta.holes = holes_kept;
+        Ok(Outcome::Done(writer))
+    }
+
+    /// Carries the file forward from the parent point if it is unchanged there; `meta`
+    /// replaces the stored metadata, keeping the stored holes since the content is the
+    /// same.
+    fn carry_forward(&mut self, path: &str, meta: &mut Metadata) -> Result<bool, PluginError> {
+        let parent = match sink::lookup_parent(path) {
+            Ok(Some(parent)) => parent,
+            Ok(None) | Err(HostError::NotFound(_)) => return Ok(false),
+            Err(err) => {
+                return Err(from_host(
+                    format_args!("looking up {path:?} in the parent point"),
+                    &err,
+                ));
+            }
+        };
+        if parent.entry.kind != EntryKind::File || !meta::unchanged(&parent.entry.meta, meta) {
+            return Ok(false);
+        }
+        meta.holes = parent.entry.meta.holes;
+        self.flush_pending()?;
+        let carried = sink::carry_forward(path, Some(meta))
+            .map_err(|err| from_host(format_args!("carrying {path:?} forward"), &err))?;
+        if carried {
+            self.entries += 1;
+        }
+        Ok(carried)
+    }
+
+    fn symlink(&mut self, path: String, stat: &PosixStat) -> Result<(), PluginError> {
+        // The host reads the target verbatim: WASI refuses to reveal absolute targets.
+        let target = match host::read_link(&self.source.host(&path)) {
+            Ok(target) => target,
+            Err(HostError::NotFound(_)) => return Ok(()),
+            Err(err) => {
+                self.unreadable(
+                    &path,
+                    &format!("cannot read the link: {}", host_error_text(&err)),
+                );
+                return Ok(());
+            }
+        };
+        // Symlinks carry no extended attributes the host reads (see `host::xattrs`).
+        let meta = meta::from_stat(stat);
+        self.add(
+            EntryInfo {
+                path,
+                kind: EntryKind::Symlink(target),
+                meta,
+            },
+            None,
+        )
+    }
+
+    /// The host's stat of an entry, sorted into an outcome.
+    fn stat(&self, path: &str) -> Outcome<PosixStat> {
+        match host::stat(&self.source.host(path)) {
+            Ok(stat) => Outcome::Done(stat),
+            Err(HostError::NotFound(_)) => Outcome::Vanished,
+            Err(err) => Outcome::Unreadable(format!("stat failed: {}", host_error_text(&err))),
+        }
+    }
+
+    /// Metadata of a file or directory: the host's stat and extended attributes. Missing
+    /// attributes cost only the attributes, so they are logged rather than marking the
+    /// point partial.
+    fn metadata(&self, path: &str, stat: &PosixStat) -> Metadata {
+        let mut meta = meta::from_stat(stat);
+        match host::xattrs(&self.source.host(path)) {
+            Ok(xattrs) => meta.xattrs = xattrs,
+            Err(err) => warn!(
+                "{path}: extended attributes not captured: {}",
+                host_error_text(&err)
+            ),
+        }
+        meta
+    }
+
+    /// Adds an entry after the held-back directories above it.
+    fn add(
+        &mut self,
+        entry: EntryInfo,
+        content: Option<sink::ContentWriter>,
+    ) -> Result<(), PluginError> {
+        self.flush_pending()?;
+        sink::add_entry(&entry, content)
+            .map_err(|err| from_host(format_args!("adding {:?}", entry.path), &err))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Adds the held-back directories on the current path, outermost first, so the
+    /// entries stay depth first.
+    fn flush_pending(&mut self) -> Result<(), PluginError> {
+        for frame in &mut self.stack {
+            if let Some(dir) = frame.pending.take() {
+                sink::add_entry(&dir, None)
+                    .map_err(|err| from_host(format_args!("adding {:?}", dir.path), &err))?;
+                self.entries += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn remember_link(&mut self, stat: &PosixStat, inode: (u64, u64), path: String) {
+        if stat.nlink > 1 {
+            self.links.entry(inode).or_insert(path);
+        }
+    }
+
+    fn unreadable(&mut self, path: &str, reason: &str) {
+        self.unreadable += 1;
+        sink::report_unreadable(path, reason);
+    }
+
+    fn progress(&self) {
+        host::progress(self.bytes_done, 0, self.entries, 0);
+    }
+}
+
+/// The entry of a special file.
+fn special(path: String, kind: EntryKind, stat: &PosixStat) -> EntryInfo {
+    EntryInfo {
+        path,
+        kind,
+        meta: meta::from_stat(stat),
+    }
+}
+
+/// Sorts a file-system result into an outcome, with `doing` naming the failed step.
+fn classify<T>(result: io::Result<T>, doing: &str) -> Outcome<T> {
+    match result {
+        Ok(value) => Outcome::Done(value),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Outcome::Vanished,
+        Err(err) => Outcome::Unreadable(format!("{doing}: {err}")),
+    }
+}

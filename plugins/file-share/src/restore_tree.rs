@@ -1,0 +1,440 @@
+//! Restore: writes a point's tree, or the selected parts of it, under the granted target
+//! directory, each entry at its path relative to the point's root. Entries come from the
+//! point depth first; a directory's metadata is applied once its children are written,
+//! so its times and a read-only mode do not get in the way. Metadata the host cannot
+//! apply becomes a warning in the summary rather than a failure.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::PathBuf;
+
+use tessera_plugin_sdk::content::{self, ReadError};
+use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
+use tessera_plugin_sdk::meta::{self, PERMISSION_BITS};
+use tessera_plugin_sdk::path;
+use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::{debug, info, warn};
+
+/// Warnings kept in the summary; the rest are only counted (all are logged), so a tree
+/// of a million files restored without privilege does not produce a huge summary.
+const MAX_WARNINGS: usize = 1000;
+
+/// Mode of a fifo whose stored mode is unknown: what `mkfifo` gives under umask 022.
+const DEFAULT_FIFO_MODE: u32 = 0o644;
+
+/// Runs a restore job.
+pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
+    let target = Target::locate(&request.target)?;
+    let mut selection = request
+        .paths
+        .iter()
+        .map(|selected| path::parse_selection(selected))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| PluginError::InvalidSettings(format!("cannot restore: {err}")))?;
+    if selection.is_empty() {
+        selection.push(String::new());
+    }
+
+    let mut job = Job {
+        target,
+        inodes: HashMap::new(),
+        entries: 0,
+        bytes_written: 0,
+        warnings: Vec::new(),
+        unlisted_warnings: 0,
+    };
+    for selected in path::minimal_cover(selection) {
+        job.restore_selection(&selected)?;
+    }
+
+    info!(
+        "restored {} entries, wrote {} bytes, {} warnings",
+        job.entries,
+        job.bytes_written,
+        job.warnings.len() + job.unlisted_warnings
+    );
+    let mut warnings = job.warnings;
+    if job.unlisted_warnings > 0 {
+        warnings.push(format!(
+            "{} more warnings are in the log",
+            job.unlisted_warnings
+        ));
+    }
+    Ok(RestoreSummary {
+        entries: job.entries,
+        bytes_written: job.bytes_written,
+        warnings,
+    })
+}
+
+/// Where entries go, in the sandbox and for the host.
+struct Target {
+    /// The target directory as `std` opens it, e.g. `target`.
+    root: PathBuf,
+    /// The target relative to the grant, as host calls take paths: empty when the
+    /// target is the granted directory itself, as the contract has it.
+    prefix: String,
+}
+
+impl Target {
+    fn locate(given: &str) -> Result<Self, PluginError> {
+        let relative = given.trim_start_matches('/');
+        path::validate(relative).map_err(|err| {
+            PluginError::Io(format!(
+                "target {given:?} is not a path inside the grant: {err}"
+            ))
+        })?;
+        match fs::metadata(given) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(PluginError::Io(format!(
+                    "target {given:?} is not a directory"
+                )));
+            }
+            Err(err) => return Err(from_io(format_args!("target {given:?}"), &err)),
+        }
+        let prefix = relative
+            .split_once('/')
+            .map_or("", |(_, below)| below)
+            .to_owned();
+        Ok(Self {
+            root: PathBuf::from(given),
+            prefix,
+        })
+    }
+
+    /// The sandbox path of the entry at `path`.
+    fn sandbox(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// The grant-relative path of the entry at `path`, for `set-metadata`, `make-fifo`
+    /// and `make-device`.
+    fn host(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+}
+
+/// A restored directory whose children are being restored.
+struct Dir {
+    /// Its entry, whose metadata is applied when the children are done; `None` for the
+    /// point's root, which is the target itself.
+    entry: Option<EntryInfo>,
+    children: std::vec::IntoIter<EntryInfo>,
+}
+
+/// The state of one restore.
+struct Job {
+    target: Target,
+    /// For each stored file that others link to, the path where its content now is:
+    /// the file itself, or the first link restored in its place when it was not selected.
+    inodes: HashMap<String, String>,
+    entries: u64,
+    bytes_written: u64,
+    warnings: Vec<String>,
+    unlisted_warnings: usize,
+}
+
+impl Job {
+    /// Restores `selected` and everything below it (`""`: the whole point).
+    fn restore_selection(&mut self, selected: &str) -> Result<(), PluginError> {
+        let top = if selected.is_empty() {
+            Dir {
+                entry: None,
+                children: self.list("")?,
+            }
+        } else {
+            let entry = point::entry(selected).map_err(|err| match err {
+                HostError::NotFound(_) => {
+                    PluginError::InvalidSettings(format!("path {selected:?} is not in the point"))
+                }
+                err => from_host(format_args!("looking up {selected:?}"), &err),
+            })?;
+            if entry.path != selected {
+                return Err(PluginError::CorruptSource(format!(
+                    "looking up {selected:?} returned the entry {:?}",
+                    entry.path
+                )));
+            }
+            // Like `restic restore --include a/b`: the selection keeps its place in the
+            // tree, inside parents created plainly (their stored metadata is not applied,
+            // since they were not asked for).
+            let parent = self.target.sandbox(path::parent(selected));
+            fs::create_dir_all(&parent)
+                .map_err(|err| from_io(format_args!("creating {}", parent.display()), &err))?;
+            match self.restore_entry(entry)? {
+                Some(dir) => dir,
+                None => return Ok(()),
+            }
+        };
+
+        let mut stack = vec![top];
+        while let Some(dir) = stack.last_mut() {
+            let Some(child) = dir.children.next() else {
+                if let Some(entry) = stack.pop().and_then(|dir| dir.entry) {
+                    self.apply_metadata(&entry);
+                }
+                continue;
+            };
+            let parent = dir.entry.as_ref().map_or("", |entry| entry.path.as_str());
+            if !path::is_child_of(&child.path, parent) {
+                return Err(PluginError::CorruptSource(format!(
+                    "listing {parent:?} returned {:?}, which is not directly inside it",
+                    child.path
+                )));
+            }
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
+            }
+            if let Some(dir) = self.restore_entry(child)? {
+                stack.push(dir);
+            }
+            host::progress(self.bytes_written, 0, self.entries, 0);
+        }
+        Ok(())
+    }
+
+    /// Restores one entry; a directory is returned to have its children restored.
+    fn restore_entry(&mut self, entry: EntryInfo) -> Result<Option<Dir>, PluginError> {
+        // The host confines every call to the grant, but a plugin must never even try
+        // to write outside it.
+        path::validate(&entry.path)
+            .map_err(|err| PluginError::CorruptSource(format!("refusing an entry: {err}")))?;
+        let path = entry.path.as_str();
+        let dest = self.target.sandbox(path);
+        match &entry.kind {
+            EntryKind::Directory => {
+                self.make_dir(path, &dest)?;
+                self.entries += 1;
+                let children = self.list(path)?;
+                return Ok(Some(Dir {
+                    entry: Some(entry),
+                    children,
+                }));
+            }
+            // Content of other workloads' kinds is written as a plain file: the bytes are
+            // what an operator restoring them through this plugin wants.
+            EntryKind::File
+            | EntryKind::Blob
+            | EntryKind::BlockDevice
+            | EntryKind::DatabaseStream
+            | EntryKind::LogSegment => {
+                self.write_file(path, path, &entry.meta, &dest)?;
+                // Only a file with other names can be the target of a hard link.
+                if entry.meta.nlink.is_none_or(|links| links > 1) {
+                    self.inodes.insert(path.to_owned(), path.to_owned());
+                }
+            }
+            EntryKind::Hardlink(first) => {
+                if self.hardlink(path, first, &entry.meta, &dest)? {
+                    // A new name of a restored file shares its metadata.
+                    self.entries += 1;
+                    return Ok(None);
+                }
+            }
+            EntryKind::Symlink(target) => {
+                if !self.symlink(path, target, &dest)? {
+                    return Ok(None);
+                }
+            }
+            EntryKind::Fifo => {
+                self.clear(path, &dest)?;
+                let mode = entry
+                    .meta
+                    .mode
+                    .map_or(DEFAULT_FIFO_MODE, |mode| mode & PERMISSION_BITS);
+                host::make_fifo(&self.target.host(path), mode)
+                    .map_err(|err| from_host(format_args!("creating fifo {path:?}"), &err))?;
+            }
+            EntryKind::CharDevice | EntryKind::BlockDeviceNode => {
+                if !self.device(&entry, &dest)? {
+                    return Ok(None);
+                }
+            }
+            EntryKind::Socket => {
+                // A socket belongs to the program listening on it, which creates it anew.
+                debug!("{path}: socket not restored");
+                return Ok(None);
+            }
+        }
+        self.entries += 1;
+        self.apply_metadata(&entry);
+        Ok(None)
+    }
+
+    /// Makes sure a directory exists at `dest`, replacing a non-directory in the way.
+    fn make_dir(&mut self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
+        match fs::symlink_metadata(dest) {
+            Ok(existing) if existing.is_dir() => return Ok(()),
+            Ok(_) => self.clear(path, dest)?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(from_io(format_args!("inspecting {path:?}"), &err)),
+        }
+        fs::create_dir(dest)
+            .map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))
+    }
+
+    /// Removes a file, symlink or special file at `dest`, so that what replaces it is a
+    /// new object: writing through an old symlink or into another name's inode would
+    /// change something other than the entry. A directory in the way is an error, since
+    /// removing it would delete what the operator keeps there.
+    fn clear(&mut self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
+        match fs::symlink_metadata(dest) {
+            Ok(existing) if existing.is_dir() => Err(PluginError::Io(format!(
+                "cannot restore {path:?}: a directory is in the way in the target"
+            ))),
+            Ok(_) => fs::remove_file(dest)
+                .map_err(|err| from_io(format_args!("replacing {path:?}"), &err)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(from_io(format_args!("inspecting {path:?}"), &err)),
+        }
+    }
+
+    /// Writes the content stored at `content_path` into a new file at `dest`, keeping
+    /// its holes.
+    fn write_file(
+        &mut self,
+        path: &str,
+        content_path: &str,
+        meta: &Metadata,
+        dest: &std::path::Path,
+    ) -> Result<(), PluginError> {
+        self.clear(path, dest)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|err| from_io(format_args!("creating {path:?}"), &err))?;
+        let reader = match point::open(content_path) {
+            Ok(reader) => reader,
+            // An empty file may be stored without any content at all.
+            Err(HostError::NotFound(_)) if meta.size == 0 => return Ok(()),
+            Err(err) => {
+                return Err(from_host(
+                    format_args!("opening the content of {content_path:?}"),
+                    &err,
+                ));
+            }
+        };
+        let written = content::write_sparse(&reader, &mut file).map_err(|err| match err {
+            ReadError::Host(err) => from_host(
+                format_args!("reading the content of {content_path:?}"),
+                &err,
+            ),
+            ReadError::Write(err) => from_io(format_args!("writing {path:?}"), &err),
+            short @ ReadError::Short { .. } => {
+                PluginError::CorruptSource(format!("{content_path:?}: {short}"))
+            }
+        })?;
+        self.bytes_written += written;
+        Ok(())
+    }
+
+    /// Restores another name of the file stored at `first`: a hard link when that file
+    /// was restored, else a copy of its content that later names link to. Returns whether
+    /// a link was made (a copy still needs its metadata applied).
+    fn hardlink(
+        &mut self,
+        path: &str,
+        first: &str,
+        meta: &Metadata,
+        dest: &std::path::Path,
+    ) -> Result<bool, PluginError> {
+        path::validate(first).map_err(|err| {
+            PluginError::CorruptSource(format!(
+                "refusing hard link {path:?}: its target is invalid: {err}"
+            ))
+        })?;
+        if let Some(existing) = self.inodes.get(first).cloned() {
+            self.clear(path, dest)?;
+            match fs::hard_link(self.target.sandbox(&existing), dest) {
+                Ok(()) => return Ok(true),
+                Err(err) => self.warn(format!(
+                    "{path}: not linked to {existing} ({err}); restored as a copy"
+                )),
+            }
+        }
+        self.write_file(path, first, meta, dest)?;
+        self.inodes
+            .entry(first.to_owned())
+            .or_insert_with(|| path.to_owned());
+        Ok(false)
+    }
+
+    /// Creates a symlink; returns whether it was created.
+    fn symlink(
+        &mut self,
+        path: &str,
+        target: &str,
+        dest: &std::path::Path,
+    ) -> Result<bool, PluginError> {
+        self.clear(path, dest)?;
+        // The host stores the target verbatim; WASI's own `symlink-at` refuses absolute
+        // targets.
+        host::make_symlink(&self.target.host(path), target).map_err(|err| {
+            from_host(
+                format_args!("creating symlink {path:?} -> {target:?}"),
+                &err,
+            )
+        })?;
+        Ok(true)
+    }
+
+    /// Creates a device node; returns whether it was created. Creating one needs
+    /// privilege the host may not have, which is worth a warning, not a failed restore.
+    fn device(&mut self, entry: &EntryInfo, dest: &std::path::Path) -> Result<bool, PluginError> {
+        let path = entry.path.as_str();
+        let block = entry.kind == EntryKind::BlockDeviceNode;
+        let Some(rdev) = entry.meta.rdev else {
+            self.warn(format!(
+                "{path}: device node not created, its device number was not captured"
+            ));
+            return Ok(false);
+        };
+        self.clear(path, dest)?;
+        let mode = entry.meta.mode.unwrap_or(0o600) & PERMISSION_BITS;
+        match host::make_device(&self.target.host(path), mode, rdev, block) {
+            Ok(()) => Ok(true),
+            Err(err) => {
+                self.warn(format!(
+                    "{path}: device node not created: {}",
+                    host_error_text(&err)
+                ));
+                Ok(false)
+            }
+        }
+    }
+
+    /// Applies an entry's stored metadata; what the host cannot apply is a warning.
+    fn apply_metadata(&mut self, entry: &EntryInfo) {
+        let wanted = meta::restore_metadata(&entry.kind, &entry.meta);
+        if let Err(err) = host::set_metadata(&self.target.host(&entry.path), &wanted) {
+            self.warn(format!(
+                "{}: metadata not applied: {}",
+                entry.path,
+                host_error_text(&err)
+            ));
+        }
+    }
+
+    /// The entries directly below `path` in the point.
+    fn list(&self, path: &str) -> Result<std::vec::IntoIter<EntryInfo>, PluginError> {
+        let entries = point::children(path)
+            .map_err(|err| from_host(format_args!("listing {path:?} in the point"), &err))?;
+        Ok(entries.into_iter())
+    }
+
+    fn warn(&mut self, warning: String) {
+        warn!("{warning}");
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(warning);
+        } else {
+            self.unlisted_warnings += 1;
+        }
+    }
+}

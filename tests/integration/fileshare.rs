@@ -1,0 +1,382 @@
+//! The file-share plugin end to end through the `tessera` command: every entry kind with
+//! its metadata, incremental backups, single-file restore, exclusions, unreadable files and
+//! path escapes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tessera_tests::{random_bytes, run_ok, tessera};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    vault: PathBuf,
+    source: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let vault = root.join("vault");
+    let source = root.join("source");
+    fs::create_dir(&source).unwrap();
+    run_ok(tessera(&vault).args(["vault", "init"]));
+    Env {
+        _dir: dir,
+        root,
+        vault,
+        source,
+    }
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn set_mtime(path: &Path, secs: i64, nanos: u32) {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, nanos);
+    let file = fs::File::options()
+        .write(true)
+        .open(path)
+        .or_else(|_| fs::File::open(path))
+        .unwrap();
+    file.set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
+        .unwrap();
+}
+
+/// A tree with every kind of entry the file share captures.
+fn populate(source: &Path) {
+    fs::create_dir_all(source.join("docs/deep/er")).unwrap();
+    fs::write(source.join("docs/readme.txt"), b"read me\n".repeat(1000)).unwrap();
+    fs::write(
+        source.join("docs/deep/er/random.bin"),
+        random_bytes(70, 3 << 20),
+    )
+    .unwrap();
+    fs::write(source.join("empty"), b"").unwrap();
+    fs::set_permissions(
+        source.join("docs/readme.txt"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    fs::set_permissions(source.join("docs/deep"), fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("docs/readme.txt", source.join("link-relative")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", source.join("link-dangling")).unwrap();
+    fs::write(source.join("hard-a"), b"shared content").unwrap();
+    fs::hard_link(source.join("hard-a"), source.join("docs/hard-b")).unwrap();
+    // A sparse file: 16 MiB with 8 KiB of data in the middle.
+    let sparse = fs::File::create(source.join("sparse.img")).unwrap();
+    sparse.set_len(16 << 20).unwrap();
+    sparse
+        .write_all_at(&random_bytes(71, 8192), 8 << 20)
+        .unwrap();
+    drop(sparse);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        source.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    rustix::fs::setxattr(
+        source.join("docs/readme.txt"),
+        "user.origin",
+        b"tessera test",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    if is_root() {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            source.join("null-device"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        rustix::fs::chown(
+            source.join("hard-a"),
+            Some(rustix::fs::Uid::from_raw(1234)),
+            Some(rustix::fs::Gid::from_raw(5678)),
+        )
+        .unwrap();
+    }
+    set_mtime(&source.join("docs/readme.txt"), 1_600_000_000, 123_456_789);
+    set_mtime(&source.join("empty"), 1_500_000_000, 1);
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    kind: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: Option<i64>,
+    size: u64,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    rdev: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Everything a user would compare between the original and the restored tree.
+fn snapshot(root: &Path) -> BTreeMap<String, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(path.clone());
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else {
+                "special"
+            };
+            let mut names = vec![0u8; 4096];
+            let mut xattrs = Vec::new();
+            if ft.is_file() || ft.is_dir() {
+                let n = rustix::fs::llistxattr(&path, &mut names).unwrap_or(0);
+                for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+                    let name = String::from_utf8(name.to_vec()).unwrap();
+                    let mut value = vec![0u8; 4096];
+                    let len = rustix::fs::lgetxattr(&path, name.as_str(), &mut value).unwrap();
+                    value.truncate(len);
+                    xattrs.push((name, value));
+                }
+            }
+            out.insert(
+                rel,
+                Seen {
+                    kind: kind.into(),
+                    mode: meta.mode(),
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    // Directory mtimes change as entries are added; symlink times are not restored everywhere.
+                    mtime_ns: (ft.is_file())
+                        .then(|| meta.mtime() * 1_000_000_000 + meta.mtime_nsec()),
+                    size: if ft.is_dir() { 0 } else { meta.size() },
+                    content: ft.is_file().then(|| fs::read(&path).unwrap()),
+                    link: ft.is_symlink().then(|| fs::read_link(&path).unwrap()),
+                    rdev: meta.rdev(),
+                    xattrs,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn backup(env: &Env, extra: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        tessera(&env.vault)
+            .arg("--json")
+            .arg("backup")
+            .arg(&env.source)
+            .args(extra),
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("backup --json printed {out:?}: {e}"))
+}
+
+fn restore(env: &Env, point: &str, target: &Path, paths: &[&str]) {
+    let mut command = tessera(&env.vault);
+    command.args(["restore", point, "--target"]).arg(target);
+    for p in paths {
+        command.args(["--path", p]);
+    }
+    run_ok(&mut command);
+}
+
+#[test]
+fn every_entry_kind_round_trips_with_metadata() {
+    let env = env();
+    populate(&env.source);
+    let summary = backup(&env, &[]);
+    let point = summary["point"].as_str().unwrap().to_string();
+    assert!(summary["entries"].as_u64().unwrap() >= 12, "{summary}");
+    let target = env.root.join("restored");
+    restore(&env, &point, &target, &[]);
+    let original = snapshot(&env.source);
+    let restored = snapshot(&target);
+    assert_eq!(
+        original.keys().collect::<Vec<_>>(),
+        restored.keys().collect::<Vec<_>>()
+    );
+    for (path, seen) in &original {
+        assert_eq!(&restored[path], seen, "{path} differs");
+    }
+    // Hardlinks are restored as hardlinks, and the sparse file stays sparse.
+    let a = fs::metadata(target.join("hard-a")).unwrap();
+    let b = fs::metadata(target.join("docs/hard-b")).unwrap();
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    let sparse = fs::metadata(target.join("sparse.img")).unwrap();
+    assert!(
+        sparse.blocks() * 512 < 4 << 20,
+        "sparse file takes {} bytes on disk",
+        sparse.blocks() * 512
+    );
+    // Check passes.
+    run_ok(tessera(&env.vault).args(["check", "--read-data"]));
+}
+
+#[test]
+fn a_second_backup_reads_only_changed_files_and_both_points_restore() {
+    let env = env();
+    populate(&env.source);
+    let first = backup(&env, &[]);
+    let before = snapshot(&env.source);
+    // Change one file; touch nothing else.
+    fs::write(env.source.join("docs/readme.txt"), b"changed\n").unwrap();
+    fs::write(env.source.join("new.txt"), b"brand new\n").unwrap();
+    let second = backup(&env, &[]);
+    let read = second["bytes_read"].as_u64().unwrap();
+    assert_eq!(
+        read,
+        8 + 10,
+        "only the changed and new files are read: {second}"
+    );
+    assert_ne!(first["point"], second["point"]);
+
+    let t1 = env.root.join("r1");
+    restore(&env, first["point"].as_str().unwrap(), &t1, &[]);
+    assert_eq!(snapshot(&t1), before);
+    let t2 = env.root.join("r2");
+    restore(&env, "latest", &t2, &[]);
+    assert_eq!(snapshot(&t2), snapshot(&env.source));
+}
+
+#[test]
+fn single_files_restore_under_their_path() {
+    let env = env();
+    populate(&env.source);
+    let summary = backup(&env, &[]);
+    let target = env.root.join("one");
+    restore(
+        &env,
+        summary["point"].as_str().unwrap(),
+        &target,
+        &["docs/deep/er/random.bin"],
+    );
+    assert_eq!(
+        fs::read(target.join("docs/deep/er/random.bin")).unwrap(),
+        fs::read(env.source.join("docs/deep/er/random.bin")).unwrap()
+    );
+    assert!(!target.join("docs/readme.txt").exists());
+    assert!(!target.join("empty").exists());
+}
+
+#[test]
+fn exclusions_leave_files_out() {
+    let env = env();
+    populate(&env.source);
+    fs::write(env.source.join("docs/debug.log"), b"noise").unwrap();
+    fs::create_dir(env.source.join("cache")).unwrap();
+    fs::write(env.source.join("cache/blob"), b"noise").unwrap();
+    let summary = backup(&env, &["--exclude", "*.log", "--exclude", "cache"]);
+    let listing = run_ok(tessera(&env.vault).args([
+        "--json",
+        "ls",
+        summary["point"].as_str().unwrap(),
+        "docs",
+    ]));
+    assert!(!listing.contains("debug.log"), "{listing}");
+    assert!(listing.contains("readme.txt"), "{listing}");
+    let root =
+        run_ok(tessera(&env.vault).args(["--json", "ls", summary["point"].as_str().unwrap()]));
+    assert!(!root.contains("\"cache\""), "{root}");
+}
+
+#[test]
+fn restores_never_write_outside_the_target() {
+    let env = env();
+    fs::create_dir(env.source.join("a")).unwrap();
+    fs::write(env.source.join("a/b.txt"), b"payload").unwrap();
+    let summary = backup(&env, &[]);
+    let point = summary["point"].as_str().unwrap();
+    // A target whose "a" already is a symlink to a directory outside it.
+    let outside = env.root.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = env.root.join("target");
+    fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("a")).unwrap();
+    let _ = tessera(&env.vault)
+        .args(["restore", point, "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        !outside.join("b.txt").exists(),
+        "the restore followed a symlink out of the target"
+    );
+    // Paths that climb out are refused with a clear message.
+    let output = tessera(&env.vault)
+        .args(["restore", point, "--path", "../etc/passwd", "--target"])
+        .arg(env.root.join("t2"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("../etc/passwd"), "{stderr}");
+}
+
+#[test]
+fn unreadable_files_are_reported_and_the_point_is_partial() {
+    let env = env();
+    fs::write(env.source.join("ok.txt"), b"fine").unwrap();
+    fs::write(env.source.join("secret.txt"), b"no access").unwrap();
+    fs::set_permissions(
+        env.source.join("secret.txt"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    // Root reads everything, so run the backup as an unprivileged user when we are root.
+    let mut command = if is_root() {
+        for dir in [&env.root, &env.vault, &env.source] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        make_world_writable(&env.vault);
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(tessera_tests::tessera_binary());
+        c.arg("--vault")
+            .arg(&env.vault)
+            .env("TESSERA_PASSWORD", tessera_tests::PASSWORD);
+        c.env("XDG_CACHE_HOME", env.root.join("cache"));
+        c
+    } else {
+        tessera(&env.vault)
+    };
+    let out = run_ok(command.arg("--json").arg("backup").arg(&env.source));
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let points = run_ok(tessera(&env.vault).args(["--json", "points"]));
+    let points: serde_json::Value = serde_json::from_str(&points).unwrap();
+    let point = &points.as_array().unwrap()[0];
+    assert_eq!(point["partial"], true, "{point}");
+    assert_eq!(point["id"], summary["point"]);
+    let target = env.root.join("restored");
+    restore(&env, summary["point"].as_str().unwrap(), &target, &[]);
+    assert_eq!(fs::read(target.join("ok.txt")).unwrap(), b"fine");
+    assert!(!target.join("secret.txt").exists());
+}
+
+fn make_world_writable(dir: &Path) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+            make_world_writable(&path);
+        } else {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        }
+    }
+}
