@@ -1,7 +1,7 @@
 //! Progress bars for long work, and Ctrl-C.
 //!
 //! A bar is drawn on standard error only when it is a terminal. The first Ctrl-C asks the
-//! running job to stop: the runtime polls [`Bar::cancelled`] and ends the job cleanly,
+//! running job to stop: the runtime polls [`cancelled`] and ends the job cleanly,
 //! leaving the vault as a crash would (no point, reusable packs). A second Ctrl-C ends
 //! the process at once, for a plugin that does not get to the next poll.
 
@@ -103,10 +103,11 @@ impl tessera_runtime::Progress for Bar {
             self.bar.set_length(total_bytes);
         }
         self.bar.set_position(done_bytes);
-        let items = if total_items > 0 {
-            format!("{done_items}/{total_items} entries")
-        } else {
-            format!("{done_items} entries")
+        let items = match (done_items, total_items) {
+            // A plugin that counts nothing gets no count shown rather than a stuck zero.
+            (0, 0) => String::new(),
+            (done, 0) => format!("{done} entries"),
+            (done, total) => format!("{done}/{total} entries"),
         };
         self.bar.set_prefix(items);
     }

@@ -1,6 +1,6 @@
-//! The `tessera` binary as scripts see it: exit statuses, messages and JSON, for the verbs
-//! that need no plugin. Every run gets its own home, data and cache directories, so no
-//! test reads or writes the user's.
+//! The `tessera` binary as scripts see it: exit statuses, messages and JSON. Most tests
+//! need no plugin; one round trip goes through the builtin file-share plugin. Every run
+//! gets its own home, data and cache directories, so no test reads or writes the user's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -382,4 +382,69 @@ fn restore_of_a_point_that_does_not_exist_fails() {
     let out = sandbox.run(&["ls", "abcdef12"]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("abcdef12"), "{}", stderr(&out));
+}
+
+#[test]
+fn backup_ls_and_restore_with_the_builtin_file_share_plugin() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(source.join("docs")).unwrap();
+    std::fs::write(source.join("docs").join("a.txt"), b"alpha").unwrap();
+    std::fs::write(source.join("b.txt"), b"bravo").unwrap();
+    let source_arg = source.to_str().unwrap();
+
+    let out = sandbox.run(&["backup", source_arg, "--tag", "first"]);
+    assert_success(&out);
+    let first = stdout(&out).trim().to_string();
+    assert_eq!(first.len(), 64, "{first}");
+
+    let out = sandbox.run(&["--json", "backup", source_arg, "--exclude", "b.txt"]);
+    assert_success(&out);
+    let second = json(&out);
+    assert_eq!(second["parent"], first.as_str());
+    assert_eq!(
+        second["item"],
+        source.canonicalize().unwrap().to_str().unwrap()
+    );
+
+    let out = sandbox.run(&["--json", "points"]);
+    assert_success(&out);
+    let points = json(&out);
+    let points = points.as_array().expect("an array of points");
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0]["id"], first.as_str());
+    assert_eq!(points[0]["plugin"], "file-share");
+    assert_eq!(points[0]["tags"], serde_json::json!(["first"]));
+    assert_eq!(points[1]["parent"], first.as_str());
+
+    let out = sandbox.run(&["--json", "ls", &first[..8]]);
+    assert_success(&out);
+    let mut paths: Vec<String> = json(&out)
+        .as_array()
+        .expect("an array of entries")
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["b.txt", "docs"]);
+
+    let target = sandbox.path("restored");
+    let item = source.canonicalize().unwrap();
+    let out = sandbox.run(&[
+        "restore",
+        "latest",
+        "--item",
+        item.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--path",
+        "docs/a.txt",
+    ]);
+    assert_success(&out);
+    assert_eq!(
+        std::fs::read(target.join("docs").join("a.txt")).unwrap(),
+        b"alpha"
+    );
+    assert!(!exists(&target.join("b.txt")));
 }

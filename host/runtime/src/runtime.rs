@@ -322,9 +322,7 @@ impl Runtime {
         let info = PluginInfo {
             name: raw.name.clone(),
             version: raw.version.clone(),
-            workload: format!("{:?}", raw.workload)
-                .to_lowercase()
-                .replace("vmdisk", "vm-disk"),
+            workload: workload_word(raw.workload).to_string(),
             contract: raw.contract.clone(),
             capabilities: raw
                 .capabilities
@@ -752,6 +750,16 @@ fn plugin_error_message(e: &types::PluginError) -> String {
         types::PluginError::Io(m) => format!("I/O error: {m}"),
         types::PluginError::Cancelled => "cancelled".to_string(),
         types::PluginError::Internal(m) => format!("internal error: {m}"),
+    }
+}
+
+fn workload_word(w: types::WorkloadKind) -> &'static str {
+    match w {
+        types::WorkloadKind::VmDisk => "vm-disk",
+        types::WorkloadKind::FileShare => "file-share",
+        types::WorkloadKind::SqlDatabase => "sql-database",
+        types::WorkloadKind::AppService => "app-service",
+        types::WorkloadKind::Other => "other",
     }
 }
 

@@ -80,7 +80,7 @@ pub enum Error {
     #[error("'{0}' matches several recovery points; give more of the id")]
     AmbiguousPoint(String),
     /// A path does not exist in a point.
-    #[error("'{path}' does not exist in recovery point {point}")]
+    #[error("'{path}' does not exist in the recovery point {point}")]
     PathNotFound {
         /// The point.
         point: String,

@@ -560,7 +560,7 @@ impl Vault {
         let mut tree_cache: HashMap<ChunkId, Tree> = HashMap::new();
         for part in trimmed.split('/') {
             let not_found = || Error::PathNotFound {
-                point: point.root.short(),
+                point: format!("of '{}' taken {}", point.item, point.end),
                 path: path.to_string(),
             };
             let subtree = entry.subtree.ok_or_else(not_found)?;

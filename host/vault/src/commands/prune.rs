@@ -374,7 +374,7 @@ fn mark(
             to_mark.push(*pack);
         }
         if !options.dry_run {
-            repack(vault, &to_repack)?;
+            stats.bytes_in_use += repack(vault, &to_repack)?;
         }
     }
     stats.packs_marked = to_mark.len();
@@ -391,16 +391,21 @@ fn mark(
     Ok(Some((name, mark)))
 }
 
-fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
+/// Copies the used blobs of `packs` into new packs; returns the bytes written.
+fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<u64> {
     let crypto = vault.crypto();
     let mut copied: HashSet<ChunkId> = HashSet::new();
     let mut writer = PackWriter::new();
     let mut written: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
-    let flush = |writer: PackWriter, written: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {
+    let mut written_bytes = 0u64;
+    let mut flush = |writer: PackWriter,
+                     written: &mut Vec<(PackId, Vec<PackEntry>)>|
+     -> Result<()> {
         if writer.is_empty() {
             return Ok(());
         }
         let finished = writer.finish(crypto);
+        written_bytes += finished.parts.iter().map(|p| p.len() as u64).sum::<u64>();
         vault
             .backend()
             .write_parts(FileKind::Pack, &finished.id.to_hex(), &finished.slices())?;
@@ -439,7 +444,7 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<()> {
     vault
         .backend()
         .write(FileKind::Index, &id.to_hex(), &bytes)?;
-    Ok(())
+    Ok(written_bytes)
 }
 
 fn clean_sessions(vault: &Vault, options: &PruneOptions, stats: &mut PruneStats) -> Result<()> {
