@@ -1,6 +1,8 @@
 //! Retention and space reclamation, including prune running while a backup runs.
 
-use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc};
+use tessera_tests::{
+    Fault, FaultyBackend, TestVault, backup_files, options, random_bytes, read_file, small_cdc,
+};
 use tessera_vault::commands::backup::{Backup, CommitOptions};
 use tessera_vault::commands::check::{CheckOptions, check};
 use tessera_vault::commands::prune::{ForgetOptions, PruneOptions, forget, prune};
@@ -140,12 +142,14 @@ fn a_dead_backup_stops_blocking_prune_once_stale() {
     let data = random_bytes(43, 1 << 20);
     let mut opts = options("crashed");
     opts.pack_size = 64 << 10;
-    let mut backup = Backup::start(&tv.reopen(), opts).unwrap();
+    let backend = std::sync::Arc::new(FaultyBackend::new(tv.path(), usize::MAX, Fault::Stop));
+    let mut backup = Backup::start(&tv.open_with(backend.clone()), opts).unwrap();
     let mut stream = backup.stream(small_cdc()).unwrap();
     stream.write(&data).unwrap();
     stream.finish().unwrap();
-    // The process "dies": no commit, no clean end of the session.
-    std::mem::forget(backup);
+    // Power is lost: nothing more reaches the vault, not even the end of the session.
+    backend.stop_now();
+    drop(backup);
 
     let options = PruneOptions {
         grace: jiff::SignedDuration::from_hours(1),

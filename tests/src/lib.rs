@@ -181,7 +181,7 @@ pub enum Fault {
 pub struct FaultyBackend {
     inner: LocalBackend,
     writes: AtomicUsize,
-    fail_at: usize,
+    fail_at: AtomicUsize,
     fault: Fault,
 }
 
@@ -191,7 +191,7 @@ impl FaultyBackend {
         FaultyBackend {
             inner: LocalBackend::new(root),
             writes: AtomicUsize::new(0),
-            fail_at,
+            fail_at: AtomicUsize::new(fail_at),
             fault,
         }
     }
@@ -201,10 +201,17 @@ impl FaultyBackend {
         self.writes.load(Ordering::SeqCst)
     }
 
+    /// From now on every write fails, as if the machine lost power.
+    pub fn stop_now(&self) {
+        self.fail_at
+            .store(self.writes.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+    }
+
     fn should_fail(&self, n: usize) -> bool {
+        let fail_at = self.fail_at.load(Ordering::SeqCst);
         match self.fault {
-            Fault::Stop => n >= self.fail_at,
-            Fault::FailOnce => n == self.fail_at,
+            Fault::Stop => n >= fail_at,
+            Fault::FailOnce => n == fail_at,
         }
     }
 
@@ -247,7 +254,9 @@ impl Backend for FaultyBackend {
         self.inner.list(kind)
     }
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), BackendError> {
-        if self.fault == Fault::Stop && self.writes.load(Ordering::SeqCst) >= self.fail_at {
+        if self.fault == Fault::Stop
+            && self.writes.load(Ordering::SeqCst) >= self.fail_at.load(Ordering::SeqCst)
+        {
             return Err(Self::injected(name));
         }
         self.inner.remove(kind, name)

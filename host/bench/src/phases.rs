@@ -206,7 +206,9 @@ pub fn ingest(vault: &Vault, data: &[u8], chunking: Chunking) -> Result<Ingest> 
         let (_, point) = backup
             .commit(CommitOptions::default())
             .context("cannot commit the backup")?;
-        Ok((data.len() as u64, (result.stats, point)))
+        // The point's figures count every chunk stored, the stream's only those stored
+        // before it ended.
+        Ok((data.len() as u64, (point.stats, point)))
     })?;
     Ok(Ingest { rate, stats, point })
 }

@@ -117,7 +117,7 @@ impl point::Host for JobState {
             return Err(HostError::Invalid(format!("'{path}' is not a directory")));
         };
         let state = self.read_state()?;
-        let tree = state.vault.read_tree(&subtree).map_err(vault_error)?;
+        let tree = state.vault.cached_tree(&subtree).map_err(vault_error)?;
         let prefix = path.trim_matches('/');
         Ok(tree
             .entries

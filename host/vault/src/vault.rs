@@ -1,7 +1,7 @@
 //! Opening, creating and reading a vault.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,16 @@ use crate::pack::BlobKind;
 use crate::point::Point;
 use crate::session::{self, Mark};
 use crate::tree::{Entry, ExtentList, Tree};
+
+/// Threads to use for parallel work: `requested`, or one per CPU when 0.
+pub(crate) fn worker_threads(requested: usize) -> usize {
+    if requested > 0 {
+        return requested;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
 
 /// A source of the current time, so time-based rules can be tested without sleeping.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -140,6 +150,19 @@ pub(crate) struct Inner {
     pub(crate) index: RwLock<IndexState>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) kdf: KdfParams,
+    /// Recently read trees: restoring or browsing looks paths up one by one, and each
+    /// lookup walks from the root.
+    pub(crate) trees: Mutex<TreeCache>,
+}
+
+/// Entries of cached trees held at most; past it the cache starts over.
+const TREE_CACHE_ENTRIES: usize = 200_000;
+
+/// Decoded trees by id, bounded by their total number of entries.
+#[derive(Default)]
+pub(crate) struct TreeCache {
+    trees: HashMap<ChunkId, Arc<Tree>>,
+    entries: usize,
 }
 
 /// The loaded index and the files it was loaded from.
@@ -251,6 +274,7 @@ impl Vault {
                 index: RwLock::new(IndexState::default()),
                 clock,
                 kdf: options.kdf,
+                trees: Mutex::new(TreeCache::default()),
             }),
         })
     }
@@ -294,6 +318,7 @@ impl Vault {
                 index: RwLock::new(IndexState::default()),
                 clock: options.clock,
                 kdf: KdfParams::default(),
+                trees: Mutex::new(TreeCache::default()),
             }),
         };
         vault.reload_index()?;
@@ -352,10 +377,7 @@ impl Vault {
         damaged.retain(|(name, _)| names.contains(name));
         loaded.retain(|name| names.contains(name));
         index.finish();
-        let marked: HashSet<PackId> = session::load_marks(self)?
-            .into_iter()
-            .flat_map(|(_, m)| m.packs)
-            .collect();
+        let marked = self.marked_packs()?;
         index.set_excluded(&marked);
         *self.inner.index.write().expect("index lock") = IndexState {
             index: Arc::new(index),
@@ -468,6 +490,28 @@ impl Vault {
         Ok(tree)
     }
 
+    /// Reads a tree through the vault's cache of recently read trees.
+    pub fn cached_tree(&self, id: &ChunkId) -> Result<Arc<Tree>> {
+        if let Some(tree) = self
+            .inner
+            .trees
+            .lock()
+            .expect("tree cache lock")
+            .trees
+            .get(id)
+        {
+            return Ok(tree.clone());
+        }
+        let tree = Arc::new(self.read_tree(id)?);
+        let mut cache = self.inner.trees.lock().expect("tree cache lock");
+        if cache.entries + tree.entries.len() > TREE_CACHE_ENTRIES {
+            *cache = TreeCache::default();
+        }
+        cache.entries += tree.entries.len();
+        cache.trees.insert(*id, tree.clone());
+        Ok(tree)
+    }
+
     /// Reads an extent list blob.
     pub fn read_extent_list(&self, id: &ChunkId) -> Result<ExtentList> {
         let bytes = self.read_chunk(id)?;
@@ -557,18 +601,17 @@ impl Vault {
         if trimmed.is_empty() {
             return Ok(entry);
         }
-        let mut tree_cache: HashMap<ChunkId, Tree> = HashMap::new();
         for part in trimmed.split('/') {
             let not_found = || Error::PathNotFound {
                 point: format!("of '{}' taken {}", point.item, point.end),
                 path: path.to_string(),
             };
             let subtree = entry.subtree.ok_or_else(not_found)?;
-            let tree = match tree_cache.remove(&subtree) {
-                Some(t) => t,
-                None => self.read_tree(&subtree)?,
-            };
-            entry = tree.get(part).cloned().ok_or_else(not_found)?;
+            entry = self
+                .cached_tree(&subtree)?
+                .get(part)
+                .cloned()
+                .ok_or_else(not_found)?;
         }
         Ok(entry)
     }
@@ -692,6 +735,26 @@ impl Vault {
     /// Current deletion marks.
     pub fn marks(&self) -> Result<Vec<(String, Mark)>> {
         session::load_marks(self)
+    }
+
+    /// Every pack some deletion mark lists.
+    pub fn marked_packs(&self) -> Result<HashSet<PackId>> {
+        Ok(self
+            .marks()?
+            .into_iter()
+            .flat_map(|(_, m)| m.packs)
+            .collect())
+    }
+
+    /// Every pack in the backend, with its size.
+    pub fn pack_sizes(&self) -> Result<HashMap<PackId, u64>> {
+        Ok(self
+            .inner
+            .backend
+            .list(FileKind::Pack)?
+            .into_iter()
+            .filter_map(|i| i.name.parse().ok().map(|id| (id, i.size)))
+            .collect())
     }
 }
 

@@ -97,7 +97,10 @@ impl Default for CommitOptions {
 struct Job {
     seq: usize,
     data: Bytes,
-    reply: Sender<(usize, Result<Outcome, String>)>,
+    /// The chunk's id when the stream already hashed and claimed it: the worker only
+    /// stores it and does not reply.
+    claimed: Option<ChunkId>,
+    reply: Option<Sender<(usize, Result<Outcome, String>)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +222,15 @@ impl Shared {
 
 fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
     for job in jobs {
+        if let Some(id) = job.claimed {
+            if !shared.failed.load(Ordering::Relaxed) {
+                match shared.store(id, BlobKind::Data, &job.data) {
+                    Ok(stored) => shared.stats.lock().expect("lock").bytes_stored += stored,
+                    Err(e) => shared.fail(e.to_string()),
+                }
+            }
+            continue;
+        }
         let result = if shared.failed.load(Ordering::Relaxed) {
             Err("backup aborted".to_string())
         } else {
@@ -245,7 +257,9 @@ fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
             shared.fail(e.clone());
         }
         // The stream may have been dropped after an error; nothing else to tell.
-        let _ = job.reply.send((job.seq, result));
+        if let Some(reply) = job.reply {
+            let _ = reply.send((job.seq, result));
+        }
     }
 }
 
@@ -329,13 +343,7 @@ impl Backup {
             Some(id) => Some(ParentView::new(vault.clone(), vault.load_point(&id)?)),
             None => None,
         };
-        let workers = if options.workers == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        } else {
-            options.workers
-        };
+        let workers = crate::vault::worker_threads(options.workers);
         let (upload_tx, upload_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             vault: vault.clone(),
@@ -629,11 +637,7 @@ impl Drop for Backup {
 /// their chunks are reused; they are indexed by this session's index file.
 fn recover_unindexed_packs(shared: &Shared) -> Result<()> {
     let vault = &shared.vault;
-    let marked: HashSet<PackId> = vault
-        .marks()?
-        .into_iter()
-        .flat_map(|(_, m)| m.packs)
-        .collect();
+    let marked: HashSet<PackId> = vault.marked_packs()?;
     let mut recovered = 0usize;
     for info in vault.backend().list(FileKind::Pack)? {
         let Ok(pack) = info.name.parse::<PackId>() else {
@@ -680,7 +684,9 @@ impl Cutter {
 pub struct StreamResult {
     /// The content, ready to put in an entry.
     pub content: Content,
-    /// Figures of this stream.
+    /// Figures of this stream. `bytes_stored` counts only the chunks stored before the
+    /// stream ended; the backup's own figures ([`Backup::stats`], the point's stats)
+    /// count every chunk once it is written.
     pub stats: BackupStats,
 }
 
@@ -776,15 +782,40 @@ impl StreamWriter {
                 Cutter::Fixed(size) => (*size).min(available),
             };
             let chunk = self.buf.split_to(len).freeze();
-            self.emit(chunk)?;
+            self.emit(chunk, at_end)?;
         }
     }
 
-    fn emit(&mut self, chunk: Bytes) -> Result<()> {
+    /// Hands a chunk to the workers. The chunks cut when a stream ends are hashed here,
+    /// so that `finish` returns without waiting for them and the caller (a plugin going
+    /// through many small files) overlaps its next file with their compression and
+    /// encryption.
+    fn emit(&mut self, chunk: Bytes, at_end: bool) -> Result<()> {
         if matches!(self.cutter, Cutter::Fixed(_)) && is_zero(&chunk) {
             self.stats.bytes_holes += chunk.len() as u64;
             self.slots.push(Some(Extent::hole(chunk.len() as u64)));
             return Ok(());
+        }
+        let len = chunk.len() as u64;
+        if at_end {
+            let id = self.shared.vault.crypto().chunk_id(&chunk);
+            self.slots.push(Some(Extent::chunk(id, len)));
+            if !self.shared.claim(&id) {
+                self.stats.bytes_reused += len;
+                self.stats.chunks_reused += 1;
+                return Ok(());
+            }
+            self.stats.bytes_new += len;
+            self.stats.chunks_new += 1;
+            return self
+                .job_tx
+                .send(Job {
+                    seq: 0,
+                    data: chunk,
+                    claimed: Some(id),
+                    reply: None,
+                })
+                .map_err(|_| Error::Aborted("the chunk workers have stopped".into()));
         }
         let seq = self.slots.len();
         self.slots.push(None);
@@ -793,7 +824,8 @@ impl StreamWriter {
             .send(Job {
                 seq,
                 data: chunk,
-                reply: self.reply_tx.clone(),
+                claimed: None,
+                reply: Some(self.reply_tx.clone()),
             })
             .map_err(|_| Error::Aborted("the chunk workers have stopped".into()))?;
         Ok(())
@@ -896,7 +928,7 @@ impl ParentView {
         if self.trees.len() >= PARENT_TREE_CACHE {
             self.trees.clear();
         }
-        let tree = Arc::new(self.vault.read_tree(&id)?);
+        let tree = self.vault.cached_tree(&id)?;
         self.trees.insert(dir.to_string(), tree.clone());
         Ok(tree)
     }

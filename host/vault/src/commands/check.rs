@@ -88,12 +88,7 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
         });
     }
 
-    let listed: HashMap<PackId, u64> = vault
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|i| i.name.parse().ok().map(|id| (id, i.size)))
-        .collect();
+    let listed: HashMap<PackId, u64> = vault.pack_sizes()?;
     let by_pack = index.by_pack();
     // Chunks that cannot be read, with the reason.
     let mut bad: HashMap<ChunkId, String> = HashMap::new();
@@ -114,11 +109,7 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
             });
         }
     }
-    let marked: HashSet<PackId> = vault
-        .marks()?
-        .into_iter()
-        .flat_map(|(_, m)| m.packs)
-        .collect();
+    let marked: HashSet<PackId> = vault.marked_packs()?;
     let unindexed = listed
         .keys()
         .filter(|p| !index.has_pack(p) && !marked.contains(p))
@@ -213,13 +204,7 @@ fn read_all_packs(
     bad: &mut HashMap<ChunkId, String>,
     report: &mut CheckReport,
 ) {
-    let workers = if options.workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    } else {
-        options.workers
-    };
+    let workers = crate::vault::worker_threads(options.workers);
     let queue: Mutex<Vec<PackId>> = Mutex::new(listed.keys().copied().collect());
     let results = Mutex::new(PackTotals::default());
     std::thread::scope(|scope| {

@@ -211,17 +211,8 @@ fn sweep(
     vault.reload_index()?;
     let index = vault.index();
     let by_pack = index.by_pack();
-    let sizes: HashMap<PackId, u64> = vault
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|i| i.name.parse().ok().map(|id| (id, i.size)))
-        .collect();
-    let all_marked: HashSet<PackId> = vault
-        .marks()?
-        .into_iter()
-        .flat_map(|(_, m)| m.packs)
-        .collect();
+    let sizes: HashMap<PackId, u64> = vault.pack_sizes()?;
+    let all_marked: HashSet<PackId> = vault.marked_packs()?;
     let mut delete: Vec<PackId> = Vec::new();
     let mut done_marks = Vec::new();
     for (name, mark) in marks {
@@ -324,17 +315,8 @@ fn mark(
     vault.reload_index()?;
     let index = vault.index();
     let by_pack = index.by_pack();
-    let listed: HashMap<PackId, u64> = vault
-        .backend()
-        .list(FileKind::Pack)?
-        .into_iter()
-        .filter_map(|i| i.name.parse().ok().map(|id| (id, i.size)))
-        .collect();
-    let already: HashSet<PackId> = vault
-        .marks()?
-        .into_iter()
-        .flat_map(|(_, m)| m.packs)
-        .collect();
+    let listed: HashMap<PackId, u64> = vault.pack_sizes()?;
+    let already: HashSet<PackId> = vault.marked_packs()?;
     let mut to_mark = Vec::new();
     let mut to_repack: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     for (pack, size) in &listed {

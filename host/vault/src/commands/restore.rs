@@ -219,9 +219,7 @@ impl Vault {
             current: None,
             prefetch: None,
             cache: VecDeque::new(),
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            workers: crate::vault::worker_threads(0),
         }
     }
 }
@@ -297,6 +295,14 @@ impl ContentReader {
             let Some((position, start, extent)) = self.map.find(self.pos)? else {
                 return Ok(None);
             };
+            // A content of one extent (most files) is decoded here: starting read-ahead
+            // threads would cost more than the read.
+            if start + extent.len >= self.map.len {
+                let index = self.map.vault.index();
+                let piece = decode_extent(&self.map.vault, &index, &extent)?;
+                self.current = Some((start, piece));
+                return self.next_piece();
+            }
             self.prefetch = Some(Prefetcher::start(
                 self.map.clone(),
                 position,
