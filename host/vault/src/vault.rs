@@ -156,7 +156,7 @@ pub(crate) struct Inner {
 }
 
 /// Entries of cached trees held at most; past it the cache starts over.
-const TREE_CACHE_ENTRIES: usize = 200_000;
+const TREE_CACHE_ENTRIES: usize = 20_000;
 
 /// Decoded trees by id, bounded by their total number of entries.
 #[derive(Default)]

@@ -723,9 +723,9 @@ impl StreamWriter {
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.shared.check()?;
         self.stats.bytes_read += data.len() as u64;
-        if self.buf.capacity() - self.buf.len() < data.len() {
-            self.buf.reserve(data.len().max(self.cutter.max() * 2));
-        }
+        // Let the buffer grow with what is written: most files are far smaller than a
+        // chunk, and a large buffer per stream would keep megabytes alive per file.
+        self.buf.reserve(data.len());
         self.buf.extend_from_slice(data);
         self.cut(false)?;
         self.collect_ready(false)
