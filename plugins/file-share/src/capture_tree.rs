@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::path::PathBuf;
 
 use tessera_plugin_sdk::content::{self, CopyError, Writer};
 use tessera_plugin_sdk::error::{from_host, host_error_text};
@@ -15,6 +14,7 @@ use tessera_plugin_sdk::filter::PathFilter;
 use tessera_plugin_sdk::fs::sorted_names;
 use tessera_plugin_sdk::host::PosixStat;
 use tessera_plugin_sdk::meta::{self, FileType};
+use tessera_plugin_sdk::path::Mount;
 use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::settings::Settings;
 use tessera_plugin_sdk::{debug, info, path, warn};
@@ -37,12 +37,12 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     let filter = PathFilter::new(&settings.all(INCLUDE), &settings.all(EXCLUDE))
         .map_err(|err| PluginError::InvalidSettings(err.to_string()))?;
     let one_file_system = settings.bool(ONE_FILE_SYSTEM, false)?;
-    let source = Source::locate(&request.sources)?;
+    let source = locate_source(&request.sources)?;
     let device = if one_file_system {
-        let stat = host::stat(&source.prefix).map_err(|err| {
+        let stat = host::stat(source.prefix()).map_err(|err| {
             PluginError::SourceUnavailable(format!(
                 "{ONE_FILE_SYSTEM} needs the device of the source root {:?}, but stat failed: {}",
-                source.prefix,
+                source.prefix(),
                 host_error_text(&err)
             ))
         })?;
@@ -76,63 +76,27 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     })
 }
 
-/// Where the tree to capture is, in the sandbox and for the host.
-struct Source {
-    /// The tree's root as `std` opens it, e.g. `source`.
-    root: PathBuf,
-    /// The root relative to the grant, as host calls take paths: empty when the source
-    /// is the granted directory itself, as it is for a whole tree.
-    prefix: String,
-}
-
-impl Source {
-    /// Finds the tree in the request: one path, the grant (`source`) or a path below it.
-    fn locate(sources: &[String]) -> Result<Self, PluginError> {
-        let given = match sources {
-            [one] => one,
-            [] => {
-                return Err(PluginError::SourceUnavailable(
-                    "the request names no source".to_owned(),
-                ));
-            }
-            many => {
-                return Err(PluginError::Unsupported(format!(
-                    "file-share captures one directory tree, but the request names {} sources: {many:?}",
-                    many.len()
-                )));
-            }
-        };
-        // WASI has no working directory beyond its preopens, so `/source` and `source`
-        // are the same place.
-        let relative = given.trim_start_matches('/');
-        path::validate(relative).map_err(|err| {
-            PluginError::SourceUnavailable(format!(
-                "source {given:?} is not a path inside the grant: {err}"
-            ))
-        })?;
-        let prefix = relative
-            .split_once('/')
-            .map_or("", |(_, below)| below)
-            .to_owned();
-        Ok(Self {
-            root: PathBuf::from(given),
-            prefix,
-        })
-    }
-
-    /// The sandbox path of the entry at `path`.
-    fn sandbox(&self, path: &str) -> PathBuf {
-        self.root.join(path)
-    }
-
-    /// The grant-relative path of the entry at `path`, for `stat`, `xattrs` and `holes`.
-    fn host(&self, path: &str) -> String {
-        if self.prefix.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{}/{path}", self.prefix)
+/// Finds the tree in the request: one path, the grant (`source`) or a path below it.
+fn locate_source(sources: &[String]) -> Result<Mount, PluginError> {
+    let given = match sources {
+        [one] => one,
+        [] => {
+            return Err(PluginError::SourceUnavailable(
+                "the request names no source".to_owned(),
+            ));
         }
-    }
+        many => {
+            return Err(PluginError::Unsupported(format!(
+                "file-share captures one directory tree, but the request names {} sources: {many:?}",
+                many.len()
+            )));
+        }
+    };
+    Mount::new(given).map_err(|err| {
+        PluginError::SourceUnavailable(format!(
+            "source {given:?} is not a path inside the grant: {err}"
+        ))
+    })
 }
 
 /// A directory being walked.
@@ -151,7 +115,7 @@ struct Frame {
 
 /// The state of one capture.
 struct Walk {
-    source: Source,
+    source: Mount,
     filter: PathFilter,
     has_parent: bool,
     /// The root's device, when the walk must stay on it.
@@ -180,10 +144,10 @@ enum Outcome<T> {
 
 impl Walk {
     fn run(&mut self) -> Result<(), PluginError> {
-        let names = sorted_names(&self.source.root).map_err(|err| {
+        let names = sorted_names(&self.source.sandbox("")).map_err(|err| {
             PluginError::SourceUnavailable(format!(
                 "cannot list the source root {}: {err}",
-                self.source.root.display()
+                self.source.sandbox("").display()
             ))
         })?;
         self.stack.push(Frame {

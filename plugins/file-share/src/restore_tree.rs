@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::path::PathBuf;
 
 use tessera_plugin_sdk::content::{self, ReadError};
 use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
 use tessera_plugin_sdk::meta::{self, PERMISSION_BITS};
 use tessera_plugin_sdk::path;
+use tessera_plugin_sdk::path::Mount;
 use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::{debug, info, warn};
 
@@ -25,7 +25,7 @@ const DEFAULT_FIFO_MODE: u32 = 0o644;
 
 /// Runs a restore job.
 pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
-    let target = Target::locate(&request.target)?;
+    let target = locate_target(&request.target)?;
     let mut selection = request
         .paths
         .iter()
@@ -68,55 +68,19 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
     })
 }
 
-/// Where entries go, in the sandbox and for the host.
-struct Target {
-    /// The target directory as `std` opens it, e.g. `target`.
-    root: PathBuf,
-    /// The target relative to the grant, as host calls take paths: empty when the
-    /// target is the granted directory itself, as the contract has it.
-    prefix: String,
-}
-
-impl Target {
-    fn locate(given: &str) -> Result<Self, PluginError> {
-        let relative = given.trim_start_matches('/');
-        path::validate(relative).map_err(|err| {
-            PluginError::Io(format!(
-                "target {given:?} is not a path inside the grant: {err}"
-            ))
-        })?;
-        match fs::metadata(given) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(PluginError::Io(format!(
-                    "target {given:?} is not a directory"
-                )));
-            }
-            Err(err) => return Err(from_io(format_args!("target {given:?}"), &err)),
-        }
-        let prefix = relative
-            .split_once('/')
-            .map_or("", |(_, below)| below)
-            .to_owned();
-        Ok(Self {
-            root: PathBuf::from(given),
-            prefix,
-        })
-    }
-
-    /// The sandbox path of the entry at `path`.
-    fn sandbox(&self, path: &str) -> PathBuf {
-        self.root.join(path)
-    }
-
-    /// The grant-relative path of the entry at `path`, for `set-metadata`, `make-fifo`
-    /// and `make-device`.
-    fn host(&self, path: &str) -> String {
-        if self.prefix.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{}/{path}", self.prefix)
-        }
+/// The target directory of the request, which must exist and be a directory.
+fn locate_target(given: &str) -> Result<Mount, PluginError> {
+    let mount = Mount::new(given).map_err(|err| {
+        PluginError::Io(format!(
+            "target {given:?} is not a path inside the grant: {err}"
+        ))
+    })?;
+    match fs::metadata(given) {
+        Ok(meta) if meta.is_dir() => Ok(mount),
+        Ok(_) => Err(PluginError::Io(format!(
+            "target {given:?} is not a directory"
+        ))),
+        Err(err) => Err(from_io(format_args!("target {given:?}"), &err)),
     }
 }
 
@@ -130,7 +94,7 @@ struct Dir {
 
 /// The state of one restore.
 struct Job {
-    target: Target,
+    target: Mount,
     /// For each stored file that others link to, the path where its content now is:
     /// the file itself, or the first link restored in its place when it was not selected.
     inodes: HashMap<String, String>,

@@ -145,9 +145,68 @@ pub fn minimal_cover(mut paths: Vec<String>) -> Vec<String> {
     kept
 }
 
+/// A directory the host mounted in the sandbox (`source` or `target`), or a directory
+/// below one, seen two ways: as `std` opens it, and as host calls take paths (relative to
+/// the grant).
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// The directory as `std` opens it, e.g. `source`.
+    root: std::path::PathBuf,
+    /// The directory relative to the grant: empty when it is the granted directory.
+    prefix: String,
+}
+
+impl Mount {
+    /// The mount at the sandbox path `given` (`source`, `/source` or `source/sub`).
+    pub fn new(given: &str) -> Result<Self, PathError> {
+        // WASI has no working directory beyond its preopens, so `/source` and `source`
+        // are the same place.
+        let relative = given.trim_start_matches('/');
+        validate(relative)?;
+        let prefix = relative
+            .split_once('/')
+            .map_or("", |(_, below)| below)
+            .to_owned();
+        Ok(Mount {
+            root: std::path::PathBuf::from(given),
+            prefix,
+        })
+    }
+
+    /// The sandbox path of the entry at `path`.
+    pub fn sandbox(&self, path: &str) -> std::path::PathBuf {
+        self.root.join(path)
+    }
+
+    /// The grant-relative path of the entry at `path`, for host calls.
+    pub fn host(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+
+    /// The mount's own path relative to the grant (`""` for the grant itself).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_map_entries_to_sandbox_and_grant_paths() {
+        let whole = Mount::new("/source").unwrap();
+        assert_eq!(whole.sandbox("a/b"), std::path::PathBuf::from("/source/a/b"));
+        assert_eq!(whole.host("a/b"), "a/b");
+        assert_eq!(whole.prefix(), "");
+        let below = Mount::new("source/sub").unwrap();
+        assert_eq!(below.host("a"), "sub/a");
+        assert!(Mount::new("source/../x").is_err());
+    }
 
     #[test]
     fn accepts_relative_paths() {
