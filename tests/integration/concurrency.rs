@@ -3,9 +3,8 @@
 use std::process::Command;
 
 use tessera_tests::{
-    TestVault, backup_files, options, random_bytes, read_file, small_cdc, writer_data,
+    TestVault, assert_sound, backup_files, options, random_bytes, read_file, small_cdc, writer_data,
 };
-use tessera_vault::commands::check::{CheckOptions, check};
 
 #[test]
 fn concurrent_writers_in_threads() {
@@ -29,15 +28,7 @@ fn concurrent_writers_in_threads() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let vault = tv.reopen();
-    let report = check(
-        &vault,
-        CheckOptions {
-            read_data: true,
-            workers: 0,
-        },
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_sound(&vault);
     assert_eq!(vault.points().unwrap().len(), 4);
     for (own, point) in results {
         assert_eq!(read_file(&vault, &point, "own").unwrap(), own);
@@ -64,15 +55,7 @@ fn concurrent_writers_in_processes() {
         assert!(child.wait().unwrap().success());
     }
     let vault = tv.reopen();
-    let report = check(
-        &vault,
-        CheckOptions {
-            read_data: true,
-            workers: 0,
-        },
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_sound(&vault);
     let points = vault.points().unwrap();
     assert_eq!(points.len(), 3);
     for (_, point) in points {

@@ -6,20 +6,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use tessera_tests::{
-    Fault, FaultyBackend, TestVault, backup_files, options, random_bytes, read_file, small_cdc,
+    Fault, FaultyBackend, TestVault, assert_sound, backup_files, options, random_bytes, read_file,
+    small_cdc,
 };
-use tessera_vault::commands::check::{CheckOptions, check};
 use tessera_vault::{Backend, LocalBackend, Vault};
-
-const FULL_CHECK: CheckOptions = CheckOptions {
-    read_data: true,
-    workers: 0,
-};
-
-fn assert_sound(vault: &Vault) {
-    let report = check(vault, FULL_CHECK).unwrap();
-    assert!(report.is_ok(), "vault damaged: {:#?}", report.problems);
-}
 
 fn small_packs(item: &str) -> tessera_vault::BackupOptions {
     let mut o = options(item);

@@ -1,10 +1,10 @@
 //! Retention and space reclamation, including prune running while a backup runs.
 
 use tessera_tests::{
-    Fault, FaultyBackend, TestVault, backup_files, options, random_bytes, read_file, small_cdc,
+    Fault, FaultyBackend, TestVault, assert_sound, backup_files, options, random_bytes, read_file,
+    small_cdc,
 };
 use tessera_vault::commands::backup::{Backup, CommitOptions};
-use tessera_vault::commands::check::{CheckOptions, check};
 use tessera_vault::commands::prune::{ForgetOptions, PruneOptions, forget, prune};
 use tessera_vault::retention::RetentionPolicy;
 use tessera_vault::{Entry, EntryKind, FileKind, Vault};
@@ -17,18 +17,6 @@ fn vault_bytes(vault: &Vault) -> u64 {
         .iter()
         .map(|i| i.size)
         .sum()
-}
-
-fn assert_sound(vault: &Vault) {
-    let report = check(
-        vault,
-        CheckOptions {
-            read_data: true,
-            workers: 0,
-        },
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
 }
 
 fn keep_last(n: u32) -> ForgetOptions {

@@ -2,10 +2,11 @@
 
 use std::io::Read;
 
-use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc};
+use tessera_tests::{
+    TestVault, assert_sound, backup_files, options, random_bytes, read_file, small_cdc,
+};
 use tessera_vault::chunker::Chunking;
 use tessera_vault::commands::backup::{Backup, CommitOptions};
-use tessera_vault::commands::check::{CheckOptions, check};
 use tessera_vault::{Content, Entry, EntryKind};
 
 #[test]
@@ -27,15 +28,7 @@ fn files_round_trip_in_encrypted_and_plain_vaults() {
         assert!(point.stats.bytes_stored < point.stats.bytes_read);
         let reopened = tv.reopen();
         assert_eq!(read_file(&reopened, &point, "dir/big").unwrap(), big);
-        let report = check(
-            &reopened,
-            CheckOptions {
-                read_data: true,
-                workers: 0,
-            },
-        )
-        .unwrap();
-        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_sound(&reopened);
     }
 }
 

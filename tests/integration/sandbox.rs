@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tessera_runtime::{CaptureJob, NoProgress, Runtime, RuntimeError, RuntimeOptions};
-use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc};
+use tessera_tests::{
+    TestVault, assert_sound, backup_files, options, random_bytes, read_file, small_cdc,
+};
 use tessera_vault::Vault;
-use tessera_vault::commands::check::{CheckOptions, check};
 
 fn fixture(name: &str) -> String {
     let path = PathBuf::from(tessera_runtime::PLUGIN_BUILD_DIR)
@@ -62,15 +63,7 @@ fn job(setup: &Setup, settings: Vec<(String, String)>) -> CaptureJob {
 /// The vault is sound and holds exactly the point committed before the hostile run.
 fn assert_untouched(setup: &Setup) {
     let vault: Vault = setup.tv.reopen();
-    let report = check(
-        &vault,
-        CheckOptions {
-            read_data: true,
-            workers: 0,
-        },
-    )
-    .unwrap();
-    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert_sound(&vault);
     let points = vault.points().unwrap();
     assert_eq!(
         points.len(),

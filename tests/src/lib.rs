@@ -312,3 +312,18 @@ pub fn run_ok(command: &mut std::process::Command) -> String {
     );
     String::from_utf8(output.stdout).expect("output is UTF-8")
 }
+
+/// Checks the vault in full (structure and every byte) and fails the test with the
+/// problems found, if any.
+pub fn assert_sound(vault: &Vault) {
+    let options = tessera_vault::commands::check::CheckOptions {
+        read_data: true,
+        workers: 0,
+    };
+    let report = tessera_vault::commands::check::check(vault, options).expect("check runs");
+    assert!(
+        report.is_ok(),
+        "the vault is damaged: {:#?}",
+        report.problems
+    );
+}
