@@ -252,6 +252,25 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
+/// Adds a file entry at `path` whose content is `data`, with `meta` (its size is set from
+/// `data`): the whole sequence for documents a plugin has in memory.
+pub fn add_file(
+    path: &str,
+    data: &[u8],
+    mut meta: crate::types::Metadata,
+) -> Result<(), HostError> {
+    let mut writer = Writer::begin(Chunking::ContentDefined)?;
+    writer.write_bytes(data)?;
+    let content = writer.finish()?;
+    meta.size = data.len() as u64;
+    let entry = crate::types::EntryInfo {
+        path: path.to_owned(),
+        kind: crate::types::EntryKind::File,
+        meta,
+    };
+    sink::add_entry(&entry, Some(content))
+}
+
 /// Copies a whole content stream, in order, into `out`; returns the bytes copied. Holes
 /// arrive as zeros: use [`write_sparse`] to keep them.
 pub fn read_into(reader: &ContentReader, out: &mut impl Write) -> Result<u64, ReadError> {

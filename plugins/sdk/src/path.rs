@@ -200,7 +200,10 @@ mod tests {
     #[test]
     fn mounts_map_entries_to_sandbox_and_grant_paths() {
         let whole = Mount::new("/source").unwrap();
-        assert_eq!(whole.sandbox("a/b"), std::path::PathBuf::from("/source/a/b"));
+        assert_eq!(
+            whole.sandbox("a/b"),
+            std::path::PathBuf::from("/source/a/b")
+        );
         assert_eq!(whole.host("a/b"), "a/b");
         assert_eq!(whole.prefix(), "");
         let below = Mount::new("source/sub").unwrap();
