@@ -9,6 +9,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `mi_option_purge_delay` of `mimalloc.h`: how long freed memory stays resident before
+/// it goes back to the kernel.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Hand freed memory back at once: buffers of finished packs and chunks would otherwise
+    // stay resident and double a backup's peak memory, at no measurable cost in speed.
+    #[allow(unsafe_code)]
+    // SAFETY: setting an option only stores a number in mimalloc's option table, and no
+    // other thread exists yet.
+    unsafe {
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
     tessera_cli::run(tessera_cli::Cli::parse())
 }

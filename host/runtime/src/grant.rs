@@ -6,14 +6,14 @@
 //! then used with the `*at` system calls on its parent directory without following a
 //! symlink, so a plugin can neither read nor change anything outside what it was granted.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timespec, Timestamps, XattrFlags};
 
-use crate::limits::{MAX_PATH_LEN, MAX_XATTR_VALUE, MAX_XATTRS};
+use crate::limits::{MAX_LIST_ENTRIES, MAX_PATH_LEN, MAX_XATTR_VALUE, MAX_XATTRS};
 
 /// What a grant allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,116 @@ fn timespec(ns: i64) -> Timespec {
     }
 }
 
+/// A directory entry found by [`Grant::scan`].
+#[derive(Debug)]
+pub struct Scanned {
+    /// Its name.
+    pub name: String,
+    /// Its metadata.
+    pub stat: Result<Stat, GrantError>,
+    /// Its extended attributes (files and directories only).
+    pub xattrs: Result<Vec<(String, Vec<u8>)>, GrantError>,
+    /// Its holes (regular files that may be sparse only).
+    pub holes: Vec<(u64, u64)>,
+}
+
+fn join(dir: &str, name: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() || dir == "." {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn stat_of(st: &rustix::fs::Stat) -> Stat {
+    Stat {
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        inode: st.st_ino,
+        dev: st.st_dev,
+        rdev: st.st_rdev,
+        nlink: st.st_nlink,
+        mtime_ns: ns(&Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        }),
+        atime_ns: ns(&Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        }),
+        ctime_ns: ns(&Timespec {
+            tv_sec: st.st_ctime,
+            tv_nsec: st.st_ctime_nsec as _,
+        }),
+    }
+}
+
+/// The holes of an open regular file of `size` bytes, found with `SEEK_HOLE`/`SEEK_DATA`.
+fn holes_of(fd: &OwnedFd, size: u64) -> Result<Vec<(u64, u64)>, rustix::io::Errno> {
+    let mut holes = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let hole = match rustix::fs::seek(fd, SeekFrom::Hole(at)) {
+            Ok(h) => h,
+            // No SEEK_HOLE support: the file is reported as fully allocated.
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e),
+        };
+        if hole >= size {
+            break;
+        }
+        let data = match rustix::fs::seek(fd, SeekFrom::Data(hole)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e),
+        };
+        holes.push((hole, data - hole));
+        at = data;
+    }
+    Ok(holes)
+}
+
+/// Buffers reused across the extended-attribute reads of one listing.
+#[derive(Default)]
+struct XattrScratch {
+    names: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl XattrScratch {
+    /// The extended attributes of `path` (not following a final symlink).
+    fn read(&mut self, path: &str) -> Result<Vec<(String, Vec<u8>)>, rustix::io::Errno> {
+        if self.names.is_empty() {
+            self.names = vec![0; 64 * 1024];
+            self.value = vec![0; MAX_XATTR_VALUE];
+        }
+        let n = match rustix::fs::llistxattr(path, &mut self.names) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for raw in self.names[..n]
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .take(MAX_XATTRS)
+        {
+            let Ok(name) = std::str::from_utf8(raw) else {
+                continue;
+            };
+            match rustix::fs::lgetxattr(path, name, &mut self.value) {
+                Ok(len) => out.push((name.to_string(), self.value[..len].to_vec())),
+                Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Grant {
     /// Opens a grant on a host directory.
     pub fn open(host_path: &Path, access: Access) -> std::io::Result<Grant> {
@@ -160,28 +270,7 @@ impl Grant {
         let (parent, name) = self.resolve(path)?;
         let st = rustix::fs::statat(parent.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(path, e))?;
-        Ok(Stat {
-            mode: st.st_mode,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            size: st.st_size as u64,
-            inode: st.st_ino,
-            dev: st.st_dev,
-            rdev: st.st_rdev,
-            nlink: st.st_nlink,
-            mtime_ns: ns(&Timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec as _,
-            }),
-            atime_ns: ns(&Timespec {
-                tv_sec: st.st_atime,
-                tv_nsec: st.st_atime_nsec as _,
-            }),
-            ctime_ns: ns(&Timespec {
-                tv_sec: st.st_ctime,
-                tv_nsec: st.st_ctime_nsec as _,
-            }),
-        })
+        Ok(stat_of(&st))
     }
 
     /// Opens a regular file or directory without following a final symlink, for calls that
@@ -243,27 +332,120 @@ impl Grant {
             return Ok(Vec::new());
         };
         let size = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?.st_size as u64;
-        let mut holes = Vec::new();
-        let mut at = 0u64;
-        while at < size {
-            let hole = match rustix::fs::seek(&fd, SeekFrom::Hole(at)) {
-                Ok(h) => h,
-                // No SEEK_HOLE support: the file is reported as fully allocated.
-                Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NXIO) => break,
-                Err(e) => return Err(errno(path, e)),
-            };
-            if hole >= size {
-                break;
-            }
-            let data = match rustix::fs::seek(&fd, SeekFrom::Data(hole)) {
-                Ok(d) => d,
-                Err(rustix::io::Errno::NXIO) => size,
-                Err(e) => return Err(errno(path, e)),
-            };
-            holes.push((hole, data - hole));
-            at = data;
+        holes_of(&fd, size).map_err(|e| errno(path, e))
+    }
+
+    /// Opens a regular file for reading, without following a final symlink.
+    pub fn open_regular(&self, path: &str) -> Result<OwnedFd, GrantError> {
+        let (parent, name) = self.resolve(path)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = rustix::fs::openat(parent.as_fd(), name.as_str(), flags, Mode::empty()).map_err(
+            |e| match e {
+                rustix::io::Errno::LOOP => {
+                    GrantError::Invalid(format!("'{path}' is a symlink, not a regular file"))
+                }
+                e => errno(path, e),
+            },
+        )?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(GrantError::Invalid(format!(
+                "'{path}' is not a regular file"
+            )));
         }
-        Ok(holes)
+        Ok(fd)
+    }
+
+    /// Lists the directory at `path` with each entry's stat, extended attributes and
+    /// holes, sorted by name: a tree walk's whole need for one directory, in one call.
+    pub fn scan(&self, path: &str) -> Result<Vec<Scanned>, GrantError> {
+        let (parent, name) = self.resolve(path)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let dir = rustix::fs::openat(parent.as_fd(), name.as_str(), flags, Mode::empty())
+            .map_err(|e| errno(path, e))?;
+        let mut names = Vec::new();
+        let mut listing = rustix::fs::Dir::read_from(&dir).map_err(|e| errno(path, e))?;
+        while let Some(entry) = listing.read() {
+            let entry = entry.map_err(|e| errno(path, e))?;
+            let raw = entry.file_name().to_bytes();
+            if raw == b"." || raw == b".." {
+                continue;
+            }
+            names.push(raw.to_vec());
+            if names.len() > MAX_LIST_ENTRIES {
+                return Err(GrantError::Invalid(format!(
+                    "'{path}' holds more than {MAX_LIST_ENTRIES} entries"
+                )));
+            }
+        }
+        names.sort_unstable();
+        // Attribute lookups go through the directory's descriptor in /proc, so each costs
+        // one system call and no open; without /proc each entry is opened instead.
+        let proc_dir = format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd());
+        let via_proc = rustix::fs::stat(proc_dir.as_str()).is_ok();
+        let mut scratch = XattrScratch::default();
+        let mut out = Vec::with_capacity(names.len());
+        for raw in names {
+            let name = match String::from_utf8(raw) {
+                Ok(name) => name,
+                Err(e) => {
+                    let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                    out.push(Scanned {
+                        stat: Err(GrantError::Invalid(format!(
+                            "'{}': the name is not UTF-8",
+                            join(path, &shown)
+                        ))),
+                        name: shown,
+                        xattrs: Ok(Vec::new()),
+                        holes: Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            let shown = join(path, &name);
+            let st = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                // Deleted since the listing: a live tree changes while it is walked.
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => {
+                    out.push(Scanned {
+                        name,
+                        stat: Err(errno(&shown, e)),
+                        xattrs: Ok(Vec::new()),
+                        holes: Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            let kind = FileType::from_raw_mode(st.st_mode);
+            let xattrs = match kind {
+                FileType::RegularFile | FileType::Directory if via_proc => {
+                    let at = format!("{proc_dir}/{name}");
+                    scratch.read(&at).map_err(|e| errno(&shown, e))
+                }
+                FileType::RegularFile | FileType::Directory => self.xattrs(&shown),
+                _ => Ok(Vec::new()),
+            };
+            let size = st.st_size as u64;
+            // A file holding fewer blocks than its size needs may have holes; any other
+            // file has none, and is not opened to ask.
+            let maybe_sparse = (st.st_blocks as u64).saturating_mul(512) < size;
+            let holes = if kind == FileType::RegularFile && maybe_sparse {
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+                rustix::fs::openat(&dir, name.as_str(), flags, Mode::empty())
+                    .and_then(|fd| holes_of(&fd, size))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            out.push(Scanned {
+                name,
+                stat: Ok(stat_of(&st)),
+                xattrs,
+                holes,
+            });
+        }
+        Ok(out)
     }
 
     /// The target of a symlink, verbatim.
@@ -437,6 +619,71 @@ mod tests {
         };
         assert!(matches!(
             grant.set_metadata("file", &meta),
+            Err(GrantError::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn scan_lists_a_directory_with_metadata_in_one_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/b"), b"bee").unwrap();
+        std::fs::write(root.join("a"), b"a").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        let with_xattr = rustix::fs::setxattr(
+            root.join("a").as_path(),
+            "user.tessera",
+            b"value",
+            XattrFlags::empty(),
+        )
+        .is_ok();
+        let grant = Grant::open(root, Access::Read).unwrap();
+
+        let found = grant.scan("").unwrap();
+        let names: Vec<&str> = found.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "link", "sparse", "sub"]);
+        let a = &found[0];
+        assert_eq!(a.stat.as_ref().unwrap().size, 1);
+        if with_xattr {
+            assert_eq!(
+                a.xattrs.as_ref().unwrap(),
+                &[("user.tessera".to_string(), b"value".to_vec())]
+            );
+        }
+        assert!(a.holes.is_empty());
+        let link = &found[1];
+        assert_eq!(link.stat.as_ref().unwrap().mode & 0o170000, 0o120000);
+        assert!(link.xattrs.as_ref().unwrap().is_empty());
+        assert_eq!(found[2].holes, [(0, 8 << 20)]);
+
+        let below = grant.scan("sub").unwrap();
+        assert_eq!(below.len(), 1);
+        assert_eq!(below[0].name, "b");
+        // A symlink is not a directory to list, and `..` never leaves the grant.
+        assert!(grant.scan("link").is_err());
+        assert!(matches!(grant.scan(".."), Err(GrantError::Denied(_))));
+    }
+
+    #[test]
+    fn open_regular_refuses_links_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"data").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("link")).unwrap();
+        let grant = Grant::open(dir.path(), Access::Read).unwrap();
+        assert!(grant.open_regular("f").is_ok());
+        assert!(matches!(
+            grant.open_regular("link"),
+            Err(GrantError::Invalid(_))
+        ));
+        assert!(matches!(
+            grant.open_regular("."),
+            Err(GrantError::Invalid(_))
+        ));
+        assert!(matches!(
+            grant.open_regular("../f"),
             Err(GrantError::Denied(_))
         ));
     }

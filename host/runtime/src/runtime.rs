@@ -473,7 +473,10 @@ impl Runtime {
         builder
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            // Jobs run on their own thread with synchronous bindings: file system calls
+            // block that thread instead of hopping through a blocking-task pool.
+            .allow_blocking_current_thread(true);
         let perms = match access {
             Access::Read => FsPerms::ReadOnly,
             Access::ReadWrite => FsPerms::ReadWrite,

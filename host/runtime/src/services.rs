@@ -3,14 +3,44 @@
 
 use rustix::fs::FileType;
 
-use crate::bindings::host::{self, ByteRange, HostError, Level, PosixStat, RestoreMetadata, Xattr};
+use crate::bindings::host::{
+    self, ByteRange, HostError, Level, PosixStat, RestoreMetadata, ScannedEntry, Xattr,
+};
 use crate::bindings::types;
 use crate::convert::grant_error;
-use crate::grant::Grant;
+use crate::grant::{Grant, Stat};
 use crate::limits::MAX_LOG_MESSAGE;
 use crate::state::{JobState, ProgressUpdate};
 
 impl types::Host for JobState {}
+
+fn posix_stat(st: &Stat) -> PosixStat {
+    PosixStat {
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        size: st.size,
+        inode: st.inode,
+        dev: st.dev,
+        rdev: st.rdev,
+        nlink: st.nlink,
+        mtime_ns: st.mtime_ns,
+        atime_ns: st.atime_ns,
+        ctime_ns: st.ctime_ns,
+    }
+}
+
+fn host_error_message(e: HostError) -> String {
+    match e {
+        HostError::Denied(m)
+        | HostError::NotFound(m)
+        | HostError::Invalid(m)
+        | HostError::Limit(m)
+        | HostError::Io(m)
+        | HostError::Vault(m)
+        | HostError::WrongPhase(m) => m,
+    }
+}
 
 impl JobState {
     fn grant(&self) -> Result<&Grant, HostError> {
@@ -62,19 +92,35 @@ impl host::Host for JobState {
     fn stat(&mut self, path: String) -> Result<PosixStat, HostError> {
         self.touch();
         let st = self.grant()?.stat(&path).map_err(grant_error)?;
-        Ok(PosixStat {
-            mode: st.mode,
-            uid: st.uid,
-            gid: st.gid,
-            size: st.size,
-            inode: st.inode,
-            dev: st.dev,
-            rdev: st.rdev,
-            nlink: st.nlink,
-            mtime_ns: st.mtime_ns,
-            atime_ns: st.atime_ns,
-            ctime_ns: st.ctime_ns,
-        })
+        Ok(posix_stat(&st))
+    }
+
+    fn scan(&mut self, path: String) -> Result<Vec<ScannedEntry>, HostError> {
+        self.touch();
+        let found = self.grant()?.scan(&path).map_err(grant_error)?;
+        Ok(found
+            .into_iter()
+            .map(|entry| {
+                let (xattrs, xattrs_error) = match entry.xattrs {
+                    Ok(xattrs) => (xattrs, None),
+                    Err(e) => (Vec::new(), Some(host_error_message(grant_error(e)))),
+                };
+                ScannedEntry {
+                    name: entry.name,
+                    stat: entry.stat.map(|st| posix_stat(&st)).map_err(grant_error),
+                    xattrs: xattrs
+                        .into_iter()
+                        .map(|(name, value)| Xattr { name, value })
+                        .collect(),
+                    xattrs_error,
+                    holes: entry
+                        .holes
+                        .into_iter()
+                        .map(|(offset, length)| ByteRange { offset, length })
+                        .collect(),
+                }
+            })
+            .collect())
     }
 
     fn xattrs(&mut self, path: String) -> Result<Vec<Xattr>, HostError> {

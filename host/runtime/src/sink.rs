@@ -8,14 +8,21 @@ use crate::bindings::sink::{
     self, Chunking as WitChunking, Consistency as WitConsistency, EntryInfo, HostError, Metadata,
     ParentEntry,
 };
-use crate::convert::{entry_to_wit, kind_to_vault, meta_to_vault, vault_error};
+use std::os::fd::OwnedFd;
+
+use crate::convert::{entry_to_wit, grant_error, kind_to_vault, meta_to_vault, vault_error};
 use crate::limits::{MAX_IO_CALL, MAX_OPEN_HANDLES, MAX_PATH_LEN};
 use crate::state::{CaptureState, JobState, Phase};
 
 /// A content stream a plugin is writing.
 pub struct ContentWriter {
     stream: StreamWriter,
+    /// The source file `write-file` read last, kept open for its next piece.
+    source: Option<(String, OwnedFd)>,
 }
+
+/// Bytes `write-file` reads from a source file at a time.
+const FILE_READ: usize = 1 << 20;
 
 fn not_capturing() -> HostError {
     HostError::WrongPhase("this call is only available during capture".into())
@@ -29,6 +36,44 @@ fn check_path(path: &str) -> Result<(), HostError> {
         )));
     }
     Ok(())
+}
+
+/// Moves `offset..offset+length` of the writer's open source file into its stream.
+fn pump(
+    writer: &mut ContentWriter,
+    buffer: &mut Vec<u8>,
+    path: &str,
+    offset: u64,
+    length: u64,
+    last_host_call: &mut std::time::Instant,
+) -> Result<u64, HostError> {
+    let Some((_, fd)) = writer.source.as_ref() else {
+        return Err(HostError::Invalid(format!("'{path}' is not open")));
+    };
+    let mut done = 0u64;
+    while done < length {
+        let want = (length - done).min(FILE_READ as u64) as usize;
+        if buffer.len() < want {
+            buffer.resize(want, 0);
+        }
+        let at = offset.saturating_add(done);
+        let read = match rustix::io::pread(fd, &mut buffer[..want], at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                return Err(HostError::Io(format!(
+                    "reading '{path}' at byte {at}: {}",
+                    std::io::Error::from(e)
+                )));
+            }
+        };
+        writer.stream.write(&buffer[..read]).map_err(vault_error)?;
+        done += read as u64;
+        // A long read counts as a host call for the CPU limit.
+        *last_host_call = std::time::Instant::now();
+    }
+    Ok(done)
 }
 
 impl JobState {
@@ -95,6 +140,42 @@ impl sink::HostContentWriter for JobState {
             .map_err(vault_error)
     }
 
+    fn write_file(
+        &mut self,
+        this: Resource<ContentWriter>,
+        path: String,
+        offset: u64,
+        length: u64,
+    ) -> Result<u64, HostError> {
+        self.touch();
+        check_path(&path)?;
+        self.capture_state()?;
+        let reopen = !matches!(&self.writer(&this)?.source, Some((open, _)) if *open == path);
+        if reopen {
+            let grant = self
+                .grant
+                .as_ref()
+                .ok_or_else(|| HostError::Denied("this job grants no directory".into()))?;
+            let fd = grant.open_regular(&path).map_err(grant_error)?;
+            self.writer(&this)?.source = Some((path.clone(), fd));
+        }
+        let mut buffer = std::mem::take(&mut self.scratch);
+        let writer = self
+            .table
+            .get_mut(&this)
+            .map_err(|e| HostError::Invalid(format!("bad content-writer handle: {e}")))?;
+        let result = pump(
+            writer,
+            &mut buffer,
+            &path,
+            offset,
+            length,
+            &mut self.last_host_call,
+        );
+        self.scratch = buffer;
+        result
+    }
+
     fn drop(&mut self, rep: Resource<ContentWriter>) -> wasmtime::Result<()> {
         // An abandoned stream's chunks stay in the vault unreferenced until prune.
         self.table.delete(rep)?;
@@ -124,7 +205,10 @@ impl sink::Host for JobState {
         let stream = state.backup.stream(chunking).map_err(vault_error)?;
         let handle = self
             .table
-            .push(ContentWriter { stream })
+            .push(ContentWriter {
+                stream,
+                source: None,
+            })
             .map_err(|e| HostError::Limit(e.to_string()))?;
         self.open_handles += 1;
         Ok(handle)

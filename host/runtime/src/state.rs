@@ -69,6 +69,8 @@ pub struct JobState {
     pub last_host_call: Instant,
     pub(crate) progress: Option<Sender<ProgressUpdate>>,
     pub(crate) cancel: Arc<AtomicBool>,
+    /// A buffer reused by host calls that read files for the plugin.
+    pub(crate) scratch: Vec<u8>,
     /// Content handles open.
     pub open_handles: usize,
 }
@@ -92,6 +94,7 @@ impl JobState {
             last_host_call: Instant::now(),
             progress: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            scratch: Vec::new(),
             open_handles: 0,
         }
     }

@@ -5,14 +5,11 @@
 //! so one bad file does not cost the whole point.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Seek, SeekFrom};
 
-use tessera_plugin_sdk::content::{self, CopyError, Writer};
+use tessera_plugin_sdk::content::{self, Writer};
 use tessera_plugin_sdk::error::{from_host, host_error_text};
 use tessera_plugin_sdk::filter::PathFilter;
-use tessera_plugin_sdk::fs::sorted_names;
-use tessera_plugin_sdk::host::PosixStat;
+use tessera_plugin_sdk::host::{PosixStat, ScannedEntry};
 use tessera_plugin_sdk::meta::{self, FileType};
 use tessera_plugin_sdk::path::Mount;
 use tessera_plugin_sdk::prelude::*;
@@ -103,8 +100,8 @@ fn locate_source(sources: &[String]) -> Result<Mount, PluginError> {
 struct Frame {
     /// Its entry path (`""` for the root).
     path: String,
-    /// The names in it not visited yet.
-    names: std::vec::IntoIter<String>,
+    /// Its entries not visited yet, with their metadata.
+    names: std::vec::IntoIter<ScannedEntry>,
     /// Its entry while it is held back: with include patterns a directory that matches
     /// none is added only once something below it is.
     pending: Option<EntryInfo>,
@@ -144,10 +141,11 @@ enum Outcome<T> {
 
 impl Walk {
     fn run(&mut self) -> Result<(), PluginError> {
-        let names = sorted_names(&self.source.sandbox("")).map_err(|err| {
+        let names = host::scan(&self.source.host("")).map_err(|err| {
             PluginError::SourceUnavailable(format!(
-                "cannot list the source root {}: {err}",
-                self.source.sandbox("").display()
+                "cannot list the source root {}: {}",
+                self.source.sandbox("").display(),
+                host_error_text(&err)
             ))
         })?;
         self.stack.push(Frame {
@@ -157,18 +155,18 @@ impl Walk {
             whole: false,
         });
         while let Some(frame) = self.stack.last_mut() {
-            let Some(name) = frame.names.next() else {
+            let Some(scanned) = frame.names.next() else {
                 self.stack.pop();
                 continue;
             };
             let whole = frame.whole;
-            let joined = path::join(&frame.path, &name)
-                .map_err(|err| (format!("{}/{name}", frame.path), err));
+            let joined = path::join(&frame.path, &scanned.name)
+                .map_err(|err| (format!("{}/{}", frame.path, scanned.name), err));
             if host::cancelled() {
                 return Err(PluginError::Cancelled);
             }
             match joined {
-                Ok(path) => self.visit(path, whole)?,
+                Ok(path) => self.visit(path, whole, scanned)?,
                 // Listing never yields such names; if a file system does, the name cannot
                 // be stored, and the operator should know.
                 Err((shown, err)) => {
@@ -180,24 +178,46 @@ impl Walk {
         Ok(())
     }
 
-    fn visit(&mut self, path: String, whole: bool) -> Result<(), PluginError> {
+    fn visit(
+        &mut self,
+        path: String,
+        whole: bool,
+        scanned: ScannedEntry,
+    ) -> Result<(), PluginError> {
         if self.filter.is_excluded(&path) {
             debug!("{path}: excluded");
             return Ok(());
         }
-        let stat = match self.stat(&path) {
-            Outcome::Done(stat) => stat,
-            Outcome::Vanished => return Ok(()),
-            Outcome::Unreadable(reason) => {
+        let stat = match scanned.stat {
+            Ok(stat) => stat,
+            Err(HostError::NotFound(_)) => return Ok(()),
+            Err(err) => {
+                let reason = format!("stat failed: {}", host_error_text(&err));
                 self.unreadable(&path, &reason);
                 return Ok(());
             }
         };
         let included = whole || self.filter.is_included(&path);
+        let meta = || {
+            let mut meta = meta::from_stat(&stat);
+            meta.xattrs = scanned.xattrs;
+            // Missing attributes cost only the attributes, so they are logged rather
+            // than marking the point partial.
+            if let Some(reason) = &scanned.xattrs_error {
+                warn!("{path}: extended attributes not captured: {reason}");
+            }
+            meta
+        };
         match FileType::from_mode(stat.mode) {
-            FileType::Directory => self.directory(path, &stat, included),
+            FileType::Directory => {
+                let meta = meta();
+                self.directory(path, &stat, meta, included)
+            }
             _ if !included => Ok(()),
-            FileType::Regular => self.file(path, &stat),
+            FileType::Regular => {
+                let meta = meta();
+                self.file(path, &stat, meta, &scanned.holes)
+            }
             FileType::Symlink => self.symlink(path, &stat),
             // Special files are stored as metadata alone: their type and, for device
             // nodes, `rdev` are all a restore needs.
@@ -219,25 +239,23 @@ impl Walk {
         &mut self,
         path: String,
         stat: &PosixStat,
+        meta: Metadata,
         included: bool,
     ) -> Result<(), PluginError> {
         let names = if self.device.is_some_and(|device| device != stat.dev) {
             info!("{path}: on another file system, kept empty");
             Vec::new()
         } else {
-            match classify(
-                sorted_names(&self.source.sandbox(&path)),
-                "cannot list the directory",
-            ) {
-                Outcome::Done(names) => names,
-                Outcome::Vanished => return Ok(()),
-                Outcome::Unreadable(reason) => {
+            match host::scan(&self.source.host(&path)) {
+                Ok(names) => names,
+                Err(HostError::NotFound(_)) => return Ok(()),
+                Err(err) => {
+                    let reason = format!("cannot list the directory: {}", host_error_text(&err));
                     self.unreadable(&path, &reason);
                     return Ok(());
                 }
             }
         };
-        let meta = self.metadata(&path, stat);
         let entry = EntryInfo {
             path: path.clone(),
             kind: EntryKind::Directory,
@@ -258,8 +276,13 @@ impl Walk {
         Ok(())
     }
 
-    fn file(&mut self, path: String, stat: &PosixStat) -> Result<(), PluginError> {
-        let mut meta = self.metadata(&path, stat);
+    fn file(
+        &mut self,
+        path: String,
+        stat: &PosixStat,
+        mut meta: Metadata,
+        holes: &[ByteRange],
+    ) -> Result<(), PluginError> {
         let inode = (stat.dev, stat.inode);
         if stat.nlink > 1
             && let Some(first) = self.links.get(&inode)
@@ -272,18 +295,7 @@ impl Walk {
             self.remember_link(stat, inode, path);
             return Ok(());
         }
-        let mut file = match classify(
-            File::open(self.source.sandbox(&path)),
-            "cannot open the file",
-        ) {
-            Outcome::Done(file) => file,
-            Outcome::Vanished => return Ok(()),
-            Outcome::Unreadable(reason) => {
-                self.unreadable(&path, &reason);
-                return Ok(());
-            }
-        };
-        let writer = match self.read_content(&path, stat, &mut file, &mut meta)? {
+        let writer = match self.read_content(&path, stat, holes, &mut meta)? {
             Outcome::Done(writer) => writer,
             Outcome::Vanished => return Ok(()),
             Outcome::Unreadable(reason) => {
@@ -306,33 +318,21 @@ impl Walk {
         Ok(())
     }
 
-    /// Streams a file's content, data ranges read and holes skipped, and sets the size
-    /// and holes in `meta` to what was stored. A failure to read drops the stream, which
-    /// the host discards.
+    /// Streams a file's content, data ranges read by the host and holes skipped, and sets
+    /// the size and holes in `meta` to what was stored. A failure to read drops the
+    /// stream, which the host discards.
     fn read_content(
         &mut self,
         path: &str,
         stat: &PosixStat,
-        file: &mut File,
+        holes: &[ByteRange],
         meta: &mut Metadata,
     ) -> Result<Outcome<Writer>, PluginError> {
-        let holes = if stat.size == 0 {
-            Vec::new()
-        } else {
-            // Without hole information the file is read whole: correct, only less
-            // compact for a sparse file.
-            host::holes(&self.source.host(path)).unwrap_or_else(|err| {
-                debug!(
-                    "{path}: no hole information ({}), reading it whole",
-                    host_error_text(&err)
-                );
-                Vec::new()
-            })
-        };
+        let host_path = self.source.host(path);
         let stored = |err: HostError| from_host(format_args!("storing {path:?}"), &err);
         let mut writer = Writer::begin(Chunking::ContentDefined).map_err(stored)?;
         let mut holes_kept = Vec::new();
-        'segments: for segment in content::segments(stat.size, &holes) {
+        'segments: for segment in content::segments(stat.size, holes) {
             if segment.hole {
                 writer.hole(segment.length).map_err(stored)?;
                 holes_kept.push(ByteRange {
@@ -341,24 +341,22 @@ impl Walk {
                 });
                 continue;
             }
-            if let Err(err) = file.seek(SeekFrom::Start(segment.offset)) {
-                return Ok(Outcome::Unreadable(format!(
-                    "cannot seek to byte {}: {err}",
-                    segment.offset
-                )));
-            }
             let end = segment.offset + segment.length;
             let mut offset = segment.offset;
             while offset < end {
                 let step = (end - offset).min(CHECK_EVERY);
-                let copied = match writer.copy_from(file, step) {
+                let copied = match writer.write_file(&host_path, offset, step) {
                     Ok(copied) => copied,
-                    Err(CopyError::Read(err)) => {
+                    Err(HostError::NotFound(_)) => return Ok(Outcome::Vanished),
+                    Err(
+                        err @ (HostError::Io(_) | HostError::Denied(_) | HostError::Invalid(_)),
+                    ) => {
                         return Ok(Outcome::Unreadable(format!(
-                            "reading failed at byte {offset}: {err}"
+                            "reading failed at byte {offset}: {}",
+                            host_error_text(&err)
                         )));
                     }
-                    Err(CopyError::Host(err)) => return Err(stored(err)),
+                    Err(err) => return Err(stored(err)),
                 };
                 offset += copied;
                 self.bytes_read += copied;
@@ -434,30 +432,6 @@ impl Walk {
         )
     }
 
-    /// The host's stat of an entry, sorted into an outcome.
-    fn stat(&self, path: &str) -> Outcome<PosixStat> {
-        match host::stat(&self.source.host(path)) {
-            Ok(stat) => Outcome::Done(stat),
-            Err(HostError::NotFound(_)) => Outcome::Vanished,
-            Err(err) => Outcome::Unreadable(format!("stat failed: {}", host_error_text(&err))),
-        }
-    }
-
-    /// Metadata of a file or directory: the host's stat and extended attributes. Missing
-    /// attributes cost only the attributes, so they are logged rather than marking the
-    /// point partial.
-    fn metadata(&self, path: &str, stat: &PosixStat) -> Metadata {
-        let mut meta = meta::from_stat(stat);
-        match host::xattrs(&self.source.host(path)) {
-            Ok(xattrs) => meta.xattrs = xattrs,
-            Err(err) => warn!(
-                "{path}: extended attributes not captured: {}",
-                host_error_text(&err)
-            ),
-        }
-        meta
-    }
-
     /// Adds an entry after the held-back directories above it.
     fn add(
         &mut self,
@@ -506,14 +480,5 @@ fn special(path: String, kind: EntryKind, stat: &PosixStat) -> EntryInfo {
         path,
         kind,
         meta: meta::from_stat(stat),
-    }
-}
-
-/// Sorts a file-system result into an outcome, with `doing` naming the failed step.
-fn classify<T>(result: io::Result<T>, doing: &str) -> Outcome<T> {
-    match result {
-        Ok(value) => Outcome::Done(value),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Outcome::Vanished,
-        Err(err) => Outcome::Unreadable(format!("{doing}: {err}")),
     }
 }

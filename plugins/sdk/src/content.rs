@@ -97,7 +97,8 @@ impl std::error::Error for CopyError {}
 /// A content stream being written, buffering bytes into pieces of [`PIECE`] so that
 /// small writes do not each cost a host call.
 pub struct Writer {
-    inner: ContentWriter,
+    /// Taken out by [`Writer::finish`].
+    inner: Option<ContentWriter>,
     /// Allocated on the first buffered write, so a stream of only holes or of whole
     /// pieces never allocates.
     buffer: Vec<u8>,
@@ -114,7 +115,7 @@ impl Writer {
     /// Wraps a stream started with `sink::begin-content`.
     pub fn new(inner: ContentWriter) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             buffer: Vec::new(),
             filled: 0,
             offset: 0,
@@ -132,7 +133,7 @@ impl Writer {
             if self.filled == 0 && data.len() >= PIECE {
                 // A whole piece goes out without being copied into the buffer.
                 let (piece, rest) = data.split_at(PIECE);
-                self.inner.write(piece)?;
+                self.stream().write(piece)?;
                 self.offset += PIECE as u64;
                 data = rest;
                 continue;
@@ -174,13 +175,29 @@ impl Writer {
         Ok(copied)
     }
 
+    /// Appends bytes `offset..offset + length` of the regular file at `host_path` (a
+    /// path in the grant, see [`Mount::host`](crate::path::Mount::host)), which the host
+    /// reads itself: the fastest way to capture a file. Returns the bytes appended, fewer
+    /// than `length` only when the file ends first.
+    pub fn write_file(
+        &mut self,
+        host_path: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<u64, HostError> {
+        self.flush_buffer()?;
+        let appended = self.stream().write_file(host_path, offset, length)?;
+        self.offset += appended;
+        Ok(appended)
+    }
+
     /// Appends a hole of `length` zero bytes that is not stored.
     pub fn hole(&mut self, length: u64) -> Result<(), HostError> {
         if length == 0 {
             return Ok(());
         }
         self.flush_buffer()?;
-        self.inner.write_hole(length)?;
+        self.stream().write_hole(length)?;
         self.offset += length;
         Ok(())
     }
@@ -188,23 +205,44 @@ impl Writer {
     /// Sends what is buffered; returns the underlying stream for `sink::add-entry`.
     pub fn finish(mut self) -> Result<ContentWriter, HostError> {
         self.flush_buffer()?;
-        Ok(self.inner)
+        Ok(self.inner.take().expect("present until finished"))
+    }
+
+    fn stream(&self) -> &ContentWriter {
+        self.inner.as_ref().expect("present until finished")
     }
 
     /// The free part of the buffer (never empty: a full buffer is always flushed).
     fn space(&mut self) -> &mut [u8] {
         if self.buffer.is_empty() {
-            self.buffer = vec![0; PIECE];
+            self.buffer = SPARE.take();
+            if self.buffer.len() != PIECE {
+                self.buffer = vec![0; PIECE];
+            }
         }
         &mut self.buffer[self.filled..]
     }
 
     fn flush_buffer(&mut self) -> Result<(), HostError> {
         if self.filled > 0 {
-            self.inner.write(&self.buffer[..self.filled])?;
+            self.stream().write(&self.buffer[..self.filled])?;
             self.filled = 0;
         }
         Ok(())
+    }
+}
+
+thread_local! {
+    /// The buffer of the last finished [`Writer`], reused by the next one: a tree of small
+    /// files would otherwise allocate and clear a whole piece per file.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.buffer.len() == PIECE {
+            SPARE.set(std::mem::take(&mut self.buffer));
+        }
     }
 }
 

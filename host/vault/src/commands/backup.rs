@@ -127,6 +127,23 @@ struct Shared {
     error: Mutex<Option<String>>,
     stats: Mutex<BackupStats>,
     session: Mutex<SessionRecord>,
+    /// Hashed chunks of ended streams waiting to go to the workers together: a tree of
+    /// small files would otherwise wake a worker thread per file.
+    batch: Mutex<Batch>,
+}
+
+/// Jobs collected for one hand-over to the workers.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Hand-over thresholds: enough work to be worth a thread wake-up, little enough to
+    /// keep both workers busy while the plugin produces.
+    const MAX_JOBS: usize = 32;
+    const MAX_BYTES: usize = 2 << 20;
 }
 
 impl Shared {
@@ -220,8 +237,8 @@ impl Shared {
     }
 }
 
-fn worker(shared: Arc<Shared>, jobs: Receiver<Job>) {
-    for job in jobs {
+fn worker(shared: Arc<Shared>, batches: Receiver<Vec<Job>>) {
+    for job in batches.into_iter().flatten() {
         if let Some(id) = job.claimed {
             if !shared.failed.load(Ordering::Relaxed) {
                 match shared.store(id, BlobKind::Data, &job.data) {
@@ -294,7 +311,7 @@ fn uploader(shared: Arc<Shared>, packs: Receiver<FinishedPack>) {
 /// A backup in progress: one writer session.
 pub struct Backup {
     shared: Arc<Shared>,
-    job_tx: Option<Sender<Job>>,
+    job_tx: Option<Sender<Vec<Job>>>,
     workers: Vec<JoinHandle<()>>,
     uploader: Option<JoinHandle<()>>,
     tree: Option<TreeBuilder>,
@@ -344,7 +361,8 @@ impl Backup {
             None => None,
         };
         let workers = crate::vault::worker_threads(options.workers);
-        let (upload_tx, upload_rx) = crossbeam_channel::bounded(1);
+        // A rendezvous: one pack filling and one uploading, never a third waiting in memory.
+        let (upload_tx, upload_rx) = crossbeam_channel::bounded(0);
         let shared = Arc::new(Shared {
             vault: vault.clone(),
             index,
@@ -359,9 +377,10 @@ impl Backup {
             error: Mutex::new(None),
             stats: Mutex::new(BackupStats::default()),
             session: Mutex::new(record),
+            batch: Mutex::new(Batch::default()),
         });
         recover_unindexed_packs(&shared)?;
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(workers * 4);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 4);
         let worker_handles = (0..workers)
             .map(|i| {
                 let shared = shared.clone();
@@ -526,7 +545,15 @@ impl Backup {
     }
 
     fn stop_threads(&mut self) -> Result<()> {
-        // Close the open pack, let the workers drain, then the uploader.
+        // Hand over the last batch, close the open pack, let the workers drain, then the
+        // uploader.
+        let last_batch = std::mem::take(&mut *self.shared.batch.lock().expect("lock"));
+        if let Some(tx) = &self.job_tx
+            && !last_batch.jobs.is_empty()
+        {
+            // The workers only stop after an error, which `check` reports below.
+            let _ = tx.send(last_batch.jobs);
+        }
         self.job_tx = None;
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
@@ -693,7 +720,7 @@ pub struct StreamResult {
 /// One content stream being written: push bytes, then [`StreamWriter::finish`].
 pub struct StreamWriter {
     shared: Arc<Shared>,
-    job_tx: Sender<Job>,
+    job_tx: Sender<Vec<Job>>,
     cutter: Cutter,
     buf: BytesMut,
     /// Extents in order; `None` while a worker has the chunk.
@@ -807,26 +834,36 @@ impl StreamWriter {
             }
             self.stats.bytes_new += len;
             self.stats.chunks_new += 1;
-            return self
-                .job_tx
-                .send(Job {
+            let full = {
+                let mut batch = self.shared.batch.lock().expect("lock");
+                batch.bytes += chunk.len();
+                batch.jobs.push(Job {
                     seq: 0,
                     data: chunk,
                     claimed: Some(id),
                     reply: None,
-                })
-                .map_err(|_| Error::Aborted("the chunk workers have stopped".into()));
+                });
+                (batch.jobs.len() >= Batch::MAX_JOBS || batch.bytes >= Batch::MAX_BYTES)
+                    .then(|| std::mem::take(&mut *batch))
+            };
+            return match full {
+                Some(batch) => self
+                    .job_tx
+                    .send(batch.jobs)
+                    .map_err(|_| Error::Aborted("the chunk workers have stopped".into())),
+                None => Ok(()),
+            };
         }
         let seq = self.slots.len();
         self.slots.push(None);
         self.pending += 1;
         self.job_tx
-            .send(Job {
+            .send(vec![Job {
                 seq,
                 data: chunk,
                 claimed: None,
                 reply: Some(self.reply_tx.clone()),
-            })
+            }])
             .map_err(|_| Error::Aborted("the chunk workers have stopped".into()))?;
         Ok(())
     }
