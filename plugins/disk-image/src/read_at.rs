@@ -46,7 +46,9 @@ impl ReadAt for [u8] {
     }
 
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let start = usize::try_from(offset).ok().filter(|&s| s <= <[u8]>::len(self));
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|&s| s <= <[u8]>::len(self));
         match start.and_then(|s| self.get(s..s.checked_add(<[u8]>::len(buf))?)) {
             Some(src) => {
                 buf.copy_from_slice(src);

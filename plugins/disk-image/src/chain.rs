@@ -1,0 +1,199 @@
+//! Opening an image and its backing chain. An image names its backing file as a string the
+//! host must resolve (a path relative to the image, usually); this crate cannot open files
+//! itself, so the caller passes an opener that turns each [`BackingRef`] into an
+//! [`ImageFile`]. The chain is opened whole before any read, so a missing or looping backing
+//! file fails the open, not a read half-way through a backup.
+
+use crate::error::{ImageError, ImageErrorKind};
+use crate::qcow2::{MAGIC as QCOW2_MAGIC, Qcow2};
+use crate::raw::Raw;
+use crate::{DiskImage, Format, ReadAt};
+
+/// Most backing files below one image. Real chains (snapshots of snapshots) stay far below;
+/// the limit bounds the memory and open files a crafted chain can claim.
+pub const MAX_BACKING_DEPTH: usize = 32;
+
+/// An image file to open: its name, its bytes, and, for raw files, where its data lies.
+pub struct ImageFile {
+    /// A name that identifies the file uniquely (a canonical path, say): it appears in error
+    /// messages, and a backing chain that reaches the same name twice is refused as a loop.
+    pub name: String,
+    /// The file's bytes.
+    pub reader: Box<dyn ReadAt>,
+    /// For a raw file, the `(offset, length)` ranges holding data as the host reported them
+    /// (`SEEK_DATA`/`SEEK_HOLE`); the rest maps as zeros. `None`: all of it is data. Ignored
+    /// for qcow2, whose own tables say what is allocated.
+    pub data_ranges: Option<Vec<(u64, u64)>>,
+}
+
+impl ImageFile {
+    /// A file with no hole information.
+    pub fn new(name: impl Into<String>, reader: Box<dyn ReadAt>) -> Self {
+        ImageFile {
+            name: name.into(),
+            reader,
+            data_ranges: None,
+        }
+    }
+
+    /// The same file with the host's data ranges.
+    pub fn with_data_ranges(mut self, ranges: Vec<(u64, u64)>) -> Self {
+        self.data_ranges = Some(ranges);
+        self
+    }
+}
+
+impl std::fmt::Debug for ImageFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageFile")
+            .field("name", &self.name)
+            .field("len", &self.reader.len())
+            .field("data_ranges", &self.data_ranges.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// A backing file an image refers to, handed to the opener to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingRef {
+    /// The backing file's name exactly as the image records it (bytes that are not UTF-8
+    /// are replaced with U+FFFD). QEMU resolves a relative name against the directory of the
+    /// image that refers to it.
+    pub name: String,
+    /// The [`ImageFile::name`] of the image that refers to it.
+    pub referenced_by: String,
+    /// The backing file's format if the image records it; `None` means it is probed.
+    pub format: Option<Format>,
+}
+
+/// Resolves a backing file reference to an open file, or fails (typically with
+/// [`ImageErrorKind::BackingUnavailable`]).
+pub type BackingOpener<'a> = dyn FnMut(&BackingRef) -> Result<ImageFile, ImageError> + 'a;
+
+/// An opener for images that must not have a backing file: refuses every reference.
+pub fn no_backing(backing: &BackingRef) -> Result<ImageFile, ImageError> {
+    Err(ImageError::new(
+        &backing.referenced_by,
+        ImageErrorKind::BackingUnavailable {
+            backing: backing.name.clone(),
+            reason: "backing files are not available here".into(),
+        },
+    ))
+}
+
+/// Opens an image and its backing chain. With `format` `None` the format is probed: the
+/// qcow2 magic means qcow2, the magic of another known format is refused, and anything else
+/// is raw. `opener` is called once for each backing file, top down.
+pub fn open(
+    file: ImageFile,
+    format: Option<Format>,
+    opener: &mut BackingOpener<'_>,
+) -> Result<Box<dyn DiskImage>, ImageError> {
+    open_in_chain(file, format, opener, &mut Vec::new())
+}
+
+/// Opens `file` below the images named in `chain` (top first).
+pub(crate) fn open_in_chain(
+    mut file: ImageFile,
+    format: Option<Format>,
+    opener: &mut BackingOpener<'_>,
+    chain: &mut Vec<String>,
+) -> Result<Box<dyn DiskImage>, ImageError> {
+    let referrer = chain.last().cloned().unwrap_or_default();
+    if chain.contains(&file.name) {
+        let mut looped = chain.clone();
+        looped.push(file.name);
+        return Err(ImageError::new(
+            referrer,
+            ImageErrorKind::BackingLoop { chain: looped },
+        ));
+    }
+    if chain.len() > MAX_BACKING_DEPTH {
+        let mut names = chain.clone();
+        names.push(file.name);
+        return Err(ImageError::new(
+            referrer,
+            ImageErrorKind::BackingTooDeep {
+                max: MAX_BACKING_DEPTH,
+                chain: names,
+            },
+        ));
+    }
+    let format = match format {
+        Some(f) => f,
+        None => probe(&mut *file.reader, &file.name)?,
+    };
+    chain.push(file.name.clone());
+    let image: Result<Box<dyn DiskImage>, ImageError> = match format {
+        Format::Raw => Ok(Box::new(Raw::new(file.reader, file.name, file.data_ranges))),
+        Format::Qcow2 => Qcow2::open_in_chain(file, opener, chain).map(|q| Box::new(q) as _),
+    };
+    chain.pop();
+    image
+}
+
+/// Other formats' signatures: `(offset, bytes, name)`. A file that starts with one of these
+/// is almost surely not a raw disk, and reading it as one would back up container metadata
+/// as if it were the guest's disk.
+const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
+    (0, b"KDMV", "VMDK"),
+    (0, b"# Disk DescriptorFile", "VMDK descriptor"),
+    (0, b"vhdxfile", "VHDX"),
+    (0, b"conectix", "VHD"),
+    (0, b"QED\0", "QED"),
+    (64, &[0x7f, 0x10, 0xda, 0xbe], "VDI"),
+];
+
+/// Guesses the format of a file from its first bytes.
+pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> {
+    const PROBE_LEN: u64 = 128;
+    let mut head = [0u8; PROBE_LEN as usize];
+    let n = reader.len().min(PROBE_LEN);
+    let head = &mut head[..n as usize];
+    reader.read_exact_at(0, head).map_err(|cause| {
+        ImageError::new(
+            name,
+            ImageErrorKind::Io {
+                offset: 0,
+                length: n,
+                cause,
+            },
+        )
+    })?;
+    if head.starts_with(&QCOW2_MAGIC) {
+        return Ok(Format::Qcow2);
+    }
+    for &(offset, magic, format) in FOREIGN_MAGICS {
+        if head.get(offset..offset + magic.len()) == Some(magic) {
+            return Err(ImageError::new(
+                name,
+                ImageErrorKind::Unsupported {
+                    what: format!(
+                        "the file looks like a {format} image, and {format} images are not \
+                         supported; convert it with `qemu-img convert -O qcow2`, or open it \
+                         as raw if it is a raw disk"
+                    ),
+                },
+            ));
+        }
+    }
+    Ok(Format::Raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probing_tells_qcow2_raw_and_foreign_formats_apart() {
+        let mut qcow = b"QFI\xfb\0\0\0\x03".to_vec();
+        assert_eq!(probe(&mut qcow, "q").unwrap(), Format::Qcow2);
+        let mut empty = Vec::new();
+        assert_eq!(probe(&mut empty, "e").unwrap(), Format::Raw);
+        let mut mbr = vec![0u8; 512];
+        assert_eq!(probe(&mut mbr, "m").unwrap(), Format::Raw);
+        let mut vmdk = b"KDMV\x01\0\0\0".to_vec();
+        let err = probe(&mut vmdk, "v").unwrap_err();
+        assert!(err.to_string().contains("VMDK"), "{err}");
+    }
+}

@@ -1,0 +1,278 @@
+//! What every image format offers its readers: the guest's bytes, and a map that tells which
+//! ranges hold data and which are known zeros, so a backup reads and stores only the former.
+
+use std::fmt;
+use std::io;
+
+use crate::error::{ImageError, ImageErrorKind};
+use crate::read_at::ReadAt;
+
+/// An image format this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The guest's bytes as they are, byte for byte.
+    Raw,
+    /// QEMU copy-on-write image, version 2 or 3.
+    Qcow2,
+}
+
+impl Format {
+    /// The format named as QEMU names it (`raw`, `qcow2`), as recorded in a qcow2 image's
+    /// backing-format extension. `None` for any other name.
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name {
+            "raw" => Some(Format::Raw),
+            "qcow2" => Some(Format::Qcow2),
+            _ => None,
+        }
+    }
+
+    /// QEMU's name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a range of the guest disk holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExtentKind {
+    /// Bytes stored somewhere in the image or its backing chain: read them. They may still
+    /// happen to be zeros.
+    Data,
+    /// Known zeros that need not be read: qcow2 zero clusters, clusters unallocated in the
+    /// whole backing chain, holes of a raw file, the part of a disk past its backing file.
+    Zero,
+}
+
+/// A range of the guest disk and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Extent {
+    /// Guest offset of the first byte.
+    pub offset: u64,
+    /// Length in bytes, never 0.
+    pub length: u64,
+    /// What the range holds.
+    pub kind: ExtentKind,
+}
+
+impl Extent {
+    /// The guest offset just past the extent.
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.length)
+    }
+}
+
+/// A disk image opened for reading: the virtual disk the guest sees.
+///
+/// Object safe; [`crate::open`] returns a `Box<dyn DiskImage>`. Methods take `&mut self`
+/// because reading goes through caches.
+pub trait DiskImage {
+    /// The name the image was opened under (for messages).
+    fn name(&self) -> &str;
+
+    /// The image's format.
+    fn format(&self) -> Format;
+
+    /// Size of the virtual disk in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// Fills `buf` with the guest's bytes at `offset`. Unallocated and zero ranges read as
+    /// zeros; a read passing the virtual size is an [`ImageErrorKind::OutOfRange`] error.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError>;
+
+    /// The extents covering `offset .. offset + length`: sorted, non-overlapping, adjacent
+    /// extents of the same kind merged, exactly covering the range (empty for `length` 0).
+    /// A range passing the virtual size is an [`ImageErrorKind::OutOfRange`] error.
+    ///
+    /// The result holds one extent per change of kind, so it grows with fragmentation (at
+    /// worst about one extent per cluster); map a large disk window by window to bound it.
+    fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError>;
+
+    /// One line about the image and its backing chain, for logs.
+    fn describe(&self) -> String;
+}
+
+impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn format(&self) -> Format {
+        (**self).format()
+    }
+    fn virtual_size(&self) -> u64 {
+        (**self).virtual_size()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        (**self).read_at(offset, buf)
+    }
+    fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
+        (**self).map(offset, length)
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+}
+
+/// The guest disk of an image as a [`ReadAt`], for readers of partition tables and file
+/// systems that sit on top of it. Image errors become [`io::Error`]s that wrap the
+/// [`ImageError`] (recover it with `io::Error::get_ref` and `downcast_ref`).
+#[derive(Debug)]
+pub struct GuestReader<I> {
+    image: I,
+}
+
+impl<I: DiskImage> GuestReader<I> {
+    /// Wraps an opened image.
+    pub fn new(image: I) -> Self {
+        GuestReader { image }
+    }
+
+    /// The wrapped image.
+    pub fn image(&mut self) -> &mut I {
+        &mut self.image
+    }
+
+    /// Unwraps the image.
+    pub fn into_inner(self) -> I {
+        self.image
+    }
+}
+
+impl<I: DiskImage> ReadAt for GuestReader<I> {
+    fn len(&self) -> u64 {
+        self.image.virtual_size()
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.image.read_at(offset, buf).map_err(|e| {
+            let kind = match e.kind() {
+                ImageErrorKind::OutOfRange { .. } => io::ErrorKind::UnexpectedEof,
+                _ => io::ErrorKind::InvalidData,
+            };
+            io::Error::new(kind, e)
+        })
+    }
+}
+
+/// Checks that `offset .. offset + length` lies within a disk of `size` bytes.
+pub(crate) fn check_range(
+    name: &str,
+    offset: u64,
+    length: u64,
+    size: u64,
+) -> Result<(), ImageError> {
+    match offset.checked_add(length) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(ImageError::new(
+            name,
+            ImageErrorKind::OutOfRange {
+                offset,
+                length,
+                size,
+            },
+        )),
+    }
+}
+
+/// Builds a map from contiguous pieces given in order, merging neighbours of one kind.
+#[derive(Debug, Default)]
+pub(crate) struct ExtentList {
+    extents: Vec<Extent>,
+}
+
+impl ExtentList {
+    /// Appends `length` bytes at `offset` (which must be where the last piece ended).
+    pub(crate) fn push(&mut self, offset: u64, length: u64, kind: ExtentKind) {
+        if length == 0 {
+            return;
+        }
+        if let Some(last) = self.extents.last_mut() {
+            debug_assert_eq!(last.end(), offset, "extents must be contiguous");
+            if last.kind == kind && last.end() == offset {
+                last.length = last.length.saturating_add(length);
+                return;
+            }
+        }
+        self.extents.push(Extent {
+            offset,
+            length,
+            kind,
+        });
+    }
+
+    /// Appends extents already sorted and contiguous with the last piece.
+    pub(crate) fn extend(&mut self, extents: impl IntoIterator<Item = Extent>) {
+        for e in extents {
+            self.push(e.offset, e.length, e.kind);
+        }
+    }
+
+    /// The finished map.
+    pub(crate) fn into_vec(self) -> Vec<Extent> {
+        self.extents
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extent_list_merges_neighbours_of_one_kind() {
+        let mut list = ExtentList::default();
+        list.push(0, 10, ExtentKind::Data);
+        list.push(10, 5, ExtentKind::Data);
+        list.push(15, 0, ExtentKind::Zero);
+        list.push(15, 5, ExtentKind::Zero);
+        list.extend([Extent {
+            offset: 20,
+            length: 1,
+            kind: ExtentKind::Zero,
+        }]);
+        assert_eq!(
+            list.into_vec(),
+            vec![
+                Extent {
+                    offset: 0,
+                    length: 15,
+                    kind: ExtentKind::Data
+                },
+                Extent {
+                    offset: 15,
+                    length: 6,
+                    kind: ExtentKind::Zero
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn guest_reader_reads_the_guest_disk() {
+        let raw = crate::Raw::new(vec![1u8, 2, 3, 4], "r", None);
+        let mut reader = GuestReader::new(raw);
+        assert_eq!(reader.len(), 4);
+        let mut buf = [0u8; 2];
+        reader.read_exact_at(2, &mut buf).unwrap();
+        assert_eq!(buf, [3, 4]);
+        let err = reader.read_exact_at(3, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<ImageError>());
+        assert_eq!(inner.map(ImageError::disk), Some("r"));
+    }
+
+    #[test]
+    fn ranges_are_checked_without_overflow() {
+        assert!(check_range("d", 0, 10, 10).is_ok());
+        assert!(check_range("d", 1, 10, 10).is_err());
+        assert!(check_range("d", u64::MAX, 2, u64::MAX).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Hostile input: random bytes and valid images with bytes flipped in the header and the
+//! tables are opened, mapped and read. Errors are expected; panics, hangs and huge
+//! allocations are not (every buffer the reader sizes from the image is bounded).
+
+use std::io::Cursor;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use tessera_disk_image::{
+    BackingRef, DiskImage, Format, ImageError, ImageFile, Qcow2Writer, Qcow2WriterOptions, open,
+};
+
+use crate::support::*;
+
+/// Opens `bytes` as an image (probed, and forced to qcow2) and maps and reads it. Backing
+/// files resolve to a small raw disk.
+fn exercise(bytes: &[u8], seed: u64) {
+    for format in [None, Some(Format::Qcow2)] {
+        let file = ImageFile::new("hostile", Box::new(bytes.to_vec()));
+        let mut opener = |b: &BackingRef| -> Result<ImageFile, ImageError> {
+            let name = format!("{}/backing", b.referenced_by);
+            Ok(ImageFile::new(name, Box::new(vec![0x11u8; 70_000])))
+        };
+        if let Ok(mut image) = open(file, format, &mut opener) {
+            use_image(&mut *image, seed);
+        }
+    }
+}
+
+fn use_image(image: &mut dyn DiskImage, seed: u64) {
+    let size = image.virtual_size();
+    let _ = image.describe();
+    let _ = image.map(0, size);
+    let mut rng = SplitMix::new(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    // The whole of a small disk; windows of a large one.
+    if size <= 16 << 20 {
+        let mut pos = 0;
+        while pos < size {
+            let n = (size - pos).min(buf.len() as u64);
+            if image.read_at(pos, &mut buf[..n as usize]).is_err() {
+                break;
+            }
+            pos += n;
+        }
+    } else {
+        for _ in 0..8 {
+            let n = rng.below(buf.len() as u64);
+            let at = rng.below(size - n);
+            let _ = image.read_at(at, &mut buf[..n as usize]);
+            let _ = image.map(at, n.max(1 << 30).min(size - at));
+        }
+    }
+    let _ = image.read_at(size, &mut buf[..1]);
+    let _ = image.map(size.saturating_sub(1), 2);
+}
+
+/// A small image with data in several L2 tables, written by our writer (4 KiB clusters).
+fn writer_image() -> &'static [u8] {
+    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let options = Qcow2WriterOptions { cluster_bits: 12 };
+        let mut w = Qcow2Writer::create_with(Cursor::new(Vec::new()), 4 << 20, options).unwrap();
+        let mut rng = SplitMix::new(5);
+        for i in (0..1024u64).step_by(37) {
+            let mut data = vec![0u8; 4096];
+            rng.fill(&mut data);
+            w.write_cluster(i * 4096, &data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    })
+}
+
+/// Flips bytes: `header` of them among the first 512, `anywhere` across the file.
+fn mutate(image: &[u8], rng: &mut SplitMix, header: usize, anywhere: usize) -> Vec<u8> {
+    let mut bytes = image.to_vec();
+    for _ in 0..header {
+        let at = rng.below(512.min(bytes.len() as u64)) as usize;
+        bytes[at] = rng.next_u64() as u8;
+    }
+    for _ in 0..anywhere {
+        let at = rng.below(bytes.len() as u64) as usize;
+        bytes[at] ^= 1 << rng.below(8);
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(
+        mut bytes in prop::collection::vec(any::<u8>(), 0..8192),
+        version in 2u32..=3,
+        cluster_bits in 9u32..=21,
+        qcow2_magic in any::<bool>(),
+    ) {
+        if qcow2_magic && bytes.len() >= 24 {
+            bytes[0..4].copy_from_slice(b"QFI\xfb");
+            bytes[4..8].copy_from_slice(&version.to_be_bytes());
+            bytes[20..24].copy_from_slice(&cluster_bits.to_be_bytes());
+        }
+        exercise(&bytes, bytes.len() as u64);
+    }
+
+    #[test]
+    fn mutated_written_images_never_panic(seed in any::<u64>(), header in 0usize..6, anywhere in 0usize..24) {
+        let mut rng = SplitMix::new(seed);
+        let bytes = mutate(writer_image(), &mut rng, header, anywhere);
+        exercise(&bytes, seed);
+    }
+}
+
+/// Images made by QEMU with each kind of cluster, mutated many times over.
+#[test]
+fn mutated_qemu_images_never_panic() {
+    let dir = tempdir();
+    let d = dir.path();
+    let src = write_raw(d, "src.raw", &content(2 << 20, 9));
+    let mut images = Vec::new();
+    for (name, options, compress) in [
+        ("v2.qcow2", "compat=0.10,cluster_size=4k", false),
+        ("zlib.qcow2", "cluster_size=4k", true),
+        ("zstd.qcow2", "compression_type=zstd,cluster_size=4k", true),
+        ("extl2.qcow2", "extended_l2=on,cluster_size=16k", false),
+        ("big.qcow2", "cluster_size=2M", true),
+    ] {
+        let out = path(d, name);
+        let mut args = vec!["convert", "-q", "-f", "raw", "-O", "qcow2", "-o", options];
+        if compress {
+            args.push("-c");
+        }
+        args.extend([src.to_str().unwrap(), out.to_str().unwrap()]);
+        qemu_img(&args);
+        qemu_io(
+            &out,
+            "qcow2",
+            &["write -z 100000 300000", "write -P 7 1000000 5000"],
+        );
+        images.push(std::fs::read(&out).unwrap());
+    }
+    // With a backing file name and format in the header.
+    let backed = path(d, "backed.qcow2");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "v2.qcow2",
+        "-F",
+        "qcow2",
+        "-o",
+        "cluster_size=4k",
+        backed.to_str().unwrap(),
+    ]);
+    qemu_io(&backed, "qcow2", &["write -P 9 0 70000"]);
+    images.push(std::fs::read(&backed).unwrap());
+
+    let mut rng = SplitMix::new(1);
+    for image in &images {
+        for round in 0..150 {
+            let header = rng.below(4) as usize;
+            let anywhere = rng.below(16) as usize;
+            let bytes = mutate(image, &mut rng, header, anywhere);
+            exercise(&bytes, round);
+        }
+        // Cut short anywhere.
+        for _ in 0..20 {
+            let cut = rng.below(image.len() as u64) as usize;
+            exercise(&image[..cut], 0);
+        }
+    }
+}
+
+#[test]
+fn shared_l2_tables_are_refused() {
+    // Two L1 entries pointing at one L2 table would let a small file map to a huge list.
+    let mut bytes = writer_image().to_vec();
+    let l1 = u64::from_be_bytes(bytes[40..48].try_into().unwrap()) as usize;
+    let first: [u8; 8] = bytes[l1..l1 + 8].try_into().unwrap();
+    bytes[l1 + 8..l1 + 16].copy_from_slice(&first);
+    let file = ImageFile::new("shared", Box::new(bytes));
+    let err = expect_error(
+        open(file, None, &mut tessera_disk_image::no_backing),
+        "shared",
+    );
+    assert!(
+        err.to_string().contains("both point to the L2 table"),
+        "{err}"
+    );
+}

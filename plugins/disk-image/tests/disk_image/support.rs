@@ -1,0 +1,310 @@
+//! Helpers: running QEMU's tools, making test content, opening image files with a backing
+//! opener that resolves names like QEMU does, and comparing our view with QEMU's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tessera_disk_image::{
+    BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageErrorKind, ImageFile,
+    open,
+};
+
+/// Runs a QEMU tool and returns its standard output; fails the test if the tool is missing
+/// or fails.
+pub fn qemu(tool: &str, args: &[&str]) -> String {
+    let out = run(tool, args);
+    assert!(
+        out.status.success(),
+        "{tool} {} failed: {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a QEMU tool, returning its output whatever its exit status.
+pub fn run(tool: &str, args: &[&str]) -> std::process::Output {
+    match Command::new(tool).args(args).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{tool} is not installed: these tests check the readers and the writer against \
+             QEMU's own tools; install qemu-utils (Debian: apt-get install qemu-utils)"
+        ),
+        Err(e) => panic!("cannot run {tool}: {e}"),
+    }
+}
+
+/// `qemu-img` with arguments.
+pub fn qemu_img(args: &[&str]) -> String {
+    qemu("qemu-img", args)
+}
+
+/// `qemu-io` running each command on `image` (opened as `format`).
+pub fn qemu_io(image: &Path, format: &str, commands: &[&str]) {
+    let mut args = vec!["-f", format];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    let path = image.to_str().unwrap();
+    args.push(path);
+    let out = qemu("qemu-io", &args);
+    assert!(
+        !out.contains("error") && !out.contains("failed"),
+        "qemu-io: {out}"
+    );
+}
+
+/// A small deterministic generator (SplitMix64), so failures reproduce.
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// Disk content of `size` bytes in segments of random, compressible and zero bytes, with
+/// segment boundaries that fall anywhere (not only on cluster boundaries).
+pub fn content(size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = SplitMix::new(seed);
+    let mut data = vec![0u8; size];
+    let mut pos = 0;
+    while pos < size {
+        let len = (1 + rng.below(300_000) as usize).min(size - pos);
+        let segment = &mut data[pos..pos + len];
+        match rng.below(4) {
+            0 => rng.fill(segment),
+            1 => {
+                let line = format!("tessera block {pos} of a test disk\n");
+                for (i, b) in segment.iter_mut().enumerate() {
+                    *b = line.as_bytes()[i % line.len()];
+                }
+            }
+            _ => {}
+        }
+        pos += len;
+    }
+    data
+}
+
+/// Opens an image file, resolving backing names relative to the directory of the image that
+/// refers to them (as QEMU does), under canonical paths as unique names. Raw backing files
+/// get their data ranges from `qemu-img map`, as the host would from `SEEK_DATA`.
+pub fn open_file(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImage>, ImageError> {
+    let file = image_file(&path.canonicalize().unwrap(), format);
+    open(file, format, &mut opener)
+}
+
+/// The opener used by [`open_file`].
+pub fn opener(backing: &BackingRef) -> Result<ImageFile, ImageError> {
+    let referrer = Path::new(&backing.referenced_by);
+    let path = referrer.parent().unwrap().join(&backing.name);
+    let path = path.canonicalize().map_err(|e| {
+        ImageError::new(
+            &backing.referenced_by,
+            ImageErrorKind::BackingUnavailable {
+                backing: backing.name.clone(),
+                reason: e.to_string(),
+            },
+        )
+    })?;
+    Ok(image_file(&path, backing.format))
+}
+
+fn image_file(path: &Path, format: Option<Format>) -> ImageFile {
+    let reader = FileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let file = ImageFile::new(path.to_str().unwrap(), Box::new(reader));
+    let is_raw = format == Some(Format::Raw)
+        || (format.is_none() && std::fs::read(path).unwrap().get(..4) != Some(b"QFI\xfb"));
+    if is_raw {
+        file.with_data_ranges(raw_data_ranges(path))
+    } else {
+        file
+    }
+}
+
+/// The data ranges of a raw file as QEMU sees them.
+pub fn raw_data_ranges(path: &Path) -> Vec<(u64, u64)> {
+    qemu_map(path, "raw")
+        .into_iter()
+        .filter(|&(_, _, data)| data)
+        .map(|(start, end, _)| (start, end - start))
+        .collect()
+}
+
+/// `qemu-img map` of an image: merged `(start, end, data)` ranges.
+pub fn qemu_map(path: &Path, format: &str) -> Vec<(u64, u64, bool)> {
+    let json = qemu_img(&["map", "--output=json", "-f", format, path.to_str().unwrap()]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    merge(entries.iter().map(|e| {
+        let start = e["start"].as_u64().unwrap();
+        let length = e["length"].as_u64().unwrap();
+        (start, start + length, e["data"].as_bool().unwrap())
+    }))
+}
+
+/// Our map of the whole disk as merged `(start, end, data)` ranges.
+pub fn our_map(image: &mut dyn DiskImage) -> Vec<(u64, u64, bool)> {
+    let size = image.virtual_size();
+    let extents = image.map(0, size).unwrap();
+    let mut pos = 0;
+    for e in &extents {
+        assert_eq!(e.offset, pos, "extents must be contiguous: {extents:?}");
+        assert!(e.length > 0);
+        pos = e.end();
+    }
+    assert_eq!(pos, size, "extents must cover the disk");
+    for pair in extents.windows(2) {
+        assert_ne!(
+            pair[0].kind, pair[1].kind,
+            "neighbours must be merged: {pair:?}"
+        );
+    }
+    merge(
+        extents
+            .iter()
+            .map(|e| (e.offset, e.end(), e.kind == ExtentKind::Data)),
+    )
+}
+
+fn merge(ranges: impl Iterator<Item = (u64, u64, bool)>) -> Vec<(u64, u64, bool)> {
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    for (start, end, data) in ranges {
+        match out.last_mut() {
+            Some(last) if last.1 == start && last.2 == data => last.1 = end,
+            _ => out.push((start, end, data)),
+        }
+    }
+    out
+}
+
+/// The guest disk as QEMU reads it.
+pub fn qemu_raw(path: &Path, format: &str, dir: &Path) -> Vec<u8> {
+    let out = dir.join("qemu-view.raw");
+    qemu_img(&[
+        "convert",
+        "-f",
+        format,
+        "-O",
+        "raw",
+        path.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
+/// Checks that our reader sees exactly what QEMU sees in the image at `path`: the same
+/// bytes, read in pieces that cross cluster boundaries anywhere, and the same map.
+pub fn assert_same_as_qemu(path: &Path, format: &str) {
+    let dir = path.parent().unwrap();
+    let expected = qemu_raw(path, format, dir);
+    let mut image = open_file(path, Format::from_name(format)).unwrap();
+    assert_eq!(
+        image.virtual_size(),
+        expected.len() as u64,
+        "{}",
+        image.describe()
+    );
+
+    let mut ours = vec![0xa5u8; expected.len()];
+    for chunk_start in (0..ours.len()).step_by(1_000_003) {
+        let end = (chunk_start + 1_000_003).min(ours.len());
+        image
+            .read_at(chunk_start as u64, &mut ours[chunk_start..end])
+            .unwrap();
+    }
+    assert_same_bytes(&ours, &expected, path);
+
+    let mut rng = SplitMix::new(expected.len() as u64);
+    for _ in 0..200 {
+        let len = rng.below(200_000).min(expected.len() as u64) as usize;
+        let at = rng.below(expected.len() as u64 - len as u64 + 1) as usize;
+        let mut buf = vec![0x5au8; len];
+        image.read_at(at as u64, &mut buf).unwrap();
+        assert!(
+            buf == expected[at..at + len],
+            "{}: read of {len} at {at}",
+            path.display()
+        );
+    }
+
+    assert_eq!(
+        our_map(&mut *image),
+        qemu_map(path, format),
+        "map of {}",
+        image.describe()
+    );
+}
+
+pub fn assert_same_bytes(ours: &[u8], expected: &[u8], path: &Path) {
+    if ours != expected {
+        let first = ours.iter().zip(expected).position(|(a, b)| a != b).unwrap();
+        panic!(
+            "{}: guest bytes differ from QEMU's, first at offset {first:#x}",
+            path.display()
+        );
+    }
+}
+
+/// A fresh temporary directory.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// `dir/name` as a string.
+pub fn path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Writes `content` as a raw file.
+pub fn write_raw(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    // Write only non-zero 4 KiB blocks so the file is sparse, like a real disk image.
+    let file = std::fs::File::create(&p).unwrap();
+    file.set_len(content.len() as u64).unwrap();
+    use std::os::unix::fs::FileExt;
+    for (i, block) in content.chunks(4096).enumerate() {
+        if block.iter().any(|&b| b != 0) {
+            file.write_all_at(block, i as u64 * 4096).unwrap();
+        }
+    }
+    p
+}
+
+/// The expected error kind, with the message checked to name the disk.
+pub fn expect_error<T>(result: Result<T, ImageError>, disk: &str) -> ImageError {
+    let err = match result {
+        Ok(_) => panic!("expected an error about {disk}"),
+        Err(e) => e,
+    };
+    let message = err.to_string();
+    assert!(
+        message.starts_with(disk),
+        "message should start with the disk name {disk}: {message}"
+    );
+    err
+}

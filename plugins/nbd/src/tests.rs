@@ -1,0 +1,1180 @@
+//! Whole-session tests against scripted servers: a stream that replays prepared server bytes
+//! and records what the client sends. The scripts know the client's cookies (1, 2, 3, … in
+//! request order), which lets them answer correctly, or wrongly on purpose: every malformed
+//! reply must end in an error, never a panic, a hang or a large allocation.
+
+use std::io::{self, Cursor, Read, Write};
+
+use proptest::prelude::*;
+
+use crate::wire::*;
+use crate::{Client, Errno, NbdError, NbdErrorKind};
+
+/// Replays `input` and records the client's bytes; end of input reads as a closed connection.
+struct Mock {
+    input: Cursor<Vec<u8>>,
+    output: Vec<u8>,
+}
+
+impl Read for Mock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.input.read(buf)
+    }
+}
+
+impl Write for Mock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Server bytes, built message by message.
+#[derive(Clone, Default)]
+struct Script(Vec<u8>);
+
+const SIZE: u64 = 1 << 20;
+const FLAGS: u16 = NBD_FLAG_HAS_FLAGS
+    | NBD_FLAG_SEND_FLUSH
+    | NBD_FLAG_SEND_WRITE_ZEROES
+    | NBD_FLAG_SEND_TRIM
+    | NBD_FLAG_SEND_FUA;
+
+impl Script {
+    fn greeting(flags: u16) -> Script {
+        let mut s = Script::default();
+        s.0.extend_from_slice(&NBD_MAGIC.to_be_bytes());
+        s.0.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        s.0.extend_from_slice(&flags.to_be_bytes());
+        s
+    }
+
+    fn raw(mut self, bytes: &[u8]) -> Script {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    fn option_reply(mut self, option: u32, reply: u32, data: &[u8]) -> Script {
+        self.0.extend_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
+        self.0.extend_from_slice(&option.to_be_bytes());
+        self.0.extend_from_slice(&reply.to_be_bytes());
+        self.0.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(data);
+        self
+    }
+
+    fn meta_context(self, id: u32, name: &str) -> Script {
+        let mut data = id.to_be_bytes().to_vec();
+        data.extend_from_slice(name.as_bytes());
+        self.option_reply(NBD_OPT_SET_META_CONTEXT, NBD_REP_META_CONTEXT, &data)
+    }
+
+    fn info_export(self, size: u64, flags: u16) -> Script {
+        let mut data = NBD_INFO_EXPORT.to_be_bytes().to_vec();
+        data.extend_from_slice(&size.to_be_bytes());
+        data.extend_from_slice(&flags.to_be_bytes());
+        self.option_reply(NBD_OPT_GO, NBD_REP_INFO, &data)
+    }
+
+    fn info_block_size(self, minimum: u32, preferred: u32, maximum: u32) -> Script {
+        let mut data = NBD_INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+        for v in [minimum, preferred, maximum] {
+            data.extend_from_slice(&v.to_be_bytes());
+        }
+        self.option_reply(NBD_OPT_GO, NBD_REP_INFO, &data)
+    }
+
+    /// A whole successful handshake: structured replies, the given contexts, `NBD_OPT_GO`.
+    fn handshake(contexts: &[(u32, &str)], size: u64, flags: u16) -> Script {
+        let mut s = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES).option_reply(
+            NBD_OPT_STRUCTURED_REPLY,
+            NBD_REP_ACK,
+            &[],
+        );
+        if !contexts.is_empty() {
+            for (id, name) in contexts {
+                s = s.meta_context(*id, name);
+            }
+            s = s.option_reply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, &[]);
+        }
+        s.info_export(size, flags)
+            .info_block_size(512, 4096, 1 << 20)
+            .option_reply(NBD_OPT_GO, NBD_REP_ACK, &[])
+    }
+
+    fn simple(mut self, error: u32, cookie: u64, data: &[u8]) -> Script {
+        self.0
+            .extend_from_slice(&NBD_SIMPLE_REPLY_MAGIC.to_be_bytes());
+        self.0.extend_from_slice(&error.to_be_bytes());
+        self.0.extend_from_slice(&cookie.to_be_bytes());
+        self.0.extend_from_slice(data);
+        self
+    }
+
+    fn chunk(mut self, flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Script {
+        self.0
+            .extend_from_slice(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        self.0.extend_from_slice(&flags.to_be_bytes());
+        self.0.extend_from_slice(&kind.to_be_bytes());
+        self.0.extend_from_slice(&cookie.to_be_bytes());
+        self.0
+            .extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(payload);
+        self
+    }
+
+    fn data(self, flags: u16, cookie: u64, offset: u64, data: &[u8]) -> Script {
+        let mut p = offset.to_be_bytes().to_vec();
+        p.extend_from_slice(data);
+        self.chunk(flags, NBD_REPLY_TYPE_OFFSET_DATA, cookie, &p)
+    }
+
+    fn hole(self, flags: u16, cookie: u64, offset: u64, size: u32) -> Script {
+        let mut p = offset.to_be_bytes().to_vec();
+        p.extend_from_slice(&size.to_be_bytes());
+        self.chunk(flags, NBD_REPLY_TYPE_OFFSET_HOLE, cookie, &p)
+    }
+
+    fn done(self, cookie: u64) -> Script {
+        self.chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, cookie, &[])
+    }
+
+    fn error(self, flags: u16, cookie: u64, errno: u32, message: &str) -> Script {
+        let mut p = errno.to_be_bytes().to_vec();
+        p.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        p.extend_from_slice(message.as_bytes());
+        self.chunk(flags, NBD_REPLY_TYPE_ERROR, cookie, &p)
+    }
+
+    fn error_offset(self, flags: u16, cookie: u64, errno: u32, offset: u64) -> Script {
+        let mut p = errno.to_be_bytes().to_vec();
+        p.extend_from_slice(&0u16.to_be_bytes());
+        p.extend_from_slice(&offset.to_be_bytes());
+        self.chunk(flags, NBD_REPLY_TYPE_ERROR_OFFSET, cookie, &p)
+    }
+
+    fn status(self, flags: u16, cookie: u64, id: u32, extents: &[(u32, u32)]) -> Script {
+        let mut p = id.to_be_bytes().to_vec();
+        for (length, status) in extents {
+            p.extend_from_slice(&length.to_be_bytes());
+            p.extend_from_slice(&status.to_be_bytes());
+        }
+        self.chunk(flags, NBD_REPLY_TYPE_BLOCK_STATUS, cookie, &p)
+    }
+
+    fn mock(self) -> Mock {
+        Mock {
+            input: Cursor::new(self.0),
+            output: Vec::new(),
+        }
+    }
+
+    fn connect(self, contexts: &[&str]) -> Result<Client<Mock>, NbdError> {
+        Client::connect(self.mock(), "disk", contexts)
+    }
+}
+
+/// A client connected to a scripted server with `base:allocation` (id 7) whose transmission
+/// replies follow `replies`.
+fn client_with(replies: impl FnOnce(Script) -> Script) -> Client<Mock> {
+    replies(Script::handshake(&[(7, BASE_ALLOCATION)], SIZE, FLAGS))
+        .connect(&[BASE_ALLOCATION])
+        .expect("the scripted handshake succeeds")
+}
+
+fn protocol_detail(e: &NbdError) -> &str {
+    match e.kind() {
+        NbdErrorKind::Protocol { detail, .. } => detail,
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+/// The requests the client sent after the handshake, as (type, cookie, offset, length).
+fn requests(client: &Client<Mock>) -> Vec<(u16, u64, u64, u32)> {
+    let out = &client.get_ref().output;
+    let start = out
+        .windows(4)
+        .position(|w| w == NBD_REQUEST_MAGIC.to_be_bytes())
+        .unwrap_or(out.len());
+    let mut rest = &out[start..];
+    let mut found = Vec::new();
+    while rest.len() >= REQUEST_HEADER_LEN {
+        assert_eq!(be_u32(rest), NBD_REQUEST_MAGIC);
+        let kind = be_u16(&rest[6..]);
+        let length = be_u32(&rest[24..]);
+        found.push((kind, be_u64(&rest[8..]), be_u64(&rest[16..]), length));
+        let payload = if kind == Command::Write.code() {
+            length as usize
+        } else {
+            0
+        };
+        rest = &rest[REQUEST_HEADER_LEN + payload..];
+    }
+    found
+}
+
+mod handshake {
+    use super::*;
+
+    #[test]
+    fn negotiates_structured_replies_contexts_and_block_sizes() {
+        let client = Script::handshake(
+            &[(7, BASE_ALLOCATION), (9, "qemu:dirty-bitmap:b0")],
+            SIZE,
+            FLAGS,
+        )
+        .connect(&[BASE_ALLOCATION, "qemu:dirty-bitmap:b0"])
+        .unwrap();
+        assert_eq!(client.size(), SIZE);
+        assert!(!client.read_only());
+        assert!(client.can_flush() && client.can_write_zeroes() && client.can_trim());
+        assert!(client.can_fua() && !client.can_fast_zero() && !client.can_multi_conn());
+        assert!(client.structured_replies());
+        assert_eq!(client.block_sizes().unwrap().minimum, 512);
+        assert_eq!(
+            client.contexts().collect::<Vec<_>>(),
+            [BASE_ALLOCATION, "qemu:dirty-bitmap:b0"]
+        );
+
+        // Client flags and the three options, in order, each well formed.
+        let out = &client.get_ref().output;
+        assert_eq!(
+            be_u32(out),
+            NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES
+        );
+        let mut rest = &out[4..];
+        let mut options = Vec::new();
+        while !rest.is_empty() {
+            assert_eq!(be_u64(rest), IHAVEOPT);
+            let len = be_u32(&rest[12..]) as usize;
+            options.push((be_u32(&rest[8..]), rest[16..16 + len].to_vec()));
+            rest = &rest[16 + len..];
+        }
+        let names: Vec<u32> = options.iter().map(|o| o.0).collect();
+        assert_eq!(
+            names,
+            [
+                NBD_OPT_STRUCTURED_REPLY,
+                NBD_OPT_SET_META_CONTEXT,
+                NBD_OPT_GO
+            ]
+        );
+        let mut meta = Vec::new();
+        meta.extend_from_slice(&4u32.to_be_bytes());
+        meta.extend_from_slice(b"disk");
+        meta.extend_from_slice(&2u32.to_be_bytes());
+        meta.extend_from_slice(&(BASE_ALLOCATION.len() as u32).to_be_bytes());
+        meta.extend_from_slice(BASE_ALLOCATION.as_bytes());
+        meta.extend_from_slice(&20u32.to_be_bytes());
+        meta.extend_from_slice(b"qemu:dirty-bitmap:b0");
+        assert_eq!(options[1].1, meta);
+        assert_eq!(options[2].1, b"\0\0\0\x04disk\0\x01\0\x03");
+    }
+
+    #[test]
+    fn unknown_export_is_reported_with_the_servers_message() {
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .option_reply(
+                NBD_OPT_GO,
+                NBD_REP_ERR_UNKNOWN,
+                b"export 'disk' not present",
+            )
+            .connect(&[])
+            .err()
+            .unwrap();
+        assert!(matches!(e.kind(), NbdErrorKind::UnknownExport { .. }));
+        assert_eq!(
+            e.to_string(),
+            "NBD export \"disk\": the server has no such export: export 'disk' not present"
+        );
+    }
+
+    #[test]
+    fn a_context_the_server_does_not_select_is_named() {
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .meta_context(1, BASE_ALLOCATION)
+            .option_reply(NBD_OPT_SET_META_CONTEXT, NBD_REP_ACK, &[])
+            .connect(&[BASE_ALLOCATION, "qemu:dirty-bitmap:missing"])
+            .err()
+            .unwrap();
+        match e.kind() {
+            NbdErrorKind::ContextNotGranted { context } => {
+                assert_eq!(context, "qemu:dirty-bitmap:missing");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_carry_the_option_and_message() {
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .option_reply(NBD_OPT_GO, NBD_REP_ERR_POLICY, b"not for you")
+            .connect(&[])
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "NBD export \"disk\": the server refused NBD_OPT_GO: NBD_REP_ERR_POLICY (forbidden \
+             by server policy): not for you"
+        );
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_TLS_REQD, &[])
+            .connect(&[])
+            .err()
+            .unwrap();
+        assert!(matches!(e.kind(), NbdErrorKind::Refused { .. }), "{e}");
+    }
+
+    #[test]
+    fn without_structured_replies_reads_use_simple_replies() {
+        let data: Vec<u8> = (0..512u32).map(|i| i as u8).collect();
+        let mut client = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, &[])
+            .info_export(SIZE, FLAGS)
+            .option_reply(NBD_OPT_GO, NBD_REP_ACK, &[])
+            .simple(0, 1, &data)
+            .simple(Errno::EIO.0, 2, &[])
+            .connect(&[])
+            .unwrap();
+        assert!(!client.structured_replies());
+        assert_eq!(client.block_sizes(), None);
+        let mut buf = vec![1u8; 512];
+        client.read(4096, &mut buf).unwrap();
+        assert_eq!(buf, data);
+        let e = client.read(0, &mut buf).unwrap_err();
+        assert!(matches!(
+            e.kind(),
+            NbdErrorKind::Server {
+                errno: Errno::EIO,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn contexts_need_structured_replies() {
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, &[])
+            .connect(&[BASE_ALLOCATION])
+            .err()
+            .unwrap();
+        assert!(matches!(e.kind(), NbdErrorKind::Unsupported { .. }), "{e}");
+    }
+
+    #[test]
+    fn falls_back_to_export_name_without_go() {
+        let mut tail = 4096u64.to_be_bytes().to_vec();
+        tail.extend_from_slice(&(NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY).to_be_bytes());
+        let client = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .option_reply(NBD_OPT_GO, NBD_REP_ERR_UNSUP, &[])
+            .raw(&tail)
+            .connect(&[])
+            .unwrap();
+        assert_eq!(client.size(), 4096);
+        assert!(client.read_only());
+    }
+
+    #[test]
+    fn speaks_plain_newstyle_with_the_zero_padding() {
+        let mut tail = 8192u64.to_be_bytes().to_vec();
+        tail.extend_from_slice(&NBD_FLAG_HAS_FLAGS.to_be_bytes());
+        tail.extend_from_slice(&[0; 124]);
+        let client = Script::greeting(0).raw(&tail).connect(&[]).unwrap();
+        assert_eq!(client.size(), 8192);
+        assert!(!client.structured_replies());
+        // Client flags 0, then NBD_OPT_EXPORT_NAME straight away.
+        let out = &client.get_ref().output;
+        assert_eq!(be_u32(out), 0);
+        assert_eq!(be_u32(&out[12..]), NBD_OPT_EXPORT_NAME);
+    }
+
+    #[test]
+    fn export_name_closing_means_no_such_export() {
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .option_reply(NBD_OPT_GO, NBD_REP_ERR_UNSUP, &[])
+            .connect(&[])
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::UnknownExport { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn oldstyle_and_strangers_are_refused() {
+        let e = Script::default()
+            .raw(&NBD_MAGIC.to_be_bytes())
+            .raw(&CLISERV_MAGIC.to_be_bytes())
+            .raw(&[0; 2])
+            .connect(&[])
+            .err()
+            .unwrap();
+        assert!(matches!(e.kind(), NbdErrorKind::Unsupported { .. }), "{e}");
+        let e = Script::default()
+            .raw(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .connect(&[])
+            .err()
+            .unwrap();
+        assert!(protocol_detail(&e).contains("not an NBD server"), "{e}");
+    }
+
+    #[test]
+    fn every_truncation_of_a_handshake_fails_cleanly() {
+        let full = Script::handshake(&[(7, BASE_ALLOCATION)], SIZE, FLAGS).0;
+        for cut in 0..full.len() {
+            let e = Script(full[..cut].to_vec())
+                .connect(&[BASE_ALLOCATION])
+                .err()
+                .unwrap_or_else(|| panic!("a handshake cut at {cut} bytes succeeded"));
+            assert!(e.is_fatal(), "cut at {cut}: {e}");
+        }
+    }
+
+    #[test]
+    fn malformed_option_replies_are_protocol_errors() {
+        let base = || {
+            Script::greeting(NBD_FLAG_FIXED_NEWSTYLE).option_reply(
+                NBD_OPT_STRUCTURED_REPLY,
+                NBD_REP_ACK,
+                &[],
+            )
+        };
+        let cases: Vec<(&str, Script)> = vec![
+            (
+                "huge reply",
+                base()
+                    .raw(&OPTION_REPLY_MAGIC.to_be_bytes())
+                    .raw(&[0, 0, 0, 7, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff]),
+            ),
+            (
+                "wrong option echoed",
+                base().option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[]),
+            ),
+            (
+                "ack before export info",
+                base().option_reply(NBD_OPT_GO, NBD_REP_ACK, &[]),
+            ),
+            (
+                "short export info",
+                base().option_reply(NBD_OPT_GO, NBD_REP_INFO, &[0, 0, 1, 2, 3]),
+            ),
+            ("bad block sizes", base().info_block_size(3, 4096, 1 << 20)),
+            (
+                "ack with data",
+                base()
+                    .info_export(SIZE, FLAGS)
+                    .option_reply(NBD_OPT_GO, NBD_REP_ACK, b"x"),
+            ),
+            (
+                "no HAS_FLAGS",
+                base().info_export(SIZE, NBD_FLAG_SEND_FLUSH).option_reply(
+                    NBD_OPT_GO,
+                    NBD_REP_ACK,
+                    &[],
+                ),
+            ),
+            (
+                "unexpected reply type",
+                base().option_reply(NBD_OPT_GO, NBD_REP_META_CONTEXT, &[0; 8]),
+            ),
+            ("bad magic", base().raw(&[0x55; 20])),
+        ];
+        for (name, script) in cases {
+            let e = script
+                .connect(&[])
+                .err()
+                .unwrap_or_else(|| panic!("{name}"));
+            protocol_detail(&e);
+        }
+        let e = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .meta_context(1, BASE_ALLOCATION)
+            .meta_context(1, "qemu:dirty-bitmap:b0")
+            .connect(&[BASE_ALLOCATION, "qemu:dirty-bitmap:b0"])
+            .err()
+            .unwrap();
+        assert!(protocol_detail(&e).contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn endless_informational_replies_end_in_an_error() {
+        let mut s = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE).option_reply(
+            NBD_OPT_STRUCTURED_REPLY,
+            NBD_REP_ACK,
+            &[],
+        );
+        for _ in 0..1100 {
+            s = s.info_export(SIZE, FLAGS);
+        }
+        let e = s.connect(&[]).err().unwrap();
+        assert!(protocol_detail(&e).contains("more than"), "{e}");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_sending() {
+        let long = "x".repeat(MAX_STRING + 1);
+        let e = Client::connect(Script::default().mock(), &long, &[])
+            .err()
+            .unwrap();
+        assert!(matches!(e.kind(), NbdErrorKind::InvalidArgument { .. }));
+        let e = Script::default().connect(&["nonamespace"]).err().unwrap();
+        assert!(matches!(e.kind(), NbdErrorKind::InvalidArgument { .. }));
+    }
+}
+
+mod read {
+    use super::*;
+
+    #[test]
+    fn reassembles_out_of_order_data_and_holes() {
+        let mut client = client_with(|s| {
+            s.data(0, 1, 1024 + 512, &[0xbb; 512])
+                .hole(0, 1, 1024, 512)
+                .data(0, 1, 0, &[0xaa; 1024])
+                .error_offset(0, 1, Errno::EIO.0, 1024) // ignored? no: reported
+                .done(1)
+        });
+        let mut buf = vec![0x11; 2048];
+        let e = client.read(0, &mut buf).unwrap_err();
+        match e.kind() {
+            NbdErrorKind::Server { offset, errno, .. } => {
+                assert_eq!((*offset, *errno), (1024, Errno::EIO));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!e.is_fatal());
+
+        let mut client = client_with(|s| {
+            s.data(0, 1, 1024 + 512, &[0xbb; 512])
+                .hole(0, 1, 1024, 512)
+                .data(NBD_REPLY_FLAG_DONE, 1, 0, &[0xaa; 1024])
+        });
+        client.read(0, &mut buf).unwrap();
+        assert_eq!(&buf[..1024], &[0xaa; 1024]);
+        assert_eq!(&buf[1024..1536], &[0; 512]);
+        assert_eq!(&buf[1536..], &[0xbb; 512]);
+    }
+
+    #[test]
+    fn a_server_error_leaves_the_connection_usable() {
+        let mut client = client_with(|s| {
+            s.error(NBD_REPLY_FLAG_DONE, 1, Errno::EIO.0, "bad sector")
+                .hole(NBD_REPLY_FLAG_DONE, 2, 0, 512)
+        });
+        let mut buf = [7u8; 512];
+        let e = client.read(0, &mut buf).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "NBD export \"disk\": NBD_CMD_READ of 512 bytes at offset 0 failed on the server: \
+             EIO (5, input/output error): bad sector"
+        );
+        client.read(0, &mut buf).unwrap();
+        assert_eq!(buf, [0; 512]);
+    }
+
+    #[test]
+    fn splits_reads_at_the_maximum_block_size() {
+        // Maximum block size 1 MiB: a 1 MiB + 512 read takes two requests.
+        let mut client = client_with(|s| s.hole(NBD_REPLY_FLAG_DONE, 1, 0, 1 << 20));
+        let mut buf = vec![1u8; 1 << 20];
+        client.read(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+        assert_eq!(requests(&client), [(Command::Read.code(), 1, 0, 1 << 20)]);
+
+        let mut big = Script::handshake(&[], 4 << 20, FLAGS);
+        big =
+            big.hole(NBD_REPLY_FLAG_DONE, 1, 0, 1 << 20)
+                .hole(NBD_REPLY_FLAG_DONE, 2, 1 << 20, 512);
+        let mut client = big.connect(&[]).unwrap();
+        let mut buf = vec![1u8; (1 << 20) + 512];
+        client.read(0, &mut buf).unwrap();
+        assert_eq!(
+            requests(&client),
+            [
+                (Command::Read.code(), 1, 0, 1 << 20),
+                (Command::Read.code(), 2, 1 << 20, 512)
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_ranges_outside_the_export_or_unaligned() {
+        let mut client = client_with(|s| s);
+        let mut buf = [0u8; 512];
+        let e = client.read(SIZE - 256, &mut buf).unwrap_err();
+        assert!(matches!(e.kind(), NbdErrorKind::OutOfRange { .. }), "{e}");
+        let e = client.read(u64::MAX - 10, &mut buf).unwrap_err();
+        assert!(matches!(e.kind(), NbdErrorKind::OutOfRange { .. }), "{e}");
+        let e = client.read(100, &mut buf).unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::Unaligned { minimum: 512, .. }),
+            "{e}"
+        );
+        let e = client.read(0, &mut buf[..100]).unwrap_err();
+        assert!(matches!(e.kind(), NbdErrorKind::Unaligned { .. }), "{e}");
+        assert!(requests(&client).is_empty());
+        // Nothing was sent, so the connection is still fine.
+        client.read(0, &mut []).unwrap();
+    }
+
+    /// Malformed replies to a 1024-byte read at offset 4096 (cookie 1).
+    fn malformed() -> Vec<(&'static str, Script)> {
+        let s = Script::default;
+        let mut big_error = Errno::EIO.0.to_be_bytes().to_vec();
+        big_error.extend_from_slice(&100u16.to_be_bytes());
+        big_error.extend_from_slice(&[b'x'; 10]);
+        vec![
+            ("wrong cookie", s().hole(NBD_REPLY_FLAG_DONE, 2, 4096, 1024)),
+            (
+                "bad magic",
+                s().raw(&[0x12, 0x34, 0x56, 0x78]).raw(&[0; 16]),
+            ),
+            (
+                "extended header magic",
+                s().raw(&0x6e8a_278cu32.to_be_bytes()).raw(&[0; 28]),
+            ),
+            (
+                "data before the request",
+                s().data(NBD_REPLY_FLAG_DONE, 1, 4095, &[0; 2]),
+            ),
+            (
+                "data past the request",
+                s().data(NBD_REPLY_FLAG_DONE, 1, 4096 + 1000, &[0; 25]),
+            ),
+            (
+                "data offset overflows",
+                s().data(NBD_REPLY_FLAG_DONE, 1, u64::MAX - 3, &[0; 8]),
+            ),
+            (
+                "hole past the request",
+                s().hole(NBD_REPLY_FLAG_DONE, 1, 4096, 1025),
+            ),
+            ("hole of 0 bytes", s().hole(NBD_REPLY_FLAG_DONE, 1, 4096, 0)),
+            (
+                "hole of the wrong length",
+                s().chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_HOLE, 1, &[0; 16]),
+            ),
+            (
+                "empty data chunk",
+                s().chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, 1, &[0; 8]),
+            ),
+            (
+                "overlapping chunks",
+                s().data(0, 1, 4096, &[0; 600])
+                    .hole(NBD_REPLY_FLAG_DONE, 1, 4096 + 512, 512),
+            ),
+            (
+                "not covering the request",
+                s().hole(NBD_REPLY_FLAG_DONE, 1, 4096, 512),
+            ),
+            ("done with nothing", s().done(1)),
+            (
+                "none without done",
+                s().chunk(0, NBD_REPLY_TYPE_NONE, 1, &[]),
+            ),
+            (
+                "none with payload",
+                s().chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 1, &[0]),
+            ),
+            (
+                "unknown chunk type",
+                s().chunk(NBD_REPLY_FLAG_DONE, 77, 1, &[0; 4]),
+            ),
+            (
+                "block status in a read",
+                s().status(NBD_REPLY_FLAG_DONE, 1, 7, &[(1024, 0)]),
+            ),
+            (
+                "simple success in structured mode",
+                s().simple(0, 1, &[0; 1024]),
+            ),
+            (
+                "simple reply after chunks",
+                s().hole(0, 1, 4096, 512).simple(5, 1, &[]),
+            ),
+            (
+                "error without errno",
+                s().error(NBD_REPLY_FLAG_DONE, 1, 0, ""),
+            ),
+            (
+                "error message longer than the chunk",
+                s().chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, 1, &big_error),
+            ),
+            (
+                "short error chunk",
+                s().chunk(NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, 1, &[0, 0, 0, 5]),
+            ),
+            (
+                "error offset outside",
+                s().error_offset(NBD_REPLY_FLAG_DONE, 1, 5, 0),
+            ),
+            (
+                "huge error chunk",
+                s().raw(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes()).raw(&[
+                    0, 1, 0x80, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff,
+                ]),
+            ),
+            (
+                "huge data chunk",
+                s().raw(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes())
+                    .raw(&[0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff])
+                    .raw(&4096u64.to_be_bytes()),
+            ),
+            (
+                "truncated chunk",
+                s().raw(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes())
+                    .raw(&[0, 1, 0]),
+            ),
+            (
+                "truncated data",
+                s().raw(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes())
+                    .raw(&[0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 4, 8])
+                    .raw(&4096u64.to_be_bytes())
+                    .raw(&[0; 100]),
+            ),
+            ("silence", s()),
+        ]
+    }
+
+    #[test]
+    fn malformed_replies_fail_and_break_the_connection() {
+        for (name, replies) in malformed() {
+            let mut client =
+                client_with(|s| s.raw(&replies.0).hole(NBD_REPLY_FLAG_DONE, 2, 0, 512));
+            let mut buf = [0u8; 1024];
+            let e = client
+                .read(4096, &mut buf)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: the read succeeded"));
+            assert!(e.is_fatal(), "{name}: {e}");
+            assert!(
+                e.to_string()
+                    .contains("NBD_CMD_READ of 1024 bytes at offset 4096"),
+                "{name}: {e}"
+            );
+            let again = client.read(0, &mut buf[..512]).unwrap_err();
+            assert!(
+                matches!(again.kind(), NbdErrorKind::Broken),
+                "{name}: {again}"
+            );
+        }
+    }
+
+    #[test]
+    fn scattered_tiny_chunks_are_bounded() {
+        let mut client = client_with(|mut s| {
+            // Every other byte of the first 1 MiB... cut short by the piece limit.
+            for i in 0..70_000u64 {
+                s = s.data(0, 1, i * 2, &[1]);
+            }
+            s
+        });
+        let minimum_ok = vec![0u8; 1 << 20];
+        let mut buf = minimum_ok;
+        let e = client.read(0, &mut buf).unwrap_err();
+        assert!(protocol_detail(&e).contains("disjoint pieces"), "{e}");
+    }
+}
+
+mod write {
+    use super::*;
+
+    #[test]
+    fn writes_zeroes_and_flushes_with_the_right_requests() {
+        let mut client = client_with(|s| {
+            s.simple(0, 1, &[])
+                .done(2)
+                .simple(0, 3, &[])
+                .simple(0, 4, &[])
+        });
+        client.write(512, &[9; 1024]).unwrap();
+        client.write_zeroes(4096, 2048).unwrap();
+        client.flush().unwrap();
+        client.write(0, &[]).unwrap();
+        client.write_zeroes(0, 0).unwrap();
+        let reqs = requests(&client);
+        assert_eq!(
+            reqs,
+            [
+                (Command::Write.code(), 1, 512, 1024),
+                (Command::WriteZeroes.code(), 2, 4096, 2048),
+                (Command::Flush.code(), 3, 0, 0),
+            ]
+        );
+        let out = &client.get_ref().output;
+        let first = out
+            .windows(4)
+            .position(|w| w == NBD_REQUEST_MAGIC.to_be_bytes())
+            .unwrap();
+        assert_eq!(
+            &out[first + REQUEST_HEADER_LEN..first + REQUEST_HEADER_LEN + 1024],
+            &[9; 1024]
+        );
+        client.disconnect().unwrap();
+    }
+
+    #[test]
+    fn write_errors_name_the_offset() {
+        let mut client = client_with(|s| {
+            s.simple(Errno::ENOSPC.0, 1, &[]).error_offset(
+                NBD_REPLY_FLAG_DONE,
+                2,
+                Errno::EIO.0,
+                2048,
+            )
+        });
+        let e = client.write(1024, &[0; 512]).unwrap_err();
+        assert!(matches!(
+            e.kind(),
+            NbdErrorKind::Server {
+                errno: Errno::ENOSPC,
+                offset: 1024,
+                ..
+            }
+        ));
+        let e = client.write(1024, &[0; 2048]).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                NbdErrorKind::Server {
+                    errno: Errno::EIO,
+                    offset: 2048,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // Data chunks make no sense in a write reply.
+        let mut client = client_with(|s| s.hole(NBD_REPLY_FLAG_DONE, 1, 0, 512));
+        let e = client.write(0, &[0; 512]).unwrap_err();
+        assert!(
+            protocol_detail(&e).contains("in reply to NBD_CMD_WRITE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn zeroes_are_written_when_the_server_cannot_zero() {
+        let mut client = Script::handshake(&[], 2 * SIZE, NBD_FLAG_HAS_FLAGS)
+            .simple(0, 1, &[])
+            .simple(0, 2, &[])
+            .connect(&[])
+            .unwrap();
+        // Maximum block size 1 MiB: 1 MiB + 512 bytes takes two writes of zeroes.
+        client.write_zeroes(0, (1 << 20) + 512).unwrap();
+        assert_eq!(
+            requests(&client),
+            [
+                (Command::Write.code(), 1, 0, 1 << 20),
+                (Command::Write.code(), 2, 1 << 20, 512)
+            ]
+        );
+        let out = &client.get_ref().output;
+        let first = out
+            .windows(4)
+            .position(|w| w == NBD_REQUEST_MAGIC.to_be_bytes())
+            .unwrap();
+        assert!(
+            out[first + REQUEST_HEADER_LEN..first + REQUEST_HEADER_LEN + (1 << 20)]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        // No flush support: flush sends nothing.
+        client.flush().unwrap();
+        assert_eq!(requests(&client).len(), 2);
+    }
+
+    #[test]
+    fn read_only_exports_refuse_writes_locally() {
+        let mut client = Script::handshake(&[], SIZE, NBD_FLAG_HAS_FLAGS | NBD_FLAG_READ_ONLY)
+            .connect(&[])
+            .unwrap();
+        for e in [
+            client.write(0, &[0; 512]).unwrap_err(),
+            client.write_zeroes(0, 512).unwrap_err(),
+        ] {
+            assert!(matches!(e.kind(), NbdErrorKind::ReadOnly), "{e}");
+        }
+        assert!(requests(&client).is_empty());
+    }
+}
+
+mod block_status {
+    use super::*;
+
+    const HOLE_ZERO: u32 = NBD_STATE_HOLE | NBD_STATE_ZERO;
+
+    #[test]
+    fn allocation_walks_short_answers_and_merges() {
+        // The server answers for less than asked; the client asks again from where it stopped.
+        let mut client = client_with(|s| {
+            s.status(
+                NBD_REPLY_FLAG_DONE,
+                1,
+                7,
+                &[(4096, 0), (4096, 0), (8192, HOLE_ZERO)],
+            )
+            .status(
+                NBD_REPLY_FLAG_DONE,
+                2,
+                7,
+                &[(4096, HOLE_ZERO), (4096, NBD_STATE_HOLE)],
+            )
+            .status(0, 3, 7, &[(1 << 20, 0)])
+            .done(3)
+        });
+        let extents = client.allocation(0, 32768).unwrap();
+        let e = |offset, length, data, hole| crate::Extent {
+            offset,
+            length,
+            data,
+            hole,
+        };
+        assert_eq!(
+            extents,
+            [
+                e(0, 8192, true, false),
+                e(8192, 12288, false, true),
+                e(20480, 4096, true, true),
+                e(24576, 8192, true, false),
+            ]
+        );
+        assert_eq!(
+            requests(&client),
+            [
+                (Command::BlockStatus.code(), 1, 0, 32768),
+                (Command::BlockStatus.code(), 2, 16384, 16384),
+                (Command::BlockStatus.code(), 3, 24576, 8192),
+            ]
+        );
+    }
+
+    #[test]
+    fn dirty_lists_only_dirty_runs() {
+        let mut client = Script::handshake(&[(3, "qemu:dirty-bitmap:b0")], SIZE, FLAGS)
+            .status(
+                NBD_REPLY_FLAG_DONE,
+                1,
+                3,
+                &[(65536, 0), (65536, 1), (65536, 1), (131072, 0), (65536, 1)],
+            )
+            .connect(&["qemu:dirty-bitmap:b0"])
+            .unwrap();
+        assert_eq!(
+            client.dirty("qemu:dirty-bitmap:b0", 0, 393216).unwrap(),
+            [(65536, 131072), (327680, 65536)]
+        );
+        let e = client.allocation(0, 512).unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::ContextNotNegotiated { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn chunks_for_other_contexts_are_skipped() {
+        let mut client = Script::handshake(
+            &[(7, BASE_ALLOCATION), (9, "qemu:dirty-bitmap:b0")],
+            SIZE,
+            FLAGS,
+        )
+        .status(0, 1, 9, &[(512, 1), (512, 0)])
+        .status(NBD_REPLY_FLAG_DONE, 1, 7, &[(1024, HOLE_ZERO)])
+        .connect(&[BASE_ALLOCATION, "qemu:dirty-bitmap:b0"])
+        .unwrap();
+        assert_eq!(
+            client.block_status(BASE_ALLOCATION, 0, 1024).unwrap(),
+            [crate::BlockExtent {
+                offset: 0,
+                length: 1024,
+                flags: HOLE_ZERO
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_status_replies_fail() {
+        let s = Script::default;
+        let cases = vec![
+            (
+                "zero-length descriptor",
+                s().status(NBD_REPLY_FLAG_DONE, 1, 7, &[(0, 0)]),
+            ),
+            (
+                "descriptor after coverage",
+                s().status(NBD_REPLY_FLAG_DONE, 1, 7, &[(1024, 0), (512, 0)]),
+            ),
+            (
+                "unknown context id",
+                s().status(NBD_REPLY_FLAG_DONE, 1, 8, &[(1024, 0)]),
+            ),
+            (
+                "context twice",
+                s().status(0, 1, 7, &[(512, 0)])
+                    .status(NBD_REPLY_FLAG_DONE, 1, 7, &[(512, 0)]),
+            ),
+            ("no descriptors", s().status(NBD_REPLY_FLAG_DONE, 1, 7, &[])),
+            (
+                "ragged length",
+                s().chunk(
+                    NBD_REPLY_FLAG_DONE,
+                    NBD_REPLY_TYPE_BLOCK_STATUS,
+                    1,
+                    &[0; 15],
+                ),
+            ),
+            (
+                "too many descriptors",
+                s().raw(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes())
+                    .raw(&[0, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1])
+                    .raw(&(4 + 8 * (1u32 << 20)).to_be_bytes()),
+            ),
+            ("no status at all", s().done(1)),
+            (
+                "data chunk",
+                s().data(NBD_REPLY_FLAG_DONE, 1, 0, &[0; 1024]),
+            ),
+        ];
+        for (name, replies) in cases {
+            let mut client = client_with(|s| s.raw(&replies.0));
+            let e = client
+                .block_status(BASE_ALLOCATION, 0, 1024)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: succeeded"));
+            protocol_detail(&e);
+        }
+    }
+
+    #[test]
+    fn status_errors_are_server_errors() {
+        let mut client = client_with(|s| {
+            s.error(NBD_REPLY_FLAG_DONE, 1, Errno::EINVAL.0, "out of bounds")
+                .status(NBD_REPLY_FLAG_DONE, 2, 7, &[(512, 0)])
+        });
+        let e = client.block_status(BASE_ALLOCATION, 0, 1024).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                NbdErrorKind::Server {
+                    errno: Errno::EINVAL,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            client.block_status(BASE_ALLOCATION, 0, 512).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn walks_stop_at_the_extent_limit() {
+        // Alternating one-block extents over a window larger than the limit allows.
+        let blocks = crate::MAX_EXTENTS as u64 + 8;
+        let size = blocks * 512;
+        let mut s = Script::handshake(&[(7, BASE_ALLOCATION)], size, FLAGS);
+        let per_chunk = 1u64 << 16;
+        let mut cookie = 1;
+        let mut at = 0;
+        while at < blocks {
+            let n = per_chunk.min(blocks - at);
+            let extents: Vec<(u32, u32)> = (at..at + n)
+                .map(|i| (512, if i % 2 == 0 { 0 } else { HOLE_ZERO }))
+                .collect();
+            s = s.status(NBD_REPLY_FLAG_DONE, cookie, 7, &extents);
+            cookie += 1;
+            at += n;
+        }
+        let mut client = s.connect(&[BASE_ALLOCATION]).unwrap();
+        let e = client.allocation(0, size).unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::TooManyExtents { .. }),
+            "{e}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any bytes at all as a handshake: an error or a client, never a panic.
+    #[test]
+    fn random_handshakes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = Script(bytes).connect(&[BASE_ALLOCATION]);
+    }
+
+    /// A valid greeting followed by random option replies.
+    #[test]
+    fn random_option_replies_never_panic(
+        replies in proptest::collection::vec(
+            (prop_oneof![Just(NBD_OPT_STRUCTURED_REPLY), Just(NBD_OPT_SET_META_CONTEXT), Just(NBD_OPT_GO), any::<u32>()],
+             prop_oneof![Just(NBD_REP_ACK), Just(NBD_REP_INFO), Just(NBD_REP_META_CONTEXT), Just(NBD_REP_ERR_UNSUP), any::<u32>()],
+             proptest::collection::vec(any::<u8>(), 0..20)),
+            0..8),
+    ) {
+        let mut s = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+        for (option, reply, data) in &replies {
+            s = s.option_reply(*option, *reply, data);
+        }
+        let _ = s.connect(&[BASE_ALLOCATION]);
+    }
+
+    /// Random bytes where a read reply belongs.
+    #[test]
+    fn random_read_replies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut client = client_with(|s| s.raw(&bytes));
+        let mut buf = [0u8; 1024];
+        prop_assert!(client.read(0, &mut buf).is_err());
+    }
+
+    /// Random but plausibly framed chunks with the right cookie: the checks of each field, not
+    /// the framing, must catch them. A read that succeeds must have been fully covered.
+    #[test]
+    fn random_chunks_never_panic(
+        chunks in proptest::collection::vec(
+            (any::<bool>(),
+             prop_oneof![Just(NBD_REPLY_TYPE_NONE), Just(NBD_REPLY_TYPE_OFFSET_DATA), Just(NBD_REPLY_TYPE_OFFSET_HOLE),
+                         Just(NBD_REPLY_TYPE_BLOCK_STATUS), Just(NBD_REPLY_TYPE_ERROR), Just(NBD_REPLY_TYPE_ERROR_OFFSET), any::<u16>()],
+             0u64..3000, 0u32..1500),
+            1..6),
+        status in any::<bool>(),
+    ) {
+        let mut s = Script::default();
+        for (done, kind, offset, length) in &chunks {
+            let flags = if *done { NBD_REPLY_FLAG_DONE } else { 0 };
+            s = match *kind {
+                NBD_REPLY_TYPE_OFFSET_DATA => s.data(flags, 1, *offset, &vec![0xcd; (*length % 1100) as usize]),
+                NBD_REPLY_TYPE_OFFSET_HOLE => s.hole(flags, 1, *offset, *length),
+                NBD_REPLY_TYPE_BLOCK_STATUS => s.status(flags, 1, (*offset % 9) as u32, &[(*length, 3), (*length / 2, 0)]),
+                NBD_REPLY_TYPE_ERROR => s.error(flags, 1, *length, "e"),
+                NBD_REPLY_TYPE_ERROR_OFFSET => s.error_offset(flags, 1, *length, *offset),
+                kind => s.chunk(flags, kind, 1, &vec![0; (*length % 64) as usize]),
+            };
+        }
+        let mut client = client_with(|c| c.raw(&s.0));
+        if status {
+            if let Ok(extents) = client.block_status(BASE_ALLOCATION, 0, 1024) {
+                prop_assert!(!extents.is_empty());
+                prop_assert_eq!(extents[0].offset, 0);
+                prop_assert!(extents.iter().map(|e| e.length).sum::<u64>() <= 1024);
+            }
+        } else {
+            let mut buf = [0x11u8; 1024];
+            if client.read(0, &mut buf).is_ok() {
+                // Only data chunks (0xcd) and holes (0) can have filled it.
+                prop_assert!(buf.iter().all(|&b| b == 0 || b == 0xcd));
+            }
+        }
+    }
+}
