@@ -335,6 +335,23 @@ impl Grant {
         holes_of(&fd, size).map_err(|e| errno(path, e))
     }
 
+    /// Opens an existing regular file for writing, without following a final symlink.
+    pub fn open_for_write(&self, path: &str) -> Result<OwnedFd, GrantError> {
+        self.require_write(path)?;
+        match self.open_nofollow(path, true)? {
+            Some(fd)
+                if rustix::fs::fstat(&fd)
+                    .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+                    .unwrap_or(false) =>
+            {
+                Ok(fd)
+            }
+            _ => Err(GrantError::Invalid(format!(
+                "'{path}' is not a regular file"
+            ))),
+        }
+    }
+
     /// Opens a regular file for reading, without following a final symlink.
     pub fn open_regular(&self, path: &str) -> Result<OwnedFd, GrantError> {
         let (parent, name) = self.resolve(path)?;

@@ -5,7 +5,9 @@ use std::io::Read;
 use wasmtime::component::Resource;
 
 use crate::bindings::point::{self, ByteRange, EntryInfo, HostError};
-use crate::convert::{entry_to_wit, vault_error};
+use tessera_vault::Piece;
+
+use crate::convert::{entry_to_wit, grant_error, vault_error};
 use crate::limits::{MAX_IO_CALL, MAX_LIST_ENTRIES, MAX_OPEN_HANDLES, MAX_PATH_LEN};
 use crate::state::{JobState, Phase, ReadState};
 
@@ -100,6 +102,59 @@ impl point::HostContentReader for JobState {
             .into_iter()
             .map(|(offset, length)| ByteRange { offset, length })
             .collect())
+    }
+
+    fn write_to(&mut self, this: Resource<ContentReader>, path: String) -> Result<u64, HostError> {
+        self.touch();
+        if path.len() > MAX_PATH_LEN {
+            return Err(HostError::Limit(format!(
+                "a path of {} bytes is too long",
+                path.len()
+            )));
+        }
+        let grant = self
+            .grant
+            .as_ref()
+            .ok_or_else(|| HostError::Denied("this job grants no target directory".into()))?;
+        let file = grant.open_for_write(&path).map_err(grant_error)?;
+        let reader = &mut self
+            .table
+            .get_mut(&this)
+            .map_err(|e| HostError::Invalid(format!("bad content-reader handle: {e}")))?
+            .reader;
+        let io = |at: u64, e: rustix::io::Errno| {
+            HostError::Io(format!(
+                "writing '{path}' at byte {at}: {}",
+                std::io::Error::from(e)
+            ))
+        };
+        reader.seek_to(0);
+        let mut at = 0u64;
+        let mut written = 0u64;
+        while let Some(piece) = reader.next_piece().map_err(vault_error)? {
+            match piece {
+                Piece::Hole(n) => at += n,
+                Piece::Data(data) => {
+                    let mut rest: &[u8] = &data;
+                    while !rest.is_empty() {
+                        match rustix::io::pwrite(&file, rest, at) {
+                            Ok(n) => {
+                                rest = &rest[n..];
+                                at += n as u64;
+                                written += n as u64;
+                            }
+                            Err(rustix::io::Errno::INTR) => {}
+                            Err(e) => return Err(io(at, e)),
+                        }
+                    }
+                }
+            }
+            // A long write counts as a host call for the CPU limit.
+            self.last_host_call = std::time::Instant::now();
+        }
+        // A trailing hole is the file's length, not written bytes.
+        rustix::fs::ftruncate(&file, at).map_err(|e| io(at, e))?;
+        Ok(written)
     }
 
     fn drop(&mut self, rep: Resource<ContentReader>) -> wasmtime::Result<()> {

@@ -61,6 +61,25 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// A decompression context per thread: creating one per chunk costs more than
+    /// decompressing a small file.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        f(slot.as_mut().expect("just set"))
+    })
+}
+
 fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T) -> T {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -138,9 +157,11 @@ pub fn decode_blob(
     let mode = blob[range.start];
     let data = match mode {
         MODE_RAW => Bytes::from(blob).slice(range.start + 1..range.end),
-        MODE_ZSTD => zstd::bulk::decompress(&blob[range.start + 1..range.end], raw_len as usize)
-            .map(Bytes::from)
-            .map_err(|e| DecodeError::Decompress(e.to_string()))?,
+        MODE_ZSTD => {
+            with_decompressor(|d| d.decompress(&blob[range.start + 1..range.end], raw_len as usize))
+                .map(Bytes::from)
+                .map_err(|e| DecodeError::Decompress(e.to_string()))?
+        }
         other => return Err(DecodeError::Malformed(format!("unknown blob mode {other}"))),
     };
     if data.len() != raw_len as usize {

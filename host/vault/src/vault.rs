@@ -26,9 +26,14 @@ pub(crate) fn worker_threads(requested: usize) -> usize {
     if requested > 0 {
         return requested;
     }
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    // Asked once: the answer costs several system calls (cgroup files, affinity) and
+    // readers are made per file.
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    })
 }
 
 /// A source of the current time, so time-based rules can be tested without sleeping.

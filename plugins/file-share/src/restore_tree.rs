@@ -269,7 +269,9 @@ impl Job {
         dest: &std::path::Path,
     ) -> Result<(), PluginError> {
         self.clear(path, dest)?;
-        let mut file = OpenOptions::new()
+        // Created here, as a new file in place of whatever was cleared away; the host
+        // then writes the content into it.
+        OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(dest)
@@ -285,7 +287,7 @@ impl Job {
                 ));
             }
         };
-        let written = content::write_sparse(&reader, &mut file).map_err(|err| match err {
+        let written = content::restore_file(&reader, &self.target.host(path)).map_err(|err| match err {
             ReadError::Host(err) => from_host(
                 format_args!("reading the content of {content_path:?}"),
                 &err,
