@@ -1,1 +1,59 @@
-//! Read-only views of partition tables (MBR, GPT) and file systems (ext2/3/4, FAT) inside a disk image, read by random access.
+//! Read-only views of partition tables (MBR, GPT) and file systems (ext2/3/4, FAT) inside a
+//! disk image, read by random access.
+//!
+//! The vm-disk plugin restores single files straight from a backed-up disk image: it reads
+//! the image through [`ReadAt`] (a file, an NBD export, a recovery point read back from the
+//! vault), finds the partitions with [`read_partitions`], cuts one out with [`Slice`], and
+//! opens its file system with [`open_volume`] to list directories and stream files.
+//!
+//! Everything read is treated as hostile: images come from backed-up machines, which may
+//! have been compromised or damaged. No input makes this crate panic, loop without end or
+//! allocate in proportion to a size field; every value taken from the image is checked
+//! before it is used as an offset, a count or a length, and the limits that bound memory
+//! and work are named where they are defined. Errors say what was being read (the
+//! partition table, or the volume name given to [`open_volume`]) and the byte offset inside
+//! it where known.
+//!
+//! Nothing is ever written, and nothing is cached beyond a few blocks: a [`Volume`] can be
+//! reopened at any time, and two volumes over the same image are independent. A [`Volume`]
+//! is not `Send` (the ext reader beneath shares its state through `Rc`); open one per
+//! thread.
+//!
+//! What is not read: ext2/3 sparse files whose hole covers a whole indirect block, and
+//! the ext4 `inline_data` feature ([`FsError::Unsupported`]); a journal needing recovery
+//! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
+//! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
+//! not available; FAT short names are decoded as code page 850.
+//!
+//! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
+//! (through the `ext4-view` crate, after checks of its own), `fat` for FAT12/16/32 (read
+//! here).
+
+mod error;
+mod ext4;
+mod fat;
+mod gpt;
+mod mbr;
+mod partition;
+mod path;
+mod slice;
+mod volume;
+
+use tessera_disk_image::ReadAt;
+
+pub use error::FsError;
+pub use partition::{Partition, PartitionTable, Scheme, read_partitions};
+pub use slice::Slice;
+pub use volume::{FsEntry, FsKind, Volume, VolumeFile, open_volume};
+
+/// Reads exactly `<[u8]>::len(buf)` bytes at `offset`, naming `what` and the offset on failure.
+pub(crate) fn read_exact(
+    reader: &mut dyn ReadAt,
+    what: &str,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), FsError> {
+    reader
+        .read_exact_at(offset, buf)
+        .map_err(|e| FsError::io(what, offset, <[u8]>::len(buf), e))
+}

@@ -1,0 +1,708 @@
+//! ext2, ext3 and ext4 volumes, read through the `ext4-view` crate (extents and block maps,
+//! hashed directories, metadata checksums, and replay of a journal left needing recovery, as
+//! in a crash-consistent image of a running machine).
+//!
+//! This module checks what that crate would otherwise trust: it validates the superblock
+//! sizes before loading (so a hostile block count cannot size an allocation), resolves
+//! paths itself (so a symlink is read only after its length is checked), and keeps each
+//! open file's reads within the block range a block map can address.
+//!
+//! The superblock fields read here (offsets inside the superblock, which starts at byte
+//! 1024; all little-endian):
+//!
+//! ```text
+//! 0x04 BLOCKS_COUNT_LO(u32) | 0x14 FIRST_DATA_BLOCK(u32) | 0x18 LOG_BLOCK_SIZE(u32)
+//! 0x20 BLOCKS_PER_GROUP(u32) | 0x28 INODES_PER_GROUP(u32) | 0x38 MAGIC(u16 = 0xEF53)
+//! 0x5C FEATURE_COMPAT(u32) | 0x60 FEATURE_INCOMPAT(u32) | 0x64 FEATURE_RO_COMPAT(u32)
+//! 0x78 VOLUME_NAME(16) | 0xFE DESC_SIZE(u16) | 0x150 BLOCKS_COUNT_HI(u32)
+//! ```
+
+use std::cell::RefCell;
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::rc::Rc;
+
+use crc::{CRC_32_ISCSI, Crc};
+use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata, Timestamp};
+use tessera_disk_image::ReadAt;
+
+use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
+use crate::{FsEntry, FsError, FsKind, read_exact};
+
+/// Offset of the superblock in the volume.
+pub(crate) const SUPERBLOCK: u64 = 1024;
+/// Offset of the magic number inside the superblock.
+pub(crate) const MAGIC_AT: u64 = 0x38;
+/// The superblock magic number.
+pub(crate) const MAGIC: u16 = 0xef53;
+const SUPERBLOCK_LEN: usize = 1024;
+
+const COMPAT_HAS_JOURNAL: u32 = 0x4;
+const INCOMPAT_FILETYPE: u32 = 0x2;
+const INCOMPAT_RECOVER: u32 = 0x4;
+const INCOMPAT_EXTENTS: u32 = 0x40;
+const INCOMPAT_64BIT: u32 = 0x80;
+const INCOMPAT_FLEX_BG: u32 = 0x200;
+const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+/// ro_compat features ext3 lacks: huge_file, gdt_csum, dir_nlink, extra_isize, metadata_csum.
+const RO_COMPAT_EXT4: u32 = 0x8 | 0x10 | 0x20 | 0x40 | 0x400;
+const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+/// Offset of the superblock checksum: CRC-32C of the bytes before it.
+const CHECKSUM_AT: usize = 0x3fc;
+
+/// Most block groups accepted: 2^20 groups of 128 MiB (4 KiB blocks) is 128 TiB. Guards the
+/// descriptor table that is read and kept in memory when the volume opens.
+const MAX_BLOCK_GROUPS: u64 = 1 << 20;
+/// Most entries returned by one listing: guards memory against a directory built to be huge.
+const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// Largest directory read or searched, in bytes (ten million entries take about 300 MiB): a
+/// directory inode can claim terabytes that map onto the same few blocks, and scanning them
+/// would never end.
+const MAX_DIR_BYTES: u64 = 1 << 30;
+/// Most symlinks followed while resolving one path (Linux's limit).
+const MAX_SYMLINKS: usize = 40;
+
+/// An open ext2/3/4 volume.
+pub(crate) struct ExtVolume {
+    fs: Ext4,
+    what: String,
+    kind: &'static str,
+    block_size: u64,
+    warnings: Vec<String>,
+}
+
+impl ExtVolume {
+    /// Validates the superblock and loads the volume.
+    pub(crate) fn open(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
+        let len = reader.len();
+        if len < SUPERBLOCK + SUPERBLOCK_LEN as u64 {
+            return Err(FsError::corrupt(
+                what,
+                Some(SUPERBLOCK),
+                format!("volume of {len} bytes is too short to hold an ext superblock"),
+            ));
+        }
+        let mut sb = [0u8; SUPERBLOCK_LEN];
+        read_exact(&mut *reader, what, SUPERBLOCK, &mut sb)?;
+        let u32_at = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+        let corrupt = |field: usize, detail: String| {
+            FsError::corrupt(
+                what,
+                Some(SUPERBLOCK + field as u64),
+                format!("superblock: {detail}"),
+            )
+        };
+        if u16::from_le_bytes([sb[0x38], sb[0x39]]) != MAGIC {
+            return Err(corrupt(0x38, "no ext magic number 0xEF53".to_owned()));
+        }
+        let (compat, incompat, ro_compat) = (u32_at(0x5c), u32_at(0x60), u32_at(0x64));
+        let log_block_size = u32_at(0x18);
+        if log_block_size > 6 {
+            return Err(corrupt(
+                0x18,
+                format!("block size 2^(10+{log_block_size}) out of range"),
+            ));
+        }
+        let block_size = 1024u64 << log_block_size;
+        let blocks_hi = u32_at(0x150);
+        if blocks_hi != 0 && incompat & INCOMPAT_64BIT == 0 {
+            // The kernel ignores the field then, ext4-view does not: refuse the ambiguity.
+            return Err(corrupt(
+                0x150,
+                format!("high half of the block count is {blocks_hi} without the 64bit feature"),
+            ));
+        }
+        let blocks = u64::from(u32_at(0x04)) | u64::from(blocks_hi) << 32;
+        let fs_bytes = blocks.checked_mul(block_size);
+        if fs_bytes.is_none_or(|b| b > len) {
+            return Err(corrupt(
+                0x04,
+                format!(
+                    "the file system claims {blocks} blocks of {block_size} bytes but the volume \
+                     holds only {len} bytes (truncated image, or a partition smaller than its file system)"
+                ),
+            ));
+        }
+        let first_data_block = u64::from(u32_at(0x14));
+        let per_group = u64::from(u32_at(0x20));
+        if per_group == 0 || first_data_block >= blocks {
+            return Err(corrupt(
+                0x14,
+                format!(
+                    "{per_group} blocks per group, first data block {first_data_block} of {blocks}"
+                ),
+            ));
+        }
+        let groups = (blocks - first_data_block).div_ceil(per_group);
+        if groups > MAX_BLOCK_GROUPS {
+            return Err(FsError::limit(
+                what,
+                format!("{groups} block groups (at most {MAX_BLOCK_GROUPS} are read)"),
+            ));
+        }
+        if u32_at(0x28) == 0 {
+            return Err(corrupt(0x28, "zero inodes per group".to_owned()));
+        }
+        if incompat & INCOMPAT_FILETYPE == 0 {
+            return Err(FsError::unsupported(
+                what,
+                "ext2 without the filetype feature (made by a very old mke2fs)",
+            ));
+        }
+        if incompat & INCOMPAT_INLINE_DATA != 0 {
+            return Err(FsError::unsupported(what, "the ext4 inline_data feature"));
+        }
+        let kind = if incompat & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG) != 0
+            || ro_compat & RO_COMPAT_EXT4 != 0
+        {
+            "ext4"
+        } else if compat & COMPAT_HAS_JOURNAL != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
+        let reader = Rc::new(RefCell::new(reader));
+        let mut warnings = Vec::new();
+        let source = Source {
+            reader: Rc::clone(&reader),
+            superblock: None,
+        };
+        let fs = match Ext4::load(Box::new(source)) {
+            Ok(fs) => fs,
+            // ext4-view replays only journals with 64-bit block numbers and v3 checksums
+            // (what the kernel writes on file systems with metadata_csum). Any other journal
+            // left needing recovery is read past, as `mount -o ro,noload` would.
+            Err(Ext4Error::Incompatible(e))
+                if incompat & INCOMPAT_RECOVER != 0 && e.to_string().contains("journal") =>
+            {
+                let mut patched = sb;
+                patched[0x60..0x64].copy_from_slice(&(incompat & !INCOMPAT_RECOVER).to_le_bytes());
+                if ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
+                    let crc = Crc::<u32>::new(&CRC_32_ISCSI).checksum(&patched[..CHECKSUM_AT]) ^ !0;
+                    patched[CHECKSUM_AT..].copy_from_slice(&crc.to_le_bytes());
+                }
+                warnings.push(format!(
+                    "the journal needs recovery but cannot be replayed ({e}); read without it, \
+                     so changes from just before the backup may be missing"
+                ));
+                let source = Source {
+                    reader,
+                    superblock: Some(Box::new(patched)),
+                };
+                Ext4::load(Box::new(source)).map_err(|e| map_err(what, "", e))?
+            }
+            Err(e) => return Err(map_err(what, "", e)),
+        };
+        Ok(ExtVolume {
+            fs,
+            what: what.to_owned(),
+            kind,
+            block_size,
+            warnings,
+        })
+    }
+
+    /// Damage or limits worked around while opening.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// `"ext2"`, `"ext3"` or `"ext4"`, judged by the features like `blkid` does.
+    pub(crate) fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// The volume label, if set.
+    pub(crate) fn label(&self) -> Option<String> {
+        let label = self.fs.label().to_str().ok()?.trim_end_matches('\0');
+        (!label.is_empty()).then(|| label.to_owned())
+    }
+
+    pub(crate) fn what(&self) -> &str {
+        &self.what
+    }
+
+    pub(crate) fn stat(&mut self, path: &str) -> Result<FsEntry, FsError> {
+        let resolved = self.resolve(path)?;
+        let md = self.lstat(&resolved, path)?;
+        let name = last_name(path);
+        self.entry(name, &resolved, &md, path)
+    }
+
+    pub(crate) fn list(&mut self, path: &str) -> Result<Vec<FsEntry>, FsError> {
+        let resolved = self.resolve(path)?;
+        let md = self.lstat(&resolved, path)?;
+        if !md.is_dir() {
+            return Err(FsError::NotADirectory {
+                what: self.what.clone(),
+                path: path.to_owned(),
+            });
+        }
+        self.check_dir_size(&md, path)?;
+        let dir = self
+            .fs
+            .read_dir(resolved.as_slice())
+            .map_err(|e| map_err(&self.what, path, e))?;
+        let mut entries = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| map_err(&self.what, path, e))?;
+            let name = entry.file_name();
+            if name.as_ref() == b"." || name.as_ref() == b".." {
+                continue;
+            }
+            if entries.len() >= MAX_DIR_ENTRIES {
+                return Err(FsError::limit(
+                    &self.what,
+                    format!("directory {path:?} has more than {MAX_DIR_ENTRIES} entries"),
+                ));
+            }
+            let name = String::from_utf8_lossy(name.as_ref()).into_owned();
+            let child = entry.path();
+            let md = entry
+                .metadata()
+                .map_err(|e| map_err(&self.what, &name, e))?;
+            entries.push(self.entry(name, child.as_ref(), &md, path)?);
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn open_file(&mut self, path: &str) -> Result<ExtFile, FsError> {
+        let resolved = self.resolve(path)?;
+        let md = self.lstat(&resolved, path)?;
+        if !md.file_type().is_regular_file() {
+            return Err(FsError::NotAFile {
+                what: self.what.clone(),
+                path: path.to_owned(),
+            });
+        }
+        let file = self
+            .fs
+            .open(resolved.as_slice())
+            .map_err(|e| map_err(&self.what, path, e))?;
+        // A block map addresses 12 direct blocks and one single, one double and one triple
+        // indirect block of block_size / 4 entries each.
+        let per_block = self.block_size / 4;
+        let addressable =
+            12 + per_block + per_block * per_block + per_block * per_block * per_block;
+        Ok(ExtFile {
+            fs: self.fs.clone(),
+            what: self.what.clone(),
+            path: path.to_owned(),
+            resolved,
+            file,
+            size: md.len(),
+            pos: 0,
+            block_size: self.block_size,
+            addressable_blocks: addressable,
+            failed: false,
+        })
+    }
+
+    /// Resolves `path` to an absolute path free of symlinks except possibly its final
+    /// component, which is never followed. Intermediate symlinks are followed inside the
+    /// volume: an absolute target starts again at the volume root, a relative one at the
+    /// directory holding the link, and `..` in a target never climbs above the root.
+    fn resolve(&mut self, path: &str) -> Result<Vec<u8>, FsError> {
+        let mut pending: Vec<Vec<u8>> = path::components(&self.what, path)?
+            .into_iter()
+            .rev()
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        if !pending.is_empty() {
+            let root = self.lstat(b"/", path)?;
+            self.check_dir_size(&root, path)?;
+        }
+        while let Some(part) = pending.pop() {
+            match part.as_slice() {
+                b"." => continue,
+                b".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => done.push(part),
+            }
+            if done.len() > MAX_DEPTH || pending.len() > MAX_DEPTH {
+                return Err(FsError::limit(
+                    &self.what,
+                    format!("path {path:?} resolves deeper than {MAX_DEPTH} components"),
+                ));
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let prefix = join(&done);
+            let md = self.lstat(&prefix, path)?;
+            if md.is_symlink() {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(FsError::limit(
+                        &self.what,
+                        format!("more than {MAX_SYMLINKS} symlinks while resolving {path:?}"),
+                    ));
+                }
+                let target = self.link_target(&prefix, &md, path)?;
+                done.pop();
+                if target.first() == Some(&b'/') {
+                    done.clear();
+                }
+                pending.extend(
+                    target
+                        .split(|&b| b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(<[u8]>::to_vec),
+                );
+            } else if md.is_dir() {
+                self.check_dir_size(&md, path)?;
+            } else {
+                return Err(FsError::NotADirectory {
+                    what: self.what.clone(),
+                    path: String::from_utf8_lossy(&prefix).into_owned(),
+                });
+            }
+        }
+        Ok(join(&done))
+    }
+
+    fn check_dir_size(&self, md: &Metadata, path: &str) -> Result<(), FsError> {
+        if md.len() > MAX_DIR_BYTES {
+            return Err(FsError::limit(
+                &self.what,
+                format!(
+                    "a directory on the way to {path:?} claims {} bytes (at most {MAX_DIR_BYTES} are read)",
+                    md.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Metadata of `resolved` without following its final component.
+    fn lstat(&mut self, resolved: &[u8], path: &str) -> Result<Metadata, FsError> {
+        self.fs
+            .symlink_metadata(resolved)
+            .map_err(|e| map_err(&self.what, path, e))
+    }
+
+    /// The target of the symlink at `resolved`, after checking its length: the crate
+    /// beneath would otherwise allocate whatever length the inode claims.
+    fn link_target(
+        &mut self,
+        resolved: &[u8],
+        md: &Metadata,
+        path: &str,
+    ) -> Result<Vec<u8>, FsError> {
+        if md.len() == 0 || md.len() >= MAX_PATH_BYTES as u64 {
+            return Err(FsError::corrupt(
+                &self.what,
+                None,
+                format!(
+                    "symlink {:?} claims a target of {} bytes",
+                    String::from_utf8_lossy(resolved),
+                    md.len()
+                ),
+            ));
+        }
+        let target = self
+            .fs
+            .read_link(resolved)
+            .map_err(|e| map_err(&self.what, path, e))?;
+        Ok(target.as_ref().to_vec())
+    }
+
+    fn entry(
+        &mut self,
+        name: String,
+        resolved: &[u8],
+        md: &Metadata,
+        path: &str,
+    ) -> Result<FsEntry, FsError> {
+        let file_type = md.file_type();
+        let kind = if file_type.is_dir() {
+            FsKind::Directory
+        } else if file_type.is_regular_file() {
+            FsKind::File
+        } else if file_type.is_symlink() {
+            let target = self.link_target(resolved, md, path)?;
+            FsKind::Symlink(String::from_utf8_lossy(&target).into_owned())
+        } else {
+            FsKind::Other
+        };
+        Ok(FsEntry {
+            name,
+            kind,
+            size: md.len(),
+            mode: Some(type_bits(file_type) | u32::from(md.mode())),
+            uid: Some(md.uid()),
+            gid: Some(md.gid()),
+            mtime_ns: nanos(md.modified()),
+            atime_ns: nanos(md.accessed()),
+            ctime_ns: None,
+            btime_ns: md.created().and_then(nanos),
+        })
+    }
+}
+
+/// A regular file of an ext volume, read in order; seeking backwards reopens it, seeking
+/// forwards reads through (holes cost no I/O).
+pub(crate) struct ExtFile {
+    fs: Ext4,
+    what: String,
+    path: String,
+    resolved: Vec<u8>,
+    file: ext4_view::File,
+    size: u64,
+    pos: u64,
+    block_size: u64,
+    addressable_blocks: u64,
+    /// Set once a read fails: the crate beneath must not be asked again after an error.
+    failed: bool,
+}
+
+impl ExtFile {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub(crate) fn seek(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
+        if self.failed {
+            return Err(FsError::corrupt(
+                &self.what,
+                None,
+                format!("{:?}: an earlier read of this file failed", self.path),
+            ));
+        }
+        if self.pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let result = self.read_inner(buf);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
+        if self.file.position() > self.pos {
+            self.file = self
+                .fs
+                .open(self.resolved.as_slice())
+                .map_err(|e| map_err(&self.what, &self.path, e))?;
+        }
+        let mut scratch = Vec::new();
+        while self.file.position() < self.pos {
+            if scratch.is_empty() {
+                scratch = vec![0u8; 64 * 1024];
+            }
+            let gap = self.pos - self.file.position();
+            let n = usize::try_from(gap)
+                .unwrap_or(usize::MAX)
+                .min(scratch.len());
+            if self.read_block(&mut scratch[..n])? == 0 {
+                return Ok(0);
+            }
+        }
+        let mut done = 0;
+        while done < <[u8]>::len(buf) {
+            let n = self.read_block(&mut buf[done..])?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        self.pos = self.file.position();
+        Ok(done)
+    }
+
+    /// One call into the crate beneath, which reads at most to the end of a block.
+    fn read_block(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
+        let position = self.file.position();
+        if position >= self.size {
+            return Ok(0);
+        }
+        if position / self.block_size >= self.addressable_blocks {
+            return Err(FsError::unsupported(
+                &self.what,
+                format!(
+                    "{:?}: reading past byte {} (the most a block-mapped file can address)",
+                    self.path,
+                    self.addressable_blocks.saturating_mul(self.block_size)
+                ),
+            ));
+        }
+        self.file.read_bytes(buf).map_err(|e| {
+            // ext4-view reads a zero block number in a block map's indirect levels as a
+            // block rather than as a hole, and refuses it: the file is sparse, with a hole
+            // covering a whole indirect block (ext2/ext3, or ext4 files without extents).
+            if e.to_string().contains("from block 0 (originally 0)") {
+                FsError::unsupported(
+                    &self.what,
+                    format!(
+                        "{:?}: sparse block-mapped file with a hole spanning an indirect block \
+                         near byte {position} (the ext reader does not read these yet)",
+                        self.path
+                    ),
+                )
+            } else {
+                map_err(&self.what, &self.path, e)
+            }
+        })
+    }
+}
+
+/// The ext4-view reader over a [`ReadAt`], shared so a failed load can be retried, and
+/// optionally showing a patched superblock in place of the stored one.
+struct Source {
+    reader: Rc<RefCell<Box<dyn ReadAt>>>,
+    superblock: Option<Box<[u8; SUPERBLOCK_LEN]>>,
+}
+
+/// A failed read, kept whole so the error can name the offset.
+#[derive(Debug)]
+struct ReadFailed {
+    offset: u64,
+    len: usize,
+    source: io::Error,
+}
+
+impl fmt::Display for ReadFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "read of {} bytes at byte {} failed: {}",
+            self.len, self.offset, self.source
+        )
+    }
+}
+
+impl Error for ReadFailed {}
+
+impl Ext4Read for Source {
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn Error + Send + Sync + 'static>> {
+        self.reader
+            .borrow_mut()
+            .read_exact_at(start_byte, dst)
+            .map_err(|source| {
+                Box::new(ReadFailed {
+                    offset: start_byte,
+                    len: <[u8]>::len(dst),
+                    source,
+                }) as Box<dyn Error + Send + Sync>
+            })?;
+        if let Some(patch) = &self.superblock {
+            // Copy the part of the patched superblock that the read overlaps.
+            let end = start_byte.saturating_add(<[u8]>::len(dst) as u64);
+            let from = start_byte.max(SUPERBLOCK);
+            let to = end.min(SUPERBLOCK + SUPERBLOCK_LEN as u64);
+            if from < to {
+                let (d, p) = ((from - start_byte) as usize, (from - SUPERBLOCK) as usize);
+                let n = (to - from) as usize;
+                dst[d..d + n].copy_from_slice(&patch[p..p + n]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns an error of the crate beneath into one naming the volume and path.
+fn map_err(what: &str, path: &str, e: Ext4Error) -> FsError {
+    let what_s = what.to_owned();
+    let path_s = path.to_owned();
+    match e {
+        Ext4Error::NotFound => FsError::NotFound {
+            what: what_s,
+            path: path_s,
+        },
+        Ext4Error::NotADirectory => FsError::NotADirectory {
+            what: what_s,
+            path: path_s,
+        },
+        Ext4Error::IsADirectory | Ext4Error::IsASpecialFile => FsError::NotAFile {
+            what: what_s,
+            path: path_s,
+        },
+        Ext4Error::Io(inner) => match inner.downcast::<ReadFailed>() {
+            Ok(r) => FsError::io(what, r.offset, r.len, r.source),
+            Err(other) => FsError::io(what, 0, 0, io::Error::other(other.to_string())),
+        },
+        Ext4Error::Incompatible(i) => FsError::unsupported(what, i.to_string()),
+        Ext4Error::Encrypted => FsError::unsupported(what, format!("{path:?} is encrypted")),
+        Ext4Error::FileTooLarge | Ext4Error::PathTooLong | Ext4Error::TooManySymlinks => {
+            FsError::limit(what, format!("{path:?}: {e}"))
+        }
+        Ext4Error::MalformedPath | Ext4Error::NotUtf8 => FsError::InvalidPath {
+            what: what_s,
+            path: path_s,
+            reason: e.to_string(),
+        },
+        other => {
+            let detail = if path.is_empty() {
+                other.to_string()
+            } else {
+                format!("{path:?}: {other}")
+            };
+            FsError::corrupt(what, None, detail)
+        }
+    }
+}
+
+fn join(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1);
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+fn last_name(path: &str) -> String {
+    path.split('/')
+        .rfind(|c| !c.is_empty() && *c != ".")
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The `S_IFMT` bits of `st_mode` for a file type.
+fn type_bits(t: FileType) -> u32 {
+    if t.is_dir() {
+        0o040_000
+    } else if t.is_regular_file() {
+        0o100_000
+    } else if t.is_symlink() {
+        0o120_000
+    } else if t.is_char_dev() {
+        0o020_000
+    } else if t.is_block_dev() {
+        0o060_000
+    } else if t.is_fifo() {
+        0o010_000
+    } else if t.is_socket() {
+        0o140_000
+    } else {
+        0
+    }
+}
+
+fn nanos(t: Timestamp) -> Option<i64> {
+    t.seconds()
+        .checked_mul(1_000_000_000)?
+        .checked_add(i64::from(t.nanoseconds()))
+}

@@ -1,0 +1,305 @@
+//! A file system on a partition (or a whole disk), whatever its format: [`open_volume`]
+//! recognises it by its signature and [`Volume`] answers listings, metadata and file reads
+//! the same way for ext and FAT.
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+
+use tessera_disk_image::ReadAt;
+
+use crate::ext4::{self, ExtFile, ExtVolume};
+use crate::fat::{self, FatFile, FatVolume};
+use crate::{FsError, read_exact};
+
+/// What a directory entry is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FsKind {
+    /// A directory.
+    Directory,
+    /// A regular file.
+    File,
+    /// A symbolic link, with its target as stored (never followed for the entry itself).
+    Symlink(String),
+    /// A device node, FIFO or socket: [`FsEntry::mode`] says which.
+    Other,
+}
+
+/// A file, directory or other object in a volume, with the metadata the format keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsEntry {
+    /// The name in its directory (`""` for the root). ext names that are not UTF-8 are
+    /// converted lossily. Never empty otherwise, never `.` or `..`, never holds `/` or NUL.
+    pub name: String,
+    /// What it is.
+    pub kind: FsKind,
+    /// Size in bytes (0 for FAT directories).
+    pub size: u64,
+    /// `st_mode`: permission bits and file type bits (`None` on FAT).
+    pub mode: Option<u32>,
+    /// Owner (`None` on FAT).
+    pub uid: Option<u32>,
+    /// Group (`None` on FAT).
+    pub gid: Option<u32>,
+    /// Last modification, nanoseconds since the Unix epoch.
+    pub mtime_ns: Option<i64>,
+    /// Last access (FAT keeps only the date).
+    pub atime_ns: Option<i64>,
+    /// Last status change (`None` on FAT, which has none, and on ext, whose reader does
+    /// not expose it).
+    pub ctime_ns: Option<i64>,
+    /// Creation (ext4 inodes of 256 bytes or more, and FAT).
+    pub btime_ns: Option<i64>,
+}
+
+/// An open file system.
+///
+/// Paths are `/`-separated and relative to the volume root (a leading `/` is allowed, `""`
+/// is the root); `.` and empty components are ignored and `..` is refused. The final
+/// component is never followed if it is a symlink. Intermediate symlinks (ext only) are
+/// followed inside the volume: an absolute target starts at the volume root, so a link never
+/// leads out of it. FAT lookups ignore case and also accept the 8.3 short name.
+///
+/// A corrupt image can make a directory its own descendant. FAT lookups detect it; on ext,
+/// paths are limited to 256 components, so a recursive walk ends with
+/// [`FsError::LimitExceeded`].
+pub struct Volume {
+    inner: Inner,
+}
+
+enum Inner {
+    Ext(ExtVolume),
+    Fat(FatVolume),
+}
+
+/// Opens the file system in `reader` (a partition's [`Slice`](crate::Slice), or a whole
+/// disk without a partition table). `what` names the volume in errors, e.g. `disk0/part1`.
+///
+/// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, FAT by its boot
+/// sector; anything else is [`FsError::UnknownFilesystem`], naming the format if its
+/// signature is known.
+pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
+    let len = reader.len();
+    let mut sector = [0u8; 512];
+    let fat_like = len >= 512 && {
+        read_exact(&mut *reader, what, 0, &mut sector)?;
+        fat::looks_like_boot_sector(&sector)
+    };
+    let mut magic = [0u8; 2];
+    let ext_like = len >= ext4::SUPERBLOCK + ext4::MAGIC_AT + 2 && {
+        read_exact(
+            &mut *reader,
+            what,
+            ext4::SUPERBLOCK + ext4::MAGIC_AT,
+            &mut magic,
+        )?;
+        u16::from_le_bytes(magic) == ext4::MAGIC
+    };
+    match (ext_like, fat_like) {
+        (true, false) => Ok(Volume {
+            inner: Inner::Ext(ExtVolume::open(reader, what)?),
+        }),
+        (false, true) => Ok(Volume {
+            inner: Inner::Fat(FatVolume::open(reader, what)?),
+        }),
+        // Both signatures: the ext magic can be a FAT entry of a FAT12/16 volume, and a FAT
+        // boot sector can be left in the unused first kilobyte of an ext volume. The ext
+        // reader is asked first (its checks are the stricter), and the FAT one if it refuses.
+        (true, true) => {
+            let shared = Rc::new(RefCell::new(reader));
+            match ExtVolume::open(Box::new(Shared(Rc::clone(&shared))), what) {
+                Ok(v) => Ok(Volume {
+                    inner: Inner::Ext(v),
+                }),
+                Err(ext_err) => match FatVolume::open(Box::new(Shared(shared)), what) {
+                    Ok(v) => Ok(Volume {
+                        inner: Inner::Fat(v),
+                    }),
+                    Err(_) => Err(ext_err),
+                },
+            }
+        }
+        (false, false) => Err(FsError::UnknownFilesystem {
+            what: what.to_owned(),
+            other: recognise_other(&mut *reader),
+        }),
+    }
+}
+
+/// A reader shared by two attempts to open a volume.
+struct Shared(Rc<RefCell<Box<dyn ReadAt>>>);
+
+impl ReadAt for Shared {
+    fn len(&self) -> u64 {
+        self.0.borrow().len()
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.borrow_mut().read_exact_at(offset, buf)
+    }
+}
+
+/// Names formats this crate does not read, by their signatures, for a clearer error.
+fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
+    let signatures: &[(u64, &[u8], &'static str)] = &[
+        (3, b"NTFS    ", "NTFS"),
+        (3, b"EXFAT   ", "exFAT"),
+        (0, b"XFSB", "XFS"),
+        (0, b"LUKS\xba\xbe", "LUKS"),
+        (0x10040, b"_BHRfS_M", "btrfs"),
+        (512, b"LABELONE", "LVM2 physical volume"),
+        (4086, b"SWAPSPACE2", "Linux swap"),
+    ];
+    signatures.iter().find_map(|&(at, sig, name)| {
+        let mut buf = vec![0u8; sig.len()];
+        let fits = at
+            .checked_add(sig.len() as u64)
+            .is_some_and(|end| end <= reader.len());
+        (fits && reader.read_exact_at(at, &mut buf).is_ok() && buf == sig).then_some(name)
+    })
+}
+
+impl Volume {
+    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"fat12"`, `"fat16"` or `"fat32"`.
+    pub fn kind(&self) -> &'static str {
+        match &self.inner {
+            Inner::Ext(v) => v.kind(),
+            Inner::Fat(v) => v.kind(),
+        }
+    }
+
+    /// The volume label, if one is set.
+    pub fn label(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Ext(v) => v.label(),
+            Inner::Fat(v) => v.label(),
+        }
+    }
+
+    /// Damage or limits worked around while opening, to show the user: e.g. a journal
+    /// that needed recovery but could not be replayed.
+    pub fn warnings(&self) -> &[String] {
+        match &self.inner {
+            Inner::Ext(v) => v.warnings(),
+            Inner::Fat(v) => v.warnings(),
+        }
+    }
+
+    /// The name given to [`open_volume`].
+    pub fn what(&self) -> &str {
+        match &self.inner {
+            Inner::Ext(v) => v.what(),
+            Inner::Fat(v) => v.what(),
+        }
+    }
+
+    /// The entries of the directory at `path`, without `.` and `..`, in directory order.
+    pub fn list(&mut self, path: &str) -> Result<Vec<FsEntry>, FsError> {
+        match &mut self.inner {
+            Inner::Ext(v) => v.list(path),
+            Inner::Fat(v) => v.list(path),
+        }
+    }
+
+    /// The entry at `path` (a symlink itself, not its target).
+    pub fn stat(&mut self, path: &str) -> Result<FsEntry, FsError> {
+        match &mut self.inner {
+            Inner::Ext(v) => v.stat(path),
+            Inner::Fat(v) => v.stat(path),
+        }
+    }
+
+    /// Opens the regular file at `path` for reading; nothing is read until asked for.
+    pub fn open_file(&mut self, path: &str) -> Result<VolumeFile<'_>, FsError> {
+        let inner = match &mut self.inner {
+            Inner::Ext(v) => FileInner::Ext(Box::new(v.open_file(path)?)),
+            Inner::Fat(v) => {
+                let file = v.open_file(path)?;
+                FileInner::Fat(file, v)
+            }
+        };
+        Ok(VolumeFile { inner })
+    }
+
+    /// Reads from the file at `path` at `offset` into `buf`, returning the bytes read (fewer
+    /// only at the end of the file). Each call opens the file anew and, on ext, reads
+    /// through to `offset`: stream large files with [`Volume::open_file`] instead.
+    pub fn read_file(&mut self, path: &str, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
+        let mut file = self.open_file(path)?;
+        file.seek(offset);
+        let mut done = 0;
+        while done < <[u8]>::len(buf) {
+            let n = file.read(&mut buf[done..])?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+}
+
+impl std::fmt::Debug for Volume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Volume")
+            .field("what", &self.what())
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A regular file opened for reading, borrowing its volume. Reads go forward from the
+/// position without holding more than the caller's buffer; [`VolumeFile::seek`] moves the
+/// position (cheap on FAT; on ext a backward seek reopens the file and reads through).
+pub struct VolumeFile<'v> {
+    inner: FileInner<'v>,
+}
+
+enum FileInner<'v> {
+    Ext(Box<ExtFile>),
+    Fat(FatFile, &'v mut FatVolume),
+}
+
+impl VolumeFile<'_> {
+    /// Size of the file in bytes.
+    pub fn size(&self) -> u64 {
+        match &self.inner {
+            FileInner::Ext(f) => f.size(),
+            FileInner::Fat(f, _) => f.size(),
+        }
+    }
+
+    /// Offset of the next read.
+    pub fn position(&self) -> u64 {
+        match &self.inner {
+            FileInner::Ext(f) => f.position(),
+            FileInner::Fat(f, _) => f.position(),
+        }
+    }
+
+    /// Moves the position; past the end, reads return 0.
+    pub fn seek(&mut self, pos: u64) {
+        match &mut self.inner {
+            FileInner::Ext(f) => f.seek(pos),
+            FileInner::Fat(f, _) => f.seek(pos),
+        }
+    }
+
+    /// Reads from the position into `buf`; 0 means the end of the file. After an error on
+    /// ext, later reads of this handle fail too.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
+        match &mut self.inner {
+            FileInner::Ext(f) => f.read(buf),
+            FileInner::Fat(f, v) => f.read(v, buf),
+        }
+    }
+}
+
+impl io::Read for VolumeFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        VolumeFile::read(self, buf).map_err(|e| match e {
+            FsError::Io { source, .. } => source,
+            other => io::Error::other(other),
+        })
+    }
+}

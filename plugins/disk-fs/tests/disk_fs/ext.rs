@@ -1,0 +1,209 @@
+//! ext2, ext3 and ext4 volumes: listings, contents and metadata against the source files,
+//! symlink handling, and reads at offsets.
+
+use std::path::{Path, PathBuf};
+
+use tessera_disk_fs::{FsError, FsKind, Volume};
+
+use crate::support::*;
+
+/// A file-system image of 24 MiB made by `mke2fs -t kind` from the full source tree.
+fn ext_image(kind: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 5 * MIB as usize + 123,
+            with_symlinks: true,
+            many: 300,
+            sparse: true,
+        },
+    );
+    let img = tmp.path().join("fs.img");
+    mkfs_ext(kind, &src, &img, 24, extra);
+    (tmp, img)
+}
+
+#[test]
+fn ext4_reads_like_its_source() {
+    let (tmp, img) = ext_image("ext4", &[]);
+    let mut vol = open_image(&img, "disk0/part1");
+    assert_eq!(vol.kind(), "ext4");
+    let expect = Expect {
+        unix: true,
+        sparse_unsupported: false,
+    };
+    assert_same_tree(&mut vol, "", &tmp.path().join("src"), expect);
+    check_metadata(&mut vol, &tmp.path().join("src"));
+    check_symlinks(&mut vol);
+    check_offsets(&mut vol, &tmp.path().join("src"));
+}
+
+#[test]
+fn ext3_with_1k_blocks_reads_like_its_source() {
+    let (tmp, img) = ext_image("ext3", &["-b", "1024"]);
+    let mut vol = open_image(&img, "disk0/part6");
+    assert_eq!(vol.kind(), "ext3");
+    let expect = Expect {
+        unix: true,
+        sparse_unsupported: true,
+    };
+    assert_same_tree(&mut vol, "", &tmp.path().join("src"), expect);
+    check_symlinks(&mut vol);
+    check_offsets(&mut vol, &tmp.path().join("src"));
+}
+
+#[test]
+fn ext2_with_128_byte_inodes_reads_like_its_source() {
+    let (tmp, img) = ext_image("ext2", &["-b", "1024", "-I", "128"]);
+    let mut vol = open_image(&img, "disk0/part5");
+    assert_eq!(vol.kind(), "ext2");
+    let expect = Expect {
+        unix: true,
+        sparse_unsupported: true,
+    };
+    assert_same_tree(&mut vol, "", &tmp.path().join("src"), expect);
+    check_symlinks(&mut vol);
+    // Small inodes keep no creation time.
+    assert_eq!(vol.stat("hello.txt").unwrap().btime_ns, None);
+}
+
+fn check_metadata(vol: &mut Volume, src: &Path) {
+    let script = vol.stat("dir/mode.sh").unwrap();
+    assert_eq!(script.name, "mode.sh");
+    assert_eq!(script.mode, Some(0o100_750));
+    assert_eq!(script.mtime_ns, Some(MODE_SH_MTIME * 1_000_000_000));
+    assert_eq!(script.size, 18);
+    let root = vol.stat("").unwrap();
+    assert_eq!(root.kind, FsKind::Directory);
+    assert_eq!(root.mode.map(|m| m & 0o170_000), Some(0o040_000));
+    assert!(
+        vol.stat("/dir/./mode.sh").unwrap() == script,
+        "leading slash and `.` are ignored"
+    );
+    assert_eq!(vol.stat("empty").unwrap().size, 0);
+    assert_eq!(read_all(vol, "empty"), b"");
+    assert!(
+        vol.stat("hello.txt").unwrap().btime_ns.is_some(),
+        "256-byte inodes keep a creation time"
+    );
+    let names: Vec<String> = vol
+        .list("many")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names.len(), 300);
+    assert_eq!(std::fs::read_dir(src.join("many")).unwrap().count(), 300);
+}
+
+fn check_symlinks(vol: &mut Volume) {
+    assert_eq!(
+        vol.stat("link").unwrap().kind,
+        FsKind::Symlink("dir/nested".into())
+    );
+    assert_eq!(
+        vol.stat("longlink").unwrap().kind,
+        FsKind::Symlink("a".repeat(100)),
+        "slow symlink"
+    );
+    assert_eq!(
+        vol.stat("dangling").unwrap().kind,
+        FsKind::Symlink("nowhere".into())
+    );
+    // The final component is never followed...
+    assert!(matches!(
+        vol.list("link"),
+        Err(FsError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        vol.open_file("link"),
+        Err(FsError::NotAFile { .. })
+    ));
+    // ...intermediate ones are, inside the volume, relative and absolute.
+    let deep: Vec<String> = vol
+        .list("link/deep")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(deep, ["file.txt"]);
+    assert_eq!(read_all(vol, "abslink/file.txt"), b"deep\n");
+    assert!(matches!(
+        vol.stat("dangling/x"),
+        Err(FsError::NotFound { .. })
+    ));
+    let err = vol.stat("dir/nested/missing").unwrap_err();
+    assert!(matches!(err, FsError::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("dir/nested/missing"), "{err}");
+    assert!(matches!(
+        vol.list("hello.txt"),
+        Err(FsError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        vol.stat("hello.txt/x"),
+        Err(FsError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        vol.open_file("dir"),
+        Err(FsError::NotAFile { .. })
+    ));
+    assert!(matches!(
+        vol.stat("dir/../etc"),
+        Err(FsError::InvalidPath { .. })
+    ));
+}
+
+fn check_offsets(vol: &mut Volume, src: &Path) {
+    let big = std::fs::read(src.join("big.bin")).unwrap();
+    let mut buf = vec![0u8; 10_000];
+    assert_eq!(
+        vol.read_file("big.bin", 3_000_000, &mut buf).unwrap(),
+        10_000
+    );
+    assert!(buf == big[3_000_000..3_010_000]);
+    let tail = big.len() as u64 - 100;
+    assert_eq!(vol.read_file("big.bin", tail, &mut buf).unwrap(), 100);
+    assert!(buf[..100] == big[big.len() - 100..]);
+    assert_eq!(
+        vol.read_file("big.bin", big.len() as u64 + 5, &mut buf)
+            .unwrap(),
+        0
+    );
+    // Backwards and forwards on one handle.
+    let mut file = vol.open_file("big.bin").unwrap();
+    for at in [4_000_000u64, 1_000_000, 1_000_100, 5_000_000, 0] {
+        file.seek(at);
+        let mut piece = [0u8; 333];
+        assert_eq!(file.read(&mut piece).unwrap(), 333);
+        assert!(piece[..] == big[at as usize..at as usize + 333], "at {at}");
+        assert_eq!(file.position(), at + 333);
+    }
+}
+
+#[test]
+fn a_checksummed_journal_is_replayed() {
+    let (_tmp, img) = ext_image("ext4", &[]);
+    journal_transaction(&img, true);
+    let mut vol = open_image(&img, "disk0/part1");
+    assert!(vol.warnings().is_empty(), "{:?}", vol.warnings());
+    // The size is the inode's (13 bytes); the block comes from the journal.
+    assert_eq!(read_all(&mut vol, "hello.txt"), b"HELLO FROM TH");
+}
+
+#[test]
+fn an_older_journal_needing_recovery_is_read_past_with_a_warning() {
+    for (kind, extra) in [("ext3", &["-b", "1024"][..]), ("ext4", &[][..])] {
+        let (_tmp, img) = ext_image(kind, extra);
+        journal_transaction(&img, false);
+        let mut vol = open_image(&img, "disk0/part1");
+        assert_eq!(vol.warnings().len(), 1, "{kind}");
+        assert!(
+            vol.warnings()[0].contains("journal needs recovery"),
+            "{:?}",
+            vol.warnings()
+        );
+        assert_eq!(read_all(&mut vol, "hello.txt"), b"hello, world\n", "{kind}");
+    }
+}

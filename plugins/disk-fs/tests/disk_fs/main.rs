@@ -1,0 +1,14 @@
+//! Integration tests of `tessera-disk-fs` on images made by the real tools: partition
+//! tables from sfdisk and sgdisk, file systems from mke2fs and mkfs.fat/mtools, and hostile
+//! variants of them.
+
+mod ext;
+mod fat;
+mod hostile;
+mod partitions;
+mod support;
+
+/// Caps the heap of this test binary: an allocation sized from a hostile image field fails
+/// the run instead of passing unnoticed on a machine with memory to spare.
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, 3 << 30);
