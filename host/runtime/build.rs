@@ -38,6 +38,8 @@ fn main() {
             "--release",
             "--locked",
             "--workspace",
+            "--exclude",
+            "tessera-plugin-vm-disk",
             "--target",
             "wasm32-wasip2",
             "--target-dir",

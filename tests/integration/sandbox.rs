@@ -51,13 +51,9 @@ fn setup() -> Setup {
 }
 
 fn job(setup: &Setup, settings: Vec<(String, String)>) -> CaptureJob {
-    CaptureJob {
-        item: "hostile".into(),
-        source: setup.source.path().to_path_buf(),
-        settings,
-        parent: None,
-        tags: vec![],
-    }
+    let mut job = CaptureJob::directory("hostile", setup.source.path());
+    job.settings = settings;
+    job
 }
 
 /// The vault is sound and holds exactly the point committed before the hostile run.

@@ -29,7 +29,9 @@ pub enum Access {
 pub struct Grant {
     /// What the plugin may do in it.
     pub access: Access,
-    dir: Dir,
+    /// The granted directories: with one, paths are relative to it; with several, a
+    /// path's first component is the directory's number (`1/disk.qcow2`).
+    roots: Vec<Dir>,
 }
 
 /// Why a grant operation failed; turned into the WIT `host-error` by the caller.
@@ -211,9 +213,18 @@ impl XattrScratch {
 
 impl Grant {
     /// Opens a grant on a host directory.
+    #[cfg(test)]
     pub fn open(host_path: &Path, access: Access) -> std::io::Result<Grant> {
-        let dir = Dir::open_ambient_dir(host_path, ambient_authority())?;
-        Ok(Grant { access, dir })
+        Self::open_many(&[host_path], access)
+    }
+
+    /// Opens a grant on several host directories, numbered in the order given.
+    pub fn open_many(host_paths: &[&Path], access: Access) -> std::io::Result<Grant> {
+        let roots = host_paths
+            .iter()
+            .map(|path| Dir::open_ambient_dir(path, ambient_authority()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Grant { access, roots })
     }
 
     /// Splits a plugin path into its parent directory (opened beneath the grant) and last
@@ -231,7 +242,7 @@ impl Grant {
             )));
         }
         let trimmed = path.trim_matches('/');
-        let parts: Vec<&str> = trimmed
+        let mut parts: Vec<&str> = trimmed
             .split('/')
             .filter(|p| !p.is_empty() && *p != ".")
             .collect();
@@ -240,17 +251,35 @@ impl Grant {
                 "'{path}' leaves the grant through '..'"
             )));
         }
+        let dir = match self.roots.as_slice() {
+            [one] => one,
+            roots => {
+                let index = parts.first().and_then(|first| first.parse::<usize>().ok());
+                match index.and_then(|i| roots.get(i)) {
+                    Some(dir) => {
+                        parts.remove(0);
+                        dir
+                    }
+                    None => {
+                        return Err(GrantError::Invalid(format!(
+                            "'{path}' names none of the {} granted directories (0 to {})",
+                            roots.len(),
+                            roots.len().saturating_sub(1)
+                        )));
+                    }
+                }
+            }
+        };
         let Some((name, parents)) = parts.split_last() else {
-            let root = self.dir.try_clone().map_err(|e| io_error(path, e))?;
+            let root = dir.try_clone().map_err(|e| io_error(path, e))?;
             return Ok((root, ".".to_string()));
         };
         let parent = if parents.is_empty() {
-            self.dir.try_clone().map_err(|e| io_error(path, e))?
+            dir.try_clone().map_err(|e| io_error(path, e))?
         } else {
             // cap-std resolves every component beneath the grant, following symlinks only
             // while they stay inside it.
-            self.dir
-                .open_dir(parents.join("/"))
+            dir.open_dir(parents.join("/"))
                 .map_err(|e| io_error(path, e))?
         };
         Ok((parent, name.to_string()))

@@ -23,17 +23,21 @@ mod builtin;
 mod convert;
 mod error;
 mod grant;
+pub mod hooks;
 pub mod limits;
 mod point;
 mod runtime;
+mod sandbox;
 mod services;
 mod sink;
 mod state;
 
 pub use builtin::WASM_DIR as PLUGIN_BUILD_DIR;
 pub use error::{Result, RuntimeError};
+pub use hooks::Hooks;
 pub use runtime::{
     BrowseEntry, CONTRACT_VERSION, CaptureJob, CaptureOutcome, NoProgress, Plugin, PluginInfo,
     Progress, RestoreJob, RestoreOutcome, Runtime, RuntimeOptions, SOURCE_MOUNT, SettingSpec,
     TARGET_MOUNT,
 };
+pub use sandbox::{CaptureSource, RestoreTarget};

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tessera_vault::commands::backup::{Backup, BackupOptions, CommitOptions};
-use tessera_vault::{PluginRef, Point, PointId, Vault};
+use tessera_vault::{Consistency, PluginRef, Point, PointId, Vault};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::{self, PluginPre, types};
 use crate::error::{Result, RuntimeError};
-use crate::grant::{Access, Grant};
+use crate::grant::Access;
+use crate::hooks::{HookPhase, Hooks, run_hook};
+use crate::sandbox::{CaptureSource, RestoreTarget, Sandbox};
 use crate::state::{CaptureState, JobState, Phase, ProgressUpdate, ReadState};
 
 /// The contract version this host implements.
@@ -109,14 +111,37 @@ impl Plugin {
 pub struct CaptureJob {
     /// The protected item's name.
     pub item: String,
-    /// The directory granted read-only to the plugin.
-    pub source: PathBuf,
+    /// What to capture, in order; granted read-only (see [`CaptureSource`]).
+    pub sources: Vec<CaptureSource>,
+    /// More directories granted read-only (where a disk image's backing files live).
+    pub grants: Vec<PathBuf>,
     /// Settings for the plugin.
     pub settings: Vec<(String, String)>,
+    /// Settings whose values are host files (a configuration document): granted
+    /// read-only, and passed as the files' sandbox paths.
+    pub file_settings: Vec<(String, PathBuf)>,
     /// The point to capture incrementally from.
     pub parent: Option<PointId>,
     /// Operator tags.
     pub tags: Vec<String>,
+    /// Commands to run before and after the capture.
+    pub hooks: Option<Hooks>,
+}
+
+impl CaptureJob {
+    /// A capture of one directory tree.
+    pub fn directory(item: impl Into<String>, source: impl Into<PathBuf>) -> Self {
+        CaptureJob {
+            item: item.into(),
+            sources: vec![CaptureSource::Directory(source.into())],
+            grants: Vec::new(),
+            settings: Vec::new(),
+            file_settings: Vec::new(),
+            parent: None,
+            tags: Vec::new(),
+            hooks: None,
+        }
+    }
 }
 
 /// The result of a capture.
@@ -133,8 +158,8 @@ pub struct CaptureOutcome {
 /// A restore job.
 #[derive(Debug, Clone)]
 pub struct RestoreJob {
-    /// The directory granted read-write to the plugin.
-    pub target: PathBuf,
+    /// Where to write: a directory granted read-write, or an address.
+    pub target: RestoreTarget,
     /// Paths of the point to restore; empty for all.
     pub paths: Vec<String>,
     /// Settings for the plugin.
@@ -461,36 +486,6 @@ impl Runtime {
         })
     }
 
-    fn wasi_with(
-        &self,
-        mount: &Path,
-        guest: &str,
-        access: Access,
-        what: &'static str,
-    ) -> Result<WasiCtxBuilder> {
-        let mut builder = WasiCtxBuilder::new();
-        // No environment, arguments, standard input or network: only the grant.
-        builder
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            // Jobs run on their own thread with synchronous bindings: file system calls
-            // block that thread instead of hopping through a blocking-task pool.
-            .allow_blocking_current_thread(true);
-        let perms = match access {
-            Access::Read => FsPerms::ReadOnly,
-            Access::ReadWrite => FsPerms::ReadWrite,
-        };
-        builder
-            .preopened_dir(mount, guest, perms)
-            .map_err(|e| RuntimeError::Grant {
-                what,
-                path: mount.to_path_buf(),
-                detail: e.to_string(),
-            })?;
-        Ok(builder)
-    }
-
     /// Captures an item with a plugin into a new recovery point.
     pub fn capture(
         &self,
@@ -501,17 +496,20 @@ impl Runtime {
     ) -> Result<CaptureOutcome> {
         let started = Instant::now();
         self.require(plugin, types::Capability::ReadSource, "read a source")?;
-        self.check_settings(plugin, &job.settings)?;
-        let grant_error = |detail: String| RuntimeError::Grant {
-            what: "source",
-            path: job.source.clone(),
-            detail,
-        };
-        let grant =
-            Grant::open(&job.source, Access::Read).map_err(|e| grant_error(e.to_string()))?;
-        let wasi = self
-            .wasi_with(&job.source, SOURCE_MOUNT, Access::Read, "source")?
-            .build();
+        let (sandbox, sources, file_settings) =
+            Sandbox::for_capture(&job.sources, &job.grants, &job.file_settings, SOURCE_MOUNT)?;
+        let mut settings = job.settings.clone();
+        settings.extend(file_settings);
+        self.check_settings(plugin, &settings)?;
+        if !sandbox.network.is_empty() {
+            self.require(
+                plugin,
+                types::Capability::TcpConnect,
+                "connect to a network source",
+            )?;
+        }
+        let grant = sandbox.grant(Access::Read, "source")?;
+        let wasi = sandbox.wasi(Access::Read, "source")?.build();
         let mut options = BackupOptions::new(
             job.item.clone(),
             PluginRef {
@@ -519,15 +517,49 @@ impl Runtime {
                 version: plugin.info.version.clone(),
             },
         );
-        options.parent = job.parent;
+        // A parent with missing data cannot be trusted for carrying anything forward:
+        // without it the plugin reads everything again.
+        let mut warnings = Vec::new();
+        options.parent = match job.parent {
+            Some(parent) => match parent_problem(vault, &parent) {
+                None => Some(parent),
+                Some(problem) => {
+                    let warning = format!(
+                        "the previous point {} is damaged ({problem}); everything was read again",
+                        parent.short()
+                    );
+                    tracing::warn!("{warning}");
+                    warnings.push(warning);
+                    None
+                }
+            },
+            None => None,
+        };
         options.tags = job.tags.clone();
         options.host = hostname();
-        let backup = Backup::start(vault, options)?;
+        let hooks = job.hooks.clone().unwrap_or_default();
+        let pre_hook = hooks
+            .pre
+            .as_deref()
+            .map(|command| run_hook(command, HookPhase::Pre, &job.item, hooks.timeout));
+        let run_post = || {
+            hooks.post.as_deref().and_then(|command| {
+                run_hook(command, HookPhase::Post, &job.item, hooks.timeout).err()
+            })
+        };
+        let backup = match Backup::start(vault, options) {
+            Ok(backup) => backup,
+            Err(e) => {
+                run_post();
+                return Err(e.into());
+            }
+        };
+        let has_parent = backup.has_parent();
         let state = JobState::new(
             plugin.info.name.clone(),
             wasi,
             self.limits(),
-            Some(grant),
+            grant,
             Phase::Capture(Box::new(CaptureState {
                 backup,
                 commit: CommitOptions::default(),
@@ -535,9 +567,17 @@ impl Runtime {
         );
         let request = bindings::capture::CaptureRequest {
             item: job.item.clone(),
-            settings: job.settings.clone(),
-            sources: vec![SOURCE_MOUNT.to_string()],
-            has_parent: job.parent.is_some(),
+            settings,
+            sources,
+            mounts: sandbox
+                .mounts
+                .iter()
+                .map(|(host, sandbox)| bindings::capture::Mount {
+                    host: host.to_string_lossy().into_owned(),
+                    sandbox: sandbox.clone(),
+                })
+                .collect(),
+            has_parent,
         };
         let pre = plugin.pre.clone();
         let (result, mut store) = self.run(state, progress, move |store| {
@@ -553,7 +593,27 @@ impl Runtime {
         let Phase::Capture(state) = phase else {
             unreachable!("capture jobs stay in the capture phase")
         };
-        let CaptureState { backup, commit } = *state;
+        let CaptureState { backup, mut commit } = *state;
+        let post_failure = run_post();
+        commit.warnings.extend(warnings);
+        match pre_hook {
+            // The operator's commands made the data application-consistent.
+            Some(Ok(())) => {
+                commit.consistency = Consistency::Application;
+                commit.consistency_reason = None;
+            }
+            Some(Err(reason)) => {
+                tracing::warn!(item = %job.item, "{reason}");
+                commit.consistency = Consistency::Crash;
+                commit.consistency_reason = Some(reason.clone());
+                commit.warnings.push(reason);
+            }
+            None => {}
+        }
+        if let Some(reason) = post_failure {
+            tracing::warn!(item = %job.item, "{reason}");
+            commit.warnings.push(reason);
+        }
         match result {
             Ok(Ok(_summary)) => {
                 let (point, record) = backup.commit(commit)?;
@@ -598,27 +658,30 @@ impl Runtime {
         self.check_settings(plugin, &job.settings)?;
         let record = vault.load_point(point)?;
         for path in &job.paths {
-            vault.find_entry(&record, path)?;
+            check_selected(vault, &record, path)?;
         }
-        std::fs::create_dir_all(&job.target).map_err(|e| RuntimeError::Grant {
-            what: "target",
-            path: job.target.clone(),
-            detail: e.to_string(),
-        })?;
-        let grant =
-            Grant::open(&job.target, Access::ReadWrite).map_err(|e| RuntimeError::Grant {
+        if let RestoreTarget::Directory(dir) = &job.target {
+            std::fs::create_dir_all(dir).map_err(|e| RuntimeError::Grant {
                 what: "target",
-                path: job.target.clone(),
+                path: dir.clone(),
                 detail: e.to_string(),
             })?;
-        let wasi = self
-            .wasi_with(&job.target, TARGET_MOUNT, Access::ReadWrite, "target")?
-            .build();
+        }
+        let (sandbox, target) = Sandbox::for_restore(&job.target, TARGET_MOUNT)?;
+        if !sandbox.network.is_empty() {
+            self.require(
+                plugin,
+                types::Capability::TcpConnect,
+                "connect to a network target",
+            )?;
+        }
+        let grant = sandbox.grant(Access::ReadWrite, "target")?;
+        let wasi = sandbox.wasi(Access::ReadWrite, "target")?.build();
         let state = JobState::new(
             plugin.info.name.clone(),
             wasi,
             self.limits(),
-            Some(grant),
+            grant,
             Phase::Read(Box::new(ReadState {
                 vault: vault.clone(),
                 point: record,
@@ -627,7 +690,7 @@ impl Runtime {
         let request = bindings::restore::RestoreRequest {
             settings: job.settings.clone(),
             paths: job.paths.clone(),
-            target: TARGET_MOUNT.to_string(),
+            target,
         };
         let pre = plugin.pre.clone();
         let (result, store) = self.run(state, progress, move |store| {
@@ -792,4 +855,58 @@ fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+/// Whether a path selected for restore exists in the point: an entry of its tree, or a
+/// path below a non-directory entry (a file inside a disk image), which only the plugin
+/// can resolve.
+fn check_selected(vault: &Vault, point: &Point, path: &str) -> Result<()> {
+    let trimmed = path.trim_matches('/');
+    match vault.find_entry(point, trimmed) {
+        Ok(_) => Ok(()),
+        Err(not_found) => {
+            let mut prefix = trimmed;
+            while let Some((parent, _)) = prefix.rsplit_once('/') {
+                prefix = parent;
+                if let Ok(entry) = vault.find_entry(point, prefix) {
+                    if entry.subtree.is_none() {
+                        return Ok(());
+                    }
+                    break;
+                }
+            }
+            Err(not_found.into())
+        }
+    }
+}
+
+/// Why a point cannot serve as a parent, if it cannot: its record or a tree is
+/// unreadable, or it refers to chunks the index does not have.
+fn parent_problem(vault: &Vault, id: &PointId) -> Option<String> {
+    let point = match vault.load_point(id) {
+        Ok(point) => point,
+        Err(e) => return Some(e.to_string()),
+    };
+    let index = vault.index();
+    let mut problem = None;
+    tessera_vault::commands::walk::walk(vault, point.root, None, &mut |event| {
+        use tessera_vault::commands::walk::WalkEvent;
+        if problem.is_some() {
+            return;
+        }
+        match event {
+            WalkEvent::Meta { id, path } | WalkEvent::Data { id, path } => {
+                if index.lookup(&id).is_none() {
+                    problem = Some(format!(
+                        "'{path}' refers to the missing chunk {}",
+                        id.short()
+                    ));
+                }
+            }
+            WalkEvent::Unreadable { path, error } => {
+                problem = Some(format!("'{path}' cannot be read: {error}"));
+            }
+        }
+    });
+    problem
 }

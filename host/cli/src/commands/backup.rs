@@ -5,11 +5,12 @@
 //! forward instead of read again), and passes excludes and includes on as settings.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use serde::Serialize;
-use tessera_runtime::CaptureJob;
+use tessera_runtime::{CaptureJob, CaptureSource, Hooks};
 use tessera_vault::{PointId, Vault};
 
 use crate::cli::parse_setting;
@@ -25,11 +26,18 @@ const EXCLUDE_SETTING: &str = "exclude";
 /// The setting that carries `--include` patterns to the plugin.
 const INCLUDE_SETTING: &str = "include";
 
+/// The setting that carries `--bitmap` to the plugin.
+const BITMAP_SETTING: &str = "bitmap";
+/// The setting that carries `--config` to the plugin.
+const CONFIG_SETTING: &str = "config";
+
 /// Flags of `tessera backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// What to back up: a directory or file for file-share, whatever the plugin reads
-    pub path: PathBuf,
+    /// What to back up: a directory for file-share; disk images (or nbd://HOST:PORT/EXPORT
+    /// addresses of live disks) for vm-disk, stored as disk0, disk1, ... in this order
+    #[arg(required = true, value_name = "PATH|URL")]
+    pub paths: Vec<String>,
     /// The plugin: a builtin's name or a component file
     #[arg(long, value_name = "NAME|FILE.wasm", default_value = DEFAULT_PLUGIN)]
     pub plugin: String,
@@ -48,6 +56,27 @@ pub struct BackupArgs {
     /// A plugin setting (repeatable; see `tessera plugin inspect`)
     #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
+    /// Read only the blocks this QEMU dirty bitmap marks as changed since the previous
+    /// point (live disks over NBD)
+    #[arg(long, value_name = "NAME")]
+    pub bitmap: Option<String>,
+    /// A configuration document to store with the disks (a libvirt XML, a JSON file)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also grant the plugin read access to this directory (where backing files of a
+    /// disk image live; repeatable)
+    #[arg(long = "grant", value_name = "DIR")]
+    pub grants: Vec<PathBuf>,
+    /// A shell command run before the capture (a guest file-system freeze); the point is
+    /// application-consistent only if it succeeds
+    #[arg(long, value_name = "COMMAND")]
+    pub pre_hook: Option<String>,
+    /// A shell command run after the capture, whatever happened (a thaw)
+    #[arg(long, value_name = "COMMAND")]
+    pub post_hook: Option<String>,
+    /// Seconds each hook may run before it is killed
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub hook_timeout: u64,
 }
 
 /// The JSON result.
@@ -66,24 +95,63 @@ struct BackupSummary {
     duration_ms: u64,
 }
 
-/// Backs up `args.path` and prints the new point's id.
-pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
-    let source = args
-        .path
+/// What a command-line source names: an address, a directory or a file.
+fn source(given: &str) -> Result<CaptureSource> {
+    if given.contains("://") {
+        return Ok(CaptureSource::Address(given.to_string()));
+    }
+    let path = PathBuf::from(given)
         .canonicalize()
-        .with_context(|| format!("cannot back up {}", args.path.display()))?;
+        .with_context(|| format!("cannot back up {given}"))?;
+    Ok(if path.is_dir() {
+        CaptureSource::Directory(path)
+    } else {
+        CaptureSource::File(path)
+    })
+}
+
+/// Backs up `args.paths` and prints the new point's id.
+pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
+    let sources = args
+        .paths
+        .iter()
+        .map(|given| source(given))
+        .collect::<Result<Vec<_>>>()?;
     let item = match &args.item {
         Some(item) => item.clone(),
-        None => source
-            .to_str()
-            .ok_or_else(|| {
-                anyhow!(
-                    "the path {} is not valid UTF-8: name the item with --item",
-                    source.display()
-                )
-            })?
-            .to_string(),
+        None => match &sources[0] {
+            CaptureSource::Address(url) => url.clone(),
+            CaptureSource::Directory(path) | CaptureSource::File(path) => path
+                .to_str()
+                .ok_or_else(|| {
+                    anyhow!(
+                        "the path {} is not valid UTF-8: name the item with --item",
+                        path.display()
+                    )
+                })?
+                .to_string(),
+        },
     };
+    let grants = args
+        .grants
+        .iter()
+        .map(|dir| {
+            dir.canonicalize()
+                .with_context(|| format!("cannot grant {}", dir.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut file_settings = Vec::new();
+    if let Some(config) = &args.config {
+        let config = config
+            .canonicalize()
+            .with_context(|| format!("cannot read the configuration {}", config.display()))?;
+        file_settings.push((CONFIG_SETTING.to_string(), config));
+    }
+    let hooks = (args.pre_hook.is_some() || args.post_hook.is_some()).then(|| Hooks {
+        pre: args.pre_hook.clone(),
+        post: args.post_hook.clone(),
+        timeout: Duration::from_secs(args.hook_timeout),
+    });
     let vault = ctx.open_or_create_vault()?;
     let runtime = ctx.runtime()?;
     let plugin = runtime
@@ -102,12 +170,18 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
             .iter()
             .map(|g| (INCLUDE_SETTING.into(), g.clone())),
     );
+    if let Some(bitmap) = &args.bitmap {
+        settings.push((BITMAP_SETTING.into(), bitmap.clone()));
+    }
     let job = CaptureJob {
         item: item.clone(),
-        source,
+        sources,
+        grants,
         settings,
+        file_settings,
         parent,
         tags: args.tags.clone(),
+        hooks,
     };
     let bar = Bar::new(&ctx.output, "backing up");
     let outcome = runtime

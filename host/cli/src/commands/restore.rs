@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
-use tessera_runtime::RestoreJob;
+use tessera_runtime::{RestoreJob, RestoreTarget};
 use tessera_vault::PointId;
 
 use crate::cli::parse_setting;
@@ -19,14 +19,21 @@ use crate::context::Context;
 use crate::output::{self, millis};
 use crate::progress::Bar;
 
+/// The setting that carries `--format` to the plugin.
+const FORMAT_SETTING: &str = "format";
+
 /// Flags of `tessera restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// The recovery point: an id, a unique prefix of one, or `latest`
     pub point: String,
-    /// The directory to restore into (created if missing)
-    #[arg(long, value_name = "DIR")]
-    pub target: PathBuf,
+    /// The directory to restore into (created if missing), or for a disk an NBD export
+    /// to write it onto (nbd://HOST:PORT/EXPORT)
+    #[arg(long, value_name = "DIR|URL")]
+    pub target: String,
+    /// The format of restored disk images: raw (sparse) or qcow2
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Restore only this path of the point, with everything below it (repeatable)
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
@@ -58,16 +65,28 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<()> {
     let (id, point) = select_point(&vault, &args.point, args.item.as_deref())?;
     let runtime = ctx.runtime()?;
     let plugin = plugin_for_point(&runtime, &point, args.plugin.as_deref())?;
-    fs::create_dir_all(&args.target)
-        .with_context(|| format!("cannot create {}", args.target.display()))?;
-    let target = args
-        .target
-        .canonicalize()
-        .with_context(|| format!("cannot restore into {}", args.target.display()))?;
+    let (target, shown) = if args.target.contains("://") {
+        (
+            RestoreTarget::Address(args.target.clone()),
+            args.target.clone(),
+        )
+    } else {
+        let dir = PathBuf::from(&args.target);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot restore into {}", dir.display()))?;
+        let shown = dir.display().to_string();
+        (RestoreTarget::Directory(dir), shown)
+    };
+    let mut settings = args.settings.clone();
+    if let Some(format) = &args.format {
+        settings.push((FORMAT_SETTING.to_string(), format.clone()));
+    }
     let job = RestoreJob {
-        target: target.clone(),
+        target,
         paths: args.paths.iter().map(|p| point_path(p)).collect(),
-        settings: args.settings.clone(),
+        settings,
     };
     let bar = Bar::new(&ctx.output, "restoring");
     let outcome = runtime
@@ -81,7 +100,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<()> {
     if ctx.output.json() {
         ctx.output.print_json(&RestoreSummary {
             point: id,
-            target: target.display().to_string(),
+            target: shown.clone(),
             entries: outcome.entries,
             bytes_written: outcome.bytes_written,
             warnings: outcome.warnings,
@@ -94,7 +113,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<()> {
         output::count(outcome.entries, "entry", "entries"),
         output::bytes(outcome.bytes_written),
         id.short(),
-        target.display(),
+        shown,
         output::seconds(outcome.duration),
     ))?;
     Ok(())

@@ -498,6 +498,11 @@ impl Backup {
         Ok(())
     }
 
+    /// Whether the backup has a parent point to look entries up in.
+    pub fn has_parent(&self) -> bool {
+        self.parent.is_some()
+    }
+
     /// The parent point's entry at `path`, if there is a parent and it has the path.
     pub fn parent_entry(&mut self, path: &str) -> Result<Option<Entry>> {
         match &mut self.parent {

@@ -1,0 +1,329 @@
+//! What one job's sandbox holds: the host directories granted to the plugin (each a WASI
+//! preopen and a root of the host-call [`Grant`]) and the network addresses it may
+//! connect to. Everything else stays out of reach.
+//!
+//! With one granted directory the plugin sees it as `source` (or `target`); with several
+//! as `source/0`, `source/1`, ... in the order the operator named them, and host-call
+//! paths start with that number.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::error::{Result, RuntimeError};
+use crate::grant::{Access, Grant};
+
+/// Something a capture reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureSource {
+    /// A directory tree: the directory itself is granted.
+    Directory(PathBuf),
+    /// A file (a disk image): its directory is granted, so files next to it (a backing
+    /// chain) can be read too.
+    File(PathBuf),
+    /// A network address, `SCHEME://HOST:PORT/...` (`nbd://...` for a live disk): the
+    /// plugin may connect to that address and no other.
+    Address(String),
+}
+
+/// Where a restore writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// A directory, granted read-write.
+    Directory(PathBuf),
+    /// A network address (an NBD export to write a disk onto).
+    Address(String),
+}
+
+/// A planned sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    /// Granted host directories and their sandbox paths.
+    pub mounts: Vec<(PathBuf, String)>,
+    /// Addresses the plugin may connect to.
+    pub network: Vec<SocketAddr>,
+}
+
+impl Sandbox {
+    /// Plans the sandbox of a capture: the sources' directories and the extra `grants`,
+    /// each granted once, under `mount`. Returns it with the sources as the plugin is told
+    /// them (sandbox paths, and addresses with the host name resolved).
+    ///
+    /// `files` are settings whose values are host files: each file's directory is granted
+    /// too, and the setting's value becomes the file's sandbox path (appended to the
+    /// returned settings).
+    pub fn for_capture(
+        sources: &[CaptureSource],
+        grants: &[PathBuf],
+        files: &[(String, PathBuf)],
+        mount: &str,
+    ) -> Result<(Sandbox, Vec<String>, Vec<(String, String)>)> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut add = |dir: &Path| -> usize {
+            match dirs.iter().position(|d| d == dir) {
+                Some(i) => i,
+                None => {
+                    dirs.push(dir.to_path_buf());
+                    dirs.len() - 1
+                }
+            }
+        };
+        enum Planned {
+            Dir(usize),
+            File(usize, String),
+            Address(String),
+        }
+        let mut planned = Vec::new();
+        let mut network = Vec::new();
+        for source in sources {
+            planned.push(match source {
+                CaptureSource::Directory(dir) => Planned::Dir(add(dir)),
+                CaptureSource::File(file) => {
+                    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+                        return Err(grant_error("source", file, "not a file path".into()));
+                    };
+                    let name = name.to_str().ok_or_else(|| {
+                        grant_error("source", file, "the file name is not UTF-8".into())
+                    })?;
+                    Planned::File(add(dir), name.to_string())
+                }
+                CaptureSource::Address(url) => {
+                    let (told, addrs) = resolve_address(url)?;
+                    network.extend(addrs);
+                    Planned::Address(told)
+                }
+            });
+        }
+        for dir in grants {
+            add(dir);
+        }
+        let mut file_settings = Vec::new();
+        for (name, file) in files {
+            let (Some(dir), Some(base)) =
+                (file.parent(), file.file_name().and_then(|b| b.to_str()))
+            else {
+                return Err(grant_error("file", file, "not a UTF-8 file path".into()));
+            };
+            file_settings.push((name.clone(), add(dir), base.to_string()));
+        }
+        let single = dirs.len() == 1;
+        let sandbox_path = |i: usize| {
+            if single {
+                mount.to_string()
+            } else {
+                format!("{mount}/{i}")
+            }
+        };
+        let told = planned
+            .into_iter()
+            .map(|p| match p {
+                Planned::Dir(i) => sandbox_path(i),
+                Planned::File(i, name) => format!("{}/{name}", sandbox_path(i)),
+                Planned::Address(url) => url,
+            })
+            .collect();
+        let settings = file_settings
+            .into_iter()
+            .map(|(name, i, base)| (name, format!("{}/{base}", sandbox_path(i))))
+            .collect();
+        let mounts = dirs
+            .into_iter()
+            .enumerate()
+            .map(|(i, dir)| (dir, sandbox_path(i)))
+            .collect();
+        Ok((Sandbox { mounts, network }, told, settings))
+    }
+
+    /// Plans the sandbox of a restore; returns it with the target as the plugin is told.
+    pub fn for_restore(target: &RestoreTarget, mount: &str) -> Result<(Sandbox, String)> {
+        match target {
+            RestoreTarget::Directory(dir) => Ok((
+                Sandbox {
+                    mounts: vec![(dir.clone(), mount.to_string())],
+                    network: Vec::new(),
+                },
+                mount.to_string(),
+            )),
+            RestoreTarget::Address(url) => {
+                let (told, network) = resolve_address(url)?;
+                Ok((
+                    Sandbox {
+                        mounts: Vec::new(),
+                        network,
+                    },
+                    told,
+                ))
+            }
+        }
+    }
+
+    /// The host-call grant over the mounted directories, if there are any.
+    pub fn grant(&self, access: Access, what: &'static str) -> Result<Option<Grant>> {
+        if self.mounts.is_empty() {
+            return Ok(None);
+        }
+        let dirs: Vec<&Path> = self.mounts.iter().map(|(d, _)| d.as_path()).collect();
+        Grant::open_many(&dirs, access)
+            .map(Some)
+            .map_err(|e| grant_error(what, dirs[0], e.to_string()))
+    }
+
+    /// The WASI context: the mounts as preopens, and TCP to the allowed addresses only.
+    pub fn wasi(&self, access: Access, what: &'static str) -> Result<WasiCtxBuilder> {
+        let mut builder = WasiCtxBuilder::new();
+        // No environment, arguments, standard input, name lookups or UDP.
+        builder
+            .allow_tcp(!self.network.is_empty())
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            // Jobs run on their own thread with synchronous bindings: file system calls
+            // block that thread instead of hopping through a blocking-task pool.
+            .allow_blocking_current_thread(true);
+        if !self.network.is_empty() {
+            let allowed = self.network.clone();
+            builder.socket_addr_check(move |addr, usage| {
+                let ok = match usage {
+                    SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                    // The implicit bind of an outgoing connection.
+                    SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                    _ => false,
+                };
+                Box::pin(async move { ok })
+            });
+        }
+        let perms = match access {
+            Access::Read => FsPerms::ReadOnly,
+            Access::ReadWrite => FsPerms::ReadWrite,
+        };
+        for (dir, guest) in &self.mounts {
+            builder
+                .preopened_dir(dir, guest, perms)
+                .map_err(|e| grant_error(what, dir, e.to_string()))?;
+        }
+        Ok(builder)
+    }
+}
+
+fn grant_error(what: &'static str, path: &Path, detail: String) -> RuntimeError {
+    RuntimeError::Grant {
+        what,
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+/// Resolves the host of `SCHEME://HOST:PORT/REST`; returns the address with the host
+/// replaced by the first address it resolves to (the plugin may not look names up), and
+/// every address it resolves to.
+fn resolve_address(url: &str) -> Result<(String, Vec<SocketAddr>)> {
+    let bad = |detail: &str| RuntimeError::Grant {
+        what: "network address",
+        path: PathBuf::from(url),
+        detail: detail.to_string(),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected SCHEME://HOST:PORT/..."))?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let default_port = match scheme {
+        "nbd" => 10809,
+        _ => return Err(bad("only nbd:// addresses are supported")),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+            match port.parse::<u16>() {
+                Ok(port) => (host, port),
+                // An IPv6 literal without a port.
+                Err(_) if authority.starts_with('[') => (authority, default_port),
+                Err(_) => return Err(bad("the port is not a number")),
+            }
+        }
+        _ => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let first = addrs
+        .first()
+        .ok_or_else(|| bad(&format!("{host} resolves to no address")))?;
+    Ok((format!("{scheme}://{first}{path}"), addrs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_directory_is_the_mount_itself() {
+        let (sandbox, told, settings) = Sandbox::for_capture(
+            &[
+                CaptureSource::File("/vm/a.qcow2".into()),
+                CaptureSource::File("/vm/b.raw".into()),
+            ],
+            &[],
+            &[("config".to_string(), PathBuf::from("/vm/vm.xml"))],
+            "source",
+        )
+        .unwrap();
+        assert_eq!(told, ["source/a.qcow2", "source/b.raw"]);
+        assert_eq!(
+            settings,
+            [("config".to_string(), "source/vm.xml".to_string())]
+        );
+        assert_eq!(
+            sandbox.mounts,
+            [(PathBuf::from("/vm"), "source".to_string())]
+        );
+    }
+
+    #[test]
+    fn several_directories_are_numbered() {
+        let (sandbox, told, _) = Sandbox::for_capture(
+            &[
+                CaptureSource::File("/a/x.qcow2".into()),
+                CaptureSource::Address("nbd://127.0.0.1:10900/disk".into()),
+                CaptureSource::File("/b/y.raw".into()),
+            ],
+            &[PathBuf::from("/base")],
+            &[],
+            "source",
+        )
+        .unwrap();
+        assert_eq!(
+            told,
+            [
+                "source/0/x.qcow2",
+                "nbd://127.0.0.1:10900/disk",
+                "source/1/y.raw"
+            ]
+        );
+        assert_eq!(sandbox.mounts.len(), 3);
+        assert_eq!(sandbox.mounts[2].1, "source/2");
+        assert_eq!(sandbox.network, ["127.0.0.1:10900".parse().unwrap()]);
+    }
+
+    #[test]
+    fn addresses_are_resolved_for_the_plugin() {
+        let (told, addrs) = resolve_address("nbd://localhost:10809/export").unwrap();
+        assert!(told.ends_with(":10809/export"), "{told}");
+        assert!(!told.contains("localhost"));
+        assert!(!addrs.is_empty());
+        assert_eq!(
+            resolve_address("nbd://[::1]/x").unwrap().0,
+            "nbd://[::1]:10809/x"
+        );
+        assert!(resolve_address("http://example/x").is_err());
+        assert!(resolve_address("nbd://host:port/x").is_err());
+        assert!(resolve_address("disk.qcow2").is_err());
+    }
+}
