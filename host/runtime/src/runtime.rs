@@ -17,7 +17,7 @@ use crate::bindings::{self, PluginPre, types};
 use crate::error::{Result, RuntimeError};
 use crate::grant::Access;
 use crate::hooks::{HookPhase, Hooks, run_hook};
-use crate::sandbox::{CaptureSource, RestoreTarget, Sandbox};
+use crate::sandbox::{CapturePlan, CaptureSource, RestoreTarget, Sandbox};
 use crate::state::{CaptureState, JobState, Phase, ProgressUpdate, ReadState};
 
 /// The contract version this host implements.
@@ -496,8 +496,11 @@ impl Runtime {
     ) -> Result<CaptureOutcome> {
         let started = Instant::now();
         self.require(plugin, types::Capability::ReadSource, "read a source")?;
-        let (sandbox, sources, file_settings) =
-            Sandbox::for_capture(&job.sources, &job.grants, &job.file_settings, SOURCE_MOUNT)?;
+        let CapturePlan {
+            sandbox,
+            sources,
+            settings: file_settings,
+        } = Sandbox::for_capture(&job.sources, &job.grants, &job.file_settings, SOURCE_MOUNT)?;
         let mut settings = job.settings.clone();
         settings.extend(file_settings);
         self.check_settings(plugin, &settings)?;

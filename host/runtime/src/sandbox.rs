@@ -37,6 +37,17 @@ pub enum RestoreTarget {
     Address(String),
 }
 
+/// The sandbox of a capture, with what the plugin is told.
+#[derive(Debug, Clone)]
+pub struct CapturePlan {
+    /// The sandbox.
+    pub sandbox: Sandbox,
+    /// The sources as sandbox paths and resolved addresses.
+    pub sources: Vec<String>,
+    /// File settings with their sandbox paths.
+    pub settings: Vec<(String, String)>,
+}
+
 /// A planned sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct Sandbox {
@@ -59,7 +70,7 @@ impl Sandbox {
         grants: &[PathBuf],
         files: &[(String, PathBuf)],
         mount: &str,
-    ) -> Result<(Sandbox, Vec<String>, Vec<(String, String)>)> {
+    ) -> Result<CapturePlan> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         let mut add = |dir: &Path| -> usize {
             match dirs.iter().position(|d| d == dir) {
@@ -133,7 +144,11 @@ impl Sandbox {
             .enumerate()
             .map(|(i, dir)| (dir, sandbox_path(i)))
             .collect();
-        Ok((Sandbox { mounts, network }, told, settings))
+        Ok(CapturePlan {
+            sandbox: Sandbox { mounts, network },
+            sources: told,
+            settings,
+        })
     }
 
     /// Plans the sandbox of a restore; returns it with the target as the plugin is told.
@@ -265,7 +280,11 @@ mod tests {
 
     #[test]
     fn one_directory_is_the_mount_itself() {
-        let (sandbox, told, settings) = Sandbox::for_capture(
+        let CapturePlan {
+            sandbox,
+            sources: told,
+            settings,
+        } = Sandbox::for_capture(
             &[
                 CaptureSource::File("/vm/a.qcow2".into()),
                 CaptureSource::File("/vm/b.raw".into()),
@@ -288,7 +307,11 @@ mod tests {
 
     #[test]
     fn several_directories_are_numbered() {
-        let (sandbox, told, _) = Sandbox::for_capture(
+        let CapturePlan {
+            sandbox,
+            sources: told,
+            ..
+        } = Sandbox::for_capture(
             &[
                 CaptureSource::File("/a/x.qcow2".into()),
                 CaptureSource::Address("nbd://127.0.0.1:10900/disk".into()),

@@ -191,6 +191,21 @@ impl Writer {
         Ok(appended)
     }
 
+    /// Appends the parent point's content of the entry at `path`, bytes
+    /// `offset..offset + length`, without reading it: how an incremental capture keeps the
+    /// unchanged regions of a disk. The stream must use fixed chunking, and the stream's
+    /// offset, `offset` and `length` must fall on its chunk boundaries (`length` may end
+    /// at the end of the parent's content).
+    pub fn carry(&mut self, path: &str, offset: u64, length: u64) -> Result<(), HostError> {
+        if length == 0 {
+            return Ok(());
+        }
+        self.flush_buffer()?;
+        self.stream().carry(path, offset, length)?;
+        self.offset += length;
+        Ok(())
+    }
+
     /// Appends a hole of `length` zero bytes that is not stored.
     pub fn hole(&mut self, length: u64) -> Result<(), HostError> {
         if length == 0 {
