@@ -116,7 +116,7 @@ pub mod session;
 pub mod tree;
 pub mod vault;
 
-pub use backend::{Backend, BackendError, FileKind, LocalBackend};
+pub use backend::{Backend, BackendError, FileKind, LocalBackend, Spool};
 pub use chunker::{CdcParams, Chunking};
 pub use commands::backup::{Backup, BackupOptions, CommitOptions, StreamResult, StreamWriter};
 pub use commands::restore::{ContentReader, Piece};

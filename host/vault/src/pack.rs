@@ -10,7 +10,7 @@
 //! commits to every blob's id and place, and every blob is authenticated against its id. The header lets an index be rebuilt from the packs, which is
 //! how a backup killed before writing its index still has its uploaded data reused.
 
-use crate::backend::{Backend, BackendError, FileKind};
+use crate::backend::{Backend, BackendError, FileKind, Spool};
 use crate::codec::{self, DecodeError};
 use crate::crypto::Crypto;
 use crate::format::{MAX_CHUNK_SIZE, MAX_OBJECT_SIZE, PACK_HEADER_MAGIC, PACK_MAGIC, PACK_VERSION};
@@ -78,9 +78,13 @@ pub enum PackError {
 
 /// Accumulates blobs into one pack. Blobs are kept as they were encoded and written out
 /// with vectored I/O, so a chunk's bytes are not copied again to assemble the pack.
+///
+/// With a [`Spool`] (see [`PackWriter::spooled`]) each blob goes to the backend's spool as
+/// it is added, so a pack being filled costs no memory beyond its entry list.
 #[derive(Debug)]
 pub struct PackWriter {
     parts: Vec<Vec<u8>>,
+    spool: Option<Box<dyn Spool>>,
     size: usize,
     entries: Vec<PackEntry>,
 }
@@ -90,8 +94,10 @@ pub struct PackWriter {
 pub struct FinishedPack {
     /// Its name.
     pub id: PackId,
-    /// Its bytes, in pieces to be written one after another.
+    /// Its bytes, in pieces to be written one after another (empty when spooled).
     pub parts: Vec<Vec<u8>>,
+    /// Its bytes, already with the backend, when it was spooled.
+    pub spool: Option<Box<dyn Spool>>,
     /// Its blobs.
     pub entries: Vec<PackEntry>,
 }
@@ -102,9 +108,18 @@ impl FinishedPack {
         self.parts.iter().map(Vec::as_slice).collect()
     }
 
-    /// The whole pack in one buffer.
+    /// The whole pack in one buffer (of an unspooled pack).
     pub fn to_bytes(&self) -> Vec<u8> {
         self.parts.concat()
+    }
+
+    /// Stores the pack in the backend under its name.
+    pub fn upload(self, backend: &dyn Backend) -> Result<(), BackendError> {
+        let name = self.id.to_hex();
+        match self.spool {
+            Some(spool) => spool.commit(backend, &name),
+            None => backend.write_parts(FileKind::Pack, &name, &self.slices()),
+        }
     }
 }
 
@@ -122,16 +137,36 @@ impl PackWriter {
         PackWriter {
             size: preamble.len(),
             parts: vec![preamble],
+            spool: None,
             entries: Vec::new(),
         }
     }
 
+    /// An empty pack written into `spool` as blobs are added.
+    pub fn spooled(mut spool: Box<dyn Spool>) -> Result<Self, BackendError> {
+        let mut writer = Self::new();
+        for part in writer.parts.drain(..) {
+            spool.append(&part)?;
+        }
+        writer.spool = Some(spool);
+        Ok(writer)
+    }
+
     /// Appends an encoded blob.
-    pub fn add(&mut self, id: ChunkId, kind: BlobKind, raw_len: u32, blob: Vec<u8>) {
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        raw_len: u32,
+        blob: Vec<u8>,
+    ) -> Result<(), BackendError> {
         let offset = self.size as u32;
         let len = blob.len() as u32;
-        self.size += blob.len();
-        self.parts.push(blob);
+        match &mut self.spool {
+            Some(spool) => spool.append(&blob)?,
+            None => self.parts.push(blob),
+        }
+        self.size += len as usize;
         self.entries.push(PackEntry {
             id,
             kind,
@@ -139,6 +174,7 @@ impl PackWriter {
             len,
             raw_len,
         });
+        Ok(())
     }
 
     /// Bytes so far.
@@ -152,7 +188,7 @@ impl PackWriter {
     }
 
     /// Appends the header and names the pack by the SHA-256 of its trailer.
-    pub fn finish(mut self, crypto: &Crypto) -> FinishedPack {
+    pub fn finish(mut self, crypto: &Crypto) -> Result<FinishedPack, BackendError> {
         let mut doc = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
         for e in &self.entries {
             doc.extend_from_slice(&e.id.0);
@@ -165,12 +201,16 @@ impl PackWriter {
         let header_len = trailer.len() as u32;
         trailer.extend_from_slice(&header_len.to_le_bytes());
         let id = PackId::hash_of(&trailer);
-        self.parts.push(trailer);
-        FinishedPack {
+        match &mut self.spool {
+            Some(spool) => spool.append(&trailer)?,
+            None => self.parts.push(trailer),
+        }
+        Ok(FinishedPack {
             id,
             parts: self.parts,
+            spool: self.spool,
             entries: self.entries,
-        }
+        })
     }
 }
 
@@ -313,9 +353,9 @@ mod tests {
             let id = crypto.chunk_id(&data);
             let mut blob = Vec::new();
             codec::encode_blob(&crypto, &id, &data, 3, &mut blob);
-            writer.add(id, BlobKind::Data, data.len() as u32, blob);
+            writer.add(id, BlobKind::Data, data.len() as u32, blob).unwrap();
         }
-        let pack = writer.finish(&crypto);
+        let pack = writer.finish(&crypto).unwrap();
         let bytes = pack.to_bytes();
         assert_eq!(parse_pack(&crypto, &pack.id, &bytes).unwrap(), pack.entries);
 

@@ -10,7 +10,7 @@ use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, BackendError, FileKind, ObjectInfo};
+use super::{Backend, BackendError, FileKind, ObjectInfo, Spool};
 
 /// Suffix of files being written; listing skips them and prune may delete stale ones.
 const TEMP_SUFFIX: &str = ".tmp";
@@ -117,6 +117,57 @@ fn list_dir(dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// A spool file under the kind's directory, renamed into place when committed: the
+/// object's bytes are written once and never held in memory.
+#[derive(Debug)]
+struct FileSpool {
+    root: LocalBackend,
+    kind: FileKind,
+    /// `None` once committed.
+    file: Option<File>,
+    path: PathBuf,
+    len: u64,
+}
+
+impl Spool for FileSpool {
+    fn append(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        let file = self.file.as_mut().expect("appends only before the commit");
+        file.write_all(data)
+            .map_err(|e| LocalBackend::io("write", &self.path, e))?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn commit(mut self: Box<Self>, _: &dyn Backend, name: &str) -> Result<(), BackendError> {
+        let file = self.file.take().expect("committed once");
+        let dir = self.root.dir(self.kind, name);
+        let target = dir.join(name);
+        let result = (|| {
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&self.path, &target)?;
+            sync_dir(&dir)
+        })();
+        result.map_err(|e| {
+            let _ = fs::remove_file(&self.path);
+            LocalBackend::io("write", &target, e)
+        })
+    }
+}
+
+impl Drop for FileSpool {
+    fn drop(&mut self) {
+        // Abandoned: its bytes are no object.
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -220,6 +271,55 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn spool(&self, kind: FileKind) -> Result<Box<dyn Spool>, BackendError> {
+        let dir = self.root.join(kind.prefix());
+        let suffix = hex::encode(crate::id::random_bytes::<8>());
+        let path = dir.join(format!(".spool-{suffix}{TEMP_SUFFIX}"));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Self::io("create", &path, e))?;
+        Ok(Box::new(FileSpool {
+            root: self.clone(),
+            kind,
+            file: Some(file),
+            path,
+            len: 0,
+        }))
+    }
+
+    fn remove_stale_spools(
+        &self,
+        kind: FileKind,
+        idle_for: std::time::Duration,
+    ) -> Result<u64, BackendError> {
+        let dir = self.root.join(kind.prefix());
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Self::io("list", &dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !(name.starts_with(".spool-") && name.ends_with(TEMP_SUFFIX)) {
+                continue;
+            }
+            let idle = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= idle_for);
+            if idle && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), BackendError> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {
@@ -233,6 +333,51 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spools_become_objects_or_vanish() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let name = "ab".repeat(32);
+        let mut spool = backend.spool(FileKind::Pack).unwrap();
+        spool.append(b"hello ").unwrap();
+        spool.append(b"pack").unwrap();
+        assert_eq!(spool.len(), 10);
+        // Nothing is listed until the commit.
+        assert!(backend.list(FileKind::Pack).unwrap().is_empty());
+        spool.commit(&backend, &name).unwrap();
+        assert_eq!(backend.read(FileKind::Pack, &name).unwrap(), b"hello pack");
+
+        let mut abandoned = backend.spool(FileKind::Pack).unwrap();
+        abandoned.append(b"never committed").unwrap();
+        drop(abandoned);
+        let leftovers = fs::read_dir(dir.path().join("data"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".spool")
+            })
+            .count();
+        assert_eq!(leftovers, 0);
+
+        // A spool a killed writer left behind goes once it has been idle long enough.
+        let killed = backend.spool(FileKind::Pack).unwrap();
+        std::mem::forget(killed);
+        let idle = std::time::Duration::from_secs(3600);
+        assert_eq!(
+            backend.remove_stale_spools(FileKind::Pack, idle).unwrap(),
+            0
+        );
+        let zero = std::time::Duration::ZERO;
+        assert_eq!(
+            backend.remove_stale_spools(FileKind::Pack, zero).unwrap(),
+            1
+        );
+    }
 
     #[test]
     fn write_read_list_remove() {

@@ -165,4 +165,65 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Deletes an object. Deleting a missing object is not an error.
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), BackendError>;
+
+    /// Deletes spools of `kind` untouched for `idle_for` (left by a writer that was
+    /// killed); returns how many. Stores whose spools live in memory have none.
+    fn remove_stale_spools(
+        &self,
+        kind: FileKind,
+        idle_for: std::time::Duration,
+    ) -> Result<u64, BackendError> {
+        let _ = (kind, idle_for);
+        Ok(0)
+    }
+
+    /// A place to assemble a large object (a pack) piece by piece before its name is
+    /// known, without holding it in memory when the store can avoid that. The default
+    /// keeps the pieces in memory and writes the object whole.
+    fn spool(&self, kind: FileKind) -> Result<Box<dyn Spool>, BackendError> {
+        Ok(Box::new(MemorySpool {
+            kind,
+            data: Vec::new(),
+        }))
+    }
+}
+
+/// An object being assembled; see [`Backend::spool`]. Dropped without
+/// [`Spool::commit`], it leaves nothing behind.
+pub trait Spool: Send + fmt::Debug {
+    /// Appends bytes.
+    fn append(&mut self, data: &[u8]) -> Result<(), BackendError>;
+
+    /// Bytes appended so far.
+    fn len(&self) -> u64;
+
+    /// Whether nothing was appended.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores the object under `name`, atomically as [`Backend::write`] does.
+    fn commit(self: Box<Self>, backend: &dyn Backend, name: &str) -> Result<(), BackendError>;
+}
+
+/// The default spool: the object in memory until it is written whole.
+#[derive(Debug)]
+struct MemorySpool {
+    kind: FileKind,
+    data: Vec<u8>,
+}
+
+impl Spool for MemorySpool {
+    fn append(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        self.data.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    fn commit(self: Box<Self>, backend: &dyn Backend, name: &str) -> Result<(), BackendError> {
+        backend.write(self.kind, name, &self.data)
+    }
 }

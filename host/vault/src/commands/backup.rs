@@ -118,7 +118,8 @@ struct Shared {
     pack_size: usize,
     /// Chunks stored (or being stored) by this session, and chunks of recovered packs.
     seen: Mutex<HashSet<ChunkId>>,
-    packer: Mutex<PackWriter>,
+    /// The pack being filled, spooled to the backend as blobs arrive.
+    packer: Mutex<Option<PackWriter>>,
     upload_tx: Mutex<Option<Sender<FinishedPack>>>,
     /// Packs uploaded (or recovered) and not yet listed in an index file.
     unindexed: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
@@ -173,9 +174,19 @@ impl Shared {
         codec::encode_blob(self.vault.crypto(), &id, data, self.level, &mut blob);
         let stored = blob.len() as u64;
         let full = {
-            let mut packer = self.packer.lock().expect("lock");
-            packer.add(id, kind, data.len() as u32, blob);
-            (packer.size() >= self.pack_size).then(|| std::mem::take(&mut *packer))
+            let mut slot = self.packer.lock().expect("lock");
+            let packer = match slot.as_mut() {
+                Some(packer) => packer,
+                None => slot.insert(PackWriter::spooled(
+                    self.vault.backend().spool(FileKind::Pack)?,
+                )?),
+            };
+            packer.add(id, kind, data.len() as u32, blob)?;
+            if packer.size() >= self.pack_size {
+                slot.take()
+            } else {
+                None
+            }
         };
         if let Some(full) = full {
             self.send_pack(full)?;
@@ -184,7 +195,7 @@ impl Shared {
     }
 
     fn send_pack(&self, writer: PackWriter) -> Result<()> {
-        let finished = writer.finish(self.vault.crypto());
+        let finished = writer.finish(self.vault.crypto())?;
         let tx = self.upload_tx.lock().expect("lock").clone();
         match tx {
             Some(tx) if tx.send(finished).is_ok() => Ok(()),
@@ -285,18 +296,16 @@ fn uploader(shared: Arc<Shared>, packs: Receiver<FinishedPack>) {
         if shared.failed.load(Ordering::Relaxed) {
             continue;
         }
-        if let Err(e) =
-            shared
-                .vault
-                .backend()
-                .write_parts(FileKind::Pack, &pack.id.to_hex(), &pack.slices())
-        {
+        let mut pack = pack;
+        let entries = std::mem::take(&mut pack.entries);
+        let id = pack.id;
+        if let Err(e) = pack.upload(shared.vault.backend().as_ref()) {
             shared.fail(e.to_string());
             continue;
         }
         let count = {
             let mut unindexed = shared.unindexed.lock().expect("lock");
-            unindexed.push((pack.id, pack.entries));
+            unindexed.push((id, entries));
             unindexed.len()
         };
         if count >= INDEX_FLUSH_PACKS
@@ -369,7 +378,7 @@ impl Backup {
             level,
             pack_size: options.pack_size.max(1),
             seen: Mutex::new(HashSet::new()),
-            packer: Mutex::new(PackWriter::new()),
+            packer: Mutex::new(None),
             upload_tx: Mutex::new(Some(upload_tx)),
             unindexed: Mutex::new(Vec::new()),
             index_files: Mutex::new(Vec::new()),
@@ -380,7 +389,7 @@ impl Backup {
             batch: Mutex::new(Batch::default()),
         });
         recover_unindexed_packs(&shared)?;
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 4);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 2);
         let worker_handles = (0..workers)
             .map(|i| {
                 let shared = shared.clone();
@@ -565,8 +574,11 @@ impl Backup {
                 self.shared.fail("a chunk worker panicked".into());
             }
         }
-        let last = std::mem::take(&mut *self.shared.packer.lock().expect("lock"));
-        if !last.is_empty() && !self.shared.failed.load(Ordering::SeqCst) {
+        let last = self.shared.packer.lock().expect("lock").take();
+        if let Some(last) = last
+            && !last.is_empty()
+            && !self.shared.failed.load(Ordering::SeqCst)
+        {
             self.shared.send_pack(last)?;
         }
         *self.shared.upload_tx.lock().expect("lock") = None;

@@ -134,6 +134,8 @@ pub struct PruneStats {
     pub index_files_rewritten: usize,
     /// Writer-session records removed.
     pub sessions_removed: usize,
+    /// Half-written packs of killed backups removed.
+    pub spools_removed: u64,
     /// Bytes in packs still in use.
     pub bytes_in_use: u64,
 }
@@ -380,20 +382,19 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<u64> {
     let mut writer = PackWriter::new();
     let mut written: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     let mut written_bytes = 0u64;
-    let mut flush = |writer: PackWriter,
-                     written: &mut Vec<(PackId, Vec<PackEntry>)>|
-     -> Result<()> {
-        if writer.is_empty() {
-            return Ok(());
-        }
-        let finished = writer.finish(crypto);
-        written_bytes += finished.parts.iter().map(|p| p.len() as u64).sum::<u64>();
-        vault
-            .backend()
-            .write_parts(FileKind::Pack, &finished.id.to_hex(), &finished.slices())?;
-        written.push((finished.id, finished.entries));
-        Ok(())
-    };
+    let mut flush =
+        |writer: PackWriter, written: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {
+            if writer.is_empty() {
+                return Ok(());
+            }
+            written_bytes += writer.size() as u64;
+            let mut finished = writer.finish(crypto)?;
+            let entries = std::mem::take(&mut finished.entries);
+            let id = finished.id;
+            finished.upload(vault.backend().as_ref())?;
+            written.push((id, entries));
+            Ok(())
+        };
     for (pack, entries) in packs {
         for e in entries {
             if !copied.insert(e.id) {
@@ -414,7 +415,7 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<u64> {
                     source,
                 },
             )?;
-            writer.add(e.id, e.kind, e.raw_len, blob);
+            writer.add(e.id, e.kind, e.raw_len, blob)?;
             if writer.size() >= crate::format::PACK_TARGET_SIZE {
                 flush(std::mem::take(&mut writer), &mut written)?;
             }
@@ -431,6 +432,14 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<u64> {
 
 fn clean_sessions(vault: &Vault, options: &PruneOptions, stats: &mut PruneStats) -> Result<()> {
     let now = vault.clock().now();
+    // Packs a killed backup was still filling: no live writer leaves a spool untouched
+    // for as long as a session takes to go stale.
+    if !options.dry_run {
+        let idle = (SESSION_STALE_AFTER + options.grace)
+            .unsigned_abs()
+            .max(std::time::Duration::from_secs(60));
+        stats.spools_removed += vault.backend().remove_stale_spools(FileKind::Pack, idle)?;
+    }
     for record in session::load_sessions(vault)? {
         let finished_long_ago = record
             .finished
