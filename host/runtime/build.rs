@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Plugins embedded in the host: (name, crate).
-const EMBEDDED: &[(&str, &str)] = &[("file-share", "tessera_plugin_file_share")];
+const EMBEDDED: &[(&str, &str)] = &[
+    ("file-share", "tessera_plugin_file_share"),
+    ("vm-disk", "tessera_plugin_vm_disk"),
+];
 
 fn main() {
     let manifest =
@@ -24,6 +27,10 @@ fn main() {
         "plugins/Cargo.lock",
         "plugins/sdk",
         "plugins/file-share",
+        "plugins/vm-disk",
+        "plugins/disk-image",
+        "plugins/disk-fs",
+        "plugins/nbd",
         "plugins/fixtures",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -38,8 +45,6 @@ fn main() {
             "--release",
             "--locked",
             "--workspace",
-            "--exclude",
-            "tessera-plugin-vm-disk",
             "--target",
             "wasm32-wasip2",
             "--target-dir",

@@ -1,0 +1,468 @@
+//! Capture: each selected source becomes the disk entry `diskN`, streamed in fixed chunks
+//! so that unchanged regions deduplicate from one point to the next, and the
+//! configuration document, when one is named, is stored beside the disks.
+//!
+//! A disk is walked window by window. For each window the source tells which ranges may
+//! hold data (a raw file's holes, qcow2's allocation tables, NBD's `base:allocation`) and,
+//! with a dirty bitmap and a parent point, which ranges changed; [`plan`] turns that into
+//! holes, carried chunks and reads, all aligned to the chunk size. A file image that has
+//! not changed at all since the parent point (same size, times, inode and device, no
+//! backing file) is carried forward whole without being read.
+//!
+//! All sources are opened before anything is stored, so a missing file, a broken backing
+//! chain or an unreachable server fails the job at once.
+
+use tessera_plugin_sdk::content::Writer;
+use tessera_plugin_sdk::error::{from_host, host_error_text};
+use tessera_plugin_sdk::meta::{self, FileType};
+use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::settings::Settings;
+use tessera_plugin_sdk::{PIECE, debug, info, path, warn};
+
+use crate::backing::GrantedDir;
+use crate::layout::{self, CHUNK_SIZE_XATTR};
+use crate::options::CaptureOptions;
+use crate::plan::{Step, Window, plan};
+use crate::source::{self, Source};
+
+/// Why the point is only crash-consistent: the disks are read while the guest may be
+/// writing, and nothing inside the guest is frozen. Hooks the operator runs around the
+/// capture may do better; the host raises the level when they ran.
+const CONSISTENCY_REASON: &str = "disks were read as they are; no guest freeze";
+
+/// How much of a disk is planned at once: the allocation map and dirty bitmap of one
+/// window stay small (at most one extent per chunk), and cancellation is checked between
+/// windows.
+const WINDOW: u64 = 256 << 20;
+
+/// Runs a capture job.
+pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginError> {
+    let settings = Settings::new(&request.settings);
+    let options = CaptureOptions::parse(&settings, request.sources.len())?;
+    let mounts: Vec<GrantedDir> = request
+        .mounts
+        .iter()
+        .filter_map(|mount| {
+            let dir = GrantedDir::new(&mount.host, &mount.sandbox);
+            if dir.is_none() {
+                warn!(
+                    "granted directory {:?} at {:?} is not usable for backing files",
+                    mount.host, mount.sandbox
+                );
+            }
+            dir
+        })
+        .collect();
+    let document = options
+        .config
+        .as_deref()
+        .map(Document::locate)
+        .transpose()?;
+
+    let mut disks = Vec::with_capacity(options.disks.len());
+    for &index in &options.disks {
+        let name = layout::disk_name(index);
+        let given = request.sources.get(index).cloned().unwrap_or_default();
+        let parent = if request.has_parent {
+            parent_disk(&name)?
+        } else {
+            None
+        };
+        let source = open(&name, &given, &options, &mounts, parent.as_ref())?;
+        disks.push(Disk {
+            name,
+            given,
+            source,
+            parent,
+        });
+    }
+
+    let mut job = Job {
+        chunk: u64::from(options.chunk_size),
+        chunk_size: options.chunk_size,
+        total_bytes: disks.iter().fold(0u64, |total, d| {
+            total.saturating_add(d.source.virtual_size())
+        }),
+        total_items: (disks.len() + usize::from(document.is_some())) as u64,
+        entries: 0,
+        bytes_read: 0,
+        bytes_done: 0,
+        buffer: Vec::new(),
+    };
+    for disk in disks {
+        job.capture_disk(disk)?;
+    }
+    if let Some(document) = document {
+        job.capture_document(&document)?;
+    }
+
+    sink::set_consistency(Consistency::Crash, Some(CONSISTENCY_REASON));
+    info!(
+        "captured {} entries, read {} of {} bytes",
+        job.entries, job.bytes_read, job.total_bytes
+    );
+    Ok(CaptureSummary {
+        entries: job.entries,
+        bytes_read: job.bytes_read,
+    })
+}
+
+/// The parent point's entry of a disk, if it has one.
+fn parent_disk(name: &str) -> Result<Option<sink::ParentEntry>, PluginError> {
+    match sink::lookup_parent(name) {
+        Ok(Some(parent)) if parent.entry.kind == EntryKind::BlockDevice => Ok(Some(parent)),
+        Ok(_) | Err(HostError::NotFound(_)) => Ok(None),
+        Err(err) => Err(from_host(
+            format_args!("looking up {name} in the parent point"),
+            &err,
+        )),
+    }
+}
+
+/// The chunk size a stored disk's content was cut with, from its metadata.
+fn stored_chunk_size(meta: &Metadata) -> Option<u32> {
+    let xattr = meta.xattrs.iter().find(|x| x.name == CHUNK_SIZE_XATTR)?;
+    std::str::from_utf8(&xattr.value).ok()?.parse().ok()
+}
+
+/// Opens the source of a disk. A dirty bitmap is asked for only when the parent point
+/// holds the disk cut in chunks of the same size, the one case it can be used in.
+fn open(
+    name: &str,
+    given: &str,
+    options: &CaptureOptions,
+    mounts: &[GrantedDir],
+    parent: Option<&sink::ParentEntry>,
+) -> Result<Source, PluginError> {
+    if source::is_url(given) {
+        let usable_parent =
+            parent.is_some_and(|p| stored_chunk_size(&p.entry.meta) == Some(options.chunk_size));
+        let bitmap = options.bitmap_context.as_deref().filter(|_| usable_parent);
+        if options.bitmap_context.is_some() && !usable_parent {
+            info!(
+                "{name}: no parent point holds this disk cut in {}-byte chunks; the dirty \
+                 bitmap is not used and the whole disk is read",
+                options.chunk_size
+            );
+        }
+        source::open_nbd(name, given, bitmap).map(Source::Nbd)
+    } else {
+        if options.bitmap_context.is_some() {
+            debug!("{name}: the dirty bitmap applies to NBD sources only, not to {given}");
+        }
+        source::open_file(name, given, options.image_format, mounts).map(Source::File)
+    }
+}
+
+/// A disk opened for capture.
+struct Disk {
+    /// Its entry name, `diskN`.
+    name: String,
+    /// The source as the request gave it.
+    given: String,
+    source: Source,
+    /// The parent point's entry for it.
+    parent: Option<sink::ParentEntry>,
+}
+
+/// The state of one capture.
+struct Job {
+    /// The chunk size as a length.
+    chunk: u64,
+    /// The chunk size as the contract takes it.
+    chunk_size: u32,
+    total_bytes: u64,
+    total_items: u64,
+    entries: u64,
+    /// Bytes read from the sources (not carried, not holes).
+    bytes_read: u64,
+    /// Bytes of the disks dealt with, for progress.
+    bytes_done: u64,
+    /// The read buffer, kept from one read to the next.
+    buffer: Vec<u8>,
+}
+
+impl Job {
+    /// Captures one disk.
+    fn capture_disk(&mut self, disk: Disk) -> Result<(), PluginError> {
+        let Disk {
+            name,
+            given,
+            mut source,
+            parent,
+        } = disk;
+        let size = source.virtual_size();
+        info!("{name}: {given}: {}", source.describe());
+        sink::set_attribute(&format!("{name}.source"), &given);
+        sink::set_attribute(&format!("{name}.format"), source.format_name());
+        sink::set_attribute(&format!("{name}.virtual-size"), &size.to_string());
+        sink::set_attribute(&format!("{name}.chunk-size"), &self.chunk.to_string());
+
+        let mut meta = match &source {
+            Source::File(file) => meta::from_stat(&file.stat),
+            Source::Nbd(_) => meta::bare(0),
+        };
+        meta.size = size;
+        meta.xattrs = vec![Xattr {
+            name: CHUNK_SIZE_XATTR.to_owned(),
+            value: self.chunk_size.to_string().into_bytes(),
+        }];
+
+        if let Source::File(file) = &source
+            && let Some(parent) = &parent
+        {
+            if file.backed {
+                debug!("{name}: has a backing chain, whose changes its metadata does not show");
+            } else if self.unchanged(parent, &meta) {
+                let carried = sink::carry_forward(&name, Some(&meta))
+                    .map_err(|err| from_host(format_args!("carrying {name} forward"), &err))?;
+                if carried {
+                    info!("{name}: {} unchanged since the parent point", file.sandbox);
+                    self.entries += 1;
+                    self.bytes_done += size;
+                    self.progress();
+                    source.close(&name);
+                    return Ok(());
+                }
+            }
+        }
+
+        let incremental = source.has_bitmap()
+            && parent.as_ref().is_some_and(|p| {
+                let same = p.entry.meta.size == size && p.content_length == size;
+                if !same {
+                    info!(
+                        "{name}: the disk was {} bytes in the parent point and is {size} now; \
+                         reading it whole",
+                        p.content_length
+                    );
+                }
+                same
+            });
+        if incremental {
+            info!("{name}: reading only the blocks the dirty bitmap marks");
+        }
+
+        let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
+        let mut writer = Writer::begin(Chunking::Fixed(self.chunk_size)).map_err(stored)?;
+        let mut start = 0u64;
+        while start < size {
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
+            }
+            let end = start + WINDOW.min(size - start);
+            let data = source.data_ranges(&name, start, end - start)?;
+            let dirty = if incremental {
+                source.dirty_ranges(&name, start, end - start)?
+            } else {
+                None
+            };
+            let steps = plan(&Window {
+                start,
+                end,
+                chunk: self.chunk,
+                data: &data,
+                dirty: dirty.as_deref(),
+                max_read: self.max_read(),
+            });
+            for step in steps {
+                match step {
+                    Step::Hole { length, .. } => writer.hole(length).map_err(stored)?,
+                    Step::Carry { offset, length } => {
+                        match writer.carry(&name, offset, length) {
+                            Ok(()) => {}
+                            // The parent's chunks do not line up with this range (it
+                            // was stored differently): read it instead.
+                            Err(err @ (HostError::Invalid(_) | HostError::NotFound(_))) => {
+                                debug!(
+                                    "{name}: bytes {offset}..{} not carried ({}); reading them",
+                                    offset + length,
+                                    host_error_text(&err)
+                                );
+                                self.read_range(&name, &mut source, &mut writer, offset, length)?;
+                            }
+                            Err(err) => return Err(stored(err)),
+                        }
+                    }
+                    Step::Read { offset, length } => {
+                        self.read_range(&name, &mut source, &mut writer, offset, length)?
+                    }
+                }
+            }
+            self.bytes_done += end - start;
+            self.progress();
+            start = end;
+        }
+        let content = writer.finish().map_err(stored)?;
+        let entry = EntryInfo {
+            path: name.clone(),
+            kind: EntryKind::BlockDevice,
+            meta,
+        };
+        sink::add_entry(&entry, Some(content))
+            .map_err(|err| from_host(format_args!("adding {name}"), &err))?;
+        self.entries += 1;
+        source.close(&name);
+        Ok(())
+    }
+
+    /// Whether a file image is unchanged since the parent point: the tests of
+    /// [`meta::unchanged`], the same device, and content cut in chunks of the same size.
+    fn unchanged(&self, parent: &sink::ParentEntry, current: &Metadata) -> bool {
+        let stored = &parent.entry.meta;
+        meta::unchanged(stored, current)
+            && stored.dev.is_some()
+            && stored.dev == current.dev
+            && parent.content_length == current.size
+            && stored_chunk_size(stored) == Some(self.chunk_size)
+    }
+
+    /// Reads `offset..offset + length` of a disk into its stream.
+    fn read_range(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+        writer: &mut Writer,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), PluginError> {
+        let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
+        let end = offset + length;
+        let mut at = offset;
+        while at < end {
+            let piece = self.max_read().min(end - at);
+            if let Some(host_path) = source.raw_host_path() {
+                // The host reads a raw file into the stream itself.
+                let copied = writer.write_file(host_path, at, piece).map_err(|err| {
+                    from_host(
+                        format_args!("{name}: reading {host_path} at byte {at}"),
+                        &err,
+                    )
+                })?;
+                self.bytes_read += copied;
+                if copied < piece {
+                    return Err(PluginError::Io(format!(
+                        "{name}: {host_path} ended at byte {} while being read, though it \
+                         held {} bytes when opened; it shrank during the backup: stop the \
+                         virtual machine or back up a snapshot of the image",
+                        at + copied,
+                        source.virtual_size()
+                    )));
+                }
+            } else {
+                // `piece` is at most `max_read`, a few MiB.
+                let piece_len = piece as usize;
+                if self.buffer.len() < piece_len {
+                    self.buffer.resize(piece_len, 0);
+                }
+                let buffer = &mut self.buffer[..piece_len];
+                source.read(name, at, buffer)?;
+                writer.write_bytes(buffer).map_err(stored)?;
+                self.bytes_read += piece;
+            }
+            at += piece;
+        }
+        Ok(())
+    }
+
+    /// The longest read: one piece of the contract, or one chunk if chunks are larger.
+    fn max_read(&self) -> u64 {
+        (PIECE as u64).max(self.chunk)
+    }
+
+    /// Stores the configuration document.
+    fn capture_document(&mut self, document: &Document) -> Result<(), PluginError> {
+        let Document {
+            sandbox,
+            host_path,
+            name,
+            stat,
+        } = document;
+        let stored = |err: HostError| from_host(format_args!("storing {sandbox}"), &err);
+        let mut writer = Writer::begin(Chunking::ContentDefined).map_err(stored)?;
+        let copied = writer
+            .write_file(host_path, 0, stat.size)
+            .map_err(|err| from_host(format_args!("reading {sandbox}"), &err))?;
+        let content = writer.finish().map_err(stored)?;
+        let mut meta = meta::from_stat(stat);
+        meta.size = copied;
+        let entry = EntryInfo {
+            path: name.clone(),
+            kind: EntryKind::Blob,
+            meta,
+        };
+        sink::add_entry(&entry, Some(content)).map_err(stored)?;
+        sink::set_attribute(crate::CONFIG, name);
+        self.bytes_read += copied;
+        self.entries += 1;
+        self.progress();
+        info!("stored configuration document {sandbox} as {name}");
+        Ok(())
+    }
+
+    fn progress(&self) {
+        host::progress(
+            self.bytes_done,
+            self.total_bytes,
+            self.entries,
+            self.total_items,
+        );
+    }
+}
+
+/// The configuration document to store.
+struct Document {
+    /// Its canonical sandbox path.
+    sandbox: String,
+    /// Its path for host calls.
+    host_path: String,
+    /// Its entry name: its file name.
+    name: String,
+    /// Its metadata when the job started.
+    stat: host::PosixStat,
+}
+
+impl Document {
+    /// Checks the `config` setting's path, the file it names and the name the document
+    /// gets, before any disk is read.
+    fn locate(given: &str) -> Result<Document, PluginError> {
+        let Some((sandbox, host_path)) = source::sandbox_paths(given) else {
+            return Err(PluginError::InvalidSettings(format!(
+                "setting `{}` must be a file inside a granted directory (source/...), not \
+                 {given:?}",
+                crate::CONFIG
+            )));
+        };
+        let name = path::name(&sandbox).to_owned();
+        path::validate_name(&name).map_err(|err| {
+            PluginError::InvalidSettings(format!("setting `{}`: {err}", crate::CONFIG))
+        })?;
+        if layout::is_reserved_name(&name) {
+            return Err(PluginError::InvalidSettings(format!(
+                "setting `{}`: the configuration document {sandbox} cannot be stored as \
+                 {name:?}, a name that belongs to a disk; rename or copy it",
+                crate::CONFIG
+            )));
+        }
+        let stat = host::stat(&host_path).map_err(|err| {
+            PluginError::SourceUnavailable(format!(
+                "configuration document {sandbox}: {}; check setting `{}` and that its \
+                 directory is granted",
+                host_error_text(&err),
+                crate::CONFIG
+            ))
+        })?;
+        if FileType::from_mode(stat.mode) != FileType::Regular {
+            return Err(PluginError::InvalidSettings(format!(
+                "setting `{}`: the configuration document {sandbox} is not a regular file",
+                crate::CONFIG
+            )));
+        }
+        Ok(Document {
+            sandbox,
+            host_path,
+            name,
+            stat,
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! File-level restore: a file or a directory tree read out of a file system inside a
+//! stored disk (`disk0/part1/etc/hostname`) and written at the same path below the target
+//! (`target/disk0/part1/etc/hostname`), with its ownership, mode and times.
+//!
+//! Names come from the disk image, which may have been damaged or crafted by whoever
+//! controlled the virtual machine, so each name is checked before it becomes part of a
+//! path in the target. A file the file system cannot deliver costs a warning, not the
+//! restore; a failure to write the target stops it. A directory's metadata is applied
+//! once its children are written, so its times and a read-only mode do not get in the way.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use tessera_disk_fs::{FsEntry, FsKind, Volume};
+use tessera_plugin_sdk::error::{from_io, host_error_text};
+use tessera_plugin_sdk::meta::{FileType, PERMISSION_BITS};
+use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::{PIECE, debug, path};
+
+use crate::error::from_fs;
+use crate::guest_fs::StoredDisk;
+use crate::layout::VolumeRef;
+use crate::restore_disks::Job;
+
+/// Mode of a file restored from a file system that keeps none (FAT).
+const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Mode of a directory restored from a file system that keeps none (FAT).
+const DEFAULT_DIR_MODE: u32 = 0o755;
+
+/// A directory being restored.
+struct Dir {
+    /// Its path in the point, which is also its path below the target.
+    path: String,
+    /// Its path inside the volume.
+    inside: String,
+    /// Its own entry, whose metadata is applied when its children are done.
+    entry: FsEntry,
+    children: std::vec::IntoIter<FsEntry>,
+}
+
+/// Restores `selected` (`disk/volume/rest`) and everything below it.
+pub(crate) fn restore(
+    job: &mut Job,
+    selected: &str,
+    disk: &str,
+    volume: VolumeRef,
+    rest: &str,
+) -> Result<(), PluginError> {
+    let stored = StoredDisk::open(disk)?;
+    for warning in stored.warnings() {
+        job.warn(format!("{disk}: {warning}"));
+    }
+    let mut volume = stored.volume(volume)?;
+    for warning in volume.warnings().to_vec() {
+        job.warn(warning);
+    }
+    let top = volume.stat(rest).map_err(|err| from_fs(&err))?;
+    // Like `restic restore --include a/b`: the selection keeps its place in the tree,
+    // inside parents created plainly.
+    let parent = job.target.sandbox(path::parent(selected));
+    std::fs::create_dir_all(&parent)
+        .map_err(|err| from_io(format_args!("creating {}", parent.display()), &err))?;
+
+    let mut walk = Walk { job, volume };
+    let Some(dir) = walk.restore_entry(selected.to_owned(), rest.to_owned(), top)? else {
+        return Ok(());
+    };
+    let mut stack = vec![dir];
+    while let Some(dir) = stack.last_mut() {
+        let Some(child) = dir.children.next() else {
+            if let Some(done) = stack.pop() {
+                walk.apply_metadata(&done.path, &done.entry);
+            }
+            continue;
+        };
+        let names = path::join(&dir.path, &child.name).map(|point_path| {
+            let inside = if dir.inside.is_empty() {
+                child.name.clone()
+            } else {
+                format!("{}/{}", dir.inside, child.name)
+            };
+            (point_path, inside)
+        });
+        let (point_path, inside) = match names {
+            Ok(names) => names,
+            Err(err) => {
+                let message = format!("{}: entry not restored: {err}", dir.path);
+                walk.job.warn(message);
+                continue;
+            }
+        };
+        if host::cancelled() {
+            return Err(PluginError::Cancelled);
+        }
+        if let Some(dir) = walk.restore_entry(point_path, inside, child)? {
+            stack.push(dir);
+        }
+        host::progress(walk.job.bytes_written, 0, walk.job.entries, 0);
+    }
+    Ok(())
+}
+
+/// A walk through one volume.
+struct Walk<'j> {
+    job: &'j mut Job,
+    volume: Volume,
+}
+
+impl Walk<'_> {
+    /// Restores one entry; a directory is returned to have its children restored.
+    fn restore_entry(
+        &mut self,
+        point_path: String,
+        inside: String,
+        entry: FsEntry,
+    ) -> Result<Option<Dir>, PluginError> {
+        let dest = self.job.target.sandbox(&point_path);
+        match &entry.kind {
+            FsKind::Directory => {
+                self.job.make_dir(&point_path, &dest)?;
+                self.job.entries += 1;
+                let children = match self.volume.list(&inside) {
+                    Ok(children) => children,
+                    Err(err) => {
+                        self.job
+                            .warn(format!("{point_path}: contents not restored: {err}"));
+                        Vec::new()
+                    }
+                };
+                return Ok(Some(Dir {
+                    path: point_path,
+                    inside,
+                    entry,
+                    children: children.into_iter(),
+                }));
+            }
+            FsKind::File => {
+                if !self.write_file(&point_path, &inside, &dest)? {
+                    return Ok(None);
+                }
+            }
+            FsKind::Symlink(target) => {
+                self.job.clear(&point_path, &dest)?;
+                if let Err(err) = host::make_symlink(&self.job.target.host(&point_path), target) {
+                    self.job.warn(format!(
+                        "{point_path}: symlink to {target:?} not created: {}",
+                        host_error_text(&err)
+                    ));
+                    return Ok(None);
+                }
+            }
+            FsKind::Other => match entry.mode.map(FileType::from_mode) {
+                Some(FileType::Fifo) => {
+                    self.job.clear(&point_path, &dest)?;
+                    let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & PERMISSION_BITS;
+                    if let Err(err) = host::make_fifo(&self.job.target.host(&point_path), mode) {
+                        self.job.warn(format!(
+                            "{point_path}: fifo not created: {}",
+                            host_error_text(&err)
+                        ));
+                        return Ok(None);
+                    }
+                }
+                Some(FileType::Socket) => {
+                    // A socket belongs to the program listening on it, which creates it anew.
+                    debug!("{point_path}: socket not restored");
+                    return Ok(None);
+                }
+                _ => {
+                    self.job.warn(format!(
+                        "{point_path}: not restored: device nodes and other special files \
+                         are not read from disk images"
+                    ));
+                    return Ok(None);
+                }
+            },
+        }
+        self.job.entries += 1;
+        self.apply_metadata(&point_path, &entry);
+        Ok(None)
+    }
+
+    /// Copies a regular file out of the volume; returns whether it was written whole.
+    fn write_file(
+        &mut self,
+        point_path: &str,
+        inside: &str,
+        dest: &std::path::Path,
+    ) -> Result<bool, PluginError> {
+        self.job.clear(point_path, dest)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|err| from_io(format_args!("creating {point_path:?}"), &err))?;
+        let mut file = match self.volume.open_file(inside) {
+            Ok(file) => file,
+            Err(err) => {
+                self.job.warn(format!("{point_path}: not restored: {err}"));
+                return Ok(false);
+            }
+        };
+        let mut buffer = vec![
+            0u8;
+            PIECE
+                .min(usize::try_from(file.size()).unwrap_or(PIECE))
+                .max(1)
+        ];
+        let mut written = 0u64;
+        loop {
+            let read = match file.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(err) => {
+                    self.job.bytes_written += written;
+                    self.job.warn(format!(
+                        "{point_path}: restored only its first {written} bytes: {err}"
+                    ));
+                    return Ok(false);
+                }
+            };
+            out.write_all(&buffer[..read])
+                .map_err(|err| from_io(format_args!("writing {point_path:?}"), &err))?;
+            written += read as u64;
+        }
+        self.job.bytes_written += written;
+        Ok(true)
+    }
+
+    /// Applies an entry's metadata to its restored path.
+    fn apply_metadata(&mut self, point_path: &str, entry: &FsEntry) {
+        let mode = match &entry.kind {
+            // Linux cannot change a symlink's mode.
+            FsKind::Symlink(_) => None,
+            FsKind::Directory => Some(entry.mode.unwrap_or(DEFAULT_DIR_MODE) & PERMISSION_BITS),
+            _ => Some(entry.mode.unwrap_or(DEFAULT_FILE_MODE) & PERMISSION_BITS),
+        };
+        let wanted = host::RestoreMetadata {
+            mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime_ns: entry.mtime_ns,
+            atime_ns: entry.atime_ns,
+            xattrs: Vec::new(),
+        };
+        self.job.apply_metadata(point_path, &wanted);
+    }
+}

@@ -1,0 +1,171 @@
+//! The file systems inside a disk stored in the point: the disk's partition table, each
+//! partition's volume (`diskN/partK`), or the volume filling a disk that has no table
+//! (`diskN/fs`), and the contract's view of their entries. Browse and file-level restore
+//! both start here.
+
+use tessera_disk_fs::{
+    FsEntry, FsError, FsKind, PartitionTable, Scheme, Slice, Volume, open_volume, read_partitions,
+};
+use tessera_plugin_sdk::error::from_host;
+use tessera_plugin_sdk::meta::{self, FileType};
+use tessera_plugin_sdk::prelude::*;
+
+use crate::error::from_fs;
+use crate::layout::{VolumeRef, volume_label};
+use crate::vault_disk::{SharedDisk, VaultDisk};
+
+/// A stored disk opened for looking inside, with its partition table read.
+pub(crate) struct StoredDisk {
+    name: String,
+    disk: SharedDisk,
+    table: PartitionTable,
+}
+
+impl StoredDisk {
+    /// Opens the disk entry `name` of the point and reads its partition table.
+    pub(crate) fn open(name: &str) -> Result<StoredDisk, PluginError> {
+        let entry = point::entry(name).map_err(|err| match err {
+            HostError::NotFound(_) => {
+                PluginError::InvalidSettings(format!("{name:?} is not in the point"))
+            }
+            err => from_host(format_args!("looking up {name:?}"), &err),
+        })?;
+        if entry.kind != EntryKind::BlockDevice {
+            return Err(PluginError::InvalidSettings(format!(
+                "{name:?} is not a disk, so there are no files inside it"
+            )));
+        }
+        let reader = point::open(name)
+            .map_err(|err| from_host(format_args!("opening the content of {name}"), &err))?;
+        let disk = SharedDisk::new(VaultDisk::new(name, reader));
+        let table = read_partitions(&mut disk.clone()).map_err(|err| in_disk(name, &err))?;
+        Ok(StoredDisk {
+            name: name.to_owned(),
+            disk,
+            table,
+        })
+    }
+
+    /// Damage the partition table reader worked around.
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.table.warnings
+    }
+
+    /// The volumes of the disk with their sizes: one per partition, or the file system
+    /// filling a disk without a partition table (none if there is no file system this
+    /// plugin reads).
+    pub(crate) fn volumes(&self) -> Result<Vec<(VolumeRef, u64)>, PluginError> {
+        if self.table.scheme != Scheme::None {
+            return Ok(self
+                .table
+                .partitions
+                .iter()
+                .map(|p| (VolumeRef::Partition(p.number), p.length))
+                .collect());
+        }
+        let label = volume_label(&self.name, VolumeRef::WholeDisk);
+        let size = tessera_disk_image::ReadAt::len(&self.disk);
+        match open_volume(Box::new(self.disk.clone()), &label) {
+            Ok(_) => Ok(vec![(VolumeRef::WholeDisk, size)]),
+            Err(FsError::UnknownFilesystem { other, .. }) => {
+                tessera_plugin_sdk::debug!(
+                    "{}: no partition table and no file system{}",
+                    self.name,
+                    other
+                        .map(|o| format!(" this plugin reads ({o})"))
+                        .unwrap_or_default()
+                );
+                Ok(Vec::new())
+            }
+            Err(err) => Err(from_fs(&err)),
+        }
+    }
+
+    /// Opens a volume of the disk.
+    pub(crate) fn volume(&self, volume: VolumeRef) -> Result<Volume, PluginError> {
+        let label = volume_label(&self.name, volume);
+        let opened = match volume {
+            VolumeRef::Partition(number) => {
+                let Some(partition) = self.table.partitions.iter().find(|p| p.number == number)
+                else {
+                    return Err(PluginError::InvalidSettings(format!(
+                        "{}: partition {number} does not exist ({})",
+                        self.name,
+                        self.partition_list()
+                    )));
+                };
+                let slice = Slice::partition(self.disk.clone(), partition)
+                    .map_err(|err| in_disk(&self.name, &err))?;
+                open_volume(Box::new(slice), &label)
+            }
+            VolumeRef::WholeDisk => {
+                if self.table.scheme != Scheme::None {
+                    return Err(PluginError::InvalidSettings(format!(
+                        "{}: the disk has a partition table ({}), so its file systems are \
+                         in its partitions",
+                        self.name,
+                        self.partition_list()
+                    )));
+                }
+                open_volume(Box::new(self.disk.clone()), &label)
+            }
+        };
+        opened.map_err(|err| from_fs(&err))
+    }
+
+    /// What the table holds, for messages: `the table has 2: part1, part2`.
+    fn partition_list(&self) -> String {
+        let names: Vec<String> = self
+            .table
+            .partitions
+            .iter()
+            .map(|p| VolumeRef::Partition(p.number).to_string())
+            .collect();
+        match self.table.scheme {
+            Scheme::None => "the disk has no partition table".to_owned(),
+            _ if names.is_empty() => "the partition table is empty".to_owned(),
+            _ => format!("the table has {}: {}", names.len(), names.join(", ")),
+        }
+    }
+}
+
+/// A partition-table error, prefixed with the disk's name.
+fn in_disk(disk: &str, err: &FsError) -> PluginError {
+    match from_fs(err) {
+        PluginError::InvalidSettings(m) => PluginError::InvalidSettings(format!("{disk}: {m}")),
+        PluginError::Unsupported(m) => PluginError::Unsupported(format!("{disk}: {m}")),
+        PluginError::CorruptSource(m) => PluginError::CorruptSource(format!("{disk}: {m}")),
+        PluginError::Io(m) => PluginError::Io(format!("{disk}: {m}")),
+        other => other,
+    }
+}
+
+/// The contract's kind of a file-system entry.
+pub(crate) fn entry_kind(entry: &FsEntry) -> EntryKind {
+    match &entry.kind {
+        FsKind::Directory => EntryKind::Directory,
+        FsKind::File => EntryKind::File,
+        FsKind::Symlink(target) => EntryKind::Symlink(target.clone()),
+        FsKind::Other => match entry.mode.map(FileType::from_mode) {
+            Some(FileType::Fifo) => EntryKind::Fifo,
+            Some(FileType::CharDevice) => EntryKind::CharDevice,
+            Some(FileType::BlockDevice) => EntryKind::BlockDeviceNode,
+            Some(FileType::Socket) => EntryKind::Socket,
+            // Nothing else is known of it: an opaque object.
+            _ => EntryKind::Blob,
+        },
+    }
+}
+
+/// The contract's metadata of a file-system entry.
+pub(crate) fn metadata(entry: &FsEntry) -> Metadata {
+    Metadata {
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        mtime_ns: entry.mtime_ns,
+        atime_ns: entry.atime_ns,
+        ctime_ns: entry.ctime_ns,
+        ..meta::bare(entry.size)
+    }
+}

@@ -1,0 +1,497 @@
+//! Restore: whole disks into the target directory (`diskN.raw`, sparse, or `diskN.qcow2`)
+//! or onto an NBD export, the configuration document beside them, and, for paths below a
+//! disk, single files and directory trees read out of the disk's file systems (see
+//! [`crate::files`]). Metadata the host cannot apply becomes a warning in the summary
+//! rather than a failure.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter};
+
+use tessera_disk_image::Qcow2Writer;
+use tessera_nbd::NbdUrl;
+use tessera_plugin_sdk::content::{self, ReadError};
+use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
+use tessera_plugin_sdk::meta;
+use tessera_plugin_sdk::path::{self, Mount};
+use tessera_plugin_sdk::point::ContentReader;
+use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::settings::Settings;
+use tessera_plugin_sdk::{PIECE, debug, info, warn};
+
+use crate::browse::no_volume;
+use crate::error::{NbdPhase, from_nbd, from_qcow2_write};
+use crate::files;
+use crate::layout::PointPath;
+use crate::options::{DiskFormat, RestoreOptions};
+use crate::source;
+
+/// Warnings kept in the summary; the rest are only counted (all are logged), so a tree
+/// restored without privilege does not produce a huge summary.
+const MAX_WARNINGS: usize = 1000;
+
+/// Runs a restore job.
+pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
+    let options = RestoreOptions::parse(&Settings::new(&request.settings))?;
+    let mut selection = request
+        .paths
+        .iter()
+        .map(|selected| path::parse_selection(selected))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| PluginError::InvalidSettings(format!("cannot restore: {err}")))?;
+    if selection.is_empty() {
+        selection.push(String::new());
+    }
+    let selection = path::minimal_cover(selection);
+
+    if source::is_url(&request.target) {
+        return restore_onto_export(&request.target, &selection);
+    }
+
+    let mut job = Job {
+        target: locate_target(&request.target)?,
+        format: options.format,
+        entries: 0,
+        bytes_written: 0,
+        warnings: Vec::new(),
+        unlisted_warnings: 0,
+    };
+    for selected in &selection {
+        match PointPath::parse(selected) {
+            PointPath::Root => {
+                let entries =
+                    point::children("").map_err(|err| from_host("listing the point", &err))?;
+                for entry in entries {
+                    job.restore_top(&entry)?;
+                }
+            }
+            PointPath::Top(name) => {
+                let entry = lookup(name)?;
+                job.restore_top(&entry)?;
+            }
+            PointPath::BadVolume { top, name } => return Err(no_volume(top, name)),
+            PointPath::Inside { disk, volume, rest } => {
+                files::restore(&mut job, selected, disk, volume, rest)?;
+            }
+        }
+    }
+    Ok(job.summary())
+}
+
+/// The point's entry at the top-level path `name`.
+fn lookup(name: &str) -> Result<EntryInfo, PluginError> {
+    let entry = point::entry(name).map_err(|err| match err {
+        HostError::NotFound(_) => {
+            PluginError::InvalidSettings(format!("path {name:?} is not in the point"))
+        }
+        err => from_host(format_args!("looking up {name:?}"), &err),
+    })?;
+    if entry.path != name {
+        return Err(PluginError::CorruptSource(format!(
+            "looking up {name:?} returned the entry {:?}",
+            entry.path
+        )));
+    }
+    Ok(entry)
+}
+
+/// The target directory of the request, which must exist and be a directory.
+fn locate_target(given: &str) -> Result<Mount, PluginError> {
+    let mount = Mount::new(given).map_err(|err| {
+        PluginError::Io(format!(
+            "target {given:?} is neither an nbd:// URL nor a path inside the grant: {err}"
+        ))
+    })?;
+    match fs::metadata(given) {
+        Ok(meta) if meta.is_dir() => Ok(mount),
+        Ok(_) => Err(PluginError::Io(format!(
+            "target {given:?} is not a directory"
+        ))),
+        Err(err) => Err(from_io(format_args!("target {given:?}"), &err)),
+    }
+}
+
+/// The state of a restore into a directory; [`crate::files`] adds to it.
+pub(crate) struct Job {
+    /// The target directory.
+    pub(crate) target: Mount,
+    format: DiskFormat,
+    pub(crate) entries: u64,
+    pub(crate) bytes_written: u64,
+    warnings: Vec<String>,
+    unlisted_warnings: usize,
+}
+
+impl Job {
+    /// Restores a top-level entry of the point: a disk or a document.
+    fn restore_top(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
+        // The host confines every call to the grant, but a plugin must never even try
+        // to write outside it.
+        path::validate_name(&entry.path)
+            .map_err(|err| PluginError::CorruptSource(format!("refusing an entry: {err}")))?;
+        if host::cancelled() {
+            return Err(PluginError::Cancelled);
+        }
+        match &entry.kind {
+            EntryKind::BlockDevice => self.restore_disk(entry),
+            EntryKind::Blob | EntryKind::File => self.restore_document(entry),
+            other => {
+                self.warn(format!(
+                    "{}: not restored: a {other:?} entry is not something this plugin stores",
+                    entry.path
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes a disk into `diskN.raw` or `diskN.qcow2`.
+    fn restore_disk(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
+        let name = entry.path.as_str();
+        let file_name = format!("{name}.{}", self.format.extension());
+        let dest = self.target.sandbox(&file_name);
+        self.clear(&file_name, &dest)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(|err| from_io(format_args!("creating {file_name}"), &err))?;
+        let reader = match point::open(name) {
+            Ok(reader) => Some(reader),
+            // An empty disk may be stored without any content at all.
+            Err(HostError::NotFound(_)) if entry.meta.size == 0 => None,
+            Err(err) => {
+                return Err(from_host(
+                    format_args!("opening the content of {name}"),
+                    &err,
+                ));
+            }
+        };
+        let written = match (self.format, reader) {
+            (DiskFormat::Raw, Some(reader)) => {
+                drop(file);
+                content::restore_file(&reader, &self.target.host(&file_name))
+                    .map_err(|err| read_error(name, &file_name, err))?
+            }
+            (DiskFormat::Raw, None) => 0,
+            (DiskFormat::Qcow2, reader) => write_qcow2(name, &file_name, reader.as_ref(), file)?,
+        };
+        info!("{name}: restored into {file_name}, {written} bytes of data");
+        self.bytes_written += written;
+        self.entries += 1;
+        host::progress(self.bytes_written, 0, self.entries, 0);
+        Ok(())
+    }
+
+    /// Writes the configuration document (or another stored file) under its name.
+    fn restore_document(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
+        let name = entry.path.as_str();
+        let dest = self.target.sandbox(name);
+        self.clear(name, &dest)?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(|err| from_io(format_args!("creating {name}"), &err))?;
+        match point::open(name) {
+            Ok(reader) => {
+                let written = content::restore_file(&reader, &self.target.host(name))
+                    .map_err(|err| read_error(name, name, err))?;
+                self.bytes_written += written;
+            }
+            Err(HostError::NotFound(_)) if entry.meta.size == 0 => {}
+            Err(err) => {
+                return Err(from_host(
+                    format_args!("opening the content of {name}"),
+                    &err,
+                ));
+            }
+        }
+        self.entries += 1;
+        let wanted = meta::restore_metadata(&entry.kind, &entry.meta);
+        self.apply_metadata(name, &wanted);
+        Ok(())
+    }
+
+    /// Removes a file, symlink or special file at `dest`, so that what replaces it is a
+    /// new object: writing through an old symlink or into another name's inode would
+    /// change something other than the entry. A directory in the way is an error, since
+    /// removing it would delete what the operator keeps there.
+    pub(crate) fn clear(&mut self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
+        match fs::symlink_metadata(dest) {
+            Ok(existing) if existing.is_dir() => Err(PluginError::Io(format!(
+                "cannot restore {path:?}: a directory is in the way in the target"
+            ))),
+            Ok(_) => fs::remove_file(dest)
+                .map_err(|err| from_io(format_args!("replacing {path:?}"), &err)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(from_io(format_args!("inspecting {path:?}"), &err)),
+        }
+    }
+
+    /// Makes sure a directory exists at `dest`, replacing a non-directory in the way.
+    pub(crate) fn make_dir(
+        &mut self,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), PluginError> {
+        match fs::symlink_metadata(dest) {
+            Ok(existing) if existing.is_dir() => return Ok(()),
+            Ok(_) => self.clear(path, dest)?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(from_io(format_args!("inspecting {path:?}"), &err)),
+        }
+        fs::create_dir(dest)
+            .map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))
+    }
+
+    /// Applies metadata to a restored path; what the host cannot apply is a warning.
+    pub(crate) fn apply_metadata(&mut self, path: &str, wanted: &host::RestoreMetadata) {
+        if let Err(err) = host::set_metadata(&self.target.host(path), wanted) {
+            self.warn(format!(
+                "{path}: metadata not applied: {}",
+                host_error_text(&err)
+            ));
+        }
+    }
+
+    /// Records a warning for the summary.
+    pub(crate) fn warn(&mut self, warning: String) {
+        warn!("{warning}");
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(warning);
+        } else {
+            self.unlisted_warnings += 1;
+        }
+    }
+
+    fn summary(self) -> RestoreSummary {
+        info!(
+            "restored {} entries, wrote {} bytes, {} warnings",
+            self.entries,
+            self.bytes_written,
+            self.warnings.len() + self.unlisted_warnings
+        );
+        let mut warnings = self.warnings;
+        if self.unlisted_warnings > 0 {
+            warnings.push(format!(
+                "{} more warnings are in the log",
+                self.unlisted_warnings
+            ));
+        }
+        RestoreSummary {
+            entries: self.entries,
+            bytes_written: self.bytes_written,
+            warnings,
+        }
+    }
+}
+
+/// The plugin error for stored content that could not be written into `file_name`.
+fn read_error(name: &str, file_name: &str, err: ReadError) -> PluginError {
+    match err {
+        ReadError::Host(err) => from_host(format_args!("writing {name} into {file_name}"), &err),
+        ReadError::Write(err) => from_io(format_args!("writing {file_name}"), &err),
+        short @ ReadError::Short { .. } => PluginError::CorruptSource(format!("{name}: {short}")),
+    }
+}
+
+/// Reads `want` bytes of stored content at `offset`, all of them.
+fn read_stored(
+    name: &str,
+    reader: &ContentReader,
+    offset: u64,
+    want: usize,
+) -> Result<Vec<u8>, PluginError> {
+    // `want` is at most PIECE, which fits in u32.
+    let data = reader
+        .read_at(offset, want as u32)
+        .map_err(|err| from_host(format_args!("reading {name} at byte {offset}"), &err))?;
+    if data.len() != want {
+        return Err(PluginError::CorruptSource(format!(
+            "{name}: the stored disk returned {} bytes at byte {offset} where {want} were \
+             asked for",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// The data (non-hole) ranges of a stored disk, as `(start, end)`.
+fn stored_data(name: &str, reader: &ContentReader) -> Result<Vec<(u64, u64)>, PluginError> {
+    let length = reader.length();
+    let holes = if length > 0 {
+        reader
+            .holes(0, length)
+            .map_err(|err| from_host(format_args!("reading the holes of {name}"), &err))?
+    } else {
+        Vec::new()
+    };
+    Ok(content::segments(length, &holes)
+        .into_iter()
+        .filter(|segment| !segment.hole)
+        .map(|segment| (segment.offset, segment.offset + segment.length))
+        .collect())
+}
+
+/// Writes a stored disk into `file` as a qcow2 image; returns the bytes of data written.
+fn write_qcow2(
+    name: &str,
+    file_name: &str,
+    reader: Option<&ContentReader>,
+    file: File,
+) -> Result<u64, PluginError> {
+    let length = reader.map_or(0, ContentReader::length);
+    let out = BufWriter::with_capacity(PIECE, file);
+    let mut image =
+        Qcow2Writer::create(out, length).map_err(|err| from_qcow2_write(file_name, &err))?;
+    let cluster = image.cluster_size();
+    let mut written = 0u64;
+    if let Some(reader) = reader {
+        // Clusters are written in increasing order, each once: data ranges are widened to
+        // whole clusters, and a cluster shared by two ranges is written with the first.
+        let mut next = 0u64;
+        for (start, end) in stored_data(name, reader)? {
+            let from = (start - start % cluster).max(next);
+            let to = end.div_ceil(cluster).saturating_mul(cluster).min(length);
+            let mut at = from;
+            while at < to {
+                if host::cancelled() {
+                    return Err(PluginError::Cancelled);
+                }
+                // PIECE is a multiple of every cluster size the writer uses.
+                let want = (to - at).min(PIECE as u64) as usize;
+                let data = read_stored(name, reader, at, want)?;
+                image
+                    .write(at, &data)
+                    .map_err(|err| from_qcow2_write(file_name, &err))?;
+                at += want as u64;
+                written += want as u64;
+            }
+            next = next.max(to);
+        }
+    }
+    let out = image
+        .finish()
+        .map_err(|err| from_qcow2_write(file_name, &err))?;
+    out.into_inner()
+        .map_err(|err| from_io(format_args!("writing {file_name}"), err.error()))?;
+    Ok(written)
+}
+
+/// Restores one disk onto the NBD export at `url`.
+fn restore_onto_export(url: &str, selection: &[String]) -> Result<RestoreSummary, PluginError> {
+    let name = match selection {
+        [only] => match PointPath::parse(only) {
+            PointPath::Root => only_disk()?,
+            PointPath::Top(name) => name.to_owned(),
+            _ => {
+                return Err(PluginError::InvalidSettings(format!(
+                    "{only}: files inside a disk are restored into a directory, not onto an \
+                     NBD export"
+                )));
+            }
+        },
+        many => {
+            return Err(PluginError::InvalidSettings(format!(
+                "an NBD export takes exactly one disk, but {} paths are selected ({}); \
+                 restore them one at a time",
+                many.len(),
+                many.join(", ")
+            )));
+        }
+    };
+    let entry = lookup(&name)?;
+    if entry.kind != EntryKind::BlockDevice {
+        return Err(PluginError::InvalidSettings(format!(
+            "{name} is not a disk; only a disk can be restored onto an NBD export"
+        )));
+    }
+    let parsed = NbdUrl::parse(url)
+        .map_err(|err| PluginError::InvalidSettings(format!("restore target: {err}")))?;
+    let mut client = source::connect(&name, &parsed, &[])
+        .map_err(|err| from_nbd(&name, NbdPhase::Connect, &err))?;
+    if client.read_only() {
+        return Err(PluginError::InvalidSettings(format!(
+            "{name}: the NBD export {url} is read-only; serve it writable (qemu-nbd without \
+             --read-only) to restore onto it"
+        )));
+    }
+    let reader = point::open(&name)
+        .map_err(|err| from_host(format_args!("opening the content of {name}"), &err))?;
+    let length = reader.length();
+    let export_size = client.size();
+    if export_size < length {
+        return Err(PluginError::InvalidSettings(format!(
+            "{name} is {length} bytes, but the NBD export {url} holds only {}; make the \
+             export at least as large (qemu-img resize IMAGE {length})",
+            client.size()
+        )));
+    }
+    let failed = |err: tessera_nbd::NbdError| from_nbd(&name, NbdPhase::Transfer, &err);
+    let mut written = 0u64;
+    let mut position = 0u64;
+    for (start, end) in stored_data(&name, &reader)? {
+        if start > position {
+            client
+                .write_zeroes(position, start - position)
+                .map_err(failed)?;
+        }
+        let mut at = start;
+        while at < end {
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
+            }
+            let want = (end - at).min(PIECE as u64) as usize;
+            let data = read_stored(&name, &reader, at, want)?;
+            client.write(at, &data).map_err(failed)?;
+            at += want as u64;
+            written += want as u64;
+            host::progress(at, length, 0, 1);
+        }
+        position = end;
+    }
+    if length > position {
+        client
+            .write_zeroes(position, length - position)
+            .map_err(failed)?;
+    }
+    client.flush().map_err(failed)?;
+    if let Err(err) = client.disconnect() {
+        debug!("{name}: closing the NBD session: {err}");
+    }
+    let mut warnings = Vec::new();
+    if export_size > length {
+        warnings.push(format!(
+            "{name}: the NBD export is {export_size} bytes, larger than the disk ({length}); \
+             its bytes from {length} on were left as they were"
+        ));
+    }
+    info!("{name}: restored onto {url}, {written} bytes of data");
+    Ok(RestoreSummary {
+        entries: 1,
+        bytes_written: written,
+        warnings,
+    })
+}
+
+/// The only disk of the point, for a restore onto an export that selects nothing.
+fn only_disk() -> Result<String, PluginError> {
+    let disks: Vec<String> = point::children("")
+        .map_err(|err| from_host("listing the point", &err))?
+        .into_iter()
+        .filter(|entry| entry.kind == EntryKind::BlockDevice)
+        .map(|entry| entry.path)
+        .collect();
+    match disks.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(PluginError::InvalidSettings(
+            "the point holds no disk to restore".to_owned(),
+        )),
+        many => Err(PluginError::InvalidSettings(format!(
+            "an NBD export takes exactly one disk, and the point holds {} ({}); select one \
+             of them",
+            many.len(),
+            many.join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,418 @@
+//! The disks a capture reads, opened from what the request names: an image file inside a
+//! granted directory (raw or qcow2, with its backing chain), or an export of an NBD server
+//! (`nbd://HOST:PORT/EXPORT`). Either way a [`Source`] tells the disk's size, which of its
+//! ranges may hold data, which changed since the last backup when a dirty bitmap says so,
+//! and reads its bytes.
+
+use std::fs::File;
+use std::net::TcpStream;
+
+use tessera_disk_image::{
+    BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageErrorKind, ImageFile,
+};
+use tessera_nbd::{BASE_ALLOCATION, Client, NbdErrorKind, NbdUrl};
+use tessera_plugin_sdk::error::host_error_text;
+use tessera_plugin_sdk::host::PosixStat;
+use tessera_plugin_sdk::meta::FileType;
+use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::{debug, warn};
+
+use crate::backing::{self, GrantedDir};
+use crate::error::{NbdPhase, from_image, from_nbd};
+
+/// The sandbox directory every granted source directory is mounted below.
+const SOURCE_ROOT: &str = "source";
+
+/// A disk being captured.
+pub(crate) enum Source {
+    /// An image file.
+    File(FileSource),
+    /// An NBD export.
+    Nbd(NbdSource),
+}
+
+/// An image file and the chain of backing files below it.
+pub(crate) struct FileSource {
+    /// The top image's canonical sandbox path.
+    pub(crate) sandbox: String,
+    /// The top image's path for host calls (relative to the grant).
+    pub(crate) host_path: String,
+    /// The top image file's metadata.
+    pub(crate) stat: PosixStat,
+    /// Whether the image has a backing file, whose changes its own metadata does not show.
+    pub(crate) backed: bool,
+    image: Box<dyn DiskImage>,
+}
+
+/// A connected NBD export.
+pub(crate) struct NbdSource {
+    client: Client<TcpStream>,
+    /// Whether the server answers `base:allocation`, so zero ranges need not be read.
+    allocation: bool,
+    /// The dirty bitmap's metadata context, when it was negotiated.
+    bitmap: Option<String>,
+}
+
+/// Whether a source names an NBD export rather than a file.
+pub(crate) fn is_url(source: &str) -> bool {
+    source.contains("://")
+}
+
+impl Source {
+    /// Size of the disk in bytes.
+    pub(crate) fn virtual_size(&self) -> u64 {
+        match self {
+            Source::File(file) => file.image.virtual_size(),
+            Source::Nbd(nbd) => nbd.client.size(),
+        }
+    }
+
+    /// The format recorded for the disk: `raw`, `qcow2` or `nbd`.
+    pub(crate) fn format_name(&self) -> &'static str {
+        match self {
+            Source::File(file) => file.image.format().name(),
+            Source::Nbd(_) => "nbd",
+        }
+    }
+
+    /// For a raw image file, its path for host calls: the host then reads the data into
+    /// the stream itself.
+    pub(crate) fn raw_host_path(&self) -> Option<&str> {
+        match self {
+            Source::File(file) if file.image.format() == Format::Raw => Some(&file.host_path),
+            _ => None,
+        }
+    }
+
+    /// Whether a dirty bitmap tells what changed since the parent point.
+    pub(crate) fn has_bitmap(&self) -> bool {
+        matches!(
+            self,
+            Source::Nbd(NbdSource {
+                bitmap: Some(_),
+                ..
+            })
+        )
+    }
+
+    /// The `(offset, length)` ranges of `offset..offset + length` that may hold data; the
+    /// rest reads as zeros.
+    pub(crate) fn data_ranges(
+        &mut self,
+        disk: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<(u64, u64)>, PluginError> {
+        match self {
+            Source::File(file) => Ok(file
+                .image
+                .map(offset, length)
+                .map_err(|err| from_image(disk, &err))?
+                .into_iter()
+                .filter(|extent| extent.kind == ExtentKind::Data)
+                .map(|extent| (extent.offset, extent.length))
+                .collect()),
+            Source::Nbd(nbd) if nbd.allocation => Ok(nbd
+                .client
+                .allocation(offset, length)
+                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err))?
+                .into_iter()
+                .filter(|extent| extent.data)
+                .map(|extent| (extent.offset, extent.length))
+                .collect()),
+            Source::Nbd(_) => Ok(vec![(offset, length)]),
+        }
+    }
+
+    /// The `(offset, length)` ranges of `offset..offset + length` the dirty bitmap marks,
+    /// or `None` without a bitmap.
+    pub(crate) fn dirty_ranges(
+        &mut self,
+        disk: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<Vec<(u64, u64)>>, PluginError> {
+        match self {
+            Source::Nbd(NbdSource {
+                client,
+                bitmap: Some(context),
+                ..
+            }) => client
+                .dirty(context, offset, length)
+                .map(Some)
+                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Fills `buf` with the disk's bytes at `offset`.
+    pub(crate) fn read(
+        &mut self,
+        disk: &str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), PluginError> {
+        match self {
+            Source::File(file) => file
+                .image
+                .read_at(offset, buf)
+                .map_err(|err| from_image(disk, &err)),
+            Source::Nbd(nbd) => nbd
+                .client
+                .read(offset, buf)
+                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
+        }
+    }
+
+    /// Ends the source: an NBD session is closed politely.
+    pub(crate) fn close(self, disk: &str) {
+        if let Source::Nbd(nbd) = self
+            && let Err(err) = nbd.client.disconnect()
+        {
+            debug!("{disk}: closing the NBD session: {err}");
+        }
+    }
+
+    /// One line about the source, for the log.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Source::File(file) => file.image.describe(),
+            Source::Nbd(nbd) => format!(
+                "NBD export {:?}: {} bytes{}{}",
+                nbd.client.export(),
+                nbd.client.size(),
+                if nbd.allocation {
+                    ", allocation map"
+                } else {
+                    ""
+                },
+                nbd.bitmap
+                    .as_deref()
+                    .map(|b| format!(", dirty bitmap {b}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The canonical sandbox path of a source given as a path (`source/vm.qcow2`,
+/// `/source/1/b.raw`), and its path for host calls (`vm.qcow2`, `1/b.raw`).
+pub(crate) fn sandbox_paths(given: &str) -> Option<(String, String)> {
+    let canonical = backing::normalize(given)?;
+    let host = canonical.strip_prefix(SOURCE_ROOT)?.strip_prefix('/')?;
+    if host.is_empty() {
+        return None;
+    }
+    let host = host.to_owned();
+    Some((canonical, host))
+}
+
+/// Opens the image file named `given` as the disk `disk`.
+pub(crate) fn open_file(
+    disk: &str,
+    given: &str,
+    format: Option<Format>,
+    mounts: &[GrantedDir],
+) -> Result<FileSource, PluginError> {
+    let Some((sandbox, host_path)) = sandbox_paths(given) else {
+        if backing::normalize(given).is_some_and(|path| path.starts_with(SOURCE_ROOT)) {
+            return Err(PluginError::Unsupported(format!(
+                "{disk}: source {given:?} is a granted directory; give the disk image files \
+                 themselves (or nbd:// URLs), one per disk"
+            )));
+        }
+        return Err(PluginError::SourceUnavailable(format!(
+            "{disk}: source {given:?} is neither a file inside a granted directory \
+             ({SOURCE_ROOT}/...) nor an nbd://HOST:PORT/EXPORT URL"
+        )));
+    };
+    let stat = host::stat(&host_path).map_err(|err| {
+        PluginError::SourceUnavailable(format!(
+            "{disk}: cannot stat {sandbox}: {}",
+            host_error_text(&err)
+        ))
+    })?;
+    if FileType::from_mode(stat.mode) != FileType::Regular {
+        return Err(PluginError::Unsupported(format!(
+            "{disk}: {sandbox} is not a regular file (mode {:#o}); give an image file, or \
+             serve a block device over NBD (qemu-nbd, qemu-storage-daemon) and give its \
+             nbd:// URL",
+            stat.mode
+        )));
+    }
+    let top = image_file(&sandbox, &host_path, stat.size).map_err(|err| {
+        PluginError::SourceUnavailable(format!("{disk}: cannot open {sandbox}: {err}"))
+    })?;
+    let mut backed = false;
+    let mut opener = |backing: &BackingRef| -> Result<ImageFile, ImageError> {
+        backed = true;
+        open_backing(backing, mounts)
+    };
+    let image =
+        tessera_disk_image::open(top, format, &mut opener).map_err(|err| from_image(disk, &err))?;
+    Ok(FileSource {
+        sandbox,
+        host_path,
+        stat,
+        backed,
+        image,
+    })
+}
+
+/// Opens a file of an image chain, with the ranges that hold data if the host knows them.
+fn image_file(sandbox: &str, host_path: &str, size: u64) -> std::io::Result<ImageFile> {
+    let reader = FileReader::new(File::open(sandbox)?)?;
+    let file = ImageFile::new(sandbox, Box::new(reader));
+    Ok(match host::holes(host_path) {
+        Ok(holes) => file.with_data_ranges(data_ranges(size, &holes)),
+        Err(err) => {
+            debug!(
+                "{sandbox}: holes unknown ({}); reading it all",
+                host_error_text(&err)
+            );
+            file
+        }
+    })
+}
+
+/// The complement of `holes` in `0..size`, as `(offset, length)`.
+fn data_ranges(size: u64, holes: &[ByteRange]) -> Vec<(u64, u64)> {
+    tessera_plugin_sdk::content::segments(size, holes)
+        .into_iter()
+        .filter(|segment| !segment.hole)
+        .map(|segment| (segment.offset, segment.length))
+        .collect()
+}
+
+/// Resolves and opens a backing file.
+fn open_backing(backing: &BackingRef, mounts: &[GrantedDir]) -> Result<ImageFile, ImageError> {
+    let unavailable = |reason: String| {
+        ImageError::new(
+            &backing.referenced_by,
+            ImageErrorKind::BackingUnavailable {
+                backing: backing.name.clone(),
+                reason,
+            },
+        )
+    };
+    let sandbox = backing::resolve(&backing.name, &backing.referenced_by, mounts)
+        .map_err(|err| unavailable(err.to_string()))?;
+    let Some((sandbox, host_path)) = sandbox_paths(&sandbox) else {
+        return Err(unavailable(format!(
+            "it resolves to {sandbox}, which is not inside a granted directory"
+        )));
+    };
+    let stat = host::stat(&host_path)
+        .map_err(|err| unavailable(format!("{sandbox}: {}", host_error_text(&err))))?;
+    debug!(
+        "{}: backing file {} is {sandbox}",
+        backing.referenced_by, backing.name
+    );
+    image_file(&sandbox, &host_path, stat.size)
+        .map_err(|err| unavailable(format!("{sandbox}: {err}")))
+}
+
+/// Connects to the NBD export at `url` as the disk `disk`, asking for the allocation map
+/// and, when given, the dirty bitmap context `bitmap`.
+pub(crate) fn open_nbd(
+    disk: &str,
+    url: &str,
+    bitmap: Option<&str>,
+) -> Result<NbdSource, PluginError> {
+    let parsed = NbdUrl::parse(url)
+        .map_err(|err| PluginError::SourceUnavailable(format!("{disk}: {err}")))?;
+    let mut contexts = vec![BASE_ALLOCATION];
+    contexts.extend(bitmap);
+    match connect(disk, &parsed, &contexts) {
+        Ok(client) => Ok(NbdSource {
+            client,
+            allocation: true,
+            bitmap: bitmap.map(str::to_owned),
+        }),
+        Err(err) if matches!(err.kind(), NbdErrorKind::ContextNotGranted { context } if context == BASE_ALLOCATION) =>
+        {
+            warn!(
+                "{disk}: the NBD server does not report allocation ({err}); every byte \
+                 of the disk is read"
+            );
+            let contexts: Vec<&str> = bitmap.into_iter().collect();
+            let client = connect(disk, &parsed, &contexts)
+                .map_err(|err| from_nbd(disk, NbdPhase::Connect, &err))?;
+            Ok(NbdSource {
+                client,
+                allocation: false,
+                bitmap: bitmap.map(str::to_owned),
+            })
+        }
+        Err(err) => Err(from_nbd(disk, NbdPhase::Connect, &err)),
+    }
+}
+
+/// Opens a TCP connection to an NBD server and negotiates the export.
+pub(crate) fn connect(
+    disk: &str,
+    url: &NbdUrl,
+    contexts: &[&str],
+) -> Result<Client<TcpStream>, tessera_nbd::NbdError> {
+    let (host, port) = url.address();
+    let stream = TcpStream::connect((host, port)).map_err(|err| {
+        tessera_nbd::NbdError::new(
+            &url.export,
+            NbdErrorKind::Io {
+                during: format!(
+                    "connecting to {host}:{port} for {disk} (check that the NBD server is \
+                     running there and that the job allows connecting to it)"
+                ),
+                source: err,
+            },
+        )
+    })?;
+    Client::connect(stream, &url.export, contexts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_paths_drop_the_source_root_for_host_calls() {
+        assert_eq!(
+            sandbox_paths("source/vm.qcow2"),
+            Some(("source/vm.qcow2".into(), "vm.qcow2".into()))
+        );
+        assert_eq!(
+            sandbox_paths("/source/1/b.raw"),
+            Some(("source/1/b.raw".into(), "1/b.raw".into()))
+        );
+        assert_eq!(
+            sandbox_paths("source//sub/./x.raw"),
+            Some(("source/sub/x.raw".into(), "sub/x.raw".into()))
+        );
+        for bad in [
+            "source",
+            "/source/",
+            "target/x",
+            "sources/x",
+            "source/../x",
+            "vm.raw",
+        ] {
+            assert_eq!(sandbox_paths(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_told_from_paths() {
+        assert!(is_url("nbd://127.0.0.1:10809/vda"));
+        assert!(!is_url("source/vm.qcow2"));
+    }
+
+    #[test]
+    fn data_ranges_complement_holes() {
+        let holes = [ByteRange {
+            offset: 10,
+            length: 20,
+        }];
+        assert_eq!(data_ranges(100, &holes), [(0, 10), (30, 70)]);
+        assert_eq!(data_ranges(100, &[]), [(0, 100)]);
+    }
+}
