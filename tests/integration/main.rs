@@ -8,3 +8,4 @@ mod prune;
 mod roundtrip;
 mod sandbox;
 mod tamper;
+mod vmdisk;

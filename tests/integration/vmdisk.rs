@@ -1,0 +1,776 @@
+//! The vm-disk plugin end to end through the `tessera` command, on real images made with
+//! QEMU's and the file-system tools during the run: raw and qcow2 disks of one VM with its
+//! configuration, qcow2 variants and backing chains, file-level restore from GPT/ext4 and
+//! MBR/FAT disks, a live disk over NBD with a dirty bitmap, pre/post hooks, restore onto an
+//! NBD export, and broken images.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tessera_tests::{random_bytes, run_ok, tessera};
+
+/// Runs a tool, failing the test with its output if it fails; returns stdout.
+fn tool(name: &str, args: &[&str]) -> String {
+    let output = Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk and gdisk")
+    });
+    assert!(
+        output.status.success(),
+        "{name} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    vault: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let vault = root.join("vault");
+    run_ok(tessera(&vault).args(["vault", "init"]));
+    Env {
+        _dir: dir,
+        root,
+        vault,
+    }
+}
+
+impl Env {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `tessera backup --plugin vm-disk ARGS --json`, parsed.
+    fn backup(&self, args: &[&str]) -> Value {
+        let out = run_ok(
+            tessera(&self.vault)
+                .args(["backup", "--plugin", "vm-disk", "--json"])
+                .args(args),
+        );
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// `tessera backup` that must fail; returns its error output.
+    fn backup_fails(&self, args: &[&str]) -> String {
+        let output = tessera(&self.vault)
+            .args(["backup", "--plugin", "vm-disk"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the backup succeeded: {args:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    fn restore(&self, point: &str, args: &[&str]) {
+        run_ok(tessera(&self.vault).args(["restore", point]).args(args));
+    }
+
+    fn points(&self) -> Vec<Value> {
+        let out = run_ok(tessera(&self.vault).args(["points", "--json"]));
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn ls(&self, point: &str, path: &str) -> Vec<String> {
+        let out = run_ok(tessera(&self.vault).args(["ls", point, path, "--json"]));
+        let entries: Value = serde_json::from_str(&out).unwrap();
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn point_of(summary: &Value) -> String {
+    summary["point"].as_str().unwrap().to_string()
+}
+
+/// `qemu-img compare` of two images, each with its format.
+fn assert_same_disk(a: &Path, a_format: &str, b: &Path, b_format: &str) {
+    tool(
+        "qemu-img",
+        &["compare", "-U", "-f", a_format, "-F", b_format, p(a), p(b)],
+    );
+}
+
+/// Writes `data` at `offset` of a qcow2 or raw image through qemu-io.
+fn qemu_write(image: &Path, format: &str, pattern: u8, offset: u64, len: u64) {
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            format,
+            "-c",
+            &format!("write -P {pattern} {offset} {len}"),
+            p(image),
+        ],
+    );
+}
+
+/// A sparse raw disk of `size` bytes with random data at a few places.
+fn raw_disk(path: &Path, size: u64, seed: u64) {
+    let file = fs::File::create(path).unwrap();
+    file.set_len(size).unwrap();
+    use std::os::unix::fs::FileExt;
+    for (i, at) in [0, size / 3, size / 2 + 4096, size - 8192]
+        .into_iter()
+        .enumerate()
+    {
+        file.write_all_at(&random_bytes(seed + i as u64, 8192), at)
+            .unwrap();
+    }
+}
+
+/// A qcow2 disk with data, a zero cluster and unallocated space.
+fn qcow2_disk(path: &Path, size: &str, options: &str) {
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "-o", options, p(path), size],
+    );
+    qemu_write(path, "qcow2", 0x11, 0, 1 << 20);
+    qemu_write(path, "qcow2", 0x22, 5 << 20, 64 << 10);
+    tool(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -z 512k 128k", p(path)],
+    );
+}
+
+#[test]
+fn raw_and_qcow2_disks_of_one_vm_round_trip_with_their_configuration() {
+    let env = env();
+    let raw = env.path("system.raw");
+    raw_disk(&raw, 32 << 20, 1);
+    let qcow2 = env.path("data.qcow2");
+    qcow2_disk(&qcow2, "24M", "compat=1.1");
+    let config = env.path("vm.json");
+    fs::write(&config, br#"{"name": "web", "memory": 2048}"#).unwrap();
+
+    let summary = env.backup(&[p(&raw), p(&qcow2), "--item", "web", "--config", p(&config)]);
+    let point = point_of(&summary);
+    // Holes cost nothing: far less is read than the 56 MiB of the two disks.
+    assert!(
+        summary["bytes_read"].as_u64().unwrap() < 4 << 20,
+        "{summary}"
+    );
+    assert_eq!(env.ls(&point, ""), ["disk0", "disk1", "vm.json"]);
+
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert_same_disk(&raw, "raw", &target.join("disk0.raw"), "raw");
+    assert_same_disk(&qcow2, "qcow2", &target.join("disk1.raw"), "raw");
+    assert_eq!(
+        fs::read(target.join("vm.json")).unwrap(),
+        fs::read(&config).unwrap()
+    );
+    // The restored raw disk is sparse: its holes were not written.
+    let restored = fs::metadata(target.join("disk0.raw")).unwrap();
+    assert_eq!(restored.len(), 32 << 20);
+    assert!(
+        restored.blocks() * 512 < 4 << 20,
+        "{} blocks",
+        restored.blocks()
+    );
+
+    let as_qcow2 = env.path("as-qcow2");
+    env.restore(
+        &point,
+        &[
+            "--target",
+            p(&as_qcow2),
+            "--format",
+            "qcow2",
+            "--path",
+            "disk1",
+        ],
+    );
+    let image = as_qcow2.join("disk1.qcow2");
+    tool("qemu-img", &["check", p(&image)]);
+    assert_same_disk(&qcow2, "qcow2", &image, "qcow2");
+    assert!(!as_qcow2.join("disk0.qcow2").exists());
+}
+
+#[test]
+fn qcow2_versions_compression_cluster_sizes_and_backing_chains() {
+    let env = env();
+    let mut cases: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    for (name, options) in [
+        ("v2.qcow2", "compat=0.10"),
+        ("small-clusters.qcow2", "cluster_size=4096"),
+        ("big-clusters.qcow2", "cluster_size=2097152"),
+    ] {
+        let image = env.path(name);
+        qcow2_disk(&image, "16M", options);
+        cases.push((image, vec![]));
+    }
+    // Compressed clusters, zlib and zstd.
+    for (name, kind) in [("zlib.qcow2", "zlib"), ("zstd.qcow2", "zstd")] {
+        let plain = env.path(&format!("plain-{name}"));
+        qcow2_disk(&plain, "16M", "compat=1.1");
+        let image = env.path(name);
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("compression_type={kind}"),
+                p(&plain),
+                p(&image),
+            ],
+        );
+        cases.push((image, vec![]));
+    }
+    // A chain of three, the base in a directory of its own (outside the top's) that must
+    // be granted.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let base_dir = elsewhere.path().join("base");
+    fs::create_dir(&base_dir).unwrap();
+    let base = base_dir.join("base.qcow2");
+    qcow2_disk(&base, "16M", "compat=1.1");
+    let middle = env.path("middle.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            p(&base),
+            "-F",
+            "qcow2",
+            p(&middle),
+        ],
+    );
+    qemu_write(&middle, "qcow2", 0x33, 2 << 20, 1 << 20);
+    let top = env.path("top.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "middle.qcow2",
+            "-F",
+            "qcow2",
+            p(&top),
+        ],
+    );
+    qemu_write(&top, "qcow2", 0x44, 0, 4096);
+    cases.push((top.clone(), vec!["--grant".into(), p(&base_dir).into()]));
+
+    for (image, extra) in &cases {
+        let mut args = vec![p(image).to_string()];
+        args.extend(extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let point = point_of(&env.backup(&args));
+        let target = env.path(&format!(
+            "restored-{}",
+            image.file_name().unwrap().to_str().unwrap()
+        ));
+        env.restore(&point, &["--target", p(&target)]);
+        assert_same_disk(image, "qcow2", &target.join("disk0.raw"), "raw");
+    }
+
+    // Without the grant the backing file is out of reach, and the error says so.
+    let err = env.backup_fails(&[p(&top)]);
+    assert!(err.contains("disk0") && err.contains("--grant"), "{err}");
+}
+
+/// A 64 MiB GPT disk: partition 1 ext4 made from `tree`, partition 2 FAT16 with one file.
+fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
+    let disk = env.path("gpt.raw");
+    fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+36M",
+            "-t",
+            "1:8300",
+            "-n",
+            "2:0:0",
+            "-t",
+            "2:0700",
+            p(&disk),
+        ],
+    );
+    let ext4 = env.path("part1.ext4");
+    fs::File::create(&ext4).unwrap().set_len(36 << 20).unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&ext4)]);
+    let fat = env.path("part2.fat");
+    let fat_size = (64 << 20) - (2048 * 512) - (36 << 20) - (34 * 512);
+    fs::File::create(&fat)
+        .unwrap()
+        .set_len(fat_size as u64 / 512 * 512)
+        .unwrap();
+    tool("mkfs.fat", &["-F", "16", p(&fat)]);
+    fs::write(env.path("notes.txt"), b"on the FAT partition\n").unwrap();
+    tool(
+        "mcopy",
+        &["-i", p(&fat), p(&env.path("notes.txt")), "::/NOTES.TXT"],
+    );
+    let start2 = 2048 * 512 + (36 << 20);
+    for (image, at) in [(&ext4, 2048 * 512), (&fat, start2)] {
+        tool(
+            "dd",
+            &[
+                &format!("if={}", p(image)),
+                &format!("of={}", p(&disk)),
+                "bs=512",
+                &format!("seek={}", at / 512),
+                "conv=notrunc,sparse",
+                "status=none",
+            ],
+        );
+    }
+    disk
+}
+
+#[test]
+fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc/ssh")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"web-01\n").unwrap();
+    fs::set_permissions(tree.join("etc/hostname"), fs::Permissions::from_mode(0o640)).unwrap();
+    let big = random_bytes(9, 3 << 20);
+    fs::write(tree.join("etc/ssh/blob.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("hostname", tree.join("etc/name-link")).unwrap();
+    let raw = gpt_disk(&env, &tree);
+    let disk = env.path("gpt.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
+    let etc = env.ls(&point, "disk0/part1/etc");
+    for name in ["hostname", "name-link", "ssh"] {
+        assert!(etc.contains(&format!("disk0/part1/etc/{name}")), "{etc:?}");
+    }
+
+    let target = env.path("files");
+    env.restore(
+        &point,
+        &["--path", "disk0/part1/etc/hostname", "--target", p(&target)],
+    );
+    let restored = target.join("disk0/part1/etc/hostname");
+    assert_eq!(fs::read(&restored).unwrap(), b"web-01\n");
+    assert_eq!(fs::metadata(&restored).unwrap().mode() & 0o7777, 0o640);
+    assert!(!target.join("disk0.raw").exists());
+
+    // A directory comes with everything below it; FAT files too.
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part1/etc/ssh",
+            "--path",
+            "disk0/part2/NOTES.TXT",
+            "--target",
+            p(&target),
+        ],
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part1/etc/ssh/blob.bin")).unwrap(),
+        big
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part2/NOTES.TXT")).unwrap(),
+        b"on the FAT partition\n"
+    );
+
+    // An MBR disk with the file system in its second partition.
+    let mbr = env.path("mbr.raw");
+    fs::File::create(&mbr).unwrap().set_len(48 << 20).unwrap();
+    let table = "label: dos\nstart=2048, size=8192, type=83\nstart=10240, type=83\n";
+    let mut sfdisk = Command::new("sfdisk")
+        .arg(p(&mbr))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sfdisk runs");
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(table.as_bytes())
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let ext = env.path("mbr-part2.ext4");
+    fs::File::create(&ext)
+        .unwrap()
+        .set_len((48 << 20) - 10240 * 512)
+        .unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext)]);
+    tool(
+        "dd",
+        &[
+            &format!("if={}", p(&ext)),
+            &format!("of={}", p(&mbr)),
+            "bs=512",
+            "seek=10240",
+            "conv=notrunc,sparse",
+            "status=none",
+        ],
+    );
+    let point = point_of(&env.backup(&[p(&mbr)]));
+    let target = env.path("mbr-files");
+    env.restore(
+        &point,
+        &["--path", "disk0/part2/etc/hostname", "--target", p(&target)],
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part2/etc/hostname")).unwrap(),
+        b"web-01\n"
+    );
+}
+
+/// An NBD server; killed on drop.
+struct NbdServer {
+    child: Child,
+    port: u16,
+}
+
+impl NbdServer {
+    /// `qemu-nbd` serving a qcow2 image as `disk`, exporting `bitmap` if given.
+    fn start(image: &Path, bitmap: Option<&str>, writable: bool) -> NbdServer {
+        let port = TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new("qemu-nbd");
+        command
+            .args([
+                "-f",
+                "qcow2",
+                "--persistent",
+                "--shared=4",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .args(["-x", "disk"]);
+        if let Some(bitmap) = bitmap {
+            command.args(["-B", bitmap]);
+        }
+        if !writable {
+            command.arg("-r");
+        }
+        let child = command
+            .arg(image)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-nbd runs (install qemu-utils)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "qemu-nbd did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NbdServer { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nbd://127.0.0.1:{}/disk", self.port)
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
+    let env = env();
+    let image = env.path("live.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&image), "64M"],
+    );
+    for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
+        qemu_write(&image, "qcow2", 0x50 + i as u8, at << 20, 2 << 20);
+    }
+    // The bitmap starts empty: it records what changes after the first backup.
+    tool(
+        "qemu-img",
+        &["bitmap", "--add", "--enable", "-g", "64k", p(&image), "b0"],
+    );
+
+    let full_snapshot = env.path("full.raw");
+    let first = {
+        let server = NbdServer::start(&image, Some("b0"), false);
+        let summary = env.backup(&[&server.url(), "--bitmap", "b0", "--item", "live"]);
+        tool(
+            "qemu-img",
+            &["convert", "-U", "-O", "raw", p(&image), p(&full_snapshot)],
+        );
+        summary
+    };
+    // Holes were skipped: only the 8 MiB written were read.
+    assert!(first["bytes_read"].as_u64().unwrap() <= 9 << 20, "{first}");
+
+    // Change 640 KiB: 1 % of the disk, in two places.
+    qemu_write(&image, "qcow2", 0x77, 10 << 20, 512 << 10);
+    qemu_write(&image, "qcow2", 0x78, 50 << 20, 128 << 10);
+    let changed_snapshot = env.path("changed.raw");
+    tool(
+        "qemu-img",
+        &["convert", "-O", "raw", p(&image), p(&changed_snapshot)],
+    );
+    let second = {
+        let server = NbdServer::start(&image, Some("b0"), false);
+        env.backup(&[&server.url(), "--bitmap", "b0", "--item", "live"])
+    };
+    let read = second["bytes_read"].as_u64().unwrap();
+    assert!(
+        read >= 640 << 10 && read <= 1 << 20,
+        "read {read} bytes: {second}"
+    );
+    assert!(second["bytes_carried"].as_u64().unwrap() > 0, "{second}");
+
+    for (summary, snapshot) in [(&first, &full_snapshot), (&second, &changed_snapshot)] {
+        let target = env.path(&format!("restore-{}", point_of(summary)));
+        env.restore(&point_of(summary), &["--target", p(&target)]);
+        assert_same_disk(snapshot, "raw", &target.join("disk0.raw"), "raw");
+    }
+
+    // A bitmap the server does not export is a clear error, and nothing is committed.
+    let before = env.points().len();
+    let server = NbdServer::start(&image, Some("b0"), false);
+    let err = env.backup_fails(&[&server.url(), "--bitmap", "nope", "--item", "live"]);
+    assert!(err.contains("nope"), "{err}");
+    assert_eq!(env.points().len(), before);
+}
+
+#[test]
+fn a_disk_restores_onto_an_nbd_export() {
+    let env = env();
+    let source = env.path("source.qcow2");
+    qcow2_disk(&source, "16M", "compat=1.1");
+    let point = point_of(&env.backup(&[p(&source)]));
+
+    let blank = env.path("blank.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&blank), "16M"],
+    );
+    qemu_write(&blank, "qcow2", 0x99, 6 << 20, 1 << 20);
+    {
+        let server = NbdServer::start(&blank, None, true);
+        env.restore(&point, &["--path", "disk0", "--target", &server.url()]);
+    }
+    assert_same_disk(&source, "qcow2", &blank, "qcow2");
+
+    // An export smaller than the disk is refused.
+    let small = env.path("small.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&small), "8M"],
+    );
+    let server = NbdServer::start(&small, None, true);
+    let output = tessera(&env.vault)
+        .args([
+            "restore",
+            &point,
+            "--path",
+            "disk0",
+            "--target",
+            &server.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("disk0"), "{err}");
+}
+
+#[test]
+fn hooks_decide_the_consistency_and_post_always_runs() {
+    let env = env();
+    let disk = env.path("disk.raw");
+    raw_disk(&disk, 4 << 20, 5);
+    let post_mark = env.path("post-ran");
+    let post = format!("echo $TESSERA_HOOK > {}", p(&post_mark));
+
+    let ok = env.backup(&[p(&disk), "--pre-hook", "true", "--post-hook", &post]);
+    let failed = env.backup(&[
+        p(&disk),
+        "--pre-hook",
+        "echo not frozen >&2; exit 4",
+        "--post-hook",
+        &post,
+    ]);
+    assert_eq!(fs::read_to_string(&post_mark).unwrap(), "post\n");
+    fs::remove_file(&post_mark).unwrap();
+    let started = Instant::now();
+    let hung = env.backup(&[
+        p(&disk),
+        "--pre-hook",
+        "sleep 60",
+        "--hook-timeout",
+        "1",
+        "--post-hook",
+        &post,
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        post_mark.exists(),
+        "the post command did not run after a hanging pre"
+    );
+
+    let points = env.points();
+    let consistency = |summary: &Value| {
+        let id = point_of(summary);
+        points
+            .iter()
+            .find(|p| p["id"].as_str() == Some(id.as_str()))
+            .map(|p| p["consistency"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(consistency(&ok), "application");
+    assert_eq!(consistency(&failed), "crash");
+    assert_eq!(consistency(&hung), "crash");
+    let reasons = format!("{failed} {hung}");
+    assert!(
+        reasons.contains("not frozen") && reasons.contains("killed"),
+        "{reasons}"
+    );
+}
+
+#[test]
+fn broken_images_fail_clearly_and_commit_nothing() {
+    let env = env();
+    let good = env.path("good.qcow2");
+    qcow2_disk(&good, "16M", "compat=1.1");
+    let size = fs::metadata(&good).unwrap().len();
+
+    // Cut short: the data clusters at the end are gone.
+    let truncated = env.path("truncated.qcow2");
+    fs::copy(&good, &truncated).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&truncated)
+        .unwrap()
+        .set_len(size / 2)
+        .unwrap();
+    let err = env.backup_fails(&[p(&truncated)]);
+    assert!(err.contains("disk0") && err.contains("0x"), "{err}");
+
+    // A backing chain that loops.
+    let a = env.path("a.qcow2");
+    let b = env.path("b.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&a), "16M"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "a.qcow2",
+            "-F",
+            "qcow2",
+            p(&b),
+        ],
+    );
+    tool(
+        "qemu-img",
+        &[
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            "b.qcow2",
+            "-F",
+            "qcow2",
+            p(&a),
+        ],
+    );
+    let err = env.backup_fails(&[p(&b)]);
+    assert!(err.contains("loop"), "{err}");
+
+    // Encrypted images are refused.
+    let encrypted = env.path("encrypted.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=s0,data=pw",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=s0",
+            p(&encrypted),
+            "16M",
+        ],
+    );
+    let err = env.backup_fails(&[p(&encrypted)]);
+    assert!(err.contains("encrypt"), "{err}");
+
+    // A partition table pointing past the disk is a clear error when browsing.
+    let disk = env.path("bad-table.raw");
+    fs::File::create(&disk).unwrap().set_len(8 << 20).unwrap();
+    let mut mbr = vec![0u8; 512];
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&(1u32 << 20).to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    use std::os::unix::fs::FileExt;
+    fs::File::options()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .write_all_at(&mbr, 0)
+        .unwrap();
+    let point = point_of(&env.backup(&[p(&disk)]));
+    let output = tessera(&env.vault)
+        .args(["ls", &point, "disk0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("partition 1"), "{err}");
+
+    assert_eq!(
+        env.points().len(),
+        1,
+        "only the good disk's point was committed"
+    );
+    run_ok(tessera(&env.vault).arg("check"));
+}
