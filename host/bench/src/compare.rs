@@ -216,7 +216,7 @@ pub struct Comparison {
 }
 
 /// `tessera` in the directory of this executable: where `cargo build` puts both.
-fn default_tessera() -> Result<PathBuf> {
+pub fn default_tessera() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let dir = exe
         .parent()
@@ -237,7 +237,7 @@ pub fn find_on_path(name: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBu
 }
 
 /// Checks that `program` exists, with `advice` on how to get it when it does not.
-fn require(program: PathBuf, advice: &str) -> Result<PathBuf> {
+pub fn require(program: PathBuf, advice: &str) -> Result<PathBuf> {
     if program.is_file() {
         Ok(program)
     } else {
@@ -249,7 +249,7 @@ fn require(program: PathBuf, advice: &str) -> Result<PathBuf> {
 }
 
 /// The first line a program prints about its version.
-fn version(tool: Tool, program: &Path) -> Result<String> {
+pub fn version(tool: Tool, program: &Path) -> Result<String> {
     let mut command = Command::new(program);
     command.args(tool.version_args());
     let output = measure::run(command, &format!("{} version", tool.name()))?;

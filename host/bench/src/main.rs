@@ -9,6 +9,10 @@
 //! `tessera-bench compare` backs a directory tree up with the `tessera` command line and
 //! with restic, backs it up again unchanged, restores it, and sets time, repository size
 //! and peak memory of the two side by side (see [`compare`]).
+//!
+//! `tessera-bench vmdisk` serves a qcow2 disk with `qemu-nbd` and backs it up with
+//! tessera's vm-disk plugin, in full and then incrementally through a dirty bitmap after
+//! 1 % of its blocks changed (see [`vmdisk`]).
 
 // The allocator tessera's binaries use: it keeps freed chunk buffers for reuse instead
 // of handing them back to the kernel, so a backup does not page-fault on every chunk.
@@ -21,6 +25,7 @@ mod measure;
 mod phases;
 mod report;
 mod tree;
+mod vmdisk;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,10 +37,12 @@ use tessera_vault::Chunking;
 
 use crate::compare::CompareArgs;
 use crate::report::Report;
+use crate::vmdisk::VmdiskArgs;
 
 const USAGE: &str = "\
 usage: tessera-bench vault [--size-mib N] [--dir DIR] [--json]
        tessera-bench compare [--tree DIR] [--dir DIR] [--tessera PATH] [--restic PATH] [--json]
+       tessera-bench vmdisk [--dir DIR] [--tessera PATH] [--data-mib N] [--disk-gib N] [--json]
 
 vault: measures tessera's vault engine: SHA-256 yardstick, ingest (incompressible,
 text, deduplicated, fixed chunks), restore, and opening a vault of a million chunks.
@@ -54,6 +61,20 @@ unchanged and restores it, then compares times, repository sizes and peak memory
                  build it with `cargo build --release -p tessera-cli`)
   --restic PATH  the restic executable (default: `restic` on PATH; Debian and
                  Ubuntu: `apt-get install restic`)
+  --json         print a JSON object instead of the table
+
+vmdisk: serves a qcow2 disk with qemu-nbd and backs it up with tessera's vm-disk plugin,
+in full and then incrementally through a dirty bitmap after 1 % of its blocks changed.
+Needs qemu-img, qemu-io and qemu-nbd on PATH (Debian and Ubuntu: `apt-get install
+qemu-utils`).
+
+  --dir DIR      where to create the throwaway disk and vault
+                 (default: $TMPDIR, else /var/tmp)
+  --tessera PATH the tessera executable (default: `tessera` next to this program;
+                 build it with `cargo build --release -p tessera-cli`)
+  --data-mib N   incompressible data written to the disk in 8 runs spread over it,
+                 in MiB (default 1024)
+  --disk-gib N   virtual size of the disk in GiB (default 4)
   --json         print a JSON object instead of the table
 
   -h, --help     print this help";
@@ -117,6 +138,7 @@ enum Command {
     Help,
     Vault(VaultArgs),
     Compare(CompareArgs),
+    Vmdisk(VmdiskArgs),
     /// The measuring relay of [`measure`]: a program and its arguments.
     Relay(Vec<OsString>),
 }
@@ -168,6 +190,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> std::result::Result<C
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("vault") => parse_vault(flags),
         Some("compare") => parse_compare(flags),
+        Some("vmdisk") => parse_vmdisk(flags),
         Some(measure::RELAY_COMMAND) => Ok(Command::Relay(flags.args.collect())),
         _ => Err(format!("unknown command '{}'", command.to_string_lossy())),
     }
@@ -186,19 +209,7 @@ fn parse_vault(
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--json" if inline.is_none() => parsed.json = true,
-            "--size-mib" => {
-                let raw = flags.value(&flag, inline)?;
-                parsed.size_mib = raw
-                    .to_str()
-                    .and_then(|s| s.parse().ok())
-                    .filter(|&n: &u64| n > 0)
-                    .ok_or_else(|| {
-                        format!(
-                            "--size-mib wants a positive whole number, not '{}'",
-                            raw.to_string_lossy()
-                        )
-                    })?;
-            }
+            "--size-mib" => parsed.size_mib = positive(&flag, flags.value(&flag, inline)?)?,
             "--dir" => parsed.dir = Some(PathBuf::from(flags.value(&flag, inline)?)),
             _ => return Err(unknown_option(&flag, inline)),
         }
@@ -223,6 +234,39 @@ fn parse_compare(
         }
     }
     Ok(Command::Compare(parsed))
+}
+
+fn parse_vmdisk(
+    mut flags: Flags<impl Iterator<Item = OsString>>,
+) -> std::result::Result<Command, String> {
+    let mut parsed = VmdiskArgs::default();
+    while let Some(flag) = flags.next() {
+        let (flag, inline) = flag?;
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--json" if inline.is_none() => parsed.json = true,
+            "--dir" => parsed.dir = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            "--tessera" => parsed.tessera = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            "--data-mib" => parsed.data_mib = positive(&flag, flags.value(&flag, inline)?)?,
+            "--disk-gib" => parsed.disk_gib = positive(&flag, flags.value(&flag, inline)?)?,
+            _ => return Err(unknown_option(&flag, inline)),
+        }
+    }
+    vmdisk::DiskLayout::new(parsed.disk_gib, parsed.data_mib)?;
+    Ok(Command::Vmdisk(parsed))
+}
+
+/// The value of `flag` as a positive whole number.
+fn positive(flag: &str, raw: OsString) -> std::result::Result<u64, String> {
+    raw.to_str()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &u64| n > 0)
+        .ok_or_else(|| {
+            format!(
+                "{flag} wants a positive whole number, not '{}'",
+                raw.to_string_lossy()
+            )
+        })
 }
 
 fn unknown_option(flag: &str, inline: Option<OsString>) -> String {
@@ -380,6 +424,8 @@ fn main() -> ExitCode {
             .map(|report| print_report(args.json, || report.json(), || report.table())),
         Command::Compare(args) => compare::run_compare(args)
             .map(|comparison| print_report(args.json, || comparison.json(), || comparison.table())),
+        Command::Vmdisk(args) => vmdisk::run_vmdisk(args)
+            .map(|report| print_report(args.json, || report.json(), || report.table())),
         Command::Help | Command::Relay(_) => unreachable!("handled above"),
     };
     outcome.unwrap_or_else(|e| {
@@ -449,6 +495,48 @@ mod tests {
                 restic: Some("/opt/restic".into()),
                 json: true,
             }))
+        );
+    }
+
+    #[test]
+    fn vmdisk_defaults_and_flags() {
+        assert_eq!(
+            parse(&["vmdisk"]),
+            Ok(Command::Vmdisk(VmdiskArgs {
+                dir: None,
+                tessera: None,
+                data_mib: 1024,
+                disk_gib: 4,
+                json: false,
+            }))
+        );
+        assert_eq!(
+            parse(&[
+                "vmdisk",
+                "--dir=/scratch",
+                "--tessera",
+                "/opt/tessera",
+                "--data-mib",
+                "256",
+                "--disk-gib=1",
+                "--json",
+            ]),
+            Ok(Command::Vmdisk(VmdiskArgs {
+                dir: Some("/scratch".into()),
+                tessera: Some("/opt/tessera".into()),
+                data_mib: 256,
+                disk_gib: 1,
+                json: true,
+            }))
+        );
+        assert_eq!(parse(&["vmdisk", "--help"]), Ok(Command::Help));
+        assert!(parse(&["vmdisk", "--data-mib", "0"]).is_err());
+        assert!(parse(&["vmdisk", "--disk-gib", "-1"]).is_err());
+        assert!(parse(&["vmdisk", "--data-mib"]).is_err());
+        assert!(parse(&["vmdisk", "--size-mib", "8"]).is_err());
+        assert_eq!(
+            parse(&["vmdisk", "--disk-gib", "1", "--data-mib", "2048"]),
+            Err("--data-mib 2048 does not fit on a disk of --disk-gib 1".into())
         );
     }
 

@@ -57,17 +57,21 @@ pub struct Report {
 
 /// How a figure compares with its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+pub enum Verdict {
+    /// The figure meets its target.
     Pass,
+    /// It does not.
     Miss,
 }
 
 impl Verdict {
-    fn of(pass: bool) -> Self {
+    /// `Pass` if `pass`, else `Miss`.
+    pub fn of(pass: bool) -> Self {
         if pass { Verdict::Pass } else { Verdict::Miss }
     }
 
-    fn label(self) -> &'static str {
+    /// The word printed in a table's result column.
+    pub fn label(self) -> &'static str {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Miss => "MISS",
@@ -548,7 +552,7 @@ fn thousands(n: u64) -> String {
 
 /// Lays rows out in columns two spaces apart; `right[i]` right-aligns column `i`. The last
 /// column is not padded so lines carry no trailing blanks.
-fn render<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
+pub fn render<const N: usize>(rows: &[[String; N]], right: &[bool; N]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
