@@ -353,7 +353,9 @@ mod tests {
             let id = crypto.chunk_id(&data);
             let mut blob = Vec::new();
             codec::encode_blob(&crypto, &id, &data, 3, &mut blob);
-            writer.add(id, BlobKind::Data, data.len() as u32, blob).unwrap();
+            writer
+                .add(id, BlobKind::Data, data.len() as u32, blob)
+                .unwrap();
         }
         let pack = writer.finish(&crypto).unwrap();
         let bytes = pack.to_bytes();

@@ -1,0 +1,914 @@
+//! `tessera-bench vmdisk`: a virtual machine's disk backed up over NBD with the `tessera`
+//! command line, in full and then incrementally through a dirty bitmap.
+//!
+//! A throwaway qcow2 disk (4 GiB by default) gets incompressible data in a few large runs
+//! spread across it (1 GiB by default), the rest left unallocated, and an empty persistent
+//! dirty bitmap. `qemu-nbd` serves it read-only with the bitmap, as a hypervisor exports a
+//! running guest's disk for backup, and `tessera backup --plugin vm-disk --bitmap` takes a
+//! full backup, which should read the data and skip the holes. Then `qemu-io` overwrites
+//! 1 % of the disk's 64 KiB blocks with new incompressible data, which the enabled bitmap
+//! records, and the same command takes the incremental backup, which should read only
+//! those blocks.
+//!
+//! Each backup is one `tessera` process, timed on the wall clock from its start to its
+//! exit, so opening the vault counts. Untimed: preparing and changing the image, starting
+//! `qemu-nbd`, creating the vault and `tessera plugin inspect vm-disk`, which compiles the
+//! plugin into tessera's cache as the first use after an install does. The figures are set
+//! against single-core SHA-256, measured as `tessera-bench vault` does, and against each
+//! other.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::compare::{self, Tool};
+use crate::data::{self, SplitMix64};
+use crate::measure;
+use crate::phases::{self, Rate};
+use crate::report::{Verdict, render};
+use crate::{Context, Failure, Result, progress};
+
+/// Default size of the virtual disk, in GiB.
+pub const DEFAULT_DISK_GIB: u64 = 4;
+/// Default amount of data written to the disk, in MiB.
+pub const DEFAULT_DATA_MIB: u64 = 1024;
+
+/// Minimum throughput of the full backup on the allocated data, as a multiple of SHA-256.
+pub const FULL_TARGET: f64 = 0.8;
+/// Maximum time of the incremental backup, as a percentage of the full backup's.
+pub const INCREMENTAL_TARGET_PERCENT: f64 = 5.0;
+/// How far the bytes a backup reads may stray from the bytes it should read (the data for
+/// the full backup, the changed blocks for the incremental one) and still count as about
+/// equal: room for the partition table and file-system headers the plugin may look at.
+pub const READ_TOLERANCE: f64 = 0.1;
+
+/// Runs the data is written in, spread evenly over the disk: a guest's files sit in a few
+/// large extents with unallocated space between them.
+const DATA_RUNS: u64 = 8;
+/// Granularity of the dirty bitmap, and size of each changed block.
+const BLOCK: u64 = 64 << 10;
+/// Share of the disk's blocks changed between the two backups, in percent.
+const CHANGED_PERCENT: u64 = 1;
+/// Bytes generated and written at a time while filling the disk; also the data the
+/// SHA-256 yardstick cycles through.
+const WRITE_PIECE: u64 = 128 << 20;
+/// Changed blocks written per `qemu-io` process: keeps its command line far below the
+/// kernel's limit on the size of arguments whatever the disk's size.
+const WRITES_PER_QEMU_IO: usize = 512;
+
+/// Seeds: fixed so every run writes the same bytes at the same places.
+const DATA_SEED: u64 = 0x7E55_E7A0_0000_0011;
+const CHANGED_OFFSETS_SEED: u64 = 0x7E55_E7A0_0000_0012;
+const CHANGED_DATA_SEED: u64 = 0x7E55_E7A0_0000_0013;
+
+/// The password of the throwaway vault.
+const PASSWORD: &str = "bench";
+/// The plugin under test.
+const PLUGIN: &str = "vm-disk";
+/// The persistent dirty bitmap of the disk, and the export's name.
+const BITMAP: &str = "b0";
+const EXPORT: &str = "disk";
+/// The protected item both backups go to, so the second has the first as its parent.
+const ITEM: &str = "bench";
+
+/// How long `qemu-nbd` may take to accept connections, and how often to try.
+const NBD_START_TIMEOUT: Duration = Duration::from_secs(10);
+const NBD_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Lines of `qemu-nbd`'s log quoted when it fails to start.
+const LOG_LINES: usize = 10;
+
+/// Bytes in a MiB.
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// Options of `tessera-bench vmdisk`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmdiskArgs {
+    /// Where to create the throwaway disk and vault.
+    pub dir: Option<PathBuf>,
+    /// The `tessera` executable; next to this one when not given.
+    pub tessera: Option<PathBuf>,
+    /// Data written to the disk, in MiB.
+    pub data_mib: u64,
+    /// Size of the virtual disk, in GiB.
+    pub disk_gib: u64,
+    /// Print JSON instead of the table.
+    pub json: bool,
+}
+
+impl Default for VmdiskArgs {
+    fn default() -> Self {
+        VmdiskArgs {
+            dir: None,
+            tessera: None,
+            data_mib: DEFAULT_DATA_MIB,
+            disk_gib: DEFAULT_DISK_GIB,
+            json: false,
+        }
+    }
+}
+
+/// Where the data and the changes go on the virtual disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskLayout {
+    /// Virtual size of the disk.
+    pub disk_bytes: u64,
+    /// Bytes of data written to it.
+    pub data_bytes: u64,
+}
+
+impl DiskLayout {
+    /// The layout of `data_mib` MiB of data on a disk of `disk_gib` GiB, or why there is
+    /// none.
+    pub fn new(disk_gib: u64, data_mib: u64) -> std::result::Result<Self, String> {
+        let disk_bytes = disk_gib
+            .checked_mul(1 << 30)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("--disk-gib {disk_gib} is out of range"))?;
+        let data_bytes = data_mib
+            .checked_mul(1 << 20)
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("--data-mib {data_mib} is out of range"))?;
+        if data_bytes > disk_bytes {
+            return Err(format!(
+                "--data-mib {data_mib} does not fit on a disk of --disk-gib {disk_gib}"
+            ));
+        }
+        Ok(DiskLayout {
+            disk_bytes,
+            data_bytes,
+        })
+    }
+
+    /// Offset and length of each run of data: one at the start of each [`DATA_RUNS`]th
+    /// of the disk. A MiB over [`DATA_RUNS`] and a GiB over it are whole 64 KiB blocks,
+    /// so every run is block-aligned.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> {
+        let len = self.run_bytes();
+        let stride = self.disk_bytes / DATA_RUNS;
+        (0..DATA_RUNS).map(move |i| (i * stride, len))
+    }
+
+    /// Bytes in each run of data.
+    pub fn run_bytes(&self) -> u64 {
+        self.data_bytes / DATA_RUNS
+    }
+
+    /// Blocks of the dirty bitmap's granularity on the disk.
+    pub fn blocks(&self) -> u64 {
+        self.disk_bytes / BLOCK
+    }
+
+    /// Offsets of the blocks changed between the two backups: [`CHANGED_PERCENT`] % of
+    /// the disk's blocks, rounded up, distinct, drawn anywhere on the disk (in the data
+    /// and in the holes alike), in ascending order.
+    pub fn changed_blocks(&self, seed: u64) -> Vec<u64> {
+        let blocks = self.blocks();
+        let count = (blocks * CHANGED_PERCENT).div_ceil(100).min(blocks);
+        let mut rng = SplitMix64::new(seed);
+        let mut chosen = BTreeSet::new();
+        while (chosen.len() as u64) < count {
+            chosen.insert(rng.below(blocks) * BLOCK);
+        }
+        chosen.into_iter().collect()
+    }
+}
+
+/// The figures `tessera backup --json` prints that this benchmark reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSummary {
+    /// The recovery point created.
+    pub point: String,
+    /// Bytes the plugin read from the disk.
+    pub bytes_read: u64,
+    /// Bytes of chunks the vault did not hold yet, before compression.
+    pub bytes_new: u64,
+    /// Bytes those chunks take in the vault.
+    pub bytes_stored: u64,
+    /// Bytes carried forward from the parent point without being read.
+    pub bytes_carried: u64,
+    /// The time tessera reports for the capture, in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl BackupSummary {
+    /// Reads the JSON object `tessera backup --json` prints on its standard output.
+    pub fn parse(stdout: &[u8]) -> std::result::Result<Self, String> {
+        let value: Value = serde_json::from_slice(stdout)
+            .map_err(|e| format!("its output is not a JSON object: {e}"))?;
+        let number = |key: &str| {
+            value
+                .get(key)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("its JSON output has no whole number '{key}'"))
+        };
+        let point = value
+            .get("point")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "its JSON output has no string 'point'".to_string())?
+            .to_string();
+        Ok(BackupSummary {
+            point,
+            bytes_read: number("bytes_read")?,
+            bytes_new: number("bytes_new")?,
+            bytes_stored: number("bytes_stored")?,
+            bytes_carried: number("bytes_carried")?,
+            duration_ms: number("duration_ms")?,
+        })
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "point": self.point,
+            "bytes_read": self.bytes_read,
+            "bytes_new": self.bytes_new,
+            "bytes_stored": self.bytes_stored,
+            "bytes_carried": self.bytes_carried,
+            "duration_ms": self.duration_ms,
+        })
+    }
+}
+
+/// One timed backup.
+#[derive(Debug, Clone)]
+pub struct BackupRun {
+    /// Wall-clock time from starting `tessera` to its exit.
+    pub elapsed: Duration,
+    /// What it printed.
+    pub summary: BackupSummary,
+}
+
+/// Everything one run of `tessera-bench vmdisk` measured.
+#[derive(Debug, Clone)]
+pub struct VmdiskReport {
+    /// Where the data and the changes went.
+    pub layout: DiskLayout,
+    /// Blocks changed between the two backups.
+    pub changed_blocks: u64,
+    /// The directory the throwaway disk and vault were created in.
+    pub dir: PathBuf,
+    /// CPUs available.
+    pub cpus: usize,
+    /// The `tessera` executable run.
+    pub program: PathBuf,
+    /// The first line it prints about its version.
+    pub version: String,
+    /// Single-core SHA-256, the yardstick.
+    pub sha256: Rate,
+    /// The full backup.
+    pub full: BackupRun,
+    /// The incremental backup after the change.
+    pub incremental: BackupRun,
+}
+
+/// `measured` over `expected`, and whether that is about one.
+fn read_ratio(measured: u64, expected: u64) -> (f64, Verdict) {
+    let ratio = measured as f64 / expected.max(1) as f64;
+    (ratio, Verdict::of((ratio - 1.0).abs() <= READ_TOLERANCE))
+}
+
+impl VmdiskReport {
+    /// Bytes the incremental backup should read: the changed blocks.
+    pub fn changed_bytes(&self) -> u64 {
+        self.changed_blocks * BLOCK
+    }
+
+    /// Throughput of the full backup on the allocated data, in MB/s (10^6 bytes).
+    pub fn full_mb_per_s(&self) -> f64 {
+        self.layout.data_bytes as f64 / 1e6 / self.full.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The full backup's throughput as a multiple of SHA-256's.
+    pub fn full_ratio(&self) -> f64 {
+        self.full_mb_per_s() / self.sha256.mb_per_s()
+    }
+
+    /// The incremental backup's time as a percentage of the full backup's.
+    pub fn incremental_percent(&self) -> f64 {
+        100.0 * self.incremental.elapsed.as_secs_f64() / self.full.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn full_verdict(&self) -> Verdict {
+        Verdict::of(self.full_ratio() >= FULL_TARGET)
+    }
+
+    fn incremental_verdict(&self) -> Verdict {
+        Verdict::of(self.incremental_percent() <= INCREMENTAL_TARGET_PERCENT)
+    }
+
+    fn full_read(&self) -> (f64, Verdict) {
+        read_ratio(self.full.summary.bytes_read, self.layout.data_bytes)
+    }
+
+    fn incremental_read(&self) -> (f64, Verdict) {
+        read_ratio(self.incremental.summary.bytes_read, self.changed_bytes())
+    }
+
+    /// Whether both targets are met and both backups read about what they should.
+    pub fn all_pass(&self) -> bool {
+        [
+            self.full_verdict(),
+            self.incremental_verdict(),
+            self.full_read().1,
+            self.incremental_read().1,
+        ]
+        .iter()
+        .all(|v| *v == Verdict::Pass)
+    }
+
+    /// The report as a plain-text table with a short header and footnote.
+    pub fn table(&self) -> String {
+        let seconds = |run: &BackupRun| run.elapsed.as_secs_f64();
+        let own = |run: &BackupRun| run.summary.duration_ms as f64 / 1000.0;
+        let (full_read, full_read_verdict) = self.full_read();
+        let (incremental_read, incremental_read_verdict) = self.incremental_read();
+        let read_target = format!("1.00x +-{:.0}%", READ_TOLERANCE * 100.0);
+        let rows: Vec<[String; 6]> = vec![
+            ["measure", "figure", "ratio", "target", "result", "detail"].map(String::from),
+            [
+                "SHA-256, one core".into(),
+                format!("{:.1} MB/s", self.sha256.mb_per_s()),
+                String::new(),
+                String::new(),
+                String::new(),
+                "the yardstick".into(),
+            ],
+            [
+                "full backup".into(),
+                format!("{:.2} s", seconds(&self.full)),
+                String::new(),
+                String::new(),
+                String::new(),
+                format!(
+                    "tessera's own {:.2} s; {:.1} MiB new, {:.1} MiB stored",
+                    own(&self.full),
+                    self.full.summary.bytes_new as f64 / MIB,
+                    self.full.summary.bytes_stored as f64 / MIB
+                ),
+            ],
+            [
+                "full backup on the data".into(),
+                format!("{:.1} MB/s", self.full_mb_per_s()),
+                format!("{:.2}x", self.full_ratio()),
+                format!(">= {FULL_TARGET:.2}x"),
+                self.full_verdict().label().into(),
+                format!(
+                    "{:.0} MiB of data over the wall-clock time, vs SHA-256",
+                    self.layout.data_bytes as f64 / MIB
+                ),
+            ],
+            [
+                "full backup, bytes read".into(),
+                format!("{:.1} MiB", self.full.summary.bytes_read as f64 / MIB),
+                format!("{full_read:.2}x"),
+                read_target.clone(),
+                full_read_verdict.label().into(),
+                "of the data: holes should cost nothing".into(),
+            ],
+            [
+                "incremental backup".into(),
+                format!("{:.2} s", seconds(&self.incremental)),
+                format!("{:.1}%", self.incremental_percent()),
+                format!("<= {INCREMENTAL_TARGET_PERCENT:.1}%"),
+                self.incremental_verdict().label().into(),
+                format!(
+                    "of the full backup's time; tessera's own {:.2} s",
+                    own(&self.incremental)
+                ),
+            ],
+            [
+                "incremental, bytes read".into(),
+                format!(
+                    "{:.1} MiB",
+                    self.incremental.summary.bytes_read as f64 / MIB
+                ),
+                format!("{incremental_read:.2}x"),
+                read_target,
+                incremental_read_verdict.label().into(),
+                format!(
+                    "of the {:.1} MiB changed ({} blocks of {} KiB); {:.1} MiB carried",
+                    self.changed_bytes() as f64 / MIB,
+                    self.changed_blocks,
+                    BLOCK >> 10,
+                    self.incremental.summary.bytes_carried as f64 / MIB
+                ),
+            ],
+        ];
+        let mut out = format!(
+            "tessera vm-disk benchmark: {} GiB qcow2 disk, {} MiB of data in {DATA_RUNS} runs, \
+             served by qemu-nbd\n{} CPUs, files in {}\n\
+             tessera: {} ({})\n\n",
+            self.layout.disk_bytes >> 30,
+            self.layout.data_bytes >> 20,
+            self.cpus,
+            self.dir.display(),
+            self.version,
+            self.program.display()
+        );
+        out.push_str(&render(&rows, &[false, true, true, false, false, false]));
+        out.push_str(
+            "\nMB = 10^6 bytes, MiB = 2^20 bytes. Each backup is one `tessera backup` process\n\
+             timed on the wall clock from start to exit, opening the vault included;\n\
+             tessera's own is the capture time it reports. The disk was just written, so\n\
+             qemu-nbd reads it mostly from the page cache. Between the backups 1 % of the\n\
+             disk's blocks were overwritten with new incompressible data.\n",
+        );
+        out
+    }
+
+    /// The report as a JSON object.
+    pub fn json(&self) -> Value {
+        let (full_read, full_read_verdict) = self.full_read();
+        let (incremental_read, incremental_read_verdict) = self.incremental_read();
+        json!({
+            "disk_bytes": self.layout.disk_bytes,
+            "data_bytes": self.layout.data_bytes,
+            "data_runs": DATA_RUNS,
+            "block_bytes": BLOCK,
+            "changed_blocks": self.changed_blocks,
+            "changed_bytes": self.changed_bytes(),
+            "dir": self.dir.display().to_string(),
+            "cpus": self.cpus,
+            "tessera": {
+                "program": self.program.display().to_string(),
+                "version": self.version,
+            },
+            "sha256": {
+                "bytes": self.sha256.bytes,
+                "seconds": self.sha256.elapsed.as_secs_f64(),
+                "mb_per_s": self.sha256.mb_per_s(),
+            },
+            "full_backup": {
+                "seconds": self.full.elapsed.as_secs_f64(),
+                "mb_per_s": self.full_mb_per_s(),
+                "ratio_to_sha256": self.full_ratio(),
+                "target_ratio": FULL_TARGET,
+                "pass": self.full_verdict() == Verdict::Pass,
+                "bytes_read_ratio_to_data": full_read,
+                "bytes_read_as_expected": full_read_verdict == Verdict::Pass,
+                "summary": self.full.summary.json(),
+            },
+            "incremental_backup": {
+                "seconds": self.incremental.elapsed.as_secs_f64(),
+                "percent_of_full": self.incremental_percent(),
+                "target_percent": INCREMENTAL_TARGET_PERCENT,
+                "pass": self.incremental_verdict() == Verdict::Pass,
+                "bytes_read_ratio_to_changed": incremental_read,
+                "bytes_read_as_expected": incremental_read_verdict == Verdict::Pass,
+                "summary": self.incremental.summary.json(),
+            },
+            "read_tolerance": READ_TOLERANCE,
+            "all_pass": self.all_pass(),
+        })
+    }
+}
+
+/// QEMU's tools, found on `PATH`.
+struct Qemu {
+    img: PathBuf,
+    io: PathBuf,
+    nbd: PathBuf,
+}
+
+impl Qemu {
+    fn find() -> Result<Qemu> {
+        let path = std::env::var_os("PATH");
+        let find = |name: &str| {
+            compare::find_on_path(name, path.as_deref()).ok_or_else(|| {
+                Failure::new(format!(
+                    "no {name} on PATH: install QEMU's tools \
+                     (Debian and Ubuntu: `apt-get install qemu-utils`)"
+                ))
+            })
+        };
+        Ok(Qemu {
+            img: find("qemu-img")?,
+            io: find("qemu-io")?,
+            nbd: find("qemu-nbd")?,
+        })
+    }
+}
+
+/// Writes the data runs into a sparse raw file, which leaves everything else a hole, and
+/// converts it into the qcow2 `image`, holes unallocated; then adds the empty, enabled,
+/// persistent dirty bitmap.
+fn create_image(qemu: &Qemu, layout: &DiskLayout, raw: &Path, image: &Path) -> Result<()> {
+    let file = File::create(raw).context(format!("cannot create {}", raw.display()))?;
+    file.set_len(layout.disk_bytes)
+        .context(format!("cannot size {}", raw.display()))?;
+    let mut rng = SplitMix64::new(DATA_SEED);
+    let mut buffer = vec![0u8; layout.run_bytes().min(WRITE_PIECE) as usize];
+    for (offset, len) in layout.runs() {
+        let mut done = 0;
+        while done < len {
+            let piece = &mut buffer[..(len - done).min(WRITE_PIECE) as usize];
+            rng.fill(piece);
+            file.write_all_at(piece, offset + done)
+                .context(format!("cannot write {}", raw.display()))?;
+            done += piece.len() as u64;
+        }
+    }
+    drop(file);
+
+    let mut convert = Command::new(&qemu.img);
+    convert
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(raw)
+        .arg(image);
+    measure::run(convert, "qemu-img convert to qcow2")?;
+    std::fs::remove_file(raw).context(format!("cannot remove {}", raw.display()))?;
+
+    let mut bitmap = Command::new(&qemu.img);
+    bitmap
+        .args(["bitmap", "--add", "--enable", "-g"])
+        .arg(BLOCK.to_string())
+        .arg(image)
+        .arg(BITMAP);
+    measure::run(bitmap, "qemu-img bitmap --add")?;
+    Ok(())
+}
+
+/// Overwrites the blocks at `offsets` of `image` with new incompressible data through
+/// `qemu-io`, which records them in the enabled bitmap. Each block's data is a file in
+/// `scratch` that a `write -s` command reads; the files have short relative names
+/// because `qemu-io` splits its commands at blanks.
+fn change_blocks(qemu: &Qemu, image: &Path, offsets: &[u64], scratch: &Path) -> Result<()> {
+    std::fs::create_dir(scratch).context(format!("cannot create {}", scratch.display()))?;
+    let mut rng = SplitMix64::new(CHANGED_DATA_SEED);
+    let mut block = vec![0u8; BLOCK as usize];
+    for batch in offsets.chunks(WRITES_PER_QEMU_IO) {
+        let mut command = Command::new(&qemu.io);
+        command.current_dir(scratch).args(["-f", "qcow2"]);
+        for (i, offset) in batch.iter().enumerate() {
+            let source = scratch.join(i.to_string());
+            rng.fill(&mut block);
+            std::fs::write(&source, &block)
+                .context(format!("cannot write {}", source.display()))?;
+            command
+                .arg("-c")
+                .arg(format!("write -q -s {i} {offset} {BLOCK}"));
+        }
+        command.arg(image);
+        measure::run(command, "qemu-io writing the changed blocks")?;
+    }
+    std::fs::remove_dir_all(scratch).context(format!("cannot remove {}", scratch.display()))
+}
+
+/// A port on the loopback interface that nothing listens on right now.
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .context("cannot find a free port for qemu-nbd")?;
+    Ok(listener
+        .local_addr()
+        .context("cannot find a free port for qemu-nbd")?
+        .port())
+}
+
+/// The last lines of a log file, for an error message.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(LOG_LINES)..].join("\n  ")
+}
+
+/// `qemu-nbd` serving the disk read-only with its dirty bitmap, as a hypervisor exports a
+/// running guest's disk for backup. Killed when dropped, so no failure leaves it running.
+struct NbdServer {
+    child: Child,
+    port: u16,
+}
+
+impl NbdServer {
+    /// Starts `qemu-nbd` on `image`, its messages going to `log`, and waits until it
+    /// accepts connections.
+    fn start(qemu: &Qemu, image: &Path, log: &Path) -> Result<NbdServer> {
+        let port = free_port()?;
+        let log_file = File::create(log).context(format!("cannot create {}", log.display()))?;
+        let child = Command::new(&qemu.nbd)
+            .args(["-f", "qcow2", "--persistent", "--shared=4"])
+            .args(["--bind", "127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .args(["-x", EXPORT, "-B", BITMAP, "-r"])
+            .arg(image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("qemu-nbd: cannot start the program")?;
+        let mut server = NbdServer { child, port };
+        server.wait_until_listening(log)?;
+        Ok(server)
+    }
+
+    fn wait_until_listening(&mut self, log: &Path) -> Result<()> {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + NBD_START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().context("qemu-nbd: cannot watch it")? {
+                return Err(Failure::new(format!(
+                    "qemu-nbd: exited at start ({status}):\n  {}",
+                    log_tail(log)
+                )));
+            }
+            if TcpStream::connect_timeout(&address, NBD_POLL_INTERVAL).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::new(format!(
+                    "qemu-nbd: not accepting connections on port {} after {} s",
+                    self.port,
+                    NBD_START_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(NBD_POLL_INTERVAL);
+        }
+    }
+
+    /// The export's address as `tessera backup` takes it.
+    fn url(&self) -> String {
+        format!("nbd://127.0.0.1:{}/{EXPORT}", self.port)
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        // It may have exited already; either way nothing is left running or unreaped.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `tessera` command line on the throwaway vault.
+struct Tessera<'a> {
+    program: &'a Path,
+    vault: PathBuf,
+}
+
+impl Tessera<'_> {
+    /// The program set up to run `args` on the vault, its environment holding the
+    /// password and not the variable that would override `--vault`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program);
+        command
+            .arg("--vault")
+            .arg(&self.vault)
+            .args(args)
+            .env_remove("TESSERA_VAULT")
+            .env("TESSERA_PASSWORD", PASSWORD);
+        command
+    }
+
+    /// Runs `args` untimed.
+    fn run(&self, args: &[&str], what: &str) -> Result<Output> {
+        measure::run(self.command(args), &format!("tessera {what}"))
+    }
+
+    /// Backs the export of `server` up through its bitmap, timed on the wall clock.
+    fn backup(&self, server: &NbdServer, what: &str) -> Result<BackupRun> {
+        let url = server.url();
+        let command = self.command(&[
+            "backup", "--plugin", PLUGIN, &url, "--bitmap", BITMAP, "--item", ITEM, "--json",
+        ]);
+        let what = format!("tessera {what}");
+        let start = Instant::now();
+        let output = measure::run(command, &what)?;
+        let elapsed = start.elapsed();
+        let summary = BackupSummary::parse(&output.stdout)
+            .map_err(|e| Failure::new(format!("{what}: {e}")))?;
+        Ok(BackupRun { elapsed, summary })
+    }
+}
+
+/// Runs every measurement of `tessera-bench vmdisk`.
+pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
+    let layout = DiskLayout::new(args.disk_gib, args.data_mib).map_err(Failure::new)?;
+    let program = compare::require(
+        match &args.tessera {
+            Some(path) => path.clone(),
+            None => compare::default_tessera()?,
+        },
+        "build it with `cargo build --release -p tessera-cli`, or give --tessera PATH",
+    )?;
+    let qemu = Qemu::find()?;
+    let base = args.dir.clone().unwrap_or_else(crate::default_dir);
+    // A fresh directory inside the chosen one: whatever else lives there is never
+    // touched, and dropping it removes the disk and the vault even when a step fails.
+    let workdir = tempfile::Builder::new()
+        .prefix("tessera-vmdisk-")
+        .tempdir_in(&base)
+        .context(format!(
+            "cannot create a work directory in {}",
+            base.display()
+        ))?;
+    let work = workdir.path();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+
+    // The vault and the plugin first: a tessera without the plugin fails in a moment,
+    // before the disk is written.
+    let version = compare::version(Tool::Tessera, &program)?;
+    let tessera = Tessera {
+        program: &program,
+        vault: work.join("vault"),
+    };
+    progress("tessera: creating a vault");
+    tessera.run(&["vault", "init"], "vault init")?;
+    tessera.run(
+        &["plugin", "inspect", PLUGIN],
+        &format!("plugin inspect {PLUGIN}"),
+    )?;
+
+    progress("hashing with SHA-256 on one core");
+    let sample = data::random_bytes(layout.data_bytes.min(WRITE_PIECE) as usize, DATA_SEED)?;
+    let sha256 = phases::sha256(&sample)?;
+    drop(sample);
+
+    progress(&format!(
+        "writing {} MiB of data to a {} GiB qcow2 disk",
+        args.data_mib, args.disk_gib
+    ));
+    let image = work.join("disk.qcow2");
+    create_image(&qemu, &layout, &work.join("disk.raw"), &image)?;
+    let log = work.join("qemu-nbd.log");
+
+    progress("tessera: full backup over NBD");
+    let full = {
+        let server = NbdServer::start(&qemu, &image, &log)?;
+        tessera.backup(&server, "full backup")?
+    };
+
+    let changed = layout.changed_blocks(CHANGED_OFFSETS_SEED);
+    progress(&format!(
+        "changing {} blocks of {} KiB",
+        changed.len(),
+        BLOCK >> 10
+    ));
+    change_blocks(&qemu, &image, &changed, &work.join("blocks"))?;
+
+    progress("tessera: incremental backup over NBD");
+    let incremental = {
+        let server = NbdServer::start(&qemu, &image, &log)?;
+        tessera.backup(&server, "incremental backup")?
+    };
+
+    workdir
+        .close()
+        .context("cannot remove the work directory")?;
+    Ok(VmdiskReport {
+        layout,
+        changed_blocks: changed.len() as u64,
+        dir: base,
+        cpus,
+        program,
+        version,
+        sha256,
+        full,
+        incremental,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_runs_are_spread_over_the_disk() {
+        let layout = DiskLayout::new(4, 1024).unwrap();
+        let runs: Vec<_> = layout.runs().collect();
+        assert_eq!(runs.len(), DATA_RUNS as usize);
+        assert_eq!(runs[0], (0, 128 << 20));
+        assert_eq!(runs[7], (7 * (512 << 20), 128 << 20));
+        assert_eq!(runs.iter().map(|r| r.1).sum::<u64>(), 1 << 30);
+
+        // The smallest data set still gives block-aligned runs that do not overlap.
+        let layout = DiskLayout::new(1, 1).unwrap();
+        let runs: Vec<_> = layout.runs().collect();
+        assert!(
+            runs.iter()
+                .all(|&(at, len)| at % BLOCK == 0 && len % BLOCK == 0)
+        );
+        assert!(runs.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
+    }
+
+    #[test]
+    fn one_percent_of_the_blocks_change() {
+        let layout = DiskLayout::new(4, 1024).unwrap();
+        let changed = layout.changed_blocks(CHANGED_OFFSETS_SEED);
+        assert_eq!(changed.len(), 656);
+        assert!(changed.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            changed
+                .iter()
+                .all(|&at| at % BLOCK == 0 && at + BLOCK <= layout.disk_bytes)
+        );
+        assert_eq!(changed, layout.changed_blocks(CHANGED_OFFSETS_SEED));
+    }
+
+    #[test]
+    fn impossible_layouts_are_refused() {
+        assert!(DiskLayout::new(0, 1).is_err());
+        assert!(DiskLayout::new(1, 0).is_err());
+        assert!(DiskLayout::new(1, 1025).is_err());
+        assert!(DiskLayout::new(u64::MAX, 1).is_err());
+        assert_eq!(
+            DiskLayout::new(1, 1024),
+            Ok(DiskLayout {
+                disk_bytes: 1 << 30,
+                data_bytes: 1 << 30
+            })
+        );
+    }
+
+    #[test]
+    fn backup_summaries_are_read_from_json() {
+        let summary = BackupSummary::parse(
+            br#"{"point":"ab12","item":"bench","parent":null,"bytes_read":10,
+                 "bytes_new":9,"bytes_stored":8,"bytes_carried":7,"entries":1,
+                 "partial":false,"warnings":[],"duration_ms":1500}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            summary,
+            BackupSummary {
+                point: "ab12".into(),
+                bytes_read: 10,
+                bytes_new: 9,
+                bytes_stored: 8,
+                bytes_carried: 7,
+                duration_ms: 1500,
+            }
+        );
+        assert!(BackupSummary::parse(b"").is_err());
+        assert!(BackupSummary::parse(b"backed up").is_err());
+        let error = BackupSummary::parse(br#"{"point":"ab12","bytes_read":-1}"#).unwrap_err();
+        assert_eq!(error, "its JSON output has no whole number 'bytes_read'");
+    }
+
+    fn report(full_seconds: f64, incremental_seconds: f64, incremental_read: u64) -> VmdiskReport {
+        let run = |seconds: f64, bytes_read: u64| BackupRun {
+            elapsed: Duration::from_secs_f64(seconds),
+            summary: BackupSummary {
+                point: "p".into(),
+                bytes_read,
+                bytes_new: bytes_read,
+                bytes_stored: bytes_read,
+                bytes_carried: 0,
+                duration_ms: (seconds * 900.0) as u64,
+            },
+        };
+        VmdiskReport {
+            layout: DiskLayout::new(4, 1024).unwrap(),
+            changed_blocks: 656,
+            dir: PathBuf::from("/var/tmp"),
+            cpus: 2,
+            program: PathBuf::from("/bin/tessera"),
+            version: "tessera 1.0".into(),
+            sha256: Rate {
+                bytes: 1 << 30,
+                elapsed: Duration::from_secs_f64((1u64 << 30) as f64 / 1e9),
+                cpu: None,
+            },
+            full: run(full_seconds, 1 << 30),
+            incremental: run(incremental_seconds, incremental_read),
+        }
+    }
+
+    #[test]
+    fn targets_and_checks() {
+        // 1 GiB in 1.25 s is 859 MB/s, 0.86x a SHA-256 of 1000 MB/s.
+        let good = report(1.25, 0.05, 656 * BLOCK);
+        assert!(good.all_pass());
+        let table = good.table();
+        for line in [
+            "SHA-256, one core        1000.0 MB/s",
+            "full backup on the data   859.0 MB/s  0.86x  >= 0.80x     PASS",
+            "full backup, bytes read   1024.0 MiB  1.00x  1.00x +-10%  PASS",
+            "incremental backup            0.05 s   4.0%  <= 5.0%      PASS",
+            "incremental, bytes read     41.0 MiB  1.00x  1.00x +-10%  PASS",
+        ] {
+            assert!(table.contains(line), "{table}");
+        }
+        let json = good.json();
+        assert_eq!(json["incremental_backup"]["percent_of_full"], 4.0);
+        assert_eq!(json["full_backup"]["summary"]["bytes_read"], 1u64 << 30);
+        assert_eq!(json["all_pass"], true);
+
+        // Too slow, and the incremental read the whole data again.
+        let bad = report(2.0, 0.2, 1 << 30);
+        assert!(!bad.all_pass());
+        let table = bad.table();
+        assert!(table.contains("0.54x  >= 0.80x     MISS"), "{table}");
+        assert!(table.contains("10.0%  <= 5.0%      MISS"), "{table}");
+        assert_eq!(
+            bad.json()["incremental_backup"]["bytes_read_as_expected"],
+            false
+        );
+    }
+}
