@@ -10,7 +10,7 @@ use crate::bindings::types;
 use crate::convert::grant_error;
 use crate::grant::{Grant, Stat};
 use crate::limits::MAX_LOG_MESSAGE;
-use crate::state::{JobState, ProgressUpdate};
+use crate::state::{JobState, PROGRESS_EVERY, ProgressUpdate};
 
 impl types::Host for JobState {}
 
@@ -73,6 +73,13 @@ impl host::Host for JobState {
 
     fn progress(&mut self, done_bytes: u64, total_bytes: u64, done_items: u64, total_items: u64) {
         self.touch();
+        let due = self
+            .last_progress
+            .is_none_or(|last| last.elapsed() >= PROGRESS_EVERY);
+        if !due {
+            return;
+        }
+        self.last_progress = Some(self.last_host_call);
         if let Some(tx) = &self.progress {
             // The receiver only goes away once the job is over.
             let _ = tx.try_send(ProgressUpdate {

@@ -19,6 +19,9 @@ pub struct ContentWriter {
     stream: StreamWriter,
     /// The source file `write-file` read last, kept open for its next piece.
     source: Option<(String, OwnedFd)>,
+    /// The parent's content `carry` used last, kept with its loaded extent lists: a
+    /// disk's unchanged regions are carried in many calls.
+    parent: Option<(String, tessera_vault::ContentReader)>,
 }
 
 /// Bytes `write-file` reads from a source file at a time.
@@ -120,24 +123,23 @@ impl sink::HostContentWriter for JobState {
     ) -> Result<(), HostError> {
         self.touch();
         check_path(&path)?;
-        let state = self.capture_state()?;
-        let entry = state
-            .backup
-            .parent_entry(&path)
-            .map_err(vault_error)?
-            .ok_or_else(|| {
-                HostError::NotFound(format!("the parent point has no entry '{path}'"))
-            })?;
-        let extents = state
-            .backup
-            .vault()
-            .content_reader(&entry.content)
-            .extents_in(offset, length)
-            .map_err(vault_error)?;
-        self.writer(&this)?
-            .stream
-            .push_extents(&extents)
-            .map_err(vault_error)
+        let cached = matches!(&self.writer(&this)?.parent, Some((p, _)) if *p == path);
+        if !cached {
+            let state = self.capture_state()?;
+            let entry = state
+                .backup
+                .parent_entry(&path)
+                .map_err(vault_error)?
+                .ok_or_else(|| {
+                    HostError::NotFound(format!("the parent point has no entry '{path}'"))
+                })?;
+            let reader = state.backup.vault().content_reader(&entry.content);
+            self.writer(&this)?.parent = Some((path.clone(), reader));
+        }
+        let writer = self.writer(&this)?;
+        let (_, reader) = writer.parent.as_mut().expect("set above");
+        let extents = reader.extents_in(offset, length).map_err(vault_error)?;
+        writer.stream.push_extents(&extents).map_err(vault_error)
     }
 
     fn write_file(
@@ -208,6 +210,7 @@ impl sink::Host for JobState {
             .push(ContentWriter {
                 stream,
                 source: None,
+                parent: None,
             })
             .map_err(|e| HostError::Limit(e.to_string()))?;
         self.open_handles += 1;

@@ -14,6 +14,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::grant::Grant;
 
+/// Shortest interval between two progress reports relayed.
+pub(crate) const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A progress report relayed to the thread that started the job.
 #[derive(Debug, Clone, Copy)]
 pub struct ProgressUpdate {
@@ -68,6 +71,9 @@ pub struct JobState {
     /// CPU limit without calling is stopped.
     pub last_host_call: Instant,
     pub(crate) progress: Option<Sender<ProgressUpdate>>,
+    /// When progress was last relayed: reports are passed on at most every
+    /// [`PROGRESS_EVERY`], so a plugin reporting per file does not wake a thread per file.
+    pub(crate) last_progress: Option<Instant>,
     pub(crate) cancel: Arc<AtomicBool>,
     /// A buffer reused by host calls that read files for the plugin.
     pub(crate) scratch: Vec<u8>,
@@ -93,6 +99,7 @@ impl JobState {
             phase,
             last_host_call: Instant::now(),
             progress: None,
+            last_progress: None,
             cancel: Arc::new(AtomicBool::new(false)),
             scratch: Vec::new(),
             open_handles: 0,
