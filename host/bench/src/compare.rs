@@ -257,6 +257,10 @@ pub fn version(tool: Tool, program: &Path) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
+/// Pause before each restore; longer than the window in which ext4 treats freed inodes
+/// as recently deleted.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(35);
+
 /// Runs every step for one tool in `workdir`, deleting the restored tree once it has been
 /// compared and the repository once it has been measured.
 fn run_tool(
@@ -295,6 +299,15 @@ fn run_tool(
     let initial = session.measured(&backup, "backup")?;
     progress(&format!("{name}: backing up {} again", tree.display()));
     let rebackup = session.measured(&backup, "backup (no change)")?;
+    // ext4 allocates inodes slowly next to inodes freed in the last half minute (its
+    // `recently_deleted` check), and the previous restore's tree was just deleted: each
+    // restore starts on a settled file system so neither tool pays for the other.
+    progress(&format!(
+        "{name}: letting the file system settle for {} s",
+        SETTLE.as_secs()
+    ));
+    nix::unistd::sync();
+    std::thread::sleep(SETTLE);
     progress(&format!("{name}: restoring"));
     let restore = match tool {
         Tool::Tessera => session.measured(
