@@ -80,6 +80,12 @@ pub enum RuntimeError {
         /// Why.
         detail: String,
     },
+    /// Restored files could not be written.
+    #[error("cannot write into the target: {}", failures.join("; "))]
+    Write {
+        /// What failed, a message per file.
+        failures: Vec<String>,
+    },
     /// The vault failed.
     #[error(transparent)]
     Vault(#[from] tessera_vault::Error),

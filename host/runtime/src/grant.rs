@@ -229,7 +229,7 @@ impl Grant {
 
     /// Splits a plugin path into its parent directory (opened beneath the grant) and last
     /// component. `""` and `"."` mean the grant's root.
-    fn resolve(&self, path: &str) -> Result<(Dir, String), GrantError> {
+    pub(crate) fn resolve(&self, path: &str) -> Result<(Dir, String), GrantError> {
         if path.len() > MAX_PATH_LEN {
             return Err(GrantError::Invalid(format!(
                 "a path of {} bytes is too long",
@@ -364,21 +364,14 @@ impl Grant {
         holes_of(&fd, size).map_err(|e| errno(path, e))
     }
 
-    /// Opens an existing regular file for writing, without following a final symlink.
-    pub fn open_for_write(&self, path: &str) -> Result<OwnedFd, GrantError> {
+    /// The directory and name where a file at `path` is written, in a writable grant.
+    pub fn resolve_for_write(&self, path: &str) -> Result<(Dir, String), GrantError> {
         self.require_write(path)?;
-        match self.open_nofollow(path, true)? {
-            Some(fd)
-                if rustix::fs::fstat(&fd)
-                    .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-                    .unwrap_or(false) =>
-            {
-                Ok(fd)
-            }
-            _ => Err(GrantError::Invalid(format!(
-                "'{path}' is not a regular file"
-            ))),
+        let (dir, name) = self.resolve(path)?;
+        if name == "." {
+            return Err(GrantError::Invalid(format!("'{path}' is not a file path")));
         }
+        Ok((dir, name))
     }
 
     /// Opens a regular file for reading, without following a final symlink.

@@ -31,6 +31,7 @@ mod sandbox;
 mod services;
 mod sink;
 mod state;
+mod writes;
 
 pub use builtin::WASM_DIR as PLUGIN_BUILD_DIR;
 pub use error::{Result, RuntimeError};

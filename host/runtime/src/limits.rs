@@ -15,3 +15,5 @@ pub const MAX_XATTR_VALUE: usize = 64 << 10;
 pub const MAX_OPEN_HANDLES: usize = 256;
 /// Entries returned by one `list` call.
 pub const MAX_LIST_ENTRIES: usize = 1 << 20;
+/// Threads writing restored files for one job.
+pub const WRITE_THREADS: usize = 2;

@@ -5,7 +5,7 @@ use std::io::Read;
 use wasmtime::component::Resource;
 
 use crate::bindings::point::{self, ByteRange, EntryInfo, HostError};
-use tessera_vault::Piece;
+use crate::writes::WritePool;
 
 use crate::convert::{entry_to_wit, grant_error, vault_error};
 use crate::limits::{MAX_IO_CALL, MAX_LIST_ENTRIES, MAX_OPEN_HANDLES, MAX_PATH_LEN};
@@ -14,6 +14,8 @@ use crate::state::{JobState, Phase, ReadState};
 /// An entry's content a plugin is reading.
 pub struct ContentReader {
     reader: tessera_vault::ContentReader,
+    /// What it reads, for a second reader on a writer thread.
+    content: tessera_vault::Content,
 }
 
 impl JobState {
@@ -114,47 +116,35 @@ impl point::HostContentReader for JobState {
         }
         let grant = self
             .grant
-            .as_ref()
+            .clone()
             .ok_or_else(|| HostError::Denied("this job grants no target directory".into()))?;
-        let file = grant.open_for_write(&path).map_err(grant_error)?;
-        let reader = &mut self
+        let (dir, name) = grant.resolve_for_write(&path).map_err(grant_error)?;
+        let vault = self.read_state()?.vault.clone();
+        let stored = self
             .table
             .get_mut(&this)
-            .map_err(|e| HostError::Invalid(format!("bad content-reader handle: {e}")))?
-            .reader;
-        let io = |at: u64, e: rustix::io::Errno| {
-            HostError::Io(format!(
-                "writing '{path}' at byte {at}: {}",
-                std::io::Error::from(e)
-            ))
-        };
-        reader.seek_to(0);
-        let mut at = 0u64;
-        let mut written = 0u64;
-        while let Some(piece) = reader.next_piece().map_err(vault_error)? {
-            match piece {
-                Piece::Hole(n) => at += n,
-                Piece::Data(data) => {
-                    let mut rest: &[u8] = &data;
-                    while !rest.is_empty() {
-                        match rustix::io::pwrite(&file, rest, at) {
-                            Ok(n) => {
-                                rest = &rest[n..];
-                                at += n as u64;
-                                written += n as u64;
-                            }
-                            Err(rustix::io::Errno::INTR) => {}
-                            Err(e) => return Err(io(at, e)),
-                        }
-                    }
-                }
-            }
-            // A long write counts as a host call for the CPU limit.
-            self.last_host_call = std::time::Instant::now();
-        }
-        // A trailing hole is the file's length, not written bytes.
-        rustix::fs::ftruncate(&file, at).map_err(|e| io(at, e))?;
-        Ok(written)
+            .map_err(|e| HostError::Invalid(format!("bad content-reader handle: {e}")))?;
+        let length = stored.reader.len();
+        let holes: u64 = stored
+            .reader
+            .holes(0, length)
+            .map_err(vault_error)?
+            .iter()
+            .map(|(_, len)| len)
+            .sum();
+        let content = vault.content_reader(&stored.content);
+        let pool = self
+            .writes
+            .get_or_insert_with(|| WritePool::new(crate::limits::WRITE_THREADS));
+        pool.submit(
+            path.trim_matches('/').to_string(),
+            dir,
+            name,
+            content,
+            grant,
+        )
+        .map_err(HostError::Io)?;
+        Ok(length - holes.min(length))
     }
 
     fn drop(&mut self, rep: Resource<ContentReader>) -> wasmtime::Result<()> {
@@ -206,7 +196,10 @@ impl point::Host for JobState {
         let reader = self.read_state()?.vault.content_reader(&entry.content);
         let handle = self
             .table
-            .push(ContentReader { reader })
+            .push(ContentReader {
+                reader,
+                content: entry.content,
+            })
             .map_err(|e| HostError::Limit(e.to_string()))?;
         self.open_handles += 1;
         Ok(handle)

@@ -696,18 +696,26 @@ impl Runtime {
             target,
         };
         let pre = plugin.pre.clone();
-        let (result, store) = self.run(state, progress, move |store| {
+        let (result, mut store) = self.run(state, progress, move |store| {
             let instance = pre.instantiate(&mut *store)?;
             instance
                 .tessera_plugin_restore()
                 .call_restore(&mut *store, &request)
         });
         let cancelled = store.data().is_cancelled();
+        // Files the host was still writing for the plugin are part of the restore.
+        let (failures, late_warnings) = store
+            .data_mut()
+            .writes
+            .take()
+            .map(|pool| pool.finish())
+            .unwrap_or_default();
         match result {
+            Ok(Ok(_)) if !failures.is_empty() => Err(RuntimeError::Write { failures }),
             Ok(Ok(summary)) => Ok(RestoreOutcome {
                 entries: summary.entries,
                 bytes_written: summary.bytes_written,
-                warnings: summary.warnings,
+                warnings: summary.warnings.into_iter().chain(late_warnings).collect(),
                 duration: started.elapsed(),
             }),
             Ok(Err(_)) if cancelled => Err(RuntimeError::Cancelled),

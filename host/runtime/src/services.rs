@@ -45,7 +45,7 @@ fn host_error_message(e: HostError) -> String {
 impl JobState {
     fn grant(&self) -> Result<&Grant, HostError> {
         self.grant
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| HostError::Denied("this job grants no directory".into()))
     }
 }
@@ -98,12 +98,14 @@ impl host::Host for JobState {
 
     fn stat(&mut self, path: String) -> Result<PosixStat, HostError> {
         self.touch();
+        self.settle(&path)?;
         let st = self.grant()?.stat(&path).map_err(grant_error)?;
         Ok(posix_stat(&st))
     }
 
     fn scan(&mut self, path: String) -> Result<Vec<ScannedEntry>, HostError> {
         self.touch();
+        self.settle(&path)?;
         let found = self.grant()?.scan(&path).map_err(grant_error)?;
         Ok(found
             .into_iter()
@@ -132,6 +134,7 @@ impl host::Host for JobState {
 
     fn xattrs(&mut self, path: String) -> Result<Vec<Xattr>, HostError> {
         self.touch();
+        self.settle(&path)?;
         let found = self.grant()?.xattrs(&path).map_err(grant_error)?;
         Ok(found
             .into_iter()
@@ -141,6 +144,7 @@ impl host::Host for JobState {
 
     fn holes(&mut self, path: String) -> Result<Vec<ByteRange>, HostError> {
         self.touch();
+        self.settle(&path)?;
         let found = self.grant()?.holes(&path).map_err(grant_error)?;
         Ok(found
             .into_iter()
@@ -150,11 +154,13 @@ impl host::Host for JobState {
 
     fn read_link(&mut self, path: String) -> Result<String, HostError> {
         self.touch();
+        self.settle(&path)?;
         self.grant()?.read_link(&path).map_err(grant_error)
     }
 
     fn make_symlink(&mut self, path: String, target: String) -> Result<(), HostError> {
         self.touch();
+        self.settle(&path)?;
         self.grant()?
             .make_symlink(&path, &target)
             .map_err(grant_error)
@@ -162,6 +168,13 @@ impl host::Host for JobState {
 
     fn set_metadata(&mut self, path: String, meta: RestoreMetadata) -> Result<(), HostError> {
         self.touch();
+        // A file still being written gets its metadata from its writer, afterwards.
+        if let Some(pool) = &self.writes
+            && pool.defer_metadata(&path, &meta)
+        {
+            return Ok(());
+        }
+        self.settle(&path)?;
         let warnings = self
             .grant()?
             .set_metadata(&path, &meta)
@@ -176,6 +189,7 @@ impl host::Host for JobState {
 
     fn make_fifo(&mut self, path: String, mode: u32) -> Result<(), HostError> {
         self.touch();
+        self.settle(&path)?;
         self.grant()?
             .make_node(&path, FileType::Fifo, mode, 0)
             .map_err(grant_error)
@@ -189,6 +203,7 @@ impl host::Host for JobState {
         block: bool,
     ) -> Result<(), HostError> {
         self.touch();
+        self.settle(&path)?;
         let kind = if block {
             FileType::BlockDevice
         } else {

@@ -64,7 +64,7 @@ pub struct JobState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     /// The directory the plugin may use through host calls.
-    pub grant: Option<Grant>,
+    pub grant: Option<Arc<Grant>>,
     /// What the job does.
     pub phase: Phase,
     /// When the plugin last called the host: a plugin that computes for longer than the
@@ -77,6 +77,8 @@ pub struct JobState {
     pub(crate) cancel: Arc<AtomicBool>,
     /// A buffer reused by host calls that read files for the plugin.
     pub(crate) scratch: Vec<u8>,
+    /// Threads writing restored files, started by the first `write-to`.
+    pub(crate) writes: Option<crate::writes::WritePool>,
     /// Content handles open.
     pub open_handles: usize,
 }
@@ -95,14 +97,25 @@ impl JobState {
             wasi,
             table: ResourceTable::new(),
             limits,
-            grant,
+            grant: grant.map(Arc::new),
             phase,
             last_host_call: Instant::now(),
             progress: None,
             last_progress: None,
             cancel: Arc::new(AtomicBool::new(false)),
             scratch: Vec::new(),
+            writes: None,
             open_handles: 0,
+        }
+    }
+
+    /// Waits for restored files being written at or below `path`; reports a failed one.
+    pub(crate) fn settle(&self, path: &str) -> Result<(), crate::bindings::types::HostError> {
+        match &self.writes {
+            Some(pool) => pool
+                .settle(path)
+                .map_err(crate::bindings::types::HostError::Io),
+            None => Ok(()),
         }
     }
 

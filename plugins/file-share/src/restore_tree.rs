@@ -269,17 +269,17 @@ impl Job {
         dest: &std::path::Path,
     ) -> Result<(), PluginError> {
         self.clear(path, dest)?;
-        // Created here, as a new file in place of whatever was cleared away; the host
-        // then writes the content into it.
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dest)
-            .map_err(|err| from_io(format_args!("creating {path:?}"), &err))?;
         let reader = match point::open(content_path) {
             Ok(reader) => reader,
             // An empty file may be stored without any content at all.
-            Err(HostError::NotFound(_)) if meta.size == 0 => return Ok(()),
+            Err(HostError::NotFound(_)) if meta.size == 0 => {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(dest)
+                    .map_err(|err| from_io(format_args!("creating {path:?}"), &err))?;
+                return Ok(());
+            }
             Err(err) => {
                 return Err(from_host(
                     format_args!("opening the content of {content_path:?}"),
@@ -287,16 +287,17 @@ impl Job {
                 ));
             }
         };
-        let written = content::restore_file(&reader, &self.target.host(path)).map_err(|err| match err {
-            ReadError::Host(err) => from_host(
-                format_args!("reading the content of {content_path:?}"),
-                &err,
-            ),
-            ReadError::Write(err) => from_io(format_args!("writing {path:?}"), &err),
-            short @ ReadError::Short { .. } => {
-                PluginError::CorruptSource(format!("{content_path:?}: {short}"))
-            }
-        })?;
+        let written =
+            content::restore_file(&reader, &self.target.host(path)).map_err(|err| match err {
+                ReadError::Host(err) => from_host(
+                    format_args!("reading the content of {content_path:?}"),
+                    &err,
+                ),
+                ReadError::Write(err) => from_io(format_args!("writing {path:?}"), &err),
+                short @ ReadError::Short { .. } => {
+                    PluginError::CorruptSource(format!("{content_path:?}: {short}"))
+                }
+            })?;
         self.bytes_written += written;
         Ok(())
     }
@@ -318,6 +319,9 @@ impl Job {
         })?;
         if let Some(existing) = self.inodes.get(first).cloned() {
             self.clear(path, dest)?;
+            // The host may still be writing the first name; a host call on it waits for
+            // the file to be there.
+            let _ = host::stat(&self.target.host(&existing));
             match fs::hard_link(self.target.sandbox(&existing), dest) {
                 Ok(()) => return Ok(true),
                 Err(err) => self.warn(format!(

@@ -346,9 +346,10 @@ pub fn read_into(reader: &ContentReader, out: &mut impl Write) -> Result<u64, Re
     Ok(copied)
 }
 
-/// Has the host write a whole content stream into the empty regular file at `host_path`
-/// in the target grant (see [`Mount::host`](crate::path::Mount::host)), keeping holes as
-/// holes: the fastest way to restore a file. Returns the bytes of data written.
+/// Has the host write a whole content stream into the regular file at `host_path` in the
+/// target grant (see [`Mount::host`](crate::path::Mount::host)), created if missing,
+/// keeping holes as holes: the fastest way to restore a file. The host may finish after
+/// this returns (see `content-reader.write-to`). Returns the bytes of data written.
 pub fn restore_file(reader: &ContentReader, host_path: &str) -> Result<u64, ReadError> {
     reader.write_to(host_path).map_err(ReadError::Host)
 }

@@ -1,0 +1,245 @@
+//! Restored files written by host threads: `content-reader.write-to` hands a file to this
+//! pool and returns, so creating files (costly on some file systems) and decoding and
+//! writing their content proceed on every core while the plugin walks on.
+//!
+//! Ordering rules: metadata set on a file being written is applied by its writer thread
+//! once the content is in; any other host call naming a path waits until every write at
+//! that path or below it is done (so a directory's times are applied after its files
+//! exist), and a failed write is reported by the next such call; the job itself waits
+//! for all writes and fails if any failed.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use cap_std::fs::Dir;
+use crossbeam_channel::Sender;
+use rustix::fs::{Mode, OFlags};
+use tessera_vault::{ContentReader, Piece};
+
+use crate::bindings::host::RestoreMetadata;
+use crate::grant::{Grant, GrantError};
+
+/// Writes queued ahead of the workers: enough to keep them busy, few enough to bound the
+/// memory of decoded content.
+const QUEUE: usize = 64;
+
+/// A file to write.
+struct WriteJob {
+    /// The plugin's path, for waiting and messages.
+    path: String,
+    /// Its directory, opened beneath the grant.
+    dir: Dir,
+    /// Its name there.
+    name: String,
+    content: ContentReader,
+    /// The grant, to apply metadata that arrives while the file is being written.
+    grant: Arc<Grant>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Paths being written, with metadata to apply once they are.
+    paths: HashMap<String, Option<RestoreMetadata>>,
+    /// Failed writes: path and reason.
+    failed: Vec<(String, String)>,
+    /// Metadata that could not be applied (ownership without privilege, ...).
+    warnings: Vec<String>,
+}
+
+/// The writer threads of one restore job.
+pub struct WritePool {
+    jobs: Option<Sender<WriteJob>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WritePool {
+    /// Starts `workers` writer threads.
+    pub fn new(workers: usize) -> WritePool {
+        let (tx, rx) = crossbeam_channel::bounded::<WriteJob>(QUEUE);
+        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let threads = (0..workers.max(1))
+            .filter_map(|i| {
+                let rx = rx.clone();
+                let pending = pending.clone();
+                std::thread::Builder::new()
+                    .name(format!("tessera-write-{i}"))
+                    .spawn(move || {
+                        for job in rx {
+                            let path = job.path.clone();
+                            let grant = job.grant.clone();
+                            let result = write(job);
+                            let (lock, done) = &*pending;
+                            let mut state = lock.lock().expect("lock");
+                            if let Err(reason) = result {
+                                state.failed.push((path.clone(), reason));
+                            }
+                            // Metadata set meanwhile is applied now; more may arrive while
+                            // it is, so the path is released only when none is waiting.
+                            while let Some(meta) = state.paths.get_mut(&path).and_then(Option::take)
+                            {
+                                drop(state);
+                                let outcome = grant.set_metadata(&path, &meta);
+                                state = lock.lock().expect("lock");
+                                match outcome {
+                                    Ok(warnings) => state.warnings.extend(warnings),
+                                    Err(e) => state.failed.push((path.clone(), grant_text(e))),
+                                }
+                            }
+                            state.paths.remove(&path);
+                            done.notify_all();
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        WritePool {
+            jobs: Some(tx),
+            pending,
+            threads,
+        }
+    }
+
+    /// Queues the content's write into `name` of `dir` (created if missing).
+    pub fn submit(
+        &self,
+        path: String,
+        dir: Dir,
+        name: String,
+        content: ContentReader,
+        grant: Arc<Grant>,
+    ) -> Result<(), String> {
+        self.settle(&path)?;
+        let Some(jobs) = &self.jobs else {
+            return Err("the restore is over".into());
+        };
+        self.pending
+            .0
+            .lock()
+            .expect("lock")
+            .paths
+            .insert(path.clone(), None);
+        let job = WriteJob {
+            path,
+            dir,
+            name,
+            content,
+            grant,
+        };
+        jobs.send(job)
+            .map_err(|_| "the writer threads have stopped".to_string())
+    }
+
+    /// Waits until nothing is being written at `path` or below it; reports a failed write
+    /// there.
+    pub fn settle(&self, path: &str) -> Result<(), String> {
+        let path = path.trim_matches('/');
+        let below = |p: &String| {
+            path.is_empty()
+                || p == path
+                || (p.starts_with(path) && p.as_bytes().get(path.len()) == Some(&b'/'))
+        };
+        let (lock, done) = &*self.pending;
+        let mut state = lock.lock().expect("lock");
+        while state.paths.keys().any(below) {
+            state = done.wait(state).expect("lock");
+        }
+        match state.failed.iter().position(|(p, _)| below(p)) {
+            Some(i) => {
+                let (p, reason) = state.failed.remove(i);
+                Err(format!("writing '{p}' failed: {reason}"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Hands `meta` to the writer of `path` if it is being written; false if it is not
+    /// (the caller applies it).
+    pub fn defer_metadata(&self, path: &str, meta: &RestoreMetadata) -> bool {
+        let mut state = self.pending.0.lock().expect("lock");
+        match state.paths.get_mut(path.trim_matches('/')) {
+            Some(slot) => {
+                *slot = Some(meta.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Waits for every write; returns the failures and the metadata warnings.
+    pub fn finish(mut self) -> (Vec<String>, Vec<String>) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let mut state = self.pending.0.lock().expect("lock");
+        let failures = state
+            .failed
+            .drain(..)
+            .map(|(p, reason)| format!("writing '{p}' failed: {reason}"))
+            .collect();
+        (failures, std::mem::take(&mut state.warnings))
+    }
+}
+
+impl Drop for WritePool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn grant_text(e: GrantError) -> String {
+    match e {
+        GrantError::Denied(m)
+        | GrantError::NotFound(m)
+        | GrantError::Invalid(m)
+        | GrantError::Io(m) => m,
+    }
+}
+
+/// Creates (or truncates) the file and writes the content, seeking over holes.
+fn write(job: WriteJob) -> Result<(), String> {
+    let WriteJob {
+        dir,
+        name,
+        mut content,
+        ..
+    } = job;
+    let flags =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rustix::fs::openat(
+        dir.as_fd(),
+        name.as_str(),
+        flags,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| std::io::Error::from(e).to_string())?;
+    let mut at = 0u64;
+    while let Some(piece) = content.next_piece().map_err(|e| e.to_string())? {
+        match piece {
+            Piece::Hole(n) => at += n,
+            Piece::Data(data) => {
+                let mut rest: &[u8] = &data;
+                while !rest.is_empty() {
+                    match rustix::io::pwrite(&file, rest, at) {
+                        Ok(n) => {
+                            rest = &rest[n..];
+                            at += n as u64;
+                        }
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => {
+                            return Err(format!("at byte {at}: {}", std::io::Error::from(e)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A trailing hole is the file's length, not written bytes.
+    rustix::fs::ftruncate(&file, at).map_err(|e| std::io::Error::from(e).to_string())
+}
