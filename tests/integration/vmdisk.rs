@@ -774,3 +774,52 @@ fn broken_images_fail_clearly_and_commit_nothing() {
     );
     run_ok(tessera(&env.vault).arg("check"));
 }
+
+/// The largest pack file of a vault.
+fn largest_pack(vault: &Path) -> PathBuf {
+    let mut packs = Vec::new();
+    for dir in fs::read_dir(vault.join("data")).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            for file in fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                packs.push((fs::metadata(&file).unwrap().len(), file));
+            }
+        }
+    }
+    packs.into_iter().max().expect("the vault has packs").1
+}
+
+#[test]
+fn a_point_check_finds_damaged_is_not_trusted_as_a_parent() {
+    let env = env();
+    let disk = env.path("disk.raw");
+    raw_disk(&disk, 8 << 20, 7);
+    let first = env.backup(&[p(&disk), "--item", "vm"]);
+    // Unchanged, the image is carried forward whole without being read.
+    let unchanged = env.backup(&[p(&disk), "--item", "vm"]);
+    assert_eq!(unchanged["bytes_read"].as_u64(), Some(0), "{unchanged}");
+
+    // Bit rot in the data the points share.
+    let pack = largest_pack(&env.vault);
+    let mut bytes = fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&pack, &bytes).unwrap();
+    let output = tessera(&env.vault)
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "check must find the damage");
+
+    // The next backup does not build on the damaged point: it reads the disk again and
+    // says why, and its point restores to the disk.
+    let again = env.backup(&[p(&disk), "--item", "vm"]);
+    assert!(again["bytes_read"].as_u64().unwrap() >= 4 * 8192, "{again}");
+    assert!(again["parent"].is_null(), "{again}");
+    assert!(again["warnings"].to_string().contains("damaged"), "{again}");
+    let target = env.path("restored");
+    env.restore(&point_of(&again), &["--target", p(&target)]);
+    assert_same_disk(&disk, "raw", &target.join("disk0.raw"), "raw");
+    let _ = first;
+}

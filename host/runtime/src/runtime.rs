@@ -891,9 +891,14 @@ fn check_selected(vault: &Vault, point: &Point, path: &str) -> Result<()> {
     }
 }
 
-/// Why a point cannot serve as a parent, if it cannot: its record or a tree is
-/// unreadable, or it refers to chunks the index does not have.
+/// Why a point cannot serve as a parent, if it cannot: `check` recorded it damaged, its
+/// record or a tree is unreadable, or it refers to chunks the index does not have.
 fn parent_problem(vault: &Vault, id: &PointId) -> Option<String> {
+    match vault.damage(id) {
+        Ok(Some(reason)) => return Some(format!("check found it damaged: {reason}")),
+        Ok(None) => {}
+        Err(e) => return Some(format!("its damage records cannot be read: {e}")),
+    }
     let point = match vault.load_point(id) {
         Ok(point) => point,
         Err(e) => return Some(e.to_string()),

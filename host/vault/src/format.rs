@@ -18,6 +18,8 @@ pub const PACK_HEADER_MAGIC: [u8; 4] = *b"TSPH";
 pub const SESSION_MAGIC: [u8; 4] = *b"TSWS";
 /// First bytes of a deletion-mark file: `b"TSDM"`, "tessera deletion mark".
 pub const MARK_MAGIC: [u8; 4] = *b"TSDM";
+/// First bytes of a damage record: `b"TSDR"`, "tessera damage record".
+pub const DAMAGE_MAGIC: [u8; 4] = *b"TSDR";
 /// Version of the sealed-object frame described in [`crate::crypto::seal_object`].
 pub const SEALED_VERSION: u8 = 1;
 

@@ -104,6 +104,7 @@ pub mod chunker;
 pub mod codec;
 pub mod commands;
 pub mod crypto;
+pub mod damage;
 pub mod error;
 pub mod format;
 pub mod id;

@@ -455,11 +455,29 @@ impl Vault {
 
     /// Reads and decodes a chunk.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<bytes::Bytes> {
-        let loc = self
-            .index()
+        self.read_chunk_from(&self.index(), id)
+    }
+
+    /// Reads and decodes a chunk found in `index`. A chunk stored more than once (stored
+    /// again after `check` found a copy damaged) is read from the first copy that
+    /// decodes.
+    pub fn read_chunk_from(&self, index: &Index, id: &ChunkId) -> Result<bytes::Bytes> {
+        let best = index
             .lookup(id)
             .ok_or_else(|| Error::MissingChunk(id.short()))?;
-        self.read_chunk_at(id, &loc)
+        let first = match self.read_chunk_at(id, &best) {
+            Ok(data) => return Ok(data),
+            Err(e) => e,
+        };
+        for loc in index.locations(id) {
+            if loc.pack == best.pack && loc.offset == best.offset {
+                continue;
+            }
+            if let Ok(data) = self.read_chunk_at(id, &loc) {
+                return Ok(data);
+            }
+        }
+        Err(first)
     }
 
     /// Reads and decodes a chunk at a known location.

@@ -6,6 +6,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
+use tessera_vault::Vault;
 use tessera_vault::commands::check::{CheckOptions, CheckReport, check};
 
 use crate::context::Context;
@@ -43,6 +44,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     };
     let report = check(&vault, options)?;
     bar.finish();
+    record_damage(ctx, &vault, &report);
 
     if ctx.output.json() {
         ctx.output.print_json(&CheckSummary {
@@ -59,6 +61,36 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Records the points the problems affect as damaged, once each, so that backups no
+/// longer carry data forward from them. A vault that cannot take the records (read-only
+/// media) only gets a warning.
+fn record_damage(ctx: &Context, vault: &Vault, report: &CheckReport) {
+    let known = match vault.damage_records() {
+        Ok(known) => known,
+        Err(e) => {
+            ctx.output
+                .warn(&format!("cannot read the damage records: {e}"));
+            return;
+        }
+    };
+    let mut recorded = std::collections::HashSet::new();
+    for problem in &report.problems {
+        for affected in &problem.affected {
+            if known.contains_key(&affected.point) || !recorded.insert(affected.point) {
+                continue;
+            }
+            if let Err(e) =
+                vault.record_damage(affected.point, &problem.message, &report.bad_chunks)
+            {
+                ctx.output.warn(&format!(
+                    "cannot record point {} as damaged: {e}",
+                    affected.point.short()
+                ));
+            }
+        }
+    }
 }
 
 fn print_report(ctx: &Context, report: &CheckReport, read_data: bool) -> Result<()> {

@@ -198,7 +198,14 @@ impl Backend for LocalBackend {
         let suffix = hex::encode(crate::id::random_bytes::<6>());
         let temp = dir.join(format!(".{name}.{suffix}{TEMP_SUFFIX}"));
         let result = (|| {
-            let mut file = File::create(&temp)?;
+            let mut file = match File::create(&temp) {
+                // A vault made before this kind of object existed lacks its directory.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&dir)?;
+                    File::create(&temp)?
+                }
+                other => other?,
+            };
             write_all_vectored(&mut file, parts)?;
             file.sync_all()?;
             drop(file);

@@ -28,11 +28,13 @@ pub enum FileKind {
     Session,
     /// Deletion marks written by prune.
     Mark,
+    /// Records of recovery points `check` found damaged.
+    Damage,
 }
 
 impl FileKind {
     /// Every kind, in the order a full listing walks them.
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 8] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Pack,
@@ -40,6 +42,7 @@ impl FileKind {
         FileKind::Point,
         FileKind::Session,
         FileKind::Mark,
+        FileKind::Damage,
     ];
 
     /// The prefix (directory) under which objects of this kind are stored.
@@ -52,6 +55,7 @@ impl FileKind {
             FileKind::Point => "points",
             FileKind::Session => "sessions",
             FileKind::Mark => "marks",
+            FileKind::Damage => "damage",
         }
     }
 }
@@ -66,6 +70,7 @@ impl fmt::Display for FileKind {
             FileKind::Point => "recovery point",
             FileKind::Session => "writer session",
             FileKind::Mark => "deletion mark",
+            FileKind::Damage => "damage record",
         })
     }
 }

@@ -128,6 +128,8 @@ struct Shared {
     error: Mutex<Option<String>>,
     stats: Mutex<BackupStats>,
     session: Mutex<SessionRecord>,
+    /// Chunks `check` found bad: stored again when met, not deduplicated.
+    distrusted: HashSet<ChunkId>,
     /// Hashed chunks of ended streams waiting to go to the workers together: a tree of
     /// small files would otherwise wake a worker thread per file.
     batch: Mutex<Batch>,
@@ -165,7 +167,14 @@ impl Shared {
 
     /// Whether `id` must be stored by this session (and claims it if so).
     fn claim(&self, id: &ChunkId) -> bool {
-        !self.index.has_usable(id) && self.seen.lock().expect("lock").insert(*id)
+        (!self.index.has_usable(id) || self.needs_new_copy(id))
+            && self.seen.lock().expect("lock").insert(*id)
+    }
+
+    /// Whether a chunk `check` found bad has no second copy yet (once one backup stored
+    /// it again, the next ones use that).
+    fn needs_new_copy(&self, id: &ChunkId) -> bool {
+        self.distrusted.contains(id) && self.index.locations(id).len() < 2
     }
 
     /// Encodes and appends a chunk; returns the stored size.
@@ -387,6 +396,10 @@ impl Backup {
             stats: Mutex::new(BackupStats::default()),
             session: Mutex::new(record),
             batch: Mutex::new(Batch::default()),
+            distrusted: vault.distrusted_chunks().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the damage records");
+                HashSet::new()
+            }),
         });
         recover_unindexed_packs(&shared)?;
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 2);

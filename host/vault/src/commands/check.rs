@@ -50,6 +50,9 @@ pub struct Problem {
 /// What [`check`] found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
+    /// Chunks found missing or damaged: a backup stores them again rather than
+    /// deduplicating against the bad copy.
+    pub bad_chunks: Vec<ChunkId>,
     /// Problems; empty for a sound vault.
     pub problems: Vec<Problem>,
     /// Notes that need no action (leftovers prune will reclaim).
@@ -193,6 +196,8 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
         });
     }
     report.problems.sort_by(|a, b| a.message.cmp(&b.message));
+    report.bad_chunks = bad.keys().copied().collect();
+    report.bad_chunks.sort_unstable();
     Ok(report)
 }
 

@@ -83,8 +83,17 @@ pub fn forget(vault: &Vault, options: &ForgetOptions) -> Result<Vec<ForgetDecisi
         }
     }
     if !options.dry_run {
+        let damaged = vault.damage_records()?;
         for d in out.iter().filter(|d| !d.keep) {
             vault.backend().remove(FileKind::Point, &d.point.to_hex())?;
+            // A forgotten point's damage records go with it.
+            for name in damaged
+                .get(&d.point)
+                .map(|(names, _)| names.as_slice())
+                .unwrap_or(&[])
+            {
+                vault.backend().remove(FileKind::Damage, name)?;
+            }
         }
     }
     Ok(out)

@@ -228,10 +228,7 @@ fn decode_extent(vault: &Vault, index: &Index, extent: &Extent) -> Result<Piece>
     match extent.id {
         None => Ok(Piece::Hole(extent.len)),
         Some(id) => {
-            let loc = index
-                .lookup(&id)
-                .ok_or_else(|| Error::MissingChunk(id.short()))?;
-            let data = vault.read_chunk_at(&id, &loc)?;
+            let data = vault.read_chunk_from(index, &id)?;
             if data.len() as u64 != extent.len {
                 return Err(Error::BadTree {
                     id: id.short(),
