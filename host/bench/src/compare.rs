@@ -42,6 +42,8 @@ pub struct CompareArgs {
     pub restic: Option<PathBuf>,
     /// Print JSON instead of the table.
     pub json: bool,
+    /// Pause before each restore (see [`SETTLE`]).
+    pub settle: std::time::Duration,
 }
 
 impl Default for CompareArgs {
@@ -52,6 +54,7 @@ impl Default for CompareArgs {
             tessera: None,
             restic: None,
             json: false,
+            settle: SETTLE,
         }
     }
 }
@@ -257,9 +260,9 @@ pub fn version(tool: Tool, program: &Path) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
-/// Pause before each restore; longer than the window in which ext4 treats freed inodes
-/// as recently deleted.
-const SETTLE: std::time::Duration = std::time::Duration::from_secs(35);
+/// Default pause before each restore; longer than the window in which ext4 treats freed
+/// inodes as recently deleted.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(35);
 
 /// Runs every step for one tool in `workdir`, deleting the restored tree once it has been
 /// compared and the repository once it has been measured.
@@ -269,6 +272,7 @@ fn run_tool(
     tree: &Path,
     original: &Manifest,
     workdir: &Path,
+    settle: std::time::Duration,
 ) -> Result<ToolFigures> {
     let name = tool.name();
     let session = Session {
@@ -304,10 +308,10 @@ fn run_tool(
     // restore starts on a settled file system so neither tool pays for the other.
     progress(&format!(
         "{name}: letting the file system settle for {} s",
-        SETTLE.as_secs()
+        settle.as_secs()
     ));
     nix::unistd::sync();
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle);
     progress(&format!("{name}: restoring"));
     let restore = match tool {
         Tool::Tessera => session.measured(
@@ -424,8 +428,22 @@ pub fn run_compare(args: &CompareArgs) -> Result<Comparison> {
 
     progress(&format!("reading {} in full", tree.display()));
     let original = Manifest::build(&tree)?;
-    let tessera = run_tool(Tool::Tessera, &tessera, &tree, &original, &workdir_path)?;
-    let restic = run_tool(Tool::Restic, &restic, &tree, &original, &workdir_path)?;
+    let tessera = run_tool(
+        Tool::Tessera,
+        &tessera,
+        &tree,
+        &original,
+        &workdir_path,
+        args.settle,
+    )?;
+    let restic = run_tool(
+        Tool::Restic,
+        &restic,
+        &tree,
+        &original,
+        &workdir_path,
+        args.settle,
+    )?;
     workdir
         .close()
         .context("cannot remove the work directory")?;

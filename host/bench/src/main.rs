@@ -61,6 +61,8 @@ unchanged and restores it, then compares times, repository sizes and peak memory
                  build it with `cargo build --release -p tessera-cli`)
   --restic PATH  the restic executable (default: `restic` on PATH; Debian and
                  Ubuntu: `apt-get install restic`)
+  --settle SECS  pause before each restore, after syncing, so ext4's slowness next to
+                 just-deleted inodes does not fall on one tool (default 35)
   --json         print a JSON object instead of the table
 
 vmdisk: serves a qcow2 disk with qemu-nbd and backs it up with tessera's vm-disk plugin,
@@ -230,6 +232,16 @@ fn parse_compare(
             "--dir" => parsed.dir = Some(PathBuf::from(flags.value(&flag, inline)?)),
             "--tessera" => parsed.tessera = Some(PathBuf::from(flags.value(&flag, inline)?)),
             "--restic" => parsed.restic = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            "--settle" => {
+                let raw = flags.value(&flag, inline)?;
+                let secs = raw.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                    format!(
+                        "--settle wants a whole number of seconds, not '{}'",
+                        raw.to_string_lossy()
+                    )
+                })?;
+                parsed.settle = std::time::Duration::from_secs(secs);
+            }
             _ => return Err(unknown_option(&flag, inline)),
         }
     }
@@ -475,6 +487,7 @@ mod tests {
                 tessera: None,
                 restic: None,
                 json: false,
+                settle: compare::SETTLE,
             }))
         );
         assert_eq!(
@@ -486,6 +499,8 @@ mod tests {
                 "--tessera",
                 "/opt/tessera",
                 "--restic=/opt/restic",
+                "--settle",
+                "0",
                 "--json",
             ]),
             Ok(Command::Compare(CompareArgs {
@@ -494,6 +509,7 @@ mod tests {
                 tessera: Some("/opt/tessera".into()),
                 restic: Some("/opt/restic".into()),
                 json: true,
+                settle: std::time::Duration::ZERO,
             }))
         );
     }

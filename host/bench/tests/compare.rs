@@ -98,6 +98,7 @@ fn compare(setup: &Setup, extra: &[&str]) -> Output {
         .arg(&setup.tessera)
         .arg("--restic")
         .arg(&setup.restic)
+        .args(["--settle", "0"])
         .args(extra)
         .output()
         .unwrap()
