@@ -48,15 +48,19 @@
 //! points/<id>            one recovery point                 point
 //! sessions/<id>          a backup in progress               session
 //! marks/<id>             packs prune will delete            session
+//! damage/<id>            a point check found damaged        damage
 //! ```
 //!
-//! Packs, index files, points and marks are named by the SHA-256 of their bytes: names are
-//! unique per writer without coordination, and damage is visible from the name alone.
+//! Packs, index files, points, marks and damage records are named by the SHA-256 of their
+//! bytes: names are unique per writer without coordination, and damage is visible from
+//! the name alone.
 //!
 //! # Crash safety
 //!
-//! Objects are only ever written whole (the backend guarantees atomic writes) and never
-//! modified, except writer-session heartbeats. A backup writes in this order:
+//! Objects appear whole or not at all (the backend guarantees atomic writes; a pack being
+//! filled is spooled under a temporary name that listing ignores and renamed into place
+//! when full) and are never modified, except writer-session heartbeats. A backup writes
+//! in this order:
 //!
 //! 1. its session object, before it reads the index;
 //! 2. packs, as they fill;
@@ -95,8 +99,10 @@
 //! # Memory
 //!
 //! The index holds 48 bytes per chunk in one sorted array. A backup holds the chunks it
-//! stored in a set, the open pack (16 MiB) and at most one pack waiting for upload; trees
-//! are stored as soon as each directory is complete.
+//! stored in a set and the entry list of the open pack, whose bytes go to the backend's
+//! spool as chunks arrive (a file on a local vault); trees are stored as soon as each
+//! directory is complete. Spools of a killed backup are removed by prune once idle for
+//! longer than a session takes to go stale.
 #![forbid(unsafe_code)]
 
 pub mod backend;
