@@ -20,7 +20,7 @@ pub const SESSION_MAGIC: [u8; 4] = *b"TSWS";
 pub const MARK_MAGIC: [u8; 4] = *b"TSDM";
 /// First bytes of a damage record: `b"TSDR"`, "tessera damage record".
 pub const DAMAGE_MAGIC: [u8; 4] = *b"TSDR";
-/// Version of the sealed-object frame described in [`crate::crypto::seal_object`].
+/// Version of the sealed-object frame described in [`crate::codec::seal_object`].
 pub const SEALED_VERSION: u8 = 1;
 
 /// Value of `format` in the vault's `config` file.
