@@ -6,26 +6,22 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io;
 
 use tessera_plugin_sdk::content::{self, ReadError};
+use tessera_plugin_sdk::debug;
 use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
 use tessera_plugin_sdk::meta::{self, PERMISSION_BITS};
 use tessera_plugin_sdk::path;
 use tessera_plugin_sdk::path::Mount;
 use tessera_plugin_sdk::prelude::*;
-use tessera_plugin_sdk::{debug, info, warn};
-
-/// Warnings kept in the summary; the rest are only counted (all are logged), so a tree
-/// of a million files restored without privilege does not produce a huge summary.
-const MAX_WARNINGS: usize = 1000;
+use tessera_plugin_sdk::target::{self, Tally};
 
 /// Mode of a fifo whose stored mode is unknown: what `mkfifo` gives under umask 022.
 const DEFAULT_FIFO_MODE: u32 = 0o644;
 
 /// Runs a restore job.
 pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
-    let target = locate_target(&request.target)?;
+    let target = target::locate(&request.target)?;
     let mut selection = request
         .paths
         .iter()
@@ -39,49 +35,13 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
     let mut job = Job {
         target,
         inodes: HashMap::new(),
-        entries: 0,
-        bytes_written: 0,
-        warnings: Vec::new(),
-        unlisted_warnings: 0,
+        tally: Tally::default(),
     };
     for selected in path::minimal_cover(selection) {
         job.restore_selection(&selected)?;
     }
 
-    info!(
-        "restored {} entries, wrote {} bytes, {} warnings",
-        job.entries,
-        job.bytes_written,
-        job.warnings.len() + job.unlisted_warnings
-    );
-    let mut warnings = job.warnings;
-    if job.unlisted_warnings > 0 {
-        warnings.push(format!(
-            "{} more warnings are in the log",
-            job.unlisted_warnings
-        ));
-    }
-    Ok(RestoreSummary {
-        entries: job.entries,
-        bytes_written: job.bytes_written,
-        warnings,
-    })
-}
-
-/// The target directory of the request, which must exist and be a directory.
-fn locate_target(given: &str) -> Result<Mount, PluginError> {
-    let mount = Mount::new(given).map_err(|err| {
-        PluginError::Io(format!(
-            "target {given:?} is not a path inside the grant: {err}"
-        ))
-    })?;
-    match fs::metadata(given) {
-        Ok(meta) if meta.is_dir() => Ok(mount),
-        Ok(_) => Err(PluginError::Io(format!(
-            "target {given:?} is not a directory"
-        ))),
-        Err(err) => Err(from_io(format_args!("target {given:?}"), &err)),
-    }
+    Ok(job.tally.summary())
 }
 
 /// A restored directory whose children are being restored.
@@ -98,10 +58,7 @@ struct Job {
     /// For each stored file that others link to, the path where its content now is:
     /// the file itself, or the first link restored in its place when it was not selected.
     inodes: HashMap<String, String>,
-    entries: u64,
-    bytes_written: u64,
-    warnings: Vec<String>,
-    unlisted_warnings: usize,
+    tally: Tally,
 }
 
 impl Job {
@@ -158,7 +115,7 @@ impl Job {
             if let Some(dir) = self.restore_entry(child)? {
                 stack.push(dir);
             }
-            host::progress(self.bytes_written, 0, self.entries, 0);
+            host::progress(self.tally.bytes_written, 0, self.tally.entries, 0);
         }
         Ok(())
     }
@@ -173,8 +130,8 @@ impl Job {
         let dest = self.target.sandbox(path);
         match &entry.kind {
             EntryKind::Directory => {
-                self.make_dir(path, &dest)?;
-                self.entries += 1;
+                target::make_dir(path, &dest)?;
+                self.tally.entries += 1;
                 let children = self.list(path)?;
                 return Ok(Some(Dir {
                     entry: Some(entry),
@@ -197,7 +154,7 @@ impl Job {
             EntryKind::Hardlink(first) => {
                 if self.hardlink(path, first, &entry.meta, &dest)? {
                     // A new name of a restored file shares its metadata.
-                    self.entries += 1;
+                    self.tally.entries += 1;
                     return Ok(None);
                 }
             }
@@ -207,7 +164,7 @@ impl Job {
                 }
             }
             EntryKind::Fifo => {
-                self.clear(path, &dest)?;
+                target::clear(path, &dest)?;
                 let mode = entry
                     .meta
                     .mode
@@ -226,37 +183,9 @@ impl Job {
                 return Ok(None);
             }
         }
-        self.entries += 1;
+        self.tally.entries += 1;
         self.apply_metadata(&entry);
         Ok(None)
-    }
-
-    /// Makes sure a directory exists at `dest`, replacing a non-directory in the way.
-    fn make_dir(&mut self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
-        match fs::symlink_metadata(dest) {
-            Ok(existing) if existing.is_dir() => return Ok(()),
-            Ok(_) => self.clear(path, dest)?,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(from_io(format_args!("inspecting {path:?}"), &err)),
-        }
-        fs::create_dir(dest)
-            .map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))
-    }
-
-    /// Removes a file, symlink or special file at `dest`, so that what replaces it is a
-    /// new object: writing through an old symlink or into another name's inode would
-    /// change something other than the entry. A directory in the way is an error, since
-    /// removing it would delete what the operator keeps there.
-    fn clear(&mut self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
-        match fs::symlink_metadata(dest) {
-            Ok(existing) if existing.is_dir() => Err(PluginError::Io(format!(
-                "cannot restore {path:?}: a directory is in the way in the target"
-            ))),
-            Ok(_) => fs::remove_file(dest)
-                .map_err(|err| from_io(format_args!("replacing {path:?}"), &err)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(from_io(format_args!("inspecting {path:?}"), &err)),
-        }
     }
 
     /// Writes the content stored at `content_path` into a new file at `dest`, keeping
@@ -268,7 +197,7 @@ impl Job {
         meta: &Metadata,
         dest: &std::path::Path,
     ) -> Result<(), PluginError> {
-        self.clear(path, dest)?;
+        target::clear(path, dest)?;
         let reader = match point::open(content_path) {
             Ok(reader) => reader,
             // An empty file may be stored without any content at all.
@@ -298,7 +227,7 @@ impl Job {
                     PluginError::CorruptSource(format!("{content_path:?}: {short}"))
                 }
             })?;
-        self.bytes_written += written;
+        self.tally.bytes_written += written;
         Ok(())
     }
 
@@ -318,13 +247,13 @@ impl Job {
             ))
         })?;
         if let Some(existing) = self.inodes.get(first).cloned() {
-            self.clear(path, dest)?;
+            target::clear(path, dest)?;
             // The host may still be writing the first name; a host call on it waits for
             // the file to be there.
             let _ = host::stat(&self.target.host(&existing));
             match fs::hard_link(self.target.sandbox(&existing), dest) {
                 Ok(()) => return Ok(true),
-                Err(err) => self.warn(format!(
+                Err(err) => self.tally.warn(format!(
                     "{path}: not linked to {existing} ({err}); restored as a copy"
                 )),
             }
@@ -343,7 +272,7 @@ impl Job {
         target: &str,
         dest: &std::path::Path,
     ) -> Result<bool, PluginError> {
-        self.clear(path, dest)?;
+        target::clear(path, dest)?;
         // The host stores the target verbatim; WASI's own `symlink-at` refuses absolute
         // targets.
         host::make_symlink(&self.target.host(path), target).map_err(|err| {
@@ -361,17 +290,17 @@ impl Job {
         let path = entry.path.as_str();
         let block = entry.kind == EntryKind::BlockDeviceNode;
         let Some(rdev) = entry.meta.rdev else {
-            self.warn(format!(
+            self.tally.warn(format!(
                 "{path}: device node not created, its device number was not captured"
             ));
             return Ok(false);
         };
-        self.clear(path, dest)?;
+        target::clear(path, dest)?;
         let mode = entry.meta.mode.unwrap_or(0o600) & PERMISSION_BITS;
         match host::make_device(&self.target.host(path), mode, rdev, block) {
             Ok(()) => Ok(true),
             Err(err) => {
-                self.warn(format!(
+                self.tally.warn(format!(
                     "{path}: device node not created: {}",
                     host_error_text(&err)
                 ));
@@ -383,13 +312,8 @@ impl Job {
     /// Applies an entry's stored metadata; what the host cannot apply is a warning.
     fn apply_metadata(&mut self, entry: &EntryInfo) {
         let wanted = meta::restore_metadata(&entry.kind, &entry.meta);
-        if let Err(err) = host::set_metadata(&self.target.host(&entry.path), &wanted) {
-            self.warn(format!(
-                "{}: metadata not applied: {}",
-                entry.path,
-                host_error_text(&err)
-            ));
-        }
+        self.tally
+            .apply_metadata(&entry.path, &self.target.host(&entry.path), &wanted);
     }
 
     /// The entries directly below `path` in the point.
@@ -397,14 +321,5 @@ impl Job {
         let entries = point::children(path)
             .map_err(|err| from_host(format_args!("listing {path:?} in the point"), &err))?;
         Ok(entries.into_iter())
-    }
-
-    fn warn(&mut self, warning: String) {
-        warn!("{warning}");
-        if self.warnings.len() < MAX_WARNINGS {
-            self.warnings.push(warning);
-        } else {
-            self.unlisted_warnings += 1;
-        }
     }
 }

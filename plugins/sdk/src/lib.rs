@@ -22,6 +22,7 @@ pub mod log;
 pub mod meta;
 pub mod path;
 pub mod settings;
+pub mod target;
 
 /// Bindings generated from the contract's `plugin` world.
 ///

@@ -15,6 +15,7 @@ use tessera_disk_fs::{FsEntry, FsKind, Volume};
 use tessera_plugin_sdk::error::{from_io, host_error_text};
 use tessera_plugin_sdk::meta::{FileType, PERMISSION_BITS};
 use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::target;
 use tessera_plugin_sdk::{PIECE, debug, path};
 
 use crate::error::from_fs;
@@ -48,11 +49,11 @@ pub(crate) fn restore(
 ) -> Result<(), PluginError> {
     let stored = StoredDisk::open(disk)?;
     for warning in stored.warnings() {
-        job.warn(format!("{disk}: {warning}"));
+        job.tally.warn(format!("{disk}: {warning}"));
     }
     let mut volume = stored.volume(volume)?;
     for warning in volume.warnings().to_vec() {
-        job.warn(warning);
+        job.tally.warn(warning);
     }
     let top = volume.stat(rest).map_err(|err| from_fs(&err))?;
     // Like `restic restore --include a/b`: the selection keeps its place in the tree,
@@ -85,7 +86,7 @@ pub(crate) fn restore(
             Ok(names) => names,
             Err(err) => {
                 let message = format!("{}: entry not restored: {err}", dir.path);
-                walk.job.warn(message);
+                walk.job.tally.warn(message);
                 continue;
             }
         };
@@ -95,7 +96,7 @@ pub(crate) fn restore(
         if let Some(dir) = walk.restore_entry(point_path, inside, child)? {
             stack.push(dir);
         }
-        host::progress(walk.job.bytes_written, 0, walk.job.entries, 0);
+        host::progress(walk.job.tally.bytes_written, 0, walk.job.tally.entries, 0);
     }
     Ok(())
 }
@@ -117,12 +118,13 @@ impl Walk<'_> {
         let dest = self.job.target.sandbox(&point_path);
         match &entry.kind {
             FsKind::Directory => {
-                self.job.make_dir(&point_path, &dest)?;
-                self.job.entries += 1;
+                target::make_dir(&point_path, &dest)?;
+                self.job.tally.entries += 1;
                 let children = match self.volume.list(&inside) {
                     Ok(children) => children,
                     Err(err) => {
                         self.job
+                            .tally
                             .warn(format!("{point_path}: contents not restored: {err}"));
                         Vec::new()
                     }
@@ -140,9 +142,9 @@ impl Walk<'_> {
                 }
             }
             FsKind::Symlink(target) => {
-                self.job.clear(&point_path, &dest)?;
+                target::clear(&point_path, &dest)?;
                 if let Err(err) = host::make_symlink(&self.job.target.host(&point_path), target) {
-                    self.job.warn(format!(
+                    self.job.tally.warn(format!(
                         "{point_path}: symlink to {target:?} not created: {}",
                         host_error_text(&err)
                     ));
@@ -151,10 +153,10 @@ impl Walk<'_> {
             }
             FsKind::Other => match entry.mode.map(FileType::from_mode) {
                 Some(FileType::Fifo) => {
-                    self.job.clear(&point_path, &dest)?;
+                    target::clear(&point_path, &dest)?;
                     let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & PERMISSION_BITS;
                     if let Err(err) = host::make_fifo(&self.job.target.host(&point_path), mode) {
-                        self.job.warn(format!(
+                        self.job.tally.warn(format!(
                             "{point_path}: fifo not created: {}",
                             host_error_text(&err)
                         ));
@@ -167,7 +169,7 @@ impl Walk<'_> {
                     return Ok(None);
                 }
                 _ => {
-                    self.job.warn(format!(
+                    self.job.tally.warn(format!(
                         "{point_path}: not restored: device nodes and other special files \
                          are not read from disk images"
                     ));
@@ -175,7 +177,7 @@ impl Walk<'_> {
                 }
             },
         }
-        self.job.entries += 1;
+        self.job.tally.entries += 1;
         self.apply_metadata(&point_path, &entry);
         Ok(None)
     }
@@ -187,7 +189,7 @@ impl Walk<'_> {
         inside: &str,
         dest: &std::path::Path,
     ) -> Result<bool, PluginError> {
-        self.job.clear(point_path, dest)?;
+        target::clear(point_path, dest)?;
         let mut out = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -196,7 +198,9 @@ impl Walk<'_> {
         let mut file = match self.volume.open_file(inside) {
             Ok(file) => file,
             Err(err) => {
-                self.job.warn(format!("{point_path}: not restored: {err}"));
+                self.job
+                    .tally
+                    .warn(format!("{point_path}: not restored: {err}"));
                 return Ok(false);
             }
         };
@@ -212,8 +216,8 @@ impl Walk<'_> {
                 Ok(0) => break,
                 Ok(read) => read,
                 Err(err) => {
-                    self.job.bytes_written += written;
-                    self.job.warn(format!(
+                    self.job.tally.bytes_written += written;
+                    self.job.tally.warn(format!(
                         "{point_path}: restored only its first {written} bytes: {err}"
                     ));
                     return Ok(false);
@@ -223,7 +227,7 @@ impl Walk<'_> {
                 .map_err(|err| from_io(format_args!("writing {point_path:?}"), &err))?;
             written += read as u64;
         }
-        self.job.bytes_written += written;
+        self.job.tally.bytes_written += written;
         Ok(true)
     }
 

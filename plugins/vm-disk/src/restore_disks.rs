@@ -4,19 +4,20 @@
 //! [`crate::files`]). Metadata the host cannot apply becomes a warning in the summary
 //! rather than a failure.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter};
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
 
 use tessera_disk_image::Qcow2Writer;
 use tessera_nbd::NbdUrl;
 use tessera_plugin_sdk::content::{self, ReadError};
-use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
+use tessera_plugin_sdk::error::{from_host, from_io};
 use tessera_plugin_sdk::meta;
 use tessera_plugin_sdk::path::{self, Mount};
 use tessera_plugin_sdk::point::ContentReader;
 use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::settings::Settings;
-use tessera_plugin_sdk::{PIECE, debug, info, warn};
+use tessera_plugin_sdk::target::{self, Tally};
+use tessera_plugin_sdk::{PIECE, debug, info};
 
 use crate::browse::no_volume;
 use crate::error::{NbdPhase, from_nbd, from_qcow2_write};
@@ -24,10 +25,6 @@ use crate::files;
 use crate::layout::PointPath;
 use crate::options::{DiskFormat, RestoreOptions};
 use crate::source;
-
-/// Warnings kept in the summary; the rest are only counted (all are logged), so a tree
-/// restored without privilege does not produce a huge summary.
-const MAX_WARNINGS: usize = 1000;
 
 /// Runs a restore job.
 pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
@@ -48,12 +45,9 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
     }
 
     let mut job = Job {
-        target: locate_target(&request.target)?,
+        target: target::locate(&request.target)?,
         format: options.format,
-        entries: 0,
-        bytes_written: 0,
-        warnings: Vec::new(),
-        unlisted_warnings: 0,
+        tally: Tally::default(),
     };
     for selected in &selection {
         match PointPath::parse(selected) {
@@ -74,7 +68,7 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
             }
         }
     }
-    Ok(job.summary())
+    Ok(job.tally.summary())
 }
 
 /// The point's entry at the top-level path `name`.
@@ -94,31 +88,13 @@ fn lookup(name: &str) -> Result<EntryInfo, PluginError> {
     Ok(entry)
 }
 
-/// The target directory of the request, which must exist and be a directory.
-fn locate_target(given: &str) -> Result<Mount, PluginError> {
-    let mount = Mount::new(given).map_err(|err| {
-        PluginError::Io(format!(
-            "target {given:?} is neither an nbd:// URL nor a path inside the grant: {err}"
-        ))
-    })?;
-    match fs::metadata(given) {
-        Ok(meta) if meta.is_dir() => Ok(mount),
-        Ok(_) => Err(PluginError::Io(format!(
-            "target {given:?} is not a directory"
-        ))),
-        Err(err) => Err(from_io(format_args!("target {given:?}"), &err)),
-    }
-}
-
 /// The state of a restore into a directory; [`crate::files`] adds to it.
 pub(crate) struct Job {
     /// The target directory.
     pub(crate) target: Mount,
     format: DiskFormat,
-    pub(crate) entries: u64,
-    pub(crate) bytes_written: u64,
-    warnings: Vec<String>,
-    unlisted_warnings: usize,
+    /// Entries, bytes and warnings so far.
+    pub(crate) tally: Tally,
 }
 
 impl Job {
@@ -135,7 +111,7 @@ impl Job {
             EntryKind::BlockDevice => self.restore_disk(entry),
             EntryKind::Blob | EntryKind::File => self.restore_document(entry),
             other => {
-                self.warn(format!(
+                self.tally.warn(format!(
                     "{}: not restored: a {other:?} entry is not something this plugin stores",
                     entry.path
                 ));
@@ -149,7 +125,7 @@ impl Job {
         let name = entry.path.as_str();
         let file_name = format!("{name}.{}", self.format.extension());
         let dest = self.target.sandbox(&file_name);
-        self.clear(&file_name, &dest)?;
+        target::clear(&file_name, &dest)?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -176,9 +152,9 @@ impl Job {
             (DiskFormat::Qcow2, reader) => write_qcow2(name, &file_name, reader.as_ref(), file)?,
         };
         info!("{name}: restored into {file_name}, {written} bytes of data");
-        self.bytes_written += written;
-        self.entries += 1;
-        host::progress(self.bytes_written, 0, self.entries, 0);
+        self.tally.bytes_written += written;
+        self.tally.entries += 1;
+        host::progress(self.tally.bytes_written, 0, self.tally.entries, 0);
         Ok(())
     }
 
@@ -186,7 +162,7 @@ impl Job {
     fn restore_document(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
         let name = entry.path.as_str();
         let dest = self.target.sandbox(name);
-        self.clear(name, &dest)?;
+        target::clear(name, &dest)?;
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -196,7 +172,7 @@ impl Job {
             Ok(reader) => {
                 let written = content::restore_file(&reader, &self.target.host(name))
                     .map_err(|err| read_error(name, name, err))?;
-                self.bytes_written += written;
+                self.tally.bytes_written += written;
             }
             Err(HostError::NotFound(_)) if entry.meta.size == 0 => {}
             Err(err) => {
@@ -206,83 +182,16 @@ impl Job {
                 ));
             }
         }
-        self.entries += 1;
+        self.tally.entries += 1;
         let wanted = meta::restore_metadata(&entry.kind, &entry.meta);
         self.apply_metadata(name, &wanted);
         Ok(())
     }
 
-    /// Removes a file, symlink or special file at `dest`, so that what replaces it is a
-    /// new object: writing through an old symlink or into another name's inode would
-    /// change something other than the entry. A directory in the way is an error, since
-    /// removing it would delete what the operator keeps there.
-    pub(crate) fn clear(&mut self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
-        match fs::symlink_metadata(dest) {
-            Ok(existing) if existing.is_dir() => Err(PluginError::Io(format!(
-                "cannot restore {path:?}: a directory is in the way in the target"
-            ))),
-            Ok(_) => fs::remove_file(dest)
-                .map_err(|err| from_io(format_args!("replacing {path:?}"), &err)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(from_io(format_args!("inspecting {path:?}"), &err)),
-        }
-    }
-
-    /// Makes sure a directory exists at `dest`, replacing a non-directory in the way.
-    pub(crate) fn make_dir(
-        &mut self,
-        path: &str,
-        dest: &std::path::Path,
-    ) -> Result<(), PluginError> {
-        match fs::symlink_metadata(dest) {
-            Ok(existing) if existing.is_dir() => return Ok(()),
-            Ok(_) => self.clear(path, dest)?,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(from_io(format_args!("inspecting {path:?}"), &err)),
-        }
-        fs::create_dir(dest)
-            .map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))
-    }
-
     /// Applies metadata to a restored path; what the host cannot apply is a warning.
     pub(crate) fn apply_metadata(&mut self, path: &str, wanted: &host::RestoreMetadata) {
-        if let Err(err) = host::set_metadata(&self.target.host(path), wanted) {
-            self.warn(format!(
-                "{path}: metadata not applied: {}",
-                host_error_text(&err)
-            ));
-        }
-    }
-
-    /// Records a warning for the summary.
-    pub(crate) fn warn(&mut self, warning: String) {
-        warn!("{warning}");
-        if self.warnings.len() < MAX_WARNINGS {
-            self.warnings.push(warning);
-        } else {
-            self.unlisted_warnings += 1;
-        }
-    }
-
-    fn summary(self) -> RestoreSummary {
-        info!(
-            "restored {} entries, wrote {} bytes, {} warnings",
-            self.entries,
-            self.bytes_written,
-            self.warnings.len() + self.unlisted_warnings
-        );
-        let mut warnings = self.warnings;
-        if self.unlisted_warnings > 0 {
-            warnings.push(format!(
-                "{} more warnings are in the log",
-                self.unlisted_warnings
-            ));
-        }
-        RestoreSummary {
-            entries: self.entries,
-            bytes_written: self.bytes_written,
-            warnings,
-        }
+        let host_path = self.target.host(path);
+        self.tally.apply_metadata(path, &host_path, wanted);
     }
 }
 
