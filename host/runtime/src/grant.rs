@@ -74,6 +74,17 @@ pub struct Stat {
     pub ctime_ns: i64,
 }
 
+impl std::fmt::Display for GrantError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrantError::Denied(m)
+            | GrantError::NotFound(m)
+            | GrantError::Invalid(m)
+            | GrantError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
 fn io_error(path: &str, e: impl std::fmt::Display + Into<std::io::Error>) -> GrantError {
     let message = e.to_string();
     let err: std::io::Error = e.into();

@@ -19,7 +19,7 @@ use rustix::fs::{Mode, OFlags};
 use tessera_vault::{ContentReader, Piece};
 
 use crate::bindings::host::RestoreMetadata;
-use crate::grant::{Grant, GrantError};
+use crate::grant::Grant;
 
 /// Writes queued ahead of the workers: enough to keep them busy, few enough to bound the
 /// memory of decoded content.
@@ -85,7 +85,7 @@ impl WritePool {
                                 state = lock.lock().expect("lock");
                                 match outcome {
                                     Ok(warnings) => state.warnings.extend(warnings),
-                                    Err(e) => state.failed.push((path.clone(), grant_text(e))),
+                                    Err(e) => state.failed.push((path.clone(), e.to_string())),
                                 }
                             }
                             state.paths.remove(&path);
@@ -190,15 +190,6 @@ impl Drop for WritePool {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-    }
-}
-
-fn grant_text(e: GrantError) -> String {
-    match e {
-        GrantError::Denied(m)
-        | GrantError::NotFound(m)
-        | GrantError::Invalid(m)
-        | GrantError::Io(m) => m,
     }
 }
 
