@@ -194,12 +194,26 @@ struct XattrScratch {
 impl XattrScratch {
     /// The extended attributes of `path` (not following a final symlink).
     fn read(&mut self, path: &str) -> Result<Vec<(String, Vec<u8>)>, rustix::io::Errno> {
+        self.read_with(
+            |names| rustix::fs::llistxattr(path, names),
+            |name, value| rustix::fs::lgetxattr(path, name, value),
+        )
+    }
+
+    /// The extended attributes `list` names and `get` reads: at most [`MAX_XATTRS`], names
+    /// that are not UTF-8 skipped, none on a file system without them.
+    fn read_with(
+        &mut self,
+        list: impl FnOnce(&mut [u8]) -> Result<usize, rustix::io::Errno>,
+        mut get: impl FnMut(&str, &mut [u8]) -> Result<usize, rustix::io::Errno>,
+    ) -> Result<Vec<(String, Vec<u8>)>, rustix::io::Errno> {
         if self.names.is_empty() {
             self.names = vec![0; 64 * 1024];
             self.value = vec![0; MAX_XATTR_VALUE];
         }
-        let n = match rustix::fs::llistxattr(path, &mut self.names) {
+        let n = match list(&mut self.names) {
             Ok(n) => n,
+            // File systems without xattr support have none to report.
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
@@ -212,7 +226,7 @@ impl XattrScratch {
             let Ok(name) = std::str::from_utf8(raw) else {
                 continue;
             };
-            match rustix::fs::lgetxattr(path, name, &mut self.value) {
+            match get(name, &mut self.value) {
                 Ok(len) => out.push((name.to_string(), self.value[..len].to_vec())),
                 Err(rustix::io::Errno::NODATA) => {}
                 Err(e) => return Err(e),
@@ -337,33 +351,12 @@ impl Grant {
         let Some(fd) = self.open_nofollow(path, false)? else {
             return Ok(Vec::new());
         };
-        let mut names = vec![0u8; 64 * 1024];
-        let n = match rustix::fs::flistxattr(&fd, &mut names) {
-            Ok(n) => n,
-            // File systems without xattr support have none to report.
-            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(errno(path, e)),
-        };
-        let mut out = Vec::new();
-        for raw in names[..n]
-            .split(|&b| b == 0)
-            .filter(|n| !n.is_empty())
-            .take(MAX_XATTRS)
-        {
-            let Ok(name) = std::str::from_utf8(raw) else {
-                continue;
-            };
-            let mut value = vec![0u8; MAX_XATTR_VALUE];
-            match rustix::fs::fgetxattr(&fd, name, &mut value) {
-                Ok(len) => {
-                    value.truncate(len);
-                    out.push((name.to_string(), value));
-                }
-                Err(rustix::io::Errno::NODATA) => {}
-                Err(e) => return Err(errno(path, e)),
-            }
-        }
-        Ok(out)
+        XattrScratch::default()
+            .read_with(
+                |names| rustix::fs::flistxattr(&fd, names),
+                |name, value| rustix::fs::fgetxattr(&fd, name, value),
+            )
+            .map_err(|e| errno(path, e))
     }
 
     /// Holes of a regular file as `(offset, length)`.
