@@ -379,8 +379,9 @@ impl Backup {
             None => None,
         };
         let workers = crate::vault::worker_threads(options.workers);
-        // A rendezvous: one pack filling and one uploading, never a third waiting in memory.
-        let (upload_tx, upload_rx) = crossbeam_channel::bounded(0);
+        // Finished packs are already in the backend's spool: one waiting costs no memory
+        // and keeps the workers from stalling while the uploader commits the last one.
+        let (upload_tx, upload_rx) = crossbeam_channel::bounded(1);
         let shared = Arc::new(Shared {
             vault: vault.clone(),
             index,
@@ -402,7 +403,7 @@ impl Backup {
             }),
         });
         recover_unindexed_packs(&shared)?;
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 2);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 4);
         let worker_handles = (0..workers)
             .map(|i| {
                 let shared = shared.clone();
