@@ -146,7 +146,7 @@ impl Batch {
     /// Hand-over thresholds: enough work to be worth a thread wake-up, little enough to
     /// keep both workers busy while the plugin produces.
     const MAX_JOBS: usize = 32;
-    const MAX_BYTES: usize = 2 << 20;
+    const MAX_BYTES: usize = 1 << 20;
 }
 
 impl Shared {
