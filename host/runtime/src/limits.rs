@@ -17,3 +17,14 @@ pub const MAX_OPEN_HANDLES: usize = 256;
 pub const MAX_LIST_ENTRIES: usize = 1 << 20;
 /// Threads writing restored files for one job.
 pub const WRITE_THREADS: usize = 2;
+
+/// Refuses a path longer than [`MAX_PATH_LEN`] with `host-error::limit`.
+pub(crate) fn check_path(path: &str) -> Result<(), crate::bindings::types::HostError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(crate::bindings::types::HostError::Limit(format!(
+            "a path of {} bytes is longer than {MAX_PATH_LEN}",
+            path.len()
+        )));
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@ use crate::bindings::point::{self, ByteRange, EntryInfo, HostError};
 use crate::writes::WritePool;
 
 use crate::convert::{entry_to_wit, grant_error, vault_error};
-use crate::limits::{MAX_IO_CALL, MAX_LIST_ENTRIES, MAX_OPEN_HANDLES, MAX_PATH_LEN};
+use crate::limits::{MAX_IO_CALL, MAX_LIST_ENTRIES, MAX_OPEN_HANDLES, check_path};
 use crate::state::{JobState, Phase, ReadState};
 
 /// An entry's content a plugin is reading.
@@ -35,12 +35,7 @@ impl JobState {
     }
 
     fn lookup(&self, path: &str) -> Result<tessera_vault::Entry, HostError> {
-        if path.len() > MAX_PATH_LEN {
-            return Err(HostError::Limit(format!(
-                "a path of {} bytes is too long",
-                path.len()
-            )));
-        }
+        check_path(path)?;
         let state = self.read_state()?;
         state
             .vault
@@ -108,12 +103,7 @@ impl point::HostContentReader for JobState {
 
     fn write_to(&mut self, this: Resource<ContentReader>, path: String) -> Result<u64, HostError> {
         self.touch();
-        if path.len() > MAX_PATH_LEN {
-            return Err(HostError::Limit(format!(
-                "a path of {} bytes is too long",
-                path.len()
-            )));
-        }
+        check_path(&path)?;
         let grant = self
             .grant
             .clone()

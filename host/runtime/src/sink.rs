@@ -11,7 +11,7 @@ use crate::bindings::sink::{
 use std::os::fd::OwnedFd;
 
 use crate::convert::{entry_to_wit, grant_error, kind_to_vault, meta_to_vault, vault_error};
-use crate::limits::{MAX_IO_CALL, MAX_OPEN_HANDLES, MAX_PATH_LEN};
+use crate::limits::{MAX_IO_CALL, MAX_OPEN_HANDLES, check_path};
 use crate::state::{CaptureState, JobState, Phase};
 
 /// A content stream a plugin is writing.
@@ -29,16 +29,6 @@ const FILE_READ: usize = 1 << 20;
 
 fn not_capturing() -> HostError {
     HostError::WrongPhase("this call is only available during capture".into())
-}
-
-fn check_path(path: &str) -> Result<(), HostError> {
-    if path.len() > MAX_PATH_LEN {
-        return Err(HostError::Limit(format!(
-            "a path of {} bytes is longer than {MAX_PATH_LEN}",
-            path.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Moves `offset..offset+length` of the writer's open source file into its stream.
