@@ -70,18 +70,7 @@ impl Job {
                 children: self.list("")?,
             }
         } else {
-            let entry = point::entry(selected).map_err(|err| match err {
-                HostError::NotFound(_) => {
-                    PluginError::InvalidSettings(format!("path {selected:?} is not in the point"))
-                }
-                err => from_host(format_args!("looking up {selected:?}"), &err),
-            })?;
-            if entry.path != selected {
-                return Err(PluginError::CorruptSource(format!(
-                    "looking up {selected:?} returned the entry {:?}",
-                    entry.path
-                )));
-            }
+            let entry = target::selected_entry(selected)?;
             // Like `restic restore --include a/b`: the selection keeps its place in the
             // tree, inside parents created plainly (their stored metadata is not applied,
             // since they were not asked for).

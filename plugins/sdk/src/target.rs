@@ -7,11 +7,12 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::error::{from_io, host_error_text};
+use crate::error::{from_host, from_io, host_error_text};
 use crate::host::{self, RestoreMetadata};
 use crate::path::Mount;
+use crate::point;
 use crate::restore::RestoreSummary;
-use crate::types::PluginError;
+use crate::types::{EntryInfo, HostError, PluginError};
 use crate::{info, warn};
 
 /// Warnings listed in a summary; the rest are only counted (all are logged), so a tree of
@@ -32,6 +33,25 @@ pub fn locate(given: &str) -> Result<Mount, PluginError> {
         ))),
         Err(err) => Err(from_io(format_args!("target {given:?}"), &err)),
     }
+}
+
+/// The point's entry at the path the operator selected for restore: not being in the
+/// point is the operator's mistake (`invalid-settings`), an entry under another path is
+/// the vault's (`corrupt-source`).
+pub fn selected_entry(selected: &str) -> Result<EntryInfo, PluginError> {
+    let entry = point::entry(selected).map_err(|err| match err {
+        HostError::NotFound(_) => {
+            PluginError::InvalidSettings(format!("path {selected:?} is not in the point"))
+        }
+        err => from_host(format_args!("looking up {selected:?}"), &err),
+    })?;
+    if entry.path != selected {
+        return Err(PluginError::CorruptSource(format!(
+            "looking up {selected:?} returned the entry {:?}",
+            entry.path
+        )));
+    }
+    Ok(entry)
 }
 
 /// Removes a file, symlink or special file at `dest` (the entry `path`), so that what

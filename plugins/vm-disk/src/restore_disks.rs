@@ -59,7 +59,7 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
                 }
             }
             PointPath::Top(name) => {
-                let entry = lookup(name)?;
+                let entry = target::selected_entry(name)?;
                 job.restore_top(&entry)?;
             }
             PointPath::BadVolume { top, name } => return Err(no_volume(top, name)),
@@ -69,23 +69,6 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
         }
     }
     Ok(job.tally.summary())
-}
-
-/// The point's entry at the top-level path `name`.
-fn lookup(name: &str) -> Result<EntryInfo, PluginError> {
-    let entry = point::entry(name).map_err(|err| match err {
-        HostError::NotFound(_) => {
-            PluginError::InvalidSettings(format!("path {name:?} is not in the point"))
-        }
-        err => from_host(format_args!("looking up {name:?}"), &err),
-    })?;
-    if entry.path != name {
-        return Err(PluginError::CorruptSource(format!(
-            "looking up {name:?} returned the entry {:?}",
-            entry.path
-        )));
-    }
-    Ok(entry)
 }
 
 /// The state of a restore into a directory; [`crate::files`] adds to it.
@@ -309,7 +292,7 @@ fn restore_onto_export(url: &str, selection: &[String]) -> Result<RestoreSummary
             )));
         }
     };
-    let entry = lookup(&name)?;
+    let entry = target::selected_entry(&name)?;
     if entry.kind != EntryKind::BlockDevice {
         return Err(PluginError::InvalidSettings(format!(
             "{name} is not a disk; only a disk can be restored onto an NBD export"
