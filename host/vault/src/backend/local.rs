@@ -9,7 +9,9 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::spool_file::{SpoolFile, StagePool};
 use super::{Backend, BackendError, FileKind, ObjectInfo, Spool};
 
 /// Suffix of files being written; listing skips them and prune may delete stale ones.
@@ -19,12 +21,17 @@ const TEMP_SUFFIX: &str = ".tmp";
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Buffers of finished spools, kept for the next ones.
+    stages: Arc<StagePool>,
 }
 
 impl LocalBackend {
     /// A backend rooted at `root`. Nothing is touched until [`Backend::create`] or a read.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            stages: Arc::default(),
+        }
     }
 
     /// The root directory.
@@ -124,7 +131,7 @@ struct FileSpool {
     root: LocalBackend,
     kind: FileKind,
     /// `None` once committed.
-    file: Option<File>,
+    file: Option<SpoolFile>,
     path: PathBuf,
     len: u64,
 }
@@ -132,7 +139,7 @@ struct FileSpool {
 impl Spool for FileSpool {
     fn append(&mut self, data: &[u8]) -> Result<(), BackendError> {
         let file = self.file.as_mut().expect("appends only before the commit");
-        file.write_all(data)
+        file.append(data)
             .map_err(|e| LocalBackend::io("write", &self.path, e))?;
         self.len += data.len() as u64;
         Ok(())
@@ -147,6 +154,7 @@ impl Spool for FileSpool {
         let dir = self.root.dir(self.kind, name);
         let target = dir.join(name);
         let result = (|| {
+            let file = file.finish()?;
             file.sync_all()?;
             drop(file);
             fs::rename(&self.path, &target)?;
@@ -162,7 +170,8 @@ impl Spool for FileSpool {
 impl Drop for FileSpool {
     fn drop(&mut self) {
         // Abandoned: its bytes are no object.
-        if self.file.take().is_some() {
+        if let Some(file) = self.file.take() {
+            drop(file);
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -287,6 +296,10 @@ impl Backend for LocalBackend {
             .create_new(true)
             .open(&path)
             .map_err(|e| Self::io("create", &path, e))?;
+        let file = SpoolFile::start(file, &path, Arc::clone(&self.stages)).map_err(|e| {
+            let _ = fs::remove_file(&path);
+            Self::io("start writing", &path, e)
+        })?;
         Ok(Box::new(FileSpool {
             root: self.clone(),
             kind,

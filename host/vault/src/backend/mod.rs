@@ -6,6 +6,7 @@
 //! documentation for the rules that make that safe.
 
 mod local;
+mod spool_file;
 
 pub use local::LocalBackend;
 
