@@ -206,6 +206,27 @@ impl Chunking {
     }
 }
 
+/// How far [`CdcChunker::feed`] got in the chunk being cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CdcScan {
+    /// Bytes of the chunk seen so far.
+    len: usize,
+    /// The gear hash over the chunk's bytes from `min_size` on.
+    fp: u64,
+}
+
+impl CdcScan {
+    /// Bytes of the chunk seen so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the chunk has no bytes yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A content-defined chunker keyed by the vault's chunker secret.
 ///
 /// Boundaries follow FastCDC (2020): a gear hash is rolled over the chunk from
@@ -301,6 +322,51 @@ impl CdcChunker {
             return Some(normal + len);
         }
         (data.len() >= self.max_size).then_some(self.max_size)
+    }
+
+    /// Feeds the next bytes of a stream: `scan` holds where the chunk being cut stands
+    /// (start a stream and every chunk with [`CdcScan::default`]). Returns how many bytes
+    /// of `data` complete the chunk when its end lies in `data`, and starts the next chunk
+    /// in `scan`; `None` means all of `data` belongs to the chunk, which goes on.
+    ///
+    /// Cutting a stream this way, in pieces of any sizes, gives the same chunks as
+    /// [`CdcChunker::find_boundary`] given the whole stream, and scans each byte once,
+    /// so a caller can copy each piece straight into the chunk it belongs to.
+    pub fn feed(&self, scan: &mut CdcScan, data: &[u8]) -> Option<usize> {
+        let mut pos = 0;
+        if scan.len < self.min_size {
+            let skipped = (self.min_size - scan.len).min(data.len());
+            scan.len += skipped;
+            pos = skipped;
+        }
+        for (limit, mask) in [
+            (self.avg_size, self.mask_small),
+            (self.max_size, self.mask_large),
+        ] {
+            if pos == data.len() {
+                return None;
+            }
+            if scan.len >= limit {
+                continue;
+            }
+            let take = (limit - scan.len).min(data.len() - pos);
+            match self.scan(&data[pos..pos + take], mask, scan.fp) {
+                ControlFlow::Break(len) => {
+                    *scan = CdcScan::default();
+                    return Some(pos + len);
+                }
+                ControlFlow::Continue(fp) => {
+                    scan.fp = fp;
+                    scan.len += take;
+                    pos += take;
+                }
+            }
+        }
+        if scan.len == self.max_size {
+            *scan = CdcScan::default();
+            return Some(pos);
+        }
+        None
     }
 
     /// Rolls the gear hash, starting from state `fp`, over `window`. Breaks
@@ -419,24 +485,26 @@ mod tests {
     /// (cycled), the way a reader filling a buffer would see it.
     fn chunk_streaming(chunker: &CdcChunker, data: &[u8], pieces: &[usize]) -> Vec<usize> {
         let mut lens = Vec::new();
-        let mut buf = Vec::new();
+        let mut scan = CdcScan::default();
+        let mut current = 0;
         let mut pos = 0;
         for &piece in pieces.iter().cycle() {
-            let take = piece.max(1).min(data.len() - pos);
-            buf.extend_from_slice(&data[pos..pos + take]);
-            pos += take;
-            let mut start = 0;
-            while let Some(len) = chunker.find_boundary(&buf[start..]) {
-                lens.push(len);
-                start += len;
-            }
-            buf.drain(..start);
             if pos == data.len() {
                 break;
             }
+            let take = piece.max(1).min(data.len() - pos);
+            let mut piece = &data[pos..pos + take];
+            pos += take;
+            while let Some(len) = chunker.feed(&mut scan, piece) {
+                lens.push(current + len);
+                current = 0;
+                piece = &piece[len..];
+            }
+            current += piece.len();
+            assert_eq!(scan.len(), current);
         }
-        if !buf.is_empty() {
-            lens.push(buf.len());
+        if current > 0 {
+            lens.push(current);
         }
         lens
     }

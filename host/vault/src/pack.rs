@@ -158,13 +158,13 @@ impl PackWriter {
         id: ChunkId,
         kind: BlobKind,
         raw_len: u32,
-        blob: Vec<u8>,
+        blob: &[u8],
     ) -> Result<(), BackendError> {
         let offset = self.size as u32;
         let len = blob.len() as u32;
         match &mut self.spool {
-            Some(spool) => spool.append(&blob)?,
-            None => self.parts.push(blob),
+            Some(spool) => spool.append(blob)?,
+            None => self.parts.push(blob.to_vec()),
         }
         self.size += len as usize;
         self.entries.push(PackEntry {
@@ -354,7 +354,7 @@ mod tests {
             let mut blob = Vec::new();
             codec::encode_blob(&crypto, &id, &data, 3, &mut blob);
             writer
-                .add(id, BlobKind::Data, data.len() as u32, blob)
+                .add(id, BlobKind::Data, data.len() as u32, &blob)
                 .unwrap();
         }
         let pack = writer.finish(&crypto).unwrap();

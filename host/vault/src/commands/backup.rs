@@ -5,16 +5,16 @@
 //! finished packs so a slow `fsync` or upload never stalls the CPU work. Entries are added
 //! depth first and each directory's tree is stored as soon as it is complete.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::FileKind;
-use crate::chunker::{CdcChunker, Chunking};
+use crate::chunker::{CdcChunker, CdcScan, Chunking};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::format::{PACK_TARGET_SIZE, POINT_MAGIC, TREE_VERSION};
@@ -96,7 +96,7 @@ impl Default for CommitOptions {
 
 struct Job {
     seq: usize,
-    data: Bytes,
+    data: ChunkBuf,
     /// The chunk's id when the stream already hashed and claimed it: the worker only
     /// stores it and does not reply.
     claimed: Option<ChunkId>,
@@ -109,6 +109,18 @@ struct Outcome {
     len: u64,
     stored: Option<u64>,
 }
+
+thread_local! {
+    /// The buffer a thread encodes blobs in, kept from one chunk to the next: a fresh
+    /// buffer per chunk costs the kernel a page fault and a cleared page per 4 KiB.
+    static BLOB: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Chunks shorter than this that end a stream are copied out of the stream's buffer.
+const SMALL_CHUNK: usize = 256 << 10;
+
+/// A blob buffer grown past this (by a chunk of unusual size) is not kept.
+const KEPT_BLOB_CAPACITY: usize = 8 << 20;
 
 /// State shared by the session's threads.
 struct Shared {
@@ -133,6 +145,88 @@ struct Shared {
     /// Hashed chunks of ended streams waiting to go to the workers together: a tree of
     /// small files would otherwise wake a worker thread per file.
     batch: Mutex<Batch>,
+    buffers: Arc<BufferPool>,
+}
+
+/// Chunk buffers of a session, reused from one chunk to the next: a fresh buffer per
+/// chunk costs a page fault and a cleared page per 4 KiB, as much as hashing the chunk.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// Buffers kept: as many as chunks can be on their way to the workers, so a steady
+    /// stream allocates none.
+    const KEPT: usize = 16;
+
+    /// An empty buffer with room for `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self.free.lock().expect("lock").pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(capacity);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.lock().expect("lock");
+        if free.len() < Self::KEPT {
+            free.push(buf);
+        }
+    }
+}
+
+/// A chunk's bytes: while it is cut and on its way to a worker. A buffer of the
+/// session's pool goes back to it when the chunk is dropped.
+struct ChunkBuf {
+    data: Vec<u8>,
+    pool: Option<Arc<BufferPool>>,
+}
+
+impl ChunkBuf {
+    /// An empty chunk that takes its buffer from `pool` when bytes arrive.
+    fn pooled(pool: &Arc<BufferPool>) -> ChunkBuf {
+        ChunkBuf {
+            data: Vec::new(),
+            pool: Some(Arc::clone(pool)),
+        }
+    }
+
+    /// A chunk in a buffer of its own, exactly as long as `bytes`.
+    fn copy_of(bytes: &[u8]) -> ChunkBuf {
+        ChunkBuf {
+            data: bytes.to_vec(),
+            pool: None,
+        }
+    }
+
+    /// Appends `bytes`; a first append takes a buffer of `capacity` bytes.
+    fn extend(&mut self, bytes: &[u8], capacity: usize) {
+        if self.data.capacity() == 0
+            && let Some(pool) = &self.pool
+        {
+            self.data = pool.take(capacity);
+        }
+        self.data.extend_from_slice(bytes);
+    }
+}
+
+impl std::ops::Deref for ChunkBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for ChunkBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool
+            && self.data.capacity() > 0
+        {
+            pool.give(std::mem::take(&mut self.data));
+        }
+    }
 }
 
 /// Jobs collected for one hand-over to the workers.
@@ -179,9 +273,20 @@ impl Shared {
 
     /// Encodes and appends a chunk; returns the stored size.
     fn store(&self, id: ChunkId, kind: BlobKind, data: &[u8]) -> Result<u64> {
-        let mut blob = Vec::with_capacity(data.len() + 64);
-        codec::encode_blob(self.vault.crypto(), &id, data, self.level, &mut blob);
-        let stored = blob.len() as u64;
+        BLOB.with_borrow_mut(|blob| {
+            blob.clear();
+            codec::encode_blob(self.vault.crypto(), &id, data, self.level, blob);
+            let stored = blob.len() as u64;
+            self.append_blob(id, kind, data.len() as u32, blob)?;
+            if blob.capacity() > KEPT_BLOB_CAPACITY {
+                *blob = Vec::new();
+            }
+            Ok(stored)
+        })
+    }
+
+    /// Appends an encoded blob to the pack being filled, sending the pack off when full.
+    fn append_blob(&self, id: ChunkId, kind: BlobKind, raw_len: u32, blob: &[u8]) -> Result<()> {
         let full = {
             let mut slot = self.packer.lock().expect("lock");
             let packer = match slot.as_mut() {
@@ -190,7 +295,7 @@ impl Shared {
                     self.vault.backend().spool(FileKind::Pack)?,
                 )?),
             };
-            packer.add(id, kind, data.len() as u32, blob)?;
+            packer.add(id, kind, raw_len, blob)?;
             if packer.size() >= self.pack_size {
                 slot.take()
             } else {
@@ -200,7 +305,7 @@ impl Shared {
         if let Some(full) = full {
             self.send_pack(full)?;
         }
-        Ok(stored)
+        Ok(())
     }
 
     fn send_pack(&self, writer: PackWriter) -> Result<()> {
@@ -397,6 +502,7 @@ impl Backup {
             stats: Mutex::new(BackupStats::default()),
             session: Mutex::new(record),
             batch: Mutex::new(Batch::default()),
+            buffers: Arc::default(),
             distrusted: vault.distrusted_chunks().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot read the damage records");
                 HashSet::new()
@@ -463,8 +569,9 @@ impl Backup {
                 .job_tx
                 .clone()
                 .ok_or_else(|| Error::Aborted("backup already finished".into()))?,
+            cur: ChunkBuf::pooled(&self.shared.buffers),
+            scan: CdcScan::default(),
             cutter,
-            buf: BytesMut::new(),
             slots: Vec::new(),
             pending: 0,
             reply_tx,
@@ -753,7 +860,10 @@ pub struct StreamWriter {
     shared: Arc<Shared>,
     job_tx: Sender<Vec<Job>>,
     cutter: Cutter,
-    buf: BytesMut,
+    /// The chunk being filled.
+    cur: ChunkBuf,
+    /// Where a content-defined cut stands in `cur`.
+    scan: CdcScan,
     /// Extents in order; `None` while a worker has the chunk.
     slots: Vec<Option<Extent>>,
     pending: usize,
@@ -778,14 +888,29 @@ fn is_zero(data: &[u8]) -> bool {
 
 impl StreamWriter {
     /// Appends bytes to the stream.
-    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+    ///
+    /// Each byte is scanned for a chunk boundary once and copied once, into the buffer
+    /// of the chunk it belongs to.
+    pub fn write(&mut self, mut data: &[u8]) -> Result<()> {
         self.shared.check()?;
         self.stats.bytes_read += data.len() as u64;
-        // Let the buffer grow with what is written: most files are far smaller than a
-        // chunk, and a large buffer per stream would keep megabytes alive per file.
-        self.buf.reserve(data.len());
-        self.buf.extend_from_slice(data);
-        self.cut(false)?;
+        let capacity = self.cutter.max();
+        while !data.is_empty() {
+            let end = match &self.cutter {
+                Cutter::Cdc(chunker) => chunker.feed(&mut self.scan, data),
+                Cutter::Fixed(size) => {
+                    let room = size - self.cur.len();
+                    (data.len() >= room).then_some(room)
+                }
+            };
+            let Some(len) = end else {
+                self.cur.extend(data, capacity);
+                break;
+            };
+            self.cur.extend(&data[..len], capacity);
+            data = &data[len..];
+            self.cut(false)?;
+        }
         self.collect_ready(false)
     }
 
@@ -793,7 +918,7 @@ impl StreamWriter {
     /// end a chunk anywhere; a fixed-size stream only at a multiple of its chunk size,
     /// because its chunks must stay aligned to the stream offset.
     fn end_chunk(&mut self, what: &str) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.cur.is_empty() {
             return Ok(());
         }
         if let Cutter::Fixed(size) = self.cutter {
@@ -823,32 +948,29 @@ impl StreamWriter {
         Ok(())
     }
 
+    /// Ends the chunk being filled and hands it on; `at_end` when the stream ends.
     fn cut(&mut self, at_end: bool) -> Result<()> {
-        loop {
-            let available = self.buf.len();
-            if available == 0 {
-                return Ok(());
-            }
-            let max = self.cutter.max();
-            // Only look for a boundary once it is certain to be decided (a full maximum
-            // chunk is buffered), so each byte is scanned once however small the writes.
-            if available < max && !at_end {
-                return Ok(());
-            }
-            let len = match &self.cutter {
-                Cutter::Cdc(chunker) => chunker.find_boundary(&self.buf).unwrap_or(available),
-                Cutter::Fixed(size) => (*size).min(available),
-            };
-            let chunk = self.buf.split_to(len).freeze();
-            self.emit(chunk, at_end)?;
+        if self.cur.is_empty() {
+            return Ok(());
         }
+        self.scan = CdcScan::default();
+        let chunk = if at_end && self.cur.len() < SMALL_CHUNK {
+            // The tail of a file: copied out, so the stream's buffer serves the next one
+            // instead of a batch of small chunks holding large buffers.
+            let chunk = ChunkBuf::copy_of(&self.cur);
+            self.cur.data.clear();
+            chunk
+        } else {
+            std::mem::replace(&mut self.cur, ChunkBuf::pooled(&self.shared.buffers))
+        };
+        self.emit(chunk, at_end)
     }
 
     /// Hands a chunk to the workers. The chunks cut when a stream ends are hashed here,
     /// so that `finish` returns without waiting for them and the caller (a plugin going
     /// through many small files) overlaps its next file with their compression and
     /// encryption.
-    fn emit(&mut self, chunk: Bytes, at_end: bool) -> Result<()> {
+    fn emit(&mut self, chunk: ChunkBuf, at_end: bool) -> Result<()> {
         if matches!(self.cutter, Cutter::Fixed(_)) && is_zero(&chunk) {
             self.stats.bytes_holes += chunk.len() as u64;
             self.slots.push(Some(Extent::hole(chunk.len() as u64)));

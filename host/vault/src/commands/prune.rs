@@ -424,7 +424,7 @@ fn repack(vault: &Vault, packs: &[(PackId, Vec<PackEntry>)]) -> Result<u64> {
                     source,
                 },
             )?;
-            writer.add(e.id, e.kind, e.raw_len, blob)?;
+            writer.add(e.id, e.kind, e.raw_len, &blob)?;
             if writer.size() >= crate::format::PACK_TARGET_SIZE {
                 flush(std::mem::take(&mut writer), &mut written)?;
             }
