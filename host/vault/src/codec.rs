@@ -25,7 +25,7 @@ use std::cell::RefCell;
 use bytes::Bytes;
 
 use crate::crypto::Crypto;
-use crate::format::{MAX_CHUNK_SIZE, MAX_OBJECT_SIZE, SEALED_VERSION};
+use crate::format::{MAX_CHUNK_SIZE, MAX_OBJECT_SIZE, NONCE_LEN, SEALED_VERSION, TAG_LEN};
 use crate::id::ChunkId;
 
 const MODE_RAW: u8 = 0;
@@ -36,8 +36,11 @@ const SEALED_HEADER_LEN: usize = 6;
 
 /// Chunks smaller than this are compressed without first probing a sample.
 const PROBE_THRESHOLD: usize = 64 << 10;
-/// Size of the sample compressed to decide whether a large chunk is worth compressing.
+/// Largest sample compressed to decide whether a chunk is worth compressing.
 const PROBE_LEN: usize = 16 << 10;
+/// A chunk's sample is at most this fraction of it: a fixed-size disk chunk of 64 KiB
+/// would otherwise spend a quarter of a full compression on the probe alone.
+const PROBE_SHARE: usize = 16;
 
 /// Why a stored blob or object could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -95,17 +98,19 @@ fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'st
 
 /// Compresses `data` if that shrinks it; `None` means "store raw".
 ///
-/// Large chunks are probed first: a 16 KiB sample from the middle is compressed at the
-/// fastest level, and if that does not save 3 % the whole chunk is stored raw. Media,
-/// archives and encrypted files are common in backups, and compressing them in full would
-/// cost more CPU than hashing does.
+/// Large chunks are probed first: a sample from the middle (16 KiB, or a sixteenth of a
+/// smaller chunk) is compressed at the fastest level, and if that does not save 3 % the
+/// whole chunk is stored raw. Media, archives, encrypted files and the used blocks of
+/// disks are common in backups, and compressing them in full would cost more CPU than
+/// hashing does.
 pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     if level == 0 || data.len() < 64 {
         return None;
     }
     if data.len() >= PROBE_THRESHOLD {
-        let mid = data.len() / 2 - PROBE_LEN / 2;
-        let sample = &data[mid..mid + PROBE_LEN];
+        let len = PROBE_LEN.min(data.len() / PROBE_SHARE);
+        let mid = data.len() / 2 - len / 2;
+        let sample = &data[mid..mid + len];
         let probed = with_compressor(1, |c| c.compress(sample)).ok()?;
         if probed.len() * 32 > sample.len() * 31 {
             return None;
@@ -113,6 +118,37 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     }
     let out = with_compressor(level, |c| c.compress(data)).ok()?;
     (out.len() < data.len()).then_some(out)
+}
+
+/// Free bytes a chunk buffer keeps in front of the chunk for [`encode_chunk`]: the nonce
+/// and the mode byte.
+pub const CHUNK_HEADROOM: usize = NONCE_LEN + 1;
+/// Free bytes a chunk buffer keeps after the chunk for [`encode_chunk`]: the tag.
+pub const CHUNK_TAILROOM: usize = TAG_LEN;
+
+/// Encodes the chunk held in `buf[CHUNK_HEADROOM..]` as a blob and returns it. A chunk
+/// stored raw, the common case for data that does not compress, is sealed where it lies
+/// in `buf`, which destroys it but saves a copy of every byte; a compressed one is sealed
+/// into `scratch`.
+pub fn encode_chunk<'a>(
+    crypto: &Crypto,
+    id: &ChunkId,
+    buf: &'a mut Vec<u8>,
+    level: i32,
+    scratch: &'a mut Vec<u8>,
+) -> &'a [u8] {
+    match compress(&buf[CHUNK_HEADROOM..], level) {
+        Some(compressed) => {
+            scratch.clear();
+            crypto.seal_into(&id.0, &[&[MODE_ZSTD], &compressed], scratch);
+            scratch
+        }
+        None => {
+            buf[CHUNK_HEADROOM - 1] = MODE_RAW;
+            let start = crypto.seal_in_place(&id.0, buf, 0);
+            &buf[start..]
+        }
+    }
 }
 
 /// Encodes a chunk as a blob, appending to `out`; returns whether it was compressed.
@@ -295,6 +331,32 @@ mod tests {
                     bad[last] ^= 0x55;
                     assert!(decode_blob(&crypto, &id, bad, data.len() as u32).is_err());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_encoded_in_place_decode_like_blobs() {
+        for crypto in crypto_pair() {
+            for data in [
+                b"short".to_vec(),
+                vec![b'a'; 200_000],
+                random(64 << 10),
+                random(300_000),
+            ] {
+                let id = crypto.chunk_id(&data);
+                let mut buf = vec![0xEE; CHUNK_HEADROOM];
+                buf.extend_from_slice(&data);
+                let mut scratch = Vec::new();
+                let blob = encode_chunk(&crypto, &id, &mut buf, 3, &mut scratch).to_vec();
+                assert_eq!(blob.len() < data.len(), data.len() == 200_000);
+                assert!(blob.len() <= data.len() + crypto.overhead() + 1);
+                assert_eq!(
+                    decode_blob(&crypto, &id, blob.clone(), data.len() as u32).unwrap(),
+                    data
+                );
+                let other = crypto.chunk_id(b"other");
+                assert!(decode_blob(&crypto, &other, blob, data.len() as u32).is_err());
             }
         }
     }

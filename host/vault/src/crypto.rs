@@ -150,6 +150,27 @@ impl Crypto {
         seal_with(cipher, aad, parts, out);
     }
 
+    /// Seals `buf[at + NONCE_LEN..]` where it lies: writes a fresh nonce to
+    /// `buf[at..at + NONCE_LEN]`, encrypts the rest in place and appends the tag, which
+    /// gives the bytes [`Crypto::seal_into`] would. Returns where the sealed bytes start:
+    /// `at`, or in an unencrypted vault `at + NONCE_LEN`, the plaintext being left as is.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, at: usize) -> usize {
+        let Some(cipher) = &self.cipher else {
+            return at + NONCE_LEN;
+        };
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        buf[at..at + NONCE_LEN].copy_from_slice(&nonce);
+        let tag = cipher
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buf[at + NONCE_LEN..],
+            )
+            .expect("AES-GCM encrypts any message below 64 GiB");
+        buf.extend_from_slice(tag.as_ref());
+        at
+    }
+
     /// Verifies and decrypts what [`Crypto::seal_into`] produced.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, AuthError> {
         let mut buf = sealed.to_vec();

@@ -160,11 +160,13 @@ impl BufferPool {
     /// stream allocates none.
     const KEPT: usize = 16;
 
-    /// An empty buffer with room for `capacity` bytes.
+    /// A buffer with room for a chunk of `capacity` bytes, and the head- and tailroom
+    /// to encode it in place.
     fn take(&self, capacity: usize) -> Vec<u8> {
         let mut buf = self.free.lock().expect("lock").pop().unwrap_or_default();
         buf.clear();
-        buf.reserve_exact(capacity);
+        buf.reserve_exact(codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM);
+        buf.resize(codec::CHUNK_HEADROOM, 0);
         buf
     }
 
@@ -179,6 +181,8 @@ impl BufferPool {
 /// A chunk's bytes: while it is cut and on its way to a worker. A buffer of the
 /// session's pool goes back to it when the chunk is dropped.
 struct ChunkBuf {
+    /// [`codec::CHUNK_HEADROOM`] free bytes, then the chunk; empty before the first
+    /// bytes arrive.
     data: Vec<u8>,
     pool: Option<Arc<BufferPool>>,
 }
@@ -194,18 +198,25 @@ impl ChunkBuf {
 
     /// A chunk in a buffer of its own, exactly as long as `bytes`.
     fn copy_of(bytes: &[u8]) -> ChunkBuf {
-        ChunkBuf {
-            data: bytes.to_vec(),
-            pool: None,
-        }
+        let mut data =
+            Vec::with_capacity(codec::CHUNK_HEADROOM + bytes.len() + codec::CHUNK_TAILROOM);
+        data.resize(codec::CHUNK_HEADROOM, 0);
+        data.extend_from_slice(bytes);
+        ChunkBuf { data, pool: None }
+    }
+
+    /// Empties the chunk, keeping its buffer.
+    fn clear(&mut self) {
+        self.data.truncate(codec::CHUNK_HEADROOM);
     }
 
     /// Appends `bytes`; a first append takes a buffer of `capacity` bytes.
     fn extend(&mut self, bytes: &[u8], capacity: usize) {
-        if self.data.capacity() == 0
-            && let Some(pool) = &self.pool
-        {
-            self.data = pool.take(capacity);
+        if self.data.is_empty() {
+            self.data = match &self.pool {
+                Some(pool) => pool.take(capacity),
+                None => vec![0; codec::CHUNK_HEADROOM],
+            };
         }
         self.data.extend_from_slice(bytes);
     }
@@ -215,7 +226,7 @@ impl std::ops::Deref for ChunkBuf {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.data
+        self.data.get(codec::CHUNK_HEADROOM..).unwrap_or_default()
     }
 }
 
@@ -280,6 +291,27 @@ impl Shared {
             self.append_blob(id, kind, data.len() as u32, blob)?;
             if blob.capacity() > KEPT_BLOB_CAPACITY {
                 *blob = Vec::new();
+            }
+            Ok(stored)
+        })
+    }
+
+    /// Encodes and appends a data chunk, sealing it in its own buffer when it is stored
+    /// raw; returns the stored size.
+    fn store_chunk(&self, id: ChunkId, chunk: &mut ChunkBuf) -> Result<u64> {
+        BLOB.with_borrow_mut(|scratch| {
+            let raw_len = chunk.len() as u32;
+            let blob = codec::encode_chunk(
+                self.vault.crypto(),
+                &id,
+                &mut chunk.data,
+                self.level,
+                scratch,
+            );
+            let stored = blob.len() as u64;
+            self.append_blob(id, BlobKind::Data, raw_len, blob)?;
+            if scratch.capacity() > KEPT_BLOB_CAPACITY {
+                *scratch = Vec::new();
             }
             Ok(stored)
         })
@@ -363,10 +395,10 @@ impl Shared {
 }
 
 fn worker(shared: Arc<Shared>, batches: Receiver<Vec<Job>>) {
-    for job in batches.into_iter().flatten() {
+    for mut job in batches.into_iter().flatten() {
         if let Some(id) = job.claimed {
             if !shared.failed.load(Ordering::Relaxed) {
-                match shared.store(id, BlobKind::Data, &job.data) {
+                match shared.store_chunk(id, &mut job.data) {
                     Ok(stored) => shared.stats.lock().expect("lock").bytes_stored += stored,
                     Err(e) => shared.fail(e.to_string()),
                 }
@@ -380,7 +412,7 @@ fn worker(shared: Arc<Shared>, batches: Receiver<Vec<Job>>) {
             let len = job.data.len() as u64;
             if shared.claim(&id) {
                 shared
-                    .store(id, BlobKind::Data, &job.data)
+                    .store_chunk(id, &mut job.data)
                     .map(|stored| Outcome {
                         id,
                         len,
@@ -958,7 +990,7 @@ impl StreamWriter {
             // The tail of a file: copied out, so the stream's buffer serves the next one
             // instead of a batch of small chunks holding large buffers.
             let chunk = ChunkBuf::copy_of(&self.cur);
-            self.cur.data.clear();
+            self.cur.clear();
             chunk
         } else {
             std::mem::replace(&mut self.cur, ChunkBuf::pooled(&self.shared.buffers))
