@@ -256,6 +256,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
         bindings::Plugin::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s)
             .map_err(engine_error)?;
+        crate::sink::add_to_linker(&mut linker).map_err(engine_error)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
         let ticking = engine.weak();

@@ -2,7 +2,8 @@
 
 use tessera_vault::commands::backup::StreamWriter;
 use tessera_vault::{Chunking, Consistency, Content, Entry};
-use wasmtime::component::Resource;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, WasmList};
 
 use crate::bindings::sink::{
     self, Chunking as WitChunking, Consistency as WitConsistency, EntryInfo, HostError, Metadata,
@@ -16,12 +17,22 @@ use crate::state::{CaptureState, JobState, Phase};
 
 /// A content stream a plugin is writing.
 pub struct ContentWriter {
-    stream: StreamWriter,
+    /// The vault stream; `None` only while [`write_from_guest`] writes the plugin's
+    /// bytes into it.
+    stream: Option<StreamWriter>,
     /// The source file `write-file` read last, kept open for its next piece.
     source: Option<(String, OwnedFd)>,
     /// The parent's content `carry` used last, kept with its loaded extent lists: a
     /// disk's unchanged regions are carried in many calls.
     parent: Option<(String, tessera_vault::ContentReader)>,
+}
+
+impl ContentWriter {
+    fn stream(&mut self) -> Result<&mut StreamWriter, HostError> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| HostError::Invalid("the content writer is busy".into()))
+    }
 }
 
 /// Bytes `write-file` reads from a source file at a time.
@@ -43,6 +54,10 @@ fn pump(
     let Some((_, fd)) = writer.source.as_ref() else {
         return Err(HostError::Invalid(format!("'{path}' is not open")));
     };
+    let stream = writer
+        .stream
+        .as_mut()
+        .ok_or_else(|| HostError::Invalid("the content writer is busy".into()))?;
     let mut done = 0u64;
     while done < length {
         let want = (length - done).min(FILE_READ as u64) as usize;
@@ -61,7 +76,7 @@ fn pump(
                 )));
             }
         };
-        writer.stream.write(&buffer[..read]).map_err(vault_error)?;
+        stream.write(&buffer[..read]).map_err(vault_error)?;
         done += read as u64;
         // A long read counts as a host call for the CPU limit.
         *last_host_call = std::time::Instant::now();
@@ -93,13 +108,16 @@ impl sink::HostContentWriter for JobState {
                 data.len()
             )));
         }
-        self.writer(&this)?.stream.write(&data).map_err(vault_error)
+        self.writer(&this)?
+            .stream()?
+            .write(&data)
+            .map_err(vault_error)
     }
 
     fn write_hole(&mut self, this: Resource<ContentWriter>, length: u64) -> Result<(), HostError> {
         self.touch();
         self.writer(&this)?
-            .stream
+            .stream()?
             .push_hole(length)
             .map_err(vault_error)
     }
@@ -129,7 +147,7 @@ impl sink::HostContentWriter for JobState {
         let writer = self.writer(&this)?;
         let (_, reader) = writer.parent.as_mut().expect("set above");
         let extents = reader.extents_in(offset, length).map_err(vault_error)?;
-        writer.stream.push_extents(&extents).map_err(vault_error)
+        writer.stream()?.push_extents(&extents).map_err(vault_error)
     }
 
     fn write_file(
@@ -198,7 +216,7 @@ impl sink::Host for JobState {
         let handle = self
             .table
             .push(ContentWriter {
-                stream,
+                stream: Some(stream),
                 source: None,
                 parent: None,
             })
@@ -235,7 +253,10 @@ impl sink::Host for JobState {
                     entry.path
                 )));
             }
-            vault_entry.content = writer.stream.finish().map_err(vault_error)?.content;
+            let Some(stream) = writer.stream else {
+                return Err(HostError::Invalid("the content writer is busy".into()));
+            };
+            vault_entry.content = stream.finish().map_err(vault_error)?.content;
         }
         state
             .backup
@@ -307,3 +328,52 @@ impl sink::Host for JobState {
         }
     }
 }
+
+/// `content-writer.write` without copying the plugin's bytes out of its memory first:
+/// the generated binding would lift them into a fresh vector, a copy and a page fault per
+/// 4 KiB for every byte a plugin streams. [`add_to_linker`] puts this in its place.
+fn write_from_guest(
+    store: &mut StoreContextMut<'_, JobState>,
+    this: &Resource<ContentWriter>,
+    data: &WasmList<u8>,
+) -> Result<(), HostError> {
+    let state = store.data_mut();
+    state.touch();
+    if data.len() > MAX_IO_CALL {
+        return Err(HostError::Limit(format!(
+            "write of {} bytes in one call; the limit is {MAX_IO_CALL}",
+            data.len()
+        )));
+    }
+    // The bytes borrow the store, so the stream leaves its writer for the call.
+    let writer = state.writer(this)?;
+    let mut stream = writer
+        .stream
+        .take()
+        .ok_or_else(|| HostError::Invalid("the content writer is busy".into()))?;
+    let result = stream.write(data.as_le_slice(&*store)).map_err(vault_error);
+    if let Ok(writer) = store.data_mut().writer(this) {
+        writer.stream = Some(stream);
+    }
+    result
+}
+
+/// Defines `content-writer.write` as [`write_from_guest`] in `linker`, which already holds
+/// the generated bindings.
+pub(crate) fn add_to_linker(linker: &mut Linker<JobState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let defined = linker.instance(SINK_INSTANCE).and_then(|mut sink| {
+        sink.func_wrap(
+            "[method]content-writer.write",
+            |mut store: StoreContextMut<'_, JobState>,
+             (this, data): (Resource<ContentWriter>, WasmList<u8>)| {
+                Ok((write_from_guest(&mut store, &this, &data),))
+            },
+        )
+    });
+    linker.allow_shadowing(false);
+    defined
+}
+
+/// The contract's sink interface, as components import it.
+const SINK_INSTANCE: &str = "tessera:plugin/sink@0.1.0";
