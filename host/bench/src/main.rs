@@ -340,7 +340,10 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     let ingest_random = phases::ingest(&vault, &random, cdc)?;
     progress("ingesting the same data again (deduplicated)");
     let dedup = phases::ingest(&vault, &random, cdc)?;
-    progress("restoring the random data");
+    progress("restoring the random data, packs from storage");
+    phases::drop_from_page_cache(&cdc_root)?;
+    let restore_storage = phases::restore(&vault, &ingest_random.point, &random)?;
+    progress("restoring the random data again, packs in the page cache");
     let restore = phases::restore(&vault, &ingest_random.point, &random)?;
     drop(vault);
     remove_vault(&cdc_root)?;
@@ -390,6 +393,7 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
         ingest_random,
         ingest_text,
         dedup,
+        restore_storage,
         restore,
         ingest_fixed,
         index,

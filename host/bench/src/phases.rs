@@ -271,6 +271,38 @@ pub fn restore(vault: &Vault, point: &Point, original: &[u8]) -> Result<Rate> {
     Ok(rate)
 }
 
+/// Asks the kernel to drop the cached pages of every file below `dir`, so the next reads
+/// come from storage. A no-op on file systems that live in memory (tmpfs).
+pub fn drop_from_page_cache(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).context(format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.context(format!("cannot list {}", dir.display()))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .context(format!("cannot stat {}", path.display()))?;
+        if kind.is_dir() {
+            drop_from_page_cache(&path)?;
+        } else if kind.is_file() {
+            let file =
+                std::fs::File::open(&path).context(format!("cannot open {}", path.display()))?;
+            nix::fcntl::posix_fadvise(
+                &file,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .map_err(|e| {
+                Failure::new(format!(
+                    "cannot drop {} from the page cache: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes index files listing [`INDEX_CHUNKS`] synthetic chunks into a fresh vault at
 /// `root`, then times opening it. The packs do not exist: opening reads only the index.
 pub fn index_open(root: &Path, seed: u64) -> Result<IndexOpen> {
