@@ -1,10 +1,12 @@
-//! The client: a connected export, and the reads, writes, zeroing and flushes of the
-//! transmission phase.
+//! The client: a connected export, and the writes, zeroing and flushes of the transmission
+//! phase. Reads are in `read.rs`, block status in `block_status.rs`.
 //!
-//! Each call sends its requests one at a time and reads each reply to its end before the
-//! next, so the connection is always between requests when a call returns. Large calls are
-//! split into requests no longer than the server's maximum block size and
-//! [`MAX_IO_REQUEST`]. A request that fails on the server returns its error and leaves the
+//! Writes, zeroing, flushes and block status queries send their requests one at a time and read
+//! each reply to its end before the next. Reads ([`Client::read`], [`Client::read_ranges`]) keep
+//! several requests in flight and take their replies in whatever order the server sends them.
+//! Either way the connection is between requests, with nothing in flight, whenever a call
+//! returns. Large calls are split into requests no longer than the server's maximum block size
+//! and [`MAX_IO_REQUEST`]. A request that fails on the server returns its error and leaves the
 //! connection usable; a failure of the stream or a protocol violation marks the client broken
 //! and every later call fails with [`NbdErrorKind::Broken`].
 
@@ -14,12 +16,10 @@ use std::io::{Read, Write};
 use crate::conn::{Conn, RequestInfo};
 use crate::error::{NbdError, NbdErrorKind};
 use crate::handshake::{BlockSizes, ConnectOptions, MetaContext, negotiate};
-use crate::reply::{Coverage, CoverageError, Reply};
 use crate::wire::{
-    ChunkHeader, Command, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FAST_ZERO,
+    Command, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FAST_ZERO,
     NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
-    NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE, REQUEST_HEADER_LEN, RequestHeader,
-    be_u32, be_u64,
+    REQUEST_HEADER_LEN, RequestHeader,
 };
 
 /// Largest read or write request sent, whatever the server allows: 32 MiB, the size the
@@ -166,20 +166,6 @@ impl<S: Read + Write> Client<S> {
         self.conn.get_ref()
     }
 
-    /// Fills `buf` with the export's bytes at `offset`. Holes the server reports arrive as
-    /// zeroes. `offset` and the length must be multiples of the minimum block size, except that
-    /// the range may end at the end of the export.
-    pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
-        self.check_range(offset, buf.len() as u64)?;
-        let step = self.max_io_request() as usize;
-        let mut at = offset;
-        for piece in buf.chunks_mut(step) {
-            self.transact(|c| c.read_request(at, piece))?;
-            at += piece.len() as u64;
-        }
-        Ok(())
-    }
-
     /// Writes `data` to the export at `offset`, with the same alignment rules as
     /// [`Client::read`].
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), NbdError> {
@@ -324,7 +310,7 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Largest read or write request to send.
-    fn max_io_request(&self) -> u32 {
+    pub(crate) fn max_io_request(&self) -> u32 {
         let max = match self.block_sizes {
             Some(b) => b.maximum.min(MAX_IO_REQUEST),
             None => MAX_IO_REQUEST,
@@ -341,6 +327,21 @@ impl<S: Read + Write> Client<S> {
         length: u32,
         payload: &[u8],
     ) -> Result<RequestInfo, NbdError> {
+        let info = self.queue_request(command, flags, offset, length, payload);
+        self.conn.send(&info)?;
+        Ok(info)
+    }
+
+    /// Queues one request with its payload under a new cookie, to leave with the next
+    /// [`Conn::send`]; what to match its reply against.
+    pub(crate) fn queue_request(
+        &mut self,
+        command: Command,
+        flags: u16,
+        offset: u64,
+        length: u32,
+        payload: &[u8],
+    ) -> RequestInfo {
         let cookie = self.next_cookie;
         self.next_cookie = self.next_cookie.wrapping_add(1);
         let header = RequestHeader {
@@ -354,14 +355,12 @@ impl<S: Read + Write> Client<S> {
         out.reserve(REQUEST_HEADER_LEN + payload.len());
         header.encode(out);
         out.extend_from_slice(payload);
-        let info = RequestInfo {
+        RequestInfo {
             command,
             cookie,
             offset,
             length: u64::from(length),
-        };
-        self.conn.send(&info)?;
-        Ok(info)
+        }
     }
 
     /// A request whose successful reply carries nothing: write, write zeroes, flush.
@@ -377,121 +376,5 @@ impl<S: Read + Write> Client<S> {
         self.conn.read_reply(&req, structured, |conn, h| {
             Err(conn.unexpected_chunk(&req, h))
         })
-    }
-
-    /// One read request of at most [`Client::max_io_request`] bytes.
-    fn read_request(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
-        let req = self.send_request(Command::Read, 0, offset, buf.len() as u32, &[])?;
-        if !self.structured {
-            return match self.conn.next_reply(&req)? {
-                Reply::Simple { error: 0 } => self.conn.read_exact(buf, &req),
-                // The server sends no data after an error, or closes the connection.
-                Reply::Simple { error } => {
-                    Err(self.conn.server_error(&req, error, offset, String::new()))
-                }
-                Reply::Chunk(h) => Err(self.conn.protocol(
-                    &req,
-                    format!(
-                        "structured reply chunk (type {:#06x}) although structured replies were not negotiated",
-                        h.kind
-                    ),
-                )),
-            };
-        }
-        let mut coverage = Coverage::new();
-        self.conn.read_reply(&req, true, |conn, h| {
-            read_content_chunk(conn, &req, h, buf, &mut coverage)
-        })?;
-        if coverage.covered() != req.length {
-            return Err(self.conn.protocol(
-                &req,
-                format!(
-                    "the reply ended after covering {} of {} bytes",
-                    coverage.covered(),
-                    req.length
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Reads one content chunk of a read reply into `buf`:
-///
-/// ```text
-/// NBD_REPLY_TYPE_OFFSET_DATA: offset (u64) || data (length - 8 bytes)
-/// NBD_REPLY_TYPE_OFFSET_HOLE: offset (u64) || hole size (u32)
-/// ```
-///
-/// Both must lie inside the request and overlap no earlier chunk; the data goes straight into
-/// the caller's buffer, so the chunk's announced length costs no allocation.
-fn read_content_chunk<S: Read + Write>(
-    conn: &mut Conn<S>,
-    req: &RequestInfo,
-    h: &ChunkHeader,
-    buf: &mut [u8],
-    coverage: &mut Coverage,
-) -> Result<(), NbdError> {
-    let (offset, length, hole) = match h.kind {
-        NBD_REPLY_TYPE_OFFSET_DATA => {
-            if h.length < 9 {
-                return Err(conn.protocol(
-                    req,
-                    format!("NBD_REPLY_TYPE_OFFSET_DATA chunk of {} bytes", h.length),
-                ));
-            }
-            let offset = be_u64(&conn.read_array::<8>(req)?);
-            (offset, u64::from(h.length - 8), false)
-        }
-        NBD_REPLY_TYPE_OFFSET_HOLE => {
-            if h.length != 12 {
-                return Err(conn.protocol(
-                    req,
-                    format!(
-                        "NBD_REPLY_TYPE_OFFSET_HOLE chunk of {} bytes, not 12",
-                        h.length
-                    ),
-                ));
-            }
-            let b = conn.read_array::<12>(req)?;
-            let size = be_u32(&b[8..12]);
-            if size == 0 {
-                return Err(conn.protocol(req, "NBD_REPLY_TYPE_OFFSET_HOLE of 0 bytes"));
-            }
-            (be_u64(&b[0..8]), u64::from(size), true)
-        }
-        _ => return Err(conn.unexpected_chunk(req, h)),
-    };
-    if !req.contains(offset, length) {
-        return Err(conn.protocol(
-            req,
-            format!("chunk for {length} bytes at offset {offset} lies outside the request"),
-        ));
-    }
-    let start = offset - req.offset;
-    match coverage.insert(start, start + length) {
-        Ok(()) => {}
-        Err(CoverageError::Overlap) => {
-            return Err(conn.protocol(
-                req,
-                format!("chunk for {length} bytes at offset {offset} overlaps an earlier chunk"),
-            ));
-        }
-        Err(CoverageError::TooFragmented) => {
-            return Err(conn.protocol(
-                req,
-                format!(
-                    "the reply is split into more than {} disjoint pieces",
-                    crate::reply::MAX_READ_PIECES
-                ),
-            ));
-        }
-    }
-    let target = &mut buf[start as usize..(start + length) as usize];
-    if hole {
-        target.fill(0);
-        Ok(())
-    } else {
-        conn.read_exact(target, req)
     }
 }

@@ -160,6 +160,15 @@ pub enum NbdErrorKind {
         /// The server's minimum block size.
         minimum: u32,
     },
+    /// The buffer of [`Client::read_ranges`](crate::Client::read_ranges) is not as long as the
+    /// ranges to read add up to.
+    #[error("the ranges to read add up to {ranges} bytes, but the buffer holds {buffer} bytes")]
+    BufferLength {
+        /// The sum of the ranges' lengths (saturated at `u64::MAX`).
+        ranges: u64,
+        /// The buffer's length.
+        buffer: u64,
+    },
     /// A write was attempted on a read-only export.
     #[error("the export is read-only")]
     ReadOnly,

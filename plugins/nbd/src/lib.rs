@@ -36,9 +36,11 @@
 //!
 //! # Session rules
 //!
-//! - One request is in flight at a time: a call sends a request, reads its whole reply, then
-//!   sends the next. Calls take `&mut self`; use one client per thread, and several connections
-//!   for parallel transfers if the server allows them ([`Client::can_multi_conn`]).
+//! - Reads keep several requests in flight ([`Client::read_ranges`] for many scattered ranges
+//!   in one call) and take their replies in any order; every other call sends one request at a
+//!   time and reads its whole reply before the next. Whatever the call, nothing is in flight
+//!   when it returns. Calls take `&mut self`; use one client per thread, and several
+//!   connections for parallel transfers if the server allows them ([`Client::can_multi_conn`]).
 //! - A server-side error (an error reply or error chunk) fails the call with
 //!   [`NbdErrorKind::Server`] and leaves the connection usable. A stream failure or a protocol
 //!   violation fails the call and breaks the client: the position in the byte stream is unknown,
@@ -52,8 +54,8 @@
 //!
 //! The server is not trusted. Every length it sends is checked against what its message type
 //! allows and capped before anything is allocated; read data goes straight into the caller's
-//! buffer; every offset is checked against the request; replies must carry the request's
-//! cookie, end with the done flag, and cover exactly what was asked. Counts of option replies,
+//! buffer; every offset is checked against the request; replies must carry the cookie of a
+//! request in flight, end with the done flag, and cover exactly what was asked. Counts of option replies,
 //! error chunks, read pieces and extents are bounded, so no sequence of bytes makes the client
 //! panic, allocate without limit, or loop without consuming input.
 
@@ -62,6 +64,7 @@ mod client;
 mod conn;
 mod error;
 mod handshake;
+mod read;
 mod reply;
 mod url;
 mod wire;

@@ -1,13 +1,23 @@
 //! Replies of the transmission phase: the simple reply, and the structured reply as a series of
 //! chunks ending in one flagged done.
 //!
-//! Every field the server sends is checked before it is used: the magic, the cookie (one
-//! request is in flight at a time, so any other cookie is an error), each chunk's length against
-//! what its type allows, and every offset against the request. Error chunks are collected and the
-//! reply is read to its end, so that a server-side error leaves the connection usable; anything
-//! malformed is a protocol error, after which the connection is abandoned.
+//! Every field the server sends is checked before it is used: the magic, the cookie, each
+//! chunk's length against what its type allows, and every offset against the request. Reading a
+//! reply is split in two steps that every caller shares: [`Conn::next_header`] reads and checks
+//! one header, and [`ReplyState::step`] applies the rules of a reply (error chunks collected and
+//! bounded, `NBD_REPLY_TYPE_NONE` only as the last chunk, no simple reply inside a structured
+//! one, the done flag) to a header already matched to its request. A caller with one request in
+//! flight reads it with [`Conn::read_reply`], which refuses every other cookie; a pipelined read
+//! (`Client::read_ranges`) has several requests in flight, dispatches each header by its cookie
+//! and refuses cookies that match none of them. Replies to different requests may arrive in any
+//! order and, with structured replies, their chunks may interleave.
+//!
+//! Error chunks are collected and the reply is read to its end, so that a server-side error
+//! leaves the connection usable; anything malformed is a protocol error, after which the
+//! connection is abandoned.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::conn::{Conn, RequestInfo};
 use crate::error::{Errno, NbdError, NbdErrorKind};
@@ -28,34 +38,164 @@ const MAX_ERROR_CHUNKS: u32 = 1024;
 
 /// The start of a reply.
 pub(crate) enum Reply {
-    /// A simple reply with its error field.
-    Simple { error: u32 },
+    /// A simple reply with its error field and cookie.
+    Simple { error: u32, cookie: u64 },
     /// A structured reply chunk.
     Chunk(ChunkHeader),
 }
 
-impl<S: Read + Write> Conn<S> {
-    /// Reads the next reply header and checks it answers `req`.
-    pub(crate) fn next_reply(&mut self, req: &RequestInfo) -> Result<Reply, NbdError> {
-        let magic = be_u32(&self.read_array::<4>(req)?);
-        let (reply, cookie) = match magic {
-            NBD_SIMPLE_REPLY_MAGIC => {
-                let b = self.read_array::<SIMPLE_REPLY_REST_LEN>(req)?;
-                (
-                    Reply::Simple {
-                        error: be_u32(&b[0..4]),
-                    },
-                    be_u64(&b[4..12]),
-                )
+impl Reply {
+    /// The cookie of the request the reply answers.
+    pub(crate) fn cookie(&self) -> u64 {
+        match self {
+            Reply::Simple { cookie, .. } => *cookie,
+            Reply::Chunk(h) => h.cookie,
+        }
+    }
+}
+
+/// Where a reply stands after one of its headers.
+pub(crate) enum Progress {
+    /// More chunks of the reply follow.
+    Continues,
+    /// A successful simple reply to a read: the request's data, `length` bytes, follows the
+    /// header and ends the reply. Only without structured replies.
+    Data,
+    /// The reply ended, with the first error the server reported in it, if any.
+    Ended(Option<NbdError>),
+}
+
+/// What one reply has shown so far, for the rules that span its chunks.
+pub(crate) struct ReplyState {
+    /// Whether structured replies were negotiated.
+    structured: bool,
+    /// Structured chunks seen.
+    chunks: u64,
+    /// Error chunks seen, bounded by [`MAX_ERROR_CHUNKS`].
+    error_chunks: u32,
+    /// The first error the server reported in the reply.
+    first_error: Option<NbdError>,
+}
+
+impl ReplyState {
+    /// A reply of which nothing has arrived yet, on a connection that negotiated structured
+    /// replies or not.
+    pub(crate) fn new(structured: bool) -> Self {
+        ReplyState {
+            structured,
+            chunks: 0,
+            error_chunks: 0,
+            first_error: None,
+        }
+    }
+
+    /// Applies one header of the reply to `req`, whose cookie the caller matched. `content`
+    /// handles each chunk that is neither an error nor `NBD_REPLY_TYPE_NONE` and must consume
+    /// exactly its payload, or fail; error chunks are read here. A simple reply is accepted in
+    /// place of a structured one, as the protocol allows for every command but a successful
+    /// read; a successful simple reply to a read without structured replies returns
+    /// [`Progress::Data`], and the caller reads the data. An `Err` is fatal: the stream failed
+    /// or the server broke the protocol.
+    pub(crate) fn step<S: Read + Write>(
+        &mut self,
+        conn: &mut Conn<S>,
+        req: &RequestInfo,
+        reply: Reply,
+        content: impl FnOnce(&mut Conn<S>, &ChunkHeader) -> Result<(), NbdError>,
+    ) -> Result<Progress, NbdError> {
+        let h = match reply {
+            Reply::Simple { error, .. } => {
+                if self.chunks > 0 {
+                    return Err(conn.protocol(req, "simple reply inside a structured reply"));
+                }
+                return match error {
+                    0 if req.command == Command::Read && self.structured => Err(conn.protocol(
+                        req,
+                        "simple reply to a read although structured replies were negotiated",
+                    )),
+                    0 if req.command == Command::Read => Ok(Progress::Data),
+                    0 => Ok(Progress::Ended(None)),
+                    // The server sends no data after an error, or closes the connection.
+                    errno => Ok(Progress::Ended(Some(conn.server_error(
+                        req,
+                        errno,
+                        req.offset,
+                        String::new(),
+                    )))),
+                };
             }
-            NBD_STRUCTURED_REPLY_MAGIC => {
-                let h = ChunkHeader::decode(&self.read_array::<CHUNK_HEADER_REST_LEN>(req)?);
-                (Reply::Chunk(h), h.cookie)
-            }
-            other => {
-                return Err(self.protocol(req, format!("reply magic {other:#010x} is not a reply")));
-            }
+            Reply::Chunk(h) => h,
         };
+        if !self.structured {
+            return Err(conn.protocol(
+                req,
+                format!(
+                    "structured reply chunk (type {:#06x}) although structured replies were not negotiated",
+                    h.kind
+                ),
+            ));
+        }
+        self.chunks += 1;
+        if h.kind == NBD_REPLY_TYPE_NONE {
+            if h.length != 0 {
+                return Err(conn.protocol(
+                    req,
+                    format!(
+                        "NBD_REPLY_TYPE_NONE chunk with {} bytes of payload",
+                        h.length
+                    ),
+                ));
+            }
+            if !h.done() {
+                return Err(conn.protocol(req, "NBD_REPLY_TYPE_NONE chunk without the done flag"));
+            }
+        } else if h.kind & NBD_REPLY_TYPE_FLAG_ERROR != 0 {
+            self.error_chunks += 1;
+            if self.error_chunks > MAX_ERROR_CHUNKS {
+                return Err(conn.protocol(
+                    req,
+                    format!("more than {MAX_ERROR_CHUNKS} error chunks in one reply"),
+                ));
+            }
+            let error = conn.error_chunk(req, &h)?;
+            self.first_error.get_or_insert(error);
+        } else {
+            content(conn, &h)?;
+        }
+        Ok(if h.done() {
+            Progress::Ended(self.first_error.take())
+        } else {
+            Progress::Continues
+        })
+    }
+}
+
+impl<S: Read + Write> Conn<S> {
+    /// Reads the next reply header, whichever request it answers; `during` names what the
+    /// client waits for, in errors.
+    pub(crate) fn next_header(&mut self, during: &dyn fmt::Display) -> Result<Reply, NbdError> {
+        let magic = be_u32(&self.read_array::<4>(during)?);
+        match magic {
+            NBD_SIMPLE_REPLY_MAGIC => {
+                let b = self.read_array::<SIMPLE_REPLY_REST_LEN>(during)?;
+                Ok(Reply::Simple {
+                    error: be_u32(&b[0..4]),
+                    cookie: be_u64(&b[4..12]),
+                })
+            }
+            NBD_STRUCTURED_REPLY_MAGIC => Ok(Reply::Chunk(ChunkHeader::decode(
+                &self.read_array::<CHUNK_HEADER_REST_LEN>(during)?,
+            ))),
+            other => {
+                Err(self.protocol(during, format!("reply magic {other:#010x} is not a reply")))
+            }
+        }
+    }
+
+    /// Reads the next reply header and checks it answers `req`, the one request in flight.
+    pub(crate) fn next_reply(&mut self, req: &RequestInfo) -> Result<Reply, NbdError> {
+        let reply = self.next_header(req)?;
+        let cookie = reply.cookie();
         if cookie != req.cookie {
             return Err(self.protocol(
                 req,
@@ -68,72 +208,26 @@ impl<S: Read + Write> Conn<S> {
         Ok(reply)
     }
 
-    /// Reads a whole reply to `req`. `content` handles each chunk that is neither an error nor
-    /// `NBD_REPLY_TYPE_NONE` and must consume exactly its payload, or fail. A simple reply is
-    /// accepted in place of a structured one, as the protocol allows for every command but a
-    /// successful read. Returns the first error the server reported, after the reply ended.
+    /// Reads a whole reply to `req`, the one request in flight, as [`ReplyState::step`]
+    /// describes. Returns the first error the server reported, after the reply ended. Not for
+    /// reads without structured replies, whose data follows a simple reply.
     pub(crate) fn read_reply(
         &mut self,
         req: &RequestInfo,
         structured: bool,
         mut content: impl FnMut(&mut Self, &ChunkHeader) -> Result<(), NbdError>,
     ) -> Result<(), NbdError> {
-        let mut first_error: Option<NbdError> = None;
-        let mut chunks = 0u64;
-        let mut error_chunks = 0u32;
+        let mut state = ReplyState::new(structured);
         loop {
-            match self.next_reply(req)? {
-                Reply::Simple { error } => {
-                    if chunks > 0 {
-                        return Err(self.protocol(req, "simple reply inside a structured reply"));
-                    }
-                    return match error {
-                        0 if req.command == Command::Read => Err(self.protocol(
-                            req,
-                            "simple reply to a read although structured replies were negotiated",
-                        )),
-                        0 => Ok(()),
-                        errno => Err(self.server_error(req, errno, req.offset, String::new())),
-                    };
-                }
-                Reply::Chunk(h) => {
-                    if !structured {
-                        return Err(self.protocol(
-                            req,
-                            "structured reply chunk although structured replies were not negotiated",
-                        ));
-                    }
-                    chunks += 1;
-                    if h.kind == NBD_REPLY_TYPE_NONE {
-                        if h.length != 0 {
-                            return Err(self.protocol(
-                                req,
-                                format!(
-                                    "NBD_REPLY_TYPE_NONE chunk with {} bytes of payload",
-                                    h.length
-                                ),
-                            ));
-                        }
-                        if !h.done() {
-                            return Err(self
-                                .protocol(req, "NBD_REPLY_TYPE_NONE chunk without the done flag"));
-                        }
-                    } else if h.kind & NBD_REPLY_TYPE_FLAG_ERROR != 0 {
-                        error_chunks += 1;
-                        if error_chunks > MAX_ERROR_CHUNKS {
-                            return Err(self.protocol(
-                                req,
-                                format!("more than {MAX_ERROR_CHUNKS} error chunks in one reply"),
-                            ));
-                        }
-                        let error = self.error_chunk(req, &h)?;
-                        first_error.get_or_insert(error);
-                    } else {
-                        content(self, &h)?;
-                    }
-                    if h.done() {
-                        return first_error.map_or(Ok(()), Err);
-                    }
+            let reply = self.next_reply(req)?;
+            match state.step(self, req, reply, &mut content)? {
+                Progress::Continues => {}
+                Progress::Ended(error) => return error.map_or(Ok(()), Err),
+                Progress::Data => {
+                    return Err(self.protocol(
+                        req,
+                        "simple reply with read data where a structured reply was expected",
+                    ));
                 }
             }
         }

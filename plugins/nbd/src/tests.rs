@@ -628,7 +628,7 @@ mod read {
     }
 
     /// Malformed replies to a 1024-byte read at offset 4096 (cookie 1).
-    fn malformed() -> Vec<(&'static str, Script)> {
+    pub(super) fn malformed() -> Vec<(&'static str, Script)> {
         let s = Script::default;
         let mut big_error = Errno::EIO.0.to_be_bytes().to_vec();
         big_error.extend_from_slice(&100u16.to_be_bytes());
@@ -783,6 +783,445 @@ mod read {
         let mut buf = minimum_ok;
         let e = client.read(0, &mut buf).unwrap_err();
         assert!(protocol_detail(&e).contains("disjoint pieces"), "{e}");
+    }
+}
+
+mod read_ranges {
+    use super::*;
+
+    /// Bytes that differ with their position in the export, so misplaced data shows.
+    fn bytes_at(offset: u64, len: usize) -> Vec<u8> {
+        (offset..offset + len as u64)
+            .map(|p| (p ^ (p >> 9) ^ (p >> 17)) as u8)
+            .collect()
+    }
+
+    /// The read requests the client sent, as (cookie, offset, length).
+    fn reads(client: &Client<Mock>) -> Vec<(u64, u64, u32)> {
+        requests(client)
+            .into_iter()
+            .filter(|r| r.0 == Command::Read.code())
+            .map(|r| (r.1, r.2, r.3))
+            .collect()
+    }
+
+    /// A client without structured replies on an export of [`SIZE`] bytes without block size
+    /// constraints, whose transmission replies follow `replies`.
+    fn simple_client_with(replies: impl FnOnce(Script) -> Script) -> Client<Mock> {
+        let handshake = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, &[])
+            .info_export(SIZE, FLAGS)
+            .option_reply(NBD_OPT_GO, NBD_REP_ACK, &[]);
+        let client = replies(handshake).connect(&[]).unwrap();
+        assert!(!client.structured_replies());
+        client
+    }
+
+    /// 20 distinct 512-byte blocks scattered over the export, not in order.
+    fn scattered() -> Vec<(u64, u64)> {
+        (0..20u64).map(|i| (i * 7919 % 2048 * 512, 512)).collect()
+    }
+
+    /// What reading `ranges` must give, with every byte as [`bytes_at`] has it.
+    fn expected(ranges: &[(u64, u64)]) -> Vec<u8> {
+        ranges
+            .iter()
+            .flat_map(|&(offset, length)| bytes_at(offset, length as usize))
+            .collect()
+    }
+
+    #[test]
+    fn replies_out_of_order_land_in_their_places() {
+        // Overlapping and repeated ranges are fine; each is its own request.
+        let ranges = [(8192, 1024), (0, 512), (65536, 2048), (0, 512)];
+        let mut client = client_with(|s| {
+            s.data(NBD_REPLY_FLAG_DONE, 3, 65536, &bytes_at(65536, 2048))
+                .data(0, 1, 8192 + 512, &bytes_at(8192 + 512, 512))
+                .data(NBD_REPLY_FLAG_DONE, 4, 0, &bytes_at(0, 512))
+                .hole(NBD_REPLY_FLAG_DONE, 1, 8192, 512)
+                .data(NBD_REPLY_FLAG_DONE, 2, 0, &bytes_at(0, 512))
+        });
+        let mut buf = vec![0x11; 4096];
+        client.read_ranges(&ranges, &mut buf).unwrap();
+        let mut want = vec![0; 512];
+        want.extend(bytes_at(8192 + 512, 512));
+        want.extend(bytes_at(0, 512));
+        want.extend(bytes_at(65536, 2048));
+        want.extend(bytes_at(0, 512));
+        assert_eq!(buf, want);
+        // All four went out before any reply was read: cookies in the order of the ranges.
+        assert_eq!(
+            reads(&client),
+            [(1, 8192, 1024), (2, 0, 512), (3, 65536, 2048), (4, 0, 512)]
+        );
+    }
+
+    #[test]
+    fn chunks_of_different_replies_may_interleave() {
+        let mut client = client_with(|s| {
+            s.data(0, 2, 4096 + 512, &bytes_at(4096 + 512, 512))
+                .data(0, 1, 0, &bytes_at(0, 512))
+                .hole(0, 2, 4096, 512)
+                .data(0, 1, 512, &bytes_at(512, 512))
+                .done(2)
+                .done(1)
+        });
+        let mut buf = vec![0x11; 2048];
+        client
+            .read_ranges(&[(0, 1024), (4096, 1024)], &mut buf)
+            .unwrap();
+        assert_eq!(&buf[..1024], bytes_at(0, 1024));
+        assert_eq!(&buf[1024..1536], &[0; 512]);
+        assert_eq!(&buf[1536..], bytes_at(4096 + 512, 512));
+    }
+
+    #[test]
+    fn sixteen_requests_wait_for_their_replies_at_once() {
+        // Newest first: answerable only if the first 16 requests are all in flight. Each reply
+        // that ends lets one more request out.
+        let ranges = scattered();
+        let mut client = client_with(|mut s| {
+            for cookie in (1..=16u64).rev().chain((17..=20).rev()) {
+                let (offset, length) = ranges[cookie as usize - 1];
+                s = s.data(
+                    NBD_REPLY_FLAG_DONE,
+                    cookie,
+                    offset,
+                    &bytes_at(offset, length as usize),
+                );
+            }
+            s
+        });
+        let mut buf = vec![0x11; 20 * 512];
+        client.read_ranges(&ranges, &mut buf).unwrap();
+        assert_eq!(buf, expected(&ranges));
+        let sent: Vec<(u64, u64, u32)> = ranges
+            .iter()
+            .zip(1..)
+            .map(|(&(offset, length), cookie)| (cookie, offset, length as u32))
+            .collect();
+        assert_eq!(reads(&client), sent);
+    }
+
+    #[test]
+    fn no_more_than_sixteen_requests_are_in_flight() {
+        let ranges = scattered();
+        let (offset, _) = ranges[16];
+        let mut client =
+            client_with(|s| s.data(NBD_REPLY_FLAG_DONE, 17, offset, &bytes_at(offset, 512)));
+        let mut buf = vec![0; 20 * 512];
+        let e = client.read_ranges(&ranges, &mut buf).unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        assert!(
+            protocol_detail(&e).contains("reply for cookie 0x11, which matches no request"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&format!(
+                "NBD_CMD_READ of 512 bytes at offset {} and 15 more read requests in flight",
+                ranges[0].0
+            )),
+            "{e}"
+        );
+        assert_eq!(reads(&client).len(), 16);
+    }
+
+    #[test]
+    fn the_bytes_in_flight_are_bounded() {
+        // Requests of 1 MiB, the server's maximum block size: 8 fit in the 8 MiB budget.
+        const MIB: u64 = 1 << 20;
+        let hole = |s: Script, cookie: u64| {
+            s.hole(NBD_REPLY_FLAG_DONE, cookie, (cookie - 1) * MIB, MIB as u32)
+        };
+        let mut s = Script::handshake(&[], 16 * MIB, FLAGS);
+        for cookie in (1..=8).rev().chain((9..=12).rev()) {
+            s = hole(s, cookie);
+        }
+        let mut client = s.connect(&[]).unwrap();
+        let mut buf = vec![1u8; 12 * MIB as usize];
+        client.read(0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+        let sent: Vec<(u64, u64, u32)> = (1..=12).map(|c| (c, (c - 1) * MIB, 1 << 20)).collect();
+        assert_eq!(reads(&client), sent);
+
+        // A reply for the ninth request before any other ended: it was not sent yet.
+        let mut client = hole(Script::handshake(&[], 16 * MIB, FLAGS), 9)
+            .connect(&[])
+            .unwrap();
+        let e = client.read(0, &mut buf).unwrap_err();
+        assert!(protocol_detail(&e).contains("matches no request"), "{e}");
+        assert_eq!(reads(&client).len(), 8);
+    }
+
+    #[test]
+    fn long_ranges_are_split_to_keep_several_requests_in_flight() {
+        // No maximum block size advertised, yet requests stay at 2 MiB so that a long read
+        // keeps the server busy; the last one takes the rest.
+        const MIB: u64 = 1 << 20;
+        let mut client = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
+            .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, &[])
+            .info_export(8 * MIB, FLAGS)
+            .option_reply(NBD_OPT_GO, NBD_REP_ACK, &[])
+            .hole(NBD_REPLY_FLAG_DONE, 3, 4 * MIB, 512)
+            .hole(NBD_REPLY_FLAG_DONE, 2, 2 * MIB, 2 << 20)
+            .data(NBD_REPLY_FLAG_DONE, 1, 0, &bytes_at(0, 2 << 20))
+            .connect(&[])
+            .unwrap();
+        let mut buf = vec![1u8; (4 << 20) + 512];
+        client.read(0, &mut buf).unwrap();
+        assert_eq!(&buf[..2 << 20], bytes_at(0, 2 << 20));
+        assert!(buf[2 << 20..].iter().all(|&b| b == 0));
+        assert_eq!(
+            reads(&client),
+            [(1, 0, 2 << 20), (2, 2 * MIB, 2 << 20), (3, 4 * MIB, 512)]
+        );
+    }
+
+    #[test]
+    fn a_reply_for_no_request_in_flight_breaks_the_client() {
+        let s = Script::default;
+        for (name, script) in [
+            (
+                "never sent",
+                s().hole(NBD_REPLY_FLAG_DONE, 1, 0, 512)
+                    .hole(NBD_REPLY_FLAG_DONE, 99, 4096, 512),
+            ),
+            (
+                "already answered",
+                s().hole(NBD_REPLY_FLAG_DONE, 1, 0, 512)
+                    .hole(NBD_REPLY_FLAG_DONE, 1, 0, 512),
+            ),
+            (
+                "simple reply with another cookie",
+                s().hole(NBD_REPLY_FLAG_DONE, 1, 0, 512)
+                    .simple(Errno::EIO.0, 3, &[]),
+            ),
+        ] {
+            let mut client =
+                client_with(|c| c.raw(&script.0).hole(NBD_REPLY_FLAG_DONE, 2, 4096, 512));
+            let mut buf = [0u8; 1024];
+            let e = client
+                .read_ranges(&[(0, 512), (4096, 512)], &mut buf)
+                .unwrap_err();
+            assert!(e.is_fatal(), "{name}: {e}");
+            assert!(
+                protocol_detail(&e).contains("matches no request in flight"),
+                "{name}: {e}"
+            );
+            // Named after the request still waiting.
+            assert!(
+                e.to_string()
+                    .contains("during NBD_CMD_READ of 512 bytes at offset 4096:"),
+                "{name}: {e}"
+            );
+            let again = client.read(0, &mut buf[..512]).unwrap_err();
+            assert!(
+                matches!(again.kind(), NbdErrorKind::Broken),
+                "{name}: {again}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_error_stops_new_requests_and_drains_those_in_flight() {
+        let ranges = scattered();
+        let data = |s: Script, cookie: u64| {
+            let (offset, length) = ranges[cookie as usize - 1];
+            s.data(
+                NBD_REPLY_FLAG_DONE,
+                cookie,
+                offset,
+                &bytes_at(offset, length as usize),
+            )
+        };
+        let mut client = client_with(|mut s| {
+            // The first reply makes room for request 17; then two requests fail, the later
+            // one first, and the other 15 requests in flight succeed.
+            s = data(s, 1);
+            s = s.error_offset(NBD_REPLY_FLAG_DONE, 5, Errno::ENOSPC.0, ranges[4].0);
+            s = s.error(NBD_REPLY_FLAG_DONE, 2, Errno::EIO.0, "bad sector");
+            for cookie in (3..=17).filter(|&c| c != 5) {
+                s = data(s, cookie);
+            }
+            // The next call.
+            s.hole(NBD_REPLY_FLAG_DONE, 18, 0, 512)
+        });
+        let mut buf = vec![0x11; 20 * 512];
+        let e = client.read_ranges(&ranges, &mut buf).unwrap_err();
+        assert!(!e.is_fatal(), "{e}");
+        // The failed request earliest in the ranges, not the first to fail.
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "NBD export \"disk\": NBD_CMD_READ of 512 bytes at offset {} failed on the server: \
+                 EIO (5, input/output error): bad sector",
+                ranges[1].0
+            )
+        );
+        // Nothing was sent after the first error, and every reply was read.
+        assert_eq!(reads(&client).len(), 17);
+        let mut block = [7u8; 512];
+        client.read(0, &mut block).unwrap();
+        assert_eq!(block, [0; 512]);
+        assert_eq!(reads(&client)[17], (18, 0, 512));
+    }
+
+    #[test]
+    fn simple_replies_may_arrive_out_of_order() {
+        // Without block size constraints any length goes.
+        let mut client = simple_client_with(|s| {
+            s.simple(0, 3, &bytes_at(8192, 100))
+                .simple(Errno::EIO.0, 2, &[])
+                .simple(0, 1, &bytes_at(0, 300))
+                .simple(0, 5, &bytes_at(8192, 100))
+                .simple(0, 4, &bytes_at(0, 300))
+        });
+        let mut buf = vec![0x11; 600];
+        let e = client
+            .read_ranges(&[(0, 300), (5000, 200), (8192, 100)], &mut buf)
+            .unwrap_err();
+        assert!(!e.is_fatal(), "{e}");
+        assert!(
+            matches!(
+                e.kind(),
+                NbdErrorKind::Server {
+                    errno: Errno::EIO,
+                    offset: 5000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let ranges = [(0, 300), (8192, 100)];
+        let mut buf = vec![0x11; 400];
+        client.read_ranges(&ranges, &mut buf).unwrap();
+        assert_eq!(buf, expected(&ranges));
+        assert_eq!(
+            reads(&client),
+            [
+                (1, 0, 300),
+                (2, 5000, 200),
+                (3, 8192, 100),
+                (4, 0, 300),
+                (5, 8192, 100)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chunk_without_structured_replies_breaks_the_client() {
+        let mut client = simple_client_with(|s| {
+            s.simple(0, 2, &bytes_at(4096, 512))
+                .hole(NBD_REPLY_FLAG_DONE, 1, 0, 512)
+        });
+        let mut buf = [0u8; 1024];
+        let e = client
+            .read_ranges(&[(0, 512), (4096, 512)], &mut buf)
+            .unwrap_err();
+        assert!(
+            protocol_detail(&e).contains("structured replies were not negotiated"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("NBD_CMD_READ of 512 bytes at offset 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_ranges_and_buffers_are_refused_before_sending() {
+        let mut client = client_with(|s| s.hole(NBD_REPLY_FLAG_DONE, 1, 0, 512));
+        let mut buf = [0u8; 1536];
+        let cases: [(&[(u64, u64)], usize); 7] = [
+            (&[(0, 512), (SIZE - 512, 1024)], 1536),
+            (&[(0, 512), (u64::MAX - 511, 512)], 1024),
+            (&[(0, 512), (100, 512)], 1024),
+            (&[(0, 512), (512, 100)], 612),
+            (&[(0, 512), (512, 512)], 1536),
+            (&[(0, 512), (512, 512)], 512),
+            (&[], 512),
+        ];
+        let mut kinds = Vec::new();
+        for (ranges, len) in cases {
+            let e = client.read_ranges(ranges, &mut buf[..len]).unwrap_err();
+            assert!(!e.is_fatal(), "{e}");
+            kinds.push(e.into_kind());
+        }
+        assert!(
+            matches!(kinds[0], NbdErrorKind::OutOfRange { offset, length: 1024, size: SIZE } if offset == SIZE - 512)
+        );
+        assert!(matches!(kinds[1], NbdErrorKind::OutOfRange { .. }));
+        assert!(matches!(
+            kinds[2],
+            NbdErrorKind::Unaligned {
+                offset: 100,
+                minimum: 512,
+                ..
+            }
+        ));
+        assert!(matches!(
+            kinds[3],
+            NbdErrorKind::Unaligned { length: 100, .. }
+        ));
+        assert!(matches!(
+            kinds[4],
+            NbdErrorKind::BufferLength {
+                ranges: 1024,
+                buffer: 1536
+            }
+        ));
+        assert!(matches!(
+            kinds[5],
+            NbdErrorKind::BufferLength {
+                ranges: 1024,
+                buffer: 512
+            }
+        ));
+        assert_eq!(
+            kinds[6].to_string(),
+            "the ranges to read add up to 0 bytes, but the buffer holds 512 bytes"
+        );
+        assert!(requests(&client).is_empty());
+        // Empty reads send nothing either; the connection is still fine.
+        client.read_ranges(&[], &mut []).unwrap();
+        client.read_ranges(&[(512, 0), (SIZE, 0)], &mut []).unwrap();
+        assert!(requests(&client).is_empty());
+        client
+            .read_ranges(&[(0, 512), (SIZE, 0)], &mut buf[..512])
+            .unwrap();
+        assert_eq!(reads(&client), [(1, 0, 512)]);
+    }
+
+    #[test]
+    fn malformed_replies_break_a_pipelined_read() {
+        // The malformed reply answers the first of two requests, after the second succeeded.
+        for (name, replies) in super::read::malformed() {
+            let mut client = client_with(|s| {
+                s.hole(NBD_REPLY_FLAG_DONE, 2, 0, 512).raw(&replies.0).hole(
+                    NBD_REPLY_FLAG_DONE,
+                    3,
+                    0,
+                    512,
+                )
+            });
+            let mut buf = [0u8; 1536];
+            let e = client
+                .read_ranges(&[(4096, 1024), (0, 512)], &mut buf)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: the read succeeded"));
+            assert!(e.is_fatal(), "{name}: {e}");
+            assert!(
+                e.to_string()
+                    .contains("NBD_CMD_READ of 1024 bytes at offset 4096"),
+                "{name}: {e}"
+            );
+            let again = client.read(0, &mut buf[..512]).unwrap_err();
+            assert!(
+                matches!(again.kind(), NbdErrorKind::Broken),
+                "{name}: {again}"
+            );
+        }
     }
 }
 
@@ -1136,6 +1575,71 @@ proptest! {
         let mut client = client_with(|s| s.raw(&bytes));
         let mut buf = [0u8; 1024];
         prop_assert!(client.read(0, &mut buf).is_err());
+    }
+
+    /// Random but plausibly framed chunks for the three requests of a pipelined read, and for
+    /// cookies no request has: errors or a read that only data (0xcd) and holes filled.
+    #[test]
+    fn random_pipelined_chunks_never_panic(
+        chunks in proptest::collection::vec(
+            (any::<bool>(), 0u64..5,
+             prop_oneof![Just(NBD_REPLY_TYPE_NONE), Just(NBD_REPLY_TYPE_OFFSET_DATA), Just(NBD_REPLY_TYPE_OFFSET_HOLE),
+                         Just(NBD_REPLY_TYPE_ERROR), Just(NBD_REPLY_TYPE_ERROR_OFFSET), any::<u16>()],
+             0u64..10_000, 0u32..1500),
+            1..12),
+    ) {
+        let mut s = Script::default();
+        for (done, cookie, kind, offset, length) in &chunks {
+            let flags = if *done { NBD_REPLY_FLAG_DONE } else { 0 };
+            s = match *kind {
+                NBD_REPLY_TYPE_OFFSET_DATA => s.data(flags, *cookie, *offset, &vec![0xcd; (*length % 1100) as usize]),
+                NBD_REPLY_TYPE_OFFSET_HOLE => s.hole(flags, *cookie, *offset, *length),
+                NBD_REPLY_TYPE_ERROR => s.error(flags, *cookie, *length, "e"),
+                NBD_REPLY_TYPE_ERROR_OFFSET => s.error_offset(flags, *cookie, *length, *offset),
+                kind => s.chunk(flags, kind, *cookie, &vec![0; (*length % 64) as usize]),
+            };
+        }
+        let mut client = client_with(|c| c.raw(&s.0));
+        let mut buf = [0x11u8; 2560];
+        if client.read_ranges(&[(0, 1024), (4096, 512), (8192, 1024)], &mut buf).is_ok() {
+            prop_assert!(buf.iter().all(|&b| b == 0 || b == 0xcd));
+        }
+    }
+
+    /// A correct pipelined reply with bytes changed or cut off: an error or a read, never a
+    /// panic. Cut off, it must fail; untouched, it must succeed.
+    #[test]
+    fn mutated_pipelined_replies_never_panic(
+        flips in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..), 0..4),
+        cut in proptest::option::of(any::<proptest::sample::Index>()),
+    ) {
+        let valid = Script::default()
+            .data(0, 3, 8192, &[0xcd; 512])
+            .hole(0, 1, 0, 512)
+            .error_offset(0, 2, Errno::EIO.0, 4096)
+            .data(NBD_REPLY_FLAG_DONE, 2, 4096, &[0xcd; 512])
+            .data(0, 1, 512, &[0xcd; 512])
+            .hole(NBD_REPLY_FLAG_DONE, 3, 8192 + 512, 512)
+            .done(1);
+        let mut bytes = valid.0;
+        for (at, bits) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= bits;
+        }
+        if let Some(cut) = &cut {
+            let at = cut.index(bytes.len());
+            bytes.truncate(at);
+        }
+        let mut client = client_with(|c| c.raw(&bytes));
+        let mut buf = [0x11u8; 2560];
+        let result = client.read_ranges(&[(0, 1024), (4096, 512), (8192, 1024)], &mut buf);
+        if cut.is_some() {
+            prop_assert!(result.is_err());
+        } else if flips.is_empty() {
+            // Request 2 reported an error: not fatal, and the others were read to their ends.
+            let e = result.unwrap_err();
+            prop_assert!(!e.is_fatal(), "{}", e);
+        }
     }
 
     /// Random but plausibly framed chunks with the right cookie: the checks of each field, not

@@ -133,6 +133,26 @@ impl Server {
         })
     }
 
+    /// `qemu-nbd` serving the block graph `image_opts` (its `--image-opts` syntax, for example
+    /// a raw file under `blkdebug` that injects errors) read-only as `export`.
+    pub fn qemu_nbd_image_opts(dir: &Path, image_opts: &str, export: &str) -> Server {
+        Server::start(dir, export, |port| {
+            let mut c = Command::new(tool("qemu-nbd"));
+            c.args([
+                "--image-opts",
+                "-r",
+                "--persistent",
+                "--shared=8",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .args(["-x", export])
+            .arg(image_opts);
+            c
+        })
+    }
+
     /// `qemu-storage-daemon` exporting `image` (qcow2) as `export`, writable or on read-only
     /// nodes, with the dirty bitmap `bitmap` exported as `qemu:dirty-bitmap:NAME`.
     pub fn storage_daemon(
