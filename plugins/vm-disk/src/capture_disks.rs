@@ -35,6 +35,35 @@ const CONSISTENCY_REASON: &str = "disks were read as they are; no guest freeze";
 /// windows.
 const WINDOW: u64 = 256 << 20;
 
+/// Bytes of reads issued at once: enough requests in flight to keep an NBD server busy,
+/// little enough memory in the sandbox.
+const BATCH_BYTES: u64 = 4 << 20;
+
+/// Splits planned steps into groups whose reads total at most `limit` bytes (a group
+/// holds at least one step), so each group's reads can be issued together.
+fn batches(steps: &[Step], limit: u64) -> impl Iterator<Item = &[Step]> {
+    let mut rest = steps;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0u64;
+        let mut len = 0;
+        for step in rest {
+            if let Step::Read { length, .. } = *step {
+                if len > 0 && bytes + length > limit {
+                    break;
+                }
+                bytes += length;
+            }
+            len += 1;
+        }
+        let (group, tail) = rest.split_at(len);
+        rest = tail;
+        Some(group)
+    })
+}
+
 /// Runs a capture job.
 pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginError> {
     let settings = Settings::new(&request.settings);
@@ -88,6 +117,7 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         bytes_read: 0,
         bytes_done: 0,
         buffer: Vec::new(),
+        batch: Vec::new(),
     };
     for disk in disks {
         job.capture_disk(disk)?;
@@ -180,6 +210,8 @@ struct Job {
     bytes_done: u64,
     /// The read buffer, kept from one read to the next.
     buffer: Vec<u8>,
+    /// The buffer of a batch of reads, kept likewise.
+    batch: Vec<u8>,
 }
 
 impl Job {
@@ -265,28 +297,14 @@ impl Job {
                 dirty: dirty.as_deref(),
                 max_read: self.max_read(),
             });
-            for step in steps {
-                match step {
-                    Step::Hole { length, .. } => writer.hole(length).map_err(stored)?,
-                    Step::Carry { offset, length } => {
-                        match writer.carry(&name, offset, length) {
-                            Ok(()) => {}
-                            // The parent's chunks do not line up with this range (it
-                            // was stored differently): read it instead.
-                            Err(err @ (HostError::Invalid(_) | HostError::NotFound(_))) => {
-                                debug!(
-                                    "{name}: bytes {offset}..{} not carried ({}); reading them",
-                                    offset + length,
-                                    host_error_text(&err)
-                                );
-                                self.read_range(&name, &mut source, &mut writer, offset, length)?;
-                            }
-                            Err(err) => return Err(stored(err)),
-                        }
-                    }
-                    Step::Read { offset, length } => {
-                        self.read_range(&name, &mut source, &mut writer, offset, length)?
-                    }
+            if source.raw_host_path().is_some() {
+                // The host reads a raw file into the stream itself, range by range.
+                for step in steps {
+                    self.run_step(&name, &mut source, &mut writer, step, None)?;
+                }
+            } else {
+                for group in batches(&steps, BATCH_BYTES) {
+                    self.run_batch(&name, &mut source, &mut writer, group)?;
                 }
             }
             self.bytes_done += end - start;
@@ -315,6 +333,83 @@ impl Job {
             && stored.dev == current.dev
             && parent.content_length == current.size
             && stored_chunk_size(stored) == Some(self.chunk_size)
+    }
+
+    /// Runs the steps of `group`, all of whose reads are issued at once (an NBD server
+    /// then has them all in flight), and their bytes streamed in the steps' order.
+    fn run_batch(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+        writer: &mut Writer,
+        group: &[Step],
+    ) -> Result<(), PluginError> {
+        let ranges: Vec<(u64, u64)> = group
+            .iter()
+            .filter_map(|step| match *step {
+                Step::Read { offset, length } => Some((offset, length)),
+                _ => None,
+            })
+            .collect();
+        let total: u64 = ranges.iter().map(|&(_, length)| length).sum();
+        // A batch holds at most `BATCH_BYTES`, or one read of at most `max_read`.
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.resize(total as usize, 0);
+        let read = source.read_ranges(name, &ranges, &mut batch);
+        let result = read.and_then(|()| {
+            let mut at = 0usize;
+            for &step in group {
+                let bytes = match step {
+                    Step::Read { length, .. } => {
+                        let bytes = &batch[at..at + length as usize];
+                        at += length as usize;
+                        Some(bytes)
+                    }
+                    _ => None,
+                };
+                self.run_step(name, source, writer, step, bytes)?;
+            }
+            Ok(())
+        });
+        self.batch = batch;
+        result
+    }
+
+    /// Runs one step; a read's bytes are in `bytes` when they were read already.
+    fn run_step(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+        writer: &mut Writer,
+        step: Step,
+        bytes: Option<&[u8]>,
+    ) -> Result<(), PluginError> {
+        let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
+        match step {
+            Step::Hole { length, .. } => writer.hole(length).map_err(stored),
+            Step::Carry { offset, length } => match writer.carry(name, offset, length) {
+                Ok(()) => Ok(()),
+                // The parent's chunks do not line up with this range (it was stored
+                // differently): read it instead.
+                Err(err @ (HostError::Invalid(_) | HostError::NotFound(_))) => {
+                    debug!(
+                        "{name}: bytes {offset}..{} not carried ({}); reading them",
+                        offset + length,
+                        host_error_text(&err)
+                    );
+                    self.read_range(name, source, writer, offset, length)
+                }
+                Err(err) => Err(stored(err)),
+            },
+            Step::Read { offset, length } => match bytes {
+                Some(bytes) => {
+                    writer.write_bytes(bytes).map_err(stored)?;
+                    self.bytes_read += length;
+                    Ok(())
+                }
+                None => self.read_range(name, source, writer, offset, length),
+            },
+        }
     }
 
     /// Reads `offset..offset + length` of a disk into its stream.
@@ -464,5 +559,64 @@ impl Document {
             name,
             stat,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(offset: u64, length: u64) -> Step {
+        Step::Read { offset, length }
+    }
+
+    fn carry(offset: u64, length: u64) -> Step {
+        Step::Carry { offset, length }
+    }
+
+    #[test]
+    fn batches_hold_reads_up_to_the_limit_and_every_step_once() {
+        let steps = vec![
+            carry(0, 64),
+            read(64, 64),
+            carry(128, 64),
+            read(192, 64),
+            read(256, 64),
+            Step::Hole {
+                offset: 320,
+                length: 64,
+            },
+            read(384, 256),
+            carry(640, 64),
+        ];
+        let groups: Vec<&[Step]> = batches(&steps, 128).collect();
+        assert_eq!(groups.concat(), steps);
+        assert_eq!(
+            groups,
+            vec![
+                &steps[0..4],
+                &steps[4..6],
+                // A read larger than the limit still forms a group.
+                &steps[6..8],
+            ]
+        );
+        for group in &groups {
+            let bytes: u64 = group
+                .iter()
+                .filter_map(|s| match *s {
+                    Step::Read { length, .. } => Some(length),
+                    _ => None,
+                })
+                .sum();
+            assert!(
+                bytes <= 128
+                    || group
+                        .iter()
+                        .filter(|s| matches!(s, Step::Read { .. }))
+                        .count()
+                        == 1
+            );
+        }
+        assert_eq!(batches(&[], 128).count(), 0);
     }
 }

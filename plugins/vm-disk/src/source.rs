@@ -164,6 +164,38 @@ impl Source {
         }
     }
 
+    /// Fills `buf` with the disk's bytes at `ranges`, one after the other; an NBD server
+    /// gets the reads all at once.
+    pub(crate) fn read_ranges(
+        &mut self,
+        disk: &str,
+        ranges: &[(u64, u64)],
+        buf: &mut [u8],
+    ) -> Result<(), PluginError> {
+        match self {
+            Source::Nbd(nbd) => nbd
+                .client
+                .read_ranges(ranges, buf)
+                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
+            Source::File(_) => {
+                let mut at = 0usize;
+                for &(offset, length) in ranges {
+                    let end = at.saturating_add(length as usize);
+                    let Some(piece) = buf.get_mut(at..end) else {
+                        return Err(PluginError::Io(format!(
+                            "{disk}: {} bytes of reads do not fit a {}-byte buffer",
+                            end,
+                            buf.len()
+                        )));
+                    };
+                    self.read(disk, offset, piece)?;
+                    at = end;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Ends the source: an NBD session is closed politely.
     pub(crate) fn close(self, disk: &str) {
         if let Source::Nbd(nbd) = self
