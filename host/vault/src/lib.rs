@@ -100,9 +100,12 @@
 //!
 //! The index holds 48 bytes per chunk in one sorted array. A backup holds the chunks it
 //! stored in a set and the entry list of the open pack, whose bytes go to the backend's
-//! spool as chunks arrive (a file on a local vault); trees are stored as soon as each
-//! directory is complete. Spools of a killed backup are removed by prune once idle for
-//! longer than a session takes to go stale.
+//! spool as chunks arrive (a file on a local vault, written by a thread of its own in
+//! 1 MiB stages, with direct I/O where the file system allows it); trees are stored as
+//! soon as each directory is complete. Chunk buffers are reused from one chunk to the
+//! next, and a chunk stored without compression is encrypted in its own buffer, so the
+//! pipeline's memory stays flat. Spools of a killed backup are removed by prune once idle
+//! for longer than a session takes to go stale.
 #![forbid(unsafe_code)]
 
 pub mod backend;
