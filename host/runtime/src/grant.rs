@@ -125,7 +125,7 @@ pub struct Scanned {
     pub holes: Vec<(u64, u64)>,
 }
 
-fn join(dir: &str, name: &str) -> String {
+pub(crate) fn join(dir: &str, name: &str) -> String {
     let dir = dir.trim_matches('/');
     if dir.is_empty() || dir == "." {
         name.to_string()

@@ -28,6 +28,7 @@ pub mod limits;
 mod point;
 mod runtime;
 mod sandbox;
+mod scan_ahead;
 mod services;
 mod sink;
 mod state;

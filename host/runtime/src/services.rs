@@ -1,6 +1,8 @@
 //! Host services every plugin may call: logging into `tracing`, progress, cancellation,
 //! and POSIX metadata inside its grant.
 
+use std::sync::Arc;
+
 use rustix::fs::FileType;
 
 use crate::bindings::host::{
@@ -8,9 +10,10 @@ use crate::bindings::host::{
 };
 use crate::bindings::types;
 use crate::convert::grant_error;
-use crate::grant::{Grant, Stat};
+use crate::grant::{Grant, Scanned, Stat};
 use crate::limits::MAX_LOG_MESSAGE;
-use crate::state::{JobState, PROGRESS_EVERY, ProgressUpdate};
+use crate::scan_ahead::ScanAhead;
+use crate::state::{JobState, PROGRESS_EVERY, Phase, ProgressUpdate};
 
 impl types::Host for JobState {}
 
@@ -43,6 +46,27 @@ fn host_error_message(e: HostError) -> String {
 }
 
 impl JobState {
+    /// Scans a directory of the grant; during a capture through the read-ahead, which
+    /// starts with the first scan.
+    fn scan_dir(&mut self, path: &str) -> Result<Vec<Scanned>, HostError> {
+        if matches!(self.phase, Phase::Capture(_)) && self.scan_ahead.is_none() {
+            let grant = Arc::clone(
+                self.grant
+                    .as_ref()
+                    .ok_or_else(|| HostError::Denied("this job grants no directory".into()))?,
+            );
+            match ScanAhead::start(grant) {
+                Ok(ahead) => self.scan_ahead = Some(ahead),
+                Err(e) => tracing::debug!(error = %e, "scanning without read-ahead"),
+            }
+        }
+        match &self.scan_ahead {
+            Some(ahead) => ahead.scan(path),
+            None => self.grant()?.scan(path),
+        }
+        .map_err(grant_error)
+    }
+
     fn grant(&self) -> Result<&Grant, HostError> {
         self.grant
             .as_deref()
@@ -106,7 +130,7 @@ impl host::Host for JobState {
     fn scan(&mut self, path: String) -> Result<Vec<ScannedEntry>, HostError> {
         self.touch();
         self.settle(&path)?;
-        let found = self.grant()?.scan(&path).map_err(grant_error)?;
+        let found = self.scan_dir(&path)?;
         Ok(found
             .into_iter()
             .map(|entry| {

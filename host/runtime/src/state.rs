@@ -79,6 +79,8 @@ pub struct JobState {
     pub(crate) scratch: Vec<u8>,
     /// Threads writing restored files, started by the first `write-to`.
     pub(crate) writes: Option<crate::writes::WritePool>,
+    /// The directory scans of a capture, read ahead; started by the first `scan`.
+    pub(crate) scan_ahead: Option<crate::scan_ahead::ScanAhead>,
     /// Content handles open.
     pub open_handles: usize,
 }
@@ -105,6 +107,7 @@ impl JobState {
             cancel: Arc::new(AtomicBool::new(false)),
             scratch: Vec::new(),
             writes: None,
+            scan_ahead: None,
             open_handles: 0,
         }
     }
