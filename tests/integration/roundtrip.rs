@@ -145,6 +145,100 @@ fn carry_forward_reuses_parent_entries_without_reading() {
 }
 
 #[test]
+fn parent_entries_with_bad_chunks_are_not_carried_forward() {
+    let tv = TestVault::encrypted();
+    let a = random_bytes(13, 300_000);
+    let b = random_bytes(14, 300_000);
+    let (first_id, first) = backup_files(
+        &tv.vault,
+        options("item"),
+        &[("d/a", &a), ("d/b", &b)],
+        small_cdc(),
+    )
+    .unwrap();
+    // `check` found a chunk of `d/a` bad.
+    let bad = match tv.vault.find_entry(&first, "d/a").unwrap().content {
+        Content::Extents(extents) => extents[1].id.unwrap(),
+        Content::Lists(_) => unreachable!("a short file has its extents inline"),
+    };
+    tv.vault
+        .record_damage(first_id, "bit rot in d/a", &[bad])
+        .unwrap();
+    let vault = tv.reopen();
+
+    let mut opts = options("item");
+    opts.parent = Some(first_id);
+    let mut backup = Backup::start(&vault, opts).unwrap();
+    // The whole directory holds the bad chunk; `d/b` alone does not.
+    assert!(!backup.carry_forward("d").unwrap());
+    assert!(!backup.carry_forward("d/a").unwrap());
+    assert!(backup.carry_forward("d/b").unwrap());
+    let parent_a = backup.parent_entry("d/a").unwrap().unwrap();
+    let Content::Extents(extents) = &parent_a.content else {
+        unreachable!()
+    };
+    let mut stream = backup.stream(small_cdc()).unwrap();
+    let refused = stream.push_extents(extents).unwrap_err();
+    assert!(
+        refused.to_string().contains("missing or damaged"),
+        "{refused}"
+    );
+    // Read again instead, the chunk is stored anew.
+    let mut stream = backup.stream(small_cdc()).unwrap();
+    stream.write(&a).unwrap();
+    let mut entry = Entry::new("", EntryKind::File);
+    entry.content = stream.finish().unwrap().content;
+    backup.add_entry("d/a", entry).unwrap();
+    let (_, second) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(second.stats.entries_carried, 1);
+    assert!(second.stats.bytes_new > 0, "the bad chunk was stored again");
+    assert_eq!(read_file(&vault, &second, "d/a").unwrap(), a);
+    assert_eq!(read_file(&vault, &second, "d/b").unwrap(), b);
+}
+
+#[test]
+fn a_parent_tree_that_cannot_be_read_hides_its_entries() {
+    let tv = TestVault::encrypted();
+    let a = random_bytes(15, 100_000);
+    let (first_id, _) =
+        backup_files(&tv.vault, options("item"), &[("d/a", &a)], small_cdc()).unwrap();
+    // Every index file gone: no chunk of the point can be located.
+    for entry in std::fs::read_dir(tv.path().join("index")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let vault = tv.reopen();
+    let mut opts = options("item");
+    opts.parent = Some(first_id);
+    let mut backup = Backup::start(&vault, opts).unwrap();
+    assert!(backup.parent_entry("d/a").unwrap().is_none());
+    assert!(!backup.carry_forward("d/a").unwrap());
+    let mut stream = backup.stream(small_cdc()).unwrap();
+    stream.write(&a).unwrap();
+    let mut entry = Entry::new("", EntryKind::File);
+    entry.content = stream.finish().unwrap().content;
+    backup.add_entry("d/a", entry).unwrap();
+    let (_, second) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(read_file(&vault, &second, "d/a").unwrap(), a);
+}
+
+#[test]
+fn a_stream_left_open_does_not_hold_up_the_commit() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(16, 500_000);
+    let mut backup = Backup::start(&tv.vault, options("item")).unwrap();
+    let mut open = backup.stream(small_cdc()).unwrap();
+    open.write(&data).unwrap();
+    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(point.stats.entries_carried, 0);
+    // The workers are gone: the stream fails instead of waiting forever.
+    assert!(
+        open.write(&data)
+            .and_then(|()| open.finish().map(|_| ()))
+            .is_err()
+    );
+}
+
+#[test]
 fn entries_out_of_order_are_refused() {
     let tv = TestVault::encrypted();
     let mut backup = Backup::start(&tv.vault, options("item")).unwrap();

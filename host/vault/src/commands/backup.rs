@@ -276,6 +276,70 @@ impl Shared {
             && self.seen.lock().expect("lock").insert(*id)
     }
 
+    /// Whether a chunk of an earlier point may be referred to again: indexed in a pack a
+    /// new backup may rely on, and not found bad by `check` unless stored again since.
+    fn reusable(&self, id: &ChunkId) -> bool {
+        self.index.has_usable(id) && !self.needs_new_copy(id)
+    }
+
+    /// Why an entry of an earlier point cannot be carried forward as it is, if it
+    /// cannot: a chunk of its content, or of its subtree, is missing or bad. The parent
+    /// is checked this way entry by entry as it is used, not all at once when a backup
+    /// starts.
+    fn unusable(&self, entry: &Entry) -> Result<Option<String>> {
+        let missing = |id: &ChunkId| format!("its chunk {} is missing or damaged", id.short());
+        match &entry.content {
+            Content::Extents(extents) => {
+                if let Some(id) = extents
+                    .iter()
+                    .filter_map(|e| e.id)
+                    .find(|id| !self.reusable(id))
+                {
+                    return Ok(Some(missing(&id)));
+                }
+            }
+            Content::Lists(lists) => {
+                for list in lists {
+                    if !self.reusable(&list.id) {
+                        return Ok(Some(missing(&list.id)));
+                    }
+                    let extents = match self.vault.read_extent_list(&list.id) {
+                        Ok(list) => list.extents,
+                        Err(e) => return Ok(Some(format!("its extent list cannot be read: {e}"))),
+                    };
+                    if let Some(id) = extents
+                        .iter()
+                        .filter_map(|e| e.id)
+                        .find(|id| !self.reusable(id))
+                    {
+                        return Ok(Some(missing(&id)));
+                    }
+                }
+            }
+        }
+        let Some(subtree) = entry.subtree else {
+            return Ok(None);
+        };
+        let mut problem = None;
+        crate::commands::walk::walk(&self.vault, subtree, None, &mut |event| {
+            use crate::commands::walk::WalkEvent;
+            if problem.is_some() {
+                return;
+            }
+            match event {
+                WalkEvent::Meta { id, path } | WalkEvent::Data { id, path } => {
+                    if !self.reusable(&id) {
+                        problem = Some(format!("'{path}' below it refers to {}", missing(&id)));
+                    }
+                }
+                WalkEvent::Unreadable { path, error } => {
+                    problem = Some(format!("'{path}' below it cannot be read: {error}"));
+                }
+            }
+        });
+        Ok(problem)
+    }
+
     /// Whether a chunk `check` found bad has no second copy yet (once one backup stored
     /// it again, the next ones use that).
     fn needs_new_copy(&self, id: &ChunkId) -> bool {
@@ -394,8 +458,11 @@ impl Shared {
     }
 }
 
+/// A chunk worker: hashes, encodes and stores the chunks of the batches it receives,
+/// until an empty batch or the channel's end.
 fn worker(shared: Arc<Shared>, batches: Receiver<Vec<Job>>) {
-    for mut job in batches.into_iter().flatten() {
+    let batches = batches.into_iter().take_while(|batch| !batch.is_empty());
+    for mut job in batches.flatten() {
         if let Some(id) = job.claimed {
             if !shared.failed.load(Ordering::Relaxed) {
                 match shared.store_chunk(id, &mut job.data) {
@@ -666,10 +733,26 @@ impl Backup {
     }
 
     /// The parent point's entry at `path`, if there is a parent and it has the path.
+    ///
+    /// A parent tree that cannot be read is as good as no parent for the paths below
+    /// it: they are reported missing, with a warning, so the caller reads them again.
     pub fn parent_entry(&mut self, path: &str) -> Result<Option<Entry>> {
-        match &mut self.parent {
-            Some(parent) => parent.entry(path),
-            None => Ok(None),
+        let Some(parent) = &mut self.parent else {
+            return Ok(None);
+        };
+        match parent.entry(path) {
+            Ok(found) => Ok(found),
+            Err(e @ (Error::Invalid(_) | Error::Tree(_))) => Err(e),
+            Err(e) => {
+                if !std::mem::replace(&mut parent.warned, true) {
+                    tracing::warn!(
+                        path,
+                        error = %e,
+                        "the parent point's tree cannot be read; what lies below is read again"
+                    );
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -695,6 +778,10 @@ impl Backup {
         let Some(mut entry) = self.parent_entry(path)? else {
             return Ok(false);
         };
+        if let Some(problem) = self.shared.unusable(&entry)? {
+            tracing::warn!(path, "not carried forward from the parent point: {problem}");
+            return Ok(false);
+        }
         if let Some(meta) = meta {
             entry.meta = meta;
         }
@@ -715,13 +802,18 @@ impl Backup {
         // Hand over the last batch, close the open pack, let the workers drain, then the
         // uploader.
         let last_batch = std::mem::take(&mut *self.shared.batch.lock().expect("lock"));
-        if let Some(tx) = &self.job_tx
-            && !last_batch.jobs.is_empty()
-        {
-            // The workers only stop after an error, which `check` reports below.
-            let _ = tx.send(last_batch.jobs);
+        if let Some(tx) = self.job_tx.take() {
+            // Sends fail only once the workers stopped after an error, which `check`
+            // reports below.
+            if !last_batch.jobs.is_empty() {
+                let _ = tx.send(last_batch.jobs);
+            }
+            // A stream left open keeps the channel open: an empty batch per worker
+            // stops them once everything sent before is stored.
+            for _ in &self.workers {
+                let _ = tx.send(Vec::new());
+            }
         }
-        self.job_tx = None;
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
                 self.shared.fail("a chunk worker panicked".into());
@@ -963,7 +1055,20 @@ impl StreamWriter {
 
     /// Appends extents of an earlier point without reading them (unchanged regions of a
     /// disk).
+    ///
+    /// Fails with [`Error::Invalid`] if a chunk of them is missing from the index or was
+    /// found bad: the caller then reads the region instead.
     pub fn push_extents(&mut self, extents: &[Extent]) -> Result<()> {
+        if let Some(id) = extents
+            .iter()
+            .filter_map(|e| e.id)
+            .find(|id| !self.shared.reusable(id))
+        {
+            return Err(Error::Invalid(format!(
+                "chunk {} of the earlier point is missing or damaged",
+                id.short()
+            )));
+        }
         self.end_chunk("carried extents")?;
         for e in extents {
             self.stats.bytes_carried += e.len;
@@ -1128,6 +1233,8 @@ struct ParentView {
     vault: Vault,
     point: Point,
     trees: HashMap<String, Arc<Tree>>,
+    /// Whether an unreadable tree was reported already.
+    warned: bool,
 }
 
 /// Directories of the parent kept in memory at once; depth-first capture needs only
@@ -1140,6 +1247,7 @@ impl ParentView {
             vault,
             point,
             trees: HashMap::new(),
+            warned: false,
         }
     }
 
