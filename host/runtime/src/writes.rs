@@ -9,7 +9,7 @@
 //! for all writes and fails if any failed.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -56,21 +56,39 @@ pub struct WritePool {
 }
 
 impl WritePool {
-    /// Starts `workers` writer threads.
+    /// Starts a thread creating files and `workers` threads writing them.
+    ///
+    /// Files are created by one thread, in the order they come: creating files in one
+    /// directory from two threads at once makes them contend for the directory's lock,
+    /// which costs more than it gains. Their content is decoded and written, and their
+    /// metadata applied, by the writer threads.
     pub fn new(workers: usize) -> WritePool {
         let (tx, rx) = crossbeam_channel::bounded::<WriteJob>(QUEUE);
+        let (created_tx, created_rx) =
+            crossbeam_channel::bounded::<(WriteJob, Result<OwnedFd, String>)>(QUEUE);
         let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let creator = std::thread::Builder::new()
+            .name("tessera-create".into())
+            .spawn(move || {
+                for job in rx {
+                    let file = create(&job.dir, &job.name);
+                    if created_tx.send((job, file)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
         let threads = (0..workers.max(1))
             .filter_map(|i| {
-                let rx = rx.clone();
+                let rx = created_rx.clone();
                 let pending = pending.clone();
                 std::thread::Builder::new()
                     .name(format!("tessera-write-{i}"))
                     .spawn(move || {
-                        for job in rx {
+                        for (job, file) in rx {
                             let path = job.path.clone();
                             let grant = job.grant.clone();
-                            let result = write(job);
+                            let result = file.and_then(|file| fill(&file, job.content));
                             let (lock, done) = &*pending;
                             let mut state = lock.lock().expect("lock");
                             if let Err(reason) = result {
@@ -94,6 +112,7 @@ impl WritePool {
                     })
                     .ok()
             })
+            .chain(creator)
             .collect();
         WritePool {
             jobs: Some(tx),
@@ -193,31 +212,29 @@ impl Drop for WritePool {
     }
 }
 
-/// Creates (or truncates) the file and writes the content, seeking over holes.
-fn write(job: WriteJob) -> Result<(), String> {
-    let WriteJob {
-        dir,
-        name,
-        mut content,
-        ..
-    } = job;
+/// Creates (or truncates) the file `name` of `dir`.
+fn create(dir: &Dir, name: &str) -> Result<OwnedFd, String> {
     let flags =
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let file = rustix::fs::openat(
-        dir.as_fd(),
-        name.as_str(),
-        flags,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| std::io::Error::from(e).to_string())?;
+    rustix::fs::openat(dir.as_fd(), name, flags, Mode::from_raw_mode(0o600))
+        .map_err(|e| std::io::Error::from(e).to_string())
+}
+
+/// Writes the content into the new file, seeking over holes.
+fn fill(file: &OwnedFd, mut content: ContentReader) -> Result<(), String> {
     let mut at = 0u64;
+    let mut trailing_hole = false;
     while let Some(piece) = content.next_piece().map_err(|e| e.to_string())? {
         match piece {
-            Piece::Hole(n) => at += n,
+            Piece::Hole(n) => {
+                at += n;
+                trailing_hole = n > 0;
+            }
             Piece::Data(data) => {
+                trailing_hole = false;
                 let mut rest: &[u8] = &data;
                 while !rest.is_empty() {
-                    match rustix::io::pwrite(&file, rest, at) {
+                    match rustix::io::pwrite(file, rest, at) {
                         Ok(n) => {
                             rest = &rest[n..];
                             at += n as u64;
@@ -232,5 +249,8 @@ fn write(job: WriteJob) -> Result<(), String> {
         }
     }
     // A trailing hole is the file's length, not written bytes.
-    rustix::fs::ftruncate(&file, at).map_err(|e| std::io::Error::from(e).to_string())
+    if trailing_hole {
+        rustix::fs::ftruncate(file, at).map_err(|e| std::io::Error::from(e).to_string())?;
+    }
+    Ok(())
 }
