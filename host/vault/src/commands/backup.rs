@@ -1264,6 +1264,14 @@ impl ParentView {
     }
 
     fn entry(&mut self, path: &str) -> Result<Option<Entry>> {
+        // A capture asks for the entries of one directory after another: its tree is
+        // usually at hand already, under the directory's path.
+        if let Some((dir, name)) = path.rsplit_once('/')
+            && !matches!(name, "" | "." | "..")
+            && let Some(tree) = self.trees.get(dir)
+        {
+            return Ok(tree.get(name).cloned());
+        }
         let parts = crate::tree::split_path(path)?;
         let mut tree = self.tree("", self.point.root)?;
         let mut dir = String::new();
