@@ -282,44 +282,42 @@ impl Shared {
         self.index.has_usable(id) && !self.needs_new_copy(id)
     }
 
+    /// The first chunk of `extents` that cannot be [`reusable`](Shared::reusable).
+    fn first_unusable(&self, extents: &[Extent]) -> Option<ChunkId> {
+        extents
+            .iter()
+            .filter_map(|e| e.id)
+            .find(|id| !self.reusable(id))
+    }
+
     /// Why an entry of an earlier point cannot be carried forward as it is, if it
     /// cannot: a chunk of its content, or of its subtree, is missing or bad. The parent
     /// is checked this way entry by entry as it is used, not all at once when a backup
     /// starts.
-    fn unusable(&self, entry: &Entry) -> Result<Option<String>> {
+    fn unusable(&self, entry: &Entry) -> Option<String> {
         let missing = |id: &ChunkId| format!("its chunk {} is missing or damaged", id.short());
         match &entry.content {
             Content::Extents(extents) => {
-                if let Some(id) = extents
-                    .iter()
-                    .filter_map(|e| e.id)
-                    .find(|id| !self.reusable(id))
-                {
-                    return Ok(Some(missing(&id)));
+                if let Some(id) = self.first_unusable(extents) {
+                    return Some(missing(&id));
                 }
             }
             Content::Lists(lists) => {
                 for list in lists {
                     if !self.reusable(&list.id) {
-                        return Ok(Some(missing(&list.id)));
+                        return Some(missing(&list.id));
                     }
                     let extents = match self.vault.read_extent_list(&list.id) {
                         Ok(list) => list.extents,
-                        Err(e) => return Ok(Some(format!("its extent list cannot be read: {e}"))),
+                        Err(e) => return Some(format!("its extent list cannot be read: {e}")),
                     };
-                    if let Some(id) = extents
-                        .iter()
-                        .filter_map(|e| e.id)
-                        .find(|id| !self.reusable(id))
-                    {
-                        return Ok(Some(missing(&id)));
+                    if let Some(id) = self.first_unusable(&extents) {
+                        return Some(missing(&id));
                     }
                 }
             }
         }
-        let Some(subtree) = entry.subtree else {
-            return Ok(None);
-        };
+        let subtree = entry.subtree?;
         let mut problem = None;
         crate::commands::walk::walk(&self.vault, subtree, None, &mut |event| {
             use crate::commands::walk::WalkEvent;
@@ -337,7 +335,7 @@ impl Shared {
                 }
             }
         });
-        Ok(problem)
+        problem
     }
 
     /// Whether a chunk `check` found bad has no second copy yet (once one backup stored
@@ -778,7 +776,7 @@ impl Backup {
         let Some(mut entry) = self.parent_entry(path)? else {
             return Ok(false);
         };
-        if let Some(problem) = self.shared.unusable(&entry)? {
+        if let Some(problem) = self.shared.unusable(&entry) {
             tracing::warn!(path, "not carried forward from the parent point: {problem}");
             return Ok(false);
         }
@@ -1059,11 +1057,7 @@ impl StreamWriter {
     /// Fails with [`Error::Invalid`] if a chunk of them is missing from the index or was
     /// found bad: the caller then reads the region instead.
     pub fn push_extents(&mut self, extents: &[Extent]) -> Result<()> {
-        if let Some(id) = extents
-            .iter()
-            .filter_map(|e| e.id)
-            .find(|id| !self.shared.reusable(id))
-        {
+        if let Some(id) = self.shared.first_unusable(extents) {
             return Err(Error::Invalid(format!(
                 "chunk {} of the earlier point is missing or damaged",
                 id.short()
