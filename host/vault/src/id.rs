@@ -65,7 +65,10 @@ macro_rules! define_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_hex())
+                // On the stack: trees and indexes hold tens of thousands of ids.
+                let mut hex = [0u8; 2 * ID_LEN];
+                hex::encode_to_slice(self.0, &mut hex).expect("twice the id's length");
+                s.serialize_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
             }
         }
 
