@@ -186,6 +186,18 @@ fn client_with(replies: impl FnOnce(Script) -> Script) -> Client<Mock> {
         .expect("the scripted handshake succeeds")
 }
 
+/// Checks that `e` is fatal and names the request it happened `during`, and that the
+/// client refuses the next read as broken.
+fn assert_broke(client: &mut Client<Mock>, name: &str, e: &NbdError, during: &str) {
+    assert!(e.is_fatal(), "{name}: {e}");
+    assert!(e.to_string().contains(during), "{name}: {e}");
+    let again = client.read(0, &mut [0u8; 512]).unwrap_err();
+    assert!(
+        matches!(again.kind(), NbdErrorKind::Broken),
+        "{name}: {again}"
+    );
+}
+
 fn protocol_detail(e: &NbdError) -> &str {
     match e.kind() {
         NbdErrorKind::Protocol { detail, .. } => detail,
@@ -756,16 +768,11 @@ mod read {
                 .read(4096, &mut buf)
                 .err()
                 .unwrap_or_else(|| panic!("{name}: the read succeeded"));
-            assert!(e.is_fatal(), "{name}: {e}");
-            assert!(
-                e.to_string()
-                    .contains("NBD_CMD_READ of 1024 bytes at offset 4096"),
-                "{name}: {e}"
-            );
-            let again = client.read(0, &mut buf[..512]).unwrap_err();
-            assert!(
-                matches!(again.kind(), NbdErrorKind::Broken),
-                "{name}: {again}"
+            assert_broke(
+                &mut client,
+                name,
+                &e,
+                "NBD_CMD_READ of 1024 bytes at offset 4096",
             );
         }
     }
@@ -1003,21 +1010,16 @@ mod read_ranges {
             let e = client
                 .read_ranges(&[(0, 512), (4096, 512)], &mut buf)
                 .unwrap_err();
-            assert!(e.is_fatal(), "{name}: {e}");
             assert!(
                 protocol_detail(&e).contains("matches no request in flight"),
                 "{name}: {e}"
             );
             // Named after the request still waiting.
-            assert!(
-                e.to_string()
-                    .contains("during NBD_CMD_READ of 512 bytes at offset 4096:"),
-                "{name}: {e}"
-            );
-            let again = client.read(0, &mut buf[..512]).unwrap_err();
-            assert!(
-                matches!(again.kind(), NbdErrorKind::Broken),
-                "{name}: {again}"
+            assert_broke(
+                &mut client,
+                name,
+                &e,
+                "during NBD_CMD_READ of 512 bytes at offset 4096:",
             );
         }
     }
@@ -1210,16 +1212,11 @@ mod read_ranges {
                 .read_ranges(&[(4096, 1024), (0, 512)], &mut buf)
                 .err()
                 .unwrap_or_else(|| panic!("{name}: the read succeeded"));
-            assert!(e.is_fatal(), "{name}: {e}");
-            assert!(
-                e.to_string()
-                    .contains("NBD_CMD_READ of 1024 bytes at offset 4096"),
-                "{name}: {e}"
-            );
-            let again = client.read(0, &mut buf[..512]).unwrap_err();
-            assert!(
-                matches!(again.kind(), NbdErrorKind::Broken),
-                "{name}: {again}"
+            assert_broke(
+                &mut client,
+                name,
+                &e,
+                "NBD_CMD_READ of 1024 bytes at offset 4096",
             );
         }
     }

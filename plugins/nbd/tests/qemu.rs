@@ -2,6 +2,7 @@
 //! servers (qemu-nbd, qemu-storage-daemon) on a free loopback port, killed when their guard is
 //! dropped, also when a test fails.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -115,40 +116,26 @@ impl Server {
     /// `qemu-nbd` serving `image` (qcow2) as `export`, with `extra` arguments such as `-r` or
     /// `-B BITMAP`.
     pub fn qemu_nbd(dir: &Path, image: &Path, export: &str, extra: &[&str]) -> Server {
-        Server::start(dir, export, |port| {
-            let mut c = Command::new(tool("qemu-nbd"));
-            c.args([
-                "-f",
-                "qcow2",
-                "--persistent",
-                "--shared=8",
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .args(["-x", export])
-            .args(extra)
-            .arg(image);
-            c
-        })
+        let mut args = vec!["-f", "qcow2"];
+        args.extend_from_slice(extra);
+        Server::qemu_nbd_with(dir, export, &args, image.as_os_str())
     }
 
     /// `qemu-nbd` serving the block graph `image_opts` (its `--image-opts` syntax, for example
     /// a raw file under `blkdebug` that injects errors) read-only as `export`.
     pub fn qemu_nbd_image_opts(dir: &Path, image_opts: &str, export: &str) -> Server {
+        Server::qemu_nbd_with(dir, export, &["--image-opts", "-r"], image_opts.as_ref())
+    }
+
+    /// `qemu-nbd` on loopback serving `target` as `export`, with `args` before it.
+    fn qemu_nbd_with(dir: &Path, export: &str, args: &[&str], target: &OsStr) -> Server {
         Server::start(dir, export, |port| {
             let mut c = Command::new(tool("qemu-nbd"));
-            c.args([
-                "--image-opts",
-                "-r",
-                "--persistent",
-                "--shared=8",
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .args(["-x", export])
-            .arg(image_opts);
+            c.args(["--persistent", "--shared=8", "--bind", "127.0.0.1"])
+                .arg(format!("--port={port}"))
+                .args(["-x", export])
+                .args(args)
+                .arg(target);
             c
         })
     }
