@@ -102,12 +102,7 @@ impl JobState {
 impl sink::HostContentWriter for JobState {
     fn write(&mut self, this: Resource<ContentWriter>, data: Vec<u8>) -> Result<(), HostError> {
         self.touch();
-        if data.len() > MAX_IO_CALL {
-            return Err(HostError::Limit(format!(
-                "write of {} bytes in one call; the limit is {MAX_IO_CALL}",
-                data.len()
-            )));
-        }
+        check_write_len(data.len())?;
         self.writer(&this)?
             .stream()?
             .write(&data)
@@ -329,6 +324,16 @@ impl sink::Host for JobState {
     }
 }
 
+/// Refuses a write of more than [`MAX_IO_CALL`] bytes in one call.
+fn check_write_len(len: usize) -> Result<(), HostError> {
+    if len > MAX_IO_CALL {
+        return Err(HostError::Limit(format!(
+            "write of {len} bytes in one call; the limit is {MAX_IO_CALL}"
+        )));
+    }
+    Ok(())
+}
+
 /// `content-writer.write` without copying the plugin's bytes out of its memory first:
 /// the generated binding would lift them into a fresh vector, a copy and a page fault per
 /// 4 KiB for every byte a plugin streams. [`add_to_linker`] puts this in its place.
@@ -339,12 +344,7 @@ fn write_from_guest(
 ) -> Result<(), HostError> {
     let state = store.data_mut();
     state.touch();
-    if data.len() > MAX_IO_CALL {
-        return Err(HostError::Limit(format!(
-            "write of {} bytes in one call; the limit is {MAX_IO_CALL}",
-            data.len()
-        )));
-    }
+    check_write_len(data.len())?;
     // The bytes borrow the store, so the stream leaves its writer for the call.
     let writer = state.writer(this)?;
     let mut stream = writer
