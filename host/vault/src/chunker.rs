@@ -373,6 +373,75 @@ impl CdcChunker {
     /// with the number of bytes up to and including the first byte after which
     /// `fp & mask == 0`, or continues with the final state if there is none.
     ///
+    /// Long windows go through [`CdcChunker::scan_lanes`] a block at a time; the
+    /// rest, and the tail, through [`CdcChunker::scan_pairs`].
+    #[inline(always)]
+    fn scan(&self, window: &[u8], mask: u64, fp: u64) -> ControlFlow<usize, u64> {
+        let mut h = fp;
+        let (blocks, tail) = window.as_chunks::<SCAN_BLOCK>();
+        for (i, block) in blocks.iter().enumerate() {
+            match self.scan_lanes(block, mask, h) {
+                ControlFlow::Break(len) => return ControlFlow::Break(i * SCAN_BLOCK + len),
+                ControlFlow::Continue(next) => h = next,
+            }
+        }
+        match self.scan_pairs(tail, mask, h) {
+            ControlFlow::Break(len) => ControlFlow::Break(blocks.len() * SCAN_BLOCK + len),
+            continued => continued,
+        }
+    }
+
+    /// [`CdcChunker::scan`] over one block, cut into [`SCAN_LANES`] runs that are
+    /// hashed side by side.
+    ///
+    /// One gear hash is a chain of dependent shift-and-adds, which leaves most of a
+    /// core's execution units idle; independent chains keep them busy. Each run after
+    /// the first starts from nothing [`GEAR_MEMORY`] bytes before its start: a byte's
+    /// gear value is shifted out of the 64-bit hash 64 steps after it entered, so from
+    /// the run's first byte on its lane holds exactly the hash a single pass would.
+    /// The lanes stop at the first cut in any of them; the runs before it are then
+    /// finished one at a time, since a cut there comes first in the stream.
+    #[inline(always)]
+    fn scan_lanes(&self, block: &[u8; SCAN_BLOCK], mask: u64, fp: u64) -> ControlFlow<usize, u64> {
+        let gear = &self.gear;
+        let roll = |h: u64, b: &u8| (h << 1).wrapping_add(gear[usize::from(*b)]);
+        let warm = |start: usize| block[start - GEAR_MEMORY..start].iter().fold(0, roll);
+        let mut h = [fp, warm(SCAN_RUN), warm(2 * SCAN_RUN), warm(3 * SCAN_RUN)];
+        let (runs, _) = block.as_chunks::<SCAN_RUN>();
+        let [r0, r1, r2, r3] = runs else {
+            unreachable!("a scan block holds exactly SCAN_LANES runs")
+        };
+        let mut stopped = None;
+        for (i, (((b0, b1), b2), b3)) in r0.iter().zip(r1).zip(r2).zip(r3).enumerate() {
+            h = [
+                roll(h[0], b0),
+                roll(h[1], b1),
+                roll(h[2], b2),
+                roll(h[3], b3),
+            ];
+            // One rarely taken branch for the four tests.
+            if (h[0] & mask == 0) | (h[1] & mask == 0) | (h[2] & mask == 0) | (h[3] & mask == 0) {
+                stopped = Some(i);
+                break;
+            }
+        }
+        let Some(i) = stopped else {
+            return ControlFlow::Continue(h[SCAN_LANES - 1]);
+        };
+        for (lane, (run, h)) in runs.iter().zip(h).enumerate() {
+            let before = lane * SCAN_RUN + i + 1;
+            if h & mask == 0 {
+                return ControlFlow::Break(before);
+            }
+            if let ControlFlow::Break(len) = self.scan_pairs(&run[i + 1..], mask, h) {
+                return ControlFlow::Break(before + len);
+            }
+        }
+        unreachable!("a lane stopped at a cut")
+    }
+
+    /// [`CdcChunker::scan`] one hash chain at a time.
+    ///
     /// Bytes are consumed in pairs because the hash's dependency chain then
     /// costs one shift and one add per two bytes instead of per byte: the
     /// first byte's gear value enters pre-shifted, so the running value is the
@@ -380,7 +449,7 @@ impl CdcChunker {
     /// first byte's test uses the mask shifted to match. That is exact because
     /// masks leave bit 63 clear.
     #[inline(always)]
-    fn scan(&self, window: &[u8], mask: u64, fp: u64) -> ControlFlow<usize, u64> {
+    fn scan_pairs(&self, window: &[u8], mask: u64, fp: u64) -> ControlFlow<usize, u64> {
         let mask_shifted = mask << 1;
         let mut h = fp;
         let (pairs, rest) = window.as_chunks::<2>();
@@ -403,6 +472,18 @@ impl CdcChunker {
         ControlFlow::Continue(h)
     }
 }
+
+/// Bytes after which the gear hash no longer depends on a byte: each step shifts the
+/// 64-bit hash left by one.
+const GEAR_MEMORY: usize = 64;
+/// Independent hash chains [`CdcChunker::scan_lanes`] runs side by side.
+const SCAN_LANES: usize = 4;
+/// Bytes each lane scans per block: long enough that starting a lane
+/// ([`GEAR_MEMORY`] bytes) costs little, short enough that scanning on past a cut to
+/// the end of the block costs little either.
+const SCAN_RUN: usize = 16 * 1024;
+/// Bytes scanned per block of lanes.
+const SCAN_BLOCK: usize = SCAN_LANES * SCAN_RUN;
 
 /// Derives the 256 gear values from the vault's chunker secret.
 fn derive_gear(secret: &[u8; 32]) -> [u64; 256] {
@@ -526,6 +607,24 @@ mod tests {
             }
         }
         (data.len() >= max).then_some(max)
+    }
+
+    /// `CdcChunker::scan`'s rule one byte at a time, to check the lanes and pairs
+    /// against.
+    fn reference_scan(
+        chunker: &CdcChunker,
+        window: &[u8],
+        mask: u64,
+        fp: u64,
+    ) -> ControlFlow<usize, u64> {
+        let mut h = fp;
+        for (i, &byte) in window.iter().enumerate() {
+            h = (h << 1).wrapping_add(chunker.gear[usize::from(byte)]);
+            if h & mask == 0 {
+                return ControlFlow::Break(i + 1);
+            }
+        }
+        ControlFlow::Continue(h)
     }
 
     fn digests(data: &[u8], lens: &[usize]) -> Vec<[u8; 32]> {
@@ -809,6 +908,59 @@ mod tests {
                 prop_assert_eq!(got, reference_boundary(&chunker, &data[start..]));
                 start += got.unwrap_or(data.len());
             }
+        }
+
+        /// Windows of several blocks with masks narrow enough that cuts fall in any
+        /// lane, near run edges and in the tail, from any starting state.
+        #[test]
+        fn lane_scan_matches_bytewise_reference(
+            seed in any::<u64>(),
+            len in 0usize..3 * SCAN_BLOCK,
+            bits in 10u32..22,
+            fp in any::<u64>(),
+        ) {
+            let chunker = CdcChunker::new(&SECRET, CdcParams::default()).expect("valid params");
+            let data = random_bytes(seed, len);
+            let mask = spread_mask(bits);
+            let mut start = 0;
+            let mut h = fp;
+            loop {
+                let window = &data[start..];
+                let expected = reference_scan(&chunker, window, mask, h);
+                prop_assert_eq!(chunker.scan(window, mask, h), expected);
+                match expected {
+                    ControlFlow::Break(len) => {
+                        start += len;
+                        h = 0;
+                    }
+                    ControlFlow::Continue(_) => break,
+                }
+            }
+        }
+
+        /// Cuts in the first bytes of a lane, where the lane's state comes only from its
+        /// warm-up: the runs before it repeat one byte whose hash never cuts.
+        #[test]
+        fn cut_at_the_start_of_a_lane_matches_bytewise_reference(
+            seed in any::<u64>(),
+            quiet_runs in 1usize..SCAN_LANES,
+            bits in 2u32..8,
+        ) {
+            let chunker = CdcChunker::new(&SECRET, CdcParams::default()).expect("valid params");
+            let mask = spread_mask(bits);
+            let quiet = quiet_runs * SCAN_RUN;
+            let filler = (0..=u8::MAX).find(|&b| {
+                let run = vec![b; quiet];
+                reference_scan(&chunker, &run, mask, 0).is_continue()
+            });
+            let Some(filler) = filler else {
+                return Ok(());
+            };
+            let mut data = vec![filler; quiet];
+            data.extend(random_bytes(seed, SCAN_BLOCK - quiet));
+            let expected = reference_scan(&chunker, &data, mask, 0);
+            prop_assert!(expected.is_break());
+            prop_assert_eq!(chunker.scan(&data, mask, 0), expected);
         }
 
         #[test]
