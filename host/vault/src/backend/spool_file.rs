@@ -32,8 +32,11 @@ use rustix::fs::OFlags;
 const ALIGN: usize = 4096;
 /// Bytes handed to the writer thread at a time.
 pub(super) const STAGE: usize = 1 << 20;
-/// Stages one spool uses at most: one being filled, one being written, one queued.
-const STAGES_PER_SPOOL: usize = 3;
+/// Stages one spool uses at most: one being filled, one being written, and the rest
+/// queued, so that a write the device is slow to complete (a virtual disk stalls for
+/// milliseconds now and then) does not stop the workers appending to the pack. They are
+/// allocated only when the writer falls behind.
+const STAGES_PER_SPOOL: usize = 6;
 /// Stages the backend keeps for later spools.
 const POOLED_STAGES: usize = 2 * STAGES_PER_SPOOL;
 
