@@ -152,18 +152,30 @@ struct Shared {
 /// chunk costs a page fault and a cleared page per 4 KiB, as much as hashing the chunk.
 #[derive(Default)]
 struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
+    free: Mutex<FreeBuffers>,
+}
+
+#[derive(Default)]
+struct FreeBuffers {
+    buffers: Vec<Vec<u8>>,
+    /// Capacity of `buffers`, summed.
+    bytes: usize,
 }
 
 impl BufferPool {
-    /// Buffers kept: as many as chunks can be on their way to the workers, so a steady
-    /// stream allocates none.
-    const KEPT: usize = 16;
+    /// Capacity kept: about what can be on its way to the workers (a few batches of
+    /// small chunks, or a few large chunks), so a steady stream allocates none.
+    const KEPT_BYTES: usize = 24 << 20;
 
     /// A buffer with room for a chunk of `capacity` bytes, and the head- and tailroom
     /// to encode it in place.
     fn take(&self, capacity: usize) -> Vec<u8> {
-        let mut buf = self.free.lock().expect("lock").pop().unwrap_or_default();
+        let mut buf = {
+            let mut free = self.free.lock().expect("lock");
+            let buf = free.buffers.pop().unwrap_or_default();
+            free.bytes -= buf.capacity();
+            buf
+        };
         buf.clear();
         buf.reserve_exact(codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM);
         buf.resize(codec::CHUNK_HEADROOM, 0);
@@ -172,8 +184,9 @@ impl BufferPool {
 
     fn give(&self, buf: Vec<u8>) {
         let mut free = self.free.lock().expect("lock");
-        if free.len() < Self::KEPT {
-            free.push(buf);
+        if free.bytes + buf.capacity() <= Self::KEPT_BYTES {
+            free.bytes += buf.capacity();
+            free.buffers.push(buf);
         }
     }
 }
@@ -252,6 +265,10 @@ impl Batch {
     /// keep both workers busy while the plugin produces.
     const MAX_JOBS: usize = 32;
     const MAX_BYTES: usize = 1 << 20;
+
+    fn is_full(&self) -> bool {
+        self.jobs.len() >= Self::MAX_JOBS || self.bytes >= Self::MAX_BYTES
+    }
 }
 
 impl Shared {
@@ -671,6 +688,7 @@ impl Backup {
             cutter,
             slots: Vec::new(),
             pending: 0,
+            batch: Batch::default(),
             reply_tx,
             reply_rx,
             stats: BackupStats::default(),
@@ -989,6 +1007,9 @@ pub struct StreamWriter {
     /// Extents in order; `None` while a worker has the chunk.
     slots: Vec<Option<Extent>>,
     pending: usize,
+    /// Chunks cut but not yet handed to the workers: small fixed-size chunks go in
+    /// batches, so the job queue holds megabytes of work rather than a few chunks.
+    batch: Batch,
     reply_tx: Sender<(usize, Result<Outcome, String>)>,
     reply_rx: Receiver<(usize, Result<Outcome, String>)>,
     stats: BackupStats,
@@ -1127,8 +1148,7 @@ impl StreamWriter {
                     claimed: Some(id),
                     reply: None,
                 });
-                (batch.jobs.len() >= Batch::MAX_JOBS || batch.bytes >= Batch::MAX_BYTES)
-                    .then(|| std::mem::take(&mut *batch))
+                batch.is_full().then(|| std::mem::take(&mut *batch))
             };
             return match full {
                 Some(batch) => self
@@ -1141,15 +1161,28 @@ impl StreamWriter {
         let seq = self.slots.len();
         self.slots.push(None);
         self.pending += 1;
-        self.job_tx
-            .send(vec![Job {
-                seq,
-                data: chunk,
-                claimed: None,
-                reply: Some(self.reply_tx.clone()),
-            }])
-            .map_err(|_| Error::Aborted("the chunk workers have stopped".into()))?;
+        self.batch.bytes += chunk.len();
+        self.batch.jobs.push(Job {
+            seq,
+            data: chunk,
+            claimed: None,
+            reply: Some(self.reply_tx.clone()),
+        });
+        if self.batch.is_full() {
+            self.send_batch()?;
+        }
         Ok(())
+    }
+
+    /// Hands the chunks batched so far to the workers.
+    fn send_batch(&mut self) -> Result<()> {
+        if self.batch.jobs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.job_tx
+            .send(batch.jobs)
+            .map_err(|_| Error::Aborted("the chunk workers have stopped".into()))
     }
 
     fn record(&mut self, seq: usize, result: Result<Outcome, String>) -> Result<()> {
@@ -1191,6 +1224,7 @@ impl StreamWriter {
     /// returns the content.
     pub fn finish(mut self) -> Result<StreamResult> {
         self.cut(true)?;
+        self.send_batch()?;
         self.collect_ready(true)?;
         let mut extents: Vec<Extent> = Vec::with_capacity(self.slots.len());
         for extent in self.slots.drain(..) {
