@@ -5,7 +5,8 @@
 //! each reply to its end before the next. Reads ([`Client::read`], [`Client::read_ranges`]) keep
 //! several requests in flight and take their replies in whatever order the server sends them.
 //! Either way the connection is between requests, with nothing in flight, whenever a call
-//! returns. Large calls are split into requests no longer than the server's maximum block size
+//! returns, except that reads queued with [`Client::queue_read`] stay in flight until
+//! [`Client::take_read`] takes them; other requests wait for that. Large calls are split into requests no longer than the server's maximum block size
 //! and [`MAX_IO_REQUEST`]. A request that fails on the server returns its error and leaves the
 //! connection usable; a failure of the stream or a protocol violation marks the client broken
 //! and every later call fails with [`NbdErrorKind::Broken`].
@@ -16,6 +17,7 @@ use std::io::{Read, Write};
 use crate::conn::{Conn, RequestInfo};
 use crate::error::{NbdError, NbdErrorKind};
 use crate::handshake::{BlockSizes, ConnectOptions, MetaContext, negotiate};
+use crate::read::ReadQueue;
 use crate::wire::{
     Command, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FAST_ZERO,
     NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM, NBD_FLAG_SEND_WRITE_ZEROES,
@@ -47,6 +49,10 @@ pub struct Client<S> {
     next_cookie: u64,
     broken: bool,
     zeroes: Vec<u8>,
+    /// Reads queued ahead ([`Client::queue_read`]).
+    pub(crate) reads: ReadQueue,
+    /// The buffer [`Client::read_ranges`] reads into, kept from one call to the next.
+    pub(crate) spare: Vec<u8>,
 }
 
 impl<S> fmt::Debug for Client<S> {
@@ -87,6 +93,8 @@ impl<S: Read + Write> Client<S> {
             next_cookie: 1,
             broken: false,
             zeroes: Vec::new(),
+            reads: ReadQueue::default(),
+            spare: Vec::new(),
         })
     }
 
@@ -250,6 +258,16 @@ impl<S: Read + Write> Client<S> {
         f: impl FnOnce(&mut Self) -> Result<T, NbdError>,
     ) -> Result<T, NbdError> {
         self.usable()?;
+        self.run(f)
+    }
+
+    /// [`Client::transact`] for the queued reads themselves, which may run while reads are
+    /// queued.
+    pub(crate) fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, NbdError>,
+    ) -> Result<T, NbdError> {
+        self.check_open()?;
         let result = f(self);
         if let Err(e) = &result
             && e.is_fatal()
@@ -259,8 +277,18 @@ impl<S: Read + Write> Client<S> {
         result
     }
 
-    /// Fails if an earlier failure left the connection unusable.
+    /// Fails if an earlier failure left the connection unusable, or if queued reads wait to
+    /// be taken: a new request's reply would mix with theirs.
     pub(crate) fn usable(&self) -> Result<(), NbdError> {
+        self.check_open()?;
+        match self.reads.len() {
+            0 => Ok(()),
+            count => Err(self.conn.error(NbdErrorKind::ReadsQueued { count })),
+        }
+    }
+
+    /// Fails if an earlier failure left the connection unusable.
+    pub(crate) fn check_open(&self) -> Result<(), NbdError> {
         if self.broken {
             Err(self.conn.error(NbdErrorKind::Broken))
         } else {

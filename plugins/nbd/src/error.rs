@@ -189,6 +189,12 @@ pub enum NbdErrorKind {
     /// An earlier I/O or protocol error left the connection in an unknown state.
     #[error("the connection is unusable after an earlier failure; reconnect")]
     Broken,
+    /// A request was made while queued reads wait to be taken.
+    #[error("{count} queued reads must be taken before another request")]
+    ReadsQueued {
+        /// Reads queued and not yet taken.
+        count: usize,
+    },
 }
 
 /// `NBD_CMD_READ of 4096 bytes at offset 0`; commands without a range by name alone.

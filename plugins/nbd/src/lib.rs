@@ -38,8 +38,11 @@
 //!
 //! - Reads keep several requests in flight ([`Client::read_ranges`] for many scattered ranges
 //!   in one call) and take their replies in any order; every other call sends one request at a
-//!   time and reads its whole reply before the next. Whatever the call, nothing is in flight
-//!   when it returns. Calls take `&mut self`; use one client per thread, and several
+//!   time and reads its whole reply before the next. Nothing is in flight when a call
+//!   returns, except reads queued ahead with [`Client::queue_read`], which the server works on
+//!   while the caller uses earlier data, until [`Client::take_read`] takes them (in the order
+//!   queued); meanwhile other calls fail with [`NbdErrorKind::ReadsQueued`]. Calls take
+//!   `&mut self`; use one client per thread, and several
 //!   connections for parallel transfers if the server allows them ([`Client::can_multi_conn`]).
 //! - A server-side error (an error reply or error chunk) fails the call with
 //!   [`NbdErrorKind::Server`] and leaves the connection usable. A stream failure or a protocol
@@ -73,6 +76,7 @@ pub use block_status::{BlockExtent, Extent, MAX_EXTENTS};
 pub use client::{Client, MAX_IO_REQUEST};
 pub use error::{Errno, NbdError, NbdErrorKind};
 pub use handshake::{BlockSizes, ConnectOptions};
+pub use read::MAX_QUEUED_READ;
 pub use url::{DEFAULT_PORT, NbdUrl, UrlError};
 pub use wire::{
     BASE_ALLOCATION, NBD_STATE_DIRTY, NBD_STATE_HOLE, NBD_STATE_ZERO, QEMU_DIRTY_BITMAP_PREFIX,

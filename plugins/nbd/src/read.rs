@@ -1,4 +1,5 @@
-//! Reads: [`Client::read`] and [`Client::read_ranges`], with several requests in flight.
+//! Reads: [`Client::read`], [`Client::read_ranges`], and reads queued ahead with
+//! [`Client::queue_read`] and taken with [`Client::take_read`], with several requests in flight.
 //!
 //! A read is split into requests of at most [`MAX_READ_REQUEST`] bytes (and the server's maximum
 //! block size), sent ahead of their replies: at most [`MAX_READS_IN_FLIGHT`] requests, asking for
@@ -7,18 +8,27 @@
 //! client waits for the next reply header; read requests carry no payload, so a window of them
 //! fits the socket's buffers and never blocks against a server busy sending replies.
 //!
+//! Queued reads let a caller keep the server busy while it works on bytes it already has: the
+//! requests of the next read go out when it is queued, the server answers them while the caller
+//! stores the previous read's bytes, and the caller takes the reads in the order it queued them.
+//! Each queued read has a buffer of its own, so replies for any of them land in place whatever
+//! read is being taken. Until every queued read is taken, other requests are refused
+//! ([`NbdErrorKind::ReadsQueued`]): their replies would mix with the reads'.
+//!
 //! The server may answer in any order and, with structured replies, interleave the chunks of
 //! different replies. Each reply header is dispatched by its cookie to its request, checked by
-//! the same [`ReplyState`] as every other reply, and its data lands straight in the caller's
+//! the same [`ReplyState`] as every other reply, and its data lands straight in its read's
 //! buffer at that request's place; a cookie that matches no request in flight is a protocol
 //! error. Without structured replies, a successful simple reply is followed by exactly the
 //! request's length of data.
 //!
-//! A server error for one request stops new requests; the replies of the requests still in
-//! flight are read to their ends, so that the connection stays usable, and then the error of the
-//! earliest failed request (in the order of the caller's ranges) is returned. A stream failure or
-//! a protocol violation returns at once and breaks the client.
+//! A server error for one request stops new requests of its read; the replies of its requests
+//! still in flight are read to their ends, so that the connection stays usable, and the read
+//! fails with the error of its earliest failed request (in the order of its ranges). Other
+//! queued reads go on. A stream failure or a protocol violation returns at once and breaks the
+//! client.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{Read, Write};
 
@@ -40,6 +50,54 @@ pub(crate) const MAX_BYTES_IN_FLIGHT: u64 = 8 * 1024 * 1024;
 /// Largest read request sent: a quarter of [`MAX_BYTES_IN_FLIGHT`], so that one long range also
 /// keeps several requests in flight and the server never waits for the client between them.
 pub(crate) const MAX_READ_REQUEST: u32 = 2 * 1024 * 1024;
+
+/// Most bytes one queued read may ask for: the client sizes its buffer, so a mistaken range
+/// list must not make it allocate the whole export.
+pub const MAX_QUEUED_READ: u64 = 256 * 1024 * 1024;
+
+/// Reads queued and not yet taken, oldest first, and the requests in flight for them.
+#[derive(Default)]
+pub(crate) struct ReadQueue {
+    reads: VecDeque<QueuedRead>,
+    in_flight: Vec<InFlight>,
+    bytes_in_flight: u64,
+    /// Number of the next read queued.
+    next_read: u64,
+}
+
+impl ReadQueue {
+    /// Reads queued and not yet taken.
+    pub(crate) fn len(&self) -> usize {
+        self.reads.len()
+    }
+}
+
+/// One queued read: its buffer, and its requests not sent or not answered yet.
+struct QueuedRead {
+    number: u64,
+    buf: Vec<u8>,
+    unsent: VecDeque<Piece>,
+    /// Requests sent whose replies have not ended.
+    outstanding: usize,
+    /// The failed request earliest in `buf`, by where its data goes, and its error.
+    failed: Option<(usize, NbdError)>,
+}
+
+impl QueuedRead {
+    /// Whether every reply the read waits for has ended: a failed read sends no more requests.
+    fn is_done(&self) -> bool {
+        self.outstanding == 0 && (self.unsent.is_empty() || self.failed.is_some())
+    }
+}
+
+/// One request of a read: the export's bytes `offset..offset + length`, whose data goes at
+/// `at` in the read's buffer.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    offset: u64,
+    length: u64,
+    at: usize,
+}
 
 impl<S: Read + Write> Client<S> {
     /// Fills `buf` with the export's bytes at `offset`. Holes the server reports arrive as
@@ -67,11 +125,8 @@ impl<S: Read + Write> Client<S> {
     /// contents of `buf` are unspecified. A stream failure or a protocol violation breaks the
     /// client, as in every call.
     pub fn read_ranges(&mut self, ranges: &[(u64, u64)], buf: &mut [u8]) -> Result<(), NbdError> {
-        let mut total = 0u64;
-        for &(offset, length) in ranges {
-            self.check_range(offset, length)?;
-            total = total.saturating_add(length);
-        }
+        self.usable()?;
+        let total = self.check_ranges(ranges)?;
         let buffer = buf.len() as u64;
         if total != buffer {
             return Err(self.conn.error(NbdErrorKind::BufferLength {
@@ -80,79 +135,185 @@ impl<S: Read + Write> Client<S> {
             }));
         }
         if total == 0 {
-            return self.usable();
+            return Ok(());
         }
-        let step = u64::from(self.align_down(self.max_io_request().min(MAX_READ_REQUEST)));
-        // Each range in pieces of `step` bytes; `check_range` bounded every range by the
-        // export's size, so none of this overflows.
-        let requests = ranges.iter().flat_map(move |&(offset, length)| {
-            (0..length.div_ceil(step)).map(move |i| {
-                let start = i * step;
-                (offset + start, step.min(length - start))
-            })
-        });
-        self.transact(|c| c.pipeline(requests, buf))
+        let spare = std::mem::take(&mut self.spare);
+        self.queue_read(ranges, spare)?;
+        let data = self.take_read()?;
+        buf.copy_from_slice(&data);
+        self.spare = data;
+        Ok(())
     }
 
-    /// Sends the read requests `(offset, length)`, whose data lies one after the other in
-    /// `buf`, keeping the window of requests in flight full, and reads their replies into
-    /// `buf`.
-    fn pipeline(
-        &mut self,
-        mut requests: impl Iterator<Item = (u64, u64)>,
-        buf: &mut [u8],
-    ) -> Result<(), NbdError> {
-        let mut in_flight: Vec<InFlight> = Vec::with_capacity(MAX_READS_IN_FLIGHT);
-        let mut bytes_in_flight = 0u64;
-        let mut next = requests.next();
-        // Where the next request's data goes in `buf`.
+    /// Queues a read of the ranges `(offset, length)` into `buf`, which is resized to their
+    /// total (at most [`MAX_QUEUED_READ`]); its requests go out as far as the window of requests
+    /// in flight allows. [`Client::take_read`] returns the buffer filled, queued reads in the
+    /// order they were queued.
+    ///
+    /// The ranges follow the rules of [`Client::read_ranges`] and are checked before anything
+    /// is sent. Several reads may be queued; until all of them are taken, other calls fail with
+    /// [`NbdErrorKind::ReadsQueued`].
+    pub fn queue_read(&mut self, ranges: &[(u64, u64)], mut buf: Vec<u8>) -> Result<(), NbdError> {
+        self.check_open()?;
+        let total = self.check_ranges(ranges)?;
+        if total > MAX_QUEUED_READ {
+            return Err(self.conn.error(NbdErrorKind::InvalidArgument {
+                detail: format!(
+                    "a queued read of {total} bytes exceeds the limit of {MAX_QUEUED_READ} bytes; \
+                     queue smaller reads"
+                ),
+            }));
+        }
+        // Bounded by `MAX_QUEUED_READ` just above. Bytes already in the buffer need no
+        // clearing: every request's reply covers its whole range before the read succeeds.
+        buf.resize(total as usize, 0);
+        let step = u64::from(self.align_down(self.max_io_request().min(MAX_READ_REQUEST)));
+        let mut unsent = VecDeque::new();
         let mut at = 0usize;
-        // The failed request earliest in `buf`, by where its data goes, and its error.
-        let mut failed: Option<(usize, NbdError)> = None;
-        loop {
-            if failed.is_none() {
-                let queued = in_flight.len();
-                while let Some((offset, length)) = next {
-                    let fits = in_flight.is_empty()
-                        || (in_flight.len() < MAX_READS_IN_FLIGHT
-                            && bytes_in_flight + length <= MAX_BYTES_IN_FLIGHT);
-                    if !fits {
-                        break;
-                    }
-                    // `length` is at most `MAX_READ_REQUEST`.
-                    let req = self.queue_request(Command::Read, 0, offset, length as u32, &[]);
-                    in_flight.push(InFlight::new(req, at, self.structured));
-                    at += length as usize;
-                    bytes_in_flight += length;
-                    next = requests.next();
-                }
-                if in_flight.len() > queued {
-                    self.conn.send(&InFlightText(&in_flight[queued..]))?;
-                }
-            }
-            if in_flight.is_empty() {
-                break;
-            }
-            let reply = self.conn.next_header(&InFlightText(&in_flight))?;
-            let cookie = reply.cookie();
-            let Some(i) = in_flight.iter().position(|r| r.req.cookie == cookie) else {
-                return Err(self.conn.protocol(
-                    &InFlightText(&in_flight),
-                    format!("reply for cookie {cookie:#x}, which matches no request in flight"),
-                ));
-            };
-            let Some(error) = in_flight[i].receive(&mut self.conn, reply, buf)? else {
-                continue;
-            };
-            let ended = in_flight.remove(i);
-            bytes_in_flight -= ended.req.length;
-            if let Err(e) = error
-                && failed.as_ref().is_none_or(|(first, _)| ended.at < *first)
-            {
-                failed = Some((ended.at, e));
+        // `check_ranges` bounded every range by the export's size, so none of this overflows.
+        for &(offset, length) in ranges {
+            for i in 0..length.div_ceil(step) {
+                let start = i * step;
+                let length = step.min(length - start);
+                unsent.push_back(Piece {
+                    offset: offset + start,
+                    length,
+                    at,
+                });
+                at += length as usize;
             }
         }
-        failed.map_or(Ok(()), |(_, e)| Err(e))
+        let number = self.reads.next_read;
+        self.reads.next_read += 1;
+        self.reads.reads.push_back(QueuedRead {
+            number,
+            buf,
+            unsent,
+            outstanding: 0,
+            failed: None,
+        });
+        self.run(|c| c.send_reads())
+    }
+
+    /// Waits for the oldest queued read and returns its buffer, filled; holes the server
+    /// reports arrive as zeroes. Replies for later queued reads that arrive meanwhile land in
+    /// their buffers, and their requests go out as the window makes room.
+    ///
+    /// If the server failed requests of the read, the error of the earliest of them in the
+    /// order of its ranges ([`NbdErrorKind::Server`]), and the connection stays usable; with
+    /// no read queued, [`NbdErrorKind::InvalidArgument`].
+    pub fn take_read(&mut self) -> Result<Vec<u8>, NbdError> {
+        self.check_open()?;
+        if self.reads.reads.is_empty() {
+            return Err(self.conn.error(NbdErrorKind::InvalidArgument {
+                detail: "no read is queued to take".into(),
+            }));
+        }
+        self.run(|c| {
+            while !c.reads.reads.front().is_none_or(QueuedRead::is_done) {
+                c.receive_read()?;
+                c.send_reads()?;
+            }
+            match c.reads.reads.pop_front() {
+                Some(QueuedRead {
+                    failed: Some((_, error)),
+                    ..
+                }) => Err(error),
+                Some(read) => Ok(read.buf),
+                None => Err(c.conn.error(NbdErrorKind::InvalidArgument {
+                    detail: "no read is queued to take".into(),
+                })),
+            }
+        })
+    }
+
+    /// Reads queued and not yet taken.
+    pub fn queued_reads(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// Checks every range; their total length.
+    fn check_ranges(&self, ranges: &[(u64, u64)]) -> Result<u64, NbdError> {
+        let mut total = 0u64;
+        for &(offset, length) in ranges {
+            self.check_range(offset, length)?;
+            total = total.saturating_add(length);
+        }
+        Ok(total)
+    }
+
+    /// Sends the requests of the queued reads, oldest first, that the window of requests in
+    /// flight has room for, in one write.
+    fn send_reads(&mut self) -> Result<(), NbdError> {
+        let mut sending = Vec::new();
+        let queue = &mut self.reads;
+        let mut count = queue.in_flight.len();
+        let mut bytes = queue.bytes_in_flight;
+        'reads: for read in queue.reads.iter_mut().filter(|r| r.failed.is_none()) {
+            while let Some(&piece) = read.unsent.front() {
+                let fits = count == 0
+                    || (count < MAX_READS_IN_FLIGHT && bytes + piece.length <= MAX_BYTES_IN_FLIGHT);
+                if !fits {
+                    break 'reads;
+                }
+                read.unsent.pop_front();
+                read.outstanding += 1;
+                count += 1;
+                bytes += piece.length;
+                sending.push((read.number, piece));
+            }
+        }
+        if sending.is_empty() {
+            return Ok(());
+        }
+        let sent = self.reads.in_flight.len();
+        for (read, piece) in sending {
+            // `piece.length` is at most `MAX_READ_REQUEST`.
+            let req = self.queue_request(Command::Read, 0, piece.offset, piece.length as u32, &[]);
+            self.reads
+                .in_flight
+                .push(InFlight::new(req, read, piece.at, self.structured));
+            self.reads.bytes_in_flight += piece.length;
+        }
+        self.conn.send(&InFlightText(&self.reads.in_flight[sent..]))
+    }
+
+    /// Takes one reply header of a read in flight and what follows it, into its read's buffer.
+    fn receive_read(&mut self) -> Result<(), NbdError> {
+        let ReadQueue {
+            reads,
+            in_flight,
+            bytes_in_flight,
+            ..
+        } = &mut self.reads;
+        let conn = &mut self.conn;
+        let reply = conn.next_header(&InFlightText(in_flight))?;
+        let cookie = reply.cookie();
+        let Some(i) = in_flight.iter().position(|r| r.req.cookie == cookie) else {
+            return Err(conn.protocol(
+                &InFlightText(in_flight),
+                format!("reply for cookie {cookie:#x}, which matches no request in flight"),
+            ));
+        };
+        // A read stays queued until none of its requests is in flight.
+        let Some(read) = reads.iter_mut().find(|r| r.number == in_flight[i].read) else {
+            return Err(conn.protocol(&in_flight[i].req, "reply for a read no longer queued"));
+        };
+        let Some(result) = in_flight[i].receive(conn, reply, &mut read.buf)? else {
+            return Ok(());
+        };
+        let ended = in_flight.remove(i);
+        *bytes_in_flight -= ended.req.length;
+        read.outstanding -= 1;
+        if let Err(e) = result
+            && read
+                .failed
+                .as_ref()
+                .is_none_or(|(first, _)| ended.at < *first)
+        {
+            read.failed = Some((ended.at, e));
+        }
+        Ok(())
     }
 }
 
@@ -160,7 +321,9 @@ impl<S: Read + Write> Client<S> {
 struct InFlight {
     /// The request.
     req: RequestInfo,
-    /// Where its data goes in the caller's buffer.
+    /// The queued read it belongs to.
+    read: u64,
+    /// Where its data goes in its read's buffer.
     at: usize,
     /// The parts of the request its content chunks covered so far.
     coverage: Coverage,
@@ -169,9 +332,10 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn new(req: RequestInfo, at: usize, structured: bool) -> Self {
+    fn new(req: RequestInfo, read: u64, at: usize, structured: bool) -> Self {
         InFlight {
             req,
+            read,
             at,
             coverage: Coverage::new(),
             state: ReplyState::new(structured),

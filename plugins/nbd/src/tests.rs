@@ -1222,6 +1222,154 @@ mod read_ranges {
     }
 }
 
+mod queued_reads {
+    use super::*;
+    use crate::MAX_QUEUED_READ;
+
+    fn bytes_at(offset: u64, len: usize) -> Vec<u8> {
+        (offset..offset + len as u64)
+            .map(|p| (p ^ (p >> 7) ^ (p >> 13)) as u8)
+            .collect()
+    }
+
+    fn reads(client: &Client<Mock>) -> Vec<(u64, u64, u32)> {
+        requests(client)
+            .into_iter()
+            .filter(|r| r.0 == Command::Read.code())
+            .map(|r| (r.1, r.2, r.3))
+            .collect()
+    }
+
+    #[test]
+    fn replies_of_a_later_read_land_in_its_buffer_while_an_earlier_one_is_taken() {
+        // Cookies 1-2 belong to the first read, 3 to the second; the server answers the
+        // second read first and interleaves the first's chunks around it.
+        let mut client = client_with(|s| {
+            s.data(0, 2, 8192, &bytes_at(8192, 256))
+                .data(NBD_REPLY_FLAG_DONE, 3, 65536, &bytes_at(65536, 1024))
+                .data(NBD_REPLY_FLAG_DONE, 1, 0, &bytes_at(0, 512))
+                .hole(NBD_REPLY_FLAG_DONE, 2, 8192 + 256, 256)
+        });
+        client
+            .queue_read(&[(0, 512), (8192, 512)], vec![0xAA; 7])
+            .unwrap();
+        client.queue_read(&[(65536, 1024)], Vec::new()).unwrap();
+        assert_eq!(client.queued_reads(), 2);
+        // Both reads' requests left before any reply was read.
+        assert_eq!(
+            reads(&client),
+            [(1, 0, 512), (2, 8192, 512), (3, 65536, 1024)]
+        );
+        let first = client.take_read().unwrap();
+        let mut want = bytes_at(0, 512);
+        want.extend(bytes_at(8192, 256));
+        want.extend([0; 256]);
+        assert_eq!(first, want);
+        assert_eq!(client.queued_reads(), 1);
+        assert_eq!(client.take_read().unwrap(), bytes_at(65536, 1024));
+        assert_eq!(client.queued_reads(), 0);
+    }
+
+    #[test]
+    fn a_failed_read_leaves_the_next_one_and_the_connection_usable() {
+        let mut client = client_with(|s| {
+            s.error(NBD_REPLY_FLAG_DONE, 1, Errno::EIO.0, "bad sector")
+                .data(NBD_REPLY_FLAG_DONE, 2, 4096, &bytes_at(4096, 512))
+                // The next call.
+                .hole(NBD_REPLY_FLAG_DONE, 3, 0, 512)
+        });
+        client.queue_read(&[(0, 512)], Vec::new()).unwrap();
+        client.queue_read(&[(4096, 512)], Vec::new()).unwrap();
+        let e = client.take_read().unwrap_err();
+        assert!(!e.is_fatal(), "{e}");
+        assert!(e.to_string().contains("bad sector"), "{e}");
+        assert_eq!(client.take_read().unwrap(), bytes_at(4096, 512));
+        let mut block = [7u8; 512];
+        client.read(0, &mut block).unwrap();
+        assert_eq!(block, [0; 512]);
+    }
+
+    #[test]
+    fn later_reads_wait_for_room_in_the_window() {
+        // Twenty 512-byte reads queued one at a time: sixteen go out at once, the rest as
+        // replies make room, while the first read is taken.
+        let mut client = client_with(|mut s| {
+            for cookie in 1..=20u64 {
+                let offset = (cookie - 1) * 512;
+                s = s.data(NBD_REPLY_FLAG_DONE, cookie, offset, &bytes_at(offset, 512));
+            }
+            s
+        });
+        for i in 0..20u64 {
+            client.queue_read(&[(i * 512, 512)], Vec::new()).unwrap();
+        }
+        assert_eq!(reads(&client).len(), 16);
+        for i in 0..20u64 {
+            assert_eq!(
+                client.take_read().unwrap(),
+                bytes_at(i * 512, 512),
+                "read {i}"
+            );
+        }
+        assert_eq!(reads(&client).len(), 20);
+    }
+
+    #[test]
+    fn other_requests_wait_until_every_queued_read_is_taken() {
+        let mut client = client_with(|s| s.hole(NBD_REPLY_FLAG_DONE, 1, 0, 512).done(2));
+        client.queue_read(&[(0, 512)], Vec::new()).unwrap();
+        let e = client.flush().unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::ReadsQueued { count: 1 }),
+            "{e}"
+        );
+        assert!(!e.is_fatal());
+        let e = client.read(0, &mut [0; 512]).unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::ReadsQueued { count: 1 }),
+            "{e}"
+        );
+        assert_eq!(client.take_read().unwrap(), [0; 512]);
+        client.flush().unwrap();
+    }
+
+    #[test]
+    fn bad_queued_reads_are_refused_before_sending() {
+        let mut client = client_with(|s| s);
+        let e = client.take_read().unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::InvalidArgument { .. }),
+            "{e}"
+        );
+        let e = client
+            .queue_read(&[(SIZE - 512, 1024)], Vec::new())
+            .unwrap_err();
+        assert!(matches!(e.kind(), NbdErrorKind::OutOfRange { .. }), "{e}");
+        // Many ranges adding up past the limit, each within the export.
+        let many = vec![(0, SIZE); (MAX_QUEUED_READ / SIZE + 1) as usize];
+        let e = client.queue_read(&many, Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
+        assert_eq!(client.queued_reads(), 0);
+        assert!(requests(&client).is_empty());
+    }
+
+    #[test]
+    fn a_broken_stream_fails_the_queued_reads() {
+        // The server closes the connection in the middle of the second reply.
+        let mut client = client_with(|s| {
+            s.data(NBD_REPLY_FLAG_DONE, 1, 0, &bytes_at(0, 512))
+                .raw(&NBD_STRUCTURED_REPLY_MAGIC.to_be_bytes())
+        });
+        client.queue_read(&[(0, 512)], Vec::new()).unwrap();
+        client.queue_read(&[(512, 512)], Vec::new()).unwrap();
+        assert_eq!(client.take_read().unwrap(), bytes_at(0, 512));
+        let e = client.take_read().unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        let again = client.take_read().unwrap_err();
+        assert!(matches!(again.kind(), NbdErrorKind::Broken), "{again}");
+    }
+}
+
 mod write {
     use super::*;
 

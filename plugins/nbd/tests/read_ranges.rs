@@ -1,7 +1,7 @@
 //! Pipelined reads of many scattered ranges through qemu-nbd, which answers requests in
 //! parallel and out of order: the bytes match the image and reading range by range, with and
-//! without structured replies, and a block the server fails to read fails its range without
-//! breaking the connection.
+//! without structured replies, also when queued ahead in groups, and a block the server fails
+//! to read fails its range without breaking the connection.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -147,6 +147,37 @@ fn check(client: &mut Client<TcpStream>, ranges: &[(u64, u64)], contents: &[u8],
     assert!(
         pipelined == one_by_one,
         "{what}: read_ranges differs from reading range by range"
+    );
+
+    // The same ranges as queued reads of about 4 MiB each, the next one always queued
+    // before the previous one is taken, as a backup streams them.
+    let mut groups: Vec<&[(u64, u64)]> = Vec::new();
+    let mut rest = ranges;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|r| {
+                bytes += r.1;
+                bytes <= 4 * MIB
+            })
+            .count()
+            .max(1);
+        groups.push(&rest[..n]);
+        rest = &rest[n..];
+    }
+    let mut queued = Vec::with_capacity(total as usize);
+    client.queue_read(groups[0], Vec::new()).unwrap();
+    for next in groups.iter().skip(1).map(Some).chain([None]) {
+        if let Some(next) = next {
+            client.queue_read(next, Vec::new()).unwrap();
+        }
+        queued.extend(client.take_read().unwrap());
+    }
+    assert_eq!(client.queued_reads(), 0);
+    assert!(
+        queued == pipelined,
+        "{what}: queued reads differ from read_ranges"
     );
 }
 

@@ -39,6 +39,17 @@ const WINDOW: u64 = 256 << 20;
 /// little enough memory in the sandbox.
 const BATCH_BYTES: u64 = 4 << 20;
 
+/// The `(offset, length)` ranges the reads of `group` ask for, in order.
+fn reads_of(group: &[Step]) -> Vec<(u64, u64)> {
+    group
+        .iter()
+        .filter_map(|step| match *step {
+            Step::Read { offset, length } => Some((offset, length)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Splits planned steps into groups whose reads total at most `limit` bytes (a group
 /// holds at least one step), so each group's reads can be issued together.
 fn batches(steps: &[Step], limit: u64) -> impl Iterator<Item = &[Step]> {
@@ -118,6 +129,7 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         bytes_done: 0,
         buffer: Vec::new(),
         batch: Vec::new(),
+        batch_ahead: Vec::new(),
     };
     for disk in disks {
         job.capture_disk(disk)?;
@@ -210,8 +222,10 @@ struct Job {
     bytes_done: u64,
     /// The read buffer, kept from one read to the next.
     buffer: Vec<u8>,
-    /// The buffer of a batch of reads, kept likewise.
+    /// The buffers of two batches of reads (one streamed while the next is read), kept
+    /// likewise.
     batch: Vec<u8>,
+    batch_ahead: Vec<u8>,
 }
 
 impl Job {
@@ -303,9 +317,7 @@ impl Job {
                     self.run_step(&name, &mut source, &mut writer, step, None)?;
                 }
             } else {
-                for group in batches(&steps, BATCH_BYTES) {
-                    self.run_batch(&name, &mut source, &mut writer, group)?;
-                }
+                self.run_batches(&name, &mut source, &mut writer, &steps)?;
             }
             self.bytes_done += end - start;
             self.progress();
@@ -335,44 +347,57 @@ impl Job {
             && stored_chunk_size(stored) == Some(self.chunk_size)
     }
 
-    /// Runs the steps of `group`, all of whose reads are issued at once (an NBD server
-    /// then has them all in flight), and their bytes streamed in the steps' order.
-    fn run_batch(
+    /// Runs `steps` in groups whose reads total about [`BATCH_BYTES`]. A group's reads are
+    /// issued at once (an NBD server then has them all in flight), and the next group's
+    /// before this one's bytes are streamed, so the server reads while the host stores.
+    fn run_batches(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+        writer: &mut Writer,
+        steps: &[Step],
+    ) -> Result<(), PluginError> {
+        let groups: Vec<&[Step]> = batches(steps, BATCH_BYTES).collect();
+        let Some(first) = groups.first() else {
+            return Ok(());
+        };
+        source.queue_read(name, &reads_of(first), std::mem::take(&mut self.batch))?;
+        let mut spare = std::mem::take(&mut self.batch_ahead);
+        for (i, group) in groups.iter().enumerate() {
+            if let Some(next) = groups.get(i + 1) {
+                source.queue_read(name, &reads_of(next), std::mem::take(&mut spare))?;
+            }
+            let bytes = source.take_read(name)?;
+            self.run_group(name, source, writer, group, &bytes)?;
+            spare = bytes;
+        }
+        self.batch = spare;
+        Ok(())
+    }
+
+    /// Runs the steps of `group`, whose reads' bytes are `bytes`, one after the other.
+    fn run_group(
         &mut self,
         name: &str,
         source: &mut Source,
         writer: &mut Writer,
         group: &[Step],
+        bytes: &[u8],
     ) -> Result<(), PluginError> {
-        let ranges: Vec<(u64, u64)> = group
-            .iter()
-            .filter_map(|step| match *step {
-                Step::Read { offset, length } => Some((offset, length)),
+        let mut at = 0usize;
+        for &step in group {
+            let read = match step {
+                Step::Read { length, .. } => {
+                    // A group's reads fill `bytes` in order, and its length is their sum.
+                    let read = &bytes[at..at + length as usize];
+                    at += length as usize;
+                    Some(read)
+                }
                 _ => None,
-            })
-            .collect();
-        let total: u64 = ranges.iter().map(|&(_, length)| length).sum();
-        // A batch holds at most `BATCH_BYTES`, or one read of at most `max_read`.
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.resize(total as usize, 0);
-        let read = source.read_ranges(name, &ranges, &mut batch);
-        let result = read.and_then(|()| {
-            let mut at = 0usize;
-            for &step in group {
-                let bytes = match step {
-                    Step::Read { length, .. } => {
-                        let bytes = &batch[at..at + length as usize];
-                        at += length as usize;
-                        Some(bytes)
-                    }
-                    _ => None,
-                };
-                self.run_step(name, source, writer, step, bytes)?;
-            }
-            Ok(())
-        });
-        self.batch = batch;
-        result
+            };
+            self.run_step(name, source, writer, step, read)?;
+        }
+        Ok(())
     }
 
     /// Runs one step; a read's bytes are in `bytes` when they were read already.

@@ -4,6 +4,7 @@
 //! ranges may hold data, which changed since the last backup when a dirty bitmap says so,
 //! and reads its bytes.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::net::TcpStream;
 
@@ -42,6 +43,8 @@ pub(crate) struct FileSource {
     /// Whether the image has a backing file, whose changes its own metadata does not show.
     pub(crate) backed: bool,
     image: Box<dyn DiskImage>,
+    /// Reads queued with [`Source::queue_read`], already read.
+    ready: VecDeque<Result<Vec<u8>, PluginError>>,
 }
 
 /// A connected NBD export.
@@ -51,6 +54,27 @@ pub(crate) struct NbdSource {
     allocation: bool,
     /// The dirty bitmap's metadata context, when it was negotiated.
     bitmap: Option<String>,
+    /// Reads queued with [`Source::queue_read`] that were taken from the server early, so
+    /// that another request could go out.
+    ready: VecDeque<Result<Vec<u8>, PluginError>>,
+}
+
+impl NbdSource {
+    /// The client, with every read still queued at the server taken into `ready`, so that
+    /// another request may go out.
+    fn settled(&mut self, disk: &str) -> &mut Client<TcpStream> {
+        while self.client.queued_reads() > 0 {
+            let read = self.client.take_read();
+            let broken = matches!(&read, Err(err) if err.is_fatal());
+            self.ready
+                .push_back(read.map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)));
+            if broken {
+                // Every later take fails the same way; the caller hears it from this one.
+                break;
+            }
+        }
+        &mut self.client
+    }
 }
 
 /// Whether a source names an NBD export rather than a file.
@@ -113,7 +137,7 @@ impl Source {
                 .map(|extent| (extent.offset, extent.length))
                 .collect()),
             Source::Nbd(nbd) if nbd.allocation => Ok(nbd
-                .client
+                .settled(disk)
                 .allocation(offset, length)
                 .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err))?
                 .into_iter()
@@ -133,15 +157,15 @@ impl Source {
         length: u64,
     ) -> Result<Option<Vec<(u64, u64)>>, PluginError> {
         match self {
-            Source::Nbd(NbdSource {
-                client,
-                bitmap: Some(context),
-                ..
-            }) => client
-                .dirty(context, offset, length)
-                .map(Some)
-                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
-            _ => Ok(None),
+            Source::Nbd(nbd) => match nbd.bitmap.clone() {
+                Some(context) => nbd
+                    .settled(disk)
+                    .dirty(&context, offset, length)
+                    .map(Some)
+                    .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
+                None => Ok(None),
+            },
+            Source::File(_) => Ok(None),
         }
     }
 
@@ -158,48 +182,76 @@ impl Source {
                 .read_at(offset, buf)
                 .map_err(|err| from_image(disk, &err)),
             Source::Nbd(nbd) => nbd
-                .client
+                .settled(disk)
                 .read(offset, buf)
                 .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
         }
     }
 
-    /// Fills `buf` with the disk's bytes at `ranges`, one after the other; an NBD server
-    /// gets the reads all at once.
-    pub(crate) fn read_ranges(
+    /// Queues a read of the disk's bytes at `ranges`, one after the other, into `buf`
+    /// (resized to fit); [`Source::take_read`] returns them, reads in the order they were
+    /// queued. An NBD server gets a read's requests all at once and works on them while the
+    /// plugin stores the bytes of earlier reads; a file is read at once.
+    pub(crate) fn queue_read(
         &mut self,
         disk: &str,
         ranges: &[(u64, u64)],
-        buf: &mut [u8],
+        mut buf: Vec<u8>,
     ) -> Result<(), PluginError> {
         match self {
             Source::Nbd(nbd) => nbd
                 .client
-                .read_ranges(ranges, buf)
+                .queue_read(ranges, buf)
                 .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
-            Source::File(_) => {
+            Source::File(file) => {
+                let total: u64 = ranges.iter().map(|&(_, length)| length).sum();
+                buf.resize(total as usize, 0);
                 let mut at = 0usize;
+                let mut read = Ok(());
                 for &(offset, length) in ranges {
-                    let end = at.saturating_add(length as usize);
-                    let Some(piece) = buf.get_mut(at..end) else {
-                        return Err(PluginError::Io(format!(
-                            "{disk}: {} bytes of reads do not fit a {}-byte buffer",
-                            end,
-                            buf.len()
-                        )));
-                    };
-                    self.read(disk, offset, piece)?;
+                    let end = at + length as usize;
+                    read = file
+                        .image
+                        .read_at(offset, &mut buf[at..end])
+                        .map_err(|err| from_image(disk, &err));
+                    if read.is_err() {
+                        break;
+                    }
                     at = end;
                 }
+                file.ready.push_back(read.map(|()| buf));
                 Ok(())
             }
         }
     }
 
+    /// The bytes of the oldest read queued with [`Source::queue_read`].
+    pub(crate) fn take_read(&mut self, disk: &str) -> Result<Vec<u8>, PluginError> {
+        let ready = match self {
+            Source::Nbd(nbd) => &mut nbd.ready,
+            Source::File(file) => &mut file.ready,
+        };
+        if let Some(read) = ready.pop_front() {
+            return read;
+        }
+        match self {
+            Source::Nbd(nbd) => nbd
+                .client
+                .take_read()
+                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
+            Source::File(_) => Err(PluginError::Internal(format!(
+                "{disk}: no read is queued to take"
+            ))),
+        }
+    }
+
     /// Ends the source: an NBD session is closed politely.
     pub(crate) fn close(self, disk: &str) {
-        if let Source::Nbd(nbd) = self
-            && let Err(err) = nbd.client.disconnect()
+        if let Source::Nbd(mut nbd) = self
+            && let Err(err) = {
+                nbd.settled(disk);
+                nbd.client.disconnect()
+            }
         {
             debug!("{disk}: closing the NBD session: {err}");
         }
@@ -288,6 +340,7 @@ pub(crate) fn open_file(
         stat,
         backed,
         image,
+        ready: VecDeque::new(),
     })
 }
 
@@ -360,6 +413,7 @@ pub(crate) fn open_nbd(
             client,
             allocation: true,
             bitmap: bitmap.map(str::to_owned),
+            ready: VecDeque::new(),
         }),
         Err(err) if matches!(err.kind(), NbdErrorKind::ContextNotGranted { context } if context == BASE_ALLOCATION) =>
         {
@@ -374,6 +428,7 @@ pub(crate) fn open_nbd(
                 client,
                 allocation: false,
                 bitmap: bitmap.map(str::to_owned),
+                ready: VecDeque::new(),
             })
         }
         Err(err) => Err(from_nbd(disk, NbdPhase::Connect, &err)),
