@@ -163,9 +163,10 @@ struct FreeBuffers {
 }
 
 impl BufferPool {
-    /// Capacity kept: about what can be on its way to the workers (a few batches of
-    /// small chunks, or a few large chunks), so a steady stream allocates none.
-    const KEPT_BYTES: usize = 24 << 20;
+    /// Capacity kept: what can be on its way to the workers (sixteen chunks of the
+    /// default content-defined maximum, or the batches of small fixed-size chunks), so a
+    /// steady stream allocates none. Only the bytes chunks filled are resident.
+    const KEPT_BYTES: usize = 16 * (4 << 20) + (4 << 20);
 
     /// A buffer with room for a chunk of `capacity` bytes, and the head- and tailroom
     /// to encode it in place.
