@@ -797,14 +797,14 @@ mod read_ranges {
     use super::*;
 
     /// Bytes that differ with their position in the export, so misplaced data shows.
-    fn bytes_at(offset: u64, len: usize) -> Vec<u8> {
+    pub(super) fn bytes_at(offset: u64, len: usize) -> Vec<u8> {
         (offset..offset + len as u64)
             .map(|p| (p ^ (p >> 9) ^ (p >> 17)) as u8)
             .collect()
     }
 
     /// The read requests the client sent, as (cookie, offset, length).
-    fn reads(client: &Client<Mock>) -> Vec<(u64, u64, u32)> {
+    pub(super) fn reads(client: &Client<Mock>) -> Vec<(u64, u64, u32)> {
         requests(client)
             .into_iter()
             .filter(|r| r.0 == Command::Read.code())
@@ -1223,22 +1223,9 @@ mod read_ranges {
 }
 
 mod queued_reads {
+    use super::read_ranges::{bytes_at, reads};
     use super::*;
     use crate::MAX_QUEUED_READ;
-
-    fn bytes_at(offset: u64, len: usize) -> Vec<u8> {
-        (offset..offset + len as u64)
-            .map(|p| (p ^ (p >> 7) ^ (p >> 13)) as u8)
-            .collect()
-    }
-
-    fn reads(client: &Client<Mock>) -> Vec<(u64, u64, u32)> {
-        requests(client)
-            .into_iter()
-            .filter(|r| r.0 == Command::Read.code())
-            .map(|r| (r.1, r.2, r.3))
-            .collect()
-    }
 
     #[test]
     fn replies_of_a_later_read_land_in_its_buffer_while_an_earlier_one_is_taken() {
