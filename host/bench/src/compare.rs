@@ -36,6 +36,8 @@ pub struct CompareArgs {
     pub tree: PathBuf,
     /// Where to create the throwaway repositories and restores.
     pub dir: Option<PathBuf>,
+    /// Where to restore instead, when given: another file system.
+    pub restore_dir: Option<PathBuf>,
     /// The `tessera` executable; next to this one when not given.
     pub tessera: Option<PathBuf>,
     /// The `restic` executable; found on `PATH` when not given.
@@ -51,6 +53,7 @@ impl Default for CompareArgs {
         CompareArgs {
             tree: PathBuf::from(DEFAULT_TREE),
             dir: None,
+            restore_dir: None,
             tessera: None,
             restic: None,
             json: false,
@@ -260,9 +263,10 @@ pub fn version(tool: Tool, program: &Path) -> Result<String> {
     Ok(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
-/// Default pause before each restore; longer than the window in which ext4 treats freed
-/// inodes as recently deleted.
-pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(35);
+/// Default pause before each restore, after a `sync`: longer than the minute in which ext4
+/// without a journal treats a freed inode as recently deleted once its inode table block is
+/// written (five minutes more while the block is dirty, hence the `sync`).
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(65);
 
 /// Runs every step for one tool in `workdir`, deleting the restored tree once it has been
 /// compared and the repository once it has been measured.
@@ -272,6 +276,7 @@ fn run_tool(
     tree: &Path,
     original: &Manifest,
     workdir: &Path,
+    restore_dir: &Path,
     settle: std::time::Duration,
 ) -> Result<ToolFigures> {
     let name = tool.name();
@@ -283,7 +288,7 @@ fn run_tool(
     };
     let version = version(tool, program)?;
     let tree_arg = OsString::from(tree);
-    let target = workdir.join(format!("restore-{name}"));
+    let target = restore_dir.join(format!("restore-{name}"));
     let target_arg = OsString::from(&target);
 
     progress(&format!("{name}: creating a repository"));
@@ -303,9 +308,10 @@ fn run_tool(
     let initial = session.measured(&backup, "backup")?;
     progress(&format!("{name}: backing up {} again", tree.display()));
     let rebackup = session.measured(&backup, "backup (no change)")?;
-    // ext4 allocates inodes slowly next to inodes freed in the last half minute (its
-    // `recently_deleted` check), and the previous restore's tree was just deleted: each
-    // restore starts on a settled file system so neither tool pays for the other.
+    // ext4 without a journal skips inodes freed in the last minute when it allocates one
+    // (its `recently_deleted` check, which reads each one's inode table block), and the
+    // previous restore's tree was just deleted: each restore starts on a settled file
+    // system so neither tool pays for the other.
     progress(&format!(
         "{name}: letting the file system settle for {} s",
         settle.as_secs()
@@ -422,6 +428,19 @@ pub fn run_compare(args: &CompareArgs) -> Result<Comparison> {
             tree.display()
         )));
     }
+    let restore_dir = match &args.restore_dir {
+        Some(dir) => dir
+            .canonicalize()
+            .context(format!("cannot find the restore directory {}", dir.display()))?,
+        None => workdir_path.clone(),
+    };
+    if restore_dir.starts_with(&tree) {
+        return Err(Failure::new(format!(
+            "the restore directory {} is inside the tree {}: choose another --restore-dir",
+            restore_dir.display(),
+            tree.display()
+        )));
+    }
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -434,6 +453,7 @@ pub fn run_compare(args: &CompareArgs) -> Result<Comparison> {
         &tree,
         &original,
         &workdir_path,
+        &restore_dir,
         args.settle,
     )?;
     let restic = run_tool(
@@ -442,6 +462,7 @@ pub fn run_compare(args: &CompareArgs) -> Result<Comparison> {
         &tree,
         &original,
         &workdir_path,
+        &restore_dir,
         args.settle,
     )?;
     workdir

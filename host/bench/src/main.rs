@@ -57,12 +57,14 @@ unchanged and restores it, then compares times, repository sizes and peak memory
   --tree DIR     the tree to back up (default /usr/share)
   --dir DIR      where to create the throwaway repositories and restores
                  (default: $TMPDIR, else /var/tmp)
+  --restore-dir DIR
+                 restore into DIR instead, for example a freshly made file system
   --tessera PATH the tessera executable (default: `tessera` next to this program;
                  build it with `cargo build --release -p tessera-cli`)
   --restic PATH  the restic executable (default: `restic` on PATH; Debian and
                  Ubuntu: `apt-get install restic`)
   --settle SECS  pause before each restore, after syncing, so ext4's slowness next to
-                 just-deleted inodes does not fall on one tool (default 35)
+                 just-deleted inodes does not fall on one tool (default 65)
   --json         print a JSON object instead of the table
 
 vmdisk: serves a qcow2 disk with qemu-nbd and backs it up with tessera's vm-disk plugin,
@@ -230,6 +232,9 @@ fn parse_compare(
             "--json" if inline.is_none() => parsed.json = true,
             "--tree" => parsed.tree = PathBuf::from(flags.value(&flag, inline)?),
             "--dir" => parsed.dir = Some(PathBuf::from(flags.value(&flag, inline)?)),
+            "--restore-dir" => {
+                parsed.restore_dir = Some(PathBuf::from(flags.value(&flag, inline)?));
+            }
             "--tessera" => parsed.tessera = Some(PathBuf::from(flags.value(&flag, inline)?)),
             "--restic" => parsed.restic = Some(PathBuf::from(flags.value(&flag, inline)?)),
             "--settle" => {
@@ -488,6 +493,7 @@ mod tests {
             Ok(Command::Compare(CompareArgs {
                 tree: PathBuf::from("/usr/share"),
                 dir: None,
+                restore_dir: None,
                 tessera: None,
                 restic: None,
                 json: false,
@@ -500,6 +506,7 @@ mod tests {
                 "--tree=/srv/files",
                 "--dir",
                 "/scratch",
+                "--restore-dir=/mnt/fresh",
                 "--tessera",
                 "/opt/tessera",
                 "--restic=/opt/restic",
@@ -510,6 +517,7 @@ mod tests {
             Ok(Command::Compare(CompareArgs {
                 tree: PathBuf::from("/srv/files"),
                 dir: Some("/scratch".into()),
+                restore_dir: Some("/mnt/fresh".into()),
                 tessera: Some("/opt/tessera".into()),
                 restic: Some("/opt/restic".into()),
                 json: true,

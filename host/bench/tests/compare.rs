@@ -142,6 +142,30 @@ fn both_tools_are_measured_and_cleaned_up() {
 }
 
 #[test]
+fn restores_go_to_the_restore_directory() {
+    // The restic stand-in leaves a mark of where it restored, next to its target.
+    let setup = setup(":", r#"echo "$4" > "$4.where""#);
+    let elsewhere = setup.work.parent().unwrap().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let output = compare(&setup, &["--restore-dir", elsewhere.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let marks: Vec<String> = fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // Each restored tree is removed after the comparison; the mark stays.
+    assert_eq!(marks, ["restore-restic.where"], "{stderr}");
+    assert_work_dir_empty(&setup);
+
+    let inside = setup.tree.join("docs");
+    let output = compare(&setup, &["--restore-dir", inside.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is inside the tree"), "{stderr}");
+}
+
+#[test]
 fn a_faulty_restore_is_reported() {
     let setup = setup(":", r#"rm "$dest/data.bin""#);
     let output = compare(&setup, &[]);
