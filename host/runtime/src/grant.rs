@@ -112,6 +112,18 @@ fn timespec(ns: i64) -> Timespec {
     }
 }
 
+/// Where [`Grant::apply_metadata`] applies metadata: an entry by its directory and name
+/// (not following a final symlink), or an open file.
+#[derive(Clone, Copy)]
+enum MetaTarget<'a> {
+    At {
+        parent: &'a Dir,
+        name: &'a str,
+        symlink: bool,
+    },
+    Fd(&'a OwnedFd),
+}
+
 /// A directory entry found by [`Grant::scan`].
 #[derive(Debug)]
 pub struct Scanned {
@@ -528,71 +540,125 @@ impl Grant {
         let (parent, name) = self.resolve(path)?;
         let st = rustix::fs::statat(parent.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(path, e))?;
-        let is_symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
+        let target = MetaTarget::At {
+            parent: &parent,
+            name: &name,
+            symlink: FileType::from_raw_mode(st.st_mode) == FileType::Symlink,
+        };
+        self.apply_metadata(path, target, Some(&st), meta)
+    }
+
+    /// Applies metadata to `file`, a regular file at `path` of a writable grant that the
+    /// host just wrote: through its descriptor, without resolving the path again.
+    pub fn set_file_metadata(
+        &self,
+        path: &str,
+        file: &OwnedFd,
+        meta: &crate::bindings::host::RestoreMetadata,
+    ) -> Result<Vec<String>, GrantError> {
+        self.require_write(path)?;
+        self.apply_metadata(path, MetaTarget::Fd(file), None, meta)
+    }
+
+    /// Ownership, extended attributes, mode, then times (chown clears set-user-id bits,
+    /// so the mode comes after it). `st` is the entry's status when already known.
+    fn apply_metadata(
+        &self,
+        path: &str,
+        target: MetaTarget<'_>,
+        st: Option<&rustix::fs::Stat>,
+        meta: &crate::bindings::host::RestoreMetadata,
+    ) -> Result<Vec<String>, GrantError> {
         let mut warnings = Vec::new();
         if meta.uid.is_some() || meta.gid.is_some() {
             let uid = meta.uid.map(rustix::fs::Uid::from_raw);
             let gid = meta.gid.map(rustix::fs::Gid::from_raw);
-            if let Err(e) = rustix::fs::chownat(
-                parent.as_fd(),
-                name.as_str(),
-                uid,
-                gid,
-                AtFlags::SYMLINK_NOFOLLOW,
-            ) {
+            let chowned = match target {
+                MetaTarget::At { parent, name, .. } => {
+                    rustix::fs::chownat(parent.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
+                }
+                MetaTarget::Fd(fd) => rustix::fs::fchown(fd, uid, gid),
+            };
+            if let Err(e) = chowned {
                 warnings.push(format!("'{path}': cannot set owner: {e}"));
             }
         }
-        if !meta.xattrs.is_empty()
-            && let Some(fd) = self.open_nofollow(path, false)?
-        {
-            for x in &meta.xattrs {
-                if let Err(e) =
-                    rustix::fs::fsetxattr(&fd, x.name.as_str(), &x.value, XattrFlags::empty())
-                {
-                    warnings.push(format!(
-                        "'{path}': cannot set extended attribute {}: {e}",
-                        x.name
-                    ));
+        if !meta.xattrs.is_empty() {
+            let opened;
+            let fd = match target {
+                MetaTarget::Fd(fd) => Some(fd),
+                MetaTarget::At { .. } => {
+                    opened = self.open_nofollow(path, false)?;
+                    opened.as_ref()
+                }
+            };
+            // Entries other than files and directories get none.
+            if let Some(fd) = fd {
+                for x in &meta.xattrs {
+                    if let Err(e) =
+                        rustix::fs::fsetxattr(fd, x.name.as_str(), &x.value, XattrFlags::empty())
+                    {
+                        warnings.push(format!(
+                            "'{path}': cannot set extended attribute {}: {e}",
+                            x.name
+                        ));
+                    }
                 }
             }
         }
-        // Mode after ownership: chown clears set-user-id bits.
-        if let Some(mode) = meta.mode
-            && !is_symlink
-            && let Err(e) = rustix::fs::chmodat(
-                parent.as_fd(),
-                name.as_str(),
-                Mode::from_raw_mode(mode & 0o7777),
-                AtFlags::empty(),
-            )
-        {
-            warnings.push(format!("'{path}': cannot set mode: {e}"));
+        if let Some(mode) = meta.mode {
+            let mode = Mode::from_raw_mode(mode & 0o7777);
+            let changed = match target {
+                MetaTarget::At { symlink: true, .. } => Ok(()),
+                MetaTarget::At { parent, name, .. } => {
+                    rustix::fs::chmodat(parent.as_fd(), name, mode, AtFlags::empty())
+                }
+                MetaTarget::Fd(fd) => rustix::fs::fchmod(fd, mode),
+            };
+            if let Err(e) = changed {
+                warnings.push(format!("'{path}': cannot set mode: {e}"));
+            }
         }
         if meta.mtime_ns.is_some() || meta.atime_ns.is_some() {
-            let keep = |t: Option<i64>, current: Timespec| t.map(timespec).unwrap_or(current);
-            let times = Timestamps {
-                last_access: keep(
-                    meta.atime_ns,
-                    Timespec {
-                        tv_sec: st.st_atime,
-                        tv_nsec: st.st_atime_nsec as _,
-                    },
-                ),
-                last_modification: keep(
-                    meta.mtime_ns,
-                    Timespec {
-                        tv_sec: st.st_mtime,
-                        tv_nsec: st.st_mtime_nsec as _,
-                    },
-                ),
+            // A time not given keeps its current value.
+            let fetched;
+            let st = match (st, target) {
+                (Some(st), _) => Some(st),
+                (None, _) if meta.mtime_ns.is_some() && meta.atime_ns.is_some() => None,
+                (None, MetaTarget::Fd(fd)) => {
+                    fetched = rustix::fs::fstat(fd).map_err(|e| errno(path, e))?;
+                    Some(&fetched)
+                }
+                (None, MetaTarget::At { parent, name, .. }) => {
+                    fetched = rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| errno(path, e))?;
+                    Some(&fetched)
+                }
             };
-            rustix::fs::utimensat(
-                parent.as_fd(),
-                name.as_str(),
-                &times,
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
+            let time = |t: Option<i64>, current: fn(&rustix::fs::Stat) -> Timespec| {
+                t.map(timespec)
+                    .or_else(|| st.map(current))
+                    .unwrap_or(Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    })
+            };
+            let times = Timestamps {
+                last_access: time(meta.atime_ns, |st| Timespec {
+                    tv_sec: st.st_atime,
+                    tv_nsec: st.st_atime_nsec as _,
+                }),
+                last_modification: time(meta.mtime_ns, |st| Timespec {
+                    tv_sec: st.st_mtime,
+                    tv_nsec: st.st_mtime_nsec as _,
+                }),
+            };
+            match target {
+                MetaTarget::At { parent, name, .. } => {
+                    rustix::fs::utimensat(parent.as_fd(), name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                }
+                MetaTarget::Fd(fd) => rustix::fs::futimens(fd, &times),
+            }
             .map_err(|e| errno(path, e))?;
         }
         Ok(warnings)

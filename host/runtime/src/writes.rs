@@ -88,7 +88,14 @@ impl WritePool {
                         for (job, file) in rx {
                             let path = job.path.clone();
                             let grant = job.grant.clone();
-                            let result = file.and_then(|file| fill(&file, job.content));
+                            // The file stays open until its metadata is applied through it.
+                            let (file, result) = match file {
+                                Ok(file) => {
+                                    let filled = fill(&file, job.content);
+                                    (Some(file), filled)
+                                }
+                                Err(reason) => (None, Err(reason)),
+                            };
                             let (lock, done) = &*pending;
                             let mut state = lock.lock().expect("lock");
                             if let Err(reason) = result {
@@ -99,7 +106,10 @@ impl WritePool {
                             while let Some(meta) = state.paths.get_mut(&path).and_then(Option::take)
                             {
                                 drop(state);
-                                let outcome = grant.set_metadata(&path, &meta);
+                                let outcome = match &file {
+                                    Some(file) => grant.set_file_metadata(&path, file, &meta),
+                                    None => grant.set_metadata(&path, &meta),
+                                };
                                 state = lock.lock().expect("lock");
                                 match outcome {
                                     Ok(warnings) => state.warnings.extend(warnings),
