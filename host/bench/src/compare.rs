@@ -429,9 +429,10 @@ pub fn run_compare(args: &CompareArgs) -> Result<Comparison> {
         )));
     }
     let restore_dir = match &args.restore_dir {
-        Some(dir) => dir
-            .canonicalize()
-            .context(format!("cannot find the restore directory {}", dir.display()))?,
+        Some(dir) => dir.canonicalize().context(format!(
+            "cannot find the restore directory {}",
+            dir.display()
+        ))?,
         None => workdir_path.clone(),
     };
     if restore_dir.starts_with(&tree) {
