@@ -620,38 +620,34 @@ impl Grant {
             }
         }
         if meta.mtime_ns.is_some() || meta.atime_ns.is_some() {
-            // A time not given keeps its current value.
-            let fetched;
-            let st = match (st, target) {
-                (Some(st), _) => Some(st),
-                (None, _) if meta.mtime_ns.is_some() && meta.atime_ns.is_some() => None,
-                (None, MetaTarget::Fd(fd)) => {
-                    fetched = rustix::fs::fstat(fd).map_err(|e| errno(path, e))?;
-                    Some(&fetched)
+            let times = match (meta.atime_ns, meta.mtime_ns) {
+                (Some(atime), Some(mtime)) => Timestamps {
+                    last_access: timespec(atime),
+                    last_modification: timespec(mtime),
+                },
+                // A time not given keeps its current value.
+                (atime, mtime) => {
+                    let st = match (st, target) {
+                        (Some(st), _) => *st,
+                        (None, MetaTarget::Fd(fd)) => {
+                            rustix::fs::fstat(fd).map_err(|e| errno(path, e))?
+                        }
+                        (None, MetaTarget::At { parent, name, .. }) => {
+                            rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+                                .map_err(|e| errno(path, e))?
+                        }
+                    };
+                    Timestamps {
+                        last_access: atime.map(timespec).unwrap_or(Timespec {
+                            tv_sec: st.st_atime,
+                            tv_nsec: st.st_atime_nsec as _,
+                        }),
+                        last_modification: mtime.map(timespec).unwrap_or(Timespec {
+                            tv_sec: st.st_mtime,
+                            tv_nsec: st.st_mtime_nsec as _,
+                        }),
+                    }
                 }
-                (None, MetaTarget::At { parent, name, .. }) => {
-                    fetched = rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
-                        .map_err(|e| errno(path, e))?;
-                    Some(&fetched)
-                }
-            };
-            let time = |t: Option<i64>, current: fn(&rustix::fs::Stat) -> Timespec| {
-                t.map(timespec)
-                    .or_else(|| st.map(current))
-                    .unwrap_or(Timespec {
-                        tv_sec: 0,
-                        tv_nsec: 0,
-                    })
-            };
-            let times = Timestamps {
-                last_access: time(meta.atime_ns, |st| Timespec {
-                    tv_sec: st.st_atime,
-                    tv_nsec: st.st_atime_nsec as _,
-                }),
-                last_modification: time(meta.mtime_ns, |st| Timespec {
-                    tv_sec: st.st_mtime,
-                    tv_nsec: st.st_mtime_nsec as _,
-                }),
             };
             match target {
                 MetaTarget::At { parent, name, .. } => {

@@ -247,13 +247,12 @@ impl Source {
 
     /// Ends the source: an NBD session is closed politely.
     pub(crate) fn close(self, disk: &str) {
-        if let Source::Nbd(mut nbd) = self
-            && let Err(err) = {
-                nbd.settled(disk);
-                nbd.client.disconnect()
+        if let Source::Nbd(mut nbd) = self {
+            // Reads still queued would make the server's answers mix with the disconnect.
+            nbd.settled(disk);
+            if let Err(err) = nbd.client.disconnect() {
+                debug!("{disk}: closing the NBD session: {err}");
             }
-        {
-            debug!("{disk}: closing the NBD session: {err}");
         }
     }
 
