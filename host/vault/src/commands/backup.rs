@@ -1,7 +1,7 @@
 //! Writing a recovery point: streams in, chunks, deduplication, packs, index, point.
 //!
 //! The caller's thread cuts streams into chunks; worker threads hash, deduplicate,
-//! compress and encrypt them and append them to the open pack; an uploader thread writes
+//! compress and encrypt them and append them each to a pack of its own; an uploader thread writes
 //! finished packs so a slow `fsync` or upload never stalls the CPU work. Entries are added
 //! depth first and each directory's tree is stored as soon as it is complete.
 
@@ -130,8 +130,10 @@ struct Shared {
     pack_size: usize,
     /// Chunks stored (or being stored) by this session, and chunks of recovered packs.
     seen: Mutex<HashSet<ChunkId>>,
-    /// The pack being filled, spooled to the backend as blobs arrive.
-    packer: Mutex<Option<PackWriter>>,
+    /// The packs being filled, spooled to the backend as blobs arrive: one per chunk
+    /// worker, so workers never wait on each other to append, and a last one for trees
+    /// and lists ([`Shared::tree_packer`]).
+    packers: Vec<Mutex<Option<PackWriter>>>,
     upload_tx: Mutex<Option<Sender<FinishedPack>>>,
     /// Packs uploaded (or recovered) and not yet listed in an index file.
     unindexed: Mutex<Vec<(PackId, Vec<PackEntry>)>>,
@@ -362,13 +364,18 @@ impl Shared {
         self.distrusted.contains(id) && self.index.locations(id).len() < 2
     }
 
-    /// Encodes and appends a chunk; returns the stored size.
+    /// The packer trees and lists go to, whichever thread stores them.
+    fn tree_packer(&self) -> usize {
+        self.packers.len() - 1
+    }
+
+    /// Encodes and appends a tree or list document; returns the stored size.
     fn store(&self, id: ChunkId, kind: BlobKind, data: &[u8]) -> Result<u64> {
         BLOB.with_borrow_mut(|blob| {
             blob.clear();
             codec::encode_blob(self.vault.crypto(), &id, data, self.level, blob);
             let stored = blob.len() as u64;
-            self.append_blob(id, kind, data.len() as u32, blob)?;
+            self.append_blob(self.tree_packer(), id, kind, data.len() as u32, blob)?;
             if blob.capacity() > KEPT_BLOB_CAPACITY {
                 *blob = Vec::new();
             }
@@ -376,9 +383,9 @@ impl Shared {
         })
     }
 
-    /// Encodes and appends a data chunk, sealing it in its own buffer when it is stored
-    /// raw; returns the stored size.
-    fn store_chunk(&self, id: ChunkId, chunk: &mut ChunkBuf) -> Result<u64> {
+    /// Encodes a data chunk and appends it to the pack of worker `packer`, sealing it in
+    /// its own buffer when it is stored raw; returns the stored size.
+    fn store_chunk(&self, packer: usize, id: ChunkId, chunk: &mut ChunkBuf) -> Result<u64> {
         BLOB.with_borrow_mut(|scratch| {
             let raw_len = chunk.len() as u32;
             let blob = codec::encode_chunk(
@@ -389,7 +396,7 @@ impl Shared {
                 scratch,
             );
             let stored = blob.len() as u64;
-            self.append_blob(id, BlobKind::Data, raw_len, blob)?;
+            self.append_blob(packer, id, BlobKind::Data, raw_len, blob)?;
             if scratch.capacity() > KEPT_BLOB_CAPACITY {
                 *scratch = Vec::new();
             }
@@ -397,10 +404,17 @@ impl Shared {
         })
     }
 
-    /// Appends an encoded blob to the pack being filled, sending the pack off when full.
-    fn append_blob(&self, id: ChunkId, kind: BlobKind, raw_len: u32, blob: &[u8]) -> Result<()> {
+    /// Appends an encoded blob to pack `packer`, sending the pack off when full.
+    fn append_blob(
+        &self,
+        packer: usize,
+        id: ChunkId,
+        kind: BlobKind,
+        raw_len: u32,
+        blob: &[u8],
+    ) -> Result<()> {
         let full = {
-            let mut slot = self.packer.lock().expect("lock");
+            let mut slot = self.packers[packer].lock().expect("lock");
             let packer = match slot.as_mut() {
                 Some(packer) => packer,
                 None => slot.insert(PackWriter::spooled(
@@ -474,14 +488,14 @@ impl Shared {
     }
 }
 
-/// A chunk worker: hashes, encodes and stores the chunks of the batches it receives,
-/// until an empty batch or the channel's end.
-fn worker(shared: Arc<Shared>, batches: Receiver<Vec<Job>>) {
+/// Chunk worker `packer`: hashes, encodes and stores the chunks of the batches it
+/// receives in a pack of its own, until an empty batch or the channel's end.
+fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
     let batches = batches.into_iter().take_while(|batch| !batch.is_empty());
     for mut job in batches.flatten() {
         if let Some(id) = job.claimed {
             if !shared.failed.load(Ordering::Relaxed) {
-                match shared.store_chunk(id, &mut job.data) {
+                match shared.store_chunk(packer, id, &mut job.data) {
                     Ok(stored) => shared.stats.lock().expect("lock").bytes_stored += stored,
                     Err(e) => shared.fail(e.to_string()),
                 }
@@ -495,7 +509,7 @@ fn worker(shared: Arc<Shared>, batches: Receiver<Vec<Job>>) {
             let len = job.data.len() as u64;
             if shared.claim(&id) {
                 shared
-                    .store_chunk(id, &mut job.data)
+                    .store_chunk(packer, id, &mut job.data)
                     .map(|stored| Outcome {
                         id,
                         len,
@@ -608,7 +622,7 @@ impl Backup {
             level,
             pack_size: options.pack_size.max(1),
             seen: Mutex::new(HashSet::new()),
-            packer: Mutex::new(None),
+            packers: (0..=workers).map(|_| Mutex::new(None)).collect(),
             upload_tx: Mutex::new(Some(upload_tx)),
             unindexed: Mutex::new(Vec::new()),
             index_files: Mutex::new(Vec::new()),
@@ -631,7 +645,7 @@ impl Backup {
                 let rx = job_rx.clone();
                 std::thread::Builder::new()
                     .name(format!("tessera-chunk-{i}"))
-                    .spawn(move || worker(shared, rx))
+                    .spawn(move || worker(shared, i, rx))
                     .map_err(|e| Error::Aborted(format!("cannot start a worker thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -816,7 +830,7 @@ impl Backup {
     }
 
     fn stop_threads(&mut self) -> Result<()> {
-        // Hand over the last batch, close the open pack, let the workers drain, then the
+        // Hand over the last batch, close the open packs, let the workers drain, then the
         // uploader.
         let last_batch = std::mem::take(&mut *self.shared.batch.lock().expect("lock"));
         if let Some(tx) = self.job_tx.take() {
@@ -836,12 +850,14 @@ impl Backup {
                 self.shared.fail("a chunk worker panicked".into());
             }
         }
-        let last = self.shared.packer.lock().expect("lock").take();
-        if let Some(last) = last
-            && !last.is_empty()
-            && !self.shared.failed.load(Ordering::SeqCst)
-        {
-            self.shared.send_pack(last)?;
+        for packer in &self.shared.packers {
+            let last = packer.lock().expect("lock").take();
+            if let Some(last) = last
+                && !last.is_empty()
+                && !self.shared.failed.load(Ordering::SeqCst)
+            {
+                self.shared.send_pack(last)?;
+            }
         }
         *self.shared.upload_tx.lock().expect("lock") = None;
         if let Some(handle) = self.uploader.take()
