@@ -124,6 +124,17 @@ enum MetaTarget<'a> {
     Fd(&'a OwnedFd),
 }
 
+/// The status of a metadata target, not following a final symlink.
+fn status(path: &str, target: MetaTarget<'_>) -> Result<rustix::fs::Stat, GrantError> {
+    match target {
+        MetaTarget::Fd(fd) => rustix::fs::fstat(fd),
+        MetaTarget::At { parent, name, .. } => {
+            rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
+        }
+    }
+    .map_err(|e| errno(path, e))
+}
+
 /// A directory entry found by [`Grant::scan`].
 #[derive(Debug)]
 pub struct Scanned {
@@ -570,10 +581,22 @@ impl Grant {
         meta: &crate::bindings::host::RestoreMetadata,
     ) -> Result<Vec<String>, GrantError> {
         let mut warnings = Vec::new();
+        let mut known = st.copied();
         if meta.uid.is_some() || meta.gid.is_some() {
+            // A chown dirties the inode even when the owner stays the same, which on a
+            // journaling file system costs a transaction: an entry that already has the
+            // owner (every file a restore creates as that owner) is left alone.
+            if known.is_none() {
+                known = status(path, target).ok();
+            }
+            let owned = known.is_some_and(|st| {
+                meta.uid.is_none_or(|uid| uid == st.st_uid)
+                    && meta.gid.is_none_or(|gid| gid == st.st_gid)
+            });
             let uid = meta.uid.map(rustix::fs::Uid::from_raw);
             let gid = meta.gid.map(rustix::fs::Gid::from_raw);
             let chowned = match target {
+                _ if owned => Ok(()),
                 MetaTarget::At { parent, name, .. } => {
                     rustix::fs::chownat(parent.as_fd(), name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
                 }
@@ -627,15 +650,9 @@ impl Grant {
                 },
                 // A time not given keeps its current value.
                 (atime, mtime) => {
-                    let st = match (st, target) {
-                        (Some(st), _) => *st,
-                        (None, MetaTarget::Fd(fd)) => {
-                            rustix::fs::fstat(fd).map_err(|e| errno(path, e))?
-                        }
-                        (None, MetaTarget::At { parent, name, .. }) => {
-                            rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
-                                .map_err(|e| errno(path, e))?
-                        }
+                    let st = match known {
+                        Some(st) => st,
+                        None => status(path, target)?,
                     };
                     Timestamps {
                         last_access: atime.map(timespec).unwrap_or(Timespec {

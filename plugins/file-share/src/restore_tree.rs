@@ -36,6 +36,7 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
         target,
         inodes: HashMap::new(),
         tally: Tally::default(),
+        in_created_dir: false,
     };
     for selected in path::minimal_cover(selection) {
         job.restore_selection(&selected)?;
@@ -50,6 +51,8 @@ struct Dir {
     /// point's root, which is the target itself.
     entry: Option<EntryInfo>,
     children: std::vec::IntoIter<EntryInfo>,
+    /// Whether this restore created it, rather than finding it in the target.
+    created: bool,
 }
 
 /// The state of one restore.
@@ -59,6 +62,8 @@ struct Job {
     /// the file itself, or the first link restored in its place when it was not selected.
     inodes: HashMap<String, String>,
     tally: Tally,
+    /// Whether the entry being restored goes into a directory this restore created.
+    in_created_dir: bool,
 }
 
 impl Job {
@@ -68,6 +73,7 @@ impl Job {
             Dir {
                 entry: None,
                 children: self.list("")?,
+                created: false,
             }
         } else {
             let entry = target::selected_entry(selected)?;
@@ -77,6 +83,7 @@ impl Job {
             let parent = self.target.sandbox(path::parent(selected));
             fs::create_dir_all(&parent)
                 .map_err(|err| from_io(format_args!("creating {}", parent.display()), &err))?;
+            self.in_created_dir = false;
             match self.restore_entry(entry)? {
                 Some(dir) => dir,
                 None => return Ok(()),
@@ -101,6 +108,7 @@ impl Job {
             if host::cancelled() {
                 return Err(PluginError::Cancelled);
             }
+            self.in_created_dir = dir.created;
             if let Some(dir) = self.restore_entry(child)? {
                 stack.push(dir);
             }
@@ -119,12 +127,20 @@ impl Job {
         let dest = self.target.sandbox(path);
         match &entry.kind {
             EntryKind::Directory => {
-                target::make_dir(path, &dest)?;
+                let created = if self.in_created_dir {
+                    fs::create_dir(&dest).map_err(|err| {
+                        from_io(format_args!("creating directory {path:?}"), &err)
+                    })?;
+                    true
+                } else {
+                    target::make_dir(path, &dest)?
+                };
                 self.tally.entries += 1;
                 let children = self.list(path)?;
                 return Ok(Some(Dir {
                     entry: Some(entry),
                     children,
+                    created,
                 }));
             }
             // Content of other workloads' kinds is written as a plain file: the bytes are
@@ -153,7 +169,7 @@ impl Job {
                 }
             }
             EntryKind::Fifo => {
-                target::clear(path, &dest)?;
+                self.clear(path, &dest)?;
                 let mode = entry
                     .meta
                     .mode
@@ -186,7 +202,7 @@ impl Job {
         meta: &Metadata,
         dest: &std::path::Path,
     ) -> Result<(), PluginError> {
-        target::clear(path, dest)?;
+        self.clear(path, dest)?;
         let reader = match point::open(content_path) {
             Ok(reader) => reader,
             // An empty file may be stored without any content at all.
@@ -236,7 +252,7 @@ impl Job {
             ))
         })?;
         if let Some(existing) = self.inodes.get(first).cloned() {
-            target::clear(path, dest)?;
+            self.clear(path, dest)?;
             // The host may still be writing the first name; a host call on it waits for
             // the file to be there.
             let _ = host::stat(&self.target.host(&existing));
@@ -261,7 +277,7 @@ impl Job {
         target: &str,
         dest: &std::path::Path,
     ) -> Result<bool, PluginError> {
-        target::clear(path, dest)?;
+        self.clear(path, dest)?;
         // The host stores the target verbatim; WASI's own `symlink-at` refuses absolute
         // targets.
         host::make_symlink(&self.target.host(path), target).map_err(|err| {
@@ -284,7 +300,7 @@ impl Job {
             ));
             return Ok(false);
         };
-        target::clear(path, dest)?;
+        self.clear(path, dest)?;
         let mode = entry.meta.mode.unwrap_or(0o600) & PERMISSION_BITS;
         match host::make_device(&self.target.host(path), mode, rdev, block) {
             Ok(()) => Ok(true),
@@ -296,6 +312,15 @@ impl Job {
                 Ok(false)
             }
         }
+    }
+
+    /// Removes what is in the way of the entry `path` at `dest`; nothing can be in a
+    /// directory this restore created, so that needs no look.
+    fn clear(&self, path: &str, dest: &std::path::Path) -> Result<(), PluginError> {
+        if self.in_created_dir {
+            return Ok(());
+        }
+        target::clear(path, dest)
     }
 
     /// Applies an entry's stored metadata; what the host cannot apply is a warning.

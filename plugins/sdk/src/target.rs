@@ -71,15 +71,18 @@ pub fn clear(path: &str, dest: &Path) -> Result<(), PluginError> {
     }
 }
 
-/// Makes sure a directory exists at `dest`, replacing a non-directory in the way.
-pub fn make_dir(path: &str, dest: &Path) -> Result<(), PluginError> {
+/// Makes sure a directory exists at `dest`, replacing a non-directory in the way;
+/// returns whether it created the directory.
+pub fn make_dir(path: &str, dest: &Path) -> Result<bool, PluginError> {
     match fs::symlink_metadata(dest) {
-        Ok(existing) if existing.is_dir() => return Ok(()),
+        Ok(existing) if existing.is_dir() => return Ok(false),
         Ok(_) => clear(path, dest)?,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(from_io(format_args!("inspecting {path:?}"), &err)),
     }
-    fs::create_dir(dest).map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))
+    fs::create_dir(dest)
+        .map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))?;
+    Ok(true)
 }
 
 /// The running totals of a restore.

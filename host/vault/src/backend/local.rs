@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::spool_file::{SpoolFile, StagePool};
 use super::{Backend, BackendError, FileKind, ObjectInfo, Spool};
@@ -23,6 +23,41 @@ pub struct LocalBackend {
     root: PathBuf,
     /// Buffers of finished spools, kept for the next ones.
     stages: Arc<StagePool>,
+    /// Packs read lately, kept open: a restore reads many small blobs from each pack.
+    open_packs: Arc<OpenPacks>,
+}
+
+/// Packs kept open for ranged reads, most recently used first. A pack never changes once
+/// written (its name is the hash of its header), so an open one stays good to read.
+#[derive(Debug, Default)]
+struct OpenPacks(Mutex<Vec<(String, Arc<File>)>>);
+
+impl OpenPacks {
+    /// Open packs kept at most.
+    const KEPT: usize = 32;
+
+    fn get(&self, name: &str) -> Option<Arc<File>> {
+        let mut packs = self.0.lock().ok()?;
+        let at = packs.iter().position(|(n, _)| n == name)?;
+        let entry = packs.remove(at);
+        let file = Arc::clone(&entry.1);
+        packs.insert(0, entry);
+        Some(file)
+    }
+
+    fn put(&self, name: &str, file: Arc<File>) {
+        if let Ok(mut packs) = self.0.lock() {
+            packs.retain(|(n, _)| n != name);
+            packs.insert(0, (name.to_string(), file));
+            packs.truncate(Self::KEPT);
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        if let Ok(mut packs) = self.0.lock() {
+            packs.retain(|(n, _)| n != name);
+        }
+    }
 }
 
 impl LocalBackend {
@@ -31,6 +66,7 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             stages: Arc::default(),
+            open_packs: Arc::default(),
         }
     }
 
@@ -242,11 +278,23 @@ impl Backend for LocalBackend {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, BackendError> {
-        let file = self.open(kind, name)?;
-        let path = self.path(kind, name);
+        let file = match kind {
+            FileKind::Pack => match self.open_packs.get(name) {
+                Some(file) => file,
+                None => {
+                    let file = Arc::new(self.open(kind, name)?);
+                    self.open_packs.put(name, Arc::clone(&file));
+                    file
+                }
+            },
+            _ => Arc::new(self.open(kind, name)?),
+        };
+        let path = || self.path(kind, name);
+        // The size is asked each time, so a pack cut short since it was opened is
+        // reported as truncated.
         let size = file
             .metadata()
-            .map_err(|e| Self::io("read", &path, e))?
+            .map_err(|e| Self::io("read", &path(), e))?
             .len();
         let end = offset.saturating_add(len);
         if end > size {
@@ -260,7 +308,7 @@ impl Backend for LocalBackend {
         }
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset)
-            .map_err(|e| Self::io("read", &path, e))?;
+            .map_err(|e| Self::io("read", &path(), e))?;
         Ok(buf)
     }
 
@@ -341,6 +389,9 @@ impl Backend for LocalBackend {
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), BackendError> {
+        if kind == FileKind::Pack {
+            self.open_packs.forget(name);
+        }
         let path = self.path(kind, name);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
