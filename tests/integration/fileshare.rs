@@ -256,6 +256,27 @@ fn a_second_backup_reads_only_changed_files_and_both_points_restore() {
 }
 
 #[test]
+fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
+    let env = env();
+    populate(&env.source);
+    let summary = backup(&env, &[]);
+    let point = summary["point"].as_str().unwrap();
+    let target = env.root.join("restored");
+    restore(&env, point, &target, &[]);
+    // The restored tree changed since: a file became a symlink out of the target, another
+    // was rewritten, a directory went.
+    let outside = env.root.join("outside.txt");
+    fs::write(&outside, b"keep me").unwrap();
+    fs::remove_file(target.join("docs/readme.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("docs/readme.txt")).unwrap();
+    fs::write(target.join("empty"), b"not empty any more").unwrap();
+    fs::remove_dir_all(target.join("docs/deep")).unwrap();
+    restore(&env, point, &target, &[]);
+    assert_eq!(snapshot(&target), snapshot(&env.source));
+    assert_eq!(fs::read(&outside).unwrap(), b"keep me");
+}
+
+#[test]
 fn single_files_restore_under_their_path() {
     let env = env();
     populate(&env.source);

@@ -451,6 +451,47 @@ mod tests {
     }
 
     #[test]
+    fn packs_kept_open_still_report_truncation_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let names: Vec<String> = (0..OpenPacks::KEPT + 3)
+            .map(|i| format!("{i:02x}").repeat(32))
+            .collect();
+        for name in &names {
+            backend
+                .write(FileKind::Pack, name, name.as_bytes())
+                .unwrap();
+        }
+        // More packs than are kept open, each read twice: every read sees its own bytes.
+        for _ in 0..2 {
+            for name in &names {
+                let bytes = backend.read_range(FileKind::Pack, name, 2, 6).unwrap();
+                assert_eq!(bytes, name.as_bytes()[2..8]);
+            }
+        }
+        let kept = backend.open_packs.0.lock().unwrap().len();
+        assert_eq!(kept, OpenPacks::KEPT);
+
+        // Cut short behind the open file's back: the read says so.
+        let last = names.last().unwrap();
+        let path = backend.path(FileKind::Pack, last);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(4)
+            .unwrap();
+        let err = backend.read_range(FileKind::Pack, last, 2, 6).unwrap_err();
+        assert!(matches!(err, BackendError::Truncated { .. }), "{err}");
+
+        // Removed: no longer readable, though it was open.
+        backend.remove(FileKind::Pack, last).unwrap();
+        let err = backend.read_range(FileKind::Pack, last, 0, 2).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+    }
+
+    #[test]
     fn write_read_list_remove() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
