@@ -277,6 +277,34 @@ fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
 }
 
 #[test]
+fn backups_leave_access_times_alone() {
+    let env = env();
+    fs::create_dir(env.source.join("dir")).unwrap();
+    let file = env.source.join("dir/read-me");
+    fs::write(&file, b"content a backup reads").unwrap();
+    // Accessed long before its last change: any read would move the access time on.
+    let accessed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for path in [&file, &env.source.join("dir")] {
+        let handle = fs::File::open(path).unwrap();
+        handle
+            .set_times(fs::FileTimes::new().set_accessed(accessed))
+            .unwrap();
+    }
+    let first = backup(&env, &[]);
+    let second = backup(&env, &[]);
+    for path in [&file, &env.source.join("dir")] {
+        let atime = fs::metadata(path).unwrap().accessed().unwrap();
+        assert_eq!(atime, accessed, "{} was touched", path.display());
+    }
+    // Nothing changed, so the second backup stores nothing new, trees included.
+    assert_eq!(
+        second["bytes_stored"].as_u64(),
+        Some(0),
+        "{first}\n{second}"
+    );
+}
+
+#[test]
 fn single_files_restore_under_their_path() {
     let env = env();
     populate(&env.source);

@@ -6,12 +6,13 @@
 //! then used with the `*at` system calls on its parent directory without following a
 //! symlink, so a plugin can neither read nor change anything outside what it was granted.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
 
 use crate::limits::{MAX_LIST_ENTRIES, MAX_PATH_LEN, MAX_XATTR_VALUE, MAX_XATTRS};
 
@@ -122,6 +123,17 @@ enum MetaTarget<'a> {
         symlink: bool,
     },
     Fd(&'a OwnedFd),
+}
+
+/// Opens `name` in `dir` with `flags` (a read), asking the kernel not to update its access
+/// time: a backup leaves what it reads as it found it, and an unchanged tree then gives
+/// the same metadata, hence the same stored trees, on every run. Only the owner (or a
+/// holder of `CAP_FOWNER`) may ask; anyone else gets a plain open.
+fn open_untouched(dir: BorrowedFd<'_>, name: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()),
+        opened => opened,
+    }
 }
 
 /// The status of a metadata target, not following a final symlink.
@@ -364,8 +376,7 @@ impl Grant {
             FileType::Directory => flags |= OFlags::RDONLY | OFlags::DIRECTORY,
             _ => return Ok(None),
         }
-        let fd = rustix::fs::openat(parent.as_fd(), name.as_str(), flags, Mode::empty())
-            .map_err(|e| errno(path, e))?;
+        let fd = open_untouched(parent.as_fd(), &name, flags).map_err(|e| errno(path, e))?;
         Ok(Some(fd))
     }
 
@@ -405,14 +416,12 @@ impl Grant {
     pub fn open_regular(&self, path: &str) -> Result<OwnedFd, GrantError> {
         let (parent, name) = self.resolve(path)?;
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-        let fd = rustix::fs::openat(parent.as_fd(), name.as_str(), flags, Mode::empty()).map_err(
-            |e| match e {
-                rustix::io::Errno::LOOP => {
-                    GrantError::Invalid(format!("'{path}' is a symlink, not a regular file"))
-                }
-                e => errno(path, e),
-            },
-        )?;
+        let fd = open_untouched(parent.as_fd(), &name, flags).map_err(|e| match e {
+            rustix::io::Errno::LOOP => {
+                GrantError::Invalid(format!("'{path}' is a symlink, not a regular file"))
+            }
+            e => errno(path, e),
+        })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(GrantError::Invalid(format!(
@@ -427,8 +436,7 @@ impl Grant {
     pub fn scan(&self, path: &str) -> Result<Vec<Scanned>, GrantError> {
         let (parent, name) = self.resolve(path)?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let dir = rustix::fs::openat(parent.as_fd(), name.as_str(), flags, Mode::empty())
-            .map_err(|e| errno(path, e))?;
+        let dir = open_untouched(parent.as_fd(), &name, flags).map_err(|e| errno(path, e))?;
         let mut names = Vec::new();
         let mut listing = rustix::fs::Dir::read_from(&dir).map_err(|e| errno(path, e))?;
         while let Some(entry) = listing.read() {
