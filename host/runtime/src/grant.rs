@@ -8,6 +8,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -33,6 +34,10 @@ pub struct Grant {
     /// The granted directories: with one, paths are relative to it; with several, a
     /// path's first component is the directory's number (`1/disk.qcow2`).
     roots: Vec<Dir>,
+    /// The directory the last written file went to, by root and parent path: a restore
+    /// writes a directory's files one after another, and resolving it again for each
+    /// costs a walk of the whole path.
+    write_dir: Mutex<Option<((usize, String), Arc<Dir>)>>,
 }
 
 /// Why a grant operation failed; turned into the WIT `host-error` by the caller.
@@ -284,12 +289,23 @@ impl Grant {
             .iter()
             .map(|path| Dir::open_ambient_dir(path, ambient_authority()))
             .collect::<std::io::Result<Vec<_>>>()?;
-        Ok(Grant { access, roots })
+        Ok(Grant {
+            access,
+            roots,
+            write_dir: Mutex::new(None),
+        })
     }
 
     /// Splits a plugin path into its parent directory (opened beneath the grant) and last
     /// component. `""` and `"."` mean the grant's root.
     pub(crate) fn resolve(&self, path: &str) -> Result<(Dir, String), GrantError> {
+        let (root, parents, name) = self.split(path)?;
+        Ok((self.open_parent(root, &parents, path)?, name))
+    }
+
+    /// Checks a plugin path and splits it into the number of its root, the components of
+    /// its parent and its last component (`"."` for a root itself).
+    fn split<'p>(&self, path: &'p str) -> Result<(usize, Vec<&'p str>, String), GrantError> {
         if path.len() > MAX_PATH_LEN {
             return Err(GrantError::Invalid(format!(
                 "a path of {} bytes is too long",
@@ -311,38 +327,39 @@ impl Grant {
                 "'{path}' leaves the grant through '..'"
             )));
         }
-        let dir = match self.roots.as_slice() {
-            [one] => one,
-            roots => {
+        let root = match self.roots.len() {
+            1 => 0,
+            count => {
                 let index = parts.first().and_then(|first| first.parse::<usize>().ok());
-                match index.and_then(|i| roots.get(i)) {
-                    Some(dir) => {
+                match index.filter(|&i| i < count) {
+                    Some(i) => {
                         parts.remove(0);
-                        dir
+                        i
                     }
                     None => {
                         return Err(GrantError::Invalid(format!(
-                            "'{path}' names none of the {} granted directories (0 to {})",
-                            roots.len(),
-                            roots.len().saturating_sub(1)
+                            "'{path}' names none of the {count} granted directories (0 to {})",
+                            count.saturating_sub(1)
                         )));
                     }
                 }
             }
         };
-        let Some((name, parents)) = parts.split_last() else {
-            let root = dir.try_clone().map_err(|e| io_error(path, e))?;
-            return Ok((root, ".".to_string()));
-        };
-        let parent = if parents.is_empty() {
-            dir.try_clone().map_err(|e| io_error(path, e))?
+        let name = parts.pop().unwrap_or(".").to_string();
+        Ok((root, parts, name))
+    }
+
+    /// Opens the directory `parents` of root `root`.
+    fn open_parent(&self, root: usize, parents: &[&str], path: &str) -> Result<Dir, GrantError> {
+        let dir = &self.roots[root];
+        if parents.is_empty() {
+            dir.try_clone().map_err(|e| io_error(path, e))
         } else {
             // cap-std resolves every component beneath the grant, following symlinks only
             // while they stay inside it.
             dir.open_dir(parents.join("/"))
-                .map_err(|e| io_error(path, e))?
-        };
-        Ok((parent, name.to_string()))
+                .map_err(|e| io_error(path, e))
+        }
     }
 
     fn require_write(&self, path: &str) -> Result<(), GrantError> {
@@ -403,12 +420,21 @@ impl Grant {
     }
 
     /// The directory and name where a file at `path` is written, in a writable grant.
-    pub fn resolve_for_write(&self, path: &str) -> Result<(Dir, String), GrantError> {
+    pub fn resolve_for_write(&self, path: &str) -> Result<(Arc<Dir>, String), GrantError> {
         self.require_write(path)?;
-        let (dir, name) = self.resolve(path)?;
+        let (root, parents, name) = self.split(path)?;
         if name == "." {
             return Err(GrantError::Invalid(format!("'{path}' is not a file path")));
         }
+        let key = (root, parents.join("/"));
+        let mut last = self.write_dir.lock().expect("lock");
+        if let Some((at, dir)) = last.as_ref()
+            && *at == key
+        {
+            return Ok((Arc::clone(dir), name));
+        }
+        let dir = Arc::new(self.open_parent(root, &parents, path)?);
+        *last = Some((key, Arc::clone(&dir)));
         Ok((dir, name))
     }
 
@@ -749,6 +775,32 @@ mod tests {
         };
         assert!(matches!(
             grant.set_metadata("file", &meta),
+            Err(GrantError::Denied(_))
+        ));
+    }
+
+    #[test]
+    fn files_to_write_resolve_beneath_the_grant_and_reuse_their_directory() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("grant");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(outer.path(), root.join("out")).unwrap();
+        let grant = Grant::open(&root, Access::ReadWrite).unwrap();
+        let (first, name) = grant.resolve_for_write("a/b/one").unwrap();
+        assert_eq!(name, "one");
+        let (second, _) = grant.resolve_for_write("a//b/./two").unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "the same directory is reused");
+        let (other, _) = grant.resolve_for_write("a/three").unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        for bad in ["../x", "a/../../x", "/etc/x", "out/x", "a/b/..", ""] {
+            assert!(
+                grant.resolve_for_write(bad).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        let read_only = Grant::open(&root, Access::Read).unwrap();
+        assert!(matches!(
+            read_only.resolve_for_write("a/b/one"),
             Err(GrantError::Denied(_))
         ));
     }

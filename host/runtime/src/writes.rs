@@ -30,7 +30,7 @@ struct WriteJob {
     /// The plugin's path, for waiting and messages.
     path: String,
     /// Its directory, opened beneath the grant.
-    dir: Dir,
+    dir: Arc<Dir>,
     /// Its name there.
     name: String,
     content: ContentReader,
@@ -135,7 +135,7 @@ impl WritePool {
     pub fn submit(
         &self,
         path: String,
-        dir: Dir,
+        dir: Arc<Dir>,
         name: String,
         content: ContentReader,
         grant: Arc<Grant>,

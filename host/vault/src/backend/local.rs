@@ -27,35 +27,37 @@ pub struct LocalBackend {
     open_packs: Arc<OpenPacks>,
 }
 
-/// Packs kept open for ranged reads, most recently used first. A pack never changes once
-/// written (its name is the hash of its header), so an open one stays good to read.
+/// Packs kept open for ranged reads with their sizes, most recently used first. A pack
+/// never changes once written (its name is the hash of its header), so both stay good; a
+/// pack cut short behind the vault's back shows as a short read.
 #[derive(Debug, Default)]
-struct OpenPacks(Mutex<Vec<(String, Arc<File>)>>);
+struct OpenPacks(Mutex<Vec<(String, Arc<File>, u64)>>);
 
 impl OpenPacks {
     /// Open packs kept at most.
     const KEPT: usize = 32;
 
-    fn get(&self, name: &str) -> Option<Arc<File>> {
+    /// The open pack `name` and its size when opened.
+    fn get(&self, name: &str) -> Option<(Arc<File>, u64)> {
         let mut packs = self.0.lock().ok()?;
-        let at = packs.iter().position(|(n, _)| n == name)?;
+        let at = packs.iter().position(|(n, ..)| n == name)?;
         let entry = packs.remove(at);
-        let file = Arc::clone(&entry.1);
+        let open = (Arc::clone(&entry.1), entry.2);
         packs.insert(0, entry);
-        Some(file)
+        Some(open)
     }
 
-    fn put(&self, name: &str, file: Arc<File>) {
+    fn put(&self, name: &str, file: Arc<File>, size: u64) {
         if let Ok(mut packs) = self.0.lock() {
-            packs.retain(|(n, _)| n != name);
-            packs.insert(0, (name.to_string(), file));
+            packs.retain(|(n, ..)| n != name);
+            packs.insert(0, (name.to_string(), file, size));
             packs.truncate(Self::KEPT);
         }
     }
 
     fn forget(&self, name: &str) {
         if let Ok(mut packs) = self.0.lock() {
-            packs.retain(|(n, _)| n != name);
+            packs.retain(|(n, ..)| n != name);
         }
     }
 }
@@ -278,38 +280,49 @@ impl Backend for LocalBackend {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, BackendError> {
-        let file = match kind {
+        let path = || self.path(kind, name);
+        let size_of = |file: &File| {
+            file.metadata()
+                .map(|meta| meta.len())
+                .map_err(|e| Self::io("read", &path(), e))
+        };
+        let (file, size) = match kind {
             FileKind::Pack => match self.open_packs.get(name) {
-                Some(file) => file,
+                Some(open) => open,
                 None => {
                     let file = Arc::new(self.open(kind, name)?);
-                    self.open_packs.put(name, Arc::clone(&file));
-                    file
+                    let size = size_of(&file)?;
+                    self.open_packs.put(name, Arc::clone(&file), size);
+                    (file, size)
                 }
             },
-            _ => Arc::new(self.open(kind, name)?),
+            _ => {
+                let file = Arc::new(self.open(kind, name)?);
+                let size = size_of(&file)?;
+                (file, size)
+            }
         };
-        let path = || self.path(kind, name);
-        // The size is asked each time, so a pack cut short since it was opened is
-        // reported as truncated.
-        let size = file
-            .metadata()
-            .map_err(|e| Self::io("read", &path(), e))?
-            .len();
         let end = offset.saturating_add(len);
+        let truncated = |size| BackendError::Truncated {
+            kind,
+            name: name.to_string(),
+            offset,
+            end,
+            size,
+        };
         if end > size {
-            return Err(BackendError::Truncated {
-                kind,
-                name: name.to_string(),
-                offset,
-                end,
-                size,
-            });
+            return Err(truncated(size));
         }
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset)
-            .map_err(|e| Self::io("read", &path(), e))?;
-        Ok(buf)
+        match file.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(buf),
+            // Cut short since it was opened: said as if it had been short from the start.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.open_packs.forget(name);
+                Err(truncated(size_of(&file)?))
+            }
+            Err(e) => Err(Self::io("read", &path(), e)),
+        }
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>, BackendError> {
