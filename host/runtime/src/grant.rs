@@ -37,8 +37,11 @@ pub struct Grant {
     /// The directory the last written file went to, by root and parent path: a restore
     /// writes a directory's files one after another, and resolving it again for each
     /// costs a walk of the whole path.
-    write_dir: Mutex<Option<((usize, String), Arc<Dir>)>>,
+    write_dir: Mutex<Option<(ParentKey, Arc<Dir>)>>,
 }
+
+/// A directory of a grant: the number of its root and its path there.
+type ParentKey = (usize, String);
 
 /// Why a grant operation failed; turned into the WIT `host-error` by the caller.
 #[derive(Debug)]
