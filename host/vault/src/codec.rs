@@ -60,9 +60,15 @@ pub enum DecodeError {
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
+    /// Compression contexts per thread, by level: the probe's and the vault's. Creating
+    /// one allocates and clears its tables, which costs more than compressing a small
+    /// chunk.
+    static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(Vec::new()) };
 }
+
+/// Compression contexts a thread keeps: the probe's level and one other.
+const KEPT_COMPRESSORS: usize = 2;
 
 thread_local! {
     /// A decompression context per thread: creating one per chunk costs more than
@@ -84,15 +90,21 @@ fn with_decompressor<T>(
 }
 
 fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T) -> T {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            let compressor = zstd::bulk::Compressor::new(level)
-                .expect("zstd accepts every level the vault passes");
-            *slot = Some((level, compressor));
-        }
-        let (_, compressor) = slot.as_mut().expect("just set");
-        f(compressor)
+    COMPRESSORS.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        let at = match kept.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                let compressor = zstd::bulk::Compressor::new(level)
+                    .expect("zstd accepts every level the vault passes");
+                if kept.len() == KEPT_COMPRESSORS {
+                    kept.remove(0);
+                }
+                kept.push((level, compressor));
+                kept.len() - 1
+            }
+        };
+        f(&mut kept[at].1)
     })
 }
 
