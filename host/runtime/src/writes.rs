@@ -7,6 +7,10 @@
 //! that path or below it is done (so a directory's times are applied after its files
 //! exist), and a failed write is reported by the next such call; the job itself waits
 //! for all writes and fails if any failed.
+//!
+//! Files go from the plugin's thread to the creating thread and on to the writers in
+//! batches of [`BATCH`], so a thread wakes once per batch rather than per file; a call that
+//! must wait for a file still in the batch being gathered hands that batch over first.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,9 +25,12 @@ use tessera_vault::{ContentReader, Piece};
 use crate::bindings::host::RestoreMetadata;
 use crate::grant::Grant;
 
-/// Writes queued ahead of the workers: enough to keep them busy, few enough to bound the
-/// memory of decoded content.
-const QUEUE: usize = 64;
+/// Files handed from one thread to the next at a time: a hand-over wakes a thread, which
+/// costs more than creating a small file.
+const BATCH: usize = 8;
+/// Batches queued ahead of each stage: enough to keep the threads busy, few enough to
+/// bound the memory of decoded content.
+const QUEUE: usize = 8;
 
 /// A file to write.
 struct WriteJob {
@@ -50,7 +57,9 @@ struct Pending {
 
 /// The writer threads of one restore job.
 pub struct WritePool {
-    jobs: Option<Sender<WriteJob>>,
+    jobs: Option<Sender<Vec<WriteJob>>>,
+    /// Files submitted and not yet handed to the creating thread.
+    batch: Mutex<Vec<WriteJob>>,
     pending: Arc<(Mutex<Pending>, Condvar)>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -63,16 +72,21 @@ impl WritePool {
     /// which costs more than it gains. Their content is decoded and written, and their
     /// metadata applied, by the writer threads.
     pub fn new(workers: usize) -> WritePool {
-        let (tx, rx) = crossbeam_channel::bounded::<WriteJob>(QUEUE);
-        let (created_tx, created_rx) =
-            crossbeam_channel::bounded::<(WriteJob, Result<OwnedFd, String>)>(QUEUE);
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<WriteJob>>(QUEUE);
+        let (created_tx, created_rx) = crossbeam_channel::bounded::<Vec<Created>>(QUEUE);
         let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
         let creator = std::thread::Builder::new()
             .name("tessera-create".into())
             .spawn(move || {
-                for job in rx {
-                    let file = create(&job.dir, &job.name);
-                    if created_tx.send((job, file)).is_err() {
+                for batch in rx {
+                    let created = batch
+                        .into_iter()
+                        .map(|job| {
+                            let file = create(&job.dir, &job.name);
+                            (job, file)
+                        })
+                        .collect();
+                    if created_tx.send(created).is_err() {
                         break;
                     }
                 }
@@ -85,39 +99,8 @@ impl WritePool {
                 std::thread::Builder::new()
                     .name(format!("tessera-write-{i}"))
                     .spawn(move || {
-                        for (job, file) in rx {
-                            let path = job.path.clone();
-                            let grant = job.grant.clone();
-                            // The file stays open until its metadata is applied through it.
-                            let (file, result) = match file {
-                                Ok(file) => {
-                                    let filled = fill(&file, job.content);
-                                    (Some(file), filled)
-                                }
-                                Err(reason) => (None, Err(reason)),
-                            };
-                            let (lock, done) = &*pending;
-                            let mut state = lock.lock().expect("lock");
-                            if let Err(reason) = result {
-                                state.failed.push((path.clone(), reason));
-                            }
-                            // Metadata set meanwhile is applied now; more may arrive while
-                            // it is, so the path is released only when none is waiting.
-                            while let Some(meta) = state.paths.get_mut(&path).and_then(Option::take)
-                            {
-                                drop(state);
-                                let outcome = match &file {
-                                    Some(file) => grant.set_file_metadata(&path, file, &meta),
-                                    None => grant.set_metadata(&path, &meta),
-                                };
-                                state = lock.lock().expect("lock");
-                                match outcome {
-                                    Ok(warnings) => state.warnings.extend(warnings),
-                                    Err(e) => state.failed.push((path.clone(), e.to_string())),
-                                }
-                            }
-                            state.paths.remove(&path);
-                            done.notify_all();
+                        for batch in rx {
+                            write_batch(batch, &pending);
                         }
                     })
                     .ok()
@@ -126,6 +109,7 @@ impl WritePool {
             .collect();
         WritePool {
             jobs: Some(tx),
+            batch: Mutex::new(Vec::with_capacity(BATCH)),
             pending,
             threads,
         }
@@ -157,8 +141,29 @@ impl WritePool {
             content,
             grant,
         };
-        jobs.send(job)
-            .map_err(|_| "the writer threads have stopped".to_string())
+        let full = {
+            let mut batch = self.batch.lock().expect("lock");
+            batch.push(job);
+            (batch.len() >= BATCH)
+                .then(|| std::mem::replace(&mut *batch, Vec::with_capacity(BATCH)))
+        };
+        match full {
+            Some(batch) => jobs
+                .send(batch)
+                .map_err(|_| "the writer threads have stopped".to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the files submitted so far to the threads.
+    fn flush(&self) {
+        let batch = std::mem::take(&mut *self.batch.lock().expect("lock"));
+        if let Some(jobs) = &self.jobs
+            && !batch.is_empty()
+        {
+            // Sends fail only once the threads stopped, which the pending writes show.
+            let _ = jobs.send(batch);
+        }
     }
 
     /// Waits until nothing is being written at `path` or below it; reports a failed write
@@ -172,8 +177,14 @@ impl WritePool {
         };
         let (lock, done) = &*self.pending;
         let mut state = lock.lock().expect("lock");
-        while state.paths.keys().any(below) {
-            state = done.wait(state).expect("lock");
+        if state.paths.keys().any(below) {
+            // What is waited for may still be in the batch being gathered.
+            drop(state);
+            self.flush();
+            state = lock.lock().expect("lock");
+            while state.paths.keys().any(below) {
+                state = done.wait(state).expect("lock");
+            }
         }
         match state.failed.iter().position(|(p, _)| below(p)) {
             Some(i) => {
@@ -199,6 +210,7 @@ impl WritePool {
 
     /// Waits for every write; returns the failures and the metadata warnings.
     pub fn finish(mut self) -> (Vec<String>, Vec<String>) {
+        self.flush();
         self.jobs = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -220,6 +232,46 @@ impl Drop for WritePool {
             let _ = thread.join();
         }
     }
+}
+
+/// A file created for writing, or why it could not be.
+type Created = (WriteJob, Result<OwnedFd, String>);
+
+/// Writes a batch of created files and applies the metadata set on them meanwhile.
+fn write_batch(batch: Vec<Created>, pending: &(Mutex<Pending>, Condvar)) {
+    let (lock, done) = pending;
+    for (job, file) in batch {
+        let path = job.path.clone();
+        let grant = job.grant.clone();
+        // The file stays open until its metadata is applied through it.
+        let (file, result) = match file {
+            Ok(file) => {
+                let filled = fill(&file, job.content);
+                (Some(file), filled)
+            }
+            Err(reason) => (None, Err(reason)),
+        };
+        let mut state = lock.lock().expect("lock");
+        if let Err(reason) = result {
+            state.failed.push((path.clone(), reason));
+        }
+        // Metadata set meanwhile is applied now; more may arrive while it is, so the
+        // path is released only when none is waiting.
+        while let Some(meta) = state.paths.get_mut(&path).and_then(Option::take) {
+            drop(state);
+            let outcome = match &file {
+                Some(file) => grant.set_file_metadata(&path, file, &meta),
+                None => grant.set_metadata(&path, &meta),
+            };
+            state = lock.lock().expect("lock");
+            match outcome {
+                Ok(warnings) => state.warnings.extend(warnings),
+                Err(e) => state.failed.push((path.clone(), e.to_string())),
+            }
+        }
+        state.paths.remove(&path);
+    }
+    done.notify_all();
 }
 
 /// Creates (or truncates) the file `name` of `dir`.
