@@ -162,8 +162,9 @@ fn snapshot(root: &Path) -> BTreeMap<String, Seen> {
                     mode: meta.mode(),
                     uid: meta.uid(),
                     gid: meta.gid(),
-                    // Directory mtimes change as entries are added; symlink times are not restored everywhere.
-                    mtime_ns: (ft.is_file())
+                    // A directory's time is restored after its entries are; symlink times
+                    // are not restored everywhere.
+                    mtime_ns: (ft.is_file() || ft.is_dir())
                         .then(|| meta.mtime() * 1_000_000_000 + meta.mtime_nsec()),
                     size: if ft.is_dir() { 0 } else { meta.size() },
                     content: ft.is_file().then(|| fs::read(&path).unwrap()),

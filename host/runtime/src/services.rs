@@ -192,9 +192,11 @@ impl host::Host for JobState {
 
     fn set_metadata(&mut self, path: String, meta: RestoreMetadata) -> Result<(), HostError> {
         self.touch();
-        // A file still being written gets its metadata from its writer, afterwards.
+        // A file still being written gets its metadata from its writer, afterwards; a
+        // directory with files still being written below it, once they are.
         if let Some(pool) = &self.writes
-            && pool.defer_metadata(&path, &meta)
+            && let Some(grant) = &self.grant
+            && (pool.defer_metadata(&path, &meta) || pool.defer_dir_metadata(&path, &meta, grant))
         {
             return Ok(());
         }

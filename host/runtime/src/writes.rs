@@ -3,16 +3,18 @@
 //! writing their content proceed on every core while the plugin walks on.
 //!
 //! Ordering rules: metadata set on a file being written is applied by its writer thread
-//! once the content is in; any other host call naming a path waits until every write at
-//! that path or below it is done (so a directory's times are applied after its files
-//! exist), and a failed write is reported by the next such call; the job itself waits
-//! for all writes and fails if any failed.
+//! once the content is in; metadata set on a directory with files still being written
+//! below it is kept until they are done (so its times and mode come after its files), in
+//! the order given; any other host call naming a path waits until every write at that
+//! path or below it is done and the directory metadata kept there is applied, and a
+//! failed write is reported by the next such call; the job itself waits for all writes,
+//! applies what metadata is left, and fails if any write failed.
 //!
 //! Files go from the plugin's thread to the creating thread and on to the writers in
 //! batches of [`BATCH`], so a thread wakes once per batch rather than per file; a call that
 //! must wait for a file still in the batch being gathered hands that batch over first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -60,6 +62,10 @@ pub struct WritePool {
     jobs: Option<Sender<Vec<WriteJob>>>,
     /// Files submitted and not yet handed to the creating thread.
     batch: Mutex<Vec<WriteJob>>,
+    /// Metadata of directories set while files below them were still being written, in
+    /// the order set (children before their parents), applied once those files are done:
+    /// waiting for them would drain the threads at the end of every directory.
+    dirs: Mutex<VecDeque<DeferredDir>>,
     pending: Arc<(Mutex<Pending>, Condvar)>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -110,6 +116,7 @@ impl WritePool {
         WritePool {
             jobs: Some(tx),
             batch: Mutex::new(Vec::with_capacity(BATCH)),
+            dirs: Mutex::new(VecDeque::new()),
             pending,
             threads,
         }
@@ -124,7 +131,8 @@ impl WritePool {
         content: ContentReader,
         grant: Arc<Grant>,
     ) -> Result<(), String> {
-        self.settle(&path)?;
+        self.wait_for(&path)?;
+        self.apply_finished_dirs();
         let Some(jobs) = &self.jobs else {
             return Err("the restore is over".into());
         };
@@ -166,15 +174,34 @@ impl WritePool {
         }
     }
 
+    /// Waits until nothing is being written at `path` or below it and applies the
+    /// directory metadata deferred there; reports a failed write there.
+    pub fn settle(&self, path: &str) -> Result<(), String> {
+        let waited = self.wait_for(path);
+        let path = path.trim_matches('/');
+        let deferred: VecDeque<DeferredDir> = {
+            let mut dirs = self.dirs.lock().expect("lock");
+            if dirs.iter().any(|dir| is_at_or_below(&dir.path, path)) {
+                let (at, rest) = std::mem::take(&mut *dirs)
+                    .into_iter()
+                    .partition(|dir| is_at_or_below(&dir.path, path));
+                *dirs = rest;
+                at
+            } else {
+                VecDeque::new()
+            }
+        };
+        for dir in deferred {
+            self.apply_dir(dir);
+        }
+        waited
+    }
+
     /// Waits until nothing is being written at `path` or below it; reports a failed write
     /// there.
-    pub fn settle(&self, path: &str) -> Result<(), String> {
+    fn wait_for(&self, path: &str) -> Result<(), String> {
         let path = path.trim_matches('/');
-        let below = |p: &String| {
-            path.is_empty()
-                || p == path
-                || (p.starts_with(path) && p.as_bytes().get(path.len()) == Some(&b'/'))
-        };
+        let below = |p: &String| is_at_or_below(p, path);
         let (lock, done) = &*self.pending;
         let mut state = lock.lock().expect("lock");
         if state.paths.keys().any(below) {
@@ -208,12 +235,79 @@ impl WritePool {
         }
     }
 
-    /// Waits for every write; returns the failures and the metadata warnings.
+    /// Keeps the metadata of directory `path` until nothing is being written below it, if
+    /// something is; false if nothing is (the caller applies it).
+    pub fn defer_dir_metadata(
+        &self,
+        path: &str,
+        meta: &RestoreMetadata,
+        grant: &Arc<Grant>,
+    ) -> bool {
+        let path = path.trim_matches('/');
+        let mut dirs = self.dirs.lock().expect("lock");
+        let busy = dirs.iter().any(|dir| is_at_or_below(&dir.path, path))
+            || self
+                .pending
+                .0
+                .lock()
+                .expect("lock")
+                .paths
+                .keys()
+                .any(|p| is_at_or_below(p, path));
+        if busy {
+            dirs.push_back(DeferredDir {
+                path: path.to_string(),
+                meta: meta.clone(),
+                grant: Arc::clone(grant),
+            });
+        }
+        busy
+    }
+
+    /// Applies deferred directory metadata, oldest first, as long as nothing is being
+    /// written below the oldest.
+    fn apply_finished_dirs(&self) {
+        loop {
+            let next = {
+                let mut dirs = self.dirs.lock().expect("lock");
+                let Some(first) = dirs.front() else {
+                    return;
+                };
+                let state = self.pending.0.lock().expect("lock");
+                if state.paths.keys().any(|p| is_at_or_below(p, &first.path)) {
+                    return;
+                }
+                drop(state);
+                dirs.pop_front().expect("just looked")
+            };
+            self.apply_dir(next);
+        }
+    }
+
+    /// Applies a directory's deferred metadata; what cannot be applied is a warning, as
+    /// it would have been for the plugin.
+    fn apply_dir(&self, dir: DeferredDir) {
+        let outcome = dir.grant.set_metadata(&dir.path, &dir.meta);
+        let mut state = self.pending.0.lock().expect("lock");
+        match outcome {
+            Ok(warnings) => state.warnings.extend(warnings),
+            Err(e) => state
+                .warnings
+                .push(format!("'{}': cannot set metadata: {e}", dir.path)),
+        }
+    }
+
+    /// Waits for every write and applies the deferred directory metadata; returns the
+    /// failures and the metadata warnings.
     pub fn finish(mut self) -> (Vec<String>, Vec<String>) {
         self.flush();
         self.jobs = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        let deferred = std::mem::take(&mut *self.dirs.lock().expect("lock"));
+        for dir in deferred {
+            self.apply_dir(dir);
         }
         let mut state = self.pending.0.lock().expect("lock");
         let failures = state
@@ -232,6 +326,20 @@ impl Drop for WritePool {
             let _ = thread.join();
         }
     }
+}
+
+/// Whether plugin path `p` is `path` or lies below it (everything lies below `""`).
+fn is_at_or_below(p: &str, path: &str) -> bool {
+    path.is_empty()
+        || p == path
+        || (p.starts_with(path) && p.as_bytes().get(path.len()) == Some(&b'/'))
+}
+
+/// Metadata of a directory waiting for the files below it.
+struct DeferredDir {
+    path: String,
+    meta: RestoreMetadata,
+    grant: Arc<Grant>,
 }
 
 /// A file created for writing, or why it could not be.
