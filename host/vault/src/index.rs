@@ -255,7 +255,7 @@ impl IndexFile {
                 doc.extend_from_slice(&e.raw_len.to_le_bytes());
             }
         }
-        let sealed = codec::seal_object(crypto, INDEX_MAGIC, &doc, false);
+        let sealed = codec::seal_object(crypto, INDEX_MAGIC, &doc, true);
         (IndexId::hash_of(&sealed), sealed)
     }
 

@@ -197,7 +197,7 @@ impl PackWriter {
             doc.extend_from_slice(&e.len.to_le_bytes());
             doc.extend_from_slice(&e.raw_len.to_le_bytes());
         }
-        let mut trailer = codec::seal_object(crypto, PACK_HEADER_MAGIC, &doc, false);
+        let mut trailer = codec::seal_object(crypto, PACK_HEADER_MAGIC, &doc, true);
         let header_len = trailer.len() as u32;
         trailer.extend_from_slice(&header_len.to_le_bytes());
         let id = PackId::hash_of(&trailer);
