@@ -491,8 +491,9 @@ impl Comparison {
         }
         out.push_str(
             "\nWall-clock time of each command, run as a fresh process, with the tree already\n\
-             in the page cache; each restore starts after a pause (--settle) that follows\n\
-             the deletion of the last restored tree. Ratio is tessera / restic. Repository\n\
+             in the page cache; each restore starts after a pause (--settle), into a file\n\
+             system where no restored tree was deleted during the run (both are removed at\n\
+             the end). Ratio is tessera / restic. Repository\n\
              size is the apparent size of its files after both backups. Peak RSS is the\n\
              largest peak resident set size of the three commands. MiB = 2^20 bytes,\n\
              MB = 10^6 bytes.\n",
