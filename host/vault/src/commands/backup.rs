@@ -1,9 +1,9 @@
 //! Writing a recovery point: streams in, chunks, deduplication, packs, index, point.
 //!
 //! The caller's thread cuts streams into chunks; worker threads hash, deduplicate,
-//! compress and encrypt them and append them each to a pack of its own; an uploader thread writes
-//! finished packs so a slow `fsync` or upload never stalls the CPU work. Entries are added
-//! depth first and each directory's tree is stored as soon as it is complete.
+//! compress and encrypt them, each appending to a pack of its own; an uploader thread
+//! writes finished packs so a slow `fsync` or upload never stalls the CPU work. Entries
+//! are added depth first and each directory's tree is stored as soon as it is complete.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
