@@ -384,14 +384,13 @@ impl Grant {
 
     /// Opens a regular file or directory without following a final symlink, for calls that
     /// need a descriptor (xattrs, holes). `None` for other kinds of entries.
-    fn open_nofollow(&self, path: &str, write: bool) -> Result<Option<OwnedFd>, GrantError> {
+    fn open_nofollow(&self, path: &str) -> Result<Option<OwnedFd>, GrantError> {
         let (parent, name) = self.resolve(path)?;
         let st = rustix::fs::statat(parent.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(path, e))?;
         let kind = FileType::from_raw_mode(st.st_mode);
         let mut flags = OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         match kind {
-            FileType::RegularFile if write => flags |= OFlags::WRONLY,
             FileType::RegularFile => flags |= OFlags::RDONLY,
             FileType::Directory => flags |= OFlags::RDONLY | OFlags::DIRECTORY,
             _ => return Ok(None),
@@ -402,7 +401,7 @@ impl Grant {
 
     /// Extended attributes of a file or directory (none for other kinds).
     pub fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, GrantError> {
-        let Some(fd) = self.open_nofollow(path, false)? else {
+        let Some(fd) = self.open_nofollow(path)? else {
             return Ok(Vec::new());
         };
         XattrScratch::default()
@@ -415,7 +414,7 @@ impl Grant {
 
     /// Holes of a regular file as `(offset, length)`.
     pub fn holes(&self, path: &str) -> Result<Vec<(u64, u64)>, GrantError> {
-        let Some(fd) = self.open_nofollow(path, false)? else {
+        let Some(fd) = self.open_nofollow(path)? else {
             return Ok(Vec::new());
         };
         let size = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?.st_size as u64;
@@ -648,7 +647,7 @@ impl Grant {
             let fd = match target {
                 MetaTarget::Fd(fd) => Some(fd),
                 MetaTarget::At { .. } => {
-                    opened = self.open_nofollow(path, false)?;
+                    opened = self.open_nofollow(path)?;
                     opened.as_ref()
                 }
             };
