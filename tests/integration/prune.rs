@@ -168,7 +168,8 @@ fn mostly_unused_packs_are_repacked() {
     let drop_me = random_bytes(45, 3 << 20);
     let mut opts = options("a");
     opts.pack_size = 64 << 20;
-    // One pack holds both files.
+    // One pack holds both files: with one chunk worker, every data chunk goes to its pack.
+    opts.workers = 1;
     let mut backup = Backup::start(&tv.vault, opts).unwrap();
     for (name, data) in [("keep", &keep), ("drop", &drop_me)] {
         let mut stream = backup.stream(small_cdc()).unwrap();
