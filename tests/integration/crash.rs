@@ -71,6 +71,43 @@ fn backup_stopped_at_every_write_leaves_a_sound_vault() {
 }
 
 #[test]
+fn backups_look_for_unindexed_packs_only_after_a_session_without_an_end() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(23, 1_500_000);
+    backup_files(&tv.vault, small_packs("item"), &[("f", &data)], small_cdc()).unwrap();
+    let counting = |tv: &TestVault| {
+        let backend = Arc::new(FaultyBackend::new(tv.path(), usize::MAX, Fault::Stop));
+        (tv.open_with(backend.clone() as Arc<dyn Backend>), backend)
+    };
+
+    // After clean runs there is nothing to look for.
+    let (vault, backend) = counting(&tv);
+    let changed = random_bytes(24, 1_500_000);
+    backup_files(&vault, small_packs("item"), &[("f", &changed)], small_cdc()).unwrap();
+    assert_eq!(
+        backend.pack_lists(),
+        0,
+        "a backup after clean runs listed the packs"
+    );
+
+    // A backup stopped after some of its packs were written leaves its session open; the
+    // next backup finds those packs and reuses them.
+    let fresh = random_bytes(25, 1_500_000);
+    let (ok, _) = interrupted_backup(&tv, 6, Fault::Stop, &fresh);
+    assert!(!ok, "the interrupted backup committed");
+    let (vault, backend) = counting(&tv);
+    let (_, next) =
+        backup_files(&vault, small_packs("item"), &[("f", &fresh)], small_cdc()).unwrap();
+    assert_eq!(backend.pack_lists(), 1);
+    assert!(
+        next.stats.bytes_new < fresh.len() as u64,
+        "nothing of the interrupted backup was reused"
+    );
+    assert_eq!(read_file(&vault, &next, "f").unwrap(), fresh);
+    assert_sound(&vault);
+}
+
+#[test]
 fn a_single_failed_write_never_damages_the_vault() {
     let data = random_bytes(22, 1_000_000);
     for fail_at in 1..=12 {

@@ -183,6 +183,7 @@ pub struct FaultyBackend {
     writes: AtomicUsize,
     fail_at: AtomicUsize,
     fault: Fault,
+    pack_lists: AtomicUsize,
 }
 
 impl FaultyBackend {
@@ -193,7 +194,13 @@ impl FaultyBackend {
             writes: AtomicUsize::new(0),
             fail_at: AtomicUsize::new(fail_at),
             fault,
+            pack_lists: AtomicUsize::new(0),
         }
+    }
+
+    /// Listings of the packs so far.
+    pub fn pack_lists(&self) -> usize {
+        self.pack_lists.load(Ordering::SeqCst)
     }
 
     /// Writes attempted so far.
@@ -251,6 +258,9 @@ impl Backend for FaultyBackend {
         self.inner.read_range(kind, name, offset, len)
     }
     fn list(&self, kind: FileKind) -> Result<Vec<ObjectInfo>, BackendError> {
+        if kind == FileKind::Pack {
+            self.pack_lists.fetch_add(1, Ordering::SeqCst);
+        }
         self.inner.list(kind)
     }
     fn remove(&self, kind: FileKind, name: &str) -> Result<(), BackendError> {

@@ -71,7 +71,10 @@
 //! Killed at any instant, a backup leaves at worst packs that no index lists, or index
 //! entries no point uses. Neither is damage: the next backup reads the headers of
 //! unindexed packs and reuses their chunks (indexing them itself), and prune reclaims
-//! whatever stays unused.
+//! whatever stays unused. A session records its end only once every pack it uploaded
+//! is in an index file, so a backup lists the vault's packs to look for unindexed ones
+//! only when some other session has no recorded end (killed, unable to write its
+//! index, or still running): after clean runs it never lists them.
 //!
 //! # Concurrency
 //!

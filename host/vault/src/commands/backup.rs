@@ -477,9 +477,16 @@ impl Shared {
         }
         let file = IndexFile { packs };
         let (id, bytes) = file.seal(self.vault.crypto());
-        self.vault
+        if let Err(e) = self
+            .vault
             .backend()
-            .write(FileKind::Index, &id.to_hex(), &bytes)?;
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+        {
+            // Still unindexed: a later flush may succeed, and until one does the session
+            // must not be recorded as ended (see `Backup::end_session`).
+            self.unindexed.lock().expect("lock").extend(file.packs);
+            return Err(e.into());
+        }
         self.index_files
             .lock()
             .expect("lock")
@@ -637,7 +644,9 @@ impl Backup {
                 HashSet::new()
             }),
         });
-        recover_unindexed_packs(&shared)?;
+        if another_session_unfinished(vault, &shared.session.lock().expect("lock").id)? {
+            recover_unindexed_packs(&shared)?;
+        }
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Vec<Job>>(workers * 4);
         let worker_handles = (0..workers)
             .map(|i| {
@@ -868,7 +877,16 @@ impl Backup {
         Ok(())
     }
 
+    /// Records the end of the session, once every pack it uploaded is in an index file.
+    ///
+    /// A session left without an end (killed, or its index could not be written) is what
+    /// tells the next backup to look for packs in no index file and reuse them, so a
+    /// session whose packs are not all indexed keeps its record open until it goes stale.
     fn end_session(&self) {
+        if let Err(e) = self.shared.flush_index() {
+            tracing::warn!(error = %e, "cannot index the data of an unfinished backup");
+            return;
+        }
         let mut record = self.shared.session.lock().expect("lock");
         record.finished = Some(self.shared.vault.clock().now());
         if let Err(e) = session::write_session(&self.shared.vault, &record) {
@@ -884,7 +902,6 @@ impl Backup {
         if result.is_err() {
             // Keep what was uploaded indexed so the next run reuses it.
             let _ = self.stop_threads();
-            let _ = self.shared.flush_index();
         }
         self.end_session();
         result
@@ -941,9 +958,6 @@ impl Backup {
         }
         self.finished = true;
         let _ = self.stop_threads();
-        if let Err(e) = self.shared.flush_index() {
-            tracing::warn!(error = %e, "cannot index the data of an aborted backup");
-        }
         self.end_session();
     }
 }
@@ -952,6 +966,16 @@ impl Drop for Backup {
     fn drop(&mut self) {
         self.abort_inner();
     }
+}
+
+/// Whether a writer session other than `ours` has no recorded end: it was killed, could
+/// not index what it uploaded, or is still running. Only then can packs exist that no
+/// index file lists, so only then is listing every pack worth its cost (on an object
+/// store, a listing of the whole vault).
+fn another_session_unfinished(vault: &Vault, ours: &SessionId) -> Result<bool> {
+    Ok(session::load_sessions(vault)?
+        .iter()
+        .any(|s| s.id != *ours && s.finished.is_none()))
 }
 
 /// Packs that exist but are in no index (an earlier backup was killed before writing its
