@@ -123,11 +123,13 @@ pub struct CdcParams {
 }
 
 impl Default for CdcParams {
-    /// 256 KiB minimum, 1 MiB average, 4 MiB maximum: large enough to keep the
-    /// index and per-chunk overhead small, small enough for good deduplication.
+    /// 512 KiB minimum, 1 MiB average, 4 MiB maximum: large enough to keep the
+    /// index and per-chunk overhead small, small enough for good deduplication. The
+    /// minimum at half the average leaves the rolling hash about half of every chunk
+    /// to scan; with normalized chunking few chunks would end below it anyway.
     fn default() -> Self {
         Self {
-            min_size: 256 * 1024,
+            min_size: 512 * 1024,
             avg_size: 1024 * 1024,
             max_size: 4 * 1024 * 1024,
         }
@@ -655,7 +657,7 @@ mod tests {
         assert_eq!(params.validate(), Ok(()));
         assert_eq!(
             (params.min_size, params.avg_size, params.max_size),
-            (256 << 10, 1 << 20, 4 << 20)
+            (512 << 10, 1 << 20, 4 << 20)
         );
         assert_eq!(
             Chunking::Fixed {
@@ -814,7 +816,7 @@ mod tests {
         let (last, rest) = lens.split_last().expect("at least one chunk");
         assert!(*last <= 4 << 20);
         for &len in rest {
-            assert!(len > 256 << 10 && len <= 4 << 20, "chunk length {len}");
+            assert!(len > 512 << 10 && len <= 4 << 20, "chunk length {len}");
         }
         let mean = data.len() as f64 / lens.len() as f64;
         let avg = f64::from(params.avg_size);
