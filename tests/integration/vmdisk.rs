@@ -360,6 +360,10 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
     let big = random_bytes(9, 3 << 20);
     fs::write(tree.join("etc/ssh/blob.bin"), &big).unwrap();
     std::os::unix::fs::symlink("hostname", tree.join("etc/name-link")).unwrap();
+    // 8 MiB with 1 KiB of data in the middle: it comes back with its holes.
+    let mut sparse = vec![0u8; 8 << 20];
+    sparse[(3 << 20) + 100..(3 << 20) + 1124].fill(0xa5);
+    fs::write(tree.join("etc/ssh/sparse.img"), &sparse).unwrap();
     let raw = gpt_disk(&env, &tree);
     let disk = env.path("gpt.qcow2");
     tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
@@ -397,6 +401,10 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
         fs::read(target.join("disk0/part1/etc/ssh/blob.bin")).unwrap(),
         big
     );
+    let restored_sparse = target.join("disk0/part1/etc/ssh/sparse.img");
+    assert_eq!(fs::read(&restored_sparse).unwrap(), sparse);
+    let allocated = fs::metadata(&restored_sparse).unwrap().blocks() * 512;
+    assert!(allocated <= 64 << 10, "sparse.img takes {allocated} bytes");
     assert_eq!(
         fs::read(target.join("disk0/part2/NOTES.TXT")).unwrap(),
         b"on the FAT partition\n"

@@ -9,7 +9,7 @@
 //! once its children are written, so its times and a read-only mode do not get in the way.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 
 use tessera_disk_fs::{FsEntry, FsKind, Volume};
 use tessera_plugin_sdk::error::{from_io, host_error_text};
@@ -22,6 +22,11 @@ use crate::error::from_fs;
 use crate::guest_fs::StoredDisk;
 use crate::layout::VolumeRef;
 use crate::restore_disks::Job;
+
+/// Blocks of this size (aligned in the file) that hold only zeros are skipped, leaving
+/// holes: the file system's own holes read as zeros, and come back as holes, as with
+/// `cp --sparse=always` (zeros the guest wrote become holes too).
+const SPARSE_BLOCK: usize = 4096;
 
 /// Mode of a file restored from a file system that keeps none (FAT).
 const DEFAULT_FILE_MODE: u32 = 0o644;
@@ -223,10 +228,13 @@ impl Walk<'_> {
                     return Ok(false);
                 }
             };
-            out.write_all(&buffer[..read])
+            write_sparse(&mut out, &buffer[..read], written)
                 .map_err(|err| from_io(format_args!("writing {point_path:?}"), &err))?;
             written += read as u64;
         }
+        // A file ending in zeros ends in a hole: the skipped tail still counts.
+        out.set_len(written)
+            .map_err(|err| from_io(format_args!("writing {point_path:?}"), &err))?;
         self.job.tally.bytes_written += written;
         Ok(true)
     }
@@ -248,5 +256,89 @@ impl Walk<'_> {
             xattrs: Vec::new(),
         };
         self.job.apply_metadata(point_path, &wanted);
+    }
+}
+
+/// Writes `data`, which belongs at `offset` in `out` (where `out` stands), skipping the
+/// [`SPARSE_BLOCK`]s that hold only zeros.
+fn write_sparse(out: &mut std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < data.len() {
+        let zero = is_zero(block_at(data, offset, at));
+        let mut end = at + block_at(data, offset, at).len();
+        while end < data.len() && is_zero(block_at(data, offset, end)) == zero {
+            end += block_at(data, offset, end).len();
+        }
+        if zero {
+            out.seek(SeekFrom::Current((end - at) as i64))?;
+        } else {
+            out.write_all(&data[at..end])?;
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+/// The part of `data` from `at` to the next [`SPARSE_BLOCK`] boundary of the file.
+fn block_at(data: &[u8], offset: u64, at: usize) -> &[u8] {
+    let into = ((offset + at as u64) % SPARSE_BLOCK as u64) as usize;
+    let end = (at + SPARSE_BLOCK - into).min(data.len());
+    &data[at..end]
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    block.iter().fold(0u8, |acc, &b| acc | b) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Writes `data` in pieces of `piece` bytes and returns the file's bytes and the
+    /// bytes it occupies on disk.
+    fn written(data: &[u8], piece: usize) -> (Vec<u8>, u64) {
+        let path = std::env::temp_dir().join(format!(
+            "tessera-sparse-test-{}-{piece}-{}",
+            std::process::id(),
+            data.len()
+        ));
+        let mut out = std::fs::File::create(&path).unwrap();
+        let mut offset = 0u64;
+        for part in data.chunks(piece) {
+            write_sparse(&mut out, part, offset).unwrap();
+            offset += part.len() as u64;
+        }
+        out.set_len(offset).unwrap();
+        drop(out);
+        let mut back = Vec::new();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        (back, blocks * 512)
+    }
+
+    #[test]
+    fn zero_blocks_become_holes_and_the_bytes_stay_the_same() {
+        let mut data = vec![0u8; 1 << 20];
+        data[5000..5100].fill(7);
+        data[600_000] = 1;
+        for piece in [1 << 20, 65536, 4096, 1000, 333] {
+            let (back, on_disk) = written(&data, piece);
+            assert_eq!(back, data, "pieces of {piece}");
+            // Two 4 KiB blocks hold data (5000..5100 lies in one); the rest are holes.
+            assert!(
+                on_disk <= 4 * 4096,
+                "pieces of {piece}: {on_disk} bytes on disk"
+            );
+        }
+        let dense: Vec<u8> = (0..100_000u32).map(|i| (i % 251 + 1) as u8).collect();
+        assert_eq!(written(&dense, 4096).0, dense);
+        let (back, _) = written(&[0u8; 10], 3);
+        assert_eq!(back, [0u8; 10]);
     }
 }
