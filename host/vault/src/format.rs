@@ -45,6 +45,14 @@ pub const PACK_TARGET_SIZE: usize = 16 << 20;
 
 /// Extents stored inline in a tree entry before the list moves into separate list blobs.
 pub const INLINE_EXTENTS: usize = 256;
+/// Opening of a list blob in the binary form (list version 2); version 1 list blobs are
+/// JSON documents and open with `{`.
+///
+/// ```text
+/// LIST   = MAGIC("TXL2") || COUNT(u32 LE) || EXTENT*
+/// EXTENT = LEN(u64 LE) || KIND(1: 0 hole, 1 chunk) || CHUNK_ID(32, chunks only)
+/// ```
+pub const LIST_MAGIC: [u8; 4] = *b"TXL2";
 /// Extents per list blob. With 64 KiB fixed chunks one list covers 512 MiB of a disk, so an
 /// unchanged half-gigabyte region of an image deduplicates to the same list blob.
 pub const LIST_EXTENTS: usize = 8192;

@@ -4,14 +4,17 @@
 //! A tree blob is a JSON document `{"version":1,"entries":[ENTRY...]}` with entries sorted
 //! by name. A directory entry names its subtree's chunk id. Content is a list of extents
 //! (chunk id and length, or a hole); past [`INLINE_EXTENTS`] extents the list moves into
-//! separate list blobs (`{"version":1,"extents":[...]}`) of [`LIST_EXTENTS`] each, so a
-//! terabyte disk's entry stays small and unchanged regions share list blobs.
+//! separate list blobs of [`LIST_EXTENTS`] each, so a terabyte disk's entry stays small and
+//! unchanged regions share list blobs. List blobs are binary (see [`LIST_MAGIC`]): a disk's
+//! lists hold an extent per 64 KiB, and as JSON, with ids in hex, they cost an incremental
+//! backup more to decode and encode than the changed blocks cost to store. Lists written
+//! as JSON (`{"version":1,"extents":[...]}`) by earlier versions still read.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::{INLINE_EXTENTS, LIST_EXTENTS, TREE_VERSION};
+use crate::format::{ID_LEN, INLINE_EXTENTS, LIST_EXTENTS, LIST_MAGIC, TREE_VERSION};
 use crate::id::ChunkId;
 
 /// What an entry is.
@@ -237,6 +240,95 @@ pub struct ExtentList {
     pub extents: Vec<Extent>,
 }
 
+/// Version of the binary list blobs.
+const LIST_VERSION: u32 = 2;
+const LIST_HOLE: u8 = 0;
+const LIST_CHUNK: u8 = 1;
+/// Bytes of a hole's record; a chunk's adds its id.
+const LIST_RECORD: usize = 8 + 1;
+
+impl ExtentList {
+    /// Encodes `extents` as a binary list blob.
+    pub fn encode(extents: &[Extent]) -> Vec<u8> {
+        let count = u32::try_from(extents.len()).expect("list blobs hold LIST_EXTENTS extents");
+        let mut out = Vec::with_capacity(8 + extents.len() * (LIST_RECORD + ID_LEN));
+        out.extend_from_slice(&LIST_MAGIC);
+        out.extend_from_slice(&count.to_le_bytes());
+        for extent in extents {
+            out.extend_from_slice(&extent.len.to_le_bytes());
+            match &extent.id {
+                Some(id) => {
+                    out.push(LIST_CHUNK);
+                    out.extend_from_slice(&id.0);
+                }
+                None => out.push(LIST_HOLE),
+            }
+        }
+        out
+    }
+
+    /// Decodes a list blob, binary or (as written by earlier versions) JSON; the error
+    /// says what is wrong and at which byte.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let Some(rest) = bytes.strip_prefix(&LIST_MAGIC) else {
+            return serde_json::from_slice(bytes).map_err(|e| e.to_string());
+        };
+        let (count, mut rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or("the list ends inside its extent count")?;
+        let count = u32::from_le_bytes(*count) as usize;
+        // Every record takes at least LIST_RECORD bytes, so a count the bytes cannot hold
+        // is refused before it sizes an allocation.
+        if count > rest.len() / LIST_RECORD {
+            return Err(format!(
+                "the list claims {count} extents but holds only {} bytes",
+                rest.len()
+            ));
+        }
+        let mut extents = Vec::with_capacity(count);
+        let at = |rest: &[u8]| bytes.len() - rest.len();
+        for _ in 0..count {
+            let (len, after) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| format!("the list ends inside an extent at byte {}", at(rest)))?;
+            let (&kind, after) = after
+                .split_first()
+                .ok_or_else(|| format!("the list ends inside an extent at byte {}", at(rest)))?;
+            let len = u64::from_le_bytes(*len);
+            rest = match kind {
+                LIST_HOLE => {
+                    extents.push(Extent::hole(len));
+                    after
+                }
+                LIST_CHUNK => {
+                    let (id, after) = after.split_first_chunk::<ID_LEN>().ok_or_else(|| {
+                        format!("the list ends inside a chunk id at byte {}", at(rest) + 9)
+                    })?;
+                    extents.push(Extent::chunk(ChunkId(*id), len));
+                    after
+                }
+                other => {
+                    return Err(format!(
+                        "unknown extent kind {other} at byte {}",
+                        at(rest) + 8
+                    ));
+                }
+            };
+        }
+        if !rest.is_empty() {
+            return Err(format!(
+                "{} bytes follow the last extent at byte {}",
+                rest.len(),
+                at(rest)
+            ));
+        }
+        Ok(ExtentList {
+            version: LIST_VERSION,
+            extents,
+        })
+    }
+}
+
 /// Why a path or an entry sequence was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TreeError {
@@ -288,16 +380,8 @@ pub fn split_extents(extents: &[Extent]) -> Option<Vec<(Vec<u8>, u64, u32)>> {
         extents
             .chunks(LIST_EXTENTS)
             .map(|part| {
-                let doc = ExtentList {
-                    version: TREE_VERSION,
-                    extents: part.to_vec(),
-                };
                 let len = part.iter().map(|e| e.len).sum();
-                (
-                    serde_json::to_vec(&doc).expect("lists always serialize"),
-                    len,
-                    part.len() as u32,
-                )
+                (ExtentList::encode(part), len, part.len() as u32)
             })
             .collect(),
     )
@@ -533,5 +617,64 @@ mod tests {
         assert_eq!(lists.len(), 3);
         assert_eq!(lists.iter().map(|l| l.2).sum::<u32>(), 20_000);
         assert!(split_extents(&extents[..10]).is_none());
+        let decoded: Vec<Extent> = lists
+            .iter()
+            .flat_map(|(doc, _, _)| ExtentList::decode(doc).unwrap().extents)
+            .collect();
+        assert_eq!(decoded, extents);
+    }
+
+    #[test]
+    fn binary_lists_round_trip_and_json_lists_still_read() {
+        let extents = vec![
+            Extent::chunk(ChunkId::hash_of(b"a"), 65536),
+            Extent::hole(1 << 40),
+            Extent::chunk(ChunkId::hash_of(b"b"), 7),
+        ];
+        let binary = ExtentList::encode(&extents);
+        assert_eq!(binary.len(), 8 + 3 * 9 + 2 * 32);
+        assert_eq!(ExtentList::decode(&binary).unwrap().extents, extents);
+        let json = serde_json::to_vec(&ExtentList {
+            version: 1,
+            extents: extents.clone(),
+        })
+        .unwrap();
+        assert_eq!(ExtentList::decode(&json).unwrap().extents, extents);
+    }
+
+    #[test]
+    fn damaged_binary_lists_are_errors() {
+        let extents: Vec<Extent> = (0..50u32)
+            .map(|i| match i % 3 {
+                0 => Extent::hole(u64::from(i)),
+                _ => Extent::chunk(ChunkId::hash_of(&i.to_le_bytes()), u64::from(i)),
+            })
+            .collect();
+        let good = ExtentList::encode(&extents);
+        for cut in 0..good.len() {
+            assert!(ExtentList::decode(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(ExtentList::decode(&longer).unwrap_err().contains("follow"));
+        let mut huge = good.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(ExtentList::decode(&huge).unwrap_err().contains("claims"));
+        let mut kind = good.clone();
+        kind[8 + 8] = 9;
+        assert!(ExtentList::decode(&kind).unwrap_err().contains("kind 9"));
+        // Whatever the bytes, decoding returns.
+        let mut state = 1u64;
+        for _ in 0..2000 {
+            let mut bytes = good.clone();
+            for _ in 0..4 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let at = (state >> 33) as usize % bytes.len();
+                bytes[at] = (state >> 13) as u8;
+            }
+            let _ = ExtentList::decode(&bytes);
+        }
     }
 }

@@ -538,9 +538,9 @@ impl Vault {
     /// Reads an extent list blob.
     pub fn read_extent_list(&self, id: &ChunkId) -> Result<ExtentList> {
         let bytes = self.read_chunk(id)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadTree {
+        ExtentList::decode(&bytes).map_err(|detail| Error::BadTree {
             id: id.short(),
-            detail: e.to_string(),
+            detail,
         })
     }
 
