@@ -900,7 +900,8 @@ impl Backup {
         let result = self.commit_inner(options);
         self.finished = true;
         if result.is_err() {
-            // Keep what was uploaded indexed so the next run reuses it.
+            // Every pack uploaded before `end_session` indexes them, so the next run
+            // reuses them.
             let _ = self.stop_threads();
         }
         self.end_session();
