@@ -10,7 +10,9 @@
 //!
 //! In memory, the index is one sorted array of 48-byte records plus a table of pack ids,
 //! so a vault of a million chunks costs about 48 MB and opens with one sort, no per-chunk
-//! allocation. The same chunk may be listed in several packs (two writers raced, or a
+//! allocation. A table of where each run of ids sharing their top bits starts (about four
+//! records per run, under a byte per record) takes a lookup straight to the few records it
+//! must search: ids are uniformly distributed, being SHA-256 or HMAC outputs. The same chunk may be listed in several packs (two writers raced, or a
 //! repack copied it); lookups prefer a pack that is not marked for deletion.
 
 use std::collections::HashMap;
@@ -59,6 +61,10 @@ pub struct Index {
     /// Packs marked for deletion: still readable, never used to deduplicate.
     excluded: Vec<bool>,
     sorted: bool,
+    /// `buckets[b]..buckets[b + 1]` are the records whose id's top [`Index::bucket_bits`]
+    /// bits are `b`; empty when the index is too small to need it (or unsorted).
+    buckets: Vec<u32>,
+    bucket_bits: u32,
 }
 
 impl Index {
@@ -80,6 +86,7 @@ impl Index {
 
     /// Adds the blobs of one pack. Call [`Index::finish`] before lookups.
     pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+        self.buckets.clear();
         let number = self.pack_number(pack);
         self.records.reserve(entries.len());
         for e in entries {
@@ -106,7 +113,29 @@ impl Index {
                 .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
             self.records.dedup();
             self.sorted = true;
+            self.build_buckets();
         }
+    }
+
+    /// Fills [`Index::buckets`] from the sorted records, with about four records a bucket.
+    fn build_buckets(&mut self) {
+        self.buckets = Vec::new();
+        let n = self.records.len();
+        // Bucket numbers and bounds are u32: an index too large for them just searches.
+        if n < MIN_BUCKETED || u32::try_from(n).is_err() {
+            return;
+        }
+        let bits = (n / 4).ilog2().min(MAX_BUCKET_BITS);
+        self.bucket_bits = bits;
+        self.buckets.reserve_exact((1 << bits) + 1);
+        let mut at = 0;
+        for bucket in 0..1usize << bits {
+            while at < n && bucket_of(&self.records[at].id, bits) < bucket {
+                at += 1;
+            }
+            self.buckets.push(at as u32);
+        }
+        self.buckets.push(n as u32);
     }
 
     /// Excludes exactly `packs` from deduplication (they are marked for deletion).
@@ -132,7 +161,14 @@ impl Index {
 
     fn range(&self, id: &ChunkId) -> &[Record] {
         debug_assert!(self.sorted, "Index::finish must run before lookups");
-        let start = self.records.partition_point(|r| id_less(&r.id, id));
+        let (low, high) = match self.buckets.as_slice() {
+            [] => (0, self.records.len()),
+            buckets => {
+                let bucket = bucket_of(id, self.bucket_bits);
+                (buckets[bucket] as usize, buckets[bucket + 1] as usize)
+            }
+        };
+        let start = low + self.records[low..high].partition_point(|r| id_less(&r.id, id));
         let len = self.records[start..]
             .iter()
             .take_while(|r| r.id == *id)
@@ -201,7 +237,8 @@ impl Index {
         if self.records.is_empty() {
             return 0.0;
         }
-        let records = self.records.capacity() * std::mem::size_of::<Record>();
+        let records = self.records.capacity() * std::mem::size_of::<Record>()
+            + self.buckets.capacity() * std::mem::size_of::<u32>();
         let packs = self.packs.capacity() * (32 + 1)
             + self.pack_numbers.capacity() * (std::mem::size_of::<PackId>() + 4 + 1);
         (records + packs) as f64 / self.records.len() as f64
@@ -336,14 +373,26 @@ impl Cursor<'_> {
     }
 }
 
+/// Smallest index given a bucket table: below it a search is a few steps anyway.
+const MIN_BUCKETED: usize = 64;
+/// Most bits a bucket number takes (a table of 64 MiB, for 64 million records and more).
+const MAX_BUCKET_BITS: u32 = 24;
+
+/// The first eight bytes of an id as a number, in the order of the id's bytes.
+fn head(id: &ChunkId) -> u64 {
+    let b = &id.0;
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// The bucket of `id`: its top `bits` bits (1 to [`MAX_BUCKET_BITS`]).
+fn bucket_of(id: &ChunkId, bits: u32) -> usize {
+    (head(id) >> (64 - bits)) as usize
+}
+
 /// `a < b` in the order of [`ChunkId`]'s `Ord`, decided by the first eight bytes read as a
 /// number whenever they differ: ids are uniformly distributed, so that is nearly always, and
 /// a search through a million records then compares integers instead of calling `memcmp`.
 fn id_less(a: &ChunkId, b: &ChunkId) -> bool {
-    let head = |id: &ChunkId| {
-        let b = &id.0;
-        u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-    };
     match head(a).cmp(&head(b)) {
         std::cmp::Ordering::Equal => a < b,
         order => order.is_lt(),
@@ -390,6 +439,42 @@ mod tests {
         for cut in 0..sealed.len() {
             assert!(IndexFile::open(&crypto, &sealed[..cut]).is_err());
         }
+    }
+
+    #[test]
+    fn bucketed_lookups_agree_with_a_linear_search() {
+        let pack = PackId::hash_of(b"p");
+        let mut entries: Vec<PackEntry> = (0..20_000).map(entry).collect();
+        // Ids at the ends of the id space and ids sharing their top bytes land in the
+        // first, the last and one crowded bucket.
+        for (n, bytes) in [(0u32, [0u8; 32]), (1, [0xff; 32]), (2, [0x80; 32])] {
+            for k in 0..5u8 {
+                let mut id = bytes;
+                id[31] = id[31].wrapping_add(k);
+                entries.push(PackEntry {
+                    id: ChunkId(id),
+                    ..entry(100_000 + u32::from(k) + 10 * n)
+                });
+            }
+        }
+        let mut index = Index::new();
+        index.add_pack(pack, &entries);
+        index.finish();
+        assert!(
+            index.buckets.len() > 1000,
+            "{} buckets",
+            index.buckets.len()
+        );
+        for e in &entries {
+            assert_eq!(index.lookup(&e.id).map(|l| l.offset), Some(e.offset));
+        }
+        for n in 30_000..31_000u32 {
+            assert!(index.lookup(&ChunkId::hash_of(&n.to_le_bytes())).is_none());
+        }
+        // A pack added later is found once the index is finished again.
+        index.add_pack(PackId::hash_of(b"q"), &[entry(50_000)]);
+        index.finish();
+        assert!(index.lookup(&entry(50_000).id).is_some());
     }
 
     proptest! {

@@ -101,7 +101,8 @@
 //!
 //! # Memory
 //!
-//! The index holds 48 bytes per chunk in one sorted array. A backup holds the chunks it
+//! The index holds 48 bytes per chunk in one sorted array, plus under a byte per chunk for
+//! the table that takes lookups to the right run of records. A backup holds the chunks it
 //! stored in a set and the entry list of the open pack, whose bytes go to the backend's
 //! spool as chunks arrive (a file on a local vault, written by a thread of its own in
 //! 1 MiB stages, with direct I/O where the file system allows it); trees are stored as
