@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -300,6 +300,15 @@ fn qcow2_versions_compression_cluster_sizes_and_backing_chains() {
     assert!(err.contains("disk0") && err.contains("--grant"), "{err}");
 }
 
+/// The value of extended attribute `name` of `path`.
+fn xattr(path: &Path, name: &str) -> Vec<u8> {
+    let mut value = vec![0u8; 4096];
+    let n = rustix::fs::lgetxattr(path, name, &mut value)
+        .unwrap_or_else(|e| panic!("{name} of {}: {e}", path.display()));
+    value.truncate(n);
+    value
+}
+
 /// A 64 MiB GPT disk: partition 1 ext4 made from `tree`, partition 2 FAT16 with one file.
 fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
     let disk = env.path("gpt.raw");
@@ -364,6 +373,26 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
     let mut sparse = vec![0u8; 8 << 20];
     sparse[(3 << 20) + 100..(3 << 20) + 1124].fill(0xa5);
     fs::write(tree.join("etc/ssh/sparse.img"), &sparse).unwrap();
+    // Extended attributes (one in the inode, one too large for it) and a device node
+    // come back from the inodes, which the ext reader itself does not show.
+    let flags = rustix::fs::XattrFlags::empty();
+    rustix::fs::setxattr(tree.join("etc/hostname"), "user.role", b"web", flags).unwrap();
+    let label = random_bytes(10, 700);
+    rustix::fs::setxattr(tree.join("etc/ssh/blob.bin"), "user.label", &label, flags).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    if root {
+        use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
+        let mode = Mode::from_raw_mode(0o620);
+        let dev = makedev(4, 7);
+        mknodat(
+            CWD,
+            tree.join("etc/ssh/tty7"),
+            FileType::CharacterDevice,
+            mode,
+            dev,
+        )
+        .unwrap();
+    }
     let raw = gpt_disk(&env, &tree);
     let disk = env.path("gpt.qcow2");
     tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
@@ -382,6 +411,7 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
     );
     let restored = target.join("disk0/part1/etc/hostname");
     assert_eq!(fs::read(&restored).unwrap(), b"web-01\n");
+    assert_eq!(xattr(&restored, "user.role"), b"web");
     assert_eq!(fs::metadata(&restored).unwrap().mode() & 0o7777, 0o640);
     assert!(!target.join("disk0.raw").exists());
 
@@ -401,6 +431,17 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
         fs::read(target.join("disk0/part1/etc/ssh/blob.bin")).unwrap(),
         big
     );
+    assert_eq!(
+        xattr(&target.join("disk0/part1/etc/ssh/blob.bin"), "user.label"),
+        label
+    );
+    if root {
+        let tty = fs::symlink_metadata(target.join("disk0/part1/etc/ssh/tty7")).unwrap();
+        assert!(tty.file_type().is_char_device());
+        assert_eq!(tty.rdev(), rustix::fs::makedev(4, 7));
+        let source = fs::symlink_metadata(tree.join("etc/ssh/tty7")).unwrap();
+        assert_eq!(tty.mode(), source.mode());
+    }
     let restored_sparse = target.join("disk0/part1/etc/ssh/sparse.img");
     assert_eq!(fs::read(&restored_sparse).unwrap(), sparse);
     let allocated = fs::metadata(&restored_sparse).unwrap().blocks() * 512;

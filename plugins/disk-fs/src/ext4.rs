@@ -27,8 +27,9 @@ use crc::{CRC_32_ISCSI, Crc};
 use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata, Timestamp};
 use tessera_disk_image::ReadAt;
 
+use crate::ext_raw::RawExt;
 use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
-use crate::{FsEntry, FsError, FsKind, read_exact};
+use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
 
 /// Offset of the superblock in the volume.
 pub(crate) const SUPERBLOCK: u64 = 1024;
@@ -66,6 +67,8 @@ const MAX_SYMLINKS: usize = 40;
 /// An open ext2/3/4 volume.
 pub(crate) struct ExtVolume {
     fs: Ext4,
+    /// The inodes as stored, for what `fs` does not show; `Err` says why they are not read.
+    raw: Result<RawExt, String>,
     what: String,
     kind: &'static str,
     block_size: u64,
@@ -163,6 +166,13 @@ impl ExtVolume {
             "ext2"
         };
         let reader = Rc::new(RefCell::new(reader));
+        // Attributes and device numbers are read from the inodes as stored: with a journal
+        // left needing recovery, what the journal holds would be missing from them.
+        let raw = if incompat & INCOMPAT_RECOVER != 0 {
+            Err("its journal needs recovery, so the inodes on disk may be out of date".to_owned())
+        } else {
+            RawExt::new(Rc::clone(&reader), what, &sb, block_size, first_data_block)
+        };
         let mut warnings = Vec::new();
         let source = Source {
             reader: Rc::clone(&reader),
@@ -196,6 +206,7 @@ impl ExtVolume {
         };
         Ok(ExtVolume {
             fs,
+            raw,
             what: what.to_owned(),
             kind,
             block_size,
@@ -228,6 +239,28 @@ impl ExtVolume {
         let md = self.lstat(&resolved, path)?;
         let name = last_name(path);
         self.entry(name, &resolved, &md, path)
+    }
+
+    /// The extended attributes and device number of the entry at `path`.
+    pub(crate) fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
+        let resolved = self.resolve(path)?;
+        // Whether it exists, as the reader beneath sees it: a name missing from the
+        // directory blocks below is then damage, not a typo.
+        self.lstat(&resolved, path)?;
+        match &mut self.raw {
+            Ok(raw) => {
+                let inode = raw.extras(&resolved)?;
+                Ok(Extras {
+                    xattrs: inode.xattrs,
+                    device: inode.device,
+                    warnings: inode.warnings,
+                })
+            }
+            Err(why) => Err(FsError::unsupported(
+                &self.what,
+                format!("extended attributes and device numbers are not read: {why}"),
+            )),
+        }
     }
 
     pub(crate) fn list(&mut self, path: &str) -> Result<Vec<FsEntry>, FsError> {

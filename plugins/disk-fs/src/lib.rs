@@ -23,14 +23,19 @@
 //! the ext4 `inline_data` feature ([`FsError::Unsupported`]); a journal needing recovery
 //! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
 //! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
-//! not available; FAT short names are decoded as code page 850.
+//! not available; FAT short names are decoded as code page 850. [`Volume::extras`]
+//! (extended attributes and device numbers) refuses ext volumes whose journal needs
+//! recovery and the `meta_bg` layout, and skips attribute values kept in inodes of their
+//! own (`ea_inode`) with a warning.
 //!
 //! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
-//! (through the `ext4-view` crate, after checks of its own), `fat` for FAT12/16/32 (read
-//! here).
+//! (through the `ext4-view` crate, after checks of its own), `ext_raw` for what that crate
+//! does not expose (inode numbers, extended attributes, device numbers, read from the
+//! volume's own structures), `fat` for FAT12/16/32 (read here).
 
 mod error;
 mod ext4;
+mod ext_raw;
 mod fat;
 mod gpt;
 mod mbr;
@@ -44,7 +49,7 @@ use tessera_disk_image::ReadAt;
 pub use error::FsError;
 pub use partition::{Partition, PartitionTable, Scheme, read_partitions};
 pub use slice::Slice;
-pub use volume::{FsEntry, FsKind, Volume, VolumeFile, open_volume};
+pub use volume::{Extras, FsEntry, FsKind, Volume, VolumeFile, open_volume};
 
 /// Reads exactly `<[u8]>::len(buf)` bytes at `offset`, naming `what` and the offset on failure.
 pub(crate) fn read_exact(

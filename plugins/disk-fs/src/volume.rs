@@ -52,6 +52,19 @@ pub struct FsEntry {
     pub btime_ns: Option<i64>,
 }
 
+/// What a listing does not carry: an entry's extended attributes and, for a device node,
+/// its device number (ext only: FAT keeps neither).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// `(name, value)`, the name with its namespace (`user.`, `security.`, `trusted.`,
+    /// `system.posix_acl_access`, ...); ACLs in the form `setxattr` takes.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// `(major, minor)` of a character or block device node.
+    pub device: Option<(u32, u32)>,
+    /// Attributes that could not be read, each with the reason.
+    pub warnings: Vec<String>,
+}
+
 /// An open file system.
 ///
 /// Paths are `/`-separated and relative to the volume root (a leading `/` is allowed, `""`
@@ -206,6 +219,17 @@ impl Volume {
         match &mut self.inner {
             Inner::Ext(v) => v.stat(path),
             Inner::Fat(v) => v.stat(path),
+        }
+    }
+
+    /// The extended attributes and device number of the entry at `path` (a symlink itself,
+    /// not its target). On ext they are read from the inode as stored, found through the
+    /// directory blocks; a volume whose journal needs recovery refuses
+    /// ([`FsError::Unsupported`]), since its inodes on disk may be out of date.
+    pub fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
+        match &mut self.inner {
+            Inner::Ext(v) => v.extras(path),
+            Inner::Fat(v) => v.stat(path).map(|_| Extras::default()),
         }
     }
 

@@ -11,7 +11,7 @@
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 
-use tessera_disk_fs::{FsEntry, FsKind, Volume};
+use tessera_disk_fs::{Extras, FsEntry, FsError, FsKind, Volume};
 use tessera_plugin_sdk::error::{from_io, host_error_text};
 use tessera_plugin_sdk::meta::{FileType, PERMISSION_BITS};
 use tessera_plugin_sdk::prelude::*;
@@ -67,7 +67,11 @@ pub(crate) fn restore(
     std::fs::create_dir_all(&parent)
         .map_err(|err| from_io(format_args!("creating {}", parent.display()), &err))?;
 
-    let mut walk = Walk { job, volume };
+    let mut walk = Walk {
+        job,
+        volume,
+        extras_refused: false,
+    };
     let Some(dir) = walk.restore_entry(selected.to_owned(), rest.to_owned(), top)? else {
         return Ok(());
     };
@@ -75,7 +79,7 @@ pub(crate) fn restore(
     while let Some(dir) = stack.last_mut() {
         let Some(child) = dir.children.next() else {
             if let Some(done) = stack.pop() {
-                walk.apply_metadata(&done.path, &done.entry);
+                walk.apply_metadata(&done.path, &done.inside, &done.entry);
             }
             continue;
         };
@@ -110,6 +114,9 @@ pub(crate) fn restore(
 struct Walk<'j> {
     job: &'j mut Job,
     volume: Volume,
+    /// Set once the volume refused to give extended attributes and device numbers (its
+    /// journal needs recovery): the reason was told once, and they are not asked again.
+    extras_refused: bool,
 }
 
 impl Walk<'_> {
@@ -173,18 +180,81 @@ impl Walk<'_> {
                     debug!("{point_path}: socket not restored");
                     return Ok(None);
                 }
+                Some(kind @ (FileType::CharDevice | FileType::BlockDevice)) => {
+                    if !self.make_device(&point_path, &inside, &dest, &entry, kind)? {
+                        return Ok(None);
+                    }
+                }
                 _ => {
                     self.job.tally.warn(format!(
-                        "{point_path}: not restored: device nodes and other special files \
-                         are not read from disk images"
+                        "{point_path}: not restored: a special file of unknown type"
                     ));
                     return Ok(None);
                 }
             },
         }
         self.job.tally.entries += 1;
-        self.apply_metadata(&point_path, &entry);
+        self.apply_metadata(&point_path, &inside, &entry);
         Ok(None)
+    }
+
+    /// Creates the device node `entry` at `dest`; returns whether it was created. Creating
+    /// one needs privilege the host may not have, which costs a warning, not the restore.
+    fn make_device(
+        &mut self,
+        point_path: &str,
+        inside: &str,
+        dest: &std::path::Path,
+        entry: &FsEntry,
+        kind: FileType,
+    ) -> Result<bool, PluginError> {
+        let Some((major, minor)) = self.extras(point_path, inside).device else {
+            self.job.tally.warn(format!(
+                "{point_path}: device node not created: its device number could not be read"
+            ));
+            return Ok(false);
+        };
+        target::clear(point_path, dest)?;
+        let mode = entry.mode.unwrap_or(DEFAULT_FILE_MODE) & PERMISSION_BITS;
+        let host_path = self.job.target.host(point_path);
+        let block = kind == FileType::BlockDevice;
+        match host::make_device(&host_path, mode, makedev(major, minor), block) {
+            Ok(()) => Ok(true),
+            Err(err) => {
+                self.job.tally.warn(format!(
+                    "{point_path}: device node not created: {}",
+                    host_error_text(&err)
+                ));
+                Ok(false)
+            }
+        }
+    }
+
+    /// The extended attributes and device number of the entry at `inside`, with what
+    /// could not be read told as warnings. An empty answer where the volume gives none.
+    fn extras(&mut self, point_path: &str, inside: &str) -> Extras {
+        if self.extras_refused {
+            return Extras::default();
+        }
+        match self.volume.extras(inside) {
+            Ok(mut extras) => {
+                for warning in std::mem::take(&mut extras.warnings) {
+                    self.job.tally.warn(format!("{point_path}: {warning}"));
+                }
+                extras
+            }
+            Err(err @ FsError::Unsupported { .. }) => {
+                self.extras_refused = true;
+                self.job.tally.warn(err.to_string());
+                Extras::default()
+            }
+            Err(err) => {
+                self.job.tally.warn(format!(
+                    "{point_path}: extended attributes not restored: {err}"
+                ));
+                Extras::default()
+            }
+        }
     }
 
     /// Copies a regular file out of the volume; returns whether it was written whole.
@@ -239,8 +309,8 @@ impl Walk<'_> {
         Ok(true)
     }
 
-    /// Applies an entry's metadata to its restored path.
-    fn apply_metadata(&mut self, point_path: &str, entry: &FsEntry) {
+    /// Applies an entry's metadata, extended attributes included, to its restored path.
+    fn apply_metadata(&mut self, point_path: &str, inside: &str, entry: &FsEntry) {
         let mode = match &entry.kind {
             // Linux cannot change a symlink's mode.
             FsKind::Symlink(_) => None,
@@ -253,10 +323,24 @@ impl Walk<'_> {
             gid: entry.gid,
             mtime_ns: entry.mtime_ns,
             atime_ns: entry.atime_ns,
-            xattrs: Vec::new(),
+            xattrs: self
+                .extras(point_path, inside)
+                .xattrs
+                .into_iter()
+                .map(|(name, value)| Xattr { name, value })
+                .collect(),
         };
         self.job.apply_metadata(point_path, &wanted);
     }
+}
+
+/// Linux's `dev_t` of device `major:minor`, as the host's `mknod` takes it.
+fn makedev(major: u32, minor: u32) -> u64 {
+    let (major, minor) = (u64::from(major), u64::from(minor));
+    ((major & 0xffff_f000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffff_ff00) << 12)
+        | (minor & 0xff)
 }
 
 /// Writes `data`, which belongs at `offset` in `out` (where `out` stands), skipping the
@@ -320,6 +404,12 @@ mod tests {
         let blocks = std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(&path).unwrap());
         std::fs::remove_file(&path).unwrap();
         (back, blocks * 512)
+    }
+
+    #[test]
+    fn device_numbers_encode_as_linux_does() {
+        assert_eq!(makedev(8, 1), 0x801);
+        assert_eq!(makedev(259, 300), 0x0011_032c);
     }
 
     #[test]

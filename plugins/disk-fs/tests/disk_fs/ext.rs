@@ -207,3 +207,173 @@ fn an_older_journal_needing_recovery_is_read_past_with_a_warning() {
         assert_eq!(read_all(&mut vol, "hello.txt"), b"hello, world\n", "{kind}");
     }
 }
+
+/// The ACL `user::rw-, user:1234:r--, group::r--, mask::r--, other::---` as `setxattr`
+/// takes it.
+fn acl_xattr() -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, 1234),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::setxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
+}
+
+fn xattr_of(extras: &tessera_disk_fs::Extras, name: &str) -> Option<Vec<u8>> {
+    extras
+        .xattrs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn extended_attributes_acls_and_device_numbers_come_from_the_inodes() {
+    let root = rustix::process::geteuid().is_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 1000,
+            with_symlinks: true,
+            many: 300,
+            sparse: false,
+        },
+    );
+    let small = src.join("hello.txt");
+    set_xattr(&small, "user.note", b"kept in the inode");
+    let big = src.join("medium.bin");
+    let big_value = pattern(600, 7);
+    set_xattr(&big, "user.big", &big_value);
+    set_xattr(&big, "user.small", b"x");
+    set_xattr(
+        &src.join("dir/mode.sh"),
+        "system.posix_acl_access",
+        &acl_xattr(),
+    );
+    set_xattr(
+        &src.join("many/file-150.txt"),
+        "user.deep",
+        b"in a big directory",
+    );
+    // Read back what the kernel keeps: the ACL in its canonical form.
+    let mut acl = vec![0u8; 256];
+    let n =
+        rustix::fs::getxattr(src.join("dir/mode.sh"), "system.posix_acl_access", &mut acl).unwrap();
+    acl.truncate(n);
+    if root {
+        use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
+        let mode = Mode::from_raw_mode(0o640);
+        mknodat(
+            CWD,
+            src.join("tty-like"),
+            FileType::CharacterDevice,
+            mode,
+            makedev(4, 1),
+        )
+        .unwrap();
+        mknodat(
+            CWD,
+            src.join("disk-like"),
+            FileType::BlockDevice,
+            mode,
+            makedev(259, 300),
+        )
+        .unwrap();
+    }
+    // ext4 with 256-byte inodes (attributes in the inode, extents) and ext2 with 128-byte
+    // inodes (attributes in a block, block maps); directories indexed by `e2fsck -D`.
+    for (kind, extra) in [
+        ("ext4", &[][..]),
+        ("ext2", &["-b", "1024", "-I", "128"][..]),
+    ] {
+        let img = tmp.path().join(format!("{kind}.img"));
+        mkfs_ext(kind, &src, &img, 24, extra);
+        let fsck = std::process::Command::new(tool("e2fsck"))
+            .args(["-f", "-y", "-D"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        // 1 means the directories were rewritten, which is what -D asks for.
+        assert!(
+            matches!(fsck.status.code(), Some(0 | 1)),
+            "e2fsck -D: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        let mut vol = open_image(&img, "disk0/part1");
+        let hello = vol.extras("hello.txt").unwrap();
+        assert_eq!(
+            xattr_of(&hello, "user.note").as_deref(),
+            Some(&b"kept in the inode"[..]),
+            "{kind}"
+        );
+        let medium = vol.extras("medium.bin").unwrap();
+        assert_eq!(
+            xattr_of(&medium, "user.big"),
+            Some(big_value.clone()),
+            "{kind}"
+        );
+        assert_eq!(
+            xattr_of(&medium, "user.small").as_deref(),
+            Some(&b"x"[..]),
+            "{kind}"
+        );
+        let script = vol.extras("/dir/./mode.sh").unwrap();
+        assert_eq!(
+            xattr_of(&script, "system.posix_acl_access"),
+            Some(acl.clone()),
+            "{kind}"
+        );
+        let deep = vol.extras("many/file-150.txt").unwrap();
+        assert_eq!(
+            xattr_of(&deep, "user.deep").as_deref(),
+            Some(&b"in a big directory"[..])
+        );
+        assert!(vol.extras("many/file-151.txt").unwrap().xattrs.is_empty());
+        // Through a symlink to a directory, and of the symlink itself.
+        assert_eq!(
+            vol.extras("link/deep/file.txt").unwrap(),
+            Default::default()
+        );
+        assert_eq!(vol.extras("link").unwrap().device, None);
+        assert!(matches!(vol.extras("nope"), Err(FsError::NotFound { .. })));
+        if root {
+            assert_eq!(
+                vol.extras("tty-like").unwrap().device,
+                Some((4, 1)),
+                "{kind}"
+            );
+            assert_eq!(
+                vol.extras("disk-like").unwrap().device,
+                Some((259, 300)),
+                "{kind}"
+            );
+        }
+        for e in [&hello, &medium, &script, &deep] {
+            assert!(e.warnings.is_empty(), "{kind}: {:?}", e.warnings);
+        }
+    }
+}
+
+#[test]
+fn extras_are_refused_while_the_journal_needs_recovery() {
+    let (_tmp, img) = ext_image("ext4", &[]);
+    journal_transaction(&img, true);
+    let mut vol = open_image(&img, "disk0/part1");
+    let err = vol.extras("hello.txt").unwrap_err();
+    assert!(matches!(err, FsError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("journal"), "{err}");
+}

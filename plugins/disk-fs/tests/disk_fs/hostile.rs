@@ -23,6 +23,14 @@ fn ext_bytes(kind: &str, size_mib: u64, extra: &[&str], tweak: &[&str]) -> Vec<u
             sparse: false,
         },
     );
+    // Attributes in the inode and in an attribute block, for mutations to land in.
+    for (file, name, len) in [
+        ("hello.txt", "user.small", 12),
+        ("big.bin", "user.big", 700),
+    ] {
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::setxattr(src.join(file), name, &pattern(len, 3), flags).unwrap();
+    }
     let img = tmp.path().join("fs.img");
     mkfs_ext(kind, &src, &img, size_mib, extra);
     for request in tweak {
@@ -276,6 +284,7 @@ fn exercise(vol: &mut Volume) {
                 format!("{path}/{}", entry.name)
             };
             let _ = vol.stat(&child);
+            let _ = vol.extras(&child);
             match entry.kind {
                 FsKind::Directory if depth < 6 => stack.push((child, depth + 1)),
                 FsKind::File => {

@@ -1,0 +1,613 @@
+//! What the `ext4-view` crate does not expose, read from the volume's own structures:
+//! inode numbers (from directory blocks), and from the inodes, extended attributes and the
+//! numbers of device nodes.
+//!
+//! Fields read (little-endian; offsets inside each structure):
+//!
+//! ```text
+//! superblock   0x00 INODES_COUNT(u32) | 0x28 INODES_PER_GROUP(u32) | 0x4C REV_LEVEL(u32)
+//!              0x58 INODE_SIZE(u16) | 0x60 FEATURE_INCOMPAT(u32) | 0xFE DESC_SIZE(u16)
+//! group desc.  0x08 INODE_TABLE_LO(u32) | 0x28 INODE_TABLE_HI(u32, 64-byte descriptors)
+//! inode        0x00 MODE(u16) | 0x04 SIZE_LO(u32) | 0x20 FLAGS(u32) | 0x28 BLOCK(60 bytes)
+//!              0x68 FILE_ACL_LO(u32) | 0x6C SIZE_HIGH(u32) | 0x76 FILE_ACL_HIGH(u16)
+//!              0x80 EXTRA_ISIZE(u16); in-inode attributes start at 128 + EXTRA_ISIZE
+//! extent node  MAGIC(u16 = 0xF30A) ENTRIES(u16) MAX(u16) DEPTH(u16) GENERATION(u32), then
+//!              leaves: BLOCK(u32) LEN(u16) START_HI(u16) START_LO(u32)
+//!              or indexes: BLOCK(u32) LEAF_LO(u32) LEAF_HI(u16) UNUSED(u16)
+//! dir. entry   INODE(u32) REC_LEN(u16) NAME_LEN(u8) FILE_TYPE(u8) NAME
+//! attributes   block: MAGIC(u32 = 0xEA020000) REFCOUNT(u32) BLOCKS(u32) ..., entries
+//!              from byte 32, values at offsets from the block's start;
+//!              in the inode: MAGIC(u32), entries after it, values at offsets from the
+//!              first entry; entry: NAME_LEN(u8) NAME_INDEX(u8) VALUE_OFFS(u16)
+//!              VALUE_INUM(u32) VALUE_SIZE(u32) HASH(u32) NAME, padded to 4 bytes
+//! ```
+//!
+//! Directory blocks are read linearly: the internal blocks of a hashed (htree) directory
+//! look like one unused entry each, so a linear read finds every name as the kernel's
+//! fallback does. Like the rest of the crate, every value read is checked before it is used
+//! as an offset, a count or a length.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use tessera_disk_image::ReadAt;
+
+use crate::FsError;
+
+/// The root directory's inode.
+const ROOT_INODE: u32 = 2;
+const INCOMPAT_META_BG: u32 = 0x10;
+const INCOMPAT_64BIT: u32 = 0x80;
+/// Inode flag: the block field holds an extent tree.
+const EXTENTS_FL: u32 = 0x8_0000;
+const EXTENT_MAGIC: u16 = 0xf30a;
+/// Deepest extent tree the kernel builds (a root in the inode and up to four levels).
+const MAX_EXTENT_DEPTH: u16 = 5;
+const XATTR_MAGIC: u32 = 0xea02_0000;
+/// Largest directory read, as in the module that lists directories.
+const MAX_DIR_BYTES: u64 = 1 << 30;
+/// Most entries kept from one directory.
+const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// File-type bits of `st_mode`.
+const S_IFMT: u16 = 0o170_000;
+const S_IFCHR: u16 = 0o020_000;
+const S_IFBLK: u16 = 0o060_000;
+const S_IFDIR: u16 = 0o040_000;
+
+/// A directory's entries: inode numbers by name.
+type DirEntries = HashMap<Vec<u8>, u32>;
+
+/// Extended attributes and the device number of one inode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct InodeExtras {
+    pub(crate) xattrs: Vec<(String, Vec<u8>)>,
+    pub(crate) device: Option<(u32, u32)>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The geometry needed to find inodes, and the volume beneath.
+pub(crate) struct RawExt {
+    reader: Rc<RefCell<Box<dyn ReadAt>>>,
+    what: String,
+    len: u64,
+    block_size: u64,
+    first_data_block: u64,
+    inodes_count: u32,
+    inodes_per_group: u32,
+    inode_size: u64,
+    desc_size: u64,
+    /// The directory listed last, by its resolved path: its entries' inodes by name.
+    last_dir: Option<(Vec<u8>, DirEntries)>,
+}
+
+impl RawExt {
+    /// Reads the geometry from the superblock `sb` (validated for block size, counts and
+    /// groups by the caller); `Err` says why inodes cannot be found this way.
+    pub(crate) fn new(
+        reader: Rc<RefCell<Box<dyn ReadAt>>>,
+        what: &str,
+        sb: &[u8; 1024],
+        block_size: u64,
+        first_data_block: u64,
+    ) -> Result<Self, String> {
+        let u32_at = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+        let u16_at = |at: usize| u64::from(u16::from_le_bytes([sb[at], sb[at + 1]]));
+        let incompat = u32_at(0x60);
+        if incompat & INCOMPAT_META_BG != 0 {
+            return Err("the meta_bg layout of group descriptors is not read".to_owned());
+        }
+        let inode_size = if u32_at(0x4c) == 0 { 128 } else { u16_at(0x58) };
+        if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > block_size {
+            return Err(format!("the superblock gives inodes of {inode_size} bytes"));
+        }
+        let desc_size = if incompat & INCOMPAT_64BIT != 0 {
+            u16_at(0xfe)
+        } else {
+            32
+        };
+        if desc_size < 32 || !desc_size.is_power_of_two() || desc_size > block_size {
+            return Err(format!(
+                "the superblock gives group descriptors of {desc_size} bytes"
+            ));
+        }
+        let len = reader.borrow().len();
+        Ok(RawExt {
+            reader,
+            what: what.to_owned(),
+            len,
+            block_size,
+            first_data_block,
+            inodes_count: u32_at(0x00),
+            inodes_per_group: u32_at(0x28),
+            inode_size,
+            desc_size,
+            last_dir: None,
+        })
+    }
+
+    /// The extras of the inode at `resolved` (an absolute path free of symlinks but for
+    /// its final component, as the volume's resolver gives it).
+    pub(crate) fn extras(&mut self, resolved: &[u8]) -> Result<InodeExtras, FsError> {
+        let number = self.lookup(resolved)?;
+        let inode = self.inode(number)?;
+        let mode = u16_le(&inode, 0x00);
+        let mut extras = InodeExtras::default();
+        if matches!(mode & S_IFMT, S_IFCHR | S_IFBLK) {
+            extras.device = Some(device_number(&inode));
+        }
+        self.xattrs(number, &inode, &mut extras)?;
+        Ok(extras)
+    }
+
+    /// The inode number of `resolved`, walking its directories from the root.
+    fn lookup(&mut self, resolved: &[u8]) -> Result<u32, FsError> {
+        let parts: Vec<&[u8]> = resolved
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let Some((name, dirs)) = parts.split_last() else {
+            return Ok(ROOT_INODE);
+        };
+        let dir_path: Vec<u8> = dirs.iter().flat_map(|d| [&b"/"[..], d].concat()).collect();
+        if self.last_dir.as_ref().is_none_or(|(p, _)| *p != dir_path) {
+            let mut number = ROOT_INODE;
+            for (depth, dir) in dirs.iter().enumerate() {
+                let entries = self.dir_entries(number)?;
+                number = *entries.get(*dir).ok_or_else(|| {
+                    self.corrupt(
+                        None,
+                        format!(
+                            "directory {:?} holds no entry {:?} in its blocks",
+                            String::from_utf8_lossy(&dir_path[..dir_path_len(dirs, depth)]),
+                            String::from_utf8_lossy(dir)
+                        ),
+                    )
+                })?;
+            }
+            let entries = self.dir_entries(number)?;
+            self.last_dir = Some((dir_path, entries));
+        }
+        let (dir_path, entries) = self.last_dir.as_ref().expect("filled above");
+        entries.get(*name).copied().ok_or_else(|| {
+            self.corrupt(
+                None,
+                format!(
+                    "directory {:?} holds no entry {:?} in its blocks",
+                    String::from_utf8_lossy(dir_path),
+                    String::from_utf8_lossy(name)
+                ),
+            )
+        })
+    }
+
+    /// The bytes of inode `number`.
+    fn inode(&self, number: u32) -> Result<Vec<u8>, FsError> {
+        if number == 0 || number > self.inodes_count || self.inodes_per_group == 0 {
+            return Err(self.corrupt(
+                None,
+                format!(
+                    "inode {number} is outside 1..={} (a damaged directory entry)",
+                    self.inodes_count
+                ),
+            ));
+        }
+        let group = u64::from((number - 1) / self.inodes_per_group);
+        let index = u64::from((number - 1) % self.inodes_per_group);
+        let descriptor = (self.first_data_block + 1) * self.block_size + group * self.desc_size;
+        let mut desc = vec![0u8; self.desc_size as usize];
+        self.read(descriptor, &mut desc)?;
+        let mut table = u64::from(u32_le(&desc, 0x08));
+        if self.desc_size >= 64 {
+            table |= u64::from(u32_le(&desc, 0x28)) << 32;
+        }
+        let at = table
+            .checked_mul(self.block_size)
+            .and_then(|t| t.checked_add(index * self.inode_size))
+            .filter(|&at| at.saturating_add(self.inode_size) <= self.len)
+            .ok_or_else(|| {
+                self.corrupt(
+                    Some(descriptor + 0x08),
+                    format!(
+                        "the descriptor of group {group} puts its inode table at block \
+                         {table}, past the end of the volume"
+                    ),
+                )
+            })?;
+        let mut inode = vec![0u8; self.inode_size as usize];
+        self.read(at, &mut inode)?;
+        Ok(inode)
+    }
+
+    /// The entries of directory inode `number`: inode numbers by name.
+    fn dir_entries(&self, number: u32) -> Result<DirEntries, FsError> {
+        let inode = self.inode(number)?;
+        if u16_le(&inode, 0x00) & S_IFMT != S_IFDIR {
+            return Err(self.corrupt(None, format!("inode {number} is not a directory")));
+        }
+        let size = u64::from(u32_le(&inode, 0x04)) | u64::from(u32_le(&inode, 0x6c)) << 32;
+        if size > MAX_DIR_BYTES {
+            return Err(FsError::limit(
+                &self.what,
+                format!("directory inode {number} claims {size} bytes"),
+            ));
+        }
+        let blocks = size.div_ceil(self.block_size);
+        let mut physical = Vec::new();
+        if u32_le(&inode, 0x20) & EXTENTS_FL != 0 {
+            // Each leaf read maps at least one block and index nodes are fewer than leaves,
+            // so a tree needing more reads than this is built to loop.
+            let mut reads = 2 * blocks + 8;
+            let root = &inode[0x28..0x28 + 60];
+            self.extent_blocks(root, blocks, MAX_EXTENT_DEPTH, &mut reads, &mut physical)?;
+        } else {
+            self.mapped_blocks(&inode[0x28..0x28 + 60], blocks, &mut physical)?;
+        }
+        let mut entries = HashMap::new();
+        let mut block = vec![0u8; self.block_size as usize];
+        for at in physical {
+            self.read(at, &mut block)?;
+            self.parse_dir_block(&block, at, &mut entries)?;
+        }
+        Ok(entries)
+    }
+
+    /// Appends the byte offsets of the blocks an extent (sub)tree maps below logical
+    /// block `blocks`, in logical order; unwritten extents read as zeros and are skipped.
+    fn extent_blocks(
+        &self,
+        node: &[u8],
+        blocks: u64,
+        depth_left: u16,
+        reads: &mut u64,
+        out: &mut Vec<u64>,
+    ) -> Result<(), FsError> {
+        let bad = |detail: String| self.corrupt(None, format!("extent tree: {detail}"));
+        if u16_le(node, 0) != EXTENT_MAGIC {
+            return Err(bad("no extent header magic".to_owned()));
+        }
+        let entries = usize::from(u16_le(node, 2));
+        let depth = u16_le(node, 6);
+        if 12 + entries * 12 > node.len() {
+            return Err(bad(format!(
+                "{entries} entries in a node of {} bytes",
+                node.len()
+            )));
+        }
+        if depth >= depth_left {
+            return Err(bad(format!(
+                "a node of depth {depth} below the allowed depth"
+            )));
+        }
+        for entry in node[12..12 + entries * 12].chunks_exact(12) {
+            let start_hi = u64::from(u16_le(entry, 6 + usize::from(depth > 0) * 2));
+            if depth > 0 {
+                let leaf = u64::from(u32_le(entry, 4)) | start_hi << 32;
+                *reads = reads
+                    .checked_sub(1)
+                    .ok_or_else(|| bad(format!("more nodes than {blocks} blocks need")))?;
+                let mut child = vec![0u8; self.block_size as usize];
+                self.read(self.block_offset(leaf)?, &mut child)?;
+                self.extent_blocks(&child, blocks, depth, reads, out)?;
+                continue;
+            }
+            let logical = u64::from(u32_le(entry, 0));
+            let raw_len = u16_le(entry, 4);
+            // Lengths above 32768 mark unwritten extents, which read as zeros.
+            if raw_len > 32_768 {
+                continue;
+            }
+            let start = u64::from(u32_le(entry, 8)) | start_hi << 32;
+            for i in 0..u64::from(raw_len) {
+                if logical + i >= blocks {
+                    break;
+                }
+                if out.len() as u64 >= blocks {
+                    return Err(bad(format!("more than the {blocks} blocks the size gives")));
+                }
+                out.push(self.block_offset(start + i)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends the byte offsets of the first `blocks` blocks of a block map (12 direct
+    /// blocks, then single, double and triple indirect ones); holes are skipped.
+    fn mapped_blocks(&self, map: &[u8], blocks: u64, out: &mut Vec<u64>) -> Result<(), FsError> {
+        let mut left = blocks;
+        for slot in 0..15 {
+            if left == 0 {
+                break;
+            }
+            let block = u64::from(u32_le(map, slot * 4));
+            let level = slot.saturating_sub(11) as u32;
+            self.mapped(block, level, &mut left, out)?;
+        }
+        Ok(())
+    }
+
+    /// One block-map pointer of `level` (0 for a data block): appends the data blocks it
+    /// leads to, counting `left` down.
+    fn mapped(
+        &self,
+        block: u64,
+        level: u32,
+        left: &mut u64,
+        out: &mut Vec<u64>,
+    ) -> Result<(), FsError> {
+        let per_block = self.block_size / 4;
+        if block == 0 {
+            // A hole: as many blocks as the pointer would cover.
+            *left = left.saturating_sub(per_block.saturating_pow(level));
+            return Ok(());
+        }
+        if level == 0 {
+            *left -= 1;
+            out.push(self.block_offset(block)?);
+            return Ok(());
+        }
+        let mut pointers = vec![0u8; self.block_size as usize];
+        self.read(self.block_offset(block)?, &mut pointers)?;
+        for pointer in pointers.chunks_exact(4) {
+            if *left == 0 {
+                break;
+            }
+            self.mapped(u64::from(u32_le(pointer, 0)), level - 1, left, out)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the live entries of one directory block read at `at`.
+    fn parse_dir_block(
+        &self,
+        block: &[u8],
+        at: u64,
+        entries: &mut DirEntries,
+    ) -> Result<(), FsError> {
+        let mut pos = 0;
+        while pos + 8 <= block.len() {
+            let number = u32_le(block, pos);
+            let rec_len = usize::from(u16_le(block, pos + 4));
+            let name_len = usize::from(block[pos + 6]);
+            if rec_len < 8 || pos + rec_len > block.len() || 8 + name_len > rec_len {
+                return Err(self.corrupt(
+                    Some(at + pos as u64),
+                    format!("directory entry of {rec_len} bytes with a name of {name_len}"),
+                ));
+            }
+            let name = &block[pos + 8..pos + 8 + name_len];
+            if number != 0 && name != b"." && name != b".." && !name.is_empty() {
+                if entries.len() >= MAX_DIR_ENTRIES {
+                    return Err(FsError::limit(
+                        &self.what,
+                        format!("a directory has more than {MAX_DIR_ENTRIES} entries"),
+                    ));
+                }
+                entries.insert(name.to_vec(), number);
+            }
+            pos += rec_len;
+        }
+        Ok(())
+    }
+
+    /// The attributes in the inode body and in the attribute block of inode `number`.
+    fn xattrs(&self, number: u32, inode: &[u8], extras: &mut InodeExtras) -> Result<(), FsError> {
+        if inode.len() > 128 {
+            let start = 128 + usize::from(u16_le(inode, 0x80));
+            if start + 4 <= inode.len() && u32_le(inode, start) == XATTR_MAGIC {
+                let body = &inode[start + 4..];
+                self.parse_xattrs(number, body, body, extras);
+            }
+        }
+        let mut acl = u64::from(u32_le(inode, 0x68));
+        if self.desc_size >= 64 {
+            acl |= u64::from(u16_le(inode, 0x76)) << 32;
+        }
+        if acl != 0 {
+            let mut block = vec![0u8; self.block_size as usize];
+            self.read(self.block_offset(acl)?, &mut block)?;
+            if u32_le(&block, 0) != XATTR_MAGIC || u32_le(&block, 8) != 1 {
+                extras.warnings.push(format!(
+                    "inode {number}: the extended attribute block {acl} has no valid header"
+                ));
+            } else {
+                self.parse_xattrs(number, &block[32..], &block, extras);
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the entries in `table`, whose values lie in `values` at their offsets.
+    fn parse_xattrs(&self, number: u32, table: &[u8], values: &[u8], extras: &mut InodeExtras) {
+        let mut pos = 0;
+        while pos + 16 <= table.len() && u32_le(table, pos) != 0 {
+            let name_len = usize::from(table[pos]);
+            let index = table[pos + 1];
+            let value_offs = usize::from(u16_le(table, pos + 2));
+            let value_inum = u32_le(table, pos + 4);
+            let value_size = u32_le(table, pos + 8) as usize;
+            let Some(name) = table.get(pos + 16..pos + 16 + name_len) else {
+                extras.warnings.push(format!(
+                    "inode {number}: an extended attribute entry runs past its table"
+                ));
+                return;
+            };
+            pos += (16 + name_len).next_multiple_of(4);
+            let name = String::from_utf8_lossy(name);
+            let Some(full) = full_name(index, &name) else {
+                extras.warnings.push(format!(
+                    "inode {number}: extended attribute {name:?} in unknown namespace {index} skipped"
+                ));
+                continue;
+            };
+            if value_inum != 0 {
+                extras.warnings.push(format!(
+                    "inode {number}: extended attribute {full} is kept in an inode of its own \
+                     (ea_inode), which is not read"
+                ));
+                continue;
+            }
+            let Some(value) = values.get(value_offs..value_offs.saturating_add(value_size)) else {
+                extras.warnings.push(format!(
+                    "inode {number}: the value of extended attribute {full} lies outside its \
+                     block ({value_size} bytes at {value_offs})"
+                ));
+                continue;
+            };
+            let value = if index == 2 || index == 3 {
+                match acl_to_xattr(value) {
+                    Some(v) => v,
+                    None => {
+                        extras
+                            .warnings
+                            .push(format!("inode {number}: {full} is not a valid ext4 ACL"));
+                        continue;
+                    }
+                }
+            } else {
+                value.to_vec()
+            };
+            extras.xattrs.push((full, value));
+        }
+    }
+
+    /// The byte offset of block `block`, which must lie inside the volume.
+    fn block_offset(&self, block: u64) -> Result<u64, FsError> {
+        block
+            .checked_mul(self.block_size)
+            .filter(|&at| at.saturating_add(self.block_size) <= self.len)
+            .ok_or_else(|| {
+                self.corrupt(
+                    None,
+                    format!("block {block} lies past the end of the volume"),
+                )
+            })
+    }
+
+    fn read(&self, at: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        crate::read_exact(&mut **self.reader.borrow_mut(), &self.what, at, buf)
+    }
+
+    fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
+        FsError::corrupt(&self.what, offset, detail)
+    }
+}
+
+/// Length of the path of the first `depth + 1` directories of `dirs` joined with `/`.
+fn dir_path_len(dirs: &[&[u8]], depth: usize) -> usize {
+    dirs[..=depth].iter().map(|d| d.len() + 1).sum()
+}
+
+/// The full name of an attribute stored with namespace `index` and suffix `name`, as
+/// `getxattr` shows it; `None` for namespaces Linux does not show.
+fn full_name(index: u8, name: &str) -> Option<String> {
+    let prefix = match index {
+        1 => "user.",
+        2 => return Some("system.posix_acl_access".to_owned()),
+        3 => return Some("system.posix_acl_default".to_owned()),
+        4 => "trusted.",
+        6 => "security.",
+        7 => "system.",
+        8 => "system.richacl",
+        _ => return None,
+    };
+    Some(format!("{prefix}{name}"))
+}
+
+/// Converts an ACL from ext4's compact form (version 1; entries of 4 bytes, 8 for named
+/// users and groups) to the form `setxattr` takes (version 2; entries of 8 bytes).
+fn acl_to_xattr(stored: &[u8]) -> Option<Vec<u8>> {
+    const USER: u16 = 0x02;
+    const GROUP: u16 = 0x08;
+    if stored.len() < 4 || u32_le(stored, 0) != 1 {
+        return None;
+    }
+    let mut out = 2u32.to_le_bytes().to_vec();
+    let mut pos = 4;
+    while pos < stored.len() {
+        let tag = u16_le(stored.get(pos..pos + 4)?, 0);
+        let perm = u16_le(stored, pos + 2);
+        let id = if tag == USER || tag == GROUP {
+            let id = u32_le(stored.get(pos..pos + 8)?, 4);
+            pos += 8;
+            id
+        } else {
+            pos += 4;
+            u32::MAX
+        };
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    Some(out)
+}
+
+/// `(major, minor)` from a device inode's block field: the old 8-bit encoding in its first
+/// word, or the new one in its second.
+fn device_number(inode: &[u8]) -> (u32, u32) {
+    let old = u32_le(inode, 0x28);
+    if old != 0 {
+        return ((old >> 8) & 0xff, old & 0xff);
+    }
+    let new = u32_le(inode, 0x2c);
+    (
+        (new & 0xf_ff00) >> 8,
+        (new & 0xff) | ((new >> 12) & 0xf_ff00),
+    )
+}
+
+fn u16_le(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acls_convert_to_the_setxattr_form() {
+        // user::rw-, user:1000:r--, group::r--, mask::r--, other::---
+        let mut stored = 1u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (1u16, 6u16, None),
+            (2, 4, Some(1000u32)),
+            (4, 4, None),
+            (0x10, 4, None),
+            (0x20, 0, None),
+        ] {
+            stored.extend_from_slice(&tag.to_le_bytes());
+            stored.extend_from_slice(&perm.to_le_bytes());
+            if let Some(id) = id {
+                stored.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        let xattr = acl_to_xattr(&stored).unwrap();
+        assert_eq!(xattr.len(), 4 + 5 * 8);
+        assert_eq!(u32_le(&xattr, 0), 2);
+        assert_eq!((u16_le(&xattr, 12), u32_le(&xattr, 16)), (2, 1000));
+        assert_eq!(u32_le(&xattr, 8), u32::MAX);
+        for cut in 0..stored.len() {
+            // Cuts inside an entry are refused; cuts between entries give a shorter ACL.
+            let _ = acl_to_xattr(&stored[..cut]);
+        }
+        assert!(acl_to_xattr(&stored[..10]).is_none());
+        assert!(acl_to_xattr(&[2, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn device_numbers_decode_in_both_encodings() {
+        let mut inode = vec![0u8; 256];
+        inode[0x28..0x2c].copy_from_slice(&((8u32 << 8) | 1).to_le_bytes());
+        assert_eq!(device_number(&inode), (8, 1));
+        inode[0x28..0x2c].fill(0);
+        // major 259, minor 300 in the kernel's new_encode_dev.
+        let (major, minor) = (259u32, 300u32);
+        let new = (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12);
+        inode[0x2c..0x30].copy_from_slice(&new.to_le_bytes());
+        assert_eq!(device_number(&inode), (major, minor));
+    }
+}
