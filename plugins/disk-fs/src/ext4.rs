@@ -166,13 +166,8 @@ impl ExtVolume {
             "ext2"
         };
         let reader = Rc::new(RefCell::new(reader));
-        // Attributes and device numbers are read from the inodes as stored: with a journal
-        // left needing recovery, what the journal holds would be missing from them.
-        let raw = if incompat & INCOMPAT_RECOVER != 0 {
-            Err("its journal needs recovery, so the inodes on disk may be out of date".to_owned())
-        } else {
-            RawExt::new(Rc::clone(&reader), what, &sb, block_size, first_data_block)
-        };
+        let raw = RawExt::new(Rc::clone(&reader), what, &sb, block_size, first_data_block);
+        let mut replayed = incompat & INCOMPAT_RECOVER != 0;
         let mut warnings = Vec::new();
         let source = Source {
             reader: Rc::clone(&reader),
@@ -196,6 +191,7 @@ impl ExtVolume {
                     "the journal needs recovery but cannot be replayed ({e}); read without it, \
                      so changes from just before the backup may be missing"
                 ));
+                replayed = false;
                 let source = Source {
                     reader,
                     superblock: Some(Box::new(patched)),
@@ -204,6 +200,14 @@ impl ExtVolume {
             }
             Err(e) => return Err(map_err(what, "", e)),
         };
+        // Attributes and device numbers are read from the inodes as stored, through the
+        // same journal transactions the reader beneath replayed (or read past).
+        let raw = raw.and_then(|mut raw| {
+            if replayed {
+                raw.replay_journal(&sb)?;
+            }
+            Ok(raw)
+        });
         Ok(ExtVolume {
             fs,
             raw,

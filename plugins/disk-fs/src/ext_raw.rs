@@ -34,6 +34,7 @@ use std::rc::Rc;
 use tessera_disk_image::ReadAt;
 
 use crate::FsError;
+use crate::ext_journal::{ESCAPED_MAGIC, Journal, Overlay};
 
 /// The root directory's inode.
 const ROOT_INODE: u32 = 2;
@@ -47,6 +48,9 @@ const MAX_EXTENT_DEPTH: u16 = 5;
 const XATTR_MAGIC: u32 = 0xea02_0000;
 /// Largest directory read, as in the module that lists directories.
 const MAX_DIR_BYTES: u64 = 1 << 30;
+/// Largest journal replayed, in blocks (16 GiB of 4 KiB blocks; mke2fs makes at most 1 GiB
+/// by default). Its block list is held in memory.
+const MAX_JOURNAL_BLOCKS: u64 = 1 << 22;
 /// Most entries kept from one directory.
 const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// File-type bits of `st_mode`.
@@ -79,6 +83,8 @@ pub(crate) struct RawExt {
     desc_size: u64,
     /// The directory listed last, by its resolved path: its entries' inodes by name.
     last_dir: Option<(Vec<u8>, DirEntries)>,
+    /// Newer copies of blocks in the journal's committed transactions.
+    overlay: Overlay,
 }
 
 impl RawExt {
@@ -123,7 +129,38 @@ impl RawExt {
             inode_size,
             desc_size,
             last_dir: None,
+            overlay: Overlay::new(),
         })
+    }
+
+    /// Reads through the committed transactions of the journal (the inode the superblock
+    /// `sb` names), as the reader beneath did when it replayed it.
+    pub(crate) fn replay_journal(&mut self, sb: &[u8; 1024]) -> Result<(), String> {
+        let number = u32::from_le_bytes([sb[0xe0], sb[0xe1], sb[0xe2], sb[0xe3]]);
+        if number == 0 {
+            return Err("the journal is on a device of its own".to_owned());
+        }
+        let text = |e: FsError| format!("the journal cannot be read: {e}");
+        let inode = self.inode(number).map_err(text)?;
+        let size = file_size(&inode);
+        let blocks = size / self.block_size;
+        if blocks > MAX_JOURNAL_BLOCKS {
+            return Err(format!(
+                "the journal holds {blocks} blocks (at most {MAX_JOURNAL_BLOCKS} are read)"
+            ));
+        }
+        let offsets = self.data_blocks(number, &inode, blocks).map_err(text)?;
+        if offsets.len() as u64 != blocks {
+            return Err("the journal file has holes".to_owned());
+        }
+        let mut journal = Journal {
+            blocks: &offsets,
+            block_size: self.block_size as usize,
+            reader: &self.reader,
+            what: &self.what,
+        };
+        self.overlay = journal.replay()?;
+        Ok(())
     }
 
     /// The extras of the inode at `resolved` (an absolute path free of symlinks but for
@@ -225,24 +262,14 @@ impl RawExt {
         if u16_le(&inode, 0x00) & S_IFMT != S_IFDIR {
             return Err(self.corrupt(None, format!("inode {number} is not a directory")));
         }
-        let size = u64::from(u32_le(&inode, 0x04)) | u64::from(u32_le(&inode, 0x6c)) << 32;
+        let size = file_size(&inode);
         if size > MAX_DIR_BYTES {
             return Err(FsError::limit(
                 &self.what,
                 format!("directory inode {number} claims {size} bytes"),
             ));
         }
-        let blocks = size.div_ceil(self.block_size);
-        let mut physical = Vec::new();
-        if u32_le(&inode, 0x20) & EXTENTS_FL != 0 {
-            // Each leaf read maps at least one block and index nodes are fewer than leaves,
-            // so a tree needing more reads than this is built to loop.
-            let mut reads = 2 * blocks + 8;
-            let root = &inode[0x28..0x28 + 60];
-            self.extent_blocks(root, blocks, MAX_EXTENT_DEPTH, &mut reads, &mut physical)?;
-        } else {
-            self.mapped_blocks(&inode[0x28..0x28 + 60], blocks, &mut physical)?;
-        }
+        let physical = self.data_blocks(number, &inode, size.div_ceil(self.block_size))?;
         let mut entries = HashMap::new();
         let mut block = vec![0u8; self.block_size as usize];
         for at in physical {
@@ -250,6 +277,26 @@ impl RawExt {
             self.parse_dir_block(&block, at, &mut entries)?;
         }
         Ok(entries)
+    }
+
+    /// The byte offsets of the first `blocks` blocks of inode `number`'s data, holes
+    /// left out.
+    fn data_blocks(&self, number: u32, inode: &[u8], blocks: u64) -> Result<Vec<u64>, FsError> {
+        let mut physical = Vec::new();
+        let map = &inode[0x28..0x28 + 60];
+        if u32_le(inode, 0x20) & EXTENTS_FL != 0 {
+            // Each leaf read maps at least one block and index nodes are fewer than leaves,
+            // so a tree needing more reads than this is built to loop.
+            let mut reads = 2 * blocks + 8;
+            self.extent_blocks(map, blocks, MAX_EXTENT_DEPTH, &mut reads, &mut physical)
+                .map_err(|e| match e {
+                    FsError::Corrupt { .. } => self.corrupt(None, format!("inode {number}: {e}")),
+                    other => other,
+                })?;
+        } else {
+            self.mapped_blocks(map, blocks, &mut physical)?;
+        }
+        Ok(physical)
     }
 
     /// Appends the byte offsets of the blocks an extent (sub)tree maps below logical
@@ -484,13 +531,44 @@ impl RawExt {
             })
     }
 
-    fn read(&self, at: u64, buf: &mut [u8]) -> Result<(), FsError> {
-        crate::read_exact(&mut **self.reader.borrow_mut(), &self.what, at, buf)
+    /// Reads `buf` at `at`, taking each block's newest committed copy in the journal
+    /// where there is one.
+    fn read(&self, mut at: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        let mut reader = self.reader.borrow_mut();
+        if self.overlay.is_empty() {
+            return crate::read_exact(&mut **reader, &self.what, at, buf);
+        }
+        let len = <[u8]>::len(buf);
+        let mut done = 0;
+        while done < len {
+            let (block, within) = (at / self.block_size, at % self.block_size);
+            let n = ((self.block_size - within) as usize).min(len - done);
+            let part = &mut buf[done..done + n];
+            match self.overlay.get(&block) {
+                Some(copy) => {
+                    crate::read_exact(&mut **reader, &self.what, copy.at + within, part)?;
+                    if copy.escaped && within < 4 {
+                        let magic = &ESCAPED_MAGIC[within as usize..];
+                        let k = magic.len().min(n);
+                        part[..k].copy_from_slice(&magic[..k]);
+                    }
+                }
+                None => crate::read_exact(&mut **reader, &self.what, at, part)?,
+            }
+            done += n;
+            at += n as u64;
+        }
+        Ok(())
     }
 
     fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
         FsError::corrupt(&self.what, offset, detail)
     }
+}
+
+/// The size field of an inode.
+fn file_size(inode: &[u8]) -> u64 {
+    u64::from(u32_le(inode, 0x04)) | u64::from(u32_le(inode, 0x6c)) << 32
 }
 
 /// Length of the path of the first `depth + 1` directories of `dirs` joined with `/`.

@@ -24,17 +24,19 @@
 //! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
 //! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
 //! not available; FAT short names are decoded as code page 850. [`Volume::extras`]
-//! (extended attributes and device numbers) refuses ext volumes whose journal needs
-//! recovery and the `meta_bg` layout, and skips attribute values kept in inodes of their
-//! own (`ea_inode`) with a warning.
+//! (extended attributes and device numbers) refuses ext volumes with the `meta_bg` layout
+//! or an external journal, and skips attribute values kept in inodes of their own
+//! (`ea_inode`) with a warning.
 //!
 //! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
 //! (through the `ext4-view` crate, after checks of its own), `ext_raw` for what that crate
 //! does not expose (inode numbers, extended attributes, device numbers, read from the
-//! volume's own structures), `fat` for FAT12/16/32 (read here).
+//! volume's own structures) with `ext_journal` for the journal transactions it reads
+//! through, `fat` for FAT12/16/32 (read here).
 
 mod error;
 mod ext4;
+mod ext_journal;
 mod ext_raw;
 mod fat;
 mod gpt;

@@ -223,9 +223,9 @@ impl Volume {
     }
 
     /// The extended attributes and device number of the entry at `path` (a symlink itself,
-    /// not its target). On ext they are read from the inode as stored, found through the
-    /// directory blocks; a volume whose journal needs recovery refuses
-    /// ([`FsError::Unsupported`]), since its inodes on disk may be out of date.
+    /// not its target). On ext they are read from the inode, found through the directory
+    /// blocks, through the journal transactions the volume's reader replayed; a layout
+    /// this cannot read (`meta_bg`, an external journal) is [`FsError::Unsupported`].
     pub fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
         match &mut self.inner {
             Inner::Ext(v) => v.extras(path),

@@ -114,8 +114,9 @@ pub(crate) fn restore(
 struct Walk<'j> {
     job: &'j mut Job,
     volume: Volume,
-    /// Set once the volume refused to give extended attributes and device numbers (its
-    /// journal needs recovery): the reason was told once, and they are not asked again.
+    /// Set once the volume refused to give extended attributes and device numbers (a
+    /// layout they cannot be read from): the reason was told once, and they are not asked
+    /// again.
     extras_refused: bool,
 }
 

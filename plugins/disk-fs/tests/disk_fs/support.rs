@@ -375,6 +375,13 @@ pub fn journal_transaction(img: &Path, v3: bool) {
         << u32::from_le_bytes(std::fs::read(img).unwrap()[1048..1052].try_into().unwrap());
     let mut data = b"HELLO FROM THE JOURNAL\n".to_vec();
     data.resize(block_size, 0);
+    journal_block(img, block, &data, v3);
+}
+
+/// Writes one committed journal transaction carrying `data` as the new content of file
+/// system block `block`, leaving the volume needing recovery (`debugfs` `jo`/`jw`/`jc`;
+/// with `v3`, checksums of version 3).
+pub fn journal_block(img: &Path, block: u64, data: &[u8], v3: bool) {
     let dir = img.parent().unwrap();
     std::fs::write(dir.join("block"), data).unwrap();
     let open = if v3 { "jo -c" } else { "jo" };
@@ -385,7 +392,12 @@ pub fn journal_transaction(img: &Path, v3: bool) {
     std::fs::write(dir.join("cmds"), cmds).unwrap();
     run(
         "debugfs",
-        &["-w", "-f", dir.join("cmds").to_str().unwrap(), image],
+        &[
+            "-w",
+            "-f",
+            dir.join("cmds").to_str().unwrap(),
+            img.to_str().unwrap(),
+        ],
         &[],
     );
 }
