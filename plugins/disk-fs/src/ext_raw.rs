@@ -189,33 +189,35 @@ impl RawExt {
         let dir_path: Vec<u8> = dirs.iter().flat_map(|d| [&b"/"[..], d].concat()).collect();
         if self.last_dir.as_ref().is_none_or(|(p, _)| *p != dir_path) {
             let mut number = ROOT_INODE;
-            for (depth, dir) in dirs.iter().enumerate() {
+            let mut parent_len = 0;
+            for dir in dirs {
                 let entries = self.dir_entries(number)?;
-                number = *entries.get(*dir).ok_or_else(|| {
-                    self.corrupt(
-                        None,
-                        format!(
-                            "directory {:?} holds no entry {:?} in its blocks",
-                            String::from_utf8_lossy(&dir_path[..dir_path_len(dirs, depth)]),
-                            String::from_utf8_lossy(dir)
-                        ),
-                    )
-                })?;
+                number = *entries
+                    .get(*dir)
+                    .ok_or_else(|| self.missing(&dir_path[..parent_len], dir))?;
+                parent_len += dir.len() + 1;
             }
             let entries = self.dir_entries(number)?;
             self.last_dir = Some((dir_path, entries));
         }
         let (dir_path, entries) = self.last_dir.as_ref().expect("filled above");
-        entries.get(*name).copied().ok_or_else(|| {
-            self.corrupt(
-                None,
-                format!(
-                    "directory {:?} holds no entry {:?} in its blocks",
-                    String::from_utf8_lossy(dir_path),
-                    String::from_utf8_lossy(name)
-                ),
-            )
-        })
+        entries
+            .get(*name)
+            .copied()
+            .ok_or_else(|| self.missing(dir_path, name))
+    }
+
+    /// The error for a name the reader beneath found but the directory blocks lack.
+    fn missing(&self, dir: &[u8], name: &[u8]) -> FsError {
+        let dir = if dir.is_empty() { &b"/"[..] } else { dir };
+        self.corrupt(
+            None,
+            format!(
+                "directory {:?} holds no entry {:?} in its blocks",
+                String::from_utf8_lossy(dir),
+                String::from_utf8_lossy(name)
+            ),
+        )
     }
 
     /// The bytes of inode `number`.
@@ -287,12 +289,13 @@ impl RawExt {
         if u32_le(inode, 0x20) & EXTENTS_FL != 0 {
             // Each leaf read maps at least one block and index nodes are fewer than leaves,
             // so a tree needing more reads than this is built to loop.
-            let mut reads = 2 * blocks + 8;
-            self.extent_blocks(map, blocks, MAX_EXTENT_DEPTH, &mut reads, &mut physical)
-                .map_err(|e| match e {
-                    FsError::Corrupt { .. } => self.corrupt(None, format!("inode {number}: {e}")),
-                    other => other,
-                })?;
+            let mut walk = ExtentWalk {
+                number,
+                blocks,
+                reads: 2 * blocks + 8,
+                out: &mut physical,
+            };
+            self.extent_blocks(map, MAX_EXTENT_DEPTH, &mut walk)?;
         } else {
             self.mapped_blocks(map, blocks, &mut physical)?;
         }
@@ -300,16 +303,17 @@ impl RawExt {
     }
 
     /// Appends the byte offsets of the blocks an extent (sub)tree maps below logical
-    /// block `blocks`, in logical order; unwritten extents read as zeros and are skipped.
+    /// block `walk.blocks`, in logical order; unwritten extents read as zeros and are
+    /// skipped.
     fn extent_blocks(
         &self,
         node: &[u8],
-        blocks: u64,
         depth_left: u16,
-        reads: &mut u64,
-        out: &mut Vec<u64>,
+        walk: &mut ExtentWalk,
     ) -> Result<(), FsError> {
-        let bad = |detail: String| self.corrupt(None, format!("extent tree: {detail}"));
+        let (blocks, number) = (walk.blocks, walk.number);
+        let bad =
+            |detail: String| self.corrupt(None, format!("inode {number}: extent tree: {detail}"));
         if u16_le(node, 0) != EXTENT_MAGIC {
             return Err(bad("no extent header magic".to_owned()));
         }
@@ -330,12 +334,13 @@ impl RawExt {
             let start_hi = u64::from(u16_le(entry, 6 + usize::from(depth > 0) * 2));
             if depth > 0 {
                 let leaf = u64::from(u32_le(entry, 4)) | start_hi << 32;
-                *reads = reads
+                walk.reads = walk
+                    .reads
                     .checked_sub(1)
                     .ok_or_else(|| bad(format!("more nodes than {blocks} blocks need")))?;
                 let mut child = vec![0u8; self.block_size as usize];
                 self.read(self.block_offset(leaf)?, &mut child)?;
-                self.extent_blocks(&child, blocks, depth, reads, out)?;
+                self.extent_blocks(&child, depth, walk)?;
                 continue;
             }
             let logical = u64::from(u32_le(entry, 0));
@@ -349,10 +354,10 @@ impl RawExt {
                 if logical + i >= blocks {
                     break;
                 }
-                if out.len() as u64 >= blocks {
+                if walk.out.len() as u64 >= blocks {
                     return Err(bad(format!("more than the {blocks} blocks the size gives")));
                 }
-                out.push(self.block_offset(start + i)?);
+                walk.out.push(self.block_offset(start + i)?);
             }
         }
         Ok(())
@@ -566,14 +571,18 @@ impl RawExt {
     }
 }
 
+/// An extent tree being walked: whose it is, how many blocks are wanted, how many more
+/// nodes may be read, and the blocks found.
+struct ExtentWalk<'a> {
+    number: u32,
+    blocks: u64,
+    reads: u64,
+    out: &'a mut Vec<u64>,
+}
+
 /// The size field of an inode.
 fn file_size(inode: &[u8]) -> u64 {
     u64::from(u32_le(inode, 0x04)) | u64::from(u32_le(inode, 0x6c)) << 32
-}
-
-/// Length of the path of the first `depth + 1` directories of `dirs` joined with `/`.
-fn dir_path_len(dirs: &[&[u8]], depth: usize) -> usize {
-    dirs[..=depth].iter().map(|d| d.len() + 1).sum()
 }
 
 /// The full name of an attribute stored with namespace `index` and suffix `name`, as
