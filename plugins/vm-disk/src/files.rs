@@ -79,7 +79,8 @@ pub(crate) fn restore(
     while let Some(dir) = stack.last_mut() {
         let Some(child) = dir.children.next() else {
             if let Some(done) = stack.pop() {
-                walk.apply_metadata(&done.path, &done.inside, &done.entry);
+                let extras = walk.extras(&done.path, &done.inside);
+                walk.apply_metadata(&done.path, &done.entry, extras);
             }
             continue;
         };
@@ -129,6 +130,8 @@ impl Walk<'_> {
         entry: FsEntry,
     ) -> Result<Option<Dir>, PluginError> {
         let dest = self.job.target.sandbox(&point_path);
+        // What was read of the inode already, where the entry needed it to be created.
+        let mut extras = None;
         match &entry.kind {
             FsKind::Directory => {
                 target::make_dir(&point_path, &dest)?;
@@ -182,9 +185,11 @@ impl Walk<'_> {
                     return Ok(None);
                 }
                 Some(kind @ (FileType::CharDevice | FileType::BlockDevice)) => {
-                    if !self.make_device(&point_path, &inside, &dest, &entry, kind)? {
+                    let read = self.extras(&point_path, &inside);
+                    if !self.make_device(&point_path, &dest, &entry, kind, read.device)? {
                         return Ok(None);
                     }
+                    extras = Some(read);
                 }
                 _ => {
                     self.job.tally.warn(format!(
@@ -195,7 +200,8 @@ impl Walk<'_> {
             },
         }
         self.job.tally.entries += 1;
-        self.apply_metadata(&point_path, &inside, &entry);
+        let extras = extras.unwrap_or_else(|| self.extras(&point_path, &inside));
+        self.apply_metadata(&point_path, &entry, extras);
         Ok(None)
     }
 
@@ -204,12 +210,12 @@ impl Walk<'_> {
     fn make_device(
         &mut self,
         point_path: &str,
-        inside: &str,
         dest: &std::path::Path,
         entry: &FsEntry,
         kind: FileType,
+        device: Option<(u32, u32)>,
     ) -> Result<bool, PluginError> {
-        let Some((major, minor)) = self.extras(point_path, inside).device else {
+        let Some((major, minor)) = device else {
             self.job.tally.warn(format!(
                 "{point_path}: device node not created: its device number could not be read"
             ));
@@ -310,8 +316,8 @@ impl Walk<'_> {
         Ok(true)
     }
 
-    /// Applies an entry's metadata, extended attributes included, to its restored path.
-    fn apply_metadata(&mut self, point_path: &str, inside: &str, entry: &FsEntry) {
+    /// Applies an entry's metadata, with its extended attributes, to its restored path.
+    fn apply_metadata(&mut self, point_path: &str, entry: &FsEntry, extras: Extras) {
         let mode = match &entry.kind {
             // Linux cannot change a symlink's mode.
             FsKind::Symlink(_) => None,
@@ -324,8 +330,7 @@ impl Walk<'_> {
             gid: entry.gid,
             mtime_ns: entry.mtime_ns,
             atime_ns: entry.atime_ns,
-            xattrs: self
-                .extras(point_path, inside)
+            xattrs: extras
                 .xattrs
                 .into_iter()
                 .map(|(name, value)| Xattr { name, value })
