@@ -46,7 +46,7 @@ const FLAG_LAST_TAG: u32 = 0x8;
 
 /// Where the newest committed copy of a file-system block lies in the journal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Copy {
+pub(crate) struct LoggedBlock {
     /// Byte offset of the copy in the volume.
     pub(crate) at: u64,
     /// The block began with the journal's magic number, which the copy holds as zeros.
@@ -54,7 +54,7 @@ pub(crate) struct Copy {
 }
 
 /// Committed journal copies by file-system block number.
-pub(crate) type Overlay = HashMap<u64, Copy>;
+pub(crate) type Overlay = HashMap<u64, LoggedBlock>;
 
 /// The journal's blocks as the volume holds them: byte offsets of journal blocks 0, 1, ...,
 /// and the volume (named `what`) to read them from.
@@ -77,7 +77,7 @@ struct Features {
 /// A transaction being read, not yet committed.
 #[derive(Default)]
 struct Pending {
-    copies: Vec<(u64, Copy)>,
+    copies: Vec<(u64, LoggedBlock)>,
     revoked: Vec<u64>,
 }
 
@@ -166,7 +166,7 @@ impl Journal<'_> {
                         }
                         budget -= 1;
                         let at = self.offset(pos)?;
-                        pending.copies.push((block, Copy { at, escaped }));
+                        pending.copies.push((block, LoggedBlock { at, escaped }));
                     }
                 }
                 COMMIT => {
