@@ -24,9 +24,9 @@
 //! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
 //! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
 //! not available; FAT short names are decoded as code page 850. [`Volume::extras`]
-//! (extended attributes and device numbers) refuses ext volumes with the `meta_bg` layout
-//! or an external journal, and skips attribute values kept in inodes of their own
-//! (`ea_inode`) with a warning.
+//! (extended attributes and device numbers) skips attribute values kept in inodes of
+//! their own with a warning: volumes with that feature (`ea_inode`), like `meta_bg` and
+//! external journals, are refused when they are opened.
 //!
 //! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
 //! (through the `ext4-view` crate, after checks of its own), `ext_raw` for what that crate
