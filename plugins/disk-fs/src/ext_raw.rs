@@ -97,8 +97,8 @@ impl RawExt {
         block_size: u64,
         first_data_block: u64,
     ) -> Result<Self, String> {
-        let u32_at = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
-        let u16_at = |at: usize| u64::from(u16::from_le_bytes([sb[at], sb[at + 1]]));
+        let u32_at = |at: usize| u32_le(sb, at);
+        let u16_at = |at: usize| u64::from(u16_le(sb, at));
         let incompat = u32_at(0x60);
         if incompat & INCOMPAT_META_BG != 0 {
             return Err("the meta_bg layout of group descriptors is not read".to_owned());
@@ -136,7 +136,7 @@ impl RawExt {
     /// Reads through the committed transactions of the journal (the inode the superblock
     /// `sb` names), as the reader beneath did when it replayed it.
     pub(crate) fn replay_journal(&mut self, sb: &[u8; 1024]) -> Result<(), String> {
-        let number = u32::from_le_bytes([sb[0xe0], sb[0xe1], sb[0xe2], sb[0xe3]]);
+        let number = u32_le(sb, 0xe0);
         if number == 0 {
             return Err("the journal is on a device of its own".to_owned());
         }
