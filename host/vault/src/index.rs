@@ -12,8 +12,10 @@
 //! so a vault of a million chunks costs about 48 MB and opens with one sort, no per-chunk
 //! allocation. A table of where each run of ids sharing their top bits starts (about four
 //! records per run, under a byte per record) takes a lookup straight to the few records it
-//! must search: ids are uniformly distributed, being SHA-256 or HMAC outputs. The same chunk may be listed in several packs (two writers raced, or a
-//! repack copied it); lookups prefer a pack that is not marked for deletion.
+//! must search: ids are uniformly distributed, being SHA-256 or HMAC outputs.
+//!
+//! The same chunk may be listed in several packs (two writers raced, or a repack copied
+//! it); lookups prefer a pack that is not marked for deletion.
 
 use std::collections::HashMap;
 

@@ -56,11 +56,11 @@ const CHECKSUM_AT: usize = 0x3fc;
 /// descriptor table that is read and kept in memory when the volume opens.
 const MAX_BLOCK_GROUPS: u64 = 1 << 20;
 /// Most entries returned by one listing: guards memory against a directory built to be huge.
-const MAX_DIR_ENTRIES: usize = 1 << 20;
+pub(crate) const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// Largest directory read or searched, in bytes (ten million entries take about 300 MiB): a
 /// directory inode can claim terabytes that map onto the same few blocks, and scanning them
 /// would never end.
-const MAX_DIR_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_DIR_BYTES: u64 = 1 << 30;
 /// Most symlinks followed while resolving one path (Linux's limit).
 const MAX_SYMLINKS: usize = 40;
 

@@ -35,6 +35,7 @@ use tessera_disk_image::ReadAt;
 
 use crate::FsError;
 use crate::ext_journal::{ESCAPED_MAGIC, Journal, Overlay};
+use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
 
 /// The root directory's inode.
 const ROOT_INODE: u32 = 2;
@@ -46,13 +47,9 @@ const EXTENT_MAGIC: u16 = 0xf30a;
 /// Deepest extent tree the kernel builds (a root in the inode and up to four levels).
 const MAX_EXTENT_DEPTH: u16 = 5;
 const XATTR_MAGIC: u32 = 0xea02_0000;
-/// Largest directory read, as in the module that lists directories.
-const MAX_DIR_BYTES: u64 = 1 << 30;
 /// Largest journal replayed, in blocks (16 GiB of 4 KiB blocks; mke2fs makes at most 1 GiB
 /// by default). Its block list is held in memory.
 const MAX_JOURNAL_BLOCKS: u64 = 1 << 22;
-/// Most entries kept from one directory.
-const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// File-type bits of `st_mode`.
 const S_IFMT: u16 = 0o170_000;
 const S_IFCHR: u16 = 0o020_000;

@@ -354,10 +354,15 @@ fn makedev(major: u32, minor: u32) -> u64 {
 fn write_sparse(out: &mut std::fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
     let mut at = 0;
     while at < data.len() {
-        let zero = is_zero(block_at(data, offset, at));
-        let mut end = at + block_at(data, offset, at).len();
-        while end < data.len() && is_zero(block_at(data, offset, end)) == zero {
-            end += block_at(data, offset, end).len();
+        let first = block_at(data, offset, at);
+        let zero = is_zero(first);
+        let mut end = at + first.len();
+        while end < data.len() {
+            let next = block_at(data, offset, end);
+            if is_zero(next) != zero {
+                break;
+            }
+            end += next.len();
         }
         if zero {
             out.seek(SeekFrom::Current((end - at) as i64))?;
