@@ -365,3 +365,133 @@ mod random_edits {
         }
     }
 }
+
+mod read_from_sources {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A source that hands out its bytes in reads of the given sizes, in turn, and then
+    /// fails if `fail` says so instead of ending.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        turn: usize,
+        fail: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.data.is_empty() && self.fail {
+                return Err(std::io::Error::other("the disk went away"));
+            }
+            let size = self.sizes[self.turn % self.sizes.len()];
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn content_written(tv: &TestVault, chunking: Chunking, data: &[u8]) -> Content {
+        let mut backup = Backup::start(&tv.vault, options("w")).unwrap();
+        let mut stream = backup.stream(chunking).unwrap();
+        for piece in data.chunks(100_000) {
+            stream.write(piece).unwrap();
+        }
+        stream.finish().unwrap().content
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Bytes read from a source in place are cut into the chunks written bytes give,
+        /// whatever the reads' sizes, the ranges asked for, and the bytes written between.
+        #[test]
+        fn reading_in_place_cuts_the_chunks_writing_does(
+            seed in any::<u64>(),
+            len in 0usize..1_500_000,
+            sizes in proptest::collection::vec(1usize..200_000, 1..5),
+            ranges in proptest::collection::vec(1u64..400_000, 1..6),
+            written in 0usize..70_000,
+            kind in 0u8..3,
+        ) {
+            let tv = TestVault::encrypted();
+            let chunking = match kind {
+                0 => Chunking::Fixed { size: 16 * 1024 },
+                1 => small_cdc(),
+                _ => Chunking::ContentDefined(tessera_vault::CdcParams {
+                    min_size: 100_000,
+                    avg_size: 128 * 1024,
+                    max_size: 300_000,
+                }),
+            };
+            let data = random_bytes(seed, len);
+            let expected = content_written(&tv, chunking, &data);
+
+            let mut backup = Backup::start(&tv.vault, options("r")).unwrap();
+            let mut stream = backup.stream(chunking).unwrap();
+            // A fixed-size stream's written bytes stay aligned to its chunks; the rest
+            // of it comes from the source in ranges of the given lengths.
+            let written = match chunking {
+                Chunking::Fixed { size } => written.min(len) / size as usize * size as usize,
+                _ => written.min(len),
+            };
+            stream.write(&data[..written]).unwrap();
+            let mut source = Trickle { data: &data[written..], sizes, turn: 0, fail: false };
+            let mut at = written as u64;
+            for want in ranges.iter().cycle() {
+                let got = stream.write_from(&mut source, *want, "the source").unwrap();
+                at += got;
+                if got < *want {
+                    break;
+                }
+            }
+            prop_assert_eq!(at, len as u64);
+            let result = stream.finish().unwrap();
+            prop_assert_eq!(result.stats.bytes_read, len as u64);
+            prop_assert_eq!(&result.content, &expected);
+            let mut entry = Entry::new("", EntryKind::File);
+            entry.content = result.content;
+            backup.add_entry("f", entry).unwrap();
+            let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+            prop_assert_eq!(read_file(&tv.vault, &point, "f").unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn a_source_that_fails_is_named_with_where_it_failed() {
+        let tv = TestVault::encrypted();
+        let data = random_bytes(7, 300_000);
+        let mut backup = Backup::start(&tv.vault, options("r")).unwrap();
+        let mut stream = backup.stream(small_cdc()).unwrap();
+        let mut source = Trickle {
+            data: &data,
+            sizes: vec![70_000],
+            turn: 0,
+            fail: true,
+        };
+        let err = stream
+            .write_from(&mut source, 1 << 20, "disk.img")
+            .unwrap_err();
+        assert!(
+            matches!(&err, tessera_vault::Error::Source { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "cannot read disk.img at byte 300000: the disk went away"
+        );
+        // The bytes read before the failure are in the stream, and it goes on.
+        stream.write(b"more").unwrap();
+        let content = stream.finish().unwrap().content;
+        let mut expected = data.clone();
+        expected.extend_from_slice(b"more");
+        let mut entry = Entry::new("", EntryKind::File);
+        entry.content = content;
+        backup.add_entry("f", entry).unwrap();
+        let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+        assert_eq!(read_file(&tv.vault, &point, "f").unwrap(), expected);
+    }
+}

@@ -9,7 +9,7 @@ use crate::bindings::sink::{
     self, Chunking as WitChunking, Consistency as WitConsistency, EntryInfo, HostError, Metadata,
     ParentEntry,
 };
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::convert::{entry_to_wit, grant_error, kind_to_vault, meta_to_vault, vault_error};
 use crate::limits::{MAX_IO_CALL, MAX_OPEN_HANDLES, check_path};
@@ -36,16 +36,16 @@ impl ContentWriter {
 }
 
 /// Bytes `write-file` reads from a source file at a time.
-const FILE_READ: usize = 1 << 20;
+const FILE_READ: u64 = 1 << 20;
 
 fn not_capturing() -> HostError {
     HostError::WrongPhase("this call is only available during capture".into())
 }
 
-/// Moves `offset..offset+length` of the writer's open source file into its stream.
+/// Moves `offset..offset+length` of the writer's open source file into its stream,
+/// read straight into the stream's chunk buffers.
 fn pump(
     writer: &mut ContentWriter,
-    buffer: &mut Vec<u8>,
     path: &str,
     offset: u64,
     length: u64,
@@ -60,28 +60,43 @@ fn pump(
         .ok_or_else(|| HostError::Invalid("the content writer is busy".into()))?;
     let mut done = 0u64;
     while done < length {
-        let want = (length - done).min(FILE_READ as u64) as usize;
-        if buffer.len() < want {
-            buffer.resize(want, 0);
-        }
         let at = offset.saturating_add(done);
-        let read = match rustix::io::pread(fd, &mut buffer[..want], at) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => {
-                return Err(HostError::Io(format!(
-                    "reading '{path}' at byte {at}: {}",
-                    std::io::Error::from(e)
-                )));
-            }
+        let want = (length - done).min(FILE_READ);
+        let mut file = FileAt {
+            fd: fd.as_fd(),
+            offset: at,
         };
-        stream.write(&buffer[..read]).map_err(vault_error)?;
-        done += read as u64;
+        let read = stream
+            .write_from(&mut file, want, "the file")
+            .map_err(|e| match e {
+                tessera_vault::Error::Source { source, .. } => HostError::Io(format!(
+                    "reading '{path}' at byte {}: {source}",
+                    file.offset
+                )),
+                other => vault_error(other),
+            })?;
+        done += read;
         // A long read counts as a host call for the CPU limit.
         *last_host_call = std::time::Instant::now();
+        if read < want {
+            break;
+        }
     }
     Ok(done)
+}
+
+/// A file read from a position of its own, leaving the descriptor's offset alone.
+struct FileAt<'a> {
+    fd: BorrowedFd<'a>,
+    offset: u64,
+}
+
+impl std::io::Read for FileAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = rustix::io::pread(self.fd, buf, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
 }
 
 impl JobState {
@@ -164,21 +179,11 @@ impl sink::HostContentWriter for JobState {
             let fd = grant.open_regular(&path).map_err(grant_error)?;
             self.writer(&this)?.source = Some((path.clone(), fd));
         }
-        let mut buffer = std::mem::take(&mut self.scratch);
         let writer = self
             .table
             .get_mut(&this)
             .map_err(|e| HostError::Invalid(format!("bad content-writer handle: {e}")))?;
-        let result = pump(
-            writer,
-            &mut buffer,
-            &path,
-            offset,
-            length,
-            &mut self.last_host_call,
-        );
-        self.scratch = buffer;
-        result
+        pump(writer, &path, offset, length, &mut self.last_host_call)
     }
 
     fn drop(&mut self, rep: Resource<ContentWriter>) -> wasmtime::Result<()> {

@@ -75,8 +75,6 @@ pub struct JobState {
     /// [`PROGRESS_EVERY`], so a plugin reporting per file does not wake a thread per file.
     pub(crate) last_progress: Option<Instant>,
     pub(crate) cancel: Arc<AtomicBool>,
-    /// A buffer reused by host calls that read files for the plugin.
-    pub(crate) scratch: Vec<u8>,
     /// Threads writing restored files, started by the first `write-to`.
     pub(crate) writes: Option<crate::writes::WritePool>,
     /// The directory scans of a capture, read ahead; started by the first `scan`.
@@ -105,7 +103,6 @@ impl JobState {
             progress: None,
             last_progress: None,
             cancel: Arc::new(AtomicBool::new(false)),
-            scratch: Vec::new(),
             writes: None,
             scan_ahead: None,
             open_handles: 0,

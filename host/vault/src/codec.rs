@@ -138,18 +138,21 @@ pub const CHUNK_HEADROOM: usize = NONCE_LEN + 1;
 /// Free bytes a chunk buffer keeps after the chunk for [`encode_chunk`]: the tag.
 pub const CHUNK_TAILROOM: usize = TAG_LEN;
 
-/// Encodes the chunk held in `buf[CHUNK_HEADROOM..]` as a blob and returns it. A chunk
+/// Encodes the chunk of `len` bytes held in `buf[CHUNK_HEADROOM..]` as a blob and
+/// returns it; `buf` holds at least [`CHUNK_TAILROOM`] bytes after the chunk. A chunk
 /// stored raw, the common case for data that does not compress, is sealed where it lies
 /// in `buf`, which destroys it but saves a copy of every byte; a compressed one is sealed
 /// into `scratch`.
 pub fn encode_chunk<'a>(
     crypto: &Crypto,
     id: &ChunkId,
-    buf: &'a mut Vec<u8>,
+    buf: &'a mut [u8],
+    len: usize,
     level: i32,
     scratch: &'a mut Vec<u8>,
 ) -> &'a [u8] {
-    match compress(&buf[CHUNK_HEADROOM..], level) {
+    let end = CHUNK_HEADROOM + len;
+    match compress(&buf[CHUNK_HEADROOM..end], level) {
         Some(compressed) => {
             scratch.clear();
             crypto.seal_into(&id.0, &[&[MODE_ZSTD], &compressed], scratch);
@@ -157,8 +160,8 @@ pub fn encode_chunk<'a>(
         }
         None => {
             buf[CHUNK_HEADROOM - 1] = MODE_RAW;
-            let start = crypto.seal_in_place(&id.0, buf, 0);
-            &buf[start..]
+            let sealed = crypto.seal_in_place(&id.0, buf, 0, end);
+            &buf[sealed]
         }
     }
 }
@@ -359,8 +362,12 @@ mod tests {
                 let id = crypto.chunk_id(&data);
                 let mut buf = vec![0xEE; CHUNK_HEADROOM];
                 buf.extend_from_slice(&data);
+                // Bytes past the tail room must be left alone.
+                buf.extend_from_slice(&[0xEE; CHUNK_TAILROOM + 7]);
                 let mut scratch = Vec::new();
-                let blob = encode_chunk(&crypto, &id, &mut buf, 3, &mut scratch).to_vec();
+                let blob =
+                    encode_chunk(&crypto, &id, &mut buf, data.len(), 3, &mut scratch).to_vec();
+                assert_eq!(buf[buf.len() - 7..], [0xEE; 7]);
                 assert_eq!(blob.len() < data.len(), data.len() == 200_000);
                 assert!(blob.len() <= data.len() + crypto.overhead() + 1);
                 assert_eq!(

@@ -150,13 +150,24 @@ impl Crypto {
         seal_with(cipher, aad, parts, out);
     }
 
-    /// Seals `buf[at + NONCE_LEN..]` where it lies: writes a fresh nonce to
-    /// `buf[at..at + NONCE_LEN]`, encrypts the rest in place and appends the tag, which
-    /// gives the bytes [`Crypto::seal_into`] would. Returns where the sealed bytes start:
-    /// `at`, or in an unencrypted vault `at + NONCE_LEN`, the plaintext being left as is.
-    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>, at: usize) -> usize {
+    /// Seals `buf[at + NONCE_LEN..end]` where it lies: writes a fresh nonce to
+    /// `buf[at..at + NONCE_LEN]`, encrypts the plaintext in place and writes the tag to
+    /// `buf[end..end + TAG_LEN]`, which gives the bytes [`Crypto::seal_into`] would.
+    /// Returns where the sealed bytes lie: `at..end + TAG_LEN`, or in an unencrypted
+    /// vault `at + NONCE_LEN..end`, the plaintext being left as is.
+    ///
+    /// # Panics
+    ///
+    /// If `buf` is shorter than `end + TAG_LEN` or `end` comes before `at + NONCE_LEN`.
+    pub fn seal_in_place(
+        &self,
+        aad: &[u8],
+        buf: &mut [u8],
+        at: usize,
+        end: usize,
+    ) -> std::ops::Range<usize> {
         let Some(cipher) = &self.cipher else {
-            return at + NONCE_LEN;
+            return at + NONCE_LEN..end;
         };
         let nonce: [u8; NONCE_LEN] = random_bytes();
         buf[at..at + NONCE_LEN].copy_from_slice(&nonce);
@@ -164,11 +175,11 @@ impl Crypto {
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
-                &mut buf[at + NONCE_LEN..],
+                &mut buf[at + NONCE_LEN..end],
             )
             .expect("AES-GCM encrypts any message below 64 GiB");
-        buf.extend_from_slice(tag.as_ref());
-        at
+        buf[end..end + TAG_LEN].copy_from_slice(tag.as_ref());
+        at..end + TAG_LEN
     }
 
     /// Verifies and decrypts what [`Crypto::seal_into`] produced.

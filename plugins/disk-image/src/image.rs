@@ -71,6 +71,51 @@ impl Extent {
     }
 }
 
+/// Where a run of guest bytes is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stored {
+    /// Verbatim in the image's own file, from this file offset on.
+    InFile(u64),
+    /// Anywhere else: compressed, in a backing file, or zeros. Read it with
+    /// [`DiskImage::read_at`].
+    Elsewhere,
+}
+
+/// A run of guest bytes and where it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Run {
+    /// Guest offset of the first byte.
+    pub offset: u64,
+    /// Length in bytes, never 0.
+    pub length: u64,
+    /// Where the bytes are.
+    pub stored: Stored,
+}
+
+/// Appends a run of `length` bytes at `offset`, merged into the last run when it goes on
+/// where that one ends, in the guest and in the file.
+pub(crate) fn push_run(runs: &mut Vec<Run>, offset: u64, length: u64, stored: Stored) {
+    if length == 0 {
+        return;
+    }
+    if let Some(last) = runs.last_mut() {
+        let follows = match (last.stored, stored) {
+            (Stored::InFile(a), Stored::InFile(b)) => a.checked_add(last.length) == Some(b),
+            (Stored::Elsewhere, Stored::Elsewhere) => true,
+            _ => false,
+        };
+        if follows && last.offset + last.length == offset {
+            last.length += length;
+            return;
+        }
+    }
+    runs.push(Run {
+        offset,
+        length,
+        stored,
+    });
+}
+
 /// A disk image opened for reading: the virtual disk the guest sees.
 ///
 /// Object safe; [`crate::open`] returns a `Box<dyn DiskImage>`. Methods take `&mut self`
@@ -97,6 +142,21 @@ pub trait DiskImage {
     /// worst about one extent per cluster); map a large disk window by window to bound it.
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError>;
 
+    /// Where the guest bytes `offset .. offset + length` are stored: runs in order
+    /// exactly covering the range, runs contiguous in the image's own file merged. A
+    /// caller that can read the file itself (the host, straight into a backup) reads the
+    /// runs stored in it there and only the rest through [`DiskImage::read_at`], saving
+    /// a copy of every byte. A run said to be in the file lies wholly inside it. A range
+    /// passing the virtual size is an [`ImageErrorKind::OutOfRange`] error.
+    ///
+    /// The default stores everything elsewhere.
+    fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
+        check_range(self.name(), offset, length, self.virtual_size())?;
+        let mut runs = Vec::new();
+        push_run(&mut runs, offset, length, Stored::Elsewhere);
+        Ok(runs)
+    }
+
     /// One line about the image and its backing chain, for logs.
     fn describe(&self) -> String;
 }
@@ -116,6 +176,9 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
         (**self).map(offset, length)
+    }
+    fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
+        (**self).runs(offset, length)
     }
     fn describe(&self) -> String {
         (**self).describe()

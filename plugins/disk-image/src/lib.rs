@@ -26,7 +26,7 @@ mod read_at;
 
 pub use chain::{BackingOpener, BackingRef, ImageFile, MAX_BACKING_DEPTH, no_backing, open, probe};
 pub use error::{ImageError, ImageErrorKind};
-pub use image::{DiskImage, Extent, ExtentKind, Format, GuestReader};
+pub use image::{DiskImage, Extent, ExtentKind, Format, GuestReader, Run, Stored};
 pub use qcow2::Qcow2;
 pub use qcow2::writer::{Qcow2Writer, Qcow2WriterOptions, WriteError};
 pub use raw::Raw;

@@ -32,7 +32,7 @@ pub(crate) use header::MAGIC;
 
 use crate::chain::{self, BackingOpener, BackingRef, ImageFile};
 use crate::error::{ImageError, ImageErrorKind};
-use crate::image::{DiskImage, ExtentList, check_range};
+use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
 use crate::{Extent, ExtentKind, Format};
 use header::{Compression, Header, read_exact};
 
@@ -448,7 +448,12 @@ impl Qcow2 {
     /// of the file as zeros, but it never writes a data cluster short, so a file that ends
     /// inside one has been cut and its missing bytes are reported, not invented.
     fn read_file(&mut self, host: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        let length = buf.len() as u64;
+        self.check_data(host, buf.len() as u64)?;
+        read_exact(&mut *self.reader, &self.name, "data cluster", host, buf)
+    }
+
+    /// Checks that `length` bytes of data clusters at `host` lie in the file.
+    fn check_data(&self, host: u64, length: u64) -> Result<(), ImageError> {
         if host
             .checked_add(length)
             .is_none_or(|end| end > self.file_size)
@@ -462,7 +467,7 @@ impl Qcow2 {
                 file_size: self.file_size,
             }));
         }
-        read_exact(&mut *self.reader, &self.name, "data cluster", host, buf)
+        Ok(())
     }
 
     /// Reads unallocated guest bytes: the backing image's, zeros past its end.
@@ -572,6 +577,29 @@ impl DiskImage for Qcow2 {
             pos += n;
         }
         Ok(list.into_vec())
+    }
+
+    fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
+        check_range(&self.name, offset, length, self.header.size)?;
+        let end = offset + length;
+        let mut runs: Vec<Run> = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let (source, run) = self.locate(pos)?;
+            let n = run.min(end - pos);
+            let stored = match source {
+                Source::Data(host) => Stored::InFile(host),
+                _ => Stored::Elsewhere,
+            };
+            push_run(&mut runs, pos, n, stored);
+            pos += n;
+        }
+        for run in &runs {
+            if let Stored::InFile(host) = run.stored {
+                self.check_data(host, run.length)?;
+            }
+        }
+        Ok(runs)
     }
 
     fn describe(&self) -> String {

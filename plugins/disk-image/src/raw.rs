@@ -3,7 +3,7 @@
 //! ranges it was given, and everything else maps as known zeros.
 
 use crate::error::{ImageError, ImageErrorKind};
-use crate::image::{DiskImage, ExtentList, check_range};
+use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
 use crate::{Extent, ExtentKind, Format, ReadAt};
 
 /// A raw disk image over a [`ReadAt`] source.
@@ -104,6 +104,13 @@ impl<R: ReadAt> DiskImage for Raw<R> {
         }
         list.push(pos, end - pos, ExtentKind::Zero);
         Ok(list.into_vec())
+    }
+
+    fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
+        check_range(&self.name, offset, length, self.reader.len())?;
+        let mut runs = Vec::new();
+        push_run(&mut runs, offset, length, Stored::InFile(offset));
+        Ok(runs)
     }
 
     fn describe(&self) -> String {

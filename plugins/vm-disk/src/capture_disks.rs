@@ -12,6 +12,7 @@
 //! All sources are opened before anything is stored, so a missing file, a broken backing
 //! chain or an unreachable server fails the job at once.
 
+use tessera_disk_image::{Run, Stored};
 use tessera_plugin_sdk::content::Writer;
 use tessera_plugin_sdk::error::{from_host, host_error_text};
 use tessera_plugin_sdk::meta::{self, FileType};
@@ -311,8 +312,8 @@ impl Job {
                 dirty: dirty.as_deref(),
                 max_read: self.max_read(),
             });
-            if source.raw_host_path().is_some() {
-                // The host reads a raw file into the stream itself, range by range.
+            if source.host_path().is_some() {
+                // The host reads an image file into the stream itself, range by range.
                 for step in steps {
                     self.run_step(&name, &mut source, &mut writer, step, None)?;
                 }
@@ -446,42 +447,75 @@ impl Job {
         offset: u64,
         length: u64,
     ) -> Result<(), PluginError> {
-        let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
         let end = offset + length;
         let mut at = offset;
         while at < end {
             let piece = self.max_read().min(end - at);
-            if let Some(host_path) = source.raw_host_path() {
-                // The host reads a raw file into the stream itself.
-                let copied = writer.write_file(host_path, at, piece).map_err(|err| {
-                    from_host(
-                        format_args!("{name}: reading {host_path} at byte {at}"),
-                        &err,
-                    )
-                })?;
-                self.bytes_read += copied;
-                if copied < piece {
-                    return Err(PluginError::Io(format!(
-                        "{name}: {host_path} ended at byte {} while being read, though it \
-                         held {} bytes when opened; it shrank during the backup: stop the \
-                         virtual machine or back up a snapshot of the image",
-                        at + copied,
-                        source.virtual_size()
-                    )));
+            for run in source.runs(name, at, piece)? {
+                match (run.stored, source.host_path()) {
+                    (Stored::InFile(file_offset), Some(host_path)) => {
+                        let host_path = host_path.to_owned();
+                        self.read_from_file(name, &host_path, writer, run, file_offset)?;
+                    }
+                    _ => self.read_through(name, source, writer, run.offset, run.length)?,
                 }
-            } else {
-                // `piece` is at most `max_read`, a few MiB.
-                let piece_len = piece as usize;
-                if self.buffer.len() < piece_len {
-                    self.buffer.resize(piece_len, 0);
-                }
-                let buffer = &mut self.buffer[..piece_len];
-                source.read(name, at, buffer)?;
-                writer.write_bytes(buffer).map_err(stored)?;
-                self.bytes_read += piece;
             }
             at += piece;
         }
+        Ok(())
+    }
+
+    /// Has the host read `run` of a disk, stored in the image file at `host_path` from
+    /// `file_offset` on, into the stream: its bytes never pass through the plugin.
+    fn read_from_file(
+        &mut self,
+        name: &str,
+        host_path: &str,
+        writer: &mut Writer,
+        run: Run,
+        file_offset: u64,
+    ) -> Result<(), PluginError> {
+        let copied = writer
+            .write_file(host_path, file_offset, run.length)
+            .map_err(|err| {
+                from_host(
+                    format_args!("{name}: reading {host_path} at byte {file_offset}"),
+                    &err,
+                )
+            })?;
+        self.bytes_read += copied;
+        if copied < run.length {
+            return Err(PluginError::Io(format!(
+                "{name}: {host_path} ended at byte {} while being read, though the disk's \
+                 bytes at {} lie there; the image shrank during the backup: stop the \
+                 virtual machine or back up a snapshot of the image",
+                file_offset + copied,
+                run.offset + copied,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads `offset..offset + length` of a disk (at most [`Self::max_read`] bytes)
+    /// through the plugin into the stream.
+    fn read_through(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+        writer: &mut Writer,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), PluginError> {
+        let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
+        // At most `max_read`, a few MiB.
+        let len = length as usize;
+        if self.buffer.len() < len {
+            self.buffer.resize(len, 0);
+        }
+        let buffer = &mut self.buffer[..len];
+        source.read(name, offset, buffer)?;
+        writer.write_bytes(buffer).map_err(stored)?;
+        self.bytes_read += length;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use std::net::TcpStream;
 
 use tessera_disk_image::{
     BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageErrorKind, ImageFile,
+    Run, Stored,
 };
 use tessera_nbd::{BASE_ALLOCATION, Client, NbdErrorKind, NbdUrl};
 use tessera_plugin_sdk::error::host_error_text;
@@ -99,12 +100,34 @@ impl Source {
         }
     }
 
-    /// For a raw image file, its path for host calls: the host then reads the data into
-    /// the stream itself.
-    pub(crate) fn raw_host_path(&self) -> Option<&str> {
+    /// For an image file, its path for host calls: the host reads the disk's bytes
+    /// stored verbatim in it (see [`Source::runs`]) into the stream itself.
+    pub(crate) fn host_path(&self) -> Option<&str> {
         match self {
-            Source::File(file) if file.image.format() == Format::Raw => Some(&file.host_path),
-            _ => None,
+            Source::File(file) => Some(&file.host_path),
+            Source::Nbd(_) => None,
+        }
+    }
+
+    /// Where the disk's bytes `offset..offset + length` are stored: for an image file,
+    /// the runs that lie verbatim in it (all of a raw file, a qcow2 image's uncompressed
+    /// data clusters) and the rest; for an NBD export, nowhere the host can read.
+    pub(crate) fn runs(
+        &mut self,
+        disk: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<Run>, PluginError> {
+        match self {
+            Source::File(file) => file
+                .image
+                .runs(offset, length)
+                .map_err(|err| from_image(disk, &err)),
+            Source::Nbd(_) => Ok(vec![Run {
+                offset,
+                length,
+                stored: Stored::Elsewhere,
+            }]),
         }
     }
 

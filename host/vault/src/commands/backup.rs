@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -119,6 +120,11 @@ thread_local! {
 /// Chunks shorter than this that end a stream are copied out of the stream's buffer.
 const SMALL_CHUNK: usize = 256 << 10;
 
+/// Bytes a content-defined stream reads at a time from a source past a chunk's minimum
+/// size ([`StreamWriter::write_from`]): what follows a boundary in a read is copied into
+/// the next chunk, on average half of this per chunk.
+const CDC_READ: usize = 64 << 10;
+
 /// A blob buffer grown past this (by a chunk of unusual size) is not kept.
 const KEPT_BLOB_CAPACITY: usize = 8 << 20;
 
@@ -171,7 +177,8 @@ impl BufferPool {
     const KEPT_BYTES: usize = 16 * (4 << 20) + (4 << 20);
 
     /// A buffer with room for a chunk of `capacity` bytes, and the head- and tailroom
-    /// to encode it in place.
+    /// to encode it in place. Its length is what earlier chunks initialised, kept so the
+    /// bytes can be read over again without clearing them first.
     fn take(&self, capacity: usize) -> Vec<u8> {
         let mut buf = {
             let mut free = self.free.lock().expect("lock");
@@ -179,9 +186,13 @@ impl BufferPool {
             free.bytes -= buf.capacity();
             buf
         };
-        buf.clear();
-        buf.reserve_exact(codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM);
-        buf.resize(codec::CHUNK_HEADROOM, 0);
+        let room = codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM;
+        if buf.capacity() < room {
+            buf.reserve_exact(room - buf.len());
+        }
+        if buf.len() < codec::CHUNK_HEADROOM {
+            buf.resize(codec::CHUNK_HEADROOM, 0);
+        }
         buf
     }
 
@@ -197,9 +208,11 @@ impl BufferPool {
 /// A chunk's bytes: while it is cut and on its way to a worker. A buffer of the
 /// session's pool goes back to it when the chunk is dropped.
 struct ChunkBuf {
-    /// [`codec::CHUNK_HEADROOM`] free bytes, then the chunk; empty before the first
-    /// bytes arrive.
+    /// [`codec::CHUNK_HEADROOM`] free bytes, then the chunk up to `end`; empty before
+    /// the first bytes arrive. Bytes past `end` are left from earlier chunks.
     data: Vec<u8>,
+    /// Where the chunk ends in `data`.
+    end: usize,
     pool: Option<Arc<BufferPool>>,
 }
 
@@ -208,33 +221,72 @@ impl ChunkBuf {
     fn pooled(pool: &Arc<BufferPool>) -> ChunkBuf {
         ChunkBuf {
             data: Vec::new(),
+            end: codec::CHUNK_HEADROOM,
             pool: Some(Arc::clone(pool)),
         }
     }
 
-    /// A chunk in a buffer of its own, exactly as long as `bytes`.
+    /// A chunk in a buffer of its own, exactly as long as `bytes` and the tailroom.
     fn copy_of(bytes: &[u8]) -> ChunkBuf {
-        let mut data =
-            Vec::with_capacity(codec::CHUNK_HEADROOM + bytes.len() + codec::CHUNK_TAILROOM);
+        let end = codec::CHUNK_HEADROOM + bytes.len();
+        let mut data = Vec::with_capacity(end + codec::CHUNK_TAILROOM);
         data.resize(codec::CHUNK_HEADROOM, 0);
         data.extend_from_slice(bytes);
-        ChunkBuf { data, pool: None }
+        ChunkBuf {
+            data,
+            end,
+            pool: None,
+        }
     }
 
     /// Empties the chunk, keeping its buffer.
     fn clear(&mut self) {
-        self.data.truncate(codec::CHUNK_HEADROOM);
+        self.end = codec::CHUNK_HEADROOM;
     }
 
-    /// Appends `bytes`; a first append takes a buffer of `capacity` bytes.
-    fn extend(&mut self, bytes: &[u8], capacity: usize) {
+    /// Ends the chunk after its first `len` bytes.
+    fn truncate(&mut self, len: usize) {
+        self.end = self.end.min(codec::CHUNK_HEADROOM + len);
+    }
+
+    /// The `len` bytes after the chunk, to be filled and then added with
+    /// [`ChunkBuf::grow`]; a first call takes a buffer of `capacity` bytes.
+    fn spare(&mut self, len: usize, capacity: usize) -> &mut [u8] {
         if self.data.is_empty() {
             self.data = match &self.pool {
                 Some(pool) => pool.take(capacity),
                 None => vec![0; codec::CHUNK_HEADROOM],
             };
         }
-        self.data.extend_from_slice(bytes);
+        let want = self.end + len;
+        if self.data.len() < want {
+            // Cleared only the first time a buffer reaches this far.
+            self.data.resize(want, 0);
+        }
+        &mut self.data[self.end..want]
+    }
+
+    /// Adds `len` bytes written into [`ChunkBuf::spare`] to the chunk.
+    fn grow(&mut self, len: usize) {
+        debug_assert!(self.end + len <= self.data.len());
+        self.end += len;
+    }
+
+    /// Appends `bytes`; a first append takes a buffer of `capacity` bytes.
+    fn extend(&mut self, bytes: &[u8], capacity: usize) {
+        self.spare(bytes.len(), capacity).copy_from_slice(bytes);
+        self.grow(bytes.len());
+    }
+
+    /// The buffer up to the chunk's tailroom, and the chunk's length: what
+    /// [`codec::encode_chunk`] takes.
+    fn for_encoding(&mut self) -> (&mut [u8], usize) {
+        let len = self.len();
+        let room = self.end + codec::CHUNK_TAILROOM;
+        if self.data.len() < room {
+            self.data.resize(room, 0);
+        }
+        (&mut self.data[..room], len)
     }
 }
 
@@ -242,7 +294,9 @@ impl std::ops::Deref for ChunkBuf {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.data.get(codec::CHUNK_HEADROOM..).unwrap_or_default()
+        self.data
+            .get(codec::CHUNK_HEADROOM..self.end)
+            .unwrap_or_default()
     }
 }
 
@@ -388,13 +442,8 @@ impl Shared {
     fn store_chunk(&self, packer: usize, id: ChunkId, chunk: &mut ChunkBuf) -> Result<u64> {
         BLOB.with_borrow_mut(|scratch| {
             let raw_len = chunk.len() as u32;
-            let blob = codec::encode_chunk(
-                self.vault.crypto(),
-                &id,
-                &mut chunk.data,
-                self.level,
-                scratch,
-            );
+            let (buf, len) = chunk.for_encoding();
+            let blob = codec::encode_chunk(self.vault.crypto(), &id, buf, len, self.level, scratch);
             let stored = blob.len() as u64;
             self.append_blob(packer, id, BlobKind::Data, raw_len, blob)?;
             if scratch.capacity() > KEPT_BLOB_CAPACITY {
@@ -727,21 +776,7 @@ impl Backup {
         what: &str,
     ) -> Result<StreamResult> {
         let mut stream = self.stream(chunking)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(Error::Source {
-                        what: what.to_string(),
-                        source,
-                    });
-                }
-            };
-            stream.write(&buf[..n])?;
-        }
+        stream.write_from(reader, u64::MAX, what)?;
         stream.finish()
     }
 
@@ -1097,6 +1132,83 @@ impl StreamWriter {
             self.cut(false)?;
         }
         self.collect_ready(false)
+    }
+
+    /// Appends up to `len` bytes read from `source`, read straight into the buffers of
+    /// the chunks they belong to, where [`StreamWriter::write`] copies the caller's bytes
+    /// there. Returns how many bytes were appended: fewer than `len` only when `source`
+    /// ends first. A failed read is an [`Error::Source`] naming `what` and where in the
+    /// range it failed; the bytes read before it stay in the stream.
+    pub fn write_from(
+        &mut self,
+        source: &mut (impl Read + ?Sized),
+        len: u64,
+        what: &str,
+    ) -> Result<u64> {
+        self.shared.check()?;
+        let capacity = self.cutter.max();
+        let mut done = 0u64;
+        while done < len {
+            let left = usize::try_from(len - done).unwrap_or(usize::MAX);
+            let want = match &self.cutter {
+                Cutter::Fixed(size) => size - self.cur.len(),
+                // No boundary falls before the minimum size, so that much is read at
+                // once; past it, short reads keep the bytes after a boundary, which move
+                // to the next chunk's buffer, few.
+                Cutter::Cdc(chunker) => {
+                    let min = chunker.params().min_size as usize;
+                    min.saturating_sub(self.scan.len())
+                        .max(CDC_READ)
+                        .min(capacity - self.cur.len())
+                }
+            }
+            .min(left);
+            let read = match source.read(self.cur.spare(want, capacity)) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(Error::Source {
+                        what: format!("{what} at byte {done}"),
+                        source,
+                    });
+                }
+            };
+            let start = self.cur.len();
+            self.cur.grow(read);
+            done += read as u64;
+            self.stats.bytes_read += read as u64;
+            self.cut_in_place(start, capacity)?;
+        }
+        self.collect_ready(false)?;
+        Ok(done)
+    }
+
+    /// Cuts the chunk being filled where a boundary falls in its bytes from `from` on,
+    /// which have not been scanned yet; bytes after a boundary start the next chunk.
+    fn cut_in_place(&mut self, mut from: usize, capacity: usize) -> Result<()> {
+        loop {
+            let end = match &self.cutter {
+                Cutter::Fixed(size) => (self.cur.len() == *size).then_some(*size),
+                Cutter::Cdc(chunker) => chunker
+                    .feed(&mut self.scan, &self.cur[from..])
+                    .map(|len| from + len),
+            };
+            let Some(end) = end else {
+                return Ok(());
+            };
+            let mut next = ChunkBuf::pooled(&self.shared.buffers);
+            if end < self.cur.len() {
+                next.extend(&self.cur[end..], capacity);
+                self.cur.truncate(end);
+            }
+            self.cut(false)?;
+            self.cur = next;
+            from = 0;
+            if self.cur.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Ends the chunk being filled where the stream is now. A content-defined stream may

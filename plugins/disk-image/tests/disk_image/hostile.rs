@@ -31,6 +31,7 @@ fn use_image(image: &mut dyn DiskImage, seed: u64) {
     let size = image.virtual_size();
     let _ = image.describe();
     let _ = image.map(0, size);
+    let _ = image.runs(0, size);
     let mut rng = SplitMix::new(seed);
     let mut buf = vec![0u8; 1 << 20];
     // The whole of a small disk; windows of a large one.
@@ -49,10 +50,12 @@ fn use_image(image: &mut dyn DiskImage, seed: u64) {
             let at = rng.below(size - n);
             let _ = image.read_at(at, &mut buf[..n as usize]);
             let _ = image.map(at, n.max(1 << 30).min(size - at));
+            let _ = image.runs(at, n.max(1 << 30).min(size - at));
         }
     }
     let _ = image.read_at(size, &mut buf[..1]);
     let _ = image.map(size.saturating_sub(1), 2);
+    let _ = image.runs(size.saturating_sub(1), 2);
 }
 
 /// A small image with data in several L2 tables, written by our writer (4 KiB clusters).

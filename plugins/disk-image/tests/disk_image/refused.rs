@@ -58,6 +58,8 @@ fn open_and_read(name: &str, bytes: Vec<u8>) -> Result<(), ImageError> {
     let mut image = Qcow2::open(ImageFile::new(name, Box::new(bytes)), &mut no_backing)?;
     let size = image.virtual_size();
     image.map(0, size)?;
+    // Where the bytes lie is checked as strictly as reading them.
+    image.runs(0, size)?;
     let mut buf = vec![0u8; size as usize];
     image.read_at(0, &mut buf)
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use tessera_disk_image::{
     BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageErrorKind, ImageFile,
-    open,
+    Stored, open,
 };
 
 /// Runs a QEMU tool and returns its standard output; fails the test if the tool is missing
@@ -258,6 +258,52 @@ pub fn assert_same_as_qemu(path: &Path, format: &str) {
         "map of {}",
         image.describe()
     );
+
+    // The same bytes again, the runs stored in the file read from it straight.
+    let file = std::fs::File::open(path).unwrap();
+    let mut through_runs = Vec::with_capacity(expected.len());
+    for start in (0..expected.len() as u64).step_by(1_000_003) {
+        let length = (expected.len() as u64 - start).min(1_000_003);
+        through_runs.extend(read_by_runs(&mut *image, &file, start, length));
+    }
+    assert_same_bytes(&through_runs, &expected, path);
+    for _ in 0..50 {
+        let len = rng.below(300_000).min(expected.len() as u64);
+        let at = rng.below(expected.len() as u64 - len + 1);
+        let bytes = read_by_runs(&mut *image, &file, at, len);
+        assert!(
+            bytes == expected[at as usize..(at + len) as usize],
+            "{}: runs of {len} at {at}",
+            path.display()
+        );
+    }
+}
+
+/// Guest bytes `offset..offset + length`, read from `file` where [`DiskImage::runs`] says
+/// they lie in it, and through the image elsewhere; checks that the runs cover the range.
+pub fn read_by_runs(
+    image: &mut dyn DiskImage,
+    file: &std::fs::File,
+    offset: u64,
+    length: u64,
+) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let runs = image.runs(offset, length).unwrap();
+    let mut out = Vec::with_capacity(length as usize);
+    let mut pos = offset;
+    for run in runs {
+        assert_eq!(run.offset, pos, "runs of {offset}+{length}");
+        assert!(run.length > 0);
+        let mut buf = vec![0u8; run.length as usize];
+        match run.stored {
+            Stored::InFile(at) => file.read_exact_at(&mut buf, at).unwrap(),
+            Stored::Elsewhere => image.read_at(run.offset, &mut buf).unwrap(),
+        }
+        out.extend_from_slice(&buf);
+        pos += run.length;
+    }
+    assert_eq!(pos, offset + length, "runs end where the range does");
+    out
 }
 
 pub fn assert_same_bytes(ours: &[u8], expected: &[u8], path: &Path) {
