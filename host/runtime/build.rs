@@ -32,6 +32,8 @@ fn main() {
         "plugins/disk-fs",
         "plugins/nbd",
         "plugins/fixtures",
+        // Example plugins are members of the plugins workspace; built, not embedded.
+        "examples",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }

@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod crash;
+mod examples;
 mod fileshare;
 mod keys;
 mod prune;
