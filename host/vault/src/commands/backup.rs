@@ -177,8 +177,8 @@ impl BufferPool {
     const KEPT_BYTES: usize = 16 * (4 << 20) + (4 << 20);
 
     /// A buffer with room for a chunk of `capacity` bytes, and the head- and tailroom
-    /// to encode it in place. Its length is what earlier chunks initialised, kept so the
-    /// bytes can be read over again without clearing them first.
+    /// to encode it in place. Its length still covers what earlier chunks initialised,
+    /// so new bytes are read or copied over them without clearing them first.
     fn take(&self, capacity: usize) -> Vec<u8> {
         let mut buf = {
             let mut free = self.free.lock().expect("lock");
@@ -1153,8 +1153,8 @@ impl StreamWriter {
             let want = match &self.cutter {
                 Cutter::Fixed(size) => size - self.cur.len(),
                 // No boundary falls before the minimum size, so that much is read at
-                // once; past it, short reads keep the bytes after a boundary, which move
-                // to the next chunk's buffer, few.
+                // once; past it, reads are short, so the bytes of a read that follow a
+                // boundary and move to the next chunk's buffer are few.
                 Cutter::Cdc(chunker) => {
                     let min = chunker.params().min_size as usize;
                     min.saturating_sub(self.scan.len())
