@@ -1,8 +1,8 @@
 //! The vm-disk plugin end to end through the `tessera` command, on real images made with
 //! QEMU's and the file-system tools during the run: raw and qcow2 disks of one VM with its
 //! configuration, qcow2 variants and backing chains, file-level restore from GPT/ext4 and
-//! MBR/FAT disks, a live disk over NBD with a dirty bitmap, pre/post hooks, restore onto an
-//! NBD export, and broken images.
+//! MBR/FAT disks, a live disk over NBD with a dirty bitmap, a host block device (a loop
+//! device), pre/post hooks, restore onto an NBD export, and broken images.
 
 use std::fs;
 use std::net::TcpListener;
@@ -871,4 +871,185 @@ fn a_point_check_finds_damaged_is_not_trusted_as_a_parent() {
     env.restore(&point_of(&again), &["--target", p(&target)]);
     assert_same_disk(&disk, "raw", &target.join("disk0.raw"), "raw");
     let _ = first;
+}
+
+/// A loop device over an image file, attached with `losetup`; detached on drop, whatever
+/// the test's outcome.
+struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    /// Attaches `image` read-write; the reason when this machine cannot (not root, no
+    /// `losetup`, no free loop device), for the test to say it was skipped.
+    fn attach(image: &Path) -> Result<LoopDevice, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not running as root".into());
+        }
+        let output = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image)
+            .output()
+            .map_err(|e| format!("cannot run losetup: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "losetup failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        Ok(LoopDevice { path: path.into() })
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_host_block_device_is_read_whole_on_every_backup_and_restores() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"db-01\n").unwrap();
+    fs::write(tree.join("etc/blob.bin"), random_bytes(21, 1 << 20)).unwrap();
+    let image = gpt_disk(&env, &tree);
+    let device = match LoopDevice::attach(&image) {
+        Ok(device) => device,
+        Err(reason) => {
+            eprintln!("skipped: a loop device is needed ({reason})");
+            return;
+        }
+    };
+    let size: u64 = 64 << 20;
+    // An operator's stable link to the device, as /dev/disk/by-id or /dev/vg0/lv0 are.
+    let link = env.path("by-id-disk");
+    std::os::unix::fs::symlink(&device.path, &link).unwrap();
+
+    let direct = env.backup(&[p(&device.path), "--item", "direct"]);
+    assert_eq!(direct["bytes_read"].as_u64(), Some(size), "{direct}");
+    let first = env.backup(&[p(&link)]);
+    assert_eq!(first["item"].as_str(), Some(p(&link)), "named by the link");
+    assert_eq!(first["bytes_read"].as_u64(), Some(size), "{first}");
+    let first_point = point_of(&first);
+    let before = fs::read(&device.path).unwrap();
+    for point in [point_of(&direct), first_point.clone()] {
+        let target = env.path(&format!("restored-{point}"));
+        env.restore(&point, &["--target", p(&target)]);
+        assert!(fs::read(target.join("disk0.raw")).unwrap() == before);
+    }
+
+    // Files come out of the device's partitions like out of an image's.
+    assert_eq!(
+        env.ls(&first_point, "disk0"),
+        ["disk0/part1", "disk0/part2"]
+    );
+    let files = env.path("files");
+    env.restore(
+        &first_point,
+        &["--path", "disk0/part1/etc/hostname", "--target", p(&files)],
+    );
+    assert_eq!(
+        fs::read(files.join("disk0/part1/etc/hostname")).unwrap(),
+        b"db-01\n"
+    );
+
+    // New data (outside the partitions' file systems) written into the image behind the
+    // device, as a guest writes its disk, and the device's cache dropped: the device's
+    // content changes while its node's size and times stay as they were.
+    let node_before = fs::metadata(&device.path).unwrap();
+    let written = random_bytes(22, 256 << 10);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&image).unwrap();
+        file.write_all_at(&written[..64 << 10], 512 << 10).unwrap();
+        file.write_all_at(&written[64 << 10..], size - (1 << 20))
+            .unwrap();
+        file.sync_all().unwrap();
+    }
+    tool("blockdev", &["--flushbufs", p(&device.path)]);
+    let after = fs::read(&device.path).unwrap();
+    assert!(after != before, "the device did not change");
+    assert!(after == fs::read(&image).unwrap());
+    let node_after = fs::metadata(&device.path).unwrap();
+    let node = |m: &fs::Metadata| {
+        (
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino(),
+        )
+    };
+    assert_eq!(
+        node(&node_before),
+        node(&node_after),
+        "the device node changed"
+    );
+
+    let second = env.backup(&[p(&link)]);
+    assert_eq!(second["parent"].as_str(), Some(first_point.as_str()));
+    // Read whole, not carried forward; only the changed chunks are new.
+    assert_eq!(second["bytes_read"].as_u64(), Some(size), "{second}");
+    assert_eq!(second["bytes_carried"].as_u64(), Some(0), "{second}");
+    let new = second["bytes_new"].as_u64().unwrap();
+    assert!(new > 0 && new <= 512 << 10, "{second}");
+    let target = env.path("restored-second");
+    env.restore(&point_of(&second), &["--target", p(&target)]);
+    assert!(fs::read(target.join("disk0.raw")).unwrap() == after);
+
+    // What cannot be a disk, or cannot be read, fails clearly and commits nothing.
+    let points = env.points().len();
+    let err = env.backup_fails(&[p(&link), "--setting", "image-format=qcow2"]);
+    assert!(
+        err.contains("disk0") && err.contains("block device") && err.contains("image-format"),
+        "{err}"
+    );
+    for char_device in ["/dev/null", "/dev/zero"] {
+        let err = env.backup_fails(&[char_device]);
+        assert!(
+            err.contains(char_device) && err.contains("character device"),
+            "{err}"
+        );
+    }
+    assert_eq!(env.points().len(), points);
+    unreadable_device_is_refused(&device.path);
+}
+
+/// A user who may not read `device` (nobody) gets an error naming it, before anything is
+/// stored.
+fn unreadable_device_is_refused(device: &Path) {
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped the unreadable-device case: setpriv is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(tessera_tests::tessera_binary())
+            .arg("--vault")
+            .arg(dir.path().join("vault"))
+            .args(args)
+            .env("TESSERA_PASSWORD", "nobody's password")
+            .env("HOME", dir.path())
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .env_remove("TESSERA_VAULT");
+        command.output().unwrap()
+    };
+    let init = as_nobody(&["vault", "init", "--unencrypted"]);
+    assert!(init.status.success(), "{init:?}");
+    let output = as_nobody(&["backup", "--plugin", "vm-disk", p(device)]);
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "nobody read {}", device.display());
+    assert!(
+        err.contains(p(device)) && err.contains("Permission denied"),
+        "{err}"
+    );
+    let listed = as_nobody(&["points", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
 }

@@ -5,6 +5,11 @@
 //! `..` past the root, absolute paths and symlinks leading outside. The last component is
 //! then used with the `*at` system calls on its parent directory without following a
 //! symlink, so a plugin can neither read nor change anything outside what it was granted.
+//!
+//! A block device is granted on its own, never through the directory holding it (that is
+//! `/dev`, every device of the host): its root holds no directory at all, only the device,
+//! opened read-only when the grant is made. A path naming it can be stat'ed and read
+//! (`write-file`); any other path under that root is refused.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -26,14 +31,23 @@ pub enum Access {
     ReadWrite,
 }
 
+/// What a root of a grant is on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    /// A directory and everything beneath it.
+    Directory,
+    /// One block device, read-only, named by its file name (`loop0` for `/dev/loop0`).
+    Device,
+}
+
 /// A granted directory.
 #[derive(Debug)]
 pub struct Grant {
     /// What the plugin may do in it.
     pub access: Access,
-    /// The granted directories: with one, paths are relative to it; with several, a
-    /// path's first component is the directory's number (`1/disk.qcow2`).
-    roots: Vec<Dir>,
+    /// The granted roots: with one, paths are relative to it; with several, a path's
+    /// first component is the root's number (`1/disk.qcow2`).
+    roots: Vec<Root>,
     /// The directory the last written file went to, by root and parent path: a restore
     /// writes a directory's files one after another, and resolving it again for each
     /// costs a walk of the whole path.
@@ -42,6 +56,32 @@ pub struct Grant {
 
 /// A directory of a grant: the number of its root and its path there.
 type ParentKey = (usize, String);
+
+/// A root of a grant.
+#[derive(Debug)]
+enum Root {
+    /// A directory.
+    Dir(Dir),
+    /// A block device granted alone.
+    Device(Device),
+}
+
+/// A block device granted on its own: the plugin reaches it by its name, through host
+/// calls only, and nothing else under its root.
+#[derive(Debug)]
+struct Device {
+    /// Its file name on the host, the only name its root holds.
+    name: String,
+    /// The device, opened read-only when the grant was made.
+    file: OwnedFd,
+}
+
+/// What a plugin path names: an entry of a granted directory, by its parent and name, or
+/// a granted device.
+enum Located<'g> {
+    Entry(Dir, String),
+    Device(&'g Device),
+}
 
 /// Why a grant operation failed; turned into the WIT `host-error` by the caller.
 #[derive(Debug)]
@@ -279,19 +319,82 @@ impl XattrScratch {
     }
 }
 
+/// Opens the block device at `path` for a grant: read-only, not following a final
+/// symlink (the caller resolved the operator's links already), and only a block device.
+fn open_device(path: &Path, access: Access) -> std::io::Result<Device> {
+    let invalid = |detail: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, detail);
+    if access != Access::Read {
+        return Err(invalid("a device can be granted for reading only"));
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| invalid("the device's name is not UTF-8"))?
+        .to_string();
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let file = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+        let e = std::io::Error::from(e);
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot open the block device for reading: {e}"),
+        )
+    })?;
+    let st = rustix::fs::fstat(&file)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::BlockDevice {
+        return Err(invalid("not a block device"));
+    }
+    Ok(Device { name, file })
+}
+
+impl Device {
+    /// The error for a path under the device's root that is not the device.
+    fn outside(&self, path: &str) -> GrantError {
+        GrantError::Denied(format!(
+            "'{path}' is outside the grant: it holds the device {} only",
+            self.name
+        ))
+    }
+
+    /// The device's status, with its size in bytes: the position of its end.
+    fn stat(&self, path: &str) -> Result<Stat, GrantError> {
+        let st = rustix::fs::fstat(&self.file).map_err(|e| errno(path, e))?;
+        // Only `pread` reads the device, so moving the descriptor's offset is harmless.
+        let size = rustix::fs::seek(&self.file, SeekFrom::End(0)).map_err(|e| errno(path, e))?;
+        Ok(Stat {
+            size,
+            ..stat_of(&st)
+        })
+    }
+}
+
 impl Grant {
     /// Opens a grant on a host directory.
     #[cfg(test)]
     pub fn open(host_path: &Path, access: Access) -> std::io::Result<Grant> {
-        Self::open_many(&[host_path], access)
+        Self::open_many(&[(host_path, RootKind::Directory)], access).map_err(|(_, e)| e)
     }
 
-    /// Opens a grant on several host directories, numbered in the order given.
-    pub fn open_many(host_paths: &[&Path], access: Access) -> std::io::Result<Grant> {
-        let roots = host_paths
+    /// Opens a grant on several host directories and devices, numbered in the order
+    /// given. Each device is opened here, read-only and without following a symlink, and
+    /// must be a block device; a device cannot be granted for writing. On failure, returns
+    /// the number of the root that could not be opened with the error.
+    pub fn open_many(
+        roots: &[(&Path, RootKind)],
+        access: Access,
+    ) -> Result<Grant, (usize, std::io::Error)> {
+        let roots = roots
             .iter()
-            .map(|path| Dir::open_ambient_dir(path, ambient_authority()))
-            .collect::<std::io::Result<Vec<_>>>()?;
+            .enumerate()
+            .map(|(i, &(path, kind))| {
+                match kind {
+                    RootKind::Directory => {
+                        Dir::open_ambient_dir(path, ambient_authority()).map(Root::Dir)
+                    }
+                    RootKind::Device => open_device(path, access).map(Root::Device),
+                }
+                .map_err(|e| (i, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Grant {
             access,
             roots,
@@ -300,10 +403,43 @@ impl Grant {
     }
 
     /// Splits a plugin path into its parent directory (opened beneath the grant) and last
-    /// component. `""` and `"."` mean the grant's root.
+    /// component. `""` and `"."` mean the grant's root. A path under a granted device's
+    /// root is refused: such a root is no directory.
     pub(crate) fn resolve(&self, path: &str) -> Result<(Dir, String), GrantError> {
+        match self.locate(path)? {
+            Located::Entry(parent, name) => Ok((parent, name)),
+            Located::Device(device) => Err(GrantError::Denied(format!(
+                "'{path}' is the granted device {}: it can only be stat'ed and read",
+                device.name
+            ))),
+        }
+    }
+
+    /// What a plugin path names: an entry beneath a granted directory, or a granted device
+    /// by its exact name. Any other path under a device's root is refused.
+    fn locate(&self, path: &str) -> Result<Located<'_>, GrantError> {
         let (root, parents, name) = self.split(path)?;
-        Ok((self.open_parent(root, &parents, path)?, name))
+        match &self.roots[root] {
+            Root::Dir(_) => Ok(Located::Entry(
+                self.open_parent(root, &parents, path)?,
+                name,
+            )),
+            Root::Device(device) if parents.is_empty() && name == device.name => {
+                Ok(Located::Device(device))
+            }
+            Root::Device(device) => Err(device.outside(path)),
+        }
+    }
+
+    /// The granted device a path names, `None` for a path in a granted directory, without
+    /// opening anything. Any other path under a device's root is refused.
+    fn device_at(&self, path: &str) -> Result<Option<&Device>, GrantError> {
+        let (root, parents, name) = self.split(path)?;
+        match &self.roots[root] {
+            Root::Dir(_) => Ok(None),
+            Root::Device(device) if parents.is_empty() && name == device.name => Ok(Some(device)),
+            Root::Device(device) => Err(device.outside(path)),
+        }
     }
 
     /// Checks a plugin path and splits it into the number of its root, the components of
@@ -354,7 +490,10 @@ impl Grant {
 
     /// Opens the directory `parents` of root `root`.
     fn open_parent(&self, root: usize, parents: &[&str], path: &str) -> Result<Dir, GrantError> {
-        let dir = &self.roots[root];
+        let dir = match &self.roots[root] {
+            Root::Dir(dir) => dir,
+            Root::Device(device) => return Err(device.outside(path)),
+        };
         if parents.is_empty() {
             dir.try_clone().map_err(|e| io_error(path, e))
         } else {
@@ -374,9 +513,13 @@ impl Grant {
         Ok(())
     }
 
-    /// Metadata of a path, not following a final symlink.
+    /// Metadata of a path, not following a final symlink. A granted device's size is its
+    /// size in bytes (its `st_size` is 0).
     pub fn stat(&self, path: &str) -> Result<Stat, GrantError> {
-        let (parent, name) = self.resolve(path)?;
+        let (parent, name) = match self.locate(path)? {
+            Located::Entry(parent, name) => (parent, name),
+            Located::Device(device) => return device.stat(path),
+        };
         let st = rustix::fs::statat(parent.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| errno(path, e))?;
         Ok(stat_of(&st))
@@ -401,6 +544,9 @@ impl Grant {
 
     /// Extended attributes of a file or directory (none for other kinds).
     pub fn xattrs(&self, path: &str) -> Result<Vec<(String, Vec<u8>)>, GrantError> {
+        if self.device_at(path)?.is_some() {
+            return Ok(Vec::new());
+        }
         let Some(fd) = self.open_nofollow(path)? else {
             return Ok(Vec::new());
         };
@@ -412,8 +558,12 @@ impl Grant {
             .map_err(|e| errno(path, e))
     }
 
-    /// Holes of a regular file as `(offset, length)`.
+    /// Holes of a regular file as `(offset, length)`. A granted device has none known:
+    /// every byte of it is read.
     pub fn holes(&self, path: &str) -> Result<Vec<(u64, u64)>, GrantError> {
+        if self.device_at(path)?.is_some() {
+            return Ok(Vec::new());
+        }
         let Some(fd) = self.open_nofollow(path)? else {
             return Ok(Vec::new());
         };
@@ -440,9 +590,16 @@ impl Grant {
         Ok((dir, name))
     }
 
-    /// Opens a regular file for reading, without following a final symlink.
-    pub fn open_regular(&self, path: &str) -> Result<OwnedFd, GrantError> {
-        let (parent, name) = self.resolve(path)?;
+    /// Opens a regular file for reading, without following a final symlink; or, for the
+    /// path of a granted device, a new descriptor of the device opened with the grant.
+    /// A device in a granted directory is refused like any other non-regular file.
+    pub fn open_source(&self, path: &str) -> Result<OwnedFd, GrantError> {
+        let (parent, name) = match self.locate(path)? {
+            Located::Entry(parent, name) => (parent, name),
+            Located::Device(device) => {
+                return device.file.try_clone().map_err(|e| io_error(path, e));
+            }
+        };
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let fd = open_untouched(parent.as_fd(), &name, flags).map_err(|e| match e {
             rustix::io::Errno::LOOP => {
@@ -852,24 +1009,127 @@ mod tests {
     }
 
     #[test]
-    fn open_regular_refuses_links_and_directories() {
+    fn open_source_refuses_links_and_directories() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), b"data").unwrap();
         std::os::unix::fs::symlink("f", dir.path().join("link")).unwrap();
         let grant = Grant::open(dir.path(), Access::Read).unwrap();
-        assert!(grant.open_regular("f").is_ok());
+        assert!(grant.open_source("f").is_ok());
         assert!(matches!(
-            grant.open_regular("link"),
+            grant.open_source("link"),
             Err(GrantError::Invalid(_))
         ));
         assert!(matches!(
-            grant.open_regular("."),
+            grant.open_source("."),
             Err(GrantError::Invalid(_))
         ));
         assert!(matches!(
-            grant.open_regular("../f"),
+            grant.open_source("../f"),
             Err(GrantError::Denied(_))
         ));
+    }
+
+    /// A 4 MiB image with a marker at its start, attached as a loop device; `None` (the
+    /// test says why it is skipped) where loop devices are out of reach.
+    fn loop_device(dir: &Path) -> Option<crate::loop_device::LoopDevice> {
+        let image = dir.join("disk.raw");
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(4 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(b"tessera device", 0).unwrap();
+        match crate::loop_device::LoopDevice::attach(&image) {
+            Ok(device) => Some(device),
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn a_device_grant_reaches_that_device_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(device) = loop_device(dir.path()) else {
+            return;
+        };
+        let name = device.name();
+        let grant =
+            Grant::open_many(&[(device.path.as_path(), RootKind::Device)], Access::Read).unwrap();
+
+        let st = grant.stat(name).unwrap();
+        assert_eq!(FileType::from_raw_mode(st.mode), FileType::BlockDevice);
+        assert_eq!(st.size, 4 << 20, "the size is the device's, not st_size");
+        assert!(grant.holes(name).unwrap().is_empty());
+        assert!(grant.xattrs(name).unwrap().is_empty());
+        let fd = grant.open_source(name).unwrap();
+        let mut start = [0u8; 14];
+        rustix::io::pread(&fd, &mut start, 0).unwrap();
+        assert_eq!(&start, b"tessera device");
+
+        // Nothing else of /dev: not its other entries, not the directory, not `..`.
+        let sibling = if name == "loop0" { "loop1" } else { "loop0" };
+        for other in [
+            "",
+            ".",
+            "null",
+            "loop-control",
+            sibling,
+            "../null",
+            "/dev/null",
+            &format!("{name}/x"),
+            &format!("{name}/.."),
+            &format!("./{name}/../null"),
+        ] {
+            assert!(
+                matches!(grant.stat(other), Err(GrantError::Denied(_))),
+                "stat {other:?} was not denied"
+            );
+            assert!(grant.open_source(other).is_err(), "{other:?} opened");
+            assert!(grant.holes(other).is_err(), "holes of {other:?}");
+            assert!(grant.xattrs(other).is_err(), "xattrs of {other:?}");
+            assert!(grant.read_link(other).is_err(), "link {other:?} read");
+        }
+        assert!(matches!(grant.scan(""), Err(GrantError::Denied(_))));
+        assert!(matches!(grant.scan(name), Err(GrantError::Denied(_))));
+        assert!(grant.read_link(name).is_err());
+        assert!(grant.resolve_for_write(name).is_err());
+
+        // Only block devices, and only for reading.
+        let device_root = [(device.path.as_path(), RootKind::Device)];
+        assert!(Grant::open_many(&device_root, Access::ReadWrite).is_err());
+        for not_block in ["/dev/null", "/dev/zero"] {
+            assert!(
+                Grant::open_many(&[(Path::new(not_block), RootKind::Device)], Access::Read)
+                    .is_err(),
+                "{not_block} granted as a device"
+            );
+        }
+    }
+
+    #[test]
+    fn a_device_in_a_granted_directory_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(device) = loop_device(dir.path()) else {
+            return;
+        };
+        let rdev = rustix::fs::stat(&device.path).unwrap().st_rdev;
+        let tree = dir.path().join("tree");
+        std::fs::create_dir(&tree).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            tree.join("disk"),
+            FileType::BlockDevice,
+            Mode::from_raw_mode(0o600),
+            rdev,
+        )
+        .unwrap();
+        let grant = Grant::open(&tree, Access::Read).unwrap();
+        assert!(matches!(
+            grant.open_source("disk"),
+            Err(GrantError::Invalid(_))
+        ));
+        // Its metadata is there, as for any device node of a tree.
+        assert_eq!(grant.stat("disk").unwrap().size, 0);
     }
 
     #[test]

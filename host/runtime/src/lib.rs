@@ -6,7 +6,8 @@
 //!
 //! * **no ambient authority**: the plugin sees only its grant, the source directory
 //!   read-only during capture (as `source`) or the target directory during restore (as
-//!   `target`), through WASI preopens backed by `cap-std`; no environment, arguments,
+//!   `target`), through WASI preopens backed by `cap-std` (a block device source is
+//!   granted alone, to host calls only); no environment, arguments,
 //!   standard streams or network;
 //! * **limits**: linear memory is capped per job, and a plugin that computes for longer
 //!   than the CPU limit without calling the host is interrupted (epoch interruption);
@@ -25,6 +26,8 @@ mod error;
 mod grant;
 pub mod hooks;
 pub mod limits;
+#[cfg(test)]
+mod loop_device;
 mod point;
 mod runtime;
 mod sandbox;

@@ -573,12 +573,13 @@ impl Runtime {
             item: job.item.clone(),
             settings,
             sources,
+            // The directories only: a granted device is a source, not a place to look for
+            // backing files.
             mounts: sandbox
-                .mounts
-                .iter()
+                .directories()
                 .map(|(host, sandbox)| bindings::capture::Mount {
                     host: host.to_string_lossy().into_owned(),
-                    sandbox: sandbox.clone(),
+                    sandbox: sandbox.to_string(),
                 })
                 .collect(),
             has_parent,

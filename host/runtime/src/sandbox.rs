@@ -1,19 +1,22 @@
 //! What one job's sandbox holds: the host directories granted to the plugin (each a WASI
-//! preopen and a root of the host-call [`Grant`]) and the network addresses it may
-//! connect to. Everything else stays out of reach.
+//! preopen and a root of the host-call [`Grant`]), the block devices granted to it (each a
+//! root of the host-call grant holding that device only, never preopened) and the network
+//! addresses it may connect to. Everything else stays out of reach.
 //!
-//! With one granted directory the plugin sees it as `source` (or `target`); with several
-//! as `source/0`, `source/1`, ... in the order the operator named them, and host-call
-//! paths start with that number.
+//! With one granted root the plugin sees it as `source` (or `target`); with several as
+//! `source/0`, `source/1`, ... in the order the operator named them, and host-call paths
+//! start with that number. A device is named inside its root by its file name
+//! (`source/1/dm-3`), and only host calls (`stat`, `holes`, `write-file`) reach it.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::error::{Result, RuntimeError};
-use crate::grant::{Access, Grant};
+use crate::grant::{Access, Grant, RootKind};
 
 /// Something a capture reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +24,9 @@ pub enum CaptureSource {
     /// A directory tree: the directory itself is granted.
     Directory(PathBuf),
     /// A file (a disk image): its directory is granted, so files next to it (a backing
-    /// chain) can be read too.
+    /// chain) can be read too. A block device (after following symlinks) is granted
+    /// alone, read-only, and never its directory; a character device, fifo or socket is
+    /// refused.
     File(PathBuf),
     /// A network address, `SCHEME://HOST:PORT/...` (`nbd://...` for a live disk): the
     /// plugin may connect to that address and no other.
@@ -48,19 +53,31 @@ pub struct CapturePlan {
     pub settings: Vec<(String, String)>,
 }
 
+/// A host directory or block device granted to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The host path.
+    pub host: PathBuf,
+    /// A directory, or one device.
+    pub kind: RootKind,
+    /// Its sandbox path: where a directory is preopened; for a device, the root the
+    /// device's name is in for host calls (nothing is preopened there).
+    pub sandbox: String,
+}
+
 /// A planned sandbox.
 #[derive(Debug, Clone, Default)]
 pub struct Sandbox {
-    /// Granted host directories and their sandbox paths.
-    pub mounts: Vec<(PathBuf, String)>,
+    /// Granted host directories and devices, numbered in this order for host calls.
+    pub mounts: Vec<Mount>,
     /// Addresses the plugin may connect to.
     pub network: Vec<SocketAddr>,
 }
 
 impl Sandbox {
-    /// Plans the sandbox of a capture: the sources' directories and the extra `grants`,
-    /// each granted once, under `mount`. Returns it with the sources as the plugin is told
-    /// them (sandbox paths, and addresses with the host name resolved).
+    /// Plans the sandbox of a capture: the sources' directories and devices and the extra
+    /// `grants`, each granted once, under `mount`. Returns it with the sources as the
+    /// plugin is told them (sandbox paths, and addresses with the host name resolved).
     ///
     /// `files` are settings whose values are host files: each file's directory is granted
     /// too, and the setting's value becomes the file's sandbox path (appended to the
@@ -71,13 +88,13 @@ impl Sandbox {
         files: &[(String, PathBuf)],
         mount: &str,
     ) -> Result<CapturePlan> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        let mut add = |dir: &Path| -> usize {
-            match dirs.iter().position(|d| d == dir) {
+        let mut roots: Vec<(PathBuf, RootKind)> = Vec::new();
+        let mut add = |path: &Path, kind: RootKind| -> usize {
+            match roots.iter().position(|(p, k)| p == path && *k == kind) {
                 Some(i) => i,
                 None => {
-                    dirs.push(dir.to_path_buf());
-                    dirs.len() - 1
+                    roots.push((path.to_path_buf(), kind));
+                    roots.len() - 1
                 }
             }
         };
@@ -90,15 +107,20 @@ impl Sandbox {
         let mut network = Vec::new();
         for source in sources {
             planned.push(match source {
-                CaptureSource::Directory(dir) => Planned::Dir(add(dir)),
+                CaptureSource::Directory(dir) => Planned::Dir(add(dir, RootKind::Directory)),
                 CaptureSource::File(file) => {
-                    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+                    let (path, kind) = file_root(file)?;
+                    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
                         return Err(grant_error("source", file, "not a file path".into()));
                     };
                     let name = name.to_str().ok_or_else(|| {
                         grant_error("source", file, "the file name is not UTF-8".into())
                     })?;
-                    Planned::File(add(dir), name.to_string())
+                    let root = match kind {
+                        RootKind::Directory => add(dir, kind),
+                        RootKind::Device => add(&path, kind),
+                    };
+                    Planned::File(root, name.to_string())
                 }
                 CaptureSource::Address(url) => {
                     let (told, addrs) = resolve_address(url)?;
@@ -108,7 +130,7 @@ impl Sandbox {
             });
         }
         for dir in grants {
-            add(dir);
+            add(dir, RootKind::Directory);
         }
         let mut file_settings = Vec::new();
         for (name, file) in files {
@@ -117,9 +139,13 @@ impl Sandbox {
             else {
                 return Err(grant_error("file", file, "not a UTF-8 file path".into()));
             };
-            file_settings.push((name.clone(), add(dir), base.to_string()));
+            file_settings.push((
+                name.clone(),
+                add(dir, RootKind::Directory),
+                base.to_string(),
+            ));
         }
-        let single = dirs.len() == 1;
+        let single = roots.len() == 1;
         let sandbox_path = |i: usize| {
             if single {
                 mount.to_string()
@@ -139,10 +165,14 @@ impl Sandbox {
             .into_iter()
             .map(|(name, i, base)| (name, format!("{}/{base}", sandbox_path(i))))
             .collect();
-        let mounts = dirs
+        let mounts = roots
             .into_iter()
             .enumerate()
-            .map(|(i, dir)| (dir, sandbox_path(i)))
+            .map(|(i, (host, kind))| Mount {
+                host,
+                kind,
+                sandbox: sandbox_path(i),
+            })
             .collect();
         Ok(CapturePlan {
             sandbox: Sandbox { mounts, network },
@@ -156,7 +186,11 @@ impl Sandbox {
         match target {
             RestoreTarget::Directory(dir) => Ok((
                 Sandbox {
-                    mounts: vec![(dir.clone(), mount.to_string())],
+                    mounts: vec![Mount {
+                        host: dir.clone(),
+                        kind: RootKind::Directory,
+                        sandbox: mount.to_string(),
+                    }],
                     network: Vec::new(),
                 },
                 mount.to_string(),
@@ -174,18 +208,32 @@ impl Sandbox {
         }
     }
 
-    /// The host-call grant over the mounted directories, if there are any.
+    /// The granted directories and their sandbox paths: the WASI preopens, and what a
+    /// plugin is told it may look for backing files in. Devices are not among them.
+    pub fn directories(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.mounts
+            .iter()
+            .filter(|m| m.kind == RootKind::Directory)
+            .map(|m| (m.host.as_path(), m.sandbox.as_str()))
+    }
+
+    /// The host-call grant over the mounted directories and devices, if there are any.
     pub fn grant(&self, access: Access, what: &'static str) -> Result<Option<Grant>> {
         if self.mounts.is_empty() {
             return Ok(None);
         }
-        let dirs: Vec<&Path> = self.mounts.iter().map(|(d, _)| d.as_path()).collect();
-        Grant::open_many(&dirs, access)
+        let roots: Vec<(&Path, RootKind)> = self
+            .mounts
+            .iter()
+            .map(|m| (m.host.as_path(), m.kind))
+            .collect();
+        Grant::open_many(&roots, access)
             .map(Some)
-            .map_err(|e| grant_error(what, dirs[0], e.to_string()))
+            .map_err(|(i, e)| grant_error(what, roots[i].0, e.to_string()))
     }
 
-    /// The WASI context: the mounts as preopens, and TCP to the allowed addresses only.
+    /// The WASI context: the granted directories as preopens (devices are reached through
+    /// host calls only), and TCP to the allowed addresses only.
     pub fn wasi(&self, access: Access, what: &'static str) -> Result<WasiCtxBuilder> {
         let mut builder = WasiCtxBuilder::new();
         // No environment, arguments, standard input, name lookups or UDP.
@@ -212,13 +260,43 @@ impl Sandbox {
             Access::Read => FsPerms::ReadOnly,
             Access::ReadWrite => FsPerms::ReadWrite,
         };
-        for (dir, guest) in &self.mounts {
+        for (dir, guest) in self.directories() {
             builder
                 .preopened_dir(dir, guest, perms)
                 .map_err(|e| grant_error(what, dir, e.to_string()))?;
         }
         Ok(builder)
     }
+}
+
+/// What a file source grants: a block device alone (its path with the operator's
+/// symlinks followed), or for anything else the directory holding the path. A path that
+/// cannot be looked at is planned as a file; opening the grant reports it.
+fn file_root(file: &Path) -> Result<(PathBuf, RootKind)> {
+    let Ok(meta) = std::fs::metadata(file) else {
+        return Ok((file.to_path_buf(), RootKind::Directory));
+    };
+    let kind = meta.file_type();
+    if kind.is_block_device() {
+        let device = file
+            .canonicalize()
+            .map_err(|e| grant_error("source", file, e.to_string()))?;
+        return Ok((device, RootKind::Device));
+    }
+    let refused = if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_fifo() {
+        "a fifo"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        return Ok((file.to_path_buf(), RootKind::Directory));
+    };
+    Err(grant_error(
+        "source",
+        file,
+        format!("{refused}, not a disk image or a block device"),
+    ))
 }
 
 fn grant_error(what: &'static str, path: &Path, detail: String) -> RuntimeError {
@@ -300,8 +378,8 @@ mod tests {
             [("config".to_string(), "source/vm.xml".to_string())]
         );
         assert_eq!(
-            sandbox.mounts,
-            [(PathBuf::from("/vm"), "source".to_string())]
+            sandbox.directories().collect::<Vec<_>>(),
+            [(Path::new("/vm"), "source")]
         );
     }
 
@@ -331,8 +409,78 @@ mod tests {
             ]
         );
         assert_eq!(sandbox.mounts.len(), 3);
-        assert_eq!(sandbox.mounts[2].1, "source/2");
+        assert_eq!(sandbox.mounts[2].sandbox, "source/2");
         assert_eq!(sandbox.network, ["127.0.0.1:10900".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_block_device_is_granted_alone_and_never_preopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.raw");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let device = match crate::loop_device::LoopDevice::attach(&image) {
+            Ok(device) => device,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return;
+            }
+        };
+        // The operator's link is followed on the host; the device is granted, not /dev.
+        let link = dir.path().join("lv0");
+        std::os::unix::fs::symlink(&device.path, &link).unwrap();
+        let CapturePlan {
+            sandbox,
+            sources: told,
+            ..
+        } = Sandbox::for_capture(
+            &[CaptureSource::File(link), CaptureSource::File(image)],
+            &[],
+            &[],
+            "source",
+        )
+        .unwrap();
+        assert_eq!(
+            told,
+            [
+                format!("source/0/{}", device.name()),
+                "source/1/disk.raw".to_string()
+            ]
+        );
+        assert_eq!(
+            sandbox.mounts[0],
+            Mount {
+                host: device.path.clone(),
+                kind: RootKind::Device,
+                sandbox: "source/0".into(),
+            }
+        );
+        // The WASI preopens: the image's directory only.
+        assert_eq!(
+            sandbox.directories().collect::<Vec<_>>(),
+            [(dir.path(), "source/1")]
+        );
+        assert!(!sandbox.mounts.iter().any(|m| m.host == Path::new("/dev")));
+        let grant = sandbox.grant(Access::Read, "source").unwrap().unwrap();
+        assert!(grant.stat(&format!("0/{}", device.name())).is_ok());
+        assert!(grant.stat("0/null").is_err());
+        assert!(grant.stat("1/disk.raw").is_ok());
+    }
+
+    #[test]
+    fn character_devices_are_refused_as_sources() {
+        for device in ["/dev/null", "/dev/zero"] {
+            let err =
+                Sandbox::for_capture(&[CaptureSource::File(device.into())], &[], &[], "source")
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                err.contains(device) && err.contains("character device"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -176,7 +176,7 @@ impl sink::HostContentWriter for JobState {
                 .grant
                 .as_ref()
                 .ok_or_else(|| HostError::Denied("this job grants no directory".into()))?;
-            let fd = grant.open_regular(&path).map_err(grant_error)?;
+            let fd = grant.open_source(&path).map_err(grant_error)?;
             self.writer(&this)?.source = Some((path.clone(), fd));
         }
         let writer = self

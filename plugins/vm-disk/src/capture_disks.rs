@@ -7,7 +7,9 @@
 //! with a dirty bitmap and a parent point, which ranges changed; [`plan`] turns that into
 //! holes, carried chunks and reads, all aligned to the chunk size. A file image that has
 //! not changed at all since the parent point (same size, times, inode and device, no
-//! backing file) is carried forward whole without being read.
+//! backing file) is carried forward whole without being read. A block device never is:
+//! its node's times do not change when its content does, so it is read whole every time
+//! and the vault's deduplication stores only the chunks that changed.
 //!
 //! All sources are opened before anything is stored, so a missing file, a broken backing
 //! chain or an unreachable server fails the job at once.
@@ -193,7 +195,7 @@ fn open(
         if options.bitmap_context.is_some() {
             debug!("{name}: the dirty bitmap applies to NBD sources only, not to {given}");
         }
-        source::open_file(name, given, options.image_format, mounts).map(Source::File)
+        source::open_path(name, given, options.image_format, mounts)
     }
 }
 
@@ -247,7 +249,8 @@ impl Job {
 
         let mut meta = match &source {
             Source::File(file) => meta::from_stat(&file.stat),
-            Source::Nbd(_) => meta::bare(0),
+            // A device node's metadata says nothing of the disk on it.
+            Source::Device(_) | Source::Nbd(_) => meta::bare(0),
         };
         meta.size = size;
         meta.xattrs = vec![Xattr {
@@ -272,6 +275,15 @@ impl Job {
                     return Ok(());
                 }
             }
+        }
+
+        if let Source::Device(_) = &source
+            && parent.is_some()
+        {
+            info!(
+                "{name}: a block device is read whole on every backup (its times do not \
+                 change with its content); the vault stores only the chunks that changed"
+            );
         }
 
         let incremental = source.has_bitmap()
@@ -455,7 +467,8 @@ impl Job {
                 match (run.stored, source.host_path()) {
                     (Stored::InFile(file_offset), Some(host_path)) => {
                         let host_path = host_path.to_owned();
-                        self.read_from_file(name, &host_path, writer, run, file_offset)?;
+                        let device = matches!(source, Source::Device(_));
+                        self.read_from_file(name, &host_path, device, writer, run, file_offset)?;
                     }
                     _ => self.read_through(name, source, writer, run.offset, run.length)?,
                 }
@@ -465,12 +478,14 @@ impl Job {
         Ok(())
     }
 
-    /// Has the host read `run` of a disk, stored in the image file at `host_path` from
-    /// `file_offset` on, into the stream: its bytes never pass through the plugin.
+    /// Has the host read `run` of a disk, stored in the image file (or the `device`) at
+    /// `host_path` from `file_offset` on, into the stream: its bytes never pass through
+    /// the plugin.
     fn read_from_file(
         &mut self,
         name: &str,
         host_path: &str,
+        device: bool,
         writer: &mut Writer,
         run: Run,
         file_offset: u64,
@@ -485,10 +500,11 @@ impl Job {
             })?;
         self.bytes_read += copied;
         if copied < run.length {
+            let what = if device { "device" } else { "image" };
             return Err(PluginError::Io(format!(
                 "{name}: {host_path} ended at byte {} while being read, though the disk's \
-                 bytes at {} lie there; the image shrank during the backup: stop the \
-                 virtual machine or back up a snapshot of the image",
+                 bytes at {} lie there; the {what} shrank during the backup: stop the \
+                 virtual machine or back up a snapshot of the {what}",
                 file_offset + copied,
                 run.offset + copied,
             )));

@@ -1,5 +1,6 @@
 //! The disks a capture reads, opened from what the request names: an image file inside a
-//! granted directory (raw or qcow2, with its backing chain), or an export of an NBD server
+//! granted directory (raw or qcow2, with its backing chain), a host block device granted
+//! on its own (a raw disk the host reads), or an export of an NBD server
 //! (`nbd://HOST:PORT/EXPORT`). Either way a [`Source`] tells the disk's size, which of its
 //! ranges may hold data, which changed since the last backup when a dirty bitmap says so,
 //! and reads its bytes.
@@ -29,8 +30,23 @@ const SOURCE_ROOT: &str = "source";
 pub(crate) enum Source {
     /// An image file.
     File(FileSource),
+    /// A host block device.
+    Device(DeviceSource),
     /// An NBD export.
     Nbd(NbdSource),
+}
+
+/// A host block device, granted alone: the plugin sees no file of it, only its host-call
+/// path, so the host reads all of its bytes (`write-file`) and nothing is probed. It is a
+/// raw disk of the size the host's `stat` tells; no holes are known, and its node's times
+/// say nothing of its content, so it is read whole on every backup.
+pub(crate) struct DeviceSource {
+    /// Its sandbox path.
+    sandbox: String,
+    /// Its path for host calls.
+    host_path: String,
+    /// Its size in bytes.
+    size: u64,
 }
 
 /// An image file and the chain of backing files below it.
@@ -88,6 +104,7 @@ impl Source {
     pub(crate) fn virtual_size(&self) -> u64 {
         match self {
             Source::File(file) => file.image.virtual_size(),
+            Source::Device(device) => device.size,
             Source::Nbd(nbd) => nbd.client.size(),
         }
     }
@@ -96,22 +113,25 @@ impl Source {
     pub(crate) fn format_name(&self) -> &'static str {
         match self {
             Source::File(file) => file.image.format().name(),
+            Source::Device(_) => Format::Raw.name(),
             Source::Nbd(_) => "nbd",
         }
     }
 
-    /// For an image file, its path for host calls: the host reads the disk's bytes
-    /// stored verbatim in it (see [`Source::runs`]) into the stream itself.
+    /// For an image file or a device, its path for host calls: the host reads the disk's
+    /// bytes stored verbatim in it (see [`Source::runs`]) into the stream itself.
     pub(crate) fn host_path(&self) -> Option<&str> {
         match self {
             Source::File(file) => Some(&file.host_path),
+            Source::Device(device) => Some(&device.host_path),
             Source::Nbd(_) => None,
         }
     }
 
     /// Where the disk's bytes `offset..offset + length` are stored: for an image file,
     /// the runs that lie verbatim in it (all of a raw file, a qcow2 image's uncompressed
-    /// data clusters) and the rest; for an NBD export, nowhere the host can read.
+    /// data clusters) and the rest; for a device, all of it at the same offsets; for an
+    /// NBD export, nowhere the host can read.
     pub(crate) fn runs(
         &mut self,
         disk: &str,
@@ -123,6 +143,11 @@ impl Source {
                 .image
                 .runs(offset, length)
                 .map_err(|err| from_image(disk, &err)),
+            Source::Device(_) => Ok(vec![Run {
+                offset,
+                length,
+                stored: Stored::InFile(offset),
+            }]),
             Source::Nbd(_) => Ok(vec![Run {
                 offset,
                 length,
@@ -159,6 +184,8 @@ impl Source {
                 .filter(|extent| extent.kind == ExtentKind::Data)
                 .map(|extent| (extent.offset, extent.length))
                 .collect()),
+            // No allocation map: all-zero chunks still become holes in the vault.
+            Source::Device(_) => Ok(vec![(offset, length)]),
             Source::Nbd(nbd) if nbd.allocation => Ok(nbd
                 .settled(disk)
                 .allocation(offset, length)
@@ -188,7 +215,7 @@ impl Source {
                     .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
                 None => Ok(None),
             },
-            Source::File(_) => Ok(None),
+            Source::File(_) | Source::Device(_) => Ok(None),
         }
     }
 
@@ -204,6 +231,7 @@ impl Source {
                 .image
                 .read_at(offset, buf)
                 .map_err(|err| from_image(disk, &err)),
+            Source::Device(device) => Err(device.not_readable(disk)),
             Source::Nbd(nbd) => nbd
                 .settled(disk)
                 .read(offset, buf)
@@ -245,6 +273,7 @@ impl Source {
                 file.ready.push_back(read.map(|()| buf));
                 Ok(())
             }
+            Source::Device(device) => Err(device.not_readable(disk)),
         }
     }
 
@@ -253,6 +282,7 @@ impl Source {
         let ready = match self {
             Source::Nbd(nbd) => &mut nbd.ready,
             Source::File(file) => &mut file.ready,
+            Source::Device(device) => return Err(device.not_readable(disk)),
         };
         if let Some(read) = ready.pop_front() {
             return read;
@@ -262,7 +292,7 @@ impl Source {
                 .client
                 .take_read()
                 .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
-            Source::File(_) => Err(PluginError::Internal(format!(
+            Source::File(_) | Source::Device(_) => Err(PluginError::Internal(format!(
                 "{disk}: no read is queued to take"
             ))),
         }
@@ -283,6 +313,10 @@ impl Source {
     pub(crate) fn describe(&self) -> String {
         match self {
             Source::File(file) => file.image.describe(),
+            Source::Device(device) => format!(
+                "block device {}: {} bytes, raw, read whole by the host",
+                device.sandbox, device.size
+            ),
             Source::Nbd(nbd) => format!(
                 "NBD export {:?}: {} bytes{}{}",
                 nbd.client.export(),
@@ -313,13 +347,24 @@ pub(crate) fn sandbox_paths(given: &str) -> Option<(String, String)> {
     Some((canonical, host))
 }
 
-/// Opens the image file named `given` as the disk `disk`.
-pub(crate) fn open_file(
+impl DeviceSource {
+    /// The error for a read through the plugin, which cannot reach the device.
+    fn not_readable(&self, disk: &str) -> PluginError {
+        PluginError::Internal(format!(
+            "{disk}: the block device {} is read by the host only",
+            self.sandbox
+        ))
+    }
+}
+
+/// Opens the source named by the path `given` as the disk `disk`: an image file, or a
+/// block device granted alone.
+pub(crate) fn open_path(
     disk: &str,
     given: &str,
     format: Option<Format>,
     mounts: &[GrantedDir],
-) -> Result<FileSource, PluginError> {
+) -> Result<Source, PluginError> {
     let Some((sandbox, host_path)) = sandbox_paths(given) else {
         if backing::normalize(given).is_some_and(|path| path.starts_with(SOURCE_ROOT)) {
             return Err(PluginError::Unsupported(format!(
@@ -338,13 +383,16 @@ pub(crate) fn open_file(
             host_error_text(&err)
         ))
     })?;
-    if FileType::from_mode(stat.mode) != FileType::Regular {
-        return Err(PluginError::Unsupported(format!(
-            "{disk}: {sandbox} is not a regular file (mode {:#o}); give an image file, or \
-             serve a block device over NBD (qemu-nbd, qemu-storage-daemon) and give its \
-             nbd:// URL",
-            stat.mode
-        )));
+    match FileType::from_mode(stat.mode) {
+        FileType::Regular => {}
+        FileType::BlockDevice => return open_device(disk, sandbox, host_path, format, &stat),
+        _ => {
+            return Err(PluginError::Unsupported(format!(
+                "{disk}: {sandbox} is neither a regular file nor a block device (mode {:#o}); \
+                 give a disk image file, a block device or an nbd:// URL",
+                stat.mode
+            )));
+        }
     }
     let top = image_file(&sandbox, &host_path, stat.size).map_err(|err| {
         PluginError::SourceUnavailable(format!("{disk}: cannot open {sandbox}: {err}"))
@@ -356,14 +404,38 @@ pub(crate) fn open_file(
     };
     let image =
         tessera_disk_image::open(top, format, &mut opener).map_err(|err| from_image(disk, &err))?;
-    Ok(FileSource {
+    Ok(Source::File(FileSource {
         sandbox,
         host_path,
         stat,
         backed,
         image,
         ready: VecDeque::new(),
-    })
+    }))
+}
+
+/// Opens the block device at `sandbox` as the disk `disk`: a raw disk of the size its
+/// host `stat` tells. The plugin cannot read the device to probe its format, so only raw
+/// is accepted.
+fn open_device(
+    disk: &str,
+    sandbox: String,
+    host_path: String,
+    format: Option<Format>,
+    stat: &PosixStat,
+) -> Result<Source, PluginError> {
+    if let Some(format) = format.filter(|&f| f != Format::Raw) {
+        return Err(PluginError::Unsupported(format!(
+            "{disk}: {sandbox} is a block device, read as a raw disk; `image-format={}` \
+             cannot apply to it (an image inside a device is not read)",
+            format.name()
+        )));
+    }
+    Ok(Source::Device(DeviceSource {
+        sandbox,
+        host_path,
+        size: stat.size,
+    }))
 }
 
 /// Opens a file of an image chain, with the ranges that hold data if the host knows them.

@@ -4,7 +4,8 @@
 //! (the newest point of the same item by the same plugin, so an unchanged file is carried
 //! forward instead of read again), and passes excludes and includes on as settings.
 
-use std::path::PathBuf;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
@@ -34,8 +35,9 @@ const CONFIG_SETTING: &str = "config";
 /// Flags of `tessera backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// What to back up: a directory for file-share; disk images (or nbd://HOST:PORT/EXPORT
-    /// addresses of live disks) for vm-disk, stored as disk0, disk1, ... in this order
+    /// What to back up: a directory for file-share; disk images, block devices (or
+    /// nbd://HOST:PORT/EXPORT addresses of live disks) for vm-disk, stored as disk0, disk1,
+    /// ... in this order
     #[arg(required = true, value_name = "PATH|URL")]
     pub paths: Vec<String>,
     /// The plugin: a builtin's name or a component file
@@ -95,7 +97,8 @@ struct BackupSummary {
     duration_ms: u64,
 }
 
-/// What a command-line source names: an address, a directory or a file.
+/// What a command-line source names: an address, a directory or a file (an image, or a
+/// block device, which the runtime grants alone).
 fn source(given: &str) -> Result<CaptureSource> {
     if given.contains("://") {
         return Ok(CaptureSource::Address(given.to_string()));
@@ -110,6 +113,11 @@ fn source(given: &str) -> Result<CaptureSource> {
     })
 }
 
+/// Whether `path` is (or links to) a block device.
+fn is_block_device(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
 /// Backs up `args.paths` and prints the new point's id.
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
     let sources = args
@@ -121,15 +129,25 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
         Some(item) => item.clone(),
         None => match &sources[0] {
             CaptureSource::Address(url) => url.clone(),
-            CaptureSource::Directory(path) | CaptureSource::File(path) => path
-                .to_str()
-                .ok_or_else(|| {
-                    anyhow!(
-                        "the path {} is not valid UTF-8: name the item with --item",
-                        path.display()
-                    )
-                })?
-                .to_string(),
+            CaptureSource::Directory(path) | CaptureSource::File(path) => {
+                // A device's own name (dm-3, loop0) may be another disk's after a reboot;
+                // the operator's link to it (/dev/vg0/lv0) is not.
+                let named = if is_block_device(path) {
+                    std::path::absolute(&args.paths[0])
+                        .with_context(|| format!("cannot back up {}", args.paths[0]))?
+                } else {
+                    path.clone()
+                };
+                named
+                    .to_str()
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "the path {} is not valid UTF-8: name the item with --item",
+                            named.display()
+                        )
+                    })?
+                    .to_string()
+            }
         },
     };
     let grants = args
