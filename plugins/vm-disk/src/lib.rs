@@ -1,9 +1,9 @@
 //! The `vm-disk` plugin: protects the disks of a virtual machine. Capture reads each disk
 //! from an image file (raw, or qcow2 with its backing chain) in a granted directory, from
-//! a host block device (raw, read by the host) or from an NBD export, skipping what is known to be zeros and, with a dirty bitmap, what
-//! did not change; restore writes disks back as sparse raw files, qcow2 images or onto an
-//! NBD export, and single files out of the disks' file systems; browse lists the
-//! partitions and files inside a stored disk.
+//! a host block device (raw, read by the host) or from an NBD export, skipping what is
+//! known to be zeros and, with a dirty bitmap, what did not change; restore writes disks
+//! back as sparse raw files, qcow2 images or onto an NBD export, and single files out of
+//! the disks' file systems; browse lists the partitions and files inside a stored disk.
 //!
 //! A point holds `disk0`, `disk1`, ... (one `block-device` entry per source, by position)
 //! and the configuration document under its file name; see [`layout`] for the paths
@@ -118,10 +118,11 @@ impl describe::Guest for VmDisk {
                 ),
             ],
             description: "Backs up virtual machine disks: raw and qcow2 image files (with \
-                          backing chains), host block devices and NBD exports, reading only allocated data and, \
-                          with a QEMU dirty bitmap, only changed blocks. Restores whole disks \
-                          as raw or qcow2 files or onto an NBD export, and single files out of \
-                          ext2/3/4 and FAT file systems inside the disks."
+                          backing chains), host block devices and NBD exports, reading only \
+                          allocated data and, with a QEMU dirty bitmap, only changed blocks. \
+                          Restores whole disks as raw or qcow2 files or onto an NBD export, \
+                          and single files out of ext2/3/4 and FAT file systems inside the \
+                          disks."
                 .to_owned(),
         }
     }
