@@ -21,6 +21,7 @@
 
 mod bindings;
 mod builtin;
+mod component_cache;
 mod convert;
 mod error;
 mod grant;

@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::bindings::{self, PluginPre, types};
+use crate::component_cache::ComponentCache;
 use crate::error::{Result, RuntimeError};
 use crate::grant::Access;
 use crate::hooks::{HookPhase, Hooks, run_hook};
@@ -32,7 +33,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Options of [`Runtime::new`].
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Where compiled components are cached; no cache when `None`.
+    /// Where compiled components are cached (uncompressed, mapped on load, in a
+    /// directory per engine configuration); no cache when `None`.
     pub cache_dir: Option<PathBuf>,
     /// Most linear memory one job may use, in bytes.
     pub memory_limit: usize,
@@ -218,6 +220,8 @@ impl Progress for NoProgress {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<JobState>,
+    /// Compiled components on disk, when `options.cache_dir` names a place for them.
+    cache: Option<ComponentCache>,
     options: RuntimeOptions,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -241,17 +245,16 @@ fn engine_error(e: impl std::fmt::Display) -> RuntimeError {
 }
 
 impl Runtime {
-    /// Sets up the engine (with the on-disk compilation cache) and the linker.
+    /// Sets up the engine, the on-disk cache of compiled components and the linker.
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        if let Some(dir) = &options.cache_dir {
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            config.cache(Some(wasmtime::Cache::new(cache).map_err(engine_error)?));
-        }
         let engine = Engine::new(&config).map_err(engine_error)?;
+        let cache = options
+            .cache_dir
+            .as_deref()
+            .map(|dir| ComponentCache::new(dir, &engine));
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
         bindings::Plugin::add_to_linker::<JobState, HasSelf<JobState>>(&mut linker, |s| s)
@@ -275,6 +278,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            cache,
             options,
             ticker_stop,
         })
@@ -314,8 +318,11 @@ impl Runtime {
             what: what.to_string(),
             detail,
         };
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let component = match &self.cache {
+            Some(cache) => cache.load(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
