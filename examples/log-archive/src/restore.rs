@@ -16,15 +16,8 @@ use tessera_plugin_sdk::target::{self, Tally};
 /// Runs a restore job.
 pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
     let target = target::locate(&request.target)?;
-    let mut selection = request
-        .paths
-        .iter()
-        .map(|selected| path::parse_selection(selected))
-        .collect::<Result<Vec<_>, _>>()
+    let selection = path::restore_selection(&request.paths)
         .map_err(|err| PluginError::InvalidSettings(format!("cannot restore: {err}")))?;
-    if selection.is_empty() {
-        selection.push(String::new());
-    }
     let mut job = Job {
         target,
         tally: Tally::default(),

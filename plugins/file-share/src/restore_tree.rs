@@ -22,15 +22,8 @@ const DEFAULT_FIFO_MODE: u32 = 0o644;
 /// Runs a restore job.
 pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
     let target = target::locate(&request.target)?;
-    let mut selection = request
-        .paths
-        .iter()
-        .map(|selected| path::parse_selection(selected))
-        .collect::<Result<Vec<_>, _>>()
+    let selection = path::restore_selection(&request.paths)
         .map_err(|err| PluginError::InvalidSettings(format!("cannot restore: {err}")))?;
-    if selection.is_empty() {
-        selection.push(String::new());
-    }
 
     let mut job = Job {
         target,

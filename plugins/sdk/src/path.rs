@@ -88,6 +88,15 @@ pub fn parse_selection(path: &str) -> Result<String, PathError> {
     Ok(trimmed.to_owned())
 }
 
+/// The paths a restore request selects, each checked with [`parse_selection`]; the whole
+/// point (`""`) when it names none.
+pub fn restore_selection(paths: &[String]) -> Result<Vec<String>, PathError> {
+    if paths.is_empty() {
+        return Ok(vec![String::new()]);
+    }
+    paths.iter().map(|path| parse_selection(path)).collect()
+}
+
 /// The path of `name` inside the directory `parent` (`""` for the root).
 pub fn join(parent: &str, name: &str) -> Result<String, PathError> {
     validate_name(name)?;
@@ -196,6 +205,15 @@ impl Mount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_selects_the_paths_given_or_the_whole_point() {
+        assert_eq!(restore_selection(&[]).unwrap(), vec![String::new()]);
+        let given = vec!["etc/".to_owned(), "var/log".to_owned()];
+        assert_eq!(restore_selection(&given).unwrap(), vec!["etc", "var/log"]);
+        let bad = vec!["etc".to_owned(), "../x".to_owned()];
+        assert_eq!(restore_selection(&bad).unwrap_err().path, "../x");
+    }
 
     #[test]
     fn mounts_map_entries_to_sandbox_and_grant_paths() {

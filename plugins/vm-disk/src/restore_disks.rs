@@ -29,15 +29,8 @@ use crate::source;
 /// Runs a restore job.
 pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginError> {
     let options = RestoreOptions::parse(&Settings::new(&request.settings))?;
-    let mut selection = request
-        .paths
-        .iter()
-        .map(|selected| path::parse_selection(selected))
-        .collect::<Result<Vec<_>, _>>()
+    let selection = path::restore_selection(&request.paths)
         .map_err(|err| PluginError::InvalidSettings(format!("cannot restore: {err}")))?;
-    if selection.is_empty() {
-        selection.push(String::new());
-    }
     let selection = path::minimal_cover(selection);
 
     if source::is_url(&request.target) {
