@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tessera_tests::{random_bytes, run_ok, tessera};
+use tessera_tests::{CliEnv, random_bytes, run_ok, tessera};
 
 /// The example's chunk size: what it carries of a grown file is a multiple of it.
 const MIB: u64 = 1 << 20;
@@ -29,26 +29,23 @@ fn plugin() -> String {
     path.display().to_string()
 }
 
+/// A vault and a source directory, and the example plugin's file.
 struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    vault: PathBuf,
-    source: PathBuf,
+    cli: CliEnv,
     plugin: String,
 }
 
+impl std::ops::Deref for Env {
+    type Target = CliEnv;
+
+    fn deref(&self) -> &CliEnv {
+        &self.cli
+    }
+}
+
 fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let vault = root.join("vault");
-    let source = root.join("source");
-    fs::create_dir(&source).unwrap();
-    run_ok(tessera(&vault).args(["vault", "init"]));
     Env {
-        _dir: dir,
-        root,
-        vault,
-        source,
+        cli: CliEnv::new(),
         plugin: plugin(),
     }
 }

@@ -8,28 +8,10 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tessera_tests::{random_bytes, run_ok, tessera};
+use tessera_tests::{CliEnv, random_bytes, run_ok, tessera};
 
-struct Env {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    vault: PathBuf,
-    source: PathBuf,
-}
-
-fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().to_path_buf();
-    let vault = root.join("vault");
-    let source = root.join("source");
-    fs::create_dir(&source).unwrap();
-    run_ok(tessera(&vault).args(["vault", "init"]));
-    Env {
-        _dir: dir,
-        root,
-        vault,
-        source,
-    }
+fn env() -> CliEnv {
+    CliEnv::new()
 }
 
 fn is_root() -> bool {
@@ -178,7 +160,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Seen> {
     out
 }
 
-fn backup(env: &Env, extra: &[&str]) -> serde_json::Value {
+fn backup(env: &CliEnv, extra: &[&str]) -> serde_json::Value {
     let out = run_ok(
         tessera(&env.vault)
             .arg("--json")
@@ -189,7 +171,7 @@ fn backup(env: &Env, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("backup --json printed {out:?}: {e}"))
 }
 
-fn restore(env: &Env, point: &str, target: &Path, paths: &[&str]) {
+fn restore(env: &CliEnv, point: &str, target: &Path, paths: &[&str]) {
     let mut command = tessera(&env.vault);
     command.args(["restore", point, "--target"]).arg(target);
     for p in paths {

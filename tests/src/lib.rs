@@ -295,6 +295,42 @@ pub fn tessera_binary() -> std::path::PathBuf {
     bin
 }
 
+/// A temporary directory holding an initialised vault (`vault`) and an empty directory to
+/// back up (`source`), for tests that drive the `tessera` binary; removed when dropped.
+pub struct CliEnv {
+    _dir: tempfile::TempDir,
+    /// The temporary directory.
+    pub root: std::path::PathBuf,
+    /// The vault, made with `tessera vault init`.
+    pub vault: std::path::PathBuf,
+    /// An empty directory for the test to fill.
+    pub source: std::path::PathBuf,
+}
+
+impl CliEnv {
+    /// Makes the directory, the vault and the source directory.
+    pub fn new() -> CliEnv {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let vault = root.join("vault");
+        let source = root.join("source");
+        std::fs::create_dir(&source).unwrap();
+        run_ok(tessera(&vault).args(["vault", "init"]));
+        CliEnv {
+            _dir: dir,
+            root,
+            vault,
+            source,
+        }
+    }
+}
+
+impl Default for CliEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A `tessera` command against `vault`, with the test password and quiet logs.
 pub fn tessera(vault: &std::path::Path) -> std::process::Command {
     let mut command = std::process::Command::new(tessera_binary());
