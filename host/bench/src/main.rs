@@ -12,7 +12,7 @@
 //!
 //! `tessera-bench vmdisk` serves a qcow2 disk with `qemu-nbd` and backs it up with
 //! tessera's vm-disk plugin, in full and then incrementally through a dirty bitmap after
-//! 1 % of its blocks changed (see [`vmdisk`]).
+//! 1 % of the blocks holding data, then of all its blocks, changed (see [`vmdisk`]).
 
 // The allocator tessera's binaries use: it keeps freed chunk buffers for reuse instead
 // of handing them back to the kernel, so a backup does not page-fault on every chunk.
@@ -68,7 +68,8 @@ unchanged and restores it, then compares times, repository sizes and peak memory
   --json         print a JSON object instead of the table
 
 vmdisk: serves a qcow2 disk with qemu-nbd and backs it up with tessera's vm-disk plugin,
-in full and then incrementally through a dirty bitmap after 1 % of its blocks changed.
+in full and then incrementally through a dirty bitmap, twice: after 1 % of the blocks
+holding data changed, and after 1 % of all its blocks changed.
 Needs qemu-img, qemu-io and qemu-nbd on PATH (Debian and Ubuntu: `apt-get install
 qemu-utils`).
 

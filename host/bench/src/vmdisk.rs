@@ -8,10 +8,12 @@
 //! vault of its own, which should read the data and skip the holes. Then `qemu-nbd`
 //! serves the image read-only with the bitmap, as a hypervisor exports a running guest's
 //! disk for backup, and `tessera backup --plugin vm-disk --bitmap` takes a full backup
-//! into another vault. Then `qemu-io` overwrites
-//! 1 % of the disk's 64 KiB blocks with new incompressible data, which the enabled bitmap
-//! records, and the same command takes the incremental backup, which should read only
-//! those blocks.
+//! into another vault. Then two incremental backups follow, each after `qemu-io`
+//! overwrote 1 % of the blocks with new incompressible data, which the enabled bitmap
+//! records: first 1 % of the 64 KiB blocks that hold data (a guest rewriting some of its
+//! files), then, with the bitmap cleared as a hypervisor clears it after a backup, 1 % of
+//! all the disk's blocks, drawn in the data and in the holes alike (a guest also writing
+//! where nothing was). Each incremental should read only the blocks changed.
 //!
 //! Each backup is one `tessera` process, timed on the wall clock from its start to its
 //! exit, so opening the vault counts; the backups open it with a key file, as a scheduled
@@ -45,7 +47,7 @@ pub const DEFAULT_DATA_MIB: u64 = 1024;
 
 /// Minimum throughput of the full backup on the allocated data, as a multiple of SHA-256.
 pub const FULL_TARGET: f64 = 0.8;
-/// Maximum time of the incremental backup, as a percentage of the full backup's.
+/// Maximum time of an incremental backup, as a percentage of the full backup's.
 pub const INCREMENTAL_TARGET_PERCENT: f64 = 5.0;
 /// How far the bytes a backup reads may stray from the bytes it should read (the data for
 /// the full backup, the changed blocks for the incremental one) and still count as about
@@ -70,6 +72,7 @@ const WRITES_PER_QEMU_IO: usize = 512;
 const DATA_SEED: u64 = 0x7E55_E7A0_0000_0011;
 const CHANGED_OFFSETS_SEED: u64 = 0x7E55_E7A0_0000_0012;
 const CHANGED_DATA_SEED: u64 = 0x7E55_E7A0_0000_0013;
+const CHANGED_IN_DATA_OFFSETS_SEED: u64 = 0x7E55_E7A0_0000_0014;
 
 /// The password of the throwaway vault.
 const PASSWORD: &str = "bench";
@@ -168,18 +171,55 @@ impl DiskLayout {
         self.disk_bytes / BLOCK
     }
 
-    /// Offsets of the blocks changed between the two backups: [`CHANGED_PERCENT`] % of
-    /// the disk's blocks, rounded up, distinct, drawn anywhere on the disk (in the data
-    /// and in the holes alike), in ascending order.
-    pub fn changed_blocks(&self, seed: u64) -> Vec<u64> {
-        let blocks = self.blocks();
+    /// Offsets of [`CHANGED_PERCENT`] % of the blocks of `scope`, rounded up, distinct,
+    /// in ascending order: of the disk's blocks, drawn anywhere on it (in the data and in
+    /// the holes alike), or of the blocks holding data, drawn in the data runs.
+    pub fn changed_blocks(&self, scope: Scope, seed: u64) -> Vec<u64> {
+        let run_blocks = self.run_bytes() / BLOCK;
+        let stride = self.disk_bytes / DATA_RUNS;
+        let (blocks, nth) = match scope {
+            Scope::Disk => (self.blocks(), None),
+            Scope::Data => (run_blocks * DATA_RUNS, Some((run_blocks, stride))),
+        };
         let count = (blocks * CHANGED_PERCENT).div_ceil(100).min(blocks);
         let mut rng = SplitMix64::new(seed);
         let mut chosen = BTreeSet::new();
         while (chosen.len() as u64) < count {
-            chosen.insert(rng.below(blocks) * BLOCK);
+            let n = rng.below(blocks);
+            chosen.insert(match nth {
+                None => n * BLOCK,
+                // The nth block holding data: block n % run_blocks of run n / run_blocks.
+                Some((run_blocks, stride)) => (n / run_blocks) * stride + (n % run_blocks) * BLOCK,
+            });
         }
         chosen.into_iter().collect()
+    }
+}
+
+/// Which blocks an incremental backup finds changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// 1 % of the blocks that hold data.
+    Data,
+    /// 1 % of all the disk's blocks.
+    Disk,
+}
+
+impl Scope {
+    /// Short name, in the table.
+    fn label(self) -> &'static str {
+        match self {
+            Scope::Data => "1 % of the data",
+            Scope::Disk => "1 % of the disk",
+        }
+    }
+
+    /// Key in the JSON report.
+    fn key(self) -> &'static str {
+        match self {
+            Scope::Data => "data",
+            Scope::Disk => "disk",
+        }
     }
 }
 
@@ -247,13 +287,29 @@ pub struct BackupRun {
     pub summary: BackupSummary,
 }
 
+/// One incremental backup and the change before it.
+#[derive(Debug, Clone)]
+pub struct Incremental {
+    /// Which blocks were changed.
+    pub scope: Scope,
+    /// How many.
+    pub changed_blocks: u64,
+    /// The backup.
+    pub run: BackupRun,
+}
+
+impl Incremental {
+    /// Bytes the backup should read: the changed blocks.
+    pub fn changed_bytes(&self) -> u64 {
+        self.changed_blocks * BLOCK
+    }
+}
+
 /// Everything one run of `tessera-bench vmdisk` measured.
 #[derive(Debug, Clone)]
 pub struct VmdiskReport {
     /// Where the data and the changes went.
     pub layout: DiskLayout,
-    /// Blocks changed between the two backups.
-    pub changed_blocks: u64,
     /// The directory the throwaway disk and vault were created in.
     pub dir: PathBuf,
     /// CPUs available.
@@ -268,8 +324,8 @@ pub struct VmdiskReport {
     pub image: BackupRun,
     /// The full backup over NBD.
     pub full: BackupRun,
-    /// The incremental backup after the change.
-    pub incremental: BackupRun,
+    /// The incremental backups over NBD, in the order taken.
+    pub incrementals: Vec<Incremental>,
 }
 
 /// `measured` over `expected`, and whether that is about one.
@@ -279,11 +335,6 @@ fn read_ratio(measured: u64, expected: u64) -> (f64, Verdict) {
 }
 
 impl VmdiskReport {
-    /// Bytes the incremental backup should read: the changed blocks.
-    pub fn changed_bytes(&self) -> u64 {
-        self.changed_blocks * BLOCK
-    }
-
     /// Throughput of a full backup on the allocated data, in MB/s (10^6 bytes).
     pub fn mb_per_s(&self, run: &BackupRun) -> f64 {
         self.layout.data_bytes as f64 / 1e6 / run.elapsed.as_secs_f64().max(1e-9)
@@ -294,46 +345,49 @@ impl VmdiskReport {
         self.mb_per_s(run) / self.sha256.mb_per_s()
     }
 
-    /// The incremental backup's time as a percentage of the full backup's.
-    pub fn incremental_percent(&self) -> f64 {
-        100.0 * self.incremental.elapsed.as_secs_f64() / self.full.elapsed.as_secs_f64().max(1e-9)
+    /// An incremental backup's time as a percentage of the full backup's.
+    pub fn incremental_percent(&self, incremental: &Incremental) -> f64 {
+        100.0 * incremental.run.elapsed.as_secs_f64() / self.full.elapsed.as_secs_f64().max(1e-9)
     }
 
     fn verdict(&self, run: &BackupRun) -> Verdict {
         Verdict::of(self.ratio(run) >= FULL_TARGET)
     }
 
-    fn incremental_verdict(&self) -> Verdict {
-        Verdict::of(self.incremental_percent() <= INCREMENTAL_TARGET_PERCENT)
+    fn incremental_verdict(&self, incremental: &Incremental) -> Verdict {
+        Verdict::of(self.incremental_percent(incremental) <= INCREMENTAL_TARGET_PERCENT)
     }
 
     fn read(&self, run: &BackupRun) -> (f64, Verdict) {
         read_ratio(run.summary.bytes_read, self.layout.data_bytes)
     }
 
-    fn incremental_read(&self) -> (f64, Verdict) {
-        read_ratio(self.incremental.summary.bytes_read, self.changed_bytes())
+    fn incremental_read(incremental: &Incremental) -> (f64, Verdict) {
+        read_ratio(
+            incremental.run.summary.bytes_read,
+            incremental.changed_bytes(),
+        )
     }
 
-    /// Whether both targets are met and both backups read about what they should.
+    /// Whether every target is met and every backup read about what it should.
     pub fn all_pass(&self) -> bool {
-        [
+        let mut verdicts = vec![
             self.verdict(&self.image),
             self.verdict(&self.full),
-            self.incremental_verdict(),
             self.read(&self.image).1,
             self.read(&self.full).1,
-            self.incremental_read().1,
-        ]
-        .iter()
-        .all(|v| *v == Verdict::Pass)
+        ];
+        for incremental in &self.incrementals {
+            verdicts.push(self.incremental_verdict(incremental));
+            verdicts.push(Self::incremental_read(incremental).1);
+        }
+        verdicts.iter().all(|v| *v == Verdict::Pass)
     }
 
     /// The report as a plain-text table with a short header and footnote.
     pub fn table(&self) -> String {
         let seconds = |run: &BackupRun| run.elapsed.as_secs_f64();
         let own = |run: &BackupRun| run.summary.duration_ms as f64 / 1000.0;
-        let (incremental_read, incremental_read_verdict) = self.incremental_read();
         let read_target = format!("1.00x +-{:.0}%", READ_TOLERANCE * 100.0);
         let mut rows: Vec<[String; 6]> = vec![
             ["measure", "figure", "ratio", "target", "result", "detail"].map(String::from),
@@ -381,36 +435,36 @@ impl VmdiskReport {
                 "of the data: holes should cost nothing".into(),
             ]);
         }
-        rows.extend([
-            [
-                "incremental backup".into(),
-                format!("{:.2} s", seconds(&self.incremental)),
-                format!("{:.1}%", self.incremental_percent()),
+        for incremental in &self.incrementals {
+            let (read, read_verdict) = Self::incremental_read(incremental);
+            let run = &incremental.run;
+            let name = format!("incremental, {}", incremental.scope.label());
+            rows.push([
+                name.clone(),
+                format!("{:.2} s", seconds(run)),
+                format!("{:.1}%", self.incremental_percent(incremental)),
                 format!("<= {INCREMENTAL_TARGET_PERCENT:.1}%"),
-                self.incremental_verdict().label().into(),
+                self.incremental_verdict(incremental).label().into(),
                 format!(
                     "over NBD, of the full backup's time over NBD; tessera's own {:.2} s",
-                    own(&self.incremental)
+                    own(run)
                 ),
-            ],
-            [
-                "incremental, bytes read".into(),
-                format!(
-                    "{:.1} MiB",
-                    self.incremental.summary.bytes_read as f64 / MIB
-                ),
-                format!("{incremental_read:.2}x"),
-                read_target,
-                incremental_read_verdict.label().into(),
+            ]);
+            rows.push([
+                format!("{name}, read"),
+                format!("{:.1} MiB", run.summary.bytes_read as f64 / MIB),
+                format!("{read:.2}x"),
+                read_target.clone(),
+                read_verdict.label().into(),
                 format!(
                     "of the {:.1} MiB changed ({} blocks of {} KiB); {:.1} MiB carried",
-                    self.changed_bytes() as f64 / MIB,
-                    self.changed_blocks,
+                    incremental.changed_bytes() as f64 / MIB,
+                    incremental.changed_blocks,
                     BLOCK >> 10,
-                    self.incremental.summary.bytes_carried as f64 / MIB
+                    run.summary.bytes_carried as f64 / MIB
                 ),
-            ],
-        ]);
+            ]);
+        }
         let mut out = format!(
             "tessera vm-disk benchmark: {} GiB qcow2 disk, {} MiB of data in {DATA_RUNS} runs, \
              read from its file and served by qemu-nbd\n{} CPUs, files in {}\n\
@@ -428,8 +482,9 @@ impl VmdiskReport {
              timed on the wall clock from start to exit, opening the vault (with a key\n\
              file) included; tessera's own is the capture time it reports. The two full\n\
              backups go to vaults of their own. The disk was just written, so it is read\n\
-             mostly from the page cache. Between the backups over NBD 1 % of the disk's\n\
-             blocks were overwritten with new incompressible data.\n",
+             mostly from the page cache. Before each incremental backup over NBD, 1 % of\n\
+             the blocks holding data, then (the bitmap cleared) 1 % of all the disk's\n\
+             blocks, were overwritten with new incompressible data.\n",
         );
         out
     }
@@ -449,14 +504,30 @@ impl VmdiskReport {
                 "summary": run.summary.json(),
             })
         };
-        let (incremental_read, incremental_read_verdict) = self.incremental_read();
+        let incrementals: Vec<Value> = self
+            .incrementals
+            .iter()
+            .map(|incremental| {
+                let (read, read_verdict) = Self::incremental_read(incremental);
+                json!({
+                    "changed": incremental.scope.key(),
+                    "changed_blocks": incremental.changed_blocks,
+                    "changed_bytes": incremental.changed_bytes(),
+                    "seconds": incremental.run.elapsed.as_secs_f64(),
+                    "percent_of_full": self.incremental_percent(incremental),
+                    "target_percent": INCREMENTAL_TARGET_PERCENT,
+                    "pass": self.incremental_verdict(incremental) == Verdict::Pass,
+                    "bytes_read_ratio_to_changed": read,
+                    "bytes_read_as_expected": read_verdict == Verdict::Pass,
+                    "summary": incremental.run.summary.json(),
+                })
+            })
+            .collect();
         json!({
             "disk_bytes": self.layout.disk_bytes,
             "data_bytes": self.layout.data_bytes,
             "data_runs": DATA_RUNS,
             "block_bytes": BLOCK,
-            "changed_blocks": self.changed_blocks,
-            "changed_bytes": self.changed_bytes(),
             "dir": self.dir.display().to_string(),
             "cpus": self.cpus,
             "tessera": {
@@ -470,15 +541,7 @@ impl VmdiskReport {
             },
             "image_backup": full(&self.image),
             "full_backup": full(&self.full),
-            "incremental_backup": {
-                "seconds": self.incremental.elapsed.as_secs_f64(),
-                "percent_of_full": self.incremental_percent(),
-                "target_percent": INCREMENTAL_TARGET_PERCENT,
-                "pass": self.incremental_verdict() == Verdict::Pass,
-                "bytes_read_ratio_to_changed": incremental_read,
-                "bytes_read_as_expected": incremental_read_verdict == Verdict::Pass,
-                "summary": self.incremental.summary.json(),
-            },
+            "incremental_backups": incrementals,
             "read_tolerance": READ_TOLERANCE,
             "all_pass": self.all_pass(),
         })
@@ -551,12 +614,19 @@ fn create_image(qemu: &Qemu, layout: &DiskLayout, raw: &Path, image: &Path) -> R
 }
 
 /// Overwrites the blocks at `offsets` of `image` with new incompressible data through
-/// `qemu-io`, which records them in the enabled bitmap. Each block's data is a file in
+/// `qemu-io`, which records them in the enabled bitmap; the data comes from `seed`, so
+/// that no change repeats an earlier one's blocks. Each block's data is a file in
 /// `scratch` that a `write -s` command reads; the files have short relative names
 /// because `qemu-io` splits its commands at blanks.
-fn change_blocks(qemu: &Qemu, image: &Path, offsets: &[u64], scratch: &Path) -> Result<()> {
+fn change_blocks(
+    qemu: &Qemu,
+    image: &Path,
+    offsets: &[u64],
+    seed: u64,
+    scratch: &Path,
+) -> Result<()> {
     std::fs::create_dir(scratch).context(format!("cannot create {}", scratch.display()))?;
-    let mut rng = SplitMix64::new(CHANGED_DATA_SEED);
+    let mut rng = SplitMix64::new(seed);
     let mut block = vec![0u8; BLOCK as usize];
     for batch in offsets.chunks(WRITES_PER_QEMU_IO) {
         let mut command = Command::new(&qemu.io);
@@ -802,26 +872,47 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         tessera.backup(&server, "full backup")?
     };
 
-    let changed = layout.changed_blocks(CHANGED_OFFSETS_SEED);
-    progress(&format!(
-        "changing {} blocks of {} KiB",
-        changed.len(),
-        BLOCK >> 10
-    ));
-    change_blocks(&qemu, &image, &changed, &work.join("blocks"))?;
-
-    progress("tessera: incremental backup over NBD");
-    let incremental = {
-        let server = NbdServer::start(&qemu, &image, &log)?;
-        tessera.backup(&server, "incremental backup")?
-    };
+    // 1 % of the data, then 1 % of the whole disk, each change new data.
+    let mut incrementals = Vec::new();
+    let changes = [
+        (Scope::Data, CHANGED_IN_DATA_OFFSETS_SEED, CHANGED_DATA_SEED),
+        (Scope::Disk, CHANGED_OFFSETS_SEED, CHANGED_DATA_SEED + 1),
+    ];
+    for (i, (scope, offsets_seed, data_seed)) in changes.into_iter().enumerate() {
+        if i > 0 {
+            // As a hypervisor does once a backup succeeded: the next change alone is marked.
+            let mut clear = Command::new(&qemu.img);
+            clear.args(["bitmap", "--clear"]).arg(&image).arg(BITMAP);
+            measure::run(clear, "qemu-img bitmap --clear")?;
+        }
+        let changed = layout.changed_blocks(scope, offsets_seed);
+        progress(&format!(
+            "changing {} blocks of {} KiB ({})",
+            changed.len(),
+            BLOCK >> 10,
+            scope.label()
+        ));
+        change_blocks(&qemu, &image, &changed, data_seed, &work.join("blocks"))?;
+        progress(&format!(
+            "tessera: incremental backup over NBD ({})",
+            scope.label()
+        ));
+        let run = {
+            let server = NbdServer::start(&qemu, &image, &log)?;
+            tessera.backup(&server, "incremental backup")?
+        };
+        incrementals.push(Incremental {
+            scope,
+            changed_blocks: changed.len() as u64,
+            run,
+        });
+    }
 
     workdir
         .close()
         .context("cannot remove the work directory")?;
     Ok(VmdiskReport {
         layout,
-        changed_blocks: changed.len() as u64,
         dir: base,
         cpus,
         program,
@@ -829,7 +920,7 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         sha256,
         image: image_run,
         full,
-        incremental,
+        incrementals,
     })
 }
 
@@ -859,7 +950,7 @@ mod tests {
     #[test]
     fn one_percent_of_the_blocks_change() {
         let layout = DiskLayout::new(4, 1024).unwrap();
-        let changed = layout.changed_blocks(CHANGED_OFFSETS_SEED);
+        let changed = layout.changed_blocks(Scope::Disk, CHANGED_OFFSETS_SEED);
         assert_eq!(changed.len(), 656);
         assert!(changed.windows(2).all(|w| w[0] < w[1]));
         assert!(
@@ -867,7 +958,26 @@ mod tests {
                 .iter()
                 .all(|&at| at % BLOCK == 0 && at + BLOCK <= layout.disk_bytes)
         );
-        assert_eq!(changed, layout.changed_blocks(CHANGED_OFFSETS_SEED));
+        assert_eq!(
+            changed,
+            layout.changed_blocks(Scope::Disk, CHANGED_OFFSETS_SEED)
+        );
+        // Some land in the holes.
+        let stride = layout.disk_bytes / DATA_RUNS;
+        assert!(changed.iter().any(|&at| at % stride >= layout.run_bytes()));
+
+        // 1 % of the 16384 blocks holding data, every one of them inside a data run,
+        // spread over all the runs.
+        let changed = layout.changed_blocks(Scope::Data, CHANGED_IN_DATA_OFFSETS_SEED);
+        assert_eq!(changed.len(), 164);
+        assert!(changed.windows(2).all(|w| w[0] < w[1]));
+        assert!(
+            changed
+                .iter()
+                .all(|&at| at % BLOCK == 0 && at % stride + BLOCK <= layout.run_bytes())
+        );
+        let runs: BTreeSet<u64> = changed.iter().map(|&at| at / stride).collect();
+        assert_eq!(runs.len() as u64, DATA_RUNS);
     }
 
     #[test]
@@ -910,7 +1020,11 @@ mod tests {
         assert_eq!(error, "its JSON output has no whole number 'bytes_read'");
     }
 
-    fn report(full_seconds: f64, incremental_seconds: f64, incremental_read: u64) -> VmdiskReport {
+    fn report(
+        full_seconds: f64,
+        incremental_seconds: [f64; 2],
+        incremental_read: u64,
+    ) -> VmdiskReport {
         let run = |seconds: f64, bytes_read: u64| BackupRun {
             elapsed: Duration::from_secs_f64(seconds),
             summary: BackupSummary {
@@ -924,7 +1038,6 @@ mod tests {
         };
         VmdiskReport {
             layout: DiskLayout::new(4, 1024).unwrap(),
-            changed_blocks: 656,
             dir: PathBuf::from("/var/tmp"),
             cpus: 2,
             program: PathBuf::from("/bin/tessera"),
@@ -936,40 +1049,63 @@ mod tests {
             },
             image: run(full_seconds * 0.8, 1 << 30),
             full: run(full_seconds, 1 << 30),
-            incremental: run(incremental_seconds, incremental_read),
+            incrementals: vec![
+                Incremental {
+                    scope: Scope::Data,
+                    changed_blocks: 164,
+                    run: run(incremental_seconds[0], 164 * BLOCK),
+                },
+                Incremental {
+                    scope: Scope::Disk,
+                    changed_blocks: 656,
+                    run: run(incremental_seconds[1], incremental_read),
+                },
+            ],
         }
     }
 
     #[test]
     fn targets_and_checks() {
         // 1 GiB in 1.25 s is 859 MB/s, 0.86x a SHA-256 of 1000 MB/s.
-        let good = report(1.25, 0.05, 656 * BLOCK);
+        let good = report(1.25, [0.025, 0.05], 656 * BLOCK);
         assert!(good.all_pass());
         let table = good.table();
         for line in [
-            "SHA-256, one core              1000.0 MB/s",
-            "full, image file, on the data  1073.7 MB/s  1.07x  >= 0.80x     PASS",
-            "full, over NBD, on the data     859.0 MB/s  0.86x  >= 0.80x     PASS",
-            "full, over NBD, bytes read      1024.0 MiB  1.00x  1.00x +-10%  PASS",
-            "incremental backup                  0.05 s   4.0%  <= 5.0%      PASS",
-            "incremental, bytes read           41.0 MiB  1.00x  1.00x +-10%  PASS",
+            "SHA-256, one core                   1000.0 MB/s",
+            "full, image file, on the data       1073.7 MB/s  1.07x  >= 0.80x     PASS",
+            "full, over NBD, on the data          859.0 MB/s  0.86x  >= 0.80x     PASS",
+            "full, over NBD, bytes read           1024.0 MiB  1.00x  1.00x +-10%  PASS",
+            "incremental, 1 % of the data             0.03 s   2.0%  <= 5.0%      PASS",
+            "incremental, 1 % of the data, read     10.2 MiB  1.00x  1.00x +-10%  PASS",
+            "incremental, 1 % of the disk             0.05 s   4.0%  <= 5.0%      PASS",
+            "incremental, 1 % of the disk, read     41.0 MiB  1.00x  1.00x +-10%  PASS",
         ] {
             assert!(table.contains(line), "{table}");
         }
         let json = good.json();
-        assert_eq!(json["incremental_backup"]["percent_of_full"], 4.0);
+        assert_eq!(json["incremental_backups"][0]["percent_of_full"], 2.0);
+        assert_eq!(json["incremental_backups"][1]["percent_of_full"], 4.0);
+        assert_eq!(json["incremental_backups"][1]["changed"], "disk");
         assert_eq!(json["full_backup"]["summary"]["bytes_read"], 1u64 << 30);
         assert_eq!(json["all_pass"], true);
 
         // Too slow, and the incremental read the whole data again.
-        let bad = report(2.0, 0.2, 1 << 30);
+        let bad = report(2.0, [0.05, 0.2], 1 << 30);
         assert!(!bad.all_pass());
         let table = bad.table();
         assert!(table.contains("0.54x  >= 0.80x     MISS"), "{table}");
         assert!(table.contains("10.0%  <= 5.0%      MISS"), "{table}");
         assert_eq!(
-            bad.json()["incremental_backup"]["bytes_read_as_expected"],
+            bad.json()["incremental_backups"][1]["bytes_read_as_expected"],
             false
         );
+        assert_eq!(
+            bad.json()["incremental_backups"][0]["bytes_read_as_expected"],
+            true
+        );
+
+        // One incremental over its target fails the run.
+        let one_slow = report(1.25, [0.1, 0.05], 656 * BLOCK);
+        assert!(!one_slow.all_pass());
     }
 }

@@ -94,6 +94,10 @@ impl fmt::Display for CopyError {
 
 impl std::error::Error for CopyError {}
 
+/// Writes of at least this many bytes onto an empty buffer go to the host as they are:
+/// copying them into the buffer would cost more than the host call it saves.
+const DIRECT_WRITE: usize = 64 << 10;
+
 /// A content stream being written, buffering bytes into pieces of [`PIECE`] so that
 /// small writes do not each cost a host call.
 pub struct Writer {
@@ -130,11 +134,12 @@ impl Writer {
     /// Appends bytes.
     pub fn write_bytes(&mut self, mut data: &[u8]) -> Result<(), HostError> {
         while !data.is_empty() {
-            if self.filled == 0 && data.len() >= PIECE {
-                // A whole piece goes out without being copied into the buffer.
-                let (piece, rest) = data.split_at(PIECE);
+            if self.filled == 0 && data.len() >= DIRECT_WRITE {
+                // Enough bytes to be worth a host call of their own go out without being
+                // copied into the buffer, a piece at most.
+                let (piece, rest) = data.split_at(data.len().min(PIECE));
                 self.stream().write(piece)?;
-                self.offset += PIECE as u64;
+                self.offset += piece.len() as u64;
                 data = rest;
                 continue;
             }

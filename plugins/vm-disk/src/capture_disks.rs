@@ -304,37 +304,29 @@ impl Job {
 
         let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
         let mut writer = Writer::begin(Chunking::Fixed(self.chunk_size)).map_err(stored)?;
-        let mut start = 0u64;
-        while start < size {
-            if host::cancelled() {
-                return Err(PluginError::Cancelled);
-            }
-            let end = start + WINDOW.min(size - start);
-            let data = source.data_ranges(&name, start, end - start)?;
-            let dirty = if incremental {
-                source.dirty_ranges(&name, start, end - start)?
-            } else {
-                None
-            };
-            let steps = plan(&Window {
-                start,
-                end,
-                chunk: self.chunk,
-                data: &data,
-                dirty: dirty.as_deref(),
-                max_read: self.max_read(),
-            });
-            if source.host_path().is_some() {
-                // The host reads an image file into the stream itself, range by range.
-                for step in steps {
+        let mut planner = Planner {
+            next: 0,
+            size,
+            chunk: self.chunk,
+            max_read: self.max_read(),
+            incremental,
+            steps: Vec::new(),
+            at: 0,
+            window: 0,
+        };
+        if source.host_path().is_some() {
+            // The host reads an image file into the stream itself, range by range.
+            while let Some(window) = planner.plan_window(&name, &mut source)? {
+                if host::cancelled() {
+                    return Err(PluginError::Cancelled);
+                }
+                for step in std::mem::take(&mut planner.steps) {
                     self.run_step(&name, &mut source, &mut writer, step, None)?;
                 }
-            } else {
-                self.run_batches(&name, &mut source, &mut writer, &steps)?;
+                self.window_done(window);
             }
-            self.bytes_done += end - start;
-            self.progress();
-            start = end;
+        } else {
+            self.run_pipelined(&name, &mut source, &mut writer, &mut planner)?;
         }
         let content = writer.finish().map_err(stored)?;
         let entry = EntryInfo {
@@ -360,32 +352,52 @@ impl Job {
             && stored_chunk_size(stored) == Some(self.chunk_size)
     }
 
-    /// Runs `steps` in groups whose reads total about [`BATCH_BYTES`]. A group's reads are
-    /// issued at once (an NBD server then has them all in flight), and the next group's
-    /// before this one's bytes are streamed, so the server reads while the host stores.
-    fn run_batches(
+    /// Runs the planned steps of a disk whose bytes the plugin reads (over NBD, or through
+    /// an image's backing chain) in groups whose reads total about [`BATCH_BYTES`]. A
+    /// group's reads are issued at once (an NBD server then has them all in flight), and
+    /// the next group's, planning the next window first where one ends, before this
+    /// group's bytes are streamed: the server reads while the host stores, across windows
+    /// as within them.
+    fn run_pipelined(
         &mut self,
         name: &str,
         source: &mut Source,
         writer: &mut Writer,
-        steps: &[Step],
+        planner: &mut Planner,
     ) -> Result<(), PluginError> {
-        let groups: Vec<&[Step]> = batches(steps, BATCH_BYTES).collect();
-        let Some(first) = groups.first() else {
-            return Ok(());
-        };
-        source.queue_read(name, &reads_of(first), std::mem::take(&mut self.batch))?;
+        let mut next = planner.next_group(name, source)?;
+        if let Some(group) = &next {
+            source.queue_read(
+                name,
+                &reads_of(&group.steps),
+                std::mem::take(&mut self.batch),
+            )?;
+        }
         let mut spare = std::mem::take(&mut self.batch_ahead);
-        for (i, group) in groups.iter().enumerate() {
-            if let Some(next) = groups.get(i + 1) {
-                source.queue_read(name, &reads_of(next), std::mem::take(&mut spare))?;
+        while let Some(group) = next {
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
             }
             let bytes = source.take_read(name)?;
-            self.run_group(name, source, writer, group, &bytes)?;
+            // No read is queued now, so the next window's block status may be asked for.
+            next = planner.next_group(name, source)?;
+            if let Some(ahead) = &next {
+                source.queue_read(name, &reads_of(&ahead.steps), std::mem::take(&mut spare))?;
+            }
+            self.run_group(name, source, writer, &group.steps, &bytes)?;
+            if let Some(window) = group.ends_window {
+                self.window_done(window);
+            }
             spare = bytes;
         }
         self.batch = spare;
         Ok(())
+    }
+
+    /// Counts a window of `length` bytes as dealt with.
+    fn window_done(&mut self, length: u64) {
+        self.bytes_done += length;
+        self.progress();
     }
 
     /// Runs the steps of `group`, whose reads' bytes are `bytes`, one after the other.
@@ -577,6 +589,89 @@ impl Job {
             self.entries,
             self.total_items,
         );
+    }
+}
+
+/// Plans a disk's capture window by window, as its reads are issued: the allocation map
+/// and dirty bitmap of one window at a time, never the whole disk's at once.
+struct Planner {
+    /// First byte of the next window to plan.
+    next: u64,
+    /// The disk's size.
+    size: u64,
+    /// The fixed chunk size.
+    chunk: u64,
+    /// Longest read to plan.
+    max_read: u64,
+    /// Whether only the blocks the dirty bitmap marks are read.
+    incremental: bool,
+    /// The steps of the window planned last; those from `at` on are not handed out yet.
+    steps: Vec<Step>,
+    at: usize,
+    /// Length of the window planned last.
+    window: u64,
+}
+
+/// Steps whose reads are issued together.
+struct Group {
+    steps: Vec<Step>,
+    /// The length of the window the group ends, if it is the window's last.
+    ends_window: Option<u64>,
+}
+
+impl Planner {
+    /// Plans the next window into `steps`, asking the source for its allocation map and,
+    /// for an incremental capture, its dirty blocks; returns the window's length, or
+    /// `None` past the end of the disk.
+    fn plan_window(&mut self, name: &str, source: &mut Source) -> Result<Option<u64>, PluginError> {
+        if self.next >= self.size {
+            return Ok(None);
+        }
+        let start = self.next;
+        let end = start + WINDOW.min(self.size - start);
+        let data = source.data_ranges(name, start, end - start)?;
+        let dirty = if self.incremental {
+            source.dirty_ranges(name, start, end - start)?
+        } else {
+            None
+        };
+        self.steps = plan(&Window {
+            start,
+            end,
+            chunk: self.chunk,
+            data: &data,
+            dirty: dirty.as_deref(),
+            max_read: self.max_read,
+        });
+        self.at = 0;
+        self.next = end;
+        self.window = end - start;
+        Ok(Some(self.window))
+    }
+
+    /// The next group of steps whose reads total at most [`BATCH_BYTES`] (or one read),
+    /// planning the next window when this one is used up. It asks an NBD source for block
+    /// status then, so no read may be queued.
+    fn next_group(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+    ) -> Result<Option<Group>, PluginError> {
+        while self.at >= self.steps.len() {
+            if self.plan_window(name, source)?.is_none() {
+                return Ok(None);
+            }
+        }
+        let rest = &self.steps[self.at..];
+        let len = batches(rest, BATCH_BYTES)
+            .next()
+            .map_or(rest.len(), <[Step]>::len);
+        let steps = rest[..len].to_vec();
+        self.at += len;
+        Ok(Some(Group {
+            steps,
+            ends_window: (self.at == self.steps.len()).then_some(self.window),
+        }))
     }
 }
 
