@@ -623,6 +623,102 @@ fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
 }
 
 #[test]
+fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
+    // 4 KiB chunks plan the disk 256 MiB at a time: this 1.25 GiB disk takes five
+    // windows, and the reads of each window go out before the previous window's bytes are
+    // stored. Data straddles window boundaries and fills more than one batch of reads.
+    let env = env();
+    let image = env.path("wide.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4k",
+            p(&image),
+            "1280M",
+        ],
+    );
+    let window = 256u64 << 20;
+    for (i, at) in [
+        0,
+        window - (1 << 20),
+        2 * window + (3 << 20),
+        5 * window - (5 << 20),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        qemu_write(&image, "qcow2", 0x30 + i as u8, at, 5 << 20);
+    }
+    tool(
+        "qemu-img",
+        &["bitmap", "--add", "--enable", "-g", "4k", p(&image), "b0"],
+    );
+    let args = |url: &str| -> Vec<String> {
+        [
+            url,
+            "--bitmap",
+            "b0",
+            "--item",
+            "wide",
+            "--setting",
+            "chunk-size=4096",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let backup = |url: &str| {
+        let args = args(url);
+        env.backup(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let full_snapshot = env.path("wide-full.raw");
+    let first = {
+        let server = NbdServer::start(&image, Some("b0"), false);
+        backup(&server.url())
+    };
+    tool(
+        "qemu-img",
+        &["convert", "-O", "raw", p(&image), p(&full_snapshot)],
+    );
+    assert_eq!(first["bytes_read"].as_u64().unwrap(), 20 << 20, "{first}");
+
+    // Blocks changed in every window, one across a boundary, one in a hole (which
+    // allocates only what it writes: the image's clusters are as small as the chunks).
+    let changes = [
+        (1u64 << 20, 64u64 << 10),
+        (window - (32 << 10), 64 << 10),
+        (2 * window + (4 << 20), 4 << 10),
+        (3 * window + (7 << 20), 12 << 10),
+        (5 * window - (1 << 20), 8 << 10),
+    ];
+    for (i, &(at, len)) in changes.iter().enumerate() {
+        qemu_write(&image, "qcow2", 0x90 + i as u8, at, len);
+    }
+    let changed_snapshot = env.path("wide-changed.raw");
+    tool(
+        "qemu-img",
+        &["convert", "-O", "raw", p(&image), p(&changed_snapshot)],
+    );
+    let second = {
+        let server = NbdServer::start(&image, Some("b0"), false);
+        backup(&server.url())
+    };
+    let changed: u64 = changes.iter().map(|&(_, len)| len).sum();
+    assert_eq!(second["bytes_read"].as_u64().unwrap(), changed, "{second}");
+
+    for (summary, snapshot) in [(&first, &full_snapshot), (&second, &changed_snapshot)] {
+        let target = env.path(&format!("restore-{}", point_of(summary)));
+        env.restore(&point_of(summary), &["--target", p(&target)]);
+        assert_same_disk(snapshot, "raw", &target.join("disk0.raw"), "raw");
+    }
+}
+
+#[test]
 fn a_disk_restores_onto_an_nbd_export() {
     let env = env();
     let source = env.path("source.qcow2");

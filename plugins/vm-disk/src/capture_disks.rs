@@ -14,6 +14,8 @@
 //! All sources are opened before anything is stored, so a missing file, a broken backing
 //! chain or an unreachable server fails the job at once.
 
+use std::collections::VecDeque;
+
 use tessera_disk_image::{Run, Stored};
 use tessera_plugin_sdk::content::Writer;
 use tessera_plugin_sdk::error::{from_host, host_error_text};
@@ -33,14 +35,20 @@ use crate::source::{self, Source};
 /// capture may do better; the host raises the level when they ran.
 const CONSISTENCY_REASON: &str = "disks were read as they are; no guest freeze";
 
-/// How much of a disk is planned at once: the allocation map and dirty bitmap of one
-/// window stay small (at most one extent per chunk), and cancellation is checked between
-/// windows.
-const WINDOW: u64 = 256 << 20;
+/// How much of a disk is planned at once, at least: each window costs a round trip to
+/// an NBD server for its allocation map and another for its dirty bitmap.
+const MIN_WINDOW: u64 = 256 << 20;
+
+/// Most chunks in a window: its allocation map, dirty bitmap and plan stay small (at
+/// most one extent and one step per chunk).
+const WINDOW_CHUNKS: u64 = 16 << 10;
 
 /// Bytes of reads issued at once: enough requests in flight to keep an NBD server busy,
 /// little enough memory in the sandbox.
-const BATCH_BYTES: u64 = 4 << 20;
+const BATCH_BYTES: u64 = 2 << 20;
+
+/// Groups of reads queued ahead of the one being streamed.
+const GROUPS_AHEAD: usize = 3;
 
 /// The `(offset, length)` ranges the reads of `group` ask for, in order.
 fn reads_of(group: &[Step]) -> Vec<(u64, u64)> {
@@ -131,8 +139,7 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         bytes_read: 0,
         bytes_done: 0,
         buffer: Vec::new(),
-        batch: Vec::new(),
-        batch_ahead: Vec::new(),
+        batches: Vec::new(),
     };
     for disk in disks {
         job.capture_disk(disk)?;
@@ -225,10 +232,9 @@ struct Job {
     bytes_done: u64,
     /// The read buffer, kept from one read to the next.
     buffer: Vec<u8>,
-    /// The buffers of two batches of reads (one streamed while the next is read), kept
+    /// The buffers of the batches of reads (one streamed while the next are read), kept
     /// likewise.
-    batch: Vec<u8>,
-    batch_ahead: Vec<u8>,
+    batches: Vec<Vec<u8>>,
 }
 
 impl Job {
@@ -353,11 +359,11 @@ impl Job {
     }
 
     /// Runs the planned steps of a disk whose bytes the plugin reads (over NBD, or through
-    /// an image's backing chain) in groups whose reads total about [`BATCH_BYTES`]. A
-    /// group's reads are issued at once (an NBD server then has them all in flight), and
-    /// the next group's, planning the next window first where one ends, before this
-    /// group's bytes are streamed: the server reads while the host stores, across windows
-    /// as within them.
+    /// an image's backing chain) in groups whose reads total about [`BATCH_BYTES`]. The
+    /// reads of up to [`GROUPS_AHEAD`] groups are issued before a group's bytes are
+    /// streamed, so an NBD server reads while the host stores. A new window is planned
+    /// (its block status asked for) when the last group of the previous one was taken and
+    /// before its bytes are streamed, as no read is queued then.
     fn run_pipelined(
         &mut self,
         name: &str,
@@ -365,32 +371,51 @@ impl Job {
         writer: &mut Writer,
         planner: &mut Planner,
     ) -> Result<(), PluginError> {
-        let mut next = planner.next_group(name, source)?;
-        if let Some(group) = &next {
-            source.queue_read(
-                name,
-                &reads_of(&group.steps),
-                std::mem::take(&mut self.batch),
-            )?;
+        let mut queued: VecDeque<Group> = VecDeque::with_capacity(GROUPS_AHEAD);
+        let mut buffers = std::mem::take(&mut self.batches);
+        let result = (|| {
+            self.queue_groups(name, source, planner, &mut queued, &mut buffers)?;
+            while let Some(group) = queued.pop_front() {
+                if host::cancelled() {
+                    return Err(PluginError::Cancelled);
+                }
+                let bytes = source.take_read(name)?;
+                self.queue_groups(name, source, planner, &mut queued, &mut buffers)?;
+                self.run_group(name, source, writer, &group.steps, &bytes)?;
+                if let Some(window) = group.ends_window {
+                    self.window_done(window);
+                }
+                buffers.push(bytes);
+            }
+            Ok(())
+        })();
+        self.batches = buffers;
+        result
+    }
+
+    /// Queues the reads of the next groups until [`GROUPS_AHEAD`] are queued, planning
+    /// the next window only when none is.
+    fn queue_groups(
+        &mut self,
+        name: &str,
+        source: &mut Source,
+        planner: &mut Planner,
+        queued: &mut VecDeque<Group>,
+        buffers: &mut Vec<Vec<u8>>,
+    ) -> Result<(), PluginError> {
+        while queued.len() < GROUPS_AHEAD {
+            let group = if queued.is_empty() {
+                planner.next_group(name, source)?
+            } else {
+                planner.next_in_window()
+            };
+            let Some(group) = group else {
+                break;
+            };
+            let buffer = buffers.pop().unwrap_or_default();
+            source.queue_read(name, &reads_of(&group.steps), buffer)?;
+            queued.push_back(group);
         }
-        let mut spare = std::mem::take(&mut self.batch_ahead);
-        while let Some(group) = next {
-            if host::cancelled() {
-                return Err(PluginError::Cancelled);
-            }
-            let bytes = source.take_read(name)?;
-            // No read is queued now, so the next window's block status may be asked for.
-            next = planner.next_group(name, source)?;
-            if let Some(ahead) = &next {
-                source.queue_read(name, &reads_of(&ahead.steps), std::mem::take(&mut spare))?;
-            }
-            self.run_group(name, source, writer, &group.steps, &bytes)?;
-            if let Some(window) = group.ends_window {
-                self.window_done(window);
-            }
-            spare = bytes;
-        }
-        self.batch = spare;
         Ok(())
     }
 
@@ -628,7 +653,8 @@ impl Planner {
             return Ok(None);
         }
         let start = self.next;
-        let end = start + WINDOW.min(self.size - start);
+        let window = MIN_WINDOW.max(self.chunk.saturating_mul(WINDOW_CHUNKS));
+        let end = start + window.min(self.size - start);
         let data = source.data_ranges(name, start, end - start)?;
         let dirty = if self.incremental {
             source.dirty_ranges(name, start, end - start)?
@@ -662,16 +688,19 @@ impl Planner {
                 return Ok(None);
             }
         }
+        Ok(self.next_in_window())
+    }
+
+    /// The next group of the window planned last, if any is left.
+    fn next_in_window(&mut self) -> Option<Group> {
         let rest = &self.steps[self.at..];
-        let len = batches(rest, BATCH_BYTES)
-            .next()
-            .map_or(rest.len(), <[Step]>::len);
+        let len = batches(rest, BATCH_BYTES).next()?.len();
         let steps = rest[..len].to_vec();
         self.at += len;
-        Ok(Some(Group {
+        Some(Group {
             steps,
             ends_window: (self.at == self.steps.len()).then_some(self.window),
-        }))
+        })
     }
 }
 

@@ -128,6 +128,9 @@ const CDC_READ: usize = 64 << 10;
 /// A blob buffer grown past this (by a chunk of unusual size) is not kept.
 const KEPT_BLOB_CAPACITY: usize = 8 << 20;
 
+/// Highest zstd level extent lists are stored at (see [`Shared::store_list`]).
+const LIST_LEVEL: i32 = 1;
+
 /// State shared by the session's threads.
 struct Shared {
     vault: Vault,
@@ -423,11 +426,12 @@ impl Shared {
         self.packers.len() - 1
     }
 
-    /// Encodes and appends a tree or list document; returns the stored size.
-    fn store(&self, id: ChunkId, kind: BlobKind, data: &[u8]) -> Result<u64> {
+    /// Encodes and appends a tree or list document at compression `level`; returns the
+    /// stored size.
+    fn store(&self, id: ChunkId, kind: BlobKind, data: &[u8], level: i32) -> Result<u64> {
         BLOB.with_borrow_mut(|blob| {
             blob.clear();
-            codec::encode_blob(self.vault.crypto(), &id, data, self.level, blob);
+            codec::encode_blob(self.vault.crypto(), &id, data, level, blob);
             let stored = blob.len() as u64;
             self.append_blob(self.tree_packer(), id, kind, data.len() as u32, blob)?;
             if blob.capacity() > KEPT_BLOB_CAPACITY {
@@ -497,10 +501,21 @@ impl Shared {
 
     /// Stores a tree or list document synchronously; returns its id.
     fn store_tree(&self, doc: Vec<u8>) -> Result<ChunkId> {
+        self.store_doc(doc, self.level)
+    }
+
+    /// Stores an extent list blob, at a fast compression level whatever the vault's:
+    /// mostly chunk ids, which do not compress, it is written again by every backup of
+    /// a disk that changed, and the backup's end waits for it.
+    fn store_list(&self, doc: Vec<u8>) -> Result<ChunkId> {
+        self.store_doc(doc, self.level.min(LIST_LEVEL))
+    }
+
+    fn store_doc(&self, doc: Vec<u8>, level: i32) -> Result<ChunkId> {
         self.check()?;
         let id = self.vault.crypto().chunk_id(&doc);
         if self.claim(&id) {
-            let stored = self.store(id, BlobKind::Tree, &doc)?;
+            let stored = self.store(id, BlobKind::Tree, &doc, level)?;
             let mut stats = self.stats.lock().expect("lock");
             stats.bytes_stored += stored;
         }
@@ -1394,7 +1409,7 @@ impl StreamWriter {
                 let mut refs = Vec::with_capacity(lists.len());
                 for (doc, len, count) in lists {
                     refs.push(ListRef {
-                        id: self.shared.store_tree(doc)?,
+                        id: self.shared.store_list(doc)?,
                         len,
                         count,
                     });
