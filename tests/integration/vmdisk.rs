@@ -1149,3 +1149,31 @@ fn unreadable_device_is_refused(device: &Path) {
     let listed = as_nobody(&["points", "--json"]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
 }
+
+#[test]
+fn a_vault_that_cannot_take_data_fails_the_backup_once_and_clearly() {
+    let env = env();
+    // 64 MiB of 64 KiB chunks: both workers have many in flight when the first pack
+    // cannot be written.
+    let image = env.path("busy.raw");
+    std::fs::write(&image, random_bytes(7, 64 << 20)).unwrap();
+    // The pack directories are gone (a vault copied without its empty directories, or
+    // a volume mounted wrong): no pack can be written.
+    for entry in std::fs::read_dir(env.vault.join("data")).unwrap() {
+        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    let stderr = env.backup_fails(&[p(&image)]);
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("No such file or directory"),
+        "{stderr}"
+    );
+    // One report of the cause, not one more per chunk that was in flight, and the
+    // cause is what the failure names.
+    assert_eq!(stderr.matches("backup aborted").count(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("backup aborted: backup aborted"),
+        "{stderr}"
+    );
+    assert!(stderr.lines().count() <= 3, "{stderr}");
+    assert!(env.points().is_empty());
+}

@@ -332,11 +332,21 @@ impl Batch {
 }
 
 impl Shared {
+    /// Records the first failure, which ends the backup; the failures it causes in the
+    /// other threads ("backup aborted") are not reported again.
     fn fail(&self, message: String) {
-        tracing::error!(error = %message, "backup writer failed");
         let mut slot = self.error.lock().expect("lock");
-        slot.get_or_insert(message);
+        if slot.is_none() {
+            tracing::error!(error = %message, "backup writer failed");
+            *slot = Some(message);
+        }
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// The error that ended the backup: the first failure recorded, else `message`.
+    fn failure(&self, message: String) -> Error {
+        let first = self.error.lock().expect("lock").clone();
+        Error::Aborted(first.unwrap_or(message))
     }
 
     fn check(&self) -> Result<()> {
@@ -1356,7 +1366,8 @@ impl StreamWriter {
 
     fn record(&mut self, seq: usize, result: Result<Outcome, String>) -> Result<()> {
         self.pending -= 1;
-        let outcome = result.map_err(Error::Aborted)?;
+        // A chunk that failed because an earlier one did reports that one's cause.
+        let outcome = result.map_err(|message| self.shared.failure(message))?;
         match outcome.stored {
             Some(stored) => {
                 self.stats.bytes_new += outcome.len;
