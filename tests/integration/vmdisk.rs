@@ -112,6 +112,41 @@ fn assert_same_disk(a: &Path, a_format: &str, b: &Path, b_format: &str) {
     );
 }
 
+/// Adds an empty, enabled, persistent dirty bitmap `b0` of `granularity` to a qcow2 image:
+/// it records what changes after the first backup.
+fn add_bitmap(image: &Path, granularity: &str) {
+    tool(
+        "qemu-img",
+        &[
+            "bitmap",
+            "--add",
+            "--enable",
+            "-g",
+            granularity,
+            p(image),
+            "b0",
+        ],
+    );
+}
+
+/// Copies an image's current content to the raw file `snapshot`.
+fn snapshot_raw(image: &Path, snapshot: &Path) {
+    tool(
+        "qemu-img",
+        &["convert", "-U", "-O", "raw", p(image), p(snapshot)],
+    );
+}
+
+/// Restores each point (a backup's summary) and compares its disk with the raw snapshot
+/// taken when it was backed up.
+fn assert_points_restore(env: &Env, points: &[(&Value, &Path)]) {
+    for &(summary, snapshot) in points {
+        let target = env.path(&format!("restore-{}", point_of(summary)));
+        env.restore(&point_of(summary), &["--target", p(&target)]);
+        assert_same_disk(snapshot, "raw", &target.join("disk0.raw"), "raw");
+    }
+}
+
 /// Writes `data` at `offset` of a qcow2 or raw image through qemu-io.
 fn qemu_write(image: &Path, format: &str, pattern: u8, offset: u64, len: u64) {
     tool(
@@ -570,20 +605,13 @@ fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
     for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
         qemu_write(&image, "qcow2", 0x50 + i as u8, at << 20, 2 << 20);
     }
-    // The bitmap starts empty: it records what changes after the first backup.
-    tool(
-        "qemu-img",
-        &["bitmap", "--add", "--enable", "-g", "64k", p(&image), "b0"],
-    );
+    add_bitmap(&image, "64k");
 
     let full_snapshot = env.path("full.raw");
     let first = {
         let server = NbdServer::start(&image, Some("b0"), false);
         let summary = env.backup(&[&server.url(), "--bitmap", "b0", "--item", "live"]);
-        tool(
-            "qemu-img",
-            &["convert", "-U", "-O", "raw", p(&image), p(&full_snapshot)],
-        );
+        snapshot_raw(&image, &full_snapshot);
         summary
     };
     // Holes were skipped: only the 8 MiB written were read.
@@ -593,10 +621,7 @@ fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
     qemu_write(&image, "qcow2", 0x77, 10 << 20, 512 << 10);
     qemu_write(&image, "qcow2", 0x78, 50 << 20, 128 << 10);
     let changed_snapshot = env.path("changed.raw");
-    tool(
-        "qemu-img",
-        &["convert", "-O", "raw", p(&image), p(&changed_snapshot)],
-    );
+    snapshot_raw(&image, &changed_snapshot);
     let second = {
         let server = NbdServer::start(&image, Some("b0"), false);
         env.backup(&[&server.url(), "--bitmap", "b0", "--item", "live"])
@@ -607,12 +632,10 @@ fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
         "read {read} bytes: {second}"
     );
     assert!(second["bytes_carried"].as_u64().unwrap() > 0, "{second}");
-
-    for (summary, snapshot) in [(&first, &full_snapshot), (&second, &changed_snapshot)] {
-        let target = env.path(&format!("restore-{}", point_of(summary)));
-        env.restore(&point_of(summary), &["--target", p(&target)]);
-        assert_same_disk(snapshot, "raw", &target.join("disk0.raw"), "raw");
-    }
+    assert_points_restore(
+        &env,
+        &[(&first, &full_snapshot), (&second, &changed_snapshot)],
+    );
 
     // A bitmap the server does not export is a clear error, and nothing is committed.
     let before = env.points().len();
@@ -654,12 +677,9 @@ fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
     {
         qemu_write(&image, "qcow2", 0x30 + i as u8, at, 5 << 20);
     }
-    tool(
-        "qemu-img",
-        &["bitmap", "--add", "--enable", "-g", "4k", p(&image), "b0"],
-    );
-    let args = |url: &str| -> Vec<String> {
-        [
+    add_bitmap(&image, "4k");
+    let backup = |url: &str| {
+        env.backup(&[
             url,
             "--bitmap",
             "b0",
@@ -667,13 +687,7 @@ fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
             "wide",
             "--setting",
             "chunk-size=4096",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let backup = |url: &str| {
-        let args = args(url);
-        env.backup(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        ])
     };
 
     let full_snapshot = env.path("wide-full.raw");
@@ -681,10 +695,7 @@ fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
         let server = NbdServer::start(&image, Some("b0"), false);
         backup(&server.url())
     };
-    tool(
-        "qemu-img",
-        &["convert", "-O", "raw", p(&image), p(&full_snapshot)],
-    );
+    snapshot_raw(&image, &full_snapshot);
     assert_eq!(first["bytes_read"].as_u64().unwrap(), 20 << 20, "{first}");
 
     // Blocks changed in every window, one across a boundary, one in a hole (which
@@ -700,22 +711,17 @@ fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
         qemu_write(&image, "qcow2", 0x90 + i as u8, at, len);
     }
     let changed_snapshot = env.path("wide-changed.raw");
-    tool(
-        "qemu-img",
-        &["convert", "-O", "raw", p(&image), p(&changed_snapshot)],
-    );
+    snapshot_raw(&image, &changed_snapshot);
     let second = {
         let server = NbdServer::start(&image, Some("b0"), false);
         backup(&server.url())
     };
     let changed: u64 = changes.iter().map(|&(_, len)| len).sum();
     assert_eq!(second["bytes_read"].as_u64().unwrap(), changed, "{second}");
-
-    for (summary, snapshot) in [(&first, &full_snapshot), (&second, &changed_snapshot)] {
-        let target = env.path(&format!("restore-{}", point_of(summary)));
-        env.restore(&point_of(summary), &["--target", p(&target)]);
-        assert_same_disk(snapshot, "raw", &target.join("disk0.raw"), "raw");
-    }
+    assert_points_restore(
+        &env,
+        &[(&first, &full_snapshot), (&second, &changed_snapshot)],
+    );
 }
 
 #[test]
