@@ -42,7 +42,7 @@ use crate::vmdisk::VmdiskArgs;
 const USAGE: &str = "\
 usage: tessera-bench vault [--size-mib N] [--dir DIR] [--json]
        tessera-bench compare [--tree DIR] [--dir DIR] [--tessera PATH] [--restic PATH] [--json]
-       tessera-bench vmdisk [--dir DIR] [--tessera PATH] [--data-mib N] [--disk-gib N] [--json]
+       tessera-bench vmdisk [--dir DIR] [--tessera PATH] [--data-mib N] [--disk-gib N] [--runs N] [--json]
 
 vault: measures tessera's vault engine: SHA-256 yardstick, ingest (incompressible,
 text, deduplicated, fixed chunks), restore, and opening a vault of a million chunks.
@@ -80,6 +80,8 @@ qemu-utils`).
   --data-mib N   incompressible data written to the disk in 8 runs spread over it,
                  in MiB (default 1024)
   --disk-gib N   virtual size of the disk in GiB (default 4)
+  --runs N       time each backup N times, each from the same state of its vault, and
+                 report the medians (default 1)
   --json         print a JSON object instead of the table
 
   -h, --help     print this help";
@@ -267,6 +269,7 @@ fn parse_vmdisk(
             "--tessera" => parsed.tessera = Some(PathBuf::from(flags.value(&flag, inline)?)),
             "--data-mib" => parsed.data_mib = positive(&flag, flags.value(&flag, inline)?)?,
             "--disk-gib" => parsed.disk_gib = positive(&flag, flags.value(&flag, inline)?)?,
+            "--runs" => parsed.runs = positive(&flag, flags.value(&flag, inline)?)?,
             _ => return Err(unknown_option(&flag, inline)),
         }
     }
@@ -536,6 +539,7 @@ mod tests {
                 tessera: None,
                 data_mib: 1024,
                 disk_gib: 4,
+                runs: 1,
                 json: false,
             }))
         );
@@ -548,6 +552,8 @@ mod tests {
                 "--data-mib",
                 "256",
                 "--disk-gib=1",
+                "--runs",
+                "5",
                 "--json",
             ]),
             Ok(Command::Vmdisk(VmdiskArgs {
@@ -555,11 +561,13 @@ mod tests {
                 tessera: Some("/opt/tessera".into()),
                 data_mib: 256,
                 disk_gib: 1,
+                runs: 5,
                 json: true,
             }))
         );
         assert_eq!(parse(&["vmdisk", "--help"]), Ok(Command::Help));
         assert!(parse(&["vmdisk", "--data-mib", "0"]).is_err());
+        assert!(parse(&["vmdisk", "--runs", "0"]).is_err());
         assert!(parse(&["vmdisk", "--disk-gib", "-1"]).is_err());
         assert!(parse(&["vmdisk", "--data-mib"]).is_err());
         assert!(parse(&["vmdisk", "--size-mib", "8"]).is_err());

@@ -104,6 +104,8 @@ pub struct VmdiskArgs {
     pub data_mib: u64,
     /// Size of the virtual disk, in GiB.
     pub disk_gib: u64,
+    /// How many times each backup is timed; the figures are the medians.
+    pub runs: u64,
     /// Print JSON instead of the table.
     pub json: bool,
 }
@@ -115,6 +117,7 @@ impl Default for VmdiskArgs {
             tessera: None,
             data_mib: DEFAULT_DATA_MIB,
             disk_gib: DEFAULT_DISK_GIB,
+            runs: 1,
             json: false,
         }
     }
@@ -287,6 +290,52 @@ pub struct BackupRun {
     pub summary: BackupSummary,
 }
 
+/// The same backup timed one or more times, each from the same state of the vault.
+#[derive(Debug, Clone)]
+pub struct Runs(Vec<BackupRun>);
+
+impl Runs {
+    /// The runs, in the order taken; at least one.
+    pub fn new(runs: Vec<BackupRun>) -> Runs {
+        assert!(!runs.is_empty(), "a backup is timed at least once");
+        Runs(runs)
+    }
+
+    /// The run of median time (of two middle ones, the faster).
+    pub fn median(&self) -> &BackupRun {
+        let mut sorted: Vec<&BackupRun> = self.0.iter().collect();
+        sorted.sort_by_key(|run| run.elapsed);
+        sorted[(sorted.len() - 1) / 2]
+    }
+
+    /// Fastest and slowest time, in seconds.
+    pub fn spread(&self) -> (f64, f64) {
+        let seconds = self.seconds();
+        let min = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = seconds.iter().copied().fold(0.0, f64::max);
+        (min, max)
+    }
+
+    /// Every run's time, in seconds, in the order taken.
+    pub fn seconds(&self) -> Vec<f64> {
+        self.0.iter().map(|run| run.elapsed.as_secs_f64()).collect()
+    }
+
+    /// How many runs.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// "median of N runs, A–B s; " when there was more than one run.
+    fn describe(&self) -> String {
+        if self.len() < 2 {
+            return String::new();
+        }
+        let (min, max) = self.spread();
+        format!("median of {}, {min:.3}–{max:.3} s; ", self.len())
+    }
+}
+
 /// One incremental backup and the change before it.
 #[derive(Debug, Clone)]
 pub struct Incremental {
@@ -295,7 +344,7 @@ pub struct Incremental {
     /// How many.
     pub changed_blocks: u64,
     /// The backup.
-    pub run: BackupRun,
+    pub run: Runs,
 }
 
 impl Incremental {
@@ -321,9 +370,9 @@ pub struct VmdiskReport {
     /// Single-core SHA-256, the yardstick.
     pub sha256: Rate,
     /// The full backup of the image file.
-    pub image: BackupRun,
+    pub image: Runs,
     /// The full backup over NBD.
-    pub full: BackupRun,
+    pub full: Runs,
     /// The incremental backups over NBD, in the order taken.
     pub incrementals: Vec<Incremental>,
 }
@@ -347,7 +396,8 @@ impl VmdiskReport {
 
     /// An incremental backup's time as a percentage of the full backup's.
     pub fn incremental_percent(&self, incremental: &Incremental) -> f64 {
-        100.0 * incremental.run.elapsed.as_secs_f64() / self.full.elapsed.as_secs_f64().max(1e-9)
+        100.0 * incremental.run.median().elapsed.as_secs_f64()
+            / self.full.median().elapsed.as_secs_f64().max(1e-9)
     }
 
     fn verdict(&self, run: &BackupRun) -> Verdict {
@@ -364,7 +414,7 @@ impl VmdiskReport {
 
     fn incremental_read(incremental: &Incremental) -> (f64, Verdict) {
         read_ratio(
-            incremental.run.summary.bytes_read,
+            incremental.run.median().summary.bytes_read,
             incremental.changed_bytes(),
         )
     }
@@ -372,10 +422,10 @@ impl VmdiskReport {
     /// Whether every target is met and every backup read about what it should.
     pub fn all_pass(&self) -> bool {
         let mut verdicts = vec![
-            self.verdict(&self.image),
-            self.verdict(&self.full),
-            self.read(&self.image).1,
-            self.read(&self.full).1,
+            self.verdict(self.image.median()),
+            self.verdict(self.full.median()),
+            self.read(self.image.median()).1,
+            self.read(self.full.median()).1,
         ];
         for incremental in &self.incrementals {
             verdicts.push(self.incremental_verdict(incremental));
@@ -400,7 +450,8 @@ impl VmdiskReport {
                 "the yardstick".into(),
             ],
         ];
-        for (name, run) in [("image file", &self.image), ("over NBD", &self.full)] {
+        for (name, runs) in [("image file", &self.image), ("over NBD", &self.full)] {
+            let run = runs.median();
             let (read, read_verdict) = self.read(run);
             rows.push([
                 format!("full, {name}"),
@@ -409,7 +460,8 @@ impl VmdiskReport {
                 String::new(),
                 String::new(),
                 format!(
-                    "tessera's own {:.2} s; {:.1} MiB new, {:.1} MiB stored",
+                    "{}tessera's own {:.2} s; {:.1} MiB new, {:.1} MiB stored",
+                    runs.describe(),
                     own(run),
                     run.summary.bytes_new as f64 / MIB,
                     run.summary.bytes_stored as f64 / MIB
@@ -437,16 +489,17 @@ impl VmdiskReport {
         }
         for incremental in &self.incrementals {
             let (read, read_verdict) = Self::incremental_read(incremental);
-            let run = &incremental.run;
+            let run = incremental.run.median();
             let name = format!("incremental, {}", incremental.scope.label());
             rows.push([
                 name.clone(),
-                format!("{:.2} s", seconds(run)),
+                format!("{:.3} s", seconds(run)),
                 format!("{:.1}%", self.incremental_percent(incremental)),
                 format!("<= {INCREMENTAL_TARGET_PERCENT:.1}%"),
                 self.incremental_verdict(incremental).label().into(),
                 format!(
-                    "over NBD, of the full backup's time over NBD; tessera's own {:.2} s",
+                    "{}of the full backup's time over NBD; tessera's own {:.3} s",
+                    incremental.run.describe(),
                     own(run)
                 ),
             ]);
@@ -491,10 +544,12 @@ impl VmdiskReport {
 
     /// The report as a JSON object.
     pub fn json(&self) -> Value {
-        let full = |run: &BackupRun| {
+        let full = |runs: &Runs| {
+            let run = runs.median();
             let (read, read_verdict) = self.read(run);
             json!({
                 "seconds": run.elapsed.as_secs_f64(),
+                "runs_seconds": runs.seconds(),
                 "mb_per_s": self.mb_per_s(run),
                 "ratio_to_sha256": self.ratio(run),
                 "target_ratio": FULL_TARGET,
@@ -513,13 +568,14 @@ impl VmdiskReport {
                     "changed": incremental.scope.key(),
                     "changed_blocks": incremental.changed_blocks,
                     "changed_bytes": incremental.changed_bytes(),
-                    "seconds": incremental.run.elapsed.as_secs_f64(),
+                    "seconds": incremental.run.median().elapsed.as_secs_f64(),
+                    "runs_seconds": incremental.run.seconds(),
                     "percent_of_full": self.incremental_percent(incremental),
                     "target_percent": INCREMENTAL_TARGET_PERCENT,
                     "pass": self.incremental_verdict(incremental) == Verdict::Pass,
                     "bytes_read_ratio_to_changed": read,
                     "bytes_read_as_expected": read_verdict == Verdict::Pass,
-                    "summary": incremental.run.summary.json(),
+                    "summary": incremental.run.median().summary.json(),
                 })
             })
             .collect();
@@ -797,6 +853,48 @@ impl Tessera<'_> {
     }
 }
 
+/// Times `backup` `runs` times, each from the state the vault is in now: the files a run
+/// added to the vault (every vault file is written once and never changed; an
+/// incremental adds a few packs) are removed before the next one, and those of the last
+/// run are kept, so later backups have its point as their parent. Dirty pages are
+/// written out before each run, so that none of the earlier work falls on it.
+fn repeat(runs: u64, vault: &Path, mut backup: impl FnMut() -> Result<BackupRun>) -> Result<Runs> {
+    let before = vault_files(vault)?;
+    let mut timed = Vec::new();
+    for i in 0..runs.max(1) {
+        if i > 0 {
+            for added in vault_files(vault)?.difference(&before) {
+                std::fs::remove_file(added)
+                    .context(format!("cannot remove {}", added.display()))?;
+            }
+        }
+        nix::unistd::sync();
+        timed.push(backup()?);
+    }
+    Ok(Runs::new(timed))
+}
+
+/// Every file below `dir`.
+fn vault_files(dir: &Path) -> Result<BTreeSet<PathBuf>> {
+    let mut files = BTreeSet::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).context(format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry.context(format!("cannot list {}", dir.display()))?;
+            let kind = entry
+                .file_type()
+                .context(format!("cannot stat {}", entry.path().display()))?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.insert(entry.path());
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Runs every measurement of `tessera-bench vmdisk`.
 pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
     let layout = DiskLayout::new(args.disk_gib, args.data_mib).map_err(Failure::new)?;
@@ -823,25 +921,18 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         .map(|n| n.get())
         .unwrap_or(1);
 
-    // The vault and the plugin first: a tessera without the plugin fails in a moment,
+    // A vault and the plugin first: a tessera without the plugin fails in a moment,
     // before the disk is written.
     let version = compare::version(Tool::Tessera, &program)?;
-    let tessera = Tessera {
+    let vault = |name: &str| Tessera {
         program: &program,
-        vault: work.join("vault"),
-        key_file: work.join("vault.key"),
+        vault: work.join(name),
+        key_file: work.join(format!("{name}.key")),
     };
-    // The image file's full backup goes to a vault of its own: in the other one it would
-    // find every chunk of the full backup over NBD stored already.
-    let image_vault = Tessera {
-        program: &program,
-        vault: work.join("vault-image"),
-        key_file: work.join("vault-image.key"),
-    };
-    progress("tessera: creating two vaults");
-    tessera.init()?;
-    image_vault.init()?;
-    tessera.run(
+    progress("tessera: creating a vault");
+    let probe = vault("vault-probe");
+    probe.init()?;
+    probe.run(
         &["plugin", "inspect", PLUGIN],
         &format!("plugin inspect {PLUGIN}"),
     )?;
@@ -859,18 +950,40 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
     create_image(&qemu, &layout, &work.join("disk.raw"), &image)?;
     let log = work.join("qemu-nbd.log");
 
+    // Every full backup goes to a new vault: in one that held the image already it would
+    // find every chunk stored, and files deleted just before slow down the next writes
+    // on some file systems.
+    let runs = args.runs.max(1);
     progress("tessera: full backup of the image file");
-    let image_run = image_vault.backup_disk(
-        &image.to_string_lossy(),
-        &[],
-        "full backup of the image file",
-    )?;
+    let mut timed = Vec::new();
+    for i in 0..runs {
+        let image_vault = vault(&format!("vault-image-{i}"));
+        image_vault.init()?;
+        nix::unistd::sync();
+        timed.push(image_vault.backup_disk(
+            &image.to_string_lossy(),
+            &[],
+            "full backup of the image file",
+        )?);
+    }
+    let image_run = Runs::new(timed);
 
     progress("tessera: full backup over NBD");
-    let full = {
+    let mut timed = Vec::new();
+    let mut last = None;
+    {
         let server = NbdServer::start(&qemu, &image, &log)?;
-        tessera.backup(&server, "full backup")?
-    };
+        for i in 0..runs {
+            let nbd_vault = vault(&format!("vault-{i}"));
+            nbd_vault.init()?;
+            nix::unistd::sync();
+            timed.push(nbd_vault.backup(&server, "full backup")?);
+            last = Some(nbd_vault);
+        }
+    }
+    let full = Runs::new(timed);
+    // The incrementals have the last full backup as their parent.
+    let tessera = last.expect("at least one run");
 
     // 1 % of the data, then 1 % of the whole disk, each change new data.
     let mut incrementals = Vec::new();
@@ -899,7 +1012,9 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         ));
         let run = {
             let server = NbdServer::start(&qemu, &image, &log)?;
-            tessera.backup(&server, "incremental backup")?
+            repeat(runs, &tessera.vault, || {
+                tessera.backup(&server, "incremental backup")
+            })?
         };
         incrementals.push(Incremental {
             scope,
@@ -1047,18 +1162,23 @@ mod tests {
                 elapsed: Duration::from_secs_f64((1u64 << 30) as f64 / 1e9),
                 cpu: None,
             },
-            image: run(full_seconds * 0.8, 1 << 30),
-            full: run(full_seconds, 1 << 30),
+            image: Runs::new(vec![run(full_seconds * 0.8, 1 << 30)]),
+            // The median of three runs is the one in the middle, whatever their order.
+            full: Runs::new(vec![
+                run(full_seconds * 1.5, 1 << 30),
+                run(full_seconds, 1 << 30),
+                run(full_seconds * 0.9, 1 << 30),
+            ]),
             incrementals: vec![
                 Incremental {
                     scope: Scope::Data,
                     changed_blocks: 164,
-                    run: run(incremental_seconds[0], 164 * BLOCK),
+                    run: Runs::new(vec![run(incremental_seconds[0], 164 * BLOCK)]),
                 },
                 Incremental {
                     scope: Scope::Disk,
                     changed_blocks: 656,
-                    run: run(incremental_seconds[1], incremental_read),
+                    run: Runs::new(vec![run(incremental_seconds[1], incremental_read)]),
                 },
             ],
         }
@@ -1075,15 +1195,21 @@ mod tests {
             "full, image file, on the data       1073.7 MB/s  1.07x  >= 0.80x     PASS",
             "full, over NBD, on the data          859.0 MB/s  0.86x  >= 0.80x     PASS",
             "full, over NBD, bytes read           1024.0 MiB  1.00x  1.00x +-10%  PASS",
-            "incremental, 1 % of the data             0.03 s   2.0%  <= 5.0%      PASS",
+            "full, over NBD                           1.25 s                              \
+             median of 3, 1.125–1.875 s; tessera's own 1.12 s",
+            "incremental, 1 % of the data            0.025 s   2.0%  <= 5.0%      PASS",
             "incremental, 1 % of the data, read     10.2 MiB  1.00x  1.00x +-10%  PASS",
-            "incremental, 1 % of the disk             0.05 s   4.0%  <= 5.0%      PASS",
+            "incremental, 1 % of the disk            0.050 s   4.0%  <= 5.0%      PASS",
             "incremental, 1 % of the disk, read     41.0 MiB  1.00x  1.00x +-10%  PASS",
         ] {
             assert!(table.contains(line), "{table}");
         }
         let json = good.json();
         assert_eq!(json["incremental_backups"][0]["percent_of_full"], 2.0);
+        assert_eq!(
+            json["full_backup"]["runs_seconds"],
+            serde_json::json!([1.875, 1.25, 1.125])
+        );
         assert_eq!(json["incremental_backups"][1]["percent_of_full"], 4.0);
         assert_eq!(json["incremental_backups"][1]["changed"], "disk");
         assert_eq!(json["full_backup"]["summary"]["bytes_read"], 1u64 << 30);
