@@ -495,3 +495,30 @@ mod read_from_sources {
         assert_eq!(read_file(&tv.vault, &point, "f").unwrap(), expected);
     }
 }
+
+#[test]
+fn a_backups_chunks_are_in_its_vault_handles_index_after_the_commit() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(5, 4 << 20);
+    let before = tv.vault.index().len();
+    let (_, first) =
+        backup_files(&tv.vault, options("item"), &[("f", &data)], small_cdc()).unwrap();
+    // The handle's index takes the backup's index files when next asked for, without
+    // reading the vault again: its data chunks and the tree blobs.
+    let after = tv.vault.index().len();
+    assert!(
+        after > before + first.stats.chunks_new as usize,
+        "{before} -> {after} records, {} new chunks",
+        first.stats.chunks_new
+    );
+    // A second backup through the same handle finds every chunk stored.
+    let (_, second) =
+        backup_files(&tv.vault, options("other"), &[("f", &data)], small_cdc()).unwrap();
+    assert_eq!(second.stats.bytes_new, 0);
+    assert_eq!(second.stats.chunks_reused, first.stats.chunks_new);
+    // Reading the index files from the vault gives the same records.
+    tv.vault.reload_index().unwrap();
+    let reloaded = tv.vault.index().len();
+    assert_eq!(reloaded, tv.reopen().index().len());
+    assert!(reloaded >= after);
+}

@@ -96,6 +96,9 @@
 //!   before the pack is deleted.
 //!
 //! Sessions heartbeat every two minutes; one silent for thirty minutes is taken as dead.
+//! A session's first record is flushed to the disk, so that after a power loss the next
+//! backup finds it without an end and reuses its packs; its heartbeats and its end are
+//! not, since losing them only makes the session look alive or unfinished for longer.
 //! Forget (deleting point files) and check may run at any time. Two prunes should not run
 //! at once; doing so loses no data but may repeat work.
 //!

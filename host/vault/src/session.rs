@@ -60,12 +60,17 @@ pub struct Mark {
     pub packs: Vec<PackId>,
 }
 
-pub(crate) fn write_session(vault: &Vault, record: &SessionRecord) -> Result<()> {
+/// Writes a session's record; `durable` waits until it is on the disk.
+pub(crate) fn write_session(vault: &Vault, record: &SessionRecord, durable: bool) -> Result<()> {
     let doc = serde_json::to_vec(record).expect("sessions always serialize");
     let sealed = crate::codec::seal_object(vault.crypto(), SESSION_MAGIC, &doc, false);
-    vault
-        .backend()
-        .write(FileKind::Session, &record.id.to_hex(), &sealed)?;
+    let backend = vault.backend();
+    let name = record.id.to_hex();
+    if durable {
+        backend.write(FileKind::Session, &name, &sealed)?;
+    } else {
+        backend.write_relaxed(FileKind::Session, &name, &sealed)?;
+    }
     Ok(())
 }
 

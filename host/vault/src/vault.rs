@@ -178,6 +178,27 @@ pub(crate) struct IndexState {
     files: BTreeSet<String>,
     /// Index files that could not be read, with the reason.
     damaged: Vec<(String, String)>,
+    /// Index files this handle wrote, in `files` already but added to `index` only when
+    /// it is next asked for: a backup that ends the process never pays for re-sorting
+    /// the whole index.
+    pending: Vec<IndexFile>,
+}
+
+impl IndexState {
+    /// Adds the pending index files to the index.
+    fn apply_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut index = (*self.index).clone();
+        for file in self.pending.drain(..) {
+            for (pack, entries) in &file.packs {
+                index.add_pack(*pack, entries);
+            }
+        }
+        index.finish();
+        self.index = Arc::new(index);
+    }
 }
 
 /// An open vault. Cheap to clone; all clones share the loaded index.
@@ -341,7 +362,8 @@ impl Vault {
             .map(|i| i.name)
             .collect();
         let (mut index, mut loaded, mut damaged) = {
-            let state = self.inner.index.read().expect("index lock");
+            let mut state = self.inner.index.write().expect("index lock");
+            state.apply_pending();
             if state.files.is_subset(&names) {
                 (
                     (*state.index).clone(),
@@ -388,6 +410,7 @@ impl Vault {
             index: Arc::new(index),
             files: loaded,
             damaged,
+            pending: Vec::new(),
         };
         Ok(())
     }
@@ -426,21 +449,24 @@ impl Vault {
 
     /// A snapshot of the index.
     pub fn index(&self) -> Arc<Index> {
-        self.inner.index.read().expect("index lock").index.clone()
+        {
+            let state = self.inner.index.read().expect("index lock");
+            if state.pending.is_empty() {
+                return state.index.clone();
+            }
+        }
+        let mut state = self.inner.index.write().expect("index lock");
+        state.apply_pending();
+        state.index.clone()
     }
 
-    /// Adds index files this handle wrote itself.
-    pub(crate) fn merge_into_index(&self, files: &[(String, IndexFile)]) {
+    /// Adds index files this handle wrote itself, when the index is next asked for.
+    pub(crate) fn merge_into_index(&self, files: Vec<(String, IndexFile)>) {
         let mut state = self.inner.index.write().expect("index lock");
-        let mut index = (*state.index).clone();
         for (name, file) in files {
-            for (pack, entries) in &file.packs {
-                index.add_pack(*pack, entries);
-            }
-            state.files.insert(name.clone());
+            state.files.insert(name);
+            state.pending.push(file);
         }
-        index.finish();
-        state.index = Arc::new(index);
     }
 
     /// Index files that could not be read when the index was loaded.

@@ -115,6 +115,45 @@ impl LocalBackend {
             _ => Self::io("open", &path, e),
         })
     }
+
+    /// Writes an object under a temporary name and renames it into place; `durable`
+    /// flushes the file and then its directory to the disk.
+    fn write_file(
+        &self,
+        kind: FileKind,
+        name: &str,
+        parts: &[&[u8]],
+        durable: bool,
+    ) -> Result<(), BackendError> {
+        let dir = self.dir(kind, name);
+        let path = dir.join(name);
+        let suffix = hex::encode(crate::id::random_bytes::<6>());
+        let temp = dir.join(format!(".{name}.{suffix}{TEMP_SUFFIX}"));
+        let result = (|| {
+            let mut file = match File::create(&temp) {
+                // A vault made before this kind of object existed lacks its directory.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&dir)?;
+                    File::create(&temp)?
+                }
+                other => other?,
+            };
+            write_all_vectored(&mut file, parts)?;
+            if durable {
+                file.sync_all()?;
+            }
+            drop(file);
+            fs::rename(&temp, &path)?;
+            if durable {
+                sync_dir(&dir)?;
+            }
+            Ok(())
+        })();
+        result.map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            Self::io("write", &path, e)
+        })
+    }
 }
 
 fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
@@ -239,30 +278,12 @@ impl Backend for LocalBackend {
         self.write_parts(kind, name, &[data])
     }
 
+    fn write_relaxed(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write_file(kind, name, &[data], false)
+    }
+
     fn write_parts(&self, kind: FileKind, name: &str, parts: &[&[u8]]) -> Result<(), BackendError> {
-        let dir = self.dir(kind, name);
-        let path = dir.join(name);
-        let suffix = hex::encode(crate::id::random_bytes::<6>());
-        let temp = dir.join(format!(".{name}.{suffix}{TEMP_SUFFIX}"));
-        let result = (|| {
-            let mut file = match File::create(&temp) {
-                // A vault made before this kind of object existed lacks its directory.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(&dir)?;
-                    File::create(&temp)?
-                }
-                other => other?,
-            };
-            write_all_vectored(&mut file, parts)?;
-            file.sync_all()?;
-            drop(file);
-            fs::rename(&temp, &path)?;
-            sync_dir(&dir)
-        })();
-        result.map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            Self::io("write", &path, e)
-        })
+        self.write_file(kind, name, parts, true)
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>, BackendError> {
@@ -502,6 +523,33 @@ mod tests {
         backend.remove(FileKind::Pack, last).unwrap();
         let err = backend.read_range(FileKind::Pack, last, 0, 2).unwrap_err();
         assert!(err.is_not_found(), "{err}");
+    }
+
+    #[test]
+    fn relaxed_writes_replace_objects_whole_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let name = "cd".repeat(32);
+        backend
+            .write_relaxed(FileKind::Session, &name, b"first record")
+            .unwrap();
+        assert_eq!(
+            backend.read(FileKind::Session, &name).unwrap(),
+            b"first record"
+        );
+        backend
+            .write_relaxed(FileKind::Session, &name, b"second")
+            .unwrap();
+        assert_eq!(backend.read(FileKind::Session, &name).unwrap(), b"second");
+        let listed = backend.list(FileKind::Session).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("sessions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     #[test]

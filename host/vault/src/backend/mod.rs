@@ -147,6 +147,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Writes a whole object.
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), BackendError>;
 
+    /// Writes a whole object whose loss in a crash harms nothing (a writer session's
+    /// record): other processes see it at once, as any object, but after a power loss it
+    /// may be missing or be its previous version. A store that makes every write durable
+    /// anyway does just that; the local store skips its flushes to the disk.
+    fn write_relaxed(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<(), BackendError> {
+        self.write(kind, name, data)
+    }
+
     /// Writes a whole object given in pieces (a pack's blobs), without first joining them
     /// when the store can avoid it.
     fn write_parts(&self, kind: FileKind, name: &str, parts: &[&[u8]]) -> Result<(), BackendError> {

@@ -537,7 +537,8 @@ impl Shared {
         let mut record = self.session.lock().expect("lock");
         if now.duration_since(record.heartbeat) >= HEARTBEAT_INTERVAL {
             record.heartbeat = now;
-            if let Err(e) = session::write_session(&self.vault, &record) {
+            // A heartbeat lost in a crash leaves the session stale, as it is then anyway.
+            if let Err(e) = session::write_session(&self.vault, &record, false) {
                 tracing::warn!(error = %e, "cannot refresh the writer session");
             }
         }
@@ -678,7 +679,9 @@ impl Backup {
         };
         // Announce the session before looking at the index: a prune that marks packs
         // after this point will wait for us.
-        session::write_session(vault, &record)?;
+        // Durable: after a power loss, the next backup finds this session without an end
+        // and reuses the packs it uploaded.
+        session::write_session(vault, &record, true)?;
         vault.reload_index()?;
         let index = vault.index();
         let level = options
@@ -949,7 +952,9 @@ impl Backup {
         }
         let mut record = self.shared.session.lock().expect("lock");
         record.finished = Some(self.shared.vault.clock().now());
-        if let Err(e) = session::write_session(&self.shared.vault, &record) {
+        // An end lost in a crash makes the session look unfinished: the next backup then
+        // looks for packs it left, and prune waits for it; both are safe.
+        if let Err(e) = session::write_session(&self.shared.vault, &record, false) {
             tracing::warn!(error = %e, "cannot record the end of the writer session");
         }
     }
@@ -1002,7 +1007,7 @@ impl Backup {
         let name = vault.write_sealed(FileKind::Point, POINT_MAGIC, &doc)?;
         let id: PointId = name.parse().expect("sealed names are hex ids");
         let files = std::mem::take(&mut *self.shared.index_files.lock().expect("lock"));
-        vault.merge_into_index(&files);
+        vault.merge_into_index(files);
         tracing::info!(point = %id.short(), item = %point.item, "recovery point committed");
         Ok((id, point))
     }
