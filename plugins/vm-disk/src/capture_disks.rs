@@ -373,24 +373,21 @@ impl Job {
     ) -> Result<(), PluginError> {
         let mut queued: VecDeque<Group> = VecDeque::with_capacity(GROUPS_AHEAD);
         let mut buffers = std::mem::take(&mut self.batches);
-        let result = (|| {
-            self.queue_groups(name, source, planner, &mut queued, &mut buffers)?;
-            while let Some(group) = queued.pop_front() {
-                if host::cancelled() {
-                    return Err(PluginError::Cancelled);
-                }
-                let bytes = source.take_read(name)?;
-                self.queue_groups(name, source, planner, &mut queued, &mut buffers)?;
-                self.run_group(name, source, writer, &group.steps, &bytes)?;
-                if let Some(window) = group.ends_window {
-                    self.window_done(window);
-                }
-                buffers.push(bytes);
+        self.queue_groups(name, source, planner, &mut queued, &mut buffers)?;
+        while let Some(group) = queued.pop_front() {
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
             }
-            Ok(())
-        })();
+            let bytes = source.take_read(name)?;
+            self.queue_groups(name, source, planner, &mut queued, &mut buffers)?;
+            self.run_group(name, source, writer, &group.steps, &bytes)?;
+            if let Some(window) = group.ends_window {
+                self.window_done(window);
+            }
+            buffers.push(bytes);
+        }
         self.batches = buffers;
-        result
+        Ok(())
     }
 
     /// Queues the reads of the next groups until [`GROUPS_AHEAD`] are queued, planning

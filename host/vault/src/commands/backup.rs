@@ -351,8 +351,7 @@ impl Shared {
 
     fn check(&self) -> Result<()> {
         if self.failed.load(Ordering::SeqCst) {
-            let message = self.error.lock().expect("lock").clone().unwrap_or_default();
-            return Err(Error::Aborted(message));
+            return Err(self.failure(String::new()));
         }
         Ok(())
     }
