@@ -179,20 +179,21 @@ impl DiskLayout {
     /// the holes alike), or of the blocks holding data, drawn in the data runs.
     pub fn changed_blocks(&self, scope: Scope, seed: u64) -> Vec<u64> {
         let run_blocks = self.run_bytes() / BLOCK;
-        let stride = self.disk_bytes / DATA_RUNS;
-        let (blocks, nth) = match scope {
-            Scope::Disk => (self.blocks(), None),
-            Scope::Data => (run_blocks * DATA_RUNS, Some((run_blocks, stride))),
+        let blocks = match scope {
+            Scope::Disk => self.blocks(),
+            Scope::Data => run_blocks * DATA_RUNS,
         };
         let count = (blocks * CHANGED_PERCENT).div_ceil(100).min(blocks);
         let mut rng = SplitMix64::new(seed);
         let mut chosen = BTreeSet::new();
         while (chosen.len() as u64) < count {
             let n = rng.below(blocks);
-            chosen.insert(match nth {
-                None => n * BLOCK,
+            chosen.insert(match scope {
+                Scope::Disk => n * BLOCK,
                 // The nth block holding data: block n % run_blocks of run n / run_blocks.
-                Some((run_blocks, stride)) => (n / run_blocks) * stride + (n % run_blocks) * BLOCK,
+                Scope::Data => {
+                    (n / run_blocks) * (self.disk_bytes / DATA_RUNS) + (n % run_blocks) * BLOCK
+                }
             });
         }
         chosen.into_iter().collect()
@@ -326,7 +327,7 @@ impl Runs {
         self.0.len()
     }
 
-    /// "median of N runs, A–B s; " when there was more than one run.
+    /// "median of N, A–B s; " when there was more than one run.
     fn describe(&self) -> String {
         if self.len() < 2 {
             return String::new();
