@@ -175,12 +175,17 @@ fn raw_disk(path: &Path, size: u64, seed: u64) {
     }
 }
 
+/// Creates an empty qcow2 image of `size`, `extra` arguments (`-o ...`) before its path.
+fn create_qcow2(path: &Path, size: &str, extra: &[&str]) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    args.extend_from_slice(extra);
+    args.extend([p(path), size]);
+    tool("qemu-img", &args);
+}
+
 /// A qcow2 disk with data, a zero cluster and unallocated space.
 fn qcow2_disk(path: &Path, size: &str, options: &str) {
-    tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", "-o", options, p(path), size],
-    );
+    create_qcow2(path, size, &["-o", options]);
     qemu_write(path, "qcow2", 0x11, 0, 1 << 20);
     qemu_write(path, "qcow2", 0x22, 5 << 20, 64 << 10);
     tool(
@@ -598,10 +603,7 @@ impl Drop for NbdServer {
 fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
     let env = env();
     let image = env.path("live.qcow2");
-    tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", p(&image), "64M"],
-    );
+    create_qcow2(&image, "64M", &[]);
     for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
         qemu_write(&image, "qcow2", 0x50 + i as u8, at << 20, 2 << 20);
     }
@@ -652,19 +654,7 @@ fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
     // stored. Data straddles window boundaries and fills more than one batch of reads.
     let env = env();
     let image = env.path("wide.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4k",
-            p(&image),
-            "1280M",
-        ],
-    );
+    create_qcow2(&image, "1280M", &["-o", "cluster_size=4k"]);
     let window = 256u64 << 20;
     for (i, at) in [
         0,
@@ -732,10 +722,7 @@ fn a_disk_restores_onto_an_nbd_export() {
     let point = point_of(&env.backup(&[p(&source)]));
 
     let blank = env.path("blank.qcow2");
-    tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", p(&blank), "16M"],
-    );
+    create_qcow2(&blank, "16M", &[]);
     qemu_write(&blank, "qcow2", 0x99, 6 << 20, 1 << 20);
     {
         let server = NbdServer::start(&blank, None, true);
@@ -745,10 +732,7 @@ fn a_disk_restores_onto_an_nbd_export() {
 
     // An export smaller than the disk is refused.
     let small = env.path("small.qcow2");
-    tool(
-        "qemu-img",
-        &["create", "-q", "-f", "qcow2", p(&small), "8M"],
-    );
+    create_qcow2(&small, "8M", &[]);
     let server = NbdServer::start(&small, None, true);
     let output = tessera(&env.vault)
         .args([
@@ -841,7 +825,7 @@ fn broken_images_fail_clearly_and_commit_nothing() {
     // A backing chain that loops.
     let a = env.path("a.qcow2");
     let b = env.path("b.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&a), "16M"]);
+    create_qcow2(&a, "16M", &[]);
     tool(
         "qemu-img",
         &[
@@ -875,19 +859,14 @@ fn broken_images_fail_clearly_and_commit_nothing() {
 
     // Encrypted images are refused.
     let encrypted = env.path("encrypted.qcow2");
-    tool(
-        "qemu-img",
+    create_qcow2(
+        &encrypted,
+        "16M",
         &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
             "--object",
             "secret,id=s0,data=pw",
             "-o",
             "encrypt.format=luks,encrypt.key-secret=s0",
-            p(&encrypted),
-            "16M",
         ],
     );
     let err = env.backup_fails(&[p(&encrypted)]);
