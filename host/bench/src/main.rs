@@ -369,7 +369,6 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     )?;
     drop(vault);
     remove_vault(&fixed_root)?;
-    drop(random);
 
     progress(&format!("generating {} MiB of text", args.size_mib));
     let text = data::english_text(size, TEXT_SEED)?;
@@ -391,6 +390,10 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     ));
     let index = phases::index_open(&workdir.path().join("index"), INDEX_SEED)?;
 
+    progress("writing random data to storage as pack files");
+    let storage = phases::storage_write(&workdir.path().join("storage"), &random, cpus)?;
+    drop(random);
+
     workdir
         .close()
         .context("cannot remove the work directory")?;
@@ -406,6 +409,7 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
         restore,
         ingest_fixed,
         index,
+        storage,
     })
 }
 

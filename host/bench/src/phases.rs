@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tessera_vault::format;
 use tessera_vault::index::IndexFile;
 use tessera_vault::pack::{BlobKind, PackEntry};
 use tessera_vault::{
@@ -133,6 +134,58 @@ pub fn sha256(data: &[u8]) -> Result<Rate> {
         }
         Ok((hashed as u64, ()))
     })?;
+    Ok(rate)
+}
+
+/// Writes `data` through the local backend as a backup writes packs, into a new backend
+/// at `root`, then removes them: objects of [`format::PACK_TARGET_SIZE`] bytes, each
+/// spooled, flushed and renamed into place, by `writers` threads at once (a backup has a
+/// pack open per worker thread). This is the storage's speed for new data, which ingest
+/// of incompressible data needs on top of its CPU work.
+pub fn storage_write(root: &Path, data: &[u8], writers: usize) -> Result<Rate> {
+    let backend = LocalBackend::new(root);
+    backend
+        .create()
+        .context(format!("cannot create a backend in {}", root.display()))?;
+    let packs: Vec<(String, &[u8])> = data
+        .chunks(format::PACK_TARGET_SIZE)
+        .enumerate()
+        .map(|(i, pack)| (format!("{i:064x}"), pack))
+        .collect();
+    let writers = writers.max(1);
+    let write = |share: usize| -> Result<()> {
+        for (name, pack) in packs.iter().skip(share).step_by(writers) {
+            let mut spool = backend
+                .spool(FileKind::Pack)
+                .context("cannot start a pack file")?;
+            for piece in pack.chunks(PIECE) {
+                spool.append(piece).context("cannot write a pack file")?;
+            }
+            spool
+                .commit(&backend, name)
+                .context("cannot store a pack file")?;
+        }
+        Ok(())
+    };
+    let (rate, ()) = Rate::measure(|| {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..writers)
+                .map(|share| scope.spawn(move || write(share)))
+                .collect();
+            for thread in threads {
+                thread
+                    .join()
+                    .map_err(|_| Failure::new("a pack-writing thread panicked"))??;
+            }
+            Ok::<_, Failure>(())
+        })?;
+        Ok((data.len() as u64, ()))
+    })?;
+    for (name, _) in &packs {
+        backend
+            .remove(FileKind::Pack, name)
+            .context("cannot remove a pack file")?;
+    }
     Ok(rate)
 }
 

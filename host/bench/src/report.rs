@@ -57,6 +57,9 @@ pub struct Report {
     pub ingest_fixed: Ingest,
     /// Opening a vault whose index lists a million chunks.
     pub index: IndexOpen,
+    /// The incompressible data written as pack files through the local backend, without
+    /// the engine: the storage's own speed for new data.
+    pub storage: Rate,
 }
 
 /// How a figure compares with its target.
@@ -212,6 +215,12 @@ impl Report {
             None,
             format!("{} chunks", self.ingest_fixed.stats.chunks_new),
         );
+        rate_row(
+            "storage, pack files written",
+            &self.storage,
+            None,
+            format!("the data alone, as pack files, {} at a time", self.cpus),
+        );
         rows.push([
             format!(
                 "open, index of {} chunks",
@@ -294,6 +303,7 @@ impl Report {
             "restore": restore,
             "restore_from_storage": restore_storage,
             "ingest_fixed_64k": ingest(&self.ingest_fixed, None),
+            "storage_write": rate(&self.storage),
             "index": {
                 "chunks": self.index.chunks,
                 "open_seconds": self.index.elapsed.as_secs_f64(),
