@@ -2,7 +2,8 @@
 //! QEMU's and the file-system tools during the run: raw and qcow2 disks of one VM with its
 //! configuration, qcow2 variants and backing chains, file-level restore from GPT/ext4 and
 //! MBR/FAT disks, a live disk over NBD with a dirty bitmap, a host block device (a loop
-//! device), pre/post hooks, restore onto an NBD export, and broken images.
+//! device), pre/post hooks, restore onto an NBD export, broken images, and an image that
+//! shrinks while it is read.
 
 use std::fs;
 use std::net::TcpListener;
@@ -1133,6 +1134,103 @@ fn unreadable_device_is_refused(device: &Path) {
     );
     let listed = as_nobody(&["points", "--json"]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+}
+
+/// A raw image behind `tests/scripts/shrinking-image.py`: a FUSE file with the bytes of
+/// a source image whose reads end at a given byte, as if another program truncated the
+/// image there while it was backed up. Unmounted when dropped.
+struct ShrinkingImage {
+    mountpoint: PathBuf,
+    server: Child,
+}
+
+impl ShrinkingImage {
+    /// Mounts `source` on `mountpoint`, ending at `shrink_at`; the reason when this
+    /// machine cannot (not root, no FUSE), for the test to say it was skipped.
+    fn mount(source: &Path, mountpoint: &Path, shrink_at: u64) -> Result<ShrinkingImage, String> {
+        if !rustix::process::geteuid().is_root() {
+            return Err("not running as root".into());
+        }
+        if !Path::new("/dev/fuse").exists() {
+            return Err("no /dev/fuse".into());
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/shrinking-image.py");
+        let mut server = Command::new("python3")
+            .arg(&script)
+            .arg(mountpoint)
+            .arg(source)
+            .arg(shrink_at.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        let mut line = String::new();
+        let stdout = server.stdout.take().expect("stdout is piped");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .map_err(|e| format!("cannot read from {}: {e}", script.display()))?;
+        if line.trim() != "ready" {
+            let output = server.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(ShrinkingImage {
+            mountpoint: mountpoint.to_path_buf(),
+            server,
+        })
+    }
+
+    fn image(&self) -> PathBuf {
+        self.mountpoint.join("disk.raw")
+    }
+}
+
+impl Drop for ShrinkingImage {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.mountpoint)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !unmounted {
+            let _ = self.server.kill();
+        }
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn an_image_that_shrinks_during_the_backup_fails_clearly_and_commits_nothing() {
+    let env = env();
+    let source = env.path("source.raw");
+    fs::write(&source, random_bytes(41, 64 << 20)).unwrap();
+    let mountpoint = env.path("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let shrink_at: u64 = 40 << 20;
+    let shrinking = match ShrinkingImage::mount(&source, &mountpoint, shrink_at) {
+        Ok(image) => image,
+        Err(reason) => {
+            eprintln!("skipped: a FUSE mount is needed ({reason})");
+            return;
+        }
+    };
+    let image = shrinking.image();
+    assert_eq!(fs::metadata(&image).unwrap().len(), 64 << 20);
+
+    let err = env.backup_fails(&[p(&image), "--item", "vm"]);
+    assert!(
+        err.contains("disk0")
+            && err.contains(&format!("disk.raw ended at byte {shrink_at}"))
+            && err.contains("shrank during the backup"),
+        "{err}"
+    );
+    assert!(env.points().is_empty(), "a point was committed");
+    run_ok(tessera(&env.vault).arg("check"));
+
+    // Whole again, the image backs up and restores: the failed backup left nothing in
+    // the way.
+    drop(shrinking);
+    let point = point_of(&env.backup(&[p(&source), "--item", "vm"]));
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert_same_disk(&source, "raw", &target.join("disk0.raw"), "raw");
 }
 
 #[test]
