@@ -369,6 +369,9 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     )?;
     drop(vault);
     remove_vault(&fixed_root)?;
+    progress("writing the random data to storage as pack files");
+    let storage = phases::storage_write(&workdir.path().join("storage"), &random, cpus)?;
+    drop(random);
 
     progress(&format!("generating {} MiB of text", args.size_mib));
     let text = data::english_text(size, TEXT_SEED)?;
@@ -390,9 +393,6 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     ));
     let index = phases::index_open(&workdir.path().join("index"), INDEX_SEED)?;
 
-    progress("writing random data to storage as pack files");
-    let storage = phases::storage_write(&workdir.path().join("storage"), &random, cpus)?;
-    drop(random);
 
     workdir
         .close()
