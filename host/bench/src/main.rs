@@ -393,7 +393,6 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     ));
     let index = phases::index_open(&workdir.path().join("index"), INDEX_SEED)?;
 
-
     workdir
         .close()
         .context("cannot remove the work directory")?;
