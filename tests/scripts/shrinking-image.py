@@ -87,7 +87,7 @@ def serve(fd, source, shrink_at):
         if opcode in NO_REPLY:
             continue
         if opcode == FUSE_INIT:
-            major, minor, readahead, flags = struct.unpack_from("<IIII", body)
+            (flags,) = struct.unpack_from("<I", body, 12)
             # Protocol 7.31: fuse_init_out is 64 bytes.
             payload = struct.pack("<IIIIHHIIHHI", 7, 31, 0, FUSE_MAX_PAGES & flags,
                                   16, 12, 1 << 20, 1, 256, 0, 0) + bytes(28)
@@ -104,8 +104,8 @@ def serve(fd, source, shrink_at):
             _, offset, length = struct.unpack_from("<QQI", body)
             end = min(offset + length, size, shrink_at)
             payload = os.pread(source, end - offset, offset) if end > offset else b""
-        elif opcode in (FUSE_READDIR,):
-            payload = b""
+        elif opcode == FUSE_READDIR:
+            payload = b""  # the file is reached by name; the listing stays empty
         elif opcode in (FUSE_RELEASE, FUSE_RELEASEDIR, FUSE_FLUSH, FUSE_ACCESS):
             pass
         elif opcode == FUSE_DESTROY:
