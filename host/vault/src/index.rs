@@ -112,7 +112,7 @@ impl Index {
     pub fn finish(&mut self) {
         if !self.sorted {
             self.records
-                .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+                .sort_unstable_by(|a, b| id_cmp(&a.id, &b.id).then(a.pack.cmp(&b.pack)));
             self.records.dedup();
             self.sorted = true;
             self.build_buckets();
@@ -429,10 +429,10 @@ const MIN_BUCKETED: usize = 64;
 /// Most bits a bucket number takes (a table of 64 MiB, for 64 million records and more).
 const MAX_BUCKET_BITS: u32 = 24;
 
-/// The first eight bytes of an id as a number, in the order of the id's bytes.
 /// Ids looked up together by [`Index::first_unusable`].
 const LOOKAHEAD: usize = 16;
 
+/// The first eight bytes of an id as a number, in the order of the id's bytes.
 fn head(id: &ChunkId) -> u64 {
     let b = &id.0;
     u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
@@ -443,14 +443,16 @@ fn bucket_of(id: &ChunkId, bits: u32) -> usize {
     (head(id) >> (64 - bits)) as usize
 }
 
-/// `a < b` in the order of [`ChunkId`]'s `Ord`, decided by the first eight bytes read as a
-/// number whenever they differ: ids are uniformly distributed, so that is nearly always, and
-/// a search through a million records then compares integers instead of calling `memcmp`.
+/// [`ChunkId`]'s `Ord`, decided by the first eight bytes read as a number whenever they
+/// differ: ids are uniformly distributed, so that is nearly always, and sorting or searching
+/// a million records then compares integers instead of calling `memcmp`.
+fn id_cmp(a: &ChunkId, b: &ChunkId) -> std::cmp::Ordering {
+    head(a).cmp(&head(b)).then_with(|| a.cmp(b))
+}
+
+/// `a < b` in the order of [`ChunkId`]'s `Ord`; see [`id_cmp`].
 fn id_less(a: &ChunkId, b: &ChunkId) -> bool {
-    match head(a).cmp(&head(b)) {
-        std::cmp::Ordering::Equal => a < b,
-        order => order.is_lt(),
-    }
+    id_cmp(a, b).is_lt()
 }
 
 #[cfg(test)]
