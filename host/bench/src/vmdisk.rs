@@ -370,6 +370,10 @@ pub struct VmdiskReport {
     pub version: String,
     /// Single-core SHA-256, the yardstick.
     pub sha256: Rate,
+    /// As much incompressible data as the disk holds, written as pack files through the
+    /// local backend without the engine: the storage's own speed for new data, which a
+    /// full backup needs too.
+    pub storage: Rate,
     /// The full backup of the image file.
     pub image: Runs,
     /// The full backup over NBD.
@@ -449,6 +453,17 @@ impl VmdiskReport {
                 String::new(),
                 String::new(),
                 "the yardstick".into(),
+            ],
+            [
+                "storage, pack files written".into(),
+                format!("{:.1} MB/s", self.storage.mb_per_s()),
+                format!("{:.2}x", self.storage.mb_per_s() / self.sha256.mb_per_s()),
+                String::new(),
+                String::new(),
+                format!(
+                    "as much data as the disk holds, as pack files, {} at a time",
+                    self.cpus
+                ),
             ],
         ];
         for (name, runs) in [("image file", &self.image), ("over NBD", &self.full)] {
@@ -595,6 +610,12 @@ impl VmdiskReport {
                 "bytes": self.sha256.bytes,
                 "seconds": self.sha256.elapsed.as_secs_f64(),
                 "mb_per_s": self.sha256.mb_per_s(),
+            },
+            "storage_write": {
+                "bytes": self.storage.bytes,
+                "seconds": self.storage.elapsed.as_secs_f64(),
+                "mb_per_s": self.storage.mb_per_s(),
+                "ratio_to_sha256": self.storage.mb_per_s() / self.sha256.mb_per_s(),
             },
             "image_backup": full(&self.image),
             "full_backup": full(&self.full),
@@ -969,6 +990,11 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
     }
     let image_run = Runs::new(timed);
 
+    progress("writing as much data to storage as pack files");
+    let data = data::random_bytes(layout.data_bytes as usize, DATA_SEED)?;
+    let storage = phases::storage_write(&work.join("storage"), &data, cpus)?;
+    drop(data);
+
     progress("tessera: full backup over NBD");
     let mut timed = Vec::new();
     let mut last = None;
@@ -1034,6 +1060,7 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         program,
         version,
         sha256,
+        storage,
         image: image_run,
         full,
         incrementals,
@@ -1161,6 +1188,11 @@ mod tests {
             sha256: Rate {
                 bytes: 1 << 30,
                 elapsed: Duration::from_secs_f64((1u64 << 30) as f64 / 1e9),
+                cpu: None,
+            },
+            storage: Rate {
+                bytes: 1 << 30,
+                elapsed: Duration::from_secs_f64((1u64 << 30) as f64 / 8e8),
                 cpu: None,
             },
             image: Runs::new(vec![run(full_seconds * 0.8, 1 << 30)]),
