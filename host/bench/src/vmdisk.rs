@@ -990,11 +990,6 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
     }
     let image_run = Runs::new(timed);
 
-    progress("writing as much data to storage as pack files");
-    let data = data::random_bytes(layout.data_bytes as usize, DATA_SEED)?;
-    let storage = phases::storage_write(&work.join("storage"), &data, cpus)?;
-    drop(data);
-
     progress("tessera: full backup over NBD");
     let mut timed = Vec::new();
     let mut last = None;
@@ -1049,6 +1044,13 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
             run,
         });
     }
+
+    // Last, since it deletes what it wrote, and deleting slows the next writes on some
+    // file systems.
+    progress("writing as much data to storage as pack files");
+    let data = data::random_bytes(layout.data_bytes as usize, DATA_SEED)?;
+    let storage = phases::storage_write(&work.join("storage"), &data, cpus)?;
+    drop(data);
 
     workdir
         .close()
