@@ -213,10 +213,9 @@ fn hash_file(path: &Path, buffer: &mut [u8]) -> Result<(u64, [u8; 32])> {
     Ok((size, hasher.finalize().into()))
 }
 
-/// The apparent size of every regular file below `root` (symbolic links not followed): the
-/// bytes a repository's objects hold, whatever the file system's block size.
-pub fn apparent_size(root: &Path) -> Result<u64> {
-    let mut total = 0u64;
+/// Calls `visit` with the path and metadata of everything below `root` that is not a
+/// directory (symbolic links not followed).
+pub fn walk_files(root: &Path, mut visit: impl FnMut(PathBuf, &fs::Metadata)) -> Result<()> {
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in fs::read_dir(&dir).context(format!("cannot list {}", dir.display()))? {
@@ -226,11 +225,23 @@ pub fn apparent_size(root: &Path) -> Result<u64> {
                 .context(format!("cannot inspect {}", entry.path().display()))?;
             if metadata.is_dir() {
                 pending.push(entry.path());
-            } else if metadata.is_file() {
-                total += metadata.len();
+            } else {
+                visit(entry.path(), &metadata);
             }
         }
     }
+    Ok(())
+}
+
+/// The apparent size of every regular file below `root` (symbolic links not followed): the
+/// bytes a repository's objects hold, whatever the file system's block size.
+pub fn apparent_size(root: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    walk_files(root, |_, metadata| {
+        if metadata.is_file() {
+            total += metadata.len();
+        }
+    })?;
     Ok(total)
 }
 

@@ -899,21 +899,9 @@ fn repeat(runs: u64, vault: &Path, mut backup: impl FnMut() -> Result<BackupRun>
 /// Every file below `dir`.
 fn vault_files(dir: &Path) -> Result<BTreeSet<PathBuf>> {
     let mut files = BTreeSet::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let entries = std::fs::read_dir(&dir).context(format!("cannot list {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.context(format!("cannot list {}", dir.display()))?;
-            let kind = entry
-                .file_type()
-                .context(format!("cannot stat {}", entry.path().display()))?;
-            if kind.is_dir() {
-                dirs.push(entry.path());
-            } else {
-                files.insert(entry.path());
-            }
-        }
-    }
+    crate::tree::walk_files(dir, |path, _| {
+        files.insert(path);
+    })?;
     Ok(files)
 }
 
