@@ -370,7 +370,13 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
     );
     let ext4 = env.path("part1.ext4");
     fs::File::create(&ext4).unwrap().set_len(36 << 20).unwrap();
-    tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&ext4)]);
+    // Group descriptors spread over the volume (`meta_bg`, as after a large resize) and
+    // attribute values too large for an attribute block kept in inodes of their own.
+    let features = "meta_bg,^resize_inode,ea_inode";
+    tool(
+        "mkfs.ext4",
+        &["-q", "-F", "-O", features, "-d", p(tree), p(&ext4)],
+    );
     let fat = env.path("part2.fat");
     let fat_size = (64 << 20) - (2048 * 512) - (36 << 20) - (34 * 512);
     fs::File::create(&fat)
@@ -420,6 +426,14 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
     rustix::fs::setxattr(tree.join("etc/hostname"), "user.role", b"web", flags).unwrap();
     let label = random_bytes(10, 700);
     rustix::fs::setxattr(tree.join("etc/ssh/blob.bin"), "user.label", &label, flags).unwrap();
+    let manifest = random_bytes(11, 3000);
+    rustix::fs::setxattr(
+        tree.join("etc/ssh/blob.bin"),
+        "user.manifest",
+        &manifest,
+        flags,
+    )
+    .unwrap();
     let root = rustix::process::geteuid().is_root();
     if root {
         use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
@@ -476,6 +490,13 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
         xattr(&target.join("disk0/part1/etc/ssh/blob.bin"), "user.label"),
         label
     );
+    assert_eq!(
+        xattr(
+            &target.join("disk0/part1/etc/ssh/blob.bin"),
+            "user.manifest"
+        ),
+        manifest
+    );
     if root {
         let tty = fs::symlink_metadata(target.join("disk0/part1/etc/ssh/tty7")).unwrap();
         assert!(tty.file_type().is_char_device());
@@ -495,6 +516,8 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
     // An MBR disk with the file system in its second partition.
     let mbr = env.path("mbr.raw");
     fs::File::create(&mbr).unwrap().set_len(48 << 20).unwrap();
+    // Too large for the next file system's attribute blocks, which lacks `ea_inode`.
+    rustix::fs::removexattr(tree.join("etc/ssh/blob.bin"), "user.manifest").unwrap();
     let table = "label: dos\nstart=2048, size=8192, type=83\nstart=10240, type=83\n";
     let mut sfdisk = Command::new("sfdisk")
         .arg(p(&mbr))

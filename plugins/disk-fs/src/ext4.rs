@@ -5,7 +5,10 @@
 //! This module checks what that crate would otherwise trust: it validates the superblock
 //! sizes before loading (so a hostile block count cannot size an allocation), resolves
 //! paths itself (so a symlink is read only after its length is checked), and keeps each
-//! open file's reads within the block range a block map can address.
+//! open file's reads within the block range a block map can address. It also shows that
+//! crate volumes it would refuse though nothing it reads depends on the feature: with
+//! `meta_bg`, `ea_inode` and `mmp` cleared from the superblock it is given, and for
+//! `meta_bg` the group descriptors served where it looks for them (see `Source`).
 //!
 //! The superblock fields read here (offsets inside the superblock, which starts at byte
 //! 1024; all little-endian):
@@ -27,6 +30,7 @@ use crc::{CRC_32_ISCSI, Crc};
 use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata, Timestamp};
 use tessera_disk_image::ReadAt;
 
+use crate::ext_layout::{DescriptorLayout, INCOMPAT_META_BG};
 use crate::ext_raw::RawExt;
 use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
 use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
@@ -45,6 +49,8 @@ const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_EXTENTS: u32 = 0x40;
 const INCOMPAT_64BIT: u32 = 0x80;
 const INCOMPAT_FLEX_BG: u32 = 0x200;
+const INCOMPAT_MMP: u32 = 0x100;
+const INCOMPAT_EA_INODE: u32 = 0x400;
 const INCOMPAT_INLINE_DATA: u32 = 0x8000;
 /// ro_compat features ext3 lacks: huge_file, gdt_csum, dir_nlink, extra_isize, metadata_csum.
 const RO_COMPAT_EXT4: u32 = 0x8 | 0x10 | 0x20 | 0x40 | 0x400;
@@ -55,6 +61,9 @@ const CHECKSUM_AT: usize = 0x3fc;
 /// Most block groups accepted: 2^20 groups of 128 MiB (4 KiB blocks) is 128 TiB. Guards the
 /// descriptor table that is read and kept in memory when the volume opens.
 const MAX_BLOCK_GROUPS: u64 = 1 << 20;
+/// Largest descriptor table served for a `meta_bg` volume (a million groups of 64-byte
+/// descriptors, 128 TiB of 4 KiB blocks).
+const MAX_DESCRIPTOR_TABLE: u64 = 64 << 20;
 /// Most entries returned by one listing: guards memory against a directory built to be huge.
 pub(crate) const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// Largest directory read or searched, in bytes (ten million entries take about 300 MiB): a
@@ -156,7 +165,9 @@ impl ExtVolume {
         if incompat & INCOMPAT_INLINE_DATA != 0 {
             return Err(FsError::unsupported(what, "the ext4 inline_data feature"));
         }
-        let kind = if incompat & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG) != 0
+        let kind = if incompat
+            & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG | INCOMPAT_META_BG)
+            != 0
             || ro_compat & RO_COMPAT_EXT4 != 0
         {
             "ext4"
@@ -165,38 +176,58 @@ impl ExtVolume {
         } else {
             "ext2"
         };
-        let reader = Rc::new(RefCell::new(reader));
-        let raw = RawExt::new(Rc::clone(&reader), what, &sb, block_size, first_data_block);
-        let mut replayed = incompat & INCOMPAT_RECOVER != 0;
         let mut warnings = Vec::new();
-        let source = Source {
-            reader: Rc::clone(&reader),
-            superblock: None,
+        let mut replayed = incompat & INCOMPAT_RECOVER != 0;
+        // Features the reader beneath refuses although reading loses nothing by them: the
+        // descriptors of `meta_bg` are served where it looks for them (see `Source`),
+        // attribute values in inodes of their own (`ea_inode`) are read by `ext_raw`, and
+        // multi-mount protection (`mmp`) only guards mounting.
+        let mut hidden = incompat & (INCOMPAT_META_BG | INCOMPAT_MMP | INCOMPAT_EA_INODE);
+        if compat & COMPAT_HAS_JOURNAL != 0 && u32_at(0xe0) == 0 && replayed {
+            // An external journal is another device: not in this image, so not replayed.
+            hidden |= INCOMPAT_RECOVER;
+            replayed = false;
+            warnings.push(format!(
+                "the journal needs recovery but is on a device of its own (UUID {}), not in \
+                 this image; read without it, so changes from just before the backup may be \
+                 missing",
+                uuid_text(&sb[0xd0..0xe0])
+            ));
+        }
+        let descriptors = if incompat & INCOMPAT_META_BG != 0 {
+            Some(Rc::new(descriptor_table(
+                &mut *reader,
+                what,
+                &sb,
+                block_size,
+                groups,
+            )?))
+        } else {
+            None
         };
-        let fs = match Ext4::load(Box::new(source)) {
+        let reader = Rc::new(RefCell::new(reader));
+        let raw = RawExt::new(Rc::clone(&reader), what, &sb, block_size);
+        let source = |hidden: u32| {
+            let superblock = (hidden != 0).then(|| view(&sb, hidden));
+            Box::new(Source {
+                reader: Rc::clone(&reader),
+                superblock,
+                reads_left: if descriptors.is_some() { groups } else { 0 },
+                descriptors: descriptors.clone(),
+            })
+        };
+        let fs = match Ext4::load(source(hidden)) {
             Ok(fs) => fs,
             // ext4-view replays only journals with 64-bit block numbers and v3 checksums
             // (what the kernel writes on file systems with metadata_csum). Any other journal
             // left needing recovery is read past, as `mount -o ro,noload` would.
-            Err(Ext4Error::Incompatible(e))
-                if incompat & INCOMPAT_RECOVER != 0 && e.to_string().contains("journal") =>
-            {
-                let mut patched = sb;
-                patched[0x60..0x64].copy_from_slice(&(incompat & !INCOMPAT_RECOVER).to_le_bytes());
-                if ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
-                    let crc = Crc::<u32>::new(&CRC_32_ISCSI).checksum(&patched[..CHECKSUM_AT]) ^ !0;
-                    patched[CHECKSUM_AT..].copy_from_slice(&crc.to_le_bytes());
-                }
+            Err(Ext4Error::Incompatible(e)) if replayed && e.to_string().contains("journal") => {
                 warnings.push(format!(
                     "the journal needs recovery but cannot be replayed ({e}); read without it, \
                      so changes from just before the backup may be missing"
                 ));
                 replayed = false;
-                let source = Source {
-                    reader,
-                    superblock: Some(Box::new(patched)),
-                };
-                Ext4::load(Box::new(source)).map_err(|e| map_err(what, "", e))?
+                Ext4::load(source(hidden | INCOMPAT_RECOVER)).map_err(|e| map_err(what, "", e))?
             }
             Err(e) => return Err(map_err(what, "", e)),
         };
@@ -600,9 +631,23 @@ impl ExtFile {
 
 /// The ext4-view reader over a [`ReadAt`], shared so a failed load can be retried, and
 /// optionally showing a patched superblock in place of the stored one.
+/// The volume as `ext4-view` is shown it: the superblock, when given, in place of the
+/// stored one; and for a `meta_bg` volume, the group descriptors gathered into the one
+/// table after the superblock where that crate reads them. It reads them, one by one and
+/// in order, right after the superblock when it loads the volume, so the first
+/// `reads_left` reads inside the table are served from it; every later read, of any
+/// block, comes from the volume.
 struct Source {
     reader: Rc<RefCell<Box<dyn ReadAt>>>,
     superblock: Option<Box<[u8; SUPERBLOCK_LEN]>>,
+    descriptors: Option<Rc<DescriptorTable>>,
+    reads_left: u64,
+}
+
+/// Group descriptors gathered from where `meta_bg` puts them, and where they are served.
+struct DescriptorTable {
+    start: u64,
+    bytes: Vec<u8>,
 }
 
 /// A failed read, kept whole so the error can name the offset.
@@ -631,6 +676,21 @@ impl Ext4Read for Source {
         start_byte: u64,
         dst: &mut [u8],
     ) -> Result<(), Box<dyn Error + Send + Sync + 'static>> {
+        if self.reads_left > 0
+            && let Some(table) = &self.descriptors
+        {
+            let len = <[u8]>::len(dst) as u64;
+            if let Some(from) = start_byte.checked_sub(table.start)
+                && from.saturating_add(len) <= table.bytes.len() as u64
+            {
+                dst.copy_from_slice(&table.bytes[from as usize..(from + len) as usize]);
+                self.reads_left -= 1;
+                if self.reads_left == 0 {
+                    self.descriptors = None;
+                }
+                return Ok(());
+            }
+        }
         self.reader
             .borrow_mut()
             .read_exact_at(start_byte, dst)
@@ -654,6 +714,77 @@ impl Ext4Read for Source {
         }
         Ok(())
     }
+}
+
+/// The superblock `sb` with the incompatible features `hidden` cleared (and its checksum
+/// made again where the volume has one).
+fn view(sb: &[u8; SUPERBLOCK_LEN], hidden: u32) -> Box<[u8; SUPERBLOCK_LEN]> {
+    let mut patched = Box::new(*sb);
+    let incompat = u32::from_le_bytes([sb[0x60], sb[0x61], sb[0x62], sb[0x63]]);
+    patched[0x60..0x64].copy_from_slice(&(incompat & !hidden).to_le_bytes());
+    if u32::from_le_bytes([sb[0x64], sb[0x65], sb[0x66], sb[0x67]]) & RO_COMPAT_METADATA_CSUM != 0 {
+        let crc = Crc::<u32>::new(&CRC_32_ISCSI).checksum(&patched[..CHECKSUM_AT]) ^ !0;
+        patched[CHECKSUM_AT..].copy_from_slice(&crc.to_le_bytes());
+    }
+    patched
+}
+
+/// The descriptors of `groups` groups of a `meta_bg` volume, read from where that layout
+/// keeps them, to be served where the table would be without it.
+fn descriptor_table(
+    reader: &mut dyn ReadAt,
+    what: &str,
+    sb: &[u8; SUPERBLOCK_LEN],
+    block_size: u64,
+    groups: u64,
+) -> Result<DescriptorTable, FsError> {
+    let layout = DescriptorLayout::new(sb, block_size).map_err(|detail| {
+        FsError::corrupt(what, Some(SUPERBLOCK), format!("superblock: {detail}"))
+    })?;
+    let bytes = groups * layout.desc_size();
+    if bytes > MAX_DESCRIPTOR_TABLE {
+        return Err(FsError::limit(
+            what,
+            format!("{bytes} bytes of group descriptors (at most {MAX_DESCRIPTOR_TABLE} are read)"),
+        ));
+    }
+    let len = reader.len();
+    let mut table = vec![0u8; bytes.next_multiple_of(block_size) as usize];
+    for (nr, block) in table.chunks_exact_mut(block_size as usize).enumerate() {
+        let at = layout
+            .table_block(nr as u64)
+            .and_then(|b| b.checked_mul(block_size))
+            .filter(|at| at.saturating_add(block_size) <= len)
+            .ok_or_else(|| {
+                FsError::corrupt(
+                    what,
+                    None,
+                    format!(
+                        "block {nr} of the group descriptors (meta_bg) lies past the end of \
+                         the volume"
+                    ),
+                )
+            })?;
+        read_exact(reader, what, at, block)?;
+    }
+    table.truncate(bytes as usize);
+    Ok(DescriptorTable {
+        start: (SUPERBLOCK / block_size + 1) * block_size,
+        bytes: table,
+    })
+}
+
+/// A UUID as `blkid` prints it.
+fn uuid_text(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Turns an error of the crate beneath into one naming the volume and path.

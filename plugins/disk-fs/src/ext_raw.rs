@@ -19,8 +19,12 @@
 //!              from byte 32, values at offsets from the block's start;
 //!              in the inode: MAGIC(u32), entries after it, values at offsets from the
 //!              first entry; entry: NAME_LEN(u8) NAME_INDEX(u8) VALUE_OFFS(u16)
-//!              VALUE_INUM(u32) VALUE_SIZE(u32) HASH(u32) NAME, padded to 4 bytes
+//!              VALUE_INUM(u32) VALUE_SIZE(u32) HASH(u32) NAME, padded to 4 bytes;
+//!              a VALUE_INUM other than 0 (the `ea_inode` feature) holds the value as
+//!              its data instead, and carries the inode flag EA_INODE (0x200000)
 //! ```
+//!
+//! Group descriptors are found where `ext_layout` places them (`meta_bg` included).
 //!
 //! Directory blocks are read linearly: the internal blocks of a hashed (htree) directory
 //! look like one unused entry each, so a linear read finds every name as the kernel's
@@ -35,18 +39,21 @@ use tessera_disk_image::ReadAt;
 
 use crate::FsError;
 use crate::ext_journal::{ESCAPED_MAGIC, Journal, Overlay};
+use crate::ext_layout::DescriptorLayout;
 use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
 
 /// The root directory's inode.
 const ROOT_INODE: u32 = 2;
-const INCOMPAT_META_BG: u32 = 0x10;
-const INCOMPAT_64BIT: u32 = 0x80;
 /// Inode flag: the block field holds an extent tree.
 const EXTENTS_FL: u32 = 0x8_0000;
 const EXTENT_MAGIC: u16 = 0xf30a;
 /// Deepest extent tree the kernel builds (a root in the inode and up to four levels).
 const MAX_EXTENT_DEPTH: u16 = 5;
 const XATTR_MAGIC: u32 = 0xea02_0000;
+/// Inode flag: the inode holds an attribute's value (`ea_inode`).
+const EA_INODE_FL: u32 = 0x20_0000;
+/// Largest attribute value Linux sets (`XATTR_SIZE_MAX`).
+const MAX_XATTR_VALUE: usize = 1 << 16;
 /// Largest journal replayed, in blocks (16 GiB of 4 KiB blocks; mke2fs makes at most 1 GiB
 /// by default). Its block list is held in memory.
 const MAX_JOURNAL_BLOCKS: u64 = 1 << 22;
@@ -73,11 +80,11 @@ pub(crate) struct RawExt {
     what: String,
     len: u64,
     block_size: u64,
-    first_data_block: u64,
     inodes_count: u32,
     inodes_per_group: u32,
     inode_size: u64,
     desc_size: u64,
+    layout: DescriptorLayout,
     /// The directory listed last, by its resolved path: its entries' inodes by name.
     last_dir: Option<(Vec<u8>, DirEntries)>,
     /// Newer copies of blocks in the journal's committed transactions.
@@ -92,39 +99,25 @@ impl RawExt {
         what: &str,
         sb: &[u8; 1024],
         block_size: u64,
-        first_data_block: u64,
     ) -> Result<Self, String> {
         let u32_at = |at: usize| u32_le(sb, at);
         let u16_at = |at: usize| u64::from(u16_le(sb, at));
-        let incompat = u32_at(0x60);
-        if incompat & INCOMPAT_META_BG != 0 {
-            return Err("the meta_bg layout of group descriptors is not read".to_owned());
-        }
         let inode_size = if u32_at(0x4c) == 0 { 128 } else { u16_at(0x58) };
         if inode_size < 128 || !inode_size.is_power_of_two() || inode_size > block_size {
             return Err(format!("the superblock gives inodes of {inode_size} bytes"));
         }
-        let desc_size = if incompat & INCOMPAT_64BIT != 0 {
-            u16_at(0xfe)
-        } else {
-            32
-        };
-        if desc_size < 32 || !desc_size.is_power_of_two() || desc_size > block_size {
-            return Err(format!(
-                "the superblock gives group descriptors of {desc_size} bytes"
-            ));
-        }
+        let layout = DescriptorLayout::new(sb, block_size)?;
         let len = reader.borrow().len();
         Ok(RawExt {
             reader,
             what: what.to_owned(),
             len,
             block_size,
-            first_data_block,
             inodes_count: u32_at(0x00),
             inodes_per_group: u32_at(0x28),
             inode_size,
-            desc_size,
+            desc_size: layout.desc_size(),
+            layout,
             last_dir: None,
             overlay: Overlay::new(),
         })
@@ -230,7 +223,12 @@ impl RawExt {
         }
         let group = u64::from((number - 1) / self.inodes_per_group);
         let index = u64::from((number - 1) % self.inodes_per_group);
-        let descriptor = (self.first_data_block + 1) * self.block_size + group * self.desc_size;
+        let descriptor = self.layout.offset(group).ok_or_else(|| {
+            self.corrupt(
+                None,
+                format!("the descriptor of group {group} lies past any possible offset"),
+            )
+        })?;
         let mut desc = vec![0u8; self.desc_size as usize];
         self.read(descriptor, &mut desc)?;
         let mut table = u64::from(u32_le(&desc, 0x08));
@@ -489,14 +487,25 @@ impl RawExt {
                 ));
                 continue;
             };
-            if value_inum != 0 {
-                extras.warnings.push(format!(
-                    "inode {number}: extended attribute {full} is kept in an inode of its own \
-                     (ea_inode), which is not read"
-                ));
-                continue;
-            }
-            let Some(value) = values.get(value_offs..value_offs.saturating_add(value_size)) else {
+            let held;
+            let value = if value_inum != 0 {
+                match self.value_inode(value_inum, value_size) {
+                    Ok(value) => {
+                        held = value;
+                        Some(&held[..])
+                    }
+                    Err(why) => {
+                        extras.warnings.push(format!(
+                            "inode {number}: the value of extended attribute {full} is kept in \
+                             inode {value_inum}, which {why}"
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                values.get(value_offs..value_offs.saturating_add(value_size))
+            };
+            let Some(value) = value else {
                 extras.warnings.push(format!(
                     "inode {number}: the value of extended attribute {full} lies outside its \
                      block ({value_size} bytes at {value_offs})"
@@ -518,6 +527,45 @@ impl RawExt {
             };
             extras.xattrs.push((full, value));
         }
+    }
+
+    /// The `size` bytes of an attribute value kept in inode `number` (the `ea_inode`
+    /// feature); `Err` completes "which ..." with why it is not read.
+    fn value_inode(&self, number: u32, size: usize) -> Result<Vec<u8>, String> {
+        if size > MAX_XATTR_VALUE {
+            return Err(format!(
+                "is said to hold {size} bytes (Linux allows at most {MAX_XATTR_VALUE})"
+            ));
+        }
+        let inode = self
+            .inode(number)
+            .map_err(|e| format!("cannot be read: {e}"))?;
+        if u32_le(&inode, 0x20) & EA_INODE_FL == 0 {
+            return Err("is not marked as an attribute's inode".to_owned());
+        }
+        if file_size(&inode) != size as u64 {
+            return Err(format!(
+                "holds {} bytes where the entry says {size}",
+                file_size(&inode)
+            ));
+        }
+        let blocks = (size as u64).div_ceil(self.block_size);
+        let offsets = self
+            .data_blocks(number, &inode, blocks)
+            .map_err(|e| format!("cannot be read: {e}"))?;
+        if offsets.len() as u64 != blocks {
+            return Err("has holes".to_owned());
+        }
+        let mut value = vec![0u8; blocks as usize * self.block_size as usize];
+        for (block, at) in value
+            .chunks_exact_mut(self.block_size as usize)
+            .zip(offsets)
+        {
+            self.read(at, block)
+                .map_err(|e| format!("cannot be read: {e}"))?;
+        }
+        value.truncate(size);
+        Ok(value)
     }
 
     /// The byte offset of block `block`, which must lie inside the volume.

@@ -23,20 +23,23 @@
 //! the ext4 `inline_data` feature ([`FsError::Unsupported`]); a journal needing recovery
 //! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
 //! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
-//! not available; FAT short names are decoded as code page 850. [`Volume::extras`]
-//! (extended attributes and device numbers) skips attribute values kept in inodes of
-//! their own with a warning: volumes with that feature (`ea_inode`), like `meta_bg` and
-//! external journals, are refused when they are opened.
+//! not available; FAT short names are decoded as code page 850. A journal on a device of
+//! its own is not part of the image: such a volume is read without it (with a warning if
+//! it needed recovery). Group descriptors spread over the volume (`meta_bg`), attribute
+//! values kept in inodes of their own (`ea_inode`) and multi-mount protection (`mmp`)
+//! are read.
 //!
 //! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
 //! (through the `ext4-view` crate, after checks of its own), `ext_raw` for what that crate
 //! does not expose (inode numbers, extended attributes, device numbers, read from the
 //! volume's own structures) with `ext_journal` for the journal transactions it reads
-//! through, `fat` for FAT12/16/32 (read here).
+//! through and `ext_layout` for where the group descriptors lie, `fat` for FAT12/16/32
+//! (read here).
 
 mod error;
 mod ext4;
 mod ext_journal;
+mod ext_layout;
 mod ext_raw;
 mod fat;
 mod gpt;

@@ -208,6 +208,208 @@ fn an_older_journal_needing_recovery_is_read_past_with_a_warning() {
     }
 }
 
+/// The inode number of `path` in an image, from `debugfs stat`.
+fn inode_number(img: &Path, path: &str) -> u64 {
+    let stat = run(
+        "debugfs",
+        &["-R", &format!("stat {path}"), img.to_str().unwrap()],
+        &[],
+    );
+    stat.split("Inode:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no inode number in: {stat}"))
+}
+
+/// `meta_bg` spreads the group descriptors over the volume: a block of them at the start
+/// of each run of groups they describe (16 groups here, 1 KiB blocks of 64-byte
+/// descriptors; 32 groups with 32-byte ones), after the group's backup superblock if it
+/// has one (every group without `sparse_super`, two chosen ones with `sparse_super2`).
+#[test]
+fn meta_bg_volumes_read_like_their_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 2 * MIB as usize + 5,
+            with_symlinks: true,
+            many: 600,
+            sparse: true,
+        },
+    );
+    set_xattr(
+        &src.join("many/file-599.txt"),
+        "user.far",
+        b"in a later meta group",
+    );
+    for features in [
+        "meta_bg,^resize_inode",
+        "meta_bg,^resize_inode,^64bit,^sparse_super",
+        "meta_bg,^resize_inode,sparse_super2",
+    ] {
+        let img = tmp.path().join("fs.img");
+        // 96 groups of 256 blocks and 8 inodes each: the tree's inodes fill 80 groups.
+        let extra = ["-b", "1024", "-g", "256", "-N", "700", "-O", features];
+        mkfs_ext("ext4", &src, &img, 24, &extra);
+        let group = (inode_number(&img, "many/file-599.txt") - 1) / 8;
+        assert!(group >= 64, "{features}: inode in group {group}");
+        let mut vol = open_image(&img, "disk0/part1");
+        assert_eq!(vol.kind(), "ext4", "{features}");
+        assert!(
+            vol.warnings().is_empty(),
+            "{features}: {:?}",
+            vol.warnings()
+        );
+        let expect = Expect {
+            unix: true,
+            sparse_unsupported: false,
+        };
+        assert_same_tree(&mut vol, "", &src, expect);
+        check_symlinks(&mut vol);
+        let far = vol.extras("many/file-599.txt").unwrap();
+        assert_eq!(
+            xattr_of(&far, "user.far").as_deref(),
+            Some(&b"in a later meta group"[..]),
+            "{features}"
+        );
+        assert!(far.warnings.is_empty(), "{features}: {:?}", far.warnings);
+    }
+}
+
+/// With `ea_inode`, a value too large for the attribute block is the data of an inode of
+/// its own; multi-mount protection (`mmp`) changes nothing for a reader.
+#[test]
+fn attribute_values_in_inodes_of_their_own_and_mmp_volumes_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let huge = pattern(3000, 11);
+    set_xattr(&src.join("medium.bin"), "user.huge", &huge);
+    set_xattr(&src.join("medium.bin"), "user.small", b"beside it");
+    set_xattr(&src.join("hello.txt"), "user.note", b"in the inode");
+    for features in ["ea_inode", "ea_inode,mmp", "ea_inode,^metadata_csum"] {
+        let img = tmp.path().join("fs.img");
+        mkfs_ext("ext4", &src, &img, 24, &["-O", features]);
+        let listed = run(
+            "debugfs",
+            &["-R", "stat medium.bin", img.to_str().unwrap()],
+            &[],
+        );
+        assert!(listed.contains("user.huge"), "{listed}");
+        let mut vol = open_image(&img, "disk0/part1");
+        assert!(
+            vol.warnings().is_empty(),
+            "{features}: {:?}",
+            vol.warnings()
+        );
+        let expect = Expect {
+            unix: true,
+            sparse_unsupported: false,
+        };
+        assert_same_tree(&mut vol, "", &src, expect);
+        let medium = vol.extras("medium.bin").unwrap();
+        assert_eq!(
+            xattr_of(&medium, "user.huge"),
+            Some(huge.clone()),
+            "{features}"
+        );
+        assert_eq!(
+            xattr_of(&medium, "user.small").as_deref(),
+            Some(&b"beside it"[..])
+        );
+        assert!(
+            medium.warnings.is_empty(),
+            "{features}: {:?}",
+            medium.warnings
+        );
+        let hello = vol.extras("hello.txt").unwrap();
+        assert_eq!(
+            xattr_of(&hello, "user.note").as_deref(),
+            Some(&b"in the inode"[..])
+        );
+    }
+}
+
+/// A loop device over a file, detached when dropped.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        let dev = run(
+            "losetup",
+            &["--find", "--show", file.to_str().unwrap()],
+            &[],
+        );
+        Loop(dev.trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(tool("losetup"))
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+/// A volume whose journal is a device of its own: that device is not part of the disk
+/// image, so the volume is read without it, with a warning when it needed recovery.
+#[test]
+fn a_volume_with_an_external_journal_is_read_without_it() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: making an external journal needs a loop device (root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write_tree(&src);
+    let journal = tmp.path().join("journal.img");
+    run(
+        "mke2fs",
+        &[
+            "-q",
+            "-F",
+            "-O",
+            "journal_dev",
+            "-b",
+            "1024",
+            journal.to_str().unwrap(),
+            "4M",
+        ],
+        &[],
+    );
+    let img = tmp.path().join("fs.img");
+    {
+        let device = Loop::attach(&journal);
+        let option = format!("device={}", device.0);
+        mkfs_ext("ext4", &src, &img, 24, &["-b", "1024", "-J", &option]);
+    }
+    let expect = Expect {
+        unix: true,
+        sparse_unsupported: false,
+    };
+    let mut vol = open_image(&img, "disk0/part1");
+    assert!(vol.warnings().is_empty(), "{:?}", vol.warnings());
+    assert_same_tree(&mut vol, "", &src, expect);
+
+    run(
+        "debugfs",
+        &["-w", "-R", "feature needs_recovery", img.to_str().unwrap()],
+        &[],
+    );
+    let mut vol = open_image(&img, "disk0/part1");
+    assert_eq!(vol.warnings().len(), 1, "{:?}", vol.warnings());
+    assert!(
+        vol.warnings()[0].contains("on a device of its own"),
+        "{:?}",
+        vol.warnings()
+    );
+    assert_same_tree(&mut vol, "", &src, expect);
+    assert!(vol.extras("hello.txt").unwrap().warnings.is_empty());
+}
+
 /// The ACL `user::rw-, user:1234:r--, group::r--, mask::r--, other::---` as `setxattr`
 /// takes it.
 fn acl_xattr() -> Vec<u8> {

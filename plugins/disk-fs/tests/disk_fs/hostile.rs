@@ -365,6 +365,24 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                 "ext4-4k",
                 ext_bytes("ext4", 8, &["-b", "4096", "-O", "^metadata_csum"], &[]),
             ),
+            // Group descriptors spread over 32 groups, an attribute value in an inode.
+            (
+                "ext4-meta_bg",
+                ext_bytes(
+                    "ext4",
+                    8,
+                    &[
+                        "-g",
+                        "256",
+                        "-O",
+                        "meta_bg,^resize_inode,ea_inode,^metadata_csum",
+                    ],
+                    &[&format!(
+                        "ea_set /big.bin user.ea_inode {}",
+                        "v".repeat(1500)
+                    )],
+                ),
+            ),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),
