@@ -43,6 +43,7 @@ mod ext_layout;
 mod ext_raw;
 mod fat;
 mod gpt;
+mod lvm;
 mod mbr;
 mod partition;
 mod path;
@@ -52,6 +53,7 @@ mod volume;
 use tessera_disk_image::ReadAt;
 
 pub use error::FsError;
+pub use lvm::{LogicalVolume, LogicalVolumeReader, PhysicalVolume, read_physical_volume};
 pub use partition::{Partition, PartitionTable, Scheme, read_partitions};
 pub use slice::Slice;
 pub use volume::{Extras, FsEntry, FsKind, Volume, VolumeFile, open_volume};

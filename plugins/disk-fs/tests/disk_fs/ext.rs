@@ -332,28 +332,6 @@ fn attribute_values_in_inodes_of_their_own_and_mmp_volumes_are_read() {
     }
 }
 
-/// A loop device over a file, detached when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path) -> Loop {
-        let dev = run(
-            "losetup",
-            &["--find", "--show", file.to_str().unwrap()],
-            &[],
-        );
-        Loop(dev.trim().to_owned())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(tool("losetup"))
-            .args(["-d", &self.0])
-            .status();
-    }
-}
-
 /// A volume whose journal is a device of its own: that device is not part of the disk
 /// image, so the volume is read without it, with a warning when it needed recovery.
 #[test]

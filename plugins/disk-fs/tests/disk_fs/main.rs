@@ -5,6 +5,7 @@
 mod ext;
 mod fat;
 mod hostile;
+mod lvm;
 mod partitions;
 mod support;
 

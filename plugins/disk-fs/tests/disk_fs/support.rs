@@ -401,3 +401,25 @@ pub fn journal_block(img: &Path, block: u64, data: &[u8], v3: bool) {
         &[],
     );
 }
+
+/// A loop device over a file, detached when dropped.
+pub struct Loop(pub String);
+
+impl Loop {
+    pub fn attach(file: &Path) -> Loop {
+        let dev = run(
+            "losetup",
+            &["--find", "--show", file.to_str().unwrap()],
+            &[],
+        );
+        Loop(dev.trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(tool("losetup"))
+            .args(["-d", &self.0])
+            .status();
+    }
+}

@@ -1,0 +1,823 @@
+//! LVM2 physical volumes: the volume group's metadata found through the PV label, and each
+//! logical volume's extents mapped onto the physical volume, so a file system inside a
+//! logical volume can be read like one in a partition. No maintained crate reads this
+//! format, so it is read here, from the layout LVM2 documents in its sources
+//! (`lib/format_text/layout.h`, `lib/label/label.h`).
+//!
+//! Structures (little-endian; sectors are 512 bytes):
+//!
+//! ```text
+//! label, in one of sectors 0-3:
+//!   0x00 "LABELONE" | 0x08 SECTOR(u64, its own sector) | 0x10 CRC(u32, of bytes 0x14..512)
+//!   0x14 OFFSET(u32, of the PV header in the sector) | 0x18 "LVM2 001"
+//! PV header:  UUID(32 chars) | DEVICE_SIZE(u64) | data areas {OFFSET(u64) SIZE(u64)}... {0 0}
+//!             | metadata areas {OFFSET(u64) SIZE(u64)}... {0 0}
+//! metadata area header (512 bytes at the area's offset):
+//!   0x00 CRC(u32, of bytes 4..512) | 0x04 MAGIC(" LVM2 x[5A%r0N*>") | 0x14 VERSION(u32 = 1)
+//!   0x18 START(u64) | 0x20 SIZE(u64) | 0x28 locations {OFFSET(u64) SIZE(u64) CRC(u32) FLAGS(u32)}
+//!   the first location holds the current metadata text, at OFFSET inside the area; a text
+//!   running past the area's end continues right after the 512-byte header
+//! ```
+//!
+//! The CRCs are CRC-32 (the reflected 0x04C11DB7 polynomial) seeded with `0xF597A6CF` and
+//! without the final inversion.
+//!
+//! The metadata text names the volume group and holds sections and `key = value` pairs:
+//!
+//! ```text
+//! vg0 {
+//!     extent_size = 8192                       # sectors
+//!     physical_volumes { pv0 { id = "..." pe_start = 2048 pe_count = 255 } }
+//!     logical_volumes {
+//!         root {
+//!             status = ["READ", "WRITE", "VISIBLE"]
+//!             segment_count = 1
+//!             segment1 { start_extent = 0 extent_count = 100 type = "striped"
+//!                        stripe_count = 1 stripes = ["pv0", 0] }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! What is read: linear logical volumes (segments of one stripe) whose extents lie on the
+//! physical volume at hand. Striped, mirrored, RAID, thin, cache and snapshot volumes, and
+//! volumes with extents on another physical volume, are listed but refused with the reason
+//! when opened. Every number from the image is checked before it is used as an offset or a
+//! length; the metadata text is limited in size and nesting.
+
+use std::io;
+
+use crc::{Algorithm, Crc};
+use tessera_disk_image::ReadAt;
+
+use crate::{FsError, read_exact};
+
+const SECTOR: u64 = 512;
+const LABEL_ID: &[u8; 8] = b"LABELONE";
+const LABEL_TYPE: &[u8; 8] = b"LVM2 001";
+const MDA_MAGIC: &[u8; 16] = b" LVM2 x[5A%r0N*>";
+/// Location flag: this metadata area is ignored.
+const RAW_LOCN_IGNORED: u32 = 0x1;
+/// Largest metadata text read (LVM2 makes areas of 1 MiB by default).
+const MAX_TEXT: u64 = 16 << 20;
+/// Deepest nesting of sections and lists accepted in the metadata text.
+const MAX_DEPTH: usize = 32;
+/// Most logical volumes, and most segments in one, accepted.
+const MAX_VOLUMES: usize = 1 << 16;
+
+/// CRC-32 as LVM2 computes it: the reflected polynomial, its own seed, no final xor.
+const LVM_CRC: Algorithm<u32> = Algorithm {
+    width: 32,
+    poly: 0x04c1_1db7,
+    // Given unreflected: the crate reflects it into the register, where LVM2 puts it as is.
+    init: 0xf597_a6cf_u32.reverse_bits(),
+    refin: true,
+    refout: true,
+    xorout: 0,
+    check: 0,
+    residue: 0,
+};
+
+/// An LVM2 physical volume: its volume group and the logical volumes that group holds.
+#[derive(Debug, Clone)]
+pub struct PhysicalVolume {
+    /// The volume group's name.
+    pub group: String,
+    /// The visible logical volumes, in the metadata's order.
+    pub volumes: Vec<LogicalVolume>,
+}
+
+/// A logical volume and where its bytes lie on the physical volume.
+#[derive(Debug, Clone)]
+pub struct LogicalVolume {
+    /// Its name in the group.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its extents on this physical volume, or why they cannot be read here.
+    map: Result<Vec<Extent>, String>,
+}
+
+/// A run of the logical volume: `len` bytes from `start` lie at `at` on the physical volume.
+#[derive(Debug, Clone, Copy)]
+struct Extent {
+    start: u64,
+    len: u64,
+    at: u64,
+}
+
+impl LogicalVolume {
+    /// Why the volume cannot be read from this physical volume, if it cannot.
+    pub fn unsupported(&self) -> Option<&str> {
+        self.map.as_ref().err().map(String::as_str)
+    }
+}
+
+/// Reads the LVM2 label and metadata of a physical volume; `Ok(None)` if `reader` holds no
+/// LVM2 label. `what` names the volume in errors.
+pub fn read_physical_volume(
+    reader: &mut dyn ReadAt,
+    what: &str,
+) -> Result<Option<PhysicalVolume>, FsError> {
+    let corrupt = |offset: u64, detail: String| {
+        FsError::corrupt(what, Some(offset), format!("LVM2: {detail}"))
+    };
+    let len = reader.len();
+    let crc = Crc::<u32>::new(&LVM_CRC);
+    let mut found = None;
+    for sector in 0..4u64 {
+        if (sector + 1) * SECTOR > len {
+            break;
+        }
+        let mut buf = [0u8; SECTOR as usize];
+        read_exact(reader, what, sector * SECTOR, &mut buf)?;
+        if &buf[..8] == LABEL_ID && u64_le(&buf, 8) == sector && &buf[24..32] == LABEL_TYPE {
+            found = Some((sector * SECTOR, buf));
+            break;
+        }
+    }
+    let Some((label_at, label)) = found else {
+        return Ok(None);
+    };
+    if crc.checksum(&label[20..]) != u32_le(&label, 16) {
+        return Err(corrupt(
+            label_at + 16,
+            "the label's checksum does not match".into(),
+        ));
+    }
+    let header = u32_le(&label, 20) as usize;
+    if header < 32 || header + 32 + 8 + 16 > label.len() {
+        return Err(corrupt(
+            label_at + 20,
+            format!("PV header at byte {header} of the label"),
+        ));
+    }
+    let uuid = String::from_utf8_lossy(&label[header..header + 32]).into_owned();
+    // Data areas, then metadata areas, each list ended by a zero entry; all inside the
+    // label's sector.
+    let mut pos = header + 40;
+    let mut areas: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for list in &mut areas {
+        loop {
+            if pos + 16 > label.len() {
+                return Err(corrupt(
+                    label_at + pos as u64,
+                    "area list runs past the label".into(),
+                ));
+            }
+            let (offset, size) = (u64_le(&label, pos), u64_le(&label, pos + 8));
+            pos += 16;
+            if offset == 0 && size == 0 {
+                break;
+            }
+            list.push((offset, size));
+        }
+    }
+    let mut last_err = None;
+    for &(offset, size) in &areas[1] {
+        match read_metadata(reader, what, &crc, offset, size) {
+            Ok(Some(text)) => {
+                let root = parse(&text)
+                    .map_err(|detail| corrupt(offset, format!("metadata text: {detail}")))?;
+                return group(&root, &uuid, len)
+                    .map(Some)
+                    .map_err(|detail| corrupt(offset, format!("metadata: {detail}")));
+            }
+            Ok(None) => {}
+            Err(err) => last_err = Some(err),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        FsError::unsupported(
+            what,
+            "LVM2 physical volume without metadata of its own (its group's metadata is on \
+             another physical volume)",
+        )
+    }))
+}
+
+/// The current metadata text of the area at `offset`; `None` if the area is ignored or empty.
+fn read_metadata(
+    reader: &mut dyn ReadAt,
+    what: &str,
+    crc: &Crc<u32>,
+    offset: u64,
+    size: u64,
+) -> Result<Option<String>, FsError> {
+    let corrupt = |at: u64, detail: String| {
+        FsError::corrupt(what, Some(at), format!("LVM2 metadata area: {detail}"))
+    };
+    if size < SECTOR
+        || offset
+            .checked_add(size)
+            .is_none_or(|end| end > reader.len())
+    {
+        return Err(corrupt(
+            offset,
+            format!("{size} bytes at {offset} do not fit the volume"),
+        ));
+    }
+    let mut header = [0u8; SECTOR as usize];
+    read_exact(reader, what, offset, &mut header)?;
+    if &header[4..20] != MDA_MAGIC {
+        return Err(corrupt(offset + 4, "no metadata area magic".into()));
+    }
+    if crc.checksum(&header[4..]) != u32_le(&header, 0) {
+        return Err(corrupt(
+            offset,
+            "the header's checksum does not match".into(),
+        ));
+    }
+    let (text_at, text_len) = (u64_le(&header, 40), u64_le(&header, 48));
+    let (text_crc, flags) = (u32_le(&header, 56), u32_le(&header, 60));
+    if text_len == 0 || flags & RAW_LOCN_IGNORED != 0 {
+        return Ok(None);
+    }
+    if text_len > MAX_TEXT || text_len > size - SECTOR || text_at < SECTOR || text_at >= size {
+        return Err(corrupt(
+            offset + 40,
+            format!("metadata of {text_len} bytes at {text_at} in an area of {size}"),
+        ));
+    }
+    let mut text = vec![0u8; text_len as usize];
+    let first = text_len.min(size - text_at);
+    read_exact(reader, what, offset + text_at, &mut text[..first as usize])?;
+    if first < text_len {
+        // The area is a ring: the rest follows the header.
+        read_exact(reader, what, offset + SECTOR, &mut text[first as usize..])?;
+    }
+    if crc.checksum(&text) != text_crc {
+        return Err(corrupt(
+            offset + 56,
+            "the metadata's checksum does not match".into(),
+        ));
+    }
+    while text.last() == Some(&0) {
+        text.pop();
+    }
+    String::from_utf8(text)
+        .map(Some)
+        .map_err(|_| corrupt(offset + text_at, "metadata text is not UTF-8".into()))
+}
+
+/// A value of the metadata text.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Int(i64),
+    Str(String),
+    List(Vec<Value>),
+    Section(Vec<(String, Value)>),
+}
+
+impl Value {
+    fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Section(items) => items.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    fn int(&self, key: &str) -> Result<u64, String> {
+        match self.get(key) {
+            Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| format!("{key} = {n}")),
+            Some(_) => Err(format!("{key} is not a number")),
+            None => Err(format!("no {key}")),
+        }
+    }
+
+    fn str(&self, key: &str) -> Result<&str, String> {
+        match self.get(key) {
+            Some(Value::Str(s)) => Ok(s),
+            Some(_) => Err(format!("{key} is not a string")),
+            None => Err(format!("no {key}")),
+        }
+    }
+
+    fn sections(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let items = match self {
+            Value::Section(items) => &items[..],
+            _ => &[],
+        };
+        items
+            .iter()
+            .filter(|(_, v)| matches!(v, Value::Section(_)))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// Parses the metadata text into its top-level section.
+fn parse(text: &str) -> Result<Value, String> {
+    let mut parser = Parser {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    let items = parser.items(0)?;
+    if parser.pos < parser.bytes.len() {
+        return Err(format!("unexpected '}}' at byte {}", parser.pos));
+    }
+    Ok(Value::Section(items))
+}
+
+struct Parser<'t> {
+    bytes: &'t [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    /// `key = value` and `name { ... }` items up to a `}` or the end.
+    fn items(&mut self, depth: usize) -> Result<Vec<(String, Value)>, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("sections nested deeper than {MAX_DEPTH}"));
+        }
+        let mut items = Vec::new();
+        loop {
+            self.skip_space();
+            match self.peek() {
+                None | Some(b'}') => return Ok(items),
+                _ => {}
+            }
+            let key = self.name()?;
+            self.skip_space();
+            match self.next() {
+                Some(b'=') => {
+                    let value = self.value(depth + 1)?;
+                    items.push((key, value));
+                }
+                Some(b'{') => {
+                    let inner = self.items(depth + 1)?;
+                    if self.next() != Some(b'}') {
+                        return Err(format!("section {key:?} is not closed"));
+                    }
+                    items.push((key, Value::Section(inner)));
+                }
+                _ => {
+                    return Err(format!(
+                        "expected '=' or '{{' after {key:?} at byte {}",
+                        self.pos
+                    ));
+                }
+            }
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, String> {
+        if depth > MAX_DEPTH {
+            return Err(format!("lists nested deeper than {MAX_DEPTH}"));
+        }
+        self.skip_space();
+        match self.peek() {
+            Some(b'"') => {
+                self.pos += 1;
+                let mut out = Vec::new();
+                loop {
+                    match self.next() {
+                        None => return Err("unterminated string".to_owned()),
+                        Some(b'"') => break,
+                        Some(b'\\') => out.push(self.next().ok_or("unterminated string")?),
+                        Some(b) => out.push(b),
+                    }
+                }
+                String::from_utf8(out)
+                    .map(Value::Str)
+                    .map_err(|_| "a string is not UTF-8".to_owned())
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                let mut list = Vec::new();
+                loop {
+                    self.skip_space();
+                    if self.peek() == Some(b']') {
+                        self.pos += 1;
+                        return Ok(Value::List(list));
+                    }
+                    if !list.is_empty() {
+                        if self.next() != Some(b',') {
+                            return Err(format!("expected ',' in a list at byte {}", self.pos));
+                        }
+                        self.skip_space();
+                    }
+                    list.push(self.value(depth + 1)?);
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let start = self.pos;
+                self.pos += 1;
+                while matches!(self.peek(), Some(b'0'..=b'9' | b'.')) {
+                    self.pos += 1;
+                }
+                let digits = std::str::from_utf8(&self.bytes[start..self.pos]).unwrap_or("");
+                match digits.parse() {
+                    Ok(n) => Ok(Value::Int(n)),
+                    // A fraction or a number too large: kept as text, never used as a number.
+                    Err(_) => Ok(Value::Str(digits.to_owned())),
+                }
+            }
+            _ => Err(format!("expected a value at byte {}", self.pos)),
+        }
+    }
+
+    /// A key or section name: LVM2 names use letters, digits and `+_.-`.
+    fn name(&mut self) -> Result<String, String> {
+        let start = self.pos;
+        while matches!(self.peek(), Some(b) if b.is_ascii_alphanumeric() || b"+_.-".contains(&b)) {
+            self.pos += 1;
+        }
+        if start == self.pos {
+            return Err(format!("expected a name at byte {start}"));
+        }
+        Ok(String::from_utf8_lossy(&self.bytes[start..self.pos]).into_owned())
+    }
+
+    fn skip_space(&mut self) {
+        while let Some(b) = self.peek() {
+            if b == b'#' {
+                while !matches!(self.next(), None | Some(b'\n')) {}
+            } else if b.is_ascii_whitespace() {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+}
+
+/// The volume group of the parsed metadata `root`, as seen from the physical volume with
+/// label UUID `uuid` and `len` bytes.
+fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
+    let (name, vg) = root.sections().next().ok_or("no volume group section")?;
+    let extent = vg
+        .int("extent_size")?
+        .checked_mul(SECTOR)
+        .filter(|&e| e > 0)
+        .ok_or("extent_size out of range")?;
+    let pvs = vg.get("physical_volumes").ok_or("no physical_volumes")?;
+    let (pv_key, pv) = pvs
+        .sections()
+        .find(|(_, pv)| pv.str("id").is_ok_and(|id| id.replace('-', "") == uuid))
+        .ok_or_else(|| format!("this physical volume ({uuid}) is not in group {name:?}"))?;
+    let pe_start = pv
+        .int("pe_start")?
+        .checked_mul(SECTOR)
+        .ok_or("pe_start out of range")?;
+    let pe_count = pv.int("pe_count")?;
+    let pv_end = pe_count
+        .checked_mul(extent)
+        .and_then(|b| b.checked_add(pe_start))
+        .ok_or("pe_count out of range")?;
+    if pv_end > len {
+        return Err(format!(
+            "{pv_key} holds {pe_count} extents of {extent} bytes from byte {pe_start}, past \
+             the end of the {len}-byte volume"
+        ));
+    }
+    let mut volumes = Vec::new();
+    if let Some(lvs) = vg.get("logical_volumes") {
+        for (lv_name, lv) in lvs.sections() {
+            let visible = matches!(lv.get("status"), Some(Value::List(flags))
+                if flags.contains(&Value::Str("VISIBLE".into())));
+            if !visible {
+                continue;
+            }
+            if volumes.len() >= MAX_VOLUMES {
+                return Err(format!("more than {MAX_VOLUMES} logical volumes"));
+            }
+            let (size, map) = extents(lv, pv_key, extent, pe_start, pe_count)?;
+            volumes.push(LogicalVolume {
+                name: lv_name.to_owned(),
+                size,
+                map,
+            });
+        }
+    }
+    Ok(PhysicalVolume {
+        group: name.to_owned(),
+        volumes,
+    })
+}
+
+/// A logical volume's size, and its extents on physical volume `pv_key` or why they
+/// cannot be read from it; `Err` for metadata that contradicts itself.
+#[allow(clippy::type_complexity)]
+fn extents(
+    lv: &Value,
+    pv_key: &str,
+    extent: u64,
+    pe_start: u64,
+    pe_count: u64,
+) -> Result<(u64, Result<Vec<Extent>, String>), String> {
+    let count = lv.int("segment_count")?;
+    if count as usize > MAX_VOLUMES {
+        return Err(format!("segment_count = {count}"));
+    }
+    let mut map = Vec::new();
+    let mut refused = None;
+    let mut next = 0u64;
+    for n in 1..=count {
+        let segment = lv
+            .get(&format!("segment{n}"))
+            .ok_or_else(|| format!("no segment{n}"))?;
+        let start = segment.int("start_extent")?;
+        let extents = segment.int("extent_count")?;
+        if start != next {
+            return Err(format!(
+                "segment{n} starts at extent {start} where extent {next} was due"
+            ));
+        }
+        next = start
+            .checked_add(extents)
+            .ok_or("extent_count out of range")?;
+        if refused.is_some() {
+            continue;
+        }
+        let kind = segment.str("type")?;
+        if kind != "striped" || segment.int("stripe_count")? != 1 {
+            refused = Some(format!(
+                "segment{n} is of type {kind:?}{}; only linear volumes are read",
+                segment
+                    .int("stripe_count")
+                    .map(|s| format!(" with {s} stripes"))
+                    .unwrap_or_default()
+            ));
+            continue;
+        }
+        let (on, first) = match segment.get("stripes") {
+            Some(Value::List(s)) => match &s[..] {
+                [Value::Str(pv), Value::Int(first)] => (pv.as_str(), *first),
+                _ => return Err(format!("segment{n}: stripes is not [\"pvN\", extent]")),
+            },
+            _ => return Err(format!("segment{n}: no stripes")),
+        };
+        if on != pv_key {
+            refused = Some(format!(
+                "segment{n} lies on another physical volume ({on}), not this one ({pv_key})"
+            ));
+            continue;
+        }
+        let first = u64::try_from(first).map_err(|_| format!("segment{n}: extent {first}"))?;
+        if first.checked_add(extents).is_none_or(|end| end > pe_count) {
+            return Err(format!(
+                "segment{n}: extents {first}+{extents} of a physical volume of {pe_count}"
+            ));
+        }
+        // Bounded by the physical volume's size, checked above.
+        let (len, at) = (extents * extent, pe_start + first * extent);
+        let start = start
+            .checked_mul(extent)
+            .ok_or("start_extent out of range")?;
+        map.push(Extent { start, len, at });
+    }
+    let size = next.checked_mul(extent).ok_or("size out of range")?;
+    Ok((size, refused.map_or(Ok(map), Err)))
+}
+
+/// A logical volume read from its physical volume.
+pub struct LogicalVolumeReader<R: ReadAt> {
+    inner: R,
+    size: u64,
+    map: Vec<Extent>,
+}
+
+impl<R: ReadAt> LogicalVolumeReader<R> {
+    /// Reads `volume` from `inner`, the physical volume it was read from; fails with the
+    /// reason for a volume that cannot be read there. `what` names it in errors.
+    pub fn new(inner: R, volume: &LogicalVolume, what: &str) -> Result<Self, FsError> {
+        match &volume.map {
+            Ok(map) => Ok(LogicalVolumeReader {
+                inner,
+                size: volume.size,
+                map: map.clone(),
+            }),
+            Err(why) => Err(FsError::unsupported(
+                what,
+                format!("LVM2 logical volume: {why}"),
+            )),
+        }
+    }
+}
+
+impl<R: ReadAt> ReadAt for LogicalVolumeReader<R> {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(<[u8]>::len(buf) as u64)
+            .filter(|&end| end <= self.size)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let mut at = offset;
+        while at < end {
+            // The segments are in order and cover the volume without gaps.
+            let i = self.map.partition_point(|e| e.start + e.len <= at);
+            let e = self.map[i];
+            let n = (e.start + e.len).min(end) - at;
+            let from = (at - offset) as usize;
+            self.inner
+                .read_exact_at(e.at + (at - e.start), &mut buf[from..from + n as usize])?;
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+fn u32_le(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_le(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_text_parses() {
+        let text = r#"vg0 {
+id = "abc"
+seqno = 3
+status = ["RESIZEABLE", "READ"] # comment
+flags = []
+nested { a = -1 b = "q\"uote" c = 1.5 }
+}
+# Generated by LVM2
+contents = "Text Format Volume Group"
+version = 1
+"#;
+        let root = parse(text).unwrap();
+        let (name, vg) = root.sections().next().unwrap();
+        assert_eq!(name, "vg0");
+        assert_eq!(vg.int("seqno"), Ok(3));
+        assert_eq!(vg.str("id"), Ok("abc"));
+        let nested = vg.get("nested").unwrap();
+        assert_eq!(nested.get("a"), Some(&Value::Int(-1)));
+        assert!(nested.int("a").is_err());
+        assert_eq!(nested.str("b"), Ok("q\"uote"));
+        assert_eq!(nested.str("c"), Ok("1.5"));
+        assert_eq!(
+            vg.get("status"),
+            Some(&Value::List(vec![
+                Value::Str("RESIZEABLE".into()),
+                Value::Str("READ".into())
+            ]))
+        );
+        assert_eq!(root.int("version"), Ok(1));
+    }
+
+    #[test]
+    fn bad_text_is_an_error_not_a_panic() {
+        for text in [
+            "vg {",
+            "vg { a = }",
+            "vg { a = [1 2] }",
+            "a = \"x",
+            "}",
+            "vg { = 1 }",
+            "a = [",
+            "a b",
+            "a = [1,",
+            "a = \"\\",
+        ] {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+        let deep = "a {".repeat(100) + &"}".repeat(100);
+        assert!(parse(&deep).is_err());
+        let deep_list = "a = ".to_owned() + &"[".repeat(100);
+        assert!(parse(&deep_list).is_err());
+    }
+
+    /// A physical volume of 8 MiB with the metadata `text`, as LVM2 lays it out: the label
+    /// in sector 1, one metadata area at 4 KiB, extents from 1 MiB.
+    fn image(text: &[u8]) -> Vec<u8> {
+        let crc = Crc::<u32>::new(&LVM_CRC);
+        let mut img = vec![0u8; 8 << 20];
+        let put64 =
+            |img: &mut [u8], at: usize, v: u64| img[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        let label = 512;
+        img[label..label + 8].copy_from_slice(LABEL_ID);
+        put64(&mut img, label + 8, 1);
+        img[label + 20..label + 24].copy_from_slice(&32u32.to_le_bytes());
+        img[label + 24..label + 32].copy_from_slice(LABEL_TYPE);
+        img[label + 32..label + 64].copy_from_slice(&[b'A'; 32]);
+        put64(&mut img, label + 64, 8 << 20);
+        put64(&mut img, label + 72, 1 << 20);
+        put64(&mut img, label + 104, 4096);
+        put64(&mut img, label + 112, (1 << 20) - 4096);
+        let sum = crc.checksum(&img[label + 20..label + 512]);
+        img[label + 16..label + 20].copy_from_slice(&sum.to_le_bytes());
+        let mda = 4096;
+        img[mda + 4..mda + 20].copy_from_slice(MDA_MAGIC);
+        img[mda + 20..mda + 24].copy_from_slice(&1u32.to_le_bytes());
+        put64(&mut img, mda + 24, 4096);
+        put64(&mut img, mda + 32, (1 << 20) - 4096);
+        put64(&mut img, mda + 40, 512);
+        put64(&mut img, mda + 48, text.len() as u64);
+        img[mda + 56..mda + 60].copy_from_slice(&crc.checksum(text).to_le_bytes());
+        let sum = crc.checksum(&img[mda + 4..mda + 512]);
+        img[mda..mda + 4].copy_from_slice(&sum.to_le_bytes());
+        img[mda + 512..mda + 512 + text.len()].copy_from_slice(text);
+        img
+    }
+
+    const TEXT: &str = r#"vg {
+extent_size = 2048
+physical_volumes { pv0 { id = "AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA" pe_start = 2048 pe_count = 7 } }
+logical_volumes {
+a { status = ["READ", "VISIBLE"] segment_count = 2
+segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", 4] }
+segment2 { start_extent = 2 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+hidden { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 1] } }
+t { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "p" } }
+}
+}
+"#;
+
+    #[test]
+    fn extents_map_onto_the_physical_volume() {
+        let mut img = image(TEXT.as_bytes());
+        for (extent, fill) in [(4u64, 0xa4u8), (5, 0xa5), (0, 0xa0)] {
+            let at = (1 << 20) + extent as usize * (1 << 20);
+            img[at..at + (1 << 20)].fill(fill);
+        }
+        let pv = read_physical_volume(&mut img.clone(), "d")
+            .unwrap()
+            .unwrap();
+        assert_eq!(pv.group, "vg");
+        let names: Vec<&str> = pv.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["a", "t"]);
+        assert!(pv.volumes[1].unsupported().unwrap().contains("thin"));
+        let mut lv = LogicalVolumeReader::new(img, &pv.volumes[0], "d/a").unwrap();
+        assert_eq!(lv.len(), 3 << 20);
+        // A read across both runs of the first segment and into the second.
+        let mut buf = vec![0u8; (2 << 20) + 1];
+        lv.read_exact_at((1 << 20) - 1, &mut buf).unwrap();
+        assert_eq!(buf[0], 0xa4);
+        assert!(buf[1..(1 << 20) + 1].iter().all(|&b| b == 0xa5));
+        assert!(buf[(1 << 20) + 1..].iter().all(|&b| b == 0xa0));
+        assert!(lv.read_exact_at((3 << 20) - 1, &mut [0u8; 2]).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+        /// Mutated metadata (with its checksum made right) never panics, and neither does
+        /// reading what it describes.
+        #[test]
+        fn mutated_metadata_never_panics(
+            edits in proptest::collection::vec((0usize..2000, proptest::prelude::any::<u8>()), 1..6),
+            digits in proptest::collection::vec((0usize..2000, "[0-9]{1,25}"), 0..3),
+        ) {
+            let mut text = TEXT.as_bytes().to_vec();
+            for (at, digits) in &digits {
+                let at = at % text.len();
+                text.splice(at..at, digits.bytes());
+            }
+            for &(at, byte) in &edits {
+                let at = at % text.len();
+                text[at] = byte;
+            }
+            let mut img = image(&text);
+            if let Ok(Some(pv)) = read_physical_volume(&mut img, "d") {
+                for v in &pv.volumes {
+                    if let Ok(mut lv) = LogicalVolumeReader::new(&mut img, v, "d") {
+                        let len = lv.len();
+                        let mut buf = [0u8; 4096];
+                        for at in [0, len / 2, len.saturating_sub(4096)] {
+                            let _ = lv.read_exact_at(at, &mut buf);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_crc_is_lvm2s() {
+        // calc_crc(INITIAL_CRC, "", 0) is the seed itself; one byte by LVM2's nibble loop.
+        let crc = Crc::<u32>::new(&LVM_CRC);
+        assert_eq!(crc.checksum(b""), 0xf597_a6cf);
+        let mut expect = 0xf597_a6cfu32 ^ u32::from(b'a');
+        for _ in 0..8 {
+            expect = if expect & 1 != 0 {
+                (expect >> 1) ^ 0xedb8_8320
+            } else {
+                expect >> 1
+            };
+        }
+        assert_eq!(crc.checksum(b"a"), expect);
+    }
+}
