@@ -18,7 +18,7 @@ use tessera_tests::{random_bytes, run_ok, tessera};
 /// Runs a tool, failing the test with its output if it fails; returns stdout.
 fn tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk and gdisk")
+        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk and lvm2")
     });
     assert!(
         output.status.success(),
@@ -87,6 +87,16 @@ impl Env {
             .as_array()
             .unwrap()
             .clone()
+    }
+
+    /// `tessera ls` that must fail; returns its error output.
+    fn ls_fails(&self, point: &str, path: &str) -> String {
+        let output = tessera(&self.vault)
+            .args(["ls", point, path])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "ls {path} succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     fn ls(&self, point: &str, path: &str) -> Vec<String> {
@@ -1011,6 +1021,202 @@ impl Drop for LoopDevice {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
     }
+}
+
+/// Runs an LVM tool without device-mapper: volumes are created but never activated.
+fn lvm(command: &str, args: &[&str]) -> String {
+    let output = Command::new(command)
+        .args(["--driverloaded", "n"])
+        .args(args)
+        .env("LVM_SUPPRESS_FD_WARNINGS", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command} ({e}); install lvm2"));
+    assert!(
+        output.status.success(),
+        "{command} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A 64 MiB GPT disk as an installer lays out a Linux VM on LVM: partition 1 an ext4
+/// `/boot`, partition 2 an LVM2 physical volume of group `group` with the logical volumes
+/// `root` (ext4 of `root_tree`, in two runs of extents: it was grown after `home` was made)
+/// and `home` (ext4 of `home_tree`). The file systems are written where `lvs` reports each
+/// volume's extents to lie.
+fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Result<PathBuf, String> {
+    let pv = env.path("pv.img");
+    let pv_size: u64 = 52 << 20;
+    fs::File::create(&pv).unwrap().set_len(pv_size).unwrap();
+    let device = LoopDevice::attach(&pv)?;
+    let dev = p(&device.path);
+    lvm("pvcreate", &["-q", dev]);
+    lvm("vgcreate", &["-q", "-s", "1m", group, dev]);
+    let create = ["-q", "--activate", "n", "--zero", "n"];
+    lvm(
+        "lvcreate",
+        &[&create[..], &["-L", "12m", "-n", "root", group]].concat(),
+    );
+    lvm(
+        "lvcreate",
+        &[&create[..], &["-L", "8m", "-n", "home", group]].concat(),
+    );
+    lvm("lvextend", &["-q", "-L", "+8m", &format!("{group}/root")]);
+    let pe_start: u64 = lvm(
+        "pvs",
+        &[
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "pe_start",
+            dev,
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let segments = lvm(
+        "lvs",
+        &[
+            "--noheadings",
+            "--separator",
+            ",",
+            "-o",
+            "lv_name,seg_start_pe,seg_size_pe,seg_pe_ranges",
+            group,
+        ],
+    );
+    drop(device);
+    let mut images = Vec::new();
+    for (name, tree, mib) in [("root", root_tree, 20), ("home", home_tree, 8)] {
+        let image = env.path(&format!("{name}.ext4"));
+        fs::File::create(&image)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+        tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&image)]);
+        images.push((name, fs::read(&image).unwrap()));
+    }
+    let file = fs::OpenOptions::new().write(true).open(&pv).unwrap();
+    let mut runs = 0;
+    for line in segments.lines() {
+        // `root,0,12,/dev/loop3:0-11`: LV extents from 0, 12 of them, at PV extent 0.
+        let fields: Vec<&str> = line.trim().split(',').collect();
+        let (_, range) = fields[3].split_once(':').unwrap();
+        let (start, count): (usize, usize) =
+            (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+        let first: u64 = range.split('-').next().unwrap().parse().unwrap();
+        let (_, bytes) = images.iter().find(|(name, _)| *name == fields[0]).unwrap();
+        let piece = &bytes[start << 20..(start + count) << 20];
+        std::os::unix::fs::FileExt::write_all_at(&file, piece, pe_start + (first << 20)).unwrap();
+        runs += 1;
+    }
+    assert_eq!(runs, 3, "root in two runs, home in one: {segments}");
+
+    let disk = env.path("lvm.raw");
+    fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+8M",
+            "-t",
+            "1:8300",
+            "-n",
+            "2:0:0",
+            "-t",
+            "2:8e00",
+            p(&disk),
+        ],
+    );
+    let boot = env.path("boot.ext4");
+    fs::File::create(&boot).unwrap().set_len(8 << 20).unwrap();
+    tool("mkfs.ext4", &["-q", "-F", p(&boot)]);
+    let start2 = 2048 * 512 + (8 << 20);
+    assert!(start2 + pv_size <= (64 << 20) - 34 * 512);
+    for (image, at) in [(&boot, 2048 * 512), (&pv, start2)] {
+        tool(
+            "dd",
+            &[
+                &format!("if={}", p(image)),
+                &format!("of={}", p(&disk)),
+                "bs=512",
+                &format!("seek={}", at / 512),
+                "conv=notrunc,sparse",
+                "status=none",
+            ],
+        );
+    }
+    Ok(disk)
+}
+
+#[test]
+fn files_restore_from_logical_volumes_of_an_lvm_disk() {
+    let env = env();
+    let (root_tree, home_tree) = (env.path("root-tree"), env.path("home-tree"));
+    fs::create_dir_all(root_tree.join("etc")).unwrap();
+    fs::write(root_tree.join("etc/hostname"), b"app-07\n").unwrap();
+    let blob = random_bytes(31, 3 << 20);
+    fs::write(root_tree.join("etc/blob.bin"), &blob).unwrap();
+    fs::create_dir_all(home_tree.join("alice")).unwrap();
+    fs::write(home_tree.join("alice/notes.txt"), b"on the home volume\n").unwrap();
+    let group = format!("tessera{}vg", std::process::id());
+    let raw = match lvm_disk(&env, &group, &root_tree, &home_tree) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: making an LVM disk needs a loop device ({reason})");
+            return;
+        }
+    };
+    let disk = env.path("lvm.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
+    assert_eq!(
+        env.ls(&point, "disk0/part2"),
+        ["disk0/part2/root", "disk0/part2/home"]
+    );
+    let etc = env.ls(&point, "disk0/part2/root/etc");
+    assert!(
+        etc.contains(&"disk0/part2/root/etc/hostname".to_owned()),
+        "{etc:?}"
+    );
+
+    let one = env.path("one");
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part2/root/etc/blob.bin",
+            "--target",
+            p(&one),
+        ],
+    );
+    assert_eq!(
+        fs::read(one.join("disk0/part2/root/etc/blob.bin")).unwrap(),
+        blob
+    );
+
+    // The whole physical volume: every logical volume below its name.
+    let all = env.path("all");
+    env.restore(&point, &["--path", "disk0/part2", "--target", p(&all)]);
+    assert_eq!(
+        fs::read(all.join("disk0/part2/root/etc/hostname")).unwrap(),
+        b"app-07\n"
+    );
+    assert_eq!(
+        fs::read(all.join("disk0/part2/home/alice/notes.txt")).unwrap(),
+        b"on the home volume\n"
+    );
+
+    let err = env.ls_fails(&point, "disk0/part2/swap");
+    assert!(
+        err.contains("no logical volume \"swap\"") && err.contains("root, home"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,14 +1,15 @@
 //! Browse: the point as an operator explores it. The root holds the disks and the
 //! configuration document as stored; below a disk are its partitions (`diskN/partK`) or
-//! the file system filling it (`diskN/fs`), and below those the directories and files of
-//! the file system, read from the stored disk on demand.
+//! the file system filling it (`diskN/fs`), below an LVM2 physical volume its logical
+//! volumes (`diskN/partK/LV`), and below those the directories and files of the file
+//! system, read from the stored disk on demand.
 
 use tessera_plugin_sdk::error::from_host;
 use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::{meta, path, warn};
 
 use crate::error::from_fs;
-use crate::guest_fs::{self, StoredDisk};
+use crate::guest_fs::{self, Reached, StoredDisk};
 use crate::layout::{self, PointPath};
 
 /// The entries directly below `path`.
@@ -36,7 +37,25 @@ pub(crate) fn children(path: &str) -> Result<Vec<EntryInfo>, PluginError> {
         }
         PointPath::BadVolume { top, name } => Err(no_volume(top, name)),
         PointPath::Inside { disk, volume, rest } => {
-            let mut volume = StoredDisk::open(disk)?.volume(volume)?;
+            let (mut volume, rest) = match StoredDisk::open(disk)?.reach(volume, rest)? {
+                Reached::Fs { volume, rest } => (volume, rest),
+                Reached::Lvm(volumes) => {
+                    return Ok(volumes
+                        .into_iter()
+                        .filter_map(|lv| match path::join(&path, &lv.name) {
+                            Ok(child) => Some(EntryInfo {
+                                path: child,
+                                kind: EntryKind::Directory,
+                                meta: meta::bare(lv.size),
+                            }),
+                            Err(err) => {
+                                warn!("{path}: logical volume left out: {err}");
+                                None
+                            }
+                        })
+                        .collect());
+                }
+            };
             for warning in volume.warnings() {
                 warn!("{warning}");
             }

@@ -19,7 +19,7 @@ use tessera_plugin_sdk::target;
 use tessera_plugin_sdk::{PIECE, debug, path};
 
 use crate::error::from_fs;
-use crate::guest_fs::StoredDisk;
+use crate::guest_fs::{Reached, StoredDisk};
 use crate::layout::VolumeRef;
 use crate::restore_disks::Job;
 
@@ -56,7 +56,34 @@ pub(crate) fn restore(
     for warning in stored.warnings() {
         job.tally.warn(format!("{disk}: {warning}"));
     }
-    let mut volume = stored.volume(volume)?;
+    restore_in(job, &stored, selected, volume, rest)
+}
+
+/// Restores `selected`, which is `rest` below `volume` of the disk `stored`.
+fn restore_in(
+    job: &mut Job,
+    stored: &StoredDisk,
+    selected: &str,
+    volume: VolumeRef,
+    rest: &str,
+) -> Result<(), PluginError> {
+    let (mut volume, rest) = match stored.reach(volume, rest)? {
+        Reached::Fs { volume, rest } => (volume, rest),
+        // A whole LVM2 physical volume: each of its logical volumes, below its name.
+        Reached::Lvm(volumes) => {
+            for lv in volumes {
+                let below = path::join(selected, &lv.name).map_err(|err| {
+                    PluginError::CorruptSource(format!("{selected}: logical volume: {err}"))
+                })?;
+                if let Some(why) = lv.unsupported() {
+                    job.tally.warn(format!("{below}: not restored: {why}"));
+                    continue;
+                }
+                restore_in(job, stored, &below, volume, &lv.name)?;
+            }
+            return Ok(());
+        }
+    };
     for warning in volume.warnings().to_vec() {
         job.tally.warn(warning);
     }

@@ -1,11 +1,14 @@
 //! The file systems inside a disk stored in the point: the disk's partition table, each
 //! partition's volume (`diskN/partK`), or the volume filling a disk that has no table
-//! (`diskN/fs`), and the contract's view of their entries. Browse and file-level restore
-//! both start here.
+//! (`diskN/fs`), the logical volumes of such a volume when it is an LVM2 physical volume
+//! (`diskN/partK/LV`), and the contract's view of their entries. Browse and file-level
+//! restore both start here.
 
 use tessera_disk_fs::{
-    FsEntry, FsError, FsKind, PartitionTable, Scheme, Slice, Volume, open_volume, read_partitions,
+    FsEntry, FsError, FsKind, LogicalVolume, LogicalVolumeReader, PartitionTable, Scheme, Slice,
+    Volume, open_volume, read_partitions, read_physical_volume,
 };
+use tessera_disk_image::ReadAt;
 use tessera_plugin_sdk::error::from_host;
 use tessera_plugin_sdk::meta::{self, FileType};
 use tessera_plugin_sdk::prelude::*;
@@ -13,6 +16,14 @@ use tessera_plugin_sdk::prelude::*;
 use crate::error::from_fs;
 use crate::layout::{VolumeRef, volume_label};
 use crate::vault_disk::{SharedDisk, VaultDisk};
+
+/// What a path below a volume of a disk reaches.
+pub(crate) enum Reached<'p> {
+    /// A file system, and the path inside it.
+    Fs { volume: Volume, rest: &'p str },
+    /// An LVM2 physical volume, when the path stops at it: the logical volumes of its group.
+    Lvm(Vec<LogicalVolume>),
+}
 
 /// A stored disk opened for looking inside, with its partition table read.
 pub(crate) struct StoredDisk {
@@ -64,7 +75,14 @@ impl StoredDisk {
                 .collect());
         }
         let label = volume_label(&self.name, VolumeRef::WholeDisk);
-        let size = tessera_disk_image::ReadAt::len(&self.disk);
+        let size = ReadAt::len(&self.disk);
+        // A disk given whole to LVM2 (`pvcreate /dev/sdb`) holds its logical volumes.
+        if read_physical_volume(&mut self.disk.clone(), &label)
+            .map_err(|err| from_fs(&err))?
+            .is_some()
+        {
+            return Ok(vec![(VolumeRef::WholeDisk, size)]);
+        }
         match open_volume(Box::new(self.disk.clone()), &label) {
             Ok(_) => Ok(vec![(VolumeRef::WholeDisk, size)]),
             Err(FsError::UnknownFilesystem { other, .. }) => {
@@ -81,10 +99,9 @@ impl StoredDisk {
         }
     }
 
-    /// Opens a volume of the disk.
-    pub(crate) fn volume(&self, volume: VolumeRef) -> Result<Volume, PluginError> {
-        let label = volume_label(&self.name, volume);
-        let opened = match volume {
+    /// The bytes of a volume of the disk: a partition, or the whole disk without a table.
+    fn reader(&self, volume: VolumeRef) -> Result<Box<dyn ReadAt>, PluginError> {
+        match volume {
             VolumeRef::Partition(number) => {
                 let Some(partition) = self.table.partitions.iter().find(|p| p.number == number)
                 else {
@@ -96,7 +113,7 @@ impl StoredDisk {
                 };
                 let slice = Slice::partition(self.disk.clone(), partition)
                     .map_err(|err| in_disk(&self.name, &err))?;
-                open_volume(Box::new(slice), &label)
+                Ok(Box::new(slice))
             }
             VolumeRef::WholeDisk => {
                 if self.table.scheme != Scheme::None {
@@ -107,10 +124,46 @@ impl StoredDisk {
                         self.partition_list()
                     )));
                 }
-                open_volume(Box::new(self.disk.clone()), &label)
+                Ok(Box::new(self.disk.clone()))
             }
+        }
+    }
+
+    /// What `rest` (a path below `volume`) reaches: the file system of the volume, or of
+    /// one of its logical volumes if the volume is an LVM2 physical volume (`rest` then
+    /// starts with the logical volume's name), or the list of those logical volumes when
+    /// `rest` stops at the physical volume.
+    pub(crate) fn reach<'p>(
+        &self,
+        volume: VolumeRef,
+        rest: &'p str,
+    ) -> Result<Reached<'p>, PluginError> {
+        let label = volume_label(&self.name, volume);
+        let mut reader = self.reader(volume)?;
+        let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
+        else {
+            let volume = open_volume(reader, &label).map_err(|err| from_fs(&err))?;
+            return Ok(Reached::Fs { volume, rest });
         };
-        opened.map_err(|err| from_fs(&err))
+        let (name, inside) = rest.split_once('/').unwrap_or((rest, ""));
+        if name.is_empty() {
+            return Ok(Reached::Lvm(pv.volumes));
+        }
+        let Some(lv) = pv.volumes.iter().find(|lv| lv.name == name) else {
+            let names: Vec<&str> = pv.volumes.iter().map(|lv| lv.name.as_str()).collect();
+            return Err(PluginError::InvalidSettings(format!(
+                "{label}: the LVM2 volume group {:?} has no logical volume {name:?} (it has: {})",
+                pv.group,
+                names.join(", ")
+            )));
+        };
+        let label = format!("{label}/{name}");
+        let reader = LogicalVolumeReader::new(reader, lv, &label).map_err(|err| from_fs(&err))?;
+        let volume = open_volume(Box::new(reader), &label).map_err(|err| from_fs(&err))?;
+        Ok(Reached::Fs {
+            volume,
+            rest: inside,
+        })
     }
 
     /// What the table holds, for messages: `the table has 2: part1, part2`.
