@@ -38,7 +38,7 @@ pub(crate) fn children(path: &str) -> Result<Vec<EntryInfo>, PluginError> {
         PointPath::BadVolume { top, name } => Err(no_volume(top, name)),
         PointPath::Inside { disk, volume, rest } => {
             let (mut volume, rest) = match StoredDisk::open(disk)?.reach(volume, rest)? {
-                Reached::Fs { volume, rest } => (volume, rest),
+                Reached::Fs { volume, rest } => (*volume, rest),
                 Reached::Lvm(volumes) => {
                     return Ok(volumes
                         .into_iter()

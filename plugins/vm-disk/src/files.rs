@@ -68,7 +68,7 @@ fn restore_in(
     rest: &str,
 ) -> Result<(), PluginError> {
     let (mut volume, rest) = match stored.reach(volume, rest)? {
-        Reached::Fs { volume, rest } => (volume, rest),
+        Reached::Fs { volume, rest } => (*volume, rest),
         // A whole LVM2 physical volume: each of its logical volumes, below its name.
         Reached::Lvm(volumes) => {
             for lv in volumes {

@@ -20,7 +20,7 @@ use crate::vault_disk::{SharedDisk, VaultDisk};
 /// What a path below a volume of a disk reaches.
 pub(crate) enum Reached<'p> {
     /// A file system, and the path inside it.
-    Fs { volume: Volume, rest: &'p str },
+    Fs { volume: Box<Volume>, rest: &'p str },
     /// An LVM2 physical volume, when the path stops at it: the logical volumes of its group.
     Lvm(Vec<LogicalVolume>),
 }
@@ -143,7 +143,10 @@ impl StoredDisk {
         let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
         else {
             let volume = open_volume(reader, &label).map_err(|err| from_fs(&err))?;
-            return Ok(Reached::Fs { volume, rest });
+            return Ok(Reached::Fs {
+                volume: Box::new(volume),
+                rest,
+            });
         };
         let (name, inside) = rest.split_once('/').unwrap_or((rest, ""));
         if name.is_empty() {
@@ -161,7 +164,7 @@ impl StoredDisk {
         let reader = LogicalVolumeReader::new(reader, lv, &label).map_err(|err| from_fs(&err))?;
         let volume = open_volume(Box::new(reader), &label).map_err(|err| from_fs(&err))?;
         Ok(Reached::Fs {
-            volume,
+            volume: Box::new(volume),
             rest: inside,
         })
     }
