@@ -7,7 +7,11 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use tessera_disk_fs::{FsError, FsKind, Slice, Volume, open_volume, read_partitions};
+use tessera_disk_fs::{
+    FsError, FsKind, LogicalVolumeReader, Slice, Volume, open_volume, read_partitions,
+    read_physical_volume,
+};
+use tessera_disk_image::ReadAt;
 
 use crate::support::*;
 
@@ -307,24 +311,42 @@ fn exercise(vol: &mut Volume) {
     }
 }
 
-/// Opens every partition of `disk` (or the whole disk) and exercises it.
+/// Opens every partition of `disk` (or the whole disk) and exercises it, as the vm-disk
+/// plugin opens them: an LVM2 physical volume's logical volumes, or the file system.
 fn exercise_disk(disk: Vec<u8>) {
     let table = read_partitions(&mut disk.clone());
     match table {
         Ok(table) if !table.partitions.is_empty() => {
             for p in &table.partitions {
-                if let Ok(slice) = Slice::partition(disk.clone(), p)
-                    && let Ok(mut vol) = open_volume(Box::new(slice), "fuzz")
+                if let Ok(mut slice) = Slice::partition(disk.clone(), p) {
+                    let mut bytes = vec![0u8; slice.len() as usize];
+                    if slice.read_exact_at(0, &mut bytes).is_ok() {
+                        exercise_volume(bytes);
+                    }
+                }
+            }
+        }
+        _ => exercise_volume(disk),
+    }
+}
+
+fn exercise_volume(mut bytes: Vec<u8>) {
+    match read_physical_volume(&mut bytes, "fuzz") {
+        Ok(Some(pv)) => {
+            for lv in &pv.volumes {
+                if let Ok(lv) = LogicalVolumeReader::new(bytes.clone(), lv, "fuzz")
+                    && let Ok(mut vol) = open_volume(Box::new(lv), "fuzz")
                 {
                     exercise(&mut vol);
                 }
             }
         }
-        _ => {
-            if let Ok(mut vol) = open_volume(Box::new(disk), "fuzz") {
+        Ok(None) => {
+            if let Ok(mut vol) = open_volume(Box::new(bytes), "fuzz") {
                 exercise(&mut vol);
             }
         }
+        Err(_) => {}
     }
 }
 
@@ -447,8 +469,13 @@ proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..70_000), ext in any::<bool>(), fat in any::<bool>()) {
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..70_000), ext in any::<bool>(), fat in any::<bool>(), lvm in any::<bool>()) {
         let mut disk = bytes;
+        if lvm && disk.len() > 1024 {
+            disk[512..520].copy_from_slice(b"LABELONE");
+            disk[520..528].copy_from_slice(&1u64.to_le_bytes());
+            disk[536..544].copy_from_slice(b"LVM2 001");
+        }
         // Plant the signatures that send the bytes down each parser.
         if ext && disk.len() > 1082 {
             disk[1080..1082].copy_from_slice(&[0x53, 0xef]);
