@@ -1039,44 +1039,57 @@ fn lvm(command: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A 64 MiB GPT disk as an installer lays out a Linux VM on LVM: partition 1 an ext4
-/// `/boot`, partition 2 an LVM2 physical volume of group `group` with the logical volumes
-/// `root` (ext4 of `root_tree`, in two runs of extents: it was grown after `home` was made)
-/// and `home` (ext4 of `home_tree`). The file systems are written where `lvs` reports each
-/// volume's extents to lie.
-fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Result<PathBuf, String> {
-    let pv = env.path("pv.img");
+/// The disks of a Linux VM on LVM, as an installer lays them out and an operator later
+/// grows them: disk 0 a 64 MiB GPT disk, partition 1 an ext4 `/boot` and partition 2 an
+/// LVM2 physical volume; disk 1 a 24 MiB disk given whole to the same volume group. The
+/// group `group` holds `root` (ext4 of `root_tree`, in two runs of extents: it was grown
+/// after `home` was made), `home` (ext4 of `home_tree`) and `srv` (ext4 of `root_tree`,
+/// filling what disk 0 has left and going on on disk 1). The file systems are written
+/// where `lvs` reports each volume's extents to lie. Returns both disks' paths.
+fn lvm_disks(
+    env: &Env,
+    group: &str,
+    root_tree: &Path,
+    home_tree: &Path,
+) -> Result<(PathBuf, PathBuf), String> {
+    let (pv, disk1) = (env.path("pv.img"), env.path("disk1.raw"));
     let pv_size: u64 = 52 << 20;
     fs::File::create(&pv).unwrap().set_len(pv_size).unwrap();
-    let device = LoopDevice::attach(&pv)?;
-    let dev = p(&device.path);
-    lvm("pvcreate", &["-q", dev]);
-    lvm("vgcreate", &["-q", "-s", "1m", group, dev]);
-    let create = ["-q", "--activate", "n", "--zero", "n"];
+    fs::File::create(&disk1).unwrap().set_len(24 << 20).unwrap();
+    let (loop_a, loop_b) = (LoopDevice::attach(&pv)?, LoopDevice::attach(&disk1)?);
+    let (a, b) = (p(&loop_a.path), p(&loop_b.path));
+    lvm("pvcreate", &["-q", a, b]);
+    lvm("vgcreate", &["-q", "-s", "1m", group, a, b]);
+    let create = |args: &[&str]| {
+        let options = ["-q", "--activate", "n", "--zero", "n"];
+        lvm("lvcreate", &[&options[..], args].concat());
+    };
+    create(&["-L", "12m", "-n", "root", group, a]);
+    create(&["-L", "8m", "-n", "home", group, a]);
     lvm(
-        "lvcreate",
-        &[&create[..], &["-L", "12m", "-n", "root", group]].concat(),
+        "lvextend",
+        &["-q", "-L", "+8m", &format!("{group}/root"), a],
     );
-    lvm(
-        "lvcreate",
-        &[&create[..], &["-L", "8m", "-n", "home", group]].concat(),
-    );
-    lvm("lvextend", &["-q", "-L", "+8m", &format!("{group}/root")]);
-    let pe_start: u64 = lvm(
-        "pvs",
-        &[
-            "--noheadings",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            "pe_start",
-            dev,
-        ],
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    create(&["-L", "30m", "-n", "srv", group, a, b]);
+    let pe_start = |dev: &str| -> u64 {
+        let out = lvm(
+            "pvs",
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "pe_start",
+                dev,
+            ],
+        );
+        out.trim().parse().unwrap()
+    };
+    let devices = [
+        (a.to_owned(), &pv, pe_start(a)),
+        (b.to_owned(), &disk1, pe_start(b)),
+    ];
     let segments = lvm(
         "lvs",
         &[
@@ -1088,9 +1101,13 @@ fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Resul
             group,
         ],
     );
-    drop(device);
+    drop((loop_a, loop_b));
     let mut images = Vec::new();
-    for (name, tree, mib) in [("root", root_tree, 20), ("home", home_tree, 8)] {
+    for (name, tree, mib) in [
+        ("root", root_tree, 20),
+        ("home", home_tree, 8),
+        ("srv", root_tree, 30),
+    ] {
         let image = env.path(&format!("{name}.ext4"));
         fs::File::create(&image)
             .unwrap()
@@ -1099,24 +1116,36 @@ fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Resul
         tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&image)]);
         images.push((name, fs::read(&image).unwrap()));
     }
-    let file = fs::OpenOptions::new().write(true).open(&pv).unwrap();
-    let mut runs = 0;
+    let mut runs = Vec::new();
     for line in segments.lines() {
         // `root,0,12,/dev/loop3:0-11`: LV extents from 0, 12 of them, at PV extent 0.
         let fields: Vec<&str> = line.trim().split(',').collect();
-        let (_, range) = fields[3].split_once(':').unwrap();
+        let (dev, range) = fields[3].split_once(':').unwrap();
         let (start, count): (usize, usize) =
             (fields[1].parse().unwrap(), fields[2].parse().unwrap());
         let first: u64 = range.split('-').next().unwrap().parse().unwrap();
         let (_, bytes) = images.iter().find(|(name, _)| *name == fields[0]).unwrap();
+        let (_, file, pe_start) = devices.iter().find(|(d, _, _)| d == dev).unwrap();
+        let file = fs::OpenOptions::new().write(true).open(file).unwrap();
         let piece = &bytes[start << 20..(start + count) << 20];
         std::os::unix::fs::FileExt::write_all_at(&file, piece, pe_start + (first << 20)).unwrap();
-        runs += 1;
+        runs.push((fields[0].to_owned(), *dev == devices[1].0));
     }
-    assert_eq!(runs, 3, "root in two runs, home in one: {segments}");
+    let expected = [
+        ("root", false),
+        ("root", false),
+        ("home", false),
+        ("srv", false),
+        ("srv", true),
+    ];
+    let mut sorted = runs.clone();
+    sorted.sort();
+    let mut want: Vec<(String, bool)> = expected.iter().map(|(n, d)| (n.to_string(), *d)).collect();
+    want.sort();
+    assert_eq!(sorted, want, "{segments}");
 
-    let disk = env.path("lvm.raw");
-    fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    let disk0 = env.path("lvm.raw");
+    fs::File::create(&disk0).unwrap().set_len(64 << 20).unwrap();
     tool(
         "sgdisk",
         &[
@@ -1128,7 +1157,7 @@ fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Resul
             "2:0:0",
             "-t",
             "2:8e00",
-            p(&disk),
+            p(&disk0),
         ],
     );
     let boot = env.path("boot.ext4");
@@ -1141,7 +1170,7 @@ fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Resul
             "dd",
             &[
                 &format!("if={}", p(image)),
-                &format!("of={}", p(&disk)),
+                &format!("of={}", p(&disk0)),
                 "bs=512",
                 &format!("seek={}", at / 512),
                 "conv=notrunc,sparse",
@@ -1149,7 +1178,7 @@ fn lvm_disk(env: &Env, group: &str, root_tree: &Path, home_tree: &Path) -> Resul
             ],
         );
     }
-    Ok(disk)
+    Ok((disk0, disk1))
 }
 
 #[test]
@@ -1163,42 +1192,37 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     fs::create_dir_all(home_tree.join("alice")).unwrap();
     fs::write(home_tree.join("alice/notes.txt"), b"on the home volume\n").unwrap();
     let group = format!("tessera{}vg", std::process::id());
-    let raw = match lvm_disk(&env, &group, &root_tree, &home_tree) {
-        Ok(disk) => disk,
+    let (raw, disk1) = match lvm_disks(&env, &group, &root_tree, &home_tree) {
+        Ok(disks) => disks,
         Err(reason) => {
-            eprintln!("skipped: making an LVM disk needs a loop device ({reason})");
+            eprintln!("skipped: making LVM disks needs loop devices ({reason})");
             return;
         }
     };
-    let disk = env.path("lvm.qcow2");
-    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
+    let disk0 = env.path("lvm.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk0)]);
 
-    let point = point_of(&env.backup(&[p(&disk)]));
+    let point = point_of(&env.backup(&[p(&disk0), p(&disk1)]));
     assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
-    assert_eq!(
-        env.ls(&point, "disk0/part2"),
-        ["disk0/part2/root", "disk0/part2/home"]
-    );
+    assert_eq!(env.ls(&point, "disk1"), ["disk1/fs"]);
+    let volumes = ["root", "home", "srv"];
+    for pv in ["disk0/part2", "disk1/fs"] {
+        let expect: Vec<String> = volumes.iter().map(|lv| format!("{pv}/{lv}")).collect();
+        assert_eq!(env.ls(&point, pv), expect);
+    }
     let etc = env.ls(&point, "disk0/part2/root/etc");
     assert!(
         etc.contains(&"disk0/part2/root/etc/hostname".to_owned()),
         "{etc:?}"
     );
 
+    // A file of a volume in two runs of extents, and one of a volume spanning both disks.
     let one = env.path("one");
-    env.restore(
-        &point,
-        &[
-            "--path",
-            "disk0/part2/root/etc/blob.bin",
-            "--target",
-            p(&one),
-        ],
-    );
-    assert_eq!(
-        fs::read(one.join("disk0/part2/root/etc/blob.bin")).unwrap(),
-        blob
-    );
+    for lv in ["root", "srv"] {
+        let path = format!("disk0/part2/{lv}/etc/blob.bin");
+        env.restore(&point, &["--path", &path, "--target", p(&one)]);
+        assert_eq!(fs::read(one.join(&path)).unwrap(), blob, "{lv}");
+    }
 
     // The whole physical volume: every logical volume below its name.
     let all = env.path("all");
@@ -1211,12 +1235,25 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
         fs::read(all.join("disk0/part2/home/alice/notes.txt")).unwrap(),
         b"on the home volume\n"
     );
+    assert_eq!(
+        fs::read(all.join("disk0/part2/srv/etc/blob.bin")).unwrap(),
+        blob
+    );
 
     let err = env.ls_fails(&point, "disk0/part2/swap");
     assert!(
-        err.contains("no logical volume \"swap\"") && err.contains("root, home"),
+        err.contains("no logical volume \"swap\"") && err.contains("root, home, srv"),
         "{err}"
     );
+
+    // A point of disk 0 alone: the volume reaching into disk 1 cannot be read, the others can.
+    let alone = point_of(&env.backup(&[p(&disk0), "--item", "disk0-only"]));
+    let err = env.ls_fails(&alone, "disk0/part2/srv");
+    assert!(err.contains("not among the disks"), "{err}");
+    let part = env.path("part");
+    env.restore(&alone, &["--path", "disk0/part2", "--target", p(&part)]);
+    assert!(part.join("disk0/part2/home/alice/notes.txt").exists());
+    assert!(!part.join("disk0/part2/srv").exists());
 }
 
 #[test]

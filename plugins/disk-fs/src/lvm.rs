@@ -39,11 +39,11 @@
 //! }
 //! ```
 //!
-//! What is read: linear logical volumes (segments of one stripe) whose extents lie on the
-//! physical volume at hand. Striped, mirrored, RAID, thin, cache and snapshot volumes, and
-//! volumes with extents on another physical volume, are listed but refused with the reason
-//! when opened. Every number from the image is checked before it is used as an offset or a
-//! length; the metadata text is limited in size and nesting.
+//! What is read: linear and striped logical volumes, with their extents on any of the
+//! group's physical volumes (the caller finds the others, by UUID: the other disks of a
+//! virtual machine). Mirrored, RAID, thin, cache and snapshot volumes are listed but
+//! refused with the reason when opened. Every number from the image is checked before it
+//! is used as an offset or a length; the metadata text is limited in size and nesting.
 
 use std::io;
 
@@ -83,33 +83,57 @@ const LVM_CRC: Algorithm<u32> = Algorithm {
 pub struct PhysicalVolume {
     /// The volume group's name.
     pub group: String,
+    /// This physical volume's UUID, as its label holds it (without dashes).
+    pub uuid: String,
     /// The visible logical volumes, in the metadata's order.
     pub volumes: Vec<LogicalVolume>,
 }
 
-/// A logical volume and where its bytes lie on the physical volume.
+/// A logical volume and where its bytes lie on the group's physical volumes.
 #[derive(Debug, Clone)]
 pub struct LogicalVolume {
     /// Its name in the group.
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
-    /// Its extents on this physical volume, or why they cannot be read here.
-    map: Result<Vec<Extent>, String>,
+    /// The physical volumes its extents lie on.
+    on: Vec<Member>,
+    /// Its segments, or why they cannot be read.
+    map: Result<Vec<Segment>, String>,
 }
 
-/// A run of the logical volume: `len` bytes from `start` lie at `at` on the physical volume.
-#[derive(Debug, Clone, Copy)]
-struct Extent {
+/// A physical volume of the group, as its metadata describes it.
+#[derive(Debug, Clone)]
+struct Member {
+    /// Its name in the metadata (`pv0`).
+    key: String,
+    /// Its label's UUID, without dashes.
+    uuid: String,
+    /// The bytes it must hold: up to the end of its last extent.
+    len: u64,
+}
+
+/// A run of the logical volume: `len` bytes from `start`, spread over the stripes in
+/// chunks of `chunk` bytes, round robin (one stripe: a single chunk covers the run). Each
+/// stripe is a physical volume (an index into [`LogicalVolume::on`]) and the byte where
+/// the stripe's area starts on it.
+#[derive(Debug, Clone)]
+struct Segment {
     start: u64,
     len: u64,
-    at: u64,
+    chunk: u64,
+    stripes: Vec<(usize, u64)>,
 }
 
 impl LogicalVolume {
-    /// Why the volume cannot be read from this physical volume, if it cannot.
+    /// Why the volume cannot be read, if it cannot.
     pub fn unsupported(&self) -> Option<&str> {
         self.map.as_ref().err().map(String::as_str)
+    }
+
+    /// The UUIDs (without dashes) of the physical volumes the volume's extents lie on.
+    pub fn physical_volumes(&self) -> impl Iterator<Item = &str> {
+        self.on.iter().map(|m| m.uuid.as_str())
     }
 }
 
@@ -460,24 +484,36 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
         .checked_mul(SECTOR)
         .filter(|&e| e > 0)
         .ok_or("extent_size out of range")?;
-    let pvs = vg.get("physical_volumes").ok_or("no physical_volumes")?;
-    let (pv_key, pv) = pvs
+    let mut members = Vec::new();
+    for (key, pv) in vg
+        .get("physical_volumes")
+        .ok_or("no physical_volumes")?
         .sections()
-        .find(|(_, pv)| pv.str("id").is_ok_and(|id| id.replace('-', "") == uuid))
+    {
+        let pe_start = pv
+            .int("pe_start")?
+            .checked_mul(SECTOR)
+            .ok_or("pe_start out of range")?;
+        let pe_count = pv.int("pe_count")?;
+        let end = pe_count
+            .checked_mul(extent)
+            .and_then(|b| b.checked_add(pe_start))
+            .ok_or("pe_count out of range")?;
+        let member = Member {
+            key: key.to_owned(),
+            uuid: pv.str("id")?.replace('-', ""),
+            len: end,
+        };
+        members.push((member, pe_start, pe_count));
+    }
+    let (this, _, _) = members
+        .iter()
+        .find(|(m, _, _)| m.uuid == uuid)
         .ok_or_else(|| format!("this physical volume ({uuid}) is not in group {name:?}"))?;
-    let pe_start = pv
-        .int("pe_start")?
-        .checked_mul(SECTOR)
-        .ok_or("pe_start out of range")?;
-    let pe_count = pv.int("pe_count")?;
-    let pv_end = pe_count
-        .checked_mul(extent)
-        .and_then(|b| b.checked_add(pe_start))
-        .ok_or("pe_count out of range")?;
-    if pv_end > len {
+    if this.len > len {
         return Err(format!(
-            "{pv_key} holds {pe_count} extents of {extent} bytes from byte {pe_start}, past \
-             the end of the {len}-byte volume"
+            "{} holds extents up to byte {}, past the end of the {len}-byte volume",
+            this.key, this.len
         ));
     }
     let mut volumes = Vec::new();
@@ -491,32 +527,35 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
             if volumes.len() >= MAX_VOLUMES {
                 return Err(format!("more than {MAX_VOLUMES} logical volumes"));
             }
-            let (size, map) = extents(lv, pv_key, extent, pe_start, pe_count)?;
-            volumes.push(LogicalVolume {
+            let mut volume = LogicalVolume {
                 name: lv_name.to_owned(),
-                size,
-                map,
-            });
+                size: 0,
+                on: Vec::new(),
+                map: Ok(Vec::new()),
+            };
+            segments(lv, &members, extent, &mut volume)
+                .map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
+            volumes.push(volume);
         }
     }
     Ok(PhysicalVolume {
         group: name.to_owned(),
+        uuid: uuid.to_owned(),
         volumes,
     })
 }
 
-/// A logical volume's size, and its extents on physical volume `pv_key` or why they
-/// cannot be read from it; `Err` for metadata that contradicts itself.
-#[allow(clippy::type_complexity)]
-fn extents(
+/// Fills in `volume`'s size, physical volumes and segments from its metadata `lv`; a
+/// segment of a kind not read here leaves the reason in its map. `Err` for metadata that
+/// contradicts itself.
+fn segments(
     lv: &Value,
-    pv_key: &str,
+    members: &[(Member, u64, u64)],
     extent: u64,
-    pe_start: u64,
-    pe_count: u64,
-) -> Result<(u64, Result<Vec<Extent>, String>), String> {
+    volume: &mut LogicalVolume,
+) -> Result<(), String> {
     let count = lv.int("segment_count")?;
-    if count as usize > MAX_VOLUMES {
+    if count > MAX_VOLUMES as u64 {
         return Err(format!("segment_count = {count}"));
     }
     let mut map = Vec::new();
@@ -528,6 +567,9 @@ fn extents(
             .ok_or_else(|| format!("no segment{n}"))?;
         let start = segment.int("start_extent")?;
         let extents = segment.int("extent_count")?;
+        if extents == 0 {
+            return Err(format!("segment{n} holds no extents"));
+        }
         if start != next {
             return Err(format!(
                 "segment{n} starts at extent {start} where extent {next} was due"
@@ -535,77 +577,137 @@ fn extents(
         }
         next = start
             .checked_add(extents)
+            .filter(|&end| end.checked_mul(extent).is_some())
             .ok_or("extent_count out of range")?;
-        if refused.is_some() {
-            continue;
-        }
         let kind = segment.str("type")?;
-        if kind != "striped" || segment.int("stripe_count")? != 1 {
-            refused = Some(format!(
-                "segment{n} is of type {kind:?}{}; only linear volumes are read",
-                segment
-                    .int("stripe_count")
-                    .map(|s| format!(" with {s} stripes"))
-                    .unwrap_or_default()
+        if kind != "striped" {
+            refused.get_or_insert(format!(
+                "segment{n} is of type {kind:?}; linear and striped volumes are read"
             ));
             continue;
         }
-        let (on, first) = match segment.get("stripes") {
-            Some(Value::List(s)) => match &s[..] {
-                [Value::Str(pv), Value::Int(first)] => (pv.as_str(), *first),
-                _ => return Err(format!("segment{n}: stripes is not [\"pvN\", extent]")),
-            },
-            _ => return Err(format!("segment{n}: no stripes")),
+        let stripe_count = segment.int("stripe_count")?;
+        let stripes = match segment.get("stripes") {
+            Some(Value::List(s)) if s.len() as u64 == 2 * stripe_count && stripe_count > 0 => s,
+            _ => return Err(format!("segment{n}: stripes do not match stripe_count")),
         };
-        if on != pv_key {
-            refused = Some(format!(
-                "segment{n} lies on another physical volume ({on}), not this one ({pv_key})"
-            ));
-            continue;
-        }
-        let first = u64::try_from(first).map_err(|_| format!("segment{n}: extent {first}"))?;
-        if first.checked_add(extents).is_none_or(|end| end > pe_count) {
+        if !extents.is_multiple_of(stripe_count) {
             return Err(format!(
-                "segment{n}: extents {first}+{extents} of a physical volume of {pe_count}"
+                "segment{n}: {extents} extents over {stripe_count} stripes"
             ));
         }
-        // Bounded by the physical volume's size, checked above.
-        let (len, at) = (extents * extent, pe_start + first * extent);
-        let start = start
-            .checked_mul(extent)
-            .ok_or("start_extent out of range")?;
-        map.push(Extent { start, len, at });
-    }
-    let size = next.checked_mul(extent).ok_or("size out of range")?;
-    Ok((size, refused.map_or(Ok(map), Err)))
-}
-
-/// A logical volume read from its physical volume.
-pub struct LogicalVolumeReader<R: ReadAt> {
-    inner: R,
-    size: u64,
-    map: Vec<Extent>,
-}
-
-impl<R: ReadAt> LogicalVolumeReader<R> {
-    /// Reads `volume` from `inner`, the physical volume it was read from; fails with the
-    /// reason for a volume that cannot be read there. `what` names it in errors.
-    pub fn new(inner: R, volume: &LogicalVolume, what: &str) -> Result<Self, FsError> {
-        match &volume.map {
-            Ok(map) => Ok(LogicalVolumeReader {
-                inner,
-                size: volume.size,
-                map: map.clone(),
-            }),
-            Err(why) => Err(FsError::unsupported(
-                what,
-                format!("LVM2 logical volume: {why}"),
-            )),
+        let per_stripe = extents / stripe_count;
+        let chunk = if stripe_count == 1 {
+            extents * extent
+        } else {
+            segment
+                .int("stripe_size")?
+                .checked_mul(SECTOR)
+                .filter(|&c| c > 0 && extent.is_multiple_of(c))
+                .ok_or_else(|| format!("segment{n}: stripe_size does not divide the extents"))?
+        };
+        let mut placed = Vec::new();
+        for pair in stripes.chunks_exact(2) {
+            let [Value::Str(key), Value::Int(first)] = pair else {
+                return Err(format!(
+                    "segment{n}: stripes are not [\"pvN\", extent] pairs"
+                ));
+            };
+            let Some((member, pe_start, pe_count)) = members.iter().find(|(m, _, _)| m.key == *key)
+            else {
+                return Err(format!(
+                    "segment{n}: no physical volume {key:?} in the group"
+                ));
+            };
+            let first = u64::try_from(*first)
+                .ok()
+                .filter(|f| {
+                    f.checked_add(per_stripe)
+                        .is_some_and(|end| end <= *pe_count)
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "segment{n}: extents {first}+{per_stripe} of {key}, which has {pe_count}"
+                    )
+                })?;
+            let on = match volume.on.iter().position(|m| m.key == member.key) {
+                Some(on) => on,
+                None => {
+                    volume.on.push(member.clone());
+                    volume.on.len() - 1
+                }
+            };
+            // Bounded by the member's length, computed without overflow above.
+            placed.push((on, pe_start + first * extent));
         }
+        map.push(Segment {
+            start: start * extent,
+            len: extents * extent,
+            chunk,
+            stripes: placed,
+        });
+    }
+    volume.size = next * extent;
+    volume.map = refused.map_or(Ok(map), Err);
+    Ok(())
+}
+
+/// A logical volume read from the physical volumes it lies on.
+pub struct LogicalVolumeReader {
+    pvs: Vec<Box<dyn ReadAt>>,
+    size: u64,
+    map: Vec<Segment>,
+}
+
+impl LogicalVolumeReader {
+    /// Reads `volume` from its physical volumes, which `open` gives by UUID (as
+    /// [`LogicalVolume::physical_volumes`] lists them); fails with the reason for a volume
+    /// that cannot be read, or whose physical volumes `open` does not have or are shorter
+    /// than the metadata says. `what` names it in errors.
+    pub fn new(
+        volume: &LogicalVolume,
+        mut open: impl FnMut(&str) -> Option<Box<dyn ReadAt>>,
+        what: &str,
+    ) -> Result<Self, FsError> {
+        let map = volume
+            .map
+            .as_ref()
+            .map_err(|why| FsError::unsupported(what, format!("LVM2 logical volume: {why}")))?;
+        let mut pvs = Vec::with_capacity(volume.on.len());
+        for member in &volume.on {
+            let reader = open(&member.uuid).ok_or_else(|| {
+                FsError::unsupported(
+                    what,
+                    format!(
+                        "LVM2 logical volume: its extents lie on physical volume {} (UUID {}) \
+                         too, which is not among the disks",
+                        member.key, member.uuid
+                    ),
+                )
+            })?;
+            if reader.len() < member.len {
+                return Err(FsError::corrupt(
+                    what,
+                    None,
+                    format!(
+                        "LVM2 physical volume {} holds {} bytes, but its extents reach byte {}",
+                        member.key,
+                        reader.len(),
+                        member.len
+                    ),
+                ));
+            }
+            pvs.push(reader);
+        }
+        Ok(LogicalVolumeReader {
+            pvs,
+            size: volume.size,
+            map: map.clone(),
+        })
     }
 }
 
-impl<R: ReadAt> ReadAt for LogicalVolumeReader<R> {
+impl ReadAt for LogicalVolumeReader {
     fn len(&self) -> u64 {
         self.size
     }
@@ -618,12 +720,17 @@ impl<R: ReadAt> ReadAt for LogicalVolumeReader<R> {
         let mut at = offset;
         while at < end {
             // The segments are in order and cover the volume without gaps.
-            let i = self.map.partition_point(|e| e.start + e.len <= at);
-            let e = self.map[i];
-            let n = (e.start + e.len).min(end) - at;
+            let s = &self.map[self.map.partition_point(|s| s.start + s.len <= at)];
+            let within = at - s.start;
+            let (chunk, into) = (within / s.chunk, within % s.chunk);
+            let stripes = s.stripes.len() as u64;
+            let (pv, area) = s.stripes[(chunk % stripes) as usize];
+            let n = (s.chunk - into).min(s.start + s.len - at).min(end - at);
             let from = (at - offset) as usize;
-            self.inner
-                .read_exact_at(e.at + (at - e.start), &mut buf[from..from + n as usize])?;
+            self.pvs[pv].read_exact_at(
+                area + chunk / stripes * s.chunk + into,
+                &mut buf[from..from + n as usize],
+            )?;
             at += n;
         }
         Ok(())
@@ -734,7 +841,10 @@ version = 1
 
     const TEXT: &str = r#"vg {
 extent_size = 2048
-physical_volumes { pv0 { id = "AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA" pe_start = 2048 pe_count = 7 } }
+physical_volumes {
+pv0 { id = "AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA" pe_start = 2048 pe_count = 7 }
+pv1 { id = "BBBBBB-BBBB-BBBB-BBBB-BBBB-BBBB-BBBBBB" pe_start = 4096 pe_count = 2 }
+}
 logical_volumes {
 a { status = ["READ", "VISIBLE"] segment_count = 2
 segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", 4] }
@@ -743,33 +853,92 @@ hidden { status = ["READ"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 1] } }
 t { status = ["VISIBLE"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "p" } }
+s { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 2 stripe_size = 128
+stripes = ["pv0", 2, "pv1", 0] } }
 }
 }
 "#;
 
+    /// Reads `len` bytes at `at` of logical volume `lv`, its physical volumes `pv0`
+    /// (UUID `A...`) and `pv1` (`B...`).
+    fn read_lv(lv: &LogicalVolume, pv0: &[u8], pv1: &[u8], at: u64, len: usize) -> Vec<u8> {
+        let mut reader = LogicalVolumeReader::new(
+            lv,
+            |uuid| match uuid.as_bytes()[0] {
+                b'A' => Some(Box::new(pv0.to_vec())),
+                b'B' => Some(Box::new(pv1.to_vec())),
+                _ => None,
+            },
+            "d",
+        )
+        .unwrap();
+        let mut buf = vec![0u8; len];
+        reader.read_exact_at(at, &mut buf).unwrap();
+        buf
+    }
+
     #[test]
-    fn extents_map_onto_the_physical_volume() {
+    fn extents_map_onto_the_physical_volumes() {
         let mut img = image(TEXT.as_bytes());
         for (extent, fill) in [(4u64, 0xa4u8), (5, 0xa5), (0, 0xa0)] {
             let at = (1 << 20) + extent as usize * (1 << 20);
             img[at..at + (1 << 20)].fill(fill);
         }
+        // Each 64 KiB stripe chunk of extents 2 and 3 of pv0 and 0 and 1 of pv1 (from
+        // 2 MiB) holds its place in the striped volume.
+        let mut other = vec![0u8; 8 << 20];
+        for chunk in 0..64u64 {
+            let (pv, row) = (chunk % 2, chunk / 2);
+            let (buf, base) = if pv == 0 {
+                (&mut img, 3 << 20)
+            } else {
+                (&mut other, 2 << 20)
+            };
+            let at = (base + row * 65536) as usize;
+            buf[at..at + 65536].fill(chunk as u8);
+        }
         let pv = read_physical_volume(&mut img.clone(), "d")
             .unwrap()
             .unwrap();
-        assert_eq!(pv.group, "vg");
+        assert_eq!(
+            (pv.group.as_str(), pv.uuid.as_str()),
+            ("vg", &*"A".repeat(32))
+        );
         let names: Vec<&str> = pv.volumes.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["a", "t"]);
+        assert_eq!(names, ["a", "t", "s"]);
         assert!(pv.volumes[1].unsupported().unwrap().contains("thin"));
-        let mut lv = LogicalVolumeReader::new(img, &pv.volumes[0], "d/a").unwrap();
-        assert_eq!(lv.len(), 3 << 20);
         // A read across both runs of the first segment and into the second.
-        let mut buf = vec![0u8; (2 << 20) + 1];
-        lv.read_exact_at((1 << 20) - 1, &mut buf).unwrap();
-        assert_eq!(buf[0], 0xa4);
-        assert!(buf[1..(1 << 20) + 1].iter().all(|&b| b == 0xa5));
-        assert!(buf[(1 << 20) + 1..].iter().all(|&b| b == 0xa0));
-        assert!(lv.read_exact_at((3 << 20) - 1, &mut [0u8; 2]).is_err());
+        let a = read_lv(&pv.volumes[0], &img, &other, (1 << 20) - 1, (2 << 20) + 1);
+        assert_eq!(a[0], 0xa4);
+        assert!(a[1..(1 << 20) + 1].iter().all(|&b| b == 0xa5));
+        assert!(a[(1 << 20) + 1..].iter().all(|&b| b == 0xa0));
+        let striped = &pv.volumes[2];
+        assert_eq!(striped.size, 4 << 20);
+        let uuids: Vec<&str> = striped.physical_volumes().collect();
+        assert_eq!(uuids, ["A".repeat(32), "B".repeat(32)]);
+        let s = read_lv(striped, &img, &other, 0, 4 << 20);
+        for (chunk, bytes) in s.chunks(65536).enumerate() {
+            assert!(bytes.iter().all(|&b| b == chunk as u8), "chunk {chunk}");
+        }
+        // Reads that cross chunk boundaries, at odd places.
+        assert_eq!(read_lv(striped, &img, &other, 65535, 3), [0, 1, 1]);
+        assert_eq!(read_lv(striped, &img, &other, (4 << 20) - 2, 2), [63, 63]);
+        // Past the end; a missing or short physical volume.
+        let mut reader =
+            LogicalVolumeReader::new(&pv.volumes[0], |_| Some(Box::new(img.clone())), "d").unwrap();
+        assert!(reader.read_exact_at((3 << 20) - 1, &mut [0u8; 2]).is_err());
+        let missing = LogicalVolumeReader::new(
+            striped,
+            |u| (u.starts_with('A')).then(|| Box::new(img.clone()) as Box<dyn ReadAt>),
+            "d/s",
+        );
+        assert!(missing.is_err_and(
+            |e| e.to_string().contains("pv1") && e.to_string().contains("not among the disks")
+        ));
+        let short =
+            LogicalVolumeReader::new(striped, |_| Some(Box::new(vec![0u8; 1 << 20])), "d/s");
+        assert!(short.is_err_and(|e| e.to_string().contains("reach byte")));
     }
 
     proptest::proptest! {
@@ -793,7 +962,7 @@ segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "p" } }
             let mut img = image(&text);
             if let Ok(Some(pv)) = read_physical_volume(&mut img, "d") {
                 for v in &pv.volumes {
-                    if let Ok(mut lv) = LogicalVolumeReader::new(&mut img, v, "d") {
+                    if let Ok(mut lv) = LogicalVolumeReader::new(v, |_| Some(Box::new(img.clone())), "d") {
                         let len = lv.len();
                         let mut buf = [0u8; 4096];
                         for at in [0, len / 2, len.saturating_sub(4096)] {

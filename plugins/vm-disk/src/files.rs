@@ -75,11 +75,13 @@ fn restore_in(
                 let below = path::join(selected, &lv.name).map_err(|err| {
                     PluginError::CorruptSource(format!("{selected}: logical volume: {err}"))
                 })?;
-                if let Some(why) = lv.unsupported() {
-                    job.tally.warn(format!("{below}: not restored: {why}"));
-                    continue;
+                match restore_in(job, stored, &below, volume, &lv.name) {
+                    // A kind of volume not read here, or one on a disk not in the point.
+                    Err(PluginError::Unsupported(why)) => {
+                        job.tally.warn(format!("{below}: not restored: {why}"));
+                    }
+                    other => other?,
                 }
-                restore_in(job, stored, &below, volume, &lv.name)?;
             }
             return Ok(());
         }

@@ -14,7 +14,7 @@ use tessera_plugin_sdk::meta::{self, FileType};
 use tessera_plugin_sdk::prelude::*;
 
 use crate::error::from_fs;
-use crate::layout::{VolumeRef, volume_label};
+use crate::layout::{self, VolumeRef, volume_label};
 use crate::vault_disk::{SharedDisk, VaultDisk};
 
 /// What a path below a volume of a disk reaches.
@@ -161,12 +161,67 @@ impl StoredDisk {
             )));
         };
         let label = format!("{label}/{name}");
-        let reader = LogicalVolumeReader::new(reader, lv, &label).map_err(|err| from_fs(&err))?;
+        let mut own = Some(reader);
+        let open = |uuid: &str| {
+            if uuid == pv.uuid {
+                own.take()
+            } else {
+                self.find_physical_volume(uuid)
+            }
+        };
+        let reader = LogicalVolumeReader::new(lv, open, &label).map_err(|err| from_fs(&err))?;
         let volume = open_volume(Box::new(reader), &label).map_err(|err| from_fs(&err))?;
         Ok(Reached::Fs {
             volume: Box::new(volume),
             rest: inside,
         })
+    }
+
+    /// The LVM2 physical volume with label UUID `uuid` among the point's disks (a volume
+    /// group can span the disks of a VM): a partition of one, or a disk without a table.
+    fn find_physical_volume(&self, uuid: &str) -> Option<Box<dyn ReadAt>> {
+        let disks = point::children("").ok()?;
+        for entry in disks {
+            if entry.kind != EntryKind::BlockDevice || layout::disk_index(&entry.path).is_none() {
+                continue;
+            }
+            let other;
+            let disk = if entry.path == self.name {
+                self
+            } else {
+                match StoredDisk::open(&entry.path) {
+                    Ok(disk) => {
+                        other = disk;
+                        &other
+                    }
+                    Err(err) => {
+                        tessera_plugin_sdk::debug!("looking for LVM2 volume {uuid}: {err}");
+                        continue;
+                    }
+                }
+            };
+            let volumes: Vec<VolumeRef> = match disk.table.scheme {
+                Scheme::None => vec![VolumeRef::WholeDisk],
+                _ => disk
+                    .table
+                    .partitions
+                    .iter()
+                    .map(|p| VolumeRef::Partition(p.number))
+                    .collect(),
+            };
+            for volume in volumes {
+                let Ok(mut reader) = disk.reader(volume) else {
+                    continue;
+                };
+                let label = volume_label(&disk.name, volume);
+                if let Ok(Some(pv)) = read_physical_volume(&mut reader, &label)
+                    && pv.uuid == uuid
+                {
+                    return Some(reader);
+                }
+            }
+        }
+        None
     }
 
     /// What the table holds, for messages: `the table has 2: part1, part2`.

@@ -334,7 +334,8 @@ fn exercise_volume(mut bytes: Vec<u8>) {
     match read_physical_volume(&mut bytes, "fuzz") {
         Ok(Some(pv)) => {
             for lv in &pv.volumes {
-                if let Ok(lv) = LogicalVolumeReader::new(bytes.clone(), lv, "fuzz")
+                let open = |_: &str| Some(Box::new(bytes.clone()) as Box<dyn ReadAt>);
+                if let Ok(lv) = LogicalVolumeReader::new(lv, open, "fuzz")
                     && let Ok(mut vol) = open_volume(Box::new(lv), "fuzz")
                 {
                     exercise(&mut vol);

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tessera_disk_fs::{FsError, LogicalVolumeReader, open_volume, read_physical_volume};
+use tessera_disk_image::ReadAt;
 
 use crate::support::*;
 
@@ -27,42 +28,63 @@ fn group_name() -> String {
     )
 }
 
-/// The extents of each logical volume of `group` as LVM reports them:
-/// `(name, first LV extent, extents, first PV extent)`, the PV extents on `device`.
-fn segments(group: &str, device: &str) -> Vec<(String, u64, u64, u64)> {
+/// One segment of a logical volume as `lvs` reports it: the volume's name, its first
+/// extent and extent count, the stripe size in bytes (0 for one stripe), and each
+/// stripe's device and first extent on it.
+struct Run {
+    name: String,
+    start: u64,
+    count: u64,
+    stripe_size: u64,
+    stripes: Vec<(String, u64)>,
+}
+
+fn segments(group: &str) -> Vec<Run> {
     let out = lvm(
         "lvs",
         &[
             "--noheadings",
             "--separator",
             ",",
+            "--units",
+            "b",
+            "--nosuffix",
             "-o",
-            "lv_name,seg_start_pe,seg_size_pe,seg_pe_ranges",
+            "lv_name,seg_start_pe,seg_size_pe,stripe_size,seg_pe_ranges",
             group,
         ],
     );
     out.lines()
-        .filter_map(|line| {
+        .map(|line| {
             let fields: Vec<&str> = line.trim().split(',').collect();
-            let (dev, range) = fields[3].split_once(':')?;
-            if dev != device {
-                return None;
+            let stripes = fields[4]
+                .split_whitespace()
+                .map(|range| {
+                    let (dev, extents) = range.split_once(':').unwrap();
+                    (
+                        dev.to_owned(),
+                        extents.split('-').next().unwrap().parse().unwrap(),
+                    )
+                })
+                .collect();
+            Run {
+                name: fields[0].to_owned(),
+                start: fields[1].parse().unwrap(),
+                count: fields[2].parse().unwrap(),
+                stripe_size: fields[3].parse().unwrap(),
+                stripes,
             }
-            let first = range.split('-').next()?.parse().ok()?;
-            Some((
-                fields[0].to_owned(),
-                fields[1].parse().ok()?,
-                fields[2].parse().ok()?,
-                first,
-            ))
         })
         .collect()
 }
 
-/// A physical volume image at `pv` (with a second PV at `other` in the same group):
-/// `root` (16 MiB in two runs of extents, ext4 of `src`), `data` (6 MiB, ext2 of `src`)
-/// and `elsewhere` (4 MiB on the other PV). Returns the group's name. Needs root.
-fn physical_volume(tmp: &Path, pv: &Path, other: &Path, src: &Path) -> String {
+/// Physical volume images at `pv` and `other`, one group, 1 MiB extents: `root` (16 MiB
+/// in two runs of extents on `pv`, ext4 of `src`), `data` (6 MiB on `pv`, ext2 of `src`),
+/// `elsewhere` (4 MiB on `other`, ext4 of `small`) and `striped` (8 MiB in 64 KiB stripes
+/// over both, ext4 of `src`). Each file system is written where `lvs` reports the
+/// volume's extents, in stripe order as device-mapper's striped target lays them out.
+/// Returns the group's name. Needs root.
+fn physical_volumes(tmp: &Path, pv: &Path, other: &Path, src: &Path, small: &Path) -> String {
     let group = group_name();
     for (file, mib) in [(pv, 48), (other, 16)] {
         std::fs::File::create(file)
@@ -73,7 +95,7 @@ fn physical_volume(tmp: &Path, pv: &Path, other: &Path, src: &Path) -> String {
     let (loop_a, loop_b) = (Loop::attach(pv), Loop::attach(other));
     let (a, b) = (loop_a.0.as_str(), loop_b.0.as_str());
     lvm("pvcreate", &["-q", a, b]);
-    lvm("vgcreate", &["-q", "-s", "1m", &group, a]);
+    lvm("vgcreate", &["-q", "-s", "1m", &group, a, b]);
     let lv = |args: &[&str]| {
         let mut all = vec!["-q", "--activate", "n", "--zero", "n"];
         all.extend_from_slice(args);
@@ -85,45 +107,65 @@ fn physical_volume(tmp: &Path, pv: &Path, other: &Path, src: &Path) -> String {
         "lvextend",
         &["-q", "-L", "+4m", &format!("{group}/root"), a],
     );
-    lvm("vgextend", &["-q", &group, b]);
     lv(&["-L", "4m", "-n", "elsewhere", &group, b]);
-    let pe_start: u64 = lvm(
-        "pvs",
-        &[
-            "--noheadings",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            "pe_start",
-            a,
-        ],
-    )
-    .trim()
-    .parse()
-    .unwrap();
-    let runs = segments(&group, a);
+    lv(&[
+        "-i", "2", "-I", "64k", "-L", "8m", "-n", "striped", &group, a, b,
+    ]);
+    let pe_start = |dev: &str| -> u64 {
+        lvm(
+            "pvs",
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                "pe_start",
+                dev,
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    let devices = [
+        (a.to_owned(), pv, pe_start(a)),
+        (b.to_owned(), other, pe_start(b)),
+    ];
+    let runs = segments(&group);
     drop((loop_a, loop_b));
 
-    let root = tmp.join("root.ext4");
-    mkfs_ext("ext4", src, &root, 16, &[]);
-    let data = tmp.join("data.ext2");
-    mkfs_ext("ext2", src, &data, 6, &[]);
-    let file = std::fs::OpenOptions::new().write(true).open(pv).unwrap();
-    let mut placed = 0;
-    for (name, start, count, first) in runs {
-        let image = match name.as_str() {
-            "root" => &root,
-            "data" => &data,
-            other => panic!("unexpected volume {other}"),
-        };
-        let bytes = read_bytes(image);
-        let from = (start * MIB) as usize;
-        let piece = &bytes[from..from + (count * MIB) as usize];
-        file.write_all_at(piece, pe_start + first * MIB).unwrap();
-        placed += count;
+    let mut images = Vec::new();
+    for (name, kind, tree, mib) in [
+        ("root", "ext4", src, 16),
+        ("data", "ext2", src, 6),
+        ("elsewhere", "ext4", small, 4),
+        ("striped", "ext4", src, 8),
+    ] {
+        let image = tmp.join(format!("{name}.img"));
+        mkfs_ext(kind, tree, &image, mib, &[]);
+        images.push((name, read_bytes(&image)));
     }
-    assert_eq!(placed, 22, "LVM placed root and data in {placed} extents");
+    let mut placed = 0;
+    for run in runs {
+        let (_, bytes) = images.iter().find(|(n, _)| *n == run.name).unwrap();
+        let bytes = &bytes[(run.start * MIB) as usize..((run.start + run.count) * MIB) as usize];
+        let stripes = run.stripes.len();
+        let chunk = if stripes == 1 {
+            bytes.len()
+        } else {
+            run.stripe_size as usize
+        };
+        for (i, piece) in bytes.chunks(chunk).enumerate() {
+            let (dev, first) = &run.stripes[i % stripes];
+            let (_, file, start) = devices.iter().find(|(d, _, _)| d == dev).unwrap();
+            let at = start + first * MIB + (i / stripes * chunk) as u64;
+            let file = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+            file.write_all_at(piece, at).unwrap();
+        }
+        placed += run.count;
+    }
+    assert_eq!(placed, 34, "LVM placed the volumes in {placed} extents");
     group
 }
 
@@ -146,15 +188,29 @@ fn logical_volumes_read_like_their_sources() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+    let (src, small) = (tmp.path().join("src"), tmp.path().join("small"));
     small_tree(&src);
+    source_tree(
+        &small,
+        &Tree {
+            big: 1000,
+            with_symlinks: false,
+            many: 3,
+            sparse: false,
+        },
+    );
     let (pv, other) = (tmp.path().join("pv.img"), tmp.path().join("other.img"));
-    let group = physical_volume(tmp.path(), &pv, &other, &src);
+    let group = physical_volumes(tmp.path(), &pv, &other, &src, &small);
 
     let found = read_physical_volume(&mut open_disk(&pv), "disk0/part2")
         .unwrap()
         .expect("an LVM2 label");
-    assert_eq!(found.group, group);
+    // The other physical volume's metadata names the same group.
+    let second = read_physical_volume(&mut open_disk(&other), "disk1")
+        .unwrap()
+        .unwrap();
+    assert_eq!((&found.group, &second.group), (&group, &group));
+    assert_ne!(found.uuid, second.uuid);
     let names: Vec<(&str, u64)> = found
         .volumes
         .iter()
@@ -165,10 +221,25 @@ fn logical_volumes_read_like_their_sources() {
         [
             ("root", 16 * MIB),
             ("data", 6 * MIB),
-            ("elsewhere", 4 * MIB)
+            ("elsewhere", 4 * MIB),
+            ("striped", 8 * MIB)
         ]
     );
-    for (i, kind) in [(0, "ext4"), (1, "ext2")] {
+    let open = |uuid: &str| -> Option<Box<dyn ReadAt>> {
+        if uuid == found.uuid {
+            Some(Box::new(open_disk(&pv)))
+        } else if uuid == second.uuid {
+            Some(Box::new(open_disk(&other)))
+        } else {
+            None
+        }
+    };
+    for (i, kind, tree) in [
+        (0, "ext4", &src),
+        (1, "ext2", &src),
+        (2, "ext4", &small),
+        (3, "ext4", &src),
+    ] {
         let expect = Expect {
             unix: true,
             // ext2 block maps with a hole over an indirect block are not read (yet).
@@ -177,25 +248,23 @@ fn logical_volumes_read_like_their_sources() {
         let lv = &found.volumes[i];
         assert_eq!(lv.unsupported(), None);
         let what = format!("disk0/part2/{}", lv.name);
-        let reader = LogicalVolumeReader::new(open_disk(&pv), lv, &what).unwrap();
+        let reader = LogicalVolumeReader::new(lv, open, &what).unwrap();
         let mut vol = open_volume(Box::new(reader), &what).unwrap();
         assert_eq!(vol.kind(), kind);
-        assert_same_tree(&mut vol, "", &src, expect);
+        assert_same_tree(&mut vol, "", tree, expect);
     }
-    // The other physical volume's metadata names the same group.
-    let second = read_physical_volume(&mut open_disk(&other), "disk1")
-        .unwrap()
-        .unwrap();
-    assert_eq!(second.group, group);
-    let elsewhere = &found.volumes[2];
-    let why = elsewhere.unsupported().expect("on the other PV");
-    assert!(why.contains("another physical volume"), "{why}");
-    match LogicalVolumeReader::new(open_disk(&pv), elsewhere, "disk0/part2/elsewhere") {
-        Err(FsError::Unsupported { what, detail }) => {
-            assert_eq!(what, "disk0/part2/elsewhere");
-            assert!(detail.contains("another physical volume"), "{detail}");
+    // Without the second physical volume, what lies on it cannot be read.
+    for lv in &found.volumes[2..] {
+        let only_first = |uuid: &str| -> Option<Box<dyn ReadAt>> {
+            (uuid == found.uuid).then(|| Box::new(open_disk(&pv)) as Box<dyn ReadAt>)
+        };
+        match LogicalVolumeReader::new(lv, only_first, "disk0/part2/x") {
+            Err(FsError::Unsupported { what, detail }) => {
+                assert_eq!(what, "disk0/part2/x");
+                assert!(detail.contains(&second.uuid), "{detail}");
+            }
+            other => panic!("{:?}", other.err()),
         }
-        other => panic!("{:?}", other.err()),
     }
 
     // Damage is named: the label's checksum, the metadata's, a truncated volume.
