@@ -2,8 +2,9 @@
 //! `N` of the capture's sources is the top-level entry `diskN` (a `block-device`); the
 //! configuration document is a `blob` next to the disks under its own file name. Browse and
 //! file-level restore look inside a disk through the names `diskN/partK` (partition `K` as
-//! Linux numbers it) and `diskN/fs` (a file system filling a disk without a partition
-//! table), followed by a path inside the file system.
+//! Linux numbers it) and `diskN/fs` (the volume filling a disk without a partition
+//! table), then, in an LVM2 physical volume, the name of a logical volume, and a path
+//! inside the file system.
 
 use std::fmt;
 
@@ -11,7 +12,8 @@ use std::fmt;
 const DISK_PREFIX: &str = "disk";
 /// The prefix of a partition's name below a disk; its number follows it.
 const PARTITION_PREFIX: &str = "part";
-/// The name below a disk of a file system that fills the whole disk.
+/// The name below a disk of the volume that fills the whole disk: a file system, or an
+/// LVM2 physical volume.
 pub(crate) const WHOLE_DISK: &str = "fs";
 
 /// Extended attribute recorded on a disk entry with the fixed chunk size its content was
@@ -53,7 +55,8 @@ pub(crate) fn is_reserved_name(name: &str) -> bool {
 pub(crate) enum VolumeRef {
     /// The partition with this number.
     Partition(u32),
-    /// The file system filling a disk without a partition table.
+    /// The volume (a file system or an LVM2 physical volume) filling a disk without a
+    /// partition table.
     WholeDisk,
 }
 
