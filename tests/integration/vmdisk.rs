@@ -1071,38 +1071,13 @@ fn lvm_disks(
         &["-q", "-L", "+8m", &format!("{group}/root"), a],
     );
     create(&["-L", "30m", "-n", "srv", group, a, b]);
-    let pe_start = |dev: &str| -> u64 {
-        let out = lvm(
-            "pvs",
-            &[
-                "--noheadings",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                "pe_start",
-                dev,
-            ],
-        );
-        out.trim().parse().unwrap()
-    };
-    let devices = [
-        (a.to_owned(), &pv, pe_start(a)),
-        (b.to_owned(), &disk1, pe_start(b)),
+    let mut args = vec![
+        concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/lvm-place.py").to_owned(),
+        group.to_owned(),
+        format!("{a}={}", p(&pv)),
+        format!("{b}={}", p(&disk1)),
+        "--".to_owned(),
     ];
-    let segments = lvm(
-        "lvs",
-        &[
-            "--noheadings",
-            "--separator",
-            ",",
-            "-o",
-            "lv_name,seg_start_pe,seg_size_pe,seg_pe_ranges",
-            group,
-        ],
-    );
-    drop((loop_a, loop_b));
-    let mut images = Vec::new();
     for (name, tree, mib) in [
         ("root", root_tree, 20),
         ("home", home_tree, 8),
@@ -1114,35 +1089,35 @@ fn lvm_disks(
             .set_len(mib << 20)
             .unwrap();
         tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&image)]);
-        images.push((name, fs::read(&image).unwrap()));
+        args.push(format!("{name}={}", p(&image)));
     }
-    let mut runs = Vec::new();
-    for line in segments.lines() {
-        // `root,0,12,/dev/loop3:0-11`: LV extents from 0, 12 of them, at PV extent 0.
-        let fields: Vec<&str> = line.trim().split(',').collect();
-        let (dev, range) = fields[3].split_once(':').unwrap();
-        let (start, count): (usize, usize) =
-            (fields[1].parse().unwrap(), fields[2].parse().unwrap());
-        let first: u64 = range.split('-').next().unwrap().parse().unwrap();
-        let (_, bytes) = images.iter().find(|(name, _)| *name == fields[0]).unwrap();
-        let (_, file, pe_start) = devices.iter().find(|(d, _, _)| d == dev).unwrap();
-        let file = fs::OpenOptions::new().write(true).open(file).unwrap();
-        let piece = &bytes[start << 20..(start + count) << 20];
-        std::os::unix::fs::FileExt::write_all_at(&file, piece, pe_start + (first << 20)).unwrap();
-        runs.push((fields[0].to_owned(), *dev == devices[1].0));
-    }
-    let expected = [
-        ("root", false),
-        ("root", false),
-        ("home", false),
-        ("srv", false),
-        ("srv", true),
-    ];
-    let mut sorted = runs.clone();
-    sorted.sort();
-    let mut want: Vec<(String, bool)> = expected.iter().map(|(n, d)| (n.to_string(), *d)).collect();
-    want.sort();
-    assert_eq!(sorted, want, "{segments}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let placed = tool("python3", &args);
+    // `root 0 12 /dev/loop3`: root's extents from 0, 12 of them, on the first device.
+    let mut runs: Vec<String> = placed
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            format!(
+                "{} {}",
+                fields[0],
+                if fields[3] == b { "disk1" } else { "disk0" }
+            )
+        })
+        .collect();
+    runs.sort();
+    assert_eq!(
+        runs,
+        [
+            "home disk0",
+            "root disk0",
+            "root disk0",
+            "srv disk0",
+            "srv disk1"
+        ],
+        "{placed}"
+    );
+    drop((loop_a, loop_b));
 
     let disk0 = env.path("lvm.raw");
     fs::File::create(&disk0).unwrap().set_len(64 << 20).unwrap();

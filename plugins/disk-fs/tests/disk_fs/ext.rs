@@ -222,6 +222,19 @@ fn inode_number(img: &Path, path: &str) -> u64 {
         .unwrap_or_else(|| panic!("no inode number in: {stat}"))
 }
 
+/// Opens the ext4 image `img` as `disk0/part1` and checks that it opened without warnings
+/// and reads like `src`; `context` names the case in failures.
+fn open_like_source(img: &Path, src: &Path, context: &str) -> Volume {
+    let mut vol = open_image(img, "disk0/part1");
+    assert!(vol.warnings().is_empty(), "{context}: {:?}", vol.warnings());
+    let expect = Expect {
+        unix: true,
+        sparse_unsupported: false,
+    };
+    assert_same_tree(&mut vol, "", src, expect);
+    vol
+}
+
 /// `meta_bg` spreads the group descriptors over the volume: a block of them at the start
 /// of each run of groups they describe (16 groups here, 1 KiB blocks of 64-byte
 /// descriptors; 32 groups with 32-byte ones), after the group's backup superblock if it
@@ -255,18 +268,8 @@ fn meta_bg_volumes_read_like_their_source() {
         mkfs_ext("ext4", &src, &img, 24, &extra);
         let group = (inode_number(&img, "many/file-599.txt") - 1) / 8;
         assert!(group >= 64, "{features}: inode in group {group}");
-        let mut vol = open_image(&img, "disk0/part1");
+        let mut vol = open_like_source(&img, &src, features);
         assert_eq!(vol.kind(), "ext4", "{features}");
-        assert!(
-            vol.warnings().is_empty(),
-            "{features}: {:?}",
-            vol.warnings()
-        );
-        let expect = Expect {
-            unix: true,
-            sparse_unsupported: false,
-        };
-        assert_same_tree(&mut vol, "", &src, expect);
         check_symlinks(&mut vol);
         let far = vol.extras("many/file-599.txt").unwrap();
         assert_eq!(
@@ -298,17 +301,7 @@ fn attribute_values_in_inodes_of_their_own_and_mmp_volumes_are_read() {
             &[],
         );
         assert!(listed.contains("user.huge"), "{listed}");
-        let mut vol = open_image(&img, "disk0/part1");
-        assert!(
-            vol.warnings().is_empty(),
-            "{features}: {:?}",
-            vol.warnings()
-        );
-        let expect = Expect {
-            unix: true,
-            sparse_unsupported: false,
-        };
-        assert_same_tree(&mut vol, "", &src, expect);
+        let mut vol = open_like_source(&img, &src, features);
         let medium = vol.extras("medium.bin").unwrap();
         assert_eq!(
             xattr_of(&medium, "user.huge"),
@@ -364,13 +357,7 @@ fn a_volume_with_an_external_journal_is_read_without_it() {
         let option = format!("device={}", device.0);
         mkfs_ext("ext4", &src, &img, 24, &["-b", "1024", "-J", &option]);
     }
-    let expect = Expect {
-        unix: true,
-        sparse_unsupported: false,
-    };
-    let mut vol = open_image(&img, "disk0/part1");
-    assert!(vol.warnings().is_empty(), "{:?}", vol.warnings());
-    assert_same_tree(&mut vol, "", &src, expect);
+    open_like_source(&img, &src, "external journal");
 
     run(
         "debugfs",
@@ -384,6 +371,10 @@ fn a_volume_with_an_external_journal_is_read_without_it() {
         "{:?}",
         vol.warnings()
     );
+    let expect = Expect {
+        unix: true,
+        sparse_unsupported: false,
+    };
     assert_same_tree(&mut vol, "", &src, expect);
     assert!(vol.extras("hello.txt").unwrap().warnings.is_empty());
 }

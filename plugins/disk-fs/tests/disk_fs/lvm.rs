@@ -2,7 +2,6 @@
 //! never activated), with file systems written where LVM itself reports each logical
 //! volume's extents to lie.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -28,62 +27,17 @@ fn group_name() -> String {
     )
 }
 
-/// One segment of a logical volume as `lvs` reports it: the volume's name, its first
-/// extent and extent count, the stripe size in bytes (0 for one stripe), and each
-/// stripe's device and first extent on it.
-struct Run {
-    name: String,
-    start: u64,
-    count: u64,
-    stripe_size: u64,
-    stripes: Vec<(String, u64)>,
-}
-
-fn segments(group: &str) -> Vec<Run> {
-    let out = lvm(
-        "lvs",
-        &[
-            "--noheadings",
-            "--separator",
-            ",",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            "lv_name,seg_start_pe,seg_size_pe,stripe_size,seg_pe_ranges",
-            group,
-        ],
-    );
-    out.lines()
-        .map(|line| {
-            let fields: Vec<&str> = line.trim().split(',').collect();
-            let stripes = fields[4]
-                .split_whitespace()
-                .map(|range| {
-                    let (dev, extents) = range.split_once(':').unwrap();
-                    (
-                        dev.to_owned(),
-                        extents.split('-').next().unwrap().parse().unwrap(),
-                    )
-                })
-                .collect();
-            Run {
-                name: fields[0].to_owned(),
-                start: fields[1].parse().unwrap(),
-                count: fields[2].parse().unwrap(),
-                stripe_size: fields[3].parse().unwrap(),
-                stripes,
-            }
-        })
-        .collect()
-}
+/// The script that writes file-system images where `lvs` places each volume's extents.
+const PLACE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/scripts/lvm-place.py"
+);
 
 /// Physical volume images at `pv` and `other`, one group, 1 MiB extents: `root` (16 MiB
 /// in two runs of extents on `pv`, ext4 of `src`), `data` (6 MiB on `pv`, ext2 of `src`),
 /// `elsewhere` (4 MiB on `other`, ext4 of `small`) and `striped` (8 MiB in 64 KiB stripes
 /// over both, ext4 of `src`). Each file system is written where `lvs` reports the
-/// volume's extents, in stripe order as device-mapper's striped target lays them out.
-/// Returns the group's name. Needs root.
+/// volume's extents. Returns the group's name. Needs root.
 fn physical_volumes(tmp: &Path, pv: &Path, other: &Path, src: &Path, small: &Path) -> String {
     let group = group_name();
     for (file, mib) in [(pv, 48), (other, 16)] {
@@ -111,31 +65,13 @@ fn physical_volumes(tmp: &Path, pv: &Path, other: &Path, src: &Path, small: &Pat
     lv(&[
         "-i", "2", "-I", "64k", "-L", "8m", "-n", "striped", &group, a, b,
     ]);
-    let pe_start = |dev: &str| -> u64 {
-        lvm(
-            "pvs",
-            &[
-                "--noheadings",
-                "--units",
-                "b",
-                "--nosuffix",
-                "-o",
-                "pe_start",
-                dev,
-            ],
-        )
-        .trim()
-        .parse()
-        .unwrap()
-    };
-    let devices = [
-        (a.to_owned(), pv, pe_start(a)),
-        (b.to_owned(), other, pe_start(b)),
+    let mut args = vec![
+        PLACE.to_owned(),
+        group.clone(),
+        format!("{a}={}", pv.display()),
+        format!("{b}={}", other.display()),
+        "--".to_owned(),
     ];
-    let runs = segments(&group);
-    drop((loop_a, loop_b));
-
-    let mut images = Vec::new();
     for (name, kind, tree, mib) in [
         ("root", "ext4", src, 16),
         ("data", "ext2", src, 6),
@@ -144,28 +80,36 @@ fn physical_volumes(tmp: &Path, pv: &Path, other: &Path, src: &Path, small: &Pat
     ] {
         let image = tmp.join(format!("{name}.img"));
         mkfs_ext(kind, tree, &image, mib, &[]);
-        images.push((name, read_bytes(&image)));
+        args.push(format!("{name}={}", image.display()));
     }
-    let mut placed = 0;
-    for run in runs {
-        let (_, bytes) = images.iter().find(|(n, _)| *n == run.name).unwrap();
-        let bytes = &bytes[(run.start * MIB) as usize..((run.start + run.count) * MIB) as usize];
-        let stripes = run.stripes.len();
-        let chunk = if stripes == 1 {
-            bytes.len()
-        } else {
-            run.stripe_size as usize
-        };
-        for (i, piece) in bytes.chunks(chunk).enumerate() {
-            let (dev, first) = &run.stripes[i % stripes];
-            let (_, file, start) = devices.iter().find(|(d, _, _)| d == dev).unwrap();
-            let at = start + first * MIB + (i / stripes * chunk) as u64;
-            let file = std::fs::OpenOptions::new().write(true).open(file).unwrap();
-            file.write_all_at(piece, at).unwrap();
-        }
-        placed += run.count;
-    }
-    assert_eq!(placed, 34, "LVM placed the volumes in {placed} extents");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let placed = run("python3", &args, &[]);
+    let mut segments: Vec<String> = placed
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let on = if fields[3] == a {
+                "pv"
+            } else if fields[3] == b {
+                "other"
+            } else {
+                "both"
+            };
+            format!("{} {on}", fields[0])
+        })
+        .collect();
+    segments.sort();
+    assert_eq!(
+        segments,
+        [
+            "data pv",
+            "elsewhere other",
+            "root pv",
+            "root pv",
+            "striped both"
+        ],
+        "{placed}"
+    );
     group
 }
 
