@@ -77,7 +77,7 @@ const MAX_SYMLINKS: usize = 40;
 pub(crate) struct ExtVolume {
     fs: Ext4,
     /// The inodes as stored, for what `fs` does not show; `Err` says why they are not read.
-    raw: Result<RawExt, String>,
+    raw: Result<Rc<RefCell<RawExt>>, String>,
     what: String,
     kind: &'static str,
     block_size: u64,
@@ -237,7 +237,7 @@ impl ExtVolume {
             if replayed {
                 raw.replay_journal(&sb)?;
             }
-            Ok(raw)
+            Ok(Rc::new(RefCell::new(raw)))
         });
         Ok(ExtVolume {
             fs,
@@ -282,9 +282,9 @@ impl ExtVolume {
         // Whether it exists, as the reader beneath sees it: a name missing from the
         // directory blocks below is then damage, not a typo.
         self.lstat(&resolved, path)?;
-        match &mut self.raw {
+        match &self.raw {
             Ok(raw) => {
-                let inode = raw.extras(&resolved)?;
+                let inode = raw.borrow_mut().extras(&resolved)?;
                 Ok(Extras {
                     xattrs: inode.xattrs,
                     device: inode.device,
@@ -364,6 +364,8 @@ impl ExtVolume {
             block_size: self.block_size,
             addressable_blocks: addressable,
             failed: false,
+            raw: self.raw.as_ref().ok().cloned(),
+            block_map: None,
         })
     }
 
@@ -528,6 +530,11 @@ pub(crate) struct ExtFile {
     addressable_blocks: u64,
     /// Set once a read fails: the crate beneath must not be asked again after an error.
     failed: bool,
+    /// The volume's own structures, to read the file through its block map where the crate
+    /// beneath cannot (see [`ExtFile::read_block`]).
+    raw: Option<Rc<RefCell<RawExt>>>,
+    /// The file's block map once reads go through it.
+    block_map: Option<[u8; 60]>,
 }
 
 impl ExtFile {
@@ -562,6 +569,9 @@ impl ExtFile {
     }
 
     fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
+        if let Some(map) = self.block_map {
+            return self.read_mapped(&map, buf);
+        }
         if self.file.position() > self.pos {
             self.file = self
                 .fs
@@ -577,19 +587,59 @@ impl ExtFile {
             let n = usize::try_from(gap)
                 .unwrap_or(usize::MAX)
                 .min(scratch.len());
-            if self.read_block(&mut scratch[..n])? == 0 {
-                return Ok(0);
+            match self.read_block(&mut scratch[..n]) {
+                Ok(0) => return Ok(0),
+                Ok(_) => {}
+                // Stopped at a hole the crate beneath cannot read: the block map reads on
+                // from the position asked for.
+                Err(_) if self.block_map.is_some() => return self.read_inner(buf),
+                Err(err) => return Err(err),
             }
         }
         let mut done = 0;
         while done < <[u8]>::len(buf) {
-            let n = self.read_block(&mut buf[done..])?;
+            let n = match self.read_block(&mut buf[done..]) {
+                Ok(n) => n,
+                Err(_) if self.block_map.is_some() => {
+                    // The crate beneath stopped at a hole it cannot read; the block map
+                    // goes on from where it stopped.
+                    self.pos = self.file.position();
+                    let map = self.block_map.expect("just checked");
+                    return Ok(done + self.read_mapped(&map, &mut buf[done..])?);
+                }
+                Err(err) => return Err(err),
+            };
             if n == 0 {
                 break;
             }
             done += n;
         }
         self.pos = self.file.position();
+        Ok(done)
+    }
+
+    /// Reads at the file's position through its block map: a hole reads as zeros.
+    fn read_mapped(&mut self, map: &[u8; 60], buf: &mut [u8]) -> Result<usize, FsError> {
+        let raw = self
+            .raw
+            .as_ref()
+            .expect("a block map is only taken from the raw reader");
+        let raw = raw.borrow();
+        let end = self
+            .size
+            .min(self.pos.saturating_add(<[u8]>::len(buf) as u64));
+        let mut done = 0;
+        while self.pos < end {
+            let (logical, within) = (self.pos / self.block_size, self.pos % self.block_size);
+            let n = (self.block_size - within).min(end - self.pos) as usize;
+            let piece = &mut buf[done..done + n];
+            match raw.mapped_block(map, logical)? {
+                Some(at) => raw.read_at(at + within, piece)?,
+                None => piece.fill(0),
+            }
+            self.pos += n as u64;
+            done += n;
+        }
         Ok(done)
     }
 
@@ -613,12 +663,21 @@ impl ExtFile {
             // ext4-view reads a zero block number in a block map's indirect levels as a
             // block rather than as a hole, and refuses it: the file is sparse, with a hole
             // covering a whole indirect block (ext2/ext3, or ext4 files without extents).
+            // The file is then read through its block map here (see `read_inner`), unless
+            // the volume's own structures cannot be read.
             if e.to_string().contains("from block 0 (originally 0)") {
+                let map = match &self.raw {
+                    Some(raw) => raw.borrow_mut().block_map(&self.resolved),
+                    None => Ok(None),
+                };
+                if let Ok(Some(map)) = map {
+                    self.block_map = Some(map);
+                }
                 FsError::unsupported(
                     &self.what,
                     format!(
                         "{:?}: sparse block-mapped file with a hole spanning an indirect block \
-                         near byte {position} (the ext reader does not read these yet)",
+                         near byte {position}, and its block map cannot be read",
                         self.path
                     ),
                 )
@@ -629,8 +688,6 @@ impl ExtFile {
     }
 }
 
-/// The ext4-view reader over a [`ReadAt`], shared so a failed load can be retried, and
-/// optionally showing a patched superblock in place of the stored one.
 /// The volume as `ext4-view` is shown it: the superblock, when given, in place of the
 /// stored one; and for a `meta_bg` volume, the group descriptors gathered into the one
 /// table after the superblock where that crate reads them. It reads them, one by one and

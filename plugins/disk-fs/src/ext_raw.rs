@@ -167,6 +167,80 @@ impl RawExt {
         Ok(extras)
     }
 
+    /// The block map (the inode's 60-byte block field) of the regular file at `resolved`,
+    /// for reading it here when the reader beneath cannot; `None` if the file's blocks are
+    /// mapped by extents instead.
+    pub(crate) fn block_map(&mut self, resolved: &[u8]) -> Result<Option<[u8; 60]>, FsError> {
+        let number = self.lookup(resolved)?;
+        let inode = self.inode(number)?;
+        if u32_le(&inode, 0x20) & EXTENTS_FL != 0 {
+            return Ok(None);
+        }
+        let mut map = [0u8; 60];
+        map.copy_from_slice(&inode[0x28..0x28 + 60]);
+        Ok(Some(map))
+    }
+
+    /// The byte offset of logical block `logical` of a file with block map `map` (12
+    /// direct blocks, then single, double and triple indirect ones), or `None` where the
+    /// file has a hole: a zero pointer at any level.
+    pub(crate) fn mapped_block(
+        &self,
+        map: &[u8; 60],
+        logical: u64,
+    ) -> Result<Option<u64>, FsError> {
+        let per_block = self.block_size / 4;
+        // The slot in the inode and the indexes below it, most significant first.
+        let (slot, mut below) = if logical < 12 {
+            (logical as usize, Vec::new())
+        } else {
+            let mut rest = logical - 12;
+            let mut level = 1u32;
+            loop {
+                let span = per_block.checked_pow(level);
+                match span {
+                    Some(span) if rest >= span => {
+                        rest -= span;
+                        level += 1;
+                        if level > 3 {
+                            return Err(self.corrupt(
+                                None,
+                                format!("block {logical} is past what a block map addresses"),
+                            ));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            let mut indexes = Vec::with_capacity(level as usize);
+            for _ in 0..level {
+                indexes.push(rest % per_block);
+                rest /= per_block;
+            }
+            indexes.reverse();
+            (11 + level as usize, indexes)
+        };
+        let mut block = u64::from(u32_le(map, slot * 4));
+        let mut pointer = [0u8; 4];
+        for index in below.drain(..) {
+            if block == 0 {
+                return Ok(None);
+            }
+            self.read(self.block_offset(block)? + index * 4, &mut pointer)?;
+            block = u64::from(u32::from_le_bytes(pointer));
+        }
+        if block == 0 {
+            return Ok(None);
+        }
+        self.block_offset(block).map(Some)
+    }
+
+    /// Reads `buf` at byte `at` of the volume, as it stands after the journal's committed
+    /// transactions that the reader beneath replayed.
+    pub(crate) fn read_at(&self, at: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        self.read(at, buf)
+    }
+
     /// The inode number of `resolved`, walking its directories from the root.
     fn lookup(&mut self, resolved: &[u8]) -> Result<u32, FsError> {
         let parts: Vec<&[u8]> = resolved

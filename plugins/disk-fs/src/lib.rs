@@ -19,8 +19,9 @@
 //! is not `Send` (the ext reader beneath shares its state through `Rc`); open one per
 //! thread.
 //!
-//! What is not read: ext2/3 sparse files whose hole covers a whole indirect block, and
-//! the ext4 `inline_data` feature ([`FsError::Unsupported`]); a journal needing recovery
+//! What is not read: the ext4 `inline_data` feature ([`FsError::Unsupported`]); sparse
+//! block-mapped files (ext2/3) whose hole covers a whole indirect block, which `ext4-view`
+//! refuses, are read through their block map here; a journal needing recovery
 //! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
 //! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
 //! not available; FAT short names are decoded as code page 850. A journal on a device of

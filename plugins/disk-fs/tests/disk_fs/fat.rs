@@ -17,10 +17,7 @@ fn fat_image(bits: u8, size_kib: u64, tree: &Tree) -> (tempfile::TempDir, PathBu
     (tmp, img)
 }
 
-const PLAIN: Expect = Expect {
-    unix: false,
-    sparse_unsupported: false,
-};
+const PLAIN: Expect = Expect { unix: false };
 
 #[test]
 fn fat32_reads_like_its_source() {

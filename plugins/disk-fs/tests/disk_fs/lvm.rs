@@ -184,11 +184,7 @@ fn logical_volumes_read_like_their_sources() {
         (2, "ext4", &small),
         (3, "ext4", &src),
     ] {
-        let expect = Expect {
-            unix: true,
-            // ext2 block maps with a hole over an indirect block are not read (yet).
-            sparse_unsupported: kind == "ext2",
-        };
+        let expect = Expect { unix: true };
         let lv = &found.volumes[i];
         assert_eq!(lv.unsupported(), None);
         let what = format!("disk0/part2/{}", lv.name);

@@ -90,26 +90,10 @@ fn gpt_disk_with_ext4_and_fat32_partitions() {
 
     let mut vol = open_partition(&disk, 1, "disk0/part1");
     assert_eq!(vol.kind(), "ext4");
-    assert_same_tree(
-        &mut vol,
-        "",
-        &src_ext,
-        Expect {
-            unix: true,
-            sparse_unsupported: false,
-        },
-    );
+    assert_same_tree(&mut vol, "", &src_ext, Expect { unix: true });
     let mut vol = open_partition(&disk, 2, "disk0/part2");
     assert_eq!(vol.kind(), "fat32");
-    assert_same_tree(
-        &mut vol,
-        "",
-        &src_fat,
-        Expect {
-            unix: false,
-            sparse_unsupported: false,
-        },
-    );
+    assert_same_tree(&mut vol, "", &src_fat, Expect { unix: false });
 }
 
 #[test]
@@ -202,27 +186,9 @@ fn mbr_disk_with_primary_and_logical_partitions() {
         let mut vol = open_partition(&disk, *number, &format!("disk0/part{number}"));
         assert_eq!(vol.kind(), *kind);
         let (src, expect) = match *kind {
-            "fat16" => (
-                &src_fat,
-                Expect {
-                    unix: false,
-                    sparse_unsupported: false,
-                },
-            ),
-            "fat12" => (
-                &src_small,
-                Expect {
-                    unix: false,
-                    sparse_unsupported: false,
-                },
-            ),
-            _ => (
-                &src_ext,
-                Expect {
-                    unix: true,
-                    sparse_unsupported: true,
-                },
-            ),
+            "fat16" => (&src_fat, Expect { unix: false }),
+            "fat12" => (&src_small, Expect { unix: false }),
+            _ => (&src_ext, Expect { unix: true }),
         };
         assert_same_tree(&mut vol, "", src, expect);
     }

@@ -268,8 +268,6 @@ pub fn read_all(vol: &mut Volume, path: &str) -> Vec<u8> {
 pub struct Expect {
     /// Modes, owners and mtimes (ext).
     pub unix: bool,
-    /// `sparse.bin` has holes spanning indirect blocks, which the ext reader refuses.
-    pub sparse_unsupported: bool,
 }
 
 /// Compares the volume's tree under `path` with the source directory `src` recursively.
@@ -317,16 +315,6 @@ pub fn assert_same_tree(vol: &mut Volume, path: &str, src: &Path, expect: Expect
         } else {
             assert_eq!(entry.kind, FsKind::File, "{child}");
             assert_eq!(entry.size, meta.len(), "{child}: size");
-            if expect.sparse_unsupported && name == "sparse.bin" {
-                let mut buf = vec![0u8; 64 * 1024];
-                let err = vol.read_file(&child, 0, &mut buf).unwrap_err();
-                assert!(
-                    matches!(err, tessera_disk_fs::FsError::Unsupported { .. })
-                        && err.to_string().contains("sparse"),
-                    "{child}: {err}"
-                );
-                continue;
-            }
             assert!(
                 read_all(vol, &child) == fs::read(&src_path).unwrap(),
                 "{child}: contents differ"
