@@ -18,7 +18,7 @@ use tessera_tests::{random_bytes, run_ok, tessera};
 /// Runs a tool, failing the test with its output if it fails; returns stdout.
 fn tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk and lvm2")
+        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2 and ntfs-3g")
     });
     assert!(
         output.status.success(),
@@ -1229,6 +1229,122 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     env.restore(&alone, &["--path", "disk0/part2", "--target", p(&part)]);
     assert!(part.join("disk0/part2/home/alice/notes.txt").exists());
     assert!(!part.join("disk0/part2/srv").exists());
+}
+
+/// A 48 MiB GPT disk as Windows lays one out: partition 1 an EFI system partition
+/// (FAT32 made by `mkfs.fat`), partition 2 NTFS (`mkntfs`) holding `tree`, copied in
+/// through an `ntfs-3g` mount. The reason when this machine cannot mount it.
+fn windows_disk(env: &Env, tree: &Path) -> Result<PathBuf, String> {
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        return Err("ntfs-3g needs root and /dev/fuse".into());
+    }
+    let disk = env.path("windows.raw");
+    fs::File::create(&disk).unwrap().set_len(48 << 20).unwrap();
+    tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+8M",
+            "-t",
+            "1:ef00",
+            "-n",
+            "2:0:0",
+            "-t",
+            "2:0700",
+            p(&disk),
+        ],
+    );
+    let (esp, ntfs) = (env.path("esp.fat"), env.path("c.ntfs"));
+    fs::File::create(&esp).unwrap().set_len(8 << 20).unwrap();
+    tool("mkfs.fat", &["-F", "32", p(&esp)]);
+    let ntfs_size: u64 = (48 << 20) - 2048 * 512 - (8 << 20) - 34 * 512;
+    fs::File::create(&ntfs)
+        .unwrap()
+        .set_len(ntfs_size / 512 * 512)
+        .unwrap();
+    tool("mkntfs", &["-q", "-F", "-f", "-L", "Windows", p(&ntfs)]);
+    let mnt = env.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    tool("ntfs-3g", &[p(&ntfs), p(&mnt)]);
+    let copied = Command::new("cp")
+        .args(["-r", "--preserve=timestamps"])
+        .arg(tree.join("."))
+        .arg(&mnt)
+        .status();
+    let unmounted = Command::new("umount").arg(&mnt).status();
+    assert!(
+        copied.is_ok_and(|s| s.success()),
+        "cp into the NTFS mount failed"
+    );
+    assert!(
+        unmounted.is_ok_and(|s| s.success()),
+        "umount {} failed",
+        p(&mnt)
+    );
+    let start2 = 2048 * 512 + (8 << 20);
+    for (image, at) in [(&esp, 2048 * 512), (&ntfs, start2)] {
+        tool(
+            "dd",
+            &[
+                &format!("if={}", p(image)),
+                &format!("of={}", p(&disk)),
+                "bs=512",
+                &format!("seek={}", at / 512),
+                "conv=notrunc,sparse",
+                "status=none",
+            ],
+        );
+    }
+    Ok(disk)
+}
+
+#[test]
+fn files_restore_from_the_ntfs_partition_of_a_windows_disk() {
+    let env = env();
+    let tree = env.path("tree");
+    let config = tree.join("Windows/System32/drivers/etc");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join("hosts"), b"127.0.0.1 localhost\r\n").unwrap();
+    let report = random_bytes(41, 3 << 20);
+    fs::create_dir_all(tree.join("Users/alice/Documents")).unwrap();
+    fs::write(tree.join("Users/alice/Documents/report.docx"), &report).unwrap();
+    let raw = match windows_disk(&env, &tree) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let disk = env.path("windows.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
+    // The NTFS metafiles ($MFT, ...) are not shown.
+    assert_eq!(
+        env.ls(&point, "disk0/part2"),
+        ["disk0/part2/Users", "disk0/part2/Windows"]
+    );
+    let target = env.path("files");
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part2/Users/alice",
+            "--path",
+            "disk0/part2/Windows/System32/drivers/etc/hosts",
+            "--target",
+            p(&target),
+        ],
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part2/Users/alice/Documents/report.docx")).unwrap(),
+        report
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part2/Windows/System32/drivers/etc/hosts")).unwrap(),
+        b"127.0.0.1 localhost\r\n"
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A file system on a partition (or a whole disk), whatever its format: [`open_volume`]
 //! recognises it by its signature and [`Volume`] answers listings, metadata and file reads
-//! the same way for ext and FAT.
+//! the same way for ext, FAT and NTFS.
 
 use std::cell::RefCell;
 use std::io;
@@ -10,6 +10,7 @@ use tessera_disk_image::ReadAt;
 
 use crate::ext4::{self, ExtFile, ExtVolume};
 use crate::fat::{self, FatFile, FatVolume};
+use crate::ntfs::{NtfsFile, NtfsVolume};
 use crate::{FsError, read_exact};
 
 /// What a directory entry is.
@@ -83,13 +84,14 @@ pub struct Volume {
 enum Inner {
     Ext(ExtVolume),
     Fat(FatVolume),
+    Ntfs(NtfsVolume),
 }
 
 /// Opens the file system in `reader` (a partition's [`Slice`](crate::Slice), or a whole
 /// disk without a partition table). `what` names the volume in errors, e.g. `disk0/part1`.
 ///
-/// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, FAT by its boot
-/// sector; anything else is [`FsError::UnknownFilesystem`], naming the format if its
+/// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, NTFS by the
+/// `NTFS    ` signature of its boot sector, FAT by its boot sector; anything else is [`FsError::UnknownFilesystem`], naming the format if its
 /// signature is known.
 pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
     let len = reader.len();
@@ -108,6 +110,16 @@ pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, Fs
         )?;
         u16::from_le_bytes(magic) == ext4::MAGIC
     };
+    let mut oem = [0u8; 8];
+    let ntfs_like = len >= 512 && {
+        read_exact(&mut *reader, what, 3, &mut oem)?;
+        &oem == b"NTFS    "
+    };
+    if ntfs_like {
+        return Ok(Volume {
+            inner: Inner::Ntfs(NtfsVolume::open(reader, what)?),
+        });
+    }
     match (ext_like, fat_like) {
         (true, false) => Ok(Volume {
             inner: Inner::Ext(ExtVolume::open(reader, what)?),
@@ -155,7 +167,6 @@ impl ReadAt for Shared {
 /// Names formats this crate does not read, by their signatures, for a clearer error.
 fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
     let signatures: &[(u64, &[u8], &'static str)] = &[
-        (3, b"NTFS    ", "NTFS"),
         (3, b"EXFAT   ", "exFAT"),
         (0, b"XFSB", "XFS"),
         (0, b"LUKS\xba\xbe", "LUKS"),
@@ -173,11 +184,12 @@ fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
 }
 
 impl Volume {
-    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"fat12"`, `"fat16"` or `"fat32"`.
+    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"fat12"`, `"fat16"`, `"fat32"` or `"ntfs"`.
     pub fn kind(&self) -> &'static str {
         match &self.inner {
             Inner::Ext(v) => v.kind(),
             Inner::Fat(v) => v.kind(),
+            Inner::Ntfs(v) => v.kind(),
         }
     }
 
@@ -186,6 +198,7 @@ impl Volume {
         match &self.inner {
             Inner::Ext(v) => v.label(),
             Inner::Fat(v) => v.label(),
+            Inner::Ntfs(v) => v.label(),
         }
     }
 
@@ -195,6 +208,7 @@ impl Volume {
         match &self.inner {
             Inner::Ext(v) => v.warnings(),
             Inner::Fat(v) => v.warnings(),
+            Inner::Ntfs(_) => &[],
         }
     }
 
@@ -203,6 +217,7 @@ impl Volume {
         match &self.inner {
             Inner::Ext(v) => v.what(),
             Inner::Fat(v) => v.what(),
+            Inner::Ntfs(v) => v.what(),
         }
     }
 
@@ -211,6 +226,7 @@ impl Volume {
         match &mut self.inner {
             Inner::Ext(v) => v.list(path),
             Inner::Fat(v) => v.list(path),
+            Inner::Ntfs(v) => v.list(path),
         }
     }
 
@@ -219,17 +235,19 @@ impl Volume {
         match &mut self.inner {
             Inner::Ext(v) => v.stat(path),
             Inner::Fat(v) => v.stat(path),
+            Inner::Ntfs(v) => v.stat(path),
         }
     }
 
     /// The extended attributes and device number of the entry at `path` (a symlink itself,
     /// not its target). On ext they are read from the inode, found through the directory
     /// blocks, through the journal transactions the volume's reader replayed; a layout
-    /// this cannot read (`meta_bg`, an external journal) is [`FsError::Unsupported`].
+    /// this cannot read is [`FsError::Unsupported`]. FAT and NTFS give none.
     pub fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
         match &mut self.inner {
             Inner::Ext(v) => v.extras(path),
             Inner::Fat(v) => v.stat(path).map(|_| Extras::default()),
+            Inner::Ntfs(v) => v.stat(path).map(|_| Extras::default()),
         }
     }
 
@@ -241,6 +259,7 @@ impl Volume {
                 let file = v.open_file(path)?;
                 FileInner::Fat(file, v)
             }
+            Inner::Ntfs(v) => FileInner::Ntfs(v.open_file(path)?),
         };
         Ok(VolumeFile { inner })
     }
@@ -282,6 +301,7 @@ pub struct VolumeFile<'v> {
 enum FileInner<'v> {
     Ext(Box<ExtFile>),
     Fat(FatFile, &'v mut FatVolume),
+    Ntfs(NtfsFile),
 }
 
 impl VolumeFile<'_> {
@@ -290,6 +310,7 @@ impl VolumeFile<'_> {
         match &self.inner {
             FileInner::Ext(f) => f.size(),
             FileInner::Fat(f, _) => f.size(),
+            FileInner::Ntfs(f) => f.size(),
         }
     }
 
@@ -298,6 +319,7 @@ impl VolumeFile<'_> {
         match &self.inner {
             FileInner::Ext(f) => f.position(),
             FileInner::Fat(f, _) => f.position(),
+            FileInner::Ntfs(f) => f.position(),
         }
     }
 
@@ -306,6 +328,7 @@ impl VolumeFile<'_> {
         match &mut self.inner {
             FileInner::Ext(f) => f.seek(pos),
             FileInner::Fat(f, _) => f.seek(pos),
+            FileInner::Ntfs(f) => f.seek(pos),
         }
     }
 
@@ -315,6 +338,7 @@ impl VolumeFile<'_> {
         match &mut self.inner {
             FileInner::Ext(f) => f.read(buf),
             FileInner::Fat(f, v) => f.read(v, buf),
+            FileInner::Ntfs(f) => f.read(buf),
         }
     }
 }

@@ -406,6 +406,11 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                     )],
                 ),
             ),
+            ("ntfs", {
+                let img = tmp.path().join("ntfs.img");
+                crate::ntfs::mkntfs(&img, 4, "FUZZ");
+                read_bytes(&img)
+            }),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),
@@ -470,8 +475,11 @@ proptest! {
     #![proptest_config(config(512))]
 
     #[test]
-    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..70_000), ext in any::<bool>(), fat in any::<bool>(), lvm in any::<bool>()) {
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..70_000), ext in any::<bool>(), fat in any::<bool>(), lvm in any::<bool>(), ntfs in any::<bool>()) {
         let mut disk = bytes;
+        if ntfs && disk.len() > 512 {
+            disk[3..11].copy_from_slice(b"NTFS    ");
+        }
         if lvm && disk.len() > 1024 {
             disk[512..520].copy_from_slice(b"LABELONE");
             disk[520..528].copy_from_slice(&1u64.to_le_bytes());

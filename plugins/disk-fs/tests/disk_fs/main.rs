@@ -6,6 +6,7 @@ mod ext;
 mod fat;
 mod hostile;
 mod lvm;
+mod ntfs;
 mod partitions;
 mod support;
 

@@ -1,0 +1,201 @@
+//! NTFS volumes made by `mkntfs` and filled through `ntfs-3g` (a FUSE mount, as root), with
+//! a symbolic link written as the reparse point Windows makes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tessera_disk_fs::{FsError, FsKind, open_volume};
+
+use crate::support::*;
+
+/// An NTFS image of `size_mib` at `img`, labelled `label` (`mkntfs`; needs no root).
+pub fn mkntfs(img: &Path, size_mib: u64, label: &str) {
+    std::fs::File::create(img)
+        .unwrap()
+        .set_len(size_mib * MIB)
+        .unwrap();
+    run(
+        "mkntfs",
+        &["-q", "-F", "-f", "-L", label, img.to_str().unwrap()],
+        &[],
+    );
+}
+
+/// Why the image cannot be filled here, if it cannot: `ntfs-3g` needs root and FUSE.
+fn cannot_mount() -> Option<&'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not running as root");
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("no /dev/fuse");
+    }
+    None
+}
+
+/// The image mounted with `ntfs-3g` at a directory of its own; unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(img: &Path, at: &Path) -> Mounted {
+        std::fs::create_dir_all(at).unwrap();
+        run(
+            "ntfs-3g",
+            &[img.to_str().unwrap(), at.to_str().unwrap()],
+            &[],
+        );
+        Mounted(at.to_owned())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The reparse data of a relative symbolic link to `target` (Windows' `mklink`).
+fn symlink_reparse(target: &str) -> Vec<u8> {
+    let name: Vec<u8> = target
+        .replace('/', "\\")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let len = name.len() as u16;
+    let mut data = Vec::new();
+    data.extend_from_slice(&0xa000_000cu32.to_le_bytes());
+    data.extend_from_slice(&(12 + 2 * len).to_le_bytes());
+    data.extend_from_slice(&0u16.to_le_bytes());
+    // Substitute name at 0, print name after it; flag 1: relative.
+    for field in [0, len, len, len] {
+        data.extend_from_slice(&field.to_le_bytes());
+    }
+    data.extend_from_slice(&1u32.to_le_bytes());
+    data.extend_from_slice(&name);
+    data.extend_from_slice(&name);
+    data
+}
+
+#[test]
+fn ntfs_reads_like_its_source() {
+    if let Some(why) = cannot_mount() {
+        eprintln!("skipped: filling an NTFS image needs ntfs-3g ({why})");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 5 * MIB as usize + 123,
+            with_symlinks: false,
+            many: 300,
+            sparse: true,
+        },
+    );
+    let img = tmp.path().join("ntfs.img");
+    mkntfs(&img, 32, "WINDATA");
+    {
+        let mnt = Mounted::new(&img, &tmp.path().join("mnt"));
+        run(
+            "cp",
+            &[
+                "-r",
+                "--preserve=timestamps",
+                &format!("{}/.", src.display()),
+                mnt.0.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let link = mnt.0.join("link");
+        std::fs::File::create(&link).unwrap();
+        rustix::fs::setxattr(
+            &link,
+            "system.ntfs_reparse_data",
+            &symlink_reparse("dir/nested"),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let mut vol = open_image(&img, "disk0/part2");
+    assert_eq!(vol.kind(), "ntfs");
+    assert_eq!(vol.label().as_deref(), Some("WINDATA"));
+    assert!(vol.warnings().is_empty());
+    // The link is checked on its own; the rest is the source tree, metafiles hidden.
+    let link = vol.stat("link").unwrap();
+    let FsKind::Symlink(target) = &link.kind else {
+        panic!("link is {:?}", link.kind);
+    };
+    assert!(
+        target.replace('\\', "/").ends_with("dir/nested"),
+        "{target}"
+    );
+    // The root holds the source's names and the link, and no metafile (`$MFT`, ...).
+    let mut names: Vec<String> = vol.list("").unwrap().into_iter().map(|e| e.name).collect();
+    names.sort();
+    let mut want: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .chain(["link".to_owned()])
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    let expect = Expect { unix: false };
+    for dir in ["dir", "many"] {
+        assert_same_tree(&mut vol, dir, &src.join(dir), expect);
+    }
+    for file in [
+        "hello.txt",
+        "empty",
+        "big.bin",
+        "medium.bin",
+        "sparse.bin",
+        "Long File Name With Spaces.txt",
+        "ünïcødé.txt",
+        "Ωmega Ünïcode.txt",
+    ] {
+        let want = std::fs::read(src.join(file)).unwrap();
+        assert!(read_all(&mut vol, file) == want, "{file}");
+        assert_eq!(vol.stat(file).unwrap().size, want.len() as u64);
+    }
+    // Times survive (cp kept them), reached case-insensitively as on Windows.
+    let script = vol.stat("DIR/Mode.SH").unwrap();
+    assert_eq!(
+        script.mtime_ns.map(|t| t.div_euclid(1_000_000_000)),
+        Some(MODE_SH_MTIME)
+    );
+    assert_eq!(script.mode, None);
+    // Offsets, forwards and backwards on one handle.
+    let big = std::fs::read(src.join("big.bin")).unwrap();
+    let mut file = vol.open_file("big.bin").unwrap();
+    for at in [4_000_000u64, 1_000_000, 5, 5 * MIB - 400] {
+        file.seek(at);
+        let mut piece = [0u8; 333];
+        assert_eq!(file.read(&mut piece).unwrap(), 333);
+        assert!(piece[..] == big[at as usize..at as usize + 333], "at {at}");
+    }
+    drop(file);
+    for (path, is) in [("$MFT", "hidden"), ("nope", "missing")] {
+        assert!(
+            matches!(vol.stat(path), Err(FsError::NotFound { .. })),
+            "{path} {is}"
+        );
+    }
+    assert!(matches!(
+        vol.list("hello.txt"),
+        Err(FsError::NotADirectory { .. })
+    ));
+    assert!(matches!(
+        vol.open_file("dir"),
+        Err(FsError::NotAFile { .. })
+    ));
+}
+
+#[test]
+fn an_empty_ntfs_volume_opens_without_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("ntfs.img");
+    mkntfs(&img, 8, "EMPTY");
+    let mut vol = open_volume(Box::new(open_disk(&img)), "disk0/part1").unwrap();
+    assert_eq!(vol.kind(), "ntfs");
+    assert_eq!(vol.list("").unwrap(), []);
+}
