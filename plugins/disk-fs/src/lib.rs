@@ -45,6 +45,7 @@ mod ext_layout;
 mod ext_raw;
 mod fat;
 mod gpt;
+mod keramics_io;
 mod lvm;
 mod mbr;
 mod ntfs;

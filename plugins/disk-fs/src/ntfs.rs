@@ -2,11 +2,6 @@
 //! table, directory indexes, resident and non-resident data, sparse and compressed
 //! streams, symbolic links and junctions.
 //!
-//! That crate reads from a `DataStream`, which must be `Send + Sync`. The readers here
-//! are not (a disk read back from the vault is shared through `Rc`), so the stream given
-//! to the crate holds only a slot number in a table of readers kept per thread; a
-//! [`NtfsVolume`], like every [`Volume`](crate::Volume), stays on the thread that opened it.
-//!
 //! What the listing shows: the files and directories a user sees, without the metafiles
 //! of the MFT's first sixteen records (`$MFT`, `$LogFile`, `$Bitmap`, ...). Windows
 //! permissions are ACLs, not modes: entries carry none (as on FAT), and restored files
@@ -14,19 +9,17 @@
 //! accessed, created, and the MFT record's change as the change time. Only the unnamed
 //! data stream of a file is read; alternate data streams are not.
 
-use std::cell::RefCell;
-use std::io::SeekFrom;
 use std::marker::PhantomData;
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
 
-use keramics_core::{DataStream, DataStreamReference, ErrorTrace};
+use keramics_core::ErrorTrace;
 use keramics_datetime::DateTime;
 use keramics_formats::Path;
 use keramics_formats::ntfs::{NtfsFileEntry, NtfsFileSystem};
 use keramics_types::Ucs2String;
 use tessera_disk_image::ReadAt;
 
+use crate::keramics_io::{self, StreamFile, last_message};
 use crate::path::{self, MAX_DEPTH};
 use crate::{FsEntry, FsError, FsKind};
 
@@ -36,87 +29,6 @@ const FIRST_USER_RECORD: u64 = 16;
 const MAX_DIR_ENTRIES: usize = 1 << 20;
 /// Seconds from 1601-01-01 (FILETIME's epoch) to 1970-01-01.
 const FILETIME_TO_UNIX: i64 = 11_644_473_600;
-
-thread_local! {
-    /// The readers behind the streams given to `keramics-formats`, by slot.
-    static READERS: RefCell<Vec<Option<Box<dyn ReadAt>>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A reader put in [`READERS`] for as long as the stream that names its slot lives.
-struct SlotStream {
-    slot: usize,
-    len: u64,
-    offset: u64,
-}
-
-impl SlotStream {
-    fn new(reader: Box<dyn ReadAt>) -> SlotStream {
-        let len = reader.len();
-        let slot = READERS.with(|readers| {
-            let mut readers = readers.borrow_mut();
-            match readers.iter().position(Option::is_none) {
-                Some(free) => {
-                    readers[free] = Some(reader);
-                    free
-                }
-                None => {
-                    readers.push(Some(reader));
-                    readers.len() - 1
-                }
-            }
-        });
-        SlotStream {
-            slot,
-            len,
-            offset: 0,
-        }
-    }
-}
-
-impl Drop for SlotStream {
-    fn drop(&mut self) {
-        // Nothing to free when the thread is already gone.
-        let _ = READERS.try_with(|readers| readers.borrow_mut()[self.slot] = None);
-    }
-}
-
-impl DataStream for SlotStream {
-    fn get_offset(&mut self) -> Result<u64, ErrorTrace> {
-        Ok(self.offset)
-    }
-
-    fn get_size(&mut self) -> Result<u64, ErrorTrace> {
-        Ok(self.len)
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorTrace> {
-        let n = (<[u8]>::len(buf) as u64).min(self.len.saturating_sub(self.offset)) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let offset = self.offset;
-        READERS
-            .with(|readers| match readers.borrow_mut().get_mut(self.slot) {
-                Some(Some(reader)) => reader
-                    .read_exact_at(offset, &mut buf[..n])
-                    .map_err(|e| format!("read of {n} bytes at byte {offset} failed: {e}")),
-                _ => Err("the volume's reader belongs to another thread".to_owned()),
-            })
-            .map_err(ErrorTrace::new)?;
-        self.offset += n as u64;
-        Ok(n)
-    }
-
-    fn seek(&mut self, pos: SeekFrom) -> Result<u64, ErrorTrace> {
-        let to = match pos {
-            SeekFrom::Start(to) => Some(to),
-            SeekFrom::End(delta) => self.len.checked_add_signed(delta),
-            SeekFrom::Current(delta) => self.offset.checked_add_signed(delta),
-        };
-        self.offset = to.ok_or_else(|| ErrorTrace::new(format!("seek to {pos:?} out of range")))?;
-        Ok(self.offset)
-    }
-}
 
 /// An open NTFS volume.
 pub(crate) struct NtfsVolume {
@@ -128,7 +40,7 @@ pub(crate) struct NtfsVolume {
 
 impl NtfsVolume {
     pub(crate) fn open(reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
-        let stream: DataStreamReference = Arc::new(RwLock::new(SlotStream::new(reader)));
+        let stream = keramics_io::stream(reader);
         let mut fs = NtfsFileSystem::new();
         fs.read_data_stream(&stream)
             .map_err(|e| FsError::corrupt(what, None, format!("NTFS: {}", last_message(&e))))?;
@@ -221,7 +133,7 @@ impl NtfsVolume {
         Ok(entries)
     }
 
-    pub(crate) fn open_file(&mut self, path: &str) -> Result<NtfsFile, FsError> {
+    pub(crate) fn open_file(&mut self, path: &str) -> Result<StreamFile, FsError> {
         let entry = self.lookup(path)?;
         if entry.is_directory() || entry.is_symbolic_link() || entry.is_junction() {
             return Err(FsError::NotAFile {
@@ -232,13 +144,7 @@ impl NtfsVolume {
         let stream = entry
             .get_data_stream()
             .map_err(|e| self.corrupt(path, &e))?;
-        Ok(NtfsFile {
-            stream,
-            what: self.what.clone(),
-            path: path.to_owned(),
-            size: entry.get_size(),
-            pos: 0,
-        })
+        Ok(StreamFile::new(stream, &self.what, path, entry.get_size()))
     }
 
     fn not_found(&self, path: &str) -> FsError {
@@ -254,70 +160,6 @@ impl NtfsVolume {
             None,
             format!("NTFS: {path:?}: {}", last_message(e)),
         )
-    }
-}
-
-/// A file's unnamed data stream.
-pub(crate) struct NtfsFile {
-    stream: Option<DataStreamReference>,
-    what: String,
-    path: String,
-    size: u64,
-    pos: u64,
-}
-
-impl NtfsFile {
-    pub(crate) fn size(&self) -> u64 {
-        self.size
-    }
-
-    pub(crate) fn position(&self) -> u64 {
-        self.pos
-    }
-
-    pub(crate) fn seek(&mut self, pos: u64) {
-        self.pos = pos;
-    }
-
-    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
-        if self.pos >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let Some(stream) = &self.stream else {
-            return Ok(0);
-        };
-        let want = (<[u8]>::len(buf) as u64).min(self.size - self.pos) as usize;
-        let mut stream = stream.write().map_err(|_| {
-            FsError::corrupt(
-                &self.what,
-                None,
-                format!("{:?}: an earlier read failed", self.path),
-            )
-        })?;
-        // The stream reads at most to the end of a run of clusters: read on to fill `buf`.
-        let mut done = 0;
-        while done < want {
-            let n = stream
-                .read_at_position(&mut buf[done..want], SeekFrom::Start(self.pos))
-                .map_err(|e| {
-                    FsError::corrupt(
-                        &self.what,
-                        None,
-                        format!(
-                            "NTFS: {:?} at byte {}: {}",
-                            self.path,
-                            self.pos,
-                            last_message(&e)
-                        ),
-                    )
-                })?;
-            if n == 0 {
-                break;
-            }
-            self.pos += n as u64;
-            done += n;
-        }
-        Ok(done)
     }
 }
 
@@ -383,18 +225,4 @@ fn nanos(time: &DateTime) -> Option<i64> {
 fn text(name: &Ucs2String) -> String {
     let units: Vec<u16> = name.decode().into_iter().map(|unit| unit as u16).collect();
     String::from_utf16_lossy(&units)
-}
-
-/// The innermost message of an error trace: what went wrong, without the frames above.
-fn last_message(e: &ErrorTrace) -> String {
-    let text = e.to_string();
-    text.lines()
-        .next()
-        .map(|first| {
-            first
-                .trim_start_matches(|c: char| c == '#' || c.is_ascii_digit())
-                .trim()
-        })
-        .unwrap_or("unreadable")
-        .to_owned()
 }

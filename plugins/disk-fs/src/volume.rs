@@ -10,7 +10,8 @@ use tessera_disk_image::ReadAt;
 
 use crate::ext4::{self, ExtFile, ExtVolume};
 use crate::fat::{self, FatFile, FatVolume};
-use crate::ntfs::{NtfsFile, NtfsVolume};
+use crate::keramics_io::StreamFile;
+use crate::ntfs::NtfsVolume;
 use crate::{FsError, read_exact};
 
 /// What a directory entry is.
@@ -259,7 +260,7 @@ impl Volume {
                 let file = v.open_file(path)?;
                 FileInner::Fat(file, v)
             }
-            Inner::Ntfs(v) => FileInner::Ntfs(v.open_file(path)?),
+            Inner::Ntfs(v) => FileInner::Stream(v.open_file(path)?),
         };
         Ok(VolumeFile { inner })
     }
@@ -301,7 +302,7 @@ pub struct VolumeFile<'v> {
 enum FileInner<'v> {
     Ext(Box<ExtFile>),
     Fat(FatFile, &'v mut FatVolume),
-    Ntfs(NtfsFile),
+    Stream(StreamFile),
 }
 
 impl VolumeFile<'_> {
@@ -310,7 +311,7 @@ impl VolumeFile<'_> {
         match &self.inner {
             FileInner::Ext(f) => f.size(),
             FileInner::Fat(f, _) => f.size(),
-            FileInner::Ntfs(f) => f.size(),
+            FileInner::Stream(f) => f.size(),
         }
     }
 
@@ -319,7 +320,7 @@ impl VolumeFile<'_> {
         match &self.inner {
             FileInner::Ext(f) => f.position(),
             FileInner::Fat(f, _) => f.position(),
-            FileInner::Ntfs(f) => f.position(),
+            FileInner::Stream(f) => f.position(),
         }
     }
 
@@ -328,7 +329,7 @@ impl VolumeFile<'_> {
         match &mut self.inner {
             FileInner::Ext(f) => f.seek(pos),
             FileInner::Fat(f, _) => f.seek(pos),
-            FileInner::Ntfs(f) => f.seek(pos),
+            FileInner::Stream(f) => f.seek(pos),
         }
     }
 
@@ -338,7 +339,7 @@ impl VolumeFile<'_> {
         match &mut self.inner {
             FileInner::Ext(f) => f.read(buf),
             FileInner::Fat(f, v) => f.read(v, buf),
-            FileInner::Ntfs(f) => f.read(buf),
+            FileInner::Stream(f) => f.read(buf),
         }
     }
 }
