@@ -109,6 +109,8 @@ pub(crate) struct StreamFile {
     path: String,
     size: u64,
     pos: u64,
+    /// No read crosses a multiple of this (see [`StreamFile::in_pieces`]).
+    piece: u64,
 }
 
 impl StreamFile {
@@ -126,7 +128,16 @@ impl StreamFile {
             path: path.to_owned(),
             size,
             pos: 0,
+            piece: u64::MAX,
         }
+    }
+
+    /// Keeps every read inside one aligned piece of `piece` bytes. `keramics-formats`
+    /// 0.0.1 fails (by panicking) on a read of an NTFS-compressed stream that runs past the
+    /// end of a compression unit; units are 8 to 64 KiB, all multiples of 4 KiB.
+    pub(crate) fn in_pieces(mut self, piece: u64) -> Self {
+        self.piece = piece.max(1);
+        self
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -159,8 +170,11 @@ impl StreamFile {
         // The stream reads at most to the end of a run of clusters: read on to fill `buf`.
         let mut done = 0;
         while done < want {
+            let to_piece_end = self.piece - self.pos % self.piece;
+            let end =
+                want.min(done.saturating_add(usize::try_from(to_piece_end).unwrap_or(usize::MAX)));
             let n = stream
-                .read_at_position(&mut buf[done..want], SeekFrom::Start(self.pos))
+                .read_at_position(&mut buf[done..end], SeekFrom::Start(self.pos))
                 .map_err(|e| {
                     FsError::corrupt(
                         &self.what,

@@ -27,6 +27,11 @@ use crate::{FsEntry, FsError, FsKind};
 const FIRST_USER_RECORD: u64 = 16;
 /// Most entries returned by one listing.
 const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// The file attribute of a compressed file.
+const FILE_ATTRIBUTE_COMPRESSED: u32 = 0x800;
+/// Reads of a compressed file stay inside aligned pieces of this size (see
+/// [`StreamFile::in_pieces`]).
+const COMPRESSED_PIECE: u64 = 4096;
 /// Seconds from 1601-01-01 (FILETIME's epoch) to 1970-01-01.
 const FILETIME_TO_UNIX: i64 = 11_644_473_600;
 
@@ -144,7 +149,14 @@ impl NtfsVolume {
         let stream = entry
             .get_data_stream()
             .map_err(|e| self.corrupt(path, &e))?;
-        Ok(StreamFile::new(stream, &self.what, path, entry.get_size()))
+        let file = StreamFile::new(stream, &self.what, path, entry.get_size());
+        Ok(
+            if entry.get_file_attribute_flags() & FILE_ATTRIBUTE_COMPRESSED != 0 {
+                file.in_pieces(COMPRESSED_PIECE)
+            } else {
+                file
+            },
+        )
     }
 
     fn not_found(&self, path: &str) -> FsError {

@@ -75,6 +75,14 @@ fn symlink_reparse(target: &str) -> Vec<u8> {
     data
 }
 
+/// 3 MiB of text that compresses.
+fn compressible() -> Vec<u8> {
+    (0..100_000)
+        .flat_map(|i| format!("line {i:08} of a log that repeats itself\n").into_bytes())
+        .take(3 << 20)
+        .collect()
+}
+
 #[test]
 fn ntfs_reads_like_its_source() {
     if let Some(why) = cannot_mount() {
@@ -106,6 +114,25 @@ fn ntfs_reads_like_its_source() {
             ],
             &[],
         );
+        // A directory whose new files ntfs-3g compresses (LZNT1), as Windows' "compress
+        // contents" does.
+        let packed = mnt.0.join("packed");
+        std::fs::create_dir(&packed).unwrap();
+        rustix::fs::setxattr(
+            &packed,
+            "system.ntfs_attrib_be",
+            &0x800u32.to_be_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::write(packed.join("log.txt"), compressible()).unwrap();
+        let mut attrib = [0u8; 4];
+        rustix::fs::getxattr(packed.join("log.txt"), "system.ntfs_attrib_be", &mut attrib).unwrap();
+        assert_ne!(
+            u32::from_be_bytes(attrib) & 0x800,
+            0,
+            "log.txt is compressed"
+        );
         let link = mnt.0.join("link");
         std::fs::File::create(&link).unwrap();
         rustix::fs::setxattr(
@@ -135,7 +162,7 @@ fn ntfs_reads_like_its_source() {
     let mut want: Vec<String> = std::fs::read_dir(&src)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .chain(["link".to_owned()])
+        .chain(["link".to_owned(), "packed".to_owned()])
         .collect();
     want.sort();
     assert_eq!(names, want);
@@ -157,6 +184,7 @@ fn ntfs_reads_like_its_source() {
         assert!(read_all(&mut vol, file) == want, "{file}");
         assert_eq!(vol.stat(file).unwrap().size, want.len() as u64);
     }
+    assert!(read_all(&mut vol, "packed/log.txt") == compressible());
     // Times survive (cp kept them), reached case-insensitively as on Windows.
     let script = vol.stat("DIR/Mode.SH").unwrap();
     assert_eq!(
