@@ -360,6 +360,23 @@ fn xattr(path: &Path, name: &str) -> Vec<u8> {
     value
 }
 
+/// Writes each file-system image into `disk` at its byte offset, holes left as holes.
+fn write_partitions(disk: &Path, images: &[(&PathBuf, u64)]) {
+    for (image, at) in images {
+        tool(
+            "dd",
+            &[
+                &format!("if={}", p(image)),
+                &format!("of={}", p(disk)),
+                "bs=512",
+                &format!("seek={}", at / 512),
+                "conv=notrunc,sparse",
+                "status=none",
+            ],
+        );
+    }
+}
+
 /// A 64 MiB GPT disk: partition 1 ext4 made from `tree`, partition 2 FAT16 with one file.
 fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
     let disk = env.path("gpt.raw");
@@ -400,19 +417,7 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
         &["-i", p(&fat), p(&env.path("notes.txt")), "::/NOTES.TXT"],
     );
     let start2 = 2048 * 512 + (36 << 20);
-    for (image, at) in [(&ext4, 2048 * 512), (&fat, start2)] {
-        tool(
-            "dd",
-            &[
-                &format!("if={}", p(image)),
-                &format!("of={}", p(&disk)),
-                "bs=512",
-                &format!("seek={}", at / 512),
-                "conv=notrunc,sparse",
-                "status=none",
-            ],
-        );
-    }
+    write_partitions(&disk, &[(&ext4, 2048 * 512), (&fat, start2)]);
     disk
 }
 
@@ -549,17 +554,7 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
         .set_len((48 << 20) - 10240 * 512)
         .unwrap();
     tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext)]);
-    tool(
-        "dd",
-        &[
-            &format!("if={}", p(&ext)),
-            &format!("of={}", p(&mbr)),
-            "bs=512",
-            "seek=10240",
-            "conv=notrunc,sparse",
-            "status=none",
-        ],
-    );
+    write_partitions(&mbr, &[(&ext, 10240 * 512)]);
     let point = point_of(&env.backup(&[p(&mbr)]));
     let target = env.path("mbr-files");
     env.restore(
@@ -1140,19 +1135,7 @@ fn lvm_disks(
     tool("mkfs.ext4", &["-q", "-F", p(&boot)]);
     let start2 = 2048 * 512 + (8 << 20);
     assert!(start2 + pv_size <= (64 << 20) - 34 * 512);
-    for (image, at) in [(&boot, 2048 * 512), (&pv, start2)] {
-        tool(
-            "dd",
-            &[
-                &format!("if={}", p(image)),
-                &format!("of={}", p(&disk0)),
-                "bs=512",
-                &format!("seek={}", at / 512),
-                "conv=notrunc,sparse",
-                "status=none",
-            ],
-        );
-    }
+    write_partitions(&disk0, &[(&boot, 2048 * 512), (&pv, start2)]);
     Ok((disk0, disk1))
 }
 
@@ -1282,19 +1265,7 @@ fn windows_disk(env: &Env, tree: &Path) -> Result<PathBuf, String> {
         p(&mnt)
     );
     let start2 = 2048 * 512 + (8 << 20);
-    for (image, at) in [(&esp, 2048 * 512), (&ntfs, start2)] {
-        tool(
-            "dd",
-            &[
-                &format!("if={}", p(image)),
-                &format!("of={}", p(&disk)),
-                "bs=512",
-                &format!("seek={}", at / 512),
-                "conv=notrunc,sparse",
-                "status=none",
-            ],
-        );
-    }
+    write_partitions(&disk, &[(&esp, 2048 * 512), (&ntfs, start2)]);
     Ok(disk)
 }
 

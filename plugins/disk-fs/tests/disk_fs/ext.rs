@@ -146,46 +146,6 @@ fn check_symlinks(vol: &mut Volume) {
     ));
 }
 
-fn check_offsets(vol: &mut Volume, src: &Path) {
-    let big = std::fs::read(src.join("big.bin")).unwrap();
-    let mut buf = vec![0u8; 10_000];
-    assert_eq!(
-        vol.read_file("big.bin", 3_000_000, &mut buf).unwrap(),
-        10_000
-    );
-    assert!(buf == big[3_000_000..3_010_000]);
-    let tail = big.len() as u64 - 100;
-    assert_eq!(vol.read_file("big.bin", tail, &mut buf).unwrap(), 100);
-    assert!(buf[..100] == big[big.len() - 100..]);
-    assert_eq!(
-        vol.read_file("big.bin", big.len() as u64 + 5, &mut buf)
-            .unwrap(),
-        0
-    );
-    // Backwards and forwards on one handle.
-    let mut file = vol.open_file("big.bin").unwrap();
-    for at in [4_000_000u64, 1_000_000, 1_000_100, 5_000_000, 0] {
-        file.seek(at);
-        let mut piece = [0u8; 333];
-        assert_eq!(file.read(&mut piece).unwrap(), 333);
-        assert!(piece[..] == big[at as usize..at as usize + 333], "at {at}");
-        assert_eq!(file.position(), at + 333);
-    }
-    // A sparse file: on ext2/3 its hole spans indirect blocks, read through the block map.
-    let sparse = std::fs::read(src.join("sparse.bin")).unwrap();
-    let mut file = vol.open_file("sparse.bin").unwrap();
-    let end = sparse.len() as u64;
-    for at in [end - 5, 1 << 20, 5000, end - 700, 0, 12 * 1024 - 3] {
-        file.seek(at);
-        let mut piece = [1u8; 700];
-        let n = file.read(&mut piece).unwrap();
-        let want = &sparse[at as usize..(at as usize + 700).min(sparse.len())];
-        assert_eq!(n, want.len(), "at {at}");
-        assert!(piece[..n] == *want, "at {at}");
-        assert_eq!(file.position(), at + n as u64);
-    }
-}
-
 #[test]
 fn a_checksummed_journal_is_replayed() {
     let (_tmp, img) = ext_image("ext4", &[]);
