@@ -53,6 +53,7 @@ mod partition;
 mod path;
 mod slice;
 mod volume;
+mod xfs;
 
 use tessera_disk_image::ReadAt;
 

@@ -12,6 +12,7 @@ use crate::ext4::{self, ExtFile, ExtVolume};
 use crate::fat::{self, FatFile, FatVolume};
 use crate::keramics_io::StreamFile;
 use crate::ntfs::NtfsVolume;
+use crate::xfs::{self, XfsFile, XfsVolume};
 use crate::{FsError, read_exact};
 
 /// What a directory entry is.
@@ -86,6 +87,7 @@ enum Inner {
     Ext(ExtVolume),
     Fat(FatVolume),
     Ntfs(NtfsVolume),
+    Xfs(XfsVolume),
 }
 
 /// Opens the file system in `reader` (a partition's [`Slice`](crate::Slice), or a whole
@@ -119,6 +121,16 @@ pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, Fs
     if ntfs_like {
         return Ok(Volume {
             inner: Inner::Ntfs(NtfsVolume::open(reader, what)?),
+        });
+    }
+    let mut magic4 = [0u8; 4];
+    let xfs_like = len >= 512 && {
+        read_exact(&mut *reader, what, 0, &mut magic4)?;
+        &magic4 == xfs::MAGIC
+    };
+    if xfs_like {
+        return Ok(Volume {
+            inner: Inner::Xfs(XfsVolume::open(reader, what)?),
         });
     }
     match (ext_like, fat_like) {
@@ -169,7 +181,6 @@ impl ReadAt for Shared {
 fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
     let signatures: &[(u64, &[u8], &'static str)] = &[
         (3, b"EXFAT   ", "exFAT"),
-        (0, b"XFSB", "XFS"),
         (0, b"LUKS\xba\xbe", "LUKS"),
         (0x10040, b"_BHRfS_M", "btrfs"),
         (512, b"LABELONE", "LVM2 physical volume"),
@@ -191,6 +202,7 @@ impl Volume {
             Inner::Ext(v) => v.kind(),
             Inner::Fat(v) => v.kind(),
             Inner::Ntfs(v) => v.kind(),
+            Inner::Xfs(v) => v.kind(),
         }
     }
 
@@ -200,6 +212,7 @@ impl Volume {
             Inner::Ext(v) => v.label(),
             Inner::Fat(v) => v.label(),
             Inner::Ntfs(v) => v.label(),
+            Inner::Xfs(v) => v.label(),
         }
     }
 
@@ -210,6 +223,7 @@ impl Volume {
             Inner::Ext(v) => v.warnings(),
             Inner::Fat(v) => v.warnings(),
             Inner::Ntfs(_) => &[],
+            Inner::Xfs(v) => v.warnings(),
         }
     }
 
@@ -219,6 +233,7 @@ impl Volume {
             Inner::Ext(v) => v.what(),
             Inner::Fat(v) => v.what(),
             Inner::Ntfs(v) => v.what(),
+            Inner::Xfs(v) => v.what(),
         }
     }
 
@@ -228,6 +243,7 @@ impl Volume {
             Inner::Ext(v) => v.list(path),
             Inner::Fat(v) => v.list(path),
             Inner::Ntfs(v) => v.list(path),
+            Inner::Xfs(v) => v.list(path),
         }
     }
 
@@ -237,6 +253,7 @@ impl Volume {
             Inner::Ext(v) => v.stat(path),
             Inner::Fat(v) => v.stat(path),
             Inner::Ntfs(v) => v.stat(path),
+            Inner::Xfs(v) => v.stat(path),
         }
     }
 
@@ -249,6 +266,7 @@ impl Volume {
             Inner::Ext(v) => v.extras(path),
             Inner::Fat(v) => v.stat(path).map(|_| Extras::default()),
             Inner::Ntfs(v) => v.stat(path).map(|_| Extras::default()),
+            Inner::Xfs(v) => v.extras(path),
         }
     }
 
@@ -261,6 +279,10 @@ impl Volume {
                 FileInner::Fat(file, v)
             }
             Inner::Ntfs(v) => FileInner::Stream(v.open_file(path)?),
+            Inner::Xfs(v) => {
+                let file = v.open_file(path)?;
+                FileInner::Xfs(file, v)
+            }
         };
         Ok(VolumeFile { inner })
     }
@@ -303,6 +325,7 @@ enum FileInner<'v> {
     Ext(Box<ExtFile>),
     Fat(FatFile, &'v mut FatVolume),
     Stream(StreamFile),
+    Xfs(XfsFile, &'v mut XfsVolume),
 }
 
 impl VolumeFile<'_> {
@@ -312,6 +335,7 @@ impl VolumeFile<'_> {
             FileInner::Ext(f) => f.size(),
             FileInner::Fat(f, _) => f.size(),
             FileInner::Stream(f) => f.size(),
+            FileInner::Xfs(f, _) => f.size(),
         }
     }
 
@@ -321,6 +345,7 @@ impl VolumeFile<'_> {
             FileInner::Ext(f) => f.position(),
             FileInner::Fat(f, _) => f.position(),
             FileInner::Stream(f) => f.position(),
+            FileInner::Xfs(f, _) => f.position(),
         }
     }
 
@@ -330,6 +355,7 @@ impl VolumeFile<'_> {
             FileInner::Ext(f) => f.seek(pos),
             FileInner::Fat(f, _) => f.seek(pos),
             FileInner::Stream(f) => f.seek(pos),
+            FileInner::Xfs(f, _) => f.seek(pos),
         }
     }
 
@@ -340,6 +366,7 @@ impl VolumeFile<'_> {
             FileInner::Ext(f) => f.read(buf),
             FileInner::Fat(f, v) => f.read(v, buf),
             FileInner::Stream(f) => f.read(buf),
+            FileInner::Xfs(f, v) => f.read(v, buf),
         }
     }
 }

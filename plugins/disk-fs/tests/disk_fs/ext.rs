@@ -337,37 +337,6 @@ fn a_volume_with_an_external_journal_is_read_without_it() {
     assert!(vol.extras("hello.txt").unwrap().warnings.is_empty());
 }
 
-/// The ACL `user::rw-, user:1234:r--, group::r--, mask::r--, other::---` as `setxattr`
-/// takes it.
-fn acl_xattr() -> Vec<u8> {
-    let mut acl = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [
-        (1u16, 6u16, u32::MAX),
-        (2, 4, 1234),
-        (4, 4, u32::MAX),
-        (0x10, 4, u32::MAX),
-        (0x20, 0, u32::MAX),
-    ] {
-        acl.extend_from_slice(&tag.to_le_bytes());
-        acl.extend_from_slice(&perm.to_le_bytes());
-        acl.extend_from_slice(&id.to_le_bytes());
-    }
-    acl
-}
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    rustix::fs::setxattr(path, name, value, rustix::fs::XattrFlags::empty())
-        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
-}
-
-fn xattr_of(extras: &tessera_disk_fs::Extras, name: &str) -> Option<Vec<u8>> {
-    extras
-        .xattrs
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
-}
-
 #[test]
 fn extended_attributes_acls_and_device_numbers_come_from_the_inodes() {
     let root = rustix::process::geteuid().is_root();

@@ -9,6 +9,7 @@ mod lvm;
 mod ntfs;
 mod partitions;
 mod support;
+mod xfs;
 
 /// Caps the heap of this test binary: an allocation sized from a hostile image field fails
 /// the run instead of passing unnoticed on a machine with memory to spare.

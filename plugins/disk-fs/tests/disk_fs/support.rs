@@ -453,3 +453,34 @@ pub fn check_offsets(vol: &mut Volume, src: &Path) {
         assert_eq!(file.position(), at + n as u64);
     }
 }
+
+/// The ACL `user::rw-, user:1234:r--, group::r--, mask::r--, other::---` as `setxattr`
+/// takes it.
+pub fn acl_xattr() -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, 1234),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
+}
+
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    rustix::fs::setxattr(path, name, value, rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
+}
+
+pub fn xattr_of(extras: &tessera_disk_fs::Extras, name: &str) -> Option<Vec<u8>> {
+    extras
+        .xattrs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
