@@ -1214,6 +1214,130 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     assert!(!part.join("disk0/part2/srv").exists());
 }
 
+/// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults: version 5), filled
+/// from `proto`, a `mkfs.xfs` prototype (no mount, so no root needed).
+fn mkfs_xfs(image: &Path, mib: u64, proto: &str) {
+    fs::File::create(image).unwrap().set_len(mib << 20).unwrap();
+    let proto_path = image.with_extension("proto");
+    fs::write(&proto_path, proto).unwrap();
+    // These let mkfs.xfs make volumes below its 300 MiB minimum, as for its own tests.
+    let out = Command::new("mkfs.xfs")
+        .args(["-q", "-f", "-p", p(&proto_path), p(image)])
+        .envs([("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run mkfs.xfs ({e}); install xfsprogs"));
+    assert!(
+        out.status.success(),
+        "mkfs.xfs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A 64 MiB GPT disk as RHEL lays one out, without LVM: partition 1 an XFS `/boot`,
+/// partition 2 an XFS root with `/etc/hostname`, `/etc/blob.bin` (from `blob`) and
+/// `/var/log/messages`, owned by uid 1000 where the prototype says so.
+fn rhel_disk(env: &Env, blob: &Path) -> PathBuf {
+    let disk = env.path("rhel.raw");
+    fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+16M",
+            "-t",
+            "1:8300",
+            "-n",
+            "2:0:0",
+            "-t",
+            "2:8300",
+            p(&disk),
+        ],
+    );
+    fs::write(env.path("vmlinuz"), b"not really a kernel\n").unwrap();
+    fs::write(env.path("hostname"), b"rhel-09\n").unwrap();
+    fs::write(
+        env.path("messages"),
+        b"Dec  6 10:00:00 rhel-09 systemd[1]: Started.\n",
+    )
+    .unwrap();
+    let boot = env.path("boot.xfs");
+    mkfs_xfs(
+        &boot,
+        16,
+        &format!(
+            "/dev/null\n0 0\nd--555 0 0\n vmlinuz ---644 0 0 {}\n$\n",
+            p(&env.path("vmlinuz"))
+        ),
+    );
+    let root = env.path("root.xfs");
+    let root_size: u64 = (64 << 20) - 2048 * 512 - (16 << 20) - 34 * 512;
+    let proto = format!(
+        "/dev/null\n0 0\nd--555 0 0\n\
+         etc d--755 0 0\n  hostname ---644 0 0 {}\n  blob.bin ---600 1000 1000 {}\n  \
+         localtime l--777 0 0 ../usr/share/zoneinfo/UTC\n $\n\
+         var d--755 0 0\n  log d--755 0 0\n   messages ---600 0 0 {}\n  $\n $\n$\n",
+        p(&env.path("hostname")),
+        p(blob),
+        p(&env.path("messages")),
+    );
+    mkfs_xfs(&root, root_size >> 20, &proto);
+    let start2 = 2048 * 512 + (16 << 20);
+    write_partitions(&disk, &[(&boot, 2048 * 512), (&root, start2)]);
+    disk
+}
+
+#[test]
+fn files_restore_from_the_xfs_partitions_of_a_rhel_disk() {
+    let env = env();
+    let blob = env.path("blob.bin");
+    let data = random_bytes(51, 3 << 20);
+    fs::write(&blob, &data).unwrap();
+    let raw = rhel_disk(&env, &blob);
+    let disk = env.path("rhel.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
+    assert_eq!(env.ls(&point, "disk0/part1"), ["disk0/part1/vmlinuz"]);
+    assert_eq!(
+        env.ls(&point, "disk0/part2/etc"),
+        [
+            "disk0/part2/etc/hostname",
+            "disk0/part2/etc/blob.bin",
+            "disk0/part2/etc/localtime"
+        ]
+    );
+    let target = env.path("files");
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part2/etc",
+            "--path",
+            "disk0/part2/var/log/messages",
+            "--target",
+            p(&target),
+        ],
+    );
+    let etc = target.join("disk0/part2/etc");
+    assert_eq!(fs::read(etc.join("hostname")).unwrap(), b"rhel-09\n");
+    assert_eq!(fs::read(etc.join("blob.bin")).unwrap(), data);
+    let meta = fs::metadata(etc.join("blob.bin")).unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    if rustix::process::geteuid().is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    }
+    assert_eq!(
+        fs::read_link(etc.join("localtime")).unwrap(),
+        Path::new("../usr/share/zoneinfo/UTC")
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part2/var/log/messages")).unwrap(),
+        b"Dec  6 10:00:00 rhel-09 systemd[1]: Started.\n"
+    );
+}
+
 /// A 48 MiB GPT disk as Windows lays one out: partition 1 an EFI system partition
 /// (FAT32 made by `mkfs.fat`), partition 2 NTFS (`mkntfs`) holding `tree`, copied in
 /// through an `ntfs-3g` mount. The reason when this machine cannot mount it.

@@ -79,6 +79,9 @@ const MAX_SYMLINK: u64 = 1024;
 const MAX_EXTENTS: usize = 1 << 20;
 /// Deepest extent B+tree walked (XFS's own trees stay far below).
 const MAX_BTREE_LEVELS: u16 = 10;
+/// Blocks of one extent tree read (a tree of [`MAX_EXTENTS`] has a few thousand); a
+/// tree whose nodes point at the same children again ends here.
+const MAX_BTREE_BLOCKS: usize = 1 << 14;
 /// Symlinks followed while resolving one path.
 const MAX_SYMLINKS: usize = 40;
 /// Largest attribute value read.
@@ -165,7 +168,11 @@ impl XfsVolume {
     pub(crate) fn open(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
         let mut sb = [0u8; 512];
         if reader.len() < 512 {
-            return Err(FsError::corrupt(what, Some(0), "too short for an XFS superblock"));
+            return Err(FsError::corrupt(
+                what,
+                Some(0),
+                "too short for an XFS superblock",
+            ));
         }
         read_exact(&mut *reader, what, 0, &mut sb)?;
         let bad = |detail: String| FsError::corrupt(what, Some(0), detail);
@@ -219,9 +226,22 @@ impl XfsVolume {
                 "allocation groups of {ag_blocks} blocks (log {ag_blk_log}), {ag_count} of them"
             )));
         }
+        // Every byte offset computed later stays below this.
+        if ag_blocks
+            .checked_mul(ag_count)
+            .and_then(|b| b.checked_mul(block_size))
+            .is_none_or(|bytes| bytes > 1 << 62)
+        {
+            return Err(bad(format!(
+                "{ag_count} allocation groups of {ag_blocks} blocks of {block_size} bytes"
+            )));
+        }
         let dir_log = u32::from(sb[192]);
         if block_log + dir_log > 16 {
-            return Err(bad(format!("directory blocks of 2^{} bytes", block_log + dir_log)));
+            return Err(bad(format!(
+                "directory blocks of 2^{} bytes",
+                block_log + dir_log
+            )));
         }
         let incompat = if v5 { be32(&sb, 216) } else { 0 };
         if incompat & !INCOMPAT_KNOWN != 0 {
@@ -244,7 +264,9 @@ impl XfsVolume {
             features2 & FEATURES2_FTYPE != 0
         };
         if v5 && !ftype {
-            return Err(bad("a version 5 superblock without the ftype feature".into()));
+            return Err(bad(
+                "a version 5 superblock without the ftype feature".into()
+            ));
         }
         let mut warnings = Vec::new();
         if incompat & INCOMPAT_NEEDSREPAIR != 0 {
@@ -439,7 +461,9 @@ impl XfsVolume {
         let kind = match inode.kind_bits() {
             S_IFDIR => FsKind::Directory,
             S_IFREG => FsKind::File,
-            S_IFLNK => FsKind::Symlink(String::from_utf8_lossy(&self.link_target(inode)?).into_owned()),
+            S_IFLNK => {
+                FsKind::Symlink(String::from_utf8_lossy(&self.link_target(inode)?).into_owned())
+            }
             _ => FsKind::Other,
         };
         Ok(FsEntry {
@@ -464,12 +488,17 @@ impl XfsVolume {
         let block = (number >> geo.inop_log) & ((1 << geo.ag_blk_log) - 1);
         let ag = (number >> geo.inop_log) >> geo.ag_blk_log;
         if ag >= geo.ag_count || block >= geo.ag_blocks {
-            return Err(self.corrupt(None, format!("inode number {number} lies outside the volume")));
+            return Err(self.corrupt(
+                None,
+                format!("inode number {number} lies outside the volume"),
+            ));
         }
         let at = (ag * geo.ag_blocks + block) * geo.block_size + in_block * geo.inode_size;
         let mut raw = vec![0u8; geo.inode_size as usize];
         self.read(at, &mut raw)?;
-        let bad = |detail: String| FsError::corrupt(&self.what, Some(at), format!("inode {number}: {detail}"));
+        let bad = |detail: String| {
+            FsError::corrupt(&self.what, Some(at), format!("inode {number}: {detail}"))
+        };
         if &raw[..2] != b"IN" {
             return Err(bad("no inode magic".into()));
         }
@@ -503,9 +532,15 @@ impl XfsVolume {
         let forkoff = usize::from(raw[82]) * 8;
         let fork_end = raw.len();
         if literal + forkoff > fork_end {
-            return Err(bad(format!("attribute fork offset {forkoff} past the inode")));
+            return Err(bad(format!(
+                "attribute fork offset {forkoff} past the inode"
+            )));
         }
-        let data_end = if forkoff == 0 { fork_end } else { literal + forkoff };
+        let data_end = if forkoff == 0 {
+            fork_end
+        } else {
+            literal + forkoff
+        };
         let attr = (forkoff != 0).then(|| raw[literal + forkoff..].to_vec());
         let mode = be16(&raw, 2);
         Ok(Inode {
@@ -536,7 +571,10 @@ impl XfsVolume {
             FORMAT_LOCAL if inode.size == 0 => Ok(Vec::new()),
             other => Err(self.corrupt(
                 None,
-                format!("inode {}: data fork format {other} for a file", inode.number),
+                format!(
+                    "inode {}: data fork format {other} for a file",
+                    inode.number
+                ),
             )),
         }
     }
@@ -561,13 +599,22 @@ impl XfsVolume {
                 format!("inode {number}: {count} extents do not fit in its fork"),
             ));
         }
-        let extents: Vec<Extent> = fork.chunks_exact(16).take(count as usize).map(extent).collect();
+        let extents: Vec<Extent> = fork
+            .chunks_exact(16)
+            .take(count as usize)
+            .map(extent)
+            .collect();
         self.check_extents(number, &extents)?;
         Ok(extents)
     }
 
     /// Extent records in a B+tree whose root is in the inode.
-    fn btree_extents(&mut self, number: u64, fork: &[u8], count: u64) -> Result<Vec<Extent>, FsError> {
+    fn btree_extents(
+        &mut self,
+        number: u64,
+        fork: &[u8],
+        count: u64,
+    ) -> Result<Vec<Extent>, FsError> {
         if fork.len() < 4 {
             return Err(self.corrupt(None, format!("inode {number}: extent tree root too small")));
         }
@@ -582,9 +629,10 @@ impl XfsVolume {
         }
         let ptrs = 4 + max * 8;
         let mut extents = Vec::new();
+        let mut budget = MAX_BTREE_BLOCKS;
         for i in 0..records {
             let child = be64(fork, ptrs + i * 8);
-            self.btree_block(number, child, level - 1, &mut extents)?;
+            self.btree_block(number, child, level - 1, &mut extents, &mut budget)?;
         }
         if extents.len() as u64 != count {
             self.warnings.push(format!(
@@ -603,19 +651,38 @@ impl XfsVolume {
         block: u64,
         level: u16,
         out: &mut Vec<Extent>,
+        budget: &mut usize,
     ) -> Result<(), FsError> {
+        if *budget == 0 {
+            return Err(FsError::limit(
+                &self.what,
+                format!("inode {number}: extent tree of more than {MAX_BTREE_BLOCKS} blocks"),
+            ));
+        }
+        *budget -= 1;
         let at = self.block_offset(block)?;
         let mut buf = vec![0u8; self.geo.block_size as usize];
         self.read(at, &mut buf)?;
-        let (magic, header): (&[u8], usize) = if self.geo.v5 { (b"BMA3", 72) } else { (b"BMAP", 24) };
+        let (magic, header): (&[u8], usize) = if self.geo.v5 {
+            (b"BMA3", 72)
+        } else {
+            (b"BMAP", 24)
+        };
         let bad = |detail: String| {
-            FsError::corrupt(&self.what, Some(at), format!("inode {number}: extent tree block {block}: {detail}"))
+            FsError::corrupt(
+                &self.what,
+                Some(at),
+                format!("inode {number}: extent tree block {block}: {detail}"),
+            )
         };
         if &buf[..4] != magic {
             return Err(bad("no extent tree magic".into()));
         }
         if be16(&buf, 4) != level {
-            return Err(bad(format!("level {} where {level} was expected", be16(&buf, 4))));
+            return Err(bad(format!(
+                "level {} where {level} was expected",
+                be16(&buf, 4)
+            )));
         }
         if self.geo.v5 && be64(&buf, 56) != number {
             return Err(bad(format!("belongs to inode {}", be64(&buf, 56))));
@@ -632,13 +699,17 @@ impl XfsVolume {
                     format!("inode {number} has more than {MAX_EXTENTS} extents"),
                 ));
             }
-            out.extend(buf[header..header + records * 16].chunks_exact(16).map(extent));
+            out.extend(
+                buf[header..header + records * 16]
+                    .chunks_exact(16)
+                    .map(extent),
+            );
             return Ok(());
         }
         let ptrs = header + max * 8;
         for i in 0..records {
             let child = be64(&buf, ptrs + i * 8);
-            self.btree_block(number, child, level - 1, out)?;
+            self.btree_block(number, child, level - 1, out, budget)?;
         }
         Ok(())
     }
@@ -664,6 +735,12 @@ impl XfsVolume {
                 return Err(bad("overlaps the one before"));
             }
             end = e.offset + e.count;
+            if end
+                .checked_mul(self.geo.block_size)
+                .is_none_or(|b| b > 1 << 63)
+            {
+                return Err(bad("ends past the largest file"));
+            }
             let ag_block = e.block & ((1 << self.geo.ag_blk_log) - 1);
             let ag = e.block >> self.geo.ag_blk_log;
             if ag >= self.geo.ag_count || ag_block + e.count > self.geo.ag_blocks {
@@ -678,14 +755,22 @@ impl XfsVolume {
         let ag_block = block & ((1 << self.geo.ag_blk_log) - 1);
         let ag = block >> self.geo.ag_blk_log;
         if ag >= self.geo.ag_count || ag_block >= self.geo.ag_blocks {
-            return Err(self.corrupt(None, format!("block number {block} lies outside the volume")));
+            return Err(self.corrupt(
+                None,
+                format!("block number {block} lies outside the volume"),
+            ));
         }
         Ok((ag * self.geo.ag_blocks + ag_block) * self.geo.block_size)
     }
 
     /// Reads `<[u8]>::len(buf)` bytes of a fork's address space from `offset` (in bytes), through
     /// `extents`; holes and unwritten extents read as zeros.
-    fn read_mapped(&mut self, extents: &[Extent], offset: u64, buf: &mut [u8]) -> Result<(), FsError> {
+    fn read_mapped(
+        &mut self,
+        extents: &[Extent],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), FsError> {
         let bs = self.geo.block_size;
         let mut done = 0usize;
         while done < <[u8]>::len(buf) {
@@ -722,7 +807,10 @@ impl XfsVolume {
             // The size of a block directory covers its data blocks only.
             return Err(FsError::limit(
                 &self.what,
-                format!("directory inode {} claims {} bytes (at most {MAX_DIR_BYTES} are read)", dir.number, dir.size),
+                format!(
+                    "directory inode {} claims {} bytes (at most {MAX_DIR_BYTES} are read)",
+                    dir.number, dir.size
+                ),
             ));
         }
         let mut out = Vec::new();
@@ -743,7 +831,10 @@ impl XfsVolume {
                         if read > MAX_DIR_BYTES {
                             return Err(FsError::limit(
                                 &self.what,
-                                format!("directory inode {} holds more than {MAX_DIR_BYTES} bytes of entries", dir.number),
+                                format!(
+                                    "directory inode {} holds more than {MAX_DIR_BYTES} bytes of entries",
+                                    dir.number
+                                ),
                             ));
                         }
                         self.read_mapped(&extents, start * self.geo.block_size, &mut buf)?;
@@ -768,7 +859,10 @@ impl XfsVolume {
     fn short_dir(&self, dir: &Inode, out: &mut Vec<DirEntry>) -> Result<(), FsError> {
         let b = &dir.data;
         let bad = |detail: &str| {
-            self.corrupt(None, format!("directory inode {}: short form {detail}", dir.number))
+            self.corrupt(
+                None,
+                format!("directory inode {}: short form {detail}", dir.number),
+            )
         };
         if b.len() < 2 {
             return Err(bad("header past the fork"));
@@ -784,7 +878,11 @@ impl XfsVolume {
             if namelen == 0 || ino_at + ino_len > b.len() {
                 return Err(bad("entry past the fork"));
             }
-            let inode = if wide { be64(b, ino_at) } else { u64::from(be32(b, ino_at)) };
+            let inode = if wide {
+                be64(b, ino_at)
+            } else {
+                u64::from(be32(b, ino_at))
+            };
             out.push(DirEntry {
                 name: b[name_at..name_at + namelen].to_vec(),
                 inode,
@@ -795,9 +893,18 @@ impl XfsVolume {
     }
 
     /// The entries of one directory data block at file block `block`.
-    fn dir_block(&self, number: u64, block: u64, b: &[u8], out: &mut Vec<DirEntry>) -> Result<(), FsError> {
+    fn dir_block(
+        &self,
+        number: u64,
+        block: u64,
+        b: &[u8],
+        out: &mut Vec<DirEntry>,
+    ) -> Result<(), FsError> {
         let bad = |detail: String| {
-            self.corrupt(None, format!("directory inode {number}, block {block}: {detail}"))
+            self.corrupt(
+                None,
+                format!("directory inode {number}, block {block}: {detail}"),
+            )
         };
         let magic = &b[..4];
         let (single, header) = match (magic, self.geo.v5) {
@@ -846,7 +953,9 @@ impl XfsVolume {
             let namelen = usize::from(*b.get(pos + 8).unwrap_or(&0));
             let len = (8 + 1 + namelen + usize::from(self.geo.ftype) + 2).next_multiple_of(8);
             if namelen == 0 || len > end - pos {
-                return Err(bad(format!("entry at byte {pos} with a name of {namelen} bytes")));
+                return Err(bad(format!(
+                    "entry at byte {pos} with a name of {namelen} bytes"
+                )));
             }
             let name = &b[pos + 9..pos + 9 + namelen];
             if name != b"." && name != b".." {
@@ -873,13 +982,19 @@ impl XfsVolume {
         if size == 0 || size > MAX_SYMLINK || size >= MAX_PATH_BYTES as u64 {
             return Err(self.corrupt(
                 None,
-                format!("symlink inode {} claims a target of {size} bytes", inode.number),
+                format!(
+                    "symlink inode {} claims a target of {size} bytes",
+                    inode.number
+                ),
             ));
         }
         let size = size as usize;
         if inode.format == FORMAT_LOCAL {
             return inode.data.get(..size).map(<[u8]>::to_vec).ok_or_else(|| {
-                self.corrupt(None, format!("symlink inode {}: target past its fork", inode.number))
+                self.corrupt(
+                    None,
+                    format!("symlink inode {}: target past its fork", inode.number),
+                )
             });
         }
         let extents = self.data_extents(inode)?;
@@ -889,14 +1004,20 @@ impl XfsVolume {
         let mut index = 0u64;
         while target.len() < size {
             if index > 2 {
-                return Err(self.corrupt(None, format!("symlink inode {}: target blocks missing", inode.number)));
+                return Err(self.corrupt(
+                    None,
+                    format!("symlink inode {}: target blocks missing", inode.number),
+                ));
             }
             self.read_mapped(&extents, index * bs as u64, &mut block)?;
             let data = if self.geo.v5 {
                 if &block[..4] != b"XSLM" {
                     return Err(self.corrupt(
                         None,
-                        format!("symlink inode {}: block {index} has no symlink magic", inode.number),
+                        format!(
+                            "symlink inode {}: block {index} has no symlink magic",
+                            inode.number
+                        ),
                     ));
                 }
                 let bytes = be32(&block, 8) as usize;
@@ -906,7 +1027,10 @@ impl XfsVolume {
             };
             let take = data.len().min(size - target.len());
             if take == 0 {
-                return Err(self.corrupt(None, format!("symlink inode {}: empty target block", inode.number)));
+                return Err(self.corrupt(
+                    None,
+                    format!("symlink inode {}: empty target block", inode.number),
+                ));
             }
             target.extend_from_slice(&data[..take]);
             index += 1;
@@ -925,7 +1049,10 @@ impl XfsVolume {
             let count = usize::from(*fork.get(2).unwrap_or(&0));
             let mut pos = 4;
             for _ in 0..count {
-                let Some(&[namelen, valuelen, flags]) = fork.get(pos..pos + 3).map(|s| <&[u8; 3]>::try_from(s).expect("3 bytes")) else {
+                let Some(&[namelen, valuelen, flags]) = fork
+                    .get(pos..pos + 3)
+                    .map(|s| <&[u8; 3]>::try_from(s).expect("3 bytes"))
+                else {
                     break;
                 };
                 let (namelen, valuelen) = (usize::from(namelen), usize::from(valuelen));
@@ -933,7 +1060,9 @@ impl XfsVolume {
                     break;
                 };
                 let Some(value) = fork.get(pos + 3 + namelen..pos + 3 + namelen + valuelen) else {
-                    extras.warnings.push(format!("inode {}: attribute cut short", inode.number));
+                    extras
+                        .warnings
+                        .push(format!("inode {}: attribute cut short", inode.number));
                     return Ok(());
                 };
                 push_xattr(inode.number, flags, name, value.to_vec(), extras);
@@ -944,14 +1073,22 @@ impl XfsVolume {
         let fork = fork.clone();
         let extents = self.attr_extents(inode, &fork)?;
         if let Err(why) = self.attr_leaves(inode.number, &extents, extras) {
-            extras.warnings.push(format!("inode {}: attributes not read: {why}", inode.number));
+            extras.warnings.push(format!(
+                "inode {}: attributes not read: {why}",
+                inode.number
+            ));
         }
         Ok(())
     }
 
     /// Attributes kept in blocks: block 0 is a leaf or the root of a tree whose leftmost
     /// leaf starts a chain of leaves.
-    fn attr_leaves(&mut self, number: u64, extents: &[Extent], extras: &mut Extras) -> Result<(), String> {
+    fn attr_leaves(
+        &mut self,
+        number: u64,
+        extents: &[Extent],
+        extras: &mut Extras,
+    ) -> Result<(), String> {
         let bs = self.geo.block_size as usize;
         let (leaf_magic, node_magic, info) = if self.geo.v5 {
             (0x3beeu16, 0x3ebeu16, 56usize)
@@ -979,7 +1116,9 @@ impl XfsVolume {
                 continue;
             }
             if magic != leaf_magic {
-                return Err(format!("block {index} is neither an attribute leaf nor a node"));
+                return Err(format!(
+                    "block {index} is neither an attribute leaf nor a node"
+                ));
             }
             self.attr_leaf(number, extents, &block, info, extras)?;
             let forw = be32(&block, 0);
@@ -1031,7 +1170,11 @@ impl XfsVolume {
                 let Some(head) = b.get(at..at + 9) else {
                     return Err(format!("attribute {i} past its block"));
                 };
-                let (blk, len, namelen) = (u64::from(be32(head, 0)), u64::from(be32(head, 4)), usize::from(head[8]));
+                let (blk, len, namelen) = (
+                    u64::from(be32(head, 0)),
+                    u64::from(be32(head, 4)),
+                    usize::from(head[8]),
+                );
                 let Some(name) = b.get(at + 9..at + 9 + namelen) else {
                     return Err(format!("attribute {i} past its block"));
                 };
@@ -1050,7 +1193,12 @@ impl XfsVolume {
     }
 
     /// A value kept in attribute blocks from `block` on (v5: each with a 56-byte header).
-    fn remote_value(&mut self, extents: &[Extent], block: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn remote_value(
+        &mut self,
+        extents: &[Extent],
+        block: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, String> {
         let bs = self.geo.block_size as usize;
         let mut value = Vec::with_capacity(len);
         let mut buf = vec![0u8; bs];
@@ -1078,7 +1226,10 @@ impl XfsVolume {
         if end.is_none_or(|end| end > self.reader.len()) {
             return Err(self.corrupt(
                 Some(at),
-                format!("a read of {} bytes past the end of the volume", <[u8]>::len(buf)),
+                format!(
+                    "a read of {} bytes past the end of the volume",
+                    <[u8]>::len(buf)
+                ),
             ));
         }
         read_exact(&mut *self.reader, &self.what, at, buf)
@@ -1109,7 +1260,11 @@ impl XfsFile {
         let n = (<[u8]>::len(buf) as u64).min(self.size - self.pos) as usize;
         vol.read_mapped(&self.extents, self.pos, &mut buf[..n])
             .map_err(|e| match e {
-                FsError::Corrupt { what, offset, detail } => FsError::Corrupt {
+                FsError::Corrupt {
+                    what,
+                    offset,
+                    detail,
+                } => FsError::Corrupt {
                     what,
                     offset,
                     detail: format!("{:?}: {detail}", self.path),
@@ -1172,7 +1327,11 @@ fn acl_to_xattr(stored: &[u8]) -> Option<Vec<u8>> {
         if !matches!(tag, 0x01 | 0x02 | 0x04 | 0x08 | 0x10 | 0x20) {
             return None;
         }
-        let id = if NAMED.contains(&tag) { be32(e, 4) } else { u32::MAX };
+        let id = if NAMED.contains(&tag) {
+            be32(e, 4)
+        } else {
+            u32::MAX
+        };
         out.extend_from_slice(&(tag as u16).to_le_bytes());
         out.extend_from_slice(&be16(e, 8).to_le_bytes());
         out.extend_from_slice(&id.to_le_bytes());

@@ -411,6 +411,16 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                 crate::ntfs::mkntfs(&img, 4, "FUZZ");
                 read_bytes(&img)
             }),
+            ("xfs", {
+                let img = tmp.path().join("xfs.img");
+                crate::xfs::xfs_from_prototype(&tmp.path().join("src"), &img, 16, true);
+                read_bytes(&img)
+            }),
+            ("xfs-v4", {
+                let img = tmp.path().join("xfs4.img");
+                crate::xfs::xfs_from_prototype(&tmp.path().join("src"), &img, 16, false);
+                read_bytes(&img)
+            }),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),
