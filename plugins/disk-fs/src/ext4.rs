@@ -51,6 +51,7 @@ const INCOMPAT_64BIT: u32 = 0x80;
 const INCOMPAT_FLEX_BG: u32 = 0x200;
 const INCOMPAT_MMP: u32 = 0x100;
 const INCOMPAT_EA_INODE: u32 = 0x400;
+const INCOMPAT_LARGEDIR: u32 = 0x4000;
 const INCOMPAT_INLINE_DATA: u32 = 0x8000;
 /// ro_compat features ext3 lacks: huge_file, gdt_csum, dir_nlink, extra_isize, metadata_csum.
 const RO_COMPAT_EXT4: u32 = 0x8 | 0x10 | 0x20 | 0x40 | 0x400;
@@ -181,8 +182,11 @@ impl ExtVolume {
         // Features the reader beneath refuses although reading loses nothing by them: the
         // descriptors of `meta_bg` are served where it looks for them (see `Source`),
         // attribute values in inodes of their own (`ea_inode`) are read by `ext_raw`, and
-        // multi-mount protection (`mmp`) only guards mounting.
-        let mut hidden = incompat & (INCOMPAT_META_BG | INCOMPAT_MMP | INCOMPAT_EA_INODE);
+        // multi-mount protection (`mmp`) only guards mounting, and `large_dir` lets
+        // directories pass 2 GiB (more than is read, see `MAX_DIR_BYTES`) and their hash
+        // indexes reach three levels (the reader beneath descends any number).
+        let mut hidden =
+            incompat & (INCOMPAT_META_BG | INCOMPAT_MMP | INCOMPAT_EA_INODE | INCOMPAT_LARGEDIR);
         if compat & COMPAT_HAS_JOURNAL != 0 && u32_at(0xe0) == 0 && replayed {
             // An external journal is another device: not in this image, so not replayed.
             hidden |= INCOMPAT_RECOVER;

@@ -27,8 +27,8 @@
 //! not available; FAT short names are decoded as code page 850. A journal on a device of
 //! its own is not part of the image: such a volume is read without it (with a warning if
 //! it needed recovery). Group descriptors spread over the volume (`meta_bg`), attribute
-//! values kept in inodes of their own (`ea_inode`) and multi-mount protection (`mmp`)
-//! are read.
+//! values kept in inodes of their own (`ea_inode`), multi-mount protection (`mmp`)
+//! and `large_dir` are read.
 //!
 //! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
 //! (through the `ext4-view` crate, after checks of its own), `ext_raw` for what that crate

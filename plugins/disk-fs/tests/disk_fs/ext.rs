@@ -286,6 +286,38 @@ fn attribute_values_in_inodes_of_their_own_and_mmp_volumes_are_read() {
     }
 }
 
+/// `large_dir` only lets directories grow past 2 GiB and their hash indexes to three
+/// levels: a volume with it reads like one without, indexed directories included.
+#[test]
+fn large_dir_volumes_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 1000,
+            with_symlinks: true,
+            many: 3000,
+            sparse: false,
+        },
+    );
+    let img = tmp.path().join("fs.img");
+    mkfs_ext("ext4", &src, &img, 24, &["-b", "1024", "-O", "large_dir"]);
+    // Index the directories (exit code 1: they were rewritten).
+    let fsck = std::process::Command::new(tool("e2fsck"))
+        .args(["-f", "-y", "-D"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(matches!(fsck.status.code(), Some(0 | 1)));
+    let features = run("dumpe2fs", &["-h", img.to_str().unwrap()], &[]);
+    assert!(features.contains("large_dir"), "{features}");
+    let htree = run("debugfs", &["-R", "htree many", img.to_str().unwrap()], &[]);
+    assert!(htree.contains("Root node dump"), "{htree}");
+    let mut vol = open_like_source(&img, &src, "large_dir");
+    assert_eq!(read_all(&mut vol, "many/file-2999.txt"), b"2999\n");
+}
+
 /// A volume whose journal is a device of its own: that device is not part of the disk
 /// image, so the volume is read without it, with a warning when it needed recovery.
 #[test]
