@@ -99,7 +99,7 @@ fn corrupt_ext_superblocks_are_named() {
     assert!(matches!(err, FsError::UnknownFilesystem { .. }), "{err}");
     assert!(
         err.to_string()
-            .starts_with("disk0/part1: no ext2/ext3/ext4 or FAT"),
+            .starts_with("disk0/part1: no ext2/ext3/ext4, XFS, NTFS or FAT"),
         "{err}"
     );
 
