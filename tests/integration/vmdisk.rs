@@ -1038,7 +1038,8 @@ fn lvm(command: &str, args: &[&str]) -> String {
 /// grows them: disk 0 a 64 MiB GPT disk, partition 1 an ext4 `/boot` and partition 2 an
 /// LVM2 physical volume; disk 1 a 24 MiB disk given whole to the same volume group. The
 /// group `group` holds `root` (ext4 of `root_tree`, in two runs of extents: it was grown
-/// after `home` was made), `home` (ext4 of `home_tree`) and `srv` (ext4 of `root_tree`,
+/// after `home` was made), `home` (XFS holding `alice/notes.txt` of `home_tree`, owned by
+/// uid 1000) and `srv` (ext4 of `root_tree`,
 /// filling what disk 0 has left and going on on disk 1). The file systems are written
 /// where `lvs` reports each volume's extents to lie. Returns both disks' paths.
 fn lvm_disks(
@@ -1060,7 +1061,7 @@ fn lvm_disks(
         lvm("lvcreate", &[&options[..], args].concat());
     };
     create(&["-L", "12m", "-n", "root", group, a]);
-    create(&["-L", "8m", "-n", "home", group, a]);
+    create(&["-L", "16m", "-n", "home", group, a]);
     lvm(
         "lvextend",
         &["-q", "-L", "+8m", &format!("{group}/root"), a],
@@ -1073,11 +1074,7 @@ fn lvm_disks(
         format!("{b}={}", p(&disk1)),
         "--".to_owned(),
     ];
-    for (name, tree, mib) in [
-        ("root", root_tree, 20),
-        ("home", home_tree, 8),
-        ("srv", root_tree, 30),
-    ] {
+    for (name, tree, mib) in [("root", root_tree, 20), ("srv", root_tree, 30)] {
         let image = env.path(&format!("{name}.ext4"));
         fs::File::create(&image)
             .unwrap()
@@ -1086,6 +1083,18 @@ fn lvm_disks(
         tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&image)]);
         args.push(format!("{name}={}", p(&image)));
     }
+    let home = env.path("home.xfs");
+    let notes = home_tree.join("alice/notes.txt");
+    mkfs_xfs(
+        &home,
+        16,
+        &["-b", "size=1024"],
+        &format!(
+            "/dev/null\n0 0\nd--755 0 0\n alice d--700 1000 1000\n  notes.txt ---644 1000 1000 {}\n $\n$\n",
+            p(&notes)
+        ),
+    );
+    args.push(format!("home={}", p(&home)));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let placed = tool("python3", &args);
     // `root 0 12 /dev/loop3`: root's extents from 0, 12 of them, on the first device.
@@ -1214,15 +1223,18 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     assert!(!part.join("disk0/part2/srv").exists());
 }
 
-/// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults: version 5), filled
-/// from `proto`, a `mkfs.xfs` prototype (no mount, so no root needed).
-fn mkfs_xfs(image: &Path, mib: u64, proto: &str) {
+/// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults, version 5, and
+/// `extra` options), filled from `proto`, a `mkfs.xfs` prototype (no mount, so no root
+/// needed).
+fn mkfs_xfs(image: &Path, mib: u64, extra: &[&str], proto: &str) {
     fs::File::create(image).unwrap().set_len(mib << 20).unwrap();
     let proto_path = image.with_extension("proto");
     fs::write(&proto_path, proto).unwrap();
     // These let mkfs.xfs make volumes below its 300 MiB minimum, as for its own tests.
     let out = Command::new("mkfs.xfs")
-        .args(["-q", "-f", "-p", p(&proto_path), p(image)])
+        .args(["-q", "-f", "-p", p(&proto_path)])
+        .args(extra)
+        .arg(image)
         .envs([("TEST_DIR", "1"), ("TEST_DEV", "1"), ("QA_CHECK_FS", "1")])
         .output()
         .unwrap_or_else(|e| panic!("cannot run mkfs.xfs ({e}); install xfsprogs"));
@@ -1264,6 +1276,7 @@ fn rhel_disk(env: &Env, blob: &Path) -> PathBuf {
     mkfs_xfs(
         &boot,
         16,
+        &[],
         &format!(
             "/dev/null\n0 0\nd--555 0 0\n vmlinuz ---644 0 0 {}\n$\n",
             p(&env.path("vmlinuz"))
@@ -1280,7 +1293,7 @@ fn rhel_disk(env: &Env, blob: &Path) -> PathBuf {
         p(blob),
         p(&env.path("messages")),
     );
-    mkfs_xfs(&root, root_size >> 20, &proto);
+    mkfs_xfs(&root, root_size >> 20, &[], &proto);
     let start2 = 2048 * 512 + (16 << 20);
     write_partitions(&disk, &[(&boot, 2048 * 512), (&root, start2)]);
     disk
