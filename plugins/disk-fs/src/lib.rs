@@ -39,6 +39,7 @@
 //! files on a realtime device are refused), `ntfs` for NTFS (through the `keramics-formats` crate), `lvm` for LVM2
 //! physical and logical volumes (read here).
 
+mod btrfs;
 mod error;
 mod ext4;
 mod ext_journal;

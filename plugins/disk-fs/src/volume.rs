@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use tessera_disk_image::ReadAt;
 
+use crate::btrfs::{self, BtrfsFile, BtrfsVolume};
 use crate::ext4::{self, ExtFile, ExtVolume};
 use crate::fat::{self, FatFile, FatVolume};
 use crate::keramics_io::StreamFile;
@@ -88,6 +89,7 @@ enum Inner {
     Fat(FatVolume),
     Ntfs(NtfsVolume),
     Xfs(XfsVolume),
+    Btrfs(BtrfsVolume),
 }
 
 /// Opens the file system in `reader` (a partition's [`Slice`](crate::Slice), or a whole
@@ -132,6 +134,21 @@ pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, Fs
     if xfs_like {
         return Ok(Volume {
             inner: Inner::Xfs(XfsVolume::open(reader, what)?),
+        });
+    }
+    let mut magic8 = [0u8; 8];
+    let btrfs_like = len >= btrfs::SUPERBLOCK + 4096 && {
+        read_exact(
+            &mut *reader,
+            what,
+            btrfs::SUPERBLOCK + btrfs::MAGIC_AT,
+            &mut magic8,
+        )?;
+        &magic8 == btrfs::MAGIC
+    };
+    if btrfs_like {
+        return Ok(Volume {
+            inner: Inner::Btrfs(BtrfsVolume::open(reader, what)?),
         });
     }
     match (ext_like, fat_like) {
@@ -183,7 +200,6 @@ fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
     let signatures: &[(u64, &[u8], &'static str)] = &[
         (3, b"EXFAT   ", "exFAT"),
         (0, b"LUKS\xba\xbe", "LUKS"),
-        (0x10040, b"_BHRfS_M", "btrfs"),
         (512, b"LABELONE", "LVM2 physical volume"),
         (4086, b"SWAPSPACE2", "Linux swap"),
     ];
@@ -204,6 +220,7 @@ impl Volume {
             Inner::Fat(v) => v.kind(),
             Inner::Ntfs(v) => v.kind(),
             Inner::Xfs(v) => v.kind(),
+            Inner::Btrfs(v) => v.kind(),
         }
     }
 
@@ -214,6 +231,7 @@ impl Volume {
             Inner::Fat(v) => v.label(),
             Inner::Ntfs(v) => v.label(),
             Inner::Xfs(v) => v.label(),
+            Inner::Btrfs(v) => v.label(),
         }
     }
 
@@ -225,6 +243,7 @@ impl Volume {
             Inner::Fat(v) => v.warnings(),
             Inner::Ntfs(_) => &[],
             Inner::Xfs(v) => v.warnings(),
+            Inner::Btrfs(v) => v.warnings(),
         }
     }
 
@@ -235,6 +254,7 @@ impl Volume {
             Inner::Fat(v) => v.what(),
             Inner::Ntfs(v) => v.what(),
             Inner::Xfs(v) => v.what(),
+            Inner::Btrfs(v) => v.what(),
         }
     }
 
@@ -245,6 +265,7 @@ impl Volume {
             Inner::Fat(v) => v.list(path),
             Inner::Ntfs(v) => v.list(path),
             Inner::Xfs(v) => v.list(path),
+            Inner::Btrfs(v) => v.list(path),
         }
     }
 
@@ -255,6 +276,7 @@ impl Volume {
             Inner::Fat(v) => v.stat(path),
             Inner::Ntfs(v) => v.stat(path),
             Inner::Xfs(v) => v.stat(path),
+            Inner::Btrfs(v) => v.stat(path),
         }
     }
 
@@ -270,6 +292,7 @@ impl Volume {
             Inner::Fat(v) => v.stat(path).map(|_| Extras::default()),
             Inner::Ntfs(v) => v.stat(path).map(|_| Extras::default()),
             Inner::Xfs(v) => v.extras(path),
+            Inner::Btrfs(v) => v.extras(path),
         }
     }
 
@@ -285,6 +308,10 @@ impl Volume {
             Inner::Xfs(v) => {
                 let file = v.open_file(path)?;
                 FileInner::Xfs(file, v)
+            }
+            Inner::Btrfs(v) => {
+                let file = v.open_file(path)?;
+                FileInner::Btrfs(file, v)
             }
         };
         Ok(VolumeFile { inner })
@@ -329,6 +356,7 @@ enum FileInner<'v> {
     Fat(FatFile, &'v mut FatVolume),
     Stream(StreamFile),
     Xfs(XfsFile, &'v mut XfsVolume),
+    Btrfs(BtrfsFile, &'v mut BtrfsVolume),
 }
 
 impl VolumeFile<'_> {
@@ -339,6 +367,7 @@ impl VolumeFile<'_> {
             FileInner::Fat(f, _) => f.size(),
             FileInner::Stream(f) => f.size(),
             FileInner::Xfs(f, _) => f.size(),
+            FileInner::Btrfs(f, _) => f.size(),
         }
     }
 
@@ -349,6 +378,7 @@ impl VolumeFile<'_> {
             FileInner::Fat(f, _) => f.position(),
             FileInner::Stream(f) => f.position(),
             FileInner::Xfs(f, _) => f.position(),
+            FileInner::Btrfs(f, _) => f.position(),
         }
     }
 
@@ -359,6 +389,7 @@ impl VolumeFile<'_> {
             FileInner::Fat(f, _) => f.seek(pos),
             FileInner::Stream(f) => f.seek(pos),
             FileInner::Xfs(f, _) => f.seek(pos),
+            FileInner::Btrfs(f, _) => f.seek(pos),
         }
     }
 
@@ -370,6 +401,7 @@ impl VolumeFile<'_> {
             FileInner::Fat(f, v) => f.read(v, buf),
             FileInner::Stream(f) => f.read(buf),
             FileInner::Xfs(f, v) => f.read(v, buf),
+            FileInner::Btrfs(f, v) => f.read(v, buf),
         }
     }
 }

@@ -421,6 +421,21 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                 crate::xfs::xfs_from_prototype(&tmp.path().join("src"), &img, 16, false);
                 read_bytes(&img)
             }),
+            ("btrfs", {
+                let img = tmp.path().join("btrfs.img");
+                let root = tmp.path().join("btrfs-root");
+                source_tree(
+                    &root,
+                    &Tree {
+                        big: 300_000,
+                        with_symlinks: true,
+                        many: 200,
+                        sparse: true,
+                    },
+                );
+                crate::btrfs::mkfs_btrfs(&img, 16, "FUZZ", Some(&root), &["--mixed"]);
+                read_bytes(&img)
+            }),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),

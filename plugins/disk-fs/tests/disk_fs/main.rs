@@ -2,6 +2,7 @@
 //! tables from sfdisk and sgdisk, file systems from mke2fs and mkfs.fat/mtools, and hostile
 //! variants of them.
 
+mod btrfs;
 mod ext;
 mod fat;
 mod hostile;

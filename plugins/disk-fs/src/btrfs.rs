@@ -1,0 +1,1202 @@
+//! btrfs volumes (the default of Fedora and openSUSE), read by this module directly. All
+//! on-disk values are little-endian.
+//!
+//! Everything lives in copy-on-write B-trees of 17-byte keys `OBJECTID(u64) | TYPE(u8) |
+//! OFFSET(u64)`, addressed by *logical* byte numbers that the chunk tree maps to places on
+//! the devices. The superblock (at 64 KiB) carries the chunks of the system chunks, enough
+//! to read the chunk tree, and the roots of the chunk and root trees:
+//!
+//! ```text
+//! superblock: 0 CSUM(32) | 0x40 MAGIC "_BHRfS_M" | 0x50 ROOT | 0x58 CHUNK_ROOT | 0x60 LOG_ROOT
+//!   0x88 NUM_DEVICES | 0x90 SECTORSIZE(u32) | 0x94 NODESIZE(u32) | 0xa0 SYS_CHUNK_ARRAY_SIZE(u32)
+//!   0xbc INCOMPAT(u64) | 0xc4 CSUM_TYPE(u16) | 0xc6 ROOT_LEVEL | 0xc7 CHUNK_ROOT_LEVEL
+//!   0xc9 DEV_ITEM (its DEVID first) | 0x12b LABEL(256) | 0x32b SYS_CHUNK_ARRAY(2048)
+//! chunk:  LENGTH | OWNER | STRIPE_LEN | TYPE | ... | 0x2c NUM_STRIPES(u16) | 0x30 { DEVID | OFFSET | UUID(16) }
+//! node:   CSUM(32) | FSID(16) | 0x30 BYTENR | ... | 0x60 NRITEMS(u32) | 0x64 LEVEL | 0x65 items
+//!   leaf item: KEY | OFFSET(u32, from 0x65) | SIZE(u32); inner item: KEY | BLOCKPTR | GENERATION
+//! ```
+//!
+//! The root tree holds a `ROOT_ITEM` for each file tree: the top-level one (5) and every
+//! subvolume and snapshot. A file tree holds, per inode, an `INODE_ITEM` (mode, owner,
+//! size, times), `DIR_INDEX` items for a directory's entries in the order they were made,
+//! `XATTR_ITEM`s, and `EXTENT_DATA` items mapping file offsets to extents: inline bytes,
+//! a range of a (possibly zlib- or zstd-compressed) extent, or a preallocated range. A
+//! directory entry may point into another file tree: a subvolume, shown here as a
+//! directory of its name (Fedora's `root` and `home`).
+//!
+//! What is not read: data or metadata in RAID0, RAID10 or RAID5/6 chunks, or on another
+//! device of a multi-device volume (the error names the device), LZO-compressed extents
+//! and encrypted ones (an error naming the file), and the log tree of `fsync`s not yet
+//! committed (a warning says so). Tree blocks' CRC-32C checksums are checked; other
+//! checksum types are not.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::rc::Rc;
+
+use crc::{CRC_32_ISCSI, Crc};
+use tessera_disk_image::ReadAt;
+
+use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
+use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
+use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
+
+/// Where the primary superblock is.
+pub(crate) const SUPERBLOCK: u64 = 0x1_0000;
+/// The magic, at [`MAGIC_AT`] in the superblock.
+pub(crate) const MAGIC: &[u8; 8] = b"_BHRfS_M";
+pub(crate) const MAGIC_AT: u64 = 0x40;
+
+const CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+
+const HEADER: usize = 0x65;
+const KEY: usize = 17;
+
+const FS_TREE: u64 = 5;
+const FIRST_CHUNK_TREE: u64 = 256;
+
+const INODE_ITEM: u8 = 1;
+const XATTR_ITEM: u8 = 24;
+const DIR_INDEX: u8 = 96;
+const EXTENT_DATA: u8 = 108;
+const ROOT_ITEM: u8 = 132;
+const CHUNK_ITEM: u8 = 228;
+
+const CHUNK_RAID0: u64 = 1 << 3;
+const CHUNK_RAID1: u64 = 1 << 4;
+const CHUNK_DUP: u64 = 1 << 5;
+const CHUNK_RAID10: u64 = 1 << 6;
+const CHUNK_RAID5: u64 = 1 << 7;
+const CHUNK_RAID6: u64 = 1 << 8;
+const CHUNK_RAID1C3: u64 = 1 << 9;
+const CHUNK_RAID1C4: u64 = 1 << 10;
+
+/// Incompatible features this module reads: mixed back references, a default subvolume,
+/// mixed block groups, LZO and zstd (per extent), big metadata, extended inode refs,
+/// RAID5/6 (per chunk), skinny metadata, no holes, a metadata UUID, RAID1C3/4 (per chunk),
+/// zoned allocation and simple quotas. Others (extent tree v2, the RAID stripe tree) are
+/// refused.
+const INCOMPAT_KNOWN: u64 = 0x1
+    | 0x2
+    | 0x4
+    | 0x8
+    | 0x10
+    | 0x20
+    | 0x40
+    | 0x80
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x800
+    | 0x1000
+    | 0x1_0000;
+
+const S_IFMT: u32 = 0o170_000;
+const S_IFDIR: u32 = 0o040_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFLNK: u32 = 0o120_000;
+
+/// Deepest tree accepted (btrfs's own limit is 8 levels).
+const MAX_LEVEL: u8 = 8;
+/// Tree blocks kept in memory.
+const CACHE_NODES: usize = 512;
+/// Tree blocks read for one search: a search that would read more meets a damaged tree.
+const MAX_SEARCH_NODES: usize = 1 << 16;
+/// Most chunks mapped.
+const MAX_CHUNKS: usize = 1 << 16;
+/// Most extents of one file held in memory.
+const MAX_EXTENTS: usize = 1 << 20;
+/// Largest extent decompressed (btrfs compresses 128 KiB at a time).
+const MAX_COMPRESSED: u64 = 128 << 10;
+/// Largest Zstandard window accepted (btrfs uses at most 128 KiB).
+const MAX_ZSTD_WINDOW: u64 = 1 << 20;
+/// Symlinks followed while resolving one path.
+const MAX_SYMLINKS: usize = 40;
+
+/// A key of a tree item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    objectid: u64,
+    kind: u8,
+    offset: u64,
+}
+
+impl Key {
+    fn new(objectid: u64, kind: u8, offset: u64) -> Key {
+        Key {
+            objectid,
+            kind,
+            offset,
+        }
+    }
+
+    fn parse(b: &[u8]) -> Key {
+        Key::new(le64(b, 0), b[8], le64(b, 9))
+    }
+}
+
+/// A chunk: `length` logical bytes from `logical` stored at `physical` on this device.
+#[derive(Clone, Copy, Debug)]
+struct Chunk {
+    logical: u64,
+    length: u64,
+    /// On this device, or why not.
+    physical: Result<u64, Placement>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Placement {
+    Striped,
+    OtherDevice(u64),
+}
+
+/// An inode: its file tree and number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ino {
+    tree: u64,
+    number: u64,
+}
+
+/// What an `INODE_ITEM` says.
+struct Inode {
+    ino: Ino,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    rdev: u64,
+    atime: Option<i64>,
+    mtime: Option<i64>,
+    ctime: Option<i64>,
+    otime: Option<i64>,
+}
+
+/// A file tree's root block.
+#[derive(Clone, Copy, Debug)]
+struct TreeRoot {
+    bytenr: u64,
+    level: u8,
+    root_dir: u64,
+}
+
+/// One `EXTENT_DATA` item, for file offsets `offset..offset + len`.
+#[derive(Clone, Debug)]
+enum Extent {
+    /// Bytes kept in the item (compressed with `compression` if not 0).
+    Inline {
+        offset: u64,
+        len: u64,
+        compression: u8,
+        data: Rc<Vec<u8>>,
+    },
+    /// A range of an extent on disk.
+    Regular {
+        offset: u64,
+        len: u64,
+        compression: u8,
+        disk: u64,
+        disk_len: u64,
+        /// Where the range starts in the extent's uncompressed bytes.
+        skip: u64,
+    },
+    /// A hole, or preallocated space never written: zeros.
+    Zero { offset: u64, len: u64 },
+}
+
+impl Extent {
+    fn range(&self) -> (u64, u64) {
+        match self {
+            Extent::Inline { offset, len, .. }
+            | Extent::Regular { offset, len, .. }
+            | Extent::Zero { offset, len } => (*offset, *len),
+        }
+    }
+}
+
+/// An open btrfs volume.
+pub(crate) struct BtrfsVolume {
+    reader: Box<dyn ReadAt>,
+    what: String,
+    node_size: u64,
+    csum_crc32c: bool,
+    fsid: [u8; 16],
+    devid: u64,
+    chunks: Vec<Chunk>,
+    root_tree: (u64, u8),
+    roots: HashMap<u64, TreeRoot>,
+    cache: HashMap<u64, Rc<Vec<u8>>>,
+    label: Option<String>,
+    warnings: Vec<String>,
+}
+
+/// A regular file of a btrfs volume: its extents, read on demand.
+pub(crate) struct BtrfsFile {
+    path: String,
+    extents: Vec<Extent>,
+    size: u64,
+    pos: u64,
+    /// The last compressed extent decompressed: its disk address and bytes.
+    unpacked: Option<(u64, Rc<Vec<u8>>)>,
+}
+
+/// A directory entry as stored.
+struct DirEntry {
+    name: Vec<u8>,
+    target: Ino,
+}
+
+impl BtrfsVolume {
+    /// Reads the superblock, the chunk tree and the root tree of the volume in `reader`.
+    pub(crate) fn open(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
+        let mut sb = vec![0u8; 4096];
+        if reader.len() < SUPERBLOCK + 4096 {
+            return Err(FsError::corrupt(
+                what,
+                Some(SUPERBLOCK),
+                "too short for a btrfs superblock",
+            ));
+        }
+        read_exact(&mut *reader, what, SUPERBLOCK, &mut sb)?;
+        let bad = |at: usize, detail: String| {
+            FsError::corrupt(what, Some(SUPERBLOCK + at as u64), detail)
+        };
+        if &sb[0x40..0x48] != MAGIC {
+            return Err(bad(0x40, "no btrfs magic".into()));
+        }
+        let csum_type = le16(&sb, 0xc4);
+        if csum_type == 0 {
+            let stored = le32(&sb, 0);
+            if CRC32C.checksum(&sb[32..]) != stored {
+                return Err(bad(0, "superblock checksum mismatch".into()));
+            }
+        }
+        let incompat = le64(&sb, 0xbc);
+        if incompat & !INCOMPAT_KNOWN != 0 {
+            return Err(FsError::unsupported(
+                what,
+                format!(
+                    "btrfs incompatible features {:#x}",
+                    incompat & !INCOMPAT_KNOWN
+                ),
+            ));
+        }
+        let node_size = u64::from(le32(&sb, 0x94));
+        let sector_size = u64::from(le32(&sb, 0x90));
+        if !node_size.is_power_of_two() || !(4096..=65536).contains(&node_size) {
+            return Err(bad(0x94, format!("node size {node_size}")));
+        }
+        if !sector_size.is_power_of_two() || !(512..=65536).contains(&sector_size) {
+            return Err(bad(0x90, format!("sector size {sector_size}")));
+        }
+        let label = &sb[0x12b..0x22b];
+        let label = &label[..label.iter().position(|&b| b == 0).unwrap_or(label.len())];
+        let mut warnings = Vec::new();
+        if le64(&sb, 0x60) != 0 {
+            warnings.push(format!(
+                "{what}: the btrfs log holds fsync()ed changes not yet committed; they are not read"
+            ));
+        }
+        let mut volume = BtrfsVolume {
+            reader,
+            what: what.to_owned(),
+            node_size,
+            csum_crc32c: csum_type == 0,
+            fsid: sb[0x20..0x30].try_into().expect("16 bytes"),
+            devid: le64(&sb, 0xc9),
+            chunks: Vec::new(),
+            root_tree: (le64(&sb, 0x50), sb[0xc6]),
+            roots: HashMap::new(),
+            cache: HashMap::new(),
+            label: (!label.is_empty()).then(|| String::from_utf8_lossy(label).into_owned()),
+            warnings,
+        };
+        // The system chunks, to find the chunk tree.
+        let size = le32(&sb, 0xa0) as usize;
+        if size > 2048 {
+            return Err(bad(0xa0, format!("system chunk array of {size} bytes")));
+        }
+        let array = &sb[0x32b..0x32b + size];
+        let mut pos = 0;
+        while pos < array.len() {
+            let key = array
+                .get(pos..pos + KEY)
+                .map(Key::parse)
+                .ok_or_else(|| bad(0x32b + pos, "system chunk array cut short".into()))?;
+            if key.kind != CHUNK_ITEM {
+                return Err(bad(
+                    0x32b + pos,
+                    format!("item of type {} in the system chunk array", key.kind),
+                ));
+            }
+            let item = &array[pos + KEY..];
+            let len = volume
+                .chunk(key.offset, item)
+                .ok_or_else(|| bad(0x32b + pos, "system chunk cut short".into()))?;
+            pos += KEY + len;
+        }
+        // All chunks, from the chunk tree.
+        let chunk_root = (le64(&sb, 0x58), sb[0xc7]);
+        let lo = Key::new(FIRST_CHUNK_TREE, CHUNK_ITEM, 0);
+        let hi = Key::new(FIRST_CHUNK_TREE, CHUNK_ITEM, u64::MAX);
+        let items = volume.search(chunk_root, lo, hi)?;
+        volume.chunks.clear();
+        for (key, item) in items {
+            if volume.chunks.len() >= MAX_CHUNKS {
+                return Err(FsError::limit(
+                    what,
+                    format!("more than {MAX_CHUNKS} chunks"),
+                ));
+            }
+            if volume.chunk(key.offset, &item).is_none() {
+                return Err(volume.corrupt(
+                    None,
+                    format!("chunk item at logical {} cut short", key.offset),
+                ));
+            }
+        }
+        let root = volume.tree_root(FS_TREE)?;
+        let inode = volume.inode(Ino {
+            tree: FS_TREE,
+            number: root.root_dir,
+        })?;
+        if inode.mode & S_IFMT != S_IFDIR {
+            return Err(volume.corrupt(None, "the top-level directory is not a directory".into()));
+        }
+        Ok(volume)
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        "btrfs"
+    }
+
+    pub(crate) fn label(&self) -> Option<String> {
+        self.label.clone()
+    }
+
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub(crate) fn what(&self) -> &str {
+        &self.what
+    }
+
+    pub(crate) fn stat(&mut self, path: &str) -> Result<FsEntry, FsError> {
+        let (name, inode) = self.resolve(path)?;
+        self.entry(name, &inode)
+    }
+
+    pub(crate) fn list(&mut self, path: &str) -> Result<Vec<FsEntry>, FsError> {
+        let (_, dir) = self.resolve(path)?;
+        if dir.mode & S_IFMT != S_IFDIR {
+            return Err(FsError::NotADirectory {
+                what: self.what.clone(),
+                path: path.to_owned(),
+            });
+        }
+        let mut entries = Vec::new();
+        for entry in self.dir_entries(dir.ino)? {
+            let inode = self.inode(entry.target)?;
+            let name = String::from_utf8_lossy(&entry.name).into_owned();
+            entries.push(self.entry(name, &inode)?);
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
+        let (_, inode) = self.resolve(path)?;
+        let mut extras = Extras::default();
+        if matches!(inode.mode & S_IFMT, 0o020_000 | 0o060_000) {
+            // The kernel's own dev_t: 12 bits of major above 20 bits of minor.
+            let dev = inode.rdev;
+            let (major, minor) = ((dev >> 20) as u32 & 0xfff, dev as u32 & 0xf_ffff);
+            extras.device = Some((major, minor));
+        }
+        let lo = Key::new(inode.ino.number, XATTR_ITEM, 0);
+        let hi = Key::new(inode.ino.number, XATTR_ITEM, u64::MAX);
+        let root = self.tree_root(inode.ino.tree)?;
+        for (_, item) in self.search((root.bytenr, root.level), lo, hi)? {
+            let mut pos = 0;
+            while pos + 30 <= item.len() {
+                let data_len = usize::from(le16(&item, pos + 25));
+                let name_len = usize::from(le16(&item, pos + 27));
+                let Some(name) = item.get(pos + 30..pos + 30 + name_len) else {
+                    extras
+                        .warnings
+                        .push(format!("inode {}: attribute cut short", inode.ino.number));
+                    break;
+                };
+                let Some(value) = item.get(pos + 30 + name_len..pos + 30 + name_len + data_len)
+                else {
+                    extras
+                        .warnings
+                        .push(format!("inode {}: attribute cut short", inode.ino.number));
+                    break;
+                };
+                extras
+                    .xattrs
+                    .push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+                pos += 30 + name_len + data_len;
+            }
+        }
+        Ok(extras)
+    }
+
+    pub(crate) fn open_file(&mut self, path: &str) -> Result<BtrfsFile, FsError> {
+        let (_, inode) = self.resolve(path)?;
+        if inode.mode & S_IFMT != S_IFREG {
+            return Err(FsError::NotAFile {
+                what: self.what.clone(),
+                path: path.to_owned(),
+            });
+        }
+        let extents = self.extents(inode.ino, path)?;
+        Ok(BtrfsFile {
+            path: path.to_owned(),
+            extents,
+            size: inode.size,
+            pos: 0,
+            unpacked: None,
+        })
+    }
+
+    /// The name and inode at `path`; intermediate symlinks are followed inside the volume
+    /// (an absolute target starts at the top level), the final component never.
+    fn resolve(&mut self, path: &str) -> Result<(String, Inode), FsError> {
+        let mut pending: Vec<Vec<u8>> = path::components(&self.what, path)?
+            .into_iter()
+            .rev()
+            .map(|c| c.as_bytes().to_vec())
+            .collect();
+        let top = Ino {
+            tree: FS_TREE,
+            number: self.tree_root(FS_TREE)?.root_dir,
+        };
+        let mut stack: Vec<(Vec<u8>, Ino)> = Vec::new();
+        let mut current = self.inode(top)?;
+        let mut links = 0;
+        while let Some(part) = pending.pop() {
+            match part.as_slice() {
+                b"." => continue,
+                b".." => {
+                    if let Some((_, parent)) = stack.pop() {
+                        current = self.inode(parent)?;
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if current.mode & S_IFMT != S_IFDIR {
+                return Err(FsError::NotADirectory {
+                    what: self.what.clone(),
+                    path: stack
+                        .iter()
+                        .map(|(n, _)| String::from_utf8_lossy(n))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                });
+            }
+            let found = self
+                .dir_entries(current.ino)?
+                .into_iter()
+                .find(|e| e.name == part)
+                .ok_or_else(|| FsError::NotFound {
+                    what: self.what.clone(),
+                    path: path.to_owned(),
+                })?;
+            let child = self.inode(found.target)?;
+            stack.push((part, current.ino));
+            if stack.len() > MAX_DEPTH || pending.len() > MAX_DEPTH {
+                return Err(FsError::limit(
+                    &self.what,
+                    format!("path {path:?} resolves deeper than {MAX_DEPTH} components"),
+                ));
+            }
+            if child.mode & S_IFMT == S_IFLNK && !pending.is_empty() {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(FsError::limit(
+                        &self.what,
+                        format!("more than {MAX_SYMLINKS} symlinks while resolving {path:?}"),
+                    ));
+                }
+                let target = self.link_target(&child)?;
+                stack.pop();
+                if target.first() == Some(&b'/') {
+                    stack.clear();
+                    current = self.inode(top)?;
+                }
+                pending.extend(
+                    target
+                        .split(|&b| b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(<[u8]>::to_vec),
+                );
+                continue;
+            }
+            current = child;
+        }
+        let name = stack
+            .last()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default();
+        Ok((name, current))
+    }
+
+    fn entry(&mut self, name: String, inode: &Inode) -> Result<FsEntry, FsError> {
+        let kind = match inode.mode & S_IFMT {
+            S_IFDIR => FsKind::Directory,
+            S_IFREG => FsKind::File,
+            S_IFLNK => {
+                FsKind::Symlink(String::from_utf8_lossy(&self.link_target(inode)?).into_owned())
+            }
+            _ => FsKind::Other,
+        };
+        let size = if inode.mode & S_IFMT == S_IFDIR {
+            0
+        } else {
+            inode.size
+        };
+        Ok(FsEntry {
+            name,
+            kind,
+            size,
+            mode: Some(inode.mode & 0o177_777),
+            uid: Some(inode.uid),
+            gid: Some(inode.gid),
+            mtime_ns: inode.mtime,
+            atime_ns: inode.atime,
+            ctime_ns: inode.ctime,
+            btime_ns: inode.otime,
+        })
+    }
+
+    /// Parses a chunk item for logical address `logical` and records where it lies on
+    /// this device; the item's length, or `None` if it is cut short.
+    fn chunk(&mut self, logical: u64, item: &[u8]) -> Option<usize> {
+        if item.len() < 0x30 {
+            return None;
+        }
+        let length = le64(item, 0);
+        let kind = le64(item, 24);
+        let stripes = usize::from(le16(item, 0x2c));
+        let len = 0x30 + stripes * 32;
+        if item.len() < len || stripes == 0 {
+            return None;
+        }
+        let striped = CHUNK_RAID0 | CHUNK_RAID10 | CHUNK_RAID5 | CHUNK_RAID6;
+        let copies = CHUNK_RAID1 | CHUNK_DUP | CHUNK_RAID1C3 | CHUNK_RAID1C4;
+        let stripe = |i: usize| (le64(item, 0x30 + i * 32), le64(item, 0x38 + i * 32));
+        let physical = if kind & striped != 0 && stripes > 1 {
+            Err(Placement::Striped)
+        } else {
+            let candidates = if kind & copies != 0 { stripes } else { 1 };
+            (0..candidates)
+                .map(stripe)
+                .find(|&(dev, _)| dev == self.devid)
+                .map(|(_, at)| at)
+                .ok_or(Placement::OtherDevice(stripe(0).0))
+        };
+        let chunk = Chunk {
+            logical,
+            length,
+            physical,
+        };
+        let at = self.chunks.partition_point(|c| c.logical < logical);
+        if self.chunks.get(at).is_some_and(|c| c.logical == logical) {
+            self.chunks[at] = chunk;
+        } else {
+            self.chunks.insert(at, chunk);
+        }
+        Some(len)
+    }
+
+    /// Reads `buf.len()` bytes at logical address `logical`, chunk by chunk.
+    fn read_logical(&mut self, logical: u64, buf: &mut [u8]) -> Result<(), FsError> {
+        let mut done = 0usize;
+        while done < <[u8]>::len(buf) {
+            let at = logical + done as u64;
+            let i = self.chunks.partition_point(|c| c.logical <= at);
+            let chunk = i
+                .checked_sub(1)
+                .map(|i| self.chunks[i])
+                .filter(|c| at - c.logical < c.length)
+                .ok_or_else(|| {
+                    self.corrupt(None, format!("logical address {at} is in no chunk"))
+                })?;
+            let physical = match chunk.physical {
+                Ok(p) => p,
+                Err(Placement::Striped) => {
+                    return Err(FsError::unsupported(
+                        &self.what,
+                        format!("logical address {at} is in a striped (RAID0/10/5/6) chunk"),
+                    ));
+                }
+                Err(Placement::OtherDevice(dev)) => {
+                    return Err(FsError::unsupported(
+                        &self.what,
+                        format!(
+                            "logical address {at} is on device {dev} of the volume, not on this one (device {})",
+                            self.devid
+                        ),
+                    ));
+                }
+            };
+            let n = ((chunk.logical + chunk.length - at) as usize).min(<[u8]>::len(buf) - done);
+            let offset = physical
+                .checked_add(at - chunk.logical)
+                .filter(|o| {
+                    o.checked_add(n as u64)
+                        .is_some_and(|e| e <= self.reader.len())
+                })
+                .ok_or_else(|| {
+                    self.corrupt(
+                        None,
+                        format!("logical address {at} maps past the end of the device"),
+                    )
+                })?;
+            read_exact(
+                &mut *self.reader,
+                &self.what,
+                offset,
+                &mut buf[done..done + n],
+            )?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The tree block at `logical`, checked.
+    fn node(&mut self, logical: u64, level: u8) -> Result<Rc<Vec<u8>>, FsError> {
+        if let Some(node) = self.cache.get(&logical) {
+            return Ok(Rc::clone(node));
+        }
+        let mut buf = vec![0u8; self.node_size as usize];
+        self.read_logical(logical, &mut buf)?;
+        let bad = |detail: String| {
+            FsError::corrupt(
+                &self.what,
+                None,
+                format!("tree block at logical {logical}: {detail}"),
+            )
+        };
+        if self.csum_crc32c && CRC32C.checksum(&buf[32..]) != le32(&buf, 0) {
+            return Err(bad("checksum mismatch".into()));
+        }
+        if buf[0x20..0x30] != self.fsid && le64(&buf, 0x30) != logical {
+            return Err(bad("not a block of this volume".into()));
+        }
+        if le64(&buf, 0x30) != logical {
+            return Err(bad(format!("says it is at {}", le64(&buf, 0x30))));
+        }
+        if buf[0x64] != level {
+            return Err(bad(format!(
+                "level {} where {level} was expected",
+                buf[0x64]
+            )));
+        }
+        let count = le32(&buf, 0x60) as usize;
+        let item = if level == 0 { 25 } else { 33 };
+        if HEADER + count * item > buf.len() {
+            return Err(bad(format!("{count} items do not fit")));
+        }
+        if level == 0 {
+            for i in 0..count {
+                let at = HEADER + i * 25;
+                let (off, size) = (le32(&buf, at + 17) as usize, le32(&buf, at + 21) as usize);
+                if HEADER + off + size > buf.len() {
+                    return Err(bad(format!("item {i} lies past the block")));
+                }
+            }
+        }
+        if self.cache.len() >= CACHE_NODES {
+            self.cache.clear();
+        }
+        let node = Rc::new(buf);
+        self.cache.insert(logical, Rc::clone(&node));
+        Ok(node)
+    }
+
+    /// The items of the tree at `root` with keys in `lo..=hi`, in key order.
+    fn search(
+        &mut self,
+        root: (u64, u8),
+        lo: Key,
+        hi: Key,
+    ) -> Result<Vec<(Key, Vec<u8>)>, FsError> {
+        if root.1 > MAX_LEVEL {
+            return Err(self.corrupt(None, format!("tree of level {}", root.1)));
+        }
+        let mut out = Vec::new();
+        let mut budget = MAX_SEARCH_NODES;
+        self.visit(root.0, root.1, lo, hi, &mut out, &mut budget)?;
+        Ok(out)
+    }
+
+    fn visit(
+        &mut self,
+        logical: u64,
+        level: u8,
+        lo: Key,
+        hi: Key,
+        out: &mut Vec<(Key, Vec<u8>)>,
+        budget: &mut usize,
+    ) -> Result<(), FsError> {
+        if *budget == 0 {
+            return Err(FsError::limit(
+                &self.what,
+                format!("a tree search read more than {MAX_SEARCH_NODES} blocks"),
+            ));
+        }
+        *budget -= 1;
+        let node = self.node(logical, level)?;
+        let count = le32(&node, 0x60) as usize;
+        if level == 0 {
+            for i in 0..count {
+                let at = HEADER + i * 25;
+                let key = Key::parse(&node[at..]);
+                if key < lo {
+                    continue;
+                }
+                if key > hi {
+                    break;
+                }
+                if out.len() >= MAX_EXTENTS {
+                    return Err(FsError::limit(
+                        &self.what,
+                        format!("a tree search found more than {MAX_EXTENTS} items"),
+                    ));
+                }
+                let (off, size) = (le32(&node, at + 17) as usize, le32(&node, at + 21) as usize);
+                out.push((key, node[HEADER + off..HEADER + off + size].to_vec()));
+            }
+            return Ok(());
+        }
+        for i in 0..count {
+            let at = HEADER + i * 33;
+            let key = Key::parse(&node[at..]);
+            if key > hi {
+                break;
+            }
+            // The child holds keys from its own up to the next child's.
+            let next = (i + 1 < count).then(|| Key::parse(&node[at + 33..]));
+            if next.is_some_and(|n| n <= lo) {
+                continue;
+            }
+            let child = le64(&node, at + KEY);
+            self.visit(child, level - 1, lo, hi, out, budget)?;
+        }
+        Ok(())
+    }
+
+    /// The root block of file tree `tree`, from its `ROOT_ITEM`.
+    fn tree_root(&mut self, tree: u64) -> Result<TreeRoot, FsError> {
+        if let Some(root) = self.roots.get(&tree) {
+            return Ok(*root);
+        }
+        let items = self.search(
+            self.root_tree,
+            Key::new(tree, ROOT_ITEM, 0),
+            Key::new(tree, ROOT_ITEM, u64::MAX),
+        )?;
+        let (_, item) = items
+            .last()
+            .ok_or_else(|| self.corrupt(None, format!("no root item for tree {tree}")))?;
+        if item.len() < 239 {
+            return Err(self.corrupt(None, format!("root item of tree {tree} cut short")));
+        }
+        let root = TreeRoot {
+            bytenr: le64(item, 176),
+            level: item[238],
+            root_dir: le64(item, 168),
+        };
+        if root.level > MAX_LEVEL {
+            return Err(self.corrupt(None, format!("tree {tree} of level {}", root.level)));
+        }
+        self.roots.insert(tree, root);
+        Ok(root)
+    }
+
+    fn inode(&mut self, ino: Ino) -> Result<Inode, FsError> {
+        let root = self.tree_root(ino.tree)?;
+        let key = Key::new(ino.number, INODE_ITEM, 0);
+        let items = self.search((root.bytenr, root.level), key, key)?;
+        let (_, b) = items.first().ok_or_else(|| {
+            self.corrupt(
+                None,
+                format!("tree {}: inode {} has no inode item", ino.tree, ino.number),
+            )
+        })?;
+        if b.len() < 160 {
+            return Err(self.corrupt(
+                None,
+                format!("tree {}: inode {} item cut short", ino.tree, ino.number),
+            ));
+        }
+        Ok(Inode {
+            ino,
+            size: le64(b, 16),
+            uid: le32(b, 44),
+            gid: le32(b, 48),
+            mode: le32(b, 52),
+            rdev: le64(b, 56),
+            atime: time(b, 112),
+            ctime: time(b, 124),
+            mtime: time(b, 136),
+            otime: time(b, 148),
+        })
+    }
+
+    /// The entries of directory `dir` in the order they were made (`DIR_INDEX` items); an
+    /// entry for a subvolume leads to its tree's top directory.
+    fn dir_entries(&mut self, dir: Ino) -> Result<Vec<DirEntry>, FsError> {
+        let root = self.tree_root(dir.tree)?;
+        let items = self.search(
+            (root.bytenr, root.level),
+            Key::new(dir.number, DIR_INDEX, 0),
+            Key::new(dir.number, DIR_INDEX, u64::MAX),
+        )?;
+        if items.len() > MAX_DIR_ENTRIES {
+            return Err(FsError::limit(
+                &self.what,
+                format!(
+                    "directory inode {} has more than {MAX_DIR_ENTRIES} entries",
+                    dir.number
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        let mut bytes = 0u64;
+        for (key, item) in items {
+            let name_len = usize::from(*item.get(27).unwrap_or(&0))
+                | usize::from(*item.get(28).unwrap_or(&0)) << 8;
+            let Some(name) = item.get(30..30 + name_len).filter(|n| !n.is_empty()) else {
+                return Err(self.corrupt(
+                    None,
+                    format!(
+                        "directory inode {}: entry {} cut short",
+                        dir.number, key.offset
+                    ),
+                ));
+            };
+            bytes += name_len as u64;
+            if bytes > MAX_DIR_BYTES {
+                return Err(FsError::limit(
+                    &self.what,
+                    format!("directory inode {} is too large", dir.number),
+                ));
+            }
+            let location = Key::parse(&item);
+            let target = match location.kind {
+                INODE_ITEM => Ino {
+                    tree: dir.tree,
+                    number: location.objectid,
+                },
+                ROOT_ITEM => Ino {
+                    tree: location.objectid,
+                    number: self.tree_root(location.objectid)?.root_dir,
+                },
+                other => {
+                    return Err(self.corrupt(
+                        None,
+                        format!(
+                            "directory inode {}: entry points at an item of type {other}",
+                            dir.number
+                        ),
+                    ));
+                }
+            };
+            if name.contains(&b'/') || name == b"." || name == b".." {
+                return Err(self.corrupt(
+                    None,
+                    format!(
+                        "directory inode {}: entry named {:?}",
+                        dir.number,
+                        String::from_utf8_lossy(name)
+                    ),
+                ));
+            }
+            out.push(DirEntry {
+                name: name.to_vec(),
+                target,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The `EXTENT_DATA` items of a file, in file order, checked not to overlap.
+    fn extents(&mut self, ino: Ino, path: &str) -> Result<Vec<Extent>, FsError> {
+        let root = self.tree_root(ino.tree)?;
+        let items = self.search(
+            (root.bytenr, root.level),
+            Key::new(ino.number, EXTENT_DATA, 0),
+            Key::new(ino.number, EXTENT_DATA, u64::MAX),
+        )?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut end = 0u64;
+        for (key, b) in items {
+            let bad = |detail: &str| {
+                self.corrupt(
+                    None,
+                    format!("{path:?}: extent at file offset {}: {detail}", key.offset),
+                )
+            };
+            if b.len() < 21 {
+                return Err(bad("cut short"));
+            }
+            let (compression, encryption, kind) = (b[16], b[17], b[20]);
+            if encryption != 0 || le16(&b, 18) != 0 {
+                return Err(FsError::unsupported(
+                    &self.what,
+                    format!("{path:?} is encrypted"),
+                ));
+            }
+            let extent = match kind {
+                0 => Extent::Inline {
+                    offset: key.offset,
+                    len: le64(&b, 8),
+                    compression,
+                    data: Rc::new(b[21..].to_vec()),
+                },
+                1 | 2 => {
+                    if b.len() < 53 {
+                        return Err(bad("cut short"));
+                    }
+                    let (disk, disk_len, skip, len) =
+                        (le64(&b, 21), le64(&b, 29), le64(&b, 37), le64(&b, 45));
+                    if disk == 0 || kind == 2 {
+                        Extent::Zero {
+                            offset: key.offset,
+                            len,
+                        }
+                    } else {
+                        Extent::Regular {
+                            offset: key.offset,
+                            len,
+                            compression,
+                            disk,
+                            disk_len,
+                            skip,
+                        }
+                    }
+                }
+                other => return Err(bad(&format!("type {other}"))),
+            };
+            let (offset, len) = extent.range();
+            if offset < end || offset.checked_add(len).is_none_or(|e| e > 1 << 62) {
+                return Err(bad("overlaps the one before or ends past the largest file"));
+            }
+            end = offset + len;
+            out.push(extent);
+        }
+        Ok(out)
+    }
+
+    /// A symlink's target: the inline bytes of its one extent.
+    fn link_target(&mut self, inode: &Inode) -> Result<Vec<u8>, FsError> {
+        if inode.size == 0 || inode.size >= MAX_PATH_BYTES as u64 {
+            return Err(self.corrupt(
+                None,
+                format!(
+                    "symlink inode {} claims a target of {} bytes",
+                    inode.ino.number, inode.size
+                ),
+            ));
+        }
+        let extents = self.extents(inode.ino, "symlink")?;
+        let mut file = BtrfsFile {
+            path: String::new(),
+            extents,
+            size: inode.size,
+            pos: 0,
+            unpacked: None,
+        };
+        let mut target = vec![0u8; inode.size as usize];
+        let mut done = 0;
+        while done < target.len() {
+            let n = file.read(self, &mut target[done..])?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(target)
+    }
+
+    fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
+        FsError::corrupt(&self.what, offset, detail)
+    }
+}
+
+impl BtrfsFile {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub(crate) fn seek(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+
+    pub(crate) fn read(&mut self, vol: &mut BtrfsVolume, buf: &mut [u8]) -> Result<usize, FsError> {
+        if self.pos >= self.size || <[u8]>::len(buf) == 0 {
+            return Ok(0);
+        }
+        let pos = self.pos;
+        let want = (<[u8]>::len(buf) as u64).min(self.size - pos);
+        let i = self.extents.partition_point(|e| {
+            let (o, l) = e.range();
+            o + l <= pos
+        });
+        let n = match self.extents.get(i).cloned() {
+            Some(e) if e.range().0 <= pos => {
+                let (offset, len) = e.range();
+                let n = want.min(offset + len - pos) as usize;
+                let inside = pos - offset;
+                match e {
+                    Extent::Zero { .. } => buf[..n].fill(0),
+                    Extent::Inline {
+                        compression, data, ..
+                    } => {
+                        let bytes = if compression == 0 {
+                            data
+                        } else {
+                            Rc::new(self.unpack(vol, compression, &data, len)?)
+                        };
+                        copy_or_zero(&bytes, inside as usize, &mut buf[..n]);
+                    }
+                    Extent::Regular {
+                        compression: 0,
+                        disk,
+                        skip,
+                        ..
+                    } => {
+                        let at = disk.checked_add(skip + inside).ok_or_else(|| {
+                            vol.corrupt(None, format!("{:?}: extent address overflows", self.path))
+                        })?;
+                        vol.read_logical(at, &mut buf[..n])?;
+                    }
+                    Extent::Regular {
+                        compression,
+                        disk,
+                        disk_len,
+                        skip,
+                        ..
+                    } => {
+                        let bytes = match &self.unpacked {
+                            Some((at, bytes)) if *at == disk => Rc::clone(bytes),
+                            _ => {
+                                if disk_len > MAX_COMPRESSED {
+                                    return Err(vol.corrupt(
+                                        None,
+                                        format!(
+                                            "{:?}: compressed extent of {disk_len} bytes",
+                                            self.path
+                                        ),
+                                    ));
+                                }
+                                let mut packed = vec![0u8; disk_len as usize];
+                                vol.read_logical(disk, &mut packed)?;
+                                let bytes = Rc::new(self.unpack(
+                                    vol,
+                                    compression,
+                                    &packed,
+                                    MAX_COMPRESSED,
+                                )?);
+                                self.unpacked = Some((disk, Rc::clone(&bytes)));
+                                bytes
+                            }
+                        };
+                        copy_or_zero(&bytes, (skip + inside) as usize, &mut buf[..n]);
+                    }
+                }
+                n
+            }
+            next => {
+                // A hole (`no_holes` volumes keep no item for one).
+                let gap_end = next.map_or(self.size, |e| e.range().0);
+                let n = want.min(gap_end - pos) as usize;
+                buf[..n].fill(0);
+                n
+            }
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Decompresses an extent's bytes (zlib or zstd), at most `limit` bytes of output.
+    fn unpack(
+        &self,
+        vol: &BtrfsVolume,
+        compression: u8,
+        packed: &[u8],
+        limit: u64,
+    ) -> Result<Vec<u8>, FsError> {
+        let limit = limit.min(MAX_COMPRESSED) as usize;
+        let failed = |why: String| {
+            FsError::corrupt(
+                &vol.what,
+                None,
+                format!("{:?}: compressed extent: {why}", self.path),
+            )
+        };
+        match compression {
+            1 => miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(packed, limit)
+                .map_err(|e| failed(format!("zlib: {:?}", e.status))),
+            3 => {
+                let mut frames = ruzstd::decoding::FrameDecoder::new();
+                frames.set_max_window_size(MAX_ZSTD_WINDOW);
+                let mut input = packed;
+                let decoder =
+                    ruzstd::decoding::StreamingDecoder::new_with_decoder(&mut input, &mut frames)
+                        .map_err(|e| failed(format!("zstd: {e}")))?;
+                let mut out = Vec::new();
+                decoder
+                    .take(limit as u64)
+                    .read_to_end(&mut out)
+                    .map_err(|e| failed(format!("zstd: {e}")))?;
+                Ok(out)
+            }
+            2 => Err(FsError::unsupported(
+                &vol.what,
+                format!("{:?} is compressed with LZO, which is not read", self.path),
+            )),
+            other => Err(failed(format!("compression type {other}"))),
+        }
+    }
+}
+
+/// Copies `src[from..]` into `dst`, zeros where `src` ends (an extent's uncompressed bytes
+/// may be fewer than the file range says).
+fn copy_or_zero(src: &[u8], from: usize, dst: &mut [u8]) {
+    let avail = src.get(from..).unwrap_or(&[]);
+    let n = avail.len().min(<[u8]>::len(dst));
+    dst[..n].copy_from_slice(&avail[..n]);
+    dst[n..].fill(0);
+}
+
+/// A timestamp: seconds (i64) and nanoseconds (u32).
+fn time(b: &[u8], at: usize) -> Option<i64> {
+    let secs = le64(b, at) as i64;
+    let nanos = i64::from(le32(b, at + 8));
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,275 @@
+//! btrfs volumes: made by `mkfs.btrfs --rootdir` from a source tree (no root needed), and
+//! filled through the kernel's btrfs (a loop mount, as root) with subvolumes and
+//! compressed extents.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tessera_disk_fs::{FsError, FsKind};
+
+use crate::support::*;
+
+/// A btrfs image of `size_mib` at `img`, labelled `label`, filled from `root` if given
+/// (`extra` options: `--mixed` for a volume under 114 MiB).
+pub fn mkfs_btrfs(img: &Path, size_mib: u64, label: &str, root: Option<&Path>, extra: &[&str]) {
+    fs::File::create(img)
+        .unwrap()
+        .set_len(size_mib * MIB)
+        .unwrap();
+    let mut args = vec!["-q", "-f", "-L", label];
+    args.extend_from_slice(extra);
+    if let Some(root) = root {
+        args.extend_from_slice(&["--rootdir", root.to_str().unwrap()]);
+    }
+    args.push(img.to_str().unwrap());
+    run("mkfs.btrfs", &args, &[]);
+}
+
+/// The image loop-mounted with `options`; unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn new(img: &Path, at: &Path, options: &str) -> Option<Mounted> {
+        fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "btrfs", "-o", &format!("loop,{options}")])
+            .arg(img)
+            .arg(at)
+            .status()
+            .unwrap();
+        status.success().then(|| Mounted(at.to_owned()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn btrfs_made_from_a_tree_reads_like_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let src = root.join("data");
+    source_tree(
+        &src,
+        &Tree {
+            big: 5 * MIB as usize + 123,
+            with_symlinks: true,
+            many: 3000,
+            sparse: true,
+        },
+    );
+    set_xattr(&src.join("hello.txt"), "user.note", b"an attribute");
+    let img = tmp.path().join("fs.img");
+    mkfs_btrfs(&img, 128, "fedora", Some(&root), &[]);
+    let mut vol = open_image(&img, "disk0/part3");
+    assert_eq!(vol.kind(), "btrfs");
+    assert_eq!(vol.label().as_deref(), Some("fedora"));
+    assert!(vol.warnings().is_empty(), "{:?}", vol.warnings());
+    assert_same_tree(&mut vol, "data", &src, Expect { unix: true });
+    check_offsets_in(&mut vol, "data", &src);
+    let hello = vol.extras("data/hello.txt").unwrap();
+    assert_eq!(
+        xattr_of(&hello, "user.note").as_deref(),
+        Some(&b"an attribute"[..])
+    );
+    assert_eq!(read_all(&mut vol, "data/link/deep/file.txt"), b"deep\n");
+    assert!(matches!(
+        vol.stat("data/nope"),
+        Err(FsError::NotFound { .. })
+    ));
+    assert!(matches!(
+        vol.list("data/hello.txt"),
+        Err(FsError::NotADirectory { .. })
+    ));
+}
+
+/// Fedora's layout: subvolumes `root` and `home` below the top level, written through the
+/// kernel with zstd compression, then zlib; small files inline in the tree; a file of
+/// many extents, a preallocated one, attributes, an ACL and a device node.
+#[test]
+fn btrfs_subvolumes_and_compressed_extents_read_like_their_source() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipped: filling a btrfs image through the kernel needs root and loop devices");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 3 * MIB as usize + 5,
+            with_symlinks: true,
+            many: 500,
+            sparse: true,
+        },
+    );
+    let text: Vec<u8> = (0..60_000)
+        .flat_map(|i| format!("log line {i:06} says the same thing again\n").into_bytes())
+        .collect();
+    fs::write(src.join("log.txt"), &text).unwrap();
+    set_xattr(
+        &src.join("dir/mode.sh"),
+        "system.posix_acl_access",
+        &acl_xattr(),
+    );
+    let mut acl = vec![0u8; 256];
+    let n =
+        rustix::fs::getxattr(src.join("dir/mode.sh"), "system.posix_acl_access", &mut acl).unwrap();
+    acl.truncate(n);
+
+    let img = tmp.path().join("fs.img");
+    mkfs_btrfs(&img, 256, "fedora", None, &[]);
+    let fragmented_bytes;
+    {
+        let mnt_at = tmp.path().join("mnt");
+        let Some(mnt) = Mounted::new(&img, &mnt_at, "compress-force=zstd") else {
+            eprintln!("skipped: this kernel does not mount btrfs");
+            return;
+        };
+        run(
+            "btrfs",
+            &[
+                "-q",
+                "subvolume",
+                "create",
+                mnt.0.join("root").to_str().unwrap(),
+            ],
+            &[],
+        );
+        run(
+            "btrfs",
+            &[
+                "-q",
+                "subvolume",
+                "create",
+                mnt.0.join("home").to_str().unwrap(),
+            ],
+            &[],
+        );
+        run(
+            "cp",
+            &[
+                "-a",
+                src.to_str().unwrap(),
+                mnt.0.join("root/srv").to_str().unwrap(),
+            ],
+            &[],
+        );
+        // The same tree again, compressed with zlib.
+        run(
+            "mount",
+            &["-o", "remount,compress-force=zlib", mnt.0.to_str().unwrap()],
+            &[],
+        );
+        run(
+            "cp",
+            &[
+                "-a",
+                src.to_str().unwrap(),
+                mnt.0.join("home/alice").to_str().unwrap(),
+            ],
+            &[],
+        );
+        // LZO, which is not read.
+        run(
+            "mount",
+            &["-o", "remount,compress-force=lzo", mnt.0.to_str().unwrap()],
+            &[],
+        );
+        fs::write(mnt.0.join("lzo.txt"), &text).unwrap();
+        // Uncompressed from here: a file of many extents and a preallocated one.
+        run(
+            "mount",
+            &["-o", "remount,compress=no", mnt.0.to_str().unwrap()],
+            &[],
+        );
+        let f = fs::File::create(mnt.0.join("fragmented.bin")).unwrap();
+        for i in 0..300u64 {
+            let piece = pattern(4096, i as u32 + 3);
+            f.write_all_at(&piece, i * 12288).unwrap();
+            f.sync_data().unwrap();
+        }
+        let mut expect = vec![0u8; (299 * 12288 + 4096) as usize];
+        for i in 0..300usize {
+            expect[i * 12288..i * 12288 + 4096]
+                .copy_from_slice(&pattern(4096, i as u32 + 3));
+        }
+        fragmented_bytes = expect;
+        let pre = fs::File::create(mnt.0.join("prealloc.bin")).unwrap();
+        rustix::fs::fallocate(&pre, rustix::fs::FallocateFlags::empty(), 0, 1 << 20).unwrap();
+        pre.write_all_at(b"written", 300_000).unwrap();
+        use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
+        mknodat(
+            CWD,
+            mnt.0.join("disk-like"),
+            FileType::BlockDevice,
+            Mode::from_raw_mode(0o640),
+            makedev(259, 300),
+        )
+        .unwrap();
+        let _ = &mnt;
+    }
+    let mut vol = open_image(&img, "disk0/part3");
+    assert_eq!(vol.kind(), "btrfs");
+    let top: Vec<String> = vol.list("").unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(
+        top,
+        [
+            "root",
+            "home",
+            "lzo.txt",
+            "fragmented.bin",
+            "prealloc.bin",
+            "disk-like"
+        ]
+    );
+    let err = vol
+        .open_file("lzo.txt")
+        .unwrap()
+        .read(&mut [0u8; 100])
+        .unwrap_err();
+    assert!(matches!(err, FsError::Unsupported { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("\"lzo.txt\" is compressed with LZO"),
+        "{err}"
+    );
+    assert_eq!(vol.stat("root").unwrap().kind, FsKind::Directory);
+    for dir in ["root/srv", "home/alice"] {
+        assert_same_tree(&mut vol, dir, &src, Expect { unix: true });
+        check_offsets_in(&mut vol, dir, &src);
+        let script = vol.extras(&format!("{dir}/dir/mode.sh")).unwrap();
+        assert_eq!(
+            xattr_of(&script, "system.posix_acl_access"),
+            Some(acl.clone()),
+            "{dir}"
+        );
+    }
+    assert!(read_all(&mut vol, "fragmented.bin") == fragmented_bytes);
+    let mut pre = vec![0u8; 1 << 20];
+    pre[300_000..300_007].copy_from_slice(b"written");
+    assert!(read_all(&mut vol, "prealloc.bin") == pre);
+    assert_eq!(vol.extras("disk-like").unwrap().device, Some((259, 300)));
+}
+
+/// [`check_offsets`] on the copy of the source under `dir`.
+fn check_offsets_in(vol: &mut tessera_disk_fs::Volume, dir: &str, src: &Path) {
+    let big = fs::read(src.join("big.bin")).unwrap();
+    let mut buf = vec![0u8; 10_000];
+    let path = format!("{dir}/big.bin");
+    assert_eq!(vol.read_file(&path, 3_000_000, &mut buf).unwrap(), 10_000);
+    assert!(buf == big[3_000_000..3_010_000]);
+    let mut file = vol.open_file(&path).unwrap();
+    file.seek(2_000_001);
+    let mut one = [0u8; 7];
+    file.read(&mut one).unwrap();
+    assert_eq!(one, big[2_000_001..2_000_008]);
+    file.seek(17);
+    file.read(&mut one).unwrap();
+    assert_eq!(one, big[17..24]);
+}
