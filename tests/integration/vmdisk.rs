@@ -1351,6 +1351,87 @@ fn files_restore_from_the_xfs_partitions_of_a_rhel_disk() {
     );
 }
 
+/// A 160 MiB GPT disk as Fedora lays one out: partition 1 an EFI system partition (FAT32),
+/// partition 2 btrfs made by `mkfs.btrfs --rootdir` from `tree` (no root needed).
+fn fedora_disk(env: &Env, tree: &Path) -> PathBuf {
+    let disk = env.path("fedora.raw");
+    fs::File::create(&disk).unwrap().set_len(160 << 20).unwrap();
+    tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+16M",
+            "-t",
+            "1:ef00",
+            "-n",
+            "2:0:0",
+            "-t",
+            "2:8300",
+            p(&disk),
+        ],
+    );
+    let (esp, btrfs) = (env.path("esp.fat"), env.path("root.btrfs"));
+    fs::File::create(&esp).unwrap().set_len(16 << 20).unwrap();
+    tool("mkfs.fat", &["-F", "32", p(&esp)]);
+    let size: u64 = (160 << 20) - 2048 * 512 - (16 << 20) - 34 * 512;
+    fs::File::create(&btrfs)
+        .unwrap()
+        .set_len(size / 4096 * 4096)
+        .unwrap();
+    tool(
+        "mkfs.btrfs",
+        &["-q", "-f", "-L", "fedora", "--rootdir", p(tree), p(&btrfs)],
+    );
+    let start2 = 2048 * 512 + (16 << 20);
+    write_partitions(&disk, &[(&esp, 2048 * 512), (&btrfs, start2)]);
+    disk
+}
+
+#[test]
+fn files_restore_from_the_btrfs_partition_of_a_fedora_disk() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"fedora-41\n").unwrap();
+    let blob = random_bytes(61, 3 << 20);
+    fs::write(tree.join("etc/blob.bin"), &blob).unwrap();
+    std::os::unix::fs::symlink("../usr/share/zoneinfo/UTC", tree.join("etc/localtime")).unwrap();
+    fs::create_dir_all(tree.join("home/alice")).unwrap();
+    fs::write(tree.join("home/alice/notes.txt"), b"on btrfs\n").unwrap();
+    let raw = fedora_disk(&env, &tree);
+    let disk = env.path("fedora.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", p(&raw), p(&disk)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
+    let mut top = env.ls(&point, "disk0/part2");
+    top.sort();
+    assert_eq!(top, ["disk0/part2/etc", "disk0/part2/home"]);
+    let target = env.path("files");
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part2/etc",
+            "--path",
+            "disk0/part2/home/alice/notes.txt",
+            "--target",
+            p(&target),
+        ],
+    );
+    let etc = target.join("disk0/part2/etc");
+    assert_eq!(fs::read(etc.join("hostname")).unwrap(), b"fedora-41\n");
+    assert_eq!(fs::read(etc.join("blob.bin")).unwrap(), blob);
+    assert_eq!(
+        fs::read_link(etc.join("localtime")).unwrap(),
+        Path::new("../usr/share/zoneinfo/UTC")
+    );
+    assert_eq!(
+        fs::read(target.join("disk0/part2/home/alice/notes.txt")).unwrap(),
+        b"on btrfs\n"
+    );
+}
+
 /// A 48 MiB GPT disk as Windows lays one out: partition 1 an EFI system partition
 /// (FAT32 made by `mkfs.fat`), partition 2 NTFS (`mkntfs`) holding `tree`, copied in
 /// through an `ntfs-3g` mount. The reason when this machine cannot mount it.

@@ -196,8 +196,7 @@ fn btrfs_subvolumes_and_compressed_extents_read_like_their_source() {
         }
         let mut expect = vec![0u8; (299 * 12288 + 4096) as usize];
         for i in 0..300usize {
-            expect[i * 12288..i * 12288 + 4096]
-                .copy_from_slice(&pattern(4096, i as u32 + 3));
+            expect[i * 12288..i * 12288 + 4096].copy_from_slice(&pattern(4096, i as u32 + 3));
         }
         fragmented_bytes = expect;
         let pre = fs::File::create(mnt.0.join("prealloc.bin")).unwrap();
