@@ -1,5 +1,5 @@
 //! Read-only views of partition tables (MBR, GPT), LVM2 volumes and file systems (ext2/3/4,
-//! XFS, FAT, NTFS) inside a disk image, read by random access.
+//! XFS, btrfs, FAT, NTFS) inside a disk image, read by random access.
 //!
 //! The vm-disk plugin restores single files straight from a backed-up disk image: it reads
 //! the image through [`ReadAt`] (a file, an NBD export, a recovery point read back from the
@@ -36,7 +36,9 @@
 //! volume's own structures) with `ext_journal` for the journal transactions it reads
 //! through and `ext_layout` for where the group descriptors lie, `fat` for FAT12/16/32
 //! (read here), `xfs` for XFS versions 4 and 5 (read here; its log is not replayed, and
-//! files on a realtime device are refused), `ntfs` for NTFS (through the `keramics-formats` crate), `lvm` for LVM2
+//! files on a realtime device are refused), `btrfs` for btrfs (read here; subvolumes are
+//! directories, zlib and zstd extents are read, LZO ones and striped RAID chunks refused),
+//! `ntfs` for NTFS (through the `keramics-formats` crate), `lvm` for LVM2
 //! physical and logical volumes (read here).
 
 mod btrfs;

@@ -1,6 +1,6 @@
 //! A file system on a partition (or a whole disk), whatever its format: [`open_volume`]
 //! recognises it by its signature and [`Volume`] answers listings, metadata and file reads
-//! the same way for ext, XFS, FAT and NTFS.
+//! the same way for ext, XFS, btrfs, FAT and NTFS.
 
 use std::cell::RefCell;
 use std::io;
@@ -52,12 +52,12 @@ pub struct FsEntry {
     /// Last status change (`None` on FAT, which has none, and on ext, whose reader does
     /// not expose it).
     pub ctime_ns: Option<i64>,
-    /// Creation (ext4 inodes of 256 bytes or more, XFS version 5, FAT and NTFS).
+    /// Creation (ext4 inodes of 256 bytes or more, XFS version 5, btrfs, FAT and NTFS).
     pub btime_ns: Option<i64>,
 }
 
 /// What a listing does not carry: an entry's extended attributes and, for a device node,
-/// its device number (ext and XFS: FAT and NTFS give neither here).
+/// its device number (ext, XFS and btrfs: FAT and NTFS give neither here).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extras {
     /// `(name, value)`, the name with its namespace (`user.`, `security.`, `trusted.`,
@@ -73,7 +73,7 @@ pub struct Extras {
 ///
 /// Paths are `/`-separated and relative to the volume root (a leading `/` is allowed, `""`
 /// is the root); `.` and empty components are ignored and `..` is refused. The final
-/// component is never followed if it is a symlink. Intermediate symlinks (ext and XFS) are
+/// component is never followed if it is a symlink. Intermediate symlinks (ext, XFS and btrfs) are
 /// followed inside the volume: an absolute target starts at the volume root, so a link never
 /// leads out of it. FAT lookups ignore case and also accept the 8.3 short name.
 ///
@@ -96,7 +96,8 @@ enum Inner {
 /// disk without a partition table). `what` names the volume in errors, e.g. `disk0/part1`.
 ///
 /// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, XFS by `XFSB` at
-/// byte 0, NTFS by the `NTFS    ` signature of its boot sector, FAT by its boot sector;
+/// byte 0, btrfs by `_BHRfS_M` in its superblock at 64 KiB, NTFS by the `NTFS    `
+/// signature of its boot sector, FAT by its boot sector;
 /// anything else is [`FsError::UnknownFilesystem`], naming the format if its signature is
 /// known.
 pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
@@ -213,7 +214,7 @@ fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
 }
 
 impl Volume {
-    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"xfs"`, `"fat12"`, `"fat16"`, `"fat32"` or `"ntfs"`.
+    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"xfs"`, `"btrfs"`, `"fat12"`, `"fat16"`, `"fat32"` or `"ntfs"`.
     pub fn kind(&self) -> &'static str {
         match &self.inner {
             Inner::Ext(v) => v.kind(),
@@ -284,8 +285,8 @@ impl Volume {
     /// not its target). On ext they are read from the inode, found through the directory
     /// blocks, through the journal transactions the volume's reader replayed; a layout
     /// this cannot read is [`FsError::Unsupported`]. On XFS they come from the inode's
-    /// attribute fork (XFS's own ACLs converted to the `system.posix_acl_*` form); values
-    /// that cannot be read are [`Extras::warnings`]. FAT and NTFS give none.
+    /// attribute fork (XFS's own ACLs converted to the `system.posix_acl_*` form), on btrfs
+    /// from its attribute items; values that cannot be read are [`Extras::warnings`]. FAT and NTFS give none.
     pub fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
         match &mut self.inner {
             Inner::Ext(v) => v.extras(path),

@@ -99,7 +99,7 @@ fn corrupt_ext_superblocks_are_named() {
     assert!(matches!(err, FsError::UnknownFilesystem { .. }), "{err}");
     assert!(
         err.to_string()
-            .starts_with("disk0/part1: no ext2/ext3/ext4, XFS, NTFS or FAT"),
+            .starts_with("disk0/part1: no ext2/ext3/ext4, XFS, btrfs, NTFS or FAT"),
         "{err}"
     );
 
@@ -541,6 +541,47 @@ proptest! {
             let span = [4096, 512 * 1024, 2 * 1024 * 1024, disk.len()][region].min(disk.len()) as u64;
             disk[(at % span) as usize] = byte;
         }
+        exercise_disk(disk);
+    }
+}
+
+/// Sets the CRC-32C of the btrfs superblock and of every tree block of `disk` (found by
+/// the volume's fsid in their header), so that the parsers behind the checksums see what
+/// a mutation did.
+fn fix_btrfs_checksums(disk: &mut [u8]) {
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    let fsid = disk[0x1_0020..0x1_0030].to_vec();
+    let node = u32::from_le_bytes(disk[0x1_0094..0x1_0098].try_into().unwrap()) as usize;
+    let node = if node.is_power_of_two() && (4096..=65536).contains(&node) {
+        node
+    } else {
+        4096
+    };
+    for at in (0..<[u8]>::len(disk) - node + 1).step_by(node) {
+        if disk[at + 0x20..at + 0x30] == fsid[..] {
+            let sum = crc.checksum(&disk[at + 32..at + node]);
+            disk[at..at + 4].copy_from_slice(&sum.to_le_bytes());
+        }
+    }
+    let sum = crc.checksum(&disk[0x1_0000 + 32..0x1_0000 + 4096]);
+    disk[0x1_0000..0x1_0004].copy_from_slice(&sum.to_le_bytes());
+}
+
+proptest! {
+    #![proptest_config(config(300))]
+
+    #[test]
+    fn mutated_btrfs_trees_never_panic(
+        mutations in proptest::collection::vec((0usize..2, any::<u64>(), any::<u8>()), 1..24),
+    ) {
+        let corpus = corpus();
+        let (_, image) = corpus.iter().find(|(name, _)| *name == "btrfs").unwrap();
+        let mut disk = image.clone();
+        for (region, at, byte) in mutations {
+            let span = [2 * 1024 * 1024, disk.len()][region] as u64;
+            disk[(at % span) as usize] = byte;
+        }
+        fix_btrfs_checksums(&mut disk);
         exercise_disk(disk);
     }
 }
