@@ -643,7 +643,8 @@ impl BtrfsVolume {
                     ));
                 }
             };
-            let n = ((chunk.logical + chunk.length - at) as usize).min(<[u8]>::len(buf) - done);
+            let n = (chunk.length - (at - chunk.logical)).min((<[u8]>::len(buf) - done) as u64)
+                as usize;
             let offset = physical
                 .checked_add(at - chunk.logical)
                 .filter(|o| {
@@ -1075,9 +1076,15 @@ impl BtrfsFile {
                         skip,
                         ..
                     } => {
-                        let at = disk.checked_add(skip + inside).ok_or_else(|| {
-                            vol.corrupt(None, format!("{:?}: extent address overflows", self.path))
-                        })?;
+                        let at = skip
+                            .checked_add(inside)
+                            .and_then(|o| disk.checked_add(o))
+                            .ok_or_else(|| {
+                                vol.corrupt(
+                                    None,
+                                    format!("{:?}: extent address overflows", self.path),
+                                )
+                            })?;
                         vol.read_logical(at, &mut buf[..n])?;
                     }
                     Extent::Regular {
@@ -1111,7 +1118,8 @@ impl BtrfsFile {
                                 bytes
                             }
                         };
-                        copy_or_zero(&bytes, (skip + inside) as usize, &mut buf[..n]);
+                        let from = skip.saturating_add(inside).try_into().unwrap_or(usize::MAX);
+                        copy_or_zero(&bytes, from, &mut buf[..n]);
                     }
                 }
                 n
