@@ -1208,3 +1208,41 @@ fn le32(b: &[u8], at: usize) -> u32 {
 fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_order_by_object_type_and_offset() {
+        let a = Key::new(256, INODE_ITEM, 0);
+        let b = Key::new(256, DIR_INDEX, 2);
+        let c = Key::new(257, INODE_ITEM, 0);
+        assert!(a < b && b < c);
+        let mut raw = 256u64.to_le_bytes().to_vec();
+        raw.push(DIR_INDEX);
+        raw.extend_from_slice(&2u64.to_le_bytes());
+        assert_eq!(Key::parse(&raw), b);
+    }
+
+    #[test]
+    fn extent_bytes_past_their_source_read_as_zeros() {
+        let mut out = [9u8; 6];
+        copy_or_zero(b"abcd", 2, &mut out);
+        assert_eq!(&out, b"cd\0\0\0\0");
+        copy_or_zero(b"abcd", usize::MAX, &mut out);
+        assert_eq!(out, [0; 6]);
+    }
+
+    #[test]
+    fn times_are_checked() {
+        let mut b = (-2i64).to_le_bytes().to_vec();
+        b.extend_from_slice(&7u32.to_le_bytes());
+        assert_eq!(time(&b, 0), Some(-2_000_000_000 + 7));
+        b[8..12].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+        assert_eq!(time(&b, 0), None);
+        let mut huge = i64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(time(&huge, 0), None);
+    }
+}

@@ -272,3 +272,69 @@ fn check_offsets_in(vol: &mut tessera_disk_fs::Volume, dir: &str, src: &Path) {
     file.read(&mut one).unwrap();
     assert_eq!(one, big[17..24]);
 }
+
+/// A volume over two devices, each a disk of its own: with RAID1 every chunk has a copy
+/// on each device, so either reads whole; with RAID0 data the file's stripes alternate
+/// between them, and a file is refused, naming why.
+#[test]
+fn btrfs_over_two_devices_reads_mirrors_and_refuses_stripes() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipped: a two-device btrfs needs root and loop devices");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 3 * MIB as usize,
+            with_symlinks: false,
+            many: 20,
+            sparse: false,
+        },
+    );
+    for (profile, readable) in [("raid1", true), ("raid0", false)] {
+        let (a, b) = (tmp.path().join("a.img"), tmp.path().join("b.img"));
+        for img in [&a, &b] {
+            fs::File::create(img).unwrap().set_len(160 * MIB).unwrap();
+        }
+        let (la, lb) = (Loop::attach(&a), Loop::attach(&b));
+        run(
+            "mkfs.btrfs",
+            &["-q", "-f", "-d", profile, "-m", "raid1", &la.0, &lb.0],
+            &[],
+        );
+        {
+            let Some(mnt) = Mounted::new(Path::new(&la.0), &tmp.path().join("mnt"), "") else {
+                eprintln!("skipped: this kernel does not mount btrfs");
+                return;
+            };
+            run(
+                "cp",
+                &[
+                    "-a",
+                    src.to_str().unwrap(),
+                    mnt.0.join("data").to_str().unwrap(),
+                ],
+                &[],
+            );
+        }
+        drop((la, lb));
+        for img in [&a, &b] {
+            let mut vol = open_image(img, "disk1");
+            if readable {
+                assert_same_tree(&mut vol, "data", &src, Expect { unix: true });
+            } else {
+                // Metadata is mirrored, so the tree lists; the data is striped.
+                assert_eq!(vol.stat("data/big.bin").unwrap().size, 3 * MIB);
+                let mut file = vol.open_file("data/big.bin").unwrap();
+                let err = file.read(&mut [0u8; 4096]).unwrap_err();
+                assert!(
+                    matches!(err, FsError::Unsupported { .. })
+                        && err.to_string().contains("striped (RAID0/10/5/6) chunk"),
+                    "{err}"
+                );
+            }
+        }
+    }
+}
