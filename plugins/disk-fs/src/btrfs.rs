@@ -37,6 +37,7 @@ use std::rc::Rc;
 use crc::{CRC_32_ISCSI, Crc};
 use tessera_disk_image::ReadAt;
 
+use crate::dir_cache::DirCache;
 use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
 use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
 use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
@@ -151,7 +152,7 @@ enum Placement {
 }
 
 /// An inode: its file tree and number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Ino {
     tree: u64,
     number: u64,
@@ -227,6 +228,8 @@ pub(crate) struct BtrfsVolume {
     cache: HashMap<u64, Rc<Vec<u8>>>,
     label: Option<String>,
     warnings: Vec<String>,
+    /// Entries of the directories read last.
+    dirs: DirCache<Ino, DirEntry>,
 }
 
 /// A regular file of a btrfs volume: its extents, read on demand.
@@ -309,6 +312,7 @@ impl BtrfsVolume {
             cache: HashMap::new(),
             label: (!label.is_empty()).then(|| String::from_utf8_lossy(label).into_owned()),
             warnings,
+            dirs: DirCache::new(),
         };
         // The system chunks, to find the chunk tree.
         let size = le32(&sb, 0xa0) as usize;
@@ -395,7 +399,7 @@ impl BtrfsVolume {
             });
         }
         let mut entries = Vec::new();
-        for entry in self.dir_entries(dir.ino)? {
+        for entry in self.dir_entries(dir.ino)?.iter() {
             let inode = self.inode(entry.target)?;
             let name = String::from_utf8_lossy(&entry.name).into_owned();
             entries.push(self.entry(name, &inode)?);
@@ -498,13 +502,14 @@ impl BtrfsVolume {
             }
             let found = self
                 .dir_entries(current.ino)?
-                .into_iter()
+                .iter()
                 .find(|e| e.name == part)
+                .map(|e| e.target)
                 .ok_or_else(|| FsError::NotFound {
                     what: self.what.clone(),
                     path: path.to_owned(),
                 })?;
-            let child = self.inode(found.target)?;
+            let child = self.inode(found)?;
             stack.push((part, current.ino));
             if stack.len() > MAX_DEPTH || pending.len() > MAX_DEPTH {
                 return Err(FsError::limit(
@@ -849,9 +854,18 @@ impl BtrfsVolume {
         })
     }
 
-    /// The entries of directory `dir` in the order they were made (`DIR_INDEX` items); an
-    /// entry for a subvolume leads to its tree's top directory.
-    fn dir_entries(&mut self, dir: Ino) -> Result<Vec<DirEntry>, FsError> {
+    /// The entries of directory `dir` in the order they were made (`DIR_INDEX` items),
+    /// read once and then kept for a while (see [`DirCache`]); an entry for a subvolume
+    /// leads to its tree's top directory.
+    fn dir_entries(&mut self, dir: Ino) -> Result<Rc<Vec<DirEntry>>, FsError> {
+        if let Some(entries) = self.dirs.get(&dir) {
+            return Ok(entries);
+        }
+        let entries = self.read_dir_entries(dir)?;
+        Ok(self.dirs.insert(dir, entries))
+    }
+
+    fn read_dir_entries(&mut self, dir: Ino) -> Result<Vec<DirEntry>, FsError> {
         let root = self.tree_root(dir.tree)?;
         let items = self.search(
             (root.bytenr, root.level),

@@ -42,6 +42,7 @@
 //! physical and logical volumes (read here).
 
 mod btrfs;
+mod dir_cache;
 mod error;
 mod ext4;
 mod ext_journal;

@@ -34,9 +34,12 @@
 //! ext volume whose journal is not replayed. Checksums of inodes and directory blocks (v5)
 //! are checked; those of the other structures are not.
 
+use std::rc::Rc;
+
 use crc::{CRC_32_ISCSI, Crc};
 use tessera_disk_image::ReadAt;
 
+use crate::dir_cache::DirCache;
 use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
 use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
 use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
@@ -111,6 +114,8 @@ pub(crate) struct XfsVolume {
     geo: Geometry,
     label: Option<String>,
     warnings: Vec<String>,
+    /// Entries of the directories read last, by inode number.
+    dirs: DirCache<u64, DirEntry>,
 }
 
 /// One extent of a fork: `count` blocks at file block `offset`, stored at volume block
@@ -295,6 +300,7 @@ impl XfsVolume {
             geo,
             label,
             warnings,
+            dirs: DirCache::new(),
         };
         let root = volume.inode(volume.geo.root)?;
         if root.kind_bits() != S_IFDIR {
@@ -336,7 +342,7 @@ impl XfsVolume {
             });
         }
         let mut entries = Vec::new();
-        for entry in self.dir_entries(&dir)? {
+        for entry in self.dir_entries(&dir)?.iter() {
             let inode = self.inode(entry.inode)?;
             let name = String::from_utf8_lossy(&entry.name).into_owned();
             entries.push(self.entry(name, &inode)?);
@@ -411,13 +417,14 @@ impl XfsVolume {
             }
             let found = self
                 .dir_entries(&current)?
-                .into_iter()
+                .iter()
                 .find(|e| e.name == part)
+                .map(|e| e.inode)
                 .ok_or_else(|| FsError::NotFound {
                     what: self.what.clone(),
                     path: path.to_owned(),
                 })?;
-            let child = self.inode(found.inode)?;
+            let child = self.inode(found)?;
             stack.push((part, current.number));
             if stack.len() > MAX_DEPTH || pending.len() > MAX_DEPTH {
                 return Err(FsError::limit(
@@ -801,8 +808,17 @@ impl XfsVolume {
         Ok(())
     }
 
-    /// The entries of directory `dir`, without `.` and `..`.
-    fn dir_entries(&mut self, dir: &Inode) -> Result<Vec<DirEntry>, FsError> {
+    /// The entries of directory `dir`, without `.` and `..`, read once and then kept for a
+    /// while (see [`DirCache`]).
+    fn dir_entries(&mut self, dir: &Inode) -> Result<Rc<Vec<DirEntry>>, FsError> {
+        if let Some(entries) = self.dirs.get(&dir.number) {
+            return Ok(entries);
+        }
+        let entries = self.read_dir_entries(dir)?;
+        Ok(self.dirs.insert(dir.number, entries))
+    }
+
+    fn read_dir_entries(&mut self, dir: &Inode) -> Result<Vec<DirEntry>, FsError> {
         if dir.size > MAX_DIR_BYTES && dir.format != FORMAT_LOCAL {
             // The size of a block directory covers its data blocks only.
             return Err(FsError::limit(

@@ -140,7 +140,14 @@ fn xfs_reads_like_its_source() {
         ("v5", &[][..]),
         (
             "v5small",
-            &["-b", "size=1024", "-n", "size=8192", "-i", "size=512,nrext64=1"][..],
+            &[
+                "-b",
+                "size=1024",
+                "-n",
+                "size=8192",
+                "-i",
+                "size=512,nrext64=1",
+            ][..],
         ),
     ] {
         let img = tmp.path().join(format!("{label}.img"));
