@@ -1299,6 +1299,35 @@ fn rhel_disk(env: &Env, blob: &Path) -> PathBuf {
     disk
 }
 
+/// Restores `disk0/part2/etc` and `other` of `point` into a new directory, and checks
+/// what a Linux root's `etc` holds here: `hostname`, `blob.bin` and the `localtime` link.
+/// Returns the directory.
+fn restore_etc(env: &Env, point: &str, other: &str, hostname: &[u8], blob: &[u8]) -> PathBuf {
+    let target = env.path("files");
+    env.restore(
+        point,
+        &[
+            "--path",
+            "disk0/part2/etc",
+            "--path",
+            other,
+            "--target",
+            p(&target),
+        ],
+    );
+    let etc = target.join("disk0/part2/etc");
+    assert_eq!(fs::read(etc.join("hostname")).unwrap(), hostname);
+    assert!(
+        fs::read(etc.join("blob.bin")).unwrap() == blob,
+        "blob.bin differs"
+    );
+    assert_eq!(
+        fs::read_link(etc.join("localtime")).unwrap(),
+        Path::new("../usr/share/zoneinfo/UTC")
+    );
+    target
+}
+
 #[test]
 fn files_restore_from_the_xfs_partitions_of_a_rhel_disk() {
     let env = env();
@@ -1320,31 +1349,19 @@ fn files_restore_from_the_xfs_partitions_of_a_rhel_disk() {
             "disk0/part2/etc/localtime"
         ]
     );
-    let target = env.path("files");
-    env.restore(
+    let target = restore_etc(
+        &env,
         &point,
-        &[
-            "--path",
-            "disk0/part2/etc",
-            "--path",
-            "disk0/part2/var/log/messages",
-            "--target",
-            p(&target),
-        ],
+        "disk0/part2/var/log/messages",
+        b"rhel-09\n",
+        &data,
     );
-    let etc = target.join("disk0/part2/etc");
-    assert_eq!(fs::read(etc.join("hostname")).unwrap(), b"rhel-09\n");
-    assert_eq!(fs::read(etc.join("blob.bin")).unwrap(), data);
-    let meta = fs::metadata(etc.join("blob.bin")).unwrap();
+    let meta = fs::metadata(target.join("disk0/part2/etc/blob.bin")).unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     if rustix::process::geteuid().is_root() {
         assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
     }
-    assert_eq!(
-        fs::read_link(etc.join("localtime")).unwrap(),
-        Path::new("../usr/share/zoneinfo/UTC")
-    );
     assert_eq!(
         fs::read(target.join("disk0/part2/var/log/messages")).unwrap(),
         b"Dec  6 10:00:00 rhel-09 systemd[1]: Started.\n"
@@ -1407,24 +1424,12 @@ fn files_restore_from_the_btrfs_partition_of_a_fedora_disk() {
     let mut top = env.ls(&point, "disk0/part2");
     top.sort();
     assert_eq!(top, ["disk0/part2/etc", "disk0/part2/home"]);
-    let target = env.path("files");
-    env.restore(
+    let target = restore_etc(
+        &env,
         &point,
-        &[
-            "--path",
-            "disk0/part2/etc",
-            "--path",
-            "disk0/part2/home/alice/notes.txt",
-            "--target",
-            p(&target),
-        ],
-    );
-    let etc = target.join("disk0/part2/etc");
-    assert_eq!(fs::read(etc.join("hostname")).unwrap(), b"fedora-41\n");
-    assert_eq!(fs::read(etc.join("blob.bin")).unwrap(), blob);
-    assert_eq!(
-        fs::read_link(etc.join("localtime")).unwrap(),
-        Path::new("../usr/share/zoneinfo/UTC")
+        "disk0/part2/home/alice/notes.txt",
+        b"fedora-41\n",
+        &blob,
     );
     assert_eq!(
         fs::read(target.join("disk0/part2/home/alice/notes.txt")).unwrap(),

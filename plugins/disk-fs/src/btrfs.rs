@@ -39,7 +39,7 @@ use tessera_disk_image::ReadAt;
 
 use crate::dir_cache::DirCache;
 use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
-use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
+use crate::path::{self, MAX_PATH_BYTES, Step, Walk};
 use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
 
 /// Where the primary superblock is.
@@ -111,8 +111,6 @@ const MAX_EXTENTS: usize = 1 << 20;
 const MAX_COMPRESSED: u64 = 128 << 10;
 /// Largest Zstandard window accepted (btrfs uses at most 128 KiB).
 const MAX_ZSTD_WINDOW: u64 = 1 << 20;
-/// Symlinks followed while resolving one path.
-const MAX_SYMLINKS: usize = 40;
 
 /// A key of a tree item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,7 +157,8 @@ struct Ino {
 }
 
 /// What an `INODE_ITEM` says.
-struct Inode {
+#[derive(Clone)]
+pub(crate) struct Inode {
     ino: Ino,
     mode: u32,
     uid: u32,
@@ -464,89 +463,8 @@ impl BtrfsVolume {
         })
     }
 
-    /// The name and inode at `path`; intermediate symlinks are followed inside the volume
-    /// (an absolute target starts at the top level), the final component never.
     fn resolve(&mut self, path: &str) -> Result<(String, Inode), FsError> {
-        let mut pending: Vec<Vec<u8>> = path::components(&self.what, path)?
-            .into_iter()
-            .rev()
-            .map(|c| c.as_bytes().to_vec())
-            .collect();
-        let top = Ino {
-            tree: FS_TREE,
-            number: self.tree_root(FS_TREE)?.root_dir,
-        };
-        let mut stack: Vec<(Vec<u8>, Ino)> = Vec::new();
-        let mut current = self.inode(top)?;
-        let mut links = 0;
-        while let Some(part) = pending.pop() {
-            match part.as_slice() {
-                b"." => continue,
-                b".." => {
-                    if let Some((_, parent)) = stack.pop() {
-                        current = self.inode(parent)?;
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            if current.mode & S_IFMT != S_IFDIR {
-                return Err(FsError::NotADirectory {
-                    what: self.what.clone(),
-                    path: stack
-                        .iter()
-                        .map(|(n, _)| String::from_utf8_lossy(n))
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                });
-            }
-            let found = self
-                .dir_entries(current.ino)?
-                .iter()
-                .find(|e| e.name == part)
-                .map(|e| e.target)
-                .ok_or_else(|| FsError::NotFound {
-                    what: self.what.clone(),
-                    path: path.to_owned(),
-                })?;
-            let child = self.inode(found)?;
-            stack.push((part, current.ino));
-            if stack.len() > MAX_DEPTH || pending.len() > MAX_DEPTH {
-                return Err(FsError::limit(
-                    &self.what,
-                    format!("path {path:?} resolves deeper than {MAX_DEPTH} components"),
-                ));
-            }
-            if child.mode & S_IFMT == S_IFLNK && !pending.is_empty() {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(FsError::limit(
-                        &self.what,
-                        format!("more than {MAX_SYMLINKS} symlinks while resolving {path:?}"),
-                    ));
-                }
-                let target = self.link_target(&child)?;
-                stack.pop();
-                if target.first() == Some(&b'/') {
-                    stack.clear();
-                    current = self.inode(top)?;
-                }
-                pending.extend(
-                    target
-                        .split(|&b| b == b'/')
-                        .filter(|c| !c.is_empty())
-                        .rev()
-                        .map(<[u8]>::to_vec),
-                );
-                continue;
-            }
-            current = child;
-        }
-        let name = stack
-            .last()
-            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
-        Ok((name, current))
+        path::resolve(self, path)
     }
 
     fn entry(&mut self, name: String, inode: &Inode) -> Result<FsEntry, FsError> {
@@ -1041,6 +959,43 @@ impl BtrfsVolume {
 
     fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
         FsError::corrupt(&self.what, offset, detail)
+    }
+}
+
+impl Walk for BtrfsVolume {
+    type Node = Inode;
+
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn root(&mut self) -> Result<Inode, FsError> {
+        let number = self.tree_root(FS_TREE)?.root_dir;
+        self.inode(Ino {
+            tree: FS_TREE,
+            number,
+        })
+    }
+
+    fn step(&self, node: &Inode) -> Step {
+        match node.mode & S_IFMT {
+            S_IFDIR => Step::Directory,
+            S_IFLNK => Step::Symlink,
+            _ => Step::Other,
+        }
+    }
+
+    fn child(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<Inode>, FsError> {
+        let found = self
+            .dir_entries(dir.ino)?
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.target);
+        found.map(|ino| self.inode(ino)).transpose()
+    }
+
+    fn target(&mut self, link: &Inode) -> Result<Vec<u8>, FsError> {
+        self.link_target(link)
     }
 }
 

@@ -41,7 +41,7 @@ use tessera_disk_image::ReadAt;
 
 use crate::dir_cache::DirCache;
 use crate::ext4::{MAX_DIR_BYTES, MAX_DIR_ENTRIES};
-use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
+use crate::path::{self, MAX_PATH_BYTES, Step, Walk};
 use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
 
 /// The superblock's first bytes.
@@ -85,8 +85,6 @@ const MAX_BTREE_LEVELS: u16 = 10;
 /// Blocks of one extent tree read (a tree of [`MAX_EXTENTS`] has a few thousand); a
 /// tree whose nodes point at the same children again ends here.
 const MAX_BTREE_BLOCKS: usize = 1 << 14;
-/// Symlinks followed while resolving one path.
-const MAX_SYMLINKS: usize = 40;
 /// Largest attribute value read.
 const MAX_XATTR_VALUE: u64 = 1 << 16;
 /// Attribute leaf blocks read for one inode.
@@ -129,7 +127,8 @@ struct Extent {
 }
 
 /// The parts of an inode this module uses.
-struct Inode {
+#[derive(Clone)]
+pub(crate) struct Inode {
     number: u64,
     mode: u16,
     uid: u32,
@@ -386,82 +385,8 @@ impl XfsVolume {
         })
     }
 
-    /// The name and inode at `path`; intermediate symlinks are followed inside the volume
-    /// (an absolute target starts at the root), the final component never.
     fn resolve(&mut self, path: &str) -> Result<(String, Inode), FsError> {
-        let mut pending: Vec<Vec<u8>> = path::components(&self.what, path)?
-            .into_iter()
-            .rev()
-            .map(|c| c.as_bytes().to_vec())
-            .collect();
-        // The directories walked through, root first.
-        let mut stack: Vec<(Vec<u8>, u64)> = Vec::new();
-        let mut current = self.inode(self.geo.root)?;
-        let mut links = 0;
-        while let Some(part) = pending.pop() {
-            match part.as_slice() {
-                b"." => continue,
-                b".." => {
-                    if let Some((_, parent)) = stack.pop() {
-                        current = self.inode(parent)?;
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            if current.kind_bits() != S_IFDIR {
-                return Err(FsError::NotADirectory {
-                    what: self.what.clone(),
-                    path: join_names(&stack),
-                });
-            }
-            let found = self
-                .dir_entries(&current)?
-                .iter()
-                .find(|e| e.name == part)
-                .map(|e| e.inode)
-                .ok_or_else(|| FsError::NotFound {
-                    what: self.what.clone(),
-                    path: path.to_owned(),
-                })?;
-            let child = self.inode(found)?;
-            stack.push((part, current.number));
-            if stack.len() > MAX_DEPTH || pending.len() > MAX_DEPTH {
-                return Err(FsError::limit(
-                    &self.what,
-                    format!("path {path:?} resolves deeper than {MAX_DEPTH} components"),
-                ));
-            }
-            if child.kind_bits() == S_IFLNK && !pending.is_empty() {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(FsError::limit(
-                        &self.what,
-                        format!("more than {MAX_SYMLINKS} symlinks while resolving {path:?}"),
-                    ));
-                }
-                let target = self.link_target(&child)?;
-                stack.pop();
-                if target.first() == Some(&b'/') {
-                    stack.clear();
-                    current = self.inode(self.geo.root)?;
-                }
-                pending.extend(
-                    target
-                        .split(|&b| b == b'/')
-                        .filter(|c| !c.is_empty())
-                        .rev()
-                        .map(<[u8]>::to_vec),
-                );
-                continue;
-            }
-            current = child;
-        }
-        let name = stack
-            .last()
-            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
-            .unwrap_or_default();
-        Ok((name, current))
+        path::resolve(self, path)
     }
 
     fn entry(&mut self, name: String, inode: &Inode) -> Result<FsEntry, FsError> {
@@ -1256,6 +1181,39 @@ impl XfsVolume {
     }
 }
 
+impl Walk for XfsVolume {
+    type Node = Inode;
+
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn root(&mut self) -> Result<Inode, FsError> {
+        self.inode(self.geo.root)
+    }
+
+    fn step(&self, node: &Inode) -> Step {
+        match node.kind_bits() {
+            S_IFDIR => Step::Directory,
+            S_IFLNK => Step::Symlink,
+            _ => Step::Other,
+        }
+    }
+
+    fn child(&mut self, dir: &Inode, name: &[u8]) -> Result<Option<Inode>, FsError> {
+        let found = self
+            .dir_entries(dir)?
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.inode);
+        found.map(|number| self.inode(number)).transpose()
+    }
+
+    fn target(&mut self, link: &Inode) -> Result<Vec<u8>, FsError> {
+        self.link_target(link)
+    }
+}
+
 impl XfsFile {
     pub(crate) fn size(&self) -> u64 {
         self.size
@@ -1377,14 +1335,6 @@ fn time(b: &[u8], at: usize, big: bool) -> Option<i64> {
     let secs = i64::from(be32(b, at) as i32);
     let nanos = i64::from(be32(b, at + 4));
     (nanos < 1_000_000_000).then_some(secs * 1_000_000_000 + nanos)
-}
-
-fn join_names(stack: &[(Vec<u8>, u64)]) -> String {
-    stack
-        .iter()
-        .map(|(n, _)| String::from_utf8_lossy(n))
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {

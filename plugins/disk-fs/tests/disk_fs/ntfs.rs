@@ -1,8 +1,7 @@
 //! NTFS volumes made by `mkntfs` and filled through `ntfs-3g` (a FUSE mount, as root), with
 //! a symbolic link written as the reparse point Windows makes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use tessera_disk_fs::{FsError, FsKind, open_volume};
 
@@ -30,27 +29,6 @@ fn cannot_mount() -> Option<&'static str> {
         return Some("no /dev/fuse");
     }
     None
-}
-
-/// The image mounted with `ntfs-3g` at a directory of its own; unmounted when dropped.
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn new(img: &Path, at: &Path) -> Mounted {
-        std::fs::create_dir_all(at).unwrap();
-        run(
-            "ntfs-3g",
-            &[img.to_str().unwrap(), at.to_str().unwrap()],
-            &[],
-        );
-        Mounted(at.to_owned())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// The reparse data of a relative symbolic link to `target` (Windows' `mklink`).
@@ -103,7 +81,8 @@ fn ntfs_reads_like_its_source() {
     let img = tmp.path().join("ntfs.img");
     mkntfs(&img, 32, "WINDATA");
     {
-        let mnt = Mounted::new(&img, &tmp.path().join("mnt"));
+        let mnt = Mounted::new("ntfs-3g", &[], &img, &tmp.path().join("mnt"))
+            .expect("ntfs-3g mounts the image");
         run(
             "cp",
             &[

@@ -484,3 +484,45 @@ pub fn xattr_of(extras: &tessera_disk_fs::Extras, name: &str) -> Option<Vec<u8>>
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.clone())
 }
+
+/// A file system image mounted at a directory of its own; unmounted when dropped.
+pub struct Mounted(pub PathBuf);
+
+impl Mounted {
+    /// Runs `command` with `args`, then the image and the directory; `None` if that fails
+    /// (a kernel without the file system).
+    pub fn new(command: &str, args: &[&str], img: &Path, at: &Path) -> Option<Mounted> {
+        fs::create_dir_all(at).unwrap();
+        let status = Command::new(tool(command))
+            .args(args)
+            .arg(img)
+            .arg(at)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+        status.success().then(|| Mounted(at.to_owned()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Reads `big.bin` of the source tree copied under `dir` at offsets, through
+/// [`Volume::read_file`] and on one handle forwards and backwards, against the source.
+pub fn check_offsets_under(vol: &mut Volume, dir: &str, src: &Path) {
+    let big = fs::read(src.join("big.bin")).unwrap();
+    let mut buf = vec![0u8; 10_000];
+    let path = format!("{dir}/big.bin");
+    assert_eq!(vol.read_file(&path, 3_000_000, &mut buf).unwrap(), 10_000);
+    assert!(buf == big[3_000_000..3_010_000]);
+    let mut file = vol.open_file(&path).unwrap();
+    file.seek(2_000_001);
+    let mut one = [0u8; 7];
+    file.read(&mut one).unwrap();
+    assert_eq!(one, big[2_000_001..2_000_008]);
+    file.seek(17);
+    file.read(&mut one).unwrap();
+    assert_eq!(one, big[17..24]);
+}
