@@ -231,6 +231,30 @@ pub(crate) struct BtrfsVolume {
     dirs: DirCache<Ino, DirEntry>,
 }
 
+/// One entry of a directory or attribute item: `LOCATION(key) | TRANSID(8) | DATA_LEN(2)
+/// | NAME_LEN(2) | TYPE | NAME | DATA`; an attribute item may hold several in a row.
+struct DirItem<'a> {
+    location: Key,
+    name: &'a [u8],
+    data: &'a [u8],
+    /// Bytes of the item the entry takes.
+    len: usize,
+}
+
+impl<'a> DirItem<'a> {
+    fn parse(b: &'a [u8]) -> Option<DirItem<'a>> {
+        let head = b.get(..30)?;
+        let (data_len, name_len) = (usize::from(le16(head, 25)), usize::from(le16(head, 27)));
+        let len = 30 + name_len + data_len;
+        Some(DirItem {
+            location: Key::parse(head),
+            name: b.get(30..30 + name_len)?,
+            data: b.get(30 + name_len..len)?,
+            len,
+        })
+    }
+}
+
 /// A regular file of a btrfs volume: its extents, read on demand.
 pub(crate) struct BtrfsFile {
     path: String,
@@ -419,27 +443,19 @@ impl BtrfsVolume {
         let hi = Key::new(inode.ino.number, XATTR_ITEM, u64::MAX);
         let root = self.tree_root(inode.ino.tree)?;
         for (_, item) in self.search((root.bytenr, root.level), lo, hi)? {
-            let mut pos = 0;
-            while pos + 30 <= item.len() {
-                let data_len = usize::from(le16(&item, pos + 25));
-                let name_len = usize::from(le16(&item, pos + 27));
-                let Some(name) = item.get(pos + 30..pos + 30 + name_len) else {
+            let mut rest = item.as_slice();
+            while !rest.is_empty() {
+                let Some(entry) = DirItem::parse(rest) else {
                     extras
                         .warnings
                         .push(format!("inode {}: attribute cut short", inode.ino.number));
                     break;
                 };
-                let Some(value) = item.get(pos + 30 + name_len..pos + 30 + name_len + data_len)
-                else {
-                    extras
-                        .warnings
-                        .push(format!("inode {}: attribute cut short", inode.ino.number));
-                    break;
-                };
-                extras
-                    .xattrs
-                    .push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
-                pos += 30 + name_len + data_len;
+                extras.xattrs.push((
+                    String::from_utf8_lossy(entry.name).into_owned(),
+                    entry.data.to_vec(),
+                ));
+                rest = &rest[entry.len..];
             }
         }
         Ok(extras)
@@ -802,9 +818,9 @@ impl BtrfsVolume {
         let mut out = Vec::with_capacity(items.len());
         let mut bytes = 0u64;
         for (key, item) in items {
-            let name_len = usize::from(*item.get(27).unwrap_or(&0))
-                | usize::from(*item.get(28).unwrap_or(&0)) << 8;
-            let Some(name) = item.get(30..30 + name_len).filter(|n| !n.is_empty()) else {
+            let Some(DirItem { location, name, .. }) =
+                DirItem::parse(&item).filter(|e| !e.name.is_empty())
+            else {
                 return Err(self.corrupt(
                     None,
                     format!(
@@ -813,14 +829,13 @@ impl BtrfsVolume {
                     ),
                 ));
             };
-            bytes += name_len as u64;
+            bytes += name.len() as u64;
             if bytes > MAX_DIR_BYTES {
                 return Err(FsError::limit(
                     &self.what,
                     format!("directory inode {} is too large", dir.number),
                 ));
             }
-            let location = Key::parse(&item);
             let target = match location.kind {
                 INODE_ITEM => Ino {
                     tree: dir.tree,
@@ -1192,6 +1207,27 @@ mod tests {
         raw.push(DIR_INDEX);
         raw.extend_from_slice(&2u64.to_le_bytes());
         assert_eq!(Key::parse(&raw), b);
+    }
+
+    #[test]
+    fn directory_items_parse_in_a_row_and_refuse_cuts() {
+        let mut item = Vec::new();
+        for (name, data) in [(&b"user.a"[..], &b"1"[..]), (b"user.bb", b"22")] {
+            // Location key and transaction id.
+            item.extend_from_slice(&[0; 17 + 8]);
+            item.extend_from_slice(&(data.len() as u16).to_le_bytes());
+            item.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            item.push(0);
+            item.extend_from_slice(name);
+            item.extend_from_slice(data);
+        }
+        let first = DirItem::parse(&item).unwrap();
+        assert_eq!((first.name, first.data), (&b"user.a"[..], &b"1"[..]));
+        let second = DirItem::parse(&item[first.len..]).unwrap();
+        assert_eq!((second.name, second.data), (&b"user.bb"[..], &b"22"[..]));
+        assert_eq!(first.len + second.len, item.len());
+        assert!(DirItem::parse(&item[..item.len() - 1][first.len..]).is_none());
+        assert!(DirItem::parse(&item[..29]).is_none());
     }
 
     #[test]

@@ -1011,8 +1011,7 @@ impl XfsVolume {
             }
             return Ok(());
         }
-        let fork = fork.clone();
-        let extents = self.attr_extents(inode, &fork)?;
+        let extents = self.attr_extents(inode, fork)?;
         if let Err(why) = self.attr_leaves(inode.number, &extents, extras) {
             extras.warnings.push(format!(
                 "inode {}: attributes not read: {why}",
