@@ -113,63 +113,23 @@ fn btrfs_subvolumes_and_compressed_extents_read_like_their_source() {
             eprintln!("skipped: this kernel does not mount btrfs");
             return;
         };
-        run(
-            "btrfs",
-            &[
-                "-q",
-                "subvolume",
-                "create",
-                mnt.0.join("root").to_str().unwrap(),
-            ],
-            &[],
-        );
-        run(
-            "btrfs",
-            &[
-                "-q",
-                "subvolume",
-                "create",
-                mnt.0.join("home").to_str().unwrap(),
-            ],
-            &[],
-        );
-        run(
-            "cp",
-            &[
-                "-a",
-                src.to_str().unwrap(),
-                mnt.0.join("root/srv").to_str().unwrap(),
-            ],
-            &[],
-        );
+        let at = |name: &str| mnt.0.join(name).to_str().unwrap().to_owned();
+        let remount = |options: &str| {
+            let options = format!("remount,{options}");
+            run("mount", &["-o", &options, &at("")], &[]);
+        };
+        for subvolume in ["root", "home"] {
+            run("btrfs", &["-q", "subvolume", "create", &at(subvolume)], &[]);
+        }
+        run("cp", &["-a", src.to_str().unwrap(), &at("root/srv")], &[]);
         // The same tree again, compressed with zlib.
-        run(
-            "mount",
-            &["-o", "remount,compress-force=zlib", mnt.0.to_str().unwrap()],
-            &[],
-        );
-        run(
-            "cp",
-            &[
-                "-a",
-                src.to_str().unwrap(),
-                mnt.0.join("home/alice").to_str().unwrap(),
-            ],
-            &[],
-        );
+        remount("compress-force=zlib");
+        run("cp", &["-a", src.to_str().unwrap(), &at("home/alice")], &[]);
         // LZO, which is not read.
-        run(
-            "mount",
-            &["-o", "remount,compress-force=lzo", mnt.0.to_str().unwrap()],
-            &[],
-        );
+        remount("compress-force=lzo");
         fs::write(mnt.0.join("lzo.txt"), &text).unwrap();
         // Uncompressed from here: a file of many extents and a preallocated one.
-        run(
-            "mount",
-            &["-o", "remount,compress=no", mnt.0.to_str().unwrap()],
-            &[],
-        );
+        remount("compress=no");
         let f = fs::File::create(mnt.0.join("fragmented.bin")).unwrap();
         for i in 0..300u64 {
             let piece = pattern(4096, i as u32 + 3);
