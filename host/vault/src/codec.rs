@@ -290,10 +290,27 @@ pub fn open_object(crypto: &Crypto, magic: [u8; 4], sealed: &[u8]) -> Result<Vec
     }
 }
 
+/// Largest declared size of a document decompressed in one call.
+const ONE_SHOT_LIMIT: u64 = 256 << 20;
+
 /// Decompresses a zstd frame of a metadata document, refusing to expand past
 /// [`MAX_OBJECT_SIZE`] so a hostile frame cannot exhaust memory.
+///
+/// The vault's own frames declare their size, so they are decompressed in one call into a
+/// buffer of that size; a frame without one, or declaring more than [`ONE_SHOT_LIMIT`]
+/// (memory a forged header could claim without sending the bytes), is streamed.
 fn decompress_bounded(frame: &[u8]) -> Result<Vec<u8>, DecodeError> {
     use std::io::Read;
+    let too_large = || DecodeError::Decompress("document larger than the limit".into());
+    let declared = zstd::zstd_safe::get_frame_content_size(frame)
+        .map_err(|_| DecodeError::Decompress("not a zstd frame".into()))?;
+    if declared.is_some_and(|size| size > MAX_OBJECT_SIZE) {
+        return Err(too_large());
+    }
+    if let Some(size) = declared.filter(|&size| size <= ONE_SHOT_LIMIT) {
+        return with_decompressor(|d| d.decompress(frame, size as usize))
+            .map_err(|e| DecodeError::Decompress(e.to_string()));
+    }
     let decoder = zstd::stream::read::Decoder::new(frame)
         .map_err(|e| DecodeError::Decompress(e.to_string()))?;
     let mut out = Vec::new();
@@ -302,9 +319,7 @@ fn decompress_bounded(frame: &[u8]) -> Result<Vec<u8>, DecodeError> {
         .read_to_end(&mut out)
         .map_err(|e| DecodeError::Decompress(e.to_string()))?;
     if out.len() as u64 > MAX_OBJECT_SIZE {
-        return Err(DecodeError::Decompress(
-            "document larger than the limit".into(),
-        ));
+        return Err(too_large());
     }
     Ok(out)
 }
@@ -389,6 +404,43 @@ mod tests {
             assert!(open_object(&crypto, *b"XXXX", &sealed).is_err());
             assert!(open_object(&crypto, *b"TEST", &sealed[..3]).is_err());
         }
+    }
+
+    #[test]
+    fn documents_decompress_with_and_without_a_declared_size() {
+        let doc = b"{\"entries\":[1,2,3]}".repeat(5000);
+        let declared = zstd::bulk::compress(&doc, 3).unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&declared).unwrap(),
+            Some(doc.len() as u64)
+        );
+        assert_eq!(decompress_bounded(&declared).unwrap(), doc);
+
+        let mut streamed = Vec::new();
+        let mut encoder = zstd::stream::write::Encoder::new(&mut streamed, 3).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut encoder, &doc).unwrap();
+        encoder.finish().unwrap();
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&streamed).unwrap(),
+            None
+        );
+        assert_eq!(decompress_bounded(&streamed).unwrap(), doc);
+
+        // Cut frames, and headers declaring sizes their bytes do not fill or past the
+        // limit, are errors, not panics.
+        assert!(decompress_bounded(&declared[..declared.len() / 2]).is_err());
+        for size in [200u64 << 20, MAX_OBJECT_SIZE + 1] {
+            // Magic, a descriptor for an 8-byte content size, a window size, the size.
+            let mut header = vec![0x28, 0xb5, 0x2f, 0xfd, 0xc0, 0x58];
+            header.extend_from_slice(&size.to_le_bytes());
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&header).unwrap(),
+                Some(size)
+            );
+            assert!(decompress_bounded(&header).is_err());
+        }
+        assert!(decompress_bounded(b"not zstd").is_err());
     }
 
     fn random(n: usize) -> Vec<u8> {
