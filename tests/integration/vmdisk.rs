@@ -1,7 +1,7 @@
 //! The vm-disk plugin end to end through the `tessera` command, on real images made with
 //! QEMU's and the file-system tools during the run: raw and qcow2 disks of one VM with its
-//! configuration, qcow2 variants and backing chains, file-level restore from GPT/ext4 and
-//! MBR/FAT disks, a live disk over NBD with a dirty bitmap, a host block device (a loop
+//! configuration, qcow2 variants and backing chains, file-level restore from GPT/ext4,
+//! MBR/FAT, LVM, XFS, btrfs, NTFS and exFAT disks, a live disk over NBD with a dirty bitmap, a host block device (a loop
 //! device), pre/post hooks, restore onto an NBD export, broken images, and an image that
 //! shrinks while it is read.
 
@@ -18,7 +18,7 @@ use tessera_tests::{random_bytes, run_ok, tessera};
 /// Runs a tool, failing the test with its output if it fails; returns stdout.
 fn tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2 and ntfs-3g")
+        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2, ntfs-3g, xfsprogs, btrfs-progs, exfatprogs and exfat-fuse")
     });
     assert!(
         output.status.success(),
@@ -1538,6 +1538,107 @@ fn files_restore_from_the_ntfs_partition_of_a_windows_disk() {
     assert_eq!(
         fs::read(target.join("disk0/part2/Windows/System32/drivers/etc/hosts")).unwrap(),
         b"127.0.0.1 localhost\r\n"
+    );
+}
+
+/// A 40 MiB MBR data disk with one exFAT partition (type 7, as Windows and cameras make
+/// them) holding `tree`, copied in through a `mount.exfat-fuse` mount of a loop device.
+/// The reason when this machine cannot mount it.
+fn exfat_disk(env: &Env, tree: &Path) -> Result<PathBuf, String> {
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        return Err("mount.exfat-fuse needs root and /dev/fuse".into());
+    }
+    let disk = env.path("data.raw");
+    fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
+    let table = "label: dos\nstart=2048, type=7\n";
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["-q", p(&disk)])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut sfdisk.stdin.take().unwrap(), table.as_bytes()).unwrap();
+    assert!(sfdisk.wait().unwrap().success(), "sfdisk failed");
+    let part = env.path("part1.exfat");
+    fs::File::create(&part)
+        .unwrap()
+        .set_len((40 << 20) - 2048 * 512)
+        .unwrap();
+    tool("mkfs.exfat", &["-L", "DATA", p(&part)]);
+    let device = tool("losetup", &["--find", "--show", p(&part)]);
+    let device = device.trim();
+    let mnt = env.path("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount.exfat-fuse")
+        .arg(device)
+        .arg(&mnt)
+        .status();
+    let copied = mounted.as_ref().is_ok_and(|s| s.success())
+        && Command::new("cp")
+            .args(["-r", "--preserve=timestamps"])
+            .arg(tree.join("."))
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+    let unmounted = Command::new("umount").arg(&mnt).status();
+    let _ = Command::new("losetup").args(["-d", device]).status();
+    assert!(copied, "copying into the exFAT mount failed");
+    assert!(
+        unmounted.is_ok_and(|s| s.success()),
+        "umount {} failed",
+        p(&mnt)
+    );
+    write_partitions(&disk, &[(&part, 2048 * 512)]);
+    Ok(disk)
+}
+
+#[test]
+fn files_restore_from_the_exfat_partition_of_a_data_disk() {
+    let env = env();
+    let tree = env.path("tree");
+    let footage = random_bytes(43, (5 << 20) + 77);
+    fs::create_dir_all(tree.join("DCIM/100CAMERA")).unwrap();
+    fs::write(tree.join("DCIM/100CAMERA/Clip 0001 (final).mp4"), &footage).unwrap();
+    let clip = fs::File::options()
+        .write(true)
+        .open(tree.join("DCIM/100CAMERA/Clip 0001 (final).mp4"))
+        .unwrap();
+    // An even number of seconds: exFAT keeps times in 2-second steps.
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    clip.set_modified(mtime).unwrap();
+    drop(clip);
+    fs::write(tree.join("notes.txt"), b"on exFAT\n").unwrap();
+    let raw = match exfat_disk(&env, &tree) {
+        Ok(disk) => disk,
+        Err(reason) => {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+
+    let point = point_of(&env.backup(&[p(&raw)]));
+    assert_eq!(env.ls(&point, "disk0"), ["disk0/part1"]);
+    assert_eq!(
+        env.ls(&point, "disk0/part1"),
+        ["disk0/part1/DCIM", "disk0/part1/notes.txt"]
+    );
+    let target = env.path("files");
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part1/DCIM",
+            "--path",
+            "disk0/part1/notes.txt",
+            "--target",
+            p(&target),
+        ],
+    );
+    let restored = target.join("disk0/part1/DCIM/100CAMERA/Clip 0001 (final).mp4");
+    assert!(fs::read(&restored).unwrap() == footage);
+    assert_eq!(fs::metadata(&restored).unwrap().modified().unwrap(), mtime);
+    assert_eq!(
+        fs::read(target.join("disk0/part1/notes.txt")).unwrap(),
+        b"on exFAT\n"
     );
 }
 

@@ -78,7 +78,7 @@ pub enum FsError {
     },
 
     /// Neither an ext2/3/4 superblock nor a FAT boot sector is where they belong.
-    #[error("{what}: no ext2/ext3/ext4, XFS, btrfs, NTFS or FAT file system found{}", found(.other))]
+    #[error("{what}: no ext2/ext3/ext4, XFS, btrfs, NTFS, FAT or exFAT file system found{}", found(.other))]
     UnknownFilesystem {
         /// The volume.
         what: String,

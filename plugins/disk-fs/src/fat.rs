@@ -83,15 +83,12 @@ pub(crate) struct FatVolume {
     what: String,
     kind: FatKind,
     cluster_size: u64,
-    fat_offset: u64,
-    fat_len: u64,
+    fat: FatWindow,
     root: Dir,
     data_offset: u64,
     /// Highest valid cluster number (cluster count + 1).
     max_cluster: u32,
     label: Option<String>,
-    /// A window of the first FAT: (offset inside the FAT, bytes).
-    window: (u64, Vec<u8>),
 }
 
 /// A directory entry as stored, with its names decoded.
@@ -243,13 +240,11 @@ impl FatVolume {
             what: what.to_owned(),
             kind,
             cluster_size: bps * spc,
-            fat_offset: reserved * bps,
-            fat_len,
+            fat: FatWindow::new(reserved * bps, fat_len),
             root,
             data_offset: first_data * bps,
             max_cluster,
             label,
-            window: (0, Vec::new()),
         })
     }
 
@@ -440,7 +435,7 @@ impl FatVolume {
             FatKind::Fat16 => (u64::from(cluster) * 2, 2),
             FatKind::Fat32 => (u64::from(cluster) * 4, 4),
         };
-        let raw = self.fat_bytes(at, width)?;
+        let raw = self.fat.bytes(&mut *self.reader, &self.what, at, width)?;
         let (value, end_min, bad) = match self.kind {
             FatKind::Fat12 => {
                 let v = u32::from(u16::from_le_bytes([raw[0], raw[1]]));
@@ -464,42 +459,11 @@ impl FatVolume {
         if value == bad || !self.valid_cluster(value) {
             return Err(FsError::corrupt(
                 &self.what,
-                Some(self.fat_offset + at),
+                Some(self.fat.offset + at),
                 format!("FAT entry of cluster {cluster} holds {value:#x}, not a cluster in use"),
             ));
         }
         Ok(Some(value))
-    }
-
-    /// `width` bytes of the first FAT at offset `at`, through a window of it.
-    fn fat_bytes(&mut self, at: u64, width: usize) -> Result<[u8; 4], FsError> {
-        let end = at + width as u64;
-        if end > self.fat_len {
-            return Err(FsError::corrupt(
-                &self.what,
-                Some(self.fat_offset + at),
-                "FAT entry lies past the end of the FAT",
-            ));
-        }
-        let (start, data) = &self.window;
-        if at < *start || end > *start + data.len() as u64 {
-            let start = at - at % FAT_WINDOW;
-            // The window overlaps the next one by a few bytes so an entry never straddles it.
-            let len = (FAT_WINDOW + 4).min(self.fat_len - start);
-            let mut data = vec![0u8; len as usize];
-            read_exact(
-                &mut *self.reader,
-                &self.what,
-                self.fat_offset + start,
-                &mut data,
-            )?;
-            self.window = (start, data);
-        }
-        let (start, data) = &self.window;
-        let from = (at - start) as usize;
-        let mut out = [0u8; 4];
-        out[..width].copy_from_slice(&data[from..from + width]);
-        Ok(out)
     }
 
     /// The entries of a directory, without `.` and `..`.
@@ -539,20 +503,95 @@ impl FatVolume {
     }
 }
 
+/// The first FAT of a FAT or exFAT volume, read through a window of a few kilobytes.
+pub(crate) struct FatWindow {
+    /// Where the FAT starts in the volume, and its length in bytes.
+    pub(crate) offset: u64,
+    len: u64,
+    /// The window: its offset inside the FAT, and its bytes.
+    window: (u64, Vec<u8>),
+}
+
+impl FatWindow {
+    pub(crate) fn new(offset: u64, len: u64) -> Self {
+        FatWindow {
+            offset,
+            len,
+            window: (0, Vec::new()),
+        }
+    }
+
+    /// `width` (at most 4) bytes of the FAT at offset `at`.
+    pub(crate) fn bytes(
+        &mut self,
+        reader: &mut dyn ReadAt,
+        what: &str,
+        at: u64,
+        width: usize,
+    ) -> Result<[u8; 4], FsError> {
+        let end = at + width as u64;
+        if end > self.len {
+            return Err(FsError::corrupt(
+                what,
+                Some(self.offset + at),
+                "FAT entry lies past the end of the FAT",
+            ));
+        }
+        let (start, data) = &self.window;
+        if at < *start || end > *start + data.len() as u64 {
+            let start = at - at % FAT_WINDOW;
+            // The window overlaps the next one by a few bytes so an entry never straddles it.
+            let len = (FAT_WINDOW + 4).min(self.len - start);
+            let mut data = vec![0u8; len as usize];
+            read_exact(reader, what, self.offset + start, &mut data)?;
+            self.window = (start, data);
+        }
+        let (start, data) = &self.window;
+        let from = (at - start) as usize;
+        let mut out = [0u8; 4];
+        out[..width].copy_from_slice(&data[from..from + width]);
+        Ok(out)
+    }
+}
+
+/// A volume whose files are cluster chains linked through a FAT.
+pub(crate) trait Links {
+    /// The cluster after `cluster` in its chain, or `None` at the end of the chain.
+    fn next_cluster(&mut self, cluster: u32) -> Result<Option<u32>, FsError>;
+    /// The volume's name, for errors.
+    fn what(&self) -> &str;
+    /// Where its FAT starts, for errors.
+    fn fat_offset(&self) -> u64;
+}
+
+impl Links for FatVolume {
+    fn next_cluster(&mut self, cluster: u32) -> Result<Option<u32>, FsError> {
+        FatVolume::next_cluster(self, cluster)
+    }
+
+    fn what(&self) -> &str {
+        &self.what
+    }
+
+    fn fat_offset(&self) -> u64 {
+        self.fat.offset
+    }
+}
+
 /// Follows a cluster chain link by link and notices when it comes back on itself (Brent's
 /// cycle detection: constant memory, and a loop is found within a few times its length).
 #[derive(Clone, Copy, Debug)]
-struct ChainWalk {
+pub(crate) struct ChainWalk {
     /// The current cluster and its index in the chain.
-    cluster: u32,
-    index: u64,
+    pub(crate) cluster: u32,
+    pub(crate) index: u64,
     tortoise: u32,
     power: u64,
     steps: u64,
 }
 
 impl ChainWalk {
-    fn start(first: u32) -> Self {
+    pub(crate) fn start(first: u32) -> Self {
         ChainWalk {
             cluster: first,
             index: 0,
@@ -563,7 +602,11 @@ impl ChainWalk {
     }
 
     /// Moves to the next cluster; `None` at the end of the chain.
-    fn advance(&mut self, vol: &mut FatVolume, path: &str) -> Result<Option<u32>, FsError> {
+    pub(crate) fn advance(
+        &mut self,
+        vol: &mut impl Links,
+        path: &str,
+    ) -> Result<Option<u32>, FsError> {
         let Some(next) = vol.next_cluster(self.cluster)? else {
             return Ok(None);
         };
@@ -577,8 +620,8 @@ impl ChainWalk {
         self.steps += 1;
         if self.cluster == self.tortoise {
             return Err(FsError::corrupt(
-                &vol.what,
-                Some(vol.fat_offset),
+                vol.what(),
+                Some(vol.fat_offset()),
                 format!("the cluster chain of {path:?} loops back to cluster {next}"),
             ));
         }
@@ -868,7 +911,7 @@ fn checksum(name: &[u8]) -> u8 {
 
 /// A FAT date and time (2-second resolution, plus 10 ms units for creation times) as
 /// nanoseconds since the Unix epoch, taking the local time it holds as UTC.
-fn fat_time(date: u16, time: u16, centis: u8) -> Option<i64> {
+pub(crate) fn fat_time(date: u16, time: u16, centis: u8) -> Option<i64> {
     if date == 0 {
         return None;
     }

@@ -1,5 +1,5 @@
 //! Read-only views of partition tables (MBR, GPT), LVM2 volumes and file systems (ext2/3/4,
-//! XFS, btrfs, FAT, NTFS) inside a disk image, read by random access.
+//! XFS, btrfs, FAT, exFAT, NTFS) inside a disk image, read by random access.
 //!
 //! The vm-disk plugin restores single files straight from a backed-up disk image: it reads
 //! the image through [`ReadAt`] (a file, an NBD export, a recovery point read back from the
@@ -44,6 +44,7 @@
 mod btrfs;
 mod dir_cache;
 mod error;
+mod exfat;
 mod ext4;
 mod ext_journal;
 mod ext_layout;

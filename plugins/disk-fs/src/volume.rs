@@ -1,6 +1,6 @@
 //! A file system on a partition (or a whole disk), whatever its format: [`open_volume`]
 //! recognises it by its signature and [`Volume`] answers listings, metadata and file reads
-//! the same way for ext, XFS, btrfs, FAT and NTFS.
+//! the same way for ext, XFS, btrfs, FAT, exFAT and NTFS.
 
 use std::cell::RefCell;
 use std::io;
@@ -9,6 +9,7 @@ use std::rc::Rc;
 use tessera_disk_image::ReadAt;
 
 use crate::btrfs::{self, BtrfsFile, BtrfsVolume};
+use crate::exfat::{self, ExfatFile, ExfatVolume};
 use crate::ext4::{self, ExtFile, ExtVolume};
 use crate::fat::{self, FatFile, FatVolume};
 use crate::keramics_io::StreamFile;
@@ -37,27 +38,28 @@ pub struct FsEntry {
     pub name: String,
     /// What it is.
     pub kind: FsKind,
-    /// Size in bytes (0 for FAT directories).
+    /// Size in bytes (0 for FAT and exFAT directories).
     pub size: u64,
-    /// `st_mode`: permission bits and file type bits (`None` on FAT).
+    /// `st_mode`: permission bits and file type bits (`None` on FAT and exFAT).
     pub mode: Option<u32>,
-    /// Owner (`None` on FAT).
+    /// Owner (`None` on FAT and exFAT).
     pub uid: Option<u32>,
-    /// Group (`None` on FAT).
+    /// Group (`None` on FAT and exFAT).
     pub gid: Option<u32>,
     /// Last modification, nanoseconds since the Unix epoch.
     pub mtime_ns: Option<i64>,
     /// Last access (FAT keeps only the date).
     pub atime_ns: Option<i64>,
-    /// Last status change (`None` on FAT, which has none, and on ext, whose reader does
-    /// not expose it).
+    /// Last status change (`None` on FAT and exFAT, which have none, and on ext, whose
+    /// reader does not expose it).
     pub ctime_ns: Option<i64>,
-    /// Creation (ext4 inodes of 256 bytes or more, XFS version 5, btrfs, FAT and NTFS).
+    /// Creation (ext4 inodes of 256 bytes or more, XFS version 5, btrfs, FAT, exFAT and
+    /// NTFS).
     pub btime_ns: Option<i64>,
 }
 
 /// What a listing does not carry: an entry's extended attributes and, for a device node,
-/// its device number (ext, XFS and btrfs: FAT and NTFS give neither here).
+/// its device number (ext, XFS and btrfs: FAT, exFAT and NTFS give neither here).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Extras {
     /// `(name, value)`, the name with its namespace (`user.`, `security.`, `trusted.`,
@@ -75,7 +77,8 @@ pub struct Extras {
 /// is the root); `.` and empty components are ignored and `..` is refused. The final
 /// component is never followed if it is a symlink. Intermediate symlinks (ext, XFS and btrfs) are
 /// followed inside the volume: an absolute target starts at the volume root, so a link never
-/// leads out of it. FAT lookups ignore case and also accept the 8.3 short name.
+/// leads out of it. FAT lookups ignore case and also accept the 8.3 short name; exFAT
+/// lookups take an exact match, else one that ignores case.
 ///
 /// A corrupt image can make a directory its own descendant. FAT lookups detect it; on ext,
 /// paths are limited to 256 components, so a recursive walk ends with
@@ -87,6 +90,7 @@ pub struct Volume {
 enum Inner {
     Ext(ExtVolume),
     Fat(FatVolume),
+    Exfat(ExfatVolume),
     Ntfs(NtfsVolume),
     Xfs(XfsVolume),
     Btrfs(BtrfsVolume),
@@ -96,8 +100,8 @@ enum Inner {
 /// disk without a partition table). `what` names the volume in errors, e.g. `disk0/part1`.
 ///
 /// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, XFS by `XFSB` at
-/// byte 0, btrfs by `_BHRfS_M` in its superblock at 64 KiB, NTFS by the `NTFS    `
-/// signature of its boot sector, FAT by its boot sector;
+/// byte 0, btrfs by `_BHRfS_M` in its superblock at 64 KiB, NTFS and exFAT by the
+/// `NTFS    ` and `EXFAT   ` signatures of their boot sectors, FAT by its boot sector;
 /// anything else is [`FsError::UnknownFilesystem`], naming the format if its signature is
 /// known.
 pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
@@ -125,6 +129,11 @@ pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, Fs
     if ntfs_like {
         return Ok(Volume {
             inner: Inner::Ntfs(NtfsVolume::open(reader, what)?),
+        });
+    }
+    if len >= 512 && &oem == exfat::SIGNATURE {
+        return Ok(Volume {
+            inner: Inner::Exfat(ExfatVolume::open(reader, what)?),
         });
     }
     let mut magic4 = [0u8; 4];
@@ -199,7 +208,6 @@ impl ReadAt for Shared {
 /// Names formats this crate does not read, by their signatures, for a clearer error.
 fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
     let signatures: &[(u64, &[u8], &'static str)] = &[
-        (3, b"EXFAT   ", "exFAT"),
         (0, b"LUKS\xba\xbe", "LUKS"),
         (512, b"LABELONE", "LVM2 physical volume"),
         (4086, b"SWAPSPACE2", "Linux swap"),
@@ -214,11 +222,13 @@ fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
 }
 
 impl Volume {
-    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"xfs"`, `"btrfs"`, `"fat12"`, `"fat16"`, `"fat32"` or `"ntfs"`.
+    /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"xfs"`, `"btrfs"`, `"fat12"`, `"fat16"`,
+    /// `"fat32"`, `"exfat"` or `"ntfs"`.
     pub fn kind(&self) -> &'static str {
         match &self.inner {
             Inner::Ext(v) => v.kind(),
             Inner::Fat(v) => v.kind(),
+            Inner::Exfat(v) => v.kind(),
             Inner::Ntfs(v) => v.kind(),
             Inner::Xfs(v) => v.kind(),
             Inner::Btrfs(v) => v.kind(),
@@ -230,6 +240,7 @@ impl Volume {
         match &self.inner {
             Inner::Ext(v) => v.label(),
             Inner::Fat(v) => v.label(),
+            Inner::Exfat(v) => v.label(),
             Inner::Ntfs(v) => v.label(),
             Inner::Xfs(v) => v.label(),
             Inner::Btrfs(v) => v.label(),
@@ -242,6 +253,7 @@ impl Volume {
         match &self.inner {
             Inner::Ext(v) => v.warnings(),
             Inner::Fat(v) => v.warnings(),
+            Inner::Exfat(v) => v.warnings(),
             Inner::Ntfs(_) => &[],
             Inner::Xfs(v) => v.warnings(),
             Inner::Btrfs(v) => v.warnings(),
@@ -253,6 +265,7 @@ impl Volume {
         match &self.inner {
             Inner::Ext(v) => v.what(),
             Inner::Fat(v) => v.what(),
+            Inner::Exfat(v) => v.what(),
             Inner::Ntfs(v) => v.what(),
             Inner::Xfs(v) => v.what(),
             Inner::Btrfs(v) => v.what(),
@@ -264,6 +277,7 @@ impl Volume {
         match &mut self.inner {
             Inner::Ext(v) => v.list(path),
             Inner::Fat(v) => v.list(path),
+            Inner::Exfat(v) => v.list(path),
             Inner::Ntfs(v) => v.list(path),
             Inner::Xfs(v) => v.list(path),
             Inner::Btrfs(v) => v.list(path),
@@ -275,6 +289,7 @@ impl Volume {
         match &mut self.inner {
             Inner::Ext(v) => v.stat(path),
             Inner::Fat(v) => v.stat(path),
+            Inner::Exfat(v) => v.stat(path),
             Inner::Ntfs(v) => v.stat(path),
             Inner::Xfs(v) => v.stat(path),
             Inner::Btrfs(v) => v.stat(path),
@@ -286,11 +301,13 @@ impl Volume {
     /// blocks, through the journal transactions the volume's reader replayed; a layout
     /// this cannot read is [`FsError::Unsupported`]. On XFS they come from the inode's
     /// attribute fork (XFS's own ACLs converted to the `system.posix_acl_*` form), on btrfs
-    /// from its attribute items; values that cannot be read are [`Extras::warnings`]. FAT and NTFS give none.
+    /// from its attribute items; values that cannot be read are [`Extras::warnings`]. FAT,
+    /// exFAT and NTFS give none.
     pub fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
         match &mut self.inner {
             Inner::Ext(v) => v.extras(path),
             Inner::Fat(v) => v.stat(path).map(|_| Extras::default()),
+            Inner::Exfat(v) => v.stat(path).map(|_| Extras::default()),
             Inner::Ntfs(v) => v.stat(path).map(|_| Extras::default()),
             Inner::Xfs(v) => v.extras(path),
             Inner::Btrfs(v) => v.extras(path),
@@ -304,6 +321,10 @@ impl Volume {
             Inner::Fat(v) => {
                 let file = v.open_file(path)?;
                 FileInner::Fat(file, v)
+            }
+            Inner::Exfat(v) => {
+                let file = v.open_file(path)?;
+                FileInner::Exfat(file, v)
             }
             Inner::Ntfs(v) => FileInner::Stream(v.open_file(path)?),
             Inner::Xfs(v) => {
@@ -347,7 +368,8 @@ impl std::fmt::Debug for Volume {
 
 /// A regular file opened for reading, borrowing its volume. Reads go forward from the
 /// position without holding more than the caller's buffer; [`VolumeFile::seek`] moves the
-/// position (cheap on FAT; on ext a backward seek reopens the file and reads through).
+/// position (cheap on FAT and exFAT; on ext a backward seek reopens the file and reads
+/// through).
 pub struct VolumeFile<'v> {
     inner: FileInner<'v>,
 }
@@ -355,6 +377,7 @@ pub struct VolumeFile<'v> {
 enum FileInner<'v> {
     Ext(Box<ExtFile>),
     Fat(FatFile, &'v mut FatVolume),
+    Exfat(ExfatFile, &'v mut ExfatVolume),
     Stream(StreamFile),
     Xfs(XfsFile, &'v mut XfsVolume),
     Btrfs(BtrfsFile, &'v mut BtrfsVolume),
@@ -366,6 +389,7 @@ impl VolumeFile<'_> {
         match &self.inner {
             FileInner::Ext(f) => f.size(),
             FileInner::Fat(f, _) => f.size(),
+            FileInner::Exfat(f, _) => f.size(),
             FileInner::Stream(f) => f.size(),
             FileInner::Xfs(f, _) => f.size(),
             FileInner::Btrfs(f, _) => f.size(),
@@ -377,6 +401,7 @@ impl VolumeFile<'_> {
         match &self.inner {
             FileInner::Ext(f) => f.position(),
             FileInner::Fat(f, _) => f.position(),
+            FileInner::Exfat(f, _) => f.position(),
             FileInner::Stream(f) => f.position(),
             FileInner::Xfs(f, _) => f.position(),
             FileInner::Btrfs(f, _) => f.position(),
@@ -388,6 +413,7 @@ impl VolumeFile<'_> {
         match &mut self.inner {
             FileInner::Ext(f) => f.seek(pos),
             FileInner::Fat(f, _) => f.seek(pos),
+            FileInner::Exfat(f, _) => f.seek(pos),
             FileInner::Stream(f) => f.seek(pos),
             FileInner::Xfs(f, _) => f.seek(pos),
             FileInner::Btrfs(f, _) => f.seek(pos),
@@ -400,6 +426,7 @@ impl VolumeFile<'_> {
         match &mut self.inner {
             FileInner::Ext(f) => f.read(buf),
             FileInner::Fat(f, v) => f.read(v, buf),
+            FileInner::Exfat(f, v) => f.read(v, buf),
             FileInner::Stream(f) => f.read(buf),
             FileInner::Xfs(f, v) => f.read(v, buf),
             FileInner::Btrfs(f, v) => f.read(v, buf),

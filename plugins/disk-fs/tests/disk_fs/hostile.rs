@@ -99,7 +99,7 @@ fn corrupt_ext_superblocks_are_named() {
     assert!(matches!(err, FsError::UnknownFilesystem { .. }), "{err}");
     assert!(
         err.to_string()
-            .starts_with("disk0/part1: no ext2/ext3/ext4, XFS, btrfs, NTFS or FAT"),
+            .starts_with("disk0/part1: no ext2/ext3/ext4, XFS, btrfs, NTFS, FAT or exFAT"),
         "{err}"
     );
 
@@ -436,6 +436,33 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                 crate::btrfs::mkfs_btrfs(&img, 16, "FUZZ", Some(&root), &["--mixed"]);
                 read_bytes(&img)
             }),
+            ("exfat", {
+                let img = tmp.path().join("exfat.img");
+                crate::exfat::mkfs_exfat(&img, 4, "FUZZ");
+                // Filled where it can be mounted (as root); empty, with only its
+                // bitmap, up-case table and label, elsewhere.
+                if crate::exfat::cannot_mount().is_none() {
+                    // exFAT has no symlinks.
+                    let src = tmp.path().join("exfat-src");
+                    source_tree(
+                        &src,
+                        &Tree {
+                            big: 30_000,
+                            with_symlinks: false,
+                            many: 10,
+                            sparse: false,
+                        },
+                    );
+                    crate::exfat::with_mounted(&img, &tmp.path().join("exfat-mnt"), |mnt| {
+                        run(
+                            "cp",
+                            &["-r", &format!("{}/.", src.display()), mnt.to_str().unwrap()],
+                            &[],
+                        );
+                    });
+                }
+                read_bytes(&img)
+            }),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),
@@ -582,6 +609,48 @@ proptest! {
             disk[(at % span) as usize] = byte;
         }
         fix_btrfs_checksums(&mut disk);
+        exercise_disk(disk);
+    }
+}
+
+/// Sets the checksum of the exFAT boot region and of every entry set of `disk` (file
+/// entries found at entry boundaries, as a mutation left them), so that the parsers behind
+/// the checksums see what a mutation did.
+fn fix_exfat_checksums(disk: &mut [u8]) {
+    let sum = disk[..11 * 512]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 106 | 107 | 112))
+        .fold(0u32, |sum, (_, &b)| {
+            sum.rotate_right(1).wrapping_add(u32::from(b))
+        });
+    for word in disk[11 * 512..12 * 512].chunks_exact_mut(4) {
+        word.copy_from_slice(&sum.to_le_bytes());
+    }
+    let len = <[u8]>::len(disk);
+    for set in (0..len - 1).step_by(32) {
+        let entries = usize::from(disk[set + 1]) + 1;
+        if disk[set] == 0x85 && (3..=19).contains(&entries) && set + entries * 32 <= len {
+            crate::exfat::fix_set_checksum(disk, set);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(300))]
+
+    #[test]
+    fn mutated_exfat_volumes_never_panic(
+        mutations in proptest::collection::vec((0usize..2, any::<u64>(), any::<u8>()), 1..24),
+    ) {
+        let corpus = corpus();
+        let (_, image) = corpus.iter().find(|(name, _)| *name == "exfat").unwrap();
+        let mut disk = image.clone();
+        for (region, at, byte) in mutations {
+            let span = [2 * 1024 * 1024, disk.len()][region] as u64;
+            disk[(at % span) as usize] = byte;
+        }
+        fix_exfat_checksums(&mut disk);
         exercise_disk(disk);
     }
 }

@@ -1,8 +1,10 @@
 //! Integration tests of `tessera-disk-fs` on images made by the real tools: partition
-//! tables from sfdisk and sgdisk, file systems from mke2fs and mkfs.fat/mtools, and hostile
+//! tables from sfdisk and sgdisk, file systems from mke2fs, mkfs.fat/mtools, mkfs.exfat and
+//! the other formats' tools, and hostile
 //! variants of them.
 
 mod btrfs;
+mod exfat;
 mod ext;
 mod fat;
 mod hostile;
