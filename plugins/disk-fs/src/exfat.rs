@@ -39,7 +39,7 @@
 
 use tessera_disk_image::ReadAt;
 
-use crate::fat::{ChainWalk, FatWindow, Links, fat_time};
+use crate::fat::{ChainCursor, ChainWalk, FatWindow, Links, bare_root, fat_time};
 use crate::path;
 use crate::{FsEntry, FsError, FsKind, read_exact};
 
@@ -266,18 +266,7 @@ impl ExfatVolume {
 
     pub(crate) fn stat(&mut self, path: &str) -> Result<FsEntry, FsError> {
         match self.lookup(path)?.0 {
-            Found::Root => Ok(FsEntry {
-                name: String::new(),
-                kind: FsKind::Directory,
-                size: 0,
-                mode: None,
-                uid: None,
-                gid: None,
-                mtime_ns: None,
-                atime_ns: None,
-                ctime_ns: None,
-                btime_ns: None,
-            }),
+            Found::Root => Ok(bare_root()),
             Found::Entry(e) => Ok(fs_entry(e)),
         }
     }
@@ -313,7 +302,7 @@ impl ExfatVolume {
                 path: path.to_owned(),
                 stream: e.stream,
                 pos: 0,
-                walk: None,
+                chain: ChainCursor::default(),
             }),
             _ => Err(FsError::NotAFile {
                 what: self.what.clone(),
@@ -458,7 +447,7 @@ impl ExfatVolume {
         FsError::corrupt(
             &self.what,
             Some(self.fat.offset),
-            format!("{path:?}: cluster chain ends after {read} bytes, short of its {len} bytes"),
+            format!("{path:?}: cluster chain ends before byte {read} of its {len} bytes"),
         )
     }
 
@@ -812,8 +801,7 @@ pub(crate) struct ExfatFile {
     path: String,
     stream: Stream,
     pos: u64,
-    /// Where the last read left the chain.
-    walk: Option<ChainWalk>,
+    chain: ChainCursor,
 }
 
 impl ExfatFile {
@@ -845,26 +833,20 @@ impl ExfatFile {
             let want = want.min(self.stream.valid - self.pos);
             let index = self.pos / vol.cluster_size;
             let within = self.pos % vol.cluster_size;
-            let mut run = vol.cluster_size - within;
-            let cluster = if self.stream.contiguous {
+            let (cluster, run) = if self.stream.contiguous {
                 // check_stream kept the whole run inside the heap.
-                run = want;
-                self.stream.first + index as u32
+                (self.stream.first + index as u32, want)
             } else {
                 let cluster = self.cluster_at(vol, index)?;
                 // Read on through clusters that follow each other on disk, in one request.
-                while run < want {
-                    let Some(walk) = self.walk.as_mut() else {
-                        break;
-                    };
-                    let last = walk.cluster;
-                    if vol.next(last)? != last.checked_add(1) {
-                        break;
-                    }
-                    walk.advance(vol, &self.path)?;
-                    run += vol.cluster_size;
-                }
-                cluster
+                let run = self.chain.contiguous_run(
+                    vol,
+                    vol.cluster_size - within,
+                    want,
+                    vol.cluster_size,
+                    &self.path,
+                )?;
+                (cluster, run)
             };
             // n <= buf.len() - done, a usize.
             let n = want.min(run) as usize;
@@ -883,21 +865,10 @@ impl ExfatFile {
 
     /// The cluster holding cluster `index` of a chained file.
     fn cluster_at(&mut self, vol: &mut ExfatVolume, index: u64) -> Result<u32, FsError> {
-        let mut walk = match self.walk {
-            Some(w) if w.index <= index => w,
-            _ => ChainWalk::start(self.stream.first),
-        };
-        while walk.index < index {
-            if walk.advance(vol, &self.path)?.is_none() {
-                return Err(vol.short_chain(
-                    &self.path,
-                    (walk.index + 1) * vol.cluster_size,
-                    self.size(),
-                ));
-            }
-        }
-        self.walk = Some(walk);
-        Ok(walk.cluster)
+        let first = self.stream.first;
+        self.chain
+            .cluster_at(vol, first, index, &self.path)?
+            .ok_or_else(|| vol.short_chain(&self.path, index * vol.cluster_size, self.size()))
     }
 }
 

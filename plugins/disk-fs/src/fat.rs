@@ -270,18 +270,7 @@ impl FatVolume {
 
     pub(crate) fn stat(&mut self, path: &str) -> Result<FsEntry, FsError> {
         match self.lookup(path)?.0 {
-            Found::Root => Ok(FsEntry {
-                name: String::new(),
-                kind: FsKind::Directory,
-                size: 0,
-                mode: None,
-                uid: None,
-                gid: None,
-                mtime_ns: None,
-                atime_ns: None,
-                ctime_ns: None,
-                btime_ns: None,
-            }),
+            Found::Root => Ok(bare_root()),
             Found::Entry(e) => Ok(fs_entry(e)),
         }
     }
@@ -345,7 +334,7 @@ impl FatVolume {
             first: entry.cluster,
             size,
             pos: 0,
-            walk: None,
+            chain: ChainCursor::default(),
         })
     }
 
@@ -629,6 +618,78 @@ impl ChainWalk {
     }
 }
 
+/// Where the reads of a chained file left its chain: reading on costs one link a cluster,
+/// and only a backward seek walks the chain again from its start.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ChainCursor {
+    walk: Option<ChainWalk>,
+}
+
+impl ChainCursor {
+    /// The cluster holding cluster `index` of the chain starting at `first`, or `None` if
+    /// the chain ends before it.
+    pub(crate) fn cluster_at(
+        &mut self,
+        vol: &mut impl Links,
+        first: u32,
+        index: u64,
+        path: &str,
+    ) -> Result<Option<u32>, FsError> {
+        let mut walk = match self.walk {
+            Some(w) if w.index <= index => w,
+            _ => ChainWalk::start(first),
+        };
+        while walk.index < index {
+            if walk.advance(vol, path)?.is_none() {
+                return Ok(None);
+            }
+        }
+        self.walk = Some(walk);
+        Ok(Some(walk.cluster))
+    }
+
+    /// Bytes readable in one request from the cluster [`ChainCursor::cluster_at`] gave
+    /// last, `run` of them in that cluster: the clusters after it that follow it on disk
+    /// are added until `want` bytes are reached.
+    pub(crate) fn contiguous_run(
+        &mut self,
+        vol: &mut impl Links,
+        mut run: u64,
+        want: u64,
+        cluster_size: u64,
+        path: &str,
+    ) -> Result<u64, FsError> {
+        while run < want {
+            let Some(walk) = self.walk.as_mut() else {
+                break;
+            };
+            let last = walk.cluster;
+            if vol.next_cluster(last)? != last.checked_add(1) {
+                break;
+            }
+            walk.advance(vol, path)?;
+            run += cluster_size;
+        }
+        Ok(run)
+    }
+}
+
+/// The root directory's entry on volumes that keep no metadata for it (FAT and exFAT).
+pub(crate) fn bare_root() -> FsEntry {
+    FsEntry {
+        name: String::new(),
+        kind: FsKind::Directory,
+        size: 0,
+        mode: None,
+        uid: None,
+        gid: None,
+        mtime_ns: None,
+        atime_ns: None,
+        ctime_ns: None,
+        btime_ns: None,
+    }
+}
+
 /// A regular file of a FAT volume: the chain is followed as the file is read, and walked
 /// again from its start only when seeking backwards.
 pub(crate) struct FatFile {
@@ -636,8 +697,7 @@ pub(crate) struct FatFile {
     first: u32,
     size: u64,
     pos: u64,
-    /// Where the last read left the chain.
-    walk: Option<ChainWalk>,
+    chain: ChainCursor,
 }
 
 impl FatFile {
@@ -661,18 +721,13 @@ impl FatFile {
             let cluster = self.cluster_at(vol, index)?;
             let want = ((<[u8]>::len(buf) - done) as u64).min(self.size - self.pos);
             // Read on through clusters that follow each other on disk, in one request.
-            let mut run = vol.cluster_size - within;
-            while run < want {
-                let Some(walk) = self.walk.as_mut() else {
-                    break;
-                };
-                let last = walk.cluster;
-                if vol.next_cluster(last)? != last.checked_add(1) {
-                    break;
-                }
-                walk.advance(vol, &self.path)?;
-                run += vol.cluster_size;
-            }
+            let run = self.chain.contiguous_run(
+                vol,
+                vol.cluster_size - within,
+                want,
+                vol.cluster_size,
+                &self.path,
+            )?;
             // n <= buf.len() - done, a usize.
             let n = want.min(run) as usize;
             let offset = vol.cluster_offset(cluster) + within;
@@ -690,26 +745,20 @@ impl FatFile {
 
     /// The cluster holding cluster `index` of the file.
     fn cluster_at(&mut self, vol: &mut FatVolume, index: u64) -> Result<u32, FsError> {
-        let mut walk = match self.walk {
-            Some(w) if w.index <= index => w,
-            _ => ChainWalk::start(self.first),
-        };
-        while walk.index < index {
-            if walk.advance(vol, &self.path)?.is_none() {
-                return Err(FsError::corrupt(
+        self.chain
+            .cluster_at(vol, self.first, index, &self.path)?
+            .ok_or_else(|| {
+                FsError::corrupt(
                     &vol.what,
                     None,
                     format!(
-                        "{:?}: cluster chain ends after {} clusters, short of its {} bytes",
+                        "{:?}: cluster chain ends before cluster {} of its {} bytes",
                         self.path,
-                        walk.index + 1,
+                        index + 1,
                         self.size
                     ),
-                ));
-            }
-        }
-        self.walk = Some(walk);
-        Ok(walk.cluster)
+                )
+            })
     }
 }
 
