@@ -409,9 +409,16 @@ impl ExfatVolume {
 
     /// The entries of a directory and, for the root, the volume label.
     fn read_dir(&mut self, stream: Stream, path: &str) -> Result<Listing, FsError> {
+        if stream.len.is_some_and(|len| len > MAX_DIR_BYTES) {
+            return Err(FsError::corrupt(
+                &self.what,
+                None,
+                format!("directory {path:?} claims more than {MAX_DIR_BYTES} bytes"),
+            ));
+        }
         let mut parser = DirParser::new(path);
         let mut raw = vec![0u8; self.cluster_size as usize];
-        let limit = stream.len.unwrap_or(MAX_DIR_BYTES).min(MAX_DIR_BYTES);
+        let limit = stream.len.unwrap_or(MAX_DIR_BYTES);
         let mut walk = ChainWalk::start(stream.first);
         let mut read = 0u64;
         while read < limit && !parser.ended {
