@@ -1,6 +1,6 @@
 //! The entries of the directories read last, for the readers that look names up by
-//! reading a whole directory (XFS, btrfs): restoring a directory of many files then reads
-//! it once, not once per file.
+//! reading a whole directory (XFS, btrfs, FAT, exFAT): restoring a directory of many files
+//! then reads it once, not once per file.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -37,8 +37,11 @@
 //! past a file's valid data length read as zeros. Names are matched exactly, then ignoring
 //! case.
 
+use std::rc::Rc;
+
 use tessera_disk_image::ReadAt;
 
+use crate::dir_cache::DirCache;
 use crate::fat::{ChainCursor, ChainWalk, FatWindow, Links, bare_root, fat_time};
 use crate::path;
 use crate::{FsEntry, FsError, FsKind, read_exact};
@@ -72,7 +75,7 @@ pub(crate) fn looks_like_boot_sector(sector: &[u8; 512]) -> bool {
 }
 
 /// Where a file's or directory's clusters are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Stream {
     first: u32,
     /// Bytes allocated; `None` for the root directory, which runs to its chain's end.
@@ -119,6 +122,8 @@ pub(crate) struct ExfatVolume {
     root: Stream,
     label: Option<String>,
     warnings: Vec<String>,
+    /// The entries of the directories read last: a lookup reads its directory whole.
+    dirs: DirCache<Stream, Entry>,
 }
 
 impl ExfatVolume {
@@ -236,11 +241,15 @@ impl ExfatVolume {
             },
             label: None,
             warnings,
+            dirs: DirCache::new(),
         };
         // The label is in the root directory; damage there is reported when the root is
         // listed, and does not keep the rest of the volume from being read.
         match volume.read_dir(volume.root, "") {
-            Ok(listing) => volume.label = listing.label,
+            Ok(listing) => {
+                volume.label = listing.label;
+                volume.dirs.insert(volume.root, listing.entries);
+            }
             Err(err) => volume
                 .warnings
                 .push(format!("the volume label cannot be read: {err}")),
@@ -289,9 +298,9 @@ impl ExfatVolume {
             }
         };
         Ok(self
-            .read_dir(stream, path)?
-            .entries
-            .into_iter()
+            .entries(stream, path)?
+            .iter()
+            .cloned()
             .map(fs_entry)
             .collect())
     }
@@ -332,24 +341,26 @@ impl ExfatVolume {
                 }
                 dir = e.stream;
             }
-            let entries = self.read_dir(dir, &walked)?.entries;
+            let entries = self.entries(dir, &walked)?;
             if !walked.is_empty() {
                 walked.push('/');
             }
             walked.push_str(part);
-            let wanted = part.to_lowercase();
-            let entry = match entries.iter().position(|e| e.name == part) {
-                Some(at) => entries.into_iter().nth(at),
-                None => entries
-                    .into_iter()
-                    .find(|e| e.name.to_lowercase() == wanted),
-            }
-            .ok_or_else(|| FsError::NotFound {
-                what: self.what.clone(),
-                path: walked.clone(),
-            })?;
+            let entry = match entries.iter().find(|e| e.name == part) {
+                Some(entry) => entry,
+                None => {
+                    let wanted = part.to_lowercase();
+                    entries
+                        .iter()
+                        .find(|e| e.name.to_lowercase() == wanted)
+                        .ok_or_else(|| FsError::NotFound {
+                            what: self.what.clone(),
+                            path: walked.clone(),
+                        })?
+                }
+            };
             seen.push(entry.stream.first);
-            found = Found::Entry(entry);
+            found = Found::Entry(entry.clone());
         }
         Ok((found, seen))
     }
@@ -405,6 +416,15 @@ impl ExfatVolume {
             )),
             None => Ok(()),
         }
+    }
+
+    /// The entries of a directory, from the cache or read.
+    fn entries(&mut self, stream: Stream, path: &str) -> Result<Rc<Vec<Entry>>, FsError> {
+        if let Some(entries) = self.dirs.get(&stream) {
+            return Ok(entries);
+        }
+        let entries = self.read_dir(stream, path)?.entries;
+        Ok(self.dirs.insert(stream, entries))
     }
 
     /// The entries of a directory and, for the root, the volume label.

@@ -29,8 +29,11 @@
 //!
 //! Times are local time without a zone; they are reported as if they were UTC.
 
+use std::rc::Rc;
+
 use tessera_disk_image::ReadAt;
 
+use crate::dir_cache::DirCache;
 use crate::path;
 use crate::{FsEntry, FsError, FsKind, read_exact};
 
@@ -53,7 +56,7 @@ enum FatKind {
 }
 
 /// Where a directory's entries are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Dir {
     /// The fixed root directory region of FAT12/16.
     FixedRoot { offset: u64, len: u64 },
@@ -89,6 +92,8 @@ pub(crate) struct FatVolume {
     /// Highest valid cluster number (cluster count + 1).
     max_cluster: u32,
     label: Option<String>,
+    /// The entries of the directories read last: a lookup reads its directory whole.
+    dirs: DirCache<Dir, Entry>,
 }
 
 /// A directory entry as stored, with its names decoded.
@@ -245,6 +250,7 @@ impl FatVolume {
             data_offset: first_data * bps,
             max_cluster,
             label,
+            dirs: DirCache::new(),
         })
     }
 
@@ -294,8 +300,9 @@ impl FatVolume {
             }
         };
         Ok(self
-            .read_dir(dir, path)?
-            .into_iter()
+            .entries(dir, path)?
+            .iter()
+            .cloned()
             .map(fs_entry)
             .collect())
     }
@@ -365,20 +372,30 @@ impl FatVolume {
                     seen.push(c);
                 }
             }
-            let entries = self.read_dir(dir, &walked)?;
+            let entries = self.entries(dir, &walked)?;
             if !walked.is_empty() {
                 walked.push('/');
             }
             walked.push_str(part);
-            let wanted = part.to_lowercase();
-            let entry = entries
-                .into_iter()
-                .find(|e| e.name.to_lowercase() == wanted || e.short.to_lowercase() == wanted)
-                .ok_or_else(|| FsError::NotFound {
-                    what: self.what.clone(),
-                    path: walked.clone(),
-                })?;
-            found = Found::Entry(entry);
+            // An exact name needs no case folding, which would cost an allocation for
+            // every entry of a large directory on every lookup.
+            let exact = entries.iter().find(|e| e.name == part || e.short == part);
+            let entry = match exact {
+                Some(entry) => entry,
+                None => {
+                    let wanted = part.to_lowercase();
+                    entries
+                        .iter()
+                        .find(|e| {
+                            e.name.to_lowercase() == wanted || e.short.to_lowercase() == wanted
+                        })
+                        .ok_or_else(|| FsError::NotFound {
+                            what: self.what.clone(),
+                            path: walked.clone(),
+                        })?
+                }
+            };
+            found = Found::Entry(entry.clone());
         }
         Ok((found, seen))
     }
@@ -453,6 +470,15 @@ impl FatVolume {
             ));
         }
         Ok(Some(value))
+    }
+
+    /// The entries of a directory, from the cache or read.
+    fn entries(&mut self, dir: Dir, path: &str) -> Result<Rc<Vec<Entry>>, FsError> {
+        if let Some(entries) = self.dirs.get(&dir) {
+            return Ok(entries);
+        }
+        let entries = self.read_dir(dir, path)?;
+        Ok(self.dirs.insert(dir, entries))
     }
 
     /// The entries of a directory, without `.` and `..`.
