@@ -131,9 +131,9 @@ impl ExfatVolume {
     pub(crate) fn open(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
         let len = reader.len();
         let mut warnings = Vec::new();
-        let boot = match boot_region(&mut *reader, what, 0) {
+        let (boot, base) = match boot_region(&mut *reader, what, false) {
             Ok(boot) => boot,
-            Err(main) => match boot_region(&mut *reader, what, BOOT_SECTORS) {
+            Err(main) => match boot_region(&mut *reader, what, true) {
                 Ok(boot) => {
                     warnings.push(format!("{main}; the backup boot region was read instead"));
                     boot
@@ -143,7 +143,7 @@ impl ExfatVolume {
         };
         let s = &boot;
         let corrupt = |at: u64, detail: String| {
-            FsError::corrupt(what, Some(at), format!("boot sector: {detail}"))
+            FsError::corrupt(what, Some(base + at), format!("boot sector: {detail}"))
         };
         let u32_at =
             |at: usize| u64::from(u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]));
@@ -511,36 +511,48 @@ impl Links for ExfatVolume {
     }
 }
 
-/// Reads the boot region at sector `first` (0, or 12 for the backup) and checks its
-/// checksum; its boot sector.
-fn boot_region(reader: &mut dyn ReadAt, what: &str, first: u64) -> Result<Vec<u8>, FsError> {
-    let name = if first == 0 { "" } else { "backup " };
-    let mut head = [0u8; 512];
-    if reader.len() < (first + 1) * 512 {
-        return Err(FsError::corrupt(
-            what,
-            Some(first * 512),
-            format!("too short for an exFAT {name}boot sector"),
-        ));
+/// Reads the main boot region, or the backup one that follows it, and checks its
+/// checksum; its boot sector, and where that lies in the volume.
+fn boot_region(
+    reader: &mut dyn ReadAt,
+    what: &str,
+    backup: bool,
+) -> Result<(Vec<u8>, u64), FsError> {
+    let name = if backup { "backup " } else { "" };
+    // The backup starts at sector 12, in sectors of the size the boot sector gives: the
+    // one of the sizes exFAT allows whose position holds a boot sector giving that size.
+    let mut found = None;
+    for shift in 9..=12u32 {
+        let at = if backup { BOOT_SECTORS << shift } else { 0 };
+        let mut head = [0u8; 512];
+        if at + 512 > reader.len() {
+            break;
+        }
+        read_exact(reader, what, at, &mut head)?;
+        let fits = !backup || u32::from(head[0x6c]) == shift;
+        if looks_like_boot_sector(&head) && fits {
+            found = Some((at, u32::from(head[0x6c])));
+            break;
+        }
+        if !backup {
+            break;
+        }
     }
-    read_exact(reader, what, first * 512, &mut head)?;
-    if !looks_like_boot_sector(&head) {
+    let Some((start, shift)) = found else {
         return Err(FsError::corrupt(
             what,
-            Some(first * 512),
+            Some(if backup { BOOT_SECTORS * 512 } else { 0 }),
             format!("not an exFAT {name}boot sector"),
         ));
-    }
-    let shift = u32::from(head[0x6c]);
+    };
     if !(9..=12).contains(&shift) {
         return Err(FsError::corrupt(
             what,
-            Some(first * 512 + 0x6c),
+            Some(start + 0x6c),
             format!("{name}boot sector: sectors of 2^{shift} bytes"),
         ));
     }
     let sector = 1u64 << shift;
-    let start = first * sector;
     if reader.len() < start + BOOT_SECTORS * sector {
         return Err(FsError::corrupt(
             what,
@@ -564,7 +576,7 @@ fn boot_region(reader: &mut dyn ReadAt, what: &str, first: u64) -> Result<Vec<u8
         ));
     }
     region.truncate(512);
-    Ok(region)
+    Ok((region, start))
 }
 
 /// The boot region checksum over sectors 0-10, leaving out the volume flags and the

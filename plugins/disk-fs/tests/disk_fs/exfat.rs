@@ -216,53 +216,93 @@ pub fn fix_set_checksum(img: &mut [u8], set: usize) {
     img[set + 2..set + 4].copy_from_slice(&sum.to_le_bytes());
 }
 
-/// Sets the checksum sector of the boot region at sector `first` to `value`.
-fn set_boot_checksum(img: &mut [u8], first: usize, value: u32) {
-    let at = (first + 11) * 512;
-    for word in img[at..at + 512].chunks_exact_mut(4) {
+/// Sets the checksum sector of the boot region at sector `first` (of `sector` bytes) to
+/// `value`.
+fn set_boot_checksum(img: &mut [u8], first: usize, sector: usize, value: u32) {
+    let at = (first + 11) * sector;
+    for word in img[at..at + sector].chunks_exact_mut(4) {
         word.copy_from_slice(&value.to_le_bytes());
     }
+}
+
+/// An empty exFAT volume of 8 MiB in sectors of 512 bytes, and, as root, one in sectors
+/// of 4 KiB (`mkfs.exfat` on a loop device of that sector size).
+fn boot_test_images(tmp: &Path) -> Vec<(usize, Vec<u8>)> {
+    let img = tmp.join("exfat.img");
+    mkfs_exfat(&img, 8, "BOOTS");
+    let mut images = vec![(512, std::fs::read(&img).unwrap())];
+    if rustix::process::geteuid().is_root() {
+        let img = tmp.join("exfat4k.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(8 * MIB)
+            .unwrap();
+        let device = run(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--sector-size",
+                "4096",
+                img.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let device = Loop(device.trim().to_owned());
+        run("mkfs.exfat", &["-L", "BOOTS", &device.0], &[]);
+        drop(device);
+        images.push((4096, std::fs::read(&img).unwrap()));
+    } else {
+        eprintln!("4 KiB sectors skipped: a loop device of that sector size needs root");
+    }
+    images
 }
 
 #[test]
 fn a_damaged_boot_region_falls_back_to_its_backup() {
     let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("exfat.img");
-    mkfs_exfat(&img, 8, "BOOTS");
-    let good = std::fs::read(&img).unwrap();
     let open = |bytes: Vec<u8>| open_volume(Box::new(bytes), "disk0/part1");
+    for (sector, good) in boot_test_images(tmp.path()) {
+        let vol = open(good.clone()).unwrap();
+        assert_eq!(vol.kind(), "exfat");
+        assert_eq!(vol.label().as_deref(), Some("BOOTS"));
+        assert!(vol.warnings().is_empty());
 
-    let vol = open(good.clone()).unwrap();
-    assert_eq!(vol.kind(), "exfat");
-    assert_eq!(vol.label().as_deref(), Some("BOOTS"));
+        // A changed byte in the main boot sector fails its checksum: the backup is read.
+        let mut damaged = good.clone();
+        damaged[0x60] ^= 0x40;
+        let vol = open(damaged.clone()).unwrap();
+        assert_eq!(
+            vol.label().as_deref(),
+            Some("BOOTS"),
+            "{sector}-byte sectors"
+        );
+        let warning = vol.warnings().join("\n");
+        assert!(
+            warning.contains("disk0/part1")
+                && warning.contains("checksum")
+                && warning.contains("backup")
+                && warning.contains(&(11 * sector).to_string()),
+            "{warning}"
+        );
 
-    // A changed byte in the main boot sector fails its checksum: the backup is read.
-    let mut damaged = good.clone();
-    damaged[0x60] ^= 0x40;
-    let vol = open(damaged.clone()).unwrap();
-    assert_eq!(vol.label().as_deref(), Some("BOOTS"));
-    let warning = vol.warnings().join("\n");
-    assert!(
-        warning.contains("disk0/part1")
-            && warning.contains("checksum")
-            && warning.contains("backup"),
-        "{warning}"
-    );
+        // With both damaged, the error names the main region's checksum sector.
+        set_boot_checksum(&mut damaged, 12, sector, 0x1234_5678);
+        let err = open(damaged).unwrap_err().to_string();
+        assert!(
+            err.contains("disk0/part1")
+                && err.contains("checksum")
+                && err.contains(&(11 * sector).to_string()),
+            "{err}"
+        );
 
-    // With both damaged, the error names the main region's checksum sector.
-    set_boot_checksum(&mut damaged, 12, 0x1234_5678);
-    let err = open(damaged).unwrap_err().to_string();
-    assert!(
-        err.contains("disk0/part1") && err.contains("checksum") && err.contains("5632"),
-        "{err}"
-    );
-
-    // A file system larger than its volume is refused with both sizes.
-    let err = open(good[..4 * MIB as usize].to_vec())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("truncated") && err.contains(&(4 * MIB).to_string()),
-        "{err}"
-    );
+        // A file system larger than its volume is refused with both sizes.
+        let err = open(good[..4 * MIB as usize].to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("truncated") && err.contains(&(4 * MIB).to_string()),
+            "{err}"
+        );
+    }
 }
