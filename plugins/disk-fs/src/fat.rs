@@ -518,7 +518,8 @@ impl FatVolume {
     }
 }
 
-/// The first FAT of a FAT or exFAT volume, read through a window of a few kilobytes.
+/// The FAT a FAT or exFAT volume follows (the first, or exFAT's active one), read
+/// through a window of a few kilobytes.
 pub(crate) struct FatWindow {
     /// Where the FAT starts in the volume, and its length in bytes.
     pub(crate) offset: u64,
