@@ -23,13 +23,8 @@ pub fn mkfs_exfat(img: &Path, size_mib: u64, label: &str) {
 /// Why an image cannot be filled here, if it cannot: `mount.exfat-fuse` needs root, FUSE
 /// and a loop device.
 pub fn cannot_mount() -> Option<&'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not running as root");
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("no /dev/fuse");
-    }
-    None
+    fuse_unavailable()
+        .or_else(|| (!Path::new("/dev/loop-control").exists()).then_some("no loop devices"))
 }
 
 /// Runs `fill` on the mounted volume of `img`, then unmounts it.

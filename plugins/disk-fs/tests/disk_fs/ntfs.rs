@@ -20,17 +20,6 @@ pub fn mkntfs(img: &Path, size_mib: u64, label: &str) {
     );
 }
 
-/// Why the image cannot be filled here, if it cannot: `ntfs-3g` needs root and FUSE.
-fn cannot_mount() -> Option<&'static str> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("not running as root");
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("no /dev/fuse");
-    }
-    None
-}
-
 /// The reparse data of a relative symbolic link to `target` (Windows' `mklink`).
 fn symlink_reparse(target: &str) -> Vec<u8> {
     let name: Vec<u8> = target
@@ -63,7 +52,7 @@ fn compressible() -> Vec<u8> {
 
 #[test]
 fn ntfs_reads_like_its_source() {
-    if let Some(why) = cannot_mount() {
+    if let Some(why) = fuse_unavailable() {
         eprintln!("skipped: filling an NTFS image needs ntfs-3g ({why})");
         return;
     }

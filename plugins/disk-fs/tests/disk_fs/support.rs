@@ -486,6 +486,18 @@ pub fn xattr_of(extras: &tessera_disk_fs::Extras, name: &str) -> Option<Vec<u8>>
 }
 
 /// A file system image mounted at a directory of its own; unmounted when dropped.
+/// Why a FUSE file system (ntfs-3g, exfat-fuse) cannot be mounted here, if it cannot:
+/// mounting needs root and `/dev/fuse`.
+pub fn fuse_unavailable() -> Option<&'static str> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not running as root");
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("no /dev/fuse");
+    }
+    None
+}
+
 pub struct Mounted(pub PathBuf);
 
 impl Mounted {
