@@ -42,9 +42,9 @@ use std::rc::Rc;
 use tessera_disk_image::ReadAt;
 
 use crate::dir_cache::DirCache;
-use crate::fat::{ChainCursor, ChainWalk, FatWindow, Links, bare_root, fat_time};
+use crate::fat::{ChainCursor, ChainWalk, FatWindow, Links, bare_root, dos_entry, fat_time};
 use crate::path;
-use crate::{FsEntry, FsError, FsKind, read_exact};
+use crate::{FsEntry, FsError, read_exact};
 
 /// The file system name at byte 3 of the boot sector.
 pub(crate) const SIGNATURE: &[u8; 8] = b"EXFAT   ";
@@ -816,22 +816,8 @@ fn timestamp(stamp: u32, centis: u8, utc_offset: u8) -> Option<i64> {
 
 fn fs_entry(e: Entry) -> FsEntry {
     let is_dir = e.is_dir();
-    FsEntry {
-        name: e.name,
-        kind: if is_dir {
-            FsKind::Directory
-        } else {
-            FsKind::File
-        },
-        size: if is_dir { 0 } else { e.stream.len.unwrap_or(0) },
-        mode: None,
-        uid: None,
-        gid: None,
-        mtime_ns: e.mtime,
-        atime_ns: e.atime,
-        ctime_ns: None,
-        btime_ns: e.btime,
-    }
+    let size = e.stream.len.unwrap_or(0);
+    dos_entry(e.name, is_dir, size, [e.mtime, e.atime, e.btime])
 }
 
 /// A regular file of an exFAT volume: its clusters are counted from the first when they

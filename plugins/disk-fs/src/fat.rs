@@ -703,17 +703,29 @@ impl ChainCursor {
 
 /// The root directory's entry on volumes that keep no metadata for it (FAT and exFAT).
 pub(crate) fn bare_root() -> FsEntry {
+    dos_entry(String::new(), true, 0, [None; 3])
+}
+
+/// An entry of a volume that keeps no owner or mode (FAT and exFAT): a directory or a
+/// file of `size` bytes (0 for a directory), with its modification, access and creation
+/// times.
+pub(crate) fn dos_entry(name: String, is_dir: bool, size: u64, times: [Option<i64>; 3]) -> FsEntry {
+    let [mtime_ns, atime_ns, btime_ns] = times;
     FsEntry {
-        name: String::new(),
-        kind: FsKind::Directory,
-        size: 0,
+        name,
+        kind: if is_dir {
+            FsKind::Directory
+        } else {
+            FsKind::File
+        },
+        size: if is_dir { 0 } else { size },
         mode: None,
         uid: None,
         gid: None,
-        mtime_ns: None,
-        atime_ns: None,
+        mtime_ns,
+        atime_ns,
         ctime_ns: None,
-        btime_ns: None,
+        btime_ns,
     }
 }
 
@@ -906,22 +918,12 @@ impl DirParser {
 
 fn fs_entry(e: Entry) -> FsEntry {
     let is_dir = e.is_dir();
-    FsEntry {
-        name: e.name,
-        kind: if is_dir {
-            FsKind::Directory
-        } else {
-            FsKind::File
-        },
-        size: if is_dir { 0 } else { u64::from(e.size) },
-        mode: None,
-        uid: None,
-        gid: None,
-        mtime_ns: e.mtime,
-        atime_ns: e.atime,
-        ctime_ns: None,
-        btime_ns: e.btime,
-    }
+    dos_entry(
+        e.name,
+        is_dir,
+        u64::from(e.size),
+        [e.mtime, e.atime, e.btime],
+    )
 }
 
 /// The 8.3 name, with the lower-case flags Windows NT keeps in byte 12 applied.
