@@ -3,8 +3,11 @@
 //! profile of the host, so plugins compile once and are cached like any other build.
 
 use std::env;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::Command;
+
+use sha2::{Digest, Sha256};
 
 /// Plugins embedded in the host: (name, crate).
 const EMBEDDED: &[(&str, &str)] = &[
@@ -79,21 +82,29 @@ fn main() {
     }
 
     let wasm_dir = target_dir.join("wasm32-wasip2").join("release");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let mut table = String::from("&[\n");
     for (name, krate) in EMBEDDED {
         let file = wasm_dir.join(format!("{krate}.wasm"));
-        assert!(
-            file.exists(),
-            "the plugin build produced no {}",
-            file.display()
-        );
-        table.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            file.display().to_string()
-        ));
+        let bytes = std::fs::read(&file)
+            .unwrap_or_else(|e| panic!("the plugin build produced no {}: {e}", file.display()));
+        // The bytes embedded are the very bytes hashed: a copy of their own, which a
+        // later plugin build cannot change under the digest.
+        let copy = out.join(format!("{krate}.wasm"));
+        std::fs::write(&copy, &bytes).expect("OUT_DIR is writable");
+        let digest = Sha256::digest(&bytes);
+        let mut hex = String::new();
+        for byte in digest {
+            write!(hex, "{byte:#04x}, ").expect("writing to a String cannot fail");
+        }
+        writeln!(
+            table,
+            "    Builtin {{ name: {name:?}, bytes: include_bytes!({:?}), digest: [{hex}] }},",
+            copy.display().to_string()
+        )
+        .expect("writing to a String cannot fail");
     }
     table.push(']');
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("builtin.rs"), table).expect("OUT_DIR is writable");
     println!(
         "cargo:rustc-env=TESSERA_PLUGIN_WASM_DIR={}",

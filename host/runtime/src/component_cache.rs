@@ -36,9 +36,8 @@ impl ComponentCache {
         }
     }
 
-    /// Where the image of the component `bytes` is kept: named by their SHA-256.
-    fn path_of(&self, bytes: &[u8]) -> PathBuf {
-        let digest = Sha256::digest(bytes);
+    /// Where the image of the component whose SHA-256 is `digest` is kept.
+    fn path_of(&self, digest: &[u8; 32]) -> PathBuf {
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{name}.cwasm"))
     }
@@ -47,7 +46,18 @@ impl ComponentCache {
     /// compiled (validating it) and cached for the next time. A cache that cannot be
     /// written costs only the next load's compilation.
     pub(crate) fn load(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let path = self.path_of(bytes);
+        self.load_hashed(engine, bytes, &Sha256::digest(bytes).into())
+    }
+
+    /// [`ComponentCache::load`] for bytes whose SHA-256 is known to be `digest` (a plugin
+    /// embedded with its digest): a usable image is found without reading them.
+    pub(crate) fn load_hashed(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        digest: &[u8; 32],
+    ) -> wasmtime::Result<Component> {
+        let path = self.path_of(digest);
         if is_trusted(&path) {
             match deserialize_file(engine, &path) {
                 Ok(component) => return Ok(component),
@@ -134,9 +144,13 @@ mod tests {
     fn plugin() -> &'static [u8] {
         crate::builtin::PLUGINS
             .iter()
-            .find(|(name, _)| *name == "file-share")
-            .map(|(_, bytes)| *bytes)
+            .find(|plugin| plugin.name == "file-share")
+            .map(|plugin| plugin.bytes)
             .unwrap()
+    }
+
+    fn path_of(cache: &ComponentCache, bytes: &[u8]) -> PathBuf {
+        cache.path_of(&Sha256::digest(bytes).into())
     }
 
     fn exports(component: &Component, engine: &Engine) -> Vec<String> {
@@ -153,7 +167,7 @@ mod tests {
         let engine = engine();
         let cache = ComponentCache::new(root.path(), &engine);
         let first = cache.load(&engine, plugin()).unwrap();
-        let path = cache.path_of(plugin());
+        let path = path_of(&cache, plugin());
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(fs::metadata(&cache.dir).unwrap().mode() & 0o777, 0o700);
@@ -179,7 +193,7 @@ mod tests {
         let engine = engine();
         let cache = ComponentCache::new(root.path(), &engine);
         cache.load(&engine, plugin()).unwrap();
-        let path = cache.path_of(plugin());
+        let path = path_of(&cache, plugin());
         let good = fs::read(&path).unwrap();
 
         // Garbage, then a truncated image: both replaced by a working one.
@@ -210,6 +224,6 @@ mod tests {
         let engine = engine();
         let cache = ComponentCache::new(root.path(), &engine);
         assert!(cache.load(&engine, b"\0asm garbage").is_err());
-        assert!(!cache.path_of(b"\0asm garbage").exists());
+        assert!(!path_of(&cache, b"\0asm garbage").exists());
     }
 }

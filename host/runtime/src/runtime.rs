@@ -288,7 +288,7 @@ impl Runtime {
     pub fn builtin_names(&self) -> Vec<&'static str> {
         crate::builtin::PLUGINS
             .iter()
-            .map(|(name, _)| *name)
+            .map(|plugin| plugin.name)
             .collect()
     }
 
@@ -302,25 +302,36 @@ impl Runtime {
             })?;
             return self.load_bytes(&path.display().to_string(), &bytes);
         }
-        let (_, bytes) = crate::builtin::PLUGINS
+        let builtin = crate::builtin::PLUGINS
             .iter()
-            .find(|(name, _)| *name == spec)
+            .find(|plugin| plugin.name == spec)
             .ok_or_else(|| RuntimeError::UnknownPlugin {
                 name: spec.to_string(),
                 known: self.builtin_names().join(", "),
             })?;
-        self.load_bytes(spec, bytes)
+        self.load_component(spec, builtin.bytes, Some(&builtin.digest))
     }
 
     /// Loads a plugin from component bytes; `what` names it in errors.
     pub fn load_bytes(&self, what: &str, bytes: &[u8]) -> Result<Plugin> {
+        self.load_component(what, bytes, None)
+    }
+
+    /// Loads a plugin from component bytes, whose SHA-256 is `digest` when known.
+    fn load_component(
+        &self,
+        what: &str,
+        bytes: &[u8],
+        digest: Option<&[u8; 32]>,
+    ) -> Result<Plugin> {
         let invalid = |detail: String| RuntimeError::InvalidPlugin {
             what: what.to_string(),
             detail,
         };
-        let component = match &self.cache {
-            Some(cache) => cache.load(&self.engine, bytes),
-            None => Component::new(&self.engine, bytes),
+        let component = match (&self.cache, digest) {
+            (Some(cache), Some(digest)) => cache.load_hashed(&self.engine, bytes, digest),
+            (Some(cache), None) => cache.load(&self.engine, bytes),
+            (None, _) => Component::new(&self.engine, bytes),
         }
         .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = self
