@@ -22,6 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod compare;
 mod data;
 mod measure;
+mod nbd_floor;
 mod phases;
 mod report;
 mod tree;
@@ -69,7 +70,8 @@ unchanged and restores it, then compares times, repository sizes and peak memory
 
 vmdisk: serves a qcow2 disk with qemu-nbd and backs it up with tessera's vm-disk plugin,
 in full and then incrementally through a dirty bitmap, twice: after 1 % of the blocks
-holding data changed, and after 1 % of all its blocks changed.
+holding data changed, and after 1 % of all its blocks changed. A native NBD client then
+makes the same reads, storing nothing: what the server alone needs.
 Needs qemu-img, qemu-io and qemu-nbd on PATH (Debian and Ubuntu: `apt-get install
 qemu-utils`).
 

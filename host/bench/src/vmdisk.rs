@@ -21,7 +21,8 @@
 //! vault and its key file, and `tessera plugin inspect vm-disk`, which compiles the plugin
 //! into tessera's cache as the first use after an install does. The figures are set
 //! against single-core SHA-256, measured as `tessera-bench vault` does, and against each
-//! other.
+//! other, and against the NBD server alone: a native client (the plugin's NBD library)
+//! making the reads each backup over NBD makes, storing nothing ([`crate::nbd_floor`]).
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -36,6 +37,7 @@ use serde_json::{Value, json};
 use crate::compare::{self, Tool};
 use crate::data::{self, SplitMix64};
 use crate::measure;
+use crate::nbd_floor::{self, Wanted};
 use crate::phases::{self, Rate};
 use crate::report::{Verdict, render};
 use crate::{Context, Failure, Result, progress};
@@ -309,32 +311,77 @@ impl Runs {
         sorted[(sorted.len() - 1) / 2]
     }
 
-    /// Fastest and slowest time, in seconds.
-    pub fn spread(&self) -> (f64, f64) {
-        let seconds = self.seconds();
-        let min = seconds.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = seconds.iter().copied().fold(0.0, f64::max);
-        (min, max)
-    }
-
     /// Every run's time, in seconds, in the order taken.
     pub fn seconds(&self) -> Vec<f64> {
         self.0.iter().map(|run| run.elapsed.as_secs_f64()).collect()
     }
 
-    /// How many runs.
-    pub fn len(&self) -> usize {
-        self.0.len()
+    fn describe(&self) -> String {
+        describe_spread(&self.seconds())
+    }
+}
+
+/// "median of N, A–B s; " for times of more than one run, in seconds.
+fn describe_spread(seconds: &[f64]) -> String {
+    if seconds.len() < 2 {
+        return String::new();
+    }
+    let min = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = seconds.iter().copied().fold(0.0, f64::max);
+    format!("median of {}, {min:.3}–{max:.3} s; ", seconds.len())
+}
+
+/// The NBD server alone: a native client reading what a backup reads, storing nothing
+/// ([`nbd_floor`]), timed as often as the backup.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    times: Vec<Duration>,
+    /// Bytes read (the same each time).
+    pub bytes: u64,
+}
+
+impl Floor {
+    /// Times of the runs, in the order taken; at least one.
+    pub fn new(times: Vec<Duration>, bytes: u64) -> Floor {
+        assert!(!times.is_empty(), "the reads are timed at least once");
+        Floor { times, bytes }
     }
 
-    /// "median of N, A–B s; " when there was more than one run.
-    fn describe(&self) -> String {
-        if self.len() < 2 {
-            return String::new();
-        }
-        let (min, max) = self.spread();
-        format!("median of {}, {min:.3}–{max:.3} s; ", self.len())
+    /// The median time (of two middle ones, the shorter).
+    pub fn median(&self) -> Duration {
+        let mut sorted = self.times.clone();
+        sorted.sort();
+        sorted[(sorted.len() - 1) / 2]
     }
+
+    /// Every run's time, in seconds, in the order taken.
+    pub fn seconds(&self) -> Vec<f64> {
+        self.times.iter().map(Duration::as_secs_f64).collect()
+    }
+
+    fn describe(&self) -> String {
+        describe_spread(&self.seconds())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "seconds": self.median().as_secs_f64(),
+            "runs_seconds": self.seconds(),
+            "bytes_read": self.bytes,
+        })
+    }
+}
+
+/// Times the NBD server alone serving what a backup of `wanted` reads, `runs` times.
+fn time_floor(runs: u64, server: &NbdServer, wanted: Wanted) -> Result<Floor> {
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..runs.max(1) {
+        let (elapsed, read) = nbd_floor::read_export(server.port, EXPORT, BITMAP, wanted)?;
+        times.push(elapsed);
+        bytes = read;
+    }
+    Ok(Floor::new(times, bytes))
 }
 
 /// One incremental backup and the change before it.
@@ -346,6 +393,8 @@ pub struct Incremental {
     pub changed_blocks: u64,
     /// The backup.
     pub run: Runs,
+    /// The server alone reading the changed blocks.
+    pub floor: Floor,
 }
 
 impl Incremental {
@@ -378,6 +427,8 @@ pub struct VmdiskReport {
     pub image: Runs,
     /// The full backup over NBD.
     pub full: Runs,
+    /// The server alone reading the data.
+    pub full_floor: Floor,
     /// The incremental backups over NBD, in the order taken.
     pub incrementals: Vec<Incremental>,
 }
@@ -401,8 +452,17 @@ impl VmdiskReport {
 
     /// An incremental backup's time as a percentage of the full backup's.
     pub fn incremental_percent(&self, incremental: &Incremental) -> f64 {
-        100.0 * incremental.run.median().elapsed.as_secs_f64()
-            / self.full.median().elapsed.as_secs_f64().max(1e-9)
+        self.percent_of_full(incremental.run.median().elapsed)
+    }
+
+    /// `time` as a percentage of the full backup's over NBD.
+    fn percent_of_full(&self, time: Duration) -> f64 {
+        100.0 * time.as_secs_f64() / self.full.median().elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Throughput of reading the data in `time`, as a multiple of SHA-256's.
+    fn data_ratio(&self, time: Duration) -> f64 {
+        self.layout.data_bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9) / self.sha256.mb_per_s()
     }
 
     fn verdict(&self, run: &BackupRun) -> Verdict {
@@ -503,6 +563,20 @@ impl VmdiskReport {
                 "of the data: holes should cost nothing".into(),
             ]);
         }
+        let floor = self.full_floor.median();
+        rows.push([
+            "NBD server alone, full".into(),
+            format!("{:.2} s", floor.as_secs_f64()),
+            format!("{:.2}x", self.data_ratio(floor)),
+            String::new(),
+            String::new(),
+            format!(
+                "{}a native client reading the {:.0} MiB of data as the plugin does, storing \
+                 nothing: the floor of a full backup over NBD here",
+                self.full_floor.describe(),
+                self.full_floor.bytes as f64 / MIB
+            ),
+        ]);
         for incremental in &self.incrementals {
             let (read, read_verdict) = Self::incremental_read(incremental);
             let run = incremental.run.median();
@@ -531,6 +605,19 @@ impl VmdiskReport {
                     incremental.changed_blocks,
                     BLOCK >> 10,
                     run.summary.bytes_carried as f64 / MIB
+                ),
+            ]);
+            let floor = incremental.floor.median();
+            rows.push([
+                format!("NBD server alone, {}", incremental.scope.label()),
+                format!("{:.3} s", floor.as_secs_f64()),
+                format!("{:.1}%", self.percent_of_full(floor)),
+                String::new(),
+                String::new(),
+                format!(
+                    "{}the same client reading the changed blocks: the floor of this \
+                     incremental",
+                    incremental.floor.describe()
                 ),
             ]);
         }
@@ -592,6 +679,8 @@ impl VmdiskReport {
                     "bytes_read_ratio_to_changed": read,
                     "bytes_read_as_expected": read_verdict == Verdict::Pass,
                     "summary": incremental.run.median().summary.json(),
+                    "server_alone": incremental.floor.json(),
+                    "server_alone_percent_of_full": self.percent_of_full(incremental.floor.median()),
                 })
             })
             .collect();
@@ -619,6 +708,10 @@ impl VmdiskReport {
             },
             "image_backup": full(&self.image),
             "full_backup": full(&self.full),
+            "server_alone": {
+                "full": self.full_floor.json(),
+                "ratio_to_sha256": self.data_ratio(self.full_floor.median()),
+            },
             "incremental_backups": incrementals,
             "read_tolerance": READ_TOLERANCE,
             "all_pass": self.all_pass(),
@@ -981,7 +1074,7 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
     progress("tessera: full backup over NBD");
     let mut timed = Vec::new();
     let mut last = None;
-    {
+    let full_floor = {
         let server = NbdServer::start(&qemu, &image, &log)?;
         for i in 0..runs {
             let nbd_vault = vault(&format!("vault-{i}"));
@@ -990,7 +1083,9 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
             timed.push(nbd_vault.backup(&server, "full backup")?);
             last = Some(nbd_vault);
         }
-    }
+        progress("NBD server alone: reading the data with a native client");
+        time_floor(runs, &server, Wanted::Allocated)?
+    };
     let full = Runs::new(timed);
     // The incrementals have the last full backup as their parent.
     let tessera = last.expect("at least one run");
@@ -1020,16 +1115,19 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
             "tessera: incremental backup over NBD ({})",
             scope.label()
         ));
-        let run = {
+        let (run, floor) = {
             let server = NbdServer::start(&qemu, &image, &log)?;
-            repeat(runs, &tessera.vault, || {
+            let run = repeat(runs, &tessera.vault, || {
                 tessera.backup(&server, "incremental backup")
-            })?
+            })?;
+            progress("NBD server alone: reading the changed blocks with a native client");
+            (run, time_floor(runs, &server, Wanted::Dirty)?)
         };
         incrementals.push(Incremental {
             scope,
             changed_blocks: changed.len() as u64,
             run,
+            floor,
         });
     }
 
@@ -1053,6 +1151,7 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         storage,
         image: image_run,
         full,
+        full_floor,
         incrementals,
     })
 }
@@ -1192,16 +1291,25 @@ mod tests {
                 run(full_seconds, 1 << 30),
                 run(full_seconds * 0.9, 1 << 30),
             ]),
+            full_floor: Floor::new(
+                vec![
+                    Duration::from_secs_f64(full_seconds * 0.7),
+                    Duration::from_secs_f64(full_seconds * 0.6),
+                ],
+                1 << 30,
+            ),
             incrementals: vec![
                 Incremental {
                     scope: Scope::Data,
                     changed_blocks: 164,
                     run: Runs::new(vec![run(incremental_seconds[0], 164 * BLOCK)]),
+                    floor: Floor::new(vec![Duration::from_millis(10)], 164 * BLOCK),
                 },
                 Incremental {
                     scope: Scope::Disk,
                     changed_blocks: 656,
                     run: Runs::new(vec![run(incremental_seconds[1], incremental_read)]),
+                    floor: Floor::new(vec![Duration::from_millis(30)], 656 * BLOCK),
                 },
             ],
         }
@@ -1224,6 +1332,11 @@ mod tests {
             "incremental, 1 % of the data, read     10.2 MiB  1.00x  1.00x +-10%  PASS",
             "incremental, 1 % of the disk            0.050 s   4.0%  <= 5.0%      PASS",
             "incremental, 1 % of the disk, read     41.0 MiB  1.00x  1.00x +-10%  PASS",
+            // The server alone: the median of two is the shorter, 0.75 s, 1.43x.
+            "NBD server alone, full                   0.75 s  1.43x                       \
+             median of 2, 0.750–0.875 s; a native client reading the 1024 MiB of data",
+            "NBD server alone, 1 % of the data       0.010 s   0.8%",
+            "NBD server alone, 1 % of the disk       0.030 s   2.4%",
         ] {
             assert!(table.contains(line), "{table}");
         }
@@ -1237,6 +1350,11 @@ mod tests {
         assert_eq!(json["incremental_backups"][1]["changed"], "disk");
         assert_eq!(json["full_backup"]["summary"]["bytes_read"], 1u64 << 30);
         assert_eq!(json["all_pass"], true);
+        assert_eq!(json["server_alone"]["full"]["seconds"], 0.75);
+        assert_eq!(
+            json["incremental_backups"][1]["server_alone"]["bytes_read"],
+            656 * BLOCK
+        );
 
         // Too slow, and the incremental read the whole data again.
         let bad = report(2.0, [0.05, 0.2], 1 << 30);
