@@ -7,6 +7,7 @@
 use crate::error::{ImageError, ImageErrorKind};
 use crate::qcow2::{MAGIC as QCOW2_MAGIC, Qcow2};
 use crate::raw::Raw;
+use crate::vhd::{self, Vhd};
 use crate::{DiskImage, Format, ReadAt};
 
 /// Most backing files below one image. Real chains (snapshots of snapshots) stay far below;
@@ -127,6 +128,9 @@ pub(crate) fn open_in_chain(
     let image: Result<Box<dyn DiskImage>, ImageError> = match format {
         Format::Raw => Ok(Box::new(Raw::new(file.reader, file.name, file.data_ranges))),
         Format::Qcow2 => Qcow2::open_in_chain(file, opener, chain).map(|q| Box::new(q) as _),
+        Format::Vhd => {
+            Vhd::open(file.reader, file.name, file.data_ranges).map(|v| Box::new(v) as _)
+        }
     };
     chain.pop();
     image
@@ -139,7 +143,6 @@ const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
     (0, b"KDMV", "VMDK"),
     (0, b"# Disk DescriptorFile", "VMDK descriptor"),
     (0, b"vhdxfile", "VHDX"),
-    (0, b"conectix", "VHD"),
     (0, b"QED\0", "QED"),
     (64, &[0x7f, 0x10, 0xda, 0xbe], "VDI"),
 ];
@@ -162,6 +165,14 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     })?;
     if head.starts_with(&QCOW2_MAGIC) {
         return Ok(Format::Qcow2);
+    }
+    // A dynamic VHD starts with a copy of its footer; a fixed one has it only at the end,
+    // and is taken for one only when that footer is valid and gives the file's size.
+    if head.starts_with(vhd::FOOTER_COOKIE) {
+        return Ok(Format::Vhd);
+    }
+    if vhd::trailing_footer(reader, name)?.is_some_and(|f| f.is_fixed_for(reader.len())) {
+        return Ok(Format::Vhd);
     }
     for &(offset, magic, format) in FOREIGN_MAGICS {
         if head.get(offset..offset + magic.len()) == Some(magic) {

@@ -14,15 +14,19 @@ pub enum Format {
     Raw,
     /// QEMU copy-on-write image, version 2 or 3.
     Qcow2,
+    /// Virtual Hard Disk 1.0 (QEMU's `vpc`): fixed or dynamic.
+    Vhd,
 }
 
 impl Format {
-    /// The format named as QEMU names it (`raw`, `qcow2`), as recorded in a qcow2 image's
-    /// backing-format extension. `None` for any other name.
+    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`), as recorded in a qcow2
+    /// image's backing-format extension; `vhd` is taken for `vpc` too. `None` for any other
+    /// name.
     pub fn from_name(name: &str) -> Option<Format> {
         match name {
             "raw" => Some(Format::Raw),
             "qcow2" => Some(Format::Qcow2),
+            "vpc" | "vhd" => Some(Format::Vhd),
             _ => None,
         }
     }
@@ -32,6 +36,7 @@ impl Format {
         match self {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
+            Format::Vhd => "vpc",
         }
     }
 }

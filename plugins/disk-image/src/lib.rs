@@ -1,5 +1,6 @@
-//! Disk image readers and writers for the vm-disk plugin: raw and qcow2 (v2/v3, compressed
-//! clusters, backing chains), built for wasm32-wasip2 and tested natively.
+//! Disk image readers and writers for the vm-disk plugin: raw, qcow2 (v2/v3, compressed
+//! clusters, backing chains) and VHD (fixed and dynamic), built for wasm32-wasip2 and
+//! tested natively.
 //!
 //! Reading: [`open`] probes or is told the format of an [`ImageFile`] and returns a
 //! [`DiskImage`], the virtual disk the guest sees. Its [`DiskImage::map`] tells which
@@ -23,6 +24,7 @@ mod image;
 mod qcow2;
 mod raw;
 mod read_at;
+mod vhd;
 
 pub use chain::{BackingOpener, BackingRef, ImageFile, MAX_BACKING_DEPTH, no_backing, open, probe};
 pub use error::{ImageError, ImageErrorKind};
@@ -31,3 +33,4 @@ pub use qcow2::Qcow2;
 pub use qcow2::writer::{Qcow2Writer, Qcow2WriterOptions, WriteError};
 pub use raw::Raw;
 pub use read_at::{FileReader, ReadAt};
+pub use vhd::Vhd;

@@ -73,7 +73,8 @@ impl describe::Guest for VmDisk {
                     SettingKind::Text,
                     Some("auto"),
                     "Format of image file sources: auto (qcow2 if the file starts with the \
-                     qcow2 magic, else raw), raw or qcow2. Block devices are raw.",
+                     qcow2 magic, VHD if it carries a valid VHD footer, else raw), raw, qcow2 \
+                     or vhd. Block devices are raw.",
                 ),
                 setting(
                     BITMAP,

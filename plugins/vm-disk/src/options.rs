@@ -42,9 +42,10 @@ impl CaptureOptions {
             None | Some("auto") => None,
             Some("raw") => Some(Format::Raw),
             Some("qcow2") => Some(Format::Qcow2),
+            Some("vhd" | "vpc") => Some(Format::Vhd),
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{IMAGE_FORMAT}` must be auto, raw or qcow2, not {other:?}"
+                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2 or vhd, not {other:?}"
                 )));
             }
         };

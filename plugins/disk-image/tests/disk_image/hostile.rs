@@ -12,10 +12,10 @@ use tessera_disk_image::{
 
 use crate::support::*;
 
-/// Opens `bytes` as an image (probed, and forced to qcow2) and maps and reads it. Backing
-/// files resolve to a small raw disk.
+/// Opens `bytes` as an image (probed, and forced to qcow2 and to VHD) and maps and reads
+/// it. Backing files resolve to a small raw disk.
 fn exercise(bytes: &[u8], seed: u64) {
-    for format in [None, Some(Format::Qcow2)] {
+    for format in [None, Some(Format::Qcow2), Some(Format::Vhd)] {
         let file = ImageFile::new("hostile", Box::new(bytes.to_vec()));
         let mut opener = |b: &BackingRef| -> Result<ImageFile, ImageError> {
             let name = format!("{}/backing", b.referenced_by);
@@ -169,6 +169,84 @@ fn mutated_qemu_images_never_panic() {
             exercise(&bytes, round);
         }
         // Cut short anywhere.
+        for _ in 0..20 {
+            let cut = rng.below(image.len() as u64) as usize;
+            exercise(&image[..cut], 0);
+        }
+    }
+}
+
+/// Makes the checksums of a VHD's footers and dynamic disk header right again, wherever
+/// they still carry their cookies, so that mutations reach the fields behind them.
+fn fix_vhd_checksums(bytes: &mut [u8]) {
+    let fix = |bytes: &mut [u8], at: usize, len: usize, field: usize| {
+        if at + len > bytes.len() {
+            return;
+        }
+        bytes[at + field..at + field + 4].fill(0);
+        let sum = bytes[at..at + len]
+            .iter()
+            .fold(0u32, |s, &b| s.wrapping_add(u32::from(b)));
+        bytes[at + field..at + field + 4].copy_from_slice(&(!sum).to_be_bytes());
+    };
+    let len = bytes.len();
+    for at in [0, len.saturating_sub(512)] {
+        if bytes.get(at..at + 8) == Some(b"conectix") {
+            fix(bytes, at, 512, 64);
+        }
+    }
+    if let Some(header) = bytes.get(16..24) {
+        let header = u64::from_be_bytes(header.try_into().unwrap());
+        if let Ok(header) = usize::try_from(header)
+            && bytes.get(header..header.saturating_add(8)) == Some(b"cxsparse")
+        {
+            fix(bytes, header, 1024, 36);
+        }
+    }
+}
+
+/// VHD images made by QEMU, fixed and dynamic, mutated many times over: as they are, and
+/// with their checksums made right again.
+#[test]
+fn mutated_vhd_images_never_panic() {
+    let dir = tempdir();
+    let d = dir.path();
+    let src = write_raw(d, "src.raw", &content(5 << 20, 11));
+    let mut images = Vec::new();
+    for (name, options) in [
+        ("dynamic.vhd", "subformat=dynamic"),
+        ("fixed.vhd", "subformat=fixed"),
+    ] {
+        let out = path(d, name);
+        qemu_img(&[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vpc",
+            "-o",
+            options,
+            src.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]);
+        images.push(std::fs::read(&out).unwrap());
+    }
+    let mut rng = SplitMix::new(2);
+    for image in &images {
+        for round in 0..200 {
+            let header = rng.below(4) as usize;
+            let anywhere = rng.below(16) as usize;
+            let mut bytes = mutate(image, &mut rng, header, anywhere);
+            // Also in the dynamic header and the block table that follow the first sector.
+            for _ in 0..rng.below(6) {
+                let at = 512 + rng.below(2048.min(bytes.len() as u64 - 512)) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+            exercise(&bytes, round);
+            fix_vhd_checksums(&mut bytes);
+            exercise(&bytes, round);
+        }
         for _ in 0..20 {
             let cut = rng.below(image.len() as u64) as usize;
             exercise(&image[..cut], 0);

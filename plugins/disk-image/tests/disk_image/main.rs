@@ -13,4 +13,5 @@ mod backing;
 mod hostile;
 mod qemu_read;
 mod refused;
+mod vhd;
 mod writer;

@@ -1,0 +1,537 @@
+//! VHD images (Virtual Hard Disk 1.0, which QEMU calls `vpc`), as Hyper-V, Azure and
+//! Virtual PC write them: fixed and dynamic disks. Differencing disks are refused.
+//!
+//! Every VHD ends in a 512-byte footer: the cookie `conectix`, the disk's size, its type
+//! and a checksum, all big-endian. A **fixed** disk is the guest's bytes followed by the
+//! footer, so it reads as a raw disk of the footer's size (holes of a sparse file are
+//! holes here too). A **dynamic** disk starts with a copy of the footer, points from it to
+//! a 1024-byte header (cookie `cxsparse`, with a checksum of its own), and from that to the
+//! block allocation table: one big-endian sector number per block of the disk (2 MiB by
+//! default), or `0xFFFFFFFF` for a block never written, which reads as zeros. An allocated
+//! block is a sector bitmap followed by the block's bytes, which lie verbatim in the file.
+//!
+//! Like QEMU, the reader takes an allocated block's bytes as they are and does not consult
+//! its sector bitmap: the bitmap only matters for a differencing disk, where a clear bit
+//! sends the read to the parent, and writers fill a dynamic disk's new blocks with zeros.
+//! When the footer at the end is damaged, a dynamic disk's copy at the start is used.
+//!
+//! Every number read is checked before use: the table's size is bounded ([`MAX_BLOCKS`]),
+//! and every allocated block must lie within the file, before anything is read from it.
+
+use crate::error::{ImageError, ImageErrorKind};
+use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
+use crate::raw::Raw;
+use crate::{Extent, ExtentKind, Format, ReadAt};
+
+/// The footer's cookie, at its start.
+pub(crate) const FOOTER_COOKIE: &[u8; 8] = b"conectix";
+/// The dynamic disk header's cookie.
+const HEADER_COOKIE: &[u8; 8] = b"cxsparse";
+/// Length of the footer, and of the sectors block numbers count in.
+const SECTOR: u64 = 512;
+/// Length of the dynamic disk header.
+const HEADER_LEN: usize = 1024;
+/// The footer's and header's format version, 1.0.
+const VERSION: u32 = 0x0001_0000;
+/// The table entry of a block never written.
+const UNALLOCATED: u32 = u32::MAX;
+/// A fixed disk's `data offset`: no header.
+const NO_HEADER: u64 = u64::MAX;
+
+/// Disk types of the footer.
+const FIXED: u32 = 2;
+const DYNAMIC: u32 = 3;
+const DIFFERENCING: u32 = 4;
+
+/// Most blocks a dynamic disk may have: a table of 32 MiB (a disk of 16 TiB with blocks of
+/// 2 MiB; the format's limit is 2 TiB).
+pub const MAX_BLOCKS: u32 = 8 << 20;
+/// Largest block accepted. Writers use 2 MiB (Hyper-V also 512 KiB); the format only asks
+/// for a power of two.
+const MAX_BLOCK_SIZE: u32 = 256 << 20;
+
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// The one's complement of the sum of `bytes`' bytes, the four at `field` (the checksum's
+/// own place) counted as zeros.
+fn checksum(bytes: &[u8], field: usize) -> u32 {
+    let sum = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| !(field..field + 4).contains(&i))
+        .fold(0u32, |sum, (_, &b)| sum.wrapping_add(u32::from(b)));
+    !sum
+}
+
+/// What a valid footer says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Footer {
+    disk_type: u32,
+    data_offset: u64,
+    size: u64,
+}
+
+impl Footer {
+    /// Parses a footer; `Err` says why the bytes are not a valid one.
+    fn parse(bytes: &[u8; SECTOR as usize]) -> Result<Footer, String> {
+        if &bytes[..8] != FOOTER_COOKIE {
+            return Err("no `conectix` cookie".into());
+        }
+        let stored = be_u32(bytes, 64);
+        let computed = checksum(bytes, 64);
+        if stored != computed {
+            return Err(format!(
+                "checksum {stored:#010x} does not match its contents ({computed:#010x})"
+            ));
+        }
+        let version = be_u32(bytes, 12);
+        if version >> 16 != VERSION >> 16 {
+            return Err(format!("format version {version:#010x}, not 1.x"));
+        }
+        Ok(Footer {
+            disk_type: be_u32(bytes, 60),
+            data_offset: be_u64(bytes, 16),
+            size: be_u64(bytes, 48),
+        })
+    }
+
+    /// Whether this is a fixed disk's footer that ends a file of `file_len` bytes.
+    pub(crate) fn is_fixed_for(&self, file_len: u64) -> bool {
+        self.disk_type == FIXED && self.size.checked_add(SECTOR) == Some(file_len)
+    }
+}
+
+/// Reads the footer at `offset` of `reader`: `Ok(Err(reason))` when the bytes there are no
+/// valid footer, an error when they cannot be read.
+fn read_footer(
+    reader: &mut dyn ReadAt,
+    name: &str,
+    offset: u64,
+) -> Result<Result<Footer, String>, ImageError> {
+    let mut bytes = [0u8; SECTOR as usize];
+    read(reader, name, offset, &mut bytes)?;
+    Ok(Footer::parse(&bytes))
+}
+
+/// The valid footer at the end of a file, if it has one (used when probing).
+pub(crate) fn trailing_footer(
+    reader: &mut dyn ReadAt,
+    name: &str,
+) -> Result<Option<Footer>, ImageError> {
+    let len = reader.len();
+    if len < SECTOR {
+        return Ok(None);
+    }
+    Ok(read_footer(reader, name, len - SECTOR)?.ok())
+}
+
+fn read(
+    reader: &mut dyn ReadAt,
+    name: &str,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), ImageError> {
+    let length = <[u8]>::len(buf) as u64;
+    reader.read_exact_at(offset, buf).map_err(|cause| {
+        ImageError::new(
+            name,
+            ImageErrorKind::Io {
+                offset,
+                length,
+                cause,
+            },
+        )
+    })
+}
+
+fn corrupt(name: &str, offset: Option<u64>, reason: impl Into<String>) -> ImageError {
+    ImageError::new(
+        name,
+        ImageErrorKind::Corrupt {
+            offset,
+            reason: reason.into(),
+        },
+    )
+}
+
+fn beyond_end(
+    name: &str,
+    what: &'static str,
+    offset: u64,
+    length: u64,
+    file_size: u64,
+) -> ImageError {
+    ImageError::new(
+        name,
+        ImageErrorKind::BeyondEnd {
+            what,
+            offset,
+            length,
+            file_size,
+        },
+    )
+}
+
+/// A VHD image over a [`ReadAt`] source.
+pub struct Vhd {
+    name: String,
+    size: u64,
+    layout: Layout,
+}
+
+enum Layout {
+    /// The guest's bytes are the file's first `size` bytes.
+    Fixed(Raw<Prefix>),
+    Dynamic(Dynamic),
+}
+
+struct Dynamic {
+    reader: Box<dyn ReadAt>,
+    map: BlockMap,
+}
+
+/// Where a dynamic disk's blocks lie.
+struct BlockMap {
+    block_size: u64,
+    /// File offset of each block's bytes, `None` for a block never written.
+    blocks: Vec<Option<u64>>,
+}
+
+impl Vhd {
+    /// Opens the VHD image `name` read by `reader`. `data_ranges` are the ranges of the file
+    /// the host reported as holding data (see [`Raw::new`]); only a fixed disk uses them.
+    pub fn open(
+        mut reader: Box<dyn ReadAt>,
+        name: impl Into<String>,
+        data_ranges: Option<Vec<(u64, u64)>>,
+    ) -> Result<Vhd, ImageError> {
+        let name = name.into();
+        let file_len = reader.len();
+        if file_len < SECTOR {
+            return Err(beyond_end(&name, "VHD footer", 0, SECTOR, file_len));
+        }
+        let end = file_len - SECTOR;
+        let footer = match read_footer(&mut *reader, &name, end)? {
+            Ok(footer) => footer,
+            // A dynamic disk keeps a copy of its footer at the start.
+            Err(at_end) => match read_footer(&mut *reader, &name, 0)? {
+                Ok(copy) if copy.disk_type != FIXED => copy,
+                _ => {
+                    return Err(corrupt(
+                        &name,
+                        Some(end),
+                        format!("the VHD footer at the end of the file is invalid: {at_end}"),
+                    ));
+                }
+            },
+        };
+        let layout = match footer.disk_type {
+            FIXED => {
+                if footer.size != end {
+                    return Err(corrupt(
+                        &name,
+                        Some(end),
+                        format!(
+                            "the fixed VHD's footer gives a disk of {} bytes, but the file holds \
+                             {end} bytes before its footer",
+                            footer.size
+                        ),
+                    ));
+                }
+                let prefix = Prefix {
+                    reader,
+                    len: footer.size,
+                };
+                Layout::Fixed(Raw::new(prefix, name.clone(), data_ranges))
+            }
+            DYNAMIC => Layout::Dynamic(Dynamic::open(reader, &name, &footer)?),
+            DIFFERENCING => {
+                return Err(ImageError::new(
+                    &name,
+                    ImageErrorKind::Unsupported {
+                        what: "the image is a differencing VHD, which needs its parent; merge \
+                               it into a whole disk first (`qemu-img convert -O vpc` or Hyper-V's \
+                               Merge)"
+                            .into(),
+                    },
+                ));
+            }
+            other => {
+                return Err(corrupt(
+                    &name,
+                    Some(end + 60),
+                    format!(
+                        "unknown VHD disk type {other} (2 is fixed, 3 dynamic, 4 differencing)"
+                    ),
+                ));
+            }
+        };
+        Ok(Vhd {
+            name,
+            size: footer.size,
+            layout,
+        })
+    }
+}
+
+impl Dynamic {
+    fn open(
+        mut reader: Box<dyn ReadAt>,
+        name: &str,
+        footer: &Footer,
+    ) -> Result<Dynamic, ImageError> {
+        let file_len = reader.len();
+        let at = footer.data_offset;
+        if at == NO_HEADER
+            || at
+                .checked_add(HEADER_LEN as u64)
+                .is_none_or(|e| e > file_len)
+        {
+            return Err(beyond_end(
+                name,
+                "VHD dynamic disk header",
+                at,
+                HEADER_LEN as u64,
+                file_len,
+            ));
+        }
+        let mut header = [0u8; HEADER_LEN];
+        read(&mut *reader, name, at, &mut header)?;
+        if &header[..8] != HEADER_COOKIE {
+            return Err(corrupt(
+                name,
+                Some(at),
+                "the dynamic disk header has no `cxsparse` cookie",
+            ));
+        }
+        let stored = be_u32(&header, 36);
+        let computed = checksum(&header, 36);
+        if stored != computed {
+            return Err(corrupt(
+                name,
+                Some(at + 36),
+                format!(
+                    "the dynamic disk header's checksum {stored:#010x} does not match its \
+                     contents ({computed:#010x})"
+                ),
+            ));
+        }
+        let table = be_u64(&header, 16);
+        let entries = be_u32(&header, 28);
+        let block_size = be_u32(&header, 32);
+        if !block_size.is_power_of_two() || !(SECTOR as u32..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
+            return Err(corrupt(
+                name,
+                Some(at + 32),
+                format!(
+                    "block size {block_size} is not a power of two from 512 bytes to {} MiB",
+                    MAX_BLOCK_SIZE >> 20
+                ),
+            ));
+        }
+        let block_size = u64::from(block_size);
+        let needed = footer.size.div_ceil(block_size);
+        if needed > u64::from(MAX_BLOCKS) {
+            return Err(corrupt(
+                name,
+                Some(at + 28),
+                format!(
+                    "a disk of {} bytes in blocks of {block_size} bytes needs {needed} blocks; at \
+                     most {MAX_BLOCKS} are read",
+                    footer.size
+                ),
+            ));
+        }
+        if u64::from(entries) < needed {
+            return Err(corrupt(
+                name,
+                Some(at + 28),
+                format!(
+                    "the block table has {entries} entries, but a disk of {} bytes in blocks of \
+                     {block_size} bytes needs {needed}",
+                    footer.size
+                ),
+            ));
+        }
+        let table_len = needed * 4;
+        if table.checked_add(table_len).is_none_or(|e| e > file_len) {
+            return Err(beyond_end(
+                name,
+                "VHD block table",
+                table,
+                table_len,
+                file_len,
+            ));
+        }
+        // Bounded by MAX_BLOCKS above.
+        let mut raw = vec![0u8; table_len as usize];
+        read(&mut *reader, name, table, &mut raw)?;
+        // One bit per sector, padded to whole sectors.
+        let bitmap = (block_size / SECTOR).div_ceil(8).next_multiple_of(SECTOR);
+        let mut blocks = Vec::with_capacity(needed as usize);
+        for (i, entry) in raw.chunks_exact(4).enumerate() {
+            let sector = u32::from_be_bytes(entry.try_into().expect("four bytes"));
+            if sector == UNALLOCATED {
+                blocks.push(None);
+                continue;
+            }
+            let i = i as u64;
+            // The last block may be cut short by the disk's end.
+            let length = block_size.min(footer.size - i * block_size);
+            let start = u64::from(sector) * SECTOR + bitmap;
+            if start.checked_add(length).is_none_or(|e| e > file_len) {
+                return Err(corrupt(
+                    name,
+                    Some(table + i * 4),
+                    format!(
+                        "block {i} lies at offset {start:#x} ({length} bytes), past the end of \
+                         the file ({file_len} bytes); the image is truncated or corrupt"
+                    ),
+                ));
+            }
+            blocks.push(Some(start));
+        }
+        Ok(Dynamic {
+            reader,
+            map: BlockMap { block_size, blocks },
+        })
+    }
+}
+
+impl BlockMap {
+    /// Calls `piece` with each block piece of `offset..offset + length`: its guest offset,
+    /// length, and where its bytes lie in the file (`None`: never written).
+    fn pieces<E>(
+        &self,
+        offset: u64,
+        length: u64,
+        mut piece: impl FnMut(u64, u64, Option<u64>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let end = offset + length;
+        let mut at = offset;
+        while at < end {
+            let block = at / self.block_size;
+            let within = at % self.block_size;
+            let len = (self.block_size - within).min(end - at);
+            // The caller checked the range against the disk's size, which every block covers.
+            let stored = self.blocks[block as usize].map(|start| start + within);
+            piece(at, len, stored)?;
+            at += len;
+        }
+        Ok(())
+    }
+}
+
+impl DiskImage for Vhd {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn format(&self) -> Format {
+        Format::Vhd
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        let dynamic = match &mut self.layout {
+            Layout::Fixed(raw) => return raw.read_at(offset, buf),
+            Layout::Dynamic(dynamic) => dynamic,
+        };
+        check_range(&self.name, offset, <[u8]>::len(buf) as u64, self.size)?;
+        let name = &self.name;
+        let Dynamic { reader, map } = dynamic;
+        map.pieces(offset, <[u8]>::len(buf) as u64, |at, len, stored| {
+            let start = (at - offset) as usize;
+            let target = &mut buf[start..start + len as usize];
+            match stored {
+                Some(file_offset) => read(&mut **reader, name, file_offset, target),
+                None => {
+                    target.fill(0);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
+        let dynamic = match &mut self.layout {
+            Layout::Fixed(raw) => return raw.map(offset, length),
+            Layout::Dynamic(dynamic) => dynamic,
+        };
+        check_range(&self.name, offset, length, self.size)?;
+        let mut list = ExtentList::default();
+        dynamic.map.pieces(offset, length, |at, len, stored| {
+            let kind = match stored {
+                Some(_) => ExtentKind::Data,
+                None => ExtentKind::Zero,
+            };
+            list.push(at, len, kind);
+            Ok::<(), ImageError>(())
+        })?;
+        Ok(list.into_vec())
+    }
+
+    fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
+        let dynamic = match &mut self.layout {
+            Layout::Fixed(raw) => return raw.runs(offset, length),
+            Layout::Dynamic(dynamic) => dynamic,
+        };
+        check_range(&self.name, offset, length, self.size)?;
+        let mut runs = Vec::new();
+        dynamic.map.pieces(offset, length, |at, len, stored| {
+            let stored = match stored {
+                Some(file_offset) => Stored::InFile(file_offset),
+                None => Stored::Elsewhere,
+            };
+            push_run(&mut runs, at, len, stored);
+            Ok::<(), ImageError>(())
+        })?;
+        Ok(runs)
+    }
+
+    fn describe(&self) -> String {
+        match &self.layout {
+            Layout::Fixed(_) => format!("fixed VHD image {}: {} bytes", self.name, self.size),
+            Layout::Dynamic(d) => format!(
+                "dynamic VHD image {}: {} bytes, {} of {} blocks of {} KiB allocated",
+                self.name,
+                self.size,
+                d.map.blocks.iter().filter(|b| b.is_some()).count(),
+                d.map.blocks.len(),
+                d.map.block_size >> 10
+            ),
+        }
+    }
+}
+
+/// The first `len` bytes of a source: a fixed disk without its footer.
+struct Prefix {
+    reader: Box<dyn ReadAt>,
+    len: u64,
+}
+
+impl ReadAt for Prefix {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let fits = offset
+            .checked_add(<[u8]>::len(buf) as u64)
+            .is_some_and(|end| end <= self.len);
+        if !fits {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.reader.read_exact_at(offset, buf)
+    }
+}
