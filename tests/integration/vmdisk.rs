@@ -259,6 +259,114 @@ fn raw_and_qcow2_disks_of_one_vm_round_trip_with_their_configuration() {
     assert!(!as_qcow2.join("disk0.qcow2").exists());
 }
 
+/// Attributes the point recorded for its disks, as `tessera points --json` shows them.
+fn point_attributes(env: &Env, point: &str) -> Value {
+    let out = run_ok(tessera(&env.vault).args(["points", "--json"]));
+    let points: Value = serde_json::from_str(&out).unwrap();
+    points
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"].as_str().is_some_and(|id| id.starts_with(point)))
+        .unwrap_or_else(|| panic!("no point {point} in {points}"))["attributes"]
+        .clone()
+}
+
+#[test]
+fn vhd_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"azure-vm\n").unwrap();
+    let blob = random_bytes(51, 5 << 20);
+    fs::write(tree.join("etc/blob.bin"), &blob).unwrap();
+    let raw = gpt_disk(&env, &tree);
+
+    // A dynamic VHD, as Hyper-V makes them, and a fixed one of an exact size, as Azure
+    // keeps its disks (QEMU's `force_size`); both found by their footers, no format given.
+    let dynamic = env.path("hyperv.vhd");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vpc",
+            "-o",
+            "subformat=dynamic",
+            p(&raw),
+            p(&dynamic),
+        ],
+    );
+    let fixed = env.path("azure.vhd");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vpc",
+            "-o",
+            "subformat=fixed,force_size=on",
+            p(&raw),
+            p(&fixed),
+        ],
+    );
+    assert_eq!(
+        fs::metadata(&fixed).unwrap().len(),
+        fs::metadata(&raw).unwrap().len() + 512,
+        "a fixed VHD is the disk and a footer"
+    );
+
+    let summary = env.backup(&[p(&dynamic), p(&fixed), "--item", "vm"]);
+    let point = point_of(&summary);
+    // Only the data is read: the blocks a dynamic disk never wrote and the holes of the
+    // fixed one's sparse file are skipped.
+    assert!(
+        summary["bytes_read"].as_u64().unwrap() < 2 * (24 << 20),
+        "{summary}"
+    );
+    let attributes = point_attributes(&env, &point);
+    assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
+    assert_eq!(attributes["disk1.format"], "vhd", "{attributes}");
+
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert_same_disk(&dynamic, "vpc", &target.join("disk0.raw"), "raw");
+    assert_same_disk(&fixed, "vpc", &target.join("disk1.raw"), "raw");
+    // The fixed disk comes back without its footer: the guest's disk, byte for byte.
+    assert_eq!(
+        fs::read(target.join("disk1.raw")).unwrap(),
+        fs::read(&raw).unwrap()
+    );
+
+    for disk in ["disk0", "disk1"] {
+        assert_eq!(
+            env.ls(&point, &format!("{disk}/part1/etc")),
+            [
+                format!("{disk}/part1/etc/blob.bin"),
+                format!("{disk}/part1/etc/hostname")
+            ]
+        );
+        let files = env.path(&format!("files-{disk}"));
+        env.restore(
+            &point,
+            &[
+                "--path",
+                &format!("{disk}/part1/etc"),
+                "--target",
+                p(&files),
+            ],
+        );
+        assert_eq!(
+            fs::read(files.join(format!("{disk}/part1/etc/blob.bin"))).unwrap(),
+            blob
+        );
+        assert_eq!(
+            fs::read(files.join(format!("{disk}/part1/etc/hostname"))).unwrap(),
+            b"azure-vm\n"
+        );
+    }
+}
+
 #[test]
 fn qcow2_versions_compression_cluster_sizes_and_backing_chains() {
     let env = env();

@@ -1,5 +1,7 @@
 //! `tessera points`: listing recovery points, oldest first.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
@@ -32,6 +34,8 @@ struct PointSummary<'a> {
     tags: &'a [String],
     partial: bool,
     warnings: &'a [String],
+    /// What the plugin recorded about the capture (a disk's format, settings used).
+    attributes: &'a BTreeMap<String, String>,
     size: u64,
     stats: &'a BackupStats,
 }
@@ -52,6 +56,7 @@ impl<'a> PointSummary<'a> {
             tags: &point.tags,
             partial: point.partial,
             warnings: &point.warnings,
+            attributes: &point.attributes,
             size: size(point),
             stats: &point.stats,
         }
