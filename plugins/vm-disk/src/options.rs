@@ -269,6 +269,10 @@ mod tests {
     #[test]
     fn refuses_unknown_formats() {
         assert!(capture(&[("image-format", "vmdk")], 1).is_err());
+        for vhd in ["vhd", "vpc"] {
+            let options = capture(&[("image-format", vhd)], 1).unwrap();
+            assert_eq!(options.image_format, Some(Format::Vhd));
+        }
         let pairs = pairs(&[("format", "qcow2")]);
         assert_eq!(
             RestoreOptions::parse(&Settings::new(&pairs))
