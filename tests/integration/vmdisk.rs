@@ -273,7 +273,7 @@ fn point_attributes(env: &Env, point: &str) -> Value {
 }
 
 #[test]
-fn vhd_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files() {
+fn vhd_and_vhdx_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files() {
     let env = env();
     let tree = env.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
@@ -316,29 +316,46 @@ fn vhd_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files() {
         "a fixed VHD is the disk and a footer"
     );
 
-    let summary = env.backup(&[p(&dynamic), p(&fixed), "--item", "vm"]);
+    // And Hyper-V's own format since 2012, VHDX.
+    let vhdx = env.path("hyperv2.vhdx");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vhdx",
+            "-o",
+            "block_size=1M",
+            p(&raw),
+            p(&vhdx),
+        ],
+    );
+
+    let summary = env.backup(&[p(&dynamic), p(&fixed), p(&vhdx), "--item", "vm"]);
     let point = point_of(&summary);
     // Only the data is read: the blocks a dynamic disk never wrote and the holes of the
     // fixed one's sparse file are skipped.
     assert!(
-        summary["bytes_read"].as_u64().unwrap() < 2 * (24 << 20),
+        summary["bytes_read"].as_u64().unwrap() < 3 * (24 << 20),
         "{summary}"
     );
     let attributes = point_attributes(&env, &point);
     assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
     assert_eq!(attributes["disk1.format"], "vhd", "{attributes}");
+    assert_eq!(attributes["disk2.format"], "vhdx", "{attributes}");
 
     let target = env.path("restored");
     env.restore(&point, &["--target", p(&target)]);
     assert_same_disk(&dynamic, "vpc", &target.join("disk0.raw"), "raw");
     assert_same_disk(&fixed, "vpc", &target.join("disk1.raw"), "raw");
+    assert_same_disk(&vhdx, "vhdx", &target.join("disk2.raw"), "raw");
     // The fixed disk comes back without its footer: the guest's disk, byte for byte.
     assert_eq!(
         fs::read(target.join("disk1.raw")).unwrap(),
         fs::read(&raw).unwrap()
     );
 
-    for disk in ["disk0", "disk1"] {
+    for disk in ["disk0", "disk1", "disk2"] {
         assert_eq!(
             env.ls(&point, &format!("{disk}/part1/etc")),
             [

@@ -8,6 +8,7 @@ use crate::error::{ImageError, ImageErrorKind};
 use crate::qcow2::{MAGIC as QCOW2_MAGIC, Qcow2};
 use crate::raw::Raw;
 use crate::vhd::{self, Vhd};
+use crate::vhdx::{self, Vhdx};
 use crate::{DiskImage, Format, ReadAt};
 
 /// Most backing files below one image. Real chains (snapshots of snapshots) stay far below;
@@ -131,6 +132,7 @@ pub(crate) fn open_in_chain(
         Format::Vhd => {
             Vhd::open(file.reader, file.name, file.data_ranges).map(|v| Box::new(v) as _)
         }
+        Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
     };
     chain.pop();
     image
@@ -142,7 +144,6 @@ pub(crate) fn open_in_chain(
 const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
     (0, b"KDMV", "VMDK"),
     (0, b"# Disk DescriptorFile", "VMDK descriptor"),
-    (0, b"vhdxfile", "VHDX"),
     (0, b"QED\0", "QED"),
     (64, &[0x7f, 0x10, 0xda, 0xbe], "VDI"),
 ];
@@ -168,6 +169,9 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     }
     // A dynamic VHD starts with a copy of its footer; a fixed one has it only at the end,
     // and is taken for one only when that footer is valid and gives the file's size.
+    if head.starts_with(vhdx::SIGNATURE) {
+        return Ok(Format::Vhdx);
+    }
     if head.starts_with(vhd::FOOTER_COOKIE) {
         return Ok(Format::Vhd);
     }

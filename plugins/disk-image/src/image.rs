@@ -16,10 +16,12 @@ pub enum Format {
     Qcow2,
     /// Virtual Hard Disk 1.0 (QEMU's `vpc`): fixed or dynamic.
     Vhd,
+    /// Virtual Hard Disk v2: fixed or dynamic.
+    Vhdx,
 }
 
 impl Format {
-    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`), as recorded in a qcow2
+    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`, `vhdx`), as recorded in a qcow2
     /// image's backing-format extension; `vhd` is taken for `vpc` too. `None` for any other
     /// name.
     pub fn from_name(name: &str) -> Option<Format> {
@@ -27,6 +29,7 @@ impl Format {
             "raw" => Some(Format::Raw),
             "qcow2" => Some(Format::Qcow2),
             "vpc" | "vhd" => Some(Format::Vhd),
+            "vhdx" => Some(Format::Vhdx),
             _ => None,
         }
     }
@@ -37,6 +40,7 @@ impl Format {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
             Format::Vhd => "vpc",
+            Format::Vhdx => "vhdx",
         }
     }
 }

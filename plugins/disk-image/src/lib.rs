@@ -1,6 +1,6 @@
 //! Disk image readers and writers for the vm-disk plugin: raw, qcow2 (v2/v3, compressed
-//! clusters, backing chains) and VHD (fixed and dynamic), built for wasm32-wasip2 and
-//! tested natively.
+//! clusters, backing chains), VHD and VHDX (fixed and dynamic), built for wasm32-wasip2
+//! and tested natively.
 //!
 //! Reading: [`open`] probes or is told the format of an [`ImageFile`] and returns a
 //! [`DiskImage`], the virtual disk the guest sees. Its [`DiskImage::map`] tells which
@@ -18,6 +18,7 @@
 //! never a panic. Nothing here writes to an image being read, and a [`DiskImage`] is used by
 //! one caller at a time (`&mut self`): it holds caches, not locks.
 
+mod block_map;
 mod chain;
 mod error;
 mod image;
@@ -25,6 +26,7 @@ mod qcow2;
 mod raw;
 mod read_at;
 mod vhd;
+mod vhdx;
 
 pub use chain::{BackingOpener, BackingRef, ImageFile, MAX_BACKING_DEPTH, no_backing, open, probe};
 pub use error::{ImageError, ImageErrorKind};
@@ -34,3 +36,4 @@ pub use qcow2::writer::{Qcow2Writer, Qcow2WriterOptions, WriteError};
 pub use raw::Raw;
 pub use read_at::{FileReader, ReadAt};
 pub use vhd::Vhd;
+pub use vhdx::Vhdx;

@@ -18,10 +18,11 @@
 //! Every number read is checked before use: the table's size is bounded ([`MAX_BLOCKS`]),
 //! and every allocated block must lie within the file, before anything is read from it.
 
+use crate::block_map::{BlockMap, read_exact as read};
 use crate::error::{ImageError, ImageErrorKind};
-use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
+use crate::image::{DiskImage, Run, check_range};
 use crate::raw::Raw;
-use crate::{Extent, ExtentKind, Format, ReadAt};
+use crate::{Extent, Format, ReadAt};
 
 /// The footer's cookie, at its start.
 pub(crate) const FOOTER_COOKIE: &[u8; 8] = b"conectix";
@@ -131,25 +132,6 @@ pub(crate) fn trailing_footer(
     Ok(read_footer(reader, name, len - SECTOR)?.ok())
 }
 
-fn read(
-    reader: &mut dyn ReadAt,
-    name: &str,
-    offset: u64,
-    buf: &mut [u8],
-) -> Result<(), ImageError> {
-    let length = <[u8]>::len(buf) as u64;
-    reader.read_exact_at(offset, buf).map_err(|cause| {
-        ImageError::new(
-            name,
-            ImageErrorKind::Io {
-                offset,
-                length,
-                cause,
-            },
-        )
-    })
-}
-
 fn corrupt(name: &str, offset: Option<u64>, reason: impl Into<String>) -> ImageError {
     ImageError::new(
         name,
@@ -194,13 +176,6 @@ enum Layout {
 struct Dynamic {
     reader: Box<dyn ReadAt>,
     map: BlockMap,
-}
-
-/// Where a dynamic disk's blocks lie.
-struct BlockMap {
-    block_size: u64,
-    /// File offset of each block's bytes, `None` for a block never written.
-    blocks: Vec<Option<u64>>,
 }
 
 impl Vhd {
@@ -405,30 +380,6 @@ impl Dynamic {
     }
 }
 
-impl BlockMap {
-    /// Calls `piece` with each block piece of `offset..offset + length`: its guest offset,
-    /// length, and where its bytes lie in the file (`None`: never written).
-    fn pieces<E>(
-        &self,
-        offset: u64,
-        length: u64,
-        mut piece: impl FnMut(u64, u64, Option<u64>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let end = offset + length;
-        let mut at = offset;
-        while at < end {
-            let block = at / self.block_size;
-            let within = at % self.block_size;
-            let len = (self.block_size - within).min(end - at);
-            // The caller checked the range against the disk's size, which every block covers.
-            let stored = self.blocks[block as usize].map(|start| start + within);
-            piece(at, len, stored)?;
-            at += len;
-        }
-        Ok(())
-    }
-}
-
 impl DiskImage for Vhd {
     fn name(&self) -> &str {
         &self.name
@@ -448,19 +399,9 @@ impl DiskImage for Vhd {
             Layout::Dynamic(dynamic) => dynamic,
         };
         check_range(&self.name, offset, <[u8]>::len(buf) as u64, self.size)?;
-        let name = &self.name;
-        let Dynamic { reader, map } = dynamic;
-        map.pieces(offset, <[u8]>::len(buf) as u64, |at, len, stored| {
-            let start = (at - offset) as usize;
-            let target = &mut buf[start..start + len as usize];
-            match stored {
-                Some(file_offset) => read(&mut **reader, name, file_offset, target),
-                None => {
-                    target.fill(0);
-                    Ok(())
-                }
-            }
-        })
+        dynamic
+            .map
+            .read(&mut *dynamic.reader, &self.name, offset, buf)
     }
 
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
@@ -469,16 +410,7 @@ impl DiskImage for Vhd {
             Layout::Dynamic(dynamic) => dynamic,
         };
         check_range(&self.name, offset, length, self.size)?;
-        let mut list = ExtentList::default();
-        dynamic.map.pieces(offset, length, |at, len, stored| {
-            let kind = match stored {
-                Some(_) => ExtentKind::Data,
-                None => ExtentKind::Zero,
-            };
-            list.push(at, len, kind);
-            Ok::<(), ImageError>(())
-        })?;
-        Ok(list.into_vec())
+        Ok(dynamic.map.map(offset, length))
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
@@ -487,16 +419,7 @@ impl DiskImage for Vhd {
             Layout::Dynamic(dynamic) => dynamic,
         };
         check_range(&self.name, offset, length, self.size)?;
-        let mut runs = Vec::new();
-        dynamic.map.pieces(offset, length, |at, len, stored| {
-            let stored = match stored {
-                Some(file_offset) => Stored::InFile(file_offset),
-                None => Stored::Elsewhere,
-            };
-            push_run(&mut runs, at, len, stored);
-            Ok::<(), ImageError>(())
-        })?;
-        Ok(runs)
+        Ok(dynamic.map.runs(offset, length))
     }
 
     fn describe(&self) -> String {
@@ -506,7 +429,7 @@ impl DiskImage for Vhd {
                 "dynamic VHD image {}: {} bytes, {} of {} blocks of {} KiB allocated",
                 self.name,
                 self.size,
-                d.map.blocks.iter().filter(|b| b.is_some()).count(),
+                d.map.stored(),
                 d.map.blocks.len(),
                 d.map.block_size >> 10
             ),

@@ -72,9 +72,9 @@ impl describe::Guest for VmDisk {
                     IMAGE_FORMAT,
                     SettingKind::Text,
                     Some("auto"),
-                    "Format of image file sources: auto (qcow2 if the file starts with the \
-                     qcow2 magic, VHD if it carries a valid VHD footer, else raw), raw, qcow2 \
-                     or vhd. Block devices are raw.",
+                    "Format of image file sources: auto (qcow2 or VHDX if the file starts \
+                     with their signature, VHD if it carries a valid VHD footer, else raw), \
+                     raw, qcow2, vhd or vhdx. Block devices are raw.",
                 ),
                 setting(
                     BITMAP,

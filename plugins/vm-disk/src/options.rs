@@ -43,9 +43,10 @@ impl CaptureOptions {
             Some("raw") => Some(Format::Raw),
             Some("qcow2") => Some(Format::Qcow2),
             Some("vhd" | "vpc") => Some(Format::Vhd),
+            Some("vhdx") => Some(Format::Vhdx),
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2 or vhd, not {other:?}"
+                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2, vhd or vhdx, not {other:?}"
                 )));
             }
         };
@@ -273,6 +274,8 @@ mod tests {
             let options = capture(&[("image-format", vhd)], 1).unwrap();
             assert_eq!(options.image_format, Some(Format::Vhd));
         }
+        let options = capture(&[("image-format", "vhdx")], 1).unwrap();
+        assert_eq!(options.image_format, Some(Format::Vhdx));
         let pairs = pairs(&[("format", "qcow2")]);
         assert_eq!(
             RestoreOptions::parse(&Settings::new(&pairs))

@@ -14,4 +14,5 @@ mod hostile;
 mod qemu_read;
 mod refused;
 mod vhd;
+mod vhdx;
 mod writer;

@@ -1,0 +1,234 @@
+//! VHDX images made by `qemu-img` read exactly as QEMU reads them, and damaged ones are
+//! refused with the place named.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crc::{CRC_32_ISCSI, Crc};
+use tessera_disk_image::{
+    DiskImage, ExtentKind, Format, ImageError, ImageErrorKind, ImageFile, no_backing, open,
+};
+
+use crate::support::*;
+
+const MIB: usize = 1 << 20;
+
+/// Writes and zero writes that do not line up with blocks.
+const CHANGES: &[&str] = &[
+    "write -P 0x5a 12345 70000",
+    "write -z 3000000 5000",
+    "write -P 0xc3 4500000 512",
+];
+
+/// Converts raw content of `size` bytes to a VHDX with `options`, then changes it.
+fn make(dir: &Path, name: &str, size: usize, options: &str) -> PathBuf {
+    let raw = write_raw(
+        dir,
+        &format!("{name}.src"),
+        &content(size, size as u64 ^ name.len() as u64),
+    );
+    let out = path(dir, name);
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        "vhdx",
+        "-o",
+        options,
+        raw.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    qemu_io(&out, "vhdx", CHANGES);
+    out
+}
+
+/// Checks that our reader sees the bytes QEMU sees, read in pieces and through the runs,
+/// and that every range it maps as zeros is zeros. (QEMU's VHDX driver reports every
+/// block as data, so the maps are not compared.)
+fn assert_reads_as_qemu(image: &Path) -> Box<dyn DiskImage> {
+    let dir = image.parent().unwrap();
+    let expected = qemu_raw(image, "vhdx", dir);
+    let mut disk = open_file(image, None).unwrap();
+    assert_eq!(disk.format(), Format::Vhdx);
+    assert_eq!(disk.virtual_size(), expected.len() as u64);
+    let mut ours = vec![0xa5u8; expected.len()];
+    for start in (0..ours.len()).step_by(1_000_003) {
+        let end = (start + 1_000_003).min(ours.len());
+        disk.read_at(start as u64, &mut ours[start..end]).unwrap();
+    }
+    assert_same_bytes(&ours, &expected, image);
+    let file = std::fs::File::open(image).unwrap();
+    let through_runs = read_by_runs(&mut *disk, &file, 0, expected.len() as u64);
+    assert_same_bytes(&through_runs, &expected, image);
+    for extent in disk.map(0, expected.len() as u64).unwrap() {
+        if extent.kind == ExtentKind::Zero {
+            let range = extent.offset as usize..extent.end() as usize;
+            assert!(
+                expected[range].iter().all(|&b| b == 0),
+                "{extent:?} is not zeros"
+            );
+        }
+    }
+    disk
+}
+
+fn crc32c(bytes: &[u8]) -> u32 {
+    Crc::<u32>::new(&CRC_32_ISCSI).checksum(bytes)
+}
+
+/// Makes the CRC-32C at offset 4 of the `len`-byte structure at `at` right again.
+fn fix_checksum(bytes: &mut [u8], at: usize, len: usize) {
+    bytes[at + 4..at + 8].fill(0);
+    let sum = crc32c(&bytes[at..at + len]);
+    bytes[at + 4..at + 8].copy_from_slice(&sum.to_le_bytes());
+}
+
+fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<Box<dyn DiskImage>, ImageError> {
+    open(ImageFile::new(name, Box::new(bytes)), None, &mut no_backing)
+}
+
+/// The current header's offset and the file offsets of the BAT and metadata regions.
+fn layout(bytes: &[u8]) -> (usize, usize) {
+    let table = 192 << 10;
+    let count = u32::from_le_bytes(bytes[table + 8..table + 12].try_into().unwrap()) as usize;
+    let (mut bat, mut metadata) = (0, 0);
+    for i in 0..count {
+        let entry = &bytes[table + 16 + i * 32..table + 48 + i * 32];
+        let offset = u64::from_le_bytes(entry[16..24].try_into().unwrap()) as usize;
+        // The BAT region's GUID starts 66 77 c2 2d.
+        if entry[..4] == [0x66, 0x77, 0xc2, 0x2d] {
+            bat = offset;
+        } else {
+            metadata = offset;
+        }
+    }
+    (bat, metadata)
+}
+
+#[test]
+fn dynamic_and_fixed_disks_read_as_qemu_reads_them() {
+    let dir = tempdir();
+    for (name, options) in [
+        ("dynamic.vhdx", "subformat=dynamic"),
+        ("small-blocks.vhdx", "subformat=dynamic,block_size=1M"),
+        ("fixed.vhdx", "subformat=fixed,block_size=1M"),
+    ] {
+        let image = make(dir.path(), name, 20 * MIB + 4096, options);
+        assert_reads_as_qemu(&image);
+    }
+
+    // Blocks never written are holes, and written ones lie verbatim in the file.
+    let sparse = path(dir.path(), "sparse.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "block_size=1M",
+        sparse.to_str().unwrap(),
+        "64M",
+    ]);
+    qemu_io(
+        &sparse,
+        "vhdx",
+        &["write -P 1 12345 512", "write -P 2 40000000 70000"],
+    );
+    let mut disk = assert_reads_as_qemu(&sparse);
+    let data: Vec<(u64, u64)> = disk
+        .map(0, 64 << 20)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| (e.offset, e.length))
+        .collect();
+    // Block 0, and the one or two blocks the second write touches.
+    assert_eq!(data[0], (0, 1 << 20), "{data:?}");
+    assert_eq!(data[1].0, 38 << 20, "{data:?}");
+    assert_eq!(data.len(), 2, "{data:?}");
+}
+
+#[test]
+fn damaged_headers_and_tables_are_refused_with_the_place_named() {
+    let dir = tempdir();
+    let image = make(dir.path(), "damaged.vhdx", 5 * MIB, "block_size=1M");
+    let good = std::fs::read(&image).unwrap();
+    let (bat, metadata) = layout(&good);
+
+    // One header damaged: the other is used.
+    let mut bytes = good.clone();
+    bytes[(64 << 10) + 100] ^= 1;
+    assert_eq!(
+        open_bytes("one", bytes.clone()).unwrap().format(),
+        Format::Vhdx
+    );
+    // Both: refused, naming the first.
+    bytes[(128 << 10) + 100] ^= 1;
+    let err = expect_error(open_bytes("headers", bytes), "headers");
+    assert!(
+        matches!(err.kind(), ImageErrorKind::Corrupt { offset: Some(o), .. } if *o == 64 << 10),
+        "{err}"
+    );
+
+    // Both region tables damaged.
+    let mut bytes = good.clone();
+    bytes[(192 << 10) + 20] ^= 1;
+    bytes[(256 << 10) + 20] ^= 1;
+    let err = expect_error(open_bytes("regions", bytes), "regions");
+    assert!(err.to_string().contains("region table"), "{err}");
+
+    // A log to replay in both headers (checksums made right): refused with what to do.
+    let mut bytes = good.clone();
+    for header in [64 << 10, 128 << 10] {
+        bytes[header + 48] = 0x42;
+        fix_checksum(&mut bytes, header, 4096);
+    }
+    let err = expect_error(open_bytes("log", bytes), "log");
+    assert!(
+        matches!(err.kind(), ImageErrorKind::Unsupported { .. }) && err.to_string().contains("log"),
+        "{err}"
+    );
+
+    // A present block beyond the end of the file: the error names its BAT entry.
+    let mut bytes = good.clone();
+    let entry = (1u64 << 40) | 6;
+    bytes[bat + 8..bat + 16].copy_from_slice(&entry.to_le_bytes());
+    let err = expect_error(open_bytes("beyond", bytes), "beyond");
+    assert!(
+        matches!(err.kind(), ImageErrorKind::Corrupt { offset: Some(o), .. } if *o == bat as u64 + 8),
+        "{err}"
+    );
+    assert!(err.to_string().contains("block 1"), "{err}");
+
+    // An unknown block state.
+    let mut bytes = good.clone();
+    bytes[bat] = (bytes[bat] & !7) | 4;
+    let err = expect_error(open_bytes("state", bytes), "state");
+    assert!(err.to_string().contains("unknown state 4"), "{err}");
+
+    // The file parameters: a block size that is no power of two, and the flag of a
+    // differencing disk. Find the item through the metadata table.
+    let count = u16::from_le_bytes(good[metadata + 10..metadata + 12].try_into().unwrap());
+    let params = (0..count as usize)
+        .map(|i| metadata + 32 + i * 32)
+        .find(|&e| good[e..e + 4] == [0x37, 0x67, 0xa1, 0xca])
+        .map(|e| metadata + u32::from_le_bytes(good[e + 16..e + 20].try_into().unwrap()) as usize)
+        .unwrap();
+    let mut bytes = good.clone();
+    bytes[params..params + 4].copy_from_slice(&3_000_000u32.to_le_bytes());
+    let err = expect_error(open_bytes("block", bytes), "block");
+    assert!(err.to_string().contains("power of two"), "{err}");
+    let mut bytes = good.clone();
+    bytes[params + 4] |= 2;
+    let err = expect_error(open_bytes("child", bytes), "child");
+    assert!(err.to_string().contains("differencing VHDX"), "{err}");
+
+    // Cut short.
+    let file = std::fs::File::open(&image).unwrap();
+    let mut cut = vec![0u8; good.len() - (2 << 20)];
+    file.read_exact_at(&mut cut, 0).unwrap();
+    let err = expect_error(open_bytes("cut", cut), "cut");
+    assert!(err.to_string().contains("outside the file"), "{err}");
+}
