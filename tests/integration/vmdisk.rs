@@ -355,6 +355,28 @@ fn vhd_and_vhdx_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files(
         fs::read(&raw).unwrap()
     );
 
+    // Back to a fixed VHD, as Azure takes disks: the raw disk and a footer, still sparse.
+    let as_vhd = env.path("as-vhd");
+    env.restore(&point, &["--target", p(&as_vhd), "--format", "vhd"]);
+    for (disk, source, format) in [
+        ("disk0", &dynamic, "vpc"),
+        ("disk1", &fixed, "vpc"),
+        ("disk2", &vhdx, "vhdx"),
+    ] {
+        let restored = as_vhd.join(format!("{disk}.vhd"));
+        assert_same_disk(source, format, &restored, "vpc");
+        let meta = fs::metadata(&restored).unwrap();
+        let disk_size = fs::metadata(target.join(format!("{disk}.raw")))
+            .unwrap()
+            .len();
+        assert_eq!(meta.len(), disk_size + 512);
+        assert!(meta.blocks() * 512 < 40 << 20, "{} blocks", meta.blocks());
+    }
+    // And tessera takes it back as a VHD.
+    let again = env.backup(&[p(&as_vhd.join("disk1.vhd")), "--item", "again"]);
+    let attributes = point_attributes(&env, &point_of(&again));
+    assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
+
     for disk in ["disk0", "disk1", "disk2"] {
         assert_eq!(
             env.ls(&point, &format!("{disk}/part1/etc")),

@@ -35,5 +35,5 @@ pub use qcow2::Qcow2;
 pub use qcow2::writer::{Qcow2Writer, Qcow2WriterOptions, WriteError};
 pub use raw::Raw;
 pub use read_at::{FileReader, ReadAt};
-pub use vhd::Vhd;
+pub use vhd::{MAX_VHD_SIZE, Vhd, fixed_footer as vhd_fixed_footer};
 pub use vhdx::Vhdx;

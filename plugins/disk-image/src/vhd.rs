@@ -160,6 +160,75 @@ fn beyond_end(
     )
 }
 
+/// Largest disk a VHD holds: the format's 2040 GiB.
+pub const MAX_VHD_SIZE: u64 = 2040 << 30;
+
+/// The footer that makes a raw disk of `size` bytes a fixed VHD when appended to it: the
+/// file is then the disk followed by these 512 bytes. `timestamp` is in seconds since the
+/// Unix epoch (before 2000 counts as 2000), `unique_id` the disk's identifier.
+///
+/// The geometry is the format's own computation from the size; when that does not cover
+/// the size exactly, the largest geometry is written instead, which tells readers that go
+/// by geometry (QEMU) to take the size from the footer, as Hyper-V and Azure do. `None` for
+/// a size the format cannot hold: not whole 512-byte sectors, or over [`MAX_VHD_SIZE`].
+pub fn fixed_footer(size: u64, timestamp: u64, unique_id: [u8; 16]) -> Option<[u8; 512]> {
+    if !size.is_multiple_of(SECTOR) || size > MAX_VHD_SIZE {
+        return None;
+    }
+    let (cylinders, heads, sectors) = match geometry(size / SECTOR) {
+        (c, h, s) if u64::from(c) * u64::from(h) * u64::from(s) * SECTOR == size => (c, h, s),
+        _ => (65535, 16, 255),
+    };
+    let mut footer = [0u8; SECTOR as usize];
+    footer[..8].copy_from_slice(FOOTER_COOKIE);
+    // Features: the bit the format reserves, always set.
+    footer[8..12].copy_from_slice(&2u32.to_be_bytes());
+    footer[12..16].copy_from_slice(&VERSION.to_be_bytes());
+    footer[16..24].copy_from_slice(&NO_HEADER.to_be_bytes());
+    // Seconds since 2000-01-01 00:00:00 UTC.
+    let since_2000 = timestamp.saturating_sub(946_684_800);
+    footer[24..28].copy_from_slice(&(since_2000.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+    footer[28..32].copy_from_slice(b"tess");
+    footer[32..36].copy_from_slice(&VERSION.to_be_bytes());
+    footer[36..40].copy_from_slice(b"Wi2k");
+    footer[40..48].copy_from_slice(&size.to_be_bytes());
+    footer[48..56].copy_from_slice(&size.to_be_bytes());
+    footer[56..58].copy_from_slice(&cylinders.to_be_bytes());
+    footer[58] = heads;
+    footer[59] = sectors;
+    footer[60..64].copy_from_slice(&FIXED.to_be_bytes());
+    footer[68..84].copy_from_slice(&unique_id);
+    let sum = checksum(&footer, 64);
+    footer[64..68].copy_from_slice(&sum.to_be_bytes());
+    Some(footer)
+}
+
+/// Cylinders, heads and sectors per track for a disk of `total` sectors, computed as the
+/// VHD specification does (at most 65535 x 16 x 255).
+fn geometry(total: u64) -> (u16, u8, u8) {
+    let total = total.min(65535 * 16 * 255);
+    let (sectors, heads, cylinder_heads) = if total >= 65535 * 16 * 63 {
+        (255, 16, total / 255)
+    } else {
+        let mut sectors = 17;
+        let mut cylinder_heads = total / sectors;
+        let mut heads = cylinder_heads.div_ceil(1024).max(4);
+        if cylinder_heads >= heads * 1024 || heads > 16 {
+            sectors = 31;
+            heads = 16;
+            cylinder_heads = total / sectors;
+        }
+        if cylinder_heads >= heads * 1024 {
+            sectors = 63;
+            heads = 16;
+            cylinder_heads = total / sectors;
+        }
+        (sectors, heads, cylinder_heads)
+    };
+    // Bounded above: cylinders at most 65535, heads at most 16, sectors at most 255.
+    ((cylinder_heads / heads) as u16, heads as u8, sectors as u8)
+}
+
 /// A VHD image over a [`ReadAt`] source.
 pub struct Vhd {
     name: String,
@@ -456,5 +525,30 @@ impl ReadAt for Prefix {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         self.reader.read_exact_at(offset, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_follows_the_specification() {
+        // 20 MiB: 17 sectors per track, 4 heads; 127 GiB and more: the largest.
+        assert_eq!(geometry(40960), (602, 4, 17));
+        assert_eq!(geometry(65535 * 16 * 255 + 1), (65535, 16, 255));
+        assert_eq!(geometry(0), (0, 4, 17));
+    }
+
+    #[test]
+    fn a_fixed_footer_reads_back_and_names_the_size() {
+        for size in [512, 20 << 20, (1 << 30) + 4096, MAX_VHD_SIZE] {
+            let footer = fixed_footer(size, 1_700_000_000, [7; 16]).unwrap();
+            let parsed = Footer::parse(&footer).unwrap();
+            assert!(parsed.is_fixed_for(size + 512), "{size}");
+            assert_eq!(parsed.size, size);
+        }
+        assert!(fixed_footer(1000, 0, [0; 16]).is_none());
+        assert!(fixed_footer(MAX_VHD_SIZE + 512, 0, [0; 16]).is_none());
     }
 }

@@ -459,7 +459,7 @@ impl Parameters {
             ));
         }
         let block_size = u64::from(block_size);
-        if size % u64::from(sector) != 0 || size.div_ceil(block_size) > MAX_BLOCKS {
+        if !size.is_multiple_of(u64::from(sector)) || size.div_ceil(block_size) > MAX_BLOCKS {
             return Err(corrupt(
                 name,
                 Some(size_at),

@@ -115,15 +115,16 @@ impl describe::Guest for VmDisk {
                     SettingKind::Text,
                     Some("raw"),
                     "Restore: the format of disks written into a directory: raw (a sparse \
-                     diskN.raw) or qcow2 (diskN.qcow2).",
+                     diskN.raw), qcow2 (diskN.qcow2) or vhd (a fixed diskN.vhd, sparse, as \
+                     Hyper-V and Azure take disks).",
                 ),
             ],
-            description: "Backs up virtual machine disks: raw and qcow2 image files (with \
-                          backing chains), host block devices and NBD exports, reading only \
-                          allocated data and, with a QEMU dirty bitmap, only changed blocks. \
-                          Restores whole disks as raw or qcow2 files or onto an NBD export, \
-                          and single files out of ext2/3/4 and FAT file systems inside the \
-                          disks."
+            description: "Backs up virtual machine disks: raw, qcow2 (with backing chains), \
+                          VHD and VHDX image files, host block devices and NBD exports, \
+                          reading only allocated data and, with a QEMU dirty bitmap, only \
+                          changed blocks. Restores whole disks as raw, qcow2 or fixed VHD \
+                          files or onto an NBD export, and single files out of the file \
+                          systems inside the disks."
                 .to_owned(),
         }
     }

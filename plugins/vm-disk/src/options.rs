@@ -151,6 +151,8 @@ pub(crate) enum DiskFormat {
     Raw,
     /// A qcow2 image, `diskN.qcow2`.
     Qcow2,
+    /// A fixed VHD, `diskN.vhd`: the sparse raw disk and a footer, as Azure takes disks.
+    Vhd,
 }
 
 impl DiskFormat {
@@ -159,6 +161,7 @@ impl DiskFormat {
         match self {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vhd => "vhd",
         }
     }
 }
@@ -176,9 +179,10 @@ impl RestoreOptions {
         let format = match settings.get(FORMAT)?.map(str::trim) {
             None | Some("raw") => DiskFormat::Raw,
             Some("qcow2") => DiskFormat::Qcow2,
+            Some("vhd") => DiskFormat::Vhd,
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{FORMAT}` must be raw or qcow2, not {other:?}"
+                    "setting `{FORMAT}` must be raw, qcow2 or vhd, not {other:?}"
                 )));
             }
         };
@@ -274,6 +278,11 @@ mod tests {
             let options = capture(&[("image-format", vhd)], 1).unwrap();
             assert_eq!(options.image_format, Some(Format::Vhd));
         }
+        let vhd = pairs(&[("format", "vhd")]);
+        assert_eq!(
+            RestoreOptions::parse(&Settings::new(&vhd)).unwrap().format,
+            DiskFormat::Vhd
+        );
         let options = capture(&[("image-format", "vhdx")], 1).unwrap();
         assert_eq!(options.image_format, Some(Format::Vhdx));
         let pairs = pairs(&[("format", "qcow2")]);

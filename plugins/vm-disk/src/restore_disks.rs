@@ -4,10 +4,13 @@
 //! [`crate::files`]). Metadata the host cannot apply becomes a warning in the summary
 //! rather than a failure.
 
+use std::collections::hash_map::RandomState;
 use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
+use std::hash::BuildHasher;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tessera_disk_image::Qcow2Writer;
+use tessera_disk_image::{MAX_VHD_SIZE, Qcow2Writer, vhd_fixed_footer};
 use tessera_nbd::NbdUrl;
 use tessera_plugin_sdk::content::{self, ReadError};
 use tessera_plugin_sdk::error::{from_host, from_io};
@@ -96,7 +99,7 @@ impl Job {
         }
     }
 
-    /// Writes a disk into `diskN.raw` or `diskN.qcow2`.
+    /// Writes a disk into `diskN.raw`, `diskN.qcow2` or `diskN.vhd`.
     fn restore_disk(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
         let name = entry.path.as_str();
         let file_name = format!("{name}.{}", self.format.extension());
@@ -126,6 +129,34 @@ impl Job {
             }
             (DiskFormat::Raw, None) => 0,
             (DiskFormat::Qcow2, reader) => write_qcow2(name, &file_name, reader.as_ref(), file)?,
+            (DiskFormat::Vhd, reader) => {
+                let size = reader.as_ref().map_or(0, ContentReader::length);
+                let footer = vhd_footer(name, size)?;
+                let host_path = self.target.host(&file_name);
+                let written = match reader {
+                    Some(reader) => {
+                        drop(file);
+                        content::restore_file(&reader, &host_path)
+                            .map_err(|err| read_error(name, &file_name, err))?
+                    }
+                    None => 0,
+                };
+                // The host writes the disk on threads of its own; a host call naming the
+                // file returns once that is done (and reports a failed write), so the
+                // footer is never overwritten nor cut off by the disk's final length.
+                host::stat(&host_path)
+                    .map_err(|err| from_host(format_args!("writing {file_name}"), &err))?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .open(&dest)
+                    .map_err(|err| from_io(format_args!("opening {file_name}"), &err))?;
+                file.seek(SeekFrom::Start(size))
+                    .and_then(|_| file.write_all(&footer))
+                    .map_err(|err| {
+                        from_io(format_args!("writing the footer of {file_name}"), &err)
+                    })?;
+                written
+            }
         };
         info!("{name}: restored into {file_name}, {written} bytes of data");
         self.tally.bytes_written += written;
@@ -169,6 +200,25 @@ impl Job {
         let host_path = self.target.host(path);
         self.tally.apply_metadata(path, &host_path, wanted);
     }
+}
+
+/// The footer that makes the restored raw disk `name` of `size` bytes a fixed VHD.
+fn vhd_footer(name: &str, size: u64) -> Result<[u8; 512], PluginError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Random: each restored disk is a disk of its own to Hyper-V and Azure.
+    let random = || RandomState::new().hash_one((name, size, now));
+    let mut unique_id = [0u8; 16];
+    unique_id[..8].copy_from_slice(&random().to_le_bytes());
+    unique_id[8..].copy_from_slice(&random().to_le_bytes());
+    vhd_fixed_footer(size, now, unique_id).ok_or_else(|| {
+        PluginError::Unsupported(format!(
+            "{name}: a disk of {size} bytes cannot be a VHD, which holds whole 512-byte \
+             sectors up to {} GiB; restore it as raw or qcow2",
+            MAX_VHD_SIZE >> 30
+        ))
+    })
 }
 
 /// The plugin error for stored content that could not be written into `file_name`.
