@@ -210,46 +210,33 @@ fn fix_vhd_checksums(bytes: &mut [u8]) {
     }
 }
 
-/// VHD images made by QEMU, fixed and dynamic, mutated many times over: as they are, and
-/// with their checksums made right again.
-#[test]
-fn mutated_vhd_images_never_panic() {
-    let dir = tempdir();
-    let d = dir.path();
-    let src = write_raw(d, "src.raw", &content(5 << 20, 11));
-    let mut images = Vec::new();
-    for (name, options) in [
-        ("dynamic.vhd", "subformat=dynamic"),
-        ("fixed.vhd", "subformat=fixed"),
-    ] {
-        let out = path(d, name);
-        qemu_img(&[
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vpc",
-            "-o",
-            options,
-            src.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
-        images.push(std::fs::read(&out).unwrap());
-    }
-    let mut rng = SplitMix::new(2);
-    for image in &images {
+/// `src` converted by QEMU into `format` with each of `variants` (`-o` options).
+fn converted(src: &std::path::Path, format: &str, variants: &[&str]) -> Vec<Vec<u8>> {
+    variants
+        .iter()
+        .enumerate()
+        .map(|(i, options)| {
+            let out = src.with_extension(format!("{i}.{format}"));
+            convert_raw(src, &out, format, options);
+            std::fs::read(&out).unwrap()
+        })
+        .collect()
+}
+
+/// Exercises each of `images` after `mutate` changed it, 200 times, as it is and with
+/// `fix` making its checksums right again; then cut short anywhere.
+fn fuzz_with_checksums(
+    images: &[Vec<u8>],
+    seed: u64,
+    mut mutate: impl FnMut(&[u8], &mut SplitMix) -> Vec<u8>,
+    fix: fn(&mut [u8]),
+) {
+    let mut rng = SplitMix::new(seed);
+    for image in images {
         for round in 0..200 {
-            let header = rng.below(4) as usize;
-            let anywhere = rng.below(16) as usize;
-            let mut bytes = mutate(image, &mut rng, header, anywhere);
-            // Also in the dynamic header and the block table that follow the first sector.
-            for _ in 0..rng.below(6) {
-                let at = 512 + rng.below(2048.min(bytes.len() as u64 - 512)) as usize;
-                bytes[at] = rng.next_u64() as u8;
-            }
+            let mut bytes = mutate(image, &mut rng);
             exercise(&bytes, round);
-            fix_vhd_checksums(&mut bytes);
+            fix(&mut bytes);
             exercise(&bytes, round);
         }
         for _ in 0..20 {
@@ -257,6 +244,27 @@ fn mutated_vhd_images_never_panic() {
             exercise(&image[..cut], 0);
         }
     }
+}
+
+/// VHD images made by QEMU, fixed and dynamic, mutated many times over: as they are, and
+/// with their checksums made right again.
+#[test]
+fn mutated_vhd_images_never_panic() {
+    let dir = tempdir();
+    let src = write_raw(dir.path(), "src.raw", &content(5 << 20, 11));
+    let images = converted(&src, "vpc", &["subformat=dynamic", "subformat=fixed"]);
+    let mutate = |image: &[u8], rng: &mut SplitMix| {
+        let header = rng.below(4) as usize;
+        let anywhere = rng.below(16) as usize;
+        let mut bytes = mutate(image, rng, header, anywhere);
+        // Also in the dynamic header and the block table that follow the first sector.
+        for _ in 0..rng.below(6) {
+            let at = 512 + rng.below(2048.min(bytes.len() as u64 - 512)) as usize;
+            bytes[at] = rng.next_u64() as u8;
+        }
+        bytes
+    };
+    fuzz_with_checksums(&images, 2, mutate, fix_vhd_checksums);
 }
 
 /// Makes the CRC-32C checksums of a VHDX's headers and region tables right again.
@@ -282,57 +290,33 @@ fn fix_vhdx_checksums(bytes: &mut [u8]) {
 #[test]
 fn mutated_vhdx_images_never_panic() {
     let dir = tempdir();
-    let d = dir.path();
-    let src = write_raw(d, "src.raw", &content(5 << 20, 12));
-    let mut images = Vec::new();
-    for (name, options) in [
-        ("dynamic.vhdx", "subformat=dynamic,block_size=1M"),
-        ("fixed.vhdx", "subformat=fixed,block_size=1M"),
-    ] {
-        let out = path(d, name);
-        qemu_img(&[
-            "convert",
-            "-q",
-            "-f",
-            "raw",
-            "-O",
-            "vhdx",
-            "-o",
-            options,
-            src.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ]);
-        images.push(std::fs::read(&out).unwrap());
-    }
-    let mut rng = SplitMix::new(3);
-    for image in &images {
-        // The structures: both headers, both region tables, and the first MiB after them,
-        // where QEMU puts the log, the metadata region and the block table.
-        let windows = [
-            (64 << 10, 4096),
-            (128 << 10, 4096),
-            (192 << 10, 1024),
-            (256 << 10, 1024),
-            (1 << 20, 3 << 20),
-        ];
-        for round in 0..200 {
-            let mut bytes = image.clone();
-            for _ in 0..1 + rng.below(6) {
-                let (start, len) = windows[rng.below(windows.len() as u64) as usize];
-                let at = start + rng.below(len) as usize;
-                if at < bytes.len() {
-                    bytes[at] = rng.next_u64() as u8;
-                }
+    let src = write_raw(dir.path(), "src.raw", &content(5 << 20, 12));
+    let variants = [
+        "subformat=dynamic,block_size=1M",
+        "subformat=fixed,block_size=1M",
+    ];
+    let images = converted(&src, "vhdx", &variants);
+    // The structures: both headers, both region tables, and the first MiB after them,
+    // where QEMU puts the log, the metadata region and the block table.
+    let windows = [
+        (64 << 10, 4096),
+        (128 << 10, 4096),
+        (192 << 10, 1024),
+        (256 << 10, 1024),
+        (1 << 20, 3 << 20),
+    ];
+    let mutate = |image: &[u8], rng: &mut SplitMix| {
+        let mut bytes = image.to_vec();
+        for _ in 0..1 + rng.below(6) {
+            let (start, len) = windows[rng.below(windows.len() as u64) as usize];
+            let at = start + rng.below(len) as usize;
+            if at < bytes.len() {
+                bytes[at] = rng.next_u64() as u8;
             }
-            exercise(&bytes, round);
-            fix_vhdx_checksums(&mut bytes);
-            exercise(&bytes, round);
         }
-        for _ in 0..20 {
-            let cut = rng.below(image.len() as u64) as usize;
-            exercise(&image[..cut], 0);
-        }
-    }
+        bytes
+    };
+    fuzz_with_checksums(&images, 3, mutate, fix_vhdx_checksums);
 }
 
 #[test]

@@ -341,6 +341,22 @@ pub fn write_raw(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
     p
 }
 
+/// Converts the raw file `src` into `out` in `format` (QEMU's name) with `options` (`-o`).
+pub fn convert_raw(src: &Path, out: &Path, format: &str, options: &str) {
+    qemu_img(&[
+        "convert",
+        "-q",
+        "-f",
+        "raw",
+        "-O",
+        format,
+        "-o",
+        options,
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+}
+
 /// The expected error kind, with the message checked to name the disk.
 pub fn expect_error<T>(result: Result<T, ImageError>, disk: &str) -> ImageError {
     let err = match result {

@@ -21,18 +21,7 @@ fn make(dir: &Path, name: &str, size: usize, options: &str, io: &[&str]) -> Path
         &content(size, size as u64 ^ name.len() as u64),
     );
     let out = path(dir, name);
-    qemu_img(&[
-        "convert",
-        "-q",
-        "-f",
-        "raw",
-        "-O",
-        "vpc",
-        "-o",
-        options,
-        raw.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
+    convert_raw(&raw, &out, "vpc", options);
     if !io.is_empty() {
         qemu_io(&out, "vpc", io);
     }

@@ -28,18 +28,7 @@ fn make(dir: &Path, name: &str, size: usize, options: &str) -> PathBuf {
         &content(size, size as u64 ^ name.len() as u64),
     );
     let out = path(dir, name);
-    qemu_img(&[
-        "convert",
-        "-q",
-        "-f",
-        "raw",
-        "-O",
-        "vhdx",
-        "-o",
-        options,
-        raw.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ]);
+    convert_raw(&raw, &out, "vhdx", options);
     qemu_io(&out, "vhdx", CHANGES);
     out
 }
