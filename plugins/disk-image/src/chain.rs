@@ -83,9 +83,8 @@ pub fn no_backing(backing: &BackingRef) -> Result<ImageFile, ImageError> {
     ))
 }
 
-/// Opens an image and its backing chain. With `format` `None` the format is probed: the
-/// qcow2 magic means qcow2, the magic of another known format is refused, and anything else
-/// is raw. `opener` is called once for each backing file, top down.
+/// Opens an image and its backing chain. With `format` `None` the format is probed (see
+/// [`probe`]). `opener` is called once for each backing file, top down.
 pub fn open(
     file: ImageFile,
     format: Option<Format>,
@@ -148,7 +147,10 @@ const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
     (64, &[0x7f, 0x10, 0xda, 0xbe], "VDI"),
 ];
 
-/// Guesses the format of a file from its first bytes.
+/// Guesses the format of a file: the qcow2 magic means qcow2, the VHDX signature VHDX, the
+/// VHD footer cookie at the start a dynamic VHD, and a valid VHD footer ending the file a
+/// fixed VHD of the file's size less the footer. The magic of another known format (VMDK,
+/// QED, VDI) is refused; anything else is raw.
 pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> {
     const PROBE_LEN: u64 = 128;
     let mut head = [0u8; PROBE_LEN as usize];
@@ -207,6 +209,10 @@ mod tests {
         assert_eq!(probe(&mut empty, "e").unwrap(), Format::Raw);
         let mut mbr = vec![0u8; 512];
         assert_eq!(probe(&mut mbr, "m").unwrap(), Format::Raw);
+        let mut vhdx = b"vhdxfile".to_vec();
+        assert_eq!(probe(&mut vhdx, "x").unwrap(), Format::Vhdx);
+        let mut vhd = b"conectix".to_vec();
+        assert_eq!(probe(&mut vhd, "d").unwrap(), Format::Vhd);
         let mut vmdk = b"KDMV\x01\0\0\0".to_vec();
         let err = probe(&mut vmdk, "v").unwrap_err();
         assert!(err.to_string().contains("VMDK"), "{err}");
