@@ -1,6 +1,6 @@
 //! VHDX images (Virtual Hard Disk v2), as Hyper-V writes them by default: fixed and
-//! dynamic disks. Differencing disks, and images whose log still holds writes to replay,
-//! are refused.
+//! dynamic disks. Differencing disks, and images whose log holds entries that may need
+//! replaying, are refused.
 //!
 //! A VHDX file starts with the identifier `vhdxfile`, then two copies of a 4 KiB header
 //! (at 64 and 128 KiB; the valid one with the higher sequence number is current) and two
@@ -235,14 +235,65 @@ fn check_header(reader: &mut dyn ReadAt, name: &str) -> Result<(), ImageError> {
             format!("VHDX version {version} (header at offset {at:#x}); only version 1 is read"),
         ));
     }
-    if header[48..64].iter().any(|&b| b != 0) {
-        return Err(unsupported(
-            name,
-            "the VHDX image has writes in its log that were never applied (it was not closed \
-             cleanly); open it once in Hyper-V, or repair it with `qemu-img check -r all`",
-        ));
+    let log_guid = &header[48..64];
+    if log_guid.iter().any(|&b| b != 0) {
+        let log = Region {
+            offset: le_u64(&header, 72),
+            length: u64::from(le_u32(&header, 68)),
+        };
+        if let Some(entry) = log_entry(reader, name, log, log_guid)? {
+            return Err(unsupported(
+                name,
+                format!(
+                    "the VHDX image has writes in its log (an entry at offset {entry:#x}) that \
+                     may not have been applied: it was not closed cleanly; open it once in \
+                     Hyper-V, or repair it with `qemu-img check -r all`"
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// The offset of the first entry of the log `log_guid` in the log region, if any. A log
+/// GUID alone does not mean there is anything to replay: Hyper-V leaves it in images it
+/// closed cleanly, with no entry of that log left.
+fn log_entry(
+    reader: &mut dyn ReadAt,
+    name: &str,
+    log: Region,
+    log_guid: &[u8],
+) -> Result<Option<u64>, ImageError> {
+    let file_size = reader.len();
+    if log
+        .offset
+        .checked_add(log.length)
+        .is_none_or(|end| end > file_size)
+    {
+        return Err(ImageError::new(
+            name,
+            ImageErrorKind::BeyondEnd {
+                what: "VHDX log",
+                offset: log.offset,
+                length: log.length,
+                file_size,
+            },
+        ));
+    }
+    // Entries start on 4 KiB boundaries with the signature `loge` and their log's GUID.
+    let mut piece = vec![0u8; 64 << 10];
+    let mut at = 0;
+    while at < log.length {
+        let len = (log.length - at).min(piece.len() as u64) as usize;
+        read(reader, name, log.offset + at, &mut piece[..len])?;
+        for (i, sector) in piece[..len].chunks_exact(4096).enumerate() {
+            if &sector[..4] == b"loge" && &sector[32..48] == log_guid {
+                return Ok(Some(log.offset + at + i as u64 * 4096));
+            }
+        }
+        at += len as u64;
+    }
+    Ok(None)
 }
 
 /// A region: file offset and length.

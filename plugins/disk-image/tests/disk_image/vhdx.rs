@@ -168,17 +168,27 @@ fn damaged_headers_and_tables_are_refused_with_the_place_named() {
     let err = expect_error(open_bytes("regions", bytes), "regions");
     assert!(err.to_string().contains("region table"), "{err}");
 
-    // A log to replay in both headers (checksums made right): refused with what to do.
+    // A log GUID in both headers (checksums made right), as Hyper-V leaves it: with no
+    // entry of that log, nothing is to replay and the image reads.
     let mut bytes = good.clone();
     for header in [64 << 10, 128 << 10] {
-        bytes[header + 48] = 0x42;
+        bytes[header + 48..header + 64].fill(0x42);
         fix_checksum(&mut bytes, header, 4096);
     }
+    let mut disk = open_bytes("clean", bytes.clone()).unwrap();
+    let mut first = vec![0u8; 4096];
+    disk.read_at(0, &mut first).unwrap();
+    // An entry of that log: refused with what to do, the entry named.
+    let log = u64::from_le_bytes(bytes[(64 << 10) + 72..(64 << 10) + 80].try_into().unwrap());
+    let entry = log as usize + 8192;
+    bytes[entry..entry + 4].copy_from_slice(b"loge");
+    bytes[entry + 32..entry + 48].fill(0x42);
     let err = expect_error(open_bytes("log", bytes), "log");
     assert!(
-        matches!(err.kind(), ImageErrorKind::Unsupported { .. }) && err.to_string().contains("log"),
+        matches!(err.kind(), ImageErrorKind::Unsupported { .. }),
         "{err}"
     );
+    assert!(err.to_string().contains(&format!("{entry:#x}")), "{err}");
 
     // A present block beyond the end of the file: the error names its BAT entry.
     let mut bytes = good.clone();
