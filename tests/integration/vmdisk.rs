@@ -273,7 +273,7 @@ fn point_attributes(env: &Env, point: &str) -> Value {
 }
 
 #[test]
-fn vhd_and_vhdx_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files() {
+fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
     let env = env();
     let tree = env.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
@@ -331,24 +331,53 @@ fn vhd_and_vhdx_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files(
         ],
     );
 
-    let summary = env.backup(&[p(&dynamic), p(&fixed), p(&vhdx), "--item", "vm"]);
+    // VMware's: a growable sparse VMDK and the compressed one of an OVF/OVA export.
+    let sparse = env.path("vmware.vmdk");
+    tool("qemu-img", &["convert", "-O", "vmdk", p(&raw), p(&sparse)]);
+    let stream = env.path("export.vmdk");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            p(&raw),
+            p(&stream),
+        ],
+    );
+
+    let summary = env.backup(&[
+        p(&dynamic),
+        p(&fixed),
+        p(&vhdx),
+        p(&sparse),
+        p(&stream),
+        "--item",
+        "vm",
+    ]);
     let point = point_of(&summary);
     // Only the data is read: the blocks a dynamic disk never wrote and the holes of the
     // fixed one's sparse file are skipped.
     assert!(
-        summary["bytes_read"].as_u64().unwrap() < 3 * (24 << 20),
+        summary["bytes_read"].as_u64().unwrap() < 5 * (24 << 20),
         "{summary}"
     );
     let attributes = point_attributes(&env, &point);
     assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
     assert_eq!(attributes["disk1.format"], "vhd", "{attributes}");
     assert_eq!(attributes["disk2.format"], "vhdx", "{attributes}");
+    assert_eq!(attributes["disk3.format"], "vmdk", "{attributes}");
+    assert_eq!(attributes["disk4.format"], "vmdk", "{attributes}");
 
     let target = env.path("restored");
     env.restore(&point, &["--target", p(&target)]);
     assert_same_disk(&dynamic, "vpc", &target.join("disk0.raw"), "raw");
     assert_same_disk(&fixed, "vpc", &target.join("disk1.raw"), "raw");
     assert_same_disk(&vhdx, "vhdx", &target.join("disk2.raw"), "raw");
+    assert_same_disk(&sparse, "vmdk", &target.join("disk3.raw"), "raw");
+    assert_same_disk(&stream, "vmdk", &target.join("disk4.raw"), "raw");
     // The fixed disk comes back without its footer: the guest's disk, byte for byte.
     assert_eq!(
         fs::read(target.join("disk1.raw")).unwrap(),
@@ -362,6 +391,8 @@ fn vhd_and_vhdx_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files(
         ("disk0", &dynamic, "vpc"),
         ("disk1", &fixed, "vpc"),
         ("disk2", &vhdx, "vhdx"),
+        ("disk3", &sparse, "vmdk"),
+        ("disk4", &stream, "vmdk"),
     ] {
         let restored = as_vhd.join(format!("{disk}.vhd"));
         assert_same_disk(source, format, &restored, "vpc");
@@ -377,7 +408,7 @@ fn vhd_and_vhdx_disks_of_hyper_v_and_azure_back_up_and_restore_with_their_files(
     let attributes = point_attributes(&env, &point_of(&again));
     assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
 
-    for disk in ["disk0", "disk1", "disk2"] {
+    for disk in ["disk0", "disk1", "disk2", "disk3", "disk4"] {
         assert_eq!(
             env.ls(&point, &format!("{disk}/part1/etc")),
             [

@@ -9,6 +9,7 @@ use crate::qcow2::{MAGIC as QCOW2_MAGIC, Qcow2};
 use crate::raw::Raw;
 use crate::vhd::{self, Vhd};
 use crate::vhdx::{self, Vhdx};
+use crate::vmdk::{self, Vmdk};
 use crate::{DiskImage, Format, ReadAt};
 
 /// Most backing files below one image. Real chains (snapshots of snapshots) stay far below;
@@ -132,6 +133,7 @@ pub(crate) fn open_in_chain(
             Vhd::open(file.reader, file.name, file.data_ranges).map(|v| Box::new(v) as _)
         }
         Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
+        Format::Vmdk => Vmdk::open(file.reader, file.name).map(|v| Box::new(v) as _),
     };
     chain.pop();
     image
@@ -141,16 +143,16 @@ pub(crate) fn open_in_chain(
 /// is almost surely not a raw disk, and reading it as one would back up container metadata
 /// as if it were the guest's disk.
 const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
-    (0, b"KDMV", "VMDK"),
     (0, b"# Disk DescriptorFile", "VMDK descriptor"),
     (0, b"QED\0", "QED"),
     (64, &[0x7f, 0x10, 0xda, 0xbe], "VDI"),
 ];
 
-/// Guesses the format of a file: the qcow2 magic means qcow2, the VHDX signature VHDX, the
-/// VHD footer cookie at the start a dynamic VHD, and a valid VHD footer ending the file a
-/// fixed VHD of the file's size less the footer. The magic of another known format (VMDK,
-/// QED, VDI) is refused; anything else is raw.
+/// Guesses the format of a file: the qcow2 magic means qcow2, the VMDK magic a sparse VMDK,
+/// the VHDX signature VHDX, the VHD footer cookie at the start a dynamic VHD, and a valid
+/// VHD footer ending the file a fixed VHD of the file's size less the footer. The magic of
+/// another known format (a VMDK text descriptor, QED, VDI) is refused; anything else is
+/// raw.
 pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> {
     const PROBE_LEN: u64 = 128;
     let mut head = [0u8; PROBE_LEN as usize];
@@ -171,6 +173,9 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     }
     // A dynamic VHD starts with a copy of its footer; a fixed one has it only at the end,
     // and is taken for one only when that footer is valid and gives the file's size.
+    if head.starts_with(vmdk::MAGIC) {
+        return Ok(Format::Vmdk);
+    }
     if head.starts_with(vhdx::SIGNATURE) {
         return Ok(Format::Vhdx);
     }
@@ -214,7 +219,9 @@ mod tests {
         let mut vhd = b"conectix".to_vec();
         assert_eq!(probe(&mut vhd, "d").unwrap(), Format::Vhd);
         let mut vmdk = b"KDMV\x01\0\0\0".to_vec();
-        let err = probe(&mut vmdk, "v").unwrap_err();
-        assert!(err.to_string().contains("VMDK"), "{err}");
+        assert_eq!(probe(&mut vmdk, "v").unwrap(), Format::Vmdk);
+        let mut descriptor = b"# Disk DescriptorFile\nversion=1\n".to_vec();
+        let err = probe(&mut descriptor, "t").unwrap_err();
+        assert!(err.to_string().contains("VMDK descriptor"), "{err}");
     }
 }

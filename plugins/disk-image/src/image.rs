@@ -18,10 +18,12 @@ pub enum Format {
     Vhd,
     /// Virtual Hard Disk v2: fixed or dynamic.
     Vhdx,
+    /// VMware virtual disk in one file: monolithic sparse or stream-optimized.
+    Vmdk,
 }
 
 impl Format {
-    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`, `vhdx`), as recorded in a qcow2
+    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`, `vhdx`, `vmdk`), as recorded in a qcow2
     /// image's backing-format extension; `vhd` is taken for `vpc` too. `None` for any other
     /// name.
     pub fn from_name(name: &str) -> Option<Format> {
@@ -30,6 +32,7 @@ impl Format {
             "qcow2" => Some(Format::Qcow2),
             "vpc" | "vhd" => Some(Format::Vhd),
             "vhdx" => Some(Format::Vhdx),
+            "vmdk" => Some(Format::Vmdk),
             _ => None,
         }
     }
@@ -41,6 +44,7 @@ impl Format {
             Format::Qcow2 => "qcow2",
             Format::Vhd => "vpc",
             Format::Vhdx => "vhdx",
+            Format::Vmdk => "vmdk",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Disk image readers and writers for the vm-disk plugin: raw, qcow2 (v2/v3, compressed
-//! clusters, backing chains), VHD and VHDX (fixed and dynamic), built for wasm32-wasip2
-//! and tested natively.
+//! clusters, backing chains), VHD and VHDX (fixed and dynamic) and VMDK (monolithic
+//! sparse and stream-optimized), built for wasm32-wasip2 and tested natively.
 //!
 //! Reading: [`open`] probes or is told the format of an [`ImageFile`] and returns a
 //! [`DiskImage`], the virtual disk the guest sees. Its [`DiskImage::map`] tells which
@@ -27,6 +27,7 @@ mod raw;
 mod read_at;
 mod vhd;
 mod vhdx;
+mod vmdk;
 
 pub use chain::{BackingOpener, BackingRef, ImageFile, MAX_BACKING_DEPTH, no_backing, open, probe};
 pub use error::{ImageError, ImageErrorKind};
@@ -37,3 +38,4 @@ pub use raw::Raw;
 pub use read_at::{FileReader, ReadAt};
 pub use vhd::{MAX_VHD_SIZE, Vhd, fixed_footer as vhd_fixed_footer};
 pub use vhdx::Vhdx;
+pub use vmdk::Vmdk;

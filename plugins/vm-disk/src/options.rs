@@ -44,9 +44,11 @@ impl CaptureOptions {
             Some("qcow2") => Some(Format::Qcow2),
             Some("vhd" | "vpc") => Some(Format::Vhd),
             Some("vhdx") => Some(Format::Vhdx),
+            Some("vmdk") => Some(Format::Vmdk),
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2, vhd or vhdx, not {other:?}"
+                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2, vhd, vhdx or vmdk, not \
+                     {other:?}"
                 )));
             }
         };
@@ -273,7 +275,9 @@ mod tests {
 
     #[test]
     fn refuses_unknown_formats() {
-        assert!(capture(&[("image-format", "vmdk")], 1).is_err());
+        assert!(capture(&[("image-format", "vdi")], 1).is_err());
+        let options = capture(&[("image-format", "vmdk")], 1).unwrap();
+        assert_eq!(options.image_format, Some(Format::Vmdk));
         for vhd in ["vhd", "vpc"] {
             let options = capture(&[("image-format", vhd)], 1).unwrap();
             assert_eq!(options.image_format, Some(Format::Vhd));

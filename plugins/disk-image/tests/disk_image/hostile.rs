@@ -12,7 +12,7 @@ use tessera_disk_image::{
 
 use crate::support::*;
 
-/// Opens `bytes` as an image (probed, and forced to qcow2, VHD and VHDX) and maps and
+/// Opens `bytes` as an image (probed, and forced to each format but raw) and maps and
 /// reads it. Backing files resolve to a small raw disk.
 fn exercise(bytes: &[u8], seed: u64) {
     for format in [
@@ -20,6 +20,7 @@ fn exercise(bytes: &[u8], seed: u64) {
         Some(Format::Qcow2),
         Some(Format::Vhd),
         Some(Format::Vhdx),
+        Some(Format::Vmdk),
     ] {
         let file = ImageFile::new("hostile", Box::new(bytes.to_vec()));
         let mut opener = |b: &BackingRef| -> Result<ImageFile, ImageError> {
@@ -224,7 +225,8 @@ fn converted(src: &std::path::Path, format: &str, variants: &[&str]) -> Vec<Vec<
 }
 
 /// Exercises each of `images` after `mutate` changed it, 200 times, as it is and with
-/// `fix` making its checksums right again; then cut short anywhere.
+/// `fix` making its checksums right again (a format without checksums fixes nothing);
+/// then cut short anywhere.
 fn fuzz_with_checksums(
     images: &[Vec<u8>],
     seed: u64,
@@ -317,6 +319,29 @@ fn mutated_vhdx_images_never_panic() {
         bytes
     };
     fuzz_with_checksums(&images, 3, mutate, fix_vhdx_checksums);
+}
+
+/// VMDK images made by QEMU, sparse (with zeroed grains) and stream-optimized, mutated in
+/// their header, descriptor, grain directory and tables, and anywhere, many times over.
+#[test]
+fn mutated_vmdk_images_never_panic() {
+    let dir = tempdir();
+    let src = write_raw(dir.path(), "src.raw", &content(5 << 20, 13));
+    let variants = ["zeroed_grain=on", "subformat=streamOptimized"];
+    let images = converted(&src, "vmdk", &variants);
+    let mutate = |image: &[u8], rng: &mut SplitMix| {
+        let header = rng.below(4) as usize;
+        let anywhere = rng.below(16) as usize;
+        let mut bytes = mutate(image, rng, header, anywhere);
+        // The descriptor, the grain directory and the first grain tables follow the
+        // header in QEMU's layout.
+        for _ in 0..rng.below(8) {
+            let at = 512 + rng.below((64 << 10).min(bytes.len() as u64 - 512)) as usize;
+            bytes[at] = rng.next_u64() as u8;
+        }
+        bytes
+    };
+    fuzz_with_checksums(&images, 4, mutate, |_| {});
 }
 
 #[test]

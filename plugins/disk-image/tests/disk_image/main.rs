@@ -15,4 +15,5 @@ mod qemu_read;
 mod refused;
 mod vhd;
 mod vhdx;
+mod vmdk;
 mod writer;
