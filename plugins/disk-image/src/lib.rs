@@ -21,6 +21,7 @@
 mod block_map;
 mod chain;
 mod error;
+mod fields;
 mod image;
 mod qcow2;
 mod raw;

@@ -20,6 +20,7 @@
 
 use crate::block_map::{BlockMap, read_exact as read};
 use crate::error::{ImageError, ImageErrorKind};
+use crate::fields::{be_u32, be_u64, corrupt, within};
 use crate::image::{DiskImage, Run, check_range};
 use crate::raw::Raw;
 use crate::{Extent, Format, ReadAt};
@@ -50,14 +51,6 @@ pub const MAX_BLOCKS: u32 = 8 << 20;
 /// Largest block accepted. Writers use 2 MiB (Hyper-V also 512 KiB); the format only asks
 /// for a power of two.
 const MAX_BLOCK_SIZE: u32 = 256 << 20;
-
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
-}
-
-fn be_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
-}
 
 /// The one's complement of the sum of `bytes`' bytes, the four at `field` (the checksum's
 /// own place) counted as zeros.
@@ -130,34 +123,6 @@ pub(crate) fn trailing_footer(
         return Ok(None);
     }
     Ok(read_footer(reader, name, len - SECTOR)?.ok())
-}
-
-fn corrupt(name: &str, offset: Option<u64>, reason: impl Into<String>) -> ImageError {
-    ImageError::new(
-        name,
-        ImageErrorKind::Corrupt {
-            offset,
-            reason: reason.into(),
-        },
-    )
-}
-
-fn beyond_end(
-    name: &str,
-    what: &'static str,
-    offset: u64,
-    length: u64,
-    file_size: u64,
-) -> ImageError {
-    ImageError::new(
-        name,
-        ImageErrorKind::BeyondEnd {
-            what,
-            offset,
-            length,
-            file_size,
-        },
-    )
 }
 
 /// Largest disk a VHD holds: the format's 2040 GiB.
@@ -257,9 +222,7 @@ impl Vhd {
     ) -> Result<Vhd, ImageError> {
         let name = name.into();
         let file_len = reader.len();
-        if file_len < SECTOR {
-            return Err(beyond_end(&name, "VHD footer", 0, SECTOR, file_len));
-        }
+        within(&name, "VHD footer", 0, SECTOR, file_len)?;
         let end = file_len - SECTOR;
         let footer = match read_footer(&mut *reader, &name, end)? {
             Ok(footer) => footer,
@@ -332,19 +295,13 @@ impl Dynamic {
     ) -> Result<Dynamic, ImageError> {
         let file_len = reader.len();
         let at = footer.data_offset;
-        if at == NO_HEADER
-            || at
-                .checked_add(HEADER_LEN as u64)
-                .is_none_or(|e| e > file_len)
-        {
-            return Err(beyond_end(
-                name,
-                "VHD dynamic disk header",
-                at,
-                HEADER_LEN as u64,
-                file_len,
-            ));
-        }
+        within(
+            name,
+            "VHD dynamic disk header",
+            at,
+            HEADER_LEN as u64,
+            file_len,
+        )?;
         let mut header = [0u8; HEADER_LEN];
         read(&mut *reader, name, at, &mut header)?;
         if &header[..8] != HEADER_COOKIE {
@@ -405,15 +362,7 @@ impl Dynamic {
             ));
         }
         let table_len = needed * 4;
-        if table.checked_add(table_len).is_none_or(|e| e > file_len) {
-            return Err(beyond_end(
-                name,
-                "VHD block table",
-                table,
-                table_len,
-                file_len,
-            ));
-        }
+        within(name, "VHD block table", table, table_len, file_len)?;
         // Bounded by MAX_BLOCKS above.
         let mut raw = vec![0u8; table_len as usize];
         read(&mut *reader, name, table, &mut raw)?;

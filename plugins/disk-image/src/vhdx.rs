@@ -21,6 +21,7 @@ use crc::{CRC_32_ISCSI, Crc};
 
 use crate::block_map::{self, BlockMap};
 use crate::error::{ImageError, ImageErrorKind};
+use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, Run, check_range};
 use crate::{Extent, Format, ReadAt};
 
@@ -115,18 +116,6 @@ const BLOCK_UNMAPPED: u64 = 3;
 const BLOCK_FULLY_PRESENT: u64 = 6;
 const BLOCK_PARTIALLY_PRESENT: u64 = 7;
 
-fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("two bytes"))
-}
-
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
-}
-
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
-}
-
 /// Whether the CRC-32C of `bytes`, with its own field at offset 4 counted as zeros,
 /// matches that field.
 fn checksum_holds(bytes: &[u8]) -> bool {
@@ -143,34 +132,14 @@ fn read(
     offset: u64,
     buf: &mut [u8],
 ) -> Result<(), ImageError> {
-    let length = <[u8]>::len(buf) as u64;
-    let file_size = reader.len();
-    if offset.checked_add(length).is_none_or(|end| end > file_size) {
-        return Err(ImageError::new(
-            name,
-            ImageErrorKind::BeyondEnd {
-                what: "VHDX structure",
-                offset,
-                length,
-                file_size,
-            },
-        ));
-    }
-    block_map::read_exact(reader, name, offset, buf)
-}
-
-fn corrupt(name: &str, offset: Option<u64>, reason: impl Into<String>) -> ImageError {
-    ImageError::new(
+    within(
         name,
-        ImageErrorKind::Corrupt {
-            offset,
-            reason: reason.into(),
-        },
-    )
-}
-
-fn unsupported(name: &str, what: impl Into<String>) -> ImageError {
-    ImageError::new(name, ImageErrorKind::Unsupported { what: what.into() })
+        "VHDX structure",
+        offset,
+        <[u8]>::len(buf) as u64,
+        reader.len(),
+    )?;
+    block_map::read_exact(reader, name, offset, buf)
 }
 
 /// A VHDX image over a [`ReadAt`] source.

@@ -21,6 +21,7 @@ use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
 
 use crate::block_map::read_exact as read;
 use crate::error::{ImageError, ImageErrorKind};
+use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
 use crate::{Extent, ExtentKind, Format, ReadAt};
 
@@ -47,57 +48,6 @@ const GRAIN_MARKER: u64 = 12;
 pub const MAX_GRAINS: u64 = 32 << 20;
 /// Largest embedded descriptor read.
 const MAX_DESCRIPTOR: u64 = 1 << 20;
-
-fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("two bytes"))
-}
-
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
-}
-
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
-}
-
-fn corrupt(name: &str, offset: Option<u64>, reason: impl Into<String>) -> ImageError {
-    ImageError::new(
-        name,
-        ImageErrorKind::Corrupt {
-            offset,
-            reason: reason.into(),
-        },
-    )
-}
-
-fn unsupported(name: &str, what: impl Into<String>) -> ImageError {
-    ImageError::new(name, ImageErrorKind::Unsupported { what: what.into() })
-}
-
-/// Checks that `length` bytes at `offset` lie within a file of `file_size` bytes.
-fn within(
-    name: &str,
-    what: &'static str,
-    offset: u64,
-    length: u64,
-    file_size: u64,
-) -> Result<(), ImageError> {
-    if offset
-        .checked_add(length)
-        .is_some_and(|end| end <= file_size)
-    {
-        return Ok(());
-    }
-    Err(ImageError::new(
-        name,
-        ImageErrorKind::BeyondEnd {
-            what,
-            offset,
-            length,
-            file_size,
-        },
-    ))
-}
 
 /// A VMDK image over a [`ReadAt`] source.
 pub struct Vmdk {

@@ -283,33 +283,45 @@ fn a_backing_file_in_an_unsupported_format_is_refused() {
         "create",
         "-q",
         "-f",
-        "vmdk",
-        path(d, "base.vmdk").to_str().unwrap(),
+        "vdi",
+        path(d, "base.vdi").to_str().unwrap(),
         "1M",
     ]);
-    create_on(d, "top.qcow2", "base.vmdk", "vmdk", &[]);
+    create_on(d, "top.qcow2", "base.vdi", "vdi", &[]);
     let top = path(d, "top.qcow2");
     let err = expect_error(open_file(&top, None), "/");
     assert!(
         matches!(err.kind(), ImageErrorKind::Unsupported { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("vmdk"), "{err}");
+    assert!(err.to_string().contains("vdi"), "{err}");
 
-    // Probed, the VMDK is recognised rather than read as a raw disk.
+    // Probed, the VDI is recognised rather than read as a raw disk.
     let mut probe_only = |b: &BackingRef| -> Result<ImageFile, ImageError> {
         let mut file = opener(b)?;
         file.data_ranges = None;
         Ok(file)
     };
-    let file = ImageFile::new(
+    let file = ImageFile::new("vdi", Box::new(std::fs::read(path(d, "base.vdi")).unwrap()));
+    let err = expect_error(tessera_disk_image::open(file, None, &mut probe_only), "vdi");
+    assert!(err.to_string().contains("VDI"), "{err}");
+    assert_eq!(Format::from_name("vdi"), None);
+}
+
+#[test]
+fn a_qcow2_overlay_reads_through_to_a_vmdk_base() {
+    let dir = tempdir();
+    let d = dir.path();
+    let base = image_of_content(
+        d,
+        "base.vmdk",
+        3 << 20,
         "vmdk",
-        Box::new(std::fs::read(path(d, "base.vmdk")).unwrap()),
+        "subformat=monolithicSparse",
     );
-    let err = expect_error(
-        tessera_disk_image::open(file, None, &mut probe_only),
-        "vmdk",
-    );
-    assert!(err.to_string().contains("VMDK"), "{err}");
-    assert_eq!(Format::from_name("vmdk"), None);
+    create_on(d, "top.qcow2", "base.vmdk", "vmdk", &[]);
+    let top = path(d, "top.qcow2");
+    qemu_io(&top, "qcow2", &["write -P 0x77 100000 5000"]);
+    assert!(base.exists());
+    assert_same_as_qemu(&top, "qcow2");
 }

@@ -357,6 +357,24 @@ pub fn convert_raw(src: &Path, out: &Path, format: &str, options: &str) {
     ]);
 }
 
+/// An image `dir/name` in `format` with `options`, holding [`content`] of `size` bytes.
+pub fn image_of_content(
+    dir: &Path,
+    name: &str,
+    size: usize,
+    format: &str,
+    options: &str,
+) -> PathBuf {
+    let raw = write_raw(
+        dir,
+        &format!("{name}.src"),
+        &content(size, size as u64 ^ name.len() as u64),
+    );
+    let out = path(dir, name);
+    convert_raw(&raw, &out, format, options);
+    out
+}
+
 /// The expected error kind, with the message checked to name the disk.
 pub fn expect_error<T>(result: Result<T, ImageError>, disk: &str) -> ImageError {
     let err = match result {

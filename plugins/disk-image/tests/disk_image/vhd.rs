@@ -15,13 +15,7 @@ const MIB: usize = 1 << 20;
 /// Converts raw content of `size` bytes to a VHD with `options`, then changes it with
 /// `qemu-io` commands.
 fn make(dir: &Path, name: &str, size: usize, options: &str, io: &[&str]) -> PathBuf {
-    let raw = write_raw(
-        dir,
-        &format!("{name}.src"),
-        &content(size, size as u64 ^ name.len() as u64),
-    );
-    let out = path(dir, name);
-    convert_raw(&raw, &out, "vpc", options);
+    let out = image_of_content(dir, name, size, "vpc", options);
     if !io.is_empty() {
         qemu_io(&out, "vpc", io);
     }

@@ -22,13 +22,7 @@ const CHANGES: &[&str] = &[
 
 /// Converts raw content of `size` bytes to a VHDX with `options`, then changes it.
 fn make(dir: &Path, name: &str, size: usize, options: &str) -> PathBuf {
-    let raw = write_raw(
-        dir,
-        &format!("{name}.src"),
-        &content(size, size as u64 ^ name.len() as u64),
-    );
-    let out = path(dir, name);
-    convert_raw(&raw, &out, "vhdx", options);
+    let out = image_of_content(dir, name, size, "vhdx", options);
     qemu_io(&out, "vhdx", CHANGES);
     out
 }

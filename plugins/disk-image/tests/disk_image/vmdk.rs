@@ -13,14 +13,7 @@ const MIB: usize = 1 << 20;
 
 /// Converts raw content of `size` bytes to a VMDK with `options`.
 fn make(dir: &Path, name: &str, size: usize, options: &str) -> PathBuf {
-    let raw = write_raw(
-        dir,
-        &format!("{name}.src"),
-        &content(size, size as u64 ^ name.len() as u64),
-    );
-    let out = path(dir, name);
-    convert_raw(&raw, &out, "vmdk", options);
-    out
+    image_of_content(dir, name, size, "vmdk", options)
 }
 
 fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<Box<dyn DiskImage>, ImageError> {
