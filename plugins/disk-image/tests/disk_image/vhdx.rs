@@ -134,6 +134,47 @@ fn dynamic_and_fixed_disks_read_as_qemu_reads_them() {
 }
 
 #[test]
+fn blocks_past_the_first_sector_bitmap_entry_are_found() {
+    // Every 4 GiB of a disk with 512-byte sectors (2^23 sectors), the block table holds
+    // an entry for a sector bitmap between the blocks' entries.
+    let dir = tempdir();
+    let image = path(dir.path(), "large.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        "block_size=8M",
+        image.to_str().unwrap(),
+        "9G",
+    ]);
+    let far = (8u64 << 30) + 12345;
+    qemu_io(
+        &image,
+        "vhdx",
+        &[
+            "write -P 0x11 0 4096",
+            &format!("write -P 0x33 {far} 70000"),
+        ],
+    );
+    let mut disk = open_file(&image, None).unwrap();
+    let mut buf = vec![0u8; 70000];
+    disk.read_at(far, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0x33));
+    disk.read_at(far - 70000, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+    let data: Vec<(u64, u64)> = disk
+        .map(0, disk.virtual_size())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| (e.offset, e.length))
+        .collect();
+    assert_eq!(data, [(0, 8 << 20), (8 << 30, 8 << 20)]);
+}
+
+#[test]
 fn damaged_headers_and_tables_are_refused_with_the_place_named() {
     let dir = tempdir();
     let image = make(dir.path(), "damaged.vhdx", 5 * MIB, "block_size=1M");
