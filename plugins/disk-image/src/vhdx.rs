@@ -20,7 +20,7 @@
 use crc::{CRC_32_ISCSI, Crc};
 
 use crate::block_map::{self, BlockMap};
-use crate::error::{ImageError, ImageErrorKind};
+use crate::error::ImageError;
 use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, Run, check_range};
 use crate::{Extent, Format, ReadAt};
@@ -233,22 +233,7 @@ fn log_entry(
     log: Region,
     log_guid: &[u8],
 ) -> Result<Option<u64>, ImageError> {
-    let file_size = reader.len();
-    if log
-        .offset
-        .checked_add(log.length)
-        .is_none_or(|end| end > file_size)
-    {
-        return Err(ImageError::new(
-            name,
-            ImageErrorKind::BeyondEnd {
-                what: "VHDX log",
-                offset: log.offset,
-                length: log.length,
-                file_size,
-            },
-        ));
-    }
+    within(name, "VHDX log", log.offset, log.length, reader.len())?;
     // Entries start on 4 KiB boundaries with the signature `loge` and their log's GUID.
     let mut piece = vec![0u8; 64 << 10];
     let mut at = 0;
@@ -323,22 +308,17 @@ fn regions(reader: &mut dyn ReadAt, name: &str) -> Result<(Region, Region), Imag
         } else {
             continue;
         };
-        if region.offset < MIB
-            || region
-                .offset
-                .checked_add(region.length)
-                .is_none_or(|end| end > file_size)
-        {
-            return Err(ImageError::new(
+        if region.offset < MIB {
+            return Err(corrupt(
                 name,
-                ImageErrorKind::BeyondEnd {
-                    what: "VHDX region",
-                    offset: region.offset,
-                    length: region.length,
-                    file_size,
-                },
+                Some(entry_at + 16),
+                format!(
+                    "a region at offset {:#x} lies in the first MiB, which the headers hold",
+                    region.offset
+                ),
             ));
         }
+        within(name, "VHDX region", region.offset, region.length, file_size)?;
         *slot = Some(region);
     }
     match (bat, metadata) {
