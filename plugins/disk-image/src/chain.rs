@@ -182,7 +182,10 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     if head.starts_with(vhd::FOOTER_COOKIE) {
         return Ok(Format::Vhd);
     }
-    if vhd::trailing_footer(reader, name)?.is_some_and(|f| f.is_fixed_for(reader.len())) {
+    // A last sector that cannot be read holds no footer to go by; the disk's own reads
+    // report why (an image that shrank, a failing device) where they meet it.
+    let len = reader.len();
+    if matches!(vhd::trailing_footer(reader, name), Ok(Some(f)) if f.is_fixed_for(len)) {
         return Ok(Format::Vhd);
     }
     for &(offset, magic, format) in FOREIGN_MAGICS {
