@@ -273,7 +273,7 @@ fn point_attributes(env: &Env, point: &str) -> Value {
 }
 
 #[test]
-fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
+fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_files() {
     let env = env();
     let tree = env.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
@@ -348,12 +348,17 @@ fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
         ],
     );
 
+    // VirtualBox's VDI.
+    let vdi = env.path("vbox.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", p(&raw), p(&vdi)]);
+
     let summary = env.backup(&[
         p(&dynamic),
         p(&fixed),
         p(&vhdx),
         p(&sparse),
         p(&stream),
+        p(&vdi),
         "--item",
         "vm",
     ]);
@@ -361,7 +366,7 @@ fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
     // Only the data is read: the blocks a dynamic disk never wrote and the holes of the
     // fixed one's sparse file are skipped.
     assert!(
-        summary["bytes_read"].as_u64().unwrap() < 5 * (24 << 20),
+        summary["bytes_read"].as_u64().unwrap() < 6 * (24 << 20),
         "{summary}"
     );
     let attributes = point_attributes(&env, &point);
@@ -370,6 +375,7 @@ fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
     assert_eq!(attributes["disk2.format"], "vhdx", "{attributes}");
     assert_eq!(attributes["disk3.format"], "vmdk", "{attributes}");
     assert_eq!(attributes["disk4.format"], "vmdk", "{attributes}");
+    assert_eq!(attributes["disk5.format"], "vdi", "{attributes}");
 
     let target = env.path("restored");
     env.restore(&point, &["--target", p(&target)]);
@@ -378,6 +384,7 @@ fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
     assert_same_disk(&vhdx, "vhdx", &target.join("disk2.raw"), "raw");
     assert_same_disk(&sparse, "vmdk", &target.join("disk3.raw"), "raw");
     assert_same_disk(&stream, "vmdk", &target.join("disk4.raw"), "raw");
+    assert_same_disk(&vdi, "vdi", &target.join("disk5.raw"), "raw");
     // The fixed disk comes back without its footer: the guest's disk, byte for byte.
     assert_eq!(
         fs::read(target.join("disk1.raw")).unwrap(),
@@ -393,6 +400,7 @@ fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
         ("disk2", &vhdx, "vhdx"),
         ("disk3", &sparse, "vmdk"),
         ("disk4", &stream, "vmdk"),
+        ("disk5", &vdi, "vdi"),
     ] {
         let restored = as_vhd.join(format!("{disk}.vhd"));
         assert_same_disk(source, format, &restored, "vpc");
@@ -408,7 +416,7 @@ fn hyper_v_azure_and_vmware_disks_back_up_and_restore_with_their_files() {
     let attributes = point_attributes(&env, &point_of(&again));
     assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
 
-    for disk in ["disk0", "disk1", "disk2", "disk3", "disk4"] {
+    for disk in ["disk0", "disk1", "disk2", "disk3", "disk4", "disk5"] {
         assert_eq!(
             env.ls(&point, &format!("{disk}/part1/etc")),
             [

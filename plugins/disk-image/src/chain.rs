@@ -7,6 +7,7 @@
 use crate::error::{ImageError, ImageErrorKind};
 use crate::qcow2::{MAGIC as QCOW2_MAGIC, Qcow2};
 use crate::raw::Raw;
+use crate::vdi::{self, Vdi};
 use crate::vhd::{self, Vhd};
 use crate::vhdx::{self, Vhdx};
 use crate::vmdk::{self, Vmdk};
@@ -134,6 +135,7 @@ pub(crate) fn open_in_chain(
         }
         Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
         Format::Vmdk => Vmdk::open(file.reader, file.name).map(|v| Box::new(v) as _),
+        Format::Vdi => Vdi::open(file.reader, file.name).map(|v| Box::new(v) as _),
     };
     chain.pop();
     image
@@ -145,14 +147,13 @@ pub(crate) fn open_in_chain(
 const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
     (0, b"# Disk DescriptorFile", "VMDK descriptor"),
     (0, b"QED\0", "QED"),
-    (64, &[0x7f, 0x10, 0xda, 0xbe], "VDI"),
 ];
 
-/// Guesses the format of a file: the qcow2 magic means qcow2, the VMDK magic a sparse VMDK,
-/// the VHDX signature VHDX, the VHD footer cookie at the start a dynamic VHD, and a valid
-/// VHD footer ending the file a fixed VHD of the file's size less the footer. The magic of
-/// another known format (a VMDK text descriptor, QED, VDI) is refused; anything else is
-/// raw.
+/// Guesses the format of a file: the qcow2 magic means qcow2, the VDI signature VDI, the
+/// VMDK magic a sparse VMDK, the VHDX signature VHDX, the VHD footer cookie at the start a
+/// dynamic VHD, and a valid VHD footer ending the file a fixed VHD of the file's size less
+/// the footer. The magic of another known format (a VMDK text descriptor, QED) is
+/// refused; anything else is raw.
 pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> {
     const PROBE_LEN: u64 = 128;
     let mut head = [0u8; PROBE_LEN as usize];
@@ -173,6 +174,9 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     }
     // A dynamic VHD starts with a copy of its footer; a fixed one has it only at the end,
     // and is taken for one only when that footer is valid and gives the file's size.
+    if head.get(64..68) == Some(&vdi::SIGNATURE[..]) {
+        return Ok(Format::Vdi);
+    }
     if head.starts_with(vmdk::MAGIC) {
         return Ok(Format::Vmdk);
     }

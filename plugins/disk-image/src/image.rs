@@ -20,10 +20,13 @@ pub enum Format {
     Vhdx,
     /// VMware virtual disk in one file: monolithic sparse or stream-optimized.
     Vmdk,
+    /// VirtualBox disk image, version 1.1: dynamic or fixed.
+    Vdi,
 }
 
 impl Format {
-    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`, `vhdx`, `vmdk`), as recorded in a qcow2
+    /// The format named as QEMU names it (`raw`, `qcow2`, `vpc`, `vhdx`, `vmdk`, `vdi`), as
+    /// recorded in a qcow2
     /// image's backing-format extension; `vhd` is taken for `vpc` too. `None` for any other
     /// name.
     pub fn from_name(name: &str) -> Option<Format> {
@@ -33,6 +36,7 @@ impl Format {
             "vpc" | "vhd" => Some(Format::Vhd),
             "vhdx" => Some(Format::Vhdx),
             "vmdk" => Some(Format::Vmdk),
+            "vdi" => Some(Format::Vdi),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl Format {
             Format::Vhd => "vpc",
             Format::Vhdx => "vhdx",
             Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
         }
     }
 }

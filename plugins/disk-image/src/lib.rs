@@ -1,5 +1,5 @@
 //! Disk image readers and writers for the vm-disk plugin: raw, qcow2 (v2/v3, compressed
-//! clusters, backing chains), VHD and VHDX (fixed and dynamic) and VMDK (monolithic
+//! clusters, backing chains), VHD, VHDX and VDI (fixed and dynamic) and VMDK (monolithic
 //! sparse and stream-optimized), built for wasm32-wasip2 and tested natively.
 //!
 //! Reading: [`open`] probes or is told the format of an [`ImageFile`] and returns a
@@ -26,6 +26,7 @@ mod image;
 mod qcow2;
 mod raw;
 mod read_at;
+mod vdi;
 mod vhd;
 mod vhdx;
 mod vmdk;
@@ -37,6 +38,7 @@ pub use qcow2::Qcow2;
 pub use qcow2::writer::{Qcow2Writer, Qcow2WriterOptions, WriteError};
 pub use raw::Raw;
 pub use read_at::{FileReader, ReadAt};
+pub use vdi::Vdi;
 pub use vhd::{MAX_VHD_SIZE, Vhd, fixed_footer as vhd_fixed_footer};
 pub use vhdx::Vhdx;
 pub use vmdk::Vmdk;

@@ -72,9 +72,9 @@ impl describe::Guest for VmDisk {
                     IMAGE_FORMAT,
                     SettingKind::Text,
                     Some("auto"),
-                    "Format of image file sources: auto (qcow2, VHDX or VMDK if the file \
-                     starts with their signature, VHD if it carries a valid VHD footer, else \
-                     raw), raw, qcow2, vhd, vhdx or vmdk. Block devices are raw.",
+                    "Format of image file sources: auto (qcow2, VHDX, VMDK or VDI if the \
+                     file starts with their signature, VHD if it carries a valid VHD footer, \
+                     else raw), raw, qcow2, vhd, vhdx, vmdk or vdi. Block devices are raw.",
                 ),
                 setting(
                     BITMAP,
@@ -120,7 +120,8 @@ impl describe::Guest for VmDisk {
                 ),
             ],
             description: "Backs up virtual machine disks: raw, qcow2 (with backing chains), \
-                          VHD, VHDX and VMDK image files, host block devices and NBD exports, \
+                          VHD, VHDX, VMDK and VDI image files, host block devices and NBD \
+                          exports, \
                           reading only allocated data and, with a QEMU dirty bitmap, only \
                           changed blocks. Restores whole disks as raw, qcow2 or fixed VHD \
                           files or onto an NBD export, and single files out of the file \

@@ -45,10 +45,11 @@ impl CaptureOptions {
             Some("vhd" | "vpc") => Some(Format::Vhd),
             Some("vhdx") => Some(Format::Vhdx),
             Some("vmdk") => Some(Format::Vmdk),
+            Some("vdi") => Some(Format::Vdi),
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2, vhd, vhdx or vmdk, not \
-                     {other:?}"
+                    "setting `{IMAGE_FORMAT}` must be auto, raw, qcow2, vhd, vhdx, vmdk or vdi, \
+                     not {other:?}"
                 )));
             }
         };
@@ -275,7 +276,9 @@ mod tests {
 
     #[test]
     fn refuses_unknown_formats() {
-        assert!(capture(&[("image-format", "vdi")], 1).is_err());
+        assert!(capture(&[("image-format", "qed")], 1).is_err());
+        let options = capture(&[("image-format", "vdi")], 1).unwrap();
+        assert_eq!(options.image_format, Some(Format::Vdi));
         let options = capture(&[("image-format", "vmdk")], 1).unwrap();
         assert_eq!(options.image_format, Some(Format::Vmdk));
         for vhd in ["vhd", "vpc"] {

@@ -1,5 +1,5 @@
 //! The disks a capture reads, opened from what the request names: an image file inside a
-//! granted directory (raw, qcow2 with its backing chain, VHD, VHDX or VMDK), a host block device granted
+//! granted directory (raw, qcow2 with its backing chain, VHD, VHDX, VMDK or VDI), a host block device granted
 //! on its own (a raw disk the host reads), or an export of an NBD server
 //! (`nbd://HOST:PORT/EXPORT`). Either way a [`Source`] tells the disk's size, which of its
 //! ranges may hold data, which changed since the last backup when a dirty bitmap says so,
@@ -109,7 +109,8 @@ impl Source {
         }
     }
 
-    /// The format recorded for the disk: `raw`, `qcow2`, `vhd`, `vhdx`, `vmdk` or `nbd`.
+    /// The format recorded for the disk: `raw`, `qcow2`, `vhd`, `vhdx`, `vmdk`, `vdi` or
+    /// `nbd`.
     pub(crate) fn format_name(&self) -> &'static str {
         match self {
             Source::File(file) => match file.image.format() {

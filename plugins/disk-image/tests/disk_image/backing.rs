@@ -283,29 +283,29 @@ fn a_backing_file_in_an_unsupported_format_is_refused() {
         "create",
         "-q",
         "-f",
-        "vdi",
-        path(d, "base.vdi").to_str().unwrap(),
+        "qed",
+        path(d, "base.qed").to_str().unwrap(),
         "1M",
     ]);
-    create_on(d, "top.qcow2", "base.vdi", "vdi", &[]);
+    create_on(d, "top.qcow2", "base.qed", "qed", &[]);
     let top = path(d, "top.qcow2");
     let err = expect_error(open_file(&top, None), "/");
     assert!(
         matches!(err.kind(), ImageErrorKind::Unsupported { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("vdi"), "{err}");
+    assert!(err.to_string().contains("qed"), "{err}");
 
-    // Probed, the VDI is recognised rather than read as a raw disk.
+    // Probed, the QED image is recognised rather than read as a raw disk.
     let mut probe_only = |b: &BackingRef| -> Result<ImageFile, ImageError> {
         let mut file = opener(b)?;
         file.data_ranges = None;
         Ok(file)
     };
-    let file = ImageFile::new("vdi", Box::new(std::fs::read(path(d, "base.vdi")).unwrap()));
-    let err = expect_error(tessera_disk_image::open(file, None, &mut probe_only), "vdi");
-    assert!(err.to_string().contains("VDI"), "{err}");
-    assert_eq!(Format::from_name("vdi"), None);
+    let file = ImageFile::new("qed", Box::new(std::fs::read(path(d, "base.qed")).unwrap()));
+    let err = expect_error(tessera_disk_image::open(file, None, &mut probe_only), "qed");
+    assert!(err.to_string().contains("QED"), "{err}");
+    assert_eq!(Format::from_name("qed"), None);
 }
 
 #[test]

@@ -21,6 +21,7 @@ fn exercise(bytes: &[u8], seed: u64) {
         Some(Format::Vhd),
         Some(Format::Vhdx),
         Some(Format::Vmdk),
+        Some(Format::Vdi),
     ] {
         let file = ImageFile::new("hostile", Box::new(bytes.to_vec()));
         let mut opener = |b: &BackingRef| -> Result<ImageFile, ImageError> {
@@ -321,14 +322,17 @@ fn mutated_vhdx_images_never_panic() {
     fuzz_with_checksums(&images, 3, mutate, fix_vhdx_checksums);
 }
 
-/// VMDK images made by QEMU, sparse (with zeroed grains) and stream-optimized, mutated in
-/// their header, descriptor, grain directory and tables, and anywhere, many times over.
+/// VMDK images made by QEMU, sparse (with zeroed grains) and stream-optimized, and VDI
+/// images, dynamic and fixed, mutated in their headers, descriptor, grain directory,
+/// tables and block map, and anywhere, many times over.
 #[test]
-fn mutated_vmdk_images_never_panic() {
+fn mutated_vmdk_and_vdi_images_never_panic() {
     let dir = tempdir();
     let src = write_raw(dir.path(), "src.raw", &content(5 << 20, 13));
     let variants = ["zeroed_grain=on", "subformat=streamOptimized"];
-    let images = converted(&src, "vmdk", &variants);
+    let mut images = converted(&src, "vmdk", &variants);
+    // And VDI, whose header and block map are as unguarded.
+    images.extend(converted(&src, "vdi", &["static=off", "static=on"]));
     let mutate = |image: &[u8], rng: &mut SplitMix| {
         let header = rng.below(4) as usize;
         let anywhere = rng.below(16) as usize;

@@ -13,6 +13,7 @@ mod backing;
 mod hostile;
 mod qemu_read;
 mod refused;
+mod vdi;
 mod vhd;
 mod vhdx;
 mod vmdk;
