@@ -3,11 +3,14 @@
 //! or reads as zeros.
 
 use crate::error::{ImageError, ImageErrorKind};
-use crate::image::{ExtentList, Run, Stored, push_run};
+use crate::image::{ExtentList, Run, Stored, check_range, push_run};
 use crate::{Extent, ExtentKind, ReadAt};
 
-/// The blocks of a disk: each one's file offset, `None` for one that reads as zeros.
+/// The blocks of a disk of `size` bytes: each one's file offset, `None` for one that reads
+/// as zeros. The blocks cover the disk. Ranges are checked against the disk's size and
+/// refused past it, with the image's name.
 pub(crate) struct BlockMap {
+    pub(crate) size: u64,
     pub(crate) block_size: u64,
     pub(crate) blocks: Vec<Option<u64>>,
 }
@@ -15,7 +18,7 @@ pub(crate) struct BlockMap {
 impl BlockMap {
     /// Calls `piece` with each block piece of `offset..offset + length`: its guest offset,
     /// length, and where its bytes lie in the file (`None`: zeros). The range must lie
-    /// within the blocks (callers check it against the disk's size first).
+    /// within the disk (checked by the public methods first).
     fn pieces<E>(
         &self,
         offset: u64,
@@ -43,6 +46,7 @@ impl BlockMap {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), ImageError> {
+        check_range(name, offset, <[u8]>::len(buf) as u64, self.size)?;
         self.pieces(offset, <[u8]>::len(buf) as u64, |at, len, stored| {
             let start = (at - offset) as usize;
             let target = &mut buf[start..start + len as usize];
@@ -57,7 +61,13 @@ impl BlockMap {
     }
 
     /// The extents of `offset..offset + length`: stored blocks hold data, the rest zeros.
-    pub(crate) fn map(&self, offset: u64, length: u64) -> Vec<Extent> {
+    pub(crate) fn map(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<Extent>, ImageError> {
+        check_range(name, offset, length, self.size)?;
         let mut list = ExtentList::default();
         let _ = self.pieces(offset, length, |at, len, stored| {
             let kind = match stored {
@@ -67,11 +77,17 @@ impl BlockMap {
             list.push(at, len, kind);
             Ok::<(), ()>(())
         });
-        list.into_vec()
+        Ok(list.into_vec())
     }
 
     /// The runs of `offset..offset + length`: stored blocks in the file, zeros elsewhere.
-    pub(crate) fn runs(&self, offset: u64, length: u64) -> Vec<Run> {
+    pub(crate) fn runs(
+        &self,
+        name: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<Run>, ImageError> {
+        check_range(name, offset, length, self.size)?;
         let mut runs = Vec::new();
         let _ = self.pieces(offset, length, |at, len, stored| {
             let stored = match stored {
@@ -81,7 +97,7 @@ impl BlockMap {
             push_run(&mut runs, at, len, stored);
             Ok::<(), ()>(())
         });
-        runs
+        Ok(runs)
     }
 
     /// How many blocks are stored.

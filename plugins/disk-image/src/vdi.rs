@@ -15,7 +15,7 @@
 use crate::block_map::{BlockMap, read_exact as read};
 use crate::error::ImageError;
 use crate::fields::{corrupt, le_u32, le_u64, unsupported, within};
-use crate::image::{DiskImage, Run, check_range};
+use crate::image::{DiskImage, Run};
 use crate::{Extent, Format, ReadAt};
 
 /// The signature, at offset 64.
@@ -43,7 +43,6 @@ pub const MAX_BLOCKS: u32 = 8 << 20;
 pub struct Vdi {
     reader: Box<dyn ReadAt>,
     name: String,
-    size: u64,
     map: BlockMap,
 }
 
@@ -148,8 +147,8 @@ impl Vdi {
         Ok(Vdi {
             reader,
             name,
-            size,
             map: BlockMap {
+                size,
                 block_size: block,
                 blocks,
             },
@@ -167,29 +166,26 @@ impl DiskImage for Vdi {
     }
 
     fn virtual_size(&self) -> u64 {
-        self.size
+        self.map.size
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        check_range(&self.name, offset, <[u8]>::len(buf) as u64, self.size)?;
         self.map.read(&mut *self.reader, &self.name, offset, buf)
     }
 
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
-        check_range(&self.name, offset, length, self.size)?;
-        Ok(self.map.map(offset, length))
+        self.map.map(&self.name, offset, length)
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
-        check_range(&self.name, offset, length, self.size)?;
-        Ok(self.map.runs(offset, length))
+        self.map.runs(&self.name, offset, length)
     }
 
     fn describe(&self) -> String {
         format!(
             "VDI image {}: {} bytes, {} of {} blocks of {} KiB allocated",
             self.name,
-            self.size,
+            self.map.size,
             self.map.stored(),
             self.map.blocks.len(),
             self.map.block_size >> 10

@@ -21,7 +21,7 @@
 use crate::block_map::{BlockMap, read_exact as read};
 use crate::error::{ImageError, ImageErrorKind};
 use crate::fields::{be_u32, be_u64, corrupt, within};
-use crate::image::{DiskImage, Run, check_range};
+use crate::image::{DiskImage, Run};
 use crate::raw::Raw;
 use crate::{Extent, Format, ReadAt};
 
@@ -393,7 +393,11 @@ impl Dynamic {
         }
         Ok(Dynamic {
             reader,
-            map: BlockMap { block_size, blocks },
+            map: BlockMap {
+                size: footer.size,
+                block_size,
+                blocks,
+            },
         })
     }
 }
@@ -416,7 +420,6 @@ impl DiskImage for Vhd {
             Layout::Fixed(raw) => return raw.read_at(offset, buf),
             Layout::Dynamic(dynamic) => dynamic,
         };
-        check_range(&self.name, offset, <[u8]>::len(buf) as u64, self.size)?;
         dynamic
             .map
             .read(&mut *dynamic.reader, &self.name, offset, buf)
@@ -427,8 +430,7 @@ impl DiskImage for Vhd {
             Layout::Fixed(raw) => return raw.map(offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
-        check_range(&self.name, offset, length, self.size)?;
-        Ok(dynamic.map.map(offset, length))
+        dynamic.map.map(&self.name, offset, length)
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
@@ -436,8 +438,7 @@ impl DiskImage for Vhd {
             Layout::Fixed(raw) => return raw.runs(offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
-        check_range(&self.name, offset, length, self.size)?;
-        Ok(dynamic.map.runs(offset, length))
+        dynamic.map.runs(&self.name, offset, length)
     }
 
     fn describe(&self) -> String {

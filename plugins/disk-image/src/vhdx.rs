@@ -22,7 +22,7 @@ use crc::{CRC_32_ISCSI, Crc};
 use crate::block_map::{self, BlockMap};
 use crate::error::ImageError;
 use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
-use crate::image::{DiskImage, Run, check_range};
+use crate::image::{DiskImage, Run};
 use crate::{Extent, Format, ReadAt};
 
 /// The file type identifier's signature, at offset 0.
@@ -146,7 +146,6 @@ fn read(
 pub struct Vhdx {
     reader: Box<dyn ReadAt>,
     name: String,
-    size: u64,
     map: BlockMap,
 }
 
@@ -166,8 +165,8 @@ impl Vhdx {
         Ok(Vhdx {
             reader,
             name,
-            size: params.size,
             map: BlockMap {
+                size: params.size,
                 block_size: params.block_size,
                 blocks,
             },
@@ -565,29 +564,26 @@ impl DiskImage for Vhdx {
     }
 
     fn virtual_size(&self) -> u64 {
-        self.size
+        self.map.size
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        check_range(&self.name, offset, <[u8]>::len(buf) as u64, self.size)?;
         self.map.read(&mut *self.reader, &self.name, offset, buf)
     }
 
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
-        check_range(&self.name, offset, length, self.size)?;
-        Ok(self.map.map(offset, length))
+        self.map.map(&self.name, offset, length)
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
-        check_range(&self.name, offset, length, self.size)?;
-        Ok(self.map.runs(offset, length))
+        self.map.runs(&self.name, offset, length)
     }
 
     fn describe(&self) -> String {
         format!(
             "VHDX image {}: {} bytes, {} of {} blocks of {} MiB present",
             self.name,
-            self.size,
+            self.map.size,
             self.map.stored(),
             self.map.blocks.len(),
             self.map.block_size >> 20

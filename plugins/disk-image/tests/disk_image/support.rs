@@ -375,6 +375,17 @@ pub fn image_of_content(
     out
 }
 
+/// The `(offset, length)` of every extent of the whole disk that holds data.
+pub fn data_extents(image: &mut dyn DiskImage) -> Vec<(u64, u64)> {
+    image
+        .map(0, image.virtual_size())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == ExtentKind::Data)
+        .map(|e| (e.offset, e.length))
+        .collect()
+}
+
 /// The expected error kind, with the message checked to name the disk.
 pub fn expect_error<T>(result: Result<T, ImageError>, disk: &str) -> ImageError {
     let err = match result {

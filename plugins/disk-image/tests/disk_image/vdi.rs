@@ -2,7 +2,7 @@
 //! damaged ones are refused with the reason.
 
 use tessera_disk_image::{
-    DiskImage, ExtentKind, Format, ImageError, ImageErrorKind, ImageFile, no_backing, open,
+    DiskImage, Format, ImageError, ImageErrorKind, ImageFile, no_backing, open,
 };
 
 use crate::support::*;
@@ -38,13 +38,7 @@ fn dynamic_and_fixed_disks_read_as_qemu_reads_them() {
     qemu_io(&sparse, "vdi", &["write -P 1 40000000 70000"]);
     assert_same_as_qemu(&sparse, "vdi");
     let mut disk = open_file(&sparse, None).unwrap();
-    let data: Vec<(u64, u64)> = disk
-        .map(0, 64 << 20)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == ExtentKind::Data)
-        .map(|e| (e.offset, e.length))
-        .collect();
+    let data = data_extents(&mut *disk);
     assert_eq!(data, [(38 << 20, 1 << 20)]);
 }
 

@@ -120,13 +120,7 @@ fn dynamic_and_fixed_disks_read_as_qemu_reads_them() {
         &["write -P 1 12345 512", "write -P 2 40000000 70000"],
     );
     let mut disk = assert_reads_as_qemu(&sparse);
-    let data: Vec<(u64, u64)> = disk
-        .map(0, 64 << 20)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == ExtentKind::Data)
-        .map(|e| (e.offset, e.length))
-        .collect();
+    let data = data_extents(&mut *disk);
     // Block 0, and the one or two blocks the second write touches.
     assert_eq!(data[0], (0, 1 << 20), "{data:?}");
     assert_eq!(data[1].0, 38 << 20, "{data:?}");
@@ -164,13 +158,7 @@ fn blocks_past_the_first_sector_bitmap_entry_are_found() {
     assert!(buf.iter().all(|&b| b == 0x33));
     disk.read_at(far - 70000, &mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == 0));
-    let data: Vec<(u64, u64)> = disk
-        .map(0, disk.virtual_size())
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == ExtentKind::Data)
-        .map(|e| (e.offset, e.length))
-        .collect();
+    let data = data_extents(&mut *disk);
     assert_eq!(data, [(0, 8 << 20), (8 << 30, 8 << 20)]);
 }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use tessera_disk_image::{
-    DiskImage, ExtentKind, Format, ImageError, ImageErrorKind, ImageFile, no_backing, open,
+    DiskImage, Format, ImageError, ImageErrorKind, ImageFile, no_backing, open,
 };
 
 use crate::support::*;
@@ -77,13 +77,7 @@ fn sparse_and_stream_optimized_disks_read_as_qemu_reads_them() {
     );
     assert_same_as_qemu(&sparse, "vmdk");
     let mut disk = open_file(&sparse, None).unwrap();
-    let data: Vec<(u64, u64)> = disk
-        .map(0, 64 << 20)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == ExtentKind::Data)
-        .map(|e| (e.offset, e.length))
-        .collect();
+    let data = data_extents(&mut *disk);
     // The two 64 KiB grains the write touches.
     assert_eq!(data, [(39_976_960, 131_072)]);
 }
