@@ -282,75 +282,31 @@ fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_file
     fs::write(tree.join("etc/blob.bin"), &blob).unwrap();
     let raw = gpt_disk(&env, &tree);
 
+    // `raw` converted by `qemu-img` into `name`, in `format` with `options`.
+    let convert = |name: &str, format: &str, options: &str| {
+        let out = env.path(name);
+        tool(
+            "qemu-img",
+            &["convert", "-O", format, "-o", options, p(&raw), p(&out)],
+        );
+        out
+    };
     // A dynamic VHD, as Hyper-V makes them, and a fixed one of an exact size, as Azure
     // keeps its disks (QEMU's `force_size`); both found by their footers, no format given.
-    let dynamic = env.path("hyperv.vhd");
-    tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "vpc",
-            "-o",
-            "subformat=dynamic",
-            p(&raw),
-            p(&dynamic),
-        ],
-    );
-    let fixed = env.path("azure.vhd");
-    tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "vpc",
-            "-o",
-            "subformat=fixed,force_size=on",
-            p(&raw),
-            p(&fixed),
-        ],
-    );
+    let dynamic = convert("hyperv.vhd", "vpc", "subformat=dynamic");
+    let fixed = convert("azure.vhd", "vpc", "subformat=fixed,force_size=on");
     assert_eq!(
         fs::metadata(&fixed).unwrap().len(),
         fs::metadata(&raw).unwrap().len() + 512,
         "a fixed VHD is the disk and a footer"
     );
-
     // And Hyper-V's own format since 2012, VHDX.
-    let vhdx = env.path("hyperv2.vhdx");
-    tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "vhdx",
-            "-o",
-            "block_size=1M",
-            p(&raw),
-            p(&vhdx),
-        ],
-    );
-
+    let vhdx = convert("hyperv2.vhdx", "vhdx", "block_size=1M");
     // VMware's: a growable sparse VMDK and the compressed one of an OVF/OVA export.
-    let sparse = env.path("vmware.vmdk");
-    tool("qemu-img", &["convert", "-O", "vmdk", p(&raw), p(&sparse)]);
-    let stream = env.path("export.vmdk");
-    tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            p(&raw),
-            p(&stream),
-        ],
-    );
-
+    let sparse = convert("vmware.vmdk", "vmdk", "subformat=monolithicSparse");
+    let stream = convert("export.vmdk", "vmdk", "subformat=streamOptimized");
     // VirtualBox's VDI.
-    let vdi = env.path("vbox.vdi");
-    tool("qemu-img", &["convert", "-O", "vdi", p(&raw), p(&vdi)]);
+    let vdi = convert("vbox.vdi", "vdi", "static=off");
 
     let summary = env.backup(&[
         p(&dynamic),
