@@ -121,17 +121,16 @@ impl Job {
                 ));
             }
         };
-        let written = match (self.format, reader) {
-            (DiskFormat::Raw, Some(reader)) => {
-                drop(file);
-                content::restore_file(&reader, &self.target.host(&file_name))
-                    .map_err(|err| read_error(name, &file_name, err))?
-            }
-            (DiskFormat::Raw, None) => 0,
-            (DiskFormat::Qcow2, reader) => write_qcow2(name, &file_name, reader.as_ref(), file)?,
-            (DiskFormat::Vhd, reader) => {
+        let written = match self.format {
+            DiskFormat::Qcow2 => write_qcow2(name, &file_name, reader.as_ref(), file)?,
+            // A fixed VHD is the raw disk and a footer; a disk too large for one fails
+            // before anything is written.
+            DiskFormat::Raw | DiskFormat::Vhd => {
                 let size = reader.as_ref().map_or(0, ContentReader::length);
-                let footer = vhd_footer(name, size)?;
+                let footer = match self.format {
+                    DiskFormat::Vhd => Some(vhd_footer(name, size)?),
+                    _ => None,
+                };
                 let host_path = self.target.host(&file_name);
                 let written = match reader {
                     Some(reader) => {
@@ -141,20 +140,9 @@ impl Job {
                     }
                     None => 0,
                 };
-                // The host writes the disk on threads of its own; a host call naming the
-                // file returns once that is done (and reports a failed write), so the
-                // footer is never overwritten nor cut off by the disk's final length.
-                host::stat(&host_path)
-                    .map_err(|err| from_host(format_args!("writing {file_name}"), &err))?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .open(&dest)
-                    .map_err(|err| from_io(format_args!("opening {file_name}"), &err))?;
-                file.seek(SeekFrom::Start(size))
-                    .and_then(|_| file.write_all(&footer))
-                    .map_err(|err| {
-                        from_io(format_args!("writing the footer of {file_name}"), &err)
-                    })?;
+                if let Some(footer) = footer {
+                    append_footer(&file_name, &host_path, &dest, size, &footer)?;
+                }
                 written
             }
         };
@@ -200,6 +188,28 @@ impl Job {
         let host_path = self.target.host(path);
         self.tally.apply_metadata(path, &host_path, wanted);
     }
+}
+
+/// Writes `footer` at byte `size` of the restored disk `file_name` (at `dest` in the
+/// sandbox, `host_path` for host calls).
+fn append_footer(
+    file_name: &str,
+    host_path: &str,
+    dest: &std::path::Path,
+    size: u64,
+    footer: &[u8],
+) -> Result<(), PluginError> {
+    // The host writes the disk on threads of its own; a host call naming the file returns
+    // once that is done (and reports a failed write), so the footer is never overwritten
+    // nor cut off by the disk's final length.
+    host::stat(host_path).map_err(|err| from_host(format_args!("writing {file_name}"), &err))?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(dest)
+        .map_err(|err| from_io(format_args!("opening {file_name}"), &err))?;
+    file.seek(SeekFrom::Start(size))
+        .and_then(|_| file.write_all(footer))
+        .map_err(|err| from_io(format_args!("writing the footer of {file_name}"), &err))
 }
 
 /// The footer that makes the restored raw disk `name` of `size` bytes a fixed VHD.
