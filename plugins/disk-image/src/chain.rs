@@ -57,7 +57,19 @@ impl std::fmt::Debug for ImageFile {
     }
 }
 
-/// A backing file an image refers to, handed to the opener to resolve.
+/// What a file named by an image is to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackingRole {
+    /// A backing file (a qcow2 image's backing file, a VMDK delta disk's parent): a whole
+    /// disk below the image.
+    Backing,
+    /// An extent file of a VMDK disk described by a descriptor: a range of the disk's
+    /// bytes, stored in a file of its own.
+    Extent,
+}
+
+/// A file an image refers to (a backing file, or an extent of a VMDK disk), handed to the
+/// opener to resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackingRef {
     /// The backing file's name exactly as the image records it (bytes that are not UTF-8
@@ -66,23 +78,40 @@ pub struct BackingRef {
     pub name: String,
     /// The [`ImageFile::name`] of the image that refers to it.
     pub referenced_by: String,
-    /// The backing file's format if the image records it; `None` means it is probed.
+    /// The backing file's format if the image records it; `None` means it is probed. An
+    /// extent is [`Format::Raw`] (flat) or [`Format::Vmdk`] (sparse).
     pub format: Option<Format>,
+    /// Whether the file is a backing file or an extent.
+    pub role: BackingRole,
+}
+
+impl BackingRef {
+    /// The error of an opener that cannot open the file, for `reason`: about the image
+    /// that refers to it, [`ImageErrorKind::BackingUnavailable`] or
+    /// [`ImageErrorKind::ExtentUnavailable`] by its role.
+    pub fn unavailable(&self, reason: impl Into<String>) -> ImageError {
+        let reason = reason.into();
+        let kind = match self.role {
+            BackingRole::Backing => ImageErrorKind::BackingUnavailable {
+                backing: self.name.clone(),
+                reason,
+            },
+            BackingRole::Extent => ImageErrorKind::ExtentUnavailable {
+                extent: self.name.clone(),
+                reason,
+            },
+        };
+        ImageError::new(&self.referenced_by, kind)
+    }
 }
 
 /// Resolves a backing file reference to an open file, or fails (typically with
 /// [`ImageErrorKind::BackingUnavailable`]).
 pub type BackingOpener<'a> = dyn FnMut(&BackingRef) -> Result<ImageFile, ImageError> + 'a;
 
-/// An opener for images that must not have a backing file: refuses every reference.
+/// An opener for images that must not refer to other files: refuses every reference.
 pub fn no_backing(backing: &BackingRef) -> Result<ImageFile, ImageError> {
-    Err(ImageError::new(
-        &backing.referenced_by,
-        ImageErrorKind::BackingUnavailable {
-            backing: backing.name.clone(),
-            reason: "backing files are not available here".into(),
-        },
-    ))
+    Err(backing.unavailable("other files are not available here"))
 }
 
 /// Opens an image and its backing chain. With `format` `None` the format is probed (see
@@ -97,11 +126,36 @@ pub fn open(
 
 /// Opens `file` below the images named in `chain` (top first).
 pub(crate) fn open_in_chain(
-    mut file: ImageFile,
+    file: ImageFile,
     format: Option<Format>,
     opener: &mut BackingOpener<'_>,
     chain: &mut Vec<String>,
 ) -> Result<Box<dyn DiskImage>, ImageError> {
+    in_chain(file, chain, |mut file, chain| {
+        let format = match format {
+            Some(f) => f,
+            None => probe(&mut *file.reader, &file.name)?,
+        };
+        match format {
+            Format::Raw => Ok(Box::new(Raw::new(file.reader, file.name, file.data_ranges)) as _),
+            Format::Qcow2 => Qcow2::open_in_chain(file, opener, chain).map(|q| Box::new(q) as _),
+            Format::Vhd => {
+                Vhd::open(file.reader, file.name, file.data_ranges).map(|v| Box::new(v) as _)
+            }
+            Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
+            Format::Vmdk => Vmdk::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
+            Format::Vdi => Vdi::open(file.reader, file.name).map(|v| Box::new(v) as _),
+        }
+    })
+}
+
+/// Runs `open` on `file` with its name pushed on `chain` (top first), after refusing a
+/// name already in the chain (a loop) and a chain deeper than [`MAX_BACKING_DEPTH`].
+pub(crate) fn in_chain<T>(
+    file: ImageFile,
+    chain: &mut Vec<String>,
+    open: impl FnOnce(ImageFile, &mut Vec<String>) -> Result<T, ImageError>,
+) -> Result<T, ImageError> {
     let referrer = chain.last().cloned().unwrap_or_default();
     if chain.contains(&file.name) {
         let mut looped = chain.clone();
@@ -122,38 +176,22 @@ pub(crate) fn open_in_chain(
             },
         ));
     }
-    let format = match format {
-        Some(f) => f,
-        None => probe(&mut *file.reader, &file.name)?,
-    };
     chain.push(file.name.clone());
-    let image: Result<Box<dyn DiskImage>, ImageError> = match format {
-        Format::Raw => Ok(Box::new(Raw::new(file.reader, file.name, file.data_ranges))),
-        Format::Qcow2 => Qcow2::open_in_chain(file, opener, chain).map(|q| Box::new(q) as _),
-        Format::Vhd => {
-            Vhd::open(file.reader, file.name, file.data_ranges).map(|v| Box::new(v) as _)
-        }
-        Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
-        Format::Vmdk => Vmdk::open(file.reader, file.name).map(|v| Box::new(v) as _),
-        Format::Vdi => Vdi::open(file.reader, file.name).map(|v| Box::new(v) as _),
-    };
+    let opened = open(file, chain);
     chain.pop();
-    image
+    opened
 }
 
 /// Other formats' signatures: `(offset, bytes, name)`. A file that starts with one of these
 /// is almost surely not a raw disk, and reading it as one would back up container metadata
 /// as if it were the guest's disk.
-const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[
-    (0, b"# Disk DescriptorFile", "VMDK descriptor"),
-    (0, b"QED\0", "QED"),
-];
+const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[(0, b"QED\0", "QED")];
 
 /// Guesses the format of a file: the qcow2 magic means qcow2, the VDI signature VDI, the
-/// VMDK magic a sparse VMDK, the VHDX signature VHDX, the VHD footer cookie at the start a
+/// VMDK magic a sparse VMDK and a VMDK descriptor's first line a VMDK disk described by
+/// that descriptor, the VHDX signature VHDX, the VHD footer cookie at the start a
 /// dynamic VHD, and a valid VHD footer ending the file a fixed VHD of the file's size less
-/// the footer. The magic of another known format (a VMDK text descriptor, QED) is
-/// refused; anything else is raw.
+/// the footer. The magic of another known format (QED) is refused; anything else is raw.
 pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> {
     const PROBE_LEN: u64 = 128;
     let mut head = [0u8; PROBE_LEN as usize];
@@ -177,7 +215,7 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     if head.get(64..68) == Some(&vdi::SIGNATURE[..]) {
         return Ok(Format::Vdi);
     }
-    if head.starts_with(vmdk::MAGIC) {
+    if head.starts_with(vmdk::MAGIC) || head.starts_with(vmdk::DESCRIPTOR_MAGIC) {
         return Ok(Format::Vmdk);
     }
     if head.starts_with(vhdx::SIGNATURE) {
@@ -228,7 +266,9 @@ mod tests {
         let mut vmdk = b"KDMV\x01\0\0\0".to_vec();
         assert_eq!(probe(&mut vmdk, "v").unwrap(), Format::Vmdk);
         let mut descriptor = b"# Disk DescriptorFile\nversion=1\n".to_vec();
-        let err = probe(&mut descriptor, "t").unwrap_err();
-        assert!(err.to_string().contains("VMDK descriptor"), "{err}");
+        assert_eq!(probe(&mut descriptor, "t").unwrap(), Format::Vmdk);
+        let mut qed = b"QED\0\0\0\0\0".to_vec();
+        let err = probe(&mut qed, "q").unwrap_err();
+        assert!(err.to_string().contains("QED"), "{err}");
     }
 }

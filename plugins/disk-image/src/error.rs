@@ -178,6 +178,15 @@ pub enum ImageErrorKind {
         /// Why it cannot be opened.
         reason: String,
     },
+
+    /// An extent file of a VMDK disk could not be opened (reported by the opener).
+    #[error("extent file {extent:?} cannot be opened: {reason}")]
+    ExtentUnavailable {
+        /// The extent file's name as the descriptor records it.
+        extent: String,
+        /// Why it cannot be opened.
+        reason: String,
+    },
 }
 
 /// " at offset 0x..." for messages about a field whose place may be unknown.

@@ -18,7 +18,8 @@ pub enum Format {
     Vhd,
     /// Virtual Hard Disk v2: fixed or dynamic.
     Vhdx,
-    /// VMware virtual disk in one file: monolithic sparse or stream-optimized.
+    /// VMware virtual disk: monolithic sparse or stream-optimized in one file, or flat or
+    /// split over extent files a descriptor file lists; a delta disk over its parent.
     Vmdk,
     /// VirtualBox disk image, version 1.1: dynamic or fixed.
     Vdi,

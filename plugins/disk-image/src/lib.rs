@@ -1,13 +1,15 @@
 //! Disk image readers and writers for the vm-disk plugin: raw, qcow2 (v2/v3, compressed
 //! clusters, backing chains), VHD, VHDX and VDI (fixed and dynamic) and VMDK (monolithic
-//! sparse and stream-optimized), built for wasm32-wasip2 and tested natively.
+//! sparse and stream-optimized, flat and split disks described by a descriptor file, and
+//! delta disks over their parent), built for wasm32-wasip2 and tested natively.
 //!
 //! Reading: [`open`] probes or is told the format of an [`ImageFile`] and returns a
 //! [`DiskImage`], the virtual disk the guest sees. Its [`DiskImage::map`] tells which
 //! ranges hold data and which are known zeros (holes, zero clusters, clusters unallocated in
 //! the whole backing chain), so a backup reads only the data; [`DiskImage::read_at`] reads
-//! the guest's bytes. Backing files are resolved by the caller's opener (the plugin's
-//! sandbox decides which files it may open) and the whole chain is opened up front.
+//! the guest's bytes. Backing files and the extent files of a VMDK descriptor are resolved
+//! by the caller's opener (the plugin's sandbox decides which files it may open) and the
+//! whole chain is opened up front.
 //!
 //! Writing: [`Qcow2Writer`] writes a qcow2 v3 image from clusters given in increasing guest
 //! order, appending only, so a restore streams the disk without buffering it.
@@ -31,7 +33,9 @@ mod vhd;
 mod vhdx;
 mod vmdk;
 
-pub use chain::{BackingOpener, BackingRef, ImageFile, MAX_BACKING_DEPTH, no_backing, open, probe};
+pub use chain::{
+    BackingOpener, BackingRef, BackingRole, ImageFile, MAX_BACKING_DEPTH, no_backing, open, probe,
+};
 pub use error::{ImageError, ImageErrorKind};
 pub use image::{DiskImage, Extent, ExtentKind, Format, GuestReader, Run, Stored};
 pub use qcow2::Qcow2;

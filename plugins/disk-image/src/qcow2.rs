@@ -30,7 +30,7 @@ pub(crate) mod writer;
 
 pub(crate) use header::MAGIC;
 
-use crate::chain::{self, BackingOpener, BackingRef, ImageFile};
+use crate::chain::{self, BackingOpener, BackingRef, BackingRole, ImageFile};
 use crate::error::{ImageError, ImageErrorKind};
 use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
 use crate::{Extent, ExtentKind, Format};
@@ -206,6 +206,7 @@ impl Qcow2 {
                     name: backing_name.clone(),
                     referenced_by: name.clone(),
                     format,
+                    role: BackingRole::Backing,
                 };
                 let backing_file = opener(&reference)?;
                 Some(chain::open_in_chain(backing_file, format, opener, names)?)

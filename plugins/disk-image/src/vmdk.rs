@@ -1,383 +1,457 @@
-//! VMDK images (VMware's virtual disks) in one file: `monolithicSparse`, VMware's default
-//! for a growable disk, and `streamOptimized`, its compressed form in OVF/OVA exports.
-//! Disks split over several files, flat disks (their data is a raw file next to a text
-//! descriptor) and delta disks (snapshots, which need their parent) are refused.
+//! VMDK disks (VMware's virtual disks): one sparse file (`monolithicSparse`, VMware's
+//! default for a growable disk, and `streamOptimized`, its compressed form in OVF/OVA
+//! exports), or a text descriptor file listing the extents that hold the disk's bytes in
+//! order (`monolithicFlat`, `twoGbMaxExtentSparse`, `twoGbMaxExtentFlat`, ESXi's `vmfs`),
+//! and delta disks (snapshots) over their parent.
 //!
-//! A sparse VMDK starts with a 512-byte header (magic `KDMV`, little-endian numbers,
-//! offsets in 512-byte sectors): the disk's capacity, the grain size (the unit of
-//! allocation, 64 KiB by default), the embedded text descriptor, and the grain directory.
-//! Each directory entry points to a grain table of 512 entries, each the sector where a
-//! grain lies, 0 for a grain never written (zeros), or 1 for a grain written as zeros when
-//! the header allows it. In a stream-optimized disk every grain is deflate-compressed
-//! (zlib) behind a 12-byte marker (its disk sector and compressed size), and the header
-//! may say that the directory is found through a copy of the header at the end of the file.
+//! An extent is a hosted sparse file ([`sparse`]), a range of a raw file (`FLAT`, `VMFS`)
+//! or zeros (`ZERO`). Extent files are opened through the caller's opener, as files the
+//! descriptor names, relative to it. A delta disk (`parentCID` other than `ffffffff`)
+//! reads the grains it never wrote from its parent (`parentFileNameHint`), opened through
+//! the opener as a backing file; the parent's `CID` must still be the `parentCID` the
+//! delta recorded, or the parent was written after the snapshot and the delta no longer
+//! applies over it. ESXi's own snapshot and raw-device extents (`VMFSSPARSE`, `SESPARSE`,
+//! `VMFSRDM`, `VMFSRAW`) are refused.
 //!
-//! Every number read is checked before use: the grain tables are bounded ([`MAX_GRAINS`]),
-//! every table and uncompressed grain must lie within the file, and a compressed grain
-//! must inflate to its full size.
+//! Every number read is checked before use: the grain tables are bounded ([`MAX_GRAINS`]
+//! for all extents of a disk together), the descriptor by [`MAX_DESCRIPTOR`] bytes and
+//! [`descriptor::MAX_EXTENTS`] extents, every extent must lie in its file and a sparse
+//! extent hold exactly the sectors its line gives, and a compressed grain must inflate to
+//! its full size. Only the bytes of the opened file itself (a monolithic sparse file's
+//! uncompressed grains) are reported as stored in it; extents in other files are read
+//! through [`DiskImage::read_at`].
 
-use miniz_oxide::inflate::TINFLStatus;
-use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+mod descriptor;
+mod sparse;
+
+pub(crate) use descriptor::MAGIC as DESCRIPTOR_MAGIC;
+pub(crate) use sparse::MAGIC;
 
 use crate::block_map::read_exact as read;
-use crate::error::{ImageError, ImageErrorKind};
-use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
+use crate::chain::{self, BackingOpener, BackingRef, BackingRole, ImageFile};
+use crate::error::ImageError;
+use crate::fields::{corrupt, unsupported};
 use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
+use crate::raw::Raw;
 use crate::{Extent, ExtentKind, Format, ReadAt};
+use descriptor::{Descriptor, ExtentLine, ExtentType, ParentRef};
+use sparse::{Grain, SparseExtent};
 
-/// The header's magic, `KDMV`, at offset 0.
-pub(crate) const MAGIC: &[u8; 4] = b"KDMV";
-
+/// VMDK counts in sectors of 512 bytes.
 const SECTOR: u64 = 512;
-/// A grain directory at the end of the file, found through the footer's copy of the header.
-const GD_AT_END: u64 = u64::MAX;
-/// Grain table entries per grain table: the format's fixed 512.
-const GTES_PER_GT: u64 = 512;
-/// Header flags.
-const FLAG_ZEROED_GRAIN: u32 = 1 << 2;
-const FLAG_COMPRESSED: u32 = 1 << 16;
-/// `compressAlgorithm`: deflate.
-const DEFLATE: u16 = 1;
-/// The grain table entry of a grain written as zeros, when [`FLAG_ZEROED_GRAIN`] is set.
-const ZEROED_GRAIN: u32 = 1;
-/// Bytes before a compressed grain's data: its disk sector (u64) and compressed size (u32).
-const GRAIN_MARKER: u64 = 12;
-
-/// Most grains read: tables of 128 MiB, a disk of 2 TiB (the format's limit) in 64 KiB
-/// grains.
+/// Most grains read, over all the extents of one disk: tables of 128 MiB, a disk of 2 TiB
+/// in 64 KiB grains.
 pub const MAX_GRAINS: u64 = 32 << 20;
-/// Largest embedded descriptor read.
-const MAX_DESCRIPTOR: u64 = 1 << 20;
+/// Largest descriptor read, embedded or a file of its own.
+pub const MAX_DESCRIPTOR: u64 = 1 << 20;
+/// Largest disk a descriptor may describe: 256 TiB, well above VMware's 62 TB.
+const MAX_SIZE: u64 = 1 << 48;
+/// The magic of ESXi's older sparse format (`VMFSSPARSE` extents).
+const COWD_MAGIC: &[u8; 4] = b"COWD";
+/// `createType`s of a disk in one sparse file.
+const MONOLITHIC_TYPES: &[&str] = &["monolithicSparse", "streamOptimized"];
+/// `createType`s of a disk described by a descriptor file that this reader reads; their
+/// extent lines decide the rest.
+const DESCRIBED_TYPES: &[&str] = &[
+    "monolithicFlat",
+    "twoGbMaxExtentSparse",
+    "twoGbMaxExtentFlat",
+    "vmfs",
+    "vmfsThin",
+    "monolithicSparse",
+];
 
-/// A VMDK image over a [`ReadAt`] source.
+/// A VMDK disk: its extents in order, and a delta disk's parent.
 pub struct Vmdk {
-    reader: Box<dyn ReadAt>,
     name: String,
     size: u64,
-    /// Grain size in bytes.
-    grain: u64,
-    /// Each grain's table entry: the sector it lies at, or 0 or [`ZEROED_GRAIN`].
-    entries: Vec<u32>,
-    zeroed_grain: bool,
-    compressed: bool,
-    /// The grain inflated last, and its number.
-    inflated: Option<(u64, Vec<u8>)>,
-    inflater: Box<DecompressorOxide>,
+    create_type: String,
+    /// The disk's content id, which a delta disk over it records.
+    cid: Option<u32>,
+    /// The extents, contiguous from guest offset 0 to the disk's size.
+    parts: Vec<Part>,
+    parent: Option<Box<Vmdk>>,
+}
+
+/// One extent of the disk, at its place in the guest disk.
+struct Part {
+    /// Guest offset of its first byte.
+    start: u64,
+    /// Its length in bytes, never 0.
+    length: u64,
+    data: PartData,
+}
+
+/// Where an extent's bytes are.
+enum PartData {
+    /// A sparse extent; `own_file` when it is the opened file itself, whose uncompressed
+    /// grains the caller may read straight from it.
+    Sparse {
+        extent: SparseExtent,
+        own_file: bool,
+    },
+    /// The bytes of a raw file from byte `start` on.
+    Flat {
+        file: Raw<Box<dyn ReadAt>>,
+        start: u64,
+    },
+    /// Zeros.
+    Zero,
 }
 
 impl Vmdk {
-    /// Opens the VMDK image `name` read by `reader`.
-    pub fn open(mut reader: Box<dyn ReadAt>, name: impl Into<String>) -> Result<Vmdk, ImageError> {
-        let name = name.into();
-        let file_size = reader.len();
-        within(&name, "VMDK header", 0, SECTOR, file_size)?;
-        let mut header = [0u8; SECTOR as usize];
-        read(&mut *reader, &name, 0, &mut header)?;
-        if &header[..4] != MAGIC {
-            return Err(corrupt(&name, Some(0), "no `KDMV` magic"));
+    /// Opens a VMDK disk (a sparse file or a descriptor file) and, for a delta disk, its
+    /// parents; `opener` resolves extent files and parents (pass
+    /// [`no_backing`](crate::no_backing) for a disk in one file).
+    pub fn open(file: ImageFile, opener: &mut BackingOpener<'_>) -> Result<Vmdk, ImageError> {
+        let mut names = vec![file.name.clone()];
+        Self::open_in_chain(file, opener, &mut names)
+    }
+
+    /// Opens `file`, whose name is already the last of `chain`, and its parents.
+    pub(crate) fn open_in_chain(
+        mut file: ImageFile,
+        opener: &mut BackingOpener<'_>,
+        chain: &mut Vec<String>,
+    ) -> Result<Vmdk, ImageError> {
+        let mut head = [0u8; 4];
+        let n = file.reader.len().min(4) as usize;
+        read(&mut *file.reader, &file.name, 0, &mut head[..n])?;
+        if &head == MAGIC {
+            return Self::open_sparse(file, opener, chain);
         }
-        let version = le_u32(&header, 4);
-        if !(1..=3).contains(&version) {
+        if &head == COWD_MAGIC {
+            return Err(unsupported(
+                &file.name,
+                "the file is an ESXi sparse extent (COWD, a VMFSSPARSE snapshot), which is not \
+                 read; consolidate the snapshots first",
+            ));
+        }
+        Self::open_descriptor(file, opener, chain)
+    }
+
+    /// Opens a disk in one sparse file, its descriptor embedded.
+    fn open_sparse(
+        file: ImageFile,
+        opener: &mut BackingOpener<'_>,
+        chain: &mut Vec<String>,
+    ) -> Result<Vmdk, ImageError> {
+        let name = file.name;
+        let mut extent = SparseExtent::open(file.reader, name.clone(), MAX_GRAINS)?;
+        let Some((text, base)) = extent.embedded_descriptor(MAX_DESCRIPTOR)? else {
             return Err(unsupported(
                 &name,
-                format!("VMDK sparse extent version {version}; versions 1 to 3 are read"),
+                "the VMDK file is one extent of a disk described by a separate descriptor \
+                 file (a split or snapshot disk); open the descriptor file instead",
             ));
-        }
-        check_descriptor(&mut *reader, &name, &header)?;
-        // A stream-optimized disk may leave the directory's place to a copy of the header
-        // in the footer: a marker, the header, and an end-of-stream marker.
-        let mut at = 0;
-        if le_u64(&header, 56) == GD_AT_END {
-            at = file_size
-                .checked_sub(2 * SECTOR)
-                .filter(|&a| a > 0)
-                .ok_or_else(|| {
-                    corrupt(
-                        &name,
-                        Some(56),
-                        "the grain directory is said to be at the end, but the file has no footer",
-                    )
-                })?;
-            read(&mut *reader, &name, at, &mut header)?;
-            if &header[..4] != MAGIC || le_u64(&header, 56) == GD_AT_END {
-                return Err(corrupt(
-                    &name,
-                    Some(at),
-                    "the footer holds no copy of the header giving the grain directory",
-                ));
-            }
-        }
-        let flags = le_u32(&header, 8);
-        let capacity = le_u64(&header, 12);
-        let grain_sectors = le_u64(&header, 20);
-        let gtes = u64::from(le_u32(&header, 44));
-        let directory = le_u64(&header, 56);
-        let compression = le_u16(&header, 77);
-        if !grain_sectors.is_power_of_two() || !(8..=4096).contains(&grain_sectors) {
-            return Err(corrupt(
-                &name,
-                Some(at + 20),
-                format!(
-                    "grain size of {grain_sectors} sectors is not a power of two from 8 (4 KiB) \
-                     to 4096 (2 MiB)"
-                ),
-            ));
-        }
-        if gtes != GTES_PER_GT {
-            return Err(corrupt(
-                &name,
-                Some(at + 44),
-                format!("{gtes} entries per grain table, where the format has {GTES_PER_GT}"),
-            ));
-        }
-        let compressed = flags & FLAG_COMPRESSED != 0;
-        if compressed && compression != DEFLATE {
+        };
+        let descriptor = Descriptor::parse(&text, base, &name)?;
+        let create_type = descriptor.create_type.clone().unwrap_or_default();
+        if !create_type.is_empty() && !MONOLITHIC_TYPES.contains(&create_type.as_str()) {
             return Err(unsupported(
                 &name,
                 format!(
-                    "VMDK grains compressed with algorithm {compression}; only deflate is read"
+                    "a VMDK disk of type {create_type:?} in a sparse file; only \
+                     monolithicSparse and streamOptimized disks are held in one file (open \
+                     the descriptor file of a disk of another type)"
                 ),
             ));
         }
-        let grain = grain_sectors * SECTOR;
-        let grains = capacity.div_ceil(grain_sectors);
-        if grains > MAX_GRAINS || capacity > u64::MAX / SECTOR {
-            return Err(corrupt(
-                &name,
-                Some(at + 12),
-                format!(
-                    "a disk of {capacity} sectors in grains of {grain_sectors} sectors has more \
-                     than {MAX_GRAINS} grains"
-                ),
-            ));
-        }
-        let size = capacity * SECTOR;
-        let entries = read_tables(&mut *reader, &name, directory, grains, compressed, grain)?;
+        let size = extent.capacity();
+        let parts = vec![Part {
+            start: 0,
+            length: size,
+            data: PartData::Sparse {
+                extent,
+                own_file: true,
+            },
+        }];
+        let parent = open_parent(descriptor.parent.as_ref(), &name, opener, chain)?;
         Ok(Vmdk {
-            reader,
             name,
             size,
-            grain,
-            entries,
-            zeroed_grain: flags & FLAG_ZEROED_GRAIN != 0,
-            compressed,
-            inflated: None,
-            inflater: Box::default(),
+            create_type,
+            cid: descriptor.cid,
+            parts,
+            parent,
         })
     }
 
-    /// Where grain `index` lies in the file, `None` when it reads as zeros.
-    fn stored(&self, index: u64) -> Option<u64> {
-        match self.entries[index as usize] {
-            0 => None,
-            ZEROED_GRAIN if self.zeroed_grain => None,
-            sector => Some(u64::from(sector) * SECTOR),
-        }
-    }
-
-    /// Calls `piece` with each grain piece of `offset..offset + length` (within the disk):
-    /// its guest offset, length, grain number and offset within the grain.
-    fn pieces<E>(
-        &self,
-        offset: u64,
-        length: u64,
-        mut piece: impl FnMut(u64, u64, u64, u64) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let end = offset + length;
-        let mut at = offset;
-        while at < end {
-            let index = at / self.grain;
-            let within = at % self.grain;
-            let len = (self.grain - within).min(end - at);
-            piece(at, len, index, within)?;
-            at += len;
-        }
-        Ok(())
-    }
-
-    /// Inflates compressed grain `index`, stored at `offset`, into the cache.
-    fn inflate(&mut self, index: u64, offset: u64) -> Result<&[u8], ImageError> {
-        if self
-            .inflated
-            .as_ref()
-            .is_none_or(|(cached, _)| *cached != index)
-        {
-            let file_size = self.reader.len();
-            let mut marker = [0u8; GRAIN_MARKER as usize];
-            within(
-                &self.name,
-                "VMDK grain marker",
-                offset,
-                GRAIN_MARKER,
-                file_size,
-            )?;
-            read(&mut *self.reader, &self.name, offset, &mut marker)?;
-            let compressed = u64::from(le_u32(&marker, 8));
-            // Deflate never grows data by more than a few bytes per 16 KiB block.
-            if compressed == 0 || compressed > 2 * self.grain + 4096 {
-                return Err(corrupt(
-                    &self.name,
-                    Some(offset + 8),
-                    format!("grain {index} claims {compressed} compressed bytes"),
-                ));
-            }
-            within(
-                &self.name,
-                "VMDK compressed grain",
-                offset + GRAIN_MARKER,
-                compressed,
-                file_size,
-            )?;
-            let mut input = vec![0u8; compressed as usize];
-            read(
-                &mut *self.reader,
-                &self.name,
-                offset + GRAIN_MARKER,
-                &mut input,
-            )?;
-            let mut out = match self.inflated.take() {
-                Some((_, buf)) => buf,
-                None => vec![0u8; self.grain as usize],
-            };
-            let want = self.grain.min(self.size - index * self.grain) as usize;
-            self.inflater.init();
-            let flags = inflate_flags::TINFL_FLAG_PARSE_ZLIB_HEADER
-                | inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-            let (status, _, written) = decompress(&mut self.inflater, &input, &mut out, 0, flags);
-            let complete = matches!(status, TINFLStatus::Done | TINFLStatus::HasMoreOutput);
-            if !complete || written < want {
-                return Err(ImageError::new(
-                    &self.name,
-                    ImageErrorKind::Decompress {
-                        offset: offset + GRAIN_MARKER,
-                        length: compressed,
-                        reason: format!(
-                            "grain {index} inflates to {written} of {want} bytes ({status:?})"
-                        ),
-                    },
-                ));
-            }
-            self.inflated = Some((index, out));
-        }
-        Ok(&self.inflated.as_ref().expect("filled above").1)
-    }
-}
-
-/// Refuses what the embedded descriptor says this reader cannot read: no descriptor (one
-/// extent of a disk described elsewhere), a delta disk, or another kind of disk.
-fn check_descriptor(
-    reader: &mut dyn ReadAt,
-    name: &str,
-    header: &[u8; SECTOR as usize],
-) -> Result<(), ImageError> {
-    let offset = le_u64(header, 28);
-    let sectors = le_u64(header, 36);
-    if offset == 0 {
-        return Err(unsupported(
-            name,
-            "the VMDK file is one extent of a disk described by a separate descriptor file \
-             (split or snapshot disks); convert the whole disk first (`qemu-img convert -O \
-             vmdk` of its descriptor)",
-        ));
-    }
-    let length = sectors.saturating_mul(SECTOR).min(MAX_DESCRIPTOR);
-    let start = offset.saturating_mul(SECTOR);
-    within(name, "VMDK descriptor", start, length, reader.len())?;
-    let mut text = vec![0u8; length as usize];
-    read(reader, name, start, &mut text)?;
-    let text = String::from_utf8_lossy(&text);
-    for line in text.lines().map(str::trim) {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
+    /// Opens a disk described by a descriptor file, and its extent files.
+    fn open_descriptor(
+        mut file: ImageFile,
+        opener: &mut BackingOpener<'_>,
+        chain: &mut Vec<String>,
+    ) -> Result<Vmdk, ImageError> {
+        let name = file.name;
+        let len = file.reader.len();
+        let neither = |why: &str| {
+            corrupt(
+                &name,
+                Some(0),
+                format!(
+                    "neither a sparse VMDK file (`KDMV` magic) nor a VMDK descriptor file \
+                     (`# Disk DescriptorFile`): {why}"
+                ),
+            )
         };
-        let value = value.trim().trim_matches('"');
-        match key.trim() {
-            "parentCID" if !value.eq_ignore_ascii_case("ffffffff") => {
+        if len > MAX_DESCRIPTOR {
+            return Err(neither(&format!(
+                "it has {len} bytes, more than the {MAX_DESCRIPTOR} a descriptor may have"
+            )));
+        }
+        let mut text = vec![0u8; len as usize];
+        read(&mut *file.reader, &name, 0, &mut text)?;
+        if !text.starts_with(DESCRIPTOR_MAGIC) {
+            return Err(neither("no magic at offset 0"));
+        }
+        let descriptor = Descriptor::parse(&text, 0, &name)?;
+        let create_type = descriptor.create_type.clone().unwrap_or_default();
+        match create_type.as_str() {
+            "" => return Err(corrupt(&name, None, "the descriptor gives no createType")),
+            t if DESCRIBED_TYPES.contains(&t) => {}
+            "vmfsSparse" | "seSparse" => {
                 return Err(unsupported(
-                    name,
-                    "the image is a VMDK delta disk (a snapshot), which needs its parent; \
-                     consolidate the snapshots first (in VMware, or `qemu-img convert -O vmdk`)",
-                ));
-            }
-            "createType" if value != "monolithicSparse" && value != "streamOptimized" => {
-                return Err(unsupported(
-                    name,
+                    &name,
                     format!(
-                        "a VMDK disk of type {value:?}; only monolithicSparse and \
-                         streamOptimized disks, held in one file, are read"
+                        "a VMDK disk of type {create_type:?} (an ESXi snapshot) is not read; \
+                         consolidate the snapshots first"
                     ),
                 ));
             }
-            _ => {}
+            _ => {
+                return Err(unsupported(
+                    &name,
+                    format!(
+                        "a VMDK disk of type {create_type:?}; the types read are {} and, in \
+                         one file, {}",
+                        DESCRIBED_TYPES.join(", "),
+                        MONOLITHIC_TYPES.join(", ")
+                    ),
+                ));
+            }
         }
-    }
-    Ok(())
-}
-
-/// Reads the grain directory at sector `directory` and its grain tables: each of `grains`
-/// grains' entry.
-fn read_tables(
-    reader: &mut dyn ReadAt,
-    name: &str,
-    directory: u64,
-    grains: u64,
-    compressed: bool,
-    grain: u64,
-) -> Result<Vec<u32>, ImageError> {
-    let file_size = reader.len();
-    let tables = grains.div_ceil(GTES_PER_GT);
-    let gd_at = directory.saturating_mul(SECTOR);
-    within(name, "VMDK grain directory", gd_at, tables * 4, file_size)?;
-    // Bounded by MAX_GRAINS.
-    let mut gd = vec![0u8; (tables * 4) as usize];
-    read(reader, name, gd_at, &mut gd)?;
-    let mut entries = vec![0u32; grains as usize];
-    let mut table = vec![0u8; (GTES_PER_GT * 4) as usize];
-    for (t, slot) in gd.chunks_exact(4).enumerate() {
-        let sector = u64::from(u32::from_le_bytes(slot.try_into().expect("four bytes")));
-        if sector == 0 {
-            continue;
+        if descriptor.extents.is_empty() {
+            return Err(corrupt(&name, None, "the descriptor lists no extents"));
         }
-        let gt_at = sector * SECTOR;
-        if gt_at
-            .checked_add(GTES_PER_GT * 4)
-            .is_none_or(|end| end > file_size)
+        let mut parts = Vec::with_capacity(descriptor.extents.len());
+        let mut start = 0u64;
+        let mut grains_left = MAX_GRAINS;
+        for line in &descriptor.extents {
+            let end = start
+                .checked_add(line.length)
+                .filter(|&end| end <= MAX_SIZE)
+                .ok_or_else(|| {
+                    line_error(
+                        &name,
+                        line,
+                        format!("the disk grows past the {MAX_SIZE} bytes a disk may have here"),
+                    )
+                })?;
+            let data = open_extent(&name, line, opener, &mut grains_left)?;
+            parts.push(Part {
+                start,
+                length: line.length,
+                data,
+            });
+            start = end;
+        }
+        let size = start;
+        // QEMU and VMware round the geometry down from the size: a geometry larger than
+        // the extents says that extent lines are missing.
+        if let Some((c, h, s, line)) = descriptor.geometry
+            && c.saturating_mul(h).saturating_mul(s) > size / SECTOR
         {
             return Err(corrupt(
-                name,
-                Some(gd_at + t as u64 * 4),
+                &name,
+                Some(line.offset),
                 format!(
-                    "grain table {t} lies at offset {gt_at:#x}, past the end of the file \
-                     ({file_size} bytes)"
+                    "descriptor line {}: the geometry ({c} cylinders, {h} heads, {s} sectors) \
+                     is larger than the {} sectors the extents hold; an extent line is missing",
+                    line.number,
+                    size / SECTOR
                 ),
             ));
         }
-        read(reader, name, gt_at, &mut table)?;
-        let first = t as u64 * GTES_PER_GT;
-        for (i, entry) in table.chunks_exact(4).enumerate() {
-            let index = first + i as u64;
-            if index >= grains {
-                break;
-            }
-            let value = u32::from_le_bytes(entry.try_into().expect("four bytes"));
-            // Uncompressed grains are read by the host straight from the file: they must
-            // lie in it. A compressed grain's size is known only from its marker.
-            let need = if compressed { GRAIN_MARKER } else { grain };
-            if value > 1 && (u64::from(value) * SECTOR).saturating_add(need) > file_size {
-                return Err(corrupt(
+        let parent = open_parent(descriptor.parent.as_ref(), &name, opener, chain)?;
+        Ok(Vmdk {
+            name,
+            size,
+            create_type,
+            cid: descriptor.cid,
+            parts,
+            parent,
+        })
+    }
+
+    /// The parent of a delta disk, if it is one.
+    pub fn parent(&self) -> Option<&Vmdk> {
+        self.parent.as_deref()
+    }
+
+    /// The extent at guest offset `pos` (below the size), and `pos` within it.
+    fn part_at(&self, pos: u64) -> (usize, u64) {
+        let i = self.parts.partition_point(|p| p.start + p.length <= pos);
+        (i, pos - self.parts[i].start)
+    }
+}
+
+/// An error about the extent line `line` of the descriptor `name`.
+fn line_error(name: &str, line: &ExtentLine, reason: String) -> ImageError {
+    corrupt(
+        name,
+        Some(line.line.offset),
+        format!(
+            "descriptor line {} ({:?}): {reason}",
+            line.line.number, line.text
+        ),
+    )
+}
+
+/// Opens the extent of `line` in the descriptor `name`, a sparse one sharing
+/// `grains_left`.
+fn open_extent(
+    name: &str,
+    line: &ExtentLine,
+    opener: &mut BackingOpener<'_>,
+    grains_left: &mut u64,
+) -> Result<PartData, ImageError> {
+    let format = match line.kind {
+        ExtentType::Zero => return Ok(PartData::Zero),
+        ExtentType::Sparse => Format::Vmdk,
+        ExtentType::Flat(_) => Format::Raw,
+    };
+    let reference = BackingRef {
+        name: line.file.clone(),
+        referenced_by: name.to_owned(),
+        format: Some(format),
+        role: BackingRole::Extent,
+    };
+    let mut file = opener(&reference)?;
+    let file_size = file.reader.len();
+    match line.kind {
+        ExtentType::Flat(start) => {
+            if start
+                .checked_add(line.length)
+                .is_none_or(|end| end > file_size)
+            {
+                return Err(line_error(
                     name,
-                    Some(gt_at + i as u64 * 4),
+                    line,
                     format!(
-                        "grain {index} lies at offset {:#x}, past the end of the file \
-                         ({file_size} bytes)",
-                        u64::from(value) * SECTOR
+                        "the extent's {} bytes at offset {start:#x} of {} pass the end of that \
+                         file ({file_size} bytes)",
+                        line.length, file.name
                     ),
                 ));
             }
-            entries[index as usize] = value;
+            Ok(PartData::Flat {
+                file: Raw::new(file.reader, file.name, file.data_ranges),
+                start,
+            })
+        }
+        _ => {
+            let mut head = [0u8; 4];
+            let n = file_size.min(4) as usize;
+            read(&mut *file.reader, &file.name, 0, &mut head[..n])?;
+            if &head == COWD_MAGIC {
+                return Err(unsupported(
+                    name,
+                    format!(
+                        "descriptor line {} ({:?}): {} is an ESXi sparse extent (COWD), which \
+                         is not read",
+                        line.line.number, line.text, file.name
+                    ),
+                ));
+            }
+            let extent = SparseExtent::open(file.reader, file.name, *grains_left)?;
+            *grains_left -= extent.grains() as u64;
+            if extent.capacity() != line.length {
+                return Err(line_error(
+                    name,
+                    line,
+                    format!(
+                        "the extent file {} holds {} sectors, where the line gives {}",
+                        extent.name(),
+                        extent.capacity() / SECTOR,
+                        line.length / SECTOR
+                    ),
+                ));
+            }
+            Ok(PartData::Sparse {
+                extent,
+                own_file: false,
+            })
         }
     }
-    Ok(entries)
+}
+
+/// Opens the parent `parent` of the delta disk `name` through `opener`, below the images
+/// in `chain`, and checks that it is the disk the delta was made over.
+fn open_parent(
+    parent: Option<&ParentRef>,
+    name: &str,
+    opener: &mut BackingOpener<'_>,
+    chain: &mut Vec<String>,
+) -> Result<Option<Box<Vmdk>>, ImageError> {
+    let Some(parent) = parent else {
+        return Ok(None);
+    };
+    let reference = BackingRef {
+        name: parent.hint.clone(),
+        referenced_by: name.to_owned(),
+        format: Some(Format::Vmdk),
+        role: BackingRole::Backing,
+    };
+    let file = opener(&reference)?;
+    let opened = chain::in_chain(file, chain, |mut file, chain| {
+        let format = chain::probe(&mut *file.reader, &file.name)?;
+        if format != Format::Vmdk {
+            return Err(unsupported(
+                &file.name,
+                format!(
+                    "the parent of the VMDK delta disk {name} is a {format} image; a delta \
+                     disk's parent is a VMDK disk"
+                ),
+            ));
+        }
+        Vmdk::open_in_chain(file, opener, chain)
+    })?;
+    if opened.cid != Some(parent.cid) {
+        let found = opened
+            .cid
+            .map_or_else(|| "none".to_owned(), |cid| format!("{cid:08x}"));
+        return Err(corrupt(
+            name,
+            Some(parent.line.offset),
+            format!(
+                "descriptor line {}: the delta disk was made over a parent of CID {:08x}, and \
+                 its parent {} has CID {found}: the parent changed after the snapshot was \
+                 taken, and the delta's grains no longer apply over it",
+                parent.line.number, parent.cid, opened.name
+            ),
+        ));
+    }
+    Ok(Some(Box::new(opened)))
+}
+
+/// Fills `buf` with the bytes at guest offset `pos` of a delta disk's `parent`, zeros past
+/// its end or without one.
+fn read_parent(parent: &mut Option<Box<Vmdk>>, pos: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+    let Some(parent) = parent else {
+        buf.fill(0);
+        return Ok(());
+    };
+    let covered = parent
+        .virtual_size()
+        .saturating_sub(pos)
+        .min(<[u8]>::len(buf) as u64) as usize;
+    let (head, tail) = buf.split_at_mut(covered);
+    if !head.is_empty() {
+        parent.read_at(pos, head)?;
+    }
+    tail.fill(0);
+    Ok(())
 }
 
 impl DiskImage for Vmdk {
@@ -394,72 +468,163 @@ impl DiskImage for Vmdk {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        check_range(&self.name, offset, <[u8]>::len(buf) as u64, self.size)?;
-        let mut pieces = Vec::new();
-        self.pieces(offset, <[u8]>::len(buf) as u64, |at, len, index, within| {
-            pieces.push((at, len, index, within));
-            Ok::<(), ImageError>(())
-        })?;
-        for (at, len, index, within) in pieces {
-            let start = (at - offset) as usize;
-            let target = &mut buf[start..start + len as usize];
-            match self.stored(index) {
-                None => target.fill(0),
-                Some(file_offset) if !self.compressed => {
-                    read(&mut *self.reader, &self.name, file_offset + within, target)?;
+        let length = <[u8]>::len(buf) as u64;
+        check_range(&self.name, offset, length, self.size)?;
+        let mut done = 0u64;
+        while done < length {
+            let pos = offset + done;
+            let (i, within) = self.part_at(pos);
+            let part = &mut self.parts[i];
+            let left = (part.length - within).min(length - done);
+            let n = match &mut part.data {
+                PartData::Zero => {
+                    buf[done as usize..(done + left) as usize].fill(0);
+                    left
                 }
-                Some(file_offset) => {
-                    let grain = self.inflate(index, file_offset)?;
-                    target.copy_from_slice(&grain[within as usize..(within + len) as usize]);
+                PartData::Flat { file, start } => {
+                    file.read_at(
+                        *start + within,
+                        &mut buf[done as usize..(done + left) as usize],
+                    )?;
+                    left
                 }
-            }
+                PartData::Sparse { extent, .. } => {
+                    let (grain, run) = extent.locate(within);
+                    let n = run.min(left);
+                    let chunk = &mut buf[done as usize..(done + n) as usize];
+                    match grain {
+                        Grain::Unallocated => read_parent(&mut self.parent, pos, chunk)?,
+                        Grain::Zero => chunk.fill(0),
+                        Grain::Stored(_) | Grain::Compressed(_) => extent.read(within, chunk)?,
+                    }
+                    n
+                }
+            };
+            done += n;
         }
         Ok(())
     }
 
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
         check_range(&self.name, offset, length, self.size)?;
+        let end = offset + length;
         let mut list = ExtentList::default();
-        self.pieces(offset, length, |at, len, index, _| {
-            let kind = match self.stored(index) {
-                Some(_) => ExtentKind::Data,
-                None => ExtentKind::Zero,
+        let mut pos = offset;
+        while pos < end {
+            let (i, within) = self.part_at(pos);
+            let part = &mut self.parts[i];
+            let left = (part.length - within).min(end - pos);
+            let n = match &mut part.data {
+                PartData::Zero => {
+                    list.push(pos, left, ExtentKind::Zero);
+                    left
+                }
+                PartData::Flat { file, start } => {
+                    // File offsets back to guest offsets.
+                    let shift = part.start;
+                    for e in file.map(*start + within, left)? {
+                        list.push(e.offset - *start + shift, e.length, e.kind);
+                    }
+                    left
+                }
+                PartData::Sparse { extent, .. } => {
+                    let (grain, run) = extent.locate(within);
+                    let n = run.min(left);
+                    match (grain, &mut self.parent) {
+                        (Grain::Stored(_) | Grain::Compressed(_), _) => {
+                            list.push(pos, n, ExtentKind::Data);
+                        }
+                        (Grain::Unallocated, Some(parent)) => {
+                            let covered = parent.virtual_size().saturating_sub(pos).min(n);
+                            if covered > 0 {
+                                list.extend(parent.map(pos, covered)?);
+                            }
+                            list.push(pos + covered, n - covered, ExtentKind::Zero);
+                        }
+                        (Grain::Unallocated | Grain::Zero, _) => {
+                            list.push(pos, n, ExtentKind::Zero);
+                        }
+                    }
+                    n
+                }
             };
-            list.push(at, len, kind);
-            Ok::<(), ImageError>(())
-        })?;
+            pos += n;
+        }
         Ok(list.into_vec())
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
         check_range(&self.name, offset, length, self.size)?;
+        let end = offset + length;
         let mut runs = Vec::new();
-        self.pieces(offset, length, |at, len, index, within| {
-            let stored = match self.stored(index) {
-                Some(file_offset) if !self.compressed => Stored::InFile(file_offset + within),
-                _ => Stored::Elsewhere,
+        let mut pos = offset;
+        while pos < end {
+            let (i, within) = self.part_at(pos);
+            let part = &self.parts[i];
+            let left = (part.length - within).min(end - pos);
+            let (n, stored) = match &part.data {
+                PartData::Sparse {
+                    extent,
+                    own_file: true,
+                } => {
+                    let (grain, run) = extent.locate(within);
+                    match grain {
+                        Grain::Stored(at) => (run.min(left), Stored::InFile(at)),
+                        _ => (run.min(left), Stored::Elsewhere),
+                    }
+                }
+                // In another file than the one opened, or nowhere.
+                _ => (left, Stored::Elsewhere),
             };
-            push_run(&mut runs, at, len, stored);
-            Ok::<(), ImageError>(())
-        })?;
+            push_run(&mut runs, pos, n, stored);
+            pos += n;
+        }
         Ok(runs)
     }
 
     fn describe(&self) -> String {
-        let kind = if self.compressed {
-            "stream-optimized"
-        } else {
-            "sparse"
-        };
-        let stored = (0..self.entries.len() as u64)
-            .filter(|&i| self.stored(i).is_some())
-            .count();
-        format!(
-            "{kind} VMDK image {}: {} bytes, {stored} of {} grains of {} KiB stored",
+        let extents: Vec<String> = self
+            .parts
+            .iter()
+            .map(|part| match &part.data {
+                PartData::Sparse { extent, own_file } => {
+                    let kind = if extent.compressed() {
+                        "stream-optimized"
+                    } else {
+                        "sparse"
+                    };
+                    let place = if *own_file {
+                        String::new()
+                    } else {
+                        format!(" {}", extent.name())
+                    };
+                    format!(
+                        "{kind} extent{place}: {} of {} grains stored",
+                        extent.stored_grains(),
+                        extent.grains()
+                    )
+                }
+                PartData::Flat { file, start } => {
+                    format!("flat extent {} from offset {start:#x}", file.name())
+                }
+                PartData::Zero => format!("{} bytes of zeros", part.length),
+            })
+            .collect();
+        let mut s = format!(
+            "VMDK image {} ({}): {} bytes; {}",
             self.name,
+            if self.create_type.is_empty() {
+                "sparse"
+            } else {
+                &self.create_type
+            },
             self.size,
-            self.entries.len(),
-            self.grain >> 10
-        )
+            extents.join(", ")
+        );
+        if let Some(parent) = &self.parent {
+            s.push_str("; delta over ");
+            s.push_str(&parent.describe());
+        }
+        s
     }
 }

@@ -17,9 +17,9 @@ pub(crate) fn from_image(disk: &str, err: &ImageError) -> PluginError {
     match err.kind() {
         ImageErrorKind::Io { .. } => PluginError::Io(message),
         ImageErrorKind::Unsupported { .. } => PluginError::Unsupported(message),
-        ImageErrorKind::InUse | ImageErrorKind::BackingUnavailable { .. } => {
-            PluginError::SourceUnavailable(message)
-        }
+        ImageErrorKind::InUse
+        | ImageErrorKind::BackingUnavailable { .. }
+        | ImageErrorKind::ExtentUnavailable { .. } => PluginError::SourceUnavailable(message),
         // A read past the end of a disk is a request this plugin should never make.
         ImageErrorKind::OutOfRange { .. } => PluginError::Internal(message),
         _ => PluginError::CorruptSource(message),

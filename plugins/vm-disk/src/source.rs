@@ -1,7 +1,7 @@
 //! The disks a capture reads, opened from what the request names: an image file inside a
-//! granted directory (raw, qcow2 with its backing chain, VHD, VHDX, VMDK or VDI), a host block device granted
-//! on its own (a raw disk the host reads), or an export of an NBD server
-//! (`nbd://HOST:PORT/EXPORT`). Either way a [`Source`] tells the disk's size, which of its
+//! granted directory (raw, qcow2 with its backing chain, VHD, VHDX, VMDK with its extent
+//! files and parents, or VDI), a host block device granted on its own (a raw disk the host
+//! reads), or an export of an NBD server (`nbd://HOST:PORT/EXPORT`). Either way a [`Source`] tells the disk's size, which of its
 //! ranges may hold data, which changed since the last backup when a dirty bitmap says so,
 //! and reads its bytes.
 
@@ -10,8 +10,8 @@ use std::fs::File;
 use std::net::TcpStream;
 
 use tessera_disk_image::{
-    BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageErrorKind, ImageFile,
-    Run, Stored,
+    BackingRef, BackingRole, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile, Run,
+    Stored,
 };
 use tessera_nbd::{BASE_ALLOCATION, Client, NbdErrorKind, NbdUrl};
 use tessera_plugin_sdk::error::host_error_text;
@@ -467,17 +467,10 @@ fn data_ranges(size: u64, holes: &[ByteRange]) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Resolves and opens a backing file.
+/// Resolves and opens a backing file or, for a VMDK descriptor, an extent file: both are
+/// names relative to the image that refers to them.
 fn open_backing(backing: &BackingRef, mounts: &[GrantedDir]) -> Result<ImageFile, ImageError> {
-    let unavailable = |reason: String| {
-        ImageError::new(
-            &backing.referenced_by,
-            ImageErrorKind::BackingUnavailable {
-                backing: backing.name.clone(),
-                reason,
-            },
-        )
-    };
+    let unavailable = |reason: String| backing.unavailable(reason);
     let sandbox = backing::resolve(&backing.name, &backing.referenced_by, mounts)
         .map_err(|err| unavailable(err.to_string()))?;
     let Some((sandbox, host_path)) = sandbox_paths(&sandbox) else {
@@ -487,8 +480,12 @@ fn open_backing(backing: &BackingRef, mounts: &[GrantedDir]) -> Result<ImageFile
     };
     let stat = host::stat(&host_path)
         .map_err(|err| unavailable(format!("{sandbox}: {}", host_error_text(&err))))?;
+    let role = match backing.role {
+        BackingRole::Backing => "backing file",
+        BackingRole::Extent => "extent file",
+    };
     debug!(
-        "{}: backing file {} is {sandbox}",
+        "{}: {role} {} is {sandbox}",
         backing.referenced_by, backing.name
     );
     image_file(&sandbox, &host_path, stat.size)

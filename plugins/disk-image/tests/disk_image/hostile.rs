@@ -365,3 +365,79 @@ fn shared_l2_tables_are_refused() {
         "{err}"
     );
 }
+
+/// A VMDK delta disk described by a descriptor file, split into a sparse extent, over a
+/// flat parent described by its own: each file mutated in turn (the descriptors with
+/// bytes that matter to them), opened through an opener that serves the files by name.
+#[test]
+fn mutated_vmdk_descriptors_and_extents_never_panic() {
+    let dir = tempdir();
+    let d = dir.path();
+    let src = write_raw(d, "src.raw", &content(3 << 20, 14));
+    convert_raw(
+        &src,
+        &path(d, "base.vmdk"),
+        "vmdk",
+        "subformat=monolithicFlat",
+    );
+    let top = path(d, "top.vmdk");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=twoGbMaxExtentSparse",
+        "-b",
+        "base.vmdk",
+        "-F",
+        "vmdk",
+        top.to_str().unwrap(),
+    ]);
+    qemu_io(
+        &top,
+        "vmdk",
+        &["write -P 3 100000 200000", "write -P 4 2000000 4096"],
+    );
+    let names = ["top.vmdk", "top-s001.vmdk", "base.vmdk", "base-flat.vmdk"];
+    let originals: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(path(d, n)).unwrap())
+        .collect();
+    // What a descriptor is made of, so that mutations make lines that almost parse.
+    const TEXT: &[u8] = b"0123456789abcdef \"\n=#RWFLATSPARSEZEROVMFS\0";
+    let mut rng = SplitMix::new(6);
+    for round in 0..400u64 {
+        let mut files = originals.clone();
+        let target = rng.below(files.len() as u64) as usize;
+        let bytes = &mut files[target];
+        let descriptor = names[target] == "top.vmdk" || names[target] == "base.vmdk";
+        if rng.below(8) == 0 {
+            let cut = rng.below(bytes.len() as u64) as usize;
+            bytes.truncate(cut);
+        } else if descriptor {
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len() as u64) as usize;
+                bytes[at] = TEXT[rng.below(TEXT.len() as u64) as usize];
+            }
+        } else {
+            // The extent's header, directory and tables lie in its first 64 KiB.
+            let window = (64 << 10).min(bytes.len() as u64);
+            for _ in 0..1 + rng.below(6) {
+                let at = rng.below(window) as usize;
+                bytes[at] = rng.next_u64() as u8;
+            }
+        }
+        let mut opener = |b: &BackingRef| -> Result<ImageFile, ImageError> {
+            let i = names
+                .iter()
+                .position(|n| *n == b.name)
+                .ok_or_else(|| b.unavailable("no such file"))?;
+            Ok(ImageFile::new(names[i], Box::new(files[i].clone())))
+        };
+        let file = ImageFile::new("top.vmdk", Box::new(files[0].clone()));
+        if let Ok(mut image) = open(file, None, &mut opener) {
+            use_image(&mut *image, round);
+        }
+    }
+}

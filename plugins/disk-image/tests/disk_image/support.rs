@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tessera_disk_image::{
-    BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageErrorKind, ImageFile,
-    Stored, open,
+    BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile, Stored, open,
 };
 
 /// Runs a QEMU tool and returns its standard output; fails the test if the tool is missing
@@ -121,15 +120,9 @@ pub fn open_file(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImag
 pub fn opener(backing: &BackingRef) -> Result<ImageFile, ImageError> {
     let referrer = Path::new(&backing.referenced_by);
     let path = referrer.parent().unwrap().join(&backing.name);
-    let path = path.canonicalize().map_err(|e| {
-        ImageError::new(
-            &backing.referenced_by,
-            ImageErrorKind::BackingUnavailable {
-                backing: backing.name.clone(),
-                reason: e.to_string(),
-            },
-        )
-    })?;
+    let path = path
+        .canonicalize()
+        .map_err(|e| backing.unavailable(e.to_string()))?;
     Ok(image_file(&path, backing.format))
 }
 
@@ -156,12 +149,33 @@ pub fn raw_data_ranges(path: &Path) -> Vec<(u64, u64)> {
 
 /// `qemu-img map` of an image: merged `(start, end, data)` ranges.
 pub fn qemu_map(path: &Path, format: &str) -> Vec<(u64, u64, bool)> {
+    qemu_map_as(path, format, MapView::Data)
+}
+
+/// Which ranges of `qemu-img map` count as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapView {
+    /// Those QEMU says are data.
+    Data,
+    /// Those QEMU says are data and not known zeros: the holes of a flat VMDK extent are
+    /// data to QEMU, and zeros to a reader told the file's holes.
+    NonZeroData,
+}
+
+/// `qemu-img map` of an image: merged `(start, end, data)` ranges, data as `view` says.
+pub fn qemu_map_as(path: &Path, format: &str, view: MapView) -> Vec<(u64, u64, bool)> {
     let json = qemu_img(&["map", "--output=json", "-f", format, path.to_str().unwrap()]);
     let entries: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     merge(entries.iter().map(|e| {
         let start = e["start"].as_u64().unwrap();
         let length = e["length"].as_u64().unwrap();
-        (start, start + length, e["data"].as_bool().unwrap())
+        let data = e["data"].as_bool().unwrap();
+        let zero = e["zero"].as_bool().unwrap();
+        let data = match view {
+            MapView::Data => data,
+            MapView::NonZeroData => data && !zero,
+        };
+        (start, start + length, data)
     }))
 }
 
@@ -220,6 +234,11 @@ pub fn qemu_raw(path: &Path, format: &str, dir: &Path) -> Vec<u8> {
 /// Checks that our reader sees exactly what QEMU sees in the image at `path`: the same
 /// bytes, read in pieces that cross cluster boundaries anywhere, and the same map.
 pub fn assert_same_as_qemu(path: &Path, format: &str) {
+    assert_same_as_qemu_with(path, format, MapView::Data);
+}
+
+/// [`assert_same_as_qemu`], QEMU's map taken as `view` says.
+pub fn assert_same_as_qemu_with(path: &Path, format: &str, view: MapView) {
     let dir = path.parent().unwrap();
     let expected = qemu_raw(path, format, dir);
     let mut image = open_file(path, Format::from_name(format)).unwrap();
@@ -254,7 +273,7 @@ pub fn assert_same_as_qemu(path: &Path, format: &str) {
 
     assert_eq!(
         our_map(&mut *image),
-        qemu_map(path, format),
+        qemu_map_as(path, format, view),
         "map of {}",
         image.describe()
     );
