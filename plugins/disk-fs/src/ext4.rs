@@ -10,6 +10,12 @@
 //! `meta_bg`, `ea_inode` and `mmp` cleared from the superblock it is given, and for
 //! `meta_bg` the group descriptors served where it looks for them (see `Source`).
 //!
+//! That crate does not read inline data (`inline_data`): it is shown the volume without
+//! the feature, and never asked about an inode that keeps its data inline nor about a
+//! path through a directory that keeps its entries inline. On such a volume every path is
+//! first walked by `ext_raw`, which answers for those inodes itself (see
+//! [`ExtVolume::lstat`]).
+//!
 //! The superblock fields read here (offsets inside the superblock, which starts at byte
 //! 1024; all little-endian):
 //!
@@ -31,7 +37,7 @@ use ext4_view::{Ext4, Ext4Error, Ext4Read, FileType, Metadata, Timestamp};
 use tessera_disk_image::ReadAt;
 
 use crate::ext_layout::{DescriptorLayout, INCOMPAT_META_BG};
-use crate::ext_raw::RawExt;
+use crate::ext_raw::{FileMap, InodeStat, RawExt, RawInode, Run};
 use crate::path::{self, MAX_DEPTH, MAX_PATH_BYTES};
 use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
 
@@ -82,7 +88,18 @@ pub(crate) struct ExtVolume {
     what: String,
     kind: &'static str,
     block_size: u64,
+    /// Whether the volume has the `inline_data` feature, so that paths are walked by the
+    /// raw reader first.
+    inline: bool,
     warnings: Vec<String>,
+}
+
+/// An entry as `lstat` finds it: its metadata, and the inode as stored when the reader
+/// beneath must not be asked about it (it keeps its data inline, or lies below a directory
+/// that keeps its entries inline).
+struct Node {
+    stat: InodeStat,
+    raw: Option<RawInode>,
 }
 
 impl ExtVolume {
@@ -163,9 +180,6 @@ impl ExtVolume {
                 "ext2 without the filetype feature (made by a very old mke2fs)",
             ));
         }
-        if incompat & INCOMPAT_INLINE_DATA != 0 {
-            return Err(FsError::unsupported(what, "the ext4 inline_data feature"));
-        }
         let kind = if incompat
             & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG | INCOMPAT_META_BG)
             != 0
@@ -185,8 +199,15 @@ impl ExtVolume {
         // multi-mount protection (`mmp`) only guards mounting, and `large_dir` lets
         // directories pass 2 GiB (more than is read, see `MAX_DIR_BYTES`) and their hash
         // indexes reach three levels (the reader beneath descends any number).
-        let mut hidden =
-            incompat & (INCOMPAT_META_BG | INCOMPAT_MMP | INCOMPAT_EA_INODE | INCOMPAT_LARGEDIR);
+        // Inline data (`inline_data`) is read by `ext_raw`, and the reader beneath never
+        // sees an inode that has it (see `lstat`).
+        let inline = incompat & INCOMPAT_INLINE_DATA != 0;
+        let mut hidden = incompat
+            & (INCOMPAT_META_BG
+                | INCOMPAT_MMP
+                | INCOMPAT_EA_INODE
+                | INCOMPAT_LARGEDIR
+                | INCOMPAT_INLINE_DATA);
         if compat & COMPAT_HAS_JOURNAL != 0 && u32_at(0xe0) == 0 && replayed {
             // An external journal is another device: not in this image, so not replayed.
             hidden |= INCOMPAT_RECOVER;
@@ -243,12 +264,19 @@ impl ExtVolume {
             }
             Ok(Rc::new(RefCell::new(raw)))
         });
+        if inline && let Err(why) = &raw {
+            return Err(FsError::unsupported(
+                what,
+                format!("the ext4 inline_data feature, as the inodes cannot be read: {why}"),
+            ));
+        }
         Ok(ExtVolume {
             fs,
             raw,
             what: what.to_owned(),
             kind,
             block_size,
+            inline,
             warnings,
         })
     }
@@ -275,9 +303,9 @@ impl ExtVolume {
 
     pub(crate) fn stat(&mut self, path: &str) -> Result<FsEntry, FsError> {
         let resolved = self.resolve(path)?;
-        let md = self.lstat(&resolved, path)?;
+        let node = self.lstat(&resolved, path)?;
         let name = last_name(path);
-        self.entry(name, &resolved, &md, path)
+        self.entry(name, &resolved, &node, path)
     }
 
     /// The extended attributes and device number of the entry at `path`.
@@ -304,14 +332,17 @@ impl ExtVolume {
 
     pub(crate) fn list(&mut self, path: &str) -> Result<Vec<FsEntry>, FsError> {
         let resolved = self.resolve(path)?;
-        let md = self.lstat(&resolved, path)?;
-        if !md.is_dir() {
+        let node = self.lstat(&resolved, path)?;
+        if !node.stat.is_dir() {
             return Err(FsError::NotADirectory {
                 what: self.what.clone(),
                 path: path.to_owned(),
             });
         }
-        self.check_dir_size(&md, path)?;
+        self.check_dir_size(&node.stat, path)?;
+        if let Some(dir) = &node.raw {
+            return self.list_raw(dir, &resolved, path);
+        }
         let dir = self
             .fs
             .read_dir(resolved.as_slice())
@@ -334,24 +365,86 @@ impl ExtVolume {
             let md = entry
                 .metadata()
                 .map_err(|e| map_err(&self.what, &name, e))?;
-            entries.push(self.entry(name, child.as_ref(), &md, path)?);
+            let node = Node {
+                stat: view_stat(&md),
+                raw: None,
+            };
+            entries.push(self.entry(name, child.as_ref(), &node, path)?);
         }
         Ok(entries)
     }
 
+    /// Lists a directory the reader beneath must not be asked about, at `resolved`.
+    fn list_raw(
+        &mut self,
+        dir: &RawInode,
+        resolved: &[u8],
+        path: &str,
+    ) -> Result<Vec<FsEntry>, FsError> {
+        let raw = self.raw()?;
+        let children = raw.borrow().list(dir).map_err(|e| on_path(e, path))?;
+        let mut entries = Vec::with_capacity(children.len());
+        for (name, inode) in children {
+            let stat = raw.borrow().stat(&inode).map_err(|e| on_path(e, path))?;
+            let mut child = resolved.to_vec();
+            if child.last() != Some(&b'/') {
+                child.push(b'/');
+            }
+            child.extend_from_slice(&name);
+            let node = Node {
+                stat,
+                raw: Some(inode),
+            };
+            let name = String::from_utf8_lossy(&name).into_owned();
+            entries.push(self.entry(name, &child, &node, path)?);
+        }
+        Ok(entries)
+    }
+
+    /// The raw reader, which an `inline_data` volume is not opened without.
+    fn raw(&self) -> Result<Rc<RefCell<RawExt>>, FsError> {
+        match &self.raw {
+            Ok(raw) => Ok(Rc::clone(raw)),
+            Err(why) => Err(FsError::unsupported(
+                &self.what,
+                format!("the inodes cannot be read as stored: {why}"),
+            )),
+        }
+    }
+
     pub(crate) fn open_file(&mut self, path: &str) -> Result<ExtFile, FsError> {
         let resolved = self.resolve(path)?;
-        let md = self.lstat(&resolved, path)?;
-        if !md.file_type().is_regular_file() {
+        let node = self.lstat(&resolved, path)?;
+        if !node.stat.is_file() {
             return Err(FsError::NotAFile {
                 what: self.what.clone(),
                 path: path.to_owned(),
             });
         }
-        let file = self
-            .fs
-            .open(resolved.as_slice())
-            .map_err(|e| map_err(&self.what, path, e))?;
+        let (file, mapping) = match &node.raw {
+            Some(inode) => {
+                let blocks = node.stat.size.div_ceil(self.block_size);
+                if blocks > u64::from(u32::MAX) {
+                    return Err(FsError::corrupt(
+                        &self.what,
+                        None,
+                        format!(
+                            "{path:?} claims {} bytes, past the 2^32 blocks a file may have",
+                            node.stat.size
+                        ),
+                    ));
+                }
+                let map = self.raw()?.borrow().file_map(inode);
+                (None, Some(map.map_err(|e| on_path(e, path))?))
+            }
+            None => {
+                let file = self
+                    .fs
+                    .open(resolved.as_slice())
+                    .map_err(|e| map_err(&self.what, path, e))?;
+                (Some(file), None)
+            }
+        };
         // A block map addresses 12 direct blocks and one single, one double and one triple
         // indirect block of block_size / 4 entries each.
         let per_block = self.block_size / 4;
@@ -363,13 +456,14 @@ impl ExtVolume {
             path: path.to_owned(),
             resolved,
             file,
-            size: md.len(),
+            size: node.stat.size,
             pos: 0,
             block_size: self.block_size,
             addressable_blocks: addressable,
             failed: false,
             raw: self.raw.as_ref().ok().cloned(),
-            block_map: None,
+            mapping,
+            run: None,
         })
     }
 
@@ -387,7 +481,7 @@ impl ExtVolume {
         let mut links = 0;
         if !pending.is_empty() {
             let root = self.lstat(b"/", path)?;
-            self.check_dir_size(&root, path)?;
+            self.check_dir_size(&root.stat, path)?;
         }
         while let Some(part) = pending.pop() {
             match part.as_slice() {
@@ -408,8 +502,8 @@ impl ExtVolume {
                 break;
             }
             let prefix = join(&done);
-            let md = self.lstat(&prefix, path)?;
-            if md.is_symlink() {
+            let node = self.lstat(&prefix, path)?;
+            if node.stat.is_symlink() {
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(FsError::limit(
@@ -417,7 +511,7 @@ impl ExtVolume {
                         format!("more than {MAX_SYMLINKS} symlinks while resolving {path:?}"),
                     ));
                 }
-                let target = self.link_target(&prefix, &md, path)?;
+                let target = self.link_target(&prefix, &node, path)?;
                 done.pop();
                 if target.first() == Some(&b'/') {
                     done.clear();
@@ -429,8 +523,8 @@ impl ExtVolume {
                         .rev()
                         .map(<[u8]>::to_vec),
                 );
-            } else if md.is_dir() {
-                self.check_dir_size(&md, path)?;
+            } else if node.stat.is_dir() {
+                self.check_dir_size(&node.stat, path)?;
             } else {
                 return Err(FsError::NotADirectory {
                     what: self.what.clone(),
@@ -441,24 +535,59 @@ impl ExtVolume {
         Ok(join(&done))
     }
 
-    fn check_dir_size(&self, md: &Metadata, path: &str) -> Result<(), FsError> {
-        if md.len() > MAX_DIR_BYTES {
+    fn check_dir_size(&self, stat: &InodeStat, path: &str) -> Result<(), FsError> {
+        if stat.size > MAX_DIR_BYTES {
             return Err(FsError::limit(
                 &self.what,
                 format!(
                     "a directory on the way to {path:?} claims {} bytes (at most {MAX_DIR_BYTES} are read)",
-                    md.len()
+                    stat.size
                 ),
             ));
         }
         Ok(())
     }
 
-    /// Metadata of `resolved` without following its final component.
-    fn lstat(&mut self, resolved: &[u8], path: &str) -> Result<Metadata, FsError> {
-        self.fs
+    /// Metadata of `resolved` without following its final component. On an `inline_data`
+    /// volume the raw reader walks the path first: below a directory keeping its entries
+    /// inline, it alone answers; elsewhere the reader beneath gives the metadata (checking
+    /// the inodes' checksums on the way), and an inode keeping its data inline is kept
+    /// for the raw reader to read.
+    fn lstat(&mut self, resolved: &[u8], path: &str) -> Result<Node, FsError> {
+        let located = if self.inline {
+            let raw = self.raw()?;
+            let located = raw
+                .borrow_mut()
+                .locate(resolved)
+                .map_err(|e| on_path(e, path))?;
+            let Some(located) = located else {
+                return Err(FsError::NotFound {
+                    what: self.what.clone(),
+                    path: path.to_owned(),
+                });
+            };
+            if located.via_inline {
+                let stat = raw
+                    .borrow()
+                    .stat(&located.inode)
+                    .map_err(|e| on_path(e, path))?;
+                return Ok(Node {
+                    stat,
+                    raw: Some(located.inode),
+                });
+            }
+            Some(located)
+        } else {
+            None
+        };
+        let md = self
+            .fs
             .symlink_metadata(resolved)
-            .map_err(|e| map_err(&self.what, path, e))
+            .map_err(|e| map_err(&self.what, path, e))?;
+        Ok(Node {
+            stat: view_stat(&md),
+            raw: located.map(|l| l.inode).filter(RawInode::is_inline),
+        })
     }
 
     /// The target of the symlink at `resolved`, after checking its length: the crate
@@ -466,19 +595,23 @@ impl ExtVolume {
     fn link_target(
         &mut self,
         resolved: &[u8],
-        md: &Metadata,
+        node: &Node,
         path: &str,
     ) -> Result<Vec<u8>, FsError> {
-        if md.len() == 0 || md.len() >= MAX_PATH_BYTES as u64 {
+        let len = node.stat.size;
+        if len == 0 || len >= MAX_PATH_BYTES as u64 {
             return Err(FsError::corrupt(
                 &self.what,
                 None,
                 format!(
-                    "symlink {:?} claims a target of {} bytes",
+                    "symlink {:?} claims a target of {len} bytes",
                     String::from_utf8_lossy(resolved),
-                    md.len()
                 ),
             ));
+        }
+        if let Some(inode) = &node.raw {
+            let target = self.raw()?.borrow().link_target(inode, len as usize);
+            return target.map_err(|e| on_path(e, path));
         }
         let target = self
             .fs
@@ -491,16 +624,23 @@ impl ExtVolume {
         &mut self,
         name: String,
         resolved: &[u8],
-        md: &Metadata,
+        node: &Node,
         path: &str,
     ) -> Result<FsEntry, FsError> {
-        let file_type = md.file_type();
-        let kind = if file_type.is_dir() {
+        let stat = node.stat;
+        let kind = if stat.is_dir() {
             FsKind::Directory
-        } else if file_type.is_regular_file() {
+        } else if stat.is_file() {
             FsKind::File
-        } else if file_type.is_symlink() {
-            let target = self.link_target(resolved, md, path)?;
+        } else if stat.is_symlink() {
+            let target = if node.raw.is_none() && self.inline {
+                // Listed by the reader beneath, which must not read the target if it is
+                // kept inline: looked up again to find out.
+                let node = self.lstat(resolved, path)?;
+                self.link_target(resolved, &node, path)?
+            } else {
+                self.link_target(resolved, node, path)?
+            };
             FsKind::Symlink(String::from_utf8_lossy(&target).into_owned())
         } else {
             FsKind::Other
@@ -508,37 +648,41 @@ impl ExtVolume {
         Ok(FsEntry {
             name,
             kind,
-            size: md.len(),
-            mode: Some(type_bits(file_type) | u32::from(md.mode())),
-            uid: Some(md.uid()),
-            gid: Some(md.gid()),
-            mtime_ns: nanos(md.modified()),
-            atime_ns: nanos(md.accessed()),
+            size: stat.size,
+            mode: Some(stat.mode),
+            uid: Some(stat.uid),
+            gid: Some(stat.gid),
+            mtime_ns: stat.mtime_ns,
+            atime_ns: stat.atime_ns,
             ctime_ns: None,
-            btime_ns: md.created().and_then(nanos),
+            btime_ns: stat.btime_ns,
         })
     }
 }
 
 /// A regular file of an ext volume, read in order; seeking backwards reopens it, seeking
-/// forwards reads through (holes cost no I/O).
+/// forwards reads through (holes cost no I/O). Files the reader beneath must not read (kept
+/// inline, or below an inline directory) are read here through their [`FileMap`].
 pub(crate) struct ExtFile {
     fs: Ext4,
     what: String,
     path: String,
     resolved: Vec<u8>,
-    file: ext4_view::File,
+    /// The file as the reader beneath reads it; `None` when `mapping` reads it all.
+    file: Option<ext4_view::File>,
     size: u64,
     pos: u64,
     block_size: u64,
     addressable_blocks: u64,
     /// Set once a read fails: the crate beneath must not be asked again after an error.
     failed: bool,
-    /// The volume's own structures, to read the file through its block map where the crate
+    /// The volume's own structures, to read the file through its map where the crate
     /// beneath cannot (see [`ExtFile::read_block`]).
     raw: Option<Rc<RefCell<RawExt>>>,
-    /// The file's block map once reads go through it.
-    block_map: Option<[u8; 60]>,
+    /// How the file's bytes are found once reads go through the volume's own structures.
+    mapping: Option<FileMap>,
+    /// The run of blocks found last, from its first logical block.
+    run: Option<(u64, Run)>,
 }
 
 impl ExtFile {
@@ -572,22 +716,35 @@ impl ExtFile {
         result
     }
 
+    /// The file as the reader beneath reads it.
+    fn view(&mut self) -> Result<&mut ext4_view::File, FsError> {
+        let (what, path) = (&self.what, &self.path);
+        self.file.as_mut().ok_or_else(|| {
+            FsError::corrupt(
+                what,
+                None,
+                format!("{path:?}: read neither inline nor by the reader beneath"),
+            )
+        })
+    }
+
     fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
-        if let Some(map) = self.block_map {
-            return self.read_mapped(&map, buf);
+        if self.mapping.is_some() {
+            return self.read_mapped(buf);
         }
-        if self.file.position() > self.pos {
-            self.file = self
+        if self.view()?.position() > self.pos {
+            let file = self
                 .fs
                 .open(self.resolved.as_slice())
                 .map_err(|e| map_err(&self.what, &self.path, e))?;
+            self.file = Some(file);
         }
         let mut scratch = Vec::new();
-        while self.file.position() < self.pos {
+        while self.view()?.position() < self.pos {
             if scratch.is_empty() {
                 scratch = vec![0u8; 64 * 1024];
             }
-            let gap = self.pos - self.file.position();
+            let gap = self.pos - self.view()?.position();
             let n = usize::try_from(gap)
                 .unwrap_or(usize::MAX)
                 .min(scratch.len());
@@ -596,7 +753,7 @@ impl ExtFile {
                 Ok(_) => {}
                 // Stopped at a hole the crate beneath cannot read: the block map reads on
                 // from the position asked for.
-                Err(_) if self.block_map.is_some() => return self.read_inner(buf),
+                Err(_) if self.mapping.is_some() => return self.read_inner(buf),
                 Err(err) => return Err(err),
             }
         }
@@ -604,12 +761,11 @@ impl ExtFile {
         while done < <[u8]>::len(buf) {
             let n = match self.read_block(&mut buf[done..]) {
                 Ok(n) => n,
-                Err(_) if self.block_map.is_some() => {
+                Err(_) if self.mapping.is_some() => {
                     // The crate beneath stopped at a hole it cannot read; the block map
                     // goes on from where it stopped.
-                    self.pos = self.file.position();
-                    let map = self.block_map.expect("just checked");
-                    return Ok(done + self.read_mapped(&map, &mut buf[done..])?);
+                    self.pos = self.view()?.position();
+                    return Ok(done + self.read_mapped(&mut buf[done..])?);
                 }
                 Err(err) => return Err(err),
             };
@@ -618,27 +774,71 @@ impl ExtFile {
             }
             done += n;
         }
-        self.pos = self.file.position();
+        self.pos = self.view()?.position();
         Ok(done)
     }
 
-    /// Reads at the file's position through its block map: a hole reads as zeros.
-    fn read_mapped(&mut self, map: &[u8; 60], buf: &mut [u8]) -> Result<usize, FsError> {
-        let raw = self
-            .raw
-            .as_ref()
-            .expect("a block map is only taken from the raw reader");
-        let raw = raw.borrow();
+    /// Reads at the file's position through its map: inline bytes, or blocks where a
+    /// hole reads as zeros.
+    fn read_mapped(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
         let end = self
             .size
             .min(self.pos.saturating_add(<[u8]>::len(buf) as u64));
+        let bad = |what: &str, detail: String| FsError::corrupt(what, None, detail);
+        let map = match &self.mapping {
+            Some(FileMap::Inline(data)) => {
+                // `data` holds the file's `size` bytes (checked when it was read).
+                let (from, to) = (self.pos as usize, end as usize);
+                let piece = data.get(from..to).ok_or_else(|| {
+                    bad(
+                        &self.what,
+                        format!(
+                            "{:?}: inline data of {} bytes read at {from}..{to}",
+                            self.path,
+                            data.len()
+                        ),
+                    )
+                })?;
+                buf[..piece.len()].copy_from_slice(piece);
+                self.pos = end;
+                return Ok(piece.len());
+            }
+            Some(map) => map.clone(),
+            None => {
+                return Err(bad(
+                    &self.what,
+                    format!("{:?}: no map to read the file by", self.path),
+                ));
+            }
+        };
+        let Some(raw) = self.raw.clone() else {
+            return Err(bad(
+                &self.what,
+                format!("{:?}: the volume's structures cannot be read", self.path),
+            ));
+        };
+        let raw = raw.borrow();
         let mut done = 0;
         while self.pos < end {
             let (logical, within) = (self.pos / self.block_size, self.pos % self.block_size);
-            let n = (self.block_size - within).min(end - self.pos) as usize;
+            let run = match self.run {
+                Some((first, run)) if first <= logical && logical - first < run.blocks => Run {
+                    at: run.at.map(|at| at + (logical - first) * self.block_size),
+                    blocks: run.blocks - (logical - first),
+                },
+                _ => {
+                    let run = raw.run(&map, logical).map_err(|e| on_path(e, &self.path))?;
+                    self.run = Some((logical, run));
+                    run
+                }
+            };
+            let n =
+                (run.blocks.saturating_mul(self.block_size) - within).min(end - self.pos) as usize;
             let piece = &mut buf[done..done + n];
-            match raw.mapped_block(map, logical)? {
-                Some(at) => raw.read_at(at + within, piece)?,
+            match run.at {
+                Some(at) => raw
+                    .read_at(at + within, piece)
+                    .map_err(|e| on_path(e, &self.path))?,
                 None => piece.fill(0),
             }
             self.pos += n as u64;
@@ -649,7 +849,7 @@ impl ExtFile {
 
     /// One call into the crate beneath, which reads at most to the end of a block.
     fn read_block(&mut self, buf: &mut [u8]) -> Result<usize, FsError> {
-        let position = self.file.position();
+        let position = self.view()?.position();
         if position >= self.size {
             return Ok(0);
         }
@@ -663,7 +863,8 @@ impl ExtFile {
                 ),
             ));
         }
-        self.file.read_bytes(buf).map_err(|e| {
+        let result = self.view()?.read_bytes(buf);
+        result.map_err(|e| {
             // ext4-view reads a zero block number in a block map's indirect levels as a
             // block rather than as a hole, and refuses it: the file is sparse, with a hole
             // covering a whole indirect block (ext2/ext3, or ext4 files without extents).
@@ -675,7 +876,7 @@ impl ExtFile {
                     None => Ok(None),
                 };
                 if let Ok(Some(map)) = map {
-                    self.block_map = Some(map);
+                    self.mapping = Some(FileMap::Blocks(map));
                 }
                 FsError::unsupported(
                     &self.what,
@@ -890,6 +1091,22 @@ fn map_err(what: &str, path: &str, e: Ext4Error) -> FsError {
     }
 }
 
+/// Names the path an error of the raw reader was met on, which names only the inode.
+fn on_path(err: FsError, path: &str) -> FsError {
+    match err {
+        FsError::Corrupt {
+            what,
+            offset,
+            detail,
+        } => FsError::Corrupt {
+            what,
+            offset,
+            detail: format!("{path:?}: {detail}"),
+        },
+        other => other,
+    }
+}
+
 fn join(parts: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1);
     for p in parts {
@@ -907,6 +1124,19 @@ fn last_name(path: &str) -> String {
         .rfind(|c| !c.is_empty() && *c != ".")
         .unwrap_or("")
         .to_owned()
+}
+
+/// What `lstat` shows, as the reader beneath gives it.
+fn view_stat(md: &Metadata) -> InodeStat {
+    InodeStat {
+        mode: type_bits(md.file_type()) | u32::from(md.mode()),
+        size: md.len(),
+        uid: md.uid(),
+        gid: md.gid(),
+        atime_ns: nanos(md.accessed()),
+        mtime_ns: nanos(md.modified()),
+        btime_ns: md.created().and_then(nanos),
+    }
 }
 
 /// The `S_IFMT` bits of `st_mode` for a file type.

@@ -8,9 +8,13 @@
 //! superblock   0x00 INODES_COUNT(u32) | 0x28 INODES_PER_GROUP(u32) | 0x4C REV_LEVEL(u32)
 //!              0x58 INODE_SIZE(u16) | 0x60 FEATURE_INCOMPAT(u32) | 0xFE DESC_SIZE(u16)
 //! group desc.  0x08 INODE_TABLE_LO(u32) | 0x28 INODE_TABLE_HI(u32, 64-byte descriptors)
-//! inode        0x00 MODE(u16) | 0x04 SIZE_LO(u32) | 0x20 FLAGS(u32) | 0x28 BLOCK(60 bytes)
+//! inode        0x00 MODE(u16) | 0x02 UID_LO(u16) | 0x04 SIZE_LO(u32) | 0x08 ATIME(u32)
+//!              0x10 MTIME(u32) | 0x18 GID_LO(u16) | 0x20 FLAGS(u32) | 0x28 BLOCK(60 bytes)
 //!              0x68 FILE_ACL_LO(u32) | 0x6C SIZE_HIGH(u32) | 0x76 FILE_ACL_HIGH(u16)
-//!              0x80 EXTRA_ISIZE(u16); in-inode attributes start at 128 + EXTRA_ISIZE
+//!              0x78 UID_HI(u16) | 0x7A GID_HI(u16) | 0x80 EXTRA_ISIZE(u16)
+//!              0x88 MTIME_EXTRA(u32) | 0x8C ATIME_EXTRA(u32) | 0x90 CRTIME(u32)
+//!              0x94 CRTIME_EXTRA(u32); in-inode attributes start at 128 + EXTRA_ISIZE;
+//!              an EXTRA word holds 2 more bits of seconds, then 30 of nanoseconds
 //! extent node  MAGIC(u16 = 0xF30A) ENTRIES(u16) MAX(u16) DEPTH(u16) GENERATION(u32), then
 //!              leaves: BLOCK(u32) LEN(u16) START_HI(u16) START_LO(u32)
 //!              or indexes: BLOCK(u32) LEAF_LO(u32) LEAF_HI(u16) UNUSED(u16)
@@ -22,9 +26,20 @@
 //!              VALUE_INUM(u32) VALUE_SIZE(u32) HASH(u32) NAME, padded to 4 bytes;
 //!              a VALUE_INUM other than 0 (the `ea_inode` feature) holds the value as
 //!              its data instead, and carries the inode flag EA_INODE (0x200000)
+//! inline data  (inode flag INLINE_DATA, 0x10000000, feature `inline_data`): a file's
+//!              first 60 bytes in BLOCK, the rest in the value of the in-inode attribute
+//!              `system.data` (NAME_INDEX 7, NAME "data"); SIZE says how many are used.
+//!              A directory: BLOCK holds PARENT_INODE(u32), then entries filling its
+//!              other 56 bytes; the value holds more entries filling it whole; neither
+//!              stores `.` or `..`
 //! ```
 //!
 //! Group descriptors are found where `ext_layout` places them (`meta_bg` included).
+//!
+//! The reader beneath knows nothing of inline data: it would take an inline inode's bytes
+//! for a block map. Such inodes, and everything reached through an inline directory, are
+//! answered here instead (see [`RawExt::locate`]): listings, metadata, file contents
+//! (inline, or through extents and block maps) and symlink targets.
 //!
 //! Directory blocks are read linearly: the internal blocks of a hashed (htree) directory
 //! look like one unused entry each, so a linear read finds every name as the kernel's
@@ -52,6 +67,17 @@ const MAX_EXTENT_DEPTH: u16 = 5;
 const XATTR_MAGIC: u32 = 0xea02_0000;
 /// Inode flag: the inode holds an attribute's value (`ea_inode`).
 const EA_INODE_FL: u32 = 0x20_0000;
+/// Inode flag: the inode keeps its data itself (`inline_data`).
+const INLINE_DATA_FL: u32 = 0x1000_0000;
+/// Bytes of inline data the block field holds.
+const INLINE_BLOCK_LEN: usize = 60;
+/// Bytes at the start of an inline directory's block field naming its parent.
+const INLINE_PARENT_LEN: usize = 4;
+/// Namespace index and name of the attribute holding inline data past the block field.
+const SYSTEM_DATA_INDEX: u8 = 7;
+const SYSTEM_DATA_NAME: &[u8] = b"data";
+/// Offset of the block field in an inode.
+const BLOCK_AT: usize = 0x28;
 /// Largest attribute value Linux sets (`XATTR_SIZE_MAX`).
 const MAX_XATTR_VALUE: usize = 1 << 16;
 /// Largest journal replayed, in blocks (16 GiB of 4 KiB blocks; mke2fs makes at most 1 GiB
@@ -62,9 +88,102 @@ const S_IFMT: u16 = 0o170_000;
 const S_IFCHR: u16 = 0o020_000;
 const S_IFBLK: u16 = 0o060_000;
 const S_IFDIR: u16 = 0o040_000;
+const S_IFLNK: u16 = 0o120_000;
 
 /// A directory's entries: inode numbers by name.
 type DirEntries = HashMap<Vec<u8>, u32>;
+
+/// An inode as stored, and where.
+#[derive(Clone, Debug)]
+pub(crate) struct RawInode {
+    /// The inode number.
+    pub(crate) number: u32,
+    /// Byte offset of the inode in the volume.
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl RawInode {
+    /// Whether the inode keeps its data itself (`inline_data`).
+    pub(crate) fn is_inline(&self) -> bool {
+        u32_le(&self.bytes, 0x20) & INLINE_DATA_FL != 0
+    }
+
+    fn mode(&self) -> u16 {
+        u16_le(&self.bytes, 0x00)
+    }
+
+    fn size(&self) -> u64 {
+        file_size(&self.bytes)
+    }
+}
+
+/// An inode found by path: whether a directory on the way keeps its entries inline, in
+/// which case the reader beneath cannot reach it.
+#[derive(Clone, Debug)]
+pub(crate) struct Located {
+    pub(crate) inode: RawInode,
+    pub(crate) via_inline: bool,
+}
+
+/// What `lstat` shows of an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InodeStat {
+    /// `st_mode`: the file-type bits and the permissions.
+    pub(crate) mode: u32,
+    pub(crate) size: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) atime_ns: Option<i64>,
+    pub(crate) mtime_ns: Option<i64>,
+    /// Creation time, kept by inodes of more than 128 bytes.
+    pub(crate) btime_ns: Option<i64>,
+}
+
+impl InodeStat {
+    fn file_type(&self) -> u16 {
+        (self.mode & u32::from(S_IFMT)) as u16
+    }
+
+    pub(crate) fn is_dir(&self) -> bool {
+        self.file_type() == S_IFDIR
+    }
+
+    pub(crate) fn is_symlink(&self) -> bool {
+        self.file_type() == S_IFLNK
+    }
+
+    pub(crate) fn is_file(&self) -> bool {
+        self.file_type() == 0o100_000
+    }
+}
+
+/// How a file's bytes are found.
+#[derive(Clone, Debug)]
+pub(crate) enum FileMap {
+    /// All of them, kept in the inode.
+    Inline(Vec<u8>),
+    /// A block map: the inode's block field.
+    Blocks([u8; 60]),
+    /// The root of an extent tree: the inode's block field.
+    Extents([u8; 60]),
+}
+
+/// Consecutive blocks of a file from the one asked for: where they lie in the volume, or
+/// `None` for a hole (or an unwritten extent), both reading as zeros.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) at: Option<u64>,
+    pub(crate) blocks: u64,
+}
+
+/// The directory listed last, by its resolved path.
+struct LastDir {
+    path: Vec<u8>,
+    entries: DirEntries,
+    /// Whether it, or a directory above it, keeps its entries inline.
+    via_inline: bool,
+}
 
 /// Extended attributes and the device number of one inode.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,8 +204,8 @@ pub(crate) struct RawExt {
     inode_size: u64,
     desc_size: u64,
     layout: DescriptorLayout,
-    /// The directory listed last, by its resolved path: its entries' inodes by name.
-    last_dir: Option<(Vec<u8>, DirEntries)>,
+    /// The directory listed last: its entries' inodes by name.
+    last_dir: Option<LastDir>,
     /// Newer copies of blocks in the journal's committed transactions.
     overlay: Overlay,
 }
@@ -131,7 +250,7 @@ impl RawExt {
             return Err("the journal is on a device of its own".to_owned());
         }
         let text = |e: FsError| format!("the journal cannot be read: {e}");
-        let inode = self.inode(number).map_err(text)?;
+        let inode = self.inode(number).map_err(text)?.bytes;
         let size = file_size(&inode);
         let blocks = size / self.block_size;
         if blocks > MAX_JOURNAL_BLOCKS {
@@ -158,12 +277,12 @@ impl RawExt {
     pub(crate) fn extras(&mut self, resolved: &[u8]) -> Result<InodeExtras, FsError> {
         let number = self.lookup(resolved)?;
         let inode = self.inode(number)?;
-        let mode = u16_le(&inode, 0x00);
+        let mode = u16_le(&inode.bytes, 0x00);
         let mut extras = InodeExtras::default();
         if matches!(mode & S_IFMT, S_IFCHR | S_IFBLK) {
-            extras.device = Some(device_number(&inode));
+            extras.device = Some(device_number(&inode.bytes));
         }
-        self.xattrs(number, &inode, &mut extras)?;
+        self.xattrs(number, &inode.bytes, &mut extras)?;
         Ok(extras)
     }
 
@@ -173,12 +292,240 @@ impl RawExt {
     pub(crate) fn block_map(&mut self, resolved: &[u8]) -> Result<Option<[u8; 60]>, FsError> {
         let number = self.lookup(resolved)?;
         let inode = self.inode(number)?;
-        if u32_le(&inode, 0x20) & EXTENTS_FL != 0 {
-            return Ok(None);
+        match self.file_map(&inode)? {
+            FileMap::Blocks(map) => Ok(Some(map)),
+            FileMap::Extents(_) | FileMap::Inline(_) => Ok(None),
         }
-        let mut map = [0u8; 60];
-        map.copy_from_slice(&inode[0x28..0x28 + 60]);
-        Ok(Some(map))
+    }
+
+    /// The inode at `resolved` (an absolute path free of symlinks but for its final
+    /// component), walking its directories from the root; `None` if a name on the way is
+    /// missing.
+    pub(crate) fn locate(&mut self, resolved: &[u8]) -> Result<Option<Located>, FsError> {
+        let parts: Vec<&[u8]> = resolved
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        let Some((name, dirs)) = parts.split_last() else {
+            let inode = self.inode(ROOT_INODE)?;
+            return Ok(Some(Located {
+                inode,
+                via_inline: false,
+            }));
+        };
+        let dir_path: Vec<u8> = dirs.iter().flat_map(|d| [&b"/"[..], d].concat()).collect();
+        if self
+            .last_dir
+            .as_ref()
+            .is_none_or(|last| last.path != dir_path)
+        {
+            let mut number = ROOT_INODE;
+            let mut via_inline = false;
+            for dir in dirs {
+                let (entries, inline) = self.dir_entries(number)?;
+                via_inline |= inline;
+                match entries.get(*dir) {
+                    Some(&child) => number = child,
+                    None => return Ok(None),
+                }
+            }
+            let (entries, inline) = self.dir_entries(number)?;
+            self.last_dir = Some(LastDir {
+                path: dir_path,
+                entries,
+                via_inline: via_inline || inline,
+            });
+        }
+        let last = self.last_dir.as_ref().expect("filled above");
+        let (Some(&number), via_inline) = (last.entries.get(*name), last.via_inline) else {
+            return Ok(None);
+        };
+        let inode = self.inode(number)?;
+        Ok(Some(Located { inode, via_inline }))
+    }
+
+    /// The entries of directory inode `dir`, in the order stored, with their inodes.
+    pub(crate) fn list(&self, dir: &RawInode) -> Result<Vec<(Vec<u8>, RawInode)>, FsError> {
+        let names = self.dir_listing(dir)?;
+        let mut entries = Vec::with_capacity(names.len());
+        for (name, number) in names {
+            entries.push((name, self.inode(number)?));
+        }
+        Ok(entries)
+    }
+
+    /// The metadata of `inode`.
+    pub(crate) fn stat(&self, inode: &RawInode) -> Result<InodeStat, FsError> {
+        let b = &inode.bytes;
+        let time = |secs_at: usize, extra_at: Option<usize>| {
+            // The extra words are read where the inode is long enough to hold them.
+            let extra = extra_at
+                .filter(|&at| at + 4 <= b.len())
+                .map(|at| u32_le(b, at));
+            timestamp(u32_le(b, secs_at), extra).ok_or_else(|| {
+                self.corrupt(
+                    Some(inode.at + secs_at as u64),
+                    format!(
+                        "inode {}: a timestamp's nanoseconds are past a second",
+                        inode.number
+                    ),
+                )
+            })
+        };
+        let btime = if b.len() >= 0x98 {
+            Some(time(0x90, Some(0x94))?)
+        } else {
+            None
+        };
+        Ok(InodeStat {
+            mode: u32::from(inode.mode()),
+            size: inode.size(),
+            uid: u32::from(u16_le(b, 0x02)) | u32::from(u16_le(b, 0x78)) << 16,
+            gid: u32::from(u16_le(b, 0x18)) | u32::from(u16_le(b, 0x7a)) << 16,
+            atime_ns: time(0x08, Some(0x8c))?,
+            mtime_ns: time(0x10, Some(0x88))?,
+            btime_ns: btime.flatten(),
+        })
+    }
+
+    /// How the bytes of `inode` are found; inline data is read and checked here.
+    pub(crate) fn file_map(&self, inode: &RawInode) -> Result<FileMap, FsError> {
+        let flags = u32_le(&inode.bytes, 0x20);
+        let mut field = [0u8; 60];
+        field.copy_from_slice(&inode.bytes[BLOCK_AT..BLOCK_AT + 60]);
+        if flags & INLINE_DATA_FL != 0 {
+            Ok(FileMap::Inline(self.inline_data(inode)?))
+        } else if flags & EXTENTS_FL != 0 {
+            Ok(FileMap::Extents(field))
+        } else {
+            Ok(FileMap::Blocks(field))
+        }
+    }
+
+    /// The target of the symlink `inode`, of `len` bytes (checked by the caller): inline
+    /// data, the block field itself (a target of under 60 bytes), or the first block.
+    pub(crate) fn link_target(&self, inode: &RawInode, len: usize) -> Result<Vec<u8>, FsError> {
+        let target = match self.file_map(inode)? {
+            FileMap::Inline(data) => data,
+            _ if len < INLINE_BLOCK_LEN => inode.bytes[BLOCK_AT..BLOCK_AT + len].to_vec(),
+            map => {
+                let mut target = vec![0u8; len];
+                let mut done = 0;
+                while done < len {
+                    let logical = (done as u64) / self.block_size;
+                    let n = (self.block_size as usize).min(len - done);
+                    match self.run(&map, logical)?.at {
+                        Some(at) => self.read(at, &mut target[done..done + n])?,
+                        None => {
+                            return Err(self.corrupt(
+                                Some(inode.at),
+                                format!("symlink inode {} has a hole", inode.number),
+                            ));
+                        }
+                    }
+                    done += n;
+                }
+                target
+            }
+        };
+        if target.len() != len {
+            return Err(self.corrupt(
+                Some(inode.at),
+                format!(
+                    "symlink inode {} holds {} bytes where its size says {len}",
+                    inode.number,
+                    target.len()
+                ),
+            ));
+        }
+        Ok(target)
+    }
+
+    /// The blocks of a file mapped by `map` from logical block `logical` on.
+    pub(crate) fn run(&self, map: &FileMap, logical: u64) -> Result<Run, FsError> {
+        match map {
+            FileMap::Blocks(field) => Ok(Run {
+                at: self.mapped_block(field, logical)?,
+                blocks: 1,
+            }),
+            FileMap::Extents(root) => self.extent_run(root, logical),
+            FileMap::Inline(_) => Err(self.corrupt(
+                None,
+                "inline data has no blocks (a bug: the caller reads it whole)".to_owned(),
+            )),
+        }
+    }
+
+    /// The extent covering logical block `logical` (or the hole around it), descending
+    /// the tree from its root in the inode.
+    fn extent_run(&self, root: &[u8; 60], logical: u64) -> Result<Run, FsError> {
+        let bad = |detail: String| self.corrupt(None, format!("extent tree: {detail}"));
+        let mut node = root.to_vec();
+        let mut depth_left = MAX_EXTENT_DEPTH;
+        loop {
+            if u16_le(&node, 0) != EXTENT_MAGIC {
+                return Err(bad("no extent header magic".to_owned()));
+            }
+            let entries = usize::from(u16_le(&node, 2));
+            let depth = u16_le(&node, 6);
+            if 12 + entries * 12 > node.len() {
+                return Err(bad(format!(
+                    "{entries} entries in a node of {} bytes",
+                    node.len()
+                )));
+            }
+            if depth >= depth_left {
+                return Err(bad(format!(
+                    "a node of depth {depth} below the allowed depth"
+                )));
+            }
+            depth_left = depth;
+            let items = node[12..12 + entries * 12].chunks_exact(12);
+            if depth > 0 {
+                // The last index starting at or before the block asked for.
+                let Some(index) = items.filter(|e| u64::from(u32_le(e, 0)) <= logical).last()
+                else {
+                    return Ok(Run {
+                        at: None,
+                        blocks: 1,
+                    });
+                };
+                let child = u64::from(u32_le(index, 4)) | u64::from(u16_le(index, 8)) << 32;
+                let mut block = vec![0u8; self.block_size as usize];
+                self.read(self.block_offset(child)?, &mut block)?;
+                node = block;
+                continue;
+            }
+            let mut next = None::<u64>;
+            for extent in items {
+                let start = u64::from(u32_le(extent, 0));
+                let raw_len = u16_le(extent, 4);
+                // Lengths above 32768 mark unwritten extents, which read as zeros.
+                let unwritten = raw_len > 32_768;
+                let len = u64::from(if unwritten { raw_len - 32_768 } else { raw_len });
+                if start <= logical && logical < start + len {
+                    let within = logical - start;
+                    let blocks = len - within;
+                    let at = if unwritten {
+                        None
+                    } else {
+                        let first =
+                            u64::from(u32_le(extent, 8)) | u64::from(u16_le(extent, 6)) << 32;
+                        // The whole run must lie inside the volume.
+                        self.block_offset(first + len - 1)?;
+                        Some(self.block_offset(first + within)?)
+                    };
+                    return Ok(Run { at, blocks });
+                }
+                if start > logical {
+                    next = Some(next.map_or(start, |n| n.min(start)));
+                }
+            }
+            return Ok(Run {
+                at: None,
+                blocks: next.map_or(1, |n| n - logical),
+            });
+        }
     }
 
     /// The byte offset of logical block `logical` of a file with block map `map` (12
@@ -243,49 +590,20 @@ impl RawExt {
 
     /// The inode number of `resolved`, walking its directories from the root.
     fn lookup(&mut self, resolved: &[u8]) -> Result<u32, FsError> {
-        let parts: Vec<&[u8]> = resolved
-            .split(|&b| b == b'/')
-            .filter(|p| !p.is_empty())
-            .collect();
-        let Some((name, dirs)) = parts.split_last() else {
-            return Ok(ROOT_INODE);
-        };
-        let dir_path: Vec<u8> = dirs.iter().flat_map(|d| [&b"/"[..], d].concat()).collect();
-        if self.last_dir.as_ref().is_none_or(|(p, _)| *p != dir_path) {
-            let mut number = ROOT_INODE;
-            let mut parent_len = 0;
-            for dir in dirs {
-                let entries = self.dir_entries(number)?;
-                number = *entries
-                    .get(*dir)
-                    .ok_or_else(|| self.missing(&dir_path[..parent_len], dir))?;
-                parent_len += dir.len() + 1;
-            }
-            let entries = self.dir_entries(number)?;
-            self.last_dir = Some((dir_path, entries));
+        match self.locate(resolved)? {
+            Some(found) => Ok(found.inode.number),
+            None => Err(self.corrupt(
+                None,
+                format!(
+                    "the directories on the way to {:?} hold no entry for it in their blocks",
+                    String::from_utf8_lossy(resolved)
+                ),
+            )),
         }
-        let (dir_path, entries) = self.last_dir.as_ref().expect("filled above");
-        entries
-            .get(*name)
-            .copied()
-            .ok_or_else(|| self.missing(dir_path, name))
     }
 
-    /// The error for a name the reader beneath found but the directory blocks lack.
-    fn missing(&self, dir: &[u8], name: &[u8]) -> FsError {
-        let dir = if dir.is_empty() { &b"/"[..] } else { dir };
-        self.corrupt(
-            None,
-            format!(
-                "directory {:?} holds no entry {:?} in its blocks",
-                String::from_utf8_lossy(dir),
-                String::from_utf8_lossy(name)
-            ),
-        )
-    }
-
-    /// The bytes of inode `number`.
-    fn inode(&self, number: u32) -> Result<Vec<u8>, FsError> {
+    /// Inode `number`, as stored.
+    fn inode(&self, number: u32) -> Result<RawInode, FsError> {
         if number == 0 || number > self.inodes_count || self.inodes_per_group == 0 {
             return Err(self.corrupt(
                 None,
@@ -322,32 +640,137 @@ impl RawExt {
                     ),
                 )
             })?;
-        let mut inode = vec![0u8; self.inode_size as usize];
-        self.read(at, &mut inode)?;
-        Ok(inode)
+        let mut bytes = vec![0u8; self.inode_size as usize];
+        self.read(at, &mut bytes)?;
+        Ok(RawInode { number, at, bytes })
     }
 
-    /// The entries of directory inode `number`: inode numbers by name.
-    fn dir_entries(&self, number: u32) -> Result<DirEntries, FsError> {
+    /// The entries of directory inode `number`: inode numbers by name, and whether they
+    /// are kept inline.
+    fn dir_entries(&self, number: u32) -> Result<(DirEntries, bool), FsError> {
         let inode = self.inode(number)?;
-        if u16_le(&inode, 0x00) & S_IFMT != S_IFDIR {
+        let entries = self.dir_listing(&inode)?.into_iter().collect();
+        Ok((entries, inode.is_inline()))
+    }
+
+    /// The names and inode numbers in directory `dir`, in the order stored.
+    fn dir_listing(&self, dir: &RawInode) -> Result<Vec<(Vec<u8>, u32)>, FsError> {
+        let number = dir.number;
+        if dir.mode() & S_IFMT != S_IFDIR {
             return Err(self.corrupt(None, format!("inode {number} is not a directory")));
         }
-        let size = file_size(&inode);
+        let size = dir.size();
         if size > MAX_DIR_BYTES {
             return Err(FsError::limit(
                 &self.what,
                 format!("directory inode {number} claims {size} bytes"),
             ));
         }
-        let physical = self.data_blocks(number, &inode, size.div_ceil(self.block_size))?;
-        let mut entries = HashMap::new();
+        let mut entries = Vec::new();
+        if dir.is_inline() {
+            let field = &dir.bytes[BLOCK_AT + INLINE_PARENT_LEN..BLOCK_AT + INLINE_BLOCK_LEN];
+            let field_at = dir.at + (BLOCK_AT + INLINE_PARENT_LEN) as u64;
+            self.parse_dir_block(field, field_at, &mut entries)?;
+            let value = self.inline_value(dir)?;
+            let capacity = INLINE_BLOCK_LEN as u64 + value.bytes.len() as u64;
+            if size > capacity {
+                return Err(self.inline_overrun(dir, size, capacity));
+            }
+            self.parse_dir_block(value.bytes, value.at, &mut entries)?;
+            return Ok(entries);
+        }
+        let physical = self.data_blocks(number, &dir.bytes, size.div_ceil(self.block_size))?;
         let mut block = vec![0u8; self.block_size as usize];
         for at in physical {
             self.read(at, &mut block)?;
             self.parse_dir_block(&block, at, &mut entries)?;
         }
         Ok(entries)
+    }
+
+    /// The `size` bytes of an inline inode: the block field, then the `system.data` value.
+    fn inline_data(&self, inode: &RawInode) -> Result<Vec<u8>, FsError> {
+        let size = inode.size();
+        let value = self.inline_value(inode)?;
+        let capacity = INLINE_BLOCK_LEN as u64 + value.bytes.len() as u64;
+        if size > capacity {
+            return Err(self.inline_overrun(inode, size, capacity));
+        }
+        let size = size as usize;
+        let head = size.min(INLINE_BLOCK_LEN);
+        let mut data = Vec::with_capacity(size);
+        data.extend_from_slice(&inode.bytes[BLOCK_AT..BLOCK_AT + head]);
+        data.extend_from_slice(&value.bytes[..size - head]);
+        Ok(data)
+    }
+
+    /// The error for an inline inode claiming more bytes than it holds.
+    fn inline_overrun(&self, inode: &RawInode, size: u64, capacity: u64) -> FsError {
+        self.corrupt(
+            Some(inode.at + 0x04),
+            format!(
+                "inode {} claims {size} bytes of inline data, but its block field and \
+                 system.data value hold {capacity}",
+                inode.number
+            ),
+        )
+    }
+
+    /// The value of the `system.data` attribute in the body of `inode`, which holds its
+    /// inline data past the block field; empty if the inode has none.
+    fn inline_value<'a>(&self, inode: &'a RawInode) -> Result<InlineValue<'a>, FsError> {
+        let none = InlineValue {
+            at: inode.at,
+            bytes: &[],
+        };
+        let b = &inode.bytes;
+        if b.len() <= 128 {
+            return Ok(none);
+        }
+        let start = 128 + usize::from(u16_le(b, 0x80));
+        if start + 4 > b.len() || u32_le(b, start) != XATTR_MAGIC {
+            return Ok(none);
+        }
+        let table = &b[start + 4..];
+        let table_at = inode.at + start as u64 + 4;
+        let mut pos = 0;
+        while pos + 16 <= table.len() && u32_le(table, pos) != 0 {
+            let name_len = usize::from(table[pos]);
+            let index = table[pos + 1];
+            let value_offs = usize::from(u16_le(table, pos + 2));
+            let value_inum = u32_le(table, pos + 4);
+            let value_size = u32_le(table, pos + 8) as usize;
+            let Some(name) = table.get(pos + 16..pos + 16 + name_len) else {
+                return Err(self.corrupt(
+                    Some(table_at + pos as u64),
+                    format!(
+                        "inode {}: an extended attribute entry runs past the inode",
+                        inode.number
+                    ),
+                ));
+            };
+            if index == SYSTEM_DATA_INDEX && name == SYSTEM_DATA_NAME {
+                let bytes = table
+                    .get(value_offs..value_offs.saturating_add(value_size))
+                    .filter(|_| value_inum == 0)
+                    .ok_or_else(|| {
+                        self.corrupt(
+                            Some(table_at + pos as u64),
+                            format!(
+                                "inode {}: its inline data (system.data, {value_size} bytes \
+                                 at {value_offs}) lies outside the inode",
+                                inode.number
+                            ),
+                        )
+                    })?;
+                return Ok(InlineValue {
+                    at: table_at + value_offs as u64,
+                    bytes,
+                });
+            }
+            pos += (16 + name_len).next_multiple_of(4);
+        }
+        Ok(none)
     }
 
     /// The byte offsets of the first `blocks` blocks of inode `number`'s data, holes
@@ -478,12 +901,13 @@ impl RawExt {
         Ok(())
     }
 
-    /// Adds the live entries of one directory block read at `at`.
+    /// Adds the live entries of one directory block read at `at` (or of one part of an
+    /// inline directory), whose records must fill it exactly.
     fn parse_dir_block(
         &self,
         block: &[u8],
         at: u64,
-        entries: &mut DirEntries,
+        entries: &mut Vec<(Vec<u8>, u32)>,
     ) -> Result<(), FsError> {
         let mut pos = 0;
         while pos + 8 <= block.len() {
@@ -493,7 +917,11 @@ impl RawExt {
             if rec_len < 8 || pos + rec_len > block.len() || 8 + name_len > rec_len {
                 return Err(self.corrupt(
                     Some(at + pos as u64),
-                    format!("directory entry of {rec_len} bytes with a name of {name_len}"),
+                    format!(
+                        "directory entry of {rec_len} bytes with a name of {name_len} in a \
+                         record area of {} bytes at its byte {pos}",
+                        block.len()
+                    ),
                 ));
             }
             let name = &block[pos + 8..pos + 8 + name_len];
@@ -504,9 +932,18 @@ impl RawExt {
                         format!("a directory has more than {MAX_DIR_ENTRIES} entries"),
                     ));
                 }
-                entries.insert(name.to_vec(), number);
+                entries.push((name.to_vec(), number));
             }
             pos += rec_len;
+        }
+        if pos != block.len() {
+            return Err(self.corrupt(
+                Some(at + pos as u64),
+                format!(
+                    "directory entries end {} bytes short of their record area",
+                    block.len() - pos
+                ),
+            ));
         }
         Ok(())
     }
@@ -554,6 +991,10 @@ impl RawExt {
                 return;
             };
             pos += (16 + name_len).next_multiple_of(4);
+            if index == SYSTEM_DATA_INDEX && name == SYSTEM_DATA_NAME {
+                // Inline data (read as the file's contents); `getxattr` does not show it.
+                continue;
+            }
             let name = String::from_utf8_lossy(name);
             let Some(full) = full_name(index, &name) else {
                 extras.warnings.push(format!(
@@ -613,7 +1054,8 @@ impl RawExt {
         }
         let inode = self
             .inode(number)
-            .map_err(|e| format!("cannot be read: {e}"))?;
+            .map_err(|e| format!("cannot be read: {e}"))?
+            .bytes;
         if u32_le(&inode, 0x20) & EA_INODE_FL == 0 {
             return Err("is not marked as an attribute's inode".to_owned());
         }
@@ -697,6 +1139,31 @@ struct ExtentWalk<'a> {
     blocks: u64,
     reads: u64,
     out: &'a mut Vec<u64>,
+}
+
+/// Where the value of `system.data` lies in the volume, and its bytes.
+struct InlineValue<'a> {
+    at: u64,
+    bytes: &'a [u8],
+}
+
+/// Nanoseconds since 1970 of a timestamp: signed seconds, and where the inode holds one,
+/// the extra word (two more bits of seconds, then nanoseconds); `None` for nanoseconds
+/// past a second.
+fn timestamp(seconds: u32, extra: Option<u32>) -> Option<Option<i64>> {
+    let mut secs = i64::from(seconds as i32);
+    let mut nanos = 0;
+    if let Some(extra) = extra {
+        secs += i64::from(extra & 0x3) << 32;
+        nanos = extra >> 2;
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+    }
+    Some(
+        secs.checked_mul(1_000_000_000)
+            .and_then(|s| s.checked_add(i64::from(nanos))),
+    )
 }
 
 /// The size field of an inode.

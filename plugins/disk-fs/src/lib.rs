@@ -19,9 +19,11 @@
 //! is not `Send` (the ext reader beneath shares its state through `Rc`); open one per
 //! thread.
 //!
-//! What is not read: the ext4 `inline_data` feature ([`FsError::Unsupported`]); sparse
-//! block-mapped files (ext2/3) whose hole covers a whole indirect block, which `ext4-view`
-//! refuses, are read through their block map here; a journal needing recovery
+//! What is not read, and what is read around the crate beneath: sparse block-mapped files
+//! (ext2/3) whose hole covers a whole indirect block, which `ext4-view` refuses, are read
+//! through their block map here; so is everything the ext4 `inline_data` feature keeps in
+//! an inode (files, symlinks, directories) and everything below such a directory, which
+//! that crate would misread; a journal needing recovery
 //! is replayed only if it has v3 checksums (any file system with `metadata_csum`) and is
 //! otherwise read past with a [`Volume::warnings`] entry; the ext change time (`ctime`) is
 //! not available; FAT short names are decoded as code page 850. A journal on a device of
@@ -32,8 +34,8 @@
 //!
 //! Formats, one module each: `mbr` and `gpt` for partition tables, `ext4` for ext2/3/4
 //! (through the `ext4-view` crate, after checks of its own), `ext_raw` for what that crate
-//! does not expose (inode numbers, extended attributes, device numbers, read from the
-//! volume's own structures) with `ext_journal` for the journal transactions it reads
+//! does not expose (inode numbers, extended attributes, device numbers, inline data, read
+//! from the volume's own structures) with `ext_journal` for the journal transactions it reads
 //! through and `ext_layout` for where the group descriptors lie, `fat` for FAT12/16/32
 //! (read here), `xfs` for XFS versions 4 and 5 (read here; its log is not replayed, and
 //! files on a realtime device are refused), `btrfs` for btrfs (read here; subvolumes are

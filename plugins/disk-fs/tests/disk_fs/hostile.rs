@@ -406,6 +406,12 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                     )],
                 ),
             ),
+            // Files, symlinks and directories kept in their inodes (`dir` and those below
+            // it); without checksums, so that mutations reach the inline parsers.
+            (
+                "ext4-inline_data",
+                ext_bytes("ext4", 4, &["-O", "inline_data,^metadata_csum"], &[]),
+            ),
             ("ntfs", {
                 let img = tmp.path().join("ntfs.img");
                 crate::ntfs::mkntfs(&img, 4, "FUZZ");

@@ -6,6 +6,7 @@
 mod btrfs;
 mod exfat;
 mod ext;
+mod ext_inline;
 mod fat;
 mod hostile;
 mod lvm;
