@@ -2054,3 +2054,104 @@ fn a_vault_that_cannot_take_data_fails_the_backup_once_and_clearly() {
     assert!(stderr.lines().count() <= 3, "{stderr}");
     assert!(env.points().is_empty());
 }
+
+/// ext4 with `inline_data`: small files, a long symlink and small directories kept in
+/// their inodes, beside a file too big for one, restore from a partition of the disk.
+#[test]
+fn files_restore_from_an_ext4_partition_with_inline_data() {
+    let env = env();
+    let tree = env.path("tree");
+    let conf = tree.join("etc/conf.d");
+    fs::create_dir_all(&conf).unwrap();
+    fs::write(tree.join("etc/hostname"), b"db-02\n").unwrap();
+    fs::set_permissions(tree.join("etc/hostname"), fs::Permissions::from_mode(0o640)).unwrap();
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_650_000_000);
+    fs::File::options()
+        .write(true)
+        .open(tree.join("etc/hostname"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let flags = rustix::fs::XattrFlags::empty();
+    rustix::fs::setxattr(tree.join("etc/hostname"), "user.role", b"db", flags).unwrap();
+    // Past the inode's block field, so continued in its `system.data` attribute.
+    let motd = random_bytes(50, 100);
+    fs::write(conf.join("motd"), &motd).unwrap();
+    let big = random_bytes(51, 300_000);
+    fs::write(conf.join("big.bin"), &big).unwrap();
+    // A target longer than the block field: kept inline too.
+    let target_text = format!("{}motd", "./".repeat(30));
+    std::os::unix::fs::symlink(&target_text, conf.join("current")).unwrap();
+
+    let disk = env.path("inline.raw");
+    fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
+    tool("sgdisk", &["-n", "1:2048:0", "-t", "1:8300", p(&disk)]);
+    let ext4 = env.path("inline.ext4");
+    fs::File::create(&ext4).unwrap().set_len(32 << 20).unwrap();
+    tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-I",
+            "256",
+            "-O",
+            "inline_data",
+            "-d",
+            p(&tree),
+            p(&ext4),
+        ],
+    );
+    for (path, inline) in [
+        ("/etc/hostname", true),
+        ("/etc/conf.d", true),
+        ("/etc/conf.d/motd", true),
+        ("/etc/conf.d/current", true),
+        ("/etc/conf.d/big.bin", false),
+    ] {
+        let stat = tool("debugfs", &["-R", &format!("stat {path}"), p(&ext4)]);
+        let flags = stat
+            .split("Flags: 0x")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+            .unwrap_or_else(|| panic!("no flags in: {stat}"));
+        assert_eq!(flags & 0x1000_0000 != 0, inline, "{path}: {stat}");
+    }
+    write_partitions(&disk, &[(&ext4, 2048 * 512)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    let mut listed = env.ls(&point, "disk0/part1/etc/conf.d");
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["big.bin", "current", "motd"].map(|name| format!("disk0/part1/etc/conf.d/{name}"))
+    );
+
+    let target = env.path("files");
+    env.restore(
+        &point,
+        &[
+            "--path",
+            "disk0/part1/etc/hostname",
+            "--path",
+            "disk0/part1/etc/conf.d",
+            "--target",
+            p(&target),
+        ],
+    );
+    let hostname = target.join("disk0/part1/etc/hostname");
+    assert_eq!(fs::read(&hostname).unwrap(), b"db-02\n");
+    assert_eq!(xattr(&hostname, "user.role"), b"db");
+    let meta = fs::metadata(&hostname).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!(meta.modified().unwrap(), mtime);
+    let restored = target.join("disk0/part1/etc/conf.d");
+    assert_eq!(fs::read(restored.join("motd")).unwrap(), motd);
+    assert!(fs::read(restored.join("big.bin")).unwrap() == big);
+    assert_eq!(
+        fs::read_link(restored.join("current")).unwrap(),
+        Path::new(&target_text)
+    );
+    assert_eq!(fs::read(restored.join("current")).unwrap(), motd);
+}
