@@ -1,7 +1,8 @@
 //! The vm-disk plugin end to end through the `tessera` command, on real images made with
 //! QEMU's and the file-system tools during the run: raw and qcow2 disks of one VM with its
-//! configuration, qcow2 variants and backing chains, file-level restore from GPT/ext4,
-//! MBR/FAT, LVM, XFS, btrfs, NTFS and exFAT disks, a live disk over NBD with a dirty bitmap, a host block device (a loop
+//! configuration, qcow2 variants and backing chains, VMDK disks split over extent files
+//! and snapshot chains, file-level restore from GPT/ext4, MBR/FAT, LVM, XFS, btrfs, NTFS
+//! and exFAT disks, a live disk over NBD with a dirty bitmap, a host block device (a loop
 //! device), pre/post hooks, restore onto an NBD export, broken images, and an image that
 //! shrinks while it is read.
 
@@ -399,6 +400,104 @@ fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_file
             b"azure-vm\n"
         );
     }
+}
+
+/// `qemu-img create` of a VMDK delta disk `path` over `parent` (a name relative to it), of
+/// `subformat`.
+fn vmdk_delta(path: &Path, parent: &str, subformat: &str) {
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            &format!("subformat={subformat}"),
+            "-b",
+            parent,
+            "-F",
+            "vmdk",
+            p(path),
+        ],
+    );
+}
+
+#[test]
+fn split_flat_and_snapshot_vmdk_disks_back_up_through_their_descriptors() {
+    let env = env();
+    let raw = env.path("disk.raw");
+    raw_disk(&raw, 24 << 20, 61);
+    let convert = |name: &str, subformat: &str| {
+        let out = env.path(name);
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                "vmdk",
+                "-o",
+                &format!("subformat={subformat}"),
+                p(&raw),
+                p(&out),
+            ],
+        );
+        out
+    };
+    // Disks described by a descriptor file, named on the command line: split into
+    // sparse extents, and flat (the data a raw file beside it).
+    let split = convert("split.vmdk", "twoGbMaxExtentSparse");
+    let flat = convert("flat.vmdk", "monolithicFlat");
+    assert!(env.path("split-s001.vmdk").exists() && env.path("flat-flat.vmdk").exists());
+    // A VMware snapshot chain: a base disk, a delta over it and a split delta over that,
+    // each written after it was taken.
+    convert("base.vmdk", "monolithicSparse");
+    let middle = env.path("middle.vmdk");
+    vmdk_delta(&middle, "base.vmdk", "monolithicSparse");
+    qemu_write(&middle, "vmdk", 0x55, 1 << 20, 70_000);
+    let top = env.path("top.vmdk");
+    vmdk_delta(&top, "middle.vmdk", "twoGbMaxExtentSparse");
+    qemu_write(&top, "vmdk", 0x66, 8 << 20, 4096);
+    qemu_write(&top, "vmdk", 0x67, (1 << 20) + 65_536, 512);
+
+    let summary = env.backup(&[p(&split), p(&flat), p(&top), "--item", "vmware"]);
+    let point = point_of(&summary);
+    let attributes = point_attributes(&env, &point);
+    for disk in ["disk0", "disk1", "disk2"] {
+        assert_eq!(attributes[format!("{disk}.format")], "vmdk", "{attributes}");
+    }
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert_same_disk(&split, "vmdk", &target.join("disk0.raw"), "raw");
+    assert_same_disk(&flat, "vmdk", &target.join("disk1.raw"), "raw");
+    assert_same_disk(&top, "vmdk", &target.join("disk2.raw"), "raw");
+
+    // The flat extent changes behind its descriptor, whose own times stay: the next backup
+    // still reads the disk, and restores the change.
+    let descriptor_time = fs::metadata(&flat).unwrap().modified().unwrap();
+    qemu_write(&env.path("flat-flat.vmdk"), "raw", 0x77, 3 << 20, 8192);
+    assert_eq!(
+        fs::metadata(&flat).unwrap().modified().unwrap(),
+        descriptor_time
+    );
+    let second = point_of(&env.backup(&[p(&split), p(&flat), p(&top), "--item", "vmware"]));
+    let again = env.path("restored-again");
+    env.restore(&second, &["--target", p(&again)]);
+    assert_same_disk(&flat, "vmdk", &again.join("disk1.raw"), "raw");
+    let restored = fs::read(again.join("disk1.raw")).unwrap();
+    assert!(
+        restored[3 << 20..(3 << 20) + 8192]
+            .iter()
+            .all(|&b| b == 0x77)
+    );
+
+    // A base written to after the snapshot no longer matches it: refused, with the reason.
+    qemu_write(&env.path("base.vmdk"), "vmdk", 0x88, 0, 4096);
+    let err = env.backup_fails(&[p(&top)]);
+    assert!(
+        err.contains("disk0") && err.contains("parent changed after the snapshot"),
+        "{err}"
+    );
 }
 
 #[test]

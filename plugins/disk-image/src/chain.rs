@@ -1,7 +1,7 @@
-//! Opening an image and its backing chain. An image names its backing file as a string the
-//! host must resolve (a path relative to the image, usually); this crate cannot open files
-//! itself, so the caller passes an opener that turns each [`BackingRef`] into an
-//! [`ImageFile`]. The chain is opened whole before any read, so a missing or looping backing
+//! Opening an image and its backing chain. An image names its backing file (and a VMDK
+//! descriptor its extent files) as a string the host must resolve (a path relative to the
+//! image, usually); this crate cannot open files itself, so the caller passes an opener
+//! that turns each [`BackingRef`] into an [`ImageFile`]. The chain is opened whole before any read, so a missing or looping backing
 //! file fails the open, not a read half-way through a backup.
 
 use crate::error::{ImageError, ImageErrorKind};

@@ -57,7 +57,8 @@ pub(crate) struct FileSource {
     pub(crate) host_path: String,
     /// The top image file's metadata.
     pub(crate) stat: PosixStat,
-    /// Whether the image has a backing file, whose changes its own metadata does not show.
+    /// Whether the image refers to other files (a backing file, a VMDK descriptor's extents
+    /// or parent), whose changes its own metadata does not show.
     pub(crate) backed: bool,
     image: Box<dyn DiskImage>,
     /// Reads queued with [`Source::queue_read`], already read.

@@ -89,18 +89,19 @@ impl Descriptor {
     /// `base`. Text after a NUL byte (the padding of an embedded descriptor) is ignored.
     pub(super) fn parse(text: &[u8], base: u64, name: &str) -> Result<Descriptor, ImageError> {
         let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-        let text = String::from_utf8_lossy(&text[..end]);
         let mut descriptor = Descriptor::default();
         let mut parent_cid = None;
         let mut hint = None;
         let (mut cylinders, mut heads, mut sectors) = (None, None, None);
         let mut offset = base;
-        for (i, raw) in text.split_inclusive('\n').enumerate() {
+        // Lines are split as bytes, so that offsets stay true past bytes that are not UTF-8.
+        for (i, raw) in text[..end].split_inclusive(|&b| b == b'\n').enumerate() {
             let line = Line {
                 number: i + 1,
                 offset,
             };
             offset += raw.len() as u64;
+            let raw = String::from_utf8_lossy(raw);
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
