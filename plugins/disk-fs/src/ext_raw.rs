@@ -80,6 +80,9 @@ const SYSTEM_DATA_NAME: &[u8] = b"data";
 const BLOCK_AT: usize = 0x28;
 /// Largest attribute value Linux sets (`XATTR_SIZE_MAX`).
 const MAX_XATTR_VALUE: usize = 1 << 16;
+/// Most directories remembered as walked through (see `RawExt::walked`): bounds the memory
+/// a tree of many directories takes.
+const MAX_WALKED: usize = 4096;
 /// Largest journal replayed, in blocks (16 GiB of 4 KiB blocks; mke2fs makes at most 1 GiB
 /// by default). Its block list is held in memory.
 const MAX_JOURNAL_BLOCKS: u64 = 1 << 22;
@@ -206,6 +209,10 @@ pub(crate) struct RawExt {
     layout: DescriptorLayout,
     /// The directory listed last: its entries' inodes by name.
     last_dir: Option<LastDir>,
+    /// Directories walked through, by resolved path: their inode numbers, and whether a
+    /// directory above them keeps its entries inline. Spares reading every directory on
+    /// the way again for each path looked up.
+    walked: HashMap<Vec<u8>, (u32, bool)>,
     /// Newer copies of blocks in the journal's committed transactions.
     overlay: Overlay,
 }
@@ -238,6 +245,7 @@ impl RawExt {
             desc_size: layout.desc_size(),
             layout,
             last_dir: None,
+            walked: HashMap::new(),
             overlay: Overlay::new(),
         })
     }
@@ -321,13 +329,24 @@ impl RawExt {
         {
             let mut number = ROOT_INODE;
             let mut via_inline = false;
+            let mut path = Vec::with_capacity(dir_path.len());
             for dir in dirs {
+                path.push(b'/');
+                path.extend_from_slice(dir);
+                if let Some(&(child, via)) = self.walked.get(&path) {
+                    (number, via_inline) = (child, via);
+                    continue;
+                }
                 let (entries, inline) = self.dir_entries(number)?;
                 via_inline |= inline;
                 match entries.get(*dir) {
                     Some(&child) => number = child,
                     None => return Ok(None),
                 }
+                if self.walked.len() >= MAX_WALKED {
+                    self.walked.clear();
+                }
+                self.walked.insert(path.clone(), (number, via_inline));
             }
             let (entries, inline) = self.dir_entries(number)?;
             self.last_dir = Some(LastDir {
@@ -480,11 +499,10 @@ impl RawExt {
                 )));
             }
             depth_left = depth;
-            let items = node[12..12 + entries * 12].chunks_exact(12);
+            let mut items = node[12..12 + entries * 12].chunks_exact(12);
             if depth > 0 {
                 // The last index starting at or before the block asked for.
-                let Some(index) = items.filter(|e| u64::from(u32_le(e, 0)) <= logical).last()
-                else {
+                let Some(index) = items.rfind(|e| u64::from(u32_le(e, 0)) <= logical) else {
                     return Ok(Run {
                         at: None,
                         blocks: 1,
