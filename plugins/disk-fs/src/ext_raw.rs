@@ -1290,6 +1290,23 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_decode_with_and_without_their_extra_word() {
+        assert_eq!(
+            timestamp(1_700_000_000, None),
+            Some(Some(1_700_000_000_000_000_000))
+        );
+        // Before 1970: the seconds are signed.
+        assert_eq!(timestamp(u32::MAX, None), Some(Some(-1_000_000_000)));
+        // Two more bits of seconds, then nanoseconds.
+        let extra = (5 << 2) | 1;
+        assert_eq!(
+            timestamp(0, Some(extra)),
+            Some(Some((1i64 << 32) * 1_000_000_000 + 5))
+        );
+        assert_eq!(timestamp(0, Some(1_000_000_000 << 2)), None);
+    }
+
+    #[test]
     fn device_numbers_decode_in_both_encodings() {
         let mut inode = vec![0u8; 256];
         inode[0x28..0x2c].copy_from_slice(&((8u32 << 8) | 1).to_le_bytes());
