@@ -12,9 +12,11 @@ use std::io::{self, BufReader, Read, Write};
 use crate::error::{NbdError, NbdErrorKind};
 use crate::wire::Command;
 
-/// Capacity of the read buffer: large enough that headers and small payloads cost one read
-/// call, small enough not to matter next to the data buffers.
-const READ_BUFFER: usize = 64 * 1024;
+/// Capacity of the read buffer: a reply header and the first bytes after it cost one read
+/// call. A larger buffer would take most of every read payload in with the header and then
+/// copy it out again; with this one, a payload is read straight into the caller's buffer
+/// (`BufReader` passes reads larger than its capacity through when it is empty).
+const READ_BUFFER: usize = 256;
 
 /// Size of the scratch buffer used to skip payload the client does not need.
 const DISCARD_BUFFER: usize = 8 * 1024;
