@@ -482,22 +482,7 @@ impl RawExt {
         let mut node = root.to_vec();
         let mut depth_left = MAX_EXTENT_DEPTH;
         loop {
-            if u16_le(&node, 0) != EXTENT_MAGIC {
-                return Err(bad("no extent header magic".to_owned()));
-            }
-            let entries = usize::from(u16_le(&node, 2));
-            let depth = u16_le(&node, 6);
-            if 12 + entries * 12 > node.len() {
-                return Err(bad(format!(
-                    "{entries} entries in a node of {} bytes",
-                    node.len()
-                )));
-            }
-            if depth >= depth_left {
-                return Err(bad(format!(
-                    "a node of depth {depth} below the allowed depth"
-                )));
-            }
+            let (entries, depth) = extent_node(&node, depth_left).map_err(bad)?;
             depth_left = depth;
             let mut items = node[12..12 + entries * 12].chunks_exact(12);
             if depth > 0 {
@@ -824,22 +809,7 @@ impl RawExt {
         let (blocks, number) = (walk.blocks, walk.number);
         let bad =
             |detail: String| self.corrupt(None, format!("inode {number}: extent tree: {detail}"));
-        if u16_le(node, 0) != EXTENT_MAGIC {
-            return Err(bad("no extent header magic".to_owned()));
-        }
-        let entries = usize::from(u16_le(node, 2));
-        let depth = u16_le(node, 6);
-        if 12 + entries * 12 > node.len() {
-            return Err(bad(format!(
-                "{entries} entries in a node of {} bytes",
-                node.len()
-            )));
-        }
-        if depth >= depth_left {
-            return Err(bad(format!(
-                "a node of depth {depth} below the allowed depth"
-            )));
-        }
+        let (entries, depth) = extent_node(node, depth_left).map_err(bad)?;
         for entry in node[12..12 + entries * 12].chunks_exact(12) {
             let start_hi = u64::from(u16_le(entry, 6 + usize::from(depth > 0) * 2));
             if depth > 0 {
@@ -1148,6 +1118,26 @@ impl RawExt {
     fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
         FsError::corrupt(&self.what, offset, detail)
     }
+}
+
+/// Checks the header of an extent tree node found where a node of depth below
+/// `depth_left` belongs; returns its entry count and depth.
+fn extent_node(node: &[u8], depth_left: u16) -> Result<(usize, u16), String> {
+    if u16_le(node, 0) != EXTENT_MAGIC {
+        return Err("no extent header magic".to_owned());
+    }
+    let entries = usize::from(u16_le(node, 2));
+    let depth = u16_le(node, 6);
+    if 12 + entries * 12 > node.len() {
+        return Err(format!(
+            "{entries} entries in a node of {} bytes",
+            node.len()
+        ));
+    }
+    if depth >= depth_left {
+        return Err(format!("a node of depth {depth} below the allowed depth"));
+    }
+    Ok((entries, depth))
 }
 
 /// An extent tree being walked: whose it is, how many blocks are wanted, how many more
