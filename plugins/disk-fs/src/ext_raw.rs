@@ -736,22 +736,23 @@ impl RawExt {
         }
         let table = &b[start + 4..];
         let table_at = inode.at + start as u64 + 4;
-        let mut pos = 0;
-        while pos + 16 <= table.len() && u32_le(table, pos) != 0 {
-            let name_len = usize::from(table[pos]);
-            let index = table[pos + 1];
-            let value_offs = usize::from(u16_le(table, pos + 2));
-            let value_inum = u32_le(table, pos + 4);
-            let value_size = u32_le(table, pos + 8) as usize;
-            let Some(name) = table.get(pos + 16..pos + 16 + name_len) else {
-                return Err(self.corrupt(
+        for entry in xattr_entries(table) {
+            let XattrEntry {
+                pos,
+                name,
+                index,
+                value_offs,
+                value_inum,
+                value_size,
+            } = entry.map_err(|pos| {
+                self.corrupt(
                     Some(table_at + pos as u64),
                     format!(
                         "inode {}: an extended attribute entry runs past the inode",
                         inode.number
                     ),
-                ));
-            };
+                )
+            })?;
             if index == SYSTEM_DATA_INDEX && name == SYSTEM_DATA_NAME {
                 let bytes = table
                     .get(value_offs..value_offs.saturating_add(value_size))
@@ -771,7 +772,6 @@ impl RawExt {
                     bytes,
                 });
             }
-            pos += (16 + name_len).next_multiple_of(4);
         }
         Ok(none)
     }
@@ -965,20 +965,21 @@ impl RawExt {
 
     /// Parses the entries in `table`, whose values lie in `values` at their offsets.
     fn parse_xattrs(&self, number: u32, table: &[u8], values: &[u8], extras: &mut InodeExtras) {
-        let mut pos = 0;
-        while pos + 16 <= table.len() && u32_le(table, pos) != 0 {
-            let name_len = usize::from(table[pos]);
-            let index = table[pos + 1];
-            let value_offs = usize::from(u16_le(table, pos + 2));
-            let value_inum = u32_le(table, pos + 4);
-            let value_size = u32_le(table, pos + 8) as usize;
-            let Some(name) = table.get(pos + 16..pos + 16 + name_len) else {
+        for entry in xattr_entries(table) {
+            let Ok(XattrEntry {
+                name,
+                index,
+                value_offs,
+                value_inum,
+                value_size,
+                ..
+            }) = entry
+            else {
                 extras.warnings.push(format!(
                     "inode {number}: an extended attribute entry runs past its table"
                 ));
                 return;
             };
-            pos += (16 + name_len).next_multiple_of(4);
             if index == SYSTEM_DATA_INDEX && name == SYSTEM_DATA_NAME {
                 // Inline data (read as the file's contents); `getxattr` does not show it.
                 continue;
@@ -1118,6 +1119,47 @@ impl RawExt {
     fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
         FsError::corrupt(&self.what, offset, detail)
     }
+}
+
+/// One entry of an extended attribute table, at byte `pos` of the table:
+///
+/// ```text
+/// NAME_LEN(u8) NAME_INDEX(u8) VALUE_OFFS(u16) VALUE_INUM(u32) VALUE_SIZE(u32) HASH(u32) NAME
+/// ```
+///
+/// padded to a multiple of 4 bytes.
+struct XattrEntry<'a> {
+    pos: usize,
+    name: &'a [u8],
+    index: u8,
+    value_offs: usize,
+    value_inum: u32,
+    value_size: usize,
+}
+
+/// The entries of an attribute table, up to the four zero bytes that end it (or its end).
+/// An entry whose name runs past the table is `Err` with its position, and the last.
+fn xattr_entries(table: &[u8]) -> impl Iterator<Item = Result<XattrEntry<'_>, usize>> {
+    let mut pos = Some(0);
+    std::iter::from_fn(move || {
+        let at = pos.take()?;
+        if at + 16 > table.len() || u32_le(table, at) == 0 {
+            return None;
+        }
+        let name_len = usize::from(table[at]);
+        let Some(name) = table.get(at + 16..at + 16 + name_len) else {
+            return Some(Err(at));
+        };
+        pos = Some(at + (16 + name_len).next_multiple_of(4));
+        Some(Ok(XattrEntry {
+            pos: at,
+            name,
+            index: table[at + 1],
+            value_offs: usize::from(u16_le(table, at + 2)),
+            value_inum: u32_le(table, at + 4),
+            value_size: u32_le(table, at + 8) as usize,
+        }))
+    })
 }
 
 /// Checks the header of an extent tree node found where a node of depth below
