@@ -125,6 +125,23 @@ fn found(other: &Option<&'static str>) -> String {
 }
 
 impl FsError {
+    /// The same error naming `path`, for damage found by a reader that knows only the
+    /// inode or the extent it was reading.
+    pub(crate) fn on_path(self, path: &str) -> Self {
+        match self {
+            FsError::Corrupt {
+                what,
+                offset,
+                detail,
+            } => FsError::Corrupt {
+                what,
+                offset,
+                detail: format!("{path:?}: {detail}"),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn corrupt(what: &str, offset: Option<u64>, detail: impl Into<String>) -> Self {
         FsError::Corrupt {
             what: what.to_owned(),

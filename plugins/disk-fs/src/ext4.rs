@@ -382,10 +382,10 @@ impl ExtVolume {
         path: &str,
     ) -> Result<Vec<FsEntry>, FsError> {
         let raw = self.raw()?;
-        let children = raw.borrow().list(dir).map_err(|e| on_path(e, path))?;
+        let children = raw.borrow().list(dir).map_err(|e| e.on_path(path))?;
         let mut entries = Vec::with_capacity(children.len());
         for (name, inode) in children {
-            let stat = raw.borrow().stat(&inode).map_err(|e| on_path(e, path))?;
+            let stat = raw.borrow().stat(&inode).map_err(|e| e.on_path(path))?;
             let mut child = resolved.to_vec();
             if child.last() != Some(&b'/') {
                 child.push(b'/');
@@ -435,7 +435,7 @@ impl ExtVolume {
                     ));
                 }
                 let map = self.raw()?.borrow().file_map(inode);
-                (None, Some(map.map_err(|e| on_path(e, path))?))
+                (None, Some(map.map_err(|e| e.on_path(path))?))
             }
             None => {
                 let file = self
@@ -559,7 +559,7 @@ impl ExtVolume {
             let located = raw
                 .borrow_mut()
                 .locate(resolved)
-                .map_err(|e| on_path(e, path))?;
+                .map_err(|e| e.on_path(path))?;
             let Some(located) = located else {
                 return Err(FsError::NotFound {
                     what: self.what.clone(),
@@ -570,7 +570,7 @@ impl ExtVolume {
                 let stat = raw
                     .borrow()
                     .stat(&located.inode)
-                    .map_err(|e| on_path(e, path))?;
+                    .map_err(|e| e.on_path(path))?;
                 return Ok(Node {
                     stat,
                     raw: Some(located.inode),
@@ -611,7 +611,7 @@ impl ExtVolume {
         }
         if let Some(inode) = &node.raw {
             let target = self.raw()?.borrow().link_target(inode, len as usize);
-            return target.map_err(|e| on_path(e, path));
+            return target.map_err(|e| e.on_path(path));
         }
         let target = self
             .fs
@@ -827,7 +827,7 @@ impl ExtFile {
                     blocks: run.blocks - (logical - first),
                 },
                 _ => {
-                    let run = raw.run(&map, logical).map_err(|e| on_path(e, &self.path))?;
+                    let run = raw.run(&map, logical).map_err(|e| e.on_path(&self.path))?;
                     self.run = Some((logical, run));
                     run
                 }
@@ -838,7 +838,7 @@ impl ExtFile {
             match run.at {
                 Some(at) => raw
                     .read_at(at + within, piece)
-                    .map_err(|e| on_path(e, &self.path))?,
+                    .map_err(|e| e.on_path(&self.path))?,
                 None => piece.fill(0),
             }
             self.pos += n as u64;
@@ -1088,22 +1088,6 @@ fn map_err(what: &str, path: &str, e: Ext4Error) -> FsError {
             };
             FsError::corrupt(what, None, detail)
         }
-    }
-}
-
-/// Names the path an error of the raw reader was met on, which names only the inode.
-fn on_path(err: FsError, path: &str) -> FsError {
-    match err {
-        FsError::Corrupt {
-            what,
-            offset,
-            detail,
-        } => FsError::Corrupt {
-            what,
-            offset,
-            detail: format!("{path:?}: {detail}"),
-        },
-        other => other,
     }
 }
 

@@ -1232,18 +1232,7 @@ impl XfsFile {
         }
         let n = (<[u8]>::len(buf) as u64).min(self.size - self.pos) as usize;
         vol.read_mapped(&self.extents, self.pos, &mut buf[..n])
-            .map_err(|e| match e {
-                FsError::Corrupt {
-                    what,
-                    offset,
-                    detail,
-                } => FsError::Corrupt {
-                    what,
-                    offset,
-                    detail: format!("{:?}: {detail}", self.path),
-                },
-                other => other,
-            })?;
+            .map_err(|e| e.on_path(&self.path))?;
         self.pos += n as u64;
         Ok(n)
     }
