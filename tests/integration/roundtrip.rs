@@ -117,6 +117,64 @@ fn fixed_chunks_store_holes_and_read_at_random_offsets() {
 }
 
 #[test]
+fn file_ranges_read_by_the_workers_store_what_the_file_holds() {
+    let tv = TestVault::encrypted();
+    let chunk = 16 << 10;
+    // Data, a run of zeros the workers turn into holes, and data again, with an odd tail.
+    let mut image = random_bytes(7, 3 << 20);
+    image[1 << 20..(2 << 20) + 100].fill(0);
+    image.truncate((3 << 20) - 777);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    std::fs::write(&path, &image).unwrap();
+    let file = std::sync::Arc::new(std::fs::File::open(&path).unwrap());
+
+    let mut backup = Backup::start(&tv.vault, options("vm")).unwrap();
+    let mut stream = backup.stream(Chunking::Fixed { size: chunk }).unwrap();
+    // Ranges that start and end inside chunks, and one that runs past the file's end.
+    let mut at = 0u64;
+    for len in [1000u64, 40_000, 1 << 20, 5, 3 << 20] {
+        let read = stream.write_file_at(&file, at, len, "disk.img").unwrap();
+        at += read;
+        if read < len {
+            break;
+        }
+    }
+    assert_eq!(
+        at,
+        image.len() as u64,
+        "the last range stops at the file's end"
+    );
+    let result = stream.finish().unwrap();
+    assert_eq!(result.stats.bytes_read, image.len() as u64);
+    assert_eq!(
+        result.stats.bytes_holes,
+        1 << 20,
+        "the whole chunks of zeros"
+    );
+    let mut entry = Entry::new("", EntryKind::BlockDevice);
+    entry.content = result.content;
+    backup.add_entry("disk0", entry).unwrap();
+    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(read_file(&tv.vault, &point, "disk0").unwrap(), image);
+    assert_sound(&tv.vault);
+
+    // A range wholly past the file's end appends nothing. (A file that shrinks while
+    // the workers read it is tested end to end in `vmdisk`, on a FUSE file.)
+    let mut backup = Backup::start(&tv.vault, options("vm")).unwrap();
+    let mut stream = backup.stream(Chunking::Fixed { size: chunk }).unwrap();
+    let past = (image.len() as u64).next_multiple_of(chunk as u64);
+    assert_eq!(
+        stream
+            .write_file_at(&file, past, 1 << 20, "disk.img")
+            .unwrap(),
+        0
+    );
+    assert_eq!(stream.finish().unwrap().stats.bytes_read, 0);
+    backup.abort();
+}
+
+#[test]
 fn carry_forward_reuses_parent_entries_without_reading() {
     let tv = TestVault::encrypted();
     let a = random_bytes(10, 300_000);

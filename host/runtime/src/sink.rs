@@ -9,7 +9,8 @@ use crate::bindings::sink::{
     self, Chunking as WitChunking, Consistency as WitConsistency, EntryInfo, HostError, Metadata,
     ParentEntry,
 };
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::fs::File;
+use std::sync::Arc;
 
 use crate::convert::{entry_to_wit, grant_error, kind_to_vault, meta_to_vault, vault_error};
 use crate::limits::{MAX_IO_CALL, MAX_OPEN_HANDLES, check_path};
@@ -21,7 +22,7 @@ pub struct ContentWriter {
     /// bytes into it.
     stream: Option<StreamWriter>,
     /// The source file `write-file` read last, kept open for its next piece.
-    source: Option<(String, OwnedFd)>,
+    source: Option<(String, Arc<File>)>,
     /// The parent's content `carry` used last, kept with its loaded extent lists: a
     /// disk's unchanged regions are carried in many calls.
     parent: Option<(String, tessera_vault::ContentReader)>,
@@ -51,7 +52,7 @@ fn pump(
     length: u64,
     last_host_call: &mut std::time::Instant,
 ) -> Result<u64, HostError> {
-    let Some((_, fd)) = writer.source.as_ref() else {
+    let Some((_, file)) = writer.source.as_ref() else {
         return Err(HostError::Invalid(format!("'{path}' is not open")));
     };
     let stream = writer
@@ -62,17 +63,12 @@ fn pump(
     while done < length {
         let at = offset.saturating_add(done);
         let want = (length - done).min(FILE_READ);
-        let mut file = FileAt {
-            fd: fd.as_fd(),
-            offset: at,
-        };
         let read = stream
-            .write_from(&mut file, want, "the file")
+            .write_file_at(file, at, want, path)
             .map_err(|e| match e {
-                tessera_vault::Error::Source { source, .. } => HostError::Io(format!(
-                    "reading '{path}' at byte {}: {source}",
-                    file.offset
-                )),
+                tessera_vault::Error::Source { what, source } => {
+                    HostError::Io(format!("reading {what}: {source}"))
+                }
                 other => vault_error(other),
             })?;
         done += read;
@@ -83,20 +79,6 @@ fn pump(
         }
     }
     Ok(done)
-}
-
-/// A file read from a position of its own, leaving the descriptor's offset alone.
-struct FileAt<'a> {
-    fd: BorrowedFd<'a>,
-    offset: u64,
-}
-
-impl std::io::Read for FileAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = rustix::io::pread(self.fd, buf, self.offset)?;
-        self.offset += read as u64;
-        Ok(read)
-    }
 }
 
 impl JobState {
@@ -177,7 +159,7 @@ impl sink::HostContentWriter for JobState {
                 .as_ref()
                 .ok_or_else(|| HostError::Denied("this job grants no directory".into()))?;
             let fd = grant.open_source(&path).map_err(grant_error)?;
-            self.writer(&this)?.source = Some((path.clone(), fd));
+            self.writer(&this)?.source = Some((path.clone(), Arc::new(File::from(fd))));
         }
         let writer = self
             .table

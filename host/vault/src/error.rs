@@ -96,6 +96,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A source file ended before bytes the caller had planned to read from it: it
+    /// shrank while it was read.
+    #[error(
+        "{what} ended at byte {at} while being read, before the bytes planned from it: \
+         it shrank during the backup"
+    )]
+    SourceEnded {
+        /// The file.
+        what: String,
+        /// Its length when it was read.
+        at: u64,
+    },
     /// A caller passed a value the vault refuses.
     #[error("{0}")]
     Invalid(String),

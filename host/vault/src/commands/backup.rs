@@ -7,7 +7,9 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -98,17 +100,83 @@ impl Default for CommitOptions {
 struct Job {
     seq: usize,
     data: ChunkBuf,
+    /// Where the worker reads the chunk itself, `data` being empty: a fixed-size chunk of
+    /// a file ([`StreamWriter::write_file_at`]).
+    read: Option<FileRead>,
     /// The chunk's id when the stream already hashed and claimed it: the worker only
     /// stores it and does not reply.
     claimed: Option<ChunkId>,
     reply: Option<Sender<(usize, Result<Outcome, String>)>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Outcome {
-    id: ChunkId,
+    /// `None` for a chunk of zeros, recorded as a hole.
+    id: Option<ChunkId>,
     len: u64,
     stored: Option<u64>,
+    /// For a chunk read from a file that ended first: where, and the file.
+    ended: Option<(u64, Arc<str>)>,
+}
+
+/// A chunk a worker reads from a file into a buffer of its own, then hashes and stores
+/// while the bytes are still in its core's cache. Read on the stream's thread, the copy
+/// out of the page cache would be serial work on the one thread that also plans the
+/// reads, into a buffer another core wrote last: a full backup of an image file takes a
+/// tenth longer that way.
+struct FileRead {
+    file: Arc<File>,
+    offset: u64,
+    len: usize,
+    /// The file, as errors name it.
+    what: Arc<str>,
+}
+
+impl FileRead {
+    /// Reads the chunk into `buf`, which it replaces; returns where the file ended if it
+    /// ended before the chunk did (it shrank since the caller planned the read).
+    fn fill(&self, buf: &mut ChunkBuf) -> std::result::Result<Option<u64>, String> {
+        buf.clear();
+        let spare = buf.spare(self.len, self.len);
+        let mut got = 0;
+        while got < self.len {
+            let at = self.offset + got as u64;
+            match self.file.read_at(&mut spare[got..], at) {
+                Ok(0) => return Ok(Some(at)),
+                Ok(read) => got += read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("cannot read {} at byte {at}: {e}", self.what)),
+            }
+        }
+        buf.grow(self.len);
+        Ok(None)
+    }
+
+    /// Reads the chunk into `buf` and stores it, or records it as a hole if all zeros.
+    fn store(
+        &self,
+        shared: &Shared,
+        packer: usize,
+        buf: &mut ChunkBuf,
+    ) -> std::result::Result<Outcome, String> {
+        if let Some(at) = self.fill(buf)? {
+            return Ok(Outcome {
+                id: None,
+                len: 0,
+                stored: None,
+                ended: Some((at, Arc::clone(&self.what))),
+            });
+        }
+        if is_zero(buf) {
+            return Ok(Outcome {
+                id: None,
+                len: buf.len() as u64,
+                stored: None,
+                ended: None,
+            });
+        }
+        shared.hash_and_store(packer, buf)
+    }
 }
 
 thread_local! {
@@ -130,6 +198,26 @@ const KEPT_BLOB_CAPACITY: usize = 8 << 20;
 
 /// Highest zstd level extent lists are stored at (see [`Shared::store_list`]).
 const LIST_LEVEL: i32 = 1;
+
+/// A file read from a position of its own, leaving the descriptor's offset alone.
+struct FileAt<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl<'a> FileAt<'a> {
+    fn new(file: &'a File, offset: u64) -> Self {
+        FileAt { file, offset }
+    }
+}
+
+impl Read for FileAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.file.read_at(buf, self.offset)?;
+        self.offset += read as u64;
+        Ok(read)
+    }
+}
 
 /// State shared by the session's threads.
 struct Shared {
@@ -226,6 +314,15 @@ impl ChunkBuf {
             data: Vec::new(),
             end: codec::CHUNK_HEADROOM,
             pool: Some(Arc::clone(pool)),
+        }
+    }
+
+    /// An empty chunk that gets a buffer of its own when bytes arrive.
+    fn detached() -> ChunkBuf {
+        ChunkBuf {
+            data: Vec::new(),
+            end: codec::CHUNK_HEADROOM,
+            pool: None,
         }
     }
 
@@ -506,6 +603,30 @@ impl Shared {
         Ok(())
     }
 
+    /// Hashes a chunk and stores it unless the vault or this session has it already.
+    fn hash_and_store(
+        &self,
+        packer: usize,
+        chunk: &mut ChunkBuf,
+    ) -> std::result::Result<Outcome, String> {
+        let id = self.vault.crypto().chunk_id(chunk);
+        let len = chunk.len() as u64;
+        let stored = if self.claim(&id) {
+            Some(
+                self.store_chunk(packer, id, chunk)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        Ok(Outcome {
+            id: Some(id),
+            len,
+            stored,
+            ended: None,
+        })
+    }
+
     fn send_pack(&self, writer: PackWriter) -> Result<()> {
         let finished = writer.finish(self.vault.crypto())?;
         let tx = self.upload_tx.lock().expect("lock").clone();
@@ -605,8 +726,10 @@ impl Shared {
 }
 
 /// Chunk worker `packer`: hashes, encodes and stores the chunks of the batches it
-/// receives in a pack of its own, until an empty batch or the channel's end.
+/// receives in a pack of its own, until an empty batch or the channel's end. Chunks it
+/// reads itself go through one buffer of its own, kept warm in its core's cache.
 fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
+    let mut own = ChunkBuf::detached();
     let batches = batches.into_iter().take_while(|batch| !batch.is_empty());
     for mut job in batches.flatten() {
         if let Some(id) = job.claimed {
@@ -621,23 +744,9 @@ fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
         let result = if shared.failed.load(Ordering::Relaxed) {
             Err("backup aborted".to_string())
         } else {
-            let id = shared.vault.crypto().chunk_id(&job.data);
-            let len = job.data.len() as u64;
-            if shared.claim(&id) {
-                shared
-                    .store_chunk(packer, id, &mut job.data)
-                    .map(|stored| Outcome {
-                        id,
-                        len,
-                        stored: Some(stored),
-                    })
-                    .map_err(|e| e.to_string())
-            } else {
-                Ok(Outcome {
-                    id,
-                    len,
-                    stored: None,
-                })
+            match &job.read {
+                Some(read) => read.store(&shared, packer, &mut own),
+                None => shared.hash_and_store(packer, &mut job.data),
             }
         };
         if let Err(e) = &result {
@@ -806,6 +915,7 @@ impl Backup {
             batch: Batch::default(),
             reply_tx,
             reply_rx,
+            ended: None,
             stats: BackupStats::default(),
         })
     }
@@ -1155,6 +1265,9 @@ pub struct StreamWriter {
     batch: Batch,
     reply_tx: Sender<(usize, Result<Outcome, String>)>,
     reply_rx: Receiver<(usize, Result<Outcome, String>)>,
+    /// The first chunk, in the stream's order, whose file ended before it: its place,
+    /// where the file ended, and the file. The stream fails from then on.
+    ended: Option<(usize, u64, Arc<str>)>,
     stats: BackupStats,
 }
 
@@ -1248,6 +1361,87 @@ impl StreamWriter {
         }
         self.collect_ready(false)?;
         Ok(done)
+    }
+
+    /// Appends `len` bytes of `file` from byte `offset` on, as [`StreamWriter::write_from`]
+    /// would read them, naming the file `what` in errors. The whole fixed-size chunks of
+    /// the range are read by the chunk workers, each into a buffer of its own that it
+    /// hashes and stores at once; other bytes are read here. Returns how many bytes were
+    /// appended: fewer than `len` only when the file ends first. A file that shrinks
+    /// while the workers read it fails the stream with [`Error::SourceEnded`], naming
+    /// where it ended first.
+    pub fn write_file_at(
+        &mut self,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+        what: &str,
+    ) -> Result<u64> {
+        let Cutter::Fixed(size) = self.cutter else {
+            return self.read_here(file, offset, len, what);
+        };
+        let mut done = 0;
+        if !self.cur.is_empty() {
+            let want = ((size - self.cur.len()) as u64).min(len);
+            done = self.read_here(file, offset, want, what)?;
+            if done < want {
+                return Ok(done);
+            }
+        }
+        // Only bytes before the file's end as it is now go to the workers, so that a range
+        // past the end comes back short, as from `write_from`; a file that shrinks from
+        // here on fails the stream instead.
+        let file_len = (&**file)
+            .seek(SeekFrom::End(0))
+            .map_err(|source| Error::Source {
+                what: what.to_string(),
+                source,
+            })?;
+        let in_file = file_len.saturating_sub(offset).min(len);
+        let what: Arc<str> = Arc::from(what);
+        while in_file.saturating_sub(done) >= size as u64 {
+            self.shared.check()?;
+            let seq = self.slots.len();
+            self.slots.push(None);
+            self.pending += 1;
+            self.stats.bytes_read += size as u64;
+            self.batch.bytes += size;
+            self.batch.jobs.push(Job {
+                seq,
+                data: ChunkBuf::detached(),
+                read: Some(FileRead {
+                    file: Arc::clone(file),
+                    offset: offset + done,
+                    len: size,
+                    what: Arc::clone(&what),
+                }),
+                claimed: None,
+                reply: Some(self.reply_tx.clone()),
+            });
+            if self.batch.is_full() {
+                self.send_batch()?;
+            }
+            done += size as u64;
+        }
+        if done < len {
+            done += self.read_here(file, offset + done, len - done, &what)?;
+        }
+        self.collect_ready(false)?;
+        Ok(done)
+    }
+
+    /// [`StreamWriter::write_from`] of `file` from byte `offset` on; a failed read names
+    /// the byte of the file it failed at.
+    fn read_here(&mut self, file: &File, offset: u64, len: u64, what: &str) -> Result<u64> {
+        let mut source = FileAt::new(file, offset);
+        self.write_from(&mut source, len, what)
+            .map_err(|e| match e {
+                Error::Source { source: err, .. } => Error::Source {
+                    what: format!("{what} at byte {}", source.offset),
+                    source: err,
+                },
+                other => other,
+            })
     }
 
     /// Cuts the chunk being filled where a boundary falls in its bytes from `from` on,
@@ -1365,6 +1559,7 @@ impl StreamWriter {
                 batch.jobs.push(Job {
                     seq: 0,
                     data: chunk,
+                    read: None,
                     claimed: Some(id),
                     reply: None,
                 });
@@ -1385,6 +1580,7 @@ impl StreamWriter {
         self.batch.jobs.push(Job {
             seq,
             data: chunk,
+            read: None,
             claimed: None,
             reply: Some(self.reply_tx.clone()),
         });
@@ -1409,7 +1605,15 @@ impl StreamWriter {
         self.pending -= 1;
         // A chunk that failed because an earlier one did reports that one's cause.
         let outcome = result.map_err(|message| self.shared.failure(message))?;
+        if let Some((at, what)) = outcome.ended {
+            // The first such chunk in the stream's order is the one reported.
+            if self.ended.as_ref().is_none_or(|(first, ..)| seq < *first) {
+                self.ended = Some((seq, at, what));
+            }
+            return Ok(());
+        }
         match outcome.stored {
+            _ if outcome.id.is_none() => self.stats.bytes_holes += outcome.len,
             Some(stored) => {
                 self.stats.bytes_new += outcome.len;
                 self.stats.bytes_stored += stored;
@@ -1420,13 +1624,21 @@ impl StreamWriter {
                 self.stats.chunks_reused += 1;
             }
         }
-        self.slots[seq] = Some(Extent::chunk(outcome.id, outcome.len));
+        self.slots[seq] = Some(match outcome.id {
+            Some(id) => Extent::chunk(id, outcome.len),
+            None => Extent::hole(outcome.len),
+        });
         Ok(())
     }
 
+    /// Records the workers' replies that have arrived, or with `wait` all of them. A
+    /// source file found to have ended is an error once every chunk before it is in, so
+    /// the error names where the file ended first.
     fn collect_ready(&mut self, wait: bool) -> Result<()> {
         while self.pending > 0 {
-            let message = if wait {
+            let message = if wait || self.ended.is_some() {
+                // Chunks still batched here would never come back.
+                self.send_batch()?;
                 self.reply_rx
                     .recv()
                     .map_err(|_| Error::Aborted("chunk workers stopped".into()))?
@@ -1438,7 +1650,13 @@ impl StreamWriter {
             };
             self.record(message.0, message.1)?;
         }
-        Ok(())
+        match &self.ended {
+            Some((_, at, what)) => Err(Error::SourceEnded {
+                what: what.to_string(),
+                at: *at,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Ends the stream: cuts the last chunk, waits for every chunk to be stored, and
