@@ -118,12 +118,21 @@ fn fixed_chunks_store_holes_and_read_at_random_offsets() {
 
 #[test]
 fn file_ranges_read_by_the_workers_store_what_the_file_holds() {
-    let tv = TestVault::encrypted();
+    for tv in [TestVault::encrypted(), TestVault::plain()] {
+        file_ranges_round_trip(&tv);
+    }
+}
+
+fn file_ranges_round_trip(tv: &TestVault) {
     let chunk = 16 << 10;
-    // Data, a run of zeros the workers turn into holes, and data again, with an odd tail.
-    let mut image = random_bytes(7, 3 << 20);
+    // Data, a run of zeros the workers turn into holes, text that compresses, data again
+    // (twice the same, deduplicated), and an odd tail.
+    let mut image = random_bytes(7, 4 << 20);
     image[1 << 20..(2 << 20) + 100].fill(0);
-    image.truncate((3 << 20) - 777);
+    let text = b"the quick brown fox jumps over the lazy dog\n".repeat(24_000);
+    image[2 << 20..(2 << 20) + text.len()].copy_from_slice(&text);
+    image.copy_within(0..512 << 10, 3 << 20);
+    image.truncate((4 << 20) - 777);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.img");
     std::fs::write(&path, &image).unwrap();
@@ -133,7 +142,7 @@ fn file_ranges_read_by_the_workers_store_what_the_file_holds() {
     let mut stream = backup.stream(Chunking::Fixed { size: chunk }).unwrap();
     // Ranges that start and end inside chunks, and one that runs past the file's end.
     let mut at = 0u64;
-    for len in [1000u64, 40_000, 1 << 20, 5, 3 << 20] {
+    for len in [1000u64, 40_000, 1 << 20, 5, 4 << 20] {
         let read = stream.write_file_at(&file, at, len, "disk.img").unwrap();
         at += read;
         if read < len {
@@ -146,17 +155,24 @@ fn file_ranges_read_by_the_workers_store_what_the_file_holds() {
         "the last range stops at the file's end"
     );
     let result = stream.finish().unwrap();
-    assert_eq!(result.stats.bytes_read, image.len() as u64);
-    assert_eq!(
-        result.stats.bytes_holes,
-        1 << 20,
-        "the whole chunks of zeros"
+    let stats = result.stats;
+    assert_eq!(stats.bytes_read, image.len() as u64);
+    assert_eq!(stats.bytes_holes, 1 << 20, "the whole chunks of zeros");
+    // The copied run, and the text's chunks, which repeat every 11.
+    assert!(
+        stats.bytes_reused > (512 << 10) + (text.len() as u64) / 2,
+        "{stats:?}"
+    );
+    assert!(
+        stats.bytes_stored < stats.bytes_new,
+        "the text was compressed: {stats:?}"
     );
     let mut entry = Entry::new("", EntryKind::BlockDevice);
     entry.content = result.content;
     backup.add_entry("disk0", entry).unwrap();
     let (_, point) = backup.commit(CommitOptions::default()).unwrap();
     assert_eq!(read_file(&tv.vault, &point, "disk0").unwrap(), image);
+    assert_eq!(read_file(&tv.reopen(), &point, "disk0").unwrap(), image);
     assert_sound(&tv.vault);
 
     // A range wholly past the file's end appends nothing. (A file that shrinks while

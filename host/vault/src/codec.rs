@@ -151,17 +151,64 @@ pub fn encode_chunk<'a>(
     level: i32,
     scratch: &'a mut Vec<u8>,
 ) -> &'a [u8] {
+    match seal_chunk(crypto, id, buf, len, level, scratch) {
+        Sealed::InBuf(range) => &buf[range],
+        Sealed::InScratch => scratch,
+    }
+}
+
+/// [`encode_chunk`], leaving the blob at the start of `buf`: for a chunk read straight
+/// into the storage its blob goes to. Returns the blob's length, which is at most the
+/// chunk's with its head- and tailroom.
+pub fn encode_chunk_in_place(
+    crypto: &Crypto,
+    id: &ChunkId,
+    buf: &mut [u8],
+    len: usize,
+    level: i32,
+    scratch: &mut Vec<u8>,
+) -> usize {
+    match seal_chunk(crypto, id, buf, len, level, scratch) {
+        Sealed::InBuf(range) => {
+            let blob_len = range.len();
+            // Only an unencrypted vault's blob starts after the nonce's room.
+            if range.start > 0 {
+                buf.copy_within(range, 0);
+            }
+            blob_len
+        }
+        Sealed::InScratch => {
+            // Compressed, so shorter than the chunk.
+            buf[..scratch.len()].copy_from_slice(scratch);
+            scratch.len()
+        }
+    }
+}
+
+/// Where [`seal_chunk`] left a blob.
+enum Sealed {
+    InBuf(std::ops::Range<usize>),
+    InScratch,
+}
+
+fn seal_chunk(
+    crypto: &Crypto,
+    id: &ChunkId,
+    buf: &mut [u8],
+    len: usize,
+    level: i32,
+    scratch: &mut Vec<u8>,
+) -> Sealed {
     let end = CHUNK_HEADROOM + len;
     match compress(&buf[CHUNK_HEADROOM..end], level) {
         Some(compressed) => {
             scratch.clear();
             crypto.seal_into(&id.0, &[&[MODE_ZSTD], &compressed], scratch);
-            scratch
+            Sealed::InScratch
         }
         None => {
             buf[CHUNK_HEADROOM - 1] = MODE_RAW;
-            let sealed = crypto.seal_in_place(&id.0, buf, 0, end);
-            &buf[sealed]
+            Sealed::InBuf(crypto.seal_in_place(&id.0, buf, 0, end))
         }
     }
 }

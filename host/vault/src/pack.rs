@@ -89,6 +89,19 @@ pub struct PackWriter {
     entries: Vec<PackEntry>,
 }
 
+/// A blob [`PackWriter::add_in_place`] had encoded in place.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobMade {
+    /// The chunk's id.
+    pub id: ChunkId,
+    /// What it holds.
+    pub kind: BlobKind,
+    /// The chunk's length before encoding.
+    pub raw_len: u32,
+    /// The blob's length.
+    pub len: usize,
+}
+
 /// A finished pack ready to upload.
 #[derive(Debug)]
 pub struct FinishedPack {
@@ -175,6 +188,45 @@ impl PackWriter {
             raw_len,
         });
         Ok(())
+    }
+
+    /// Appends a blob encoded where the pack's spool stores it: `encode` gets room for a
+    /// blob of up to `len` bytes and describes the blob it wrote at the room's start, or
+    /// returns `None` to add nothing. Returns whether
+    /// `encode` was called: not when the pack has no spool or its spool no such room at
+    /// the moment, and the caller then encodes the blob elsewhere and
+    /// [`PackWriter::add`]s it.
+    pub fn add_in_place(
+        &mut self,
+        len: usize,
+        encode: impl FnOnce(&mut [u8]) -> Option<BlobMade>,
+    ) -> Result<bool, BackendError> {
+        let Some(spool) = &mut self.spool else {
+            return Ok(false);
+        };
+        let mut encode = Some(encode);
+        let mut blob = None;
+        let kept = spool.append_in_place(len, &mut |room| {
+            blob = encode.take().and_then(|encode| encode(room));
+            blob.map_or(0, |made: BlobMade| made.len)
+        })?;
+        if kept.is_none() {
+            return Ok(false);
+        }
+        if let Some(made) = blob {
+            debug_assert!(made.len <= len, "a blob larger than its room");
+            let blob_len = made.len.min(len);
+            let offset = self.size as u32;
+            self.size += blob_len;
+            self.entries.push(PackEntry {
+                id: made.id,
+                kind: made.kind,
+                offset,
+                len: blob_len as u32,
+                raw_len: made.raw_len,
+            });
+        }
+        Ok(true)
     }
 
     /// Bytes so far.

@@ -226,6 +226,19 @@ impl Spool for FileSpool {
         self.len
     }
 
+    fn append_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<Option<usize>, BackendError> {
+        let file = self.file.as_mut().expect("appends only before the commit");
+        let kept = file
+            .append_in_place(len, fill)
+            .map_err(|e| LocalBackend::io("write", &self.path, e))?;
+        self.len += kept.unwrap_or(0) as u64;
+        Ok(kept)
+    }
+
     fn commit(mut self: Box<Self>, _: &dyn Backend, name: &str) -> Result<(), BackendError> {
         let file = self.file.take().expect("committed once");
         let dir = self.root.dir(self.kind, name);

@@ -211,6 +211,20 @@ pub trait Spool: Send + fmt::Debug {
     /// Bytes appended so far.
     fn len(&self) -> u64;
 
+    /// Offers room for `len` more bytes to `fill`, which writes into it and returns how
+    /// many of them, from the start, to append (none, or up to `len`): bytes made where
+    /// they are stored need no copy. Returns what `fill` returned, or `None` without
+    /// calling it when the spool has no such room at the moment; the caller then
+    /// appends. The default never has room.
+    fn append_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<Option<usize>, BackendError> {
+        let _ = (len, fill);
+        Ok(None)
+    }
+
     /// Whether nothing was appended.
     fn is_empty(&self) -> bool {
         self.len() == 0

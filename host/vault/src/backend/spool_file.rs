@@ -75,6 +75,13 @@ impl Stage {
     fn is_full(&self) -> bool {
         self.len == STAGE
     }
+
+    /// The next `len` bytes after the filled ones, if the stage has that many left.
+    fn room(&mut self, len: usize) -> Option<&mut [u8]> {
+        let start = self.len;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.blocks);
+        bytes.get_mut(start..start.checked_add(len)?)
+    }
 }
 
 /// Stages returned by finished spools, shared by the clones of a backend.
@@ -159,6 +166,28 @@ impl SpoolFile {
             }
         }
         Ok(())
+    }
+
+    /// Has `fill` write up to `len` bytes straight into the stage being filled, when it
+    /// has that much room left, and appends as many as `fill` returns; `None` without
+    /// calling `fill` when it has not.
+    pub(super) fn append_in_place(
+        &mut self,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> io::Result<Option<usize>> {
+        let stage = self.stage.as_mut().ok_or_else(writer_gone)?;
+        let Some(room) = stage.room(len) else {
+            return Ok(None);
+        };
+        let kept = fill(room).min(len);
+        stage.len += kept;
+        if stage.is_full() {
+            let full = self.stage.take().expect("just filled");
+            self.send(full)?;
+            self.stage = Some(self.next_stage()?);
+        }
+        Ok(Some(kept))
     }
 
     /// Writes what is left and returns the file, every byte handed to the kernel (not
@@ -326,6 +355,50 @@ mod tests {
             assert_eq!(spool_bytes(dir.path(), &pieces, &pool), expected);
         }
         assert!(pool.0.lock().unwrap().len() <= POOLED_STAGES);
+    }
+
+    #[test]
+    fn bytes_made_in_place_arrive_among_the_appended_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        let file = File::create_new(&path).unwrap();
+        let mut spool = SpoolFile::start(file, &path, Arc::default()).unwrap();
+        let mut expected = Vec::new();
+        let mut offered = 0;
+        for i in 0..100usize {
+            let piece = pattern(70_001 + i * 13, i as u8);
+            // Keep all, part or none of what is made in place; append when there is no
+            // room for the whole piece.
+            let keep = [piece.len(), piece.len() / 2, 0][i % 3];
+            let kept = spool
+                .append_in_place(piece.len(), &mut |room| {
+                    assert_eq!(room.len(), piece.len());
+                    room.copy_from_slice(&piece);
+                    keep
+                })
+                .unwrap();
+            match kept {
+                Some(kept) => {
+                    assert_eq!(kept, keep);
+                    expected.extend_from_slice(&piece[..keep]);
+                    offered += 1;
+                }
+                None => {
+                    spool.append(&piece).unwrap();
+                    expected.extend_from_slice(&piece);
+                }
+            }
+        }
+        // Most pieces fit in the stage being filled; those that would cross into the next
+        // one do not.
+        assert!(
+            (80..100).contains(&offered),
+            "{offered} pieces made in place"
+        );
+        drop(spool.finish().unwrap());
+        let mut out = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut out).unwrap();
+        assert!(out == expected, "the spooled bytes differ");
     }
 
     #[test]

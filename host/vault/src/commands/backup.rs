@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::format::{PACK_TARGET_SIZE, POINT_MAGIC, TREE_VERSION};
 use crate::id::{ChunkId, PackId, PointId, SessionId};
 use crate::index::{Index, IndexFile};
-use crate::pack::{self, BlobKind, FinishedPack, PackEntry, PackWriter};
+use crate::pack::{self, BlobKind, BlobMade, FinishedPack, PackEntry, PackWriter};
 use crate::point::{BackupStats, Consistency, PluginRef, Point};
 use crate::session::{self, HEARTBEAT_INTERVAL, SessionRecord};
 use crate::tree::{Content, Entry, Extent, ListRef, Tree, TreeBuilder, split_extents};
@@ -137,19 +137,38 @@ impl FileRead {
     /// ended before the chunk did (it shrank since the caller planned the read).
     fn fill(&self, buf: &mut ChunkBuf) -> std::result::Result<Option<u64>, String> {
         buf.clear();
-        let spare = buf.spare(self.len, self.len);
+        let ended = self.read_into(buf.spare(self.len, self.len))?;
+        if ended.is_none() {
+            buf.grow(self.len);
+        }
+        Ok(ended)
+    }
+
+    /// Reads the chunk into `chunk`, its length; returns where the file ended if it ended
+    /// first.
+    fn read_into(&self, chunk: &mut [u8]) -> std::result::Result<Option<u64>, String> {
         let mut got = 0;
-        while got < self.len {
+        while got < chunk.len() {
             let at = self.offset + got as u64;
-            match self.file.read_at(&mut spare[got..], at) {
+            match self.file.read_at(&mut chunk[got..], at) {
                 Ok(0) => return Ok(Some(at)),
                 Ok(read) => got += read,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("cannot read {} at byte {at}: {e}", self.what)),
             }
         }
-        buf.grow(self.len);
         Ok(None)
+    }
+
+    /// The outcome of a chunk that is not stored: where the file ended, or `None` for a
+    /// chunk of zeros, recorded as a hole.
+    fn not_stored(&self, ended: Option<u64>) -> Outcome {
+        Outcome {
+            id: None,
+            len: if ended.is_some() { 0 } else { self.len as u64 },
+            stored: None,
+            ended: ended.map(|at| (at, Arc::clone(&self.what))),
+        }
     }
 
     /// Reads the chunk into `buf` and stores it, or records it as a hole if all zeros.
@@ -160,22 +179,63 @@ impl FileRead {
         buf: &mut ChunkBuf,
     ) -> std::result::Result<Outcome, String> {
         if let Some(at) = self.fill(buf)? {
-            return Ok(Outcome {
-                id: None,
-                len: 0,
-                stored: None,
-                ended: Some((at, Arc::clone(&self.what))),
-            });
+            return Ok(self.not_stored(Some(at)));
         }
         if is_zero(buf) {
-            return Ok(Outcome {
-                id: None,
-                len: buf.len() as u64,
-                stored: None,
-                ended: None,
-            });
+            return Ok(self.not_stored(None));
         }
         shared.hash_and_store(packer, buf)
+    }
+
+    /// Reads the chunk into `room`, which has the head- and tailroom of an encoded chunk
+    /// around it, and when it is new encodes it there as a blob: what
+    /// [`PackWriter::add_in_place`] asks for, with the chunk's outcome.
+    fn encode_into(
+        &self,
+        shared: &Shared,
+        room: &mut [u8],
+    ) -> (std::result::Result<Outcome, String>, Option<BlobMade>) {
+        let chunk = &mut room[codec::CHUNK_HEADROOM..codec::CHUNK_HEADROOM + self.len];
+        match self.read_into(chunk) {
+            Err(e) => return (Err(e), None),
+            Ok(Some(at)) => return (Ok(self.not_stored(Some(at))), None),
+            Ok(None) if is_zero(chunk) => return (Ok(self.not_stored(None)), None),
+            Ok(None) => {}
+        }
+        let id = shared.vault.crypto().chunk_id(chunk);
+        let len = self.len as u64;
+        if !shared.claim(&id) {
+            let reused = Outcome {
+                id: Some(id),
+                len,
+                stored: None,
+                ended: None,
+            };
+            return (Ok(reused), None);
+        }
+        let blob_len = BLOB.with_borrow_mut(|scratch| {
+            codec::encode_chunk_in_place(
+                shared.vault.crypto(),
+                &id,
+                room,
+                self.len,
+                shared.level,
+                scratch,
+            )
+        });
+        let stored = Outcome {
+            id: Some(id),
+            len,
+            stored: Some(blob_len as u64),
+            ended: None,
+        };
+        let made = BlobMade {
+            id,
+            kind: BlobKind::Data,
+            raw_len: self.len as u32,
+            len: blob_len,
+        };
+        (Ok(stored), Some(made))
     }
 }
 
@@ -603,6 +663,51 @@ impl Shared {
         Ok(())
     }
 
+    /// Reads, hashes and stores a chunk of a file, straight into the room the pack of
+    /// worker `packer` has for its blob when it has some, else through `own`.
+    fn store_read(
+        &self,
+        packer: usize,
+        read: &FileRead,
+        own: &mut ChunkBuf,
+    ) -> std::result::Result<Outcome, String> {
+        let room = codec::CHUNK_HEADROOM + read.len + codec::CHUNK_TAILROOM;
+        let mut outcome = None;
+        let full = {
+            let mut slot = self.packers[packer].lock().expect("lock");
+            let writer = match slot.as_mut() {
+                Some(writer) => writer,
+                None => slot.insert(
+                    self.vault
+                        .backend()
+                        .spool(FileKind::Pack)
+                        .and_then(PackWriter::spooled)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            let encoded = writer
+                .add_in_place(room, |room| {
+                    let (result, blob) = read.encode_into(self, room);
+                    outcome = Some(result);
+                    blob
+                })
+                .map_err(|e| e.to_string())?;
+            if !encoded {
+                drop(slot);
+                return read.store(self, packer, own);
+            }
+            if writer.size() >= self.pack_size {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        if let Some(full) = full {
+            self.send_pack(full).map_err(|e| e.to_string())?;
+        }
+        outcome.unwrap_or_else(|| Err("the pack's spool kept room it never offered".into()))
+    }
+
     /// Hashes a chunk and stores it unless the vault or this session has it already.
     fn hash_and_store(
         &self,
@@ -745,7 +850,7 @@ fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
             Err("backup aborted".to_string())
         } else {
             match &job.read {
-                Some(read) => read.store(&shared, packer, &mut own),
+                Some(read) => shared.store_read(packer, read, &mut own),
                 None => shared.hash_and_store(packer, &mut job.data),
             }
         };
