@@ -27,6 +27,7 @@
 //! ```
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::io;
@@ -91,12 +92,21 @@ pub(crate) struct ExtVolume {
     /// Whether the volume has the `inline_data` feature, so that paths are walked by the
     /// raw reader first.
     inline: bool,
+    /// What `lstat` found, by path, for the entries looked up or listed last: the reader
+    /// beneath finds a name by reading its directory from the start unless the directory
+    /// has a hash index (which `mke2fs -d` does not build), so restoring the files of a
+    /// large directory would read it several times per file.
+    nodes: HashMap<Vec<u8>, Node>,
     warnings: Vec<String>,
 }
+
+/// Entries [`ExtVolume::nodes`] keeps; past it the cache starts again empty.
+const MAX_CACHED_NODES: usize = 1 << 18;
 
 /// An entry as `lstat` finds it: its metadata, and the inode as stored when the reader
 /// beneath must not be asked about it (it keeps its data inline, or lies below a directory
 /// that keeps its entries inline).
+#[derive(Clone)]
 struct Node {
     stat: InodeStat,
     raw: Option<RawInode>,
@@ -277,6 +287,7 @@ impl ExtVolume {
             kind,
             block_size,
             inline,
+            nodes: HashMap::new(),
             warnings,
         })
     }
@@ -370,6 +381,11 @@ impl ExtVolume {
                 raw: None,
             };
             entries.push(self.entry(name, child.as_ref(), &node, path)?);
+            if !self.inline {
+                // As `lstat` would find it; on an `inline_data` volume it would also ask
+                // the raw reader whether the inode keeps its data inline.
+                self.remember(child.as_ref().to_vec(), node);
+            }
         }
         Ok(entries)
     }
@@ -399,6 +415,36 @@ impl ExtVolume {
             entries.push(self.entry(name, &child, &node, path)?);
         }
         Ok(entries)
+    }
+
+    /// The map of the file at `resolved` when all of its extents lie in its inode, which
+    /// the reader beneath has checked (its checksum included) for `lstat`: read through
+    /// that map, the file is not looked up again by name, which in a large directory
+    /// without a hash index means reading the directory from its start. `None` for other
+    /// files, read by the reader beneath, which checks their extent blocks.
+    fn map_of_small_file(
+        &mut self,
+        resolved: &[u8],
+        stat: &InodeStat,
+        path: &str,
+    ) -> Result<Option<FileMap>, FsError> {
+        let Ok(raw) = &self.raw else {
+            return Ok(None);
+        };
+        let mut raw = raw.borrow_mut();
+        let Some(located) = raw.locate(resolved).map_err(|e| e.on_path(path))? else {
+            return Ok(None);
+        };
+        // The inode the reader beneath found, as far as its metadata tells.
+        if raw.stat(&located.inode).map_err(|e| e.on_path(path))? != *stat {
+            return Ok(None);
+        }
+        match raw.file_map(&located.inode).map_err(|e| e.on_path(path))? {
+            FileMap::Extents(field) if extent_depth(&field) == 0 => {
+                Ok(Some(FileMap::Extents(field)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The raw reader, which an `inline_data` volume is not opened without.
@@ -437,13 +483,16 @@ impl ExtVolume {
                 let map = self.raw()?.borrow().file_map(inode);
                 (None, Some(map.map_err(|e| e.on_path(path))?))
             }
-            None => {
-                let file = self
-                    .fs
-                    .open(resolved.as_slice())
-                    .map_err(|e| map_err(&self.what, path, e))?;
-                (Some(file), None)
-            }
+            None => match self.map_of_small_file(&resolved, &node.stat, path)? {
+                Some(map) => (None, Some(map)),
+                None => {
+                    let file = self
+                        .fs
+                        .open(resolved.as_slice())
+                        .map_err(|e| map_err(&self.what, path, e))?;
+                    (Some(file), None)
+                }
+            },
         };
         // A block map addresses 12 direct blocks and one single, one double and one triple
         // indirect block of block_size / 4 entries each.
@@ -554,6 +603,23 @@ impl ExtVolume {
     /// the inodes' checksums on the way), and an inode keeping its data inline is kept
     /// for the raw reader to read.
     fn lstat(&mut self, resolved: &[u8], path: &str) -> Result<Node, FsError> {
+        if let Some(node) = self.nodes.get(resolved) {
+            return Ok(node.clone());
+        }
+        let node = self.lstat_uncached(resolved, path)?;
+        self.remember(resolved.to_vec(), node.clone());
+        Ok(node)
+    }
+
+    /// Keeps what `lstat` finds at `resolved`.
+    fn remember(&mut self, resolved: Vec<u8>, node: Node) {
+        if self.nodes.len() >= MAX_CACHED_NODES {
+            self.nodes.clear();
+        }
+        self.nodes.insert(resolved, node);
+    }
+
+    fn lstat_uncached(&mut self, resolved: &[u8], path: &str) -> Result<Node, FsError> {
         let located = if self.inline {
             let raw = self.raw()?;
             let located = raw
@@ -1089,6 +1155,12 @@ fn map_err(what: &str, path: &str, e: Ext4Error) -> FsError {
             FsError::corrupt(what, None, detail)
         }
     }
+}
+
+/// The depth of the extent tree whose header starts an inode's block field: 0 when the
+/// extents themselves follow it in the inode.
+fn extent_depth(field: &[u8; 60]) -> u16 {
+    u16::from_le_bytes([field[6], field[7]])
 }
 
 fn join(parts: &[Vec<u8>]) -> Vec<u8> {

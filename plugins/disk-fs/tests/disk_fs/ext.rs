@@ -560,3 +560,57 @@ fn write_tree(src: &Path) {
         },
     );
 }
+
+/// A directory of thousands of files without a hash index (as `mke2fs -d` leaves them):
+/// every file reads back whole, with its metadata, whether its extents lie in its inode
+/// (read through its map, the directory not searched again) or in a tree of their own
+/// (read by the reader beneath), and a file looked up by name after the listing too.
+#[test]
+fn files_of_a_large_directory_without_an_index_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    source_tree(
+        &src,
+        &Tree {
+            big: 10,
+            with_symlinks: false,
+            many: 3000,
+            sparse: false,
+        },
+    );
+    // A file of eight pieces between holes: eight extents, more than an inode holds, so
+    // they go in a tree.
+    let fragmented = src.join("many/fragmented.bin");
+    let mut data = vec![0u8; 2 << 20];
+    for i in 0..8 {
+        let at = i * (256 << 10);
+        data[at..at + (64 << 10)].copy_from_slice(&pattern(64 << 10, i as u32));
+    }
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::create(&fragmented).unwrap();
+        file.set_len(data.len() as u64).unwrap();
+        for i in 0..8 {
+            let at = i * (256 << 10);
+            file.write_all_at(&data[at..at + (64 << 10)], at as u64)
+                .unwrap();
+        }
+    }
+    let img = tmp.path().join("fs.img");
+    mkfs_ext("ext4", &src, &img, 64, &["-b", "1024"]);
+    let htree = run("debugfs", &["-R", "htree many", img.to_str().unwrap()], &[]);
+    assert!(!htree.contains("Root node dump"), "{htree}");
+    let mut vol = open_image(&img, "many");
+    assert_same_tree(&mut vol, "many", &src.join("many"), Expect { unix: true });
+    assert_eq!(read_all(&mut vol, "many/file-2999.txt"), b"2999\n");
+    assert_eq!(read_all(&mut vol, "many/fragmented.bin"), data);
+    let stat = run(
+        "debugfs",
+        &["-R", "stat many/fragmented.bin", img.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        stat.contains("(ETB0)"),
+        "the extents are not in a tree: {stat}"
+    );
+}
