@@ -421,29 +421,19 @@ impl ExtVolume {
     /// the reader beneath has checked (its checksum included) for `lstat`: read through
     /// that map, the file is not looked up again by name, which in a large directory
     /// without a hash index means reading the directory from its start. `None` for other
-    /// files, read by the reader beneath, which checks their extent blocks.
-    fn map_of_small_file(
-        &mut self,
-        resolved: &[u8],
-        stat: &InodeStat,
-        path: &str,
-    ) -> Result<Option<FileMap>, FsError> {
-        let Ok(raw) = &self.raw else {
-            return Ok(None);
-        };
+    /// files, and whenever the raw reader sees something else than the reader beneath
+    /// (which then reads the file, and says what is wrong with it).
+    fn map_of_small_file(&mut self, resolved: &[u8], stat: &InodeStat) -> Option<FileMap> {
+        let raw = self.raw.as_ref().ok()?;
         let mut raw = raw.borrow_mut();
-        let Some(located) = raw.locate(resolved).map_err(|e| e.on_path(path))? else {
-            return Ok(None);
-        };
+        let located = raw.locate(resolved).ok()??;
         // The inode the reader beneath found, as far as its metadata tells.
-        if raw.stat(&located.inode).map_err(|e| e.on_path(path))? != *stat {
-            return Ok(None);
+        if raw.stat(&located.inode).ok()? != *stat {
+            return None;
         }
-        match raw.file_map(&located.inode).map_err(|e| e.on_path(path))? {
-            FileMap::Extents(field) if extent_depth(&field) == 0 => {
-                Ok(Some(FileMap::Extents(field)))
-            }
-            _ => Ok(None),
+        match raw.file_map(&located.inode).ok()? {
+            FileMap::Extents(field) if extent_depth(&field) == 0 => Some(FileMap::Extents(field)),
+            _ => None,
         }
     }
 
@@ -483,7 +473,7 @@ impl ExtVolume {
                 let map = self.raw()?.borrow().file_map(inode);
                 (None, Some(map.map_err(|e| e.on_path(path))?))
             }
-            None => match self.map_of_small_file(&resolved, &node.stat, path)? {
+            None => match self.map_of_small_file(&resolved, &node.stat) {
                 Some(map) => (None, Some(map)),
                 None => {
                     let file = self

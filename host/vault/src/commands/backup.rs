@@ -119,11 +119,12 @@ struct Outcome {
     ended: Option<(u64, Arc<str>)>,
 }
 
-/// A chunk a worker reads from a file into a buffer of its own, then hashes and stores
-/// while the bytes are still in its core's cache. Read on the stream's thread, the copy
-/// out of the page cache would be serial work on the one thread that also plans the
-/// reads, into a buffer another core wrote last: a full backup of an image file takes a
-/// tenth longer that way.
+/// A chunk a worker reads from a file itself, straight into the room its pack's write
+/// stage has for the blob ([`Shared::store_read`]), where it hashes and encrypts it, or
+/// else into a buffer of its own. Read on the stream's thread into a chunk buffer and
+/// then copied into the stage, each byte was copied twice more, once serially on the
+/// thread that also plans the reads: a full backup of a 1 GiB image file took 0.86 s
+/// that way, 0.66 s this way.
 struct FileRead {
     file: Arc<File>,
     offset: u64,
@@ -642,25 +643,36 @@ impl Shared {
         raw_len: u32,
         blob: &[u8],
     ) -> Result<()> {
-        let full = {
+        self.add_to_pack(packer, |writer| Ok(writer.add(id, kind, raw_len, blob)?))
+    }
+
+    /// Runs `add` on the pack being filled by `packer` (started if there is none), then
+    /// sends the pack off if that filled it.
+    fn add_to_pack<T>(
+        &self,
+        packer: usize,
+        add: impl FnOnce(&mut PackWriter) -> Result<T>,
+    ) -> Result<T> {
+        let (added, full) = {
             let mut slot = self.packers[packer].lock().expect("lock");
-            let packer = match slot.as_mut() {
-                Some(packer) => packer,
+            let writer = match slot.as_mut() {
+                Some(writer) => writer,
                 None => slot.insert(PackWriter::spooled(
                     self.vault.backend().spool(FileKind::Pack)?,
                 )?),
             };
-            packer.add(id, kind, raw_len, blob)?;
-            if packer.size() >= self.pack_size {
+            let added = add(writer)?;
+            let full = if writer.size() >= self.pack_size {
                 slot.take()
             } else {
                 None
-            }
+            };
+            (added, full)
         };
         if let Some(full) = full {
             self.send_pack(full)?;
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Reads, hashes and stores a chunk of a file, straight into the room the pack of
@@ -673,37 +685,17 @@ impl Shared {
     ) -> std::result::Result<Outcome, String> {
         let room = codec::CHUNK_HEADROOM + read.len + codec::CHUNK_TAILROOM;
         let mut outcome = None;
-        let full = {
-            let mut slot = self.packers[packer].lock().expect("lock");
-            let writer = match slot.as_mut() {
-                Some(writer) => writer,
-                None => slot.insert(
-                    self.vault
-                        .backend()
-                        .spool(FileKind::Pack)
-                        .and_then(PackWriter::spooled)
-                        .map_err(|e| e.to_string())?,
-                ),
-            };
-            let encoded = writer
-                .add_in_place(room, |room| {
+        let encoded = self
+            .add_to_pack(packer, |writer| {
+                Ok(writer.add_in_place(room, |room| {
                     let (result, blob) = read.encode_into(self, room);
                     outcome = Some(result);
                     blob
-                })
-                .map_err(|e| e.to_string())?;
-            if !encoded {
-                drop(slot);
-                return read.store(self, packer, own);
-            }
-            if writer.size() >= self.pack_size {
-                slot.take()
-            } else {
-                None
-            }
-        };
-        if let Some(full) = full {
-            self.send_pack(full).map_err(|e| e.to_string())?;
+                })?)
+            })
+            .map_err(|e| e.to_string())?;
+        if !encoded {
+            return read.store(self, packer, own);
         }
         outcome.unwrap_or_else(|| Err("the pack's spool kept room it never offered".into()))
     }
@@ -1506,26 +1498,14 @@ impl StreamWriter {
         let what: Arc<str> = Arc::from(what);
         while in_file.saturating_sub(done) >= size as u64 {
             self.shared.check()?;
-            let seq = self.slots.len();
-            self.slots.push(None);
-            self.pending += 1;
             self.stats.bytes_read += size as u64;
-            self.batch.bytes += size;
-            self.batch.jobs.push(Job {
-                seq,
-                data: ChunkBuf::detached(),
-                read: Some(FileRead {
-                    file: Arc::clone(file),
-                    offset: offset + done,
-                    len: size,
-                    what: Arc::clone(&what),
-                }),
-                claimed: None,
-                reply: Some(self.reply_tx.clone()),
-            });
-            if self.batch.is_full() {
-                self.send_batch()?;
-            }
+            let read = FileRead {
+                file: Arc::clone(file),
+                offset: offset + done,
+                len: size,
+                what: Arc::clone(&what),
+            };
+            self.queue(ChunkBuf::detached(), Some(read), size)?;
             done += size as u64;
         }
         if done < len {
@@ -1678,14 +1658,21 @@ impl StreamWriter {
                 None => Ok(()),
             };
         }
+        let bytes = chunk.len();
+        self.queue(chunk, None, bytes)
+    }
+
+    /// Batches a chunk of `bytes` bytes for the workers, held in `data` or to be read as
+    /// `read` says, and takes its place in the stream.
+    fn queue(&mut self, data: ChunkBuf, read: Option<FileRead>, bytes: usize) -> Result<()> {
         let seq = self.slots.len();
         self.slots.push(None);
         self.pending += 1;
-        self.batch.bytes += chunk.len();
+        self.batch.bytes += bytes;
         self.batch.jobs.push(Job {
             seq,
-            data: chunk,
-            read: None,
+            data,
+            read,
             claimed: None,
             reply: Some(self.reply_tx.clone()),
         });
