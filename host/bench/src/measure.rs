@@ -100,6 +100,20 @@ pub fn run(mut command: Command, what: &str) -> Result<Output> {
     }))
 }
 
+/// CPU time, user and system, of every child this process has waited for so far: the
+/// difference across one [`run`] is that program's.
+pub fn children_cpu() -> Result<Duration> {
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map_err(|e| Failure::new(format!("cannot read the children's resource usage: {e}")))?;
+    Ok(cpu_time(&usage))
+}
+
+/// User plus system time in `usage`.
+fn cpu_time(usage: &nix::sys::resource::Usage) -> Duration {
+    let micros = (usage.user_time() + usage.system_time()).num_microseconds();
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
 /// Reads the relay's line: peak RSS in bytes and CPU time in microseconds.
 fn parse_relay_output(stdout: &[u8]) -> Option<(u64, Duration)> {
     let text = std::str::from_utf8(stdout).ok()?;
@@ -139,8 +153,7 @@ pub fn relay_main(args: Vec<OsString>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cpu_micros = (usage.user_time() + usage.system_time()).num_microseconds();
-    let cpu = Duration::from_micros(u64::try_from(cpu_micros).unwrap_or(0));
+    let cpu = cpu_time(&usage);
     let peak_rss = max_rss_bytes(usage.max_rss());
     let printed = writeln!(std::io::stdout(), "{peak_rss} {}", cpu.as_micros());
     if let Err(e) = printed {

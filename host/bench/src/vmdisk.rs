@@ -23,6 +23,13 @@
 //! against single-core SHA-256, measured as `tessera-bench vault` does, and against each
 //! other, and against the NBD server alone: a native client (the plugin's NBD library)
 //! making the reads each backup over NBD makes, storing nothing ([`crate::nbd_floor`]).
+//!
+//! It also prints what this machine allows. `qemu-nbd` shares the cores with `tessera`, so a
+//! full backup over NBD cannot take less than the CPU time the server spent serving it plus
+//! the CPU time `tessera` spent storing the same bytes from the image file, spread over
+//! every core. An incremental cannot take much less than one with nothing changed (the
+//! bitmap cleared: starting, opening the vault, asking for the bitmap, committing) plus the
+//! server alone serving its changed blocks.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -289,6 +296,10 @@ impl BackupSummary {
 pub struct BackupRun {
     /// Wall-clock time from starting `tessera` to its exit.
     pub elapsed: Duration,
+    /// CPU time `tessera` used, all its threads.
+    pub cpu: Duration,
+    /// CPU time the NBD server used meanwhile, for a backup over NBD.
+    pub server_cpu: Option<Duration>,
     /// What it printed.
     pub summary: BackupSummary,
 }
@@ -318,6 +329,18 @@ impl Runs {
 
     fn describe(&self) -> String {
         describe_spread(&self.seconds())
+    }
+}
+
+/// "X CPU-s (qemu-nbd Y CPU-s)": the CPU time of a backup and of the server meanwhile.
+fn describe_cpu(run: &BackupRun) -> String {
+    match run.server_cpu {
+        Some(server) => format!(
+            "{:.2} CPU-s (qemu-nbd {:.2} CPU-s)",
+            run.cpu.as_secs_f64(),
+            server.as_secs_f64()
+        ),
+        None => format!("{:.2} CPU-s", run.cpu.as_secs_f64()),
     }
 }
 
@@ -431,6 +454,9 @@ pub struct VmdiskReport {
     pub full_floor: Floor,
     /// The incremental backups over NBD, in the order taken.
     pub incrementals: Vec<Incremental>,
+    /// An incremental backup over NBD with nothing changed: what every incremental costs
+    /// besides its reads.
+    pub unchanged: Runs,
 }
 
 /// `measured` over `expected`, and whether that is about one.
@@ -463,6 +489,22 @@ impl VmdiskReport {
     /// Throughput of reading the data in `time`, as a multiple of SHA-256's.
     fn data_ratio(&self, time: Duration) -> f64 {
         self.layout.data_bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9) / self.sha256.mb_per_s()
+    }
+
+    /// The least wall-clock time a full backup over NBD can take on this machine: the CPU
+    /// time the NBD server spent serving it plus the CPU time tessera spent on the image
+    /// file (the same bytes stored, with no protocol to speak), spread evenly over every
+    /// core. `None` when the server's time is unknown.
+    pub fn full_bound(&self) -> Option<Duration> {
+        let server = self.full.median().server_cpu?;
+        let image = self.image.median().cpu;
+        Some((server + image) / self.cpus.max(1) as u32)
+    }
+
+    /// About the least an incremental of `incremental`'s blocks can take here: one with
+    /// nothing to read, plus the server alone serving the changed blocks.
+    pub fn incremental_bound(&self, incremental: &Incremental) -> Duration {
+        self.unchanged.median().elapsed + incremental.floor.median()
     }
 
     fn verdict(&self, run: &BackupRun) -> Verdict {
@@ -536,11 +578,12 @@ impl VmdiskReport {
                 String::new(),
                 String::new(),
                 format!(
-                    "{}tessera's own {:.2} s; {:.1} MiB new, {:.1} MiB stored",
+                    "{}tessera's own {:.2} s; {:.1} MiB new, {:.1} MiB stored; {}",
                     runs.describe(),
                     own(run),
                     run.summary.bytes_new as f64 / MIB,
-                    run.summary.bytes_stored as f64 / MIB
+                    run.summary.bytes_stored as f64 / MIB,
+                    describe_cpu(run)
                 ),
             ]);
             rows.push([
@@ -572,9 +615,40 @@ impl VmdiskReport {
             String::new(),
             format!(
                 "{}a native client reading the {:.0} MiB of data as the plugin does, storing \
-                 nothing: the floor of a full backup over NBD here",
+                 nothing",
                 self.full_floor.describe(),
                 self.full_floor.bytes as f64 / MIB
+            ),
+        ]);
+        if let (Some(bound), Some(server)) = (self.full_bound(), self.full.median().server_cpu) {
+            rows.push([
+                "bound, full over NBD".into(),
+                format!("{:.2} s", bound.as_secs_f64()),
+                format!("{:.2}x", self.data_ratio(bound)),
+                String::new(),
+                String::new(),
+                format!(
+                    "qemu-nbd's {:.2} CPU-s serving the full backup plus tessera's {:.2} \
+                     CPU-s on the image file, spread over {} cores: no full backup over NBD \
+                     is faster here",
+                    server.as_secs_f64(),
+                    self.image.median().cpu.as_secs_f64(),
+                    self.cpus
+                ),
+            ]);
+        }
+        let unchanged = self.unchanged.median();
+        rows.push([
+            "incremental, nothing changed".into(),
+            format!("{:.3} s", seconds(unchanged)),
+            format!("{:.1}%", self.percent_of_full(unchanged.elapsed)),
+            String::new(),
+            String::new(),
+            format!(
+                "{}starting, opening the vault, asking for the bitmap, committing: what \
+                 every incremental costs besides its reads; {}",
+                self.unchanged.describe(),
+                describe_cpu(unchanged)
             ),
         ]);
         for incremental in &self.incrementals {
@@ -615,10 +689,20 @@ impl VmdiskReport {
                 String::new(),
                 String::new(),
                 format!(
-                    "{}the same client reading the changed blocks: the floor of this \
-                     incremental",
+                    "{}the same client reading the changed blocks",
                     incremental.floor.describe()
                 ),
+            ]);
+            let bound = self.incremental_bound(incremental);
+            rows.push([
+                format!("bound, {}", incremental.scope.label()),
+                format!("{:.3} s", bound.as_secs_f64()),
+                format!("{:.1}%", self.percent_of_full(bound)),
+                String::new(),
+                String::new(),
+                "nothing changed plus the server alone: about the least an incremental of \
+                 these blocks takes here"
+                    .into(),
             ]);
         }
         let mut out = format!(
@@ -640,7 +724,10 @@ impl VmdiskReport {
              backups go to vaults of their own. The disk was just written, so it is read\n\
              mostly from the page cache. Before each incremental backup over NBD, 1 % of\n\
              the blocks holding data, then (the bitmap cleared) 1 % of all the disk's\n\
-             blocks, were overwritten with new incompressible data.\n",
+             blocks, were overwritten with new incompressible data; the last incremental\n\
+             had nothing to read. qemu-nbd runs on the same cores as tessera, so the\n\
+             bounds count its CPU time: a full backup over NBD needs the server's work\n\
+             and at least the work of storing the image file's bytes.\n",
         );
         out
     }
@@ -660,6 +747,8 @@ impl VmdiskReport {
                 "bytes_read_ratio_to_data": read,
                 "bytes_read_as_expected": read_verdict == Verdict::Pass,
                 "summary": run.summary.json(),
+                "cpu_seconds": run.cpu.as_secs_f64(),
+                "server_cpu_seconds": run.server_cpu.map(|cpu| cpu.as_secs_f64()),
             })
         };
         let incrementals: Vec<Value> = self
@@ -681,6 +770,8 @@ impl VmdiskReport {
                     "summary": incremental.run.median().summary.json(),
                     "server_alone": incremental.floor.json(),
                     "server_alone_percent_of_full": self.percent_of_full(incremental.floor.median()),
+                    "bound_seconds": self.incremental_bound(incremental).as_secs_f64(),
+                    "bound_percent_of_full": self.percent_of_full(self.incremental_bound(incremental)),
                 })
             })
             .collect();
@@ -712,7 +803,17 @@ impl VmdiskReport {
                 "full": self.full_floor.json(),
                 "ratio_to_sha256": self.data_ratio(self.full_floor.median()),
             },
+            "full_backup_bound": self.full_bound().map(|bound| json!({
+                "seconds": bound.as_secs_f64(),
+                "ratio_to_sha256": self.data_ratio(bound),
+            })),
             "incremental_backups": incrementals,
+            "unchanged_incremental": {
+                "seconds": self.unchanged.median().elapsed.as_secs_f64(),
+                "runs_seconds": self.unchanged.seconds(),
+                "percent_of_full": self.percent_of_full(self.unchanged.median().elapsed),
+                "cpu_seconds": self.unchanged.median().cpu.as_secs_f64(),
+            },
             "read_tolerance": READ_TOLERANCE,
             "all_pass": self.all_pass(),
         })
@@ -888,10 +989,36 @@ impl NbdServer {
         }
     }
 
+    /// CPU time the server has used so far, all its threads: fields 14 and 15 of
+    /// `/proc/PID/stat`, in clock ticks.
+    fn cpu(&self) -> Result<Duration> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let stat = std::fs::read_to_string(&path).context(format!("cannot read {path}"))?;
+        let ticks = proc_stat_cpu_ticks(&stat)
+            .ok_or_else(|| Failure::new(format!("{path}: no CPU times in {stat:?}")))?;
+        let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|&n| n > 0)
+            .unwrap_or(100);
+        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    }
+
     /// The export's address as `tessera backup` takes it.
     fn url(&self) -> String {
         format!("nbd://127.0.0.1:{}/{EXPORT}", self.port)
     }
+}
+
+/// User plus system clock ticks in a `/proc/PID/stat` line. The command name, field 2,
+/// is in parentheses and may hold spaces and parentheses itself, so fields are counted
+/// from the last `)`: utime and stime are the 12th and 13th after it.
+fn proc_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
 }
 
 impl Drop for NbdServer {
@@ -938,9 +1065,13 @@ impl Tessera<'_> {
         Ok(())
     }
 
-    /// Backs the export of `server` up through its bitmap, timed on the wall clock.
+    /// Backs the export of `server` up through its bitmap, timed on the wall clock, with
+    /// the CPU time the server spent meanwhile.
     fn backup(&self, server: &NbdServer, what: &str) -> Result<BackupRun> {
-        self.backup_disk(&server.url(), &["--bitmap", BITMAP], what)
+        let before = server.cpu()?;
+        let mut run = self.backup_disk(&server.url(), &["--bitmap", BITMAP], what)?;
+        run.server_cpu = Some(server.cpu()?.saturating_sub(before));
+        Ok(run)
     }
 
     /// Backs `disk` (an image file or an NBD address) up as the item, timed on the wall
@@ -959,12 +1090,20 @@ impl Tessera<'_> {
         args.extend_from_slice(&["--item", ITEM, "--json"]);
         let command = self.command(&args);
         let what = format!("tessera {what}");
+        let cpu_before = measure::children_cpu()?;
         let start = Instant::now();
         let output = measure::run(command, &what)?;
         let elapsed = start.elapsed();
+        // Only this child was waited for in between.
+        let cpu = measure::children_cpu()?.saturating_sub(cpu_before);
         let summary = BackupSummary::parse(&output.stdout)
             .map_err(|e| Failure::new(format!("{what}: {e}")))?;
-        Ok(BackupRun { elapsed, summary })
+        Ok(BackupRun {
+            elapsed,
+            cpu,
+            server_cpu: None,
+            summary,
+        })
     }
 }
 
@@ -1131,6 +1270,18 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         });
     }
 
+    // What an incremental costs besides its reads: the bitmap cleared, nothing changed.
+    let mut clear = Command::new(&qemu.img);
+    clear.args(["bitmap", "--clear"]).arg(&image).arg(BITMAP);
+    measure::run(clear, "qemu-img bitmap --clear")?;
+    progress("tessera: incremental backup over NBD (nothing changed)");
+    let unchanged = {
+        let server = NbdServer::start(&qemu, &image, &log)?;
+        repeat(runs, &tessera.vault, || {
+            tessera.backup(&server, "incremental backup of an unchanged disk")
+        })?
+    };
+
     // Last, since it deletes what it wrote, and deleting slows the next writes on some
     // file systems.
     progress("writing as much data to storage as pack files");
@@ -1153,6 +1304,7 @@ pub fn run_vmdisk(args: &VmdiskArgs) -> Result<VmdiskReport> {
         full,
         full_floor,
         incrementals,
+        unchanged,
     })
 }
 
@@ -1257,8 +1409,11 @@ mod tests {
         incremental_seconds: [f64; 2],
         incremental_read: u64,
     ) -> VmdiskReport {
+        // Each backup uses 1.5 cores; the server half a CPU-second per backup over NBD.
         let run = |seconds: f64, bytes_read: u64| BackupRun {
             elapsed: Duration::from_secs_f64(seconds),
+            cpu: Duration::from_secs_f64(seconds * 1.5),
+            server_cpu: Some(Duration::from_millis(500)),
             summary: BackupSummary {
                 point: "p".into(),
                 bytes_read,
@@ -1284,7 +1439,10 @@ mod tests {
                 elapsed: Duration::from_secs_f64((1u64 << 30) as f64 / 8e8),
                 cpu: None,
             },
-            image: Runs::new(vec![run(full_seconds * 0.8, 1 << 30)]),
+            image: Runs::new(vec![BackupRun {
+                server_cpu: None,
+                ..run(full_seconds * 0.8, 1 << 30)
+            }]),
             // The median of three runs is the one in the middle, whatever their order.
             full: Runs::new(vec![
                 run(full_seconds * 1.5, 1 << 30),
@@ -1312,7 +1470,17 @@ mod tests {
                     floor: Floor::new(vec![Duration::from_millis(30)], 656 * BLOCK),
                 },
             ],
+            unchanged: Runs::new(vec![run(0.02, 0)]),
         }
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        let stat = "4242 (qemu (nbd) x) S 1 4242 4242 0 -1 4194560 1100 0 0 0 \
+                    37 5 0 0 20 0 3 0 123 456 789";
+        assert_eq!(proc_stat_cpu_ticks(stat), Some(42));
+        assert_eq!(proc_stat_cpu_ticks("4242 (qemu-nbd) S 1"), None);
+        assert_eq!(proc_stat_cpu_ticks("no parentheses"), None);
     }
 
     #[test]
@@ -1337,6 +1505,16 @@ mod tests {
              median of 2, 0.750–0.875 s; a native client reading the 1024 MiB of data",
             "NBD server alone, 1 % of the data       0.010 s   0.8%",
             "NBD server alone, 1 % of the disk       0.030 s   2.4%",
+            // 1.5 CPU-s on the image file and the server's 0.5 over two cores.
+            "bound, full over NBD                     1.00 s  1.07x                       \
+             qemu-nbd's 0.50 CPU-s serving the full backup plus tessera's 1.50 CPU-s",
+            "full, image file                         1.00 s                              \
+             tessera's own 0.90 s; 1024.0 MiB new, 1024.0 MiB stored; 1.50 CPU-s\n",
+            "1.88 CPU-s (qemu-nbd 0.50 CPU-s)",
+            "incremental, nothing changed            0.020 s   1.6%",
+            // Nothing changed and the server alone: 20 + 30 ms.
+            "bound, 1 % of the disk                  0.050 s   4.0%                       \
+             nothing changed plus the server alone",
         ] {
             assert!(table.contains(line), "{table}");
         }
@@ -1350,6 +1528,11 @@ mod tests {
         assert_eq!(json["incremental_backups"][1]["changed"], "disk");
         assert_eq!(json["full_backup"]["summary"]["bytes_read"], 1u64 << 30);
         assert_eq!(json["all_pass"], true);
+        assert_eq!(json["full_backup_bound"]["seconds"], 1.0);
+        assert_eq!(json["full_backup"]["server_cpu_seconds"], 0.5);
+        assert_eq!(json["image_backup"]["server_cpu_seconds"], Value::Null);
+        assert_eq!(json["unchanged_incremental"]["seconds"], 0.02);
+        assert_eq!(json["incremental_backups"][1]["bound_seconds"], 0.05);
         assert_eq!(json["server_alone"]["full"]["seconds"], 0.75);
         assert_eq!(
             json["incremental_backups"][1]["server_alone"]["bytes_read"],
