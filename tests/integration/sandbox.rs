@@ -147,6 +147,30 @@ fn the_network_is_closed() {
 }
 
 #[test]
+fn the_hosts_connections_reach_only_allowed_addresses() {
+    let setup = setup();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let settings = vec![
+        ("address".into(), address.clone()),
+        ("via".into(), "host".into()),
+    ];
+    let err = capture("network", &setup, settings).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("connecting to {address}"))
+            && message.contains("the job allows no network address"),
+        "{message}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the plugin reached the listener"
+    );
+    assert_untouched(&setup);
+}
+
+#[test]
 fn malformed_entries_are_refused() {
     let setup = setup();
     let err = capture("malformed", &setup, vec![]).unwrap_err();

@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod limits;
 #[cfg(test)]
 mod loop_device;
+mod net;
 mod point;
 mod runtime;
 mod sandbox;

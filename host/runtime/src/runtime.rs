@@ -577,7 +577,7 @@ impl Runtime {
             }
         };
         let has_parent = backup.has_parent();
-        let state = JobState::new(
+        let mut state = JobState::new(
             plugin.info.name.clone(),
             wasi,
             self.limits(),
@@ -587,6 +587,7 @@ impl Runtime {
                 commit: CommitOptions::default(),
             })),
         );
+        state.network = sandbox.network.clone();
         let request = bindings::capture::CaptureRequest {
             item: job.item.clone(),
             settings,
@@ -700,7 +701,7 @@ impl Runtime {
         }
         let grant = sandbox.grant(Access::ReadWrite, "target")?;
         let wasi = sandbox.wasi(Access::ReadWrite, "target")?.build();
-        let state = JobState::new(
+        let mut state = JobState::new(
             plugin.info.name.clone(),
             wasi,
             self.limits(),
@@ -710,6 +711,7 @@ impl Runtime {
                 point: record,
             })),
         );
+        state.network = sandbox.network.clone();
         let request = bindings::restore::RestoreRequest {
             settings: job.settings.clone(),
             paths: job.paths.clone(),

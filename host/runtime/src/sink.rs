@@ -168,6 +168,27 @@ impl sink::HostContentWriter for JobState {
         pump(writer, &path, offset, length, &mut self.last_host_call)
     }
 
+    fn write_buffer(
+        &mut self,
+        this: Resource<ContentWriter>,
+        buffer: Resource<crate::net::Buffer>,
+        at: u64,
+        length: u64,
+    ) -> Result<(), HostError> {
+        self.touch();
+        check_write_len(usize::try_from(length).unwrap_or(usize::MAX))?;
+        // The bytes leave the table for the call, as the writer is in it too.
+        let bytes = self.take_buffer(&buffer)?;
+        let result = crate::net::buffer_range(&bytes, at, length).and_then(|data| {
+            self.writer(&this)?
+                .stream()?
+                .write(data)
+                .map_err(vault_error)
+        });
+        self.put_back(&buffer, bytes);
+        result
+    }
+
     fn drop(&mut self, rep: Resource<ContentWriter>) -> wasmtime::Result<()> {
         // An abandoned stream's chunks stay in the vault unreferenced until prune.
         self.table.delete(rep)?;

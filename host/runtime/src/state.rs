@@ -79,8 +79,12 @@ pub struct JobState {
     pub(crate) writes: Option<crate::writes::WritePool>,
     /// The directory scans of a capture, read ahead; started by the first `scan`.
     pub(crate) scan_ahead: Option<crate::scan_ahead::ScanAhead>,
-    /// Content handles open.
+    /// Handles open: content readers and writers, connections and buffers.
     pub open_handles: usize,
+    /// The network addresses the plugin may connect to.
+    pub(crate) network: Vec<std::net::SocketAddr>,
+    /// Bytes held in the plugin's buffers ([`crate::net::Buffer`]).
+    pub(crate) buffer_bytes: u64,
 }
 
 impl JobState {
@@ -106,6 +110,8 @@ impl JobState {
             writes: None,
             scan_ahead: None,
             open_handles: 0,
+            network: Vec::new(),
+            buffer_bytes: 0,
         }
     }
 

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 
+use crate::buffer::ReadBuffer;
 use crate::client::Client;
 use crate::conn::{Conn, RequestInfo};
 use crate::error::{NbdError, NbdErrorKind};
@@ -57,7 +58,7 @@ pub struct Extent {
     pub hole: bool,
 }
 
-impl<S: Read + Write> Client<S> {
+impl<S: Read + Write, B: ReadBuffer<S>> Client<S, B> {
     /// Asks the server for the status of `length` bytes at `offset` in the metadata
     /// `context`, which must have been selected when connecting. The extents start at `offset`
     /// and are contiguous, but may cover less than asked: the server decides how much it

@@ -10,10 +10,14 @@
 //! and [`MAX_IO_REQUEST`]. A request that fails on the server returns its error and leaves the
 //! connection usable; a failure of the stream or a protocol violation marks the client broken
 //! and every later call fails with [`NbdErrorKind::Broken`].
+//!
+//! The bytes of reads are kept in a [`ReadBuffer`] of the client's type `B`, a `Vec<u8>` unless
+//! the caller chose another with [`Client::with_buffers`].
 
 use std::fmt;
 use std::io::{Read, Write};
 
+use crate::buffer::ReadBuffer;
 use crate::conn::{Conn, RequestInfo};
 use crate::error::{NbdError, NbdErrorKind};
 use crate::handshake::{BlockSizes, ConnectOptions, MetaContext, negotiate};
@@ -39,7 +43,10 @@ const ZERO_BUFFER: usize = 1024 * 1024;
 ///
 /// `S` is the byte stream: a `std::net::TcpStream` in a plugin, anything that reads and writes
 /// in tests. Timeouts are the stream's business: set them before connecting.
-pub struct Client<S> {
+///
+/// `B` is where the bytes of queued reads are kept ([`ReadBuffer`]): a `Vec<u8>` unless the
+/// caller picks another buffer with [`Client::with_buffers`] right after connecting.
+pub struct Client<S, B = Vec<u8>> {
     pub(crate) conn: Conn<S>,
     size: u64,
     flags: u16,
@@ -50,12 +57,12 @@ pub struct Client<S> {
     broken: bool,
     zeroes: Vec<u8>,
     /// Reads queued ahead ([`Client::queue_read`]).
-    pub(crate) reads: ReadQueue,
+    pub(crate) reads: ReadQueue<B>,
     /// The buffer [`Client::read_ranges`] reads into, kept from one call to the next.
-    pub(crate) spare: Vec<u8>,
+    pub(crate) spare: B,
 }
 
-impl<S> fmt::Debug for Client<S> {
+impl<S, B> fmt::Debug for Client<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("export", &self.conn.export())
@@ -95,6 +102,43 @@ impl<S: Read + Write> Client<S> {
             zeroes: Vec::new(),
             reads: ReadQueue::default(),
             spare: Vec::new(),
+        })
+    }
+}
+
+impl<S: Read + Write, B: ReadBuffer<S>> Client<S, B> {
+    /// The same session, with the bytes of reads kept in buffers of type `B2` from now on:
+    /// [`Client::queue_read`] takes and [`Client::take_read`] returns a `B2`. Meant for right
+    /// after connecting; fails with [`NbdErrorKind::ReadsQueued`] while reads are queued (their
+    /// buffers are of the old type), and with [`NbdErrorKind::Broken`] after a failure broke
+    /// the client; either way the client, and with it the connection, is dropped.
+    pub fn with_buffers<B2: ReadBuffer<S>>(self) -> Result<Client<S, B2>, NbdError> {
+        self.usable()?;
+        let Client {
+            conn,
+            size,
+            flags,
+            block_sizes,
+            structured,
+            contexts,
+            next_cookie,
+            broken,
+            zeroes,
+            reads: _,
+            spare: _,
+        } = self;
+        Ok(Client {
+            conn,
+            size,
+            flags,
+            block_sizes,
+            structured,
+            contexts,
+            next_cookie,
+            broken,
+            zeroes,
+            reads: ReadQueue::default(),
+            spare: B2::default(),
         })
     }
 

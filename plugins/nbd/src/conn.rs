@@ -7,15 +7,16 @@
 //! algorithm on (WASI offers no way to turn it off) would stall for a delayed acknowledgement.
 
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 
+use crate::buffer::ReadBuffer;
 use crate::error::{NbdError, NbdErrorKind};
 use crate::wire::Command;
 
 /// Capacity of the read buffer: a reply header and the first bytes after it cost one read
 /// call. A larger buffer would take most of every read payload in with the header and then
-/// copy it out again; with this one, a payload is read straight into the caller's buffer
-/// (`BufReader` passes reads larger than its capacity through when it is empty).
+/// copy it out again; with this one, all but the first bytes of a payload go from the stream
+/// straight into the read's buffer ([`Conn::receive_into`]).
 const READ_BUFFER: usize = 256;
 
 /// Size of the scratch buffer used to skip payload the client does not need.
@@ -102,6 +103,46 @@ impl<S: Read + Write> Conn<S> {
         during: &dyn fmt::Display,
     ) -> Result<(), NbdError> {
         self.stream.read_exact(buf).map_err(|e| self.io(during, e))
+    }
+
+    /// Fills the `len` bytes at `at` of `buf` with payload from the stream: first the bytes
+    /// the read buffer already took in, copied, then the rest straight from the stream through
+    /// [`ReadBuffer::receive`], so that a buffer the stream fills itself gets all but those
+    /// first bytes without the client reading them.
+    pub(crate) fn receive_into<B: ReadBuffer<S>>(
+        &mut self,
+        buf: &mut B,
+        at: usize,
+        len: usize,
+        during: &dyn fmt::Display,
+    ) -> Result<(), NbdError> {
+        let held = self.stream.buffer();
+        let n = held.len().min(len);
+        if n > 0 {
+            if let Err(e) = buf.write_at(at, &held[..n]) {
+                return Err(self.buffer_error(
+                    &format_args!("storing the data of {during} in the read buffer"),
+                    e,
+                ));
+            }
+            self.stream.consume(n);
+        }
+        if n < len {
+            // The read buffer is empty now: the stream's next byte is the payload's next one.
+            buf.receive(self.stream.get_mut(), at + n, len - n)
+                .map_err(|e| self.io(during, e))?;
+        }
+        Ok(())
+    }
+
+    /// The buffer of a read failed while the client was `doing` something with it. Reported
+    /// as an I/O failure: in the middle of a reply it leaves the position in the byte stream
+    /// unknown, as a stream failure does.
+    pub(crate) fn buffer_error(&self, doing: &dyn fmt::Display, source: io::Error) -> NbdError {
+        self.error(NbdErrorKind::Io {
+            during: doing.to_string(),
+            source,
+        })
     }
 
     /// Reads a fixed number of bytes.

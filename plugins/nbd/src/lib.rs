@@ -48,6 +48,9 @@
 //!   [`NbdErrorKind::Server`] and leaves the connection usable. A stream failure or a protocol
 //!   violation fails the call and breaks the client: the position in the byte stream is unknown,
 //!   so every later call fails with [`NbdErrorKind::Broken`] and the caller reconnects.
+//! - The bytes of queued reads are kept in a [`ReadBuffer`]: a `Vec<u8>`, or, chosen with
+//!   [`Client::with_buffers`] right after connecting, a buffer outside the client's memory that
+//!   the stream fills itself, so that read data need not pass through the client.
 //! - Writes are durable only after [`Client::flush`] returns; [`Client::disconnect`] does not
 //!   flush.
 //! - Timeouts belong to the stream (`TcpStream::set_read_timeout`): a server that stops sending
@@ -56,13 +59,14 @@
 //! # Hostile servers
 //!
 //! The server is not trusted. Every length it sends is checked against what its message type
-//! allows and capped before anything is allocated; read data goes straight into the caller's
+//! allows and capped before anything is allocated; read data goes straight into the read's
 //! buffer; every offset is checked against the request; replies must carry the cookie of a
 //! request in flight, end with the done flag, and cover exactly what was asked. Counts of option replies,
 //! error chunks, read pieces and extents are bounded, so no sequence of bytes makes the client
 //! panic, allocate without limit, or loop without consuming input.
 
 mod block_status;
+mod buffer;
 mod client;
 mod conn;
 mod error;
@@ -73,6 +77,7 @@ mod url;
 mod wire;
 
 pub use block_status::{BlockExtent, Extent, MAX_EXTENTS};
+pub use buffer::ReadBuffer;
 pub use client::{Client, MAX_IO_REQUEST};
 pub use error::{Errno, NbdError, NbdErrorKind};
 pub use handshake::{BlockSizes, ConnectOptions};

@@ -11,14 +11,17 @@
 //! Queued reads let a caller keep the server busy while it works on bytes it already has: the
 //! requests of the next read go out when it is queued, the server answers them while the caller
 //! stores the previous read's bytes, and the caller takes the reads in the order it queued them.
-//! Each queued read has a buffer of its own, so replies for any of them land in place whatever
-//! read is being taken. Until every queued read is taken, other requests are refused
-//! ([`NbdErrorKind::ReadsQueued`]): their replies would mix with the reads'.
+//! Each queued read has a buffer of its own, a [`ReadBuffer`], so replies for any of them land
+//! in place whatever read is being taken. Until every queued read is taken, other requests are
+//! refused ([`NbdErrorKind::ReadsQueued`]): their replies would mix with the reads'.
 //!
 //! The server may answer in any order and, with structured replies, interleave the chunks of
 //! different replies. Each reply header is dispatched by its cookie to its request, checked by
 //! the same [`ReplyState`] as every other reply, and its data lands straight in its read's
-//! buffer at that request's place; a cookie that matches no request in flight is a protocol
+//! buffer at that request's place: the few bytes the client's read buffer took in with the
+//! header are copied there, and the buffer takes the rest from the stream itself
+//! ([`ReadBuffer::receive`]), so a buffer outside the client's memory is filled without the
+//! data passing through the client. A cookie that matches no request in flight is a protocol
 //! error. Without structured replies, a successful simple reply is followed by exactly the
 //! request's length of data.
 //!
@@ -32,6 +35,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{Read, Write};
 
+use crate::buffer::ReadBuffer;
 use crate::client::Client;
 use crate::conn::{Conn, RequestInfo};
 use crate::error::{NbdError, NbdErrorKind};
@@ -56,16 +60,26 @@ pub(crate) const MAX_READ_REQUEST: u32 = 2 * 1024 * 1024;
 pub const MAX_QUEUED_READ: u64 = 256 * 1024 * 1024;
 
 /// Reads queued and not yet taken, oldest first, and the requests in flight for them.
-#[derive(Default)]
-pub(crate) struct ReadQueue {
-    reads: VecDeque<QueuedRead>,
+pub(crate) struct ReadQueue<B> {
+    reads: VecDeque<QueuedRead<B>>,
     in_flight: Vec<InFlight>,
     bytes_in_flight: u64,
     /// Number of the next read queued.
     next_read: u64,
 }
 
-impl ReadQueue {
+impl<B> Default for ReadQueue<B> {
+    fn default() -> Self {
+        ReadQueue {
+            reads: VecDeque::new(),
+            in_flight: Vec::new(),
+            bytes_in_flight: 0,
+            next_read: 0,
+        }
+    }
+}
+
+impl<B> ReadQueue<B> {
     /// Reads queued and not yet taken.
     pub(crate) fn len(&self) -> usize {
         self.reads.len()
@@ -73,9 +87,9 @@ impl ReadQueue {
 }
 
 /// One queued read: its buffer, and its requests not sent or not answered yet.
-struct QueuedRead {
+struct QueuedRead<B> {
     number: u64,
-    buf: Vec<u8>,
+    buf: B,
     unsent: VecDeque<Piece>,
     /// Requests sent whose replies have not ended.
     outstanding: usize,
@@ -83,7 +97,7 @@ struct QueuedRead {
     failed: Option<(usize, NbdError)>,
 }
 
-impl QueuedRead {
+impl<B> QueuedRead<B> {
     /// Whether every reply the read waits for has ended: a failed read sends no more requests.
     fn is_done(&self) -> bool {
         self.outstanding == 0 && (self.unsent.is_empty() || self.failed.is_some())
@@ -99,7 +113,7 @@ struct Piece {
     at: usize,
 }
 
-impl<S: Read + Write> Client<S> {
+impl<S: Read + Write, B: ReadBuffer<S>> Client<S, B> {
     /// Fills `buf` with the export's bytes at `offset`. Holes the server reports arrive as
     /// zeroes. `offset` and the length must be multiples of the minimum block size, except that
     /// the range may end at the end of the export. Long reads keep several requests in flight,
@@ -140,20 +154,23 @@ impl<S: Read + Write> Client<S> {
         let spare = std::mem::take(&mut self.spare);
         self.queue_read(ranges, spare)?;
         let data = self.take_read()?;
-        buf.copy_from_slice(&data);
+        let copied = data.read_at(0, buf);
         self.spare = data;
-        Ok(())
+        copied.map_err(|e| {
+            let doing = format_args!("copying {total} bytes out of the read buffer");
+            self.conn.buffer_error(&doing, e)
+        })
     }
 
     /// Queues a read of the ranges `(offset, length)` into `buf`, which is resized to their
-    /// total (at most [`MAX_QUEUED_READ`]); its requests go out as far as the window of requests
-    /// in flight allows. [`Client::take_read`] returns the buffer filled, queued reads in the
-    /// order they were queued.
+    /// total (at most [`MAX_QUEUED_READ`]) with [`ReadBuffer::resize`]; its requests go out as
+    /// far as the window of requests in flight allows. [`Client::take_read`] returns the buffer
+    /// filled, queued reads in the order they were queued.
     ///
     /// The ranges follow the rules of [`Client::read_ranges`] and are checked before anything
     /// is sent. Several reads may be queued; until all of them are taken, other calls fail with
     /// [`NbdErrorKind::ReadsQueued`].
-    pub fn queue_read(&mut self, ranges: &[(u64, u64)], mut buf: Vec<u8>) -> Result<(), NbdError> {
+    pub fn queue_read(&mut self, ranges: &[(u64, u64)], mut buf: B) -> Result<(), NbdError> {
         self.check_open()?;
         let total = self.check_ranges(ranges)?;
         if total > MAX_QUEUED_READ {
@@ -166,7 +183,10 @@ impl<S: Read + Write> Client<S> {
         }
         // Bounded by `MAX_QUEUED_READ` just above. Bytes already in the buffer need no
         // clearing: every request's reply covers its whole range before the read succeeds.
-        buf.resize(total as usize, 0);
+        if let Err(e) = buf.resize(total as usize) {
+            let doing = format_args!("sizing the read buffer to {total} bytes");
+            return Err(self.conn.buffer_error(&doing, e));
+        }
         let step = u64::from(self.align_down(self.max_io_request().min(MAX_READ_REQUEST)));
         let mut unsent = VecDeque::new();
         let mut at = 0usize;
@@ -202,7 +222,7 @@ impl<S: Read + Write> Client<S> {
     /// If the server failed requests of the read, the error of the earliest of them in the
     /// order of its ranges ([`NbdErrorKind::Server`]), and the connection stays usable; with
     /// no read queued, [`NbdErrorKind::InvalidArgument`].
-    pub fn take_read(&mut self) -> Result<Vec<u8>, NbdError> {
+    pub fn take_read(&mut self) -> Result<B, NbdError> {
         self.check_open()?;
         if self.reads.reads.is_empty() {
             return Err(self.conn.error(NbdErrorKind::InvalidArgument {
@@ -343,25 +363,27 @@ impl InFlight {
     }
 
     /// Takes one header of the request's reply, matched by its cookie, and the payload after
-    /// it, into the request's part of `buf`. `None` while the reply continues; when it ended,
-    /// whether the server read the request or reported an error. An `Err` is fatal.
-    fn receive<S: Read + Write>(
+    /// it, into the request's part of `buf`, its read's buffer. `None` while the reply
+    /// continues; when it ended, whether the server read the request or reported an error. An
+    /// `Err` is fatal.
+    fn receive<S: Read + Write, B: ReadBuffer<S>>(
         &mut self,
         conn: &mut Conn<S>,
         reply: Reply,
-        buf: &mut [u8],
+        buf: &mut B,
     ) -> Result<Option<Result<(), NbdError>>, NbdError> {
-        // The request's part lies inside `buf`: the client split `buf` into its requests.
-        let target = &mut buf[self.at..self.at + self.req.length as usize];
+        // The request's part, `at..at + req.length`, lies inside `buf`: the client sized `buf`
+        // to the read and split it into its requests.
+        let at = self.at;
         let req = &self.req;
         let coverage = &mut self.coverage;
         let progress = self.state.step(conn, req, reply, |conn, h| {
-            read_content_chunk(conn, req, h, target, coverage)
+            read_content_chunk(conn, req, h, buf, at, coverage)
         })?;
         match progress {
             Progress::Continues => Ok(None),
             Progress::Data => {
-                conn.read_exact(target, req)?;
+                conn.receive_into(buf, at, req.length as usize, req)?;
                 Ok(Some(Ok(())))
             }
             Progress::Ended(Some(error)) => Ok(Some(Err(error))),
@@ -401,8 +423,8 @@ impl fmt::Display for InFlightText<'_> {
     }
 }
 
-/// Reads one content chunk of a read reply into `buf`, the request's part of the caller's
-/// buffer:
+/// Reads one content chunk of a read reply into `buf`, the read's buffer, whose part for the
+/// request starts at `at`:
 ///
 /// ```text
 /// NBD_REPLY_TYPE_OFFSET_DATA: offset (u64) || data (length - 8 bytes)
@@ -410,12 +432,13 @@ impl fmt::Display for InFlightText<'_> {
 /// ```
 ///
 /// Both must lie inside the request and overlap no earlier chunk; the data goes straight into
-/// the caller's buffer, so the chunk's announced length costs no allocation.
-fn read_content_chunk<S: Read + Write>(
+/// the read's buffer, so the chunk's announced length costs no allocation.
+fn read_content_chunk<S: Read + Write, B: ReadBuffer<S>>(
     conn: &mut Conn<S>,
     req: &RequestInfo,
     h: &ChunkHeader,
-    buf: &mut [u8],
+    buf: &mut B,
+    at: usize,
     coverage: &mut Coverage,
 ) -> Result<(), NbdError> {
     let (offset, length, hole) = match h.kind {
@@ -470,11 +493,14 @@ fn read_content_chunk<S: Read + Write>(
             ));
         }
     }
-    let target = &mut buf[start as usize..(start + length) as usize];
+    // Inside the request, whose part of `buf` the client sized: no overflow.
+    let (at, length) = (at + start as usize, length as usize);
     if hole {
-        target.fill(0);
-        Ok(())
+        buf.zero(at, length).map_err(|e| {
+            let doing = format_args!("zeroing a hole of {req} in the read buffer");
+            conn.buffer_error(&doing, e)
+        })
     } else {
-        conn.read_exact(target, req)
+        conn.receive_into(buf, at, length, req)
     }
 }

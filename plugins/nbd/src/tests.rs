@@ -8,17 +8,25 @@ use std::io::{self, Cursor, Read, Write};
 use proptest::prelude::*;
 
 use crate::wire::*;
-use crate::{Client, Errno, NbdError, NbdErrorKind};
+use crate::{Client, Errno, NbdError, NbdErrorKind, ReadBuffer};
 
 /// Replays `input` and records the client's bytes; end of input reads as a closed connection.
 struct Mock {
     input: Cursor<Vec<u8>>,
     output: Vec<u8>,
+    /// Positions in `input` where a read stops short, as a socket's read stops at what has
+    /// arrived so far.
+    breaks: Vec<u64>,
 }
 
 impl Read for Mock {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.input.read(buf)
+        let at = self.input.position();
+        let n = match self.breaks.iter().find(|&&b| b > at) {
+            Some(&b) => buf.len().min((b - at) as usize),
+            None => buf.len(),
+        };
+        self.input.read(&mut buf[..n])
     }
 }
 
@@ -170,6 +178,7 @@ impl Script {
         Mock {
             input: Cursor::new(self.0),
             output: Vec::new(),
+            breaks: Vec::new(),
         }
     }
 
@@ -206,7 +215,7 @@ fn protocol_detail(e: &NbdError) -> &str {
 }
 
 /// The requests the client sent after the handshake, as (type, cookie, offset, length).
-fn requests(client: &Client<Mock>) -> Vec<(u16, u64, u64, u32)> {
+fn requests<B: ReadBuffer<Mock>>(client: &Client<Mock, B>) -> Vec<(u16, u64, u64, u32)> {
     let out = &client.get_ref().output;
     let start = out
         .windows(4)
@@ -812,14 +821,18 @@ mod read_ranges {
             .collect()
     }
 
-    /// A client without structured replies on an export of [`SIZE`] bytes without block size
-    /// constraints, whose transmission replies follow `replies`.
-    fn simple_client_with(replies: impl FnOnce(Script) -> Script) -> Client<Mock> {
-        let handshake = Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
+    /// A handshake without structured replies, for an export of [`SIZE`] bytes without block
+    /// size constraints.
+    pub(super) fn simple_handshake() -> Script {
+        Script::greeting(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)
             .option_reply(NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_UNSUP, &[])
             .info_export(SIZE, FLAGS)
-            .option_reply(NBD_OPT_GO, NBD_REP_ACK, &[]);
-        let client = replies(handshake).connect(&[]).unwrap();
+            .option_reply(NBD_OPT_GO, NBD_REP_ACK, &[])
+    }
+
+    /// A client connected by [`simple_handshake`], whose transmission replies follow `replies`.
+    fn simple_client_with(replies: impl FnOnce(Script) -> Script) -> Client<Mock> {
+        let client = replies(simple_handshake()).connect(&[]).unwrap();
         assert!(!client.structured_replies());
         client
     }
@@ -1351,6 +1364,240 @@ mod queued_reads {
         client.queue_read(&[(512, 512)], Vec::new()).unwrap();
         assert_eq!(client.take_read().unwrap(), bytes_at(0, 512));
         let e = client.take_read().unwrap_err();
+        assert!(e.is_fatal(), "{e}");
+        let again = client.take_read().unwrap_err();
+        assert!(matches!(again.kind(), NbdErrorKind::Broken), "{again}");
+    }
+}
+
+mod read_buffers {
+    use super::read_ranges::{bytes_at, simple_handshake};
+    use super::*;
+
+    /// A buffer outside the client's memory, as far as the client can tell: it keeps its bytes
+    /// to itself, takes payload from the mock's input directly (never through `Mock::read`),
+    /// and counts how each byte reached it.
+    #[derive(Debug, Default)]
+    struct Outside {
+        bytes: Vec<u8>,
+        /// Bytes taken from the stream by `receive`.
+        received: usize,
+        /// Bytes copied in by `write_at`.
+        written: usize,
+        /// Bytes set to zero by `zero`.
+        zeroed: usize,
+        /// The method that fails, if any.
+        failing: Option<&'static str>,
+    }
+
+    impl Outside {
+        fn check(&self, method: &str) -> io::Result<()> {
+            if self.failing == Some(method) {
+                return Err(io::Error::other(format!("{method} refused")));
+            }
+            Ok(())
+        }
+    }
+
+    impl ReadBuffer<Mock> for Outside {
+        fn len(&self) -> usize {
+            self.bytes.len()
+        }
+
+        fn resize(&mut self, len: usize) -> io::Result<()> {
+            self.check("resize")?;
+            // Bytes no reply filled show as 0xEE.
+            self.bytes.resize(len, 0xEE);
+            Ok(())
+        }
+
+        fn write_at(&mut self, at: usize, bytes: &[u8]) -> io::Result<()> {
+            self.check("write_at")?;
+            self.bytes[at..at + bytes.len()].copy_from_slice(bytes);
+            self.written += bytes.len();
+            Ok(())
+        }
+
+        fn zero(&mut self, at: usize, len: usize) -> io::Result<()> {
+            self.check("zero")?;
+            self.bytes[at..at + len].fill(0);
+            self.zeroed += len;
+            Ok(())
+        }
+
+        fn receive(&mut self, stream: &mut Mock, at: usize, len: usize) -> io::Result<()> {
+            self.check("receive")?;
+            stream.input.read_exact(&mut self.bytes[at..at + len])?;
+            self.received += len;
+            Ok(())
+        }
+
+        fn read_at(&self, at: usize, out: &mut [u8]) -> io::Result<()> {
+            self.check("read_at")?;
+            out.copy_from_slice(&self.bytes[at..at + out.len()]);
+            Ok(())
+        }
+    }
+
+    /// Server bytes whose stream stops every read where read data starts, so that the
+    /// client's read buffer never takes data in with a header: every data byte has to reach
+    /// the read's buffer through `receive`.
+    struct Paced {
+        script: Script,
+        breaks: Vec<u64>,
+    }
+
+    impl Paced {
+        fn new(handshake: Script) -> Paced {
+            Paced {
+                script: handshake,
+                breaks: Vec::new(),
+            }
+        }
+
+        /// A successful simple reply to a read, with its data.
+        fn simple(mut self, cookie: u64, data: &[u8]) -> Paced {
+            let start = self.script.0.len() + 4 + SIMPLE_REPLY_REST_LEN;
+            self.breaks.push(start as u64);
+            self.script = self.script.simple(0, cookie, data);
+            self
+        }
+
+        /// An `NBD_REPLY_TYPE_OFFSET_DATA` chunk.
+        fn data(mut self, flags: u16, cookie: u64, offset: u64, data: &[u8]) -> Paced {
+            let start = self.script.0.len() + 4 + CHUNK_HEADER_REST_LEN + 8;
+            self.breaks.push(start as u64);
+            self.script = self.script.data(flags, cookie, offset, data);
+            self
+        }
+
+        fn map(mut self, f: impl FnOnce(Script) -> Script) -> Paced {
+            self.script = f(self.script);
+            self
+        }
+
+        fn connect(self, contexts: &[&str]) -> Client<Mock, Outside> {
+            let mut mock = self.script.mock();
+            mock.breaks = self.breaks;
+            Client::connect(mock, "disk", contexts)
+                .unwrap()
+                .with_buffers::<Outside>()
+                .unwrap()
+        }
+    }
+
+    #[test]
+    fn simple_replies_reach_the_buffer_through_receive() {
+        let ranges = [(8192, 1024), (0, 512), (65536, 2048)];
+        let mut client = Paced::new(simple_handshake())
+            .simple(3, &bytes_at(65536, 2048))
+            .simple(1, &bytes_at(8192, 1024))
+            .simple(2, &bytes_at(0, 512))
+            // The `read_ranges` below.
+            .simple(4, &bytes_at(4096, 512))
+            .connect(&[]);
+        let garbage = Outside {
+            bytes: vec![0xAA; 5],
+            ..Outside::default()
+        };
+        client.queue_read(&ranges, garbage).unwrap();
+        let read = client.take_read().unwrap();
+        let mut want = bytes_at(8192, 1024);
+        want.extend(bytes_at(0, 512));
+        want.extend(bytes_at(65536, 2048));
+        assert_eq!(read.bytes, want);
+        assert_eq!((read.received, read.written, read.zeroed), (3584, 0, 0));
+        // `read_ranges` reads through a spare buffer of the client's type and copies out.
+        let mut block = [0u8; 512];
+        client.read_ranges(&[(4096, 512)], &mut block).unwrap();
+        assert_eq!(block, bytes_at(4096, 512)[..]);
+        assert_eq!(client.spare.received, 512);
+        let input = &client.get_ref().input;
+        assert_eq!(input.position(), input.get_ref().len() as u64);
+    }
+
+    #[test]
+    fn structured_chunks_out_of_order_and_holes_reach_the_buffer() {
+        let mut client = Paced::new(Script::handshake(&[(7, BASE_ALLOCATION)], SIZE, FLAGS))
+            .data(0, 2, 4096 + 512, &bytes_at(4096 + 512, 512))
+            .data(0, 1, 512, &bytes_at(512, 512))
+            .map(|s| s.hole(0, 2, 4096, 512))
+            .data(0, 1, 0, &bytes_at(0, 512))
+            .map(|s| s.done(2).done(1))
+            .connect(&[BASE_ALLOCATION]);
+        client
+            .queue_read(&[(0, 1024), (4096, 1024)], Outside::default())
+            .unwrap();
+        let read = client.take_read().unwrap();
+        let mut want = bytes_at(0, 1024);
+        want.extend([0; 512]);
+        want.extend(bytes_at(4096 + 512, 512));
+        assert_eq!(read.bytes, want);
+        assert_eq!((read.received, read.written, read.zeroed), (1536, 0, 512));
+        let input = &client.get_ref().input;
+        assert_eq!(input.position(), input.get_ref().len() as u64);
+    }
+
+    #[test]
+    fn data_that_arrived_with_its_header_is_copied_in() {
+        // Without breaks, the client's read buffer takes the first data bytes in with the
+        // header; they are written in, and the rest is received.
+        let mut client = simple_handshake()
+            .simple(0, 1, &bytes_at(0, 1024))
+            .connect(&[])
+            .unwrap()
+            .with_buffers::<Outside>()
+            .unwrap();
+        client.queue_read(&[(0, 1024)], Outside::default()).unwrap();
+        let read = client.take_read().unwrap();
+        assert_eq!(read.bytes, bytes_at(0, 1024));
+        assert!(read.written > 0 && read.received > 0);
+        assert_eq!(read.written + read.received, 1024);
+    }
+
+    #[test]
+    fn buffers_cannot_change_while_reads_are_queued() {
+        let mut client = client_with(|s| s.hole(NBD_REPLY_FLAG_DONE, 1, 0, 512));
+        client.queue_read(&[(0, 512)], Vec::new()).unwrap();
+        let e = client.with_buffers::<Outside>().unwrap_err();
+        assert!(
+            matches!(e.kind(), NbdErrorKind::ReadsQueued { count: 1 }),
+            "{e}"
+        );
+        assert!(!e.is_fatal());
+    }
+
+    #[test]
+    fn a_failing_buffer_fails_the_read() {
+        let mut client = client_with(|s| s.hole(NBD_REPLY_FLAG_DONE, 1, 0, 512))
+            .with_buffers::<Outside>()
+            .unwrap();
+        // Refused before anything is sent.
+        let refusing = Outside {
+            failing: Some("resize"),
+            ..Outside::default()
+        };
+        let e = client.queue_read(&[(0, 512)], refusing).unwrap_err();
+        assert!(matches!(e.kind(), NbdErrorKind::Io { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("sizing the read buffer to 512 bytes: resize refused"),
+            "{e}"
+        );
+        assert!(requests(&client).is_empty());
+        // In the middle of a reply: the rest of it is unread, so the client breaks.
+        let refusing = Outside {
+            failing: Some("zero"),
+            ..Outside::default()
+        };
+        client.queue_read(&[(0, 512)], refusing).unwrap();
+        let e = client.take_read().unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "zeroing a hole of NBD_CMD_READ of 512 bytes at offset 0 in the read buffer"
+            ),
+            "{e}"
+        );
         assert!(e.is_fatal(), "{e}");
         let again = client.take_read().unwrap_err();
         assert!(matches!(again.kind(), NbdErrorKind::Broken), "{again}");

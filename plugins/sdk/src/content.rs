@@ -10,6 +10,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::PIECE;
 use crate::error::host_error_text;
+use crate::net::Buffer;
 use crate::point::ContentReader;
 use crate::sink::{self, ContentWriter};
 use crate::types::{ByteRange, Chunking, HostError};
@@ -97,6 +98,9 @@ impl std::error::Error for CopyError {}
 /// Writes of at least this many bytes onto an empty buffer go to the host as they are:
 /// copying them into the buffer would cost more than the host call it saves.
 const DIRECT_WRITE: usize = 64 << 10;
+
+/// Most bytes one `content-writer.write-buffer` call moves: the host's limit on a call.
+const MAX_WRITE_BUFFER: u64 = 16 << 20;
 
 /// A content stream being written, buffering bytes into pieces of [`PIECE`] so that
 /// small writes do not each cost a host call.
@@ -194,6 +198,25 @@ impl Writer {
         let appended = self.stream().write_file(host_path, offset, length)?;
         self.offset += appended;
         Ok(appended)
+    }
+
+    /// Appends `length` bytes of a host buffer from `at` on, copied within the host: bytes
+    /// received into it from a connection (`net::connection::receive-into`) never pass
+    /// through the plugin's memory.
+    pub fn write_buffer(&mut self, buffer: &Buffer, at: u64, length: u64) -> Result<(), HostError> {
+        if length == 0 {
+            return Ok(());
+        }
+        self.flush_buffer()?;
+        let mut done = 0;
+        while done < length {
+            // A call moves at most `MAX_WRITE_BUFFER`, the host's limit.
+            let piece = (length - done).min(MAX_WRITE_BUFFER);
+            self.stream().write_buffer(buffer, at + done, piece)?;
+            done += piece;
+        }
+        self.offset += length;
+        Ok(())
     }
 
     /// Appends the parent point's content of the entry at `path`, bytes

@@ -44,7 +44,7 @@ pub mod bindings {
 /// exports; call it once, at the top level of the plugin crate.
 pub use bindings::export_plugin;
 pub use bindings::exports::tessera::plugin::{browse, capture, describe, restore};
-pub use bindings::tessera::plugin::{host, point, sink, types};
+pub use bindings::tessera::plugin::{host, net, point, sink, types};
 
 /// The contract version these bindings were generated from, for `plugin-info.contract`.
 pub const CONTRACT_VERSION: &str = "0.1.0";
@@ -60,6 +60,7 @@ pub mod prelude {
     pub use crate::capture::{self, CaptureRequest, CaptureSummary};
     pub use crate::describe::{self, PluginInfo};
     pub use crate::host;
+    pub use crate::net;
     pub use crate::point;
     pub use crate::restore::{self, RestoreRequest, RestoreSummary};
     pub use crate::sink;

@@ -28,7 +28,7 @@ use crate::backing::GrantedDir;
 use crate::layout::{self, CHUNK_SIZE_XATTR};
 use crate::options::CaptureOptions;
 use crate::plan::{Step, Window, plan};
-use crate::source::{self, Source};
+use crate::source::{self, ReadBytes, Source};
 
 /// Why the point is only crash-consistent: the disks are read while the guest may be
 /// writing, and nothing inside the guest is frozen. Hooks the operator runs around the
@@ -234,7 +234,7 @@ struct Job {
     buffer: Vec<u8>,
     /// The buffers of the batches of reads (one streamed while the next are read), kept
     /// likewise.
-    batches: Vec<Vec<u8>>,
+    batches: Vec<ReadBytes>,
 }
 
 impl Job {
@@ -327,7 +327,7 @@ impl Job {
                     return Err(PluginError::Cancelled);
                 }
                 for step in std::mem::take(&mut planner.steps) {
-                    self.run_step(&name, &mut source, &mut writer, step, None)?;
+                    self.run_step(&name, &mut source, &mut writer, step)?;
                 }
                 self.window_done(window);
             }
@@ -398,7 +398,7 @@ impl Job {
         source: &mut Source,
         planner: &mut Planner,
         queued: &mut VecDeque<Group>,
-        buffers: &mut Vec<Vec<u8>>,
+        buffers: &mut Vec<ReadBytes>,
     ) -> Result<(), PluginError> {
         while queued.len() < GROUPS_AHEAD {
             let group = if queued.is_empty() {
@@ -429,32 +429,32 @@ impl Job {
         source: &mut Source,
         writer: &mut Writer,
         group: &[Step],
-        bytes: &[u8],
+        bytes: &ReadBytes,
     ) -> Result<(), PluginError> {
         let mut at = 0usize;
         for &step in group {
-            let read = match step {
+            match step {
                 Step::Read { length, .. } => {
                     // A group's reads fill `bytes` in order, and its length is their sum.
-                    let read = &bytes[at..at + length as usize];
+                    bytes
+                        .write_to(writer, at, length as usize)
+                        .map_err(|err| from_host(format_args!("storing {name}"), &err))?;
                     at += length as usize;
-                    Some(read)
+                    self.bytes_read += length;
                 }
-                _ => None,
-            };
-            self.run_step(name, source, writer, step, read)?;
+                _ => self.run_step(name, source, writer, step)?,
+            }
         }
         Ok(())
     }
 
-    /// Runs one step; a read's bytes are in `bytes` when they were read already.
+    /// Runs one step, reading what it reads.
     fn run_step(
         &mut self,
         name: &str,
         source: &mut Source,
         writer: &mut Writer,
         step: Step,
-        bytes: Option<&[u8]>,
     ) -> Result<(), PluginError> {
         let stored = |err: HostError| from_host(format_args!("storing {name}"), &err);
         match step {
@@ -473,14 +473,7 @@ impl Job {
                 }
                 Err(err) => Err(stored(err)),
             },
-            Step::Read { offset, length } => match bytes {
-                Some(bytes) => {
-                    writer.write_bytes(bytes).map_err(stored)?;
-                    self.bytes_read += length;
-                    Ok(())
-                }
-                None => self.read_range(name, source, writer, offset, length),
-            },
+            Step::Read { offset, length } => self.read_range(name, source, writer, offset, length),
         }
     }
 

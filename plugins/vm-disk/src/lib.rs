@@ -15,6 +15,7 @@ mod capture_disks;
 mod error;
 mod files;
 mod guest_fs;
+mod host_net;
 mod layout;
 mod options;
 mod plan;

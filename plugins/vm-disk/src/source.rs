@@ -7,7 +7,6 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::net::TcpStream;
 
 use tessera_disk_image::{
     BackingRef, BackingRole, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile, Run,
@@ -22,6 +21,7 @@ use tessera_plugin_sdk::{debug, warn};
 
 use crate::backing::{self, GrantedDir};
 use crate::error::{NbdPhase, from_image, from_nbd};
+use crate::host_net::{HostBuf, HostStream, NbdClient};
 
 /// The sandbox directory every granted source directory is mounted below.
 const SOURCE_ROOT: &str = "source";
@@ -62,27 +62,58 @@ pub(crate) struct FileSource {
     pub(crate) backed: bool,
     image: Box<dyn DiskImage>,
     /// Reads queued with [`Source::queue_read`], already read.
-    ready: VecDeque<Result<Vec<u8>, PluginError>>,
+    ready: VecDeque<Result<ReadBytes, PluginError>>,
+}
+
+/// The bytes of a read queued with [`Source::queue_read`]: in the plugin's memory when
+/// it read them from an image file, in a host buffer when an NBD server sent them.
+pub(crate) enum ReadBytes {
+    /// Read by the plugin.
+    Plugin(Vec<u8>),
+    /// Received by the host.
+    Host(HostBuf),
+}
+
+impl Default for ReadBytes {
+    fn default() -> Self {
+        ReadBytes::Plugin(Vec::new())
+    }
+}
+
+impl ReadBytes {
+    /// Appends `length` bytes from `at` on to `writer`. The caller keeps both inside the
+    /// read, whose ranges it planned.
+    pub(crate) fn write_to(
+        &self,
+        writer: &mut tessera_plugin_sdk::content::Writer,
+        at: usize,
+        length: usize,
+    ) -> Result<(), HostError> {
+        match self {
+            ReadBytes::Plugin(bytes) => writer.write_bytes(&bytes[at..at + length]),
+            ReadBytes::Host(buf) => buf.write_to(writer, at, length),
+        }
+    }
 }
 
 /// A connected NBD export.
 pub(crate) struct NbdSource {
-    client: Client<TcpStream>,
+    client: NbdClient,
     /// Whether the server answers `base:allocation`, so zero ranges need not be read.
     allocation: bool,
     /// The dirty bitmap's metadata context, when it was negotiated.
     bitmap: Option<String>,
     /// Reads queued with [`Source::queue_read`] that were taken from the server early, so
     /// that another request could go out.
-    ready: VecDeque<Result<Vec<u8>, PluginError>>,
+    ready: VecDeque<Result<ReadBytes, PluginError>>,
 }
 
 impl NbdSource {
     /// The client, with every read still queued at the server taken into `ready`, so that
     /// another request may go out.
-    fn settled(&mut self, disk: &str) -> &mut Client<TcpStream> {
+    fn settled(&mut self, disk: &str) -> &mut NbdClient {
         while self.client.queued_reads() > 0 {
-            let read = self.client.take_read();
+            let read = self.client.take_read().map(ReadBytes::Host);
             let broken = matches!(&read, Err(err) if err.is_fatal());
             self.ready
                 .push_back(read.map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)));
@@ -252,14 +283,23 @@ impl Source {
         &mut self,
         disk: &str,
         ranges: &[(u64, u64)],
-        mut buf: Vec<u8>,
+        buf: ReadBytes,
     ) -> Result<(), PluginError> {
         match self {
-            Source::Nbd(nbd) => nbd
-                .client
-                .queue_read(ranges, buf)
-                .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
+            Source::Nbd(nbd) => {
+                let buf = match buf {
+                    ReadBytes::Host(buf) => buf,
+                    ReadBytes::Plugin(_) => HostBuf::default(),
+                };
+                nbd.client
+                    .queue_read(ranges, buf)
+                    .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err))
+            }
             Source::File(file) => {
+                let mut buf = match buf {
+                    ReadBytes::Plugin(buf) => buf,
+                    ReadBytes::Host(_) => Vec::new(),
+                };
                 let total: u64 = ranges.iter().map(|&(_, length)| length).sum();
                 buf.resize(total as usize, 0);
                 let mut at = 0usize;
@@ -275,7 +315,7 @@ impl Source {
                     }
                     at = end;
                 }
-                file.ready.push_back(read.map(|()| buf));
+                file.ready.push_back(read.map(|()| ReadBytes::Plugin(buf)));
                 Ok(())
             }
             Source::Device(device) => Err(device.not_readable(disk)),
@@ -283,7 +323,7 @@ impl Source {
     }
 
     /// The bytes of the oldest read queued with [`Source::queue_read`].
-    pub(crate) fn take_read(&mut self, disk: &str) -> Result<Vec<u8>, PluginError> {
+    pub(crate) fn take_read(&mut self, disk: &str) -> Result<ReadBytes, PluginError> {
         let ready = match self {
             Source::Nbd(nbd) => &mut nbd.ready,
             Source::File(file) => &mut file.ready,
@@ -296,6 +336,7 @@ impl Source {
             Source::Nbd(nbd) => nbd
                 .client
                 .take_read()
+                .map(ReadBytes::Host)
                 .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
             Source::File(_) | Source::Device(_) => Err(PluginError::Internal(format!(
                 "{disk}: no read is queued to take"
@@ -536,9 +577,9 @@ pub(crate) fn connect(
     disk: &str,
     url: &NbdUrl,
     contexts: &[&str],
-) -> Result<Client<TcpStream>, tessera_nbd::NbdError> {
+) -> Result<NbdClient, tessera_nbd::NbdError> {
     let (host, port) = url.address();
-    let stream = TcpStream::connect((host, port)).map_err(|err| {
+    let stream = HostStream::connect(host, port).map_err(|err| {
         tessera_nbd::NbdError::new(
             &url.export,
             NbdErrorKind::Io {
@@ -550,7 +591,7 @@ pub(crate) fn connect(
             },
         )
     })?;
-    Client::connect(stream, &url.export, contexts)
+    Client::connect(stream, &url.export, contexts)?.with_buffers()
 }
 
 #[cfg(test)]
