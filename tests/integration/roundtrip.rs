@@ -191,6 +191,66 @@ fn file_ranges_round_trip(tv: &TestVault) {
 }
 
 #[test]
+fn shared_bytes_stored_by_the_workers_round_trip() {
+    for tv in [TestVault::encrypted(), TestVault::plain()] {
+        shared_bytes_round_trip(&tv);
+    }
+}
+
+fn shared_bytes_round_trip(tv: &TestVault) {
+    let chunk = 16 << 10;
+    // Data, zeros the workers turn into holes, text that compresses, a repeat, an odd tail.
+    let mut disk = random_bytes(8, 3 << 20);
+    disk[512 << 10..(1 << 20) + 300].fill(0);
+    let text = b"pack my box with five dozen liquor jugs\n".repeat(20_000);
+    disk[1 << 20..(1 << 20) + text.len()].copy_from_slice(&text);
+    disk.copy_within(0..256 << 10, 2 << 20);
+    disk.truncate((3 << 20) - 333);
+
+    let mut backup = Backup::start(&tv.vault, options("vm")).unwrap();
+    let mut stream = backup.stream(Chunking::Fixed { size: chunk }).unwrap();
+    // Pieces that start and end inside chunks, some shorter than a chunk, each handed
+    // over as one shared allocation, as a host buffer is.
+    let mut at = 0;
+    for len in [100, 20_000, 16 << 10, 1 << 20, 7, usize::MAX] {
+        let end = at + len.min(disk.len() - at);
+        stream
+            .write_shared(bytes::Bytes::copy_from_slice(&disk[at..end]))
+            .unwrap();
+        at = end;
+    }
+    let result = stream.finish().unwrap();
+    let stats = result.stats;
+    assert_eq!(stats.bytes_read, disk.len() as u64);
+    assert_eq!(stats.bytes_holes, 512 << 10, "the whole chunks of zeros");
+    assert!(stats.bytes_reused >= 256 << 10, "{stats:?}");
+    assert!(
+        stats.bytes_stored < stats.bytes_new,
+        "the text was compressed: {stats:?}"
+    );
+    let mut entry = Entry::new("", EntryKind::BlockDevice);
+    entry.content = result.content;
+    backup.add_entry("disk0", entry).unwrap();
+    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(read_file(&tv.vault, &point, "disk0").unwrap(), disk);
+    assert_eq!(read_file(&tv.reopen(), &point, "disk0").unwrap(), disk);
+    assert_sound(&tv.vault);
+
+    // Content-defined streams take shared bytes too, copying them.
+    let mut backup = Backup::start(&tv.vault, options("files")).unwrap();
+    let mut stream = backup.stream(small_cdc()).unwrap();
+    stream
+        .write_shared(bytes::Bytes::copy_from_slice(&disk))
+        .unwrap();
+    let result = stream.finish().unwrap();
+    let mut entry = Entry::new("", EntryKind::File);
+    entry.content = result.content;
+    backup.add_entry("f", entry).unwrap();
+    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(read_file(&tv.vault, &point, "f").unwrap(), disk);
+}
+
+#[test]
 fn carry_forward_reuses_parent_entries_without_reading() {
     let tv = TestVault::encrypted();
     let a = random_bytes(10, 300_000);

@@ -4,13 +4,18 @@
 //! A plugin reading a live disk over NBD parses the protocol in its sandbox but has the
 //! disk's blocks received into host buffers and appended to the stream from there. Over
 //! WASI sockets each byte was copied into a freshly zeroed host buffer, into the plugin's
-//! memory, into the NBD client's buffer and out of the plugin again; this way the kernel
-//! copies it into a host buffer and the stream copies it into a chunk.
+//! memory, into the NBD client's buffer and out of the plugin again, then into a chunk
+//! buffer and into a pack. This way the kernel copies it into a host buffer, whose whole
+//! chunks the stream hands to its workers as they are (`StreamWriter::write_shared`), and
+//! each worker copies its chunk into its pack's write stage, where it hashes and encrypts
+//! it. A buffer the plugin changes while chunks still share its bytes is copied first
+//! (the plugin keeps enough buffers that this does not happen in practice).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use wasmtime::component::Resource;
 
 use crate::bindings::net::{self, HostError};
@@ -45,7 +50,58 @@ impl Connection {
 
 /// Bytes a plugin keeps in the host.
 pub struct Buffer {
-    bytes: Vec<u8>,
+    held: Held,
+}
+
+/// A buffer's bytes: its own, or shared with the chunks of a stream that
+/// `content-writer.write-buffer` handed them to and the workers have not stored yet.
+enum Held {
+    Own(BytesMut),
+    Shared(Bytes),
+}
+
+impl Buffer {
+    fn new(len: usize) -> Buffer {
+        Buffer {
+            held: Held::Own(BytesMut::zeroed(len)),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.held {
+            Held::Own(bytes) => bytes,
+            Held::Shared(bytes) => bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// The bytes, to change: still shared with a stream's chunks (the plugin reuses a
+    /// buffer before the workers stored what it held), they are copied first.
+    fn bytes_mut(&mut self) -> &mut BytesMut {
+        if let Held::Shared(shared) = &mut self.held {
+            let own = std::mem::take(shared)
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            self.held = Held::Own(own);
+        }
+        match &mut self.held {
+            Held::Own(bytes) => bytes,
+            Held::Shared(_) => unreachable!("made its own just above"),
+        }
+    }
+
+    /// The bytes, shared: a stream's chunks keep them without a copy.
+    fn share(&mut self) -> Bytes {
+        let bytes = match std::mem::replace(&mut self.held, Held::Shared(Bytes::new())) {
+            Held::Own(bytes) => bytes.freeze(),
+            Held::Shared(bytes) => bytes,
+        };
+        self.held = Held::Shared(bytes.clone());
+        bytes
+    }
 }
 
 /// `at..at + length` as a range of `len` bytes, or why it is not one.
@@ -113,22 +169,18 @@ impl JobState {
         Ok(())
     }
 
-    /// Takes the bytes of `buffer` out of the table for a call that also needs another
-    /// resource; [`JobState::put_back`] returns them.
-    pub(crate) fn take_buffer(&mut self, buffer: &Resource<Buffer>) -> Result<Vec<u8>, HostError> {
-        Ok(std::mem::take(&mut self.buffer(buffer)?.bytes))
+    /// The bytes `at..at + length` of `buffer`, shared rather than copied, for
+    /// `content-writer.write-buffer`.
+    pub(crate) fn share_buffer(
+        &mut self,
+        buffer: &Resource<Buffer>,
+        at: u64,
+        length: u64,
+    ) -> Result<Bytes, HostError> {
+        let buffer = self.buffer(buffer)?;
+        let range = range_in(buffer.len(), at, length)?;
+        Ok(buffer.share().slice(range))
     }
-
-    pub(crate) fn put_back(&mut self, buffer: &Resource<Buffer>, bytes: Vec<u8>) {
-        if let Ok(buffer) = self.buffer(buffer) {
-            buffer.bytes = bytes;
-        }
-    }
-}
-
-/// The bytes `at..at + length` of a buffer's contents, for `content-writer.write-buffer`.
-pub(crate) fn buffer_range(bytes: &[u8], at: u64, length: u64) -> Result<&[u8], HostError> {
-    Ok(&bytes[range_in(bytes.len(), at, length)?])
 }
 
 impl net::Host for JobState {}
@@ -142,50 +194,49 @@ impl net::HostBuffer for JobState {
             return Err(e);
         }
         // Bounded by `MAX_BUFFER` above.
-        let bytes = vec![0; length as usize];
         self.table
-            .push(Buffer { bytes })
+            .push(Buffer::new(length as usize))
             .map_err(|e| HostError::Limit(format!("cannot keep another buffer: {e}")))
     }
 
     fn length(&mut self, this: Resource<Buffer>) -> u64 {
-        self.buffer(&this).map_or(0, |b| b.bytes.len() as u64)
+        self.buffer(&this).map_or(0, |b| b.len() as u64)
     }
 
     fn resize(&mut self, this: Resource<Buffer>, length: u64) -> Result<(), HostError> {
         self.touch();
-        let old = self.buffer(&this)?.bytes.len() as u64;
+        let old = self.buffer(&this)?.len() as u64;
         self.account_buffer(old, length)?;
-        self.buffer(&this)?.bytes.resize(length as usize, 0);
+        self.buffer(&this)?.bytes_mut().resize(length as usize, 0);
         Ok(())
     }
 
     fn write(&mut self, this: Resource<Buffer>, at: u64, data: Vec<u8>) -> Result<(), HostError> {
         self.touch();
-        let bytes = &mut self.buffer(&this)?.bytes;
-        let range = range_in(bytes.len(), at, data.len() as u64)?;
-        bytes[range].copy_from_slice(&data);
+        let buffer = self.buffer(&this)?;
+        let range = range_in(buffer.len(), at, data.len() as u64)?;
+        buffer.bytes_mut()[range].copy_from_slice(&data);
         Ok(())
     }
 
     fn zero(&mut self, this: Resource<Buffer>, at: u64, length: u64) -> Result<(), HostError> {
         self.touch();
-        let bytes = &mut self.buffer(&this)?.bytes;
-        let range = range_in(bytes.len(), at, length)?;
-        bytes[range].fill(0);
+        let buffer = self.buffer(&this)?;
+        let range = range_in(buffer.len(), at, length)?;
+        buffer.bytes_mut()[range].fill(0);
         Ok(())
     }
 
     fn read(&mut self, this: Resource<Buffer>, at: u64, length: u64) -> Result<Vec<u8>, HostError> {
         self.touch();
         check_io_len("a buffer read", length)?;
-        let bytes = &self.buffer(&this)?.bytes;
+        let bytes = self.buffer(&this)?.bytes();
         Ok(bytes[range_in(bytes.len(), at, length)?].to_vec())
     }
 
     fn drop(&mut self, rep: Resource<Buffer>) -> wasmtime::Result<()> {
         let buffer = self.table.delete(rep)?;
-        self.buffer_bytes = self.buffer_bytes.saturating_sub(buffer.bytes.len() as u64);
+        self.buffer_bytes = self.buffer_bytes.saturating_sub(buffer.len() as u64);
         self.open_handles = self.open_handles.saturating_sub(1);
         Ok(())
     }
@@ -260,9 +311,12 @@ impl net::HostConnection for JobState {
         length: u64,
     ) -> Result<(), HostError> {
         self.touch();
-        let mut bytes = self.take_buffer(&buffer)?;
+        // The bytes leave the table for the call, as the connection is in it too.
+        let mut bytes = std::mem::take(self.buffer(&buffer)?.bytes_mut());
         let received = receive_exact(self.connection(&this), &mut bytes, at, length);
-        self.put_back(&buffer, bytes);
+        if let Ok(buffer) = self.buffer(&buffer) {
+            buffer.held = Held::Own(bytes);
+        }
         // A long receive counts as a host call for the CPU limit.
         self.touch();
         received
@@ -307,6 +361,30 @@ fn receive_exact(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_changed_while_shared_leaves_the_shared_bytes_alone() {
+        let mut buffer = Buffer::new(8);
+        buffer.bytes_mut().copy_from_slice(b"abcdefgh");
+        let shared = buffer.share().slice(2..6);
+        buffer.bytes_mut()[..4].copy_from_slice(b"WXYZ");
+        assert_eq!(
+            &shared[..],
+            b"cdef",
+            "a stream's chunk keeps what it was given"
+        );
+        assert_eq!(buffer.bytes(), b"WXYZefgh");
+
+        // Shared no longer, its bytes are changed where they are.
+        drop(buffer.share());
+        let before = buffer.bytes().as_ptr();
+        buffer.bytes_mut()[0] = b'!';
+        assert_eq!(buffer.bytes().as_ptr(), before);
+        assert_eq!(buffer.bytes(), b"!XYZefgh");
+        buffer.bytes_mut().resize(10, 0);
+        assert_eq!(buffer.len(), 10);
+        assert_eq!(&buffer.bytes()[8..], [0, 0]);
+    }
 
     #[test]
     fn ranges_must_lie_inside_the_buffer() {

@@ -177,16 +177,11 @@ impl sink::HostContentWriter for JobState {
     ) -> Result<(), HostError> {
         self.touch();
         check_write_len(usize::try_from(length).unwrap_or(usize::MAX))?;
-        // The bytes leave the table for the call, as the writer is in it too.
-        let bytes = self.take_buffer(&buffer)?;
-        let result = crate::net::buffer_range(&bytes, at, length).and_then(|data| {
-            self.writer(&this)?
-                .stream()?
-                .write(data)
-                .map_err(vault_error)
-        });
-        self.put_back(&buffer, bytes);
-        result
+        let data = self.share_buffer(&buffer, at, length)?;
+        self.writer(&this)?
+            .stream()?
+            .write_shared(data)
+            .map_err(vault_error)
     }
 
     fn drop(&mut self, rep: Resource<ContentWriter>) -> wasmtime::Result<()> {

@@ -50,6 +50,14 @@ const BATCH_BYTES: u64 = 2 << 20;
 /// Groups of reads queued ahead of the one being streamed.
 const GROUPS_AHEAD: usize = 3;
 
+/// Buffers of streamed groups left to rest before one is read into again. The host hands
+/// a host buffer's bytes to the stream's workers without copying them
+/// (`content-writer.write-buffer`), and changing bytes they have not stored yet costs a
+/// copy of the buffer; the workers lag the stream by at most about 11 MiB (eight
+/// batches of 1 MiB queued, one at each worker, one being filled), less than the
+/// 16 MiB of these.
+const RESTING_BUFFERS: usize = 8;
+
 /// The `(offset, length)` ranges the reads of `group` ask for, in order.
 fn reads_of(group: &[Step]) -> Vec<(u64, u64)> {
     group
@@ -139,7 +147,7 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         bytes_read: 0,
         bytes_done: 0,
         buffer: Vec::new(),
-        batches: Vec::new(),
+        batches: VecDeque::new(),
     };
     for disk in disks {
         job.capture_disk(disk)?;
@@ -233,8 +241,8 @@ struct Job {
     /// The read buffer, kept from one read to the next.
     buffer: Vec<u8>,
     /// The buffers of the batches of reads (one streamed while the next are read), kept
-    /// likewise.
-    batches: Vec<ReadBytes>,
+    /// likewise, and reused oldest first ([`RESTING_BUFFERS`]).
+    batches: VecDeque<ReadBytes>,
 }
 
 impl Job {
@@ -384,7 +392,7 @@ impl Job {
             if let Some(window) = group.ends_window {
                 self.window_done(window);
             }
-            buffers.push(bytes);
+            buffers.push_back(bytes);
         }
         self.batches = buffers;
         Ok(())
@@ -398,7 +406,7 @@ impl Job {
         source: &mut Source,
         planner: &mut Planner,
         queued: &mut VecDeque<Group>,
-        buffers: &mut Vec<ReadBytes>,
+        buffers: &mut VecDeque<ReadBytes>,
     ) -> Result<(), PluginError> {
         while queued.len() < GROUPS_AHEAD {
             let group = if queued.is_empty() {
@@ -409,7 +417,11 @@ impl Job {
             let Some(group) = group else {
                 break;
             };
-            let buffer = buffers.pop().unwrap_or_default();
+            let buffer = if buffers.len() > RESTING_BUFFERS {
+                buffers.pop_front().unwrap_or_default()
+            } else {
+                ReadBytes::default()
+            };
             source.queue_read(name, &reads_of(&group.steps), buffer)?;
             queued.push_back(group);
         }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::backend::FileKind;
@@ -101,8 +102,9 @@ struct Job {
     seq: usize,
     data: ChunkBuf,
     /// Where the worker reads the chunk itself, `data` being empty: a fixed-size chunk of
-    /// a file ([`StreamWriter::write_file_at`]).
-    read: Option<FileRead>,
+    /// a file ([`StreamWriter::write_file_at`]) or of shared bytes
+    /// ([`StreamWriter::write_shared`]).
+    read: Option<ChunkRead>,
     /// The chunk's id when the stream already hashed and claimed it: the worker only
     /// stores it and does not reply.
     claimed: Option<ChunkId>,
@@ -119,21 +121,31 @@ struct Outcome {
     ended: Option<(u64, Arc<str>)>,
 }
 
-/// A chunk a worker reads from a file itself, straight into the room its pack's write
-/// stage has for the blob ([`Shared::store_read`]), where it hashes and encrypts it, or
-/// else into a buffer of its own. Read on the stream's thread into a chunk buffer and
-/// then copied into the stage, each byte was copied twice more, once serially on the
-/// thread that also plans the reads: a full backup of a 1 GiB image file took 0.86 s
-/// that way, 0.66 s this way.
-struct FileRead {
-    file: Arc<File>,
-    offset: u64,
+/// A chunk a worker reads itself, from a file or from bytes in memory, straight into the
+/// room its pack's write stage has for the blob ([`Shared::store_read`]), where it
+/// hashes and encrypts it, or else into a buffer of its own. Read on the stream's thread
+/// into a chunk buffer and then copied into the stage, each byte was copied twice more,
+/// once serially on the thread that also plans the reads: a full backup of a 1 GiB
+/// image file took 0.86 s that way, 0.66 s this way.
+struct ChunkRead {
+    from: ReadFrom,
     len: usize,
-    /// The file, as errors name it.
-    what: Arc<str>,
 }
 
-impl FileRead {
+/// Where a [`ChunkRead`] finds its bytes.
+enum ReadFrom {
+    /// A file, from `offset` on.
+    File {
+        file: Arc<File>,
+        offset: u64,
+        /// The file, as errors name it.
+        what: Arc<str>,
+    },
+    /// Bytes the stream's caller shared, exactly the chunk.
+    Memory(Bytes),
+}
+
+impl ChunkRead {
     /// Reads the chunk into `buf`, which it replaces; returns where the file ended if it
     /// ended before the chunk did (it shrank since the caller planned the read).
     fn fill(&self, buf: &mut ChunkBuf) -> std::result::Result<Option<u64>, String> {
@@ -148,14 +160,21 @@ impl FileRead {
     /// Reads the chunk into `chunk`, its length; returns where the file ended if it ended
     /// first.
     fn read_into(&self, chunk: &mut [u8]) -> std::result::Result<Option<u64>, String> {
+        let (file, offset, what) = match &self.from {
+            ReadFrom::File { file, offset, what } => (file, *offset, what),
+            ReadFrom::Memory(bytes) => {
+                chunk.copy_from_slice(bytes);
+                return Ok(None);
+            }
+        };
         let mut got = 0;
         while got < chunk.len() {
-            let at = self.offset + got as u64;
-            match self.file.read_at(&mut chunk[got..], at) {
+            let at = offset + got as u64;
+            match file.read_at(&mut chunk[got..], at) {
                 Ok(0) => return Ok(Some(at)),
                 Ok(read) => got += read,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("cannot read {} at byte {at}: {e}", self.what)),
+                Err(e) => return Err(format!("cannot read {what} at byte {at}: {e}")),
             }
         }
         Ok(None)
@@ -164,11 +183,15 @@ impl FileRead {
     /// The outcome of a chunk that is not stored: where the file ended, or `None` for a
     /// chunk of zeros, recorded as a hole.
     fn not_stored(&self, ended: Option<u64>) -> Outcome {
+        let ended = match (&self.from, ended) {
+            (ReadFrom::File { what, .. }, Some(at)) => Some((at, Arc::clone(what))),
+            _ => None,
+        };
         Outcome {
             id: None,
             len: if ended.is_some() { 0 } else { self.len as u64 },
             stored: None,
-            ended: ended.map(|at| (at, Arc::clone(&self.what))),
+            ended,
         }
     }
 
@@ -680,7 +703,7 @@ impl Shared {
     fn store_read(
         &self,
         packer: usize,
-        read: &FileRead,
+        read: &ChunkRead,
         own: &mut ChunkBuf,
     ) -> std::result::Result<Outcome, String> {
         let room = codec::CHUNK_HEADROOM + read.len + codec::CHUNK_TAILROOM;
@@ -1499,11 +1522,13 @@ impl StreamWriter {
         while in_file.saturating_sub(done) >= size as u64 {
             self.shared.check()?;
             self.stats.bytes_read += size as u64;
-            let read = FileRead {
-                file: Arc::clone(file),
-                offset: offset + done,
+            let read = ChunkRead {
+                from: ReadFrom::File {
+                    file: Arc::clone(file),
+                    offset: offset + done,
+                    what: Arc::clone(&what),
+                },
                 len: size,
-                what: Arc::clone(&what),
             };
             self.queue(ChunkBuf::detached(), Some(read), size)?;
             done += size as u64;
@@ -1513,6 +1538,39 @@ impl StreamWriter {
         }
         self.collect_ready(false)?;
         Ok(done)
+    }
+
+    /// Appends `data`, like [`StreamWriter::write`] but without copying it here: the whole
+    /// chunks of a fixed-size stream in it go to the workers as they are, and each is
+    /// copied once, by the worker that hashes and encrypts it, into its pack's write stage
+    /// (as [`StreamWriter::write_file_at`] has them read there). Other bytes, and every
+    /// byte of a content-defined stream, are copied here. For a caller whose bytes are
+    /// already in memory of their own (a live disk's blocks received from the network),
+    /// the copy into chunk buffers on its thread was its largest cost: the bytes had left
+    /// the cache by the time it ran.
+    pub fn write_shared(&mut self, data: Bytes) -> Result<()> {
+        let Cutter::Fixed(size) = self.cutter else {
+            return self.write(&data);
+        };
+        let mut done = 0;
+        if !self.cur.is_empty() {
+            done = (size - self.cur.len()).min(data.len());
+            self.write(&data[..done])?;
+        }
+        while data.len() - done >= size {
+            self.shared.check()?;
+            self.stats.bytes_read += size as u64;
+            let read = ChunkRead {
+                from: ReadFrom::Memory(data.slice(done..done + size)),
+                len: size,
+            };
+            self.queue(ChunkBuf::detached(), Some(read), size)?;
+            done += size;
+        }
+        if done < data.len() {
+            self.write(&data[done..])?;
+        }
+        self.collect_ready(false)
     }
 
     /// [`StreamWriter::write_from`] of `file` from byte `offset` on; a failed read names
@@ -1664,7 +1722,7 @@ impl StreamWriter {
 
     /// Batches a chunk of `bytes` bytes for the workers, held in `data` or to be read as
     /// `read` says, and takes its place in the stream.
-    fn queue(&mut self, data: ChunkBuf, read: Option<FileRead>, bytes: usize) -> Result<()> {
+    fn queue(&mut self, data: ChunkBuf, read: Option<ChunkRead>, bytes: usize) -> Result<()> {
         let seq = self.slots.len();
         self.slots.push(None);
         self.pending += 1;
