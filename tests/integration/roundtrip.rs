@@ -167,13 +167,7 @@ fn file_ranges_round_trip(tv: &TestVault) {
         stats.bytes_stored < stats.bytes_new,
         "the text was compressed: {stats:?}"
     );
-    let mut entry = Entry::new("", EntryKind::BlockDevice);
-    entry.content = result.content;
-    backup.add_entry("disk0", entry).unwrap();
-    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
-    assert_eq!(read_file(&tv.vault, &point, "disk0").unwrap(), image);
-    assert_eq!(read_file(&tv.reopen(), &point, "disk0").unwrap(), image);
-    assert_sound(&tv.vault);
+    commit_disk(tv, backup, result.content, &image);
 
     // A range wholly past the file's end appends nothing. (A file that shrinks while
     // the workers read it is tested end to end in `vmdisk`, on a FUSE file.)
@@ -188,6 +182,18 @@ fn file_ranges_round_trip(tv: &TestVault) {
     );
     assert_eq!(stream.finish().unwrap().stats.bytes_read, 0);
     backup.abort();
+}
+
+/// Commits `content` as the block device `disk0`, then checks that it reads back as
+/// `expected`, also from the vault reopened, and that the vault checks clean.
+fn commit_disk(tv: &TestVault, mut backup: Backup, content: Content, expected: &[u8]) {
+    let mut entry = Entry::new("", EntryKind::BlockDevice);
+    entry.content = content;
+    backup.add_entry("disk0", entry).unwrap();
+    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
+    assert_eq!(read_file(&tv.vault, &point, "disk0").unwrap(), expected);
+    assert_eq!(read_file(&tv.reopen(), &point, "disk0").unwrap(), expected);
+    assert_sound(&tv.vault);
 }
 
 #[test]
@@ -228,13 +234,7 @@ fn shared_bytes_round_trip(tv: &TestVault) {
         stats.bytes_stored < stats.bytes_new,
         "the text was compressed: {stats:?}"
     );
-    let mut entry = Entry::new("", EntryKind::BlockDevice);
-    entry.content = result.content;
-    backup.add_entry("disk0", entry).unwrap();
-    let (_, point) = backup.commit(CommitOptions::default()).unwrap();
-    assert_eq!(read_file(&tv.vault, &point, "disk0").unwrap(), disk);
-    assert_eq!(read_file(&tv.reopen(), &point, "disk0").unwrap(), disk);
-    assert_sound(&tv.vault);
+    commit_disk(tv, backup, result.content, &disk);
 
     // Content-defined streams take shared bytes too, copying them.
     let mut backup = Backup::start(&tv.vault, options("files")).unwrap();
