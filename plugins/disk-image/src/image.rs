@@ -95,6 +95,10 @@ impl Extent {
 pub enum Stored {
     /// Verbatim in the image's own file, from this file offset on.
     InFile(u64),
+    /// Verbatim in another file the image is made of (a VMDK descriptor's flat extent
+    /// file), the one [`DiskImage::file_name`] names by this number, from the file offset
+    /// on.
+    InNamedFile(u32, u64),
     /// Anywhere else: compressed, in a backing file, or zeros. Read it with
     /// [`DiskImage::read_at`].
     Elsewhere,
@@ -120,6 +124,9 @@ pub(crate) fn push_run(runs: &mut Vec<Run>, offset: u64, length: u64, stored: St
     if let Some(last) = runs.last_mut() {
         let follows = match (last.stored, stored) {
             (Stored::InFile(a), Stored::InFile(b)) => a.checked_add(last.length) == Some(b),
+            (Stored::InNamedFile(f, a), Stored::InNamedFile(g, b)) => {
+                f == g && a.checked_add(last.length) == Some(b)
+            }
             (Stored::Elsewhere, Stored::Elsewhere) => true,
             _ => false,
         };
@@ -176,6 +183,13 @@ pub trait DiskImage {
         Ok(runs)
     }
 
+    /// The name, as the opener gave it, of the file [`Stored::InNamedFile`] runs call
+    /// `file`; `None` for a number no run gave. The default names none.
+    fn file_name(&self, file: u32) -> Option<&str> {
+        let _ = file;
+        None
+    }
+
     /// One line about the image and its backing chain, for logs.
     fn describe(&self) -> String;
 }
@@ -198,6 +212,9 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
         (**self).runs(offset, length)
+    }
+    fn file_name(&self, file: u32) -> Option<&str> {
+        (**self).file_name(file)
     }
     fn describe(&self) -> String {
         (**self).describe()

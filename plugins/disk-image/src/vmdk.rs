@@ -573,13 +573,25 @@ impl DiskImage for Vmdk {
                         _ => (run.min(left), Stored::Elsewhere),
                     }
                 }
-                // In another file than the one opened, or nowhere.
+                // A flat extent file's bytes lie in it as they are: it is named by the
+                // number of its part. (The open checked that the part lies inside it.)
+                PartData::Flat { start, .. } => {
+                    (left, Stored::InNamedFile(i as u32, start + within))
+                }
+                // A sparse extent in another file than the one opened, or nowhere.
                 _ => (left, Stored::Elsewhere),
             };
             push_run(&mut runs, pos, n, stored);
             pos += n;
         }
         Ok(runs)
+    }
+
+    fn file_name(&self, file: u32) -> Option<&str> {
+        match &self.parts.get(usize::try_from(file).ok()?)?.data {
+            PartData::Flat { file, .. } => Some(file.name()),
+            _ => None,
+        }
     }
 
     fn describe(&self) -> String {

@@ -509,6 +509,21 @@ impl Job {
                         let device = matches!(source, Source::Device(_));
                         self.read_from_file(name, &host_path, device, writer, run, file_offset)?;
                     }
+                    (Stored::InNamedFile(file, file_offset), _) => {
+                        match source.named_host_path(file) {
+                            Some(host_path) => self.read_from_file(
+                                name,
+                                &host_path,
+                                false,
+                                writer,
+                                run,
+                                file_offset,
+                            )?,
+                            None => {
+                                self.read_through(name, source, writer, run.offset, run.length)?
+                            }
+                        }
+                    }
                     _ => self.read_through(name, source, writer, run.offset, run.length)?,
                 }
             }

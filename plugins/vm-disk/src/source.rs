@@ -164,6 +164,17 @@ impl Source {
         }
     }
 
+    /// For a run stored in another file of an image ([`Stored::InNamedFile`]: a VMDK's flat
+    /// extent file), that file's path for host calls, when it lies in the grant.
+    pub(crate) fn named_host_path(&self, file: u32) -> Option<String> {
+        match self {
+            Source::File(source) => {
+                sandbox_paths(source.image.file_name(file)?).map(|(_, host)| host)
+            }
+            Source::Device(_) | Source::Nbd(_) => None,
+        }
+    }
+
     /// Where the disk's bytes `offset..offset + length` are stored: for an image file,
     /// the runs that lie verbatim in it (all of a raw file, a qcow2 image's uncompressed
     /// data clusters) and the rest; for a device, all of it at the same offsets; for an

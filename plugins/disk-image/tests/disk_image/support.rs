@@ -316,6 +316,15 @@ pub fn read_by_runs(
         let mut buf = vec![0u8; run.length as usize];
         match run.stored {
             Stored::InFile(at) => file.read_exact_at(&mut buf, at).unwrap(),
+            Stored::InNamedFile(named, at) => {
+                let name = image
+                    .file_name(named)
+                    .expect("a run names a file the image names");
+                std::fs::File::open(name)
+                    .unwrap()
+                    .read_exact_at(&mut buf, at)
+                    .unwrap()
+            }
             Stored::Elsewhere => image.read_at(run.offset, &mut buf).unwrap(),
         }
         out.extend_from_slice(&buf);

@@ -228,8 +228,9 @@ fn descriptor_value(text: &str, key: &str) -> String {
         .to_owned()
 }
 
-/// Checks that a disk described by a descriptor file reads as QEMU reads it, and that the
-/// host is never told to read its bytes from the descriptor file.
+/// Checks that a disk described by a descriptor file reads as QEMU reads it, that the
+/// host is never told to read its bytes from the descriptor file, and that the bytes the
+/// runs place in flat extent files are the disk's.
 fn assert_described_disk_reads_as_qemu(path: &Path) {
     assert_same_as_qemu_with(path, "vmdk", MapView::NonZeroData);
     let mut disk = open_file(path, None).unwrap();
@@ -237,8 +238,15 @@ fn assert_described_disk_reads_as_qemu(path: &Path) {
     let size = disk.virtual_size();
     let runs = disk.runs(0, size).unwrap();
     assert!(
-        runs.iter().all(|r| r.stored == Stored::Elsewhere),
+        !runs.iter().any(|r| matches!(r.stored, Stored::InFile(_))),
         "{}: {runs:?}",
+        disk.describe()
+    );
+    let descriptor = std::fs::File::open(path).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    assert!(
+        read_by_runs(&mut *disk, &descriptor, 0, size) == qemu_raw(path, "vmdk", scratch.path()),
+        "{}",
         disk.describe()
     );
 }
@@ -269,8 +277,27 @@ fn flat_and_split_disks_read_as_qemu_reads_them() {
             ],
         );
         assert_described_disk_reads_as_qemu(&image);
-        let disk = open_file(&image, None).unwrap();
+        let mut disk = open_file(&image, None).unwrap();
         assert!(disk.describe().contains(subformat), "{}", disk.describe());
+        if subformat.ends_with("Flat") {
+            // The host may read all of a flat disk straight from its extent files.
+            let size = disk.virtual_size();
+            let runs = disk.runs(0, size).unwrap();
+            assert!(
+                runs.iter()
+                    .all(|r| matches!(r.stored, Stored::InNamedFile(..))),
+                "{runs:?}"
+            );
+            let Stored::InNamedFile(first, 0) = runs[0].stored else {
+                panic!("{runs:?}");
+            };
+            assert!(
+                disk.file_name(first).unwrap().ends_with("-f001.vmdk")
+                    || disk.file_name(first).unwrap().ends_with("-flat.vmdk"),
+                "{:?}",
+                disk.file_name(first)
+            );
+        }
     }
 }
 
