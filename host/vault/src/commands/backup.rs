@@ -1520,17 +1520,12 @@ impl StreamWriter {
         let in_file = file_len.saturating_sub(offset).min(len);
         let what: Arc<str> = Arc::from(what);
         while in_file.saturating_sub(done) >= size as u64 {
-            self.shared.check()?;
-            self.stats.bytes_read += size as u64;
-            let read = ChunkRead {
-                from: ReadFrom::File {
-                    file: Arc::clone(file),
-                    offset: offset + done,
-                    what: Arc::clone(&what),
-                },
-                len: size,
+            let from = ReadFrom::File {
+                file: Arc::clone(file),
+                offset: offset + done,
+                what: Arc::clone(&what),
             };
-            self.queue(ChunkBuf::detached(), Some(read), size)?;
+            self.queue_read(from, size)?;
             done += size as u64;
         }
         if done < len {
@@ -1558,13 +1553,7 @@ impl StreamWriter {
             self.write(&data[..done])?;
         }
         while data.len() - done >= size {
-            self.shared.check()?;
-            self.stats.bytes_read += size as u64;
-            let read = ChunkRead {
-                from: ReadFrom::Memory(data.slice(done..done + size)),
-                len: size,
-            };
-            self.queue(ChunkBuf::detached(), Some(read), size)?;
+            self.queue_read(ReadFrom::Memory(data.slice(done..done + size)), size)?;
             done += size;
         }
         if done < data.len() {
@@ -1718,6 +1707,14 @@ impl StreamWriter {
         }
         let bytes = chunk.len();
         self.queue(chunk, None, bytes)
+    }
+
+    /// Has the workers read a whole chunk of `len` bytes from `from` themselves, and counts
+    /// it as read.
+    fn queue_read(&mut self, from: ReadFrom, len: usize) -> Result<()> {
+        self.shared.check()?;
+        self.stats.bytes_read += len as u64;
+        self.queue(ChunkBuf::detached(), Some(ChunkRead { from, len }), len)
     }
 
     /// Batches a chunk of `bytes` bytes for the workers, held in `data` or to be read as
