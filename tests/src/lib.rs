@@ -342,7 +342,8 @@ pub fn tessera(vault: &std::path::Path) -> std::process::Command {
             "XDG_CACHE_HOME",
             std::env::temp_dir().join("tessera-test-cache"),
         )
-        .env_remove("TESSERA_VAULT");
+        .env_remove("TESSERA_VAULT")
+        .env_remove("TESSERA_LOG");
     command
 }
 

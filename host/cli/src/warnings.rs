@@ -5,13 +5,35 @@
 use std::fmt;
 
 use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::Uptime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Shows warnings and errors from the libraries on standard error.
+/// The environment variable that turns on the diagnostic log: a filter such as `debug`
+/// or `tessera_vault=trace,info`.
+pub const LOG_VAR: &str = "TESSERA_LOG";
+
+/// Shows warnings and errors from the libraries on standard error; with [`LOG_VAR`] set,
+/// every event its filter lets through instead, with the time since start and the
+/// thread, for finding out where a slow or failing run spends its time.
 pub fn install() {
+    if let Some(spec) = std::env::var_os(LOG_VAR) {
+        match EnvFilter::try_new(spec.to_string_lossy()) {
+            Ok(filter) => {
+                tracing_subscriber::fmt()
+                    .with_writer(std::io::stderr)
+                    .with_env_filter(filter)
+                    .with_timer(Uptime::default())
+                    .with_thread_names(true)
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("tessera: warning: {LOG_VAR} is not a log filter ({e}); ignored"),
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(LevelFilter::WARN)

@@ -42,6 +42,7 @@ impl Sandbox {
         command
             .env_remove("TESSERA_PASSWORD")
             .env_remove("TESSERA_VAULT")
+            .env_remove("TESSERA_LOG")
             .env("HOME", self.dir.path())
             .env("XDG_DATA_HOME", self.path("data"))
             .env("XDG_CACHE_HOME", self.path("cache"));
@@ -447,4 +448,44 @@ fn backup_ls_and_restore_with_the_builtin_file_share_plugin() {
         b"alpha"
     );
     assert!(!exists(&target.join("b.txt")));
+
+    // The diagnostic log: off by default, on with a filter, and a filter that does not
+    // parse is ignored with a warning.
+    let logged = |filter: Option<&str>| {
+        let mut command = sandbox.command();
+        if let Some(filter) = filter {
+            command.env("TESSERA_LOG", filter);
+        }
+        let out = command
+            .env("TESSERA_PASSWORD", PASSWORD)
+            .arg("--vault")
+            .arg(sandbox.vault())
+            .args(["backup", source_arg])
+            .output()
+            .expect("tessera runs");
+        assert_success(&out);
+        stderr(&out)
+    };
+    assert_eq!(logged(None), "");
+    let log = logged(Some("info"));
+    let committed = log
+        .lines()
+        .find(|line| line.contains("recovery point committed"))
+        .unwrap_or_else(|| panic!("no commit in the log: {log}"));
+    // Seconds since start, the level, the thread.
+    let fields: Vec<&str> = committed.split_whitespace().collect();
+    assert!(
+        fields[0].ends_with('s') && fields[0].trim_end_matches('s').parse::<f64>().is_ok(),
+        "{committed}"
+    );
+    assert_eq!(fields[1..3], ["INFO", "main"], "{committed}");
+    assert!(
+        !logged(Some("tessera_vault=warn")).contains("committed"),
+        "the filter is applied"
+    );
+    let warned = logged(Some("[not a filter"));
+    assert!(
+        warned.contains("TESSERA_LOG") && warned.contains("ignored"),
+        "{warned}"
+    );
 }
