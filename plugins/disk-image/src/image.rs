@@ -95,12 +95,11 @@ impl Extent {
 pub enum Stored {
     /// Verbatim in the image's own file, from this file offset on.
     InFile(u64),
-    /// Verbatim in another file the image is made of (a VMDK descriptor's flat extent
-    /// file), the one [`DiskImage::file_name`] names by this number, from the file offset
-    /// on.
+    /// Verbatim in another file the image is made of (a VMDK descriptor's extent files,
+    /// the files of a backing chain), the one [`DiskImage::file_name`] names by this
+    /// number, from the file offset on.
     InNamedFile(u32, u64),
-    /// Anywhere else: compressed, in a backing file, or zeros. Read it with
-    /// [`DiskImage::read_at`].
+    /// Anywhere else: compressed, or zeros. Read it with [`DiskImage::read_at`].
     Elsewhere,
 }
 
@@ -140,6 +139,47 @@ pub(crate) fn push_run(runs: &mut Vec<Run>, offset: u64, length: u64, stored: St
         length,
         stored,
     });
+}
+
+/// Appends the runs of `lower`, the image below another (a qcow2 image's backing file, a
+/// VMDK delta disk's parent), over `offset..offset + length`, with the files they lie in
+/// numbered for the image above from `first` on: `lower`'s own file becomes
+/// `InNamedFile(first, _)` and its file `f` `InNamedFile(first + 1 + f, _)`, as
+/// [`lower_file_name`] names them back. A whole chain is numbered this way, each image
+/// counting the files of those below it after its own.
+pub(crate) fn push_lower_runs(
+    runs: &mut Vec<Run>,
+    lower: &mut dyn DiskImage,
+    first: u32,
+    offset: u64,
+    length: u64,
+) -> Result<(), ImageError> {
+    for run in lower.runs(offset, length)? {
+        let file = match run.stored {
+            Stored::InFile(at) => Some((first, at)),
+            Stored::InNamedFile(f, at) => first
+                .checked_add(1)
+                .and_then(|n| n.checked_add(f))
+                .map(|f| (f, at)),
+            Stored::Elsewhere => None,
+        };
+        let stored = match file {
+            Some((f, at)) => Stored::InNamedFile(f, at),
+            // Past the numbers there are: read through the image instead.
+            None => Stored::Elsewhere,
+        };
+        push_run(runs, run.offset, run.length, stored);
+    }
+    Ok(())
+}
+
+/// The name of the file numbered `file` by [`push_lower_runs`] with `first`; `None` for
+/// a number below `first` or one `lower` does not give.
+pub(crate) fn lower_file_name(lower: &dyn DiskImage, first: u32, file: u32) -> Option<&str> {
+    match file.checked_sub(first)? {
+        0 => Some(lower.name()),
+        f => lower.file_name(f - 1),
+    }
 }
 
 /// A disk image opened for reading: the virtual disk the guest sees.

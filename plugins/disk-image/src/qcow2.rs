@@ -32,7 +32,9 @@ pub(crate) use header::MAGIC;
 
 use crate::chain::{self, BackingOpener, BackingRef, BackingRole, ImageFile};
 use crate::error::{ImageError, ImageErrorKind};
-use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
+use crate::image::{
+    DiskImage, ExtentList, Run, Stored, check_range, lower_file_name, push_lower_runs, push_run,
+};
 use crate::{Extent, ExtentKind, Format};
 use header::{Compression, Header, read_exact};
 
@@ -588,19 +590,30 @@ impl DiskImage for Qcow2 {
         while pos < end {
             let (source, run) = self.locate(pos)?;
             let n = run.min(end - pos);
-            let stored = match source {
-                Source::Data(host) => Stored::InFile(host),
-                _ => Stored::Elsewhere,
-            };
-            push_run(&mut runs, pos, n, stored);
+            match source {
+                Source::Data(host) => {
+                    self.check_data(host, n)?;
+                    push_run(&mut runs, pos, n, Stored::InFile(host));
+                }
+                // The backing chain's files are numbered from 0 on (see `file_name`).
+                Source::Unallocated if let Some(backing) = &mut self.backing => {
+                    let covered = backing.virtual_size().saturating_sub(pos).min(n);
+                    if covered > 0 {
+                        push_lower_runs(&mut runs, &mut **backing, 0, pos, covered)?;
+                    }
+                    push_run(&mut runs, pos + covered, n - covered, Stored::Elsewhere);
+                }
+                _ => push_run(&mut runs, pos, n, Stored::Elsewhere),
+            }
             pos += n;
         }
-        for run in &runs {
-            if let Stored::InFile(host) = run.stored {
-                self.check_data(host, run.length)?;
-            }
-        }
         Ok(runs)
+    }
+
+    /// The backing chain's files: the backing image's own file is 0, and the files it
+    /// numbers follow.
+    fn file_name(&self, file: u32) -> Option<&str> {
+        lower_file_name(self.backing.as_deref()?, 0, file)
     }
 
     fn describe(&self) -> String {

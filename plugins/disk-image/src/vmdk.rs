@@ -31,7 +31,9 @@ use crate::block_map::read_exact as read;
 use crate::chain::{self, BackingOpener, BackingRef, BackingRole, ImageFile};
 use crate::error::ImageError;
 use crate::fields::{corrupt, unsupported};
-use crate::image::{DiskImage, ExtentList, Run, Stored, check_range, push_run};
+use crate::image::{
+    DiskImage, ExtentList, Run, Stored, check_range, lower_file_name, push_lower_runs, push_run,
+};
 use crate::raw::Raw;
 use crate::{Extent, ExtentKind, Format, ReadAt};
 use descriptor::{Descriptor, ExtentLine, ExtentType, ParentRef};
@@ -556,40 +558,79 @@ impl DiskImage for Vmdk {
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
         check_range(&self.name, offset, length, self.size)?;
         let end = offset + length;
+        // The parent's files are numbered after the parts (see `file_name`).
+        let first_below = self.parts.len() as u32;
         let mut runs = Vec::new();
         let mut pos = offset;
         while pos < end {
             let (i, within) = self.part_at(pos);
             let part = &self.parts[i];
             let left = (part.length - within).min(end - pos);
-            let (n, stored) = match &part.data {
-                PartData::Sparse {
-                    extent,
-                    own_file: true,
-                } => {
-                    let (grain, run) = extent.locate(within);
-                    match grain {
-                        Grain::Stored(at) => (run.min(left), Stored::InFile(at)),
-                        _ => (run.min(left), Stored::Elsewhere),
-                    }
-                }
-                // A flat extent file's bytes lie in it as they are: it is named by the
-                // number of its part. (The open checked that the part lies inside it.)
+            let n = match &part.data {
+                // An extent file's bytes lie in it as they are: it is named by the number
+                // of its part. (The open checked that the part, or each stored grain of a
+                // sparse extent, lies inside it.)
                 PartData::Flat { start, .. } => {
-                    (left, Stored::InNamedFile(i as u32, start + within))
+                    push_run(
+                        &mut runs,
+                        pos,
+                        left,
+                        Stored::InNamedFile(i as u32, start + within),
+                    );
+                    left
                 }
-                // A sparse extent in another file than the one opened, or nowhere.
-                _ => (left, Stored::Elsewhere),
+                PartData::Sparse { extent, own_file } => {
+                    let (grain, run) = extent.locate(within);
+                    let n = run.min(left);
+                    match (grain, &mut self.parent) {
+                        (Grain::Stored(at), _) => {
+                            let stored = if *own_file {
+                                Stored::InFile(at)
+                            } else {
+                                Stored::InNamedFile(i as u32, at)
+                            };
+                            push_run(&mut runs, pos, n, stored);
+                        }
+                        (Grain::Unallocated, Some(parent)) => {
+                            let covered = parent.virtual_size().saturating_sub(pos).min(n);
+                            if covered > 0 {
+                                push_lower_runs(
+                                    &mut runs,
+                                    &mut **parent,
+                                    first_below,
+                                    pos,
+                                    covered,
+                                )?;
+                            }
+                            push_run(&mut runs, pos + covered, n - covered, Stored::Elsewhere);
+                        }
+                        _ => push_run(&mut runs, pos, n, Stored::Elsewhere),
+                    }
+                    n
+                }
+                PartData::Zero => {
+                    push_run(&mut runs, pos, left, Stored::Elsewhere);
+                    left
+                }
             };
-            push_run(&mut runs, pos, n, stored);
             pos += n;
         }
         Ok(runs)
     }
 
+    /// Files are numbered by the parts they hold, a part's number being its place in the
+    /// descriptor; the parent's files come after them.
     fn file_name(&self, file: u32) -> Option<&str> {
+        let first_below = self.parts.len() as u32;
+        if file >= first_below {
+            return lower_file_name(&**self.parent.as_ref()?, first_below, file);
+        }
         match &self.parts.get(usize::try_from(file).ok()?)?.data {
             PartData::Flat { file, .. } => Some(file.name()),
+            PartData::Sparse {
+                extent,
+                own_file: false,
+            } => Some(extent.name()),
             _ => None,
         }
     }

@@ -84,11 +84,27 @@ fn a_chain_of_three_qcow2_images() {
     );
     assert_same_as_qemu(&path(d, "top.qcow2"), "qcow2");
 
-    let top = open_file(&path(d, "top.qcow2"), None).unwrap();
+    let mut top = open_file(&path(d, "top.qcow2"), None).unwrap();
     let description = top.describe();
     assert!(
         description.contains("mid.qcow2") && description.contains("base.qcow2"),
         "{description}"
+    );
+
+    // Every byte of data lies verbatim in one file of the chain, which the runs name: the
+    // host can read all of it itself. Past the base's end, zeros.
+    for (at, expected) in [
+        (140_000, "mid.qcow2"),
+        (120_000, "top.qcow2"),
+        (4_000_000, "mid.qcow2"),
+        (9_000_000, "top.qcow2"),
+        (8_000_000, "elsewhere"),
+    ] {
+        assert_eq!(stored_in(&mut *top, at), expected, "byte {at}");
+    }
+    assert_eq!(
+        files_holding_data(&mut *top),
+        ["base.qcow2", "mid.qcow2", "top.qcow2"]
     );
 }
 

@@ -334,6 +334,39 @@ pub fn read_by_runs(
     out
 }
 
+/// The file name of where the guest byte at `at` is stored, as its run says: the image's
+/// own file's name when in it, `elsewhere` when read through the image.
+pub fn stored_in(image: &mut dyn DiskImage, at: u64) -> String {
+    let base_name = |name: &str| name.rsplit('/').next().unwrap().to_owned();
+    match image.runs(at, 1).unwrap()[0].stored {
+        Stored::InFile(_) => base_name(image.name()),
+        Stored::InNamedFile(file, _) => base_name(image.file_name(file).unwrap()),
+        Stored::Elsewhere => "elsewhere".into(),
+    }
+}
+
+/// The names of the files that hold the image's data, as its runs say; fails if any
+/// data is read through the image instead of from a file.
+pub fn files_holding_data(image: &mut dyn DiskImage) -> Vec<String> {
+    let mut named = std::collections::BTreeSet::new();
+    for extent in image.map(0, image.virtual_size()).unwrap() {
+        if extent.kind != ExtentKind::Data {
+            continue;
+        }
+        for run in image.runs(extent.offset, extent.length).unwrap() {
+            assert!(
+                run.stored != Stored::Elsewhere,
+                "{}: data at {}+{} read through the image",
+                image.name(),
+                run.offset,
+                run.length
+            );
+            named.insert(stored_in(image, run.offset));
+        }
+    }
+    named.into_iter().collect()
+}
+
 pub fn assert_same_bytes(ours: &[u8], expected: &[u8], path: &Path) {
     if ours != expected {
         let first = ours.iter().zip(expected).position(|(a, b)| a != b).unwrap();

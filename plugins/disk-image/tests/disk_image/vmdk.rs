@@ -454,11 +454,19 @@ fn delta_chains_of_two_and_three_read_as_qemu_reads_them() {
         ],
     );
     assert_described_disk_reads_as_qemu(&top);
-    let disk = open_file(&top, None).unwrap();
+    let mut disk = open_file(&top, None).unwrap();
     let description = disk.describe();
     assert!(
         description.contains("mid.vmdk") && description.contains("base.vmdk"),
         "{description}"
+    );
+    // The top delta's grains lie in its extent file, the rest in the parents' files: the
+    // host reads all of it itself.
+    assert_eq!(stored_in(&mut *disk, 120_000), "top-s001.vmdk");
+    assert_eq!(stored_in(&mut *disk, 140_000), "mid.vmdk");
+    assert_eq!(
+        files_holding_data(&mut *disk),
+        ["base.vmdk", "mid.vmdk", "top-s001.vmdk"]
     );
 
     // The middle delta's own grains are read by the host from its file, the parent's
