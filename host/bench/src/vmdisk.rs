@@ -521,13 +521,29 @@ impl VmdiskReport {
     /// Which of the CPU or the storage sets a bound `bound` that the CPU alone would set
     /// at `cpu`.
     fn bound_by(bound: Duration, cpu: Duration) -> &'static str {
-        if bound > cpu { "the storage" } else { "the CPU" }
+        if bound > cpu {
+            "the storage"
+        } else {
+            "the CPU"
+        }
     }
 
     /// About the least an incremental of `incremental`'s blocks can take here: one with
-    /// nothing to read, plus the server alone serving the changed blocks.
+    /// nothing to read, plus the server alone serving the changed blocks or, when longer,
+    /// the CPU time the server spent on the incremental and the CPU time tessera spends
+    /// storing that many new bytes (at its rate on the image file) spread evenly over
+    /// every core.
     pub fn incremental_bound(&self, incremental: &Incremental) -> Duration {
-        self.unchanged.median().elapsed + incremental.floor.median()
+        self.unchanged.median().elapsed + incremental.floor.median().max(self.storing(incremental))
+    }
+
+    /// The second part of [`VmdiskReport::incremental_bound`]: the server's and tessera's
+    /// CPU time for the changed blocks over the cores.
+    fn storing(&self, incremental: &Incremental) -> Duration {
+        let image = self.image.median();
+        let share = incremental.changed_bytes() as f64 / image.summary.bytes_read.max(1) as f64;
+        let server = incremental.run.median().server_cpu.unwrap_or_default();
+        (server + image.cpu.mul_f64(share)) / self.cpus.max(1) as u32
     }
 
     fn verdict(&self, run: &BackupRun) -> Verdict {
@@ -738,15 +754,28 @@ impl VmdiskReport {
                 ),
             ]);
             let bound = self.incremental_bound(incremental);
+            let storing = self.storing(incremental);
             rows.push([
                 format!("bound, {}", incremental.scope.label()),
                 format!("{:.3} s", bound.as_secs_f64()),
                 format!("{:.1}%", self.percent_of_full(bound)),
                 String::new(),
                 String::new(),
-                "nothing changed plus the server alone: about the least an incremental of \
-                 these blocks takes here"
-                    .into(),
+                format!(
+                    "nothing changed plus {}: about the least an incremental of these \
+                     blocks takes here",
+                    if storing > floor {
+                        format!(
+                            "storing them, {:.3} s: qemu-nbd's {:.3} CPU-s and tessera's \
+                             on the image file for as many bytes, spread over {} cores",
+                            storing.as_secs_f64(),
+                            run.server_cpu.unwrap_or_default().as_secs_f64(),
+                            self.cpus
+                        )
+                    } else {
+                        "the server alone".to_owned()
+                    }
+                ),
             ]);
         }
         let mut out = format!(
@@ -815,6 +844,7 @@ impl VmdiskReport {
                     "summary": incremental.run.median().summary.json(),
                     "server_alone": incremental.floor.json(),
                     "server_alone_percent_of_full": self.percent_of_full(incremental.floor.median()),
+                    "storing_seconds": self.storing(incremental).as_secs_f64(),
                     "bound_seconds": self.incremental_bound(incremental).as_secs_f64(),
                     "bound_percent_of_full": self.percent_of_full(self.incremental_bound(incremental)),
                 })
@@ -1458,11 +1488,12 @@ mod tests {
         incremental_seconds: [f64; 2],
         incremental_read: u64,
     ) -> VmdiskReport {
-        // Each backup uses 1.5 cores; the server half a CPU-second per backup over NBD.
+        // Each backup uses 1.5 cores; the server a core for 2/5 of its time (half a
+        // CPU-second for a full backup of 1.25 s) over NBD.
         let run = |seconds: f64, bytes_read: u64| BackupRun {
             elapsed: Duration::from_secs_f64(seconds),
             cpu: Duration::from_secs_f64(seconds * 1.5),
-            server_cpu: Some(Duration::from_millis(500)),
+            server_cpu: Some(Duration::from_secs_f64(seconds * 0.4)),
             summary: BackupSummary {
                 point: "p".into(),
                 bytes_read,
@@ -1567,9 +1598,10 @@ mod tests {
              tessera's own 0.90 s; 1024.0 MiB new, 1024.0 MiB stored; 1.50 CPU-s\n",
             "1.88 CPU-s (qemu-nbd 0.50 CPU-s)",
             "incremental, nothing changed            0.020 s   1.6%",
-            // Nothing changed and the server alone: 20 + 30 ms.
-            "bound, 1 % of the disk                  0.050 s   4.0%                       \
-             nothing changed plus the server alone",
+            // Nothing changed, 20 ms, and storing 41 MiB, longer than the server alone's
+            // 30 ms: the server's 20 ms of CPU and 1.5 CPU-s per GiB over two cores.
+            "bound, 1 % of the disk                  0.060 s   4.8%                       \
+             nothing changed plus storing them, 0.040 s: qemu-nbd's 0.020 CPU-s",
         ] {
             assert!(table.contains(line), "{table}");
         }
@@ -1588,7 +1620,9 @@ mod tests {
         assert_eq!(json["full_backup"]["server_cpu_seconds"], 0.5);
         assert_eq!(json["image_backup"]["server_cpu_seconds"], Value::Null);
         assert_eq!(json["unchanged_incremental"]["seconds"], 0.02);
-        assert_eq!(json["incremental_backups"][1]["bound_seconds"], 0.05);
+        let seconds = |key: &str| json["incremental_backups"][1][key].as_f64().unwrap();
+        assert!((seconds("bound_seconds") - 0.06).abs() < 1e-3);
+        assert!((seconds("storing_seconds") - 0.04).abs() < 1e-3);
         assert_eq!(json["server_alone"]["full"]["seconds"], 0.75);
         assert_eq!(
             json["incremental_backups"][1]["server_alone"]["bytes_read"],
@@ -1608,6 +1642,19 @@ mod tests {
         assert_eq!(
             bad.json()["incremental_backups"][0]["bytes_read_as_expected"],
             true
+        );
+
+        // A server alone slower than storing sets the incremental's bound.
+        let mut slow_server = report(1.25, [0.025, 0.05], 656 * BLOCK);
+        slow_server.incrementals[0].floor =
+            Floor::new(vec![Duration::from_millis(50)], 164 * BLOCK);
+        let table = slow_server.table();
+        assert!(
+            table.contains(
+                "bound, 1 % of the data                  0.070 s   5.6%                       \
+                 nothing changed plus the server alone: about the least"
+            ),
+            "{table}"
         );
 
         // A slow storage sets both full bounds: 1 GiB at 500 MB/s is 2.15 s.
