@@ -918,6 +918,56 @@ fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
 }
 
 #[test]
+fn a_stopped_vms_qcow2_image_backs_up_only_what_its_persistent_bitmap_marks() {
+    let env = env();
+    let image = env.path("stopped.qcow2");
+    create_qcow2(&image, "64M", &[]);
+    for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
+        qemu_write(&image, "qcow2", 0x60 + i as u8, at << 20, 2 << 20);
+    }
+    add_bitmap(&image, "64k");
+    let first = env.backup(&[p(&image), "--bitmap", "b0", "--item", "stopped"]);
+    let full_snapshot = env.path("full.raw");
+    snapshot_raw(&image, &full_snapshot);
+    assert!(first["bytes_read"].as_u64().unwrap() <= 9 << 20, "{first}");
+
+    // The VM ran and wrote 640 KiB; its image's bitmap recorded where.
+    qemu_write(&image, "qcow2", 0x77, 10 << 20, 512 << 10);
+    qemu_write(&image, "qcow2", 0x78, 50 << 20, 128 << 10);
+    let changed_snapshot = env.path("changed.raw");
+    snapshot_raw(&image, &changed_snapshot);
+    let second = env.backup(&[p(&image), "--bitmap", "b0", "--item", "stopped"]);
+    assert_eq!(
+        second["bytes_read"].as_u64().unwrap(),
+        640 << 10,
+        "{second}"
+    );
+    assert!(
+        second["bytes_carried"].as_u64().unwrap() >= 7 << 20,
+        "{second}"
+    );
+    assert_points_restore(
+        &env,
+        &[(&first, &full_snapshot), (&second, &changed_snapshot)],
+    );
+
+    // The image open in a running QEMU (its bitmap marked in use): refused, nothing
+    // committed, and the message says what to do.
+    let server = NbdServer::start(&image, None, true);
+    let before = env.points().len();
+    let err = env.backup_fails(&[p(&image), "--bitmap", "b0", "--item", "stopped"]);
+    drop(server);
+    assert!(
+        err.contains("disk0") && err.contains("in use") && err.contains("NBD"),
+        "{err}"
+    );
+    // A bitmap the image does not have names the ones it has.
+    let err = env.backup_fails(&[p(&image), "--bitmap", "nope", "--item", "stopped"]);
+    assert!(err.contains("\"nope\"") && err.contains("\"b0\""), "{err}");
+    assert_eq!(env.points().len(), before);
+}
+
+#[test]
 fn a_live_disk_spanning_many_planning_windows_backs_up_and_restores_exactly() {
     // 4 KiB chunks plan the disk 256 MiB at a time: this 1.25 GiB disk takes five
     // windows, and the reads of each window go out before the previous window's bytes are

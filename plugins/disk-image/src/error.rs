@@ -137,6 +137,16 @@ pub enum ImageErrorKind {
     )]
     InUse,
 
+    /// A persistent dirty bitmap cannot tell what changed: the image has none of that
+    /// name, or it may miss writes (in use, disabled, invalidated).
+    #[error("dirty bitmap {bitmap:?}: {reason}")]
+    Bitmap {
+        /// The bitmap's name as asked for.
+        bitmap: String,
+        /// Why it cannot be used, and what to do instead.
+        reason: String,
+    },
+
     /// The qcow2 corrupt bit is set: QEMU found its metadata inconsistent.
     #[error("the image is marked corrupt by QEMU; repair it with `qemu-img check -r all` first")]
     MarkedCorrupt,

@@ -230,6 +230,30 @@ pub trait DiskImage {
         None
     }
 
+    /// The ranges of `offset..offset + length`, sorted and merged, that the image's
+    /// persistent dirty bitmap named `bitmap` marks as written since the bitmap was created
+    /// or last cleared: what an incremental backup of a stopped VM's disk must read.
+    /// Refused with [`ImageErrorKind::Bitmap`] when the image has no such bitmap or it may
+    /// miss writes. The default, for formats without bitmaps, refuses every name.
+    fn dirty_ranges(
+        &mut self,
+        bitmap: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<(u64, u64)>, ImageError> {
+        let _ = (offset, length);
+        Err(ImageError::new(
+            self.name(),
+            ImageErrorKind::Bitmap {
+                bitmap: bitmap.to_owned(),
+                reason: format!(
+                    "{} images hold no persistent dirty bitmaps (qcow2 images and NBD exports do)",
+                    self.format().name()
+                ),
+            },
+        ))
+    }
+
     /// One line about the image and its backing chain, for logs.
     fn describe(&self) -> String;
 }
@@ -255,6 +279,14 @@ impl<T: DiskImage + ?Sized> DiskImage for Box<T> {
     }
     fn file_name(&self, file: u32) -> Option<&str> {
         (**self).file_name(file)
+    }
+    fn dirty_ranges(
+        &mut self,
+        bitmap: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<(u64, u64)>, ImageError> {
+        (**self).dirty_ranges(bitmap, offset, length)
     }
     fn describe(&self) -> String {
         (**self).describe()

@@ -194,23 +194,24 @@ fn open(
     mounts: &[GrantedDir],
     parent: Option<&sink::ParentEntry>,
 ) -> Result<Source, PluginError> {
+    let usable_parent =
+        parent.is_some_and(|p| stored_chunk_size(&p.entry.meta) == Some(options.chunk_size));
+    if options.bitmap.is_some() && !usable_parent {
+        info!(
+            "{name}: no parent point holds this disk cut in {}-byte chunks; the dirty \
+             bitmap is not used and the whole disk is read",
+            options.chunk_size
+        );
+    }
     if source::is_url(given) {
-        let usable_parent =
-            parent.is_some_and(|p| stored_chunk_size(&p.entry.meta) == Some(options.chunk_size));
         let bitmap = options.bitmap_context.as_deref().filter(|_| usable_parent);
-        if options.bitmap_context.is_some() && !usable_parent {
-            info!(
-                "{name}: no parent point holds this disk cut in {}-byte chunks; the dirty \
-                 bitmap is not used and the whole disk is read",
-                options.chunk_size
-            );
-        }
         source::open_nbd(name, given, bitmap).map(Source::Nbd)
     } else {
-        if options.bitmap_context.is_some() {
-            debug!("{name}: the dirty bitmap applies to NBD sources only, not to {given}");
+        let mut source = source::open_path(name, given, options.image_format, mounts)?;
+        if let Some(bitmap) = options.bitmap.as_deref().filter(|_| usable_parent) {
+            source.use_file_bitmap(name, bitmap)?;
         }
-        source::open_path(name, given, options.image_format, mounts)
+        Ok(source)
     }
 }
 

@@ -18,6 +18,7 @@ pub(crate) fn from_image(disk: &str, err: &ImageError) -> PluginError {
         ImageErrorKind::Io { .. } => PluginError::Io(message),
         ImageErrorKind::Unsupported { .. } => PluginError::Unsupported(message),
         ImageErrorKind::InUse
+        | ImageErrorKind::Bitmap { .. }
         | ImageErrorKind::BackingUnavailable { .. }
         | ImageErrorKind::ExtentUnavailable { .. } => PluginError::SourceUnavailable(message),
         // A read past the end of a disk is a request this plugin should never make.

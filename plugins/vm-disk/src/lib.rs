@@ -81,9 +81,10 @@ impl describe::Guest for VmDisk {
                     BITMAP,
                     SettingKind::Text,
                     None,
-                    "Name of a QEMU dirty bitmap the NBD server exports \
-                     (qemu:dirty-bitmap:NAME). With a parent point, only the blocks it marks \
-                     are read; the rest is carried over from the parent.",
+                    "Name of a QEMU dirty bitmap: one the NBD server exports \
+                     (qemu:dirty-bitmap:NAME), or a persistent bitmap of a qcow2 image file \
+                     (qemu-img bitmap, libvirt checkpoints). With a parent point, only the \
+                     blocks it marks are read; the rest is carried over from the parent.",
                 ),
                 setting(
                     CHUNK_SIZE,

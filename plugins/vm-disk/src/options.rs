@@ -22,6 +22,9 @@ const MAX_CHUNK_SIZE: i64 = 4 << 20;
 pub(crate) struct CaptureOptions {
     /// The format of file sources; `None` probes each file.
     pub(crate) image_format: Option<Format>,
+    /// The name of the dirty bitmap to read: a qcow2 image's persistent bitmap, or the one
+    /// an NBD server exports.
+    pub(crate) bitmap: Option<String>,
     /// The NBD metadata context of the dirty bitmap to read (`qemu:dirty-bitmap:NAME`).
     pub(crate) bitmap_context: Option<String>,
     /// The fixed chunk size, a power of two.
@@ -53,19 +56,18 @@ impl CaptureOptions {
                 )));
             }
         };
-        let bitmap_context = match settings.get(BITMAP)? {
+        let bitmap = match settings.get(BITMAP)? {
             None => None,
             Some(name) if name.trim().is_empty() || name.contains('\0') => {
                 return Err(invalid(format!(
                     "setting `{BITMAP}` must name a dirty bitmap, not {name:?}"
                 )));
             }
-            Some(name) => Some(format!(
-                "{}{}",
-                tessera_nbd::QEMU_DIRTY_BITMAP_PREFIX,
-                name.trim()
-            )),
+            Some(name) => Some(name.trim().to_owned()),
         };
+        let bitmap_context = bitmap
+            .as_ref()
+            .map(|name| format!("{}{name}", tessera_nbd::QEMU_DIRTY_BITMAP_PREFIX));
         let chunk_size = parse_chunk_size(settings.int(CHUNK_SIZE, DEFAULT_CHUNK_SIZE.into())?)?;
         let config = settings.get(CONFIG)?.map(str::to_owned);
         let disks = select_disks(
@@ -75,6 +77,7 @@ impl CaptureOptions {
         )?;
         Ok(CaptureOptions {
             image_format,
+            bitmap,
             bitmap_context,
             chunk_size,
             config,

@@ -60,6 +60,8 @@ pub(crate) struct FileSource {
     /// Whether the image refers to other files (a backing file, a VMDK descriptor's extents
     /// or parent), whose changes its own metadata does not show.
     pub(crate) backed: bool,
+    /// The image's persistent dirty bitmap that tells what changed since the parent point.
+    bitmap: Option<String>,
     image: Box<dyn DiskImage>,
     /// Reads queued with [`Source::queue_read`], already read.
     ready: VecDeque<Result<ReadBytes, PluginError>>,
@@ -205,13 +207,24 @@ impl Source {
 
     /// Whether a dirty bitmap tells what changed since the parent point.
     pub(crate) fn has_bitmap(&self) -> bool {
-        matches!(
-            self,
-            Source::Nbd(NbdSource {
-                bitmap: Some(_),
-                ..
-            })
-        )
+        match self {
+            Source::File(file) => file.bitmap.is_some(),
+            Source::Nbd(nbd) => nbd.bitmap.is_some(),
+            Source::Device(_) => false,
+        }
+    }
+
+    /// Has the image file's persistent dirty bitmap `bitmap` tell what changed since the
+    /// parent point, once it is found usable: present, enabled, not in use.
+    pub(crate) fn use_file_bitmap(&mut self, disk: &str, bitmap: &str) -> Result<(), PluginError> {
+        let Source::File(file) = self else {
+            return Ok(());
+        };
+        file.image
+            .dirty_ranges(bitmap, 0, 0)
+            .map_err(|err| from_image(disk, &err))?;
+        file.bitmap = Some(bitmap.to_owned());
+        Ok(())
     }
 
     /// The `(offset, length)` ranges of `offset..offset + length` that may hold data; the
@@ -262,7 +275,15 @@ impl Source {
                     .map_err(|err| from_nbd(disk, NbdPhase::Transfer, &err)),
                 None => Ok(None),
             },
-            Source::File(_) | Source::Device(_) => Ok(None),
+            Source::File(file) => match file.bitmap.clone() {
+                Some(bitmap) => file
+                    .image
+                    .dirty_ranges(&bitmap, offset, length)
+                    .map(Some)
+                    .map_err(|err| from_image(disk, &err)),
+                None => Ok(None),
+            },
+            Source::Device(_) => Ok(None),
         }
     }
 
@@ -466,6 +487,7 @@ pub(crate) fn open_path(
         host_path,
         stat,
         backed,
+        bitmap: None,
         image,
         ready: VecDeque::new(),
     }))

@@ -22,7 +22,7 @@
 //!     72     8  incompatible_features    bit 0 dirty, 1 corrupt, 2 external data file,
 //!                                        3 compression type, 4 extended L2 entries
 //!     80     8  compatible_features      bit 0 lazy refcounts
-//!     88     8  autoclear_features
+//!     88     8  autoclear_features       bit 0: the bitmaps extension is consistent
 //!     96     4  refcount_order           refcount width = 1 << refcount_order bits
 //!    100     4  header_length            >= 104, a multiple of 8
 //!    104     1  compression_type         0 zlib, 1 zstd (present if header_length > 104)
@@ -79,6 +79,13 @@ const EXT_END: u32 = 0;
 const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
+const EXT_BITMAPS: u32 = 0x2385_2875;
+/// The bitmaps extension: nb_bitmaps (u32) || reserved (u32) || bitmap_directory_size
+/// (u64) || bitmap_directory_offset (u64).
+const BITMAPS_EXT_LEN: usize = 24;
+/// Autoclear feature: the bitmaps extension's data is consistent. A program that writes
+/// the image without knowing bitmaps clears it, and the bitmaps no longer show its writes.
+const AUTOCLEAR_BITMAPS: u64 = 1 << 0;
 /// One feature name table entry: type (u8) || bit (u8) || name (46 bytes, zero padded).
 const FEATURE_ENTRY_LEN: usize = 48;
 
@@ -105,8 +112,27 @@ pub(crate) struct Header {
     pub backing_file: Option<String>,
     /// The backing format extension's string, if present.
     pub backing_format: Option<String>,
+    /// The persistent bitmaps the header points to.
+    pub bitmaps: Bitmaps,
 }
 
+/// What the header says of persistent bitmaps (qcow2 version 3 only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bitmaps {
+    /// The image has none.
+    Absent,
+    /// The image has some, but a program that did not know them wrote it since (the
+    /// autoclear bit is clear), so they may miss writes.
+    Invalidated,
+    /// The bitmap directory: its entries, where it lies and its length in bytes, and where
+    /// the extension that points to it lies (for errors).
+    Directory {
+        count: u32,
+        offset: u64,
+        size: u64,
+        extension_at: u64,
+    },
+}
 /// Copies `N` bytes at `at`, or zeros where `buf` is shorter (callers check lengths first).
 fn field<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
@@ -228,8 +254,8 @@ impl Header {
         }
         let cluster_size = 1u64 << cluster_bits;
 
-        let (incompatible, header_length) = if version == 2 {
-            (0, V2_HEADER_LEN)
+        let (incompatible, autoclear, header_length) = if version == 2 {
+            (0, 0, V2_HEADER_LEN)
         } else {
             if fixed_len < V3_MIN_HEADER_LEN {
                 return Err(ImageError::new(
@@ -264,7 +290,7 @@ impl Header {
                     format!("refcount_order is {refcount_order}, more than {MAX_REFCOUNT_ORDER}"),
                 ));
             }
-            (be64(&fixed, 72), header_length)
+            (be64(&fixed, 72), be64(&fixed, 88), header_length)
         };
 
         // The rest of the first cluster holds the extensions and the backing file name.
@@ -424,6 +450,18 @@ impl Header {
             }
         };
 
+        // Version 2 has no autoclear bits, so no consistent bitmaps either.
+        let bitmaps = match ext.bitmaps {
+            None => Bitmaps::Absent,
+            Some(_) if autoclear & AUTOCLEAR_BITMAPS == 0 => Bitmaps::Invalidated,
+            Some((count, size, offset, extension_at)) => Bitmaps::Directory {
+                count,
+                offset,
+                size,
+                extension_at,
+            },
+        };
+
         Ok(Header {
             version,
             cluster_bits,
@@ -434,6 +472,7 @@ impl Header {
             compression,
             backing_file,
             backing_format: ext.backing_format,
+            bitmaps,
         })
     }
 
@@ -448,6 +487,8 @@ impl Header {
 struct Extensions {
     backing_format: Option<String>,
     data_file: Option<String>,
+    /// The bitmaps extension: nb_bitmaps, directory size and offset, and where it lies.
+    bitmaps: Option<(u32, u64, u64, u64)>,
     /// Names of incompatible features by bit.
     feature_names: Vec<(u32, String)>,
 }
@@ -489,6 +530,19 @@ fn parse_extensions(
         };
         let text = || String::from_utf8_lossy(data).into_owned();
         match ext_type {
+            EXT_BITMAPS => {
+                if data.len() != BITMAPS_EXT_LEN {
+                    return Err(corrupt(
+                        name,
+                        pos,
+                        format!(
+                            "the bitmaps extension holds {} bytes, not {BITMAPS_EXT_LEN}",
+                            data.len()
+                        ),
+                    ));
+                }
+                ext.bitmaps = Some((be32(data, 0), be64(data, 8), be64(data, 16), pos));
+            }
             EXT_BACKING_FORMAT => ext.backing_format = Some(text()),
             EXT_DATA_FILE => ext.data_file = Some(text()),
             EXT_FEATURE_TABLE => {

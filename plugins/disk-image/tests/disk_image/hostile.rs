@@ -63,6 +63,9 @@ fn use_image(image: &mut dyn DiskImage, seed: u64) {
     let _ = image.read_at(size, &mut buf[..1]);
     let _ = image.map(size.saturating_sub(1), 2);
     let _ = image.runs(size.saturating_sub(1), 2);
+    for (at, n) in [(0, size), (size / 3, size / 3 + 1), (size, 0)] {
+        let _ = image.dirty_ranges("b0", at, n.min(size - at));
+    }
 }
 
 /// A small image with data in several L2 tables, written by our writer (4 KiB clusters).
@@ -166,6 +169,15 @@ fn mutated_qemu_images_never_panic() {
     ]);
     qemu_io(&backed, "qcow2", &["write -P 9 0 70000"]);
     images.push(std::fs::read(&backed).unwrap());
+    // With persistent dirty bitmaps, one of them written to.
+    let bitmapped = path(d, "bitmapped.qcow2");
+    convert_raw(&src, &bitmapped, "qcow2", "cluster_size=4k");
+    for (granularity, bitmap) in [("4096", "b0"), ("65536", "b1")] {
+        let image = bitmapped.to_str().unwrap();
+        qemu_img(&["bitmap", "--add", "-g", granularity, image, bitmap]);
+    }
+    qemu_io(&bitmapped, "qcow2", &["write -P 5 300000 9000"]);
+    images.push(std::fs::read(&bitmapped).unwrap());
 
     let mut rng = SplitMix::new(1);
     for image in &images {

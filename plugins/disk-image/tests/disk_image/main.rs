@@ -10,6 +10,7 @@ static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::Syste
 mod support;
 
 mod backing;
+mod bitmaps;
 mod hostile;
 mod qemu_read;
 mod refused;
