@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use tessera_runtime::{Runtime, RuntimeOptions};
+use tessera_vault::format::DEFAULT_COMPRESSION_LEVEL;
 use tessera_vault::{
     Backend, Credential, Encryption, Error as VaultError, FileKind, InitOptions, LocalBackend,
     OpenOptions, SystemClock, Vault,
@@ -169,7 +170,8 @@ impl Context {
         if !is_new {
             return self.open_at(&location);
         }
-        let created = self.create_at(&location, Protection::Encrypted)?;
+        let created =
+            self.create_at(&location, Protection::Encrypted, DEFAULT_COMPRESSION_LEVEL)?;
         self.output
             .note(&format!("created the vault {}", created.path.display()));
         if let Some(key_file) = &created.new_key_file {
@@ -180,12 +182,21 @@ impl Context {
     }
 
     /// Creates a vault at the location in effect.
-    pub fn init_vault(&self, protection: Protection) -> Result<CreatedVault> {
+    pub fn init_vault(
+        &self,
+        protection: Protection,
+        compression_level: i32,
+    ) -> Result<CreatedVault> {
         let location = self.location()?;
-        self.create_at(&location, protection)
+        self.create_at(&location, protection, compression_level)
     }
 
-    fn create_at(&self, location: &VaultLocation, protection: Protection) -> Result<CreatedVault> {
+    fn create_at(
+        &self,
+        location: &VaultLocation,
+        protection: Protection,
+        compression_level: i32,
+    ) -> Result<CreatedVault> {
         let mut new_key_file = None;
         let encryption = match protection {
             Protection::Unencrypted => Encryption::None,
@@ -208,8 +219,10 @@ impl Context {
             }
         };
         let backend = Arc::new(LocalBackend::new(&location.path));
-        let vault = Vault::init(backend, InitOptions::new(encryption), Arc::new(SystemClock))
-            .map_err(|err| match err {
+        let mut options = InitOptions::new(encryption);
+        options.compression_level = compression_level;
+        let vault =
+            Vault::init(backend, options, Arc::new(SystemClock)).map_err(|err| match err {
                 // The message names the location already.
                 VaultError::AlreadyExists(_) => anyhow!(err),
                 _ => anyhow!(err).context(format!(

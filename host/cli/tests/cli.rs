@@ -489,3 +489,42 @@ fn backup_ls_and_restore_with_the_builtin_file_share_plugin() {
         "{warned}"
     );
 }
+
+#[test]
+fn compression_is_the_vaults_unless_a_backup_sets_its_own() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.run(&["--json", "vault", "init", "--compression", "0"]);
+    assert_success(&out);
+    assert_eq!(json(&out)["compression"], 0);
+    let source = sandbox.path("logs");
+    std::fs::create_dir_all(&source).unwrap();
+    let text: String = (0..40_000)
+        .map(|i| format!("line {i}: the service answered in {} ms\n", i % 97))
+        .collect();
+    let source_arg = source.to_str().unwrap();
+    let backup = |text: &str, extra: &[&str]| {
+        std::fs::write(source.join("app.log"), text).unwrap();
+        let mut args = vec!["--json", "backup", source_arg];
+        args.extend_from_slice(extra);
+        let out = sandbox.run(&args);
+        assert_success(&out);
+        let summary = json(&out);
+        let new = summary["bytes_new"].as_u64().unwrap();
+        let stored = summary["bytes_stored"].as_u64().unwrap();
+        assert!(new > 1_000_000, "{summary}");
+        (new, stored)
+    };
+    // The vault's level 0: stored as it is.
+    let (new, stored) = backup(&text, &[]);
+    assert!(stored >= new, "{new} new bytes stored in {stored}");
+    // This backup's own level.
+    let (new, stored) = backup(&text.replace("ms", "us"), &["--compression", "19"]);
+    assert!(stored * 4 < new, "{new} new bytes stored in {stored}");
+
+    for bad in [
+        &["vault", "init", "--compression", "23"][..],
+        &["backup", source_arg, "--compression", "-1"],
+    ] {
+        assert_exit(&sandbox.run(bad), 2);
+    }
+}

@@ -128,6 +128,9 @@ pub struct CaptureJob {
     pub tags: Vec<String>,
     /// Commands to run before and after the capture.
     pub hooks: Option<Hooks>,
+    /// The zstd level of this backup's chunks (0 stores them raw); the vault's own when
+    /// `None`.
+    pub compression_level: Option<i32>,
 }
 
 impl CaptureJob {
@@ -142,6 +145,7 @@ impl CaptureJob {
             parent: None,
             tags: Vec::new(),
             hooks: None,
+            compression_level: None,
         }
     }
 }
@@ -559,6 +563,7 @@ impl Runtime {
         };
         options.tags = job.tags.clone();
         options.host = hostname();
+        options.compression_level = job.compression_level;
         let hooks = job.hooks.clone().unwrap_or_default();
         let pre_hook = hooks
             .pre

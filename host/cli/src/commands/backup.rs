@@ -79,6 +79,10 @@ pub struct BackupArgs {
     /// Seconds each hook may run before it is killed
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub hook_timeout: u64,
+    /// zstd level of this backup's new chunks, 1 (fastest) to 22 (smallest), or 0 to store
+    /// them uncompressed [default: the vault's, set by `vault init --compression`]
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=22))]
+    pub compression: Option<i32>,
 }
 
 /// The JSON result.
@@ -200,6 +204,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
         parent,
         tags: args.tags.clone(),
         hooks,
+        compression_level: args.compression,
     };
     let bar = Bar::new(&ctx.output, "backing up");
     let outcome = runtime
