@@ -147,15 +147,21 @@ pub(crate) fn read_directory(
             .get(pos..pos + ENTRY_LEN)
             .ok_or_else(|| corrupt(name, at, "the bitmap directory ends inside an entry".into()))?;
         let name_size = usize::from(u16::from_be_bytes(be(fixed, 18)));
-        let extra_size = u32::from_be_bytes(be(fixed, 20)) as usize;
-        let entry_len = (ENTRY_LEN + extra_size + name_size).next_multiple_of(8);
-        let Some(entry) = bytes.get(pos..pos.saturating_add(entry_len)) else {
+        let extra_size = u64::from(u32::from_be_bytes(be(fixed, 20)));
+        // Counted in u64: usize is 32 bits in the sandbox. An entry that fits in the
+        // directory, at most MAX_DIRECTORY bytes, fits in usize.
+        let entry_len = (ENTRY_LEN as u64 + extra_size + name_size as u64).next_multiple_of(8);
+        let Some(entry) = (entry_len <= length - pos as u64)
+            .then(|| bytes.get(pos..pos + entry_len as usize))
+            .flatten()
+        else {
             return Err(corrupt(
                 name,
                 at,
                 "a bitmap directory entry runs past the end of the directory".into(),
             ));
         };
+        let extra_size = extra_size as usize;
         if name_size == 0 || name_size > MAX_NAME {
             return Err(corrupt(
                 name,
@@ -178,7 +184,7 @@ pub(crate) fn read_directory(
         };
         bitmap.check(name, cluster_size, size, file_size)?;
         entries.push(bitmap);
-        pos += entry_len;
+        pos += entry.len();
     }
     if pos as u64 != length {
         return Err(corrupt(

@@ -197,6 +197,19 @@ fn bitmaps_that_may_miss_writes_are_refused_with_the_reason() {
     let mut buf = vec![0u8; 4096];
     disk.read_at(0, &mut buf).unwrap();
 
+    // Extra data said to be 4 GiB long: past the directory's end, whatever usize is.
+    let mut bytes = std::fs::read(&image).unwrap();
+    let entry = first_bitmap_entry(&bytes);
+    bytes[entry + 20..entry + 24].copy_from_slice(&0xffff_fff0u32.to_be_bytes());
+    let long = path(d, "long.qcow2");
+    std::fs::write(&long, &bytes).unwrap();
+    let mut disk = open_file(&long, None).unwrap();
+    let err = expect_error(disk.dirty_ranges("active", 0, MIB), long.to_str().unwrap());
+    assert!(
+        err.to_string().contains("past the end of the directory"),
+        "{err}"
+    );
+
     let mut bytes = std::fs::read(&image).unwrap();
     let entry = first_bitmap_entry(&bytes);
     let table = u64::from_be_bytes(bytes[entry..entry + 8].try_into().unwrap()) as usize;
