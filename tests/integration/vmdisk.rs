@@ -869,15 +869,20 @@ impl Drop for NbdServer {
     }
 }
 
+/// A 64 MiB qcow2 disk with 2 MiB of data at four places and an empty dirty bitmap `b0`.
+fn bitmapped_disk(image: &Path) {
+    create_qcow2(image, "64M", &[]);
+    for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
+        qemu_write(image, "qcow2", 0x50 + i as u8, at << 20, 2 << 20);
+    }
+    add_bitmap(image, "64k");
+}
+
 #[test]
 fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
     let env = env();
     let image = env.path("live.qcow2");
-    create_qcow2(&image, "64M", &[]);
-    for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
-        qemu_write(&image, "qcow2", 0x50 + i as u8, at << 20, 2 << 20);
-    }
-    add_bitmap(&image, "64k");
+    bitmapped_disk(&image);
 
     let full_snapshot = env.path("full.raw");
     let first = {
@@ -921,11 +926,7 @@ fn a_live_disk_over_nbd_backs_up_only_changed_blocks_through_a_dirty_bitmap() {
 fn a_stopped_vms_qcow2_image_backs_up_only_what_its_persistent_bitmap_marks() {
     let env = env();
     let image = env.path("stopped.qcow2");
-    create_qcow2(&image, "64M", &[]);
-    for (i, at) in [0u64, 8, 20, 40].into_iter().enumerate() {
-        qemu_write(&image, "qcow2", 0x60 + i as u8, at << 20, 2 << 20);
-    }
-    add_bitmap(&image, "64k");
+    bitmapped_disk(&image);
     let first = env.backup(&[p(&image), "--bitmap", "b0", "--item", "stopped"]);
     let full_snapshot = env.path("full.raw");
     snapshot_raw(&image, &full_snapshot);

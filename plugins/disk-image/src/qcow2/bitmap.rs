@@ -27,7 +27,7 @@
 
 use crate::error::{ImageError, ImageErrorKind};
 use crate::qcow2::OFFSET_MASK;
-use crate::qcow2::header::{Bitmaps, read_exact};
+use crate::qcow2::header::{Bitmaps, corrupt, read_exact};
 
 /// Longest bitmap directory read, QEMU's limit: 65535 bitmaps of at most 1 KiB each.
 const MAX_DIRECTORY: u64 = 64 << 20;
@@ -71,16 +71,6 @@ pub(crate) enum Directory {
     Absent,
     Invalidated,
     Read(Vec<Bitmap>),
-}
-
-fn corrupt(name: &str, offset: u64, reason: String) -> ImageError {
-    ImageError::new(
-        name,
-        ImageErrorKind::Corrupt {
-            offset: Some(offset),
-            reason,
-        },
-    )
 }
 
 fn be<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {

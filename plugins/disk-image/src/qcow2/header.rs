@@ -150,7 +150,8 @@ fn be64(buf: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(field(buf, at))
 }
 
-fn corrupt(name: &str, offset: u64, reason: String) -> ImageError {
+/// A [`ImageErrorKind::Corrupt`] error about the image `name` at file offset `offset`.
+pub(crate) fn corrupt(name: &str, offset: u64, reason: String) -> ImageError {
     ImageError::new(
         name,
         ImageErrorKind::Corrupt {
