@@ -204,8 +204,8 @@ fn open(
         );
     }
     if source::is_url(given) {
-        let bitmap = options.bitmap_context.as_deref().filter(|_| usable_parent);
-        source::open_nbd(name, given, bitmap).map(Source::Nbd)
+        let context = options.bitmap_context().filter(|_| usable_parent);
+        source::open_nbd(name, given, context.as_deref()).map(Source::Nbd)
     } else {
         let mut source = source::open_path(name, given, options.image_format, mounts)?;
         if let Some(bitmap) = options.bitmap.as_deref().filter(|_| usable_parent) {

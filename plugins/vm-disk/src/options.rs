@@ -25,8 +25,6 @@ pub(crate) struct CaptureOptions {
     /// The name of the dirty bitmap to read: a qcow2 image's persistent bitmap, or the one
     /// an NBD server exports.
     pub(crate) bitmap: Option<String>,
-    /// The NBD metadata context of the dirty bitmap to read (`qemu:dirty-bitmap:NAME`).
-    pub(crate) bitmap_context: Option<String>,
     /// The fixed chunk size, a power of two.
     pub(crate) chunk_size: u32,
     /// The sandbox path of the configuration document to store.
@@ -36,6 +34,12 @@ pub(crate) struct CaptureOptions {
 }
 
 impl CaptureOptions {
+    /// The NBD metadata context of the dirty bitmap to read (`qemu:dirty-bitmap:NAME`).
+    pub(crate) fn bitmap_context(&self) -> Option<String> {
+        let name = self.bitmap.as_ref()?;
+        Some(format!("{}{name}", tessera_nbd::QEMU_DIRTY_BITMAP_PREFIX))
+    }
+
     /// Reads the settings of a capture of `source_count` sources.
     pub(crate) fn parse(
         settings: &Settings<'_>,
@@ -65,9 +69,6 @@ impl CaptureOptions {
             }
             Some(name) => Some(name.trim().to_owned()),
         };
-        let bitmap_context = bitmap
-            .as_ref()
-            .map(|name| format!("{}{name}", tessera_nbd::QEMU_DIRTY_BITMAP_PREFIX));
         let chunk_size = parse_chunk_size(settings.int(CHUNK_SIZE, DEFAULT_CHUNK_SIZE.into())?)?;
         let config = settings.get(CONFIG)?.map(str::to_owned);
         let disks = select_disks(
@@ -78,7 +79,6 @@ impl CaptureOptions {
         Ok(CaptureOptions {
             image_format,
             bitmap,
-            bitmap_context,
             chunk_size,
             config,
             disks,
@@ -219,7 +219,8 @@ mod tests {
     fn defaults() {
         let options = capture(&[], 2).unwrap();
         assert_eq!(options.image_format, None);
-        assert_eq!(options.bitmap_context, None);
+        assert_eq!(options.bitmap, None);
+        assert_eq!(options.bitmap_context(), None);
         assert_eq!(options.chunk_size, 65536);
         assert_eq!(options.config, None);
         assert_eq!(options.disks, [0, 1]);
@@ -239,7 +240,7 @@ mod tests {
         .unwrap();
         assert_eq!(options.image_format, Some(Format::Qcow2));
         assert_eq!(
-            options.bitmap_context.as_deref(),
+            options.bitmap_context().as_deref(),
             Some("qemu:dirty-bitmap:b0")
         );
         assert_eq!(options.chunk_size, 1 << 20);

@@ -27,7 +27,7 @@
 
 use crate::error::{ImageError, ImageErrorKind};
 use crate::qcow2::OFFSET_MASK;
-use crate::qcow2::header::{Bitmaps, corrupt, read_exact};
+use crate::qcow2::header::{Bitmaps, be32, be64, corrupt, field, read_exact};
 
 /// Longest bitmap directory read, QEMU's limit: 65535 bitmaps of at most 1 KiB each.
 const MAX_DIRECTORY: u64 = 64 << 20;
@@ -71,12 +71,6 @@ pub(crate) enum Directory {
     Absent,
     Invalidated,
     Read(Vec<Bitmap>),
-}
-
-fn be<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    out.copy_from_slice(&bytes[at..at + N]);
-    out
 }
 
 /// Reads and checks the bitmap directory the header points to. `size` is the virtual
@@ -136,8 +130,8 @@ pub(crate) fn read_directory(
         let fixed = bytes
             .get(pos..pos + ENTRY_LEN)
             .ok_or_else(|| corrupt(name, at, "the bitmap directory ends inside an entry".into()))?;
-        let name_size = usize::from(u16::from_be_bytes(be(fixed, 18)));
-        let extra_size = u64::from(u32::from_be_bytes(be(fixed, 20)));
+        let name_size = usize::from(u16::from_be_bytes(field(fixed, 18)));
+        let extra_size = u64::from(be32(fixed, 20));
         // Counted in u64: usize is 32 bits in the sandbox. An entry that fits in the
         // directory, at most MAX_DIRECTORY bytes, fits in usize.
         let entry_len = (ENTRY_LEN as u64 + extra_size + name_size as u64).next_multiple_of(8);
@@ -164,9 +158,9 @@ pub(crate) fn read_directory(
             String::from_utf8_lossy(&entry[name_start..name_start + name_size]).into_owned();
         let bitmap = Bitmap {
             name: bitmap_name,
-            table_offset: u64::from_be_bytes(be(fixed, 0)),
-            table_size: u64::from(u32::from_be_bytes(be(fixed, 8))),
-            flags: u32::from_be_bytes(be(fixed, 12)),
+            table_offset: be64(fixed, 0),
+            table_size: u64::from(be32(fixed, 8)),
+            flags: be32(fixed, 12),
             kind: fixed[16],
             granularity_bits: fixed[17],
             extra_data: extra_size > 0,
@@ -372,7 +366,7 @@ pub(crate) fn dirty_ranges(
         read_exact(reader, name, "bitmap table", table_at, &mut table)?;
         for (i, raw) in table.chunks_exact(8).enumerate() {
             let index = entry + i as u64;
-            let value = u64::from_be_bytes(be(raw, 0));
+            let value = be64(raw, 0);
             let host = value & OFFSET_MASK;
             let at = table_at + i as u64 * 8;
             if value & !(OFFSET_MASK | TABLE_ALL_ONES) != 0

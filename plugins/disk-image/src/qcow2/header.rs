@@ -133,8 +133,9 @@ pub(crate) enum Bitmaps {
         extension_at: u64,
     },
 }
+
 /// Copies `N` bytes at `at`, or zeros where `buf` is shorter (callers check lengths first).
-fn field<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+pub(crate) fn field<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     if let Some(src) = buf.get(at..at.saturating_add(N)) {
         out.copy_from_slice(src);
@@ -142,11 +143,13 @@ fn field<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
     out
 }
 
-fn be32(buf: &[u8], at: usize) -> u32 {
+/// The big-endian u32 at `at`, as [`field`] reads it.
+pub(crate) fn be32(buf: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(field(buf, at))
 }
 
-fn be64(buf: &[u8], at: usize) -> u64 {
+/// The big-endian u64 at `at`, as [`field`] reads it.
+pub(crate) fn be64(buf: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(field(buf, at))
 }
 
