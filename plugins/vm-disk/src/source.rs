@@ -17,7 +17,7 @@ use tessera_plugin_sdk::error::host_error_text;
 use tessera_plugin_sdk::host::PosixStat;
 use tessera_plugin_sdk::meta::FileType;
 use tessera_plugin_sdk::prelude::*;
-use tessera_plugin_sdk::{debug, warn};
+use tessera_plugin_sdk::{debug, info, warn};
 
 use crate::backing::{self, GrantedDir};
 use crate::error::{NbdPhase, from_image, from_nbd};
@@ -215,9 +215,11 @@ impl Source {
     }
 
     /// Has the image file's persistent dirty bitmap `bitmap` tell what changed since the
-    /// parent point, once it is found usable: present, enabled, not in use.
+    /// parent point, once it is found usable: present, enabled, not in use. A block device
+    /// has none, and is read whole.
     pub(crate) fn use_file_bitmap(&mut self, disk: &str, bitmap: &str) -> Result<(), PluginError> {
         let Source::File(file) = self else {
+            info!("{disk}: a block device keeps no dirty bitmap; it is read whole");
             return Ok(());
         };
         file.image
