@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc};
-use tessera_vault::commands::check::{CheckOptions, check};
+use tessera_vault::commands::check::{CheckOptions, DataSubset, check};
 use tessera_vault::{Error, Vault};
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -35,7 +35,7 @@ fn full_check(vault: &Vault) -> tessera_vault::commands::check::CheckReport {
         vault,
         CheckOptions {
             read_data: true,
-            workers: 0,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -83,6 +83,75 @@ fn damaged_packs_are_reported_with_affected_paths() {
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
+}
+
+#[test]
+fn a_data_subset_reads_only_its_packs_and_its_parts_cover_the_vault() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(52, 8 << 20);
+    let mut opts = options("item");
+    opts.pack_size = 1 << 20;
+    backup_files(&tv.vault, opts, &[("dir/f", &data)], small_cdc()).unwrap();
+    let mut packs = files_under(&tv.path().join("data"));
+    assert!(packs.len() >= 6, "{} packs", packs.len());
+    // The largest pack holds file data, not the trees every check reads.
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let victim = packs.last().unwrap();
+    let victim_name = victim.file_name().unwrap().to_str().unwrap().to_string();
+    damage(victim, "flip");
+    let vault = tv.reopen();
+    let subset_check = |subset| {
+        check(
+            &vault,
+            CheckOptions {
+                read_data: true,
+                subset,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+
+    let mut read = 0;
+    let mut found = 0;
+    for n in 1..=3 {
+        let report = subset_check(DataSubset::Part { n, of: 3 });
+        assert_eq!(report.packs, packs.len());
+        assert!(report.packs_read < packs.len(), "part {n} read every pack");
+        read += report.packs_read;
+        if report.is_ok() {
+            continue;
+        }
+        found += 1;
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.message.contains(&victim_name)),
+            "part {n}: {:#?}",
+            report.problems
+        );
+        assert!(
+            report
+                .problems
+                .iter()
+                .flat_map(|p| &p.affected)
+                .any(|a| a.path == "dir/f"),
+            "part {n}: {:#?}",
+            report.problems
+        );
+    }
+    assert_eq!(read, packs.len(), "the three parts read every pack once");
+    assert_eq!(found, 1, "exactly one part holds the damaged pack");
+
+    assert_eq!(subset_check(DataSubset::Bytes(1)).packs_read, 1);
+    assert_eq!(
+        subset_check(DataSubset::Percent(100.0)).packs_read,
+        packs.len()
+    );
+    let everything = subset_check(DataSubset::All);
+    assert_eq!(everything.packs_read, packs.len());
+    assert!(!everything.is_ok());
 }
 
 #[test]

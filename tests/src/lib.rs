@@ -365,7 +365,7 @@ pub fn run_ok(command: &mut std::process::Command) -> String {
 pub fn assert_sound(vault: &Vault) {
     let options = tessera_vault::commands::check::CheckOptions {
         read_data: true,
-        workers: 0,
+        ..Default::default()
     };
     let report = tessera_vault::commands::check::check(vault, options).expect("check runs");
     assert!(

@@ -342,6 +342,42 @@ fn check_of_a_fresh_vault_succeeds() {
 }
 
 #[test]
+fn check_reads_a_subset_of_the_packs() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), b"alpha").unwrap();
+    assert_success(&sandbox.run(&["backup", source.to_str().unwrap()]));
+
+    let out = sandbox.run(&["--json", "check", "--read-data-subset", "1/1"]);
+    assert_success(&out);
+    let report = json(&out);
+    let packs = report["packs"].as_u64().unwrap();
+    assert!(packs >= 2, "{report}");
+    assert_eq!(report["packs_read"], packs, "{report}");
+
+    // One byte's worth of packs is one pack.
+    let out = sandbox.run(&["check", "--read-data-subset", "1"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains(&format!("read 1 of {packs} packs")),
+        "{}",
+        stdout(&out)
+    );
+
+    for bad in ["0/3", "4/3", "0%", "150%", "5X"] {
+        let out = sandbox.run(&["check", "--read-data-subset", bad]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!("invalid data subset '{bad}'")),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
 fn check_fails_on_a_damaged_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

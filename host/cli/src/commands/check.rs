@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
 use tessera_vault::Vault;
-use tessera_vault::commands::check::{CheckOptions, CheckReport, check};
+use tessera_vault::commands::check::{CheckOptions, CheckReport, DataSubset, check};
 
 use crate::context::Context;
 use crate::output;
@@ -19,6 +19,10 @@ pub struct CheckArgs {
     /// Also read every pack, and decrypt, decompress and re-hash every chunk
     #[arg(long)]
     pub read_data: bool,
+    /// Read only some packs: N/T (part N of T; parts 1 to T in turn read every pack once),
+    /// a percentage (10%), or a size (500M, 2G) of packs chosen at random
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<DataSubset>,
 }
 
 /// The JSON result: the report with its verdict.
@@ -32,14 +36,16 @@ struct CheckSummary<'a> {
 /// Checks the vault, prints the findings, and fails if there are problems.
 pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     let vault = ctx.open_vault()?;
-    let message = if args.read_data {
+    let read_data = args.read_data || args.read_data_subset.is_some();
+    let message = if read_data {
         "checking structure and data"
     } else {
         "checking structure"
     };
     let bar = Bar::spinner(&ctx.output, message);
     let options = CheckOptions {
-        read_data: args.read_data,
+        read_data,
+        subset: args.read_data_subset.unwrap_or_default(),
         ..CheckOptions::default()
     };
     let report = check(&vault, options)?;
@@ -52,7 +58,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
             report: &report,
         })?;
     } else {
-        print_report(ctx, &report, args.read_data)?;
+        print_report(ctx, &report, read_data)?;
     }
     if !report.is_ok() {
         bail!(
@@ -115,9 +121,13 @@ fn print_report(ctx: &Context, report: &CheckReport, read_data: bool) -> Result<
         output::count(report.trees as u64, "tree", "trees"),
     );
     if read_data {
+        let packs = if report.packs_read == report.packs {
+            output::count(report.packs_read as u64, "pack", "packs")
+        } else {
+            format!("{} of {} packs", report.packs_read, report.packs)
+        };
         summary.push_str(&format!(
-            "; read {} ({}), {}",
-            output::count(report.packs_read as u64, "pack", "packs"),
+            "; read {packs} ({}), {}",
             output::bytes(report.bytes_read),
             output::count(report.chunks_read, "chunk", "chunks"),
         ));

@@ -3,12 +3,17 @@
 //! Structural checks: every index file decodes; every indexed pack exists; every point
 //! decodes and its trees and lists decode; every chunk a point refers to is indexed.
 //! Reading data additionally reads every pack, checks its name against its SHA-256, its
-//! header against the index, and decrypts, decompresses and re-hashes every blob. Each
-//! problem is reported with the recovery points and paths it affects.
+//! header against the index, and decrypts, decompresses and re-hashes every blob; a
+//! [`DataSubset`] limits that to some of the packs, so a large vault can be read through
+//! over several runs. Each problem is reported with the recovery points and paths it
+//! affects.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Mutex;
 
+use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::backend::FileKind;
@@ -23,10 +28,155 @@ use super::walk::{WalkEvent, walk};
 /// Options of [`check`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckOptions {
-    /// Read, decrypt, decompress and re-hash every chunk.
+    /// Read, decrypt, decompress and re-hash every chunk of the packs `subset` selects.
     pub read_data: bool,
+    /// Which packs `read_data` reads.
+    pub subset: DataSubset,
     /// Threads reading packs; the number of CPUs when 0.
     pub workers: usize,
+}
+
+/// Which packs a check that reads data reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum DataSubset {
+    /// Every pack.
+    #[default]
+    All,
+    /// Part `n` of `of` (counted from 1): the packs whose name, read as a number, leaves
+    /// `n - 1` divided by `of`. Pack names are hashes, so the parts are of about equal
+    /// size, and checking parts 1 to `of` in turn reads every pack once.
+    Part {
+        /// Which part, from 1 to `of`.
+        n: u32,
+        /// How many parts.
+        of: u32,
+    },
+    /// Packs chosen at random, this percentage of them (rounded up), above 0 and at
+    /// most 100.
+    Percent(f64),
+    /// Packs chosen at random adding up to at most this many bytes; at least one.
+    Bytes(u64),
+}
+
+impl DataSubset {
+    /// The packs of `packs` (names and sizes) to read.
+    fn select(self, packs: &HashMap<PackId, u64>) -> Vec<PackId> {
+        let mut all: Vec<(PackId, u64)> = packs.iter().map(|(p, s)| (*p, *s)).collect();
+        all.sort_unstable();
+        match self {
+            DataSubset::All => all.into_iter().map(|(p, _)| p).collect(),
+            DataSubset::Part { n, of } => all
+                .into_iter()
+                .filter(|(p, _)| pack_number(p) % u64::from(of) == u64::from(n - 1))
+                .map(|(p, _)| p)
+                .collect(),
+            DataSubset::Percent(percent) => {
+                all.shuffle(&mut rand::rng());
+                let wanted = (all.len() as f64 * percent / 100.0).ceil() as usize;
+                all.into_iter().take(wanted).map(|(p, _)| p).collect()
+            }
+            DataSubset::Bytes(limit) => {
+                all.shuffle(&mut rand::rng());
+                let mut total = 0u64;
+                let mut chosen = Vec::new();
+                for (pack, size) in all {
+                    if chosen.is_empty() || total.saturating_add(size) <= limit {
+                        total = total.saturating_add(size);
+                        chosen.push(pack);
+                    }
+                }
+                chosen
+            }
+        }
+    }
+}
+
+/// The first eight bytes of a pack's name as a number, for [`DataSubset::Part`].
+fn pack_number(pack: &PackId) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&pack.0[..8]);
+    u64::from_be_bytes(first)
+}
+
+impl fmt::Display for DataSubset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSubset::All => f.write_str("all"),
+            DataSubset::Part { n, of } => write!(f, "{n}/{of}"),
+            DataSubset::Percent(percent) => write!(f, "{percent}%"),
+            DataSubset::Bytes(bytes) => write!(f, "{bytes} bytes"),
+        }
+    }
+}
+
+/// Why a [`DataSubset`] did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid data subset '{text}': {reason} (give N/T, a percentage such as 10%, or a size such as 500M or 2G)"
+)]
+pub struct ParseSubsetError {
+    text: String,
+    reason: &'static str,
+}
+
+impl FromStr for DataSubset {
+    type Err = ParseSubsetError;
+
+    /// Parses `N/T` (part N of T), `P%` (a percentage, fractions allowed) or a size in
+    /// bytes with an optional binary suffix: `K`, `M`, `G` or `T` (`KiB`, ... too).
+    fn from_str(text: &str) -> Result<Self, ParseSubsetError> {
+        let fail = |reason| ParseSubsetError {
+            text: text.to_string(),
+            reason,
+        };
+        let trimmed = text.trim();
+        if let Some((n, of)) = trimmed.split_once('/') {
+            let n: u32 = n
+                .trim()
+                .parse()
+                .map_err(|_| fail("N is not a whole number"))?;
+            let of: u32 = of
+                .trim()
+                .parse()
+                .map_err(|_| fail("T is not a whole number"))?;
+            if of == 0 || n == 0 || n > of {
+                return Err(fail("N must be from 1 to T"));
+            }
+            return Ok(DataSubset::Part { n, of });
+        }
+        if let Some(number) = trimmed.strip_suffix('%') {
+            let percent: f64 = number
+                .trim()
+                .parse()
+                .map_err(|_| fail("the percentage is not a number"))?;
+            if !(percent > 0.0 && percent <= 100.0) {
+                return Err(fail("the percentage must be above 0 and at most 100"));
+            }
+            return Ok(DataSubset::Percent(percent));
+        }
+        let digits = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(digits);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| fail("the size is not a number"))?;
+        let shift = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 0,
+            "K" | "KIB" => 10,
+            "M" | "MIB" => 20,
+            "G" | "GIB" => 30,
+            "T" | "TIB" => 40,
+            _ => return Err(fail("unknown size unit")),
+        };
+        let bytes = number
+            .checked_mul(1 << shift)
+            .ok_or_else(|| fail("the size is too large"))?;
+        if bytes == 0 {
+            return Err(fail("the size must be above 0"));
+        }
+        Ok(DataSubset::Bytes(bytes))
+    }
 }
 
 /// Where a problem bites: a point and a path in it.
@@ -61,7 +211,9 @@ pub struct CheckReport {
     pub points: usize,
     /// Distinct trees and lists read.
     pub trees: usize,
-    /// Packs read in full (with `read_data`).
+    /// Packs in the vault.
+    pub packs: usize,
+    /// Packs read in full (with `read_data`: all of them, or the subset's).
     pub packs_read: usize,
     /// Chunks decoded and re-hashed (with `read_data`).
     pub chunks_read: u64,
@@ -92,6 +244,7 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
     }
 
     let listed: HashMap<PackId, u64> = vault.pack_sizes()?;
+    report.packs = listed.len();
     let by_pack = index.by_pack();
     // Chunks that cannot be read, with the reason.
     let mut bad: HashMap<ChunkId, String> = HashMap::new();
@@ -210,7 +363,7 @@ fn read_all_packs(
     report: &mut CheckReport,
 ) {
     let workers = crate::vault::worker_threads(options.workers);
-    let queue: Mutex<Vec<PackId>> = Mutex::new(listed.keys().copied().collect());
+    let queue: Mutex<Vec<PackId>> = Mutex::new(options.subset.select(listed));
     let results = Mutex::new(PackTotals::default());
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -360,4 +513,117 @@ fn check_pack(vault: &Vault, pack: &PackId, indexed: Option<&[PackEntry]>) -> Pa
         )));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_parse_and_bad_ones_say_why() {
+        let ok = [
+            ("1/5", DataSubset::Part { n: 1, of: 5 }),
+            ("5/5", DataSubset::Part { n: 5, of: 5 }),
+            (" 2 / 3 ", DataSubset::Part { n: 2, of: 3 }),
+            ("10%", DataSubset::Percent(10.0)),
+            ("0.5%", DataSubset::Percent(0.5)),
+            ("100%", DataSubset::Percent(100.0)),
+            ("4096", DataSubset::Bytes(4096)),
+            ("500M", DataSubset::Bytes(500 << 20)),
+            ("2G", DataSubset::Bytes(2 << 30)),
+            ("2GiB", DataSubset::Bytes(2 << 30)),
+            ("3k", DataSubset::Bytes(3 << 10)),
+            ("1T", DataSubset::Bytes(1 << 40)),
+        ];
+        for (text, subset) in ok {
+            assert_eq!(text.parse::<DataSubset>(), Ok(subset), "{text}");
+        }
+        let bad = [
+            ("0/5", "N must be from 1 to T"),
+            ("6/5", "N must be from 1 to T"),
+            ("1/0", "N must be from 1 to T"),
+            ("a/5", "N is not a whole number"),
+            ("1/-5", "T is not a whole number"),
+            ("0%", "above 0 and at most 100"),
+            ("101%", "above 0 and at most 100"),
+            ("NaN%", "above 0 and at most 100"),
+            ("ten%", "not a number"),
+            ("0", "the size must be above 0"),
+            ("5X", "unknown size unit"),
+            ("G", "the size is not a number"),
+            ("99999999999T", "too large"),
+            ("", "the size is not a number"),
+        ];
+        for (text, reason) in bad {
+            let err = text.parse::<DataSubset>().expect_err(text).to_string();
+            assert!(err.contains(reason), "{text}: {err}");
+            assert!(err.contains(&format!("'{text}'")), "{text}: {err}");
+        }
+    }
+
+    fn packs(count: u8) -> HashMap<PackId, u64> {
+        (0..count)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(
+                    &u64::from(i)
+                        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        .to_be_bytes(),
+                );
+                (PackId(id), 1000 + u64::from(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_parts_of_a_vault_cover_every_pack_once() {
+        let all = packs(200);
+        let mut seen = Vec::new();
+        for n in 1..=7 {
+            let part = DataSubset::Part { n, of: 7 }.select(&all);
+            assert!(
+                (10..=50).contains(&part.len()),
+                "part {n} of 7 has {} of 200 packs",
+                part.len()
+            );
+            // The same part every time.
+            assert_eq!(part, DataSubset::Part { n, of: 7 }.select(&all));
+            seen.extend(part);
+        }
+        seen.sort_unstable();
+        let mut expected: Vec<PackId> = all.keys().copied().collect();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+        assert_eq!(DataSubset::All.select(&all), expected);
+    }
+
+    #[test]
+    fn random_subsets_take_their_share() {
+        let all = packs(200);
+        for (percent, wanted) in [(100.0, 200), (10.0, 20), (0.1, 1), (12.3, 25)] {
+            let chosen = DataSubset::Percent(percent).select(&all);
+            assert_eq!(chosen.len(), wanted, "{percent}%");
+            assert!(chosen.iter().all(|p| all.contains_key(p)));
+            let distinct: HashSet<_> = chosen.iter().collect();
+            assert_eq!(distinct.len(), chosen.len());
+        }
+        for limit in [1, 1000, 1199, 5000, 50_000, u64::MAX] {
+            let chosen = DataSubset::Bytes(limit).select(&all);
+            let total: u64 = chosen.iter().map(|p| all[p]).sum();
+            assert!(!chosen.is_empty(), "{limit}: at least one pack");
+            assert!(
+                total <= limit || chosen.len() == 1,
+                "{limit}: {total} bytes in {} packs",
+                chosen.len()
+            );
+            // Packs of 1000 to 1199 bytes: the sizes leave little room unused.
+            if limit >= 1199 {
+                assert!(
+                    total + 1199 > limit.min(all.values().sum()),
+                    "{limit}: {total}"
+                );
+            }
+        }
+        assert!(DataSubset::Percent(50.0).select(&HashMap::new()).is_empty());
+    }
 }
