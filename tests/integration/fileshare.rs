@@ -239,6 +239,66 @@ fn a_second_backup_reads_only_changed_files_and_both_points_restore() {
 }
 
 #[test]
+fn a_single_file_backs_up_as_the_one_entry_named_like_it() {
+    let env = env();
+    // A sparse file with an extended attribute, in a directory with other files that
+    // stay out of the point.
+    let file = env.source.join("disk.img");
+    let data = random_bytes(31, 300 << 10);
+    let f = fs::File::create(&file).unwrap();
+    f.write_all_at(&data, 2 << 20).unwrap();
+    f.set_len(6 << 20).unwrap();
+    drop(f);
+    rustix::fs::setxattr(
+        &file,
+        "user.origin",
+        b"lab",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    set_mtime(&file, 1_700_000_000, 123_456_789);
+    fs::write(env.source.join("other.txt"), b"not asked for").unwrap();
+    let backup_file = || {
+        let out = run_ok(tessera(&env.vault).arg("--json").arg("backup").arg(&file));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+
+    let first = backup_file();
+    assert_eq!(first["entries"], 1, "{first}");
+    assert_eq!(first["item"], file.to_str().unwrap(), "{first}");
+    assert_eq!(
+        first["bytes_read"],
+        300 << 10,
+        "only the data is read, not the holes: {first}"
+    );
+    let listed = run_ok(tessera(&env.vault).args(["ls", "latest"]));
+    assert!(listed.contains("disk.img"), "{listed}");
+    assert!(!listed.contains("other.txt"), "{listed}");
+
+    let unchanged = backup_file();
+    assert_eq!(unchanged["bytes_read"], 0, "{unchanged}");
+    assert_eq!(unchanged["bytes_carried"], 6 << 20, "{unchanged}");
+
+    let target = env.root.join("restored");
+    restore(&env, "latest", &target, &[]);
+    let original = snapshot(&env.source);
+    let restored = snapshot(&target);
+    assert_eq!(restored.keys().collect::<Vec<_>>(), ["disk.img"]);
+    assert_eq!(restored["disk.img"], original["disk.img"]);
+    let sparse = fs::metadata(target.join("disk.img")).unwrap();
+    assert!(
+        sparse.blocks() * 512 < 2 << 20,
+        "{} blocks",
+        sparse.blocks()
+    );
+
+    // Changed, it is read again.
+    fs::write(&file, b"rewritten").unwrap();
+    let changed = backup_file();
+    assert_eq!(changed["bytes_read"], 9, "{changed}");
+}
+
+#[test]
 fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
     let env = env();
     populate(&env.source);

@@ -1,5 +1,7 @@
 //! Capture: a depth-first walk of the granted source tree in sorted name order, adding
-//! each object as an entry with the host's POSIX metadata. Regular files are streamed
+//! each object as an entry with the host's POSIX metadata. A source that is a single file
+//! (the runtime then grants its directory and names the file in it) is captured as the
+//! one entry named like the file. Regular files are streamed
 //! with their holes kept, hard links are stored once, and with a parent point unchanged
 //! files are carried forward unread. A path that cannot be read is reported and skipped,
 //! so one bad file does not cost the whole point.
@@ -34,7 +36,7 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     let filter = PathFilter::new(&settings.all(INCLUDE), &settings.all(EXCLUDE))
         .map_err(|err| PluginError::InvalidSettings(err.to_string()))?;
     let one_file_system = settings.bool(ONE_FILE_SYSTEM, false)?;
-    let source = locate_source(&request.sources)?;
+    let (source, file) = locate_source(&request.sources)?;
     let device = if one_file_system {
         let stat = host::stat(source.prefix()).map_err(|err| {
             PluginError::SourceUnavailable(format!(
@@ -60,7 +62,10 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         bytes_done: 0,
         unreadable: 0,
     };
-    walk.run()?;
+    match file {
+        Some((name, stat)) => walk.one_file(name, stat)?,
+        None => walk.run()?,
+    }
 
     sink::set_consistency(Consistency::Crash, Some(CONSISTENCY_REASON));
     info!(
@@ -73,8 +78,11 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     })
 }
 
-/// Finds the tree in the request: one path, the grant (`source`) or a path below it.
-fn locate_source(sources: &[String]) -> Result<Mount, PluginError> {
+/// Finds the tree in the request: one path, the grant (`source`) or a path below it. When
+/// that path is a file rather than a directory, returns its directory's mount, with the
+/// file's name and metadata.
+#[allow(clippy::type_complexity)]
+fn locate_source(sources: &[String]) -> Result<(Mount, Option<(String, PosixStat)>), PluginError> {
     let given = match sources {
         [one] => one,
         [] => {
@@ -89,11 +97,31 @@ fn locate_source(sources: &[String]) -> Result<Mount, PluginError> {
             )));
         }
     };
-    Mount::new(given).map_err(|err| {
-        PluginError::SourceUnavailable(format!(
-            "source {given:?} is not a path inside the grant: {err}"
-        ))
-    })
+    let mount = |path: &str| {
+        Mount::new(path).map_err(|err| {
+            PluginError::SourceUnavailable(format!(
+                "source {path:?} is not a path inside the grant: {err}"
+            ))
+        })
+    };
+    let source = mount(given)?;
+    // A root that cannot be looked at is reported by the walk, which lists it.
+    let Ok(stat) = host::stat(source.prefix()) else {
+        return Ok((source, None));
+    };
+    if FileType::from_mode(stat.mode) == FileType::Directory {
+        return Ok((source, None));
+    }
+    match given.trim_end_matches('/').rsplit_once('/') {
+        Some((dir, name)) if !source.prefix().is_empty() => {
+            Ok((mount(dir)?, Some((name.to_owned(), stat))))
+        }
+        // The grant itself is the file: a device, granted alone.
+        _ => Err(PluginError::Unsupported(format!(
+            "source {given:?} is granted alone, as a device is, and is not a directory: \
+             back up disks with the vm-disk plugin"
+        ))),
+    }
 }
 
 /// A directory being walked.
@@ -140,6 +168,29 @@ enum Outcome<T> {
 }
 
 impl Walk {
+    /// Captures the single file `name` of the source directory, as the walk would have
+    /// found it there.
+    fn one_file(&mut self, name: String, stat: PosixStat) -> Result<(), PluginError> {
+        let at = self.source.host(&name);
+        let (xattrs, xattrs_error) = match host::xattrs(&at) {
+            Ok(xattrs) => (xattrs, None),
+            Err(err) => (Vec::new(), Some(host_error_text(&err))),
+        };
+        let holes = if FileType::from_mode(stat.mode) == FileType::Regular {
+            host::holes(&at).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let scanned = ScannedEntry {
+            name: name.clone(),
+            stat: Ok(stat),
+            xattrs,
+            xattrs_error,
+            holes,
+        };
+        self.visit(name, false, scanned)
+    }
+
     fn run(&mut self) -> Result<(), PluginError> {
         let names = host::scan(&self.source.host("")).map_err(|err| {
             PluginError::SourceUnavailable(format!(
