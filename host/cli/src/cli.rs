@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use jiff::{SignedDuration, Span, SpanRelativeTo};
 
 use crate::commands::{
-    backup::BackupArgs, check::CheckArgs, forget::ForgetArgs, init::InitArgs, key::KeyCommand,
-    ls::LsArgs, plugin::PluginCommand, points::PointsArgs, prune::PruneArgs, restore::RestoreArgs,
+    backup::BackupArgs, check::CheckArgs, diff::DiffArgs, forget::ForgetArgs, init::InitArgs,
+    key::KeyCommand, ls::LsArgs, plugin::PluginCommand, points::PointsArgs, prune::PruneArgs,
+    restore::RestoreArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -55,6 +56,8 @@ pub enum Command {
     Points(PointsArgs),
     /// List the entries of a recovery point below a path
     Ls(LsArgs),
+    /// Show the paths added, removed and changed between two recovery points
+    Diff(DiffArgs),
     /// Verify the vault's structure, and with --read-data every byte
     Check(CheckArgs),
     /// Delete recovery points a retention policy does not keep

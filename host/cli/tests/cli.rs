@@ -378,6 +378,95 @@ fn check_reads_a_subset_of_the_packs() {
 }
 
 #[test]
+fn diff_names_every_path_that_changed_between_two_points() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    let write = |path: &str, bytes: &[u8]| {
+        let path = source.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    };
+    write("a/x", b"one");
+    write("a/b/z", b"three");
+    write("c/q", b"gone soon");
+    write("y", b"two");
+    write("same.txt", b"never touched");
+    // Random bytes, which content-defined chunking cuts into chunks of about 1 MiB.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    write("big", &big);
+    std::os::unix::fs::symlink("y", source.join("l")).unwrap();
+    let backup = || {
+        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
+        assert_success(&out);
+        json(&out)["point"].as_str().unwrap().to_string()
+    };
+    let first = backup();
+
+    write("y", b"changed");
+    std::fs::remove_dir_all(source.join("a/b")).unwrap();
+    write("new/n", b"new");
+    std::fs::set_permissions(source.join("a/x"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(source.join("l")).unwrap();
+    write("l/f", b"a directory now");
+    std::fs::remove_file(source.join("c/q")).unwrap();
+    let mut grown = big.clone();
+    grown.extend_from_slice(&[7u8; 100_000]);
+    write("big", &grown);
+    let second = backup();
+
+    let out = sandbox.run(&["diff", &first, &second]);
+    assert_success(&out);
+    let expected = "\
+-    a/b/
+-    a/b/z
+U    a/x
+M    big
+-    c/q
+T    l/
++    l/f
++    new/
++    new/n
+M    y
+3 added, 3 removed, 3 modified, 1 with other metadata; ";
+    assert!(stdout(&out).starts_with(expected), "{}", stdout(&out));
+
+    let out = sandbox.run(&["--json", "diff", &first[..12], "latest"]);
+    assert_success(&out);
+    let report = json(&out);
+    assert_eq!(report["first"], first.as_str());
+    assert_eq!(report["second"], second.as_str());
+    assert_eq!(report["changes"].as_array().unwrap().len(), 10, "{report}");
+    assert_eq!(report["changes"][5]["change"], "type-changed", "{report}");
+    // The appended 100 kB and the rewritten small files are new data; what was cut off
+    // is the old tail of the big file and the removed files.
+    let added = report["bytes_added"].as_u64().unwrap();
+    let removed = report["bytes_removed"].as_u64().unwrap();
+    assert!(added >= 100_000, "{report}");
+    assert!(added < 2_000_000, "{report}");
+    assert!(removed > 0 && removed < added, "{report}");
+
+    let out = sandbox.run(&["--json", "diff", &second, &second]);
+    assert_success(&out);
+    let report = json(&out);
+    assert_eq!(report["changes"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["bytes_added"], 0, "{report}");
+
+    let out = sandbox.run(&["diff", &first, "0000"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("0000"), "{}", stderr(&out));
+}
+
+#[test]
 fn check_fails_on_a_damaged_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

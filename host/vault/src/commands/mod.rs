@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod prune;
 pub mod restore;
 pub mod stats;
