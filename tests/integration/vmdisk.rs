@@ -258,6 +258,23 @@ fn raw_and_qcow2_disks_of_one_vm_round_trip_with_their_configuration() {
     tool("qemu-img", &["check", p(&image)]);
     assert_same_disk(&qcow2, "qcow2", &image, "qcow2");
     assert!(!as_qcow2.join("disk0.qcow2").exists());
+
+    // `dump` writes a disk's bytes, holes as zeros, and the configuration, to stdout.
+    let dumped = env.path("dumped.raw");
+    let status = tessera(&env.vault)
+        .args(["dump", &point, "disk1"])
+        .stdout(fs::File::create(&dumped).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::metadata(&dumped).unwrap().len(), 24 << 20);
+    assert_same_disk(&qcow2, "qcow2", &dumped, "raw");
+    let out = tessera(&env.vault)
+        .args(["dump", &point, "vm.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, fs::read(&config).unwrap());
 }
 
 /// Attributes the point recorded for its disks, as `tessera points --json` shows them.

@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use jiff::{SignedDuration, Span, SpanRelativeTo};
 
 use crate::commands::{
-    backup::BackupArgs, check::CheckArgs, diff::DiffArgs, forget::ForgetArgs, init::InitArgs,
-    key::KeyCommand, ls::LsArgs, plugin::PluginCommand, points::PointsArgs, prune::PruneArgs,
-    restore::RestoreArgs,
+    backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, forget::ForgetArgs,
+    init::InitArgs, key::KeyCommand, ls::LsArgs, plugin::PluginCommand, points::PointsArgs,
+    prune::PruneArgs, restore::RestoreArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -58,6 +58,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Show the paths added, removed and changed between two recovery points
     Diff(DiffArgs),
+    /// Write one stored entry's content (a file, a disk image) to standard output
+    Dump(DumpArgs),
     /// Verify the vault's structure, and with --read-data every byte
     Check(CheckArgs),
     /// Delete recovery points a retention policy does not keep

@@ -52,6 +52,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Points(args) => commands::points::run(ctx, &args),
         Command::Ls(args) => commands::ls::run(ctx, &args),
         Command::Diff(args) => commands::diff::run(ctx, &args),
+        Command::Dump(args) => commands::dump::run(ctx, &args),
         Command::Check(args) => commands::check::run(ctx, &args),
         Command::Forget(args) => commands::forget::run(ctx, &args),
         Command::Prune(args) => commands::prune::run(ctx, &args),

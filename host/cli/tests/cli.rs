@@ -467,6 +467,50 @@ M    y
 }
 
 #[test]
+fn dump_writes_one_entry_to_standard_output() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(source.join("dir")).unwrap();
+    std::fs::write(source.join("dir/notes.txt"), b"remember the milk\n").unwrap();
+    // A sparse file: its hole comes out as zeros.
+    let sparse = std::fs::File::create(source.join("sparse")).unwrap();
+    sparse.set_len(3 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail", (3 << 20) - 4).unwrap();
+    drop(sparse);
+    std::fs::hard_link(source.join("dir/notes.txt"), source.join("again.txt")).unwrap();
+    std::os::unix::fs::symlink("dir/notes.txt", source.join("link")).unwrap();
+    assert_success(&sandbox.run(&["backup", source.to_str().unwrap()]));
+
+    let out = sandbox.run(&["dump", "latest", "dir/notes.txt"]);
+    assert_success(&out);
+    assert_eq!(out.stdout, b"remember the milk\n");
+    let out = sandbox.run(&["dump", "latest", "/sparse"]);
+    assert_success(&out);
+    let mut expected = vec![0u8; (3 << 20) - 4];
+    expected.extend_from_slice(b"tail");
+    assert!(out.stdout == expected, "the sparse file differs");
+    // Whichever name holds the content, both dump it.
+    let first = sandbox.run(&["dump", "latest", "again.txt"]);
+    assert_success(&first);
+    assert_eq!(first.stdout, b"remember the milk\n");
+
+    for (path, says) in [
+        ("dir", "is a directory"),
+        ("link", "is a symbolic link to 'dir/notes.txt'"),
+        (
+            "missing.txt",
+            "'missing.txt' is not an entry the point stores",
+        ),
+    ] {
+        let out = sandbox.run(&["dump", "latest", path]);
+        assert_exit(&out, 1);
+        assert!(out.stdout.is_empty(), "{path}");
+        assert!(stderr(&out).contains(says), "{path}: {}", stderr(&out));
+    }
+}
+
+#[test]
 fn check_fails_on_a_damaged_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

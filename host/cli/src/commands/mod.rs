@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod check;
 pub mod diff;
+pub mod dump;
 pub mod forget;
 pub mod init;
 pub mod key;
