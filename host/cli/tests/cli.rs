@@ -326,6 +326,90 @@ fn forget_and_prune_an_empty_vault() {
 }
 
 #[test]
+fn tagged_points_are_listed_and_kept_by_their_tags() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let mut ids = Vec::new();
+    for (i, tags) in [
+        &["release"][..],
+        &["nightly"],
+        &[],
+        &["nightly", "audit"],
+        &[],
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(source.join("f"), format!("version {i}")).unwrap();
+        let mut args = vec!["--json", "backup", source.to_str().unwrap()];
+        for tag in *tags {
+            args.extend(["--tag", tag]);
+        }
+        let out = sandbox.run(&args);
+        assert_success(&out);
+        ids.push(json(&out)["point"].as_str().unwrap().to_string());
+    }
+    let listed = |extra: &[&str]| {
+        let mut args = vec!["--json", "points"];
+        args.extend_from_slice(extra);
+        let out = sandbox.run(&args);
+        assert_success(&out);
+        json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(&["--tag", "nightly"]),
+        [ids[1].clone(), ids[3].clone()]
+    );
+    assert_eq!(
+        listed(&["--tag", "release", "--tag", "audit"]),
+        [ids[0].clone(), ids[3].clone()]
+    );
+    assert!(listed(&["--tag", "none"]).is_empty());
+
+    // The newest point and the tagged ones stay; the rest go.
+    let out = sandbox.run(&[
+        "--json",
+        "forget",
+        "--keep-last",
+        "1",
+        "--keep-tag",
+        "release",
+        "--keep-tag",
+        "audit",
+    ]);
+    assert_success(&out);
+    let decisions = json(&out)["decisions"].clone();
+    let reasons = |id: &str| {
+        decisions
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["point"] == id)
+            .unwrap()["reasons"]
+            .clone()
+    };
+    assert_eq!(reasons(&ids[0]), serde_json::json!(["tag"]));
+    assert_eq!(reasons(&ids[3]), serde_json::json!(["tag"]));
+    assert_eq!(reasons(&ids[4]), serde_json::json!(["last"]));
+    assert_eq!(
+        listed(&[]),
+        [ids[0].clone(), ids[3].clone(), ids[4].clone()]
+    );
+
+    // A tag alone is a policy.
+    let out = sandbox.run(&["forget", "--keep-tag", "release"]);
+    assert_success(&out);
+    assert_eq!(listed(&[]), [ids[0].clone()]);
+}
+
+#[test]
 fn check_of_a_fresh_vault_succeeds() {
     let sandbox = Sandbox::new();
     sandbox.init();

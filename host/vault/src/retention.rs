@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 const REASON_LAST: &str = "last";
 /// Reason recorded for a point kept by [`RetentionPolicy::keep_within`].
 const REASON_WITHIN: &str = "within";
+/// Reason recorded for a point kept by [`RetentionPolicy::keep_tags`].
+pub const REASON_TAG: &str = "tag";
 
 /// Which recovery points to keep; a point is kept if any rule keeps it.
 ///
@@ -46,6 +48,11 @@ pub struct RetentionPolicy {
     pub keep_monthly: Option<u32>,
     /// Keep the newest point of each of the N most recent years with points.
     pub keep_yearly: Option<u32>,
+    /// Keep every point that carries one of these tags, whatever its time. [`apply`]
+    /// sees only times: the caller, which knows the points' tags, asks
+    /// [`RetentionPolicy::keeps_tagged`] (as `forget` does).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_tags: Vec<String>,
 }
 
 impl RetentionPolicy {
@@ -65,6 +72,13 @@ impl RetentionPolicy {
         ];
         counts.iter().all(|count| count.unwrap_or(0) == 0)
             && self.keep_within.is_none_or(|within| !within.is_positive())
+            && self.keep_tags.is_empty()
+    }
+
+    /// Whether [`RetentionPolicy::keep_tags`] keeps a point with these tags: it has one of
+    /// them.
+    pub fn keeps_tagged(&self, tags: &[String]) -> bool {
+        tags.iter().any(|tag| self.keep_tags.contains(tag))
     }
 }
 
@@ -86,7 +100,7 @@ pub enum RetentionError {
     /// [`RetentionPolicy::is_empty`]).
     #[error(
         "retention policy keeps nothing: it has no rule with a positive count or duration, \
-         and applying it would forget every recovery point"
+         and no tag to keep, and applying it would forget every recovery point"
     )]
     EmptyPolicy,
 }
@@ -277,8 +291,20 @@ mod tests {
             keep_weekly: Some(0),
             keep_monthly: Some(0),
             keep_yearly: Some(0),
+            keep_tags: Vec::new(),
         };
         assert!(useless.is_empty());
+        // A tag to keep is a rule.
+        let tagged = RetentionPolicy {
+            keep_tags: vec!["release".into()],
+            ..useless.clone()
+        };
+        assert!(!tagged.is_empty());
+        assert!(tagged.keeps_tagged(&["nightly".into(), "release".into()]));
+        assert!(!tagged.keeps_tagged(&["nightly".into()]));
+        assert!(!tagged.keeps_tagged(&[]));
+        let decisions = apply(&tagged, &times, &TimeZone::UTC).unwrap();
+        assert!(decisions.iter().all(|d| !d.keep), "apply sees no tags");
         assert_eq!(
             apply(&useless, &times, &TimeZone::UTC),
             Err(RetentionError::EmptyPolicy)
@@ -518,6 +544,7 @@ mod tests {
                         keep_weekly: weekly,
                         keep_monthly: monthly,
                         keep_yearly: yearly,
+                        keep_tags: Vec::new(),
                     }
                 },
             )

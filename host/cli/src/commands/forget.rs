@@ -48,6 +48,9 @@ pub struct ForgetArgs {
     /// Keep the newest point of each of the last N years that have points
     #[arg(long, group = "keep", value_name = "N")]
     pub keep_yearly: Option<u32>,
+    /// Keep every point with this tag (repeatable: a point with any of them is kept)
+    #[arg(long = "keep-tag", group = "keep", value_name = "TAG")]
+    pub keep_tags: Vec<String>,
     /// Prune afterwards, reclaiming the space of the forgotten points
     #[arg(long)]
     pub prune: bool,
@@ -66,6 +69,7 @@ impl ForgetArgs {
             keep_weekly: self.keep_weekly,
             keep_monthly: self.keep_monthly,
             keep_yearly: self.keep_yearly,
+            keep_tags: self.keep_tags.clone(),
         }
     }
 }

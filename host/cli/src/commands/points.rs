@@ -16,6 +16,9 @@ pub struct PointsArgs {
     /// Only points of this protected item
     #[arg(long, value_name = "NAME")]
     pub item: Option<String>,
+    /// Only points with this tag (repeatable: points with any of them)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 /// One point as JSON: the stored record, flattened for scripts (`time` is the end).
@@ -75,6 +78,7 @@ pub fn run(ctx: &Context, args: &PointsArgs) -> Result<()> {
         .points()?
         .into_iter()
         .filter(|(_, p)| args.item.as_ref().is_none_or(|item| *item == p.item))
+        .filter(|(_, p)| args.tags.is_empty() || p.tags.iter().any(|t| args.tags.contains(t)))
         .collect();
     if ctx.output.json() {
         let summaries: Vec<PointSummary> = points

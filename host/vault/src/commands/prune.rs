@@ -72,7 +72,11 @@ pub fn forget(vault: &Vault, options: &ForgetOptions) -> Result<Vec<ForgetDecisi
     for (item, points) in items {
         let times: Vec<jiff::Timestamp> = points.iter().map(|(_, p)| p.end).collect();
         let decisions = retention::apply(&options.policy, &times, &options.time_zone)?;
-        for ((id, point), decision) in points.into_iter().zip(decisions) {
+        for ((id, point), mut decision) in points.into_iter().zip(decisions) {
+            if options.policy.keeps_tagged(&point.tags) {
+                decision.keep = true;
+                decision.reasons.push(retention::REASON_TAG);
+            }
             out.push(ForgetDecision {
                 point: id,
                 item: item.clone(),
