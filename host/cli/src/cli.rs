@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use jiff::{SignedDuration, Span, SpanRelativeTo};
 
 use crate::commands::{
-    backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, forget::ForgetArgs,
-    init::InitArgs, key::KeyCommand, ls::LsArgs, plugin::PluginCommand, points::PointsArgs,
-    prune::PruneArgs, restore::RestoreArgs,
+    backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, find::FindArgs,
+    forget::ForgetArgs, init::InitArgs, key::KeyCommand, ls::LsArgs, plugin::PluginCommand,
+    points::PointsArgs, prune::PruneArgs, restore::RestoreArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -60,6 +60,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Write one stored entry's content (a file, a disk image) to standard output
     Dump(DumpArgs),
+    /// List the paths matching a glob in every recovery point that holds them
+    Find(FindArgs),
     /// Verify the vault's structure, and with --read-data every byte
     Check(CheckArgs),
     /// Delete recovery points a retention policy does not keep

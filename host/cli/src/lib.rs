@@ -53,6 +53,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Ls(args) => commands::ls::run(ctx, &args),
         Command::Diff(args) => commands::diff::run(ctx, &args),
         Command::Dump(args) => commands::dump::run(ctx, &args),
+        Command::Find(args) => commands::find::run(ctx, &args),
         Command::Check(args) => commands::check::run(ctx, &args),
         Command::Forget(args) => commands::forget::run(ctx, &args),
         Command::Prune(args) => commands::prune::run(ctx, &args),

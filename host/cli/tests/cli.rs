@@ -595,6 +595,81 @@ fn dump_writes_one_entry_to_standard_output() {
 }
 
 #[test]
+fn find_lists_the_points_holding_matching_paths() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    let write = |path: &str, bytes: &[u8]| {
+        let path = source.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    };
+    write("etc/app.conf", b"port = 1");
+    write("etc/nginx/site.conf", b"listen 80;");
+    write("srv/README", b"read me");
+    let backup = || {
+        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
+        assert_success(&out);
+        json(&out)["point"].as_str().unwrap().to_string()
+    };
+    let first = backup();
+    std::fs::remove_file(source.join("etc/nginx/site.conf")).unwrap();
+    write("etc/app.conf", b"port = 22");
+    let second = backup();
+
+    let found = |args: &[&str]| {
+        let mut all = vec!["--json", "find"];
+        all.extend_from_slice(args);
+        let out = sandbox.run(&all);
+        assert_success(&out);
+        json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let point = m["point"].as_str().unwrap();
+                let which = if point == first { "first" } else { "second" };
+                assert!(point == first || point == second, "{m}");
+                format!("{which} {} {}", m["path"].as_str().unwrap(), m["size"])
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        found(&["*.conf"]),
+        [
+            "first etc/app.conf 8",
+            "first etc/nginx/site.conf 10",
+            "second etc/app.conf 9"
+        ]
+    );
+    assert_eq!(
+        found(&["/etc/*.conf"]),
+        ["first etc/app.conf 8", "second etc/app.conf 9"]
+    );
+    assert_eq!(found(&["nginx"]).len(), 2, "the directory, in both points");
+    assert!(found(&["readme"]).is_empty());
+    assert_eq!(
+        found(&["-i", "readme"]),
+        ["first srv/README 7", "second srv/README 7"]
+    );
+
+    let out = sandbox.run(&["find", "site.conf"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).ends_with("1 match in 1 recovery point\n"),
+        "{}",
+        stdout(&out)
+    );
+    let out = sandbox.run(&["find", "etc/[a"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("'etc/[a' is not a valid glob"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn check_fails_on_a_damaged_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

@@ -40,6 +40,7 @@ mod state;
 mod writes;
 
 pub use builtin::WASM_DIR as PLUGIN_BUILD_DIR;
+pub use convert::kind_word;
 pub use error::{Result, RuntimeError};
 pub use hooks::Hooks;
 pub use runtime::{

@@ -87,7 +87,7 @@ fn permissions(mode: u32) -> String {
     text.into_iter().collect()
 }
 
-fn mtime(ns: i64) -> String {
+pub(crate) fn mtime(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ns))
         .map(output::local_time)
         .unwrap_or_default()

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod diff;
+pub mod find;
 pub mod prune;
 pub mod restore;
 pub mod stats;
