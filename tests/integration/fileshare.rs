@@ -368,6 +368,75 @@ fn single_files_restore_under_their_path() {
 }
 
 #[test]
+fn restore_filters_choose_entries_and_keep_the_directories_on_the_way() {
+    let env = env();
+    let write = |path: &str, bytes: &[u8]| {
+        let path = env.source.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    };
+    write("docs/readme.txt", b"read me");
+    write("docs/deep/er/notes.txt", b"notes");
+    write("docs/img.png", b"\x89PNG");
+    write("src/main.rs", b"fn main() {}");
+    write("src/skip/x.txt", b"left out");
+    write("top.txt", b"top");
+    fs::set_permissions(env.source.join("docs"), fs::Permissions::from_mode(0o750)).unwrap();
+    for dir in ["docs/deep/er", "docs/deep", "docs"] {
+        set_mtime(&env.source.join(dir), 1_600_000_000, 42);
+    }
+    let point = backup(&env, &[])["point"].as_str().unwrap().to_string();
+    let original = snapshot(&env.source);
+    let restored = |name: &str, args: &[&str]| {
+        let target = env.root.join(name);
+        run_ok(
+            tessera(&env.vault)
+                .args(["restore", &point, "--target"])
+                .arg(&target)
+                .args(args),
+        );
+        let seen = snapshot(&target);
+        for (path, entry) in &seen {
+            assert_eq!(entry, &original[path], "{name}: {path} differs");
+        }
+        seen.into_keys().collect::<Vec<_>>()
+    };
+
+    // The directories on the way to a match come back with their stored mode and time.
+    assert_eq!(
+        restored("txt", &["--include", "*.txt", "--exclude", "src/skip"]),
+        [
+            "docs",
+            "docs/deep",
+            "docs/deep/er",
+            "docs/deep/er/notes.txt",
+            "docs/readme.txt",
+            "top.txt"
+        ]
+    );
+    // A matching directory comes back whole.
+    assert_eq!(
+        restored("deep", &["--include", "docs/deep"]),
+        ["docs", "docs/deep", "docs/deep/er", "docs/deep/er/notes.txt"]
+    );
+    assert_eq!(
+        restored("docs", &["--path", "docs", "--exclude", "*.png", "--exclude", "deep"]),
+        ["docs", "docs/readme.txt"]
+    );
+    let out = tessera(&env.vault)
+        .args(["restore", &point, "--include", "x[", "--target"])
+        .arg(env.root.join("bad"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("glob \"x[\" is invalid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn exclusions_leave_files_out() {
     let env = env();
     populate(&env.source);

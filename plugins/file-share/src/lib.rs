@@ -31,9 +31,10 @@ impl describe::Guest for FileShare {
                 SettingSpec {
                     name: INCLUDE.to_owned(),
                     kind: SettingKind::TextList,
-                    description: "Glob of paths to capture; when given, only matching entries and \
-                                  everything below matching directories are captured. A pattern \
-                                  without `/` matches a name at any depth."
+                    description: "Glob of paths to capture (or restore); when given, only \
+                                  matching entries and everything below matching directories are \
+                                  captured (restored). A pattern without `/` matches a name at any \
+                                  depth."
                         .to_owned(),
                     required: false,
                     default: None,
@@ -41,8 +42,8 @@ impl describe::Guest for FileShare {
                 SettingSpec {
                     name: EXCLUDE.to_owned(),
                     kind: SettingKind::TextList,
-                    description: "Glob of paths to leave out, with everything below them; wins \
-                                  over include."
+                    description: "Glob of paths to leave out of a capture or a restore, with \
+                                  everything below them; wins over include."
                         .to_owned(),
                     required: false,
                     default: None,

@@ -3,6 +3,12 @@
 //! point depth first; a directory's metadata is applied once its children are written,
 //! so its times and a read-only mode do not get in the way. Metadata the host cannot
 //! apply becomes a warning in the summary rather than a failure.
+//!
+//! The `include` and `exclude` settings filter what is restored as they filter a
+//! capture: an excluded entry is left out with everything below it; with include
+//! patterns only the entries that match, and everything below a directory that matches,
+//! are restored, and a directory on the way to one is created when the first entry below
+//! it is, with its stored metadata.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -10,11 +16,15 @@ use std::fs::{self, OpenOptions};
 use tessera_plugin_sdk::content::{self, ReadError};
 use tessera_plugin_sdk::debug;
 use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
+use tessera_plugin_sdk::filter::PathFilter;
 use tessera_plugin_sdk::meta::{self, PERMISSION_BITS};
 use tessera_plugin_sdk::path;
 use tessera_plugin_sdk::path::Mount;
 use tessera_plugin_sdk::prelude::*;
+use tessera_plugin_sdk::settings::Settings;
 use tessera_plugin_sdk::target::{self, Tally};
+
+use crate::{EXCLUDE, INCLUDE};
 
 /// Mode of a fifo whose stored mode is unknown: what `mkfifo` gives under umask 022.
 const DEFAULT_FIFO_MODE: u32 = 0o644;
@@ -24,9 +34,13 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
     let target = target::locate(&request.target)?;
     let selection = path::restore_selection(&request.paths)
         .map_err(|err| PluginError::InvalidSettings(format!("cannot restore: {err}")))?;
+    let settings = Settings::new(&request.settings);
+    let filter = PathFilter::new(&settings.all(INCLUDE), &settings.all(EXCLUDE))
+        .map_err(|err| PluginError::InvalidSettings(err.to_string()))?;
 
     let mut job = Job {
         target,
+        filter,
         inodes: HashMap::new(),
         tally: Tally::default(),
         in_created_dir: false,
@@ -46,11 +60,18 @@ struct Dir {
     children: std::vec::IntoIter<EntryInfo>,
     /// Whether this restore created it, rather than finding it in the target.
     created: bool,
+    /// Whether everything below it is restored: it or a directory above it matched an
+    /// include pattern, or there are none.
+    whole: bool,
+    /// Whether it is still to be created: a directory that matched no include pattern
+    /// is created only once an entry below it is restored.
+    pending: bool,
 }
 
 /// The state of one restore.
 struct Job {
     target: Mount,
+    filter: PathFilter,
     /// For each stored file that others link to, the path where its content now is:
     /// the file itself, or the first link restored in its place when it was not selected.
     inodes: HashMap<String, String>,
@@ -67,6 +88,8 @@ impl Job {
                 entry: None,
                 children: self.list("")?,
                 created: false,
+                whole: !self.filter.has_includes(),
+                pending: false,
             }
         } else {
             let entry = target::selected_entry(selected)?;
@@ -77,7 +100,15 @@ impl Job {
             fs::create_dir_all(&parent)
                 .map_err(|err| from_io(format_args!("creating {}", parent.display()), &err))?;
             self.in_created_dir = false;
-            match self.restore_entry(entry)? {
+            // A selection is restored whole unless a filter says otherwise below it.
+            if self.filter.is_excluded(&entry.path) {
+                return Ok(());
+            }
+            let whole = self.filter.is_included(&entry.path);
+            if !whole && entry.kind != EntryKind::Directory {
+                return Ok(());
+            }
+            match self.restore_entry(entry, whole)? {
                 Some(dir) => dir,
                 None => return Ok(()),
             }
@@ -86,7 +117,10 @@ impl Job {
         let mut stack = vec![top];
         while let Some(dir) = stack.last_mut() {
             let Some(child) = dir.children.next() else {
-                if let Some(entry) = stack.pop().and_then(|dir| dir.entry) {
+                if let Some(dir) = stack.pop()
+                    && !dir.pending
+                    && let Some(entry) = dir.entry
+                {
                     self.apply_metadata(&entry);
                 }
                 continue;
@@ -101,8 +135,28 @@ impl Job {
             if host::cancelled() {
                 return Err(PluginError::Cancelled);
             }
+            if self.filter.is_excluded(&child.path) {
+                continue;
+            }
+            let whole = dir.whole || self.filter.is_included(&child.path);
+            if !whole {
+                // Not asked for itself: a directory is looked into, anything else skipped.
+                if child.kind == EntryKind::Directory {
+                    let children = self.list(&child.path)?;
+                    stack.push(Dir {
+                        entry: Some(child),
+                        children,
+                        created: false,
+                        whole: false,
+                        pending: true,
+                    });
+                }
+                continue;
+            }
+            self.create_pending(&mut stack)?;
+            let dir = stack.last().expect("the directory being restored");
             self.in_created_dir = dir.created;
-            if let Some(dir) = self.restore_entry(child)? {
+            if let Some(dir) = self.restore_entry(child, whole)? {
                 stack.push(dir);
             }
             host::progress(self.tally.bytes_written, 0, self.tally.entries, 0);
@@ -110,8 +164,37 @@ impl Job {
         Ok(())
     }
 
-    /// Restores one entry; a directory is returned to have its children restored.
-    fn restore_entry(&mut self, entry: EntryInfo) -> Result<Option<Dir>, PluginError> {
+    /// Creates the directories of `stack` still pending, from the top down, before an
+    /// entry is restored in the last of them.
+    fn create_pending(&mut self, stack: &mut [Dir]) -> Result<(), PluginError> {
+        let mut in_created = false;
+        for dir in stack.iter_mut() {
+            if dir.pending {
+                let entry = dir
+                    .entry
+                    .as_ref()
+                    .expect("a pending directory has an entry");
+                let path = entry.path.as_str();
+                let dest = self.target.sandbox(path);
+                dir.created = if in_created {
+                    fs::create_dir(&dest).map_err(|err| {
+                        from_io(format_args!("creating directory {path:?}"), &err)
+                    })?;
+                    true
+                } else {
+                    target::make_dir(path, &dest)?
+                };
+                dir.pending = false;
+                self.tally.entries += 1;
+            }
+            in_created = dir.created;
+        }
+        Ok(())
+    }
+
+    /// Restores one entry; a directory is returned to have its children restored, all of
+    /// them if `whole`.
+    fn restore_entry(&mut self, entry: EntryInfo, whole: bool) -> Result<Option<Dir>, PluginError> {
         // The host confines every call to the grant, but a plugin must never even try
         // to write outside it.
         path::validate(&entry.path)
@@ -134,6 +217,8 @@ impl Job {
                     entry: Some(entry),
                     children,
                     created,
+                    whole,
+                    pending: false,
                 }));
             }
             // Content of other workloads' kinds is written as a plain file: the bytes are

@@ -23,9 +23,9 @@ use crate::progress::Bar;
 pub const DEFAULT_PLUGIN: &str = "file-share";
 
 /// The setting that carries `--exclude` patterns to the plugin.
-const EXCLUDE_SETTING: &str = "exclude";
+pub(crate) const EXCLUDE_SETTING: &str = "exclude";
 /// The setting that carries `--include` patterns to the plugin.
-const INCLUDE_SETTING: &str = "include";
+pub(crate) const INCLUDE_SETTING: &str = "include";
 
 /// The setting that carries `--bitmap` to the plugin.
 const BITMAP_SETTING: &str = "bitmap";

@@ -14,6 +14,7 @@ use tessera_runtime::{RestoreJob, RestoreTarget};
 use tessera_vault::PointId;
 
 use crate::cli::parse_setting;
+use crate::commands::backup::{EXCLUDE_SETTING, INCLUDE_SETTING};
 use crate::commands::{plugin_for_point, select_point};
 use crate::context::Context;
 use crate::output::{self, millis};
@@ -37,6 +38,12 @@ pub struct RestoreArgs {
     /// Restore only this path of the point, with everything below it (repeatable)
     #[arg(long = "path", value_name = "PATH")]
     pub paths: Vec<String>,
+    /// Leave out paths matching this pattern, with everything below them (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Restore only paths matching this pattern, with everything below them (repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
     /// The protected item whose points `latest` chooses from
     #[arg(long, value_name = "NAME")]
     pub item: Option<String>,
@@ -83,6 +90,16 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<()> {
     if let Some(format) = &args.format {
         settings.push((FORMAT_SETTING.to_string(), format.clone()));
     }
+    settings.extend(
+        args.exclude
+            .iter()
+            .map(|g| (EXCLUDE_SETTING.to_string(), g.clone())),
+    );
+    settings.extend(
+        args.include
+            .iter()
+            .map(|g| (INCLUDE_SETTING.to_string(), g.clone())),
+    );
     let job = RestoreJob {
         target,
         paths: args.paths.iter().map(|p| point_path(p)).collect(),
