@@ -417,10 +417,18 @@ fn restore_filters_choose_entries_and_keep_the_directories_on_the_way() {
     // A matching directory comes back whole.
     assert_eq!(
         restored("deep", &["--include", "docs/deep"]),
-        ["docs", "docs/deep", "docs/deep/er", "docs/deep/er/notes.txt"]
+        [
+            "docs",
+            "docs/deep",
+            "docs/deep/er",
+            "docs/deep/er/notes.txt"
+        ]
     );
     assert_eq!(
-        restored("docs", &["--path", "docs", "--exclude", "*.png", "--exclude", "deep"]),
+        restored(
+            "docs",
+            &["--path", "docs", "--exclude", "*.png", "--exclude", "deep"]
+        ),
         ["docs", "docs/readme.txt"]
     );
     let out = tessera(&env.vault)
@@ -455,6 +463,86 @@ fn exclusions_leave_files_out() {
     let root =
         run_ok(tessera(&env.vault).args(["--json", "ls", summary["point"].as_str().unwrap()]));
     assert!(!root.contains("\"cache\""), "{root}");
+}
+
+/// The paths a point holds, from `tessera ls` down the tree.
+fn point_paths(env: &CliEnv, point: &str) -> Vec<String> {
+    let restored = env.root.join(format!("listing-{point}"));
+    restore(env, point, &restored, &[]);
+    snapshot(&restored).into_keys().collect()
+}
+
+#[test]
+fn markers_caches_large_files_and_other_file_systems_are_left_out() {
+    let env = env();
+    let write = |path: &str, bytes: &[u8]| {
+        let path = env.source.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    };
+    write(
+        "cache/CACHEDIR.TAG",
+        b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",
+    );
+    write("cache/blob", b"cached");
+    write("not-a-cache/CACHEDIR.TAG", b"Signature: something else\n");
+    write("private/.nobackup", b"");
+    write("private/secret", b"secret");
+    write("keep/small", &[1u8; 4096]);
+    write("keep/large", &[2u8; 4097]);
+    // A file system mounted inside the tree (where this runs as root and may mount).
+    let mount = env.source.join("mnt");
+    fs::create_dir(&mount).unwrap();
+    let mounted = is_root()
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "tessera-test", mount.to_str().unwrap()])
+            .status()
+            .is_ok_and(|s| s.success());
+    if mounted {
+        fs::write(mount.join("elsewhere"), b"on another file system").unwrap();
+    }
+
+    let everything = backup(&env, &[]);
+    let all = point_paths(&env, everything["point"].as_str().unwrap());
+    let filtered = backup(
+        &env,
+        &[
+            "--exclude-caches",
+            "--exclude-if-present",
+            ".nobackup",
+            "--exclude-larger-than",
+            "4K",
+            "--one-file-system",
+        ],
+    );
+    let some = point_paths(&env, filtered["point"].as_str().unwrap());
+    if mounted {
+        Command::new("umount").arg(&mount).status().unwrap();
+    }
+    for path in ["cache/blob", "private/secret", "keep/large"] {
+        assert!(all.contains(&path.to_string()), "{path} in {all:?}");
+    }
+    if mounted {
+        assert!(all.contains(&"mnt/elsewhere".to_string()), "{all:?}");
+    }
+    // The mount point stays, empty.
+    assert_eq!(
+        some,
+        [
+            "keep",
+            "keep/small",
+            "mnt",
+            "not-a-cache",
+            "not-a-cache/CACHEDIR.TAG"
+        ]
+    );
+
+    let bad = tessera(&env.vault)
+        .args(["backup", "--exclude-larger-than", "4Q"])
+        .arg(&env.source)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[test]

@@ -130,6 +130,7 @@ pub mod pack;
 pub mod point;
 pub mod retention;
 pub mod session;
+pub mod size;
 pub mod tree;
 pub mod vault;
 

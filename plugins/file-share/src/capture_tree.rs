@@ -18,7 +18,14 @@ use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::settings::Settings;
 use tessera_plugin_sdk::{debug, info, path, warn};
 
-use crate::{EXCLUDE, INCLUDE, ONE_FILE_SYSTEM};
+use crate::{
+    EXCLUDE, EXCLUDE_CACHES, EXCLUDE_IF_PRESENT, EXCLUDE_LARGER_THAN, INCLUDE, ONE_FILE_SYSTEM,
+};
+
+/// The file that marks a cache directory, and how it must start
+/// (<https://bford.info/cachedir/>).
+const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 /// Why the point is only crash-consistent: files are read one after another from a live
 /// tree, with nothing freezing it. `crash` is the lowest level the contract has; even it
@@ -36,6 +43,20 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     let filter = PathFilter::new(&settings.all(INCLUDE), &settings.all(EXCLUDE))
         .map_err(|err| PluginError::InvalidSettings(err.to_string()))?;
     let one_file_system = settings.bool(ONE_FILE_SYSTEM, false)?;
+    let markers = settings
+        .all(EXCLUDE_IF_PRESENT)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let caches = settings.bool(EXCLUDE_CACHES, false)?;
+    let larger_than = match settings.int(EXCLUDE_LARGER_THAN, -1)? {
+        -1 => None,
+        size => Some(u64::try_from(size).map_err(|_| {
+            PluginError::InvalidSettings(format!(
+                "setting `{EXCLUDE_LARGER_THAN}` must be a size in bytes, not {size}"
+            ))
+        })?),
+    };
     let (source, file) = locate_source(&request.sources)?;
     let device = if one_file_system {
         let stat = host::stat(source.prefix()).map_err(|err| {
@@ -55,6 +76,9 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         filter,
         has_parent: request.has_parent,
         device,
+        markers,
+        caches,
+        larger_than,
         links: HashMap::new(),
         stack: Vec::new(),
         entries: 0,
@@ -143,6 +167,12 @@ struct Walk {
     source: Mount,
     filter: PathFilter,
     has_parent: bool,
+    /// Names whose presence leaves a directory out.
+    markers: Vec<String>,
+    /// Whether directories tagged as caches are left out.
+    caches: bool,
+    /// Regular files larger than this are left out.
+    larger_than: Option<u64>,
     /// The root's device, when the walk must stay on it.
     device: Option<u64>,
     /// The first path captured for each (device, inode) with more than one link.
@@ -265,6 +295,10 @@ impl Walk {
                 self.directory(path, &stat, meta, included)
             }
             _ if !included => Ok(()),
+            FileType::Regular if self.larger_than.is_some_and(|limit| stat.size > limit) => {
+                debug!("{path}: left out, {} bytes", stat.size);
+                Ok(())
+            }
             FileType::Regular => {
                 let meta = meta();
                 self.file(path, &stat, meta, &scanned.holes)
@@ -307,6 +341,10 @@ impl Walk {
                 }
             }
         };
+        if let Some(marker) = self.marker_in(&path, &names) {
+            debug!("{path}: left out, it holds {marker}");
+            return Ok(());
+        }
         let entry = EntryInfo {
             path: path.clone(),
             kind: EntryKind::Directory,
@@ -325,6 +363,28 @@ impl Walk {
             whole: included,
         });
         Ok(())
+    }
+
+    /// The entry of `names`, the listing of the directory at `path`, that leaves the
+    /// directory out, if one does.
+    fn marker_in<'n>(&self, path: &str, names: &'n [ScannedEntry]) -> Option<&'n str> {
+        names.iter().map(|e| e.name.as_str()).find(|name| {
+            self.markers.iter().any(|marker| marker == name)
+                || (self.caches && *name == CACHEDIR_TAG && self.is_cache_tag(path))
+        })
+    }
+
+    /// Whether the `CACHEDIR.TAG` in the directory at `path` starts with the signature; a
+    /// file that cannot be read marks nothing.
+    fn is_cache_tag(&self, path: &str) -> bool {
+        use std::io::Read;
+        let tag = self
+            .source
+            .sandbox(&path::join(path, CACHEDIR_TAG).unwrap_or_default());
+        let mut start = [0u8; CACHEDIR_SIGNATURE.len()];
+        std::fs::File::open(tag)
+            .and_then(|mut file| file.read_exact(&mut start))
+            .is_ok_and(|()| start == CACHEDIR_SIGNATURE)
     }
 
     fn file(

@@ -18,6 +18,12 @@ const INCLUDE: &str = "include";
 const EXCLUDE: &str = "exclude";
 /// Setting: whether to stay on the source root's file system.
 const ONE_FILE_SYSTEM: &str = "one-file-system";
+/// Setting: a file name whose presence leaves its directory out (repeatable).
+const EXCLUDE_IF_PRESENT: &str = "exclude-if-present";
+/// Setting: whether to leave out directories tagged as caches (`CACHEDIR.TAG`).
+const EXCLUDE_CACHES: &str = "exclude-caches";
+/// Setting: the size in bytes above which files are left out.
+const EXCLUDE_LARGER_THAN: &str = "exclude-larger-than";
 
 impl describe::Guest for FileShare {
     fn describe() -> PluginInfo {
@@ -45,6 +51,32 @@ impl describe::Guest for FileShare {
                     description: "Glob of paths to leave out of a capture or a restore, with \
                                   everything below them; wins over include."
                         .to_owned(),
+                    required: false,
+                    default: None,
+                },
+                SettingSpec {
+                    name: EXCLUDE_IF_PRESENT.to_owned(),
+                    kind: SettingKind::TextList,
+                    description: "Leave out every directory below the source root that holds \
+                                  an entry of this name (`.nobackup`), with everything in it."
+                        .to_owned(),
+                    required: false,
+                    default: None,
+                },
+                SettingSpec {
+                    name: EXCLUDE_CACHES.to_owned(),
+                    kind: SettingKind::Boolean,
+                    description: "Leave out directories marked as caches: those holding a \
+                                  `CACHEDIR.TAG` file that starts with the Cache Directory \
+                                  Tagging signature."
+                        .to_owned(),
+                    required: false,
+                    default: Some("false".to_owned()),
+                },
+                SettingSpec {
+                    name: EXCLUDE_LARGER_THAN.to_owned(),
+                    kind: SettingKind::Integer,
+                    description: "Leave out regular files larger than this many bytes.".to_owned(),
                     required: false,
                     default: None,
                 },

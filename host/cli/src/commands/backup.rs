@@ -27,6 +27,11 @@ pub(crate) const EXCLUDE_SETTING: &str = "exclude";
 /// The setting that carries `--include` patterns to the plugin.
 pub(crate) const INCLUDE_SETTING: &str = "include";
 
+/// Parses a size for clap: a number of bytes with an optional binary unit.
+fn parse_size(text: &str) -> Result<u64, String> {
+    tessera_vault::size::parse_size(text).map_err(|why| format!("'{text}': {why}"))
+}
+
 /// The setting that carries `--bitmap` to the plugin.
 const BITMAP_SETTING: &str = "bitmap";
 /// The setting that carries `--config` to the plugin.
@@ -52,6 +57,18 @@ pub struct BackupArgs {
     /// Back up only paths matching this pattern (repeatable)
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
+    /// Leave out directories holding an entry of this name, such as .nobackup (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out directories tagged as caches (a CACHEDIR.TAG with its signature)
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out files larger than this (4096, 500M, 2G)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Do not descend into other file systems mounted below the source
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
     /// A tag for the recovery point (repeatable)
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
@@ -194,6 +211,20 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
     );
     if let Some(bitmap) = &args.bitmap {
         settings.push((BITMAP_SETTING.into(), bitmap.clone()));
+    }
+    settings.extend(
+        args.exclude_if_present
+            .iter()
+            .map(|name| ("exclude-if-present".to_string(), name.clone())),
+    );
+    if args.exclude_caches {
+        settings.push(("exclude-caches".into(), "true".into()));
+    }
+    if let Some(size) = args.exclude_larger_than {
+        settings.push(("exclude-larger-than".into(), size.to_string()));
+    }
+    if args.one_file_system {
+        settings.push(("one-file-system".into(), "true".into()));
     }
     let job = CaptureJob {
         item: item.clone(),

@@ -154,24 +154,7 @@ impl FromStr for DataSubset {
             }
             return Ok(DataSubset::Percent(percent));
         }
-        let digits = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
-        let (number, unit) = trimmed.split_at(digits);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| fail("the size is not a number"))?;
-        let shift = match unit.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 0,
-            "K" | "KIB" => 10,
-            "M" | "MIB" => 20,
-            "G" | "GIB" => 30,
-            "T" | "TIB" => 40,
-            _ => return Err(fail("unknown size unit")),
-        };
-        let bytes = number
-            .checked_mul(1 << shift)
-            .ok_or_else(|| fail("the size is too large"))?;
+        let bytes = crate::size::parse_size(trimmed).map_err(fail)?;
         if bytes == 0 {
             return Err(fail("the size must be above 0"));
         }
