@@ -154,6 +154,79 @@ fn a_data_subset_reads_only_its_packs_and_its_parts_cover_the_vault() {
     assert!(!everything.is_ok());
 }
 
+fn repair(vault: &Vault, dry_run: bool) -> tessera_vault::commands::repair::RepairReport {
+    let options = tessera_vault::commands::repair::RepairOptions {
+        dry_run,
+        ..Default::default()
+    };
+    tessera_vault::commands::repair::repair_index(vault, options).unwrap()
+}
+
+#[test]
+fn a_lost_or_damaged_index_is_rebuilt_from_the_packs() {
+    for how in ["delete", "flip", "truncate"] {
+        let (tv, data, point) = setup();
+        let index_files = files_under(&tv.path().join("index"));
+        let packs = files_under(&tv.path().join("data")).len();
+        for file in &index_files {
+            match how {
+                "delete" => fs::remove_file(file).unwrap(),
+                other => damage(file, other),
+            }
+        }
+        let vault = tv.reopen();
+        assert!(!full_check(&vault).is_ok(), "{how}: nothing was missing");
+
+        // A dry run reads and reports, and changes nothing.
+        let dry = repair(&vault, true);
+        assert_eq!(dry.packs_indexed, packs, "{how}");
+        let left = if how == "delete" {
+            0
+        } else {
+            index_files.len()
+        };
+        assert_eq!(files_under(&tv.path().join("index")).len(), left, "{how}");
+
+        let report = repair(&vault, false);
+        assert_eq!(report.packs_indexed, packs, "{how}");
+        assert_eq!(report.packs_found, packs, "{how}");
+        assert!(report.unreadable.is_empty(), "{how}");
+        assert_eq!(report.index_files_removed, left, "{how}");
+        let vault = tv.reopen();
+        let check = full_check(&vault);
+        assert!(check.is_ok(), "{how}: {:#?}", check.problems);
+        assert!(vault.damaged_index_files().is_empty(), "{how}");
+        assert_eq!(read_file(&vault, &point, "dir/f").unwrap(), data, "{how}");
+        // Repairing a sound vault changes nothing it lists.
+        let again = repair(&vault, false);
+        assert_eq!(again.packs_found, 0, "{how}");
+        assert_eq!(again.blobs_indexed, report.blobs_indexed, "{how}");
+    }
+}
+
+#[test]
+fn repair_keeps_the_index_of_a_pack_whose_header_is_damaged() {
+    let (tv, data, point) = setup();
+    let mut packs = files_under(&tv.path().join("data"));
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    // The header is at the end: the largest pack's blobs stay intact.
+    let victim = packs.last().unwrap();
+    let mut bytes = fs::read(victim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(victim, bytes).unwrap();
+    let vault = tv.reopen();
+    let report = repair(&vault, false);
+    assert_eq!(report.unreadable.len(), 1, "{report:#?}");
+    assert_eq!(
+        report.unreadable[0].pack.to_hex(),
+        victim.file_name().unwrap().to_str().unwrap()
+    );
+    assert!(report.index_files_kept >= 1, "{report:#?}");
+    let vault = tv.reopen();
+    assert_eq!(read_file(&vault, &point, "dir/f").unwrap(), data);
+}
+
 #[test]
 fn damaged_index_files_are_reported_and_the_vault_still_opens() {
     for how in ["flip", "truncate", "empty"] {

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Span, SpanRelativeTo};
 use crate::commands::{
     backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, find::FindArgs,
     forget::ForgetArgs, init::InitArgs, key::KeyCommand, ls::LsArgs, plugin::PluginCommand,
-    points::PointsArgs, prune::PruneArgs, restore::RestoreArgs,
+    points::PointsArgs, prune::PruneArgs, repair::RepairCommand, restore::RestoreArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -68,6 +68,9 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Reclaim the space no recovery point uses
     Prune(PruneArgs),
+    /// Mend the vault's index after index files were lost or damaged
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// List builtin plugins or inspect a plugin
     #[command(subcommand)]
     Plugin(PluginCommand),

@@ -57,6 +57,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Check(args) => commands::check::run(ctx, &args),
         Command::Forget(args) => commands::forget::run(ctx, &args),
         Command::Prune(args) => commands::prune::run(ctx, &args),
+        Command::Repair(command) => commands::repair::run(ctx, &command),
         Command::Plugin(command) => commands::plugin::run(ctx, &command),
         Command::Key(command) => commands::key::run(ctx, &command),
         Command::Stats => commands::stats::run(ctx),

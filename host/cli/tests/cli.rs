@@ -670,6 +670,38 @@ fn find_lists_the_points_holding_matching_paths() {
 }
 
 #[test]
+fn repair_index_rebuilds_a_lost_index() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), b"alpha").unwrap();
+    assert_success(&sandbox.run(&["backup", source.to_str().unwrap()]));
+    for entry in std::fs::read_dir(sandbox.vault().join("index")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert_exit(&sandbox.run(&["check"]), 1);
+
+    let out = sandbox.run(&["repair", "index", "--dry-run"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("would write 1 index file"),
+        "{}",
+        stdout(&out)
+    );
+    assert_exit(&sandbox.run(&["check"]), 1);
+
+    let out = sandbox.run(&["--json", "repair", "index"]);
+    assert_success(&out);
+    let report = json(&out);
+    assert!(report["packs_found"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(report["index_files_written"], 1, "{report}");
+    assert_success(&sandbox.run(&["check", "--read-data"]));
+    let out = sandbox.run(&["dump", "latest", "a.txt"]);
+    assert_eq!(out.stdout, b"alpha");
+}
+
+#[test]
 fn check_fails_on_a_damaged_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

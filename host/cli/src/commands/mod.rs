@@ -13,6 +13,7 @@ pub mod ls;
 pub mod plugin;
 pub mod points;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod stats;
 

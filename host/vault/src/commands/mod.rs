@@ -5,6 +5,7 @@ pub mod check;
 pub mod diff;
 pub mod find;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod stats;
 pub mod walk;
