@@ -18,6 +18,13 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Writes `bytes` to `path` below `root`, making the directories on the way.
+fn write_under(root: &Path, path: &str, bytes: &[u8]) {
+    let path = root.join(path);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
 fn set_mtime(path: &Path, secs: i64, nanos: u32) {
     let when = std::time::UNIX_EPOCH + std::time::Duration::new(secs as u64, nanos);
     let file = fs::File::options()
@@ -370,11 +377,7 @@ fn single_files_restore_under_their_path() {
 #[test]
 fn restore_filters_choose_entries_and_keep_the_directories_on_the_way() {
     let env = env();
-    let write = |path: &str, bytes: &[u8]| {
-        let path = env.source.join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, bytes).unwrap();
-    };
+    let write = |path: &str, bytes: &[u8]| write_under(&env.source, path, bytes);
     write("docs/readme.txt", b"read me");
     write("docs/deep/er/notes.txt", b"notes");
     write("docs/img.png", b"\x89PNG");
@@ -475,11 +478,7 @@ fn point_paths(env: &CliEnv, point: &str) -> Vec<String> {
 #[test]
 fn markers_caches_large_files_and_other_file_systems_are_left_out() {
     let env = env();
-    let write = |path: &str, bytes: &[u8]| {
-        let path = env.source.join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, bytes).unwrap();
-    };
+    let write = |path: &str, bytes: &[u8]| write_under(&env.source, path, bytes);
     write(
         "cache/CACHEDIR.TAG",
         b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache\n",

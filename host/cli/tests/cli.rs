@@ -65,6 +65,13 @@ impl Sandbox {
         self.run_with(PASSWORD, args)
     }
 
+    /// Backs `source` up and returns the new point's id.
+    fn backup_point(&self, source: &Path) -> String {
+        let out = self.run(&["--json", "backup", source.to_str().unwrap()]);
+        assert_success(&out);
+        json(&out)["point"].as_str().unwrap().to_string()
+    }
+
     /// Creates the explicit vault.
     fn init(&self) {
         let out = self.run(&["vault", "init"]);
@@ -102,6 +109,13 @@ fn assert_exit(out: &Output, code: i32) {
 
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+/// Writes `bytes` to `path` below `root`, making the directories on the way.
+fn write_under(root: &Path, path: &str, bytes: &[u8]) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
 }
 
 fn exists(path: &Path) -> bool {
@@ -467,11 +481,7 @@ fn diff_names_every_path_that_changed_between_two_points() {
     let sandbox = Sandbox::new();
     sandbox.init();
     let source = sandbox.path("source");
-    let write = |path: &str, bytes: &[u8]| {
-        let path = source.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    };
+    let write = |path: &str, bytes: &[u8]| write_under(&source, path, bytes);
     write("a/x", b"one");
     write("a/b/z", b"three");
     write("c/q", b"gone soon");
@@ -489,11 +499,7 @@ fn diff_names_every_path_that_changed_between_two_points() {
         .collect();
     write("big", &big);
     std::os::unix::fs::symlink("y", source.join("l")).unwrap();
-    let backup = || {
-        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
-        assert_success(&out);
-        json(&out)["point"].as_str().unwrap().to_string()
-    };
+    let backup = || sandbox.backup_point(&source);
     let first = backup();
 
     write("y", b"changed");
@@ -599,19 +605,11 @@ fn find_lists_the_points_holding_matching_paths() {
     let sandbox = Sandbox::new();
     sandbox.init();
     let source = sandbox.path("source");
-    let write = |path: &str, bytes: &[u8]| {
-        let path = source.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, bytes).unwrap();
-    };
+    let write = |path: &str, bytes: &[u8]| write_under(&source, path, bytes);
     write("etc/app.conf", b"port = 1");
     write("etc/nginx/site.conf", b"listen 80;");
     write("srv/README", b"read me");
-    let backup = || {
-        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
-        assert_success(&out);
-        json(&out)["point"].as_str().unwrap().to_string()
-    };
+    let backup = || sandbox.backup_point(&source);
     let first = backup();
     std::fs::remove_file(source.join("etc/nginx/site.conf")).unwrap();
     write("etc/app.conf", b"port = 22");

@@ -175,21 +175,29 @@ impl Job {
                     .as_ref()
                     .expect("a pending directory has an entry");
                 let path = entry.path.as_str();
-                let dest = self.target.sandbox(path);
-                dir.created = if in_created {
-                    fs::create_dir(&dest).map_err(|err| {
-                        from_io(format_args!("creating directory {path:?}"), &err)
-                    })?;
-                    true
-                } else {
-                    target::make_dir(path, &dest)?
-                };
+                dir.created = self.make_dir(path, &self.target.sandbox(path), in_created)?;
                 dir.pending = false;
                 self.tally.entries += 1;
             }
             in_created = dir.created;
         }
         Ok(())
+    }
+
+    /// Makes the directory `path` at `dest`; returns whether this restore created it. In
+    /// a directory this restore created (`in_created`) nothing can be in the way.
+    fn make_dir(
+        &self,
+        path: &str,
+        dest: &std::path::Path,
+        in_created: bool,
+    ) -> Result<bool, PluginError> {
+        if !in_created {
+            return target::make_dir(path, dest);
+        }
+        fs::create_dir(dest)
+            .map_err(|err| from_io(format_args!("creating directory {path:?}"), &err))?;
+        Ok(true)
     }
 
     /// Restores one entry; a directory is returned to have its children restored, all of
@@ -203,14 +211,7 @@ impl Job {
         let dest = self.target.sandbox(path);
         match &entry.kind {
             EntryKind::Directory => {
-                let created = if self.in_created_dir {
-                    fs::create_dir(&dest).map_err(|err| {
-                        from_io(format_args!("creating directory {path:?}"), &err)
-                    })?;
-                    true
-                } else {
-                    target::make_dir(path, &dest)?
-                };
+                let created = self.make_dir(path, &dest, self.in_created_dir)?;
                 self.tally.entries += 1;
                 let children = self.list(path)?;
                 return Ok(Some(Dir {
