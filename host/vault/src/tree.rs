@@ -345,6 +345,15 @@ pub enum TreeError {
     SubtreeConflict(String),
 }
 
+/// The path of the entry `name` in the directory at `dir` (`""` for the root).
+pub(crate) fn child_path(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 /// Splits and validates a relative entry path.
 pub fn split_path(path: &str) -> Result<Vec<&str>, TreeError> {
     let trimmed = path.trim_end_matches('/');

@@ -7,14 +7,14 @@
 //! paths. The data figures need every chunk of both points, which a walk of each point
 //! collects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::error::Result;
 use crate::id::ChunkId;
-use crate::tree::{Entry, EntryKind, Metadata, Tree};
+use crate::tree::{Entry, EntryKind, Metadata, Tree, child_path};
 use crate::vault::Vault;
 
 use super::walk::{WalkEvent, walk};
@@ -129,15 +129,12 @@ fn compare_trees(
     }
     let a = vault.cached_tree(&first)?;
     let b = vault.cached_tree(&second)?;
-    let by_name: HashMap<&str, &Entry> = a.entries.iter().map(|e| (e.name.as_str(), e)).collect();
-    let mut seen = HashSet::new();
     for new in &b.entries {
-        let path = join(dir, &new.name);
-        let Some(old) = by_name.get(new.name.as_str()) else {
+        let path = child_path(dir, &new.name);
+        let Some(old) = a.get(&new.name) else {
             everything_below(vault, new, &path, ChangeKind::Added, report)?;
             continue;
         };
-        seen.insert(new.name.as_str());
         if kind_name(&old.kind) != kind_name(&new.kind) {
             report.changes.push(Change {
                 path: path.clone(),
@@ -166,11 +163,9 @@ fn compare_trees(
             compare_trees(vault, old_tree, new_tree, &path, report)?;
         }
     }
-    for old in &a.entries {
-        if !seen.contains(old.name.as_str()) {
-            let path = join(dir, &old.name);
-            everything_below(vault, old, &path, ChangeKind::Removed, report)?;
-        }
+    for old in a.entries.iter().filter(|old| b.get(&old.name).is_none()) {
+        let path = child_path(dir, &old.name);
+        everything_below(vault, old, &path, ChangeKind::Removed, report)?;
     }
     Ok(())
 }
@@ -205,7 +200,7 @@ fn children(
     };
     let tree: Arc<Tree> = vault.cached_tree(&subtree)?;
     for child in &tree.entries {
-        everything_below(vault, child, &join(path, &child.name), change, report)?;
+        everything_below(vault, child, &child_path(path, &child.name), change, report)?;
     }
     Ok(())
 }
@@ -215,7 +210,9 @@ fn children(
 fn chunks_of(vault: &Vault, root: ChunkId) -> (HashSet<ChunkId>, Option<crate::Error>) {
     let mut chunks = HashSet::new();
     let mut error = None;
-    walk(vault, root, None, &mut |event| match event {
+    // A tree met twice adds no chunk the first walk through it did not.
+    let mut visited = HashSet::new();
+    walk(vault, root, Some(&mut visited), &mut |event| match event {
         WalkEvent::Meta { id, .. } | WalkEvent::Data { id, .. } => {
             chunks.insert(id);
         }
@@ -247,12 +244,4 @@ fn same_dir_meta(a: &Metadata, b: &Metadata) -> bool {
 /// without the file being any different.
 fn same_meta(a: &Metadata, b: &Metadata) -> bool {
     same_dir_meta(a, b) && a.mtime_ns == b.mtime_ns && a.rdev == b.rdev
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
-    }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::id::ChunkId;
-use crate::tree::{Entry, EntryKind};
+use crate::tree::{Entry, EntryKind, child_path};
 use crate::vault::Vault;
 
 /// An entry whose path matched.
@@ -108,11 +108,7 @@ impl<'a> Finder<'a> {
         match self.vault.cached_tree(&tree) {
             Ok(entries) => {
                 for entry in &entries.entries {
-                    let child = if path.is_empty() {
-                        entry.name.clone()
-                    } else {
-                        format!("{path}/{}", entry.name)
-                    };
+                    let child = child_path(path, &entry.name);
                     if (self.matches)(&child) {
                         below.items.push(Item::Found(found(&child, entry)));
                     }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use crate::error::Error;
 use crate::id::ChunkId;
-use crate::tree::Content;
+use crate::tree::{Content, child_path};
 use crate::vault::Vault;
 
 /// One thing met while walking a point.
@@ -61,11 +61,7 @@ pub fn walk(
             }
         };
         for entry in &tree.entries {
-            let path = if dir.is_empty() {
-                entry.name.clone()
-            } else {
-                format!("{dir}/{}", entry.name)
-            };
+            let path = child_path(&dir, &entry.name);
             match &entry.content {
                 Content::Extents(extents) => {
                     for id in extents.iter().filter_map(|e| e.id) {
