@@ -87,7 +87,7 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         unreadable: 0,
     };
     match file {
-        Some((name, stat)) => walk.one_file(name, stat)?,
+        Some(SingleFile { name, stat }) => walk.one_file(name, stat)?,
         None => walk.run()?,
     }
 
@@ -102,11 +102,16 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     })
 }
 
+/// A source that is a single file: its name in the source directory, and its metadata.
+struct SingleFile {
+    name: String,
+    stat: PosixStat,
+}
+
 /// Finds the tree in the request: one path, the grant (`source`) or a path below it. When
 /// that path is a file rather than a directory, returns its directory's mount, with the
-/// file's name and metadata.
-#[allow(clippy::type_complexity)]
-fn locate_source(sources: &[String]) -> Result<(Mount, Option<(String, PosixStat)>), PluginError> {
+/// file.
+fn locate_source(sources: &[String]) -> Result<(Mount, Option<SingleFile>), PluginError> {
     let given = match sources {
         [one] => one,
         [] => {
@@ -138,7 +143,11 @@ fn locate_source(sources: &[String]) -> Result<(Mount, Option<(String, PosixStat
     }
     match given.trim_end_matches('/').rsplit_once('/') {
         Some((dir, name)) if !source.prefix().is_empty() => {
-            Ok((mount(dir)?, Some((name.to_owned(), stat))))
+            let file = SingleFile {
+                name: name.to_owned(),
+                stat,
+            };
+            Ok((mount(dir)?, Some(file)))
         }
         // The grant itself is the file: a device, granted alone.
         _ => Err(PluginError::Unsupported(format!(

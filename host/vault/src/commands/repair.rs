@@ -99,9 +99,11 @@ pub fn repair_index(vault: &Vault, options: RepairOptions) -> Result<RepairRepor
             packs.push((pack, info.size));
         }
     }
-    packs.sort_unstable();
 
-    let (mut headers, unreadable) = read_headers(vault, &packs, options.workers);
+    let Headers {
+        read: mut headers,
+        unreadable,
+    } = read_headers(vault, &packs, options.workers);
     headers.sort_unstable_by_key(|(pack, _)| *pack);
     report.unreadable = unreadable;
     report.unreadable.sort_by_key(|u| u.pack);
@@ -167,16 +169,19 @@ fn lists_any(vault: &Vault, name: &str, packs: &HashSet<PackId>) -> bool {
         .is_ok_and(|file| file.packs.iter().any(|(pack, _)| packs.contains(pack)))
 }
 
-/// The headers of `packs` (names and sizes), read by `workers` threads, and the packs
-/// whose header could not be read.
-#[allow(clippy::type_complexity)]
-fn read_headers(
-    vault: &Vault,
-    packs: &[(PackId, u64)],
-    workers: usize,
-) -> (Vec<(PackId, Vec<PackEntry>)>, Vec<UnreadablePack>) {
+/// What [`read_headers`] found.
+#[derive(Default)]
+struct Headers {
+    /// The packs whose header was read, with their blobs.
+    read: Vec<(PackId, Vec<PackEntry>)>,
+    /// The packs whose header could not be read.
+    unreadable: Vec<UnreadablePack>,
+}
+
+/// The headers of `packs` (names and sizes), read by `workers` threads.
+fn read_headers(vault: &Vault, packs: &[(PackId, u64)], workers: usize) -> Headers {
     let next = Mutex::new(packs.iter());
-    let results = Mutex::new((Vec::new(), Vec::new()));
+    let results = Mutex::new(Headers::default());
     std::thread::scope(|scope| {
         for _ in 0..crate::vault::worker_threads(workers) {
             scope.spawn(|| {
@@ -188,8 +193,8 @@ fn read_headers(
                         pack::read_header(vault.backend().as_ref(), vault.crypto(), &pack, size);
                     let mut results = results.lock().expect("lock");
                     match header {
-                        Ok(entries) => results.0.push((pack, entries)),
-                        Err(e) => results.1.push(UnreadablePack {
+                        Ok(entries) => results.read.push((pack, entries)),
+                        Err(e) => results.unreadable.push(UnreadablePack {
                             pack,
                             error: e.to_string(),
                         }),
