@@ -98,7 +98,7 @@ fn populate(source: &Path) {
     set_mtime(&source.join("empty"), 1_500_000_000, 1);
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
     kind: String,
     mode: u32,
@@ -303,6 +303,141 @@ fn a_single_file_backs_up_as_the_one_entry_named_like_it() {
     fs::write(&file, b"rewritten").unwrap();
     let changed = backup_file();
     assert_eq!(changed["bytes_read"], 9, "{changed}");
+}
+
+#[test]
+fn several_sources_go_under_their_names_in_one_point() {
+    let env = env();
+    // Two directories from different places and a file from a third.
+    let conf = env.source.join("etc/conf");
+    populate(&conf);
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o750)).unwrap();
+    let www = env.source.join("srv/www");
+    write_under(&www, "index.html", b"<html></html>");
+    write_under(&www, "cache/page", b"rendered");
+    write_under(&www, "static/app.js", &random_bytes(5, 200 << 10));
+    let notes = env.source.join("home/notes.txt");
+    write_under(&env.source, "home/notes.txt", b"remember");
+    set_mtime(&notes, 1_600_000_000, 42);
+    set_mtime(&conf, 1_650_000_000, 7);
+    let backup_all = |extra: &[&str]| {
+        let out = run_ok(
+            tessera(&env.vault)
+                .args(["--json", "backup"])
+                .args([&conf, &www, &notes])
+                .args(extra),
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+
+    let first = backup_all(&["--exclude", "www/cache"]);
+    let item = format!("{}, {}, {}", conf.display(), www.display(), notes.display());
+    assert_eq!(first["item"], item.as_str(), "{first}");
+    let point = first["point"].as_str().unwrap();
+    let target = env.root.join("restored");
+    restore(&env, point, &target, &[]);
+    let restored = snapshot(&target);
+    // Each source under its name, its own metadata on the top entry.
+    let mut expected = BTreeMap::new();
+    for (name, dir) in [("conf", &conf), ("www", &www)] {
+        for (path, seen) in snapshot(dir) {
+            expected.insert(format!("{name}/{path}"), seen);
+        }
+    }
+    let parents = snapshot(&env.source);
+    expected.insert("conf".into(), parents["etc/conf"].clone());
+    expected.insert("www".into(), parents["srv/www"].clone());
+    expected.insert("notes.txt".into(), parents["home/notes.txt"].clone());
+    expected.retain(|path, _| !path.starts_with("www/cache"));
+    assert_eq!(restored, expected);
+
+    // Unchanged, everything is carried forward; a changed file in one source is read.
+    let total = first["bytes_read"].as_u64().unwrap();
+    let again = backup_all(&["--exclude", "www/cache"]);
+    assert_eq!(again["parent"], point, "{again}");
+    assert_eq!(again["bytes_read"], 0, "{again}");
+    assert_eq!(again["bytes_new"], 0, "{again}");
+    // Carried: every file's size once, holes included, hard links counted once.
+    let mut inodes = std::collections::HashSet::new();
+    let sizes: u64 = [conf.as_path(), www.as_path(), notes.as_path()]
+        .iter()
+        .flat_map(|source| walkdir(source))
+        .filter(|path| !path.starts_with(www.join("cache")))
+        .filter_map(|path| fs::symlink_metadata(path).ok())
+        .filter(|meta| meta.is_file() && inodes.insert((meta.dev(), meta.ino())))
+        .map(|meta| meta.len())
+        .sum();
+    assert_eq!(again["bytes_carried"], sizes, "{again}");
+    assert!(total < sizes, "the sparse file's holes are not read");
+    fs::write(www.join("index.html"), b"<html>new</html>").unwrap();
+    let changed = backup_all(&["--exclude", "www/cache"]);
+    assert_eq!(changed["bytes_read"], 16, "{changed}");
+    let one = env.root.join("one");
+    restore(&env, "latest", &one, &["www/index.html"]);
+    assert_eq!(
+        fs::read(one.join("www/index.html")).unwrap(),
+        b"<html>new</html>"
+    );
+}
+
+/// `root` and every path below it.
+fn walkdir(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut at = 0;
+    while at < out.len() {
+        if fs::symlink_metadata(&out[at]).unwrap().is_dir() {
+            let below: Vec<_> = fs::read_dir(&out[at])
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            out.extend(below);
+        }
+        at += 1;
+    }
+    out
+}
+
+#[test]
+fn sources_that_cannot_be_told_apart_are_refused() {
+    let env = env();
+    let a = env.source.join("a/data");
+    let b = env.source.join("b/data");
+    write_under(&a, "x", b"x");
+    write_under(&b, "y", b"y");
+    let points = || run_ok(tessera(&env.vault).args(["--json", "points"]));
+    let before = points();
+    for sources in [
+        vec![a.clone(), b.clone()],
+        vec![PathBuf::from("/"), a.clone()],
+    ] {
+        let out = tessera(&env.vault)
+            .arg("backup")
+            .args(&sources)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let named = if sources[0] == Path::new("/") {
+            "source / has no name to store it under".to_string()
+        } else {
+            format!(
+                "sources {} and {} would both be stored as \"data\"",
+                a.display(),
+                b.display()
+            )
+        };
+        assert!(stderr.contains(&named), "{stderr}");
+    }
+    assert_eq!(points(), before, "no point is committed");
+    // The same directory named twice is one source.
+    let out = run_ok(
+        tessera(&env.vault)
+            .args(["--json", "backup"])
+            .args([&a, &a]),
+    );
+    let twice: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(twice["item"], a.to_str().unwrap(), "{twice}");
+    assert_eq!(point_paths(&env, twice["point"].as_str().unwrap()), ["x"]);
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! Capture: a depth-first walk of the granted source tree in sorted name order, adding
 //! each object as an entry with the host's POSIX metadata. A source that is a single file
 //! (the runtime then grants its directory and names the file in it) is captured as the
-//! one entry named like the file. Regular files are streamed
+//! one entry named like the file. With several sources each is stored under its own name
+//! (the last component of its host path), so `/etc` and `/srv/www` give the top-level
+//! entries `etc` and `www`; two sources of the same name are refused, since one would
+//! hide the other. Regular files are streamed
 //! with their holes kept, hard links are stored once, and with a parent point unchanged
 //! files are carried forward unread. A path that cannot be read is reported and skipped,
 //! so one bad file does not cost the whole point.
@@ -57,25 +60,14 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
             ))
         })?),
     };
-    let (source, file) = locate_source(&request.sources)?;
-    let device = if one_file_system {
-        let stat = host::stat(source.prefix()).map_err(|err| {
-            PluginError::SourceUnavailable(format!(
-                "{ONE_FILE_SYSTEM} needs the device of the source root {:?}, but stat failed: {}",
-                source.prefix(),
-                host_error_text(&err)
-            ))
-        })?;
-        Some(stat.dev)
-    } else {
-        None
-    };
+    let sources = locate_sources(&request.sources, &request.mounts)?;
 
     let mut walk = Walk {
-        source,
+        source: Mount::new(SOURCE_MOUNT).expect("the source mount is a valid path"),
+        root: String::new(),
         filter,
         has_parent: request.has_parent,
-        device,
+        device: None,
         markers,
         caches,
         larger_than,
@@ -86,9 +78,26 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
         bytes_done: 0,
         unreadable: 0,
     };
-    match file {
-        Some(SingleFile { name, stat }) => walk.one_file(name, stat)?,
-        None => walk.run()?,
+    for source in sources {
+        walk.device = if one_file_system {
+            let stat = host::stat(source.mount.prefix()).map_err(|err| {
+                PluginError::SourceUnavailable(format!(
+                    "{ONE_FILE_SYSTEM} needs the device of the source root {:?}, but stat \
+                     failed: {}",
+                    source.mount.prefix(),
+                    host_error_text(&err)
+                ))
+            })?;
+            Some(stat.dev)
+        } else {
+            None
+        };
+        walk.source = source.mount;
+        walk.root = source.root;
+        match source.file {
+            Some(SingleFile { name, stat }) => walk.one_file(name, stat)?,
+            None => walk.run()?,
+        }
     }
 
     sink::set_consistency(Consistency::Crash, Some(CONSISTENCY_REASON));
@@ -102,30 +111,98 @@ pub(crate) fn run(request: &CaptureRequest) -> Result<CaptureSummary, PluginErro
     })
 }
 
+/// Where the sandbox shows the source grant, as `std` opens it.
+const SOURCE_MOUNT: &str = "source";
+
 /// A source that is a single file: its name in the source directory, and its metadata.
 struct SingleFile {
     name: String,
     stat: PosixStat,
 }
 
-/// Finds the tree in the request: one path, the grant (`source`) or a path below it. When
-/// that path is a file rather than a directory, returns its directory's mount, with the
-/// file.
-fn locate_source(sources: &[String]) -> Result<(Mount, Option<SingleFile>), PluginError> {
-    let given = match sources {
-        [one] => one,
-        [] => {
-            return Err(PluginError::SourceUnavailable(
-                "the request names no source".to_owned(),
-            ));
+/// One source of the request, located.
+struct Source {
+    /// Its directory (for a file, the directory holding it).
+    mount: Mount,
+    /// The entry path its directory's content is stored under: `""` for the only
+    /// source, its name among several (a file is stored under its own name either way).
+    root: String,
+    /// The file, when the source is one.
+    file: Option<SingleFile>,
+}
+
+/// Locates the request's sources (a source named twice counts once). One directory is
+/// stored as the point's root; with several sources each goes under its name, and two of
+/// the same name, or a name a path cannot have (the root directory `/`), are refused.
+fn locate_sources(
+    sources: &[String],
+    mounts: &[capture::Mount],
+) -> Result<Vec<Source>, PluginError> {
+    let mut given: Vec<&str> = Vec::new();
+    for source in sources {
+        if !given.contains(&source.as_str()) {
+            given.push(source);
         }
+    }
+    match given.as_slice() {
+        [] => Err(PluginError::SourceUnavailable(
+            "the request names no source".to_owned(),
+        )),
+        [one] => Ok(vec![locate_source(one)?]),
         many => {
-            return Err(PluginError::Unsupported(format!(
-                "file-share captures one directory tree, but the request names {} sources: {many:?}",
-                many.len()
-            )));
+            let mut located: Vec<Source> = Vec::with_capacity(many.len());
+            // Each stored name, with the host path it comes from.
+            let mut names: Vec<(String, String)> = Vec::with_capacity(many.len());
+            for &sandbox in many {
+                let mut source = locate_source(sandbox)?;
+                let shown = host_path(sandbox, mounts).unwrap_or_else(|| sandbox.to_owned());
+                let name = match &source.file {
+                    Some(file) => file.name.clone(),
+                    None => {
+                        let name = shown.rsplit('/').find(|part| !part.is_empty());
+                        let name = name.filter(|&n| path::validate_name(n).is_ok());
+                        let Some(name) = name else {
+                            return Err(PluginError::Unsupported(format!(
+                                "source {shown} has no name to store it under beside the \
+                                 other sources: back it up alone"
+                            )));
+                        };
+                        source.root = name.to_owned();
+                        name.to_owned()
+                    }
+                };
+                if let Some((_, other)) = names.iter().find(|(n, _)| *n == name) {
+                    return Err(PluginError::Unsupported(format!(
+                        "sources {other} and {shown} would both be stored as {name:?}: back \
+                         them up as separate items, or back up a directory holding both"
+                    )));
+                }
+                names.push((name, shown));
+                located.push(source);
+            }
+            Ok(located)
         }
-    };
+    }
+}
+
+/// The host path of the sandbox path `sandbox`, through the grant it lies in.
+fn host_path(sandbox: &str, mounts: &[capture::Mount]) -> Option<String> {
+    let sandbox = sandbox.trim_start_matches('/').trim_end_matches('/');
+    mounts.iter().find_map(|mount| {
+        let granted = mount.sandbox.trim_start_matches('/').trim_end_matches('/');
+        let below = sandbox.strip_prefix(granted)?;
+        if below.is_empty() {
+            Some(mount.host.clone())
+        } else {
+            let below = below.strip_prefix('/')?;
+            Some(format!("{}/{below}", mount.host.trim_end_matches('/')))
+        }
+    })
+}
+
+/// Finds one source: the grant (`source`) or a path below it. When that path is a file
+/// rather than a directory, returns its directory's mount, with the file.
+fn locate_source(given: &str) -> Result<Source, PluginError> {
     let mount = |path: &str| {
         Mount::new(path).map_err(|err| {
             PluginError::SourceUnavailable(format!(
@@ -133,22 +210,28 @@ fn locate_source(sources: &[String]) -> Result<(Mount, Option<SingleFile>), Plug
             ))
         })
     };
+    let directory = |mount| Source {
+        mount,
+        root: String::new(),
+        file: None,
+    };
     let source = mount(given)?;
     // A root that cannot be looked at is reported by the walk, which lists it.
     let Ok(stat) = host::stat(source.prefix()) else {
-        return Ok((source, None));
+        return Ok(directory(source));
     };
     if FileType::from_mode(stat.mode) == FileType::Directory {
-        return Ok((source, None));
+        return Ok(directory(source));
     }
     match given.trim_end_matches('/').rsplit_once('/') {
-        Some((dir, name)) if !source.prefix().is_empty() => {
-            let file = SingleFile {
+        Some((dir, name)) if !source.prefix().is_empty() => Ok(Source {
+            mount: mount(dir)?,
+            root: String::new(),
+            file: Some(SingleFile {
                 name: name.to_owned(),
                 stat,
-            };
-            Ok((mount(dir)?, Some(file)))
-        }
+            }),
+        }),
         // The grant itself is the file: a device, granted alone.
         _ => Err(PluginError::Unsupported(format!(
             "source {given:?} is granted alone, as a device is, and is not a directory: \
@@ -173,7 +256,10 @@ struct Frame {
 
 /// The state of one capture.
 struct Walk {
+    /// The directory of the source being walked.
     source: Mount,
+    /// The entry path that directory's content is stored under (see [`Source::root`]).
+    root: String,
     filter: PathFilter,
     has_parent: bool,
     /// Names whose presence leaves a directory out.
@@ -210,7 +296,14 @@ impl Walk {
     /// Captures the single file `name` of the source directory, as the walk would have
     /// found it there.
     fn one_file(&mut self, name: String, stat: PosixStat) -> Result<(), PluginError> {
-        let at = self.source.host(&name);
+        let scanned = self.scanned(&name, name.clone(), stat);
+        self.visit(name, false, scanned)
+    }
+
+    /// What a listing would have said of the object at `path` (named `name`), whose
+    /// metadata is `stat`.
+    fn scanned(&self, path: &str, name: String, stat: PosixStat) -> ScannedEntry {
+        let at = self.host(path);
         let (xattrs, xattrs_error) = match host::xattrs(&at) {
             Ok(xattrs) => (xattrs, None),
             Err(err) => (Vec::new(), Some(host_error_text(&err))),
@@ -220,30 +313,39 @@ impl Walk {
         } else {
             Vec::new()
         };
-        let scanned = ScannedEntry {
-            name: name.clone(),
+        ScannedEntry {
+            name,
             stat: Ok(stat),
             xattrs,
             xattrs_error,
             holes,
-        };
-        self.visit(name, false, scanned)
+        }
     }
 
+    /// Walks the source directory; among several sources, as the directory entry
+    /// [`Walk::root`].
     fn run(&mut self) -> Result<(), PluginError> {
-        let names = host::scan(&self.source.host("")).map_err(|err| {
+        let unavailable = |what: &str, err: HostError| {
             PluginError::SourceUnavailable(format!(
-                "cannot list the source root {}: {}",
+                "cannot {what} the source root {}: {}",
                 self.source.sandbox("").display(),
                 host_error_text(&err)
             ))
-        })?;
-        self.stack.push(Frame {
-            path: String::new(),
-            names: names.into_iter(),
-            pending: None,
-            whole: false,
-        });
+        };
+        if self.root.is_empty() {
+            let names = host::scan(&self.host("")).map_err(|err| unavailable("list", err))?;
+            self.stack.push(Frame {
+                path: String::new(),
+                names: names.into_iter(),
+                pending: None,
+                whole: false,
+            });
+        } else {
+            let stat = host::stat(&self.host("")).map_err(|err| unavailable("stat", err))?;
+            let root = self.root.clone();
+            let scanned = self.scanned(&root, root.clone(), stat);
+            self.visit(root, false, scanned)?;
+        }
         while let Some(frame) = self.stack.last_mut() {
             let Some(scanned) = frame.names.next() else {
                 self.stack.pop();
@@ -340,7 +442,7 @@ impl Walk {
             info!("{path}: on another file system, kept empty");
             Vec::new()
         } else {
-            match host::scan(&self.source.host(&path)) {
+            match host::scan(&self.host(&path)) {
                 Ok(names) => names,
                 Err(HostError::NotFound(_)) => return Ok(()),
                 Err(err) => {
@@ -387,9 +489,8 @@ impl Walk {
     /// file that cannot be read marks nothing.
     fn is_cache_tag(&self, path: &str) -> bool {
         use std::io::Read;
-        let tag = self
-            .source
-            .sandbox(&path::join(path, CACHEDIR_TAG).unwrap_or_default());
+        let tag = path::join(self.in_source(path), CACHEDIR_TAG).unwrap_or_default();
+        let tag = self.source.sandbox(&tag);
         let mut start = [0u8; CACHEDIR_SIGNATURE.len()];
         std::fs::File::open(tag)
             .and_then(|mut file| file.read_exact(&mut start))
@@ -448,7 +549,7 @@ impl Walk {
         holes: &[ByteRange],
         meta: &mut Metadata,
     ) -> Result<Outcome<Writer>, PluginError> {
-        let host_path = self.source.host(path);
+        let host_path = self.host(path);
         let stored = |err: HostError| from_host(format_args!("storing {path:?}"), &err);
         let mut writer = Writer::begin(Chunking::ContentDefined).map_err(stored)?;
         let mut holes_kept = Vec::new();
@@ -529,7 +630,7 @@ impl Walk {
 
     fn symlink(&mut self, path: String, stat: &PosixStat) -> Result<(), PluginError> {
         // The host reads the target verbatim: WASI refuses to reveal absolute targets.
-        let target = match host::read_link(&self.source.host(&path)) {
+        let target = match host::read_link(&self.host(&path)) {
             Ok(target) => target,
             Err(HostError::NotFound(_)) => return Ok(()),
             Err(err) => {
@@ -592,6 +693,22 @@ impl Walk {
     fn progress(&self) {
         host::progress(self.bytes_done, 0, self.entries, 0);
     }
+
+    /// The grant-relative path, for host calls, of the entry at `path`.
+    fn host(&self, path: &str) -> String {
+        self.source.host(self.in_source(path))
+    }
+
+    /// The path below the source directory of the entry at `path`.
+    fn in_source<'p>(&self, path: &'p str) -> &'p str {
+        if self.root.is_empty() {
+            return path;
+        }
+        match path.strip_prefix(self.root.as_str()) {
+            Some(below) => below.trim_start_matches('/'),
+            None => path,
+        }
+    }
 }
 
 /// The entry of a special file.
@@ -600,5 +717,34 @@ fn special(path: String, kind: EntryKind, stat: &PosixStat) -> EntryInfo {
         path,
         kind,
         meta: meta::from_stat(stat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(host: &str, sandbox: &str) -> capture::Mount {
+        capture::Mount {
+            host: host.to_owned(),
+            sandbox: sandbox.to_owned(),
+        }
+    }
+
+    #[test]
+    fn sandbox_paths_map_to_host_paths_through_their_grant() {
+        let mounts = [
+            granted("/etc", "source/0"),
+            granted("/srv/www/", "/source/1"),
+        ];
+        assert_eq!(host_path("source/0", &mounts).as_deref(), Some("/etc"));
+        assert_eq!(host_path("/source/0/", &mounts).as_deref(), Some("/etc"));
+        assert_eq!(
+            host_path("source/1/index.html", &mounts).as_deref(),
+            Some("/srv/www/index.html")
+        );
+        // `source/10` is not below `source/1`.
+        assert_eq!(host_path("source/10", &mounts), None);
+        assert_eq!(host_path("target", &mounts), None);
     }
 }

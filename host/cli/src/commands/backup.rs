@@ -40,15 +40,17 @@ const CONFIG_SETTING: &str = "config";
 /// Flags of `tessera backup`.
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// What to back up: a directory for file-share; disk images, block devices (or
-    /// nbd://HOST:PORT/EXPORT addresses of live disks) for vm-disk, stored as disk0, disk1,
-    /// ... in this order
+    /// What to back up: directories or files for file-share (one directory is stored as
+    /// the point's root; several sources each under its name); disk images, block devices
+    /// (or nbd://HOST:PORT/EXPORT addresses of live disks) for vm-disk, stored as disk0,
+    /// disk1, ... in this order
     #[arg(required = true, value_name = "PATH|URL")]
     pub paths: Vec<String>,
     /// The plugin: a builtin's name or a component file
     #[arg(long, value_name = "NAME|FILE.wasm", default_value = DEFAULT_PLUGIN)]
     pub plugin: String,
-    /// The protected item's name [default: the absolute path]
+    /// The protected item's name [default: the absolute path; with several, the paths
+    /// joined by ", "]
     #[arg(long, value_name = "NAME")]
     pub item: Option<String>,
     /// Leave out paths matching this pattern (repeatable)
@@ -134,6 +136,27 @@ fn source(given: &str) -> Result<CaptureSource> {
     })
 }
 
+/// How a source names the item by default: an address as given, a path absolute.
+fn source_name(source: &CaptureSource, given: &str) -> Result<String> {
+    let path = match source {
+        CaptureSource::Address(url) => return Ok(url.clone()),
+        CaptureSource::Directory(path) | CaptureSource::File(path) => path,
+    };
+    // A device's own name (dm-3, loop0) may be another disk's after a reboot; the
+    // operator's link to it (/dev/vg0/lv0) is not.
+    let named = if is_block_device(path) {
+        std::path::absolute(given).with_context(|| format!("cannot back up {given}"))?
+    } else {
+        path.clone()
+    };
+    named.to_str().map(str::to_string).ok_or_else(|| {
+        anyhow!(
+            "the path {} is not valid UTF-8: name the item with --item",
+            named.display()
+        )
+    })
+}
+
 /// Whether `path` is (or links to) a block device.
 fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
@@ -148,28 +171,18 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let item = match &args.item {
         Some(item) => item.clone(),
-        None => match &sources[0] {
-            CaptureSource::Address(url) => url.clone(),
-            CaptureSource::Directory(path) | CaptureSource::File(path) => {
-                // A device's own name (dm-3, loop0) may be another disk's after a reboot;
-                // the operator's link to it (/dev/vg0/lv0) is not.
-                let named = if is_block_device(path) {
-                    std::path::absolute(&args.paths[0])
-                        .with_context(|| format!("cannot back up {}", args.paths[0]))?
-                } else {
-                    path.clone()
-                };
-                named
-                    .to_str()
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "the path {} is not valid UTF-8: name the item with --item",
-                            named.display()
-                        )
-                    })?
-                    .to_string()
-            }
-        },
+        None => sources
+            .iter()
+            .zip(&args.paths)
+            .map(|(source, given)| source_name(source, given))
+            .try_fold(Vec::new(), |mut names, name| {
+                let name = name?;
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                Ok::<_, anyhow::Error>(names)
+            })?
+            .join(", "),
     };
     let grants = args
         .grants
