@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tessera_tests::{TestVault, backup_files, options, random_bytes, read_file, small_cdc};
-use tessera_vault::commands::check::{CheckOptions, DataSubset, check};
+use tessera_vault::commands::check::{CheckOptions, DataSubset, check, settle_damage};
 use tessera_vault::{Error, Vault};
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -224,6 +224,85 @@ fn repair_keeps_the_index_of_a_pack_whose_header_is_damaged() {
     );
     assert!(report.index_files_kept >= 1, "{report:#?}");
     let vault = tv.reopen();
+    assert_eq!(read_file(&vault, &point, "dir/f").unwrap(), data);
+}
+
+fn structural_check(vault: &Vault) -> tessera_vault::commands::check::CheckReport {
+    check(vault, CheckOptions::default()).unwrap()
+}
+
+#[test]
+fn damage_records_come_and_go_with_what_checks_find() {
+    // Chunks missing from the index: a structural check records the point, and once the
+    // index is repaired a structural check clears it.
+    let tv = TestVault::encrypted();
+    let data = random_bytes(53, 1 << 20);
+    let (id, _) =
+        backup_files(&tv.vault, options("item"), &[("dir/f", &data)], small_cdc()).unwrap();
+    for file in files_under(&tv.path().join("index")) {
+        fs::remove_file(file).unwrap();
+    }
+    let vault = tv.reopen();
+    let settled = settle_damage(&vault, &structural_check(&vault)).unwrap();
+    assert_eq!(settled.recorded, [id]);
+    assert!(
+        vault
+            .damage(&id)
+            .unwrap()
+            .unwrap()
+            .contains("not in the index")
+    );
+    // Still missing: recorded once, and kept.
+    let settled = settle_damage(&vault, &structural_check(&vault)).unwrap();
+    assert!(
+        settled.recorded.is_empty() && settled.cleared.is_empty(),
+        "{settled:?}"
+    );
+    repair(&vault, false);
+    let vault = tv.reopen();
+    let settled = settle_damage(&vault, &structural_check(&vault)).unwrap();
+    assert_eq!(settled.cleared, [id]);
+    assert_eq!(vault.damage(&id).unwrap(), None);
+
+    // Bad bytes in a pack of the file's data: only reading every pack clears the record,
+    // once a later backup stored good copies of the bad chunks.
+    let tv = TestVault::encrypted();
+    let data = random_bytes(54, 4 << 20);
+    let mut opts = options("item");
+    opts.pack_size = 1 << 20;
+    let (first, _) = backup_files(&tv.vault, opts, &[("dir/f", &data)], small_cdc()).unwrap();
+    let mut packs = files_under(&tv.path().join("data"));
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    damage(packs.last().unwrap(), "flip");
+    let vault = tv.reopen();
+    let report = full_check(&vault);
+    assert!(!report.bad_chunks.is_empty());
+    let settled = settle_damage(&vault, &report).unwrap();
+    assert_eq!(settled.recorded, [first]);
+    let (second, point) =
+        backup_files(&vault, options("item"), &[("dir/f", &data)], small_cdc()).unwrap();
+    assert_ne!(first, second);
+    assert!(point.stats.bytes_new > 0, "the bad chunks are stored again");
+    let vault = tv.reopen();
+    let report = structural_check(&vault);
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    let settled = settle_damage(&vault, &report).unwrap();
+    assert!(
+        settled.cleared.is_empty(),
+        "the data was not read: {settled:?}"
+    );
+    // The damaged pack is still there, but every chunk has a good copy.
+    let report = full_check(&vault);
+    assert!(report.bad_chunks.is_empty(), "{:#?}", report.problems);
+    let settled = settle_damage(&vault, &report).unwrap();
+    assert_eq!(settled.cleared, [first]);
+    assert!(settled.recorded.is_empty());
+    let (_, point) = vault
+        .points()
+        .unwrap()
+        .into_iter()
+        .find(|(id, _)| *id == first)
+        .unwrap();
     assert_eq!(read_file(&vault, &point, "dir/f").unwrap(), data);
 }
 

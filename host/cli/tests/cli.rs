@@ -694,7 +694,19 @@ fn repair_index_rebuilds_a_lost_index() {
     let report = json(&out);
     assert!(report["packs_found"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["index_files_written"], 1, "{report}");
-    assert_success(&sandbox.run(&["check", "--read-data"]));
+    // The check that found the point damaged recorded it; a clean check clears that.
+    let out = sandbox.run(&["--json", "check", "--read-data"]);
+    assert_success(&out);
+    let cleared = json(&out)["damage"]["cleared"].clone();
+    assert_eq!(cleared.as_array().map(Vec::len), Some(1), "{cleared}");
+    let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
+    assert_success(&out);
+    let backup = json(&out);
+    assert_eq!(
+        backup["bytes_read"], 0,
+        "the point is trusted again: {backup}"
+    );
+    assert_eq!(backup["warnings"], serde_json::json!([]), "{backup}");
     let out = sandbox.run(&["dump", "latest", "a.txt"]);
     assert_eq!(out.stdout, b"alpha");
 }

@@ -4,8 +4,13 @@
 //! just as broken. A backup whose parent has a record reads everything again instead.
 //!
 //! A record is a sealed object under `damage/` (magic `TSDR`) holding
-//! `{"point": ID, "found": TIMESTAMP, "reason": TEXT}` as JSON. Records are only added:
-//! a damaged point stays damaged. Forgetting a point removes its records.
+//! `{"point": ID, "found": TIMESTAMP, "reason": TEXT, "chunks": [ID, ...]}` as JSON.
+//! Forgetting a point removes its records, and so does a later check that verifies what
+//! the records found wrong and finds the point sound (after `repair index`, or once the
+//! bad chunks have good copies): a structural check clears records of structural damage
+//! (chunks missing from the index, trees that did not decode), and only a check that
+//! read every pack clears records naming bad chunks (see
+//! [`crate::commands::check::settle_damage`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -46,10 +51,10 @@ impl Vault {
         Ok(())
     }
 
-    /// The damaged points, each with the object names of its records and the first
-    /// reason recorded. Unreadable records are skipped with a warning.
-    pub fn damage_records(&self) -> Result<HashMap<PointId, (Vec<String>, String)>> {
-        let mut out: HashMap<PointId, (Vec<String>, String)> = HashMap::new();
+    /// The damaged points with their records. Unreadable records are skipped with a
+    /// warning.
+    pub fn damage_records(&self) -> Result<HashMap<PointId, DamagedPoint>> {
+        let mut out: HashMap<PointId, DamagedPoint> = HashMap::new();
         for info in self.backend().list(FileKind::Damage)? {
             let doc = match self.read_sealed(FileKind::Damage, DAMAGE_MAGIC, &info.name) {
                 Ok(doc) => doc,
@@ -61,10 +66,13 @@ impl Vault {
             };
             match serde_json::from_slice::<DamageRecord>(&doc) {
                 Ok(record) => {
-                    out.entry(record.point)
-                        .or_insert_with(|| (Vec::new(), record.reason))
-                        .0
-                        .push(info.name);
+                    let point = out.entry(record.point).or_insert_with(|| DamagedPoint {
+                        records: Vec::new(),
+                        reason: record.reason,
+                        bad_chunks: false,
+                    });
+                    point.records.push(info.name);
+                    point.bad_chunks |= !record.chunks.is_empty();
                 }
                 Err(e) => {
                     tracing::warn!(record = %info.name, error = %e, "skipping malformed damage record")
@@ -72,6 +80,17 @@ impl Vault {
             }
         }
         Ok(out)
+    }
+
+    /// Removes the records of a damaged point (which [`Vault::damage_records`] gave).
+    pub fn remove_damage_records(&self, damaged: &DamagedPoint) -> Result<()> {
+        for name in &damaged.records {
+            match self.backend().remove(FileKind::Damage, name) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Every chunk a damage record names as bad.
@@ -89,11 +108,20 @@ impl Vault {
 
     /// Why `point` was recorded damaged, if it was.
     pub fn damage(&self, point: &PointId) -> Result<Option<String>> {
-        Ok(self
-            .damage_records()?
-            .remove(point)
-            .map(|(_, reason)| reason))
+        Ok(self.damage_records()?.remove(point).map(|d| d.reason))
     }
+}
+
+/// A point recorded damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedPoint {
+    /// The object names of its records.
+    pub records: Vec<String>,
+    /// The first reason recorded.
+    pub reason: String,
+    /// Whether a record names bad chunks: damage to the data, which only a check that
+    /// reads the data can clear.
+    pub bad_chunks: bool,
 }
 
 #[cfg(test)]
@@ -120,6 +148,10 @@ mod tests {
             "{reason}"
         );
         assert_eq!(vault.damage(&b).unwrap(), None);
-        assert_eq!(vault.damage_records().unwrap()[&a].0.len(), 2);
+        let damaged = &vault.damage_records().unwrap()[&a];
+        assert_eq!(damaged.records.len(), 2);
+        assert!(!damaged.bad_chunks);
+        vault.remove_damage_records(damaged).unwrap();
+        assert_eq!(vault.damage(&a).unwrap(), None);
     }
 }

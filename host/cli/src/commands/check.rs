@@ -6,8 +6,9 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use serde::Serialize;
-use tessera_vault::Vault;
-use tessera_vault::commands::check::{CheckOptions, CheckReport, DataSubset, check};
+use tessera_vault::commands::check::{
+    CheckOptions, CheckReport, DamageSettled, DataSubset, check, settle_damage,
+};
 
 use crate::context::Context;
 use crate::output;
@@ -31,6 +32,8 @@ struct CheckSummary<'a> {
     ok: bool,
     #[serde(flatten)]
     report: &'a CheckReport,
+    /// The damage records this check added and removed.
+    damage: &'a DamageSettled,
 }
 
 /// Checks the vault, prints the findings, and fails if there are problems.
@@ -50,15 +53,28 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
     };
     let report = check(&vault, options)?;
     bar.finish();
-    record_damage(ctx, &vault, &report);
+    // A vault that cannot take the records (read-only media) only gets a warning.
+    let settled = settle_damage(&vault, &report).unwrap_or_else(|e| {
+        ctx.output
+            .warn(&format!("cannot update the damage records: {e}"));
+        DamageSettled::default()
+    });
 
     if ctx.output.json() {
         ctx.output.print_json(&CheckSummary {
             ok: report.is_ok(),
             report: &report,
+            damage: &settled,
         })?;
     } else {
         print_report(ctx, &report, read_data)?;
+        if !settled.cleared.is_empty() {
+            let points: Vec<_> = settled.cleared.iter().map(|p| p.short()).collect();
+            ctx.output.line(&format!(
+                "found sound again, no longer recorded as damaged: {}",
+                points.join(", ")
+            ))?;
+        }
     }
     if !report.is_ok() {
         bail!(
@@ -67,36 +83,6 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Records the points the problems affect as damaged, once each, so that backups no
-/// longer carry data forward from them. A vault that cannot take the records (read-only
-/// media) only gets a warning.
-fn record_damage(ctx: &Context, vault: &Vault, report: &CheckReport) {
-    let known = match vault.damage_records() {
-        Ok(known) => known,
-        Err(e) => {
-            ctx.output
-                .warn(&format!("cannot read the damage records: {e}"));
-            return;
-        }
-    };
-    let mut recorded = std::collections::HashSet::new();
-    for problem in &report.problems {
-        for affected in &problem.affected {
-            if known.contains_key(&affected.point) || !recorded.insert(affected.point) {
-                continue;
-            }
-            if let Err(e) =
-                vault.record_damage(affected.point, &problem.message, &report.bad_chunks)
-            {
-                ctx.output.warn(&format!(
-                    "cannot record point {} as damaged: {e}",
-                    affected.point.short()
-                ));
-            }
-        }
-    }
 }
 
 fn print_report(ctx: &Context, report: &CheckReport, read_data: bool) -> Result<()> {

@@ -6,9 +6,10 @@
 //! header against the index, and decrypts, decompresses and re-hashes every blob; a
 //! [`DataSubset`] limits that to some of the packs, so a large vault can be read through
 //! over several runs. Each problem is reported with the recovery points and paths it
-//! affects.
+//! affects, and [`settle_damage`] keeps the vault's damage records in step with what a
+//! check found.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -202,6 +203,16 @@ pub struct CheckReport {
     pub chunks_read: u64,
     /// Bytes read from packs.
     pub bytes_read: u64,
+    /// The points whose trees were walked.
+    #[serde(skip)]
+    pub checked: Vec<PointId>,
+    /// Every point a problem affects, with the first such problem (a problem lists at
+    /// most a few dozen places).
+    #[serde(skip)]
+    pub damaged: BTreeMap<PointId, String>,
+    /// Whether every pack was read, so every chunk's data was verified.
+    #[serde(skip)]
+    pub read_every_pack: bool,
 }
 
 impl CheckReport {
@@ -271,6 +282,8 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
         });
     }
     report.points = points.len();
+    report.checked = points.iter().map(|(id, _)| *id).collect();
+    report.read_every_pack = options.read_data && report.packs_read == listed.len();
 
     // Walk every point; collect missing chunks, unreadable trees, and paths using bad chunks.
     let mut trees = HashSet::new();
@@ -305,36 +318,80 @@ pub fn check(vault: &Vault, options: CheckOptions) -> Result<CheckReport> {
         });
     }
     report.trees = trees.len();
-    let limited = |set: BTreeSet<Affected>| set.into_iter().take(MAX_AFFECTED).collect::<Vec<_>>();
+    let mut problems: Vec<(String, BTreeSet<Affected>)> = Vec::new();
     for (id, affected) in missing {
-        report.problems.push(Problem {
-            message: format!(
-                "chunk {id} is referenced but not in the index ({} place(s))",
-                affected.len()
-            ),
-            affected: limited(affected),
-        });
+        let message = format!(
+            "chunk {id} is referenced but not in the index ({} place(s))",
+            affected.len()
+        );
+        problems.push((message, affected));
     }
     for (id, affected) in damaged_chunks {
         let reason = &bad[&id];
-        report.problems.push(Problem {
-            message: format!(
-                "chunk {id} is damaged: {reason} ({} place(s))",
-                affected.len()
-            ),
-            affected: limited(affected),
-        });
+        let message = format!(
+            "chunk {id} is damaged: {reason} ({} place(s))",
+            affected.len()
+        );
+        problems.push((message, affected));
     }
     for (error, affected) in unreadable {
+        problems.push((error, BTreeSet::from([affected])));
+    }
+    for (message, affected) in problems {
+        for place in &affected {
+            report
+                .damaged
+                .entry(place.point)
+                .or_insert_with(|| message.clone());
+        }
         report.problems.push(Problem {
-            message: error,
-            affected: vec![affected],
+            message,
+            affected: affected.into_iter().take(MAX_AFFECTED).collect(),
         });
     }
     report.problems.sort_by(|a, b| a.message.cmp(&b.message));
     report.bad_chunks = bad.keys().copied().collect();
     report.bad_chunks.sort_unstable();
     Ok(report)
+}
+
+/// What [`settle_damage`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DamageSettled {
+    /// Points newly recorded damaged.
+    pub recorded: Vec<PointId>,
+    /// Points whose records were removed: the check verified what they had found wrong
+    /// and found the point sound.
+    pub cleared: Vec<PointId>,
+}
+
+/// Brings the damage records (see [`crate::damage`]) in step with `report`: records each
+/// point a problem affects, once, so backups stop carrying data forward from it; and
+/// removes the records of a point the check found sound, if it verified what they found
+/// wrong. A record of structural damage is settled by any check; one that names bad
+/// chunks only by a check that read every pack.
+pub fn settle_damage(vault: &Vault, report: &CheckReport) -> Result<DamageSettled> {
+    let known = vault.damage_records()?;
+    let mut settled = DamageSettled::default();
+    for (point, reason) in &report.damaged {
+        if known.contains_key(point) {
+            continue;
+        }
+        vault.record_damage(*point, reason, &report.bad_chunks)?;
+        settled.recorded.push(*point);
+    }
+    for point in &report.checked {
+        let Some(damaged) = known.get(point) else {
+            continue;
+        };
+        if report.damaged.contains_key(point) || (damaged.bad_chunks && !report.read_every_pack) {
+            continue;
+        }
+        vault.remove_damage_records(damaged)?;
+        settled.cleared.push(*point);
+    }
+    settled.cleared.sort_unstable();
+    Ok(settled)
 }
 
 fn read_all_packs(

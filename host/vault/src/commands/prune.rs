@@ -91,12 +91,8 @@ pub fn forget(vault: &Vault, options: &ForgetOptions) -> Result<Vec<ForgetDecisi
         for d in out.iter().filter(|d| !d.keep) {
             vault.backend().remove(FileKind::Point, &d.point.to_hex())?;
             // A forgotten point's damage records go with it.
-            for name in damaged
-                .get(&d.point)
-                .map(|(names, _)| names.as_slice())
-                .unwrap_or(&[])
-            {
-                vault.backend().remove(FileKind::Damage, name)?;
+            if let Some(damaged) = damaged.get(&d.point) {
+                vault.remove_damage_records(damaged)?;
             }
         }
     }
