@@ -327,6 +327,76 @@ fn forget_without_a_keep_option_is_a_usage_error() {
 }
 
 #[test]
+fn forget_named_points_even_damaged_ones() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        std::fs::write(source.join("f"), format!("version {i}")).unwrap();
+        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
+        assert_success(&out);
+        ids.push(json(&out)["point"].as_str().unwrap().to_string());
+    }
+    let listed = || -> Vec<String> {
+        let out = sandbox.run(&["--json", "points"]);
+        assert_success(&out);
+        json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Points or a policy, not both; a point that is not there is an error.
+    let out = sandbox.run(&["forget", &ids[0], "--keep-last", "1"]);
+    assert_exit(&out, 2);
+    let out = sandbox.run(&["forget", &ids[0], "ffff"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("no recovery point matches 'ffff'"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(listed().len(), 4, "nothing was forgotten");
+
+    let out = sandbox.run(&["forget", &ids[1][..8], "--dry-run"]);
+    assert_success(&out);
+    assert!(
+        stdout(&out).contains("would forget 1 recovery point"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(listed().len(), 4);
+    let out = sandbox.run(&["--json", "forget", &ids[1][..8], "latest"]);
+    assert_success(&out);
+    let decisions = json(&out)["decisions"].clone();
+    let forgotten: Vec<&str> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["point"].as_str().unwrap())
+        .collect();
+    assert_eq!(forgotten, [ids[1].as_str(), ids[3].as_str()]);
+    assert_eq!(listed(), [ids[0].clone(), ids[2].clone()]);
+
+    // A point record that no longer decodes is skipped by `points`, and can be forgotten.
+    let record = sandbox.vault().join("points").join(&ids[2]);
+    let mut bytes = std::fs::read(&record).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&record, bytes).unwrap();
+    let out = sandbox.run(&["forget", &ids[2][..10]]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("do not decode"), "{}", stdout(&out));
+    assert!(!record.exists());
+    let out = sandbox.run(&["forget", "latest", "--prune"]);
+    assert_success(&out);
+    assert!(listed().is_empty());
+    assert_success(&sandbox.run(&["check", "--read-data"]));
+}
+
+#[test]
 fn forget_and_prune_an_empty_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

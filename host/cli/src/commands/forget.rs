@@ -1,4 +1,5 @@
-//! `tessera forget`: deleting the recovery points a retention policy does not keep.
+//! `tessera forget`: deleting the recovery points named, or those a retention policy does
+//! not keep.
 //!
 //! The policy applies to each protected item on its own. Forgetting deletes only point
 //! records; the data they alone used stays until `prune` (or `--prune`) reclaims it.
@@ -10,20 +11,40 @@ use clap::{ArgGroup, Args};
 use jiff::SignedDuration;
 use serde::Serialize;
 use tessera_vault::commands::prune::{ForgetDecision, ForgetOptions, PruneOptions, PruneStats};
-use tessera_vault::commands::prune::{forget, prune};
+use tessera_vault::commands::prune::{forget, forget_points, prune};
 use tessera_vault::retention::RetentionPolicy;
 
 use crate::cli::parse_duration;
 use crate::commands::prune::print_stats;
+use crate::commands::{LATEST, select_point};
 use crate::context::Context;
 use crate::output::{self, Align, Table};
 use crate::progress::Bar;
 
-/// Flags of `tessera forget`; at least one `--keep-*` is required, because a policy that
-/// keeps nothing would forget every point.
+/// Flags of `tessera forget`: the points to forget, or a policy of at least one
+/// `--keep-*`, because a policy that keeps nothing would forget every point.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("keep").required(true).multiple(true)))]
+#[command(group(ArgGroup::new("keep").multiple(true)))]
+#[command(group(
+    ArgGroup::new("what")
+        .required(true)
+        .multiple(true)
+        .args([
+            "points",
+            "keep_last",
+            "keep_within",
+            "keep_hourly",
+            "keep_daily",
+            "keep_weekly",
+            "keep_monthly",
+            "keep_yearly",
+            "keep_tags",
+        ])
+))]
 pub struct ForgetArgs {
+    /// Recovery points to forget: ids or unique prefixes of them (instead of a policy)
+    #[arg(value_name = "POINT", conflicts_with_all = ["keep", "item"])]
+    pub points: Vec<String>,
     /// Only points of this protected item
     #[arg(long, value_name = "NAME")]
     pub item: Option<String>,
@@ -85,13 +106,25 @@ struct ForgetSummary<'a> {
 /// Applies the policy, prints each point's fate, and prunes if asked.
 pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<()> {
     let vault = ctx.open_vault()?;
-    let options = ForgetOptions {
-        policy: args.policy(),
-        item: args.item.clone(),
-        dry_run: args.dry_run,
-        time_zone: jiff::tz::TimeZone::system(),
+    let decisions = if args.points.is_empty() {
+        let options = ForgetOptions {
+            policy: args.policy(),
+            item: args.item.clone(),
+            dry_run: args.dry_run,
+            time_zone: jiff::tz::TimeZone::system(),
+        };
+        forget(&vault, &options)?
+    } else {
+        let ids = args
+            .points
+            .iter()
+            .map(|spec| match spec.as_str() {
+                LATEST => Ok(select_point(&vault, spec, None)?.0),
+                _ => Ok(vault.find_point(spec)?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        forget_points(&vault, &ids, args.dry_run)?
     };
-    let decisions = forget(&vault, &options)?;
     if !ctx.output.json() {
         print_decisions(ctx, &decisions, args.dry_run)?;
     }
@@ -126,7 +159,11 @@ fn print_decisions(ctx: &Context, decisions: &[ForgetDecision], dry_run: bool) -
     }
     let removed_word = if dry_run { "would remove" } else { "remove" };
     for (item, decisions) in by_item {
-        ctx.output.line(&format!("item {item}"))?;
+        if item.is_empty() {
+            ctx.output.line("points whose records do not decode")?;
+        } else {
+            ctx.output.line(&format!("item {item}"))?;
+        }
         let mut table = Table::new(&[
             ("ACTION", Align::Left),
             ("ID", Align::Left),
@@ -137,7 +174,8 @@ fn print_decisions(ctx: &Context, decisions: &[ForgetDecision], dry_run: bool) -
             table.row(vec![
                 if d.keep { "keep" } else { removed_word }.to_string(),
                 d.point.short(),
-                output::local_time(d.time),
+                d.time
+                    .map_or_else(|| "(damaged record)".into(), output::local_time),
                 d.reasons.join(", "),
             ]);
         }
@@ -146,9 +184,12 @@ fn print_decisions(ctx: &Context, decisions: &[ForgetDecision], dry_run: bool) -
     let kept = decisions.iter().filter(|d| d.keep).count();
     let removed = decisions.len() - kept;
     let verb = if dry_run { "would forget" } else { "forgot" };
-    ctx.output.line(&format!(
-        "kept {}, {verb} {removed}",
-        output::count(kept as u64, "recovery point", "recovery points")
-    ))?;
+    let points = |n| output::count(n as u64, "recovery point", "recovery points");
+    if kept == 0 {
+        ctx.output.line(&format!("{verb} {}", points(removed)))?;
+    } else {
+        ctx.output
+            .line(&format!("kept {}, {verb} {removed}", points(kept)))?;
+    }
     Ok(())
 }

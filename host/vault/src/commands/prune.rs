@@ -41,10 +41,10 @@ pub struct ForgetOptions {
 pub struct ForgetDecision {
     /// The point.
     pub point: PointId,
-    /// Its protected item.
+    /// Its protected item (`""` for a point whose record does not decode).
     pub item: String,
-    /// Its time.
-    pub time: jiff::Timestamp,
+    /// Its time (`None` for a point whose record does not decode).
+    pub time: Option<jiff::Timestamp>,
     /// Whether it stays.
     pub keep: bool,
     /// The rules that keep it.
@@ -80,23 +80,68 @@ pub fn forget(vault: &Vault, options: &ForgetOptions) -> Result<Vec<ForgetDecisi
             out.push(ForgetDecision {
                 point: id,
                 item: item.clone(),
-                time: point.end,
+                time: Some(point.end),
                 keep: decision.keep,
                 reasons: decision.reasons,
             });
         }
     }
     if !options.dry_run {
-        let damaged = vault.damage_records()?;
-        for d in out.iter().filter(|d| !d.keep) {
-            vault.backend().remove(FileKind::Point, &d.point.to_hex())?;
-            // A forgotten point's damage records go with it.
-            if let Some(damaged) = damaged.get(&d.point) {
-                vault.remove_damage_records(damaged)?;
-            }
-        }
+        remove_points(vault, out.iter().filter(|d| !d.keep).map(|d| &d.point))?;
     }
     Ok(out)
+}
+
+/// Deletes the points named (nothing else: run [`prune`] to reclaim space), or with
+/// `dry_run` only says which would go. Every point must exist; the first that does not
+/// is an error and nothing is deleted.
+pub fn forget_points(
+    vault: &Vault,
+    points: &[PointId],
+    dry_run: bool,
+) -> Result<Vec<ForgetDecision>> {
+    let mut out = Vec::with_capacity(points.len());
+    for id in points {
+        if out.iter().any(|d: &ForgetDecision| d.point == *id) {
+            continue;
+        }
+        // A point whose record is damaged can be forgotten too: that is how it goes.
+        let (item, time) = match vault.load_point(id) {
+            Ok(point) => (point.item, Some(point.end)),
+            Err(Error::Backend(e)) if e.is_not_found() => {
+                return Err(Error::PointNotFound(id.to_hex()));
+            }
+            Err(Error::Corrupt { .. }) => (String::new(), None),
+            Err(e) => return Err(e),
+        };
+        out.push(ForgetDecision {
+            point: *id,
+            item,
+            time,
+            keep: false,
+            reasons: Vec::new(),
+        });
+    }
+    if !dry_run {
+        remove_points(vault, points)?;
+    }
+    Ok(out)
+}
+
+/// Deletes point records, each with its damage records.
+fn remove_points<'a>(vault: &Vault, points: impl IntoIterator<Item = &'a PointId>) -> Result<()> {
+    let damaged = vault.damage_records()?;
+    for point in points {
+        match vault.backend().remove(FileKind::Point, &point.to_hex()) {
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+        // A forgotten point's damage records go with it.
+        if let Some(damaged) = damaged.get(point) {
+            vault.remove_damage_records(damaged)?;
+        }
+    }
+    Ok(())
 }
 
 /// Options of [`prune`].
