@@ -190,3 +190,80 @@ fn mostly_unused_packs_are_repacked() {
     assert_sound(&tv.vault);
     assert_eq!(read_file(&tv.vault, &second, "keep").unwrap(), keep);
 }
+
+#[test]
+fn new_tags_give_a_point_a_new_id_and_keep_everything_else() {
+    use tessera_vault::commands::tag::{TagChange, retag};
+    let tv = TestVault::encrypted();
+    let data = random_bytes(80, 300_000);
+    let mut opts = options("db");
+    opts.tags = vec!["nightly".into()];
+    let (first, point) =
+        backup_files(&tv.vault, opts, &[("dump.sql", &data)], small_cdc()).unwrap();
+    tv.clock.advance(jiff::SignedDuration::from_hours(1));
+    let (second, _) = backup_files(
+        &tv.vault,
+        options("db"),
+        &[("dump.sql", &data)],
+        small_cdc(),
+    )
+    .unwrap();
+    tv.vault
+        .record_damage(first, "bit rot in dump.sql", &[])
+        .unwrap();
+    let keep = TagChange {
+        add: vec!["keep".into()],
+        ..TagChange::default()
+    };
+
+    // A point that is not there stops the change before anything is written.
+    let absent = tessera_vault::PointId::hash_of(b"absent");
+    assert!(retag(&tv.vault, &[first, absent], &keep, false).is_err());
+    let dry = retag(&tv.vault, &[first], &keep, true).unwrap();
+    assert!(dry[0].changed && dry[0].new.is_none(), "{dry:?}");
+    let ids = |vault: &Vault| -> Vec<_> {
+        vault
+            .points()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    };
+    assert_eq!(ids(&tv.vault), [first, second]);
+
+    let done = retag(&tv.vault, &[first, first], &keep, false).unwrap();
+    assert_eq!(done.len(), 1);
+    let renamed = done[0].new.unwrap();
+    assert_eq!(done[0].tags, ["nightly", "keep"]);
+    assert_eq!(ids(&tv.vault), [renamed, second]);
+    let moved = tv.vault.load_point(&renamed).unwrap();
+    assert_eq!(moved.original, Some(first));
+    assert_eq!(
+        (moved.end, moved.root, &moved.item),
+        (point.end, point.root, &point.item)
+    );
+    assert_eq!(read_file(&tv.vault, &moved, "dump.sql").unwrap(), data);
+    // The damage record follows the point.
+    assert_eq!(tv.vault.damage(&first).unwrap(), None);
+    assert_eq!(
+        tv.vault.damage(&renamed).unwrap().as_deref(),
+        Some("bit rot in dump.sql")
+    );
+
+    // Unchanged tags keep the id; a second change keeps the first original.
+    assert_eq!(
+        retag(&tv.vault, &[renamed], &keep, false).unwrap()[0].new,
+        None
+    );
+    let clear = TagChange {
+        set: Some(Vec::new()),
+        ..TagChange::default()
+    };
+    let again = retag(&tv.vault, &[renamed], &clear, false).unwrap()[0]
+        .new
+        .unwrap();
+    let cleared = tv.vault.load_point(&again).unwrap();
+    assert!(cleared.tags.is_empty());
+    assert_eq!(cleared.original, Some(first));
+    assert_sound(&tv.vault);
+}

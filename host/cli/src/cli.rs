@@ -12,6 +12,7 @@ use crate::commands::{
     backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, find::FindArgs,
     forget::ForgetArgs, init::InitArgs, key::KeyCommand, ls::LsArgs, plugin::PluginCommand,
     points::PointsArgs, prune::PruneArgs, repair::RepairCommand, restore::RestoreArgs,
+    tag::TagArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -64,8 +65,10 @@ pub enum Command {
     Find(FindArgs),
     /// Verify the vault's structure, and with --read-data every byte
     Check(CheckArgs),
-    /// Delete recovery points a retention policy does not keep
+    /// Delete recovery points: those named, or those a retention policy does not keep
     Forget(ForgetArgs),
+    /// Add, remove or replace the tags of recovery points
+    Tag(TagArgs),
     /// Reclaim the space no recovery point uses
     Prune(PruneArgs),
     /// Mend the vault's index after index files were lost or damaged

@@ -397,6 +397,59 @@ fn forget_named_points_even_damaged_ones() {
 }
 
 #[test]
+fn a_point_tagged_later_is_kept_by_its_tag() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let source = sandbox.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        std::fs::write(source.join("f"), format!("version {i}")).unwrap();
+        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
+        assert_success(&out);
+        ids.push(json(&out)["point"].as_str().unwrap().to_string());
+    }
+    assert_exit(&sandbox.run(&["tag", &ids[0]]), 2);
+    let out = sandbox.run(&["tag", &ids[0][..8], "--add", "audit", "--dry-run"]);
+    assert_success(&out);
+    assert!(stdout(&out).contains("(a new id)"), "{}", stdout(&out));
+    let out = sandbox.run(&["--json", "tag", &ids[0][..8], "--add", "audit"]);
+    assert_success(&out);
+    let tagged = json(&out)["points"][0].clone();
+    assert_eq!(tagged["tags"], serde_json::json!(["audit"]), "{tagged}");
+    let renamed = tagged["new"].as_str().unwrap().to_string();
+    assert_ne!(renamed, ids[0]);
+
+    let out = sandbox.run(&["--json", "points", "--tag", "audit"]);
+    let listed = json(&out);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], renamed.as_str());
+    assert_eq!(listed[0]["original"], ids[0].as_str());
+    // The old id is gone; the tagged point outlives a policy that keeps only the newest.
+    assert_exit(&sandbox.run(&["ls", &ids[0]]), 1);
+    let out = sandbox.run(&["forget", "--keep-last", "1", "--keep-tag", "audit"]);
+    assert_success(&out);
+    let out = sandbox.run(&["--json", "points"]);
+    let left: Vec<String> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, [renamed.clone(), ids[2].clone()]);
+    let out = sandbox.run(&["dump", &renamed, "f"]);
+    assert_eq!(out.stdout, b"version 0");
+    // Removing the tag gives it another id, still naming the first as its original.
+    let out = sandbox.run(&["--json", "tag", &renamed, "--set", ""]);
+    assert_success(&out);
+    let cleared = json(&out)["points"][0]["new"].as_str().unwrap().to_string();
+    let out = sandbox.run(&["--json", "points"]);
+    assert_eq!(json(&out)[0]["id"], cleared.as_str());
+    assert_eq!(json(&out)[0]["original"], ids[0].as_str());
+    assert_eq!(json(&out)[0]["tags"], serde_json::json!([]));
+}
+
+#[test]
 fn forget_and_prune_an_empty_vault() {
     let sandbox = Sandbox::new();
     sandbox.init();

@@ -110,6 +110,10 @@ pub struct Point {
     /// The point this one was made incrementally from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<PointId>,
+    /// The point this one replaced when its tags changed (the first of a chain of such
+    /// changes): the id scripts and logs may still name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<PointId>,
     /// Whether some of the source could not be read.
     #[serde(default)]
     pub partial: bool,

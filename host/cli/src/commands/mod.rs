@@ -16,6 +16,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod stats;
+pub mod tag;
 
 use anyhow::{Context as _, Result, anyhow};
 use tessera_runtime::{Plugin, Runtime};

@@ -34,6 +34,8 @@ struct PointSummary<'a> {
     consistency: Consistency,
     consistency_reason: Option<&'a str>,
     parent: Option<PointId>,
+    /// The id the point had before its tags changed.
+    original: Option<PointId>,
     tags: &'a [String],
     partial: bool,
     warnings: &'a [String],
@@ -56,6 +58,7 @@ impl<'a> PointSummary<'a> {
             consistency: point.consistency,
             consistency_reason: point.consistency_reason.as_deref(),
             parent: point.parent,
+            original: point.original,
             tags: &point.tags,
             partial: point.partial,
             warnings: &point.warnings,

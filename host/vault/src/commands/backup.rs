@@ -1263,6 +1263,7 @@ impl Backup {
             consistency_reason: options.consistency_reason,
             tags: self.options.tags.clone(),
             parent: self.options.parent,
+            original: None,
             partial: options.partial,
             warnings: options.warnings,
             attributes: options.attributes,

@@ -8,4 +8,5 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod stats;
+pub mod tag;
 pub mod walk;
