@@ -440,6 +440,84 @@ fn sources_that_cannot_be_told_apart_are_refused() {
     assert_eq!(point_paths(&env, twice["point"].as_str().unwrap()), ["x"]);
 }
 
+/// Every file under `root` with its bytes.
+fn files_with_bytes(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walkdir(root)
+        .into_iter()
+        .filter(|path| path.is_file())
+        .map(|path| {
+            let bytes = fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn a_dry_run_says_what_a_backup_would_store_and_writes_nothing() {
+    let env = env();
+    populate(&env.source);
+    let hook_ran = env.root.join("hook-ran");
+    let dry = |extra: &[&str]| {
+        let before = files_with_bytes(&env.vault);
+        let pre = format!("touch {}", hook_ran.display());
+        let mut args = vec!["--dry-run", "--pre-hook", pre.as_str()];
+        args.extend_from_slice(extra);
+        let summary = backup(&env, &args);
+        assert_eq!(
+            files_with_bytes(&env.vault),
+            before,
+            "the vault is as it was"
+        );
+        assert!(!hook_ran.exists(), "a dry run runs no hooks");
+        assert_eq!(summary["dry_run"], true, "{summary}");
+        assert_eq!(summary["point"], serde_json::Value::Null, "{summary}");
+        summary
+    };
+    let figures = |summary: &serde_json::Value| {
+        ["bytes_read", "bytes_new", "bytes_carried", "entries"]
+            .map(|key| summary[key].as_u64().unwrap())
+    };
+
+    // What the dry run says is what the backup then stores. Reading a symlink moves its
+    // access time on, which its entry records, so the trees may compress a few bytes
+    // differently the second time.
+    let first = dry(&[]);
+    let real = backup(&env, &[]);
+    assert_eq!(figures(&first), figures(&real), "{first}\n{real}");
+    let stored = |summary: &serde_json::Value| summary["bytes_stored"].as_i64().unwrap();
+    assert!(
+        (stored(&first) - stored(&real)).abs() < 64,
+        "{first}\n{real}"
+    );
+    assert!(first["bytes_new"].as_u64().unwrap() > 3 << 20, "{first}");
+
+    // After a change: the changed file alone is read, against the real point.
+    fs::write(env.source.join("docs/readme.txt"), b"edited").unwrap();
+    let second = dry(&["--exclude", "*.bin"]);
+    assert_eq!(second["parent"], real["point"], "{second}");
+    assert_eq!(second["bytes_read"], 6, "{second}");
+    assert_eq!(second["bytes_new"], 6, "{second}");
+    let points = run_ok(tessera(&env.vault).args(["--json", "points"]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&points)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A dry run never creates a vault.
+    let missing = env.root.join("no-vault");
+    let out = tessera(&missing)
+        .args(["backup", "--dry-run"])
+        .arg(&env.source)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!missing.exists());
+}
+
 #[test]
 fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
     let env = env();

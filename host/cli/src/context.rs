@@ -15,8 +15,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use tessera_runtime::{Runtime, RuntimeOptions};
 use tessera_vault::format::DEFAULT_COMPRESSION_LEVEL;
 use tessera_vault::{
-    Backend, Credential, Encryption, Error as VaultError, FileKind, InitOptions, LocalBackend,
-    OpenOptions, SystemClock, Vault,
+    Backend, Credential, DryRunBackend, Encryption, Error as VaultError, FileKind, InitOptions,
+    LocalBackend, OpenOptions, SystemClock, Vault,
 };
 
 use crate::cli::GlobalArgs;
@@ -130,13 +130,23 @@ impl Context {
     /// Opens the vault.
     pub fn open_vault(&self) -> Result<Vault> {
         let location = self.location()?;
-        self.open_at(&location)
+        self.open_at(&location, false)
     }
 
-    fn open_at(&self, location: &VaultLocation) -> Result<Vault> {
+    /// Opens the vault in effect for a dry run: it reads the vault, and whatever it
+    /// writes goes nowhere.
+    pub fn open_vault_dry_run(&self) -> Result<Vault> {
+        let location = self.location()?;
+        self.open_at(&location, true)
+    }
+
+    fn open_at(&self, location: &VaultLocation, dry_run: bool) -> Result<Vault> {
         let credential = self.credential(location)?;
         let has_credential = credential.is_some();
-        let backend = Arc::new(LocalBackend::new(&location.path));
+        let mut backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&location.path));
+        if dry_run {
+            backend = Arc::new(DryRunBackend::new(backend));
+        }
         Vault::open(backend, OpenOptions::new(credential)).map_err(|err| {
             let context = format!("cannot open the vault at {}", location.path.display());
             match &err {
@@ -168,7 +178,7 @@ impl Context {
                 .read(FileKind::Config, "config")
                 .is_err_and(|e| e.is_not_found());
         if !is_new {
-            return self.open_at(&location);
+            return self.open_at(&location, false);
         }
         let created =
             self.create_at(&location, Protection::Encrypted, DEFAULT_COMPRESSION_LEVEL)?;

@@ -134,7 +134,7 @@ pub mod size;
 pub mod tree;
 pub mod vault;
 
-pub use backend::{Backend, BackendError, FileKind, LocalBackend, Spool};
+pub use backend::{Backend, BackendError, DryRunBackend, FileKind, LocalBackend, Spool};
 pub use chunker::{CdcParams, Chunking};
 pub use commands::backup::{Backup, BackupOptions, CommitOptions, StreamResult, StreamWriter};
 pub use commands::restore::{ContentReader, Piece};

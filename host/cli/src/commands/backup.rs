@@ -102,12 +102,18 @@ pub struct BackupArgs {
     /// them uncompressed [default: the vault's, set by `vault init --compression`]
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=22))]
     pub compression: Option<i32>,
+    /// Read, chunk and encode everything as a backup would, and say what it would store,
+    /// writing nothing to the vault (hooks do not run)
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The JSON result.
 #[derive(Debug, Serialize)]
 struct BackupSummary {
-    point: PointId,
+    /// The new point, or none after a dry run.
+    point: Option<PointId>,
+    dry_run: bool,
     item: String,
     parent: Option<PointId>,
     bytes_read: u64,
@@ -199,12 +205,18 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
             .with_context(|| format!("cannot read the configuration {}", config.display()))?;
         file_settings.push((CONFIG_SETTING.to_string(), config));
     }
-    let hooks = (args.pre_hook.is_some() || args.post_hook.is_some()).then(|| Hooks {
-        pre: args.pre_hook.clone(),
-        post: args.post_hook.clone(),
-        timeout: Duration::from_secs(args.hook_timeout),
-    });
-    let vault = ctx.open_or_create_vault()?;
+    // A dry run stores nothing, so there is nothing to make consistent.
+    let hooks =
+        (!args.dry_run && (args.pre_hook.is_some() || args.post_hook.is_some())).then(|| Hooks {
+            pre: args.pre_hook.clone(),
+            post: args.post_hook.clone(),
+            timeout: Duration::from_secs(args.hook_timeout),
+        });
+    let vault = if args.dry_run {
+        ctx.open_vault_dry_run()?
+    } else {
+        ctx.open_or_create_vault()?
+    };
     let runtime = ctx.runtime()?;
     let plugin = runtime
         .load(&args.plugin)
@@ -260,7 +272,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
     for warning in &point.warnings {
         ctx.output.warn(warning);
     }
-    if point.partial {
+    if point.partial && !args.dry_run {
         ctx.output.warn(&format!(
             "recovery point {} is partial: some of the source could not be read",
             outcome.point.short()
@@ -269,7 +281,8 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
     let stats = &point.stats;
     if ctx.output.json() {
         ctx.output.print_json(&BackupSummary {
-            point: outcome.point,
+            point: (!args.dry_run).then_some(outcome.point),
+            dry_run: args.dry_run,
             item,
             parent: point.parent,
             bytes_read: stats.bytes_read,
@@ -283,14 +296,29 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
         })?;
         return Ok(());
     }
-    ctx.output.note(&format!(
-        "{}, {} read, {} carried from the parent, {} new, {} stored, in {}",
+    let figures = format!(
+        "{}, {} read, {} carried from the parent, {} new, {} stored",
         output::count(stats.entries, "entry", "entries"),
         output::bytes(stats.bytes_read),
         output::bytes(stats.bytes_carried),
         output::bytes(stats.bytes_new),
         output::bytes(stats.bytes_stored),
-        output::seconds(outcome.duration),
+    );
+    if args.dry_run {
+        // The result of a dry run is this line, so it goes to standard output.
+        let partial = if point.partial {
+            " (partial: some of the source could not be read)"
+        } else {
+            ""
+        };
+        ctx.output.line(&format!(
+            "dry run: would store a point of {figures}{partial}; nothing was written"
+        ))?;
+        return Ok(());
+    }
+    ctx.output.note(&format!(
+        "{figures}, in {}",
+        output::seconds(outcome.duration)
     ));
     ctx.output.line(&outcome.point.to_hex())?;
     Ok(())

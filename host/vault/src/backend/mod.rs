@@ -5,9 +5,11 @@
 //! relies on rename or on a listing showing a just-written object at once; see the crate
 //! documentation for the rules that make that safe.
 
+mod dry_run;
 mod local;
 mod spool_file;
 
+pub use dry_run::DryRunBackend;
 pub use local::LocalBackend;
 
 use std::fmt;
