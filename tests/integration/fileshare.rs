@@ -440,6 +440,28 @@ fn sources_that_cannot_be_told_apart_are_refused() {
     assert_eq!(point_paths(&env, twice["point"].as_str().unwrap()), ["x"]);
 }
 
+/// Asserts that the trees at `got` and `want` hold the same entries with the same
+/// metadata and content, naming the paths that differ.
+fn assert_same_tree(got: &Path, want: &Path) {
+    let (got, want) = (snapshot(got), snapshot(want));
+    let differ: std::collections::BTreeSet<&String> = got
+        .keys()
+        .chain(want.keys())
+        .filter(|path| got.get(*path) != want.get(*path))
+        .collect();
+    for path in &differ {
+        let show = |seen: Option<&Seen>| {
+            seen.map(|s| format!("{} {:o} {:?} {} B", s.kind, s.mode, s.mtime_ns, s.size))
+        };
+        eprintln!(
+            "{path}: {:?} instead of {:?}",
+            show(got.get(*path)),
+            show(want.get(*path))
+        );
+    }
+    assert!(differ.is_empty(), "{} paths differ", differ.len());
+}
+
 /// Every file under `root` with its bytes.
 fn files_with_bytes(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walkdir(root)
@@ -537,6 +559,86 @@ fn restoring_over_an_earlier_restore_replaces_what_is_in_the_way() {
     restore(&env, point, &target, &[]);
     assert_eq!(snapshot(&target), snapshot(&env.source));
     assert_eq!(fs::read(&outside).unwrap(), b"keep me");
+}
+
+#[test]
+fn restoring_into_a_used_target_keeps_or_replaces_and_deletes_as_asked() {
+    let env = env();
+    populate(&env.source);
+    let point = backup(&env, &[])["point"].as_str().unwrap().to_owned();
+    let target = env.root.join("restored");
+    restore(&env, &point, &target, &[]);
+    let restore_with = |args: &[&str]| {
+        let out = run_ok(
+            tessera(&env.vault)
+                .args(["--json", "restore", &point, "--target"])
+                .arg(&target)
+                .args(args),
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    // Since the restore: a file edited, one removed, things added.
+    let readme = target.join("docs/readme.txt");
+    fs::write(&readme, b"edited in place").unwrap();
+    fs::remove_file(target.join("empty")).unwrap();
+    write_under(&target, "new.txt", b"added");
+    write_under(&target, "junk/deeper/file", b"added");
+    write_under(&target, "docs/notes.keep", b"mine");
+
+    // never: what is there stays, what is missing comes back.
+    restore_with(&["--overwrite", "never"]);
+    assert_eq!(fs::read(&readme).unwrap(), b"edited in place");
+    assert!(target.join("empty").exists());
+    assert!(target.join("new.txt").exists());
+
+    // if-changed: only the edited file is written again; --delete removes the additions
+    // but what an exclude matches.
+    let summary = restore_with(&[
+        "--overwrite",
+        "if-changed",
+        "--delete",
+        "--exclude",
+        "*.keep",
+    ]);
+    assert_eq!(summary["bytes_written"], 8000, "only readme.txt: {summary}");
+    assert!(target.join("docs/notes.keep").exists());
+    // Once it is gone, nothing is left to write but the directory's time.
+    fs::remove_file(target.join("docs/notes.keep")).unwrap();
+    let again = restore_with(&["--overwrite", "if-changed"]);
+    assert_eq!(again["bytes_written"], 0, "{again}");
+    assert_same_tree(&target, &env.source);
+
+    // if-newer: a file changed later in the target stays, an older one is replaced.
+    fs::write(&readme, b"newer than the point").unwrap();
+    set_mtime(&readme, 4_000_000_000, 0);
+    let random = target.join("docs/deep/er/random.bin");
+    fs::write(&random, b"older than the point").unwrap();
+    set_mtime(&random, 1_000_000_000, 0);
+    restore_with(&["--overwrite", "if-newer"]);
+    assert_eq!(fs::read(&readme).unwrap(), b"newer than the point");
+    assert_eq!(
+        fs::read(&random).unwrap(),
+        fs::read(env.source.join("docs/deep/er/random.bin")).unwrap()
+    );
+
+    // --delete within a selected path leaves the rest of the target alone.
+    write_under(&target, "docs/deep/stray", b"x");
+    write_under(&target, "outside", b"x");
+    let out = run_ok(
+        tessera(&env.vault)
+            .args([
+                "restore",
+                &point,
+                "--delete",
+                "--path",
+                "docs/deep",
+                "--target",
+            ])
+            .arg(&target),
+    );
+    assert!(out.contains("restored"), "{out}");
+    assert!(!target.join("docs/deep/stray").exists());
+    assert!(target.join("outside").exists());
 }
 
 #[test]

@@ -24,6 +24,10 @@ const EXCLUDE_IF_PRESENT: &str = "exclude-if-present";
 const EXCLUDE_CACHES: &str = "exclude-caches";
 /// Setting: the size in bytes above which files are left out.
 const EXCLUDE_LARGER_THAN: &str = "exclude-larger-than";
+/// Setting (restore): what to do with entries already in the target.
+const OVERWRITE: &str = "overwrite";
+/// Setting (restore): whether restored directories lose what the point does not hold.
+const DELETE: &str = "delete";
 
 impl describe::Guest for FileShare {
     fn describe() -> PluginInfo {
@@ -79,6 +83,28 @@ impl describe::Guest for FileShare {
                     description: "Leave out regular files larger than this many bytes.".to_owned(),
                     required: false,
                     default: None,
+                },
+                SettingSpec {
+                    name: OVERWRITE.to_owned(),
+                    kind: SettingKind::Text,
+                    description: "Restore: what to do with a file already in the target: \
+                                  `always` replace it, `if-changed` keep it if it has the \
+                                  stored size and modification time (its metadata is still \
+                                  restored), `if-newer` keep it unless the stored one is newer, \
+                                  `never` keep it. Directories are merged into."
+                        .to_owned(),
+                    required: false,
+                    default: Some("always".to_owned()),
+                },
+                SettingSpec {
+                    name: DELETE.to_owned(),
+                    kind: SettingKind::Boolean,
+                    description: "Restore: delete from each directory restored whole the \
+                                  entries the point does not hold there (not those an exclude \
+                                  pattern matches), so the target ends up as the point."
+                        .to_owned(),
+                    required: false,
+                    default: Some("false".to_owned()),
                 },
                 SettingSpec {
                     name: ONE_FILE_SYSTEM.to_owned(),

@@ -9,12 +9,18 @@
 //! patterns only the entries that match, and everything below a directory that matches,
 //! are restored, and a directory on the way to one is created when the first entry below
 //! it is, with its stored metadata.
+//!
+//! What is already in the target is replaced (`overwrite=always`), kept unless the
+//! stored file differs in size or modification time (`if-changed`, whose metadata is still
+//! applied) or is newer (`if-newer`), or always kept (`never`); existing directories are
+//! merged into. With `delete`, a directory restored whole loses the entries the point
+//! does not hold there (but not those an exclude pattern matches).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 
 use tessera_plugin_sdk::content::{self, ReadError};
-use tessera_plugin_sdk::debug;
+use tessera_plugin_sdk::{debug, info};
 use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
 use tessera_plugin_sdk::filter::PathFilter;
 use tessera_plugin_sdk::meta::{self, PERMISSION_BITS};
@@ -24,7 +30,7 @@ use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::settings::Settings;
 use tessera_plugin_sdk::target::{self, Tally};
 
-use crate::{EXCLUDE, INCLUDE};
+use crate::{DELETE, EXCLUDE, INCLUDE, OVERWRITE};
 
 /// Mode of a fifo whose stored mode is unknown: what `mkfifo` gives under umask 022.
 const DEFAULT_FIFO_MODE: u32 = 0o644;
@@ -38,18 +44,64 @@ pub(crate) fn run(request: &RestoreRequest) -> Result<RestoreSummary, PluginErro
     let filter = PathFilter::new(&settings.all(INCLUDE), &settings.all(EXCLUDE))
         .map_err(|err| PluginError::InvalidSettings(err.to_string()))?;
 
+    let overwrite = match settings.get(OVERWRITE)? {
+        None | Some("always") => Overwrite::Always,
+        Some("if-changed") => Overwrite::IfChanged,
+        Some("if-newer") => Overwrite::IfNewer,
+        Some("never") => Overwrite::Never,
+        Some(other) => {
+            return Err(PluginError::InvalidSettings(format!(
+                "setting `{OVERWRITE}` is always, if-changed, if-newer or never, not {other:?}"
+            )));
+        }
+    };
+    let delete = settings.bool(DELETE, false)?;
+
     let mut job = Job {
         target,
         filter,
+        overwrite,
+        delete,
         inodes: HashMap::new(),
         tally: Tally::default(),
         in_created_dir: false,
+        kept: 0,
+        deleted: 0,
     };
     for selected in path::minimal_cover(selection) {
         job.restore_selection(&selected)?;
     }
-
+    if job.kept > 0 || job.deleted > 0 {
+        info!(
+            "kept {} entries already in the target, deleted {} the point does not hold",
+            job.kept, job.deleted
+        );
+    }
     Ok(job.tally.summary())
+}
+
+/// What to do with an entry already in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overwrite {
+    /// Replace it.
+    Always,
+    /// Keep a regular file of the stored size and modification time.
+    IfChanged,
+    /// Keep it unless the stored entry is newer.
+    IfNewer,
+    /// Keep it.
+    Never,
+}
+
+/// Whether an entry already in the target stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// No: restore the entry.
+    Replace,
+    /// Yes, its content; the stored metadata is applied to it.
+    KeepContent,
+    /// Yes, as it is.
+    Keep,
 }
 
 /// A restored directory whose children are being restored.
@@ -66,6 +118,8 @@ struct Dir {
     /// Whether it is still to be created: a directory that matched no include pattern
     /// is created only once an entry below it is restored.
     pending: bool,
+    /// With `delete`, the names the point holds in it.
+    names: Option<HashSet<String>>,
 }
 
 /// The state of one restore.
@@ -78,18 +132,28 @@ struct Job {
     tally: Tally,
     /// Whether the entry being restored goes into a directory this restore created.
     in_created_dir: bool,
+    overwrite: Overwrite,
+    /// Whether directories restored whole lose what the point does not hold.
+    delete: bool,
+    /// Entries kept as they were in the target.
+    kept: u64,
+    /// Entries deleted from the target.
+    deleted: u64,
 }
 
 impl Job {
     /// Restores `selected` and everything below it (`""`: the whole point).
     fn restore_selection(&mut self, selected: &str) -> Result<(), PluginError> {
         let top = if selected.is_empty() {
+            let whole = !self.filter.has_includes();
+            let (children, names) = self.list_dir("", whole)?;
             Dir {
                 entry: None,
-                children: self.list("")?,
+                children,
                 created: false,
-                whole: !self.filter.has_includes(),
+                whole,
                 pending: false,
+                names,
             }
         } else {
             let entry = target::selected_entry(selected)?;
@@ -117,11 +181,8 @@ impl Job {
         let mut stack = vec![top];
         while let Some(dir) = stack.last_mut() {
             let Some(child) = dir.children.next() else {
-                if let Some(dir) = stack.pop()
-                    && !dir.pending
-                    && let Some(entry) = dir.entry
-                {
-                    self.apply_metadata(&entry);
+                if let Some(dir) = stack.pop() {
+                    self.finish_dir(dir)?;
                 }
                 continue;
             };
@@ -142,13 +203,14 @@ impl Job {
             if !whole {
                 // Not asked for itself: a directory is looked into, anything else skipped.
                 if child.kind == EntryKind::Directory {
-                    let children = self.list(&child.path)?;
+                    let (children, names) = self.list_dir(&child.path, false)?;
                     stack.push(Dir {
                         entry: Some(child),
                         children,
                         created: false,
                         whole: false,
                         pending: true,
+                        names,
                     });
                 }
                 continue;
@@ -209,18 +271,32 @@ impl Job {
             .map_err(|err| PluginError::CorruptSource(format!("refusing an entry: {err}")))?;
         let path = entry.path.as_str();
         let dest = self.target.sandbox(path);
+        let existing = self.existing(&entry)?;
+        if existing == Existing::Keep {
+            debug!("{path}: kept as it is in the target");
+            self.kept += 1;
+            return Ok(None);
+        }
         match &entry.kind {
             EntryKind::Directory => {
                 let created = self.make_dir(path, &dest, self.in_created_dir)?;
                 self.tally.entries += 1;
-                let children = self.list(path)?;
+                let (children, names) = self.list_dir(path, whole)?;
                 return Ok(Some(Dir {
                     entry: Some(entry),
                     children,
                     created,
                     whole,
                     pending: false,
+                    names,
                 }));
+            }
+            EntryKind::File if existing == Existing::KeepContent => {
+                debug!("{path}: same size and time in the target, content kept");
+                self.kept += 1;
+                if entry.meta.nlink.is_none_or(|links| links > 1) {
+                    self.inodes.insert(path.to_owned(), path.to_owned());
+                }
             }
             // Content of other workloads' kinds is written as a plain file: the bytes are
             // what an operator restoring them through this plugin wants.
@@ -414,5 +490,119 @@ impl Job {
         let entries = point::children(path)
             .map_err(|err| from_host(format_args!("listing {path:?} in the point"), &err))?;
         Ok(entries.into_iter())
+    }
+
+    /// [`Job::list`], with the entries' names when the directory is restored `whole` and
+    /// loses what the point does not hold.
+    #[allow(clippy::type_complexity)]
+    fn list_dir(
+        &self,
+        path: &str,
+        whole: bool,
+    ) -> Result<(std::vec::IntoIter<EntryInfo>, Option<HashSet<String>>), PluginError> {
+        let entries = self.list(path)?;
+        let names = (self.delete && whole).then(|| {
+            entries
+                .as_slice()
+                .iter()
+                .map(|entry| path::name(&entry.path).to_owned())
+                .collect()
+        });
+        Ok((entries, names))
+    }
+
+    /// Whether what the target has at `entry`'s path stays, by the `overwrite` setting.
+    fn existing(&self, entry: &EntryInfo) -> Result<Existing, PluginError> {
+        if self.overwrite == Overwrite::Always || self.in_created_dir {
+            return Ok(Existing::Replace);
+        }
+        let there = match host::stat(&self.target.host(&entry.path)) {
+            Ok(stat) => stat,
+            Err(HostError::NotFound(_)) => return Ok(Existing::Replace),
+            Err(err) => {
+                return Err(from_host(
+                    format_args!("looking at {:?} in the target", entry.path),
+                    &err,
+                ));
+            }
+        };
+        let there_type = meta::FileType::from_mode(there.mode);
+        // A directory is merged into, whatever the setting.
+        if entry.kind == EntryKind::Directory && there_type == meta::FileType::Directory {
+            return Ok(Existing::Replace);
+        }
+        Ok(match self.overwrite {
+            Overwrite::Always => Existing::Replace,
+            Overwrite::Never => Existing::Keep,
+            Overwrite::IfNewer => match entry.meta.mtime_ns {
+                Some(stored) if stored > there.mtime_ns => Existing::Replace,
+                _ => Existing::Keep,
+            },
+            Overwrite::IfChanged => {
+                let same = entry.kind == EntryKind::File
+                    && there_type == meta::FileType::Regular
+                    && there.size == entry.meta.size
+                    && entry.meta.mtime_ns == Some(there.mtime_ns);
+                if same {
+                    Existing::KeepContent
+                } else {
+                    Existing::Replace
+                }
+            }
+        })
+    }
+
+    /// Ends a directory whose children are restored: deletes what the point does not
+    /// hold there (with `delete`), then applies its metadata. A directory kept with
+    /// `overwrite=never` keeps its own metadata too.
+    fn finish_dir(&mut self, dir: Dir) -> Result<(), PluginError> {
+        if dir.pending {
+            return Ok(());
+        }
+        let path = dir.entry.as_ref().map_or("", |entry| entry.path.as_str());
+        if let Some(names) = &dir.names
+            && !dir.created
+        {
+            self.delete_extra(path, names)?;
+        }
+        if let Some(entry) = &dir.entry
+            && (dir.created || self.overwrite != Overwrite::Never)
+        {
+            self.apply_metadata(entry);
+        }
+        Ok(())
+    }
+
+    /// Deletes the entries of the target directory at `path` whose names are not in
+    /// `names`, unless an exclude pattern matches them.
+    fn delete_extra(&mut self, path: &str, names: &HashSet<String>) -> Result<(), PluginError> {
+        let dir = self.target.sandbox(path);
+        let listing = fs::read_dir(&dir)
+            .map_err(|err| from_io(format_args!("listing {} in the target", dir.display()), &err))?;
+        for found in listing {
+            let found = found.map_err(|err| {
+                from_io(format_args!("listing {} in the target", dir.display()), &err)
+            })?;
+            let Some(name) = found.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if names.contains(&name) {
+                continue;
+            }
+            let shown = path::join(path, &name).unwrap_or_else(|_| name.clone());
+            if self.filter.is_excluded(&shown) {
+                continue;
+            }
+            let dest = found.path();
+            let removed = match fs::symlink_metadata(&dest) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&dest),
+                Ok(_) => fs::remove_file(&dest),
+                Err(err) => Err(err),
+            };
+            removed.map_err(|err| from_io(format_args!("deleting {shown:?}"), &err))?;
+            info!("{shown}: deleted, the point does not hold it");
+            self.deleted += 1;
+        }
+        Ok(())
     }
 }

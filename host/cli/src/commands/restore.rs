@@ -22,6 +22,10 @@ use crate::progress::Bar;
 
 /// The setting that carries `--format` to the plugin.
 const FORMAT_SETTING: &str = "format";
+/// The setting that carries `--overwrite` to the plugin.
+const OVERWRITE_SETTING: &str = "overwrite";
+/// The setting that carries `--delete` to the plugin.
+const DELETE_SETTING: &str = "delete";
 
 /// Flags of `tessera restore`.
 #[derive(Debug, Args)]
@@ -50,6 +54,15 @@ pub struct RestoreArgs {
     /// Restore with this plugin instead of the one that made the point
     #[arg(long, value_name = "NAME|FILE.wasm")]
     pub plugin: Option<String>,
+    /// What to do with a file already in the target: replace it (always), keep it if it
+    /// has the stored size and modification time (if-changed), keep it unless the stored
+    /// one is newer (if-newer), or keep it (never) [default: always]
+    #[arg(long, value_name = "WHEN", value_parser = ["always", "if-changed", "if-newer", "never"])]
+    pub overwrite: Option<String>,
+    /// Delete from the directories restored what the point does not hold there, so the
+    /// target ends up as the point (paths an --exclude matches are left alone)
+    #[arg(long)]
+    pub delete: bool,
     /// A plugin setting (repeatable)
     #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
@@ -100,6 +113,12 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<()> {
             .iter()
             .map(|g| (INCLUDE_SETTING.to_string(), g.clone())),
     );
+    if let Some(overwrite) = &args.overwrite {
+        settings.push((OVERWRITE_SETTING.to_string(), overwrite.clone()));
+    }
+    if args.delete {
+        settings.push((DELETE_SETTING.to_string(), "true".to_string()));
+    }
     let job = RestoreJob {
         target,
         paths: args.paths.iter().map(|p| point_path(p)).collect(),
