@@ -20,7 +20,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 
 use tessera_plugin_sdk::content::{self, ReadError};
-use tessera_plugin_sdk::{debug, info};
 use tessera_plugin_sdk::error::{from_host, from_io, host_error_text};
 use tessera_plugin_sdk::filter::PathFilter;
 use tessera_plugin_sdk::meta::{self, PERMISSION_BITS};
@@ -29,6 +28,7 @@ use tessera_plugin_sdk::path::Mount;
 use tessera_plugin_sdk::prelude::*;
 use tessera_plugin_sdk::settings::Settings;
 use tessera_plugin_sdk::target::{self, Tally};
+use tessera_plugin_sdk::{debug, info};
 
 use crate::{DELETE, EXCLUDE, INCLUDE, OVERWRITE};
 
@@ -577,11 +577,18 @@ impl Job {
     /// `names`, unless an exclude pattern matches them.
     fn delete_extra(&mut self, path: &str, names: &HashSet<String>) -> Result<(), PluginError> {
         let dir = self.target.sandbox(path);
-        let listing = fs::read_dir(&dir)
-            .map_err(|err| from_io(format_args!("listing {} in the target", dir.display()), &err))?;
+        let listing = fs::read_dir(&dir).map_err(|err| {
+            from_io(
+                format_args!("listing {} in the target", dir.display()),
+                &err,
+            )
+        })?;
         for found in listing {
             let found = found.map_err(|err| {
-                from_io(format_args!("listing {} in the target", dir.display()), &err)
+                from_io(
+                    format_args!("listing {} in the target", dir.display()),
+                    &err,
+                )
             })?;
             let Some(name) = found.file_name().to_str().map(str::to_owned) else {
                 continue;
