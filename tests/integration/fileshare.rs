@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tessera_tests::{CliEnv, random_bytes, run_ok, tessera};
+use tessera_tests::{CliEnv, Mounted, random_bytes, run_ok, tessera};
 
 fn env() -> CliEnv {
     CliEnv::new()
@@ -639,6 +639,71 @@ fn restoring_into_a_used_target_keeps_or_replaces_and_deletes_as_asked() {
     assert!(out.contains("restored"), "{out}");
     assert!(!target.join("docs/deep/stray").exists());
     assert!(target.join("outside").exists());
+}
+
+#[test]
+fn points_mount_as_a_read_only_file_system() {
+    let env = env();
+    populate(&env.source);
+    let first = backup(&env, &[])["point"].as_str().unwrap().to_owned();
+    let before = env.root.join("before");
+    restore(&env, &first, &before, &[]);
+    fs::write(env.source.join("docs/readme.txt"), b"second version").unwrap();
+    let second = backup(&env, &[])["point"].as_str().unwrap().to_owned();
+
+    let mounted = Mounted::new(&env.vault, &env.root.join("mnt"));
+    let ids = mounted.path.join("ids");
+    let mut names: Vec<String> = fs::read_dir(&ids)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec![first[..8].to_owned(), second[..8].to_owned()];
+    expected.sort();
+    assert_eq!(names, expected);
+    // Each point reads as its files were, with their metadata, links and xattrs.
+    assert_same_tree(&ids.join(&first[..8]), &before);
+    assert_same_tree(&ids.join(&second[..8]), &env.source);
+    // The item's points by time, and its newest as `latest`.
+    let item = env.source.to_str().unwrap().replace('/', "%2F");
+    let latest = mounted.path.join("items").join(&item).join("latest");
+    assert_eq!(
+        fs::read_link(&latest).unwrap(),
+        Path::new("../../ids").join(&second[..8])
+    );
+    assert_eq!(
+        fs::read(latest.join("docs/readme.txt")).unwrap(),
+        b"second version"
+    );
+    assert_eq!(fs::read_dir(latest.parent().unwrap()).unwrap().count(), 3);
+    // Read at any offset, and never written.
+    let random = fs::File::open(ids.join(&first[..8]).join("docs/deep/er/random.bin")).unwrap();
+    let mut piece = vec![0u8; 5000];
+    random.read_exact_at(&mut piece, 1_000_003).unwrap();
+    let original = fs::read(env.source.join("docs/deep/er/random.bin")).unwrap();
+    assert_eq!(piece, original[1_000_003..1_005_003]);
+    let refused = fs::write(ids.join(&first[..8]).join("new.txt"), b"x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(30), "{refused}"); // EROFS
+
+    // Stopped as a service is, it unmounts and ends well, once the files open there
+    // are closed.
+    let path = mounted.path.clone();
+    let (status, left_open) = std::thread::scope(|scope| {
+        let stopping = scope.spawn(|| mounted.unmount());
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // Still served while the file is open.
+        random.read_exact_at(&mut piece, 7).unwrap();
+        let left_open = stopping.is_finished();
+        drop(random);
+        (stopping.join().unwrap(), left_open)
+    });
+    assert!(
+        !left_open,
+        "the command ended with a file open on the mount"
+    );
+    assert_eq!(piece, original[7..5007]);
+    assert!(status.success(), "{status}");
+    assert_eq!(fs::read_dir(&path).unwrap().count(), 0);
 }
 
 #[test]

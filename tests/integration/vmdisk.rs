@@ -277,6 +277,34 @@ fn raw_and_qcow2_disks_of_one_vm_round_trip_with_their_configuration() {
     assert_eq!(out.stdout, fs::read(&config).unwrap());
 }
 
+#[test]
+fn a_vms_disks_read_from_a_mount_as_raw_images() {
+    let env = env();
+    let raw = env.path("system.raw");
+    raw_disk(&raw, 32 << 20, 3);
+    let qcow2 = env.path("data.qcow2");
+    qcow2_disk(&qcow2, "24M", "compat=1.1");
+    let config = env.path("vm.json");
+    fs::write(&config, br#"{"name": "db"}"#).unwrap();
+    let point =
+        point_of(&env.backup(&[p(&raw), p(&qcow2), "--item", "db", "--config", p(&config)]));
+
+    let mounted = tessera_tests::Mounted::new(&env.vault, &env.path("mnt"));
+    let vm = mounted.path.join("items/db/latest");
+    assert_eq!(
+        fs::canonicalize(&vm).unwrap(),
+        fs::canonicalize(mounted.path.join("ids").join(&point[..8])).unwrap()
+    );
+    assert_eq!(fs::metadata(vm.join("disk1")).unwrap().len(), 24 << 20);
+    assert_same_disk(&vm.join("disk0"), "raw", &raw, "raw");
+    assert_same_disk(&vm.join("disk1"), "raw", &qcow2, "qcow2");
+    assert_eq!(
+        fs::read(vm.join("vm.json")).unwrap(),
+        fs::read(&config).unwrap()
+    );
+    assert!(mounted.unmount().success());
+}
+
 /// Attributes the point recorded for its disks, as `tessera points --json` shows them.
 fn point_attributes(env: &Env, point: &str) -> Value {
     let out = run_ok(tessera(&env.vault).args(["points", "--json"]));

@@ -347,6 +347,69 @@ pub fn tessera(vault: &std::path::Path) -> std::process::Command {
     command
 }
 
+/// A vault mounted by `tessera mount`, unmounted (by SIGTERM to the command, as a
+/// service manager stops it) when dropped.
+pub struct Mounted {
+    child: std::process::Child,
+    /// The mount point.
+    pub path: std::path::PathBuf,
+}
+
+impl Mounted {
+    /// Mounts `vault` on `path` (created if missing) and waits until it serves.
+    pub fn new(vault: &std::path::Path, path: &std::path::Path) -> Mounted {
+        std::fs::create_dir_all(path).unwrap();
+        let child = tessera(vault)
+            .arg("mount")
+            .arg(path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tessera mount starts");
+        let mut mounted = Mounted {
+            child,
+            path: path.to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !path.join("ids").is_dir() {
+            if let Some(status) = mounted.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                if let Some(stderr) = mounted.child.stderr.as_mut() {
+                    stderr.read_to_string(&mut err).unwrap();
+                }
+                panic!("tessera mount ended ({status}): {err}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the mount never came up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        mounted
+    }
+
+    /// Stops the command as a service manager would and returns its exit status once
+    /// the file system is gone.
+    pub fn unmount(mut self) -> std::process::ExitStatus {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return status;
+        }
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Runs a command, failing the test with its output if it fails; returns stdout.
 pub fn run_ok(command: &mut std::process::Command) -> String {
     let output = command.output().expect("the command starts");

@@ -10,9 +10,9 @@ use jiff::{SignedDuration, Span, SpanRelativeTo};
 
 use crate::commands::{
     backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, find::FindArgs,
-    forget::ForgetArgs, init::InitArgs, key::KeyCommand, ls::LsArgs, plugin::PluginCommand,
-    points::PointsArgs, prune::PruneArgs, repair::RepairCommand, restore::RestoreArgs,
-    tag::TagArgs,
+    forget::ForgetArgs, init::InitArgs, key::KeyCommand, ls::LsArgs, mount::MountArgs,
+    plugin::PluginCommand, points::PointsArgs, prune::PruneArgs, repair::RepairCommand,
+    restore::RestoreArgs, tag::TagArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -57,6 +57,8 @@ pub enum Command {
     Points(PointsArgs),
     /// List the entries of a recovery point below a path
     Ls(LsArgs),
+    /// Serve the recovery points as a read-only file system until unmounted
+    Mount(MountArgs),
     /// Show the paths added, removed and changed between two recovery points
     Diff(DiffArgs),
     /// Write one stored entry's content (a file, a disk image) to standard output

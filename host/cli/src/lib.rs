@@ -51,6 +51,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Restore(args) => commands::restore::run(ctx, &args),
         Command::Points(args) => commands::points::run(ctx, &args),
         Command::Ls(args) => commands::ls::run(ctx, &args),
+        Command::Mount(args) => commands::mount::run(ctx, &args),
         Command::Diff(args) => commands::diff::run(ctx, &args),
         Command::Dump(args) => commands::dump::run(ctx, &args),
         Command::Find(args) => commands::find::run(ctx, &args),

@@ -10,6 +10,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod plugin;
 pub mod points;
 pub mod prune;
