@@ -326,19 +326,26 @@ fn forget_without_a_keep_option_is_a_usage_error() {
     assert_exit(&out, 2);
 }
 
-#[test]
-fn forget_named_points_even_damaged_ones() {
-    let sandbox = Sandbox::new();
-    sandbox.init();
+/// Backs up the directory `source` `count` times, its file `f` holding "version N" in the
+/// Nth; returns the points' ids, oldest first.
+fn versions(sandbox: &Sandbox, count: usize) -> Vec<String> {
     let source = sandbox.path("source");
     std::fs::create_dir_all(&source).unwrap();
     let mut ids = Vec::new();
-    for i in 0..4 {
+    for i in 0..count {
         std::fs::write(source.join("f"), format!("version {i}")).unwrap();
         let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
         assert_success(&out);
         ids.push(json(&out)["point"].as_str().unwrap().to_string());
     }
+    ids
+}
+
+#[test]
+fn forget_named_points_even_damaged_ones() {
+    let sandbox = Sandbox::new();
+    sandbox.init();
+    let ids = versions(&sandbox, 4);
     let listed = || -> Vec<String> {
         let out = sandbox.run(&["--json", "points"]);
         assert_success(&out);
@@ -400,15 +407,7 @@ fn forget_named_points_even_damaged_ones() {
 fn a_point_tagged_later_is_kept_by_its_tag() {
     let sandbox = Sandbox::new();
     sandbox.init();
-    let source = sandbox.path("source");
-    std::fs::create_dir_all(&source).unwrap();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        std::fs::write(source.join("f"), format!("version {i}")).unwrap();
-        let out = sandbox.run(&["--json", "backup", source.to_str().unwrap()]);
-        assert_success(&out);
-        ids.push(json(&out)["point"].as_str().unwrap().to_string());
-    }
+    let ids = versions(&sandbox, 3);
     assert_exit(&sandbox.run(&["tag", &ids[0]]), 2);
     let out = sandbox.run(&["tag", &ids[0][..8], "--add", "audit", "--dry-run"]);
     assert_success(&out);

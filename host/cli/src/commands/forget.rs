@@ -15,8 +15,8 @@ use tessera_vault::commands::prune::{forget, forget_points, prune};
 use tessera_vault::retention::RetentionPolicy;
 
 use crate::cli::parse_duration;
+use crate::commands::find_points;
 use crate::commands::prune::print_stats;
-use crate::commands::{LATEST, select_point};
 use crate::context::Context;
 use crate::output::{self, Align, Table};
 use crate::progress::Bar;
@@ -115,14 +115,7 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<()> {
         };
         forget(&vault, &options)?
     } else {
-        let ids = args
-            .points
-            .iter()
-            .map(|spec| match spec.as_str() {
-                LATEST => Ok(select_point(&vault, spec, None)?.0),
-                _ => Ok(vault.find_point(spec)?),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let ids = find_points(&vault, &args.points)?;
         forget_points(&vault, &ids, args.dry_run)?
     };
     if !ctx.output.json() {

@@ -51,6 +51,18 @@ pub fn select_point(vault: &Vault, spec: &str, item: Option<&str>) -> Result<(Po
     Ok((id, point))
 }
 
+/// The points `specs` name, each `latest` or a full id or a unique prefix of one; a
+/// point whose record no longer decodes is found by its id too.
+pub fn find_points(vault: &Vault, specs: &[String]) -> Result<Vec<PointId>> {
+    specs
+        .iter()
+        .map(|spec| match spec.as_str() {
+            LATEST => Ok(select_point(vault, spec, None)?.0),
+            _ => Ok(vault.find_point(spec)?),
+        })
+        .collect()
+}
+
 /// Loads the plugin that reads `point`: `override_spec` if given (a builtin's name or a
 /// `.wasm` file), else the builtin plugin that captured it.
 pub fn plugin_for_point(

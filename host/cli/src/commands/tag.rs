@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args};
 use serde::Serialize;
 use tessera_vault::commands::tag::{Retagged, TagChange, retag};
 
-use crate::commands::{LATEST, select_point};
+use crate::commands::find_points;
 use crate::context::Context;
 use crate::output::{Align, Table};
 
@@ -44,14 +44,7 @@ struct TagSummary<'a> {
 /// Changes the tags and prints each point's new id and tags.
 pub fn run(ctx: &Context, args: &TagArgs) -> Result<()> {
     let vault = ctx.open_vault()?;
-    let ids = args
-        .points
-        .iter()
-        .map(|spec| match spec.as_str() {
-            LATEST => Ok(select_point(&vault, spec, None)?.0),
-            _ => Ok(vault.find_point(spec)?),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let ids = find_points(&vault, &args.points)?;
     let change = TagChange {
         set: (!args.set.is_empty()).then(|| args.set.clone()),
         add: args.add.clone(),
