@@ -846,6 +846,31 @@ fn exclusions_leave_files_out() {
     let root =
         run_ok(tessera(&env.vault).args(["--json", "ls", summary["point"].as_str().unwrap()]));
     assert!(!root.contains("\"cache\""), "{root}");
+    // Everything below a path, each directory followed by what it holds.
+    let all = run_ok(tessera(&env.vault).args([
+        "--json",
+        "ls",
+        "--recursive",
+        summary["point"].as_str().unwrap(),
+        "docs",
+    ]));
+    let paths: Vec<String> = serde_json::from_str::<serde_json::Value>(&all)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "docs/deep",
+            "docs/deep/er",
+            "docs/deep/er/random.bin",
+            "docs/hard-b",
+            "docs/readme.txt"
+        ]
+    );
 }
 
 /// The paths a point holds, from `tessera ls` down the tree.

@@ -205,7 +205,7 @@ fn a_minimal_plugin_loads_from_a_file_and_captures() {
         b"hello from a plugin\n"
     );
     let listed = runtime
-        .browse(&plugin, &setup.tv.vault, &outcome.point, "")
+        .browse(&plugin, &setup.tv.vault, &outcome.point, "", false)
         .unwrap();
     assert_eq!(
         listed.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),

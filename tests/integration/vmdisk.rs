@@ -755,6 +755,32 @@ fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
 
     let point = point_of(&env.backup(&[p(&disk)]));
     assert_eq!(env.ls(&point, "disk0"), ["disk0/part1", "disk0/part2"]);
+    // Recursively, each directory is followed by what it holds.
+    let out = run_ok(tessera(&env.vault).args(["ls", "-r", &point, "disk0/part1/etc", "--json"]));
+    let listed: Vec<String> = serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    let ssh = listed
+        .iter()
+        .position(|p| p == "disk0/part1/etc/ssh")
+        .unwrap();
+    assert_eq!(
+        listed[ssh + 1],
+        "disk0/part1/etc/ssh/blob.bin",
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&"disk0/part1/etc/ssh/sparse.img".to_string()),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&"disk0/part1/etc/hostname".to_string()),
+        "{listed:?}"
+    );
     let etc = env.ls(&point, "disk0/part1/etc");
     for name in ["hostname", "name-link", "ssh"] {
         assert!(etc.contains(&format!("disk0/part1/etc/{name}")), "{etc:?}");

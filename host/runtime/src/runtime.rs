@@ -754,13 +754,18 @@ impl Runtime {
         }
     }
 
-    /// Lists the entries below `path` of a point as the plugin sees them.
+    /// Lists the entries below `path` of a point as the plugin sees them: those directly
+    /// below it, or with `recursive` everything below it, each directory followed by
+    /// what it holds. A recursive listing asks one instance of the plugin for every
+    /// directory, and refuses a listing whose entries are not directly inside the
+    /// directory listed (a plugin that would have it walk in circles).
     pub fn browse(
         &self,
         plugin: &Plugin,
         vault: &Vault,
         point: &PointId,
         path: &str,
+        recursive: bool,
     ) -> Result<Vec<BrowseEntry>> {
         let record = vault.load_point(point)?;
         let state = JobState::new(
@@ -777,9 +782,47 @@ impl Runtime {
         let path = path.trim_matches('/').to_string();
         let (result, _store) = self.run(state, &NoProgress, move |store| {
             let instance = pre.instantiate(&mut *store)?;
-            instance
-                .tessera_plugin_browse()
-                .call_children(&mut *store, &path)
+            let browse = instance.tessera_plugin_browse();
+            let mut listed = Vec::new();
+            let top = match browse.call_children(&mut *store, &path)? {
+                Ok(entries) => entries,
+                Err(error) => return Ok(Err(error)),
+            };
+            if !recursive {
+                return Ok(Ok(top));
+            }
+            // Directories being listed, each with its entries not yet visited.
+            let mut stack = vec![(path, top.into_iter())];
+            while let Some((dir, entries)) = stack.last_mut() {
+                let Some(entry) = entries.next() else {
+                    stack.pop();
+                    continue;
+                };
+                if !is_child_of(&entry.path, dir) {
+                    return Ok(Err(types::PluginError::CorruptSource(format!(
+                        "listing {dir:?} returned {:?}, which is not directly inside it",
+                        entry.path
+                    ))));
+                }
+                if matches!(entry.kind, types::EntryKind::Directory) {
+                    if stack.len() >= MAX_BROWSE_DEPTH {
+                        return Ok(Err(types::PluginError::CorruptSource(format!(
+                            "{:?} is more than {MAX_BROWSE_DEPTH} directories deep",
+                            entry.path
+                        ))));
+                    }
+                    let below = match browse.call_children(&mut *store, &entry.path)? {
+                        Ok(below) => below,
+                        Err(error) => return Ok(Err(error)),
+                    };
+                    let dir = entry.path.clone();
+                    listed.push(entry);
+                    stack.push((dir, below.into_iter()));
+                } else {
+                    listed.push(entry);
+                }
+            }
+            Ok(Ok(listed))
         });
         match result {
             Ok(Ok(entries)) => Ok(entries.into_iter().map(browse_entry).collect()),
@@ -790,6 +833,20 @@ impl Runtime {
             Err(e) => Err(trap(&plugin.info.name, &e, &self.options)),
         }
     }
+}
+
+/// Deepest directory a recursive listing goes into.
+const MAX_BROWSE_DEPTH: usize = 4096;
+
+/// Whether the point path `path` is directly inside the directory `dir` (`""`: the root).
+fn is_child_of(path: &str, dir: &str) -> bool {
+    let name = if dir.is_empty() {
+        Some(path)
+    } else {
+        path.strip_prefix(dir)
+            .and_then(|rest| rest.strip_prefix('/'))
+    };
+    name.is_some_and(|name| !name.is_empty() && !name.contains('/') && name != "." && name != "..")
 }
 
 fn browse_entry(e: types::EntryInfo) -> BrowseEntry {
@@ -929,4 +986,22 @@ fn parent_problem(vault: &Vault, id: &PointId) -> Option<String> {
     // Chunks the point refers to are checked as its entries are carried forward: one
     // that is missing gets its entry read again instead.
     vault.load_point(id).err().map(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_child_of;
+
+    #[test]
+    fn a_recursive_listing_accepts_only_direct_children() {
+        assert!(is_child_of("etc", ""));
+        assert!(is_child_of("etc/hosts", "etc"));
+        assert!(is_child_of("disk0/part1", "disk0"));
+        assert!(!is_child_of("etc", "etc"));
+        assert!(!is_child_of("etc/ssl/certs", "etc"));
+        assert!(!is_child_of("etcetera", "etc"));
+        assert!(!is_child_of("etc/..", "etc"));
+        assert!(!is_child_of("", ""));
+        assert!(!is_child_of("a/b", ""));
+    }
 }

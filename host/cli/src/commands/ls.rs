@@ -1,4 +1,5 @@
-//! `tessera ls`: the entries of a recovery point directly below a path.
+//! `tessera ls`: the entries of a recovery point directly below a path, or with
+//! `--recursive` everything below it.
 //!
 //! Browsing goes through the plugin that made the point, which may show more than the
 //! stored tree does (the files inside a captured disk image, say).
@@ -26,6 +27,9 @@ pub struct LsArgs {
     /// Browse with this plugin instead of the one that made the point
     #[arg(long, value_name = "NAME|FILE.wasm")]
     pub plugin: Option<String>,
+    /// List everything below the path, each directory followed by what it holds
+    #[arg(short, long)]
+    pub recursive: bool,
 }
 
 /// Prints the entries.
@@ -36,7 +40,7 @@ pub fn run(ctx: &Context, args: &LsArgs) -> Result<()> {
     let plugin = plugin_for_point(&runtime, &point, args.plugin.as_deref())?;
     let path = point_path(&args.path);
     let entries = runtime
-        .browse(&plugin, &vault, &id, &path)
+        .browse(&plugin, &vault, &id, &path, args.recursive)
         .with_context(|| format!("cannot list '{path}' in recovery point {}", id.short()))?;
     if ctx.output.json() {
         ctx.output.print_json(&entries)?;
