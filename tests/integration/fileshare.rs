@@ -707,6 +707,91 @@ fn points_mount_as_a_read_only_file_system() {
 }
 
 #[test]
+fn standard_input_and_a_commands_output_back_up_as_one_file() {
+    let env = env();
+    let dump = random_bytes(90, 3 << 20);
+    let piped = |extra: &[&str]| {
+        let mut child = tessera(&env.vault)
+            .args([
+                "--json",
+                "backup",
+                "--stdin",
+                "--stdin-filename",
+                "dump.sql",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&dump).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = piped(&[]);
+    assert_eq!(first["item"], "stdin:dump.sql", "{first}");
+    assert_eq!(first["bytes_read"], 3 << 20, "{first}");
+    // The same dump again stores nothing new, and a dry run writes nothing.
+    let second = piped(&["--tag", "nightly"]);
+    assert_eq!(second["bytes_new"], 0, "{second}");
+    assert_eq!(second["parent"], first["point"], "{second}");
+    let vault_files = files_with_bytes(&env.vault);
+    let dry = piped(&["--dry-run"]);
+    assert_eq!(dry["point"], serde_json::Value::Null, "{dry}");
+    assert_eq!(files_with_bytes(&env.vault), vault_files);
+    let target = env.root.join("restored");
+    run_ok(
+        tessera(&env.vault)
+            .args(["restore", "latest", "--item", "stdin:dump.sql", "--target"])
+            .arg(&target),
+    );
+    assert_eq!(fs::read(target.join("dump.sql")).unwrap(), dump);
+
+    // A command's output is kept only if the command succeeds.
+    let out = run_ok(tessera(&env.vault).args([
+        "--json",
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "lines.txt",
+        "--",
+        "sh",
+        "-c",
+        "printf 'one\\ntwo\\n'",
+    ]));
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let dumped =
+        run_ok(tessera(&env.vault).args(["dump", made["point"].as_str().unwrap(), "lines.txt"]));
+    assert_eq!(dumped, "one\ntwo\n");
+    let points = |vault: &Path| run_ok(tessera(vault).args(["--json", "points"]));
+    let before = points(&env.vault);
+    let failed = tessera(&env.vault)
+        .args([
+            "backup",
+            "--stdin-from-command",
+            "--",
+            "sh",
+            "-c",
+            "echo partial; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains("sh failed (exit status: 3) after writing 8 bytes: no recovery point"),
+        "{stderr}"
+    );
+    assert_eq!(points(&env.vault), before);
+}
+
+#[test]
 fn backups_leave_access_times_alone() {
     let env = env();
     fs::create_dir(env.source.join("dir")).unwrap();

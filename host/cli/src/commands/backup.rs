@@ -8,16 +8,21 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Args;
 use serde::Serialize;
-use tessera_runtime::{CaptureJob, CaptureSource, Hooks};
-use tessera_vault::{PointId, Vault};
+use std::io::Read as _;
+
+use tessera_runtime::{CaptureJob, CaptureOutcome, CaptureSource, Hooks};
+use tessera_vault::{
+    Backup, BackupOptions, Chunking, CommitOptions, Consistency, Entry, EntryKind, PluginRef,
+    PointId, Vault,
+};
 
 use crate::cli::parse_setting;
 use crate::context::Context;
 use crate::output::{self, millis};
-use crate::progress::Bar;
+use crate::progress::{self, Bar};
 
 /// The plugin used when `--plugin` is not given.
 pub const DEFAULT_PLUGIN: &str = "file-share";
@@ -44,8 +49,23 @@ pub struct BackupArgs {
     /// the point's root; several sources each under its name); disk images, block devices
     /// (or nbd://HOST:PORT/EXPORT addresses of live disks) for vm-disk, stored as disk0,
     /// disk1, ... in this order
-    #[arg(required = true, value_name = "PATH|URL")]
+    #[arg(required_unless_present = "stdin", value_name = "PATH|URL")]
     pub paths: Vec<String>,
+    /// Back up what is read from standard input as one file (a database dump piped in),
+    /// named by --stdin-filename
+    #[arg(long, conflicts_with_all = [
+        "paths", "stdin_from_command", "pre_hook", "post_hook", "bitmap", "config", "grants",
+    ])]
+    pub stdin: bool,
+    /// Run the command given in place of paths (after `--`) and back up its standard
+    /// output as one file; if the command fails, no point is made
+    #[arg(long, requires = "paths", conflicts_with_all = [
+        "pre_hook", "post_hook", "bitmap", "config", "grants",
+    ])]
+    pub stdin_from_command: bool,
+    /// The name of the file --stdin or --stdin-from-command stores [default: stdin]
+    #[arg(long, value_name = "NAME")]
+    pub stdin_filename: Option<String>,
     /// The plugin: a builtin's name or a component file
     #[arg(long, value_name = "NAME|FILE.wasm", default_value = DEFAULT_PLUGIN)]
     pub plugin: String,
@@ -168,8 +188,14 @@ fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
 }
 
-/// Backs up `args.paths` and prints the new point's id.
+/// Backs up `args.paths` (or standard input) and prints the new point's id.
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
+    if args.stdin || args.stdin_from_command {
+        return run_stdin(ctx, args);
+    }
+    if args.stdin_filename.is_some() {
+        bail!("--stdin-filename names what --stdin or --stdin-from-command stores");
+    }
     let sources = args
         .paths
         .iter()
@@ -268,6 +294,125 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
         .with_context(|| format!("backup of '{item}' failed"))?;
     bar.finish();
 
+    report(ctx, args, item, &outcome)
+}
+
+/// Backs up standard input, or a command's standard output, as the one file of a point,
+/// as the file-share plugin would have stored a file of that name: the host reads the
+/// bytes itself, so no plugin runs.
+fn run_stdin(ctx: &Context, args: &BackupArgs) -> Result<()> {
+    let name = args.stdin_filename.as_deref().unwrap_or(STDIN_NAME);
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!("--stdin-filename must be a file name without '/', not '{name}'");
+    }
+    if args.plugin != DEFAULT_PLUGIN {
+        bail!(
+            "--stdin stores a file as the {DEFAULT_PLUGIN} plugin does; --plugin cannot be given with it"
+        );
+    }
+    let item = args
+        .item
+        .clone()
+        .unwrap_or_else(|| format!("{STDIN_NAME}:{name}"));
+    let vault = if args.dry_run {
+        ctx.open_vault_dry_run()?
+    } else {
+        ctx.open_or_create_vault()?
+    };
+    let runtime = ctx.runtime()?;
+    let plugin = runtime
+        .load(DEFAULT_PLUGIN)
+        .with_context(|| format!("cannot load the plugin '{DEFAULT_PLUGIN}'"))?;
+    let info = plugin.info();
+    let mut options = BackupOptions::new(
+        item.clone(),
+        PluginRef {
+            name: info.name.clone(),
+            version: info.version.clone(),
+        },
+    );
+    options.parent = parent_point(&vault, &item, &info.name)?;
+    options.tags = args.tags.clone();
+    options.host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    options.compression_level = args.compression;
+    let started = std::time::Instant::now();
+    let bar = Bar::new(&ctx.output, "backing up standard input");
+    let mut backup = Backup::start(&vault, options)?;
+    let mut stream = backup.stream(Chunking::ContentDefined(vault.config().chunker))?;
+    let (mut input, mut child): (Box<dyn std::io::Read>, _) = if args.stdin_from_command {
+        let mut child = std::process::Command::new(&args.paths[0])
+            .args(&args.paths[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", args.paths[0]))?;
+        let stdout = child.stdout.take().expect("piped");
+        (Box::new(stdout), Some(child))
+    } else {
+        (Box::new(std::io::stdin().lock()), None)
+    };
+    let mut buf = vec![0u8; STDIN_READ];
+    let mut size = 0u64;
+    loop {
+        let read = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The stream is dropped unfinished and the backup aborted: no point.
+            Err(e) => return Err(e).context("cannot read the input"),
+        };
+        if progress::cancelled() {
+            bail!("interrupted: no recovery point was made");
+        }
+        stream.write(&buf[..read])?;
+        size += read as u64;
+        tessera_runtime::Progress::update(&bar, size, 0, 0, 0);
+    }
+    let content = stream.finish()?.content;
+    // A dump cut short by a failing command is not a backup.
+    if let Some(child) = &mut child {
+        let status = child.wait().context("cannot wait for the command")?;
+        if !status.success() {
+            bail!(
+                "{} failed ({status}) after writing {size} bytes: no recovery point was made",
+                args.paths[0]
+            );
+        }
+    }
+    let now = jiff::Timestamp::now().as_nanosecond();
+    let mut entry = Entry::new(name, EntryKind::File);
+    entry.meta.size = size;
+    entry.meta.mode = Some(0o100644);
+    entry.meta.uid = Some(rustix::process::getuid().as_raw());
+    entry.meta.gid = Some(rustix::process::getgid().as_raw());
+    entry.meta.mtime_ns = i64::try_from(now).ok();
+    entry.content = content;
+    backup.add_entry(name, entry)?;
+    let commit = CommitOptions {
+        consistency: Consistency::Crash,
+        consistency_reason: Some("read from standard input as it was written".into()),
+        ..CommitOptions::default()
+    };
+    let (point, record) = backup.commit(commit)?;
+    bar.finish();
+    let outcome = CaptureOutcome {
+        point,
+        record,
+        duration: started.elapsed(),
+    };
+    report(ctx, args, item, &outcome)
+}
+
+/// The file name `--stdin` stores when not told one, and the prefix of its item's name.
+const STDIN_NAME: &str = "stdin";
+/// Bytes read from standard input at a time.
+const STDIN_READ: usize = 1 << 20;
+
+/// Prints what a backup made.
+fn report(ctx: &Context, args: &BackupArgs, item: String, outcome: &CaptureOutcome) -> Result<()> {
     let point = &outcome.record;
     for warning in &point.warnings {
         ctx.output.warn(warning);
