@@ -919,7 +919,19 @@ fn exclusions_leave_files_out() {
     fs::write(env.source.join("docs/debug.log"), b"noise").unwrap();
     fs::create_dir(env.source.join("cache")).unwrap();
     fs::write(env.source.join("cache/blob"), b"noise").unwrap();
-    let summary = backup(&env, &["--exclude", "*.log", "--exclude", "cache"]);
+    fs::write(env.source.join("#scratch"), b"noise").unwrap();
+    // Patterns from a file: comments and blank lines skipped, `\#` for a leading `#`.
+    let patterns = env.root.join("excludes");
+    fs::write(&patterns, "# build leftovers\n\n  cache  \n\\#scratch\n").unwrap();
+    let summary = backup(
+        &env,
+        &[
+            "--exclude",
+            "*.log",
+            "--exclude-file",
+            patterns.to_str().unwrap(),
+        ],
+    );
     let listing = run_ok(tessera(&env.vault).args([
         "--json",
         "ls",
@@ -931,6 +943,8 @@ fn exclusions_leave_files_out() {
     let root =
         run_ok(tessera(&env.vault).args(["--json", "ls", summary["point"].as_str().unwrap()]));
     assert!(!root.contains("\"cache\""), "{root}");
+    assert!(!root.contains("scratch"), "{root}");
+    assert!(root.contains("\"empty\""), "{root}");
     // Everything below a path, each directory followed by what it holds.
     let all = run_ok(tessera(&env.vault).args([
         "--json",

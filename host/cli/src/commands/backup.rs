@@ -79,6 +79,13 @@ pub struct BackupArgs {
     /// Back up only paths matching this pattern (repeatable)
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
+    /// Leave out paths matching the patterns in this file, one per line; blank lines and
+    /// lines starting with # are skipped (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Back up only paths matching the patterns in this file, one per line (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub include_file: Vec<PathBuf>,
     /// Leave out directories holding an entry of this name, such as .nobackup (repeatable)
     #[arg(long, value_name = "NAME")]
     pub exclude_if_present: Vec<String>,
@@ -183,6 +190,20 @@ fn source_name(source: &CaptureSource, given: &str) -> Result<String> {
     })
 }
 
+/// The patterns of a pattern file: one per line, without blank lines and `#` comments
+/// (a pattern starting with `#` is written `\#`, the glob's escape); surrounding spaces
+/// are dropped.
+fn patterns_in(file: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the pattern file {}", file.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
 /// Whether `path` is (or links to) a block device.
 fn is_block_device(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
@@ -260,6 +281,18 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
             .iter()
             .map(|g| (INCLUDE_SETTING.into(), g.clone())),
     );
+    for (files, setting) in [
+        (&args.exclude_file, EXCLUDE_SETTING),
+        (&args.include_file, INCLUDE_SETTING),
+    ] {
+        for file in files {
+            settings.extend(
+                patterns_in(file)?
+                    .into_iter()
+                    .map(|glob| (setting.to_string(), glob)),
+            );
+        }
+    }
     if let Some(bitmap) = &args.bitmap {
         settings.push((BITMAP_SETTING.into(), bitmap.clone()));
     }
