@@ -792,6 +792,47 @@ fn standard_input_and_a_commands_output_back_up_as_one_file() {
 }
 
 #[test]
+fn a_point_rewritten_without_a_file_restores_without_it() {
+    let env = env();
+    populate(&env.source);
+    let point = backup(&env, &[])["point"].as_str().unwrap().to_owned();
+    let out = run_ok(tessera(&env.vault).args([
+        "--json",
+        "rewrite",
+        &point,
+        "--exclude",
+        "*.bin",
+        "--exclude",
+        "docs/hard-b",
+        "--forget",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let done = &summary["points"][0];
+    assert_eq!(
+        done["removed"],
+        serde_json::json!(["docs/deep/er/random.bin", "docs/hard-b"]),
+        "{summary}"
+    );
+    assert_eq!(summary["forgotten"], serde_json::json!([point]));
+    let new = done["new"].as_str().unwrap();
+    run_ok(tessera(&env.vault).args(["prune", "--grace", "0s", "--repack-threshold", "0"]));
+    run_ok(tessera(&env.vault).args(["check", "--read-data"]));
+    let target = env.root.join("restored");
+    restore(&env, new, &target, &[]);
+    fs::remove_file(env.source.join("docs/deep/er/random.bin")).unwrap();
+    fs::remove_file(env.source.join("docs/hard-b")).unwrap();
+    // Removing them changed their directories' times in the source: put them back.
+    for dir in ["docs/deep/er", "docs"] {
+        let stored = fs::metadata(target.join(dir)).unwrap().modified().unwrap();
+        let handle = fs::File::open(env.source.join(dir)).unwrap();
+        handle
+            .set_times(fs::FileTimes::new().set_modified(stored))
+            .unwrap();
+    }
+    assert_same_tree(&target, &env.source);
+}
+
+#[test]
 fn backups_leave_access_times_alone() {
     let env = env();
     fs::create_dir(env.source.join("dir")).unwrap();

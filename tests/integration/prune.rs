@@ -267,3 +267,105 @@ fn new_tags_give_a_point_a_new_id_and_keep_everything_else() {
     assert_eq!(cleared.original, Some(first));
     assert_sound(&tv.vault);
 }
+
+#[test]
+fn a_rewritten_point_loses_the_paths_excluded_and_keeps_the_rest() {
+    use tessera_vault::commands::prune::forget_points;
+    use tessera_vault::commands::rewrite::rewrite;
+    let tv = TestVault::encrypted();
+    let secret = random_bytes(91, 400_000);
+    let kept = random_bytes(92, 300_000);
+    let linked = random_bytes(93, 200_000);
+    let mut backup = Backup::start(&tv.vault, options("host")).unwrap();
+    let mut file = |backup: &mut Backup, path: &str, data: &[u8], links: u64| {
+        let mut stream = backup.stream(small_cdc()).unwrap();
+        stream.write(data).unwrap();
+        let mut entry = Entry::new("", EntryKind::File);
+        entry.meta.size = data.len() as u64;
+        entry.meta.nlink = Some(links);
+        entry.content = stream.finish().unwrap().content;
+        backup.add_entry(path, entry).unwrap();
+    };
+    let dir = |backup: &mut Backup, path: &str| {
+        backup
+            .add_entry(path, Entry::new("", EntryKind::Directory))
+            .unwrap();
+    };
+    let link = |backup: &mut Backup, path: &str, target: &str| {
+        let kind = EntryKind::Hardlink {
+            target: target.into(),
+        };
+        backup.add_entry(path, Entry::new("", kind)).unwrap();
+    };
+    dir(&mut backup, "app");
+    file(&mut backup, "app/config", &kept, 1);
+    file(&mut backup, "app/data", &linked, 3);
+    link(&mut backup, "app/links", "app/data");
+    dir(&mut backup, "home");
+    link(&mut backup, "home/one", "app/data");
+    file(&mut backup, "home/secret.key", &secret, 1);
+    let (original, before) = backup.commit(CommitOptions::default()).unwrap();
+    let excluded = |path: &str| path == "app/data" || path.ends_with(".key");
+
+    let dry = rewrite(&tv.vault, original, &excluded, true).unwrap();
+    assert_eq!(dry.removed, ["app/data", "home/secret.key"]);
+    assert_eq!(dry.new, None);
+    assert_eq!(tv.vault.points().unwrap().len(), 1);
+
+    let done = rewrite(&tv.vault, original, &excluded, false).unwrap();
+    let new = done.new.unwrap();
+    let points = tv.vault.points().unwrap();
+    assert_eq!(
+        points.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [original, new],
+        "the rewrite keeps the original's time and comes after it"
+    );
+    let after = &points[1].1;
+    assert_eq!(after.original, Some(original));
+    assert_eq!(
+        (after.end, &after.item, &after.stats),
+        (before.end, &before.item, &before.stats)
+    );
+    assert_eq!(read_file(&tv.vault, after, "app/config").unwrap(), kept);
+    assert!(tv.vault.find_entry(after, "home/secret.key").is_err());
+    assert!(tv.vault.find_entry(after, "app/data").is_err());
+    // The first remaining name of the removed file holds its content; the next links to it.
+    let first = tv.vault.find_entry(after, "app/links").unwrap();
+    assert_eq!(first.kind, EntryKind::File);
+    assert_eq!(read_file(&tv.vault, after, "app/links").unwrap(), linked);
+    let second = tv.vault.find_entry(after, "home/one").unwrap();
+    assert_eq!(
+        second.kind,
+        EntryKind::Hardlink {
+            target: "app/links".into()
+        }
+    );
+    // The original is untouched until forgotten; then prune reclaims the secret.
+    assert_eq!(
+        read_file(&tv.vault, &before, "home/secret.key").unwrap(),
+        secret
+    );
+    let tessera_vault::Content::Extents(extents) = tv
+        .vault
+        .find_entry(&before, "home/secret.key")
+        .unwrap()
+        .content
+    else {
+        panic!("a small file's extents are in its entry")
+    };
+    let secret_chunks: Vec<_> = extents.iter().filter_map(|e| e.id).collect();
+    assert!(!secret_chunks.is_empty());
+    forget_points(&tv.vault, &[original], false).unwrap();
+    // Every pack holding some of the secret is repacked, however little of it.
+    let every_pack = PruneOptions {
+        repack_threshold: 0.0,
+        ..now_prune()
+    };
+    prune(&tv.vault, &every_pack).unwrap();
+    let vault = tv.reopen();
+    for id in &secret_chunks {
+        assert!(vault.index().lookup(id).is_none(), "{id:?} is still stored");
+    }
+    assert_eq!(read_file(&vault, after, "app/links").unwrap(), linked);
+    assert_sound(&vault);
+}

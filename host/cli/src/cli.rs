@@ -12,7 +12,7 @@ use crate::commands::{
     backup::BackupArgs, check::CheckArgs, diff::DiffArgs, dump::DumpArgs, find::FindArgs,
     forget::ForgetArgs, init::InitArgs, key::KeyCommand, ls::LsArgs, mount::MountArgs,
     plugin::PluginCommand, points::PointsArgs, prune::PruneArgs, repair::RepairCommand,
-    restore::RestoreArgs, tag::TagArgs,
+    restore::RestoreArgs, rewrite::RewriteArgs, tag::TagArgs,
 };
 
 /// `tessera`: back up workloads into an encrypted, deduplicating vault, and restore them.
@@ -71,6 +71,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Add, remove or replace the tags of recovery points
     Tag(TagArgs),
+    /// Make recovery points anew without the paths given
+    Rewrite(RewriteArgs),
     /// Reclaim the space no recovery point uses
     Prune(PruneArgs),
     /// Mend the vault's index after index files were lost or damaged

@@ -58,6 +58,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Check(args) => commands::check::run(ctx, &args),
         Command::Forget(args) => commands::forget::run(ctx, &args),
         Command::Tag(args) => commands::tag::run(ctx, &args),
+        Command::Rewrite(args) => commands::rewrite::run(ctx, &args),
         Command::Prune(args) => commands::prune::run(ctx, &args),
         Command::Repair(command) => commands::repair::run(ctx, &command),
         Command::Plugin(command) => commands::plugin::run(ctx, &command),

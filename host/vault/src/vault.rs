@@ -599,7 +599,14 @@ impl Vault {
                 Err(e) => errors.push((info.name, e)),
             }
         }
-        points.sort_by(|a, b| a.1.end.cmp(&b.1.end).then(a.0.cmp(&b.0)));
+        // A rewritten point keeps its original's time and comes after it.
+        points.sort_by(|a, b| {
+            let rewritten = |p: &Point| p.original.is_some();
+            a.1.end
+                .cmp(&b.1.end)
+                .then(rewritten(&a.1).cmp(&rewritten(&b.1)))
+                .then(a.0.cmp(&b.0))
+        });
         Ok((points, errors))
     }
 

@@ -193,7 +193,7 @@ fn source_name(source: &CaptureSource, given: &str) -> Result<String> {
 /// The patterns of a pattern file: one per line, without blank lines and `#` comments
 /// (a pattern starting with `#` is written `\#`, the glob's escape); surrounding spaces
 /// are dropped.
-fn patterns_in(file: &Path) -> Result<Vec<String>> {
+pub(crate) fn patterns_in(file: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the pattern file {}", file.display()))?;
     Ok(text

@@ -52,7 +52,7 @@ fn valid_pattern(pattern: &str) -> Result<String, String> {
 }
 
 /// Compiles `pattern` as [`FindArgs::pattern`] describes.
-fn matcher(pattern: &str, ignore_case: bool) -> Result<GlobMatcher> {
+pub(crate) fn matcher(pattern: &str, ignore_case: bool) -> Result<GlobMatcher> {
     let trimmed = pattern.trim_end_matches('/');
     let body = trimmed.trim_start_matches('/');
     if body.is_empty() {

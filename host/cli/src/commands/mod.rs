@@ -16,6 +16,7 @@ pub mod points;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod rewrite;
 pub mod stats;
 pub mod tag;
 

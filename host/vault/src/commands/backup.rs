@@ -1239,7 +1239,55 @@ impl Backup {
         result
     }
 
+    /// Finishes a backup that rewrote the point `original` (see
+    /// [`crate::commands::rewrite`]): the new point keeps everything the original
+    /// recorded (times, item, plugin, tags, figures) but its tree, and names it in
+    /// `original`.
+    pub fn commit_rewrite(mut self, original: (PointId, &Point)) -> Result<(PointId, Point)> {
+        let (id, point) = original;
+        let result = self.write_point(|root, _| Point {
+            original: point.original.or(Some(id)),
+            root,
+            ..point.clone()
+        });
+        self.finished = true;
+        if result.is_err() {
+            let _ = self.stop_threads();
+        }
+        self.end_session();
+        result
+    }
+
     fn commit_inner(&mut self, options: CommitOptions) -> Result<(PointId, Point)> {
+        let start = self.start;
+        let options_of_backup = self.options.clone();
+        let clock = self.shared.vault.clock().clone();
+        self.write_point(move |root, stats| Point {
+            version: TREE_VERSION,
+            item: options_of_backup.item,
+            plugin: options_of_backup.plugin,
+            host: options_of_backup.host,
+            start,
+            end: clock.now(),
+            consistency: options.consistency,
+            consistency_reason: options.consistency_reason,
+            tags: options_of_backup.tags,
+            parent: options_of_backup.parent,
+            original: None,
+            partial: options.partial,
+            warnings: options.warnings,
+            attributes: options.attributes,
+            stats,
+            root,
+        })
+    }
+
+    /// Stores the trees, closes the packs, writes the index, then the point `make`
+    /// builds around the root tree and the backup's figures: the commit.
+    fn write_point(
+        &mut self,
+        make: impl FnOnce(ChunkId, BackupStats) -> Point,
+    ) -> Result<(PointId, Point)> {
         self.shared.check()?;
         let tree = self
             .tree
@@ -1251,25 +1299,8 @@ impl Backup {
         self.stop_threads()?;
         self.shared.check()?;
         self.shared.flush_index()?;
+        let point = make(root, self.stats());
         let vault = &self.shared.vault;
-        let point = Point {
-            version: TREE_VERSION,
-            item: self.options.item.clone(),
-            plugin: self.options.plugin.clone(),
-            host: self.options.host.clone(),
-            start: self.start,
-            end: vault.clock().now(),
-            consistency: options.consistency,
-            consistency_reason: options.consistency_reason,
-            tags: self.options.tags.clone(),
-            parent: self.options.parent,
-            original: None,
-            partial: options.partial,
-            warnings: options.warnings,
-            attributes: options.attributes,
-            stats: self.stats(),
-            root,
-        };
         let doc = serde_json::to_vec(&point).expect("points always serialize");
         let name = vault.write_sealed(FileKind::Point, POINT_MAGIC, &doc)?;
         let id: PointId = name.parse().expect("sealed names are hex ids");

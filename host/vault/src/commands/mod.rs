@@ -7,6 +7,7 @@ pub mod find;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod rewrite;
 pub mod stats;
 pub mod tag;
 pub mod walk;
