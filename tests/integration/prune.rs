@@ -277,7 +277,7 @@ fn a_rewritten_point_loses_the_paths_excluded_and_keeps_the_rest() {
     let kept = random_bytes(92, 300_000);
     let linked = random_bytes(93, 200_000);
     let mut backup = Backup::start(&tv.vault, options("host")).unwrap();
-    let mut file = |backup: &mut Backup, path: &str, data: &[u8], links: u64| {
+    let file = |backup: &mut Backup, path: &str, data: &[u8], links: u64| {
         let mut stream = backup.stream(small_cdc()).unwrap();
         stream.write(data).unwrap();
         let mut entry = Entry::new("", EntryKind::File);
