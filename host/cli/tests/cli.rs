@@ -326,6 +326,20 @@ fn forget_without_a_keep_option_is_a_usage_error() {
     assert_exit(&out, 2);
 }
 
+/// The ids `tessera points` lists, with `extra` flags, oldest first.
+fn point_ids(sandbox: &Sandbox, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--json", "points"];
+    args.extend_from_slice(extra);
+    let out = sandbox.run(&args);
+    assert_success(&out);
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Backs up the directory `source` `count` times, its file `f` holding "version N" in the
 /// Nth; returns the points' ids, oldest first.
 fn versions(sandbox: &Sandbox, count: usize) -> Vec<String> {
@@ -346,16 +360,7 @@ fn forget_named_points_even_damaged_ones() {
     let sandbox = Sandbox::new();
     sandbox.init();
     let ids = versions(&sandbox, 4);
-    let listed = || -> Vec<String> {
-        let out = sandbox.run(&["--json", "points"]);
-        assert_success(&out);
-        json(&out)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let listed = || point_ids(&sandbox, &[]);
     // Points or a policy, not both; a point that is not there is an error.
     let out = sandbox.run(&["forget", &ids[0], "--keep-last", "1"]);
     assert_exit(&out, 2);
@@ -428,14 +433,7 @@ fn a_point_tagged_later_is_kept_by_its_tag() {
     assert_exit(&sandbox.run(&["ls", &ids[0]]), 1);
     let out = sandbox.run(&["forget", "--keep-last", "1", "--keep-tag", "audit"]);
     assert_success(&out);
-    let out = sandbox.run(&["--json", "points"]);
-    let left: Vec<String> = json(&out)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(left, [renamed.clone(), ids[2].clone()]);
+    assert_eq!(point_ids(&sandbox, &[]), [renamed.clone(), ids[2].clone()]);
     let out = sandbox.run(&["dump", &renamed, "f"]);
     assert_eq!(out.stdout, b"version 0");
     // Removing the tag gives it another id, still naming the first as its original.
@@ -487,18 +485,7 @@ fn tagged_points_are_listed_and_kept_by_their_tags() {
         assert_success(&out);
         ids.push(json(&out)["point"].as_str().unwrap().to_string());
     }
-    let listed = |extra: &[&str]| {
-        let mut args = vec!["--json", "points"];
-        args.extend_from_slice(extra);
-        let out = sandbox.run(&args);
-        assert_success(&out);
-        json(&out)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-    };
+    let listed = |extra: &[&str]| point_ids(&sandbox, extra);
     assert_eq!(
         listed(&["--tag", "nightly"]),
         [ids[1].clone(), ids[3].clone()]

@@ -259,11 +259,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<()> {
             post: args.post_hook.clone(),
             timeout: Duration::from_secs(args.hook_timeout),
         });
-    let vault = if args.dry_run {
-        ctx.open_vault_dry_run()?
-    } else {
-        ctx.open_or_create_vault()?
-    };
+    let vault = open_vault(ctx, args.dry_run)?;
     let runtime = ctx.runtime()?;
     let plugin = runtime
         .load(&args.plugin)
@@ -347,11 +343,7 @@ fn run_stdin(ctx: &Context, args: &BackupArgs) -> Result<()> {
         .item
         .clone()
         .unwrap_or_else(|| format!("{STDIN_NAME}:{name}"));
-    let vault = if args.dry_run {
-        ctx.open_vault_dry_run()?
-    } else {
-        ctx.open_or_create_vault()?
-    };
+    let vault = open_vault(ctx, args.dry_run)?;
     let runtime = ctx.runtime()?;
     let plugin = runtime
         .load(DEFAULT_PLUGIN)
@@ -500,6 +492,16 @@ fn report(ctx: &Context, args: &BackupArgs, item: String, outcome: &CaptureOutco
     ));
     ctx.output.line(&outcome.point.to_hex())?;
     Ok(())
+}
+
+/// The vault a backup writes to: for a dry run, one that writes nowhere (and is never
+/// created).
+fn open_vault(ctx: &Context, dry_run: bool) -> Result<Vault> {
+    if dry_run {
+        ctx.open_vault_dry_run()
+    } else {
+        ctx.open_or_create_vault()
+    }
 }
 
 /// The newest point of `item` made by `plugin`: a point of another plugin has entries
