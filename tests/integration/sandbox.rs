@@ -214,6 +214,37 @@ fn a_minimal_plugin_loads_from_a_file_and_captures() {
 }
 
 #[test]
+fn a_recursive_listing_stops_where_a_plugin_would_have_it_walk_forever() {
+    let setup = setup();
+    let runtime = runtime();
+    let minimal = runtime.load(&fixture("minimal")).unwrap();
+    let outcome = runtime
+        .capture(&minimal, &setup.tv.vault, &job(&setup, vec![]), &NoProgress)
+        .unwrap();
+    let malformed = runtime.load(&fixture("malformed")).unwrap();
+    let browse = |path: &str| {
+        runtime
+            .browse(&malformed, &setup.tv.vault, &outcome.point, path, true)
+            .unwrap_err()
+            .to_string()
+    };
+    // Deeper and deeper: stopped at the depth limit.
+    let err = browse("deep");
+    assert!(err.contains("more than 4096 directories deep"), "{err}");
+    // A directory that holds itself: refused at once.
+    let err = browse("");
+    assert!(
+        err.contains("listing \"loop\" returned \"loop\", which is not directly inside it"),
+        "{err}"
+    );
+    // One level is still listed as the plugin says.
+    let top = runtime
+        .browse(&malformed, &setup.tv.vault, &outcome.point, "", false)
+        .unwrap();
+    assert_eq!(top.len(), 2);
+}
+
+#[test]
 fn garbage_instead_of_a_plugin_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("junk.wasm");
