@@ -649,7 +649,10 @@ fn points_mount_as_a_read_only_file_system() {
     let before = env.root.join("before");
     restore(&env, &first, &before, &[]);
     fs::write(env.source.join("docs/readme.txt"), b"second version").unwrap();
-    let second = backup(&env, &[])["point"].as_str().unwrap().to_owned();
+    let second = backup(&env, &["--tag", "release"])["point"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let mounted = Mounted::new(&env.vault, &env.root.join("mnt"));
     let ids = mounted.path.join("ids");
@@ -676,6 +679,18 @@ fn points_mount_as_a_read_only_file_system() {
         b"second version"
     );
     assert_eq!(fs::read_dir(latest.parent().unwrap()).unwrap().count(), 3);
+    // By tag: only the tagged point.
+    let tags = mounted.path.join("tags");
+    let names: Vec<_> = fs::read_dir(&tags)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["release"]);
+    assert_eq!(fs::read_dir(tags.join("release")).unwrap().count(), 2);
+    assert_eq!(
+        fs::read_link(tags.join("release/latest")).unwrap(),
+        Path::new("../../ids").join(&second[..8])
+    );
     // Read at any offset, and never written.
     let random = fs::File::open(ids.join(&first[..8]).join("docs/deep/er/random.bin")).unwrap();
     let mut piece = vec![0u8; 5000];

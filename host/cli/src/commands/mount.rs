@@ -4,12 +4,14 @@
 //! MOUNTPOINT/ids/3fa2c1d0/...              one directory per point, named by its id
 //! MOUNTPOINT/items/%2Fsrv%2Fwww/2026-12-07T09:38:33 -> ../../ids/3fa2c1d0
 //! MOUNTPOINT/items/%2Fsrv%2Fwww/latest     -> the item's newest point
+//! MOUNTPOINT/tags/release/2026-12-07T09:38:33 -> ../../ids/3fa2c1d0
 //! ```
 //!
 //! A point's directory holds what the point stores, with its metadata: a file share's
 //! tree, a VM's disks as raw images (`disk0`, readable at any offset, so a disk can be
 //! attached with `losetup -r` or compared with `qemu-img compare`) and its configuration.
-//! Hard links read as the file they name. Item names are percent-encoded (`/` is `%2F`).
+//! Hard links read as the file they name. Item and tag names are percent-encoded (`/` is
+//! `%2F`).
 //! Data is read from the vault when asked for, a chunk at a time, and checked as any
 //! restore checks it; nothing is ever written. The points are those of the moment of
 //! mounting. The command serves until the file system is unmounted (`umount`,
@@ -126,14 +128,15 @@ fn unmount(path: &std::path::Path) -> Result<()> {
 /// What an inode is.
 #[derive(Debug, Clone)]
 enum Node {
-    /// The mount's root: `ids` and `items`.
+    /// The mount's root: `ids`, `items` and `tags`.
     Root,
     /// `ids/`: a directory per point.
     Ids,
-    /// `items/`: a directory per protected item.
-    Items,
-    /// `items/ITEM/`: a link per point of the item, and `latest`.
-    Item(String),
+    /// `items/` or `tags/`: a directory per protected item or tag.
+    Groups(Grouping),
+    /// `items/ITEM/` or `tags/TAG/` (the index of its [`LinkDir`]): a link per point,
+    /// and `latest`.
+    Group(Grouping, usize),
     /// A symbolic link the mount makes.
     Link(String),
     /// An entry of a point (its root when `path` is empty).
@@ -170,13 +173,69 @@ impl Inodes {
     }
 }
 
-/// A directory of `items/`.
-struct ItemDir {
-    /// Its name: the item's, escaped.
+/// How points are grouped under the mount's root besides `ids/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grouping {
+    /// `items/`, by protected item.
+    Items,
+    /// `tags/`, by tag (a point with several is in each).
+    Tags,
+}
+
+/// A directory of `items/` or `tags/`.
+struct LinkDir {
+    /// Its name: the item's or tag's, escaped.
     name: String,
-    item: String,
+    /// The item or tag.
+    key: String,
     /// Its links (name and target): one per point, oldest first, then `latest`.
     links: Vec<(String, String)>,
+}
+
+/// The directories grouping `points` (oldest first, with the names of their directories
+/// in `ids/`) by the keys `keys` gives each.
+fn link_dirs(
+    ids: &[(String, PointId)],
+    points: &[(PointId, Point)],
+    keys: impl Fn(&Point) -> Vec<String>,
+) -> Vec<LinkDir> {
+    let mut dirs: Vec<LinkDir> = Vec::new();
+    for ((name, _), (_, point)) in ids.iter().zip(points) {
+        let time = point
+            .end
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        for key in keys(point) {
+            let at = match dirs.iter().position(|dir| dir.key == key) {
+                Some(at) => at,
+                None => {
+                    dirs.push(LinkDir {
+                        name: escape(&key),
+                        key,
+                        links: Vec::new(),
+                    });
+                    dirs.len() - 1
+                }
+            };
+            let links = &mut dirs[at].links;
+            let mut link = time.clone();
+            let mut n = 1;
+            while links.iter().any(|(l, _)| *l == link) {
+                n += 1;
+                link = format!("{time}-{n}");
+            }
+            links.push((link, format!("../../ids/{name}")));
+        }
+    }
+    for dir in &mut dirs {
+        if let Some((_, newest)) = dir.links.last() {
+            let newest = newest.clone();
+            dir.links.push(("latest".to_owned(), newest));
+        }
+    }
+    dirs.sort_by(|a, b| a.name.cmp(&b.name));
+    dirs
 }
 
 /// The file system.
@@ -187,7 +246,9 @@ struct VaultFs {
     /// Point directory names in `ids/`, oldest point first.
     ids: Vec<(String, PointId)>,
     /// The directories of `items/`.
-    items: Vec<ItemDir>,
+    items: Vec<LinkDir>,
+    /// The directories of `tags/`.
+    tags: Vec<LinkDir>,
     inodes: Mutex<Inodes>,
     /// Open files.
     open: Mutex<HashMap<u64, Arc<Mutex<ContentReader>>>>,
@@ -213,40 +274,8 @@ impl VaultFs {
             .zip(&points)
             .map(|(hex, (id, _))| (hex[..short].to_owned(), *id))
             .collect();
-        let mut items: Vec<ItemDir> = Vec::new();
-        for ((name, _), (_, point)) in ids.iter().zip(&points) {
-            let at = match items.iter().position(|dir| dir.item == point.item) {
-                Some(at) => at,
-                None => {
-                    items.push(ItemDir {
-                        name: escape(&point.item),
-                        item: point.item.clone(),
-                        links: Vec::new(),
-                    });
-                    items.len() - 1
-                }
-            };
-            let links = &mut items[at].links;
-            let time = point
-                .end
-                .to_zoned(jiff::tz::TimeZone::system())
-                .strftime("%Y-%m-%dT%H:%M:%S")
-                .to_string();
-            let mut link = time.clone();
-            let mut n = 1;
-            while links.iter().any(|(l, _)| *l == link) {
-                n += 1;
-                link = format!("{time}-{n}");
-            }
-            links.push((link, format!("../../ids/{name}")));
-        }
-        for dir in &mut items {
-            if let Some((_, newest)) = dir.links.last() {
-                let newest = newest.clone();
-                dir.links.push(("latest".to_owned(), newest));
-            }
-        }
-        items.sort_by(|a, b| a.name.cmp(&b.name));
+        let items = link_dirs(&ids, &points, |point| vec![point.item.clone()]);
+        let tags = link_dirs(&ids, &points, |point| point.tags.clone());
         let newest = points
             .last()
             .map_or(UNIX_EPOCH, |(_, p)| system_time(p.end.as_nanosecond()));
@@ -260,6 +289,7 @@ impl VaultFs {
             points,
             ids,
             items,
+            tags,
             inodes: Mutex::new(Inodes {
                 nodes: vec![Node::Root],
                 by_name: HashMap::new(),
@@ -269,6 +299,13 @@ impl VaultFs {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             newest,
+        }
+    }
+
+    fn link_dirs(&self, grouping: Grouping) -> &[LinkDir] {
+        match grouping {
+            Grouping::Items => &self.items,
+            Grouping::Tags => &self.tags,
         }
     }
 
@@ -283,7 +320,11 @@ impl VaultFs {
     /// The children of a directory node, by name.
     fn children(&self, node: &Node) -> Result<Vec<(String, Node)>, Errno> {
         Ok(match node {
-            Node::Root => vec![("ids".into(), Node::Ids), ("items".into(), Node::Items)],
+            Node::Root => vec![
+                ("ids".into(), Node::Ids),
+                ("items".into(), Node::Groups(Grouping::Items)),
+                ("tags".into(), Node::Groups(Grouping::Tags)),
+            ],
             Node::Ids => self
                 .ids
                 .iter()
@@ -301,22 +342,20 @@ impl VaultFs {
                     (name.clone(), node)
                 })
                 .collect(),
-            Node::Items => self
-                .items
+            Node::Groups(grouping) => self
+                .link_dirs(*grouping)
                 .iter()
-                .map(|dir| (dir.name.clone(), Node::Item(dir.item.clone())))
+                .enumerate()
+                .map(|(at, dir)| (dir.name.clone(), Node::Group(*grouping, at)))
                 .collect(),
-            Node::Item(item) => self
-                .items
+            Node::Group(grouping, at) => self
+                .link_dirs(*grouping)
+                .get(*at)
+                .ok_or(Errno::ENOENT)?
+                .links
                 .iter()
-                .find(|dir| dir.item == *item)
-                .map(|dir| {
-                    dir.links
-                        .iter()
-                        .map(|(name, target)| (name.clone(), Node::Link(target.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
+                .map(|(name, target)| (name.clone(), Node::Link(target.clone())))
+                .collect(),
             Node::Link(_) => return Err(Errno::ENOTDIR),
             Node::Entry { point, path, entry } => {
                 if entry.kind != EntryKind::Directory {
@@ -384,7 +423,7 @@ impl VaultFs {
             flags: 0,
         };
         Ok(match node {
-            Node::Root | Node::Ids | Node::Items | Node::Item(_) => {
+            Node::Root | Node::Ids | Node::Groups(_) | Node::Group(..) => {
                 own(FileType::Directory, 0o555, 0)
             }
             Node::Link(target) => own(FileType::Symlink, 0o777, target.len() as u64),
