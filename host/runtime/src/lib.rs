@@ -46,6 +46,6 @@ pub use hooks::Hooks;
 pub use runtime::{
     BrowseEntry, CONTRACT_VERSION, CaptureJob, CaptureOutcome, NoProgress, Plugin, PluginInfo,
     Progress, RestoreJob, RestoreOutcome, Runtime, RuntimeOptions, SOURCE_MOUNT, SettingSpec,
-    TARGET_MOUNT,
+    TARGET_MOUNT, hostname,
 };
 pub use sandbox::{CaptureSource, RestoreTarget};

@@ -945,7 +945,8 @@ fn setting_kind_word(k: types::SettingKind) -> &'static str {
     }
 }
 
-fn hostname() -> String {
+/// The name of this machine, as points record it.
+pub fn hostname() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()

@@ -584,6 +584,15 @@ impl Vault {
         serde_json::from_slice(&doc).map_err(|e| corrupt(DecodeError::Malformed(e.to_string())))
     }
 
+    /// Loads a recovery point the caller named: one that is not there is
+    /// [`Error::PointNotFound`] rather than the store's not-found error.
+    pub fn load_named_point(&self, id: &PointId) -> Result<Point> {
+        self.load_point(id).map_err(|e| match e {
+            Error::Backend(e) if e.is_not_found() => Error::PointNotFound(id.to_hex()),
+            e => e,
+        })
+    }
+
     /// Every recovery point that loads, oldest first, and the ones that do not with the
     /// reason.
     pub fn points_with_errors(&self) -> Result<(Vec<(PointId, Point)>, DamagedPoints)> {

@@ -358,10 +358,7 @@ fn run_stdin(ctx: &Context, args: &BackupArgs) -> Result<()> {
     );
     options.parent = parent_point(&vault, &item, &info.name)?;
     options.tags = args.tags.clone();
-    options.host = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    options.host = tessera_runtime::hostname();
     options.compression_level = args.compression;
     let started = std::time::Instant::now();
     let bar = Bar::new(&ctx.output, "backing up standard input");

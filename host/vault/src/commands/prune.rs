@@ -106,11 +106,8 @@ pub fn forget_points(
             continue;
         }
         // A point whose record is damaged can be forgotten too: that is how it goes.
-        let (item, time) = match vault.load_point(id) {
+        let (item, time) = match vault.load_named_point(id) {
             Ok(point) => (point.item, Some(point.end)),
-            Err(Error::Backend(e)) if e.is_not_found() => {
-                return Err(Error::PointNotFound(id.to_hex()));
-            }
             Err(Error::Corrupt { .. }) => (String::new(), None),
             Err(e) => return Err(e),
         };

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{ChunkId, PointId};
 use crate::point::Point;
 use crate::tree::{Entry, EntryKind, child_path};
@@ -40,10 +40,7 @@ pub fn rewrite(
     excluded: &dyn Fn(&str) -> bool,
     dry_run: bool,
 ) -> Result<Rewritten> {
-    let record = vault.load_point(&point).map_err(|e| match e {
-        Error::Backend(e) if e.is_not_found() => Error::PointNotFound(point.to_hex()),
-        e => e,
-    })?;
+    let record = vault.load_named_point(&point)?;
     let mut survey = Survey {
         vault,
         excluded,

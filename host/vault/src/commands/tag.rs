@@ -67,10 +67,7 @@ pub fn retag(
         if loaded.iter().any(|(seen, _)| seen == id) {
             continue;
         }
-        let point = vault.load_point(id).map_err(|e| match e {
-            Error::Backend(e) if e.is_not_found() => Error::PointNotFound(id.to_hex()),
-            e => e,
-        })?;
+        let point = vault.load_named_point(id)?;
         loaded.push((*id, point));
     }
     let mut out = Vec::with_capacity(loaded.len());
