@@ -234,6 +234,7 @@ fn shared_bytes_round_trip(tv: &TestVault) {
         stats.bytes_stored < stats.bytes_new,
         "the text was compressed: {stats:?}"
     );
+    assert_ids_of(tv, &result.content, &disk);
     commit_disk(tv, backup, result.content, &disk);
 
     // Content-defined streams take shared bytes too, copying them.
@@ -243,11 +244,41 @@ fn shared_bytes_round_trip(tv: &TestVault) {
         .write_shared(bytes::Bytes::copy_from_slice(&disk))
         .unwrap();
     let result = stream.finish().unwrap();
+    assert_ids_of(tv, &result.content, &disk);
     let mut entry = Entry::new("", EntryKind::File);
     entry.content = result.content;
     backup.add_entry("f", entry).unwrap();
     let (_, point) = backup.commit(CommitOptions::default()).unwrap();
     assert_eq!(read_file(&tv.vault, &point, "f").unwrap(), disk);
+}
+
+/// Checks that each chunk of `content`, which holds `data`, is named by the id of its
+/// bytes as one chunk alone is hashed: the workers hash chunks two at a time, and an id
+/// that differed would still restore, but never deduplicate against the same bytes
+/// stored another way.
+fn assert_ids_of(tv: &TestVault, content: &Content, data: &[u8]) {
+    let extents = match content {
+        Content::Extents(extents) => extents.clone(),
+        Content::Lists(lists) => lists
+            .iter()
+            .flat_map(|list| tv.vault.read_extent_list(&list.id).unwrap().extents)
+            .collect(),
+    };
+    let mut at = 0;
+    let mut chunks = 0;
+    for extent in extents {
+        let bytes = &data[at..at + extent.len as usize];
+        match extent.id {
+            Some(id) => {
+                assert_eq!(id, tv.vault.crypto().chunk_id(bytes), "the chunk at {at}");
+                chunks += 1;
+            }
+            None => assert!(bytes.iter().all(|&b| b == 0), "the hole at {at}"),
+        }
+        at += extent.len as usize;
+    }
+    assert_eq!(at, data.len());
+    assert!(chunks > 2, "{chunks} chunks");
 }
 
 #[test]

@@ -343,6 +343,7 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
     let random = data::random_bytes(size, RANDOM_SEED)?;
     progress("hashing with SHA-256 on one core");
     let sha256 = phases::sha256(&random)?;
+    let sha256_pairs = phases::sha256_pairs(&random)?;
 
     let cdc_root = workdir.path().join("cdc");
     let vault = phases::create_vault(&cdc_root)?;
@@ -403,6 +404,7 @@ fn run_vault(args: &VaultArgs) -> Result<Report> {
         cpus,
         dir: base,
         sha256,
+        sha256_pairs,
         ingest_random,
         ingest_text,
         dedup,

