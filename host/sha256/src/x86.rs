@@ -77,17 +77,16 @@ fn store_lanes(lanes: Lanes, state: &mut [u32; 8]) {
     }
 }
 
-/// Words `4 * i..4 * i + 4` of `block`, big-endian, as a vector.
+/// The sixteen words of `block`, big-endian, as four vectors.
 #[inline]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn message(block: &[u8; 64], i: usize) -> __m128i {
+fn messages(block: &[u8; 64]) -> [__m128i; 4] {
     let swap = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
-    let bytes: &[u8; 16] = block[i * 16..i * 16 + 16]
-        .try_into()
-        .expect("a block holds four vectors");
-    // SAFETY: `bytes` is 16 bytes, read unaligned.
-    let v = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-    _mm_shuffle_epi8(v, swap)
+    std::array::from_fn(|i| {
+        // SAFETY: bytes `16 * i..16 * i + 16` of the 64 of `block`, read unaligned.
+        let v = unsafe { _mm_loadu_si128(block.as_ptr().add(16 * i).cast()) };
+        _mm_shuffle_epi8(v, swap)
+    })
 }
 
 #[inline]
@@ -128,12 +127,7 @@ pub(crate) unsafe fn compress(state: &mut [u32; 8], data: &[u8]) {
     for block in data.chunks_exact(64) {
         let block: &[u8; 64] = block.try_into().expect("chunks of 64");
         let saved = s;
-        let (mut w0, mut w1, mut w2, mut w3) = (
-            message(block, 0),
-            message(block, 1),
-            message(block, 2),
-            message(block, 3),
-        );
+        let [mut w0, mut w1, mut w2, mut w3] = messages(block);
         four_rounds!(s, w0, 0);
         four_rounds!(s, w1, 1);
         four_rounds!(s, w2, 2);
@@ -174,18 +168,8 @@ pub(crate) unsafe fn compress_pair(
         let block_a: &[u8; 64] = block_a.try_into().expect("chunks of 64");
         let block_b: &[u8; 64] = block_b.try_into().expect("chunks of 64");
         let (saved_s, saved_t) = (s, t);
-        let (mut w0, mut w1, mut w2, mut w3) = (
-            message(block_a, 0),
-            message(block_a, 1),
-            message(block_a, 2),
-            message(block_a, 3),
-        );
-        let (mut x0, mut x1, mut x2, mut x3) = (
-            message(block_b, 0),
-            message(block_b, 1),
-            message(block_b, 2),
-            message(block_b, 3),
-        );
+        let [mut w0, mut w1, mut w2, mut w3] = messages(block_a);
+        let [mut x0, mut x1, mut x2, mut x3] = messages(block_b);
         four_rounds!(s, w0, 0);
         four_rounds!(t, x0, 0);
         four_rounds!(s, w1, 1);
