@@ -167,6 +167,7 @@ fn file_ranges_round_trip(tv: &TestVault) {
         stats.bytes_stored < stats.bytes_new,
         "the text was compressed: {stats:?}"
     );
+    assert_ids_of(tv, &result.content, &image);
     commit_disk(tv, backup, result.content, &image);
 
     // A range wholly past the file's end appends nothing. (A file that shrinks while

@@ -240,13 +240,33 @@ impl ChunkRead {
         packer: usize,
         buf: &mut ChunkBuf,
     ) -> std::result::Result<Outcome, String> {
-        if let Some(at) = self.fill(buf)? {
+        let ended = self.fill(buf)?;
+        self.store_filled(shared, packer, buf, ended, self.hashed)
+    }
+
+    /// Stores the chunk [`ChunkRead::fill`] read into `buf` (the file `ended` first if
+    /// it says where), or records it as a hole if all zeros; `hashed` is its id when
+    /// known already.
+    fn store_filled(
+        &self,
+        shared: &Shared,
+        packer: usize,
+        buf: &mut ChunkBuf,
+        ended: Option<u64>,
+        hashed: Option<ChunkId>,
+    ) -> std::result::Result<Outcome, String> {
+        if let Some(at) = ended {
             return Ok(self.not_stored(Some(at)));
         }
         if is_zero(buf) {
             return Ok(self.not_stored(None));
         }
-        shared.hash_and_store(packer, buf, self.hashed)
+        shared.hash_and_store(packer, buf, hashed)
+    }
+
+    /// Whether the chunk is read from a file.
+    fn from_file(&self) -> bool {
+        matches!(self.from, ReadFrom::File { .. })
     }
 
     /// Reads the chunk into `room`, which has the head- and tailroom of an encoded chunk
@@ -401,12 +421,9 @@ impl BufferPool {
             free.bytes -= buf.capacity();
             buf
         };
-        let room = codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM;
+        let room = CHUNK_ALIGN + codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM;
         if buf.capacity() < room {
             buf.reserve_exact(room - buf.len());
-        }
-        if buf.len() < codec::CHUNK_HEADROOM {
-            buf.resize(codec::CHUNK_HEADROOM, 0);
         }
         buf
     }
@@ -420,12 +437,22 @@ impl BufferPool {
     }
 }
 
+/// Where a chunk's first byte lies in its buffer, at a multiple of this address. The
+/// kernel copies into a destination so aligned four times as fast as into one 13 bytes
+/// past it, where the chunk began after its headroom before: `pread` of 64 KiB from
+/// the page cache ran at 7 GB/s against 1.7.
+const CHUNK_ALIGN: usize = 64;
+
 /// A chunk's bytes: while it is cut and on its way to a worker. A buffer of the
 /// session's pool goes back to it when the chunk is dropped.
 struct ChunkBuf {
-    /// [`codec::CHUNK_HEADROOM`] free bytes, then the chunk up to `end`; empty before
-    /// the first bytes arrive. Bytes past `end` are left from earlier chunks.
+    /// Up to `start` unused bytes, [`codec::CHUNK_HEADROOM`] free bytes, then the chunk
+    /// up to `end`; empty before the first bytes arrive. Bytes past `end` are left from
+    /// earlier chunks.
     data: Vec<u8>,
+    /// Where the headroom begins in `data`: the chunk's first byte comes
+    /// [`CHUNK_ALIGN`]-aligned after it.
+    start: usize,
     /// Where the chunk ends in `data`.
     end: usize,
     pool: Option<Arc<BufferPool>>,
@@ -436,6 +463,7 @@ impl ChunkBuf {
     fn pooled(pool: &Arc<BufferPool>) -> ChunkBuf {
         ChunkBuf {
             data: Vec::new(),
+            start: 0,
             end: codec::CHUNK_HEADROOM,
             pool: Some(Arc::clone(pool)),
         }
@@ -445,6 +473,7 @@ impl ChunkBuf {
     fn detached() -> ChunkBuf {
         ChunkBuf {
             data: Vec::new(),
+            start: 0,
             end: codec::CHUNK_HEADROOM,
             pool: None,
         }
@@ -458,6 +487,7 @@ impl ChunkBuf {
         data.extend_from_slice(bytes);
         ChunkBuf {
             data,
+            start: 0,
             end,
             pool: None,
         }
@@ -465,22 +495,32 @@ impl ChunkBuf {
 
     /// Empties the chunk, keeping its buffer.
     fn clear(&mut self) {
-        self.end = codec::CHUNK_HEADROOM;
+        self.end = self.start + codec::CHUNK_HEADROOM;
     }
 
     /// Ends the chunk after its first `len` bytes.
     fn truncate(&mut self, len: usize) {
-        self.end = self.end.min(codec::CHUNK_HEADROOM + len);
+        self.end = self.end.min(self.start + codec::CHUNK_HEADROOM + len);
     }
 
     /// The `len` bytes after the chunk, to be filled and then added with
     /// [`ChunkBuf::grow`]; a first call takes a buffer of `capacity` bytes.
     fn spare(&mut self, len: usize, capacity: usize) -> &mut [u8] {
         if self.data.is_empty() {
+            debug_assert_eq!(self.end, self.start + codec::CHUNK_HEADROOM, "no bytes yet");
             self.data = match &self.pool {
                 Some(pool) => pool.take(capacity),
-                None => vec![0; codec::CHUNK_HEADROOM],
+                None => Vec::with_capacity(
+                    CHUNK_ALIGN + codec::CHUNK_HEADROOM + capacity + codec::CHUNK_TAILROOM,
+                ),
             };
+            // Within the capacity reserved, so the buffer does not move from here on.
+            let first = self.data.as_ptr() as usize + codec::CHUNK_HEADROOM;
+            self.start = (CHUNK_ALIGN - first % CHUNK_ALIGN) % CHUNK_ALIGN;
+            self.end = self.start + codec::CHUNK_HEADROOM;
+            if self.data.len() < self.end {
+                self.data.resize(self.end, 0);
+            }
         }
         let want = self.end + len;
         if self.data.len() < want {
@@ -510,7 +550,7 @@ impl ChunkBuf {
         if self.data.len() < room {
             self.data.resize(room, 0);
         }
-        (&mut self.data[..room], len)
+        (&mut self.data[self.start..room], len)
     }
 }
 
@@ -519,7 +559,7 @@ impl std::ops::Deref for ChunkBuf {
 
     fn deref(&self) -> &[u8] {
         self.data
-            .get(codec::CHUNK_HEADROOM..self.end)
+            .get(self.start + codec::CHUNK_HEADROOM..self.end)
             .unwrap_or_default()
     }
 }
@@ -889,16 +929,19 @@ impl Shared {
 
 /// Chunk worker `packer`: hashes, encodes and stores the chunks of the batches it
 /// receives in a pack of its own, until an empty batch or the channel's end. Chunks it
-/// reads itself go through one buffer of its own, kept warm in its core's cache.
+/// reads itself go through two buffers of its own, kept warm in its core's cache, or
+/// straight into its pack's write stage.
 ///
-/// Chunks whose bytes are in memory are hashed two at a time ([`Crypto::chunk_ids`]):
-/// the next such chunk of the batch is the first one's partner, or of the next batch if
-/// one is waiting already. Hashing is most of a backup's work on new data, and a pair
-/// hashes in little more time than one chunk.
+/// Chunks are hashed two at a time ([`Crypto::chunk_ids`]) where they can be: one whose
+/// bytes are in memory with the next such chunk of the batch, or of the next batch if
+/// one is waiting already; one the worker reads from a file with the next job of the
+/// batch if that reads from a file too ([`run_file_pair`]). Hashing is most of a
+/// backup's work on new data, and a pair hashes in little more time than one chunk.
 ///
 /// [`Crypto::chunk_ids`]: crate::crypto::Crypto::chunk_ids
 fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
     let mut own = ChunkBuf::detached();
+    let mut second = ChunkBuf::detached();
     let mut queue: VecDeque<Job> = VecDeque::new();
     // Whether the batches have not ended yet (an empty batch ends them).
     let mut open = true;
@@ -938,8 +981,47 @@ fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
                 continue;
             }
         }
+        if job.read.as_ref().is_some_and(ChunkRead::from_file)
+            && queue
+                .front()
+                .is_some_and(|next| next.read.as_ref().is_some_and(ChunkRead::from_file))
+            && !shared.failed.load(Ordering::Relaxed)
+        {
+            let partner = queue.pop_front().expect("looked at just above");
+            run_file_pair(&shared, packer, [job, partner], [&mut own, &mut second]);
+            continue;
+        }
         run_job(&shared, packer, job, &mut own);
     }
+}
+
+/// Reads the chunks of two jobs from their files into the worker's two buffers, hashes
+/// them side by side and stores them. Each could be read straight into its pack's write
+/// stage and stored there, as a chunk without a partner is, but the copy of 64 KiB from
+/// a buffer the worker just filled costs a small part of what hashing the chunks one at
+/// a time adds: a full backup of a 1 GiB image file took 0.93–1.01 CPU-seconds this
+/// way, 1.16–1.22 that way.
+fn run_file_pair(shared: &Shared, packer: usize, jobs: [Job; 2], bufs: [&mut ChunkBuf; 2]) {
+    let [mut a, mut b] = jobs;
+    let [buf_a, buf_b] = bufs;
+    let (Some(read_a), Some(read_b)) = (a.read.take(), b.read.take()) else {
+        unreachable!("both jobs read from files");
+    };
+    let filled_a = read_a.fill(buf_a);
+    let filled_b = read_b.fill(buf_b);
+    let hashed = match (&filled_a, &filled_b) {
+        (Ok(None), Ok(None)) if !is_zero(buf_a) && !is_zero(buf_b) => {
+            let [id_a, id_b] = shared.vault.crypto().chunk_ids(buf_a, buf_b);
+            [Some(id_a), Some(id_b)]
+        }
+        _ => [None, None],
+    };
+    let result_a =
+        filled_a.and_then(|ended| read_a.store_filled(shared, packer, buf_a, ended, hashed[0]));
+    reply(shared, a, result_a);
+    let result_b =
+        filled_b.and_then(|ended| read_b.store_filled(shared, packer, buf_b, ended, hashed[1]));
+    reply(shared, b, result_b);
 }
 
 /// Stores the chunk of one job and replies with its outcome.
@@ -961,6 +1043,11 @@ fn run_job(shared: &Shared, packer: usize, mut job: Job, own: &mut ChunkBuf) {
             None => shared.hash_and_store(packer, &mut job.data, job.hashed),
         }
     };
+    reply(shared, job, result);
+}
+
+/// Tells the stream the outcome of `job`, failing the backup if it failed.
+fn reply(shared: &Shared, job: Job, result: std::result::Result<Outcome, String>) {
     if let Err(e) = &result {
         shared.fail(e.clone());
     }
@@ -1585,6 +1672,12 @@ impl StreamWriter {
                 }
             }
             .min(left);
+            // Bytes moved over from the last chunk leave the end of this one unaligned: a
+            // short read first brings it to where the kernel copies fast.
+            let want = match self.cur.len() % CHUNK_ALIGN {
+                0 => want,
+                off => want.min(CHUNK_ALIGN - off),
+            };
             let read = match source.read(self.cur.spare(want, capacity)) {
                 Ok(0) => break,
                 Ok(read) => read,
