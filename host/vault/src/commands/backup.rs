@@ -265,7 +265,7 @@ impl ChunkRead {
     }
 
     /// Whether the chunk is read from a file.
-    fn from_file(&self) -> bool {
+    fn reads_a_file(&self) -> bool {
         matches!(self.from, ReadFrom::File { .. })
     }
 
@@ -981,10 +981,10 @@ fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
                 continue;
             }
         }
-        if job.read.as_ref().is_some_and(ChunkRead::from_file)
+        if job.read.as_ref().is_some_and(ChunkRead::reads_a_file)
             && queue
                 .front()
-                .is_some_and(|next| next.read.as_ref().is_some_and(ChunkRead::from_file))
+                .is_some_and(|next| next.read.as_ref().is_some_and(ChunkRead::reads_a_file))
             && !shared.failed.load(Ordering::Relaxed)
         {
             let partner = queue.pop_front().expect("looked at just above");
