@@ -131,10 +131,16 @@ impl Job {
         }
     }
 
-    /// Whether `bytes`, this job's, are recorded as a hole and never hashed: zeros
-    /// shared by the stream's caller, where the stream cut them as fixed-size chunks.
-    fn becomes_hole(&self, bytes: &[u8]) -> bool {
-        self.read.is_some() && is_zero(bytes)
+    /// Whether the job's bytes are recorded as a hole and never hashed: zeros shared by
+    /// the stream's caller, where the stream cut them as fixed-size chunks.
+    fn becomes_hole(&self) -> bool {
+        match &self.read {
+            Some(ChunkRead {
+                from: ReadFrom::Memory(bytes),
+                ..
+            }) => is_zero(bytes),
+            _ => false,
+        }
     }
 
     /// Records the id of the chunk's bytes, hashed already.
@@ -968,16 +974,24 @@ fn worker(shared: Arc<Shared>, packer: usize, batches: Receiver<Vec<Job>>) {
             }
             if let Some(at) = queue.iter().position(|j| j.in_memory().is_some()) {
                 let mut partner = queue.remove(at).expect("found just above");
-                if let (Some(a), Some(b)) = (job.in_memory(), partner.in_memory())
-                    && !job.becomes_hole(a)
-                    && !partner.becomes_hole(b)
+                // Each chunk's bytes are looked at for zeros once, here.
+                let holes = [job.becomes_hole(), partner.becomes_hole()];
+                if holes == [false, false]
+                    && let (Some(a), Some(b)) = (job.in_memory(), partner.in_memory())
                 {
                     let [id_a, id_b] = shared.vault.crypto().chunk_ids(a, b);
                     job.set_hashed(id_a);
                     partner.set_hashed(id_b);
                 }
-                run_job(&shared, packer, job, &mut own);
-                run_job(&shared, packer, partner, &mut own);
+                for (job, hole) in [job, partner].into_iter().zip(holes) {
+                    match &job.read {
+                        Some(read) if hole => {
+                            let outcome = read.not_stored(None);
+                            reply(&shared, job, Ok(outcome));
+                        }
+                        _ => run_job(&shared, packer, job, &mut own),
+                    }
+                }
                 continue;
             }
         }
@@ -1009,19 +1023,29 @@ fn run_file_pair(shared: &Shared, packer: usize, jobs: [Job; 2], bufs: [&mut Chu
     };
     let filled_a = read_a.fill(buf_a);
     let filled_b = read_b.fill(buf_b);
+    // Each chunk's bytes are looked at for zeros once, here.
+    let holes = [
+        matches!(filled_a, Ok(None)) && is_zero(buf_a),
+        matches!(filled_b, Ok(None)) && is_zero(buf_b),
+    ];
     let hashed = match (&filled_a, &filled_b) {
-        (Ok(None), Ok(None)) if !is_zero(buf_a) && !is_zero(buf_b) => {
+        (Ok(None), Ok(None)) if holes == [false, false] => {
             let [id_a, id_b] = shared.vault.crypto().chunk_ids(buf_a, buf_b);
             [Some(id_a), Some(id_b)]
         }
         _ => [None, None],
     };
-    let result_a =
-        filled_a.and_then(|ended| read_a.store_filled(shared, packer, buf_a, ended, hashed[0]));
-    reply(shared, a, result_a);
-    let result_b =
-        filled_b.and_then(|ended| read_b.store_filled(shared, packer, buf_b, ended, hashed[1]));
-    reply(shared, b, result_b);
+    let pair = [(a, read_a, filled_a, buf_a), (b, read_b, filled_b, buf_b)];
+    for ((job, read, filled, buf), (hole, id)) in
+        pair.into_iter().zip(holes.into_iter().zip(hashed))
+    {
+        let result = if hole {
+            Ok(read.not_stored(None))
+        } else {
+            filled.and_then(|ended| read.store_filled(shared, packer, buf, ended, id))
+        };
+        reply(shared, job, result);
+    }
 }
 
 /// Stores the chunk of one job and replies with its outcome.
