@@ -1,6 +1,7 @@
 //! Opening, creating and reading a vault.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,9 @@ use crate::pack::BlobKind;
 use crate::point::Point;
 use crate::session::{self, Mark};
 use crate::tree::{Entry, ExtentList, Tree};
+
+/// Index files [`Vault::reload_index`] reads and decodes side by side before adding them.
+const INDEX_READ_BATCH: usize = 16;
 
 /// Threads to use for parallel work: `requested`, or one per CPU when 0.
 pub(crate) fn worker_threads(requested: usize) -> usize {
@@ -374,30 +378,23 @@ impl Vault {
                 (Index::new(), BTreeSet::new(), Vec::new())
             }
         };
-        for name in names.difference(&loaded.clone()) {
-            let file = backend
-                .read(FileKind::Index, name)
-                .map_err(Error::from)
-                .and_then(|bytes| {
-                    self.check_name(FileKind::Index, name, &bytes)?;
-                    IndexFile::open(&self.inner.crypto, &bytes).map_err(|source| Error::Corrupt {
-                        kind: FileKind::Index,
-                        name: name.clone(),
-                        source,
-                    })
-                });
-            match file {
-                Ok(file) => {
-                    for (pack, entries) in &file.packs {
-                        index.add_pack(*pack, entries);
+        let new: Vec<String> = names.difference(&loaded).cloned().collect();
+        // A batch at a time, so that only a few decoded files wait to be added.
+        for batch in new.chunks(INDEX_READ_BATCH) {
+            for (name, file) in batch.iter().zip(self.read_index_files(batch)) {
+                match file {
+                    Ok(file) => {
+                        for (pack, entries) in &file.packs {
+                            index.add_pack(*pack, entries);
+                        }
+                        loaded.insert(name.clone());
                     }
-                    loaded.insert(name.clone());
-                }
-                Err(Error::Backend(ref b)) if b.is_not_found() => {}
-                Err(e) => {
-                    tracing::warn!(file = %name, error = %e, "skipping damaged index file");
-                    damaged.push((name.clone(), e.to_string()));
-                    loaded.insert(name.clone());
+                    Err(Error::Backend(ref b)) if b.is_not_found() => {}
+                    Err(e) => {
+                        tracing::warn!(file = %name, error = %e, "skipping damaged index file");
+                        damaged.push((name.clone(), e.to_string()));
+                        loaded.insert(name.clone());
+                    }
                 }
             }
         }
@@ -413,6 +410,53 @@ impl Vault {
             pending: Vec::new(),
         };
         Ok(())
+    }
+
+    /// Reads, verifies and decodes the index files `names`, on as many threads as there
+    /// are CPUs when there are several: each file is hashed, decrypted and decompressed,
+    /// which for a large vault is most of the time it takes to open. The results are in
+    /// the order of `names`, so packs are numbered the same way however the work was split.
+    fn read_index_files(&self, names: &[String]) -> Vec<Result<IndexFile>> {
+        let read = |name: &String| {
+            let bytes = self.inner.backend.read(FileKind::Index, name)?;
+            self.check_name(FileKind::Index, name, &bytes)?;
+            IndexFile::open(&self.inner.crypto, &bytes).map_err(|source| Error::Corrupt {
+                kind: FileKind::Index,
+                name: name.clone(),
+                source,
+            })
+        };
+        let workers = worker_threads(0).min(names.len());
+        if workers < 2 {
+            return names.iter().map(|name| read(name)).collect();
+        }
+        let next = AtomicUsize::new(0);
+        let mut files: Vec<(usize, Result<IndexFile>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let at = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(name) = names.get(at) else {
+                                return done;
+                            };
+                            done.push((at, read(name)));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        files.sort_unstable_by_key(|&(at, _)| at);
+        files.into_iter().map(|(_, file)| file).collect()
     }
 
     /// Verifies that a content-addressed object's bytes hash to its name.
