@@ -722,6 +722,66 @@ fn points_mount_as_a_read_only_file_system() {
 }
 
 #[test]
+fn points_made_and_forgotten_while_mounted_come_and_go() {
+    let env = env();
+    populate(&env.source);
+    let first = backup(&env, &[])["point"].as_str().unwrap().to_owned();
+    let mounted = Mounted::new(&env.vault, &env.root.join("mnt"));
+    let ids = mounted.path.join("ids");
+    let listed = || {
+        let mut names: Vec<String> = fs::read_dir(&ids)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    // Within a few listings, at most a few seconds apart.
+    let shows = |expected: &[&str]| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while listed() != expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(listed(), expected);
+    };
+    let item = env.source.to_str().unwrap().replace('/', "%2F");
+    let latest = mounted.path.join("items").join(&item).join("latest");
+    assert_eq!(listed(), [&first[..8]]);
+    assert_eq!(
+        fs::read_link(&latest).unwrap(),
+        Path::new("../../ids").join(&first[..8])
+    );
+
+    fs::write(env.source.join("docs/readme.txt"), b"made while mounted").unwrap();
+    let second = backup(&env, &["--tag", "later"])["point"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut both = [&first[..8], &second[..8]];
+    both.sort();
+    shows(&both);
+    // `latest` moved to the new point, which reads as the files are now.
+    assert_eq!(
+        fs::read_link(&latest).unwrap(),
+        Path::new("../../ids").join(&second[..8])
+    );
+    assert_eq!(
+        fs::read(latest.join("docs/readme.txt")).unwrap(),
+        b"made while mounted"
+    );
+    assert_eq!(
+        fs::read_link(mounted.path.join("tags/later/latest")).unwrap(),
+        Path::new("../../ids").join(&second[..8])
+    );
+
+    run_ok(tessera(&env.vault).args(["forget", &first]));
+    shows(&[&second[..8]]);
+    assert_eq!(fs::read_dir(latest.parent().unwrap()).unwrap().count(), 2);
+    let status = mounted.unmount();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn standard_input_and_a_commands_output_back_up_as_one_file() {
     let env = env();
     let dump = random_bytes(90, 3 << 20);

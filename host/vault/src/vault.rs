@@ -428,7 +428,7 @@ impl Vault {
         };
         let workers = worker_threads(0).min(names.len());
         if workers < 2 {
-            return names.iter().map(|name| read(name)).collect();
+            return names.iter().map(read).collect();
         }
         let next = AtomicUsize::new(0);
         let mut files: Vec<(usize, Result<IndexFile>)> = std::thread::scope(|scope| {

@@ -13,15 +13,17 @@
 //! Hard links read as the file they name. Item and tag names are percent-encoded (`/` is
 //! `%2F`).
 //! Data is read from the vault when asked for, a chunk at a time, and checked as any
-//! restore checks it; nothing is ever written. The points are those of the moment of
-//! mounting. The command serves until the file system is unmounted (`umount`,
-//! `fusermount3 -u`) or it is interrupted (Ctrl-C, SIGTERM), which unmounts it.
+//! restore checks it; nothing is ever written. Points made or forgotten while the vault is
+//! mounted appear and go: the mount's own directories (`ids`, `items`, `tags` and theirs)
+//! list the vault's points again when used [`REFRESH`] after they last did. The command
+//! serves until the file system is unmounted (`umount`, `fusermount3 -u`) or it is
+//! interrupted (Ctrl-C, SIGTERM), which unmounts it.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -47,8 +49,12 @@ pub struct MountArgs {
     pub allow_other: bool,
 }
 
-/// How long the kernel may keep what it was told: points never change.
+/// How long the kernel may keep what it was told of a point's entries: points never
+/// change.
 const TTL: Duration = Duration::from_secs(3600);
+/// How long the mount's own directories and links hold before the vault's points are
+/// listed again; also how long the kernel may keep what it was told of them.
+const REFRESH: Duration = Duration::from_secs(2);
 /// Hard links followed before giving up (see `dump`).
 const MAX_LINKS: usize = 8;
 /// Shortest id prefix naming a point's directory.
@@ -61,7 +67,7 @@ pub fn run(ctx: &Context, args: &MountArgs) -> Result<()> {
     let vault = ctx.open_vault()?;
     let points = vault.points()?;
     let count = points.len();
-    let fs = VaultFs::new(vault, points);
+    let fs = VaultFs::new(vault, Catalog::new(points));
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -134,9 +140,8 @@ enum Node {
     Ids,
     /// `items/` or `tags/`: a directory per protected item or tag.
     Groups(Grouping),
-    /// `items/ITEM/` or `tags/TAG/` (the index of its [`LinkDir`]): a link per point,
-    /// and `latest`.
-    Group(Grouping, usize),
+    /// `items/ITEM/` or `tags/TAG/` (the item or tag): a link per point, and `latest`.
+    Group(Grouping, String),
     /// A symbolic link the mount makes.
     Link(String),
     /// An entry of a point (its root when `path` is empty).
@@ -160,13 +165,19 @@ impl Inodes {
         self.nodes.get(index).cloned()
     }
 
-    /// The inode of `name` in `parent`, made for `node` the first time.
-    fn child(&mut self, parent: INodeNo, name: &str, node: impl FnOnce() -> Node) -> INodeNo {
+    /// The inode of `name` in `parent`, made for `node` the first time. A link the
+    /// mount makes takes `node`'s target: `latest` moves to newer points.
+    fn child(&mut self, parent: INodeNo, name: &str, node: Node) -> INodeNo {
         let key = (parent.0, name.to_owned());
         if let Some(&ino) = self.by_name.get(&key) {
+            if let (Node::Link(_), Some(kept @ Node::Link(_))) =
+                (&node, self.nodes.get_mut(ino as usize - 1))
+            {
+                *kept = node;
+            }
             return INodeNo(ino);
         }
-        self.nodes.push(node());
+        self.nodes.push(node);
         let ino = self.nodes.len() as u64;
         self.by_name.insert(key, ino);
         INodeNo(ino)
@@ -238,10 +249,9 @@ fn link_dirs(
     dirs
 }
 
-/// The file system.
-struct VaultFs {
-    vault: Vault,
-    /// The points, oldest first, with the names of their directories.
+/// The points the mount shows, and how its own directories arrange them.
+struct Catalog {
+    /// The points, with the names of their directories.
     points: HashMap<PointId, (String, Point)>,
     /// Point directory names in `ids/`, oldest point first.
     ids: Vec<(String, PointId)>,
@@ -249,18 +259,13 @@ struct VaultFs {
     items: Vec<LinkDir>,
     /// The directories of `tags/`.
     tags: Vec<LinkDir>,
-    inodes: Mutex<Inodes>,
-    /// Open files.
-    open: Mutex<HashMap<u64, Arc<Mutex<ContentReader>>>>,
-    next_handle: Mutex<u64>,
-    uid: u32,
-    gid: u32,
     /// Times of the mount's own directories: the newest point's.
     newest: SystemTime,
 }
 
-impl VaultFs {
-    fn new(vault: Vault, points: Vec<(PointId, Point)>) -> Self {
+impl Catalog {
+    /// Arranges `points`, oldest first.
+    fn new(points: Vec<(PointId, Point)>) -> Self {
         let hexes: Vec<String> = points.iter().map(|(id, _)| id.to_hex()).collect();
         let short = (SHORT_ID..64)
             .find(|&len| {
@@ -284,20 +289,11 @@ impl VaultFs {
             .zip(&ids)
             .map(|((id, point), (name, _))| (id, (name.clone(), point)))
             .collect();
-        VaultFs {
-            vault,
+        Catalog {
             points,
             ids,
             items,
             tags,
-            inodes: Mutex::new(Inodes {
-                nodes: vec![Node::Root],
-                by_name: HashMap::new(),
-            }),
-            open: Mutex::new(HashMap::new()),
-            next_handle: Mutex::new(1),
-            uid: rustix::process::getuid().as_raw(),
-            gid: rustix::process::getgid().as_raw(),
             newest,
         }
     }
@@ -307,6 +303,66 @@ impl VaultFs {
             Grouping::Items => &self.items,
             Grouping::Tags => &self.tags,
         }
+    }
+}
+
+/// The file system.
+struct VaultFs {
+    vault: Vault,
+    /// The points shown, and when the vault's were last listed.
+    catalog: Mutex<(Instant, Arc<Catalog>)>,
+    inodes: Mutex<Inodes>,
+    /// Open files.
+    open: Mutex<HashMap<u64, Arc<Mutex<ContentReader>>>>,
+    next_handle: Mutex<u64>,
+    uid: u32,
+    gid: u32,
+}
+
+impl VaultFs {
+    fn new(vault: Vault, catalog: Catalog) -> Self {
+        VaultFs {
+            vault,
+            catalog: Mutex::new((Instant::now(), Arc::new(catalog))),
+            inodes: Mutex::new(Inodes {
+                nodes: vec![Node::Root],
+                by_name: HashMap::new(),
+            }),
+            open: Mutex::new(HashMap::new()),
+            next_handle: Mutex::new(1),
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+        }
+    }
+
+    /// The points shown, listed again from the vault if they were listed [`REFRESH`]
+    /// ago or more. When the vault cannot be read, the points shown stay.
+    fn catalog(&self) -> Arc<Catalog> {
+        let mut catalog = self.catalog.lock().expect("lock");
+        if catalog.0.elapsed() >= REFRESH {
+            catalog.0 = Instant::now();
+            match self.vault.points() {
+                Ok(points) => {
+                    let same = points.len() == catalog.1.points.len()
+                        && points.iter().all(|(id, point)| {
+                            catalog
+                                .1
+                                .points
+                                .get(id)
+                                .is_some_and(|(_, shown)| shown.tags == point.tags)
+                        });
+                    if !same {
+                        // New points' data is in packs indexed since the mount.
+                        if let Err(e) = self.vault.reload_index() {
+                            tracing::warn!(error = %e, "cannot read the vault's index again");
+                        }
+                        catalog.1 = Arc::new(Catalog::new(points));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot list the vault's points again"),
+            }
+        }
+        Arc::clone(&catalog.1)
     }
 
     fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
@@ -325,32 +381,37 @@ impl VaultFs {
                 ("items".into(), Node::Groups(Grouping::Items)),
                 ("tags".into(), Node::Groups(Grouping::Tags)),
             ],
-            Node::Ids => self
-                .ids
-                .iter()
-                .map(|(name, id)| {
-                    let point = &self.points[id].1;
-                    let mut root = Entry::new("", EntryKind::Directory);
-                    root.subtree = Some(point.root);
-                    root.meta.mode = Some(0o755);
-                    root.meta.mtime_ns = i64::try_from(point.end.as_nanosecond()).ok();
-                    let node = Node::Entry {
-                        point: *id,
-                        path: String::new(),
-                        entry: Arc::new(root),
-                    };
-                    (name.clone(), node)
-                })
-                .collect(),
+            Node::Ids => {
+                let catalog = self.catalog();
+                catalog
+                    .ids
+                    .iter()
+                    .map(|(name, id)| {
+                        let point = &catalog.points[id].1;
+                        let mut root = Entry::new("", EntryKind::Directory);
+                        root.subtree = Some(point.root);
+                        root.meta.mode = Some(0o755);
+                        root.meta.mtime_ns = i64::try_from(point.end.as_nanosecond()).ok();
+                        let node = Node::Entry {
+                            point: *id,
+                            path: String::new(),
+                            entry: Arc::new(root),
+                        };
+                        (name.clone(), node)
+                    })
+                    .collect()
+            }
             Node::Groups(grouping) => self
+                .catalog()
                 .link_dirs(*grouping)
                 .iter()
-                .enumerate()
-                .map(|(at, dir)| (dir.name.clone(), Node::Group(*grouping, at)))
+                .map(|dir| (dir.name.clone(), Node::Group(*grouping, dir.key.clone())))
                 .collect(),
-            Node::Group(grouping, at) => self
+            Node::Group(grouping, key) => self
+                .catalog()
                 .link_dirs(*grouping)
-                .get(*at)
+                .iter()
+                .find(|dir| dir.key == *key)
                 .ok_or(Errno::ENOENT)?
                 .links
                 .iter()
@@ -395,7 +456,8 @@ impl VaultFs {
             let EntryKind::Hardlink { target } = &entry.kind else {
                 return Ok(entry);
             };
-            let (_, stored) = self.points.get(point).ok_or(Errno::ENOENT)?;
+            let catalog = self.catalog();
+            let (_, stored) = catalog.points.get(point).ok_or(Errno::ENOENT)?;
             entry = Arc::new(self.vault.find_entry(stored, target).map_err(|e| {
                 tracing::warn!(point = %point.short(), target, error = %e, "cannot follow a hard link");
                 Errno::EIO
@@ -405,14 +467,18 @@ impl VaultFs {
     }
 
     fn attr(&self, ino: INodeNo, node: &Node) -> Result<FileAttr, Errno> {
+        let newest = match node {
+            Node::Entry { .. } => self.catalog.lock().expect("lock").1.newest,
+            _ => self.catalog().newest,
+        };
         let own = |kind, perm, size| FileAttr {
             ino,
             size,
             blocks: 0,
-            atime: self.newest,
-            mtime: self.newest,
-            ctime: self.newest,
-            crtime: self.newest,
+            atime: newest,
+            mtime: newest,
+            ctime: newest,
+            crtime: newest,
             kind,
             perm,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
@@ -444,7 +510,7 @@ impl VaultFs {
                     EntryKind::Directory => 0,
                     _ => meta.size,
                 };
-                let time = |ns: Option<i64>| ns.map_or(self.newest, |ns| system_time(ns.into()));
+                let time = |ns: Option<i64>| ns.map_or(newest, |ns| system_time(ns.into()));
                 FileAttr {
                     ino,
                     size,
@@ -497,18 +563,21 @@ impl Filesystem for VaultFs {
                 .inodes
                 .lock()
                 .expect("lock")
-                .child(parent, name, || child.clone());
-            self.attr(ino, &child)
+                .child(parent, name, child.clone());
+            Ok((ttl(&child), self.attr(ino, &child)?))
         })();
         match found {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((ttl, attr)) => reply.entry(&ttl, &attr, Generation(0)),
             Err(err) => reply.error(err),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino).and_then(|node| self.attr(ino, &node)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+        match self
+            .node(ino)
+            .and_then(|node| Ok((ttl(&node), self.attr(ino, &node)?)))
+        {
+            Ok((ttl, attr)) => reply.attr(&ttl, &attr),
             Err(err) => reply.error(err),
         }
     }
@@ -636,7 +705,7 @@ impl Filesystem for VaultFs {
                         },
                         _ => FileType::Directory,
                     };
-                    let child = self.inodes.lock().expect("lock").child(ino, &name, || node);
+                    let child = self.inodes.lock().expect("lock").child(ino, &name, node);
                     (child, kind)
                 }
             };
@@ -674,6 +743,15 @@ impl Filesystem for VaultFs {
 
 /// Answers an extended-attribute request: the size when asked for it (`size` 0), else
 /// the bytes if they fit.
+/// How long the kernel may keep what it is told of `node`: the mount's own nodes, a
+/// point's directory among them, only until the points are listed again.
+fn ttl(node: &Node) -> Duration {
+    match node {
+        Node::Entry { path, .. } if !path.is_empty() => TTL,
+        _ => REFRESH,
+    }
+}
+
 fn xattr_reply(bytes: &[u8], size: u32, reply: ReplyXattr) {
     if size == 0 {
         reply.size(bytes.len() as u32);
