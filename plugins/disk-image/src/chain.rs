@@ -139,9 +139,7 @@ pub(crate) fn open_in_chain(
         match format {
             Format::Raw => Ok(Box::new(Raw::new(file.reader, file.name, file.data_ranges)) as _),
             Format::Qcow2 => Qcow2::open_in_chain(file, opener, chain).map(|q| Box::new(q) as _),
-            Format::Vhd => {
-                Vhd::open(file.reader, file.name, file.data_ranges).map(|v| Box::new(v) as _)
-            }
+            Format::Vhd => Vhd::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
             Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
             Format::Vmdk => Vmdk::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
             Format::Vdi => Vdi::open(file.reader, file.name).map(|v| Box::new(v) as _),

@@ -1,5 +1,5 @@
 //! VHD images (Virtual Hard Disk 1.0, which QEMU calls `vpc`), as Hyper-V, Azure and
-//! Virtual PC write them: fixed and dynamic disks. Differencing disks are refused.
+//! Virtual PC write them: fixed, dynamic and differencing disks.
 //!
 //! Every VHD ends in a 512-byte footer: the cookie `conectix`, the disk's size, its type
 //! and a checksum, all big-endian. A **fixed** disk is the guest's bytes followed by the
@@ -10,20 +10,25 @@
 //! default), or `0xFFFFFFFF` for a block never written, which reads as zeros. An allocated
 //! block is a sector bitmap followed by the block's bytes, which lie verbatim in the file.
 //!
-//! Like QEMU, the reader takes an allocated block's bytes as they are and does not consult
-//! its sector bitmap: the bitmap only matters for a differencing disk, where a clear bit
-//! sends the read to the parent, and writers fill a dynamic disk's new blocks with zeros.
-//! When the footer at the end is damaged, a dynamic disk's copy at the start is used.
+//! Like QEMU, the reader takes a dynamic disk's allocated block's bytes as they are and
+//! does not consult its sector bitmap: writers fill a dynamic disk's new blocks with zeros.
+//! A **differencing** disk has a dynamic disk's layout over a parent VHD, and there the
+//! bitmap decides: see [`differencing`]. When the footer at the end is damaged, a dynamic
+//! or differencing disk's copy at the start is used.
 //!
 //! Every number read is checked before use: the table's size is bounded ([`MAX_BLOCKS`]),
 //! and every allocated block must lie within the file, before anything is read from it.
 
+mod differencing;
+
 use crate::block_map::{BlockMap, read_exact as read};
-use crate::error::{ImageError, ImageErrorKind};
+use crate::chain::{BackingOpener, ImageFile, no_backing};
+use crate::error::ImageError;
 use crate::fields::{be_u32, be_u64, corrupt, within};
 use crate::image::{DiskImage, Run};
 use crate::raw::Raw;
 use crate::{Extent, Format, ReadAt};
+use differencing::Differencing;
 
 /// The footer's cookie, at its start.
 pub(crate) const FOOTER_COOKIE: &[u8; 8] = b"conectix";
@@ -69,6 +74,8 @@ pub(crate) struct Footer {
     disk_type: u32,
     data_offset: u64,
     size: u64,
+    /// The disk's identifier, which a differencing disk names its parent by.
+    unique_id: [u8; 16],
 }
 
 impl Footer {
@@ -92,6 +99,7 @@ impl Footer {
             disk_type: be_u32(bytes, 60),
             data_offset: be_u64(bytes, 16),
             size: be_u64(bytes, 48),
+            unique_id: bytes[68..84].try_into().expect("16 bytes"),
         })
     }
 
@@ -198,6 +206,8 @@ fn geometry(total: u64) -> (u16, u8, u8) {
 pub struct Vhd {
     name: String,
     size: u64,
+    /// The footer's unique id, by which a differencing disk names its parent.
+    unique_id: [u8; 16],
     layout: Layout,
 }
 
@@ -205,22 +215,48 @@ enum Layout {
     /// The guest's bytes are the file's first `size` bytes.
     Fixed(Raw<Prefix>),
     Dynamic(Dynamic),
+    Differencing(Box<Differencing>),
 }
 
 struct Dynamic {
     reader: Box<dyn ReadAt>,
+    /// Where each block's bytes start, after its sector bitmap.
     map: BlockMap,
+    /// Length of each block's sector bitmap, which comes before its bytes.
+    bitmap: u64,
 }
 
 impl Vhd {
     /// Opens the VHD image `name` read by `reader`. `data_ranges` are the ranges of the file
     /// the host reported as holding data (see [`Raw::new`]); only a fixed disk uses them.
+    /// A differencing disk is refused: its parent cannot be opened here ([`crate::open`]
+    /// opens it with its parent).
     pub fn open(
-        mut reader: Box<dyn ReadAt>,
+        reader: Box<dyn ReadAt>,
         name: impl Into<String>,
         data_ranges: Option<Vec<(u64, u64)>>,
     ) -> Result<Vhd, ImageError> {
         let name = name.into();
+        let file = ImageFile {
+            name: name.clone(),
+            reader,
+            data_ranges,
+        };
+        Vhd::open_in_chain(file, &mut no_backing, &mut vec![name])
+    }
+
+    /// Opens `file`, whose name is already the last of `chain`, and, for a differencing
+    /// disk, its parents through `opener`.
+    pub(crate) fn open_in_chain(
+        file: ImageFile,
+        opener: &mut BackingOpener<'_>,
+        chain: &mut Vec<String>,
+    ) -> Result<Vhd, ImageError> {
+        let ImageFile {
+            name,
+            mut reader,
+            data_ranges,
+        } = file;
         let file_len = reader.len();
         within(&name, "VHD footer", 0, SECTOR, file_len)?;
         let end = file_len - SECTOR;
@@ -257,17 +293,12 @@ impl Vhd {
                 };
                 Layout::Fixed(Raw::new(prefix, name.clone(), data_ranges))
             }
-            DYNAMIC => Layout::Dynamic(Dynamic::open(reader, &name, &footer)?),
+            DYNAMIC => Layout::Dynamic(Dynamic::open(reader, &name, &footer)?.0),
             DIFFERENCING => {
-                return Err(ImageError::new(
-                    &name,
-                    ImageErrorKind::Unsupported {
-                        what: "the image is a differencing VHD, which needs its parent; merge \
-                               it into a whole disk first (`qemu-img convert -O vpc` or Hyper-V's \
-                               Merge)"
-                            .into(),
-                    },
-                ));
+                let (dynamic, header) = Dynamic::open(reader, &name, &footer)?;
+                Layout::Differencing(Box::new(Differencing::open(
+                    dynamic, &name, &header, opener, chain,
+                )?))
             }
             other => {
                 return Err(corrupt(
@@ -282,17 +313,25 @@ impl Vhd {
         Ok(Vhd {
             name,
             size: footer.size,
+            unique_id: footer.unique_id,
             layout,
         })
     }
 }
 
+/// A dynamic or differencing disk's header: where it lies, and its bytes.
+struct Header {
+    at: u64,
+    bytes: [u8; HEADER_LEN],
+}
+
 impl Dynamic {
+    /// Opens the layout of a dynamic or differencing disk: its header and block table.
     fn open(
         mut reader: Box<dyn ReadAt>,
         name: &str,
         footer: &Footer,
-    ) -> Result<Dynamic, ImageError> {
+    ) -> Result<(Dynamic, Header), ImageError> {
         let file_len = reader.len();
         let at = footer.data_offset;
         within(
@@ -391,14 +430,16 @@ impl Dynamic {
             }
             blocks.push(Some(start));
         }
-        Ok(Dynamic {
+        let dynamic = Dynamic {
             reader,
             map: BlockMap {
                 size: footer.size,
                 block_size,
                 blocks,
             },
-        })
+            bitmap,
+        };
+        Ok((dynamic, Header { at, bytes: header }))
     }
 }
 
@@ -418,6 +459,7 @@ impl DiskImage for Vhd {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.read_at(offset, buf),
+            Layout::Differencing(d) => return d.read_at(&self.name, offset, buf),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic
@@ -428,6 +470,7 @@ impl DiskImage for Vhd {
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.map(offset, length),
+            Layout::Differencing(d) => return d.map(&self.name, offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic.map.map(&self.name, offset, length)
@@ -436,9 +479,19 @@ impl DiskImage for Vhd {
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.runs(offset, length),
+            Layout::Differencing(d) => return d.runs(&self.name, offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic.map.runs(&self.name, offset, length)
+    }
+
+    /// A differencing disk's parents' files, the parent's own first (see
+    /// [`DiskImage::file_name`]).
+    fn file_name(&self, file: u32) -> Option<&str> {
+        match &self.layout {
+            Layout::Differencing(d) => d.file_name(file),
+            _ => None,
+        }
     }
 
     fn describe(&self) -> String {
@@ -451,6 +504,13 @@ impl DiskImage for Vhd {
                 d.map.stored(),
                 d.map.blocks.len(),
                 d.map.block_size >> 10
+            ),
+            Layout::Differencing(d) => format!(
+                "differencing VHD image {}: {} bytes, {}; over {}",
+                self.name,
+                self.size,
+                d.describe_own(),
+                d.parent().describe()
             ),
         }
     }

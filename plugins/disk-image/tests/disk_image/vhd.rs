@@ -220,21 +220,201 @@ fn damaged_dynamic_disks_are_refused_with_the_place_named() {
     assert!(err.to_string().contains("past the end"), "{err}");
 }
 
-#[test]
-fn differencing_disks_are_refused() {
-    let dir = tempdir();
-    let image = make(dir.path(), "child.vhd", 3 * MIB, "subformat=dynamic", &[]);
-    let mut bytes = std::fs::read(&image).unwrap();
-    // QEMU cannot write a differencing disk: mark this one as such, in both footers.
+/// A differencing disk made from the dynamic disk `child`, whose parent is the VHD
+/// `parent`: both footers say so, the header names the parent by its unique id (or
+/// `parent_id`) and by `locators` (code and path) and `name`, and in each allocated block
+/// only the sectors `present` gives stay this disk's. QEMU cannot write such a disk; Hyper-V
+/// writes the same structures.
+fn differencing(
+    child: &Path,
+    parent: &Path,
+    parent_id: Option<[u8; 16]>,
+    name: &str,
+    locators: &[(&[u8; 4], &str)],
+    present: impl Fn(u64) -> bool,
+) -> Vec<u8> {
+    let parent_bytes = std::fs::read(parent).unwrap();
+    let parent_footer = &parent_bytes[parent_bytes.len() - 512..];
+    let parent_id = parent_id.unwrap_or_else(|| parent_footer[68..84].try_into().unwrap());
+    let mut bytes = std::fs::read(child).unwrap();
+    let footer = bytes.split_off(bytes.len() - 512);
+    let header_at = u64::from_be_bytes(bytes[16..24].try_into().unwrap()) as usize;
+    let header = &mut bytes[header_at..header_at + 1024];
+    header[40..56].copy_from_slice(&parent_id);
+    header[64..576].fill(0);
+    for (i, unit) in name.encode_utf16().enumerate() {
+        header[64 + 2 * i..66 + 2 * i].copy_from_slice(&unit.to_be_bytes());
+    }
+    let table = u64::from_be_bytes(header[16..24].try_into().unwrap()) as usize;
+    let entries = u32::from_be_bytes(header[28..32].try_into().unwrap()) as usize;
+    let block_size = u32::from_be_bytes(header[32..36].try_into().unwrap()) as u64;
+    // The locators' paths, each in a sector of its own after the blocks.
+    for (i, (code, path)) in locators.iter().enumerate() {
+        let data: Vec<u8> = path.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let at = bytes.len() as u64;
+        bytes.extend_from_slice(&data);
+        bytes.resize(bytes.len().next_multiple_of(512), 0);
+        let entry = &mut bytes[header_at + 576 + 24 * i..header_at + 600 + 24 * i];
+        entry[..4].copy_from_slice(*code);
+        entry[4..8].copy_from_slice(&1u32.to_be_bytes());
+        entry[8..12].copy_from_slice(&(data.len() as u32).to_be_bytes());
+        entry[16..24].copy_from_slice(&at.to_be_bytes());
+    }
+    fix_checksum(&mut bytes, header_at, 1024, 36);
+    // Each allocated block's sector bitmap, sector by sector of the disk.
+    for block in 0..entries {
+        let entry = u32::from_be_bytes(
+            bytes[table + 4 * block..table + 4 * block + 4]
+                .try_into()
+                .unwrap(),
+        );
+        if entry == u32::MAX {
+            continue;
+        }
+        let bitmap = entry as usize * 512;
+        for sector in 0..block_size / 512 {
+            let bit = 0x80u8 >> (sector % 8);
+            let byte = &mut bytes[bitmap + (sector / 8) as usize];
+            if present(block as u64 * block_size / 512 + sector) {
+                *byte |= bit;
+            } else {
+                *byte &= !bit;
+            }
+        }
+    }
+    bytes.extend_from_slice(&footer);
     let end = bytes.len() - 512;
     for at in [0, end] {
         bytes[at + 60..at + 64].copy_from_slice(&4u32.to_be_bytes());
         fix_checksum(&mut bytes, at, 512, 64);
     }
-    let err = expect_error(open_bytes("child", bytes, None), "child");
+    bytes
+}
+
+#[test]
+fn differencing_disks_read_over_their_parent() {
+    let dir = tempdir();
+    let size = 6 * MIB;
+    let options = "subformat=dynamic,force_size=on";
+    let base = make(dir.path(), "base.vhd", size, options, &[]);
+    let base_raw = qemu_raw(&base, "vpc", dir.path());
+    // The snapshot's writes: in the first and third blocks, none in the second.
+    let child = path(dir.path(), "dynamic-child.vhd");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        options,
+        child.to_str().unwrap(),
+        "6M",
+    ]);
+    qemu_io(
+        &child,
+        "vpc",
+        &["write -P 0x5a 12345 70000", "write -P 0xc3 4500000 9000"],
+    );
+    let child_raw = qemu_raw(&child, "vpc", dir.path());
+    // Of the first block, only sectors 0 to 99 are the snapshot's; the third block, whole.
+    let present = |sector: u64| !(100..2 * 4096).contains(&sector);
+    let expected: Vec<u8> = (0..size)
+        .map(|at| {
+            let sector = at as u64 / 512;
+            // The second block was never written in the snapshot.
+            let allocated = !(4096..2 * 4096).contains(&sector);
+            if allocated && present(sector) {
+                child_raw[at]
+            } else {
+                base_raw[at]
+            }
+        })
+        .collect();
+
+    // Found by its relative locator; and by the file name of its absolute path when the
+    // relative one leads nowhere, as after the VM's files were copied elsewhere.
+    let by_relative = differencing(
+        &child,
+        &base,
+        None,
+        r"C:\VMs\base.vhd",
+        &[(b"W2ru", r".\base.vhd")],
+        present,
+    );
+    let by_name = differencing(
+        &child,
+        &base,
+        None,
+        r"C:\VMs\base.vhd",
+        &[
+            (b"W2ru", r"..\gone\base.vhd"),
+            (b"W2ku", r"C:\VMs\base.vhd"),
+        ],
+        present,
+    );
+    for (name, bytes) in [("snap.avhd", by_relative), ("moved.avhd", by_name)] {
+        let image = write_raw(dir.path(), name, &bytes);
+        let mut disk = open_file(&image, None).unwrap();
+        assert_eq!(disk.format(), Format::Vhd);
+        assert!(
+            disk.describe().contains("differencing VHD"),
+            "{}",
+            disk.describe()
+        );
+        let mut ours = vec![0u8; size];
+        disk.read_at(0, &mut ours).unwrap();
+        assert_same_bytes(&ours, &expected, &image);
+        // Runs: the snapshot's sectors in its file, the rest in the parent's.
+        let file = std::fs::File::open(&image).unwrap();
+        let by_runs = read_by_runs(&mut *disk, &file, 0, size as u64);
+        assert_same_bytes(&by_runs, &expected, &image);
+        assert_eq!(stored_in(&mut *disk, 12345), name);
+        assert_eq!(stored_in(&mut *disk, 100 * 512), "base.vhd");
+        assert_eq!(stored_in(&mut *disk, 3 * MIB as u64), "base.vhd");
+        assert_eq!(stored_in(&mut *disk, 4500000), name);
+        // Reads crossing sectors whose bytes lie in different files.
+        let mut piece = vec![0u8; 3000];
+        disk.read_at(100 * 512 - 1000, &mut piece).unwrap();
+        assert_eq!(piece, expected[100 * 512 - 1000..100 * 512 + 2000]);
+    }
+
+    // A parent replaced since the snapshot (another disk's unique id) is refused, and so is
+    // a parent that cannot be found.
+    let replaced = differencing(
+        &child,
+        &base,
+        Some([9; 16]),
+        "base.vhd",
+        &[(b"W2ru", r".\base.vhd")],
+        present,
+    );
+    let image = write_raw(dir.path(), "replaced.avhd", &replaced);
+    let err = open_file(&image, None)
+        .err()
+        .expect("a replaced parent is refused");
+    assert!(err.to_string().contains("replaced"), "{err}");
+    assert!(err.to_string().contains("09090909-0909"), "{err}");
+    let orphan = differencing(
+        &child,
+        &base,
+        None,
+        "nowhere.vhd",
+        &[(b"W2ru", r".\nowhere.vhd")],
+        present,
+    );
+    let image = write_raw(dir.path(), "orphan.avhd", &orphan);
+    let err = open_file(&image, None)
+        .err()
+        .expect("a missing parent is refused");
     assert!(
-        matches!(err.kind(), ImageErrorKind::Unsupported { .. }),
+        matches!(err.kind(), ImageErrorKind::BackingUnavailable { backing, .. } if backing == "nowhere.vhd"),
         "{err}"
     );
-    assert!(err.to_string().contains("differencing VHD"), "{err}");
+    // Without an opener, as `Vhd::open` has none, the parent cannot be reached.
+    let bytes = std::fs::read(dir.path().join("snap.avhd")).unwrap();
+    let err = expect_error(open_bytes("alone", bytes, None), "alone");
+    assert!(
+        matches!(err.kind(), ImageErrorKind::BackingUnavailable { .. }),
+        "{err}"
+    );
 }
