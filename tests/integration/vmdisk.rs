@@ -319,6 +319,104 @@ fn point_attributes(env: &Env, point: &str) -> Value {
 }
 
 #[test]
+fn a_hyper_v_snapshot_backs_up_over_its_parent_vhd() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"hyperv-vm\n").unwrap();
+    let raw = gpt_disk(&env, &tree);
+    let size = fs::metadata(&raw).unwrap().len();
+    let options = "subformat=dynamic,force_size=on";
+    let base = env.path("base.vhd");
+    tool(
+        "qemu-img",
+        &["convert", "-O", "vpc", "-o", options, p(&raw), p(&base)],
+    );
+    // The snapshot's writes: 256 KiB in the unused space between the partition table and
+    // the first partition, of which the differencing disk keeps the first half as its own
+    // (sectors 1024 to 1279); QEMU cannot write a differencing disk, so a script makes one
+    // of a dynamic disk holding the writes.
+    let writes = env.path("writes.vhd");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            options,
+            p(&writes),
+            &size.to_string(),
+        ],
+    );
+    tool(
+        "qemu-io",
+        &["-f", "vpc", "-c", "write -P 0x77 512k 256k", p(&writes)],
+    );
+    let snapshot = env.path("web_3F2A.avhd");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vhd-differencing.py");
+    tool(
+        "python3",
+        &[
+            p(&script),
+            p(&writes),
+            p(&base),
+            p(&snapshot),
+            "--name",
+            r"C:\ProgramData\Hyper-V\web\base.vhd",
+            "--locator",
+            r"W2ru:.\base.vhd",
+            "--locator",
+            r"W2ku:C:\ProgramData\Hyper-V\web\base.vhd",
+            "--present",
+            "1024-1279",
+        ],
+    );
+    let mut expected = fs::read(&raw).unwrap();
+    expected[512 << 10..640 << 10].fill(0x77);
+
+    let summary = env.backup(&[p(&snapshot), "--item", "web"]);
+    let point = point_of(&summary);
+    let attributes = point_attributes(&env, &point);
+    assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert!(
+        fs::read(target.join("disk0.raw")).unwrap() == expected,
+        "the restored disk is not the parent with the snapshot's sectors over it"
+    );
+    // The files of the disk as the snapshot shows it.
+    assert_eq!(
+        env.ls(&point, "disk0/part1/etc"),
+        ["disk0/part1/etc/hostname"]
+    );
+    let files = env.path("files");
+    env.restore(
+        &point,
+        &["--path", "disk0/part1/etc/hostname", "--target", p(&files)],
+    );
+    assert_eq!(
+        fs::read(files.join("disk0/part1/etc/hostname")).unwrap(),
+        b"hyperv-vm\n"
+    );
+
+    // A parent replaced since the snapshot is refused, naming the snapshot, and nothing
+    // is committed.
+    let other = env.path("other.vhd");
+    tool(
+        "qemu-img",
+        &["convert", "-O", "vpc", "-o", options, p(&raw), p(&other)],
+    );
+    fs::rename(&other, &base).unwrap();
+    let err = env.backup_fails(&[p(&snapshot), "--item", "web"]);
+    assert!(
+        err.contains("web_3F2A.avhd") && err.contains("replaced"),
+        "{err}"
+    );
+}
+
+#[test]
 fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_files() {
     let env = env();
     let tree = env.path("tree");

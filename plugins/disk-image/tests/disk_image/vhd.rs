@@ -220,75 +220,44 @@ fn damaged_dynamic_disks_are_refused_with_the_place_named() {
     assert!(err.to_string().contains("past the end"), "{err}");
 }
 
-/// A differencing disk made from the dynamic disk `child`, whose parent is the VHD
-/// `parent`: both footers say so, the header names the parent by its unique id (or
-/// `parent_id`) and by `locators` (code and path) and `name`, and in each allocated block
-/// only the sectors `present` gives stay this disk's. QEMU cannot write such a disk; Hyper-V
-/// writes the same structures.
+/// A differencing disk made from the dynamic disk `child` over the VHD `parent` by
+/// `tests/scripts/vhd-differencing.py` (QEMU cannot write one): its header names the parent
+/// by its unique id (or `parent_id`), `name` and `locators` (code and path), and in each
+/// allocated block only the sectors in `present` (ranges of 512-byte sectors) stay its own.
 fn differencing(
     child: &Path,
     parent: &Path,
-    parent_id: Option<[u8; 16]>,
+    parent_id: Option<&str>,
     name: &str,
-    locators: &[(&[u8; 4], &str)],
-    present: impl Fn(u64) -> bool,
+    locators: &[&str],
+    present: &str,
 ) -> Vec<u8> {
-    let parent_bytes = std::fs::read(parent).unwrap();
-    let parent_footer = &parent_bytes[parent_bytes.len() - 512..];
-    let parent_id = parent_id.unwrap_or_else(|| parent_footer[68..84].try_into().unwrap());
-    let mut bytes = std::fs::read(child).unwrap();
-    let footer = bytes.split_off(bytes.len() - 512);
-    let header_at = u64::from_be_bytes(bytes[16..24].try_into().unwrap()) as usize;
-    let header = &mut bytes[header_at..header_at + 1024];
-    header[40..56].copy_from_slice(&parent_id);
-    header[64..576].fill(0);
-    for (i, unit) in name.encode_utf16().enumerate() {
-        header[64 + 2 * i..66 + 2 * i].copy_from_slice(&unit.to_be_bytes());
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scripts/vhd-differencing.py");
+    let out = child.with_extension("avhd");
+    let mut args = vec![
+        script.to_str().unwrap(),
+        child.to_str().unwrap(),
+        parent.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--name",
+        name,
+        "--present",
+        present,
+    ];
+    for locator in locators {
+        args.extend(["--locator", locator]);
     }
-    let table = u64::from_be_bytes(header[16..24].try_into().unwrap()) as usize;
-    let entries = u32::from_be_bytes(header[28..32].try_into().unwrap()) as usize;
-    let block_size = u32::from_be_bytes(header[32..36].try_into().unwrap()) as u64;
-    // The locators' paths, each in a sector of its own after the blocks.
-    for (i, (code, path)) in locators.iter().enumerate() {
-        let data: Vec<u8> = path.encode_utf16().flat_map(u16::to_le_bytes).collect();
-        let at = bytes.len() as u64;
-        bytes.extend_from_slice(&data);
-        bytes.resize(bytes.len().next_multiple_of(512), 0);
-        let entry = &mut bytes[header_at + 576 + 24 * i..header_at + 600 + 24 * i];
-        entry[..4].copy_from_slice(*code);
-        entry[4..8].copy_from_slice(&1u32.to_be_bytes());
-        entry[8..12].copy_from_slice(&(data.len() as u32).to_be_bytes());
-        entry[16..24].copy_from_slice(&at.to_be_bytes());
+    if let Some(id) = parent_id {
+        args.extend(["--parent-id", id]);
     }
-    fix_checksum(&mut bytes, header_at, 1024, 36);
-    // Each allocated block's sector bitmap, sector by sector of the disk.
-    for block in 0..entries {
-        let entry = u32::from_be_bytes(
-            bytes[table + 4 * block..table + 4 * block + 4]
-                .try_into()
-                .unwrap(),
-        );
-        if entry == u32::MAX {
-            continue;
-        }
-        let bitmap = entry as usize * 512;
-        for sector in 0..block_size / 512 {
-            let bit = 0x80u8 >> (sector % 8);
-            let byte = &mut bytes[bitmap + (sector / 8) as usize];
-            if present(block as u64 * block_size / 512 + sector) {
-                *byte |= bit;
-            } else {
-                *byte &= !bit;
-            }
-        }
-    }
-    bytes.extend_from_slice(&footer);
-    let end = bytes.len() - 512;
-    for at in [0, end] {
-        bytes[at + 60..at + 64].copy_from_slice(&4u32.to_be_bytes());
-        fix_checksum(&mut bytes, at, 512, 64);
-    }
-    bytes
+    let output = run("python3", &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(&out).unwrap()
 }
 
 #[test]
@@ -318,6 +287,7 @@ fn differencing_disks_read_over_their_parent() {
     let child_raw = qemu_raw(&child, "vpc", dir.path());
     // Of the first block, only sectors 0 to 99 are the snapshot's; the third block, whole.
     let present = |sector: u64| !(100..2 * 4096).contains(&sector);
+    let listed = "0-99,8192-12287";
     let expected: Vec<u8> = (0..size)
         .map(|at| {
             let sector = at as u64 / 512;
@@ -338,19 +308,16 @@ fn differencing_disks_read_over_their_parent() {
         &base,
         None,
         r"C:\VMs\base.vhd",
-        &[(b"W2ru", r".\base.vhd")],
-        present,
+        &[r"W2ru:.\base.vhd"],
+        listed,
     );
     let by_name = differencing(
         &child,
         &base,
         None,
         r"C:\VMs\base.vhd",
-        &[
-            (b"W2ru", r"..\gone\base.vhd"),
-            (b"W2ku", r"C:\VMs\base.vhd"),
-        ],
-        present,
+        &[r"W2ru:..\gone\base.vhd", r"W2ku:C:\VMs\base.vhd"],
+        listed,
     );
     for (name, bytes) in [("snap.avhd", by_relative), ("moved.avhd", by_name)] {
         let image = write_raw(dir.path(), name, &bytes);
@@ -383,10 +350,10 @@ fn differencing_disks_read_over_their_parent() {
     let replaced = differencing(
         &child,
         &base,
-        Some([9; 16]),
+        Some("09090909090909090909090909090909"),
         "base.vhd",
-        &[(b"W2ru", r".\base.vhd")],
-        present,
+        &[r"W2ru:.\base.vhd"],
+        listed,
     );
     let image = write_raw(dir.path(), "replaced.avhd", &replaced);
     let err = open_file(&image, None)
@@ -399,8 +366,8 @@ fn differencing_disks_read_over_their_parent() {
         &base,
         None,
         "nowhere.vhd",
-        &[(b"W2ru", r".\nowhere.vhd")],
-        present,
+        &[r"W2ru:.\nowhere.vhd"],
+        listed,
     );
     let image = write_raw(dir.path(), "orphan.avhd", &orphan);
     let err = open_file(&image, None)
