@@ -320,66 +320,126 @@ fn point_attributes(env: &Env, point: &str) -> Value {
 
 #[test]
 fn a_hyper_v_snapshot_backs_up_over_its_parent_vhd() {
-    let env = env();
-    let tree = env.path("tree");
-    fs::create_dir_all(tree.join("etc")).unwrap();
-    fs::write(tree.join("etc/hostname"), b"hyperv-vm\n").unwrap();
-    let raw = gpt_disk(&env, &tree);
-    let size = fs::metadata(&raw).unwrap().len();
-    let options = "subformat=dynamic,force_size=on";
-    let base = env.path("base.vhd");
-    tool(
-        "qemu-img",
-        &["convert", "-O", "vpc", "-o", options, p(&raw), p(&base)],
-    );
-    // The snapshot's writes: 256 KiB in the unused space between the partition table and
-    // the first partition, of which the differencing disk keeps the first half as its own
-    // (sectors 1024 to 1279); QEMU cannot write a differencing disk, so a script makes one
-    // of a dynamic disk holding the writes.
-    let writes = env.path("writes.vhd");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "vpc",
-            "-o",
-            options,
-            p(&writes),
-            &size.to_string(),
-        ],
-    );
-    tool(
-        "qemu-io",
-        &["-f", "vpc", "-c", "write -P 0x77 512k 256k", p(&writes)],
-    );
-    let snapshot = env.path("web_3F2A.avhd");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vhd-differencing.py");
-    tool(
-        "python3",
-        &[
-            p(&script),
-            p(&writes),
-            p(&base),
-            p(&snapshot),
+    snapshot_backs_up_over_its_parent(Snapshot {
+        format: "vpc",
+        options: "subformat=dynamic,force_size=on",
+        script: "vhd-differencing.py",
+        base: "base.vhd",
+        snapshot: "web_3F2A.avhd",
+        locators: &[
             "--name",
             r"C:\ProgramData\Hyper-V\web\base.vhd",
             "--locator",
             r"W2ru:.\base.vhd",
             "--locator",
             r"W2ku:C:\ProgramData\Hyper-V\web\base.vhd",
-            "--present",
-            "1024-1279",
+        ],
+        stored_as: "vhd",
+    });
+}
+
+#[test]
+fn a_hyper_v_checkpoint_backs_up_over_its_parent_vhdx() {
+    snapshot_backs_up_over_its_parent(Snapshot {
+        format: "vhdx",
+        options: "subformat=dynamic,block_size=1M",
+        script: "vhdx-differencing.py",
+        base: "base.vhdx",
+        snapshot: "web_3F2A.avhdx",
+        locators: &[
+            "--locator",
+            r"relative_path=.\base.vhdx",
+            "--locator",
+            r"absolute_win32_path=\\?\C:\ProgramData\Hyper-V\web\base.vhdx",
+        ],
+        stored_as: "vhdx",
+    });
+}
+
+/// A Hyper-V snapshot or checkpoint to make and back up.
+struct Snapshot {
+    /// QEMU's name of the format, and the options of the parent and of the disk of writes.
+    format: &'static str,
+    options: &'static str,
+    /// The script in `tests/scripts` that makes the differencing disk.
+    script: &'static str,
+    base: &'static str,
+    snapshot: &'static str,
+    /// The script's arguments naming the parent.
+    locators: &'static [&'static str],
+    /// The format the point records.
+    stored_as: &'static str,
+}
+
+/// A differencing disk over a dynamic parent holding an ext4 partition backs up through
+/// its parent locators, restores equal to the parent with the snapshot's sectors over it,
+/// shows the partition's files, and is refused once its parent was replaced.
+fn snapshot_backs_up_over_its_parent(case: Snapshot) {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"hyperv-vm\n").unwrap();
+    let raw = gpt_disk(&env, &tree);
+    let size = fs::metadata(&raw).unwrap().len();
+    let base = env.path(case.base);
+    let convert = |out: &Path| {
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-O",
+                case.format,
+                "-o",
+                case.options,
+                p(&raw),
+                p(out),
+            ],
+        );
+    };
+    convert(&base);
+    // The snapshot's writes: 256 KiB in the unused space between the partition table and
+    // the first partition, of which the differencing disk keeps the first half as its own
+    // (sectors 1024 to 1279); QEMU cannot write a differencing disk, so a script makes one
+    // of a dynamic disk holding the writes.
+    let writes = env.path(&format!("writes.{}", case.format));
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            case.format,
+            "-o",
+            case.options,
+            p(&writes),
+            &size.to_string(),
         ],
     );
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            case.format,
+            "-c",
+            "write -P 0x77 512k 256k",
+            p(&writes),
+        ],
+    );
+    let snapshot = env.path(case.snapshot);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(case.script);
+    let mut args = vec![p(&script), p(&writes), p(&base), p(&snapshot)];
+    args.extend_from_slice(case.locators);
+    args.extend_from_slice(&["--present", "1024-1279"]);
+    tool("python3", &args);
     let mut expected = fs::read(&raw).unwrap();
     expected[512 << 10..640 << 10].fill(0x77);
 
     let summary = env.backup(&[p(&snapshot), "--item", "web"]);
     let point = point_of(&summary);
     let attributes = point_attributes(&env, &point);
-    assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
+    assert_eq!(attributes["disk0.format"], case.stored_as, "{attributes}");
     let target = env.path("restored");
     env.restore(&point, &["--target", p(&target)]);
     assert!(
@@ -403,15 +463,12 @@ fn a_hyper_v_snapshot_backs_up_over_its_parent_vhd() {
 
     // A parent replaced since the snapshot is refused, naming the snapshot, and nothing
     // is committed.
-    let other = env.path("other.vhd");
-    tool(
-        "qemu-img",
-        &["convert", "-O", "vpc", "-o", options, p(&raw), p(&other)],
-    );
+    let other = env.path(&format!("other.{}", case.format));
+    convert(&other);
     fs::rename(&other, &base).unwrap();
     let err = env.backup_fails(&[p(&snapshot), "--item", "web"]);
     assert!(
-        err.contains("web_3F2A.avhd") && err.contains("replaced"),
+        err.contains(case.snapshot) && err.contains("replaced"),
         "{err}"
     );
 }

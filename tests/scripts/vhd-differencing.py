@@ -16,8 +16,9 @@ VHD the snapshot was taken over. OUT is DYNAMIC made a differencing disk over PA
 QEMU cannot write such a disk. Checksums are made right after every change.
 """
 
-import argparse
 import struct
+
+import differencing_args
 
 
 def checksum(data, field):
@@ -31,22 +32,9 @@ def fix(data, at, length, field):
     data[at + field:at + field + 4] = struct.pack(">I", checksum(data[at:at + length], field))
 
 
-def ranges(text):
-    result = []
-    for part in filter(None, text.split(",")):
-        first, _, last = part.partition("-")
-        result.append((int(first), int(last or first)))
-    return result
-
-
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dynamic")
-    parser.add_argument("parent")
-    parser.add_argument("out")
+    parser = differencing_args.parser(__doc__)
     parser.add_argument("--name", default="")
-    parser.add_argument("--locator", action="append", default=[])
-    parser.add_argument("--present", default="")
     parser.add_argument("--parent-id")
     args = parser.parse_args()
 
@@ -77,7 +65,7 @@ def main():
         data[entry:entry + 24] = struct.pack(">4sIIIQ", code.encode(), 1, len(encoded), 0, at)
     fix(data, header, 1024, 36)
 
-    present = ranges(args.present)
+    listed = differencing_args.listed(args.present)
     sectors_per_block = block_size // 512
     for block in range(entries):
         (sector,) = struct.unpack(">I", data[table + 4 * block:table + 4 * block + 4])
@@ -86,7 +74,7 @@ def main():
         bitmap = bytearray(sectors_per_block // 8)
         for s in range(sectors_per_block):
             disk_sector = block * sectors_per_block + s
-            if any(first <= disk_sector <= last for first, last in present):
+            if listed(disk_sector):
                 bitmap[s // 8] |= 0x80 >> (s % 8)
         data[sector * 512:sector * 512 + len(bitmap)] = bitmap
 

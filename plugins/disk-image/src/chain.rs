@@ -140,7 +140,7 @@ pub(crate) fn open_in_chain(
             Format::Raw => Ok(Box::new(Raw::new(file.reader, file.name, file.data_ranges)) as _),
             Format::Qcow2 => Qcow2::open_in_chain(file, opener, chain).map(|q| Box::new(q) as _),
             Format::Vhd => Vhd::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
-            Format::Vhdx => Vhdx::open(file.reader, file.name).map(|v| Box::new(v) as _),
+            Format::Vhdx => Vhdx::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
             Format::Vmdk => Vmdk::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
             Format::Vdi => Vdi::open(file.reader, file.name).map(|v| Box::new(v) as _),
         }

@@ -25,6 +25,7 @@ mod chain;
 mod error;
 mod fields;
 mod image;
+mod overlay;
 mod qcow2;
 mod raw;
 mod read_at;

@@ -459,7 +459,7 @@ impl DiskImage for Vhd {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.read_at(offset, buf),
-            Layout::Differencing(d) => return d.read_at(&self.name, offset, buf),
+            Layout::Differencing(d) => return d.0.read_at(&self.name, offset, buf),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic
@@ -470,7 +470,7 @@ impl DiskImage for Vhd {
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.map(offset, length),
-            Layout::Differencing(d) => return d.map(&self.name, offset, length),
+            Layout::Differencing(d) => return d.0.map(&self.name, offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic.map.map(&self.name, offset, length)
@@ -479,7 +479,7 @@ impl DiskImage for Vhd {
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.runs(offset, length),
-            Layout::Differencing(d) => return d.runs(&self.name, offset, length),
+            Layout::Differencing(d) => return d.0.runs(&self.name, offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic.map.runs(&self.name, offset, length)
@@ -489,7 +489,7 @@ impl DiskImage for Vhd {
     /// [`DiskImage::file_name`]).
     fn file_name(&self, file: u32) -> Option<&str> {
         match &self.layout {
-            Layout::Differencing(d) => d.file_name(file),
+            Layout::Differencing(d) => d.0.file_name(file),
             _ => None,
         }
     }
@@ -510,7 +510,7 @@ impl DiskImage for Vhd {
                 self.name,
                 self.size,
                 d.describe_own(),
-                d.parent().describe()
+                d.0.parent.describe()
             ),
         }
     }

@@ -1,6 +1,6 @@
-//! VHDX images (Virtual Hard Disk v2), as Hyper-V writes them by default: fixed and
-//! dynamic disks. Differencing disks, and images whose log holds entries that may need
-//! replaying, are refused.
+//! VHDX images (Virtual Hard Disk v2), as Hyper-V writes them by default: fixed, dynamic
+//! and differencing disks (Hyper-V's checkpoints, `.avhdx`). Images whose log holds
+//! entries that may need replaying are refused.
 //!
 //! A VHDX file starts with the identifier `vhdxfile`, then two copies of a 4 KiB header
 //! (at 64 and 128 KiB; the valid one with the higher sequence number is current) and two
@@ -13,6 +13,16 @@
 //! payload entries (2^23 sectors' worth of blocks) comes one entry for a sector bitmap,
 //! which only differencing disks use. Blocks in any other state read as zeros.
 //!
+//! A **differencing** disk (the file parameters' `HasParent` bit) has a parent locator
+//! among its metadata: key-value pairs in UTF-16, `parent_linkage` the parent's
+//! `DataWriteGuid` (which must match the parent's current header) and the parent's path
+//! as `relative_path`, `volume_path` and `absolute_win32_path`. The parent is looked for
+//! by its relative path, then by the file name of the others, beside the disk. A block
+//! not present is the parent's; a partially present one is the disk's own for the
+//! sectors whose bit is set in its chunk's sector bitmap block (bit 0 of byte 0 the
+//! chunk's first sector), the parent's for the others; zero, unmapped and undefined
+//! blocks read as zeros.
+//!
 //! Every number read is checked before use: the tables' sizes are bounded ([`MAX_BLOCKS`]),
 //! every region, metadata item and present block must lie within the file, and the
 //! structures' checksums must hold.
@@ -20,9 +30,11 @@
 use crc::{CRC_32_ISCSI, Crc};
 
 use crate::block_map::{self, BlockMap};
+use crate::chain::{BackingOpener, ImageFile, no_backing};
 use crate::error::ImageError;
 use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, Run};
+use crate::overlay::{self, BitOrder, Block, Overlay, file_name, relative_path};
 use crate::{Extent, Format, ReadAt};
 
 /// The file type identifier's signature, at offset 0.
@@ -107,6 +119,15 @@ const PARENT_LOCATOR: [u8; 16] = guid(
     0x454D,
     [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
 );
+/// The parent locator type of a VHDX parent.
+const VHDX_PARENT: [u8; 16] = guid(
+    0xB04A_EFB7,
+    0xD19E,
+    0x4A81,
+    [0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13],
+);
+/// Largest metadata item: the format's limit.
+const MAX_ITEM_LEN: u64 = MIB;
 
 /// Payload block states of a BAT entry.
 const BLOCK_NOT_PRESENT: u64 = 0;
@@ -115,6 +136,8 @@ const BLOCK_ZERO: u64 = 2;
 const BLOCK_UNMAPPED: u64 = 3;
 const BLOCK_FULLY_PRESENT: u64 = 6;
 const BLOCK_PARTIALLY_PRESENT: u64 = 7;
+/// The state of a sector bitmap block's BAT entry when the block is in the file.
+const SB_BLOCK_PRESENT: u64 = 6;
 
 /// Whether the CRC-32C of `bytes`, with its own field at offset 4 counted as zeros,
 /// matches that field.
@@ -144,39 +167,280 @@ fn read(
 
 /// A VHDX image over a [`ReadAt`] source.
 pub struct Vhdx {
-    reader: Box<dyn ReadAt>,
     name: String,
-    map: BlockMap,
+    /// The current header's `DataWriteGuid`, by which a differencing disk names its
+    /// parent.
+    data_write_guid: [u8; 16],
+    logical_sector: u64,
+    layout: Layout,
+}
+
+enum Layout {
+    /// A fixed or dynamic disk.
+    Whole {
+        reader: Box<dyn ReadAt>,
+        map: BlockMap,
+    },
+    Differencing(Box<Overlay>),
 }
 
 impl Vhdx {
-    /// Opens the VHDX image `name` read by `reader`.
-    pub fn open(mut reader: Box<dyn ReadAt>, name: impl Into<String>) -> Result<Vhdx, ImageError> {
+    /// Opens the VHDX image `name` read by `reader`. A differencing disk is refused: its
+    /// parent cannot be opened here ([`crate::open`] opens it with its parent).
+    pub fn open(reader: Box<dyn ReadAt>, name: impl Into<String>) -> Result<Vhdx, ImageError> {
         let name = name.into();
+        let file = ImageFile::new(name.clone(), reader);
+        Vhdx::open_in_chain(file, &mut no_backing, &mut vec![name])
+    }
+
+    /// Opens `file`, whose name is already the last of `chain`, and, for a differencing
+    /// disk, its parents through `opener`.
+    pub(crate) fn open_in_chain(
+        file: ImageFile,
+        opener: &mut BackingOpener<'_>,
+        chain: &mut Vec<String>,
+    ) -> Result<Vhdx, ImageError> {
+        let ImageFile {
+            name, mut reader, ..
+        } = file;
         let mut signature = [0u8; 8];
         read(&mut *reader, &name, 0, &mut signature)?;
         if &signature != SIGNATURE {
             return Err(corrupt(&name, Some(0), "no `vhdxfile` signature"));
         }
-        check_header(&mut *reader, &name)?;
+        let data_write_guid = check_header(&mut *reader, &name)?;
         let (bat, metadata) = regions(&mut *reader, &name)?;
         let params = Parameters::read(&mut *reader, &name, metadata)?;
-        let blocks = read_bat(&mut *reader, &name, bat, &params)?;
-        Ok(Vhdx {
-            reader,
-            name,
-            map: BlockMap {
-                size: params.size,
-                block_size: params.block_size,
-                blocks,
+        let entries = read_bat(&mut *reader, &name, bat, &params)?;
+        let layout = match &params.parent {
+            None => Layout::Whole {
+                map: BlockMap {
+                    size: params.size,
+                    block_size: params.block_size,
+                    blocks: whole_blocks(&name, &entries)?,
+                },
+                reader,
             },
+            Some(locator) => {
+                let parent = open_parent(&mut *reader, &name, locator, &params, opener, chain)?;
+                Layout::Differencing(Box::new(Overlay::new(
+                    reader,
+                    params.size,
+                    params.block_size,
+                    params.logical_sector,
+                    entries.iter().map(|entry| entry.block).collect(),
+                    BitOrder::LeastSignificantFirst,
+                    Box::new(parent),
+                )))
+            }
+        };
+        Ok(Vhdx {
+            name,
+            data_write_guid,
+            logical_sector: params.logical_sector,
+            layout,
         })
     }
 }
 
+/// The blocks of a fixed or dynamic disk: each one's file offset, `None` for zeros.
+fn whole_blocks(name: &str, entries: &[BatEntry]) -> Result<Vec<Option<u64>>, ImageError> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| match entry.block {
+            Block::Own(start) => Ok(Some(start)),
+            Block::Zero | Block::Parent => Ok(None),
+            Block::Partial { .. } => Err(corrupt(
+                name,
+                Some(entry.at),
+                format!(
+                    "block {i} is partially present, which only a differencing disk's blocks \
+                     may be"
+                ),
+            )),
+        })
+        .collect()
+}
+
+/// Finds and opens the parent of the differencing disk `name` from its parent
+/// `locator`, and checks that it is the disk the differences were taken over.
+fn open_parent(
+    reader: &mut dyn ReadAt,
+    name: &str,
+    locator: &Region,
+    params: &Parameters,
+    opener: &mut BackingOpener<'_>,
+    chain: &mut Vec<String>,
+) -> Result<Vhdx, ImageError> {
+    let entries = parent_locator(reader, name, locator)?;
+    let value = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let linkage_of = |key: &str| -> Result<Option<[u8; 16]>, ImageError> {
+        value(key)
+            .map(|text| {
+                parse_guid(text).ok_or_else(|| {
+                    corrupt(
+                        name,
+                        Some(locator.offset),
+                        format!("the parent locator's {key} {text:?} is not a GUID"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let Some(linkage) = linkage_of("parent_linkage")? else {
+        return Err(corrupt(
+            name,
+            Some(locator.offset),
+            "the parent locator has no parent_linkage, the parent's identity",
+        ));
+    };
+    let linkage2 = linkage_of("parent_linkage2")?;
+    let mut candidates: Vec<String> = Vec::new();
+    let relative = value("relative_path").map(relative_path);
+    let others = ["volume_path", "absolute_win32_path"]
+        .into_iter()
+        .filter_map(|key| value(key).map(file_name));
+    for candidate in relative.into_iter().chain(others) {
+        if !candidate.is_empty() && !candidates.contains(&candidate) {
+            candidates.push(candidate);
+        }
+    }
+    if candidates.is_empty() {
+        return Err(corrupt(
+            name,
+            Some(locator.offset),
+            "the parent locator has no relative_path, volume_path or absolute_win32_path",
+        ));
+    }
+    let parent = overlay::open_parent(
+        name,
+        &candidates,
+        Format::Vhdx,
+        opener,
+        chain,
+        Vhdx::open_in_chain,
+    )?;
+    if parent.data_write_guid != linkage && Some(parent.data_write_guid) != linkage2 {
+        return Err(corrupt(
+            name,
+            Some(locator.offset),
+            format!(
+                "the differencing VHDX was made over the parent data {}, and its parent {} \
+                 holds the data {}: the parent was written to or replaced since, and the \
+                 differences no longer apply over it",
+                guid_text(&linkage),
+                parent.name,
+                guid_text(&parent.data_write_guid)
+            ),
+        ));
+    }
+    if parent.logical_sector != params.logical_sector {
+        return Err(corrupt(
+            name,
+            Some(locator.offset),
+            format!(
+                "the disk's sectors are {} bytes and its parent {}'s {}",
+                params.logical_sector, parent.name, parent.logical_sector
+            ),
+        ));
+    }
+    Ok(parent)
+}
+
+/// The key-value pairs of a VHDX parent locator.
+fn parent_locator(
+    reader: &mut dyn ReadAt,
+    name: &str,
+    locator: &Region,
+) -> Result<Vec<(String, String)>, ImageError> {
+    // Bounded by MAX_ITEM_LEN when the metadata was read.
+    let mut item = vec![0u8; locator.length as usize];
+    read(reader, name, locator.offset, &mut item)?;
+    if item.len() < 20 || item[..16] != VHDX_PARENT {
+        return Err(unsupported(
+            name,
+            format!(
+                "the parent locator at offset {:#x} is not of a VHDX parent; only VHDX \
+                 parents are read",
+                locator.offset
+            ),
+        ));
+    }
+    let count = usize::from(le_u16(&item, 18));
+    let mut pairs = Vec::with_capacity(count.min(64));
+    for i in 0..count {
+        let at = 20 + i * 12;
+        let text = |offset: u32, length: u16| {
+            let start = offset as usize;
+            let end = start + usize::from(length);
+            item.get(start..end)
+                .filter(|_| length.is_multiple_of(2))
+                .map(|bytes| {
+                    let units: Vec<u16> = bytes
+                        .chunks_exact(2)
+                        .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+                        .collect();
+                    String::from_utf16_lossy(&units)
+                })
+        };
+        let pair = item.get(at..at + 12).and_then(|entry| {
+            Some((
+                text(le_u32(entry, 0), le_u16(entry, 8))?,
+                text(le_u32(entry, 4), le_u16(entry, 10))?,
+            ))
+        });
+        let Some(pair) = pair else {
+            return Err(corrupt(
+                name,
+                Some(locator.offset + at as u64),
+                format!(
+                    "parent locator entry {i} lies outside the {}-byte locator, or is not \
+                     UTF-16",
+                    item.len()
+                ),
+            ));
+        };
+        pairs.push(pair);
+    }
+    Ok(pairs)
+}
+
+/// A GUID written as `{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}`, as VHDX stores GUIDs.
+fn parse_guid(text: &str) -> Option<[u8; 16]> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let parts: Vec<&str> = inner.split('-').collect();
+    let [a, b, c, d, e] = parts[..] else {
+        return None;
+    };
+    if [a.len(), b.len(), c.len(), d.len(), e.len()] != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let a = u32::from_str_radix(a, 16).ok()?;
+    let b = u16::from_str_radix(b, 16).ok()?;
+    let c = u16::from_str_radix(c, 16).ok()?;
+    let tail = u64::from_str_radix(&format!("{d}{e}"), 16).ok()?;
+    Some(guid(a, b, c, tail.to_be_bytes()))
+}
+
+/// A GUID as `parse_guid` reads it.
+fn guid_text(id: &[u8; 16]) -> String {
+    let a = u32::from_le_bytes(id[..4].try_into().expect("4 bytes"));
+    let b = u16::from_le_bytes(id[4..6].try_into().expect("2 bytes"));
+    let c = u16::from_le_bytes(id[6..8].try_into().expect("2 bytes"));
+    let d: String = id[8..10].iter().map(|x| format!("{x:02x}")).collect();
+    let e: String = id[10..].iter().map(|x| format!("{x:02x}")).collect();
+    format!("{{{a:08x}-{b:04x}-{c:04x}-{d}-{e}}}")
+}
+
 /// Checks that a current header exists and that the image needs nothing this reader does
-/// not do: a log to replay.
-fn check_header(reader: &mut dyn ReadAt, name: &str) -> Result<(), ImageError> {
+/// not do: a log to replay. Returns the current header's `DataWriteGuid`.
+fn check_header(reader: &mut dyn ReadAt, name: &str) -> Result<[u8; 16], ImageError> {
     let mut current: Option<(u64, u64, [u8; HEADER_LEN])> = None;
     for at in HEADERS {
         let mut header = [0u8; HEADER_LEN];
@@ -220,7 +484,7 @@ fn check_header(reader: &mut dyn ReadAt, name: &str) -> Result<(), ImageError> {
             ));
         }
     }
-    Ok(())
+    Ok(header[32..48].try_into().expect("16 bytes"))
 }
 
 /// The offset of the first entry of the log `log_guid` in the log region, if any. A log
@@ -335,6 +599,8 @@ struct Parameters {
     block_size: u64,
     size: u64,
     logical_sector: u64,
+    /// Where a differencing disk's parent locator lies.
+    parent: Option<Region>,
 }
 
 impl Parameters {
@@ -369,6 +635,7 @@ impl Parameters {
             ));
         }
         let (mut block_size, mut size, mut logical_sector) = (None, None, None);
+        let (mut has_parent, mut locator) = (false, None);
         for i in 0..usize::from(count) {
             let entry = &table[32 + i * 32..32 + (i + 1) * 32];
             let entry_at = region.offset + 32 + i as u64 * 32;
@@ -381,11 +648,26 @@ impl Parameters {
                 VIRTUAL_DISK_SIZE => 8,
                 LOGICAL_SECTOR_SIZE => 4,
                 PARENT_LOCATOR => {
-                    return Err(unsupported(
-                        name,
-                        "the image is a differencing VHDX, which needs its parent; merge it into \
-                         a whole disk first (`qemu-img convert -O vhdx` or Hyper-V's Merge)",
-                    ));
+                    if item_length > MAX_ITEM_LEN
+                        || item_offset
+                            .checked_add(item_length)
+                            .is_none_or(|end| end > region.length)
+                    {
+                        return Err(corrupt(
+                            name,
+                            Some(entry_at),
+                            format!(
+                                "the parent locator of {item_length} bytes at {item_offset:#x} \
+                                 does not fit the {}-byte metadata region",
+                                region.length
+                            ),
+                        ));
+                    }
+                    locator = Some(Region {
+                        offset: region.offset + item_offset,
+                        length: item_length,
+                    });
+                    continue;
                 }
                 PHYSICAL_SECTOR_SIZE | PAGE_83_DATA => continue,
                 _ if required => {
@@ -419,14 +701,7 @@ impl Parameters {
             read(reader, name, region.offset + item_offset, item)?;
             match guid {
                 FILE_PARAMETERS => {
-                    if le_u32(item, 4) & 2 != 0 {
-                        return Err(unsupported(
-                            name,
-                            "the image is a differencing VHDX, which needs its parent; merge it \
-                             into a whole disk first (`qemu-img convert -O vhdx` or Hyper-V's \
-                             Merge)",
-                        ));
-                    }
+                    has_parent = le_u32(item, 4) & 2 != 0;
                     block_size = Some((le_u32(item, 0), region.offset + item_offset));
                 }
                 VIRTUAL_DISK_SIZE => size = Some((le_u64(item, 0), region.offset + item_offset)),
@@ -468,27 +743,50 @@ impl Parameters {
                 ),
             ));
         }
+        let parent = match (has_parent, locator) {
+            (false, _) => None,
+            (true, Some(locator)) => Some(locator),
+            (true, None) => {
+                return Err(corrupt(
+                    name,
+                    Some(block_at),
+                    "the file parameters say the disk has a parent, and the metadata holds no \
+                     parent locator",
+                ));
+            }
+        };
         Ok(Parameters {
             block_size,
             size,
             logical_sector: u64::from(sector),
+            parent,
         })
     }
 }
 
-/// Reads the BAT: where each payload block of the disk lies, `None` for one that reads as
-/// zeros.
+/// A payload block's BAT entry: what the block holds, and where the entry lies.
+struct BatEntry {
+    block: Block,
+    at: u64,
+}
+
+/// Reads the BAT: what each payload block of the disk holds. A block not present is the
+/// parent's (zeros for a disk without one); a partially present one, allowed only in a
+/// differencing disk, is found through its chunk's sector bitmap block.
 fn read_bat(
     reader: &mut dyn ReadAt,
     name: &str,
     region: Region,
     params: &Parameters,
-) -> Result<Vec<Option<u64>>, ImageError> {
+) -> Result<Vec<BatEntry>, ImageError> {
     // 2^23 sectors' worth of payload blocks share one sector bitmap block.
     let chunk_ratio = ((1u64 << 23) * params.logical_sector / params.block_size).max(1);
     let blocks = params.size.div_ceil(params.block_size);
+    // A differencing disk's table goes on to the sector bitmap entry of the last chunk,
+    // which follows a whole chunk's payload entries even when the disk ends before.
     let entries = match blocks {
         0 => 0,
+        n if params.parent.is_some() => n.div_ceil(chunk_ratio) * (chunk_ratio + 1),
         n => n + (n - 1) / chunk_ratio,
     };
     // Bounded by MAX_BLOCKS: at most 64 MiB and change.
@@ -507,41 +805,66 @@ fn read_bat(
     let mut bat = vec![0u8; bat_len as usize];
     read(reader, name, region.offset, &mut bat)?;
     let file_size = reader.len();
+    // Where a block or bitmap entry says its bytes start, checked to lie in the file.
+    let located = |entry: u64, entry_at: u64, length: u64, what: String| {
+        let start = (entry >> 20) << 20;
+        if start < MIB || start.checked_add(length).is_none_or(|end| end > file_size) {
+            return Err(corrupt(
+                name,
+                Some(entry_at),
+                format!(
+                    "{what} lies at offset {start:#x} ({length} bytes), outside the file \
+                     ({file_size} bytes); the image is truncated or corrupt"
+                ),
+            ));
+        }
+        Ok(start)
+    };
+    let parent = params.parent.is_some();
+    // One bit per sector of a block, in its chunk's bitmap.
+    let bitmap_per_block = params.block_size / params.logical_sector / 8;
     let mut out = Vec::with_capacity(blocks as usize);
     for block in 0..blocks {
         let index = block + block / chunk_ratio;
         let entry_at = region.offset + index * 8;
         let entry = le_u64(&bat, (index * 8) as usize);
-        let state = entry & 7;
-        match state {
-            BLOCK_NOT_PRESENT | BLOCK_UNDEFINED | BLOCK_ZERO | BLOCK_UNMAPPED => out.push(None),
-            BLOCK_FULLY_PRESENT => {
-                let start = (entry >> 20) << 20;
-                let length = params
-                    .block_size
-                    .min(params.size - block * params.block_size);
-                if start < MIB || start.checked_add(length).is_none_or(|end| end > file_size) {
+        let length = params
+            .block_size
+            .min(params.size - block * params.block_size);
+        let what = || format!("block {block}");
+        let kind = match entry & 7 {
+            BLOCK_NOT_PRESENT if parent => Block::Parent,
+            BLOCK_NOT_PRESENT | BLOCK_UNDEFINED | BLOCK_ZERO | BLOCK_UNMAPPED => Block::Zero,
+            BLOCK_FULLY_PRESENT => Block::Own(located(entry, entry_at, length, what())?),
+            BLOCK_PARTIALLY_PRESENT if parent => {
+                let data = located(entry, entry_at, length, what())?;
+                let chunk = block / chunk_ratio;
+                let bitmap_index = (chunk + 1) * (chunk_ratio + 1) - 1;
+                let bitmap_at = region.offset + bitmap_index * 8;
+                let bitmap_entry = le_u64(&bat, (bitmap_index * 8) as usize);
+                if bitmap_entry & 7 != SB_BLOCK_PRESENT {
                     return Err(corrupt(
                         name,
-                        Some(entry_at),
+                        Some(bitmap_at),
                         format!(
-                            "block {block} lies at offset {start:#x} ({length} bytes), outside \
-                             the file ({file_size} bytes); the image is truncated or corrupt"
+                            "block {block} is partially present, and the sector bitmap of its \
+                             chunk is not in the file (state {})",
+                            bitmap_entry & 7
                         ),
                     ));
                 }
-                out.push(Some(start));
+                let bitmap = located(
+                    bitmap_entry,
+                    bitmap_at,
+                    MIB,
+                    format!("the sector bitmap of chunk {chunk}"),
+                )?;
+                Block::Partial {
+                    data,
+                    bitmap: bitmap + (block % chunk_ratio) * bitmap_per_block,
+                }
             }
-            BLOCK_PARTIALLY_PRESENT => {
-                return Err(corrupt(
-                    name,
-                    Some(entry_at),
-                    format!(
-                        "block {block} is partially present, which only a differencing disk's \
-                         blocks may be"
-                    ),
-                ));
-            }
+            BLOCK_PARTIALLY_PRESENT => Block::Partial { data: 0, bitmap: 0 },
             other => {
                 return Err(corrupt(
                     name,
@@ -549,7 +872,11 @@ fn read_bat(
                     format!("block {block} has the unknown state {other}"),
                 ));
             }
-        }
+        };
+        out.push(BatEntry {
+            block: kind,
+            at: entry_at,
+        });
     }
     Ok(out)
 }
@@ -564,29 +891,94 @@ impl DiskImage for Vhdx {
     }
 
     fn virtual_size(&self) -> u64 {
-        self.map.size
+        match &self.layout {
+            Layout::Whole { map, .. } => map.size,
+            Layout::Differencing(overlay) => overlay.size,
+        }
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        self.map.read(&mut *self.reader, &self.name, offset, buf)
+        match &mut self.layout {
+            Layout::Whole { reader, map } => map.read(&mut **reader, &self.name, offset, buf),
+            Layout::Differencing(overlay) => overlay.read_at(&self.name, offset, buf),
+        }
     }
 
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
-        self.map.map(&self.name, offset, length)
+        match &mut self.layout {
+            Layout::Whole { map, .. } => map.map(&self.name, offset, length),
+            Layout::Differencing(overlay) => overlay.map(&self.name, offset, length),
+        }
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
-        self.map.runs(&self.name, offset, length)
+        match &mut self.layout {
+            Layout::Whole { map, .. } => map.runs(&self.name, offset, length),
+            Layout::Differencing(overlay) => overlay.runs(&self.name, offset, length),
+        }
+    }
+
+    /// A differencing disk's parents' files, the parent's own first.
+    fn file_name(&self, file: u32) -> Option<&str> {
+        match &self.layout {
+            Layout::Whole { .. } => None,
+            Layout::Differencing(overlay) => overlay.file_name(file),
+        }
     }
 
     fn describe(&self) -> String {
-        format!(
-            "VHDX image {}: {} bytes, {} of {} blocks of {} MiB present",
-            self.name,
-            self.map.size,
-            self.map.stored(),
-            self.map.blocks.len(),
-            self.map.block_size >> 20
-        )
+        match &self.layout {
+            Layout::Whole { map, .. } => format!(
+                "VHDX image {}: {} bytes, {} of {} blocks of {} MiB present",
+                self.name,
+                map.size,
+                map.stored(),
+                map.blocks.len(),
+                map.block_size >> 20
+            ),
+            Layout::Differencing(overlay) => format!(
+                "differencing VHDX image {}: {} bytes, {} of {} blocks of {} MiB present; \
+                 over {}",
+                self.name,
+                overlay.size,
+                overlay.own_blocks(),
+                overlay.blocks.len(),
+                overlay.block_size >> 20,
+                overlay.parent.describe()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_read_as_vhdx_writes_them() {
+        let text = "{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}";
+        let id = parse_guid(text).unwrap();
+        assert_eq!(
+            id,
+            guid(
+                0x83ed_0ec3,
+                0x24c8,
+                0x49a6,
+                [0xa9, 0x59, 0x5e, 0x4b, 0xf1, 0x28, 0x8b, 0xfb]
+            )
+        );
+        assert_eq!(guid_text(&id), text);
+        assert_eq!(
+            parse_guid("{83ED0EC3-24C8-49A6-A959-5E4BF1288BFB}"),
+            Some(id)
+        );
+        for bad in [
+            "83ed0ec3-24c8-49a6-a959-5e4bf1288bfb",
+            "{83ed0ec3-24c8-49a6-a9595e4bf1288bfb}",
+            "{x3ed0ec3-24c8-49a6-a959-5e4bf1288bfb}",
+            "",
+        ] {
+            assert_eq!(parse_guid(bad), None, "{bad}");
+        }
     }
 }

@@ -16,13 +16,11 @@
 //! disk (one expanded after the snapshot) reads as zeros past its end.
 
 use crate::block_map::read_exact as read;
-use crate::chain::{self, BackingOpener, BackingRef, BackingRole};
+use crate::chain::BackingOpener;
 use crate::error::ImageError;
-use crate::fields::{be_u32, be_u64, corrupt, unsupported};
-use crate::image::{
-    DiskImage, ExtentList, Run, Stored, check_range, lower_file_name, push_lower_runs, push_run,
-};
-use crate::{Extent, ExtentKind, Format, ReadAt};
+use crate::fields::{be_u32, be_u64, corrupt};
+use crate::overlay::{self, BitOrder, Block, Overlay, file_name, relative_path};
+use crate::{Format, ReadAt};
 
 use super::{Dynamic, Header, SECTOR, Vhd};
 
@@ -35,27 +33,11 @@ const PARENT_NAME: std::ops::Range<usize> = 64..576;
 /// Longest parent locator read: a path, so far below this.
 const MAX_LOCATOR_LEN: u32 = 64 << 10;
 
-/// A differencing disk's own layout and its parent.
-pub(crate) struct Differencing {
-    own: Dynamic,
-    parent: Box<Vhd>,
-    /// The sector bitmap of the block looked at last, and that block's number.
-    bitmap: Option<(u64, Vec<u8>)>,
-}
-
-/// A piece of the disk: a guest range and where its bytes are.
-#[derive(Debug, Clone, Copy)]
-struct Piece {
-    offset: u64,
-    length: u64,
-    /// In this file, from this offset on; `None`: the parent's.
-    own: Option<u64>,
-}
+/// A differencing disk: a dynamic disk's blocks, each with its sector bitmap, over its
+/// parent.
+pub(crate) struct Differencing(pub(super) Overlay);
 
 impl Differencing {
-    /// Opens the parent of the differencing disk `name` (its layout `own`, its `footer`
-    /// and `header`) through `opener`, below the images in `chain`, and checks that it is
-    /// the disk the differences were taken over.
     pub(super) fn open(
         own: Dynamic,
         name: &str,
@@ -73,41 +55,14 @@ impl Differencing {
                  name is set",
             ));
         }
-        let mut first_error = None;
-        let mut file = None;
-        for candidate in &candidates {
-            let reference = BackingRef {
-                name: candidate.clone(),
-                referenced_by: name.to_owned(),
-                format: Some(Format::Vhd),
-                role: BackingRole::Backing,
-            };
-            match opener(&reference) {
-                Ok(found) => {
-                    file = Some(found);
-                    break;
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        let Some(file) = file else {
-            return Err(first_error.expect("a candidate was tried"));
-        };
-        let parent = chain::in_chain(file, chain, |mut file, chain| {
-            let format = chain::probe(&mut *file.reader, &file.name)?;
-            if format != Format::Vhd {
-                return Err(unsupported(
-                    &file.name,
-                    format!(
-                        "the parent of the differencing VHD {name} is a {format} image; a \
-                         differencing VHD's parent is a VHD"
-                    ),
-                ));
-            }
-            Vhd::open_in_chain(file, opener, chain)
-        })?;
+        let parent = overlay::open_parent(
+            name,
+            &candidates,
+            Format::Vhd,
+            opener,
+            chain,
+            Vhd::open_in_chain,
+        )?;
         let wanted: [u8; 16] = header.bytes[40..56].try_into().expect("16 bytes");
         let found = parent.unique_id;
         if found != wanted {
@@ -124,194 +79,43 @@ impl Differencing {
                 ),
             ));
         }
-        Ok(Differencing {
-            own,
-            parent: Box::new(parent),
-            bitmap: None,
-        })
-    }
-
-    /// The parent disk.
-    pub(super) fn parent(&self) -> &Vhd {
-        &self.parent
+        let Dynamic {
+            reader,
+            map,
+            bitmap,
+        } = own;
+        let blocks = map
+            .blocks
+            .iter()
+            .map(|block| match block {
+                // The bitmap comes before the block's bytes (the open checked both lie in
+                // the file).
+                Some(data) => Block::Partial {
+                    data: *data,
+                    bitmap: data - bitmap,
+                },
+                None => Block::Parent,
+            })
+            .collect();
+        Ok(Differencing(Overlay::new(
+            reader,
+            map.size,
+            map.block_size,
+            SECTOR,
+            blocks,
+            BitOrder::MostSignificantFirst,
+            Box::new(parent),
+        )))
     }
 
     /// What this file itself holds, for messages.
     pub(super) fn describe_own(&self) -> String {
         format!(
             "{} of {} blocks of {} KiB allocated",
-            self.own.map.stored(),
-            self.own.map.blocks.len(),
-            self.own.map.block_size >> 10
+            self.0.own_blocks(),
+            self.0.blocks.len(),
+            self.0.block_size >> 10
         )
-    }
-
-    /// The pieces of `offset..offset + length` (within the disk), neighbours of one place
-    /// merged.
-    fn pieces(&mut self, name: &str, offset: u64, length: u64) -> Result<Vec<Piece>, ImageError> {
-        let map = &self.own.map;
-        let end = offset + length;
-        let mut pieces: Vec<Piece> = Vec::new();
-        let mut push = |piece: Piece| {
-            if let Some(last) = pieces.last_mut() {
-                let contiguous = match (last.own, piece.own) {
-                    (Some(a), Some(b)) => a + last.length == b,
-                    (None, None) => true,
-                    _ => false,
-                };
-                if contiguous {
-                    last.length += piece.length;
-                    return;
-                }
-            }
-            pieces.push(piece);
-        };
-        let mut at = offset;
-        while at < end {
-            let block = at / map.block_size;
-            let within = at % map.block_size;
-            let len = (map.block_size - within).min(end - at);
-            let Some(start) = map.blocks[block as usize] else {
-                push(Piece {
-                    offset: at,
-                    length: len,
-                    own: None,
-                });
-                at += len;
-                continue;
-            };
-            if self.bitmap.as_ref().is_none_or(|(b, _)| *b != block) {
-                let mut bits = vec![0u8; self.own.bitmap as usize];
-                // The open checked that the block lies in the file; its bitmap precedes it.
-                read(
-                    &mut *self.own.reader,
-                    name,
-                    start - self.own.bitmap,
-                    &mut bits,
-                )?;
-                self.bitmap = Some((block, bits));
-            }
-            let bits = &self.bitmap.as_ref().expect("just read").1;
-            let present = |sector: u64| bits[(sector / 8) as usize] & (0x80 >> (sector % 8)) != 0;
-            let block_end = at + len;
-            let mut pos = at;
-            while pos < block_end {
-                let sector = (pos - block * map.block_size) / SECTOR;
-                let sector_end =
-                    ((block * map.block_size + (sector + 1) * SECTOR).min(block_end)).max(pos + 1);
-                let n = sector_end - pos;
-                push(Piece {
-                    offset: pos,
-                    length: n,
-                    own: present(sector).then(|| start + (pos - block * map.block_size)),
-                });
-                pos += n;
-            }
-            at += len;
-        }
-        Ok(pieces)
-    }
-
-    pub(super) fn read_at(
-        &mut self,
-        name: &str,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<(), ImageError> {
-        check_range(name, offset, <[u8]>::len(buf) as u64, self.own.map.size)?;
-        for piece in self.pieces(name, offset, <[u8]>::len(buf) as u64)? {
-            let from = (piece.offset - offset) as usize;
-            let target = &mut buf[from..from + piece.length as usize];
-            match piece.own {
-                Some(file_offset) => read(&mut *self.own.reader, name, file_offset, target)?,
-                None => {
-                    let covered = self
-                        .parent
-                        .virtual_size()
-                        .saturating_sub(piece.offset)
-                        .min(piece.length) as usize;
-                    let (head, tail) = target.split_at_mut(covered);
-                    if !head.is_empty() {
-                        self.parent.read_at(piece.offset, head)?;
-                    }
-                    tail.fill(0);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn map(
-        &mut self,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<Extent>, ImageError> {
-        check_range(name, offset, length, self.own.map.size)?;
-        let mut list = ExtentList::default();
-        for piece in self.pieces(name, offset, length)? {
-            if piece.own.is_some() {
-                list.push(piece.offset, piece.length, ExtentKind::Data);
-                continue;
-            }
-            let covered = self.parent_covers(&piece);
-            if covered > 0 {
-                list.extend(self.parent.map(piece.offset, covered)?);
-            }
-            list.push(
-                piece.offset + covered,
-                piece.length - covered,
-                ExtentKind::Zero,
-            );
-        }
-        Ok(list.into_vec())
-    }
-
-    /// The runs of `offset..offset + length`: this file's sectors in it, the parent's in
-    /// its files, numbered from 0 (see [`Differencing::file_name`]).
-    pub(super) fn runs(
-        &mut self,
-        name: &str,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<Run>, ImageError> {
-        check_range(name, offset, length, self.own.map.size)?;
-        let mut runs = Vec::new();
-        for piece in self.pieces(name, offset, length)? {
-            if let Some(file_offset) = piece.own {
-                push_run(
-                    &mut runs,
-                    piece.offset,
-                    piece.length,
-                    Stored::InFile(file_offset),
-                );
-                continue;
-            }
-            let covered = self.parent_covers(&piece);
-            if covered > 0 {
-                push_lower_runs(&mut runs, &mut *self.parent, 0, piece.offset, covered)?;
-            }
-            push_run(
-                &mut runs,
-                piece.offset + covered,
-                piece.length - covered,
-                Stored::Elsewhere,
-            );
-        }
-        Ok(runs)
-    }
-
-    /// The parent's own file is 0, its parents' files follow.
-    pub(super) fn file_name(&self, file: u32) -> Option<&str> {
-        lower_file_name(&*self.parent, 0, file)
-    }
-
-    /// How much of `piece` the parent holds: all of it but what lies past its end.
-    fn parent_covers(&self, piece: &Piece) -> u64 {
-        self.parent
-            .virtual_size()
-            .saturating_sub(piece.offset)
-            .min(piece.length)
     }
 }
 
@@ -396,21 +200,6 @@ fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16) -> String {
         .take_while(|&u| u != 0)
         .collect();
     String::from_utf16_lossy(&units)
-}
-
-/// A Windows path relative to the disk's directory (`.\base.vhd`, `..\vms\base.vhd`) as
-/// a relative path with `/`.
-fn relative_path(path: &str) -> String {
-    let mut path = path.replace('\\', "/");
-    while let Some(rest) = path.strip_prefix("./") {
-        path = rest.to_owned();
-    }
-    path
-}
-
-/// The last component of a Windows path or a file URL.
-fn file_name(path: &str) -> String {
-    path.rsplit(['\\', '/']).next().unwrap_or("").to_owned()
 }
 
 /// A unique id as Windows writes GUIDs; the VHD footer stores it as the bytes are.

@@ -453,3 +453,105 @@ fn mutated_vmdk_descriptors_and_extents_never_panic() {
         }
     }
 }
+
+/// Differencing VHD and VHDX disks over a real parent (made by the fixture scripts),
+/// mutated in their headers, parent locators, block tables and sector bitmaps many times
+/// over, as they are and with their checksums made right again, opened over their parent.
+#[test]
+fn mutated_differencing_disks_never_panic() {
+    let dir = tempdir();
+    let made = |format: &str, options: &str, script: &str, args: &[&str]| {
+        let parent = image_of_content(
+            dir.path(),
+            &format!("parent.{format}"),
+            4 << 20,
+            format,
+            options,
+        );
+        let writes = path(dir.path(), &format!("writes.{format}"));
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            format,
+            "-o",
+            options,
+            writes.to_str().unwrap(),
+            "4M",
+        ]);
+        qemu_io(
+            &writes,
+            format,
+            &["write -P 0x5a 12345 70000", "write -P 0xc3 3M 100000"],
+        );
+        let mut all = vec![writes.to_str().unwrap(), parent.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let child = fixture_script(script, &all, &path(dir.path(), &format!("child.{format}")));
+        (child, std::fs::read(&parent).unwrap())
+    };
+    let vhd = made(
+        "vpc",
+        "subformat=dynamic,force_size=on",
+        "vhd-differencing.py",
+        &[
+            "--name",
+            "parent.vpc",
+            "--locator",
+            r"W2ru:.\parent.vpc",
+            "--present",
+            "0-99,6144-6200",
+        ],
+    );
+    let vhdx = made(
+        "vhdx",
+        "subformat=dynamic,block_size=1M",
+        "vhdx-differencing.py",
+        &[
+            "--locator",
+            r"relative_path=.\parent.vhdx",
+            "--present",
+            "0-99,6144-6200",
+        ],
+    );
+    for (seed, ((child, parent), fix)) in [
+        (vhd, fix_vhd_checksums as fn(&mut [u8])),
+        (vhdx, fix_vhdx_checksums),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = SplitMix::new(40 + seed as u64);
+        let exercise_over_parent = |bytes: &[u8], round: u64| {
+            let file = ImageFile::new("hostile", Box::new(bytes.to_vec()));
+            let mut opener = |b: &BackingRef| -> Result<ImageFile, ImageError> {
+                Ok(ImageFile::new(
+                    format!("{}/parent", b.referenced_by),
+                    Box::new(parent.clone()),
+                ))
+            };
+            if let Ok(mut image) = open(file, None, &mut opener) {
+                use_image(&mut *image, round);
+            }
+        };
+        // The unmutated disk opens over its parent, so the mutations reach past the open.
+        let file = ImageFile::new("child", Box::new(child.clone()));
+        let mut opener = |_: &BackingRef| Ok(ImageFile::new("parent", Box::new(parent.clone())));
+        assert!(open(file, None, &mut opener).is_ok());
+        for round in 0..200 {
+            let mut bytes = child.clone();
+            for _ in 0..1 + rng.below(6) {
+                // The first 1.5 MiB (headers, metadata, tables, the first blocks'
+                // bitmaps), or the last MiB (a VHDX's sector bitmaps, a VHD's locators).
+                let at = if rng.below(2) == 0 {
+                    rng.below((3 << 19).min(bytes.len() as u64)) as usize
+                } else {
+                    bytes.len() - 1 - rng.below((1 << 20).min(bytes.len() as u64)) as usize
+                };
+                bytes[at] = rng.next_u64() as u8;
+            }
+            exercise_over_parent(&bytes, round);
+            fix(&mut bytes);
+            exercise_over_parent(&bytes, round);
+        }
+    }
+}

@@ -214,6 +214,71 @@ fn merge(ranges: impl Iterator<Item = (u64, u64, bool)>) -> Vec<(u64, u64, bool)
     out
 }
 
+/// Runs `tests/scripts/NAME` with `args` (the scripts that make the images QEMU cannot
+/// write: differencing VHD and VHDX disks) and returns the bytes of the image it wrote to
+/// `out`.
+pub fn fixture_script(name: &str, args: &[&str], out: &Path) -> Vec<u8> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/scripts")
+        .join(name);
+    let mut all = vec![script.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push(out.to_str().unwrap());
+    let output = run("python3", &all);
+    assert!(
+        output.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
+/// Opens the differencing disk at `image` over its parent, the file `parent` beside it,
+/// and checks that it reads as `expected`: whole, through its runs, and across each of
+/// `own`, guest offsets whose bytes lie in its own file, where the sector before (at each
+/// of `parents`) lies in the parent's; and that it maps no hole where `expected` holds
+/// data.
+pub fn assert_reads_over_parent(
+    image: &Path,
+    format: Format,
+    expected: &[u8],
+    own: &[u64],
+    parents: &[u64],
+    parent: &str,
+) {
+    let name = image.file_name().unwrap().to_str().unwrap();
+    let mut disk = open_file(image, None).unwrap();
+    assert_eq!(disk.format(), format);
+    assert!(
+        disk.describe().starts_with("differencing"),
+        "{}",
+        disk.describe()
+    );
+    let size = expected.len() as u64;
+    let mut ours = vec![0u8; expected.len()];
+    disk.read_at(0, &mut ours).unwrap();
+    assert_same_bytes(&ours, expected, image);
+    let file = std::fs::File::open(image).unwrap();
+    assert_same_bytes(&read_by_runs(&mut *disk, &file, 0, size), expected, image);
+    for &at in own {
+        assert_eq!(stored_in(&mut *disk, at), name, "at {at}");
+    }
+    for &at in parents {
+        assert_eq!(stored_in(&mut *disk, at), parent, "at {at}");
+        // A read across the end of the parent's sector.
+        let mut piece = vec![0u8; 3000];
+        let start = (at + 512).saturating_sub(1000).min(size - 3000);
+        disk.read_at(start, &mut piece).unwrap();
+        assert_eq!(piece, expected[start as usize..start as usize + 3000]);
+    }
+    for extent in disk.map(0, size).unwrap() {
+        if extent.kind == ExtentKind::Zero {
+            let (from, to) = (extent.offset as usize, extent.end() as usize);
+            assert!(expected[from..to].iter().all(|&b| b == 0), "{extent:?}");
+        }
+    }
+}
+
 /// The guest disk as QEMU reads it.
 pub fn qemu_raw(path: &Path, format: &str, dir: &Path) -> Vec<u8> {
     let out = dir.join("qemu-view.raw");

@@ -232,14 +232,10 @@ fn differencing(
     locators: &[&str],
     present: &str,
 ) -> Vec<u8> {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scripts/vhd-differencing.py");
     let out = child.with_extension("avhd");
     let mut args = vec![
-        script.to_str().unwrap(),
         child.to_str().unwrap(),
         parent.to_str().unwrap(),
-        out.to_str().unwrap(),
         "--name",
         name,
         "--present",
@@ -251,13 +247,7 @@ fn differencing(
     if let Some(id) = parent_id {
         args.extend(["--parent-id", id]);
     }
-    let output = run("python3", &args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::read(&out).unwrap()
+    fixture_script("vhd-differencing.py", &args, &out)
 }
 
 #[test]
@@ -321,28 +311,10 @@ fn differencing_disks_read_over_their_parent() {
     );
     for (name, bytes) in [("snap.avhd", by_relative), ("moved.avhd", by_name)] {
         let image = write_raw(dir.path(), name, &bytes);
-        let mut disk = open_file(&image, None).unwrap();
-        assert_eq!(disk.format(), Format::Vhd);
-        assert!(
-            disk.describe().contains("differencing VHD"),
-            "{}",
-            disk.describe()
-        );
-        let mut ours = vec![0u8; size];
-        disk.read_at(0, &mut ours).unwrap();
-        assert_same_bytes(&ours, &expected, &image);
-        // Runs: the snapshot's sectors in its file, the rest in the parent's.
-        let file = std::fs::File::open(&image).unwrap();
-        let by_runs = read_by_runs(&mut *disk, &file, 0, size as u64);
-        assert_same_bytes(&by_runs, &expected, &image);
-        assert_eq!(stored_in(&mut *disk, 12345), name);
-        assert_eq!(stored_in(&mut *disk, 100 * 512), "base.vhd");
-        assert_eq!(stored_in(&mut *disk, 3 * MIB as u64), "base.vhd");
-        assert_eq!(stored_in(&mut *disk, 4500000), name);
-        // Reads crossing sectors whose bytes lie in different files.
-        let mut piece = vec![0u8; 3000];
-        disk.read_at(100 * 512 - 1000, &mut piece).unwrap();
-        assert_eq!(piece, expected[100 * 512 - 1000..100 * 512 + 2000]);
+        // The snapshot's sectors in its file, the rest in the parent's.
+        let own = [12345, 4500000];
+        let parents = [100 * 512, 3 * MIB as u64];
+        assert_reads_over_parent(&image, Format::Vhd, &expected, &own, &parents, "base.vhd");
     }
 
     // A parent replaced since the snapshot (another disk's unique id) is refused, and so is

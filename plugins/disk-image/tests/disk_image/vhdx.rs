@@ -245,7 +245,7 @@ fn damaged_headers_and_tables_are_refused_with_the_place_named() {
     let mut bytes = good.clone();
     bytes[params + 4] |= 2;
     let err = expect_error(open_bytes("child", bytes), "child");
-    assert!(err.to_string().contains("differencing VHDX"), "{err}");
+    assert!(err.to_string().contains("no parent locator"), "{err}");
 
     // Cut short.
     let file = std::fs::File::open(&image).unwrap();
@@ -253,4 +253,144 @@ fn damaged_headers_and_tables_are_refused_with_the_place_named() {
     file.read_exact_at(&mut cut, 0).unwrap();
     let err = expect_error(open_bytes("cut", cut), "cut");
     assert!(err.to_string().contains("outside the file"), "{err}");
+}
+
+/// A differencing disk made from the dynamic disk `writes` over the VHDX `parent` by
+/// `tests/scripts/vhdx-differencing.py` (QEMU cannot write one): its parent locator holds
+/// `locators` (`KEY=VALUE`) and the parent's `DataWriteGuid` (or `linkage`), and of its
+/// present blocks only the sectors in `present` stay its own.
+fn differencing(
+    writes: &Path,
+    parent: &Path,
+    linkage: Option<&str>,
+    locators: &[&str],
+    present: &str,
+) -> Vec<u8> {
+    let out = writes.with_extension("avhdx");
+    let mut args = vec![
+        writes.to_str().unwrap(),
+        parent.to_str().unwrap(),
+        "--present",
+        present,
+    ];
+    for locator in locators {
+        args.extend(["--locator", locator]);
+    }
+    if let Some(linkage) = linkage {
+        args.extend(["--linkage", linkage]);
+    }
+    fixture_script("vhdx-differencing.py", &args, &out)
+}
+
+#[test]
+fn differencing_disks_read_over_their_parent() {
+    let dir = tempdir();
+    let size = 8 * MIB;
+    let options = "subformat=dynamic,block_size=1M";
+    let base = image_of_content(dir.path(), "base.vhdx", size, "vhdx", options);
+    let base_raw = qemu_raw(&base, "vhdx", dir.path());
+    // The checkpoint's writes, in blocks 0, 4 and 7 of 1 MiB.
+    let writes = path(dir.path(), "writes.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        options,
+        writes.to_str().unwrap(),
+        "8M",
+    ]);
+    qemu_io(
+        &writes,
+        "vhdx",
+        &[
+            "write -P 0x5a 12345 70000",
+            "write -P 0xc3 4500000 9000",
+            "write -P 0x11 7M 1M",
+        ],
+    );
+    let writes_raw = qemu_raw(&writes, "vhdx", dir.path());
+    // Of block 0 only sectors 0 to 99 stay the checkpoint's, of block 4 sectors 8800 to
+    // 8810 (partly present, through the chunk's sector bitmap), and block 7 whole.
+    let listed = "0-99,8800-8810,14336-16383";
+    let present =
+        |sector: usize| sector < 100 || (8800..=8810).contains(&sector) || sector >= 14336;
+    let written = |sector: usize| [0, 4, 7].contains(&(sector / 2048));
+    let expected: Vec<u8> = (0..size)
+        .map(|at| {
+            if written(at / 512) && present(at / 512) {
+                writes_raw[at]
+            } else {
+                base_raw[at]
+            }
+        })
+        .collect();
+
+    // Found by its relative path; and by the file name of its absolute path when the
+    // relative one leads nowhere.
+    let by_relative = differencing(
+        &writes,
+        &base,
+        None,
+        &[r"relative_path=.\base.vhdx"],
+        listed,
+    );
+    let by_name = differencing(
+        &writes,
+        &base,
+        None,
+        &[
+            r"relative_path=..\gone\base.vhdx",
+            r"absolute_win32_path=\\?\D:\VMs\base.vhdx",
+        ],
+        listed,
+    );
+    for (name, bytes) in [("checkpoint.avhdx", by_relative), ("moved.avhdx", by_name)] {
+        let image = write_raw(dir.path(), name, &bytes);
+        let own = [12345, 8800 * 512, 7 * MIB as u64];
+        let parents = [100 * 512, 8811 * 512];
+        assert_reads_over_parent(&image, Format::Vhdx, &expected, &own, &parents, "base.vhdx");
+    }
+
+    // A parent written to since the checkpoint (another DataWriteGuid) is refused.
+    let stale = differencing(
+        &writes,
+        &base,
+        Some("{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}"),
+        &[r"relative_path=.\base.vhdx"],
+        listed,
+    );
+    let image = write_raw(dir.path(), "stale.avhdx", &stale);
+    let err = open_file(&image, None)
+        .err()
+        .expect("a changed parent is refused");
+    assert!(err.to_string().contains("written to or replaced"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("{83ed0ec3-24c8-49a6-a959-5e4bf1288bfb}"),
+        "{err}"
+    );
+    // A parent that cannot be found, or opened without an opener.
+    let orphan = differencing(
+        &writes,
+        &base,
+        None,
+        &[r"relative_path=.\nowhere.vhdx"],
+        listed,
+    );
+    let image = write_raw(dir.path(), "orphan.avhdx", &orphan);
+    let err = open_file(&image, None)
+        .err()
+        .expect("a missing parent is refused");
+    assert!(
+        matches!(err.kind(), ImageErrorKind::BackingUnavailable { backing, .. } if backing == "nowhere.vhdx"),
+        "{err}"
+    );
+    let bytes = std::fs::read(dir.path().join("checkpoint.avhdx")).unwrap();
+    let err = expect_error(open_bytes("alone", bytes), "alone");
+    assert!(
+        matches!(err.kind(), ImageErrorKind::BackingUnavailable { .. }),
+        "{err}"
+    );
 }
