@@ -63,15 +63,32 @@ pub(crate) fn open_parent<T>(
     })
 }
 
-/// The last component of a Windows path or a file URL: the name to look for a parent
-/// under beside the disk, when the path it was recorded under leads nowhere.
-pub(crate) fn file_name(path: &str) -> String {
+/// The names to look for a parent under, best first and without repeats: the Windows path
+/// `relative` to the disk's directory as a relative path, then the file name of each of
+/// the `others` (absolute paths, file URLs), beside the disk, as copying a VM's files
+/// elsewhere keeps them.
+pub(crate) fn parent_candidates<'a>(
+    relative: Option<&str>,
+    others: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let others = others.into_iter().map(file_name);
+    for candidate in relative.map(relative_path).into_iter().chain(others) {
+        if !candidate.is_empty() && !names.contains(&candidate) {
+            names.push(candidate);
+        }
+    }
+    names
+}
+
+/// The last component of a Windows path or a file URL.
+fn file_name(path: &str) -> String {
     path.rsplit(['\\', '/']).next().unwrap_or("").to_owned()
 }
 
 /// A Windows path relative to the disk's directory (`.\base.vhd`, `..\vms\base.vhd`)
 /// as a relative path with `/`.
-pub(crate) fn relative_path(path: &str) -> String {
+fn relative_path(path: &str) -> String {
     let mut path = path.replace('\\', "/");
     while let Some(rest) = path.strip_prefix("./") {
         path = rest.to_owned();
@@ -327,5 +344,26 @@ impl Overlay {
     /// The parent's own file is 0, its parents' files follow.
     pub(crate) fn file_name(&self, file: u32) -> Option<&str> {
         lower_file_name(&*self.parent, 0, file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_looked_for_by_relative_path_then_by_file_name() {
+        assert_eq!(relative_path(r".\base.vhd"), "base.vhd");
+        assert_eq!(relative_path(r"..\vms\base.vhd"), "../vms/base.vhd");
+        assert_eq!(file_name(r"C:\VMs\web\base.vhd"), "base.vhd");
+        assert_eq!(file_name("file://localhost/Users/a/base.vhd"), "base.vhd");
+        assert_eq!(
+            parent_candidates(
+                Some(r"..\gone\base.vhdx"),
+                [r"\\?\D:\VMs\base.vhdx", r"C:\base.vhdx", ""]
+            ),
+            ["../gone/base.vhdx", "base.vhdx"]
+        );
+        assert!(parent_candidates(None, []).is_empty());
     }
 }

@@ -26,9 +26,9 @@ use crate::chain::{BackingOpener, ImageFile, no_backing};
 use crate::error::ImageError;
 use crate::fields::{be_u32, be_u64, corrupt, within};
 use crate::image::{DiskImage, Run};
+use crate::overlay::Overlay;
 use crate::raw::Raw;
 use crate::{Extent, Format, ReadAt};
-use differencing::Differencing;
 
 /// The footer's cookie, at its start.
 pub(crate) const FOOTER_COOKIE: &[u8; 8] = b"conectix";
@@ -215,7 +215,7 @@ enum Layout {
     /// The guest's bytes are the file's first `size` bytes.
     Fixed(Raw<Prefix>),
     Dynamic(Dynamic),
-    Differencing(Box<Differencing>),
+    Differencing(Box<Overlay>),
 }
 
 struct Dynamic {
@@ -296,7 +296,7 @@ impl Vhd {
             DYNAMIC => Layout::Dynamic(Dynamic::open(reader, &name, &footer)?.0),
             DIFFERENCING => {
                 let (dynamic, header) = Dynamic::open(reader, &name, &footer)?;
-                Layout::Differencing(Box::new(Differencing::open(
+                Layout::Differencing(Box::new(differencing::open(
                     dynamic, &name, &header, opener, chain,
                 )?))
             }
@@ -459,7 +459,7 @@ impl DiskImage for Vhd {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.read_at(offset, buf),
-            Layout::Differencing(d) => return d.0.read_at(&self.name, offset, buf),
+            Layout::Differencing(d) => return d.read_at(&self.name, offset, buf),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic
@@ -470,7 +470,7 @@ impl DiskImage for Vhd {
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.map(offset, length),
-            Layout::Differencing(d) => return d.0.map(&self.name, offset, length),
+            Layout::Differencing(d) => return d.map(&self.name, offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic.map.map(&self.name, offset, length)
@@ -479,7 +479,7 @@ impl DiskImage for Vhd {
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
         let dynamic = match &mut self.layout {
             Layout::Fixed(raw) => return raw.runs(offset, length),
-            Layout::Differencing(d) => return d.0.runs(&self.name, offset, length),
+            Layout::Differencing(d) => return d.runs(&self.name, offset, length),
             Layout::Dynamic(dynamic) => dynamic,
         };
         dynamic.map.runs(&self.name, offset, length)
@@ -489,7 +489,7 @@ impl DiskImage for Vhd {
     /// [`DiskImage::file_name`]).
     fn file_name(&self, file: u32) -> Option<&str> {
         match &self.layout {
-            Layout::Differencing(d) => d.0.file_name(file),
+            Layout::Differencing(d) => d.file_name(file),
             _ => None,
         }
     }
@@ -506,11 +506,13 @@ impl DiskImage for Vhd {
                 d.map.block_size >> 10
             ),
             Layout::Differencing(d) => format!(
-                "differencing VHD image {}: {} bytes, {}; over {}",
+                "differencing VHD image {}: {} bytes, {} of {} blocks of {} KiB its own; over {}",
                 self.name,
                 self.size,
-                d.describe_own(),
-                d.0.parent.describe()
+                d.own_blocks(),
+                d.blocks.len(),
+                d.block_size >> 10,
+                d.parent.describe()
             ),
         }
     }

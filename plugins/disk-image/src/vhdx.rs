@@ -34,7 +34,7 @@ use crate::chain::{BackingOpener, ImageFile, no_backing};
 use crate::error::ImageError;
 use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, Run};
-use crate::overlay::{self, BitOrder, Block, Overlay, file_name, relative_path};
+use crate::overlay::{self, BitOrder, Block, Overlay};
 use crate::{Extent, Format, ReadAt};
 
 /// The file type identifier's signature, at offset 0.
@@ -301,16 +301,10 @@ fn open_parent(
         ));
     };
     let linkage2 = linkage_of("parent_linkage2")?;
-    let mut candidates: Vec<String> = Vec::new();
-    let relative = value("relative_path").map(relative_path);
     let others = ["volume_path", "absolute_win32_path"]
         .into_iter()
-        .filter_map(|key| value(key).map(file_name));
-    for candidate in relative.into_iter().chain(others) {
-        if !candidate.is_empty() && !candidates.contains(&candidate) {
-            candidates.push(candidate);
-        }
-    }
+        .filter_map(value);
+    let candidates = overlay::parent_candidates(value("relative_path"), others);
     if candidates.is_empty() {
         return Err(corrupt(
             name,

@@ -343,14 +343,11 @@ impl VaultFs {
             catalog.0 = Instant::now();
             match self.vault.points() {
                 Ok(points) => {
+                    // Points never change: a retagged point is a new one.
                     let same = points.len() == catalog.1.points.len()
-                        && points.iter().all(|(id, point)| {
-                            catalog
-                                .1
-                                .points
-                                .get(id)
-                                .is_some_and(|(_, shown)| shown.tags == point.tags)
-                        });
+                        && points
+                            .iter()
+                            .all(|(id, _)| catalog.1.points.contains_key(id));
                     if !same {
                         // New points' data is in packs indexed since the mount.
                         if let Err(e) = self.vault.reload_index() {
@@ -741,8 +738,6 @@ impl Filesystem for VaultFs {
     }
 }
 
-/// Answers an extended-attribute request: the size when asked for it (`size` 0), else
-/// the bytes if they fit.
 /// How long the kernel may keep what it is told of `node`: the mount's own nodes, a
 /// point's directory among them, only until the points are listed again.
 fn ttl(node: &Node) -> Duration {
@@ -752,6 +747,8 @@ fn ttl(node: &Node) -> Duration {
     }
 }
 
+/// Answers an extended-attribute request: the size when asked for it (`size` 0), else
+/// the bytes if they fit.
 fn xattr_reply(bytes: &[u8], size: u32, reply: ReplyXattr) {
     if size == 0 {
         reply.size(bytes.len() as u32);

@@ -19,7 +19,7 @@ use crate::block_map::read_exact as read;
 use crate::chain::BackingOpener;
 use crate::error::ImageError;
 use crate::fields::{be_u32, be_u64, corrupt};
-use crate::overlay::{self, BitOrder, Block, Overlay, file_name, relative_path};
+use crate::overlay::{self, BitOrder, Block, Overlay};
 use crate::{Format, ReadAt};
 
 use super::{Dynamic, Header, SECTOR, Vhd};
@@ -33,90 +33,75 @@ const PARENT_NAME: std::ops::Range<usize> = 64..576;
 /// Longest parent locator read: a path, so far below this.
 const MAX_LOCATOR_LEN: u32 = 64 << 10;
 
-/// A differencing disk: a dynamic disk's blocks, each with its sector bitmap, over its
-/// parent.
-pub(crate) struct Differencing(pub(super) Overlay);
-
-impl Differencing {
-    pub(super) fn open(
-        own: Dynamic,
-        name: &str,
-        header: &Header,
-        opener: &mut BackingOpener<'_>,
-        chain: &mut Vec<String>,
-    ) -> Result<Differencing, ImageError> {
-        let mut own = own;
-        let candidates = parent_names(&mut *own.reader, name, header)?;
-        if candidates.is_empty() {
-            return Err(corrupt(
-                name,
-                Some(header.at + PARENT_NAME.start as u64),
-                "the differencing VHD names no parent: neither a parent locator nor a parent \
-                 name is set",
-            ));
-        }
-        let parent = overlay::open_parent(
+/// Opens the parent of the differencing disk `name`, whose layout is `own` and header
+/// `header`, and lays the disk's blocks, each with its sector bitmap, over it.
+pub(super) fn open(
+    mut own: Dynamic,
+    name: &str,
+    header: &Header,
+    opener: &mut BackingOpener<'_>,
+    chain: &mut Vec<String>,
+) -> Result<Overlay, ImageError> {
+    let candidates = parent_names(&mut *own.reader, name, header)?;
+    if candidates.is_empty() {
+        return Err(corrupt(
             name,
-            &candidates,
-            Format::Vhd,
-            opener,
-            chain,
-            Vhd::open_in_chain,
-        )?;
-        let wanted: [u8; 16] = header.bytes[40..56].try_into().expect("16 bytes");
-        let found = parent.unique_id;
-        if found != wanted {
-            return Err(corrupt(
-                name,
-                Some(header.at + 40),
-                format!(
-                    "the differencing VHD was made over the disk {}, and its parent {} is the \
+            Some(header.at + PARENT_NAME.start as u64),
+            "the differencing VHD names no parent: neither a parent locator nor a parent \
+                 name is set",
+        ));
+    }
+    let parent = overlay::open_parent(
+        name,
+        &candidates,
+        Format::Vhd,
+        opener,
+        chain,
+        Vhd::open_in_chain,
+    )?;
+    let wanted: [u8; 16] = header.bytes[40..56].try_into().expect("16 bytes");
+    let found = parent.unique_id;
+    if found != wanted {
+        return Err(corrupt(
+            name,
+            Some(header.at + 40),
+            format!(
+                "the differencing VHD was made over the disk {}, and its parent {} is the \
                      disk {}: the parent was replaced, and the differences no longer apply \
                      over it",
-                    uuid(&wanted),
-                    parent.name,
-                    uuid(&found)
-                ),
-            ));
-        }
-        let Dynamic {
-            reader,
-            map,
-            bitmap,
-        } = own;
-        let blocks = map
-            .blocks
-            .iter()
-            .map(|block| match block {
-                // The bitmap comes before the block's bytes (the open checked both lie in
-                // the file).
-                Some(data) => Block::Partial {
-                    data: *data,
-                    bitmap: data - bitmap,
-                },
-                None => Block::Parent,
-            })
-            .collect();
-        Ok(Differencing(Overlay::new(
-            reader,
-            map.size,
-            map.block_size,
-            SECTOR,
-            blocks,
-            BitOrder::MostSignificantFirst,
-            Box::new(parent),
-        )))
+                uuid(&wanted),
+                parent.name,
+                uuid(&found)
+            ),
+        ));
     }
-
-    /// What this file itself holds, for messages.
-    pub(super) fn describe_own(&self) -> String {
-        format!(
-            "{} of {} blocks of {} KiB allocated",
-            self.0.own_blocks(),
-            self.0.blocks.len(),
-            self.0.block_size >> 10
-        )
-    }
+    let Dynamic {
+        reader,
+        map,
+        bitmap,
+    } = own;
+    let blocks = map
+        .blocks
+        .iter()
+        .map(|block| match block {
+            // The bitmap comes before the block's bytes (the open checked both lie in
+            // the file).
+            Some(data) => Block::Partial {
+                data: *data,
+                bitmap: data - bitmap,
+            },
+            None => Block::Parent,
+        })
+        .collect();
+    Ok(Overlay::new(
+        reader,
+        map.size,
+        map.block_size,
+        SECTOR,
+        blocks,
+        BitOrder::MostSignificantFirst,
+        Box::new(parent),
+    ))
 }
 
 /// The names to look for the parent under, in order, without repeats: the relative
@@ -174,22 +159,17 @@ fn parent_names(
             continue;
         }
         if code == b"W2ru" {
-            relative.get_or_insert(relative_path(&text));
+            relative.get_or_insert(text);
         } else {
-            others.push(file_name(&text));
+            others.push(text);
         }
     }
     let parent_name = utf16(&header.bytes[PARENT_NAME], u16::from_be_bytes);
-    if !parent_name.is_empty() {
-        others.push(file_name(&parent_name));
-    }
-    let mut names: Vec<String> = Vec::new();
-    for candidate in relative.into_iter().chain(others) {
-        if !candidate.is_empty() && !names.contains(&candidate) {
-            names.push(candidate);
-        }
-    }
-    Ok(names)
+    others.push(parent_name);
+    Ok(overlay::parent_candidates(
+        relative.as_deref(),
+        others.iter().map(String::as_str),
+    ))
 }
 
 /// UTF-16 text up to its first NUL, undecodable units replaced.
@@ -220,11 +200,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locator_paths_become_names_to_look_for() {
-        assert_eq!(relative_path(r".\base.vhd"), "base.vhd");
-        assert_eq!(relative_path(r"..\vms\base.vhd"), "../vms/base.vhd");
-        assert_eq!(file_name(r"C:\VMs\web\base.vhd"), "base.vhd");
-        assert_eq!(file_name("file://localhost/Users/a/base.vhd"), "base.vhd");
+    fn utf16_names_end_at_their_first_nul() {
         let utf16_be: Vec<u8> = "C:\\b.vhd\0x"
             .encode_utf16()
             .flat_map(u16::to_be_bytes)
