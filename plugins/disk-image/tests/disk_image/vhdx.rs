@@ -353,6 +353,56 @@ fn differencing_disks_read_over_their_parent() {
         assert_reads_over_parent(&image, Format::Vhdx, &expected, &own, &parents, "base.vhdx");
     }
 
+    // A checkpoint of that checkpoint, as Hyper-V chains them: read top down, each
+    // sector from the newest disk that holds it.
+    let writes2 = path(dir.path(), "writes2.vhdx");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vhdx",
+        "-o",
+        options,
+        writes2.to_str().unwrap(),
+        "8M",
+    ]);
+    qemu_io(
+        &writes2,
+        "vhdx",
+        &["write -P 0x99 12000 1000", "write -P 0x66 1M 600000"],
+    );
+    let writes2_raw = qemu_raw(&writes2, "vhdx", dir.path());
+    let top = differencing(
+        &writes2,
+        &dir.path().join("checkpoint.avhdx"),
+        None,
+        &[r"relative_path=.\checkpoint.avhdx"],
+        "23-25,2048-3219",
+    );
+    let top_sector = |sector: usize| (23..=25).contains(&sector) || (2048..=3219).contains(&sector);
+    let expected2: Vec<u8> = (0..size)
+        .map(|at| {
+            if top_sector(at / 512) {
+                writes2_raw[at]
+            } else {
+                expected[at]
+            }
+        })
+        .collect();
+    let image = write_raw(dir.path(), "top.avhdx", &top);
+    let own = [12000, MIB as u64];
+    let parents = [50 * 512, 7 * MIB as u64];
+    assert_reads_over_parent(
+        &image,
+        Format::Vhdx,
+        &expected2,
+        &own,
+        &parents,
+        "checkpoint.avhdx",
+    );
+    let mut disk = open_file(&image, None).unwrap();
+    assert_eq!(stored_in(&mut *disk, 3 * MIB as u64), "base.vhdx");
+
     // A parent written to since the checkpoint (another DataWriteGuid) is refused.
     let stale = differencing(
         &writes,
