@@ -468,20 +468,12 @@ fn mutated_differencing_disks_never_panic() {
             format,
             options,
         );
-        let writes = path(dir.path(), &format!("writes.{format}"));
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
+        let writes = written_disk(
+            dir.path(),
+            &format!("writes.{format}"),
             format,
-            "-o",
             options,
-            writes.to_str().unwrap(),
             "4M",
-        ]);
-        qemu_io(
-            &writes,
-            format,
             &["write -P 0x5a 12345 70000", "write -P 0xc3 3M 100000"],
         );
         let mut all = vec![writes.to_str().unwrap(), parent.to_str().unwrap()];

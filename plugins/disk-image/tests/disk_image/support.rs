@@ -214,6 +214,32 @@ fn merge(ranges: impl Iterator<Item = (u64, u64, bool)>) -> Vec<(u64, u64, bool)
     out
 }
 
+/// A new, empty disk `dir/name` in `format` with `options` of `size` (as `qemu-img` takes
+/// it), written with the `qemu-io` commands `io`: a snapshot's writes, before a fixture
+/// script makes them a differencing disk.
+pub fn written_disk(
+    dir: &Path,
+    name: &str,
+    format: &str,
+    options: &str,
+    size: &str,
+    io: &[&str],
+) -> PathBuf {
+    let disk = path(dir, name);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        format,
+        "-o",
+        options,
+        disk.to_str().unwrap(),
+        size,
+    ]);
+    qemu_io(&disk, format, io);
+    disk
+}
+
 /// Runs `tests/scripts/NAME` with `args` (the scripts that make the images QEMU cannot
 /// write: differencing VHD and VHDX disks) and returns the bytes of the image it wrote to
 /// `out`.

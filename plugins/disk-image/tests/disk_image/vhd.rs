@@ -258,20 +258,12 @@ fn differencing_disks_read_over_their_parent() {
     let base = make(dir.path(), "base.vhd", size, options, &[]);
     let base_raw = qemu_raw(&base, "vpc", dir.path());
     // The snapshot's writes: in the first and third blocks, none in the second.
-    let child = path(dir.path(), "dynamic-child.vhd");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
+    let child = written_disk(
+        dir.path(),
+        "dynamic-child.vhd",
         "vpc",
-        "-o",
         options,
-        child.to_str().unwrap(),
         "6M",
-    ]);
-    qemu_io(
-        &child,
-        "vpc",
         &["write -P 0x5a 12345 70000", "write -P 0xc3 4500000 9000"],
     );
     let child_raw = qemu_raw(&child, "vpc", dir.path());

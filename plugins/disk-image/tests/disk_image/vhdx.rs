@@ -290,20 +290,12 @@ fn differencing_disks_read_over_their_parent() {
     let base = image_of_content(dir.path(), "base.vhdx", size, "vhdx", options);
     let base_raw = qemu_raw(&base, "vhdx", dir.path());
     // The checkpoint's writes, in blocks 0, 4 and 7 of 1 MiB.
-    let writes = path(dir.path(), "writes.vhdx");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
+    let writes = written_disk(
+        dir.path(),
+        "writes.vhdx",
         "vhdx",
-        "-o",
         options,
-        writes.to_str().unwrap(),
         "8M",
-    ]);
-    qemu_io(
-        &writes,
-        "vhdx",
         &[
             "write -P 0x5a 12345 70000",
             "write -P 0xc3 4500000 9000",
@@ -355,20 +347,12 @@ fn differencing_disks_read_over_their_parent() {
 
     // A checkpoint of that checkpoint, as Hyper-V chains them: read top down, each
     // sector from the newest disk that holds it.
-    let writes2 = path(dir.path(), "writes2.vhdx");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
+    let writes2 = written_disk(
+        dir.path(),
+        "writes2.vhdx",
         "vhdx",
-        "-o",
         options,
-        writes2.to_str().unwrap(),
         "8M",
-    ]);
-    qemu_io(
-        &writes2,
-        "vhdx",
         &["write -P 0x99 12000 1000", "write -P 0x66 1M 600000"],
     );
     let writes2_raw = qemu_raw(&writes2, "vhdx", dir.path());
