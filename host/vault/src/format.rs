@@ -45,14 +45,28 @@ pub const PACK_TARGET_SIZE: usize = 16 << 20;
 
 /// Extents stored inline in a tree entry before the list moves into separate list blobs.
 pub const INLINE_EXTENTS: usize = 256;
-/// Opening of a list blob in the binary form (list version 2); version 1 list blobs are
-/// JSON documents and open with `{`.
+/// Opening of a list blob in the binary form (list version 3). A run of chunks of one
+/// length, which is what a disk's fixed-size chunks make, costs 32 bytes per chunk: the
+/// ids alone, which no compressor shrinks, so such lists are stored raw.
+///
+/// ```text
+/// LIST   = MAGIC("TXL3") || COUNT(u32 LE) || RECORD*
+/// RECORD = 0 || LEN(u64 LE)                                      a hole
+///        | 1 || LEN(u64 LE) || CHUNK_ID(32)                      a chunk
+///        | 2 || N(u32 LE, 2 or more) || LEN(u64 LE) || CHUNK_ID(32) * N
+///                                                                N chunks of LEN bytes
+/// ```
+///
+/// COUNT is the number of extents. Earlier versions wrote [`LIST_MAGIC_V2`] lists and,
+/// before them, JSON documents opening with `{`; both still read.
+pub const LIST_MAGIC: [u8; 4] = *b"TXL3";
+/// Opening of a list blob of version 2:
 ///
 /// ```text
 /// LIST   = MAGIC("TXL2") || COUNT(u32 LE) || EXTENT*
 /// EXTENT = LEN(u64 LE) || KIND(1: 0 hole, 1 chunk) || CHUNK_ID(32, chunks only)
 /// ```
-pub const LIST_MAGIC: [u8; 4] = *b"TXL2";
+pub const LIST_MAGIC_V2: [u8; 4] = *b"TXL2";
 /// Extents per list blob. With 64 KiB fixed chunks one list covers 512 MiB of a disk, so an
 /// unchanged half-gigabyte region of an image deduplicates to the same list blob.
 pub const LIST_EXTENTS: usize = 8192;

@@ -86,6 +86,12 @@ impl Index {
         })
     }
 
+    /// Makes room for `records` more records, so that adding many packs at once grows
+    /// the index once rather than doubling it pack by pack.
+    pub fn reserve(&mut self, records: usize) {
+        self.records.reserve(records);
+    }
+
     /// Adds the blobs of one pack. Call [`Index::finish`] before lookups.
     pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
         self.buckets.clear();
@@ -145,6 +151,14 @@ impl Index {
         for (flag, pack) in self.excluded.iter_mut().zip(&self.packs) {
             *flag = packs.contains(pack);
         }
+    }
+
+    /// Whether exactly `packs` are excluded from deduplication.
+    pub fn excludes_exactly(&self, packs: &std::collections::HashSet<PackId>) -> bool {
+        self.excluded
+            .iter()
+            .zip(&self.packs)
+            .all(|(&flag, pack)| flag == packs.contains(pack))
     }
 
     /// Marks a pack as excluded from deduplication (it is marked for deletion).

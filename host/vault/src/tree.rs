@@ -7,14 +7,18 @@
 //! separate list blobs of [`LIST_EXTENTS`] each, so a terabyte disk's entry stays small and
 //! unchanged regions share list blobs. List blobs are binary (see [`LIST_MAGIC`]): a disk's
 //! lists hold an extent per 64 KiB, and as JSON, with ids in hex, they cost an incremental
-//! backup more to decode and encode than the changed blocks cost to store. Lists written
-//! as JSON (`{"version":1,"extents":[...]}`) by earlier versions still read.
+//! backup more to decode and encode than the changed blocks cost to store. A run of chunks
+//! of one length, a disk's, is written as its length and the ids, so the list is as small
+//! as its ids and nothing is left to compress. Lists written in the binary form of version
+//! 2 or as JSON (`{"version":1,"extents":[...]}`) by earlier versions still read.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::{ID_LEN, INLINE_EXTENTS, LIST_EXTENTS, LIST_MAGIC, TREE_VERSION};
+use crate::format::{
+    ID_LEN, INLINE_EXTENTS, LIST_EXTENTS, LIST_MAGIC, LIST_MAGIC_V2, TREE_VERSION,
+};
 use crate::id::ChunkId;
 
 /// What an entry is.
@@ -241,92 +245,168 @@ pub struct ExtentList {
 }
 
 /// Version of the binary list blobs.
-const LIST_VERSION: u32 = 2;
+const LIST_VERSION: u32 = 3;
 const LIST_HOLE: u8 = 0;
 const LIST_CHUNK: u8 = 1;
-/// Bytes of a hole's record; a chunk's adds its id.
-const LIST_RECORD: usize = 8 + 1;
+const LIST_RUN: u8 = 2;
+/// Fewest bytes one extent of a list takes: a hole's record (kind and length). A count
+/// of extents the bytes cannot hold is refused before it sizes an allocation.
+const LIST_MIN_RECORD: usize = 1 + 8;
 
 impl ExtentList {
-    /// Encodes `extents` as a binary list blob.
+    /// Encodes `extents` as a binary list blob (see [`LIST_MAGIC`]): chunks of one
+    /// length in a row share a record.
     pub fn encode(extents: &[Extent]) -> Vec<u8> {
         let count = u32::try_from(extents.len()).expect("list blobs hold LIST_EXTENTS extents");
-        let mut out = Vec::with_capacity(8 + extents.len() * (LIST_RECORD + ID_LEN));
+        let mut out = Vec::with_capacity(8 + extents.len() * ID_LEN + 16);
         out.extend_from_slice(&LIST_MAGIC);
         out.extend_from_slice(&count.to_le_bytes());
-        for extent in extents {
-            out.extend_from_slice(&extent.len.to_le_bytes());
-            match &extent.id {
-                Some(id) => {
-                    out.push(LIST_CHUNK);
-                    out.extend_from_slice(&id.0);
-                }
-                None => out.push(LIST_HOLE),
+        let mut rest = extents;
+        while let Some((first, _)) = rest.split_first() {
+            if first.id.is_none() {
+                out.push(LIST_HOLE);
+                out.extend_from_slice(&first.len.to_le_bytes());
+                rest = &rest[1..];
+                continue;
             }
+            let run = rest
+                .iter()
+                .take_while(|e| e.id.is_some() && e.len == first.len)
+                .count();
+            if run == 1 {
+                out.push(LIST_CHUNK);
+            } else {
+                out.push(LIST_RUN);
+                // At most `count` extents, which fits a u32.
+                out.extend_from_slice(&(run as u32).to_le_bytes());
+            }
+            out.extend_from_slice(&first.len.to_le_bytes());
+            for extent in &rest[..run] {
+                let id = extent.id.as_ref().expect("runs hold chunks only");
+                out.extend_from_slice(&id.0);
+            }
+            rest = &rest[run..];
         }
         out
     }
 
-    /// Decodes a list blob, binary or (as written by earlier versions) JSON; the error
-    /// says what is wrong and at which byte.
+    /// Decodes a list blob, binary (version 3 or 2) or (as written by earlier versions)
+    /// JSON; the error says what is wrong and at which byte.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let Some(rest) = bytes.strip_prefix(&LIST_MAGIC) else {
+        let extents = if let Some(rest) = bytes.strip_prefix(&LIST_MAGIC) {
+            decode_records(bytes, rest)?
+        } else if let Some(rest) = bytes.strip_prefix(&LIST_MAGIC_V2) {
+            decode_v2(bytes, rest)?
+        } else {
             return serde_json::from_slice(bytes).map_err(|e| e.to_string());
         };
-        let (count, mut rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or("the list ends inside its extent count")?;
-        let count = u32::from_le_bytes(*count) as usize;
-        // Every record takes at least LIST_RECORD bytes, so a count the bytes cannot hold
-        // is refused before it sizes an allocation.
-        if count > rest.len() / LIST_RECORD {
-            return Err(format!(
-                "the list claims {count} extents but holds only {} bytes",
-                rest.len()
-            ));
-        }
-        let mut extents = Vec::with_capacity(count);
-        let at = |rest: &[u8]| bytes.len() - rest.len();
-        for _ in 0..count {
-            let (len, after) = rest
-                .split_first_chunk::<8>()
-                .ok_or_else(|| format!("the list ends inside an extent at byte {}", at(rest)))?;
-            let (&kind, after) = after
-                .split_first()
-                .ok_or_else(|| format!("the list ends inside an extent at byte {}", at(rest)))?;
-            let len = u64::from_le_bytes(*len);
-            rest = match kind {
-                LIST_HOLE => {
-                    extents.push(Extent::hole(len));
-                    after
-                }
-                LIST_CHUNK => {
-                    let (id, after) = after.split_first_chunk::<ID_LEN>().ok_or_else(|| {
-                        format!("the list ends inside a chunk id at byte {}", at(rest) + 9)
-                    })?;
-                    extents.push(Extent::chunk(ChunkId(*id), len));
-                    after
-                }
-                other => {
-                    return Err(format!(
-                        "unknown extent kind {other} at byte {}",
-                        at(rest) + 8
-                    ));
-                }
-            };
-        }
-        if !rest.is_empty() {
-            return Err(format!(
-                "{} bytes follow the last extent at byte {}",
-                rest.len(),
-                at(rest)
-            ));
-        }
         Ok(ExtentList {
             version: LIST_VERSION,
             extents,
         })
     }
+}
+
+/// A list's extent count, and the bytes after it, checked against what the bytes can
+/// hold at `min_record` bytes an extent.
+fn list_count(rest: &[u8], min_record: usize) -> Result<(usize, &[u8]), String> {
+    let (count, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or("the list ends inside its extent count")?;
+    let count = u32::from_le_bytes(*count) as usize;
+    if count > rest.len() / min_record {
+        return Err(format!(
+            "the list claims {count} extents but holds only {} bytes",
+            rest.len()
+        ));
+    }
+    Ok((count, rest))
+}
+
+/// Takes `N` bytes off the front of `rest`, or says that the list ends inside `what` at
+/// its byte in `bytes`.
+fn take<'a, const N: usize>(
+    bytes: &[u8],
+    rest: &mut &'a [u8],
+    what: &str,
+) -> Result<&'a [u8; N], String> {
+    let at = bytes.len() - rest.len();
+    let (taken, after) = rest
+        .split_first_chunk::<N>()
+        .ok_or_else(|| format!("the list ends inside {what} at byte {at}"))?;
+    *rest = after;
+    Ok(taken)
+}
+
+/// Decodes the records of a version 3 list, `rest` being what follows the magic in
+/// `bytes`.
+fn decode_records(bytes: &[u8], rest: &[u8]) -> Result<Vec<Extent>, String> {
+    let (count, mut rest) = list_count(rest, LIST_MIN_RECORD)?;
+    let mut extents = Vec::with_capacity(count);
+    while extents.len() < count {
+        let at = bytes.len() - rest.len();
+        let [kind] = *take::<1>(bytes, &mut rest, "a record")?;
+        let run = match kind {
+            LIST_HOLE | LIST_CHUNK => 1,
+            LIST_RUN => {
+                let n = u32::from_le_bytes(*take::<4>(bytes, &mut rest, "a run")?) as usize;
+                let left = count - extents.len();
+                if n < 2 || n > left {
+                    return Err(format!(
+                        "a run of {n} chunks at byte {at}: a run holds 2 or more, and the \
+                         list has {left} extents left"
+                    ));
+                }
+                n
+            }
+            other => return Err(format!("unknown extent kind {other} at byte {at}")),
+        };
+        let len = u64::from_le_bytes(*take::<8>(bytes, &mut rest, "an extent")?);
+        if kind == LIST_HOLE {
+            extents.push(Extent::hole(len));
+            continue;
+        }
+        for _ in 0..run {
+            let id = take::<ID_LEN>(bytes, &mut rest, "a chunk id")?;
+            extents.push(Extent::chunk(ChunkId(*id), len));
+        }
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes follow the last extent at byte {}",
+            rest.len(),
+            bytes.len() - rest.len()
+        ));
+    }
+    Ok(extents)
+}
+
+/// Decodes the extents of a version 2 list, `rest` being what follows the magic in
+/// `bytes`.
+fn decode_v2(bytes: &[u8], rest: &[u8]) -> Result<Vec<Extent>, String> {
+    let (count, mut rest) = list_count(rest, 8 + 1)?;
+    let mut extents = Vec::with_capacity(count);
+    for _ in 0..count {
+        let at = bytes.len() - rest.len();
+        let len = u64::from_le_bytes(*take::<8>(bytes, &mut rest, "an extent")?);
+        let [kind] = *take::<1>(bytes, &mut rest, "an extent")?;
+        match kind {
+            LIST_HOLE => extents.push(Extent::hole(len)),
+            LIST_CHUNK => {
+                let id = take::<ID_LEN>(bytes, &mut rest, "a chunk id")?;
+                extents.push(Extent::chunk(ChunkId(*id), len));
+            }
+            other => return Err(format!("unknown extent kind {other} at byte {}", at + 8)),
+        }
+    }
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} bytes follow the last extent at byte {}",
+            rest.len(),
+            bytes.len() - rest.len()
+        ));
+    }
+    Ok(extents)
 }
 
 /// Why a path or an entry sequence was refused.
@@ -633,8 +713,25 @@ mod tests {
         assert_eq!(decoded, extents);
     }
 
+    /// `extents` as a list blob of version 2, as earlier versions wrote it.
+    fn encode_v2(extents: &[Extent]) -> Vec<u8> {
+        let mut out = LIST_MAGIC_V2.to_vec();
+        out.extend_from_slice(&(extents.len() as u32).to_le_bytes());
+        for extent in extents {
+            out.extend_from_slice(&extent.len.to_le_bytes());
+            match &extent.id {
+                Some(id) => {
+                    out.push(LIST_CHUNK);
+                    out.extend_from_slice(&id.0);
+                }
+                None => out.push(LIST_HOLE),
+            }
+        }
+        out
+    }
+
     #[test]
-    fn binary_lists_round_trip_and_json_lists_still_read() {
+    fn binary_lists_round_trip_and_older_lists_still_read() {
         let extents = vec![
             Extent::chunk(ChunkId::hash_of(b"a"), 65536),
             Extent::hole(1 << 40),
@@ -643,6 +740,8 @@ mod tests {
         let binary = ExtentList::encode(&extents);
         assert_eq!(binary.len(), 8 + 3 * 9 + 2 * 32);
         assert_eq!(ExtentList::decode(&binary).unwrap().extents, extents);
+        let v2 = encode_v2(&extents);
+        assert_eq!(ExtentList::decode(&v2).unwrap().extents, extents);
         let json = serde_json::to_vec(&ExtentList {
             version: 1,
             extents: extents.clone(),
@@ -652,26 +751,71 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_chunks_of_one_length_cost_their_ids() {
+        let id = |i: u32| ChunkId::hash_of(&i.to_le_bytes());
+        let mut extents: Vec<Extent> = (0..1000).map(|i| Extent::chunk(id(i), 65536)).collect();
+        // A hole, a lone chunk of another length, then another run.
+        extents.push(Extent::hole(1 << 20));
+        extents.push(Extent::chunk(id(1000), 4096));
+        extents.extend((1001..1500).map(|i| Extent::chunk(id(i), 65536)));
+        let binary = ExtentList::encode(&extents);
+        // Two runs, a hole and a lone chunk: 1,500 ids and four record heads.
+        assert_eq!(binary.len(), 8 + 1500 * 32 + 2 * (1 + 4 + 8) + 9 + (1 + 8));
+        assert_eq!(ExtentList::decode(&binary).unwrap().extents, extents);
+        assert_eq!(
+            ExtentList::decode(&encode_v2(&extents)).unwrap().extents,
+            extents
+        );
+        // A run claiming more chunks than the count leaves is refused.
+        let mut long_run = binary.clone();
+        long_run[9..13].copy_from_slice(&1502u32.to_le_bytes());
+        let err = ExtentList::decode(&long_run).unwrap_err();
+        assert!(err.contains("run of 1502 chunks at byte 8"), "{err}");
+        let mut short_run = binary;
+        short_run[9..13].copy_from_slice(&1u32.to_le_bytes());
+        assert!(
+            ExtentList::decode(&short_run)
+                .unwrap_err()
+                .contains("run of 1 ")
+        );
+    }
+
+    #[test]
     fn damaged_binary_lists_are_errors() {
         let extents: Vec<Extent> = (0..50u32)
-            .map(|i| match i % 3 {
+            .map(|i| match i % 5 {
                 0 => Extent::hole(u64::from(i)),
-                _ => Extent::chunk(ChunkId::hash_of(&i.to_le_bytes()), u64::from(i)),
+                1 => Extent::chunk(ChunkId::hash_of(&i.to_le_bytes()), u64::from(i)),
+                _ => Extent::chunk(ChunkId::hash_of(&i.to_le_bytes()), 4096),
             })
             .collect();
-        let good = ExtentList::encode(&extents);
-        for cut in 0..good.len() {
-            assert!(ExtentList::decode(&good[..cut]).is_err(), "cut at {cut}");
+        for good in [ExtentList::encode(&extents), encode_v2(&extents)] {
+            assert_eq!(ExtentList::decode(&good).unwrap().extents, extents);
+            for cut in 0..good.len() {
+                assert!(ExtentList::decode(&good[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut longer = good.clone();
+            longer.push(0);
+            assert!(ExtentList::decode(&longer).unwrap_err().contains("follow"));
+            let mut huge = good.clone();
+            huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert!(ExtentList::decode(&huge).unwrap_err().contains("claims"));
         }
-        let mut longer = good.clone();
-        longer.push(0);
-        assert!(ExtentList::decode(&longer).unwrap_err().contains("follow"));
-        let mut huge = good.clone();
-        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(ExtentList::decode(&huge).unwrap_err().contains("claims"));
-        let mut kind = good.clone();
+        let mut kind = ExtentList::encode(&extents);
+        kind[8] = 9;
+        assert!(
+            ExtentList::decode(&kind)
+                .unwrap_err()
+                .contains("kind 9 at byte 8")
+        );
+        let mut kind = encode_v2(&extents);
         kind[8 + 8] = 9;
-        assert!(ExtentList::decode(&kind).unwrap_err().contains("kind 9"));
+        assert!(
+            ExtentList::decode(&kind)
+                .unwrap_err()
+                .contains("kind 9 at byte 16")
+        );
+        let good = ExtentList::encode(&extents);
         // Whatever the bytes, decoding returns.
         let mut state = 1u64;
         for _ in 0..2000 {

@@ -357,7 +357,9 @@ impl Vault {
 
     /// Brings the in-memory index up to date with the index files and deletion marks in
     /// the vault. Only index files not seen before are read, unless some were removed
-    /// (by prune), in which case the index is rebuilt.
+    /// (by prune), in which case the index is rebuilt. When the files are those read
+    /// already, the index is kept as it is, the marks aside: every backup reloads it as it
+    /// starts, and copying a large vault's index would cost it tens of milliseconds.
     pub fn reload_index(&self) -> Result<()> {
         let backend = &self.inner.backend;
         let names: BTreeSet<String> = backend
@@ -368,6 +370,16 @@ impl Vault {
         let (mut index, mut loaded, mut damaged) = {
             let mut state = self.inner.index.write().expect("index lock");
             state.apply_pending();
+            if state.files == names && !names.is_empty() {
+                drop(state);
+                let marked = self.marked_packs()?;
+                let mut state = self.inner.index.write().expect("index lock");
+                // Another thread may have reloaded meanwhile; then it set the marks too.
+                if !state.index.excludes_exactly(&marked) {
+                    Arc::make_mut(&mut state.index).set_excluded(&marked);
+                }
+                return Ok(());
+            }
             if state.files.is_subset(&names) {
                 (
                     (*state.index).clone(),
@@ -381,7 +393,16 @@ impl Vault {
         let new: Vec<String> = names.difference(&loaded).cloned().collect();
         // A batch at a time, so that only a few decoded files wait to be added.
         for batch in new.chunks(INDEX_READ_BATCH) {
-            for (name, file) in batch.iter().zip(self.read_index_files(batch)) {
+            let files = self.read_index_files(batch);
+            index.reserve(
+                files
+                    .iter()
+                    .flatten()
+                    .flat_map(|file| &file.packs)
+                    .map(|(_, entries)| entries.len())
+                    .sum(),
+            );
+            for (name, file) in batch.iter().zip(files) {
                 match file {
                     Ok(file) => {
                         for (pack, entries) in &file.packs {
