@@ -66,6 +66,35 @@ pub enum BackingRole {
     /// An extent file of a VMDK disk described by a descriptor: a range of the disk's
     /// bytes, stored in a file of its own.
     Extent,
+    /// A parent the image knows only by an identity its file carries (a VDI differencing
+    /// disk's, whose path VirtualBox keeps in the machine's settings): the opener looks
+    /// at the files whose names end in `.` and [`ParentIdentity::extension`] beside the
+    /// image and in the directory above it, in name order, and opens the first one
+    /// [`ParentIdentity::matches`]. [`BackingRef::name`] says what is looked for.
+    Search(ParentIdentity),
+}
+
+/// What the file of a parent an image knows only by identity carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParentIdentity {
+    /// A VDI image whose creation UUID is this (bytes as stored).
+    VdiUuid([u8; 16]),
+}
+
+impl ParentIdentity {
+    /// The extension of the files the parent may be, without the dot.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            ParentIdentity::VdiUuid(_) => "vdi",
+        }
+    }
+
+    /// Whether `reader` holds the parent. A file that cannot be read is not it.
+    pub fn matches(&self, reader: &mut dyn ReadAt) -> bool {
+        match self {
+            ParentIdentity::VdiUuid(uuid) => vdi::creation_uuid(reader).as_ref() == Some(uuid),
+        }
+    }
 }
 
 /// A file an image refers to (a backing file, or an extent of a VMDK disk), handed to the
@@ -92,7 +121,7 @@ impl BackingRef {
     pub fn unavailable(&self, reason: impl Into<String>) -> ImageError {
         let reason = reason.into();
         let kind = match self.role {
-            BackingRole::Backing => ImageErrorKind::BackingUnavailable {
+            BackingRole::Backing | BackingRole::Search(_) => ImageErrorKind::BackingUnavailable {
                 backing: self.name.clone(),
                 reason,
             },
@@ -142,7 +171,7 @@ pub(crate) fn open_in_chain(
             Format::Vhd => Vhd::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
             Format::Vhdx => Vhdx::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
             Format::Vmdk => Vmdk::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
-            Format::Vdi => Vdi::open(file.reader, file.name).map(|v| Box::new(v) as _),
+            Format::Vdi => Vdi::open_in_chain(file, opener, chain).map(|v| Box::new(v) as _),
         }
     })
 }

@@ -29,6 +29,17 @@ pub(crate) fn be_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// A field of the image `name` holds what the format forbids.
+/// A GUID stored as Windows and VirtualBox store them (the first three fields
+/// little-endian), in the usual text form with braces.
+pub(crate) fn guid_text(id: &[u8; 16]) -> String {
+    let a = u32::from_le_bytes(id[..4].try_into().expect("4 bytes"));
+    let b = u16::from_le_bytes(id[4..6].try_into().expect("2 bytes"));
+    let c = u16::from_le_bytes(id[6..8].try_into().expect("2 bytes"));
+    let d: String = id[8..10].iter().map(|x| format!("{x:02x}")).collect();
+    let e: String = id[10..].iter().map(|x| format!("{x:02x}")).collect();
+    format!("{{{a:08x}-{b:04x}-{c:04x}-{d}-{e}}}")
+}
+
 pub(crate) fn corrupt(name: &str, offset: Option<u64>, reason: impl Into<String>) -> ImageError {
     ImageError::new(
         name,

@@ -1,5 +1,5 @@
-//! VDI images (VirtualBox's virtual disks), version 1.1: dynamic and fixed disks.
-//! Differencing and undo disks (snapshots, which need their parent) are refused.
+//! VDI images (VirtualBox's virtual disks), version 1.1: dynamic, fixed and
+//! differencing disks. Undo disks (a type older VirtualBox versions wrote) are refused.
 //!
 //! A VDI file starts with a 64-byte text line, the signature `0xBEDA107F` and the version
 //! (all numbers little-endian), then a header giving the disk's size, the block size
@@ -9,13 +9,23 @@
 //! Slot `n` lies at `data + n * (block + extra) + extra`; a fixed disk has every block in
 //! a slot.
 //!
+//! A differencing disk (a snapshot, `Snapshots/{UUID}.vdi`) holds the blocks written since
+//! the snapshot, each whole; a block never written is its parent's. The header names the
+//! parent only by its UUID (VirtualBox keeps the parent's path in the machine's
+//! settings), so the parent is looked for among the `.vdi` files beside the snapshot and
+//! in the directory above it ([`BackingRole::Search`]): the one whose UUID it is. The
+//! parent's modification UUID must be the one the snapshot recorded, or the parent was
+//! written to since and the snapshot's blocks no longer apply over it.
+//!
 //! Every number read is checked before use: the block map is bounded ([`MAX_BLOCKS`]) and
 //! every slot a block uses must lie within the file.
 
 use crate::block_map::{BlockMap, read_exact as read};
+use crate::chain::{self, BackingOpener, BackingRef, BackingRole, ImageFile, ParentIdentity};
 use crate::error::ImageError;
-use crate::fields::{corrupt, le_u32, le_u64, unsupported, within};
+use crate::fields::{corrupt, guid_text, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, Run};
+use crate::overlay::{BitOrder, Block, Overlay};
 use crate::{Extent, Format, ReadAt};
 
 /// The signature, at offset 64.
@@ -32,7 +42,15 @@ const FIXED: u32 = 2;
 const UNDO: u32 = 3;
 const DIFF: u32 = 4;
 
-/// Block map entries of blocks that read as zeros.
+/// Where the header keeps its UUIDs: the image's own, the one that changes when it is
+/// written, its parent's, and its parent's modification UUID when the image was made.
+const UUID_CREATE: usize = 392;
+const UUID_MODIFY: usize = 408;
+const UUID_LINKAGE: usize = 424;
+const UUID_PARENT_MODIFY: usize = 440;
+
+/// Block map entries of blocks that read as zeros (in a differencing disk, a block never
+/// written is its parent's).
 const BLOCK_FREE: u32 = u32::MAX;
 const BLOCK_ZERO: u32 = u32::MAX - 1;
 
@@ -41,15 +59,59 @@ pub const MAX_BLOCKS: u32 = 8 << 20;
 
 /// A VDI image over a [`ReadAt`] source.
 pub struct Vdi {
-    reader: Box<dyn ReadAt>,
     name: String,
-    map: BlockMap,
+    size: u64,
+    /// Its UUID and modification UUID, which a differencing disk over it names.
+    uuid: [u8; 16],
+    modified: [u8; 16],
+    layout: Layout,
+}
+
+enum Layout {
+    /// A dynamic or fixed disk: its blocks in its file.
+    Plain {
+        reader: Box<dyn ReadAt>,
+        map: BlockMap,
+    },
+    /// A differencing disk: its blocks over its parent.
+    Differencing(Box<Overlay>),
+}
+
+/// The 16 bytes at `at` of `header`.
+fn uuid_at(header: &[u8], at: usize) -> [u8; 16] {
+    header[at..at + 16].try_into().expect("16 bytes")
+}
+
+/// The creation UUID of the VDI image `reader` holds, if it holds one.
+pub(crate) fn creation_uuid(reader: &mut dyn ReadAt) -> Option<[u8; 16]> {
+    let mut header = [0u8; HEADER_LEN];
+    if reader.len() < HEADER_LEN as u64 || reader.read_exact_at(0, &mut header).is_err() {
+        return None;
+    }
+    (header[SIGNATURE_AT..SIGNATURE_AT + 4] == SIGNATURE && le_u32(&header, 68) == VERSION)
+        .then(|| uuid_at(&header, UUID_CREATE))
 }
 
 impl Vdi {
-    /// Opens the VDI image `name` read by `reader`.
-    pub fn open(mut reader: Box<dyn ReadAt>, name: impl Into<String>) -> Result<Vdi, ImageError> {
-        let name = name.into();
+    /// Opens the VDI image `name` read by `reader`, which must not be a differencing disk.
+    pub fn open(reader: Box<dyn ReadAt>, name: impl Into<String>) -> Result<Vdi, ImageError> {
+        Self::open_in_chain(
+            ImageFile::new(name, reader),
+            &mut chain::no_backing,
+            &mut Vec::new(),
+        )
+    }
+
+    /// Opens `file`, below the images in `chain`; a differencing disk's parent comes
+    /// from `opener`.
+    pub(crate) fn open_in_chain(
+        file: ImageFile,
+        opener: &mut BackingOpener<'_>,
+        chain: &mut Vec<String>,
+    ) -> Result<Vdi, ImageError> {
+        let ImageFile {
+            name, mut reader, ..
+        } = file;
         let file_size = reader.len();
         within(&name, "VDI header", 0, HEADER_LEN as u64, file_size)?;
         let mut header = [0u8; HEADER_LEN];
@@ -64,13 +126,14 @@ impl Vdi {
                 format!("VDI version {version:#010x}; only version 1.1 is read"),
             ));
         }
-        match le_u32(&header, 76) {
-            NORMAL | FIXED => {}
-            UNDO | DIFF => {
+        let image_type = le_u32(&header, 76);
+        match image_type {
+            NORMAL | FIXED | DIFF => {}
+            UNDO => {
                 return Err(unsupported(
                     &name,
-                    "the image is a VDI differencing disk (a snapshot), which needs its parent; \
-                     merge the snapshots first (in VirtualBox, or `qemu-img convert -O vdi`)",
+                    "the image is a VDI undo disk, which needs the disk below it; merge it \
+                     first (in VirtualBox, or `qemu-img convert -O vdi`)",
                 ));
             }
             other => {
@@ -81,10 +144,20 @@ impl Vdi {
                 ));
             }
         }
-        if header[424..440].iter().any(|&b| b != 0) {
+        let linkage = uuid_at(&header, UUID_LINKAGE);
+        let linked = linkage.iter().any(|&b| b != 0);
+        if image_type != DIFF && linked {
             return Err(unsupported(
                 &name,
-                "the VDI image is linked to a parent disk (a snapshot); merge the snapshots first",
+                "the VDI image is linked to a parent disk but is not a differencing disk; \
+                 merge the snapshots first",
+            ));
+        }
+        if image_type == DIFF && !linked {
+            return Err(corrupt(
+                &name,
+                Some(UUID_LINKAGE as u64),
+                "the differencing VDI names no parent: its parent UUID is zero",
             ));
         }
         let map_at = u64::from(le_u32(&header, 340));
@@ -120,7 +193,10 @@ impl Vdi {
         for (i, entry) in entries.chunks_exact(4).enumerate() {
             let slot = le_u32(entry, 0);
             if slot == BLOCK_FREE || slot == BLOCK_ZERO {
-                blocks.push(None);
+                blocks.push(match (slot, image_type) {
+                    (BLOCK_FREE, DIFF) => Block::Parent,
+                    _ => Block::Zero,
+                });
                 continue;
             }
             let i = i as u64;
@@ -130,7 +206,7 @@ impl Vdi {
                 .and_then(|o| o.checked_add(data_at + extra));
             match start {
                 Some(start) if start.checked_add(length).is_some_and(|e| e <= file_size) => {
-                    blocks.push(Some(start));
+                    blocks.push(Block::Own(start));
                 }
                 _ => {
                     return Err(corrupt(
@@ -144,16 +220,99 @@ impl Vdi {
                 }
             }
         }
-        Ok(Vdi {
-            reader,
-            name,
-            map: BlockMap {
+        let layout = if image_type == DIFF {
+            let recorded = uuid_at(&header, UUID_PARENT_MODIFY);
+            let parent = open_parent(&name, linkage, recorded, opener, chain)?;
+            Layout::Differencing(Box::new(Overlay::new(
+                reader,
                 size,
-                block_size: block,
+                block,
+                block,
                 blocks,
-            },
+                BitOrder::LeastSignificantFirst,
+                Box::new(parent),
+            )))
+        } else {
+            let blocks = blocks
+                .into_iter()
+                .map(|b| match b {
+                    Block::Own(start) => Some(start),
+                    _ => None,
+                })
+                .collect();
+            Layout::Plain {
+                reader,
+                map: BlockMap {
+                    size,
+                    block_size: block,
+                    blocks,
+                },
+            }
+        };
+        Ok(Vdi {
+            name,
+            size,
+            uuid: uuid_at(&header, UUID_CREATE),
+            modified: uuid_at(&header, UUID_MODIFY),
+            layout,
         })
     }
+}
+
+/// Finds and opens the parent of the differencing disk `name`: the VDI image whose UUID
+/// is `linkage`, whose modification UUID must be `recorded` (unless that is zero, as in
+/// disks made before VirtualBox recorded it).
+fn open_parent(
+    name: &str,
+    linkage: [u8; 16],
+    recorded: [u8; 16],
+    opener: &mut BackingOpener<'_>,
+    chain: &mut Vec<String>,
+) -> Result<Vdi, ImageError> {
+    let reference = BackingRef {
+        name: format!("the .vdi file of the disk {}", guid_text(&linkage)),
+        referenced_by: name.to_owned(),
+        format: Some(Format::Vdi),
+        role: BackingRole::Search(ParentIdentity::VdiUuid(linkage)),
+    };
+    let file = opener(&reference)?;
+    let parent = chain::in_chain(file, chain, |mut file, chain| {
+        if chain::probe(&mut *file.reader, &file.name)? != Format::Vdi {
+            return Err(unsupported(
+                &file.name,
+                format!("the parent of the differencing disk {name} is not a VDI image"),
+            ));
+        }
+        Vdi::open_in_chain(file, opener, chain)
+    })?;
+    if parent.uuid != linkage {
+        return Err(corrupt(
+            name,
+            Some(UUID_LINKAGE as u64),
+            format!(
+                "the differencing VDI was made over the disk {}, and the parent found, {}, \
+                 is the disk {}",
+                guid_text(&linkage),
+                parent.name,
+                guid_text(&parent.uuid)
+            ),
+        ));
+    }
+    if recorded.iter().any(|&b| b != 0) && parent.modified != recorded {
+        return Err(corrupt(
+            name,
+            Some(UUID_PARENT_MODIFY as u64),
+            format!(
+                "its parent {} was written to after the snapshot was taken (its modification \
+                 UUID is {}, the snapshot recorded {}): the snapshot's blocks no longer apply \
+                 over it",
+                parent.name,
+                guid_text(&parent.modified),
+                guid_text(&recorded)
+            ),
+        ));
+    }
+    Ok(parent)
 }
 
 impl DiskImage for Vdi {
@@ -166,29 +325,58 @@ impl DiskImage for Vdi {
     }
 
     fn virtual_size(&self) -> u64 {
-        self.map.size
+        self.size
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
-        self.map.read(&mut *self.reader, &self.name, offset, buf)
+        match &mut self.layout {
+            Layout::Plain { reader, map } => map.read(&mut **reader, &self.name, offset, buf),
+            Layout::Differencing(d) => d.read_at(&self.name, offset, buf),
+        }
     }
 
     fn map(&mut self, offset: u64, length: u64) -> Result<Vec<Extent>, ImageError> {
-        self.map.map(&self.name, offset, length)
+        match &mut self.layout {
+            Layout::Plain { map, .. } => map.map(&self.name, offset, length),
+            Layout::Differencing(d) => d.map(&self.name, offset, length),
+        }
     }
 
     fn runs(&mut self, offset: u64, length: u64) -> Result<Vec<Run>, ImageError> {
-        self.map.runs(&self.name, offset, length)
+        match &mut self.layout {
+            Layout::Plain { map, .. } => map.runs(&self.name, offset, length),
+            Layout::Differencing(d) => d.runs(&self.name, offset, length),
+        }
+    }
+
+    /// A differencing disk's parents' files, the parent's own first (see
+    /// [`DiskImage::file_name`]).
+    fn file_name(&self, file: u32) -> Option<&str> {
+        match &self.layout {
+            Layout::Differencing(d) => d.file_name(file),
+            Layout::Plain { .. } => None,
+        }
     }
 
     fn describe(&self) -> String {
-        format!(
-            "VDI image {}: {} bytes, {} of {} blocks of {} KiB allocated",
-            self.name,
-            self.map.size,
-            self.map.stored(),
-            self.map.blocks.len(),
-            self.map.block_size >> 10
-        )
+        match &self.layout {
+            Layout::Plain { map, .. } => format!(
+                "VDI image {}: {} bytes, {} of {} blocks of {} KiB allocated",
+                self.name,
+                self.size,
+                map.stored(),
+                map.blocks.len(),
+                map.block_size >> 10
+            ),
+            Layout::Differencing(d) => format!(
+                "differencing VDI image {}: {} bytes, {} of {} blocks of {} KiB its own; over {}",
+                self.name,
+                self.size,
+                d.own_blocks(),
+                d.blocks.len(),
+                d.block_size >> 10,
+                d.parent.describe()
+            ),
+        }
     }
 }

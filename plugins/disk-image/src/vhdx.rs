@@ -32,7 +32,7 @@ use crc::{CRC_32_ISCSI, Crc};
 use crate::block_map::{self, BlockMap};
 use crate::chain::{BackingOpener, ImageFile, no_backing};
 use crate::error::ImageError;
-use crate::fields::{corrupt, le_u16, le_u32, le_u64, unsupported, within};
+use crate::fields::{corrupt, guid_text, le_u16, le_u32, le_u64, unsupported, within};
 use crate::image::{DiskImage, Run};
 use crate::overlay::{self, BitOrder, Block, Overlay};
 use crate::{Extent, Format, ReadAt};
@@ -420,16 +420,6 @@ fn parse_guid(text: &str) -> Option<[u8; 16]> {
     let c = u16::from_str_radix(c, 16).ok()?;
     let tail = u64::from_str_radix(&format!("{d}{e}"), 16).ok()?;
     Some(guid(a, b, c, tail.to_be_bytes()))
-}
-
-/// A GUID as `parse_guid` reads it.
-fn guid_text(id: &[u8; 16]) -> String {
-    let a = u32::from_le_bytes(id[..4].try_into().expect("4 bytes"));
-    let b = u16::from_le_bytes(id[4..6].try_into().expect("2 bytes"));
-    let c = u16::from_le_bytes(id[6..8].try_into().expect("2 bytes"));
-    let d: String = id[8..10].iter().map(|x| format!("{x:02x}")).collect();
-    let e: String = id[10..].iter().map(|x| format!("{x:02x}")).collect();
-    format!("{{{a:08x}-{b:04x}-{c:04x}-{d}-{e}}}")
 }
 
 /// Checks that a current header exists and that the image needs nothing this reader does

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::fs::File;
 
 use tessera_disk_image::{
-    BackingRef, BackingRole, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile, Run,
-    Stored,
+    BackingRef, BackingRole, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile,
+    ParentIdentity, Run, Stored,
 };
 use tessera_nbd::{BASE_ALLOCATION, Client, NbdErrorKind, NbdUrl};
 use tessera_plugin_sdk::error::host_error_text;
@@ -547,6 +547,9 @@ fn data_ranges(size: u64, holes: &[ByteRange]) -> Vec<(u64, u64)> {
 /// Resolves and opens a backing file or, for a VMDK descriptor, an extent file: both are
 /// names relative to the image that refers to them.
 fn open_backing(backing: &BackingRef, mounts: &[GrantedDir]) -> Result<ImageFile, ImageError> {
+    if let BackingRole::Search(identity) = backing.role {
+        return search_parent(backing, identity, mounts);
+    }
     let unavailable = |reason: String| backing.unavailable(reason);
     let sandbox = backing::resolve(&backing.name, &backing.referenced_by, mounts)
         .map_err(|err| unavailable(err.to_string()))?;
@@ -560,6 +563,7 @@ fn open_backing(backing: &BackingRef, mounts: &[GrantedDir]) -> Result<ImageFile
     let role = match backing.role {
         BackingRole::Backing => "backing file",
         BackingRole::Extent => "extent file",
+        BackingRole::Search(_) => unreachable!("looked for above"),
     };
     debug!(
         "{}: {role} {} is {sandbox}",
@@ -567,6 +571,61 @@ fn open_backing(backing: &BackingRef, mounts: &[GrantedDir]) -> Result<ImageFile
     );
     image_file(&sandbox, &host_path, stat.size)
         .map_err(|err| unavailable(format!("{sandbox}: {err}")))
+}
+
+/// Opens the parent `backing` knows only by `identity` (a VDI snapshot's): the first
+/// file, in name order, with the identity's extension beside the image that names it or
+/// in the directory above, that carries it.
+fn search_parent(
+    backing: &BackingRef,
+    identity: ParentIdentity,
+    mounts: &[GrantedDir],
+) -> Result<ImageFile, ImageError> {
+    let suffix = format!(".{}", identity.extension());
+    let mut searched = Vec::new();
+    for dir in [".", ".."] {
+        // A directory outside the grants is not searched.
+        let Ok(dir) = backing::resolve(dir, &backing.referenced_by, mounts) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.to_ascii_lowercase().ends_with(&suffix))
+            .collect();
+        names.sort();
+        for name in names {
+            let sandbox = format!("{dir}/{name}");
+            if sandbox == backing.referenced_by {
+                continue;
+            }
+            let Some((sandbox, host_path)) = sandbox_paths(&sandbox) else {
+                continue;
+            };
+            let Ok(stat) = host::stat(&host_path) else {
+                continue;
+            };
+            let Ok(mut file) = image_file(&sandbox, &host_path, stat.size) else {
+                continue;
+            };
+            if identity.matches(&mut *file.reader) {
+                debug!("{}: {} is {sandbox}", backing.referenced_by, backing.name);
+                return Ok(file);
+            }
+        }
+        searched.push(dir);
+    }
+    Err(backing.unavailable(if searched.is_empty() {
+        "neither the directory of the image nor the one above it is granted".to_owned()
+    } else {
+        format!(
+            "no {suffix} file in {} is it; grant the directory that holds it (in \
+             VirtualBox's layout, the machine's directory, above `Snapshots`)",
+            searched.join(" or ")
+        )
+    }))
 }
 
 /// Connects to the NBD export at `url` as the disk `disk`, asking for the allocation map

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tessera_disk_image::{
-    BackingRef, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile, Stored, open,
+    BackingRef, BackingRole, DiskImage, ExtentKind, FileReader, Format, ImageError, ImageFile,
+    Stored, open,
 };
 
 /// Runs a QEMU tool and returns its standard output; fails the test if the tool is missing
@@ -116,9 +117,30 @@ pub fn open_file(path: &Path, format: Option<Format>) -> Result<Box<dyn DiskImag
     open(file, format, &mut opener)
 }
 
-/// The opener used by [`open_file`].
+/// The opener used by [`open_file`]. A parent known only by identity is looked for as
+/// the host does: among the files with its extension beside the image and in the
+/// directory above, in name order.
 pub fn opener(backing: &BackingRef) -> Result<ImageFile, ImageError> {
     let referrer = Path::new(&backing.referenced_by);
+    if let BackingRole::Search(identity) = backing.role {
+        let here = referrer.parent().unwrap();
+        for dir in [here, here.parent().unwrap()] {
+            let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == identity.extension()))
+                .filter(|p| p != referrer)
+                .collect();
+            names.sort();
+            for path in names {
+                let mut file = image_file(&path, backing.format);
+                if identity.matches(&mut *file.reader) {
+                    return Ok(file);
+                }
+            }
+        }
+        return Err(backing.unavailable("no file beside it or above it is it"));
+    }
     let path = referrer.parent().unwrap().join(&backing.name);
     let path = path
         .canonicalize()
