@@ -473,6 +473,99 @@ fn snapshot_backs_up_over_its_parent(case: Snapshot) {
     );
 }
 
+/// A VirtualBox snapshot (`Snapshots/{UUID}.vdi`, a differencing VDI naming its parent
+/// only by UUID) backs up over the base disk found by that UUID in the machine's directory,
+/// once that directory is granted; it restores equal to the base with the snapshot's block
+/// over it, shows the partition's files, and is refused once the base was written to.
+#[test]
+fn a_virtualbox_snapshot_backs_up_over_its_parent_vdi() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"vbox-vm\n").unwrap();
+    let raw = gpt_disk(&env, &tree);
+    let size = fs::metadata(&raw).unwrap().len();
+    let vm = env.path("VirtualBox VMs/web");
+    let snapshots = vm.join("Snapshots");
+    fs::create_dir_all(&snapshots).unwrap();
+    let base = vm.join("web.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", p(&raw), p(&base)]);
+    // Another machine's disk beside it, which the search passes over.
+    tool(
+        "qemu-img",
+        &["convert", "-O", "vdi", p(&raw), p(&vm.join("other.vdi"))],
+    );
+
+    // VirtualBox copies a block into the snapshot whole on its first write: the first
+    // block, with 256 KiB between the partition table and the partition written. QEMU
+    // cannot write a differencing VDI, so a script makes one of a dynamic VDI holding it.
+    let mut expected = fs::read(&raw).unwrap();
+    expected[512 << 10..768 << 10].fill(0x77);
+    let block = env.path("block0");
+    fs::write(&block, &expected[..1 << 20]).unwrap();
+    let writes = env.path("writes.vdi");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "vdi", p(&writes), &size.to_string()],
+    );
+    tool(
+        "qemu-io",
+        &[
+            "-f",
+            "vdi",
+            "-c",
+            &format!("write -s {} 0 1M", p(&block)),
+            p(&writes),
+        ],
+    );
+    let snapshot = snapshots.join("{6f1c2a9e-51d3-4c77-9a0b-2d4e8f3b7c15}.vdi");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vdi-differencing.py");
+    tool("python3", &[p(&script), p(&writes), p(&base), p(&snapshot)]);
+
+    // The base lies above the snapshot's directory: without that directory granted it is
+    // not found, and the error says what to grant.
+    let err = env.backup_fails(&[p(&snapshot), "--item", "web"]);
+    assert!(err.contains("disk0") && err.contains("grant"), "{err}");
+
+    let summary = env.backup(&[p(&snapshot), "--grant", p(&vm), "--item", "web"]);
+    let point = point_of(&summary);
+    let attributes = point_attributes(&env, &point);
+    assert_eq!(attributes["disk0.format"], "vdi", "{attributes}");
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert!(
+        fs::read(target.join("disk0.raw")).unwrap() == expected,
+        "the restored disk is not the base with the snapshot's block over it"
+    );
+    assert_eq!(
+        env.ls(&point, "disk0/part1/etc"),
+        ["disk0/part1/etc/hostname"]
+    );
+    let files = env.path("files");
+    env.restore(
+        &point,
+        &["--path", "disk0/part1/etc/hostname", "--target", p(&files)],
+    );
+    assert_eq!(
+        fs::read(files.join("disk0/part1/etc/hostname")).unwrap(),
+        b"vbox-vm\n"
+    );
+
+    // A base written to since the snapshot (its modification UUID changed) is refused,
+    // naming the snapshot, and nothing is committed.
+    let mut header = fs::read(&base).unwrap();
+    header[408..424].fill(0x5a);
+    fs::write(&base, &header).unwrap();
+    let err = env.backup_fails(&[p(&snapshot), "--grant", p(&vm), "--item", "web"]);
+    assert!(
+        err.contains("6f1c2a9e") && err.contains("written to after"),
+        "{err}"
+    );
+    let out = run_ok(tessera(&env.vault).args(["points", "--json"]));
+    let points: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(points.as_array().unwrap().len(), 1, "{points}");
+}
+
 #[test]
 fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_files() {
     let env = env();

@@ -35,8 +35,8 @@ mod vhdx;
 mod vmdk;
 
 pub use chain::{
-    BackingOpener, BackingRef, BackingRole, ImageFile, MAX_BACKING_DEPTH, ParentIdentity, no_backing,
-    open, probe,
+    BackingOpener, BackingRef, BackingRole, ImageFile, MAX_BACKING_DEPTH, ParentIdentity,
+    no_backing, open, probe,
 };
 pub use error::{ImageError, ImageErrorKind};
 pub use image::{DiskImage, Extent, ExtentKind, Format, GuestReader, Run, Stored};

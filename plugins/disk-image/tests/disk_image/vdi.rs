@@ -55,7 +55,13 @@ fn differencing_and_damaged_disks_are_refused_with_the_reason() {
     bytes[76..80].copy_from_slice(&4u32.to_le_bytes());
     let err = expect_error(open_bytes("diff", bytes.clone()), "diff");
     assert!(
-        matches!(err.kind(), ImageErrorKind::Corrupt { offset: Some(424), .. }),
+        matches!(
+            err.kind(),
+            ImageErrorKind::Corrupt {
+                offset: Some(424),
+                ..
+            }
+        ),
         "{err}"
     );
     bytes[424] = 1;
@@ -114,7 +120,12 @@ fn differencing_and_damaged_disks_are_refused_with_the_reason() {
 
 /// The snapshot over `parent` whose blocks are those `dynamic` allocated, as
 /// `tests/scripts/vdi-differencing.py` makes it with `extra` arguments, at `out`.
-fn snapshot(dynamic: &std::path::Path, parent: &std::path::Path, out: &std::path::Path, extra: &[&str]) {
+fn snapshot(
+    dynamic: &std::path::Path,
+    parent: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) {
     let mut args = vec![dynamic.to_str().unwrap(), parent.to_str().unwrap()];
     args.extend_from_slice(extra);
     fixture_script("vdi-differencing.py", &args, out);
@@ -189,17 +200,30 @@ fn differencing_disks_read_over_their_parent() {
     assert_eq!(stored_in(&mut *disk, 7), "{first}.vdi");
     assert_eq!(stored_in(&mut *disk, 2 * MIB as u64), "base.vdi");
     let file = std::fs::File::open(&second).unwrap();
-    assert_same_bytes(&read_by_runs(&mut *disk, &file, 0, size as u64), &top, &second);
+    assert_same_bytes(
+        &read_by_runs(&mut *disk, &file, 0, size as u64),
+        &top,
+        &second,
+    );
 
     // A parent written to after the snapshot (another modification UUID) is refused, and
     // so is a snapshot whose parent is nowhere to be found.
     let stale = snapshots.join("{stale}.vdi");
-    snapshot(&writes, &base, &stale, &["--parent-modify", &"01".repeat(16)]);
-    let err = open_file(&stale, None).err().expect("a stale parent is refused");
+    snapshot(
+        &writes,
+        &base,
+        &stale,
+        &["--parent-modify", &"01".repeat(16)],
+    );
+    let err = open_file(&stale, None)
+        .err()
+        .expect("a stale parent is refused");
     assert!(err.to_string().contains("written to after"), "{err}");
     let lost = snapshots.join("{lost}.vdi");
     snapshot(&writes, &base, &lost, &["--parent-uuid", &"ab".repeat(16)]);
-    let err = open_file(&lost, None).err().expect("a missing parent is refused");
+    let err = open_file(&lost, None)
+        .err()
+        .expect("a missing parent is refused");
     assert!(
         matches!(err.kind(), ImageErrorKind::BackingUnavailable { .. }),
         "{err}"
