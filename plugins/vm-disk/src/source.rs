@@ -621,8 +621,8 @@ fn search_parent(
         "neither the directory of the image nor the one above it is granted".to_owned()
     } else {
         format!(
-            "no {suffix} file in {} is it; grant the directory that holds it (in \
-             VirtualBox's layout, the machine's directory, above `Snapshots`)",
+            "no {suffix} file in {} carries that UUID; grant the directory that holds it \
+             (in VirtualBox's layout, the machine's directory, above `Snapshots`)",
             searched.join(" or ")
         )
     }))
