@@ -371,6 +371,41 @@ struct Snapshot {
     stored_as: &'static str,
 }
 
+/// The point of a snapshot's backup, `summary`, records its disk as `format`, restores
+/// to `expected` (the parent with the snapshot's sectors over it), and lists and
+/// extracts the first partition's `etc/hostname`, which holds `hostname`.
+fn assert_snapshot_point(
+    env: &Env,
+    summary: &Value,
+    format: &str,
+    expected: &[u8],
+    hostname: &[u8],
+) {
+    let point = point_of(summary);
+    let attributes = point_attributes(env, &point);
+    assert_eq!(attributes["disk0.format"], format, "{attributes}");
+    let target = env.path("restored");
+    env.restore(&point, &["--target", p(&target)]);
+    assert!(
+        fs::read(target.join("disk0.raw")).unwrap() == expected,
+        "the restored disk is not the parent with the snapshot's sectors over it"
+    );
+    // The files of the disk as the snapshot shows it.
+    assert_eq!(
+        env.ls(&point, "disk0/part1/etc"),
+        ["disk0/part1/etc/hostname"]
+    );
+    let files = env.path("files");
+    env.restore(
+        &point,
+        &["--path", "disk0/part1/etc/hostname", "--target", p(&files)],
+    );
+    assert_eq!(
+        fs::read(files.join("disk0/part1/etc/hostname")).unwrap(),
+        hostname
+    );
+}
+
 /// A differencing disk over a dynamic parent holding an ext4 partition backs up through
 /// its parent locators, restores equal to the parent with the snapshot's sectors over it,
 /// shows the partition's files, and is refused once its parent was replaced.
@@ -437,29 +472,7 @@ fn snapshot_backs_up_over_its_parent(case: Snapshot) {
     expected[512 << 10..640 << 10].fill(0x77);
 
     let summary = env.backup(&[p(&snapshot), "--item", "web"]);
-    let point = point_of(&summary);
-    let attributes = point_attributes(&env, &point);
-    assert_eq!(attributes["disk0.format"], case.stored_as, "{attributes}");
-    let target = env.path("restored");
-    env.restore(&point, &["--target", p(&target)]);
-    assert!(
-        fs::read(target.join("disk0.raw")).unwrap() == expected,
-        "the restored disk is not the parent with the snapshot's sectors over it"
-    );
-    // The files of the disk as the snapshot shows it.
-    assert_eq!(
-        env.ls(&point, "disk0/part1/etc"),
-        ["disk0/part1/etc/hostname"]
-    );
-    let files = env.path("files");
-    env.restore(
-        &point,
-        &["--path", "disk0/part1/etc/hostname", "--target", p(&files)],
-    );
-    assert_eq!(
-        fs::read(files.join("disk0/part1/etc/hostname")).unwrap(),
-        b"hyperv-vm\n"
-    );
+    assert_snapshot_point(&env, &summary, case.stored_as, &expected, b"hyperv-vm\n");
 
     // A parent replaced since the snapshot is refused, naming the snapshot, and nothing
     // is committed.
@@ -528,28 +541,7 @@ fn a_virtualbox_snapshot_backs_up_over_its_parent_vdi() {
     assert!(err.contains("disk0") && err.contains("grant"), "{err}");
 
     let summary = env.backup(&[p(&snapshot), "--grant", p(&vm), "--item", "web"]);
-    let point = point_of(&summary);
-    let attributes = point_attributes(&env, &point);
-    assert_eq!(attributes["disk0.format"], "vdi", "{attributes}");
-    let target = env.path("restored");
-    env.restore(&point, &["--target", p(&target)]);
-    assert!(
-        fs::read(target.join("disk0.raw")).unwrap() == expected,
-        "the restored disk is not the base with the snapshot's block over it"
-    );
-    assert_eq!(
-        env.ls(&point, "disk0/part1/etc"),
-        ["disk0/part1/etc/hostname"]
-    );
-    let files = env.path("files");
-    env.restore(
-        &point,
-        &["--path", "disk0/part1/etc/hostname", "--target", p(&files)],
-    );
-    assert_eq!(
-        fs::read(files.join("disk0/part1/etc/hostname")).unwrap(),
-        b"vbox-vm\n"
-    );
+    assert_snapshot_point(&env, &summary, "vdi", &expected, b"vbox-vm\n");
 
     // A base written to since the snapshot (its modification UUID changed) is refused,
     // naming the snapshot, and nothing is committed.

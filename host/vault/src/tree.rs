@@ -338,6 +338,18 @@ fn take<'a, const N: usize>(
     Ok(taken)
 }
 
+/// Refuses bytes left after a list's last extent, `rest` being the end of `bytes`.
+fn all_read(bytes: &[u8], rest: &[u8]) -> Result<(), String> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} bytes follow the last extent at byte {}",
+        rest.len(),
+        bytes.len() - rest.len()
+    ))
+}
+
 /// Decodes the records of a version 3 list, `rest` being what follows the magic in
 /// `bytes`.
 fn decode_records(bytes: &[u8], rest: &[u8]) -> Result<Vec<Extent>, String> {
@@ -371,13 +383,7 @@ fn decode_records(bytes: &[u8], rest: &[u8]) -> Result<Vec<Extent>, String> {
             extents.push(Extent::chunk(ChunkId(*id), len));
         }
     }
-    if !rest.is_empty() {
-        return Err(format!(
-            "{} bytes follow the last extent at byte {}",
-            rest.len(),
-            bytes.len() - rest.len()
-        ));
-    }
+    all_read(bytes, rest)?;
     Ok(extents)
 }
 
@@ -399,13 +405,7 @@ fn decode_v2(bytes: &[u8], rest: &[u8]) -> Result<Vec<Extent>, String> {
             other => return Err(format!("unknown extent kind {other} at byte {}", at + 8)),
         }
     }
-    if !rest.is_empty() {
-        return Err(format!(
-            "{} bytes follow the last extent at byte {}",
-            rest.len(),
-            bytes.len() - rest.len()
-        ));
-    }
+    all_read(bytes, rest)?;
     Ok(extents)
 }
 

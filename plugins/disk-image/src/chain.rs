@@ -215,8 +215,9 @@ pub(crate) fn in_chain<T>(
 const FOREIGN_MAGICS: &[(usize, &[u8], &str)] = &[(0, b"QED\0", "QED")];
 
 /// Guesses the format of a file: the qcow2 magic means qcow2, the VDI signature VDI, the
-/// VMDK magic a sparse VMDK and a VMDK descriptor's first line a VMDK disk described by
-/// that descriptor, the VHDX signature VHDX, the VHD footer cookie at the start a
+/// VMDK magic a sparse VMDK, a VMDK descriptor's first line a VMDK disk described by
+/// that descriptor (and an ESXi snapshot extent's magic VMDK, refused when opened), the
+/// VHDX signature VHDX, the VHD footer cookie at the start a
 /// dynamic VHD, and a valid VHD footer ending the file a fixed VHD of the file's size less
 /// the footer. The magic of another known format (QED) is refused; anything else is raw.
 pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> {
@@ -242,7 +243,17 @@ pub fn probe(reader: &mut dyn ReadAt, name: &str) -> Result<Format, ImageError> 
     if head.get(64..68) == Some(&vdi::SIGNATURE[..]) {
         return Ok(Format::Vdi);
     }
-    if head.starts_with(vmdk::MAGIC) || head.starts_with(vmdk::DESCRIPTOR_MAGIC) {
+    // ESXi's snapshot extents too, so that one named on its own is refused as such,
+    // not read as a raw disk.
+    if [
+        &vmdk::MAGIC[..],
+        vmdk::DESCRIPTOR_MAGIC,
+        vmdk::COWD_MAGIC,
+        &vmdk::SESPARSE_MAGIC,
+    ]
+    .iter()
+    .any(|magic| head.starts_with(magic))
+    {
         return Ok(Format::Vmdk);
     }
     if head.starts_with(vhdx::SIGNATURE) {
@@ -294,6 +305,10 @@ mod tests {
         assert_eq!(probe(&mut vmdk, "v").unwrap(), Format::Vmdk);
         let mut descriptor = b"# Disk DescriptorFile\nversion=1\n".to_vec();
         assert_eq!(probe(&mut descriptor, "t").unwrap(), Format::Vmdk);
+        let mut cowd = b"COWD\x01\0\0\0".to_vec();
+        assert_eq!(probe(&mut cowd, "c").unwrap(), Format::Vmdk);
+        let mut sesparse = b"\xbe\xba\xfe\xca\0\0\0\0".to_vec();
+        assert_eq!(probe(&mut sesparse, "s").unwrap(), Format::Vmdk);
         let mut qed = b"QED\0\0\0\0\0".to_vec();
         let err = probe(&mut qed, "q").unwrap_err();
         assert!(err.to_string().contains("QED"), "{err}");

@@ -2,16 +2,16 @@
 //! default for a growable disk, and `streamOptimized`, its compressed form in OVF/OVA
 //! exports), or a text descriptor file listing the extents that hold the disk's bytes in
 //! order (`monolithicFlat`, `twoGbMaxExtentSparse`, `twoGbMaxExtentFlat`, ESXi's `vmfs`),
-//! and delta disks (snapshots) over their parent.
+//! and delta disks (snapshots) over their parent, ESXi's `vmfsSparse` and `seSparse`
+//! snapshots among them.
 //!
-//! An extent is a hosted sparse file ([`sparse`]), a range of a raw file (`FLAT`, `VMFS`)
-//! or zeros (`ZERO`). Extent files are opened through the caller's opener, as files the
+//! An extent is a hosted sparse file ([`sparse`]), an ESXi snapshot file ([`esx`]:
+//! `VMFSSPARSE`, `SESPARSE`), a range of a raw file (`FLAT`, `VMFS`) or zeros (`ZERO`). Extent files are opened through the caller's opener, as files the
 //! descriptor names, relative to it. A delta disk (`parentCID` other than `ffffffff`)
 //! reads the grains it never wrote from its parent (`parentFileNameHint`), opened through
 //! the opener as a backing file; the parent's `CID` must still be the `parentCID` the
 //! delta recorded, or the parent was written after the snapshot and the delta no longer
-//! applies over it. ESXi's own snapshot and raw-device extents (`VMFSSPARSE`, `SESPARSE`,
-//! `VMFSRDM`, `VMFSRAW`) are refused.
+//! applies over it. Raw-device extents (`VMFSRDM`, `VMFSRAW`) are refused.
 //!
 //! Every number read is checked before use: the grain tables are bounded ([`MAX_GRAINS`]
 //! for all extents of a disk together), the descriptor by [`MAX_DESCRIPTOR`] bytes and
@@ -22,9 +22,11 @@
 //! through [`DiskImage::read_at`].
 
 mod descriptor;
+mod esx;
 mod sparse;
 
 pub(crate) use descriptor::MAGIC as DESCRIPTOR_MAGIC;
+pub(crate) use esx::{COWD_MAGIC, SESPARSE_MAGIC};
 pub(crate) use sparse::MAGIC;
 
 use crate::block_map::read_exact as read;
@@ -37,6 +39,7 @@ use crate::image::{
 use crate::raw::Raw;
 use crate::{Extent, ExtentKind, Format, ReadAt};
 use descriptor::{Descriptor, ExtentLine, ExtentType, ParentRef};
+use esx::{EsxFormat, EsxSparse};
 use sparse::{Grain, SparseExtent};
 
 /// VMDK counts in sectors of 512 bytes.
@@ -48,8 +51,6 @@ pub const MAX_GRAINS: u64 = 32 << 20;
 pub const MAX_DESCRIPTOR: u64 = 1 << 20;
 /// Largest disk a descriptor may describe: 256 TiB, well above VMware's 62 TB.
 const MAX_SIZE: u64 = 1 << 48;
-/// The magic of ESXi's older sparse format (`VMFSSPARSE` extents).
-const COWD_MAGIC: &[u8; 4] = b"COWD";
 /// `createType`s of a disk in one sparse file.
 const MONOLITHIC_TYPES: &[&str] = &["monolithicSparse", "streamOptimized"];
 /// `createType`s of a disk described by a descriptor file that this reader reads; their
@@ -61,6 +62,8 @@ const DESCRIBED_TYPES: &[&str] = &[
     "vmfs",
     "vmfsThin",
     "monolithicSparse",
+    "vmfsSparse",
+    "seSparse",
 ];
 
 /// A VMDK disk: its extents in order, and a delta disk's parent.
@@ -92,6 +95,8 @@ enum PartData {
         extent: SparseExtent,
         own_file: bool,
     },
+    /// An ESXi snapshot extent, in a file of its own.
+    Esx(EsxSparse),
     /// The bytes of a raw file from byte `start` on.
     Flat {
         file: Raw<Box<dyn ReadAt>>,
@@ -122,11 +127,11 @@ impl Vmdk {
         if &head == MAGIC {
             return Self::open_sparse(file, opener, chain);
         }
-        if &head == COWD_MAGIC {
+        if &head == COWD_MAGIC || head == SESPARSE_MAGIC[..4] {
             return Err(unsupported(
                 &file.name,
-                "the file is an ESXi sparse extent (COWD, a VMFSSPARSE snapshot), which is not \
-                 read; consolidate the snapshots first",
+                "the file is the extent of an ESXi snapshot (a vmfsSparse or seSparse delta); \
+                 open the descriptor file that names it (`NAME-000001.vmdk`) instead",
             ));
         }
         Self::open_descriptor(file, opener, chain)
@@ -212,15 +217,6 @@ impl Vmdk {
         match create_type.as_str() {
             "" => return Err(corrupt(&name, None, "the descriptor gives no createType")),
             t if DESCRIBED_TYPES.contains(&t) => {}
-            "vmfsSparse" | "seSparse" => {
-                return Err(unsupported(
-                    &name,
-                    format!(
-                        "a VMDK disk of type {create_type:?} (an ESXi snapshot) is not read; \
-                         consolidate the snapshots first"
-                    ),
-                ));
-            }
             _ => {
                 return Err(unsupported(
                     &name,
@@ -320,7 +316,7 @@ fn open_extent(
 ) -> Result<PartData, ImageError> {
     let format = match line.kind {
         ExtentType::Zero => return Ok(PartData::Zero),
-        ExtentType::Sparse => Format::Vmdk,
+        ExtentType::Sparse | ExtentType::Esx(_) => Format::Vmdk,
         ExtentType::Flat(_) => Format::Raw,
     };
     let reference = BackingRef {
@@ -351,6 +347,22 @@ fn open_extent(
                 file: Raw::new(file.reader, file.name, file.data_ranges),
                 start,
             })
+        }
+        ExtentType::Esx(format) => {
+            let extent = EsxSparse::open(file.reader, file.name, format)?;
+            if extent.capacity() != line.length {
+                return Err(line_error(
+                    name,
+                    line,
+                    format!(
+                        "the extent file {} holds {} sectors, where the line gives {}",
+                        extent.name(),
+                        extent.capacity() / SECTOR,
+                        line.length / SECTOR
+                    ),
+                ));
+            }
+            Ok(PartData::Esx(extent))
         }
         _ => {
             let mut head = [0u8; 4];
@@ -437,6 +449,20 @@ fn open_parent(
     Ok(Some(Box::new(opened)))
 }
 
+impl PartData {
+    /// Where the byte at `within` of a part held in grains (sparse or ESXi) is, and how
+    /// many bytes from it on lie in its grain.
+    fn locate(&mut self, within: u64) -> Result<(Grain, u64), ImageError> {
+        match self {
+            PartData::Sparse { extent, .. } => Ok(extent.locate(within)),
+            PartData::Esx(extent) => extent.locate(within),
+            PartData::Flat { .. } | PartData::Zero => {
+                unreachable!("only parts held in grains are located")
+            }
+        }
+    }
+}
+
 /// Fills `buf` with the bytes at guest offset `pos` of a delta disk's `parent`, zeros past
 /// its end or without one.
 fn read_parent(parent: &mut Option<Box<Vmdk>>, pos: u64, buf: &mut [u8]) -> Result<(), ImageError> {
@@ -490,14 +516,16 @@ impl DiskImage for Vmdk {
                     )?;
                     left
                 }
-                PartData::Sparse { extent, .. } => {
-                    let (grain, run) = extent.locate(within);
+                PartData::Sparse { .. } | PartData::Esx(_) => {
+                    let (grain, run) = part.data.locate(within)?;
                     let n = run.min(left);
                     let chunk = &mut buf[done as usize..(done + n) as usize];
-                    match grain {
-                        Grain::Unallocated => read_parent(&mut self.parent, pos, chunk)?,
-                        Grain::Zero => chunk.fill(0),
-                        Grain::Stored(_) | Grain::Compressed(_) => extent.read(within, chunk)?,
+                    match (grain, &mut part.data) {
+                        (Grain::Unallocated, _) => read_parent(&mut self.parent, pos, chunk)?,
+                        (Grain::Zero, _) => chunk.fill(0),
+                        (_, PartData::Sparse { extent, .. }) => extent.read(within, chunk)?,
+                        (Grain::Stored(at), PartData::Esx(extent)) => extent.read(at, chunk)?,
+                        _ => unreachable!("ESXi grains are stored uncompressed"),
                     }
                     n
                 }
@@ -529,8 +557,8 @@ impl DiskImage for Vmdk {
                     }
                     left
                 }
-                PartData::Sparse { extent, .. } => {
-                    let (grain, run) = extent.locate(within);
+                PartData::Sparse { .. } | PartData::Esx(_) => {
+                    let (grain, run) = part.data.locate(within)?;
                     let n = run.min(left);
                     match (grain, &mut self.parent) {
                         (Grain::Stored(_) | Grain::Compressed(_), _) => {
@@ -564,7 +592,7 @@ impl DiskImage for Vmdk {
         let mut pos = offset;
         while pos < end {
             let (i, within) = self.part_at(pos);
-            let part = &self.parts[i];
+            let part = &mut self.parts[i];
             let left = (part.length - within).min(end - pos);
             let n = match &part.data {
                 // An extent file's bytes lie in it as they are: it is named by the number
@@ -579,12 +607,13 @@ impl DiskImage for Vmdk {
                     );
                     left
                 }
-                PartData::Sparse { extent, own_file } => {
-                    let (grain, run) = extent.locate(within);
+                PartData::Sparse { .. } | PartData::Esx(_) => {
+                    let own_file = matches!(part.data, PartData::Sparse { own_file: true, .. });
+                    let (grain, run) = part.data.locate(within)?;
                     let n = run.min(left);
                     match (grain, &mut self.parent) {
                         (Grain::Stored(at), _) => {
-                            let stored = if *own_file {
+                            let stored = if own_file {
                                 Stored::InFile(at)
                             } else {
                                 Stored::InNamedFile(i as u32, at)
@@ -631,6 +660,7 @@ impl DiskImage for Vmdk {
                 extent,
                 own_file: false,
             } => Some(extent.name()),
+            PartData::Esx(extent) => Some(extent.name()),
             _ => None,
         }
     }
@@ -657,6 +687,15 @@ impl DiskImage for Vmdk {
                         extent.grains()
                     )
                 }
+                PartData::Esx(extent) => format!(
+                    "ESXi {} extent {}: {} grain tables allocated",
+                    match extent.format() {
+                        EsxFormat::VmfsSparse => "vmfsSparse",
+                        EsxFormat::SeSparse => "seSparse",
+                    },
+                    extent.name(),
+                    extent.allocated_tables()
+                ),
                 PartData::Flat { file, start } => {
                     format!("flat extent {} from offset {start:#x}", file.name())
                 }

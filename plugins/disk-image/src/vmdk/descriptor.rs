@@ -21,6 +21,7 @@ use crate::error::ImageError;
 use crate::fields::{corrupt, unsupported};
 
 use super::SECTOR;
+use super::esx::EsxFormat;
 
 /// The first line of a descriptor file.
 pub(crate) const MAGIC: &[u8] = b"# Disk DescriptorFile";
@@ -46,6 +47,8 @@ pub(super) enum ExtentType {
     Flat(u64),
     /// Zeros, with no file.
     Zero,
+    /// An ESXi snapshot extent file: `VMFSSPARSE` (a `COWD` file) or `SESPARSE`.
+    Esx(super::esx::EsxFormat),
 }
 
 /// One extent line.
@@ -277,10 +280,13 @@ fn parse_extent(
             ExtentType::Zero
         }
         "VMFSSPARSE" | "SESPARSE" => {
-            return Err(unsupported_line(&format!(
-                "{kind} extents (ESXi snapshots) are not read; consolidate the snapshots \
-                 first, or convert the disk (`qemu-img convert -O vmdk`)"
-            )));
+            needs_file(&file)?;
+            no_tail(tail)?;
+            ExtentType::Esx(if kind == "SESPARSE" {
+                EsxFormat::SeSparse
+            } else {
+                EsxFormat::VmfsSparse
+            })
         }
         "VMFSRDM" | "VMFSRAW" => {
             return Err(unsupported_line(&format!(
@@ -290,7 +296,7 @@ fn parse_extent(
         }
         other => {
             return Err(unsupported_line(&format!(
-                "extents of type {other:?} are not read; SPARSE, FLAT, VMFS and ZERO are"
+                "extents of type {other:?} are not read; SPARSE, FLAT, VMFS, VMFSSPARSE, SESPARSE and ZERO are"
             )));
         }
     };
@@ -346,8 +352,7 @@ mod tests {
     #[test]
     fn bad_and_unsupported_lines_are_named() {
         for (line, expect) in [
-            ("RW 10 VMFSSPARSE \"d-delta.vmdk\"", "ESXi snapshots"),
-            ("RW 10 SESPARSE \"d-sesparse.vmdk\"", "ESXi snapshots"),
+            ("RW 10 SESPARSE", "must name its file"),
             ("RW 10 VMFSRDM \"d-rdm.vmdk\"", "raw device"),
             ("RW 10 FANCY \"x\"", "FANCY"),
             ("NOACCESS 10 FLAT \"x\" 0", "NOACCESS"),

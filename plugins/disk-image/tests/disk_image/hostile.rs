@@ -411,19 +411,32 @@ fn mutated_vmdk_descriptors_and_extents_never_panic() {
         "vmdk",
         &["write -P 3 100000 200000", "write -P 4 2000000 4096"],
     );
-    let names = ["top.vmdk", "top-s001.vmdk", "base.vmdk", "base-flat.vmdk"];
+    fuzz_vmdk_files(
+        d,
+        &["top.vmdk", "top-s001.vmdk", "base.vmdk", "base-flat.vmdk"],
+        6,
+        400,
+    );
+}
+
+/// Mutates the files `names` in `dir` (a VMDK disk, its descriptors and extents, the
+/// first named the disk opened) `rounds` times, one file a round: a descriptor with bytes
+/// descriptors are made of, an extent in the 64 KiB holding its headers and tables; now
+/// and then a file is cut. Each round opens the disk with the files served by name and
+/// uses it.
+fn fuzz_vmdk_files(dir: &std::path::Path, names: &[&str], seed: u64, rounds: u64) {
     let originals: Vec<Vec<u8>> = names
         .iter()
-        .map(|n| std::fs::read(path(d, n)).unwrap())
+        .map(|n| std::fs::read(path(dir, n)).unwrap())
         .collect();
     // What a descriptor is made of, so that mutations make lines that almost parse.
     const TEXT: &[u8] = b"0123456789abcdef \"\n=#RWFLATSPARSEZEROVMFS\0";
-    let mut rng = SplitMix::new(6);
-    for round in 0..400u64 {
+    let mut rng = SplitMix::new(seed);
+    for round in 0..rounds {
         let mut files = originals.clone();
         let target = rng.below(files.len() as u64) as usize;
         let bytes = &mut files[target];
-        let descriptor = names[target] == "top.vmdk" || names[target] == "base.vmdk";
+        let descriptor = !names[target].contains('-');
         if rng.below(8) == 0 {
             let cut = rng.below(bytes.len() as u64) as usize;
             bytes.truncate(cut);
@@ -447,11 +460,58 @@ fn mutated_vmdk_descriptors_and_extents_never_panic() {
                 .ok_or_else(|| b.unavailable("no such file"))?;
             Ok(ImageFile::new(names[i], Box::new(files[i].clone())))
         };
-        let file = ImageFile::new("top.vmdk", Box::new(files[0].clone()));
+        let file = ImageFile::new(names[0], Box::new(files[0].clone()));
         if let Ok(mut image) = open(file, None, &mut opener) {
             use_image(&mut *image, round);
         }
     }
+}
+
+/// An ESXi chain, a seSparse snapshot over a vmfsSparse one over a flat disk (made by
+/// `tests/scripts/esx-snapshot.py`), mutated in its descriptors, headers, directories and
+/// tables.
+#[test]
+fn mutated_esxi_snapshots_never_panic() {
+    let dir = tempdir();
+    let d = dir.path();
+    let src = write_raw(d, "src.raw", &content(3 << 20, 15));
+    convert_raw(
+        &src,
+        &path(d, "base.vmdk"),
+        "vmdk",
+        "subformat=monolithicFlat",
+    );
+    let raw = write_raw(d, "new.raw", &content(3 << 20, 16));
+    let snapshot = |format: &str, parent: &str, out: &str, written: &str| {
+        let parent = path(d, parent);
+        let args = [
+            format,
+            parent.to_str().unwrap(),
+            raw.to_str().unwrap(),
+            "--written",
+            written,
+            "--zero",
+            "1048576+8192",
+        ];
+        fixture_script("esx-snapshot.py", &args, &path(d, out));
+    };
+    snapshot("vmfsSparse", "base.vmdk", "mid.vmdk", "100000+200000");
+    snapshot("seSparse", "mid.vmdk", "top.vmdk", "2000000+40960,0+4096");
+    // Unmutated, the chain opens, so the mutations reach past the open.
+    assert!(open_file(&path(d, "top.vmdk"), None).is_ok());
+    fuzz_vmdk_files(
+        d,
+        &[
+            "top.vmdk",
+            "top-sesparse.vmdk",
+            "mid.vmdk",
+            "mid-delta.vmdk",
+            "base.vmdk",
+            "base-flat.vmdk",
+        ],
+        7,
+        600,
+    );
 }
 
 /// Differencing VHD, VHDX and VDI disks over a real parent (made by the fixture scripts),
