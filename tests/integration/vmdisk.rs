@@ -486,6 +486,62 @@ fn snapshot_backs_up_over_its_parent(case: Snapshot) {
     );
 }
 
+/// ESXi snapshots (a vmfsSparse delta and a seSparse one, made by
+/// `tests/scripts/esx-snapshot.py` as QEMU cannot write them) back up through their
+/// descriptors over the flat base disk, restore equal to the base with the snapshot's
+/// grains over it, and show the partition's files.
+#[test]
+fn esxi_snapshots_back_up_over_their_base_vmdk() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"esxi-vm\n").unwrap();
+    let raw = gpt_disk(&env, &tree);
+    let base = env.path("web.vmdk");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=monolithicFlat",
+            p(&raw),
+            p(&base),
+        ],
+    );
+    // The snapshot's writes: 256 KiB between the partition table and the partition.
+    let mut expected = fs::read(&raw).unwrap();
+    expected[512 << 10..768 << 10].fill(0x77);
+    let written = env.path("written.raw");
+    fs::write(&written, &expected).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/esx-snapshot.py");
+    for (format, snapshot, stored) in [
+        ("vmfsSparse", "web-000001.vmdk", "web-000001-delta.vmdk"),
+        ("seSparse", "web-000002.vmdk", "web-000002-sesparse.vmdk"),
+    ] {
+        let snapshot = env.path(snapshot);
+        tool(
+            "python3",
+            &[
+                p(&script),
+                format,
+                p(&base),
+                p(&written),
+                p(&snapshot),
+                "--written",
+                "524288+262144",
+            ],
+        );
+        assert!(env.path(stored).exists());
+        let item = format!("web-{format}");
+        let summary = env.backup(&[p(&snapshot), "--item", &item]);
+        assert_snapshot_point(&env, &summary, "vmdk", &expected, b"esxi-vm\n");
+        fs::remove_dir_all(env.path("restored")).unwrap();
+        fs::remove_dir_all(env.path("files")).unwrap();
+    }
+}
+
 /// A VirtualBox snapshot (`Snapshots/{UUID}.vdi`, a differencing VDI naming its parent
 /// only by UUID) backs up over the base disk found by that UUID in the machine's directory,
 /// once that directory is granted; it restores equal to the base with the snapshot's block
