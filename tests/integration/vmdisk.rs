@@ -1003,6 +1003,61 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
     disk
 }
 
+/// The files of Linux software RAID1 members (MD metadata 1.2 in a partition, 1.1 on a
+/// whole disk, laid out by `tests/scripts/md-member.py` as mdadm lays them out) list and
+/// restore from the array's data on each, and a member of a RAID5 array is refused with
+/// the reason.
+#[test]
+fn files_restore_from_software_raid1_members() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"md-vm\n").unwrap();
+    let ext4 = env.path("array.ext4");
+    fs::File::create(&ext4).unwrap().set_len(16 << 20).unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/md-member.py");
+    let member = |name: &str, extra: &[&str]| {
+        let out = env.path(name);
+        let mut args = vec![p(&script), p(&ext4), p(&out)];
+        args.extend_from_slice(extra);
+        tool("python3", &args);
+        out
+    };
+    // disk0: a GPT partition holding a member; disk1: a whole disk that is one; disk2: a
+    // partition holding a member of a RAID5 array.
+    let partitioned = |name: &str, member: &Path| {
+        let disk = env.path(name);
+        fs::File::create(&disk).unwrap().set_len(24 << 20).unwrap();
+        tool("sgdisk", &["-n", "1:2048:0", "-t", "1:fd00", p(&disk)]);
+        write_partitions(&disk, &[(&member.to_path_buf(), 2048 * 512)]);
+        disk
+    };
+    let disk0 = partitioned("disk0.raw", &member("m0", &[]));
+    let disk1 = member("disk1.raw", &["--metadata", "1.1", "--role", "1"]);
+    let disk2 = partitioned(
+        "disk2.raw",
+        &member("m2", &["--level", "5", "--disks", "3"]),
+    );
+
+    let summary = env.backup(&[p(&disk0), p(&disk1), p(&disk2), "--item", "md"]);
+    let point = point_of(&summary);
+    for (dir, file) in [
+        ("disk0/part1/etc", "disk0/part1/etc/hostname"),
+        ("disk1/fs/etc", "disk1/fs/etc/hostname"),
+    ] {
+        assert_eq!(env.ls(&point, dir), [file]);
+        let target = env.path(&format!("files-{}", &file[..5]));
+        env.restore(&point, &["--path", file, "--target", p(&target)]);
+        assert_eq!(fs::read(target.join(file)).unwrap(), b"md-vm\n");
+    }
+    let err = env.ls_fails(&point, "disk2/part1");
+    assert!(
+        err.contains("RAID5") && err.contains("host:md0") && err.contains("RAID1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn files_restore_from_inside_a_disk_without_restoring_the_disk() {
     let env = env();

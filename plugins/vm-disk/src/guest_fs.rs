@@ -1,12 +1,14 @@
 //! The file systems inside a disk stored in the point: the disk's partition table, each
 //! partition's volume (`diskN/partK`), or the volume filling a disk that has no table
 //! (`diskN/fs`), the logical volumes of such a volume when it is an LVM2 physical volume
-//! (`diskN/partK/LV`), and the contract's view of their entries. Browse and file-level
+//! (`diskN/partK/LV`), and the contract's view of their entries. A volume that is a member
+//! of an MD RAID1 array is read as the array's data on it: the file system or physical
+//! volume of the array, at the same paths. Browse and file-level
 //! restore both start here.
 
 use tessera_disk_fs::{
     FsEntry, FsError, FsKind, LogicalVolume, LogicalVolumeReader, PartitionTable, Scheme, Slice,
-    Volume, open_volume, read_partitions, read_physical_volume,
+    Volume, open_volume, read_md_member, read_partitions, read_physical_volume,
 };
 use tessera_disk_image::ReadAt;
 use tessera_plugin_sdk::error::from_host;
@@ -76,14 +78,15 @@ impl StoredDisk {
         }
         let label = volume_label(&self.name, VolumeRef::WholeDisk);
         let size = ReadAt::len(&self.disk);
+        let mut whole = array_data(Box::new(self.disk.clone()), &label)?;
         // A disk given whole to LVM2 (`pvcreate /dev/sdb`) holds its logical volumes.
-        if read_physical_volume(&mut self.disk.clone(), &label)
+        if read_physical_volume(&mut whole, &label)
             .map_err(|err| from_fs(&err))?
             .is_some()
         {
             return Ok(vec![(VolumeRef::WholeDisk, size)]);
         }
-        match open_volume(Box::new(self.disk.clone()), &label) {
+        match open_volume(whole, &label) {
             Ok(_) => Ok(vec![(VolumeRef::WholeDisk, size)]),
             Err(FsError::UnknownFilesystem { other, .. }) => {
                 tessera_plugin_sdk::debug!(
@@ -139,7 +142,7 @@ impl StoredDisk {
         rest: &'p str,
     ) -> Result<Reached<'p>, PluginError> {
         let label = volume_label(&self.name, volume);
-        let mut reader = self.reader(volume)?;
+        let mut reader = array_data(self.reader(volume)?, &label)?;
         let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
         else {
             let volume = open_volume(reader, &label).map_err(|err| from_fs(&err))?;
@@ -210,10 +213,10 @@ impl StoredDisk {
                     .collect(),
             };
             for volume in volumes {
-                let Ok(mut reader) = disk.reader(volume) else {
+                let label = volume_label(&disk.name, volume);
+                let Ok(mut reader) = disk.reader(volume).and_then(|r| array_data(r, &label)) else {
                     continue;
                 };
-                let label = volume_label(&disk.name, volume);
                 if let Ok(Some(pv)) = read_physical_volume(&mut reader, &label)
                     && pv.uuid == uuid
                 {
@@ -238,6 +241,26 @@ impl StoredDisk {
             _ => format!("the table has {}: {}", names.len(), names.join(", ")),
         }
     }
+}
+
+/// The bytes of the volume `label` that `reader` reads, or, when it is a member of an MD
+/// RAID1 array (metadata 1.1 or 1.2, which keeps the array's data past its superblock),
+/// the array's data on it. A member of an array that spreads its data over several
+/// members is refused with the reason.
+fn array_data(mut reader: Box<dyn ReadAt>, label: &str) -> Result<Box<dyn ReadAt>, PluginError> {
+    let Some(member) = read_md_member(&mut reader, label).map_err(|err| from_fs(&err))? else {
+        return Ok(reader);
+    };
+    tessera_plugin_sdk::debug!(
+        "{label}: a member of MD array {} ({}, metadata {}): its data from byte {}",
+        member.name,
+        member.uuid,
+        member.version,
+        member.data_offset
+    );
+    let data = Slice::new(reader, member.data_offset, member.data_length)
+        .map_err(|err| from_fs(&err))?;
+    Ok(Box::new(data))
 }
 
 /// A partition-table error, prefixed with the disk's name.

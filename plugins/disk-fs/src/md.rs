@@ -1,0 +1,218 @@
+//! Linux software RAID (MD, `mdadm`) members with version 1 metadata: the superblock that
+//! says where the array's data starts on the member, so that the file system or LVM2
+//! physical volume of a RAID1 array can be read from any one of its members, as from a
+//! partition. The layout is the kernel's (`include/uapi/linux/raid/md_p.h`).
+//!
+//! ```text
+//! superblock (little-endian), at byte 0 (metadata 1.1) or 4096 (1.2) of the member:
+//!   0x00 MAGIC(u32 = 0xa92b4efc) | 0x04 MAJOR_VERSION(u32 = 1) | 0x08 FEATURE_MAP(u32)
+//!   0x10 SET_UUID(16) | 0x20 SET_NAME(32) | 0x48 LEVEL(i32) | 0x50 SIZE(u64, sectors)
+//!   0x5c RAID_DISKS(u32) | 0x80 DATA_OFFSET(u64, sectors) | 0x88 DATA_SIZE(u64, sectors)
+//!   0x90 SUPER_OFFSET(u64, sectors) | 0xd8 SB_CSUM(u32) | 0xdc MAX_DEV(u32)
+//!   0x100 DEV_ROLES(u16 * MAX_DEV)
+//! ```
+//!
+//! The checksum is the sum of the superblock's little-endian 32-bit words (with `SB_CSUM`
+//! taken as zero) over its 256 bytes and the roles, folded from 64 to 32 bits. Metadata
+//! 0.90 and 1.0 lie at the end of the member with the data from its first byte, so their
+//! RAID1 members read as the file system they hold without any of this.
+//!
+//! Only RAID1 (and one-member linear) arrays are read through a member: every member of
+//! them holds all the data. A member of a striped array (RAID0, 4, 5, 6, 10), one being
+//! rebuilt, or one in the middle of a reshape is refused with the reason.
+
+use tessera_disk_image::ReadAt;
+
+use crate::{FsError, read_exact};
+
+const SECTOR: u64 = 512;
+const MAGIC: u32 = 0xa92b_4efc;
+/// Where the superblock lies: metadata 1.1 at the start, 1.2 4 KiB in.
+const PLACES: [(u64, &str); 2] = [(0, "1.1"), (4096, "1.2")];
+/// The fixed part of the superblock.
+const FIXED: usize = 256;
+/// Most roles a superblock lists: mdadm's limit for version 1 metadata.
+const MAX_DEVICES: u32 = 1920;
+/// Feature bits: a member being rebuilt (its data not all there yet), and a reshape in
+/// progress (the layout changing under the data).
+const FEATURE_RECOVERY: u32 = 1 << 1;
+const FEATURE_RESHAPE: u32 = 1 << 2;
+/// RAID levels: linear is -1.
+const LINEAR: i32 = -1;
+const RAID1: i32 = 1;
+
+/// A member of an MD array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdMember {
+    /// The metadata version: `1.1` or `1.2`.
+    pub version: &'static str,
+    /// The array's name (`host:name`, as mdadm sets it).
+    pub name: String,
+    /// The array's UUID, as mdadm prints it.
+    pub uuid: String,
+    /// The RAID level (-1 for linear).
+    pub level: i32,
+    /// How many members the array has.
+    pub members: u32,
+    /// Where the array's data starts on this member, in bytes.
+    pub data_offset: u64,
+    /// The length of the array's data, in bytes.
+    pub data_length: u64,
+}
+
+impl MdMember {
+    /// Whether this one member holds all of the array's data.
+    pub fn holds_all(&self) -> bool {
+        self.level == RAID1 || (self.level == LINEAR && self.members == 1)
+    }
+}
+
+/// The MD superblock of `reader` (a partition or a disk), `None` if it has none;
+/// `what` names it in errors.
+pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMember>, FsError> {
+    let size = reader.len();
+    for (at, version) in PLACES {
+        if at + FIXED as u64 > size {
+            continue;
+        }
+        let mut sb = vec![0u8; FIXED];
+        read_exact(reader, what, at, &mut sb)?;
+        if le32(&sb, 0) != MAGIC {
+            continue;
+        }
+        let corrupt = |offset: u64, detail: String| FsError::Corrupt {
+            what: what.to_owned(),
+            offset: Some(at + offset),
+            detail,
+        };
+        let major = le32(&sb, 4);
+        if major != 1 {
+            return Err(corrupt(
+                4,
+                format!("MD superblock of major version {major}, where 1 is read"),
+            ));
+        }
+        let max_dev = le32(&sb, 0xdc);
+        if max_dev > MAX_DEVICES {
+            return Err(corrupt(
+                0xdc,
+                format!("the MD superblock lists {max_dev} devices, more than {MAX_DEVICES}"),
+            ));
+        }
+        let roles = 2 * max_dev as usize;
+        if at + (FIXED + roles) as u64 > size {
+            return Err(corrupt(
+                0xdc,
+                format!("the MD superblock's {max_dev} device roles pass the end of the volume"),
+            ));
+        }
+        let mut whole = sb;
+        whole.resize(FIXED + roles, 0);
+        read_exact(reader, what, at + FIXED as u64, &mut whole[FIXED..])?;
+        let stored = le32(&whole, 0xd8);
+        let computed = checksum(&whole);
+        if stored != computed {
+            return Err(corrupt(
+                0xd8,
+                format!(
+                    "MD superblock checksum {stored:#010x}, where its bytes give {computed:#010x}"
+                ),
+            ));
+        }
+        let sectors = |field: usize| le64(&whole, field).checked_mul(SECTOR);
+        let (Some(data_offset), Some(data_length)) = (sectors(0x80), sectors(0x50)) else {
+            return Err(corrupt(0x80, "MD data offset or size overflows".to_owned()));
+        };
+        if data_offset
+            .checked_add(data_length)
+            .is_none_or(|end| end > size)
+        {
+            return Err(corrupt(
+                0x80,
+                format!(
+                    "the MD array's {data_length} bytes at offset {data_offset:#x} pass the end \
+                     of the volume ({size} bytes)"
+                ),
+            ));
+        }
+        let member = MdMember {
+            version,
+            name: String::from_utf8_lossy(&whole[0x20..0x40])
+                .trim_end_matches('\0')
+                .to_owned(),
+            uuid: uuid(&whole[0x10..0x20]),
+            level: le32(&whole, 0x48) as i32,
+            members: le32(&whole, 0x5c),
+            data_offset,
+            data_length,
+        };
+        let features = le32(&whole, 8);
+        let unsupported = |detail: String| FsError::Unsupported {
+            what: what.to_owned(),
+            detail,
+        };
+        if features & FEATURE_RECOVERY != 0 {
+            return Err(unsupported(format!(
+                "this member of MD array {} was being rebuilt, so its data is incomplete; \
+                 restore from another member",
+                member.name
+            )));
+        }
+        if features & FEATURE_RESHAPE != 0 {
+            return Err(unsupported(format!(
+                "MD array {} was being reshaped; let the reshape finish first",
+                member.name
+            )));
+        }
+        if !member.holds_all() {
+            return Err(unsupported(format!(
+                "this is one of the {} members of MD array {} ({}), whose data is spread over \
+                 all of them; only RAID1 members, which each hold all of it, are read",
+                member.members,
+                member.name,
+                level_name(member.level)
+            )));
+        }
+        return Ok(Some(member));
+    }
+    Ok(None)
+}
+
+/// The sum of `sb`'s little-endian 32-bit words, its checksum field taken as zero, folded
+/// to 32 bits as the kernel does (`calc_sb_1_csum`).
+fn checksum(sb: &[u8]) -> u32 {
+    let mut sum: u64 = sb
+        .chunks_exact(4)
+        .enumerate()
+        .filter(|&(i, _)| i != 0xd8 / 4)
+        .map(|(_, w)| u64::from(u32::from_le_bytes(w.try_into().expect("4 bytes"))))
+        .sum();
+    if sb.len() % 4 == 2 {
+        sum += u64::from(u16::from_le_bytes([sb[sb.len() - 2], sb[sb.len() - 1]]));
+    }
+    ((sum & 0xffff_ffff) + (sum >> 32)) as u32
+}
+
+fn level_name(level: i32) -> String {
+    match level {
+        LINEAR => "linear".to_owned(),
+        n => format!("RAID{n}"),
+    }
+}
+
+/// A UUID as mdadm prints it: four groups of eight hex digits, joined by colons.
+fn uuid(bytes: &[u8]) -> String {
+    bytes
+        .chunks(4)
+        .map(|group| group.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn le32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Makes a member of a Linux software RAID (MD) array with version 1 metadata, as
+`mdadm --create --metadata=1.2` (or 1.1) lays one out: the superblock, then the array's
+data from the data offset on.
+
+usage: md-member.py DATA OUT [options]
+
+DATA is the array's content (a file system image, or an LVM2 physical volume); OUT gets
+the member: its superblock at byte 4096 (metadata 1.2) or 0 (1.1), DATA at --data-offset
+sectors (default 2048, mdadm's 1 MiB), and --spare sectors after it.
+  --level N        the RAID level (default 1; -1 is linear)
+  --disks N        members in the array (default 2)
+  --role N         this member's role in it (default 0)
+  --metadata V     1.2 (default) or 1.1
+  --name NAME      the array's name (default "host:md0")
+  --recovering     mark the member as being rebuilt
+The checksum is the kernel's. `mdadm --examine OUT` reads the result.
+"""
+
+import argparse
+import os
+import struct
+import time
+
+SECTOR = 512
+MAX_DEV = 128
+
+
+def checksum(sb):
+    words = struct.unpack(f"<{len(sb) // 4}I", sb[:len(sb) // 4 * 4])
+    total = sum(w for i, w in enumerate(words) if i != 0xD8 // 4)
+    if len(sb) % 4 == 2:
+        total += struct.unpack("<H", sb[-2:])[0]
+    return ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data")
+    parser.add_argument("out")
+    parser.add_argument("--level", type=int, default=1)
+    parser.add_argument("--disks", type=int, default=2)
+    parser.add_argument("--role", type=int, default=0)
+    parser.add_argument("--metadata", choices=["1.1", "1.2"], default="1.2")
+    parser.add_argument("--name", default="host:md0")
+    parser.add_argument("--data-offset", type=int, default=2048)
+    parser.add_argument("--spare", type=int, default=8)
+    parser.add_argument("--recovering", action="store_true")
+    args = parser.parse_args()
+
+    with open(args.data, "rb") as f:
+        data = f.read()
+    data += bytes(-len(data) % SECTOR)
+    sectors = len(data) // SECTOR
+    super_offset = 8 if args.metadata == "1.2" else 0
+    now = int(time.time())
+    sb = bytearray(256 + 2 * MAX_DEV)
+    features = 2 if args.recovering else 0
+    struct.pack_into("<III", sb, 0, 0xA92B4EFC, 1, features)
+    sb[0x10:0x20] = os.urandom(16)
+    name = args.name.encode()[:32]
+    sb[0x20:0x20 + len(name)] = name
+    struct.pack_into("<QiIQII", sb, 0x40, now, args.level, 0, sectors, 128 if args.level != 1 else 0, args.disks)
+    total = args.data_offset + sectors + args.spare
+    struct.pack_into("<QQQQ", sb, 0x80, args.data_offset, total - args.data_offset, super_offset,
+                     sectors if args.recovering else 0)
+    struct.pack_into("<I", sb, 0xA0, args.role)
+    sb[0xA8:0xB8] = os.urandom(16)
+    struct.pack_into("<QQQ", sb, 0xC0, now, 20, 0xFFFFFFFFFFFFFFFF)
+    struct.pack_into("<I", sb, 0xDC, MAX_DEV)
+    for i in range(MAX_DEV):
+        role = i if i < args.disks else 0xFFFF
+        struct.pack_into("<H", sb, 0x100 + 2 * i, role)
+    struct.pack_into("<I", sb, 0xD8, checksum(sb))
+
+    member = bytearray(total * SECTOR)
+    at = super_offset * SECTOR
+    member[at:at + len(sb)] = sb
+    member[args.data_offset * SECTOR:args.data_offset * SECTOR + len(data)] = data
+    with open(args.out, "wb") as f:
+        f.write(member)
+
+
+if __name__ == "__main__":
+    main()
