@@ -10,6 +10,7 @@ mod ext_inline;
 mod fat;
 mod hostile;
 mod lvm;
+mod md;
 mod ntfs;
 mod partitions;
 mod support;
