@@ -258,8 +258,8 @@ fn array_data(mut reader: Box<dyn ReadAt>, label: &str) -> Result<Box<dyn ReadAt
         member.version,
         member.data_offset
     );
-    let data = Slice::new(reader, member.data_offset, member.data_length)
-        .map_err(|err| from_fs(&err))?;
+    let data =
+        Slice::new(reader, member.data_offset, member.data_length).map_err(|err| from_fs(&err))?;
     Ok(Box::new(data))
 }
 
