@@ -70,6 +70,33 @@ fn forget_and_prune_reclaim_space() {
     assert_eq!(read_file(&tv.vault, &kept, "f").unwrap(), new);
 }
 
+/// A vault opened before prune marked packs sees the marks when it next reloads its
+/// index, though no index file came or went, and no longer deduplicates against them.
+#[test]
+fn marks_made_after_opening_reach_the_next_reload() {
+    let tv = TestVault::encrypted();
+    let data = random_bytes(42, 2 << 20);
+    backup_files(&tv.vault, options("gone"), &[("f", &data)], small_cdc()).unwrap();
+    tv.clock.advance(jiff::SignedDuration::from_hours(1));
+    let other = tv.reopen();
+    let points: Vec<_> = tv
+        .vault
+        .points()
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    tessera_vault::commands::prune::forget_points(&tv.vault, &points, false).unwrap();
+    // A grace period, so the packs are marked and not yet deleted.
+    let stats = prune(&tv.vault, &PruneOptions::default()).unwrap();
+    assert!(stats.bytes_marked > 1 << 20, "{stats:?}");
+    let marked = tv.vault.marked_packs().unwrap();
+    assert!(!marked.is_empty());
+    assert!(marked.iter().all(|pack| !other.index().is_excluded(pack)));
+    other.reload_index().unwrap();
+    assert!(marked.iter().all(|pack| other.index().is_excluded(pack)));
+}
+
 #[test]
 fn prune_during_backup_never_loses_data_the_backup_uses() {
     let tv = TestVault::encrypted();
