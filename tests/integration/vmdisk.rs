@@ -714,6 +714,23 @@ fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_file
     let attributes = point_attributes(&env, &point_of(&again));
     assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
 
+    // To VMware disks: a descriptor and its flat extent, sparse, which QEMU and tessera
+    // read as the disk.
+    let as_vmdk = env.path("as-vmdk");
+    env.restore(&point, &["--target", p(&as_vmdk), "--format", "vmdk"]);
+    for (disk, source, format) in [("disk0", &dynamic, "vpc"), ("disk5", &vdi, "vdi")] {
+        let restored = as_vmdk.join(format!("{disk}.vmdk"));
+        assert_same_disk(source, format, &restored, "vmdk");
+        let flat = fs::metadata(as_vmdk.join(format!("{disk}-flat.vmdk"))).unwrap();
+        assert!(flat.blocks() * 512 < 40 << 20, "{} blocks", flat.blocks());
+    }
+    let again = env.backup(&[p(&as_vmdk.join("disk0.vmdk")), "--item", "again-vmdk"]);
+    let attributes = point_attributes(&env, &point_of(&again));
+    assert_eq!(attributes["disk0.format"], "vmdk", "{attributes}");
+    let restored = env.path("again-vmdk");
+    env.restore(&point_of(&again), &["--target", p(&restored)]);
+    assert_same_disk(&dynamic, "vpc", &restored.join("disk0.raw"), "raw");
+
     for disk in ["disk0", "disk1", "disk2", "disk3", "disk4", "disk5"] {
         assert_eq!(
             env.ls(&point, &format!("{disk}/part1/etc")),

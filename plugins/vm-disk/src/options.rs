@@ -159,6 +159,9 @@ pub(crate) enum DiskFormat {
     Qcow2,
     /// A fixed VHD, `diskN.vhd`: the sparse raw disk and a footer, as Azure takes disks.
     Vhd,
+    /// A VMware disk, `diskN.vmdk`: a `monolithicFlat` descriptor naming the sparse raw
+    /// disk beside it, `diskN-flat.vmdk`, as VMware Workstation opens and ESXi imports.
+    Vmdk,
 }
 
 impl DiskFormat {
@@ -168,6 +171,7 @@ impl DiskFormat {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vhd => "vhd",
+            DiskFormat::Vmdk => "vmdk",
         }
     }
 }
@@ -186,9 +190,10 @@ impl RestoreOptions {
             None | Some("raw") => DiskFormat::Raw,
             Some("qcow2") => DiskFormat::Qcow2,
             Some("vhd") => DiskFormat::Vhd,
+            Some("vmdk") => DiskFormat::Vmdk,
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{FORMAT}` must be raw, qcow2 or vhd, not {other:?}"
+                    "setting `{FORMAT}` must be raw, qcow2, vhd or vmdk, not {other:?}"
                 )));
             }
         };
@@ -303,7 +308,15 @@ mod tests {
                 .format,
             DiskFormat::Qcow2
         );
+        let pairs = self::pairs(&[("format", "vmdk")]);
+        assert_eq!(
+            RestoreOptions::parse(&Settings::new(&pairs))
+                .unwrap()
+                .format,
+            DiskFormat::Vmdk
+        );
         let pairs = self::pairs(&[("format", "vdi")]);
-        assert!(RestoreOptions::parse(&Settings::new(&pairs)).is_err());
+        let err = RestoreOptions::parse(&Settings::new(&pairs)).unwrap_err();
+        assert!(format!("{err:?}").contains("vmdk"), "{err:?}");
     }
 }

@@ -99,17 +99,16 @@ impl Job {
         }
     }
 
-    /// Writes a disk into `diskN.raw`, `diskN.qcow2` or `diskN.vhd`.
+    /// Writes a disk into `diskN.raw`, `diskN.qcow2`, `diskN.vhd`, or `diskN.vmdk` and
+    /// `diskN-flat.vmdk`.
     fn restore_disk(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
         let name = entry.path.as_str();
         let file_name = format!("{name}.{}", self.format.extension());
-        let dest = self.target.sandbox(&file_name);
-        target::clear(&file_name, &dest)?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&dest)
-            .map_err(|err| from_io(format_args!("creating {file_name}"), &err))?;
+        // A VMware disk's bytes go to its flat extent; the descriptor is written last.
+        let data_name = match self.format {
+            DiskFormat::Vmdk => format!("{name}-flat.vmdk"),
+            _ => file_name.clone(),
+        };
         let reader = match point::open(name) {
             Ok(reader) => Some(reader),
             // An empty disk may be stored without any content at all.
@@ -121,27 +120,50 @@ impl Job {
                 ));
             }
         };
+        let size = reader.as_ref().map_or(0, ContentReader::length);
+        // A disk a format cannot hold fails before anything is written.
+        let trailer = match self.format {
+            DiskFormat::Vhd => Some(vhd_footer(name, size)?.to_vec()),
+            DiskFormat::Vmdk => Some(vmdk_descriptor(name, &data_name, size)?.into_bytes()),
+            DiskFormat::Raw | DiskFormat::Qcow2 => None,
+        };
+        if self.format == DiskFormat::Vmdk {
+            let dest = self.target.sandbox(&file_name);
+            target::clear(&file_name, &dest)?;
+        }
+        let dest = self.target.sandbox(&data_name);
+        target::clear(&data_name, &dest)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(|err| from_io(format_args!("creating {data_name}"), &err))?;
         let written = match self.format {
             DiskFormat::Qcow2 => write_qcow2(name, &file_name, reader.as_ref(), file)?,
-            // A fixed VHD is the raw disk and a footer; a disk too large for one fails
-            // before anything is written.
-            DiskFormat::Raw | DiskFormat::Vhd => {
-                let size = reader.as_ref().map_or(0, ContentReader::length);
-                let footer = match self.format {
-                    DiskFormat::Vhd => Some(vhd_footer(name, size)?),
-                    _ => None,
-                };
-                let host_path = self.target.host(&file_name);
+            // A fixed VHD is the raw disk and a footer; a flat VMware disk the raw disk
+            // and a descriptor naming it.
+            DiskFormat::Raw | DiskFormat::Vhd | DiskFormat::Vmdk => {
+                let host_path = self.target.host(&data_name);
                 let written = match reader {
                     Some(reader) => {
                         drop(file);
                         content::restore_file(&reader, &host_path)
-                            .map_err(|err| read_error(name, &file_name, err))?
+                            .map_err(|err| read_error(name, &data_name, err))?
                     }
                     None => 0,
                 };
-                if let Some(footer) = footer {
-                    append_footer(&file_name, &host_path, &dest, size, &footer)?;
+                match (self.format, trailer) {
+                    (DiskFormat::Vhd, Some(footer)) => {
+                        append_footer(&file_name, &host_path, &dest, size, &footer)?;
+                    }
+                    (DiskFormat::Vmdk, Some(descriptor)) => {
+                        // Once the host has written the extent (see `append_footer`).
+                        host::stat(&host_path)
+                            .map_err(|err| from_host(format_args!("writing {data_name}"), &err))?;
+                        std::fs::write(self.target.sandbox(&file_name), descriptor)
+                            .map_err(|err| from_io(format_args!("writing {file_name}"), &err))?;
+                    }
+                    _ => {}
                 }
                 written
             }
@@ -210,6 +232,41 @@ fn append_footer(
     file.seek(SeekFrom::Start(size))
         .and_then(|_| file.write_all(footer))
         .map_err(|err| from_io(format_args!("writing the footer of {file_name}"), &err))
+}
+
+/// The descriptor that makes the restored raw disk `name` of `size` bytes, in the file
+/// `extent` beside it, a `monolithicFlat` VMware disk. The geometry is the one VMware
+/// gives an SCSI disk (255 heads, 63 sectors a track), as QEMU writes it.
+fn vmdk_descriptor(name: &str, extent: &str, size: u64) -> Result<String, PluginError> {
+    if size == 0 || size % 512 != 0 {
+        return Err(PluginError::Unsupported(format!(
+            "{name}: a disk of {size} bytes cannot be a VMDK, which holds whole 512-byte \
+             sectors; restore it as raw or qcow2"
+        )));
+    }
+    let sectors = size / 512;
+    let cylinders = (sectors / (255 * 63)).min(65535);
+    // Random: VMware tells the disks of a chain apart by it.
+    let cid = RandomState::new().hash_one((name, size)) as u32;
+    Ok(format!(
+        "# Disk DescriptorFile\n\
+         version=1\n\
+         CID={cid:08x}\n\
+         parentCID=ffffffff\n\
+         createType=\"monolithicFlat\"\n\
+         \n\
+         # Extent description\n\
+         RW {sectors} FLAT \"{extent}\" 0\n\
+         \n\
+         # The Disk Data Base\n\
+         #DDB\n\
+         \n\
+         ddb.virtualHWVersion = \"4\"\n\
+         ddb.geometry.cylinders = \"{cylinders}\"\n\
+         ddb.geometry.heads = \"255\"\n\
+         ddb.geometry.sectors = \"63\"\n\
+         ddb.adapterType = \"lsilogic\"\n"
+    ))
 }
 
 /// The footer that makes the restored raw disk `name` of `size` bytes a fixed VHD.
