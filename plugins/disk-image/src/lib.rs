@@ -46,5 +46,5 @@ pub use raw::Raw;
 pub use read_at::{FileReader, ReadAt};
 pub use vdi::Vdi;
 pub use vhd::{MAX_VHD_SIZE, Vhd, fixed_footer as vhd_fixed_footer};
-pub use vhdx::Vhdx;
+pub use vhdx::{Vhdx, VhdxWriter};
 pub use vmdk::Vmdk;

@@ -37,6 +37,9 @@ use crate::image::{DiskImage, Run};
 use crate::overlay::{self, BitOrder, Block, Overlay};
 use crate::{Extent, Format, ReadAt};
 
+mod writer;
+pub use writer::VhdxWriter;
+
 /// The file type identifier's signature, at offset 0.
 pub(crate) const SIGNATURE: &[u8; 8] = b"vhdxfile";
 

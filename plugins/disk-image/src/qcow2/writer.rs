@@ -34,7 +34,7 @@ pub const DEFAULT_CLUSTER_BITS: u32 = 16;
 #[non_exhaustive]
 pub enum WriteError {
     /// The output failed.
-    #[error("writing the qcow2 image failed: {0}")]
+    #[error("writing the image failed: {0}")]
     Io(#[from] io::Error),
     /// The cluster size is outside 512 bytes to 2 MiB.
     #[error("cluster_bits {0} is outside {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}")]
