@@ -714,6 +714,21 @@ fn hyper_v_azure_vmware_and_virtualbox_disks_back_up_and_restore_with_their_file
     let attributes = point_attributes(&env, &point_of(&again));
     assert_eq!(attributes["disk0.format"], "vhd", "{attributes}");
 
+    // To dynamic VHDX disks, as Hyper-V's generation 2 machines need, which QEMU and
+    // tessera read as the disk.
+    let as_vhdx = env.path("as-vhdx");
+    env.restore(&point, &["--target", p(&as_vhdx), "--format", "vhdx"]);
+    for (disk, source, format) in [("disk2", &vhdx, "vhdx"), ("disk3", &sparse, "vmdk")] {
+        let restored = as_vhdx.join(format!("{disk}.vhdx"));
+        assert_same_disk(source, format, &restored, "vhdx");
+        tool("qemu-img", &["check", "-f", "vhdx", p(&restored)]);
+        let meta = fs::metadata(&restored).unwrap();
+        assert!(meta.blocks() * 512 < 48 << 20, "{} blocks", meta.blocks());
+    }
+    let again = env.backup(&[p(&as_vhdx.join("disk2.vhdx")), "--item", "again-vhdx"]);
+    let attributes = point_attributes(&env, &point_of(&again));
+    assert_eq!(attributes["disk0.format"], "vhdx", "{attributes}");
+
     // To VMware disks: a descriptor and its flat extent, sparse, which QEMU and tessera
     // read as the disk.
     let as_vmdk = env.path("as-vmdk");

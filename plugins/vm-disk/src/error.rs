@@ -73,8 +73,8 @@ pub(crate) fn from_fs(err: &FsError) -> PluginError {
     }
 }
 
-/// The plugin error for a qcow2 image that could not be written at `path`.
-pub(crate) fn from_qcow2_write(path: &str, err: &WriteError) -> PluginError {
+/// The plugin error for a disk image (qcow2, VHDX) that could not be written at `path`.
+pub(crate) fn from_image_write(path: &str, err: &WriteError) -> PluginError {
     match err {
         WriteError::Io(io) => PluginError::Io(format!("writing {path}: {io}")),
         other => PluginError::Internal(format!("writing {path}: {other}")),

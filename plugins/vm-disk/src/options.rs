@@ -159,6 +159,8 @@ pub(crate) enum DiskFormat {
     Qcow2,
     /// A fixed VHD, `diskN.vhd`: the sparse raw disk and a footer, as Azure takes disks.
     Vhd,
+    /// A dynamic VHDX, `diskN.vhdx`, as Hyper-V's generation 2 machines need.
+    Vhdx,
     /// A VMware disk, `diskN.vmdk`: a `monolithicFlat` descriptor naming the sparse raw
     /// disk beside it, `diskN-flat.vmdk`, as VMware Workstation opens and ESXi imports.
     Vmdk,
@@ -171,6 +173,7 @@ impl DiskFormat {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vhd => "vhd",
+            DiskFormat::Vhdx => "vhdx",
             DiskFormat::Vmdk => "vmdk",
         }
     }
@@ -190,10 +193,11 @@ impl RestoreOptions {
             None | Some("raw") => DiskFormat::Raw,
             Some("qcow2") => DiskFormat::Qcow2,
             Some("vhd") => DiskFormat::Vhd,
+            Some("vhdx") => DiskFormat::Vhdx,
             Some("vmdk") => DiskFormat::Vmdk,
             Some(other) => {
                 return Err(invalid(format!(
-                    "setting `{FORMAT}` must be raw, qcow2, vhd or vmdk, not {other:?}"
+                    "setting `{FORMAT}` must be raw, qcow2, vhd, vhdx or vmdk, not {other:?}"
                 )));
             }
         };
@@ -307,6 +311,13 @@ mod tests {
                 .unwrap()
                 .format,
             DiskFormat::Qcow2
+        );
+        let pairs = self::pairs(&[("format", "vhdx")]);
+        assert_eq!(
+            RestoreOptions::parse(&Settings::new(&pairs))
+                .unwrap()
+                .format,
+            DiskFormat::Vhdx
         );
         let pairs = self::pairs(&[("format", "vmdk")]);
         assert_eq!(

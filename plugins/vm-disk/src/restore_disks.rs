@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tessera_disk_image::{MAX_VHD_SIZE, Qcow2Writer, vhd_fixed_footer};
+use tessera_disk_image::{MAX_VHD_SIZE, Qcow2Writer, VhdxWriter, vhd_fixed_footer};
 use tessera_nbd::NbdUrl;
 use tessera_plugin_sdk::content::{self, ReadError};
 use tessera_plugin_sdk::error::{from_host, from_io};
@@ -23,7 +23,7 @@ use tessera_plugin_sdk::target::{self, Tally};
 use tessera_plugin_sdk::{PIECE, debug, info};
 
 use crate::browse::no_volume;
-use crate::error::{NbdPhase, from_nbd, from_qcow2_write};
+use crate::error::{NbdPhase, from_image_write, from_nbd};
 use crate::files;
 use crate::layout::PointPath;
 use crate::options::{DiskFormat, RestoreOptions};
@@ -99,8 +99,8 @@ impl Job {
         }
     }
 
-    /// Writes a disk into `diskN.raw`, `diskN.qcow2`, `diskN.vhd`, or `diskN.vmdk` and
-    /// `diskN-flat.vmdk`.
+    /// Writes a disk into `diskN.raw`, `diskN.qcow2`, `diskN.vhd`, `diskN.vhdx`, or
+    /// `diskN.vmdk` and `diskN-flat.vmdk`.
     fn restore_disk(&mut self, entry: &EntryInfo) -> Result<(), PluginError> {
         let name = entry.path.as_str();
         let file_name = format!("{name}.{}", self.format.extension());
@@ -125,6 +125,10 @@ impl Job {
         let trailer = match self.format {
             DiskFormat::Vhd => Some(vhd_footer(name, size)?.to_vec()),
             DiskFormat::Vmdk => Some(vmdk_descriptor(name, &data_name, size)?.into_bytes()),
+            DiskFormat::Vhdx => {
+                check_vhdx_size(name, size)?;
+                None
+            }
             DiskFormat::Raw | DiskFormat::Qcow2 => None,
         };
         if self.format == DiskFormat::Vmdk {
@@ -140,6 +144,7 @@ impl Job {
             .map_err(|err| from_io(format_args!("creating {data_name}"), &err))?;
         let written = match self.format {
             DiskFormat::Qcow2 => write_qcow2(name, &file_name, reader.as_ref(), file)?,
+            DiskFormat::Vhdx => write_vhdx(name, &file_name, reader.as_ref(), file)?,
             // A fixed VHD is the raw disk and a footer; a flat VMware disk the raw disk
             // and a descriptor naming it.
             DiskFormat::Raw | DiskFormat::Vhd | DiskFormat::Vmdk => {
@@ -345,38 +350,99 @@ fn write_qcow2(
     let length = reader.map_or(0, ContentReader::length);
     let out = BufWriter::with_capacity(PIECE, file);
     let mut image =
-        Qcow2Writer::create(out, length).map_err(|err| from_qcow2_write(file_name, &err))?;
+        Qcow2Writer::create(out, length).map_err(|err| from_image_write(file_name, &err))?;
     let cluster = image.cluster_size();
-    let mut written = 0u64;
-    if let Some(reader) = reader {
-        // Clusters are written in increasing order, each once: data ranges are widened to
-        // whole clusters, and a cluster shared by two ranges is written with the first.
-        let mut next = 0u64;
-        for (start, end) in stored_data(name, reader)? {
-            let from = (start - start % cluster).max(next);
-            let to = end.div_ceil(cluster).saturating_mul(cluster).min(length);
-            let mut at = from;
-            while at < to {
-                if host::cancelled() {
-                    return Err(PluginError::Cancelled);
-                }
-                // PIECE is a multiple of every cluster size the writer uses.
-                let want = (to - at).min(PIECE as u64) as usize;
-                let data = read_stored(name, reader, at, want)?;
-                image
-                    .write(at, &data)
-                    .map_err(|err| from_qcow2_write(file_name, &err))?;
-                at += want as u64;
-                written += want as u64;
-            }
-            next = next.max(to);
-        }
-    }
+    let written = write_in_order(name, reader, cluster, |at, data| {
+        image
+            .write(at, data)
+            .map_err(|err| from_image_write(file_name, &err))
+    })?;
     let out = image
         .finish()
-        .map_err(|err| from_qcow2_write(file_name, &err))?;
+        .map_err(|err| from_image_write(file_name, &err))?;
     out.into_inner()
         .map_err(|err| from_io(format_args!("writing {file_name}"), err.error()))?;
+    Ok(written)
+}
+
+/// Refuses a disk of `size` bytes a VHDX cannot hold, before anything is written.
+fn check_vhdx_size(name: &str, size: u64) -> Result<(), PluginError> {
+    if size == 0 || size % 512 != 0 || size > 64 << 40 {
+        return Err(PluginError::Unsupported(format!(
+            "{name}: a disk of {size} bytes cannot be a VHDX, which holds whole 512-byte \
+             sectors up to 64 TiB; restore it as raw or qcow2"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the disk `name` read by `reader` into `file` as a dynamic VHDX, its blocks in
+/// increasing order; returns the bytes of data written.
+fn write_vhdx(
+    name: &str,
+    file_name: &str,
+    reader: Option<&ContentReader>,
+    file: File,
+) -> Result<u64, PluginError> {
+    let length = reader.map_or(0, ContentReader::length);
+    // Random: each restored disk is a disk of its own to Hyper-V.
+    let random = |n: u8| {
+        let state = RandomState::new();
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&state.hash_one((name, n)).to_le_bytes());
+        id[8..].copy_from_slice(&state.hash_one((n, name)).to_le_bytes());
+        id
+    };
+    let out = BufWriter::with_capacity(PIECE, file);
+    let mut image = VhdxWriter::create(out, length, [random(0), random(1), random(2)])
+        .map_err(|err| from_image_write(file_name, &err))?;
+    let block = image.block_size();
+    let written = write_in_order(name, reader, block, |at, data| {
+        image
+            .write(at, data)
+            .map_err(|err| from_image_write(file_name, &err))
+    })?;
+    let out = image
+        .finish()
+        .map_err(|err| from_image_write(file_name, &err))?;
+    out.into_inner()
+        .map_err(|err| from_io(format_args!("writing {file_name}"), err.error()))?;
+    Ok(written)
+}
+
+/// Hands the stored data of the disk `name` to `put` in increasing order, widened to whole
+/// `unit`s (the image's clusters or blocks; the disk's last may be short) and in pieces of
+/// at most [`PIECE`] bytes, a unit shared by two data ranges with the first; returns the
+/// bytes handed over.
+fn write_in_order(
+    name: &str,
+    reader: Option<&ContentReader>,
+    unit: u64,
+    mut put: impl FnMut(u64, &[u8]) -> Result<(), PluginError>,
+) -> Result<u64, PluginError> {
+    let Some(reader) = reader else {
+        return Ok(0);
+    };
+    let length = reader.length();
+    let mut written = 0u64;
+    let mut next = 0u64;
+    for (start, end) in stored_data(name, reader)? {
+        let from = (start - start % unit).max(next);
+        let to = end.div_ceil(unit).saturating_mul(unit).min(length);
+        let mut at = from;
+        while at < to {
+            if host::cancelled() {
+                return Err(PluginError::Cancelled);
+            }
+            // PIECE is a multiple of every unit the writers use.
+            let want = (to - at).min(PIECE as u64) as usize;
+            let data = read_stored(name, reader, at, want)?;
+            put(at, &data)?;
+            at += want as u64;
+            written += want as u64;
+        }
+        next = next.max(to);
+    }
     Ok(written)
 }
 

@@ -36,8 +36,8 @@ pub struct RestoreArgs {
     /// to write it onto (nbd://HOST:PORT/EXPORT)
     #[arg(long, value_name = "DIR|URL")]
     pub target: String,
-    /// The format of restored disk images: raw (sparse), qcow2, vhd (fixed, sparse) or
-    /// vmdk (a flat extent, sparse, and its descriptor)
+    /// The format of restored disk images: raw (sparse), qcow2, vhd (fixed, sparse), vhdx
+    /// (dynamic) or vmdk (a flat extent, sparse, and its descriptor)
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Restore only this path of the point, with everything below it (repeatable)
