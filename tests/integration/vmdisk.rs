@@ -1035,12 +1035,13 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
     disk
 }
 
-/// The files of Linux software RAID1 members (MD metadata 1.2 in a partition, 1.1 on a
-/// whole disk, laid out by `tests/scripts/md-member.py` as mdadm lays them out) list and
-/// restore from the array's data on each, and a member of a RAID5 array is refused with
-/// the reason.
+/// The files of Linux software RAID arrays (laid out by `tests/scripts/md-member.py` as
+/// mdadm lays them out) list and restore: a RAID1 member's (MD metadata 1.2 in a
+/// partition, 1.1 on a whole disk) from the array's data on it, a RAID0 array's from its
+/// two members, two disks of the point; a member of a RAID5 array, and a RAID0 member
+/// whose partner is not in the point, are refused with the reason.
 #[test]
-fn files_restore_from_software_raid1_members() {
+fn files_restore_from_software_raid_members() {
     let env = env();
     let tree = env.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
@@ -1071,12 +1072,21 @@ fn files_restore_from_software_raid1_members() {
         "disk2.raw",
         &member("m2", &["--level", "5", "--disks", "3"]),
     );
+    // disk3 and disk4: the two members of a RAID0 array.
+    let raid0 = |name: &str, role: &str| {
+        let uuid = "00112233445566778899aabbccddeeff";
+        member(name, &["--level", "0", "--uuid", uuid, "--role", role])
+    };
+    let (disk3, disk4) = (raid0("disk3.raw", "0"), raid0("disk4.raw", "1"));
 
-    let summary = env.backup(&[p(&disk0), p(&disk1), p(&disk2), "--item", "md"]);
+    let disks = [&disk0, &disk1, &disk2, &disk3, &disk4].map(|d| p(d));
+    let summary = env.backup(&[&disks[..], &["--item", "md"]].concat());
     let point = point_of(&summary);
     for (dir, file) in [
         ("disk0/part1/etc", "disk0/part1/etc/hostname"),
         ("disk1/fs/etc", "disk1/fs/etc/hostname"),
+        ("disk3/fs/etc", "disk3/fs/etc/hostname"),
+        ("disk4/fs/etc", "disk4/fs/etc/hostname"),
     ] {
         assert_eq!(env.ls(&point, dir), [file]);
         let target = env.path(&format!("files-{}", &file[..5]));
@@ -1088,6 +1098,10 @@ fn files_restore_from_software_raid1_members() {
         err.contains("RAID5") && err.contains("host:md0") && err.contains("RAID1"),
         "{err}"
     );
+    // A RAID0 member without its partner.
+    let alone = env.backup(&[p(&disk3), "--item", "half"]);
+    let err = env.ls_fails(&point_of(&alone), "disk0/fs");
+    assert!(err.contains("role 1 is not among the disks"), "{err}");
 }
 
 #[test]

@@ -6,13 +6,18 @@ data from the data offset on.
 usage: md-member.py DATA OUT [options]
 
 DATA is the array's content (a file system image, or an LVM2 physical volume); OUT gets
-the member: its superblock at byte 4096 (metadata 1.2) or 0 (1.1), DATA at --data-offset
-sectors (default 2048, mdadm's 1 MiB), and --spare sectors after it.
+the member: its superblock at byte 4096 (metadata 1.2) or 0 (1.1), its share of DATA at
+--data-offset sectors (default 2048, mdadm's 1 MiB), and --spare sectors after it. A
+RAID1 member holds all of DATA; a RAID0 member the chunks its role is dealt (chunk k to
+role k mod the members); a linear member its role's slice of DATA cut in equal parts.
   --level N        the RAID level (default 1; -1 is linear)
   --disks N        members in the array (default 2)
   --role N         this member's role in it (default 0)
   --metadata V     1.2 (default) or 1.1
   --name NAME      the array's name (default "host:md0")
+  --uuid HEX       the array's UUID, 32 hex digits (default random; the members of one
+                   array share it)
+  --chunk SECTORS  RAID0's chunk (default 1024, mdadm's 512 KiB)
   --recovering     mark the member as being rebuilt
 The checksum is the kernel's. `mdadm --examine OUT` reads the result.
 """
@@ -43,6 +48,8 @@ def main():
     parser.add_argument("--role", type=int, default=0)
     parser.add_argument("--metadata", choices=["1.1", "1.2"], default="1.2")
     parser.add_argument("--name", default="host:md0")
+    parser.add_argument("--uuid")
+    parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--data-offset", type=int, default=2048)
     parser.add_argument("--spare", type=int, default=8)
     parser.add_argument("--recovering", action="store_true")
@@ -51,16 +58,26 @@ def main():
     with open(args.data, "rb") as f:
         data = f.read()
     data += bytes(-len(data) % SECTOR)
+    if args.level == 0:
+        chunk = args.chunk * SECTOR
+        assert len(data) % (chunk * args.disks) == 0, "DATA must be whole stripes"
+        data = b"".join(data[k * chunk:(k + 1) * chunk]
+                        for k in range(args.role, len(data) // chunk, args.disks))
+    elif args.level == -1 and args.disks > 1:
+        part = len(data) // args.disks
+        assert part % SECTOR == 0 and part * args.disks == len(data), "DATA must split evenly"
+        data = data[args.role * part:(args.role + 1) * part]
     sectors = len(data) // SECTOR
     super_offset = 8 if args.metadata == "1.2" else 0
     now = int(time.time())
     sb = bytearray(256 + 2 * MAX_DEV)
     features = 2 if args.recovering else 0
     struct.pack_into("<III", sb, 0, 0xA92B4EFC, 1, features)
-    sb[0x10:0x20] = os.urandom(16)
+    sb[0x10:0x20] = bytes.fromhex(args.uuid) if args.uuid else os.urandom(16)
     name = args.name.encode()[:32]
     sb[0x20:0x20 + len(name)] = name
-    struct.pack_into("<QiIQII", sb, 0x40, now, args.level, 0, sectors, 128 if args.level != 1 else 0, args.disks)
+    chunk_sectors = args.chunk if args.level in (0, 4, 5, 6, 10) else 0
+    struct.pack_into("<QiIQII", sb, 0x40, now, args.level, 0, sectors, chunk_sectors, args.disks)
     total = args.data_offset + sectors + args.spare
     struct.pack_into("<QQQQ", sb, 0x80, args.data_offset, total - args.data_offset, super_offset,
                      sectors if args.recovering else 0)

@@ -68,7 +68,7 @@ use tessera_disk_image::ReadAt;
 
 pub use error::FsError;
 pub use lvm::{LogicalVolume, LogicalVolumeReader, PhysicalVolume, read_physical_volume};
-pub use md::{MdMember, read_md_member};
+pub use md::{MdArray, MdMember, read_md_member};
 pub use partition::{Partition, PartitionTable, Scheme, read_partitions};
 pub use slice::Slice;
 pub use volume::{Extras, FsEntry, FsKind, Volume, VolumeFile, open_volume};

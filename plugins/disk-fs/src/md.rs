@@ -17,9 +17,12 @@
 //! 0.90 and 1.0 lie at the end of the member with the data from its first byte, so their
 //! RAID1 members read as the file system they hold without any of this.
 //!
-//! Only RAID1 (and one-member linear) arrays are read through a member: every member of
-//! them holds all the data. A member of a striped array (RAID0, 4, 5, 6, 10), one being
-//! rebuilt, or one in the middle of a reshape is refused with the reason.
+//! A RAID1 (or one-member linear) array is read through any one member: every member
+//! holds all the data. A RAID0 array of equal members (one zone, as mdadm makes it) and a
+//! linear array are read through all their members together ([`MdArray`]): RAID0 deals
+//! the array's chunks to the members in turn, by role; linear puts the members one after
+//! the other. Members of RAID4, 5, 6 and 10 arrays, a member being rebuilt, and an array in
+//! the middle of a reshape are refused with the reason.
 
 use tessera_disk_image::ReadAt;
 
@@ -39,7 +42,10 @@ const FEATURE_RECOVERY: u32 = 1 << 1;
 const FEATURE_RESHAPE: u32 = 1 << 2;
 /// RAID levels: linear is -1.
 const LINEAR: i32 = -1;
+const RAID0: i32 = 0;
 const RAID1: i32 = 1;
+/// A role that is not an active member's (a spare's, a faulty one's).
+const NO_ROLE: u16 = 0xfffe;
 
 /// A member of an MD array.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,10 @@ pub struct MdMember {
     pub name: String,
     /// The array's UUID, as mdadm prints it.
     pub uuid: String,
+    /// This member's place in the array, `None` for a spare or a faulty member.
+    pub role: Option<u32>,
+    /// The chunk size of a striped array, in bytes.
+    pub chunk: u64,
     /// The RAID level (-1 for linear).
     pub level: i32,
     /// How many members the array has.
@@ -64,6 +74,12 @@ impl MdMember {
     /// Whether this one member holds all of the array's data.
     pub fn holds_all(&self) -> bool {
         self.level == RAID1 || (self.level == LINEAR && self.members == 1)
+    }
+
+    /// Whether the array's data is read through all its members together
+    /// ([`MdArray::assemble`]).
+    pub fn needs_all(&self) -> bool {
+        !self.holds_all() && matches!(self.level, RAID0 | LINEAR)
     }
 }
 
@@ -135,12 +151,24 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
                 ),
             ));
         }
+        let dev_number = le32(&whole, 0xa0);
+        let role = (dev_number < max_dev)
+            .then(|| {
+                u16::from_le_bytes([
+                    whole[FIXED + 2 * dev_number as usize],
+                    whole[FIXED + 2 * dev_number as usize + 1],
+                ])
+            })
+            .filter(|&role| role < NO_ROLE)
+            .map(u32::from);
         let member = MdMember {
             version,
             name: String::from_utf8_lossy(&whole[0x20..0x40])
                 .trim_end_matches('\0')
                 .to_owned(),
             uuid: uuid(&whole[0x10..0x20]),
+            role,
+            chunk: u64::from(le32(&whole, 0x58)) * SECTOR,
             level: le32(&whole, 0x48) as i32,
             members: le32(&whole, 0x5c),
             data_offset,
@@ -164,14 +192,29 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
                 member.name
             )));
         }
-        if !member.holds_all() {
+        if !member.holds_all() && !member.needs_all() {
             return Err(unsupported(format!(
-                "this is one of the {} members of MD array {} ({}), whose data is spread over \
-                 all of them; only RAID1 members, which each hold all of it, are read",
+                "this is one of the {} members of MD array {} ({}), whose data and parity \
+                 are spread over all of them; RAID1, RAID0 and linear arrays are read",
                 member.members,
                 member.name,
                 level_name(member.level)
             )));
+        }
+        if member.needs_all() && member.role.is_none() {
+            return Err(unsupported(format!(
+                "this member of MD array {} is a spare or faulty, and holds none of its data",
+                member.name
+            )));
+        }
+        if member.level == RAID0 && (member.chunk == 0 || !member.chunk.is_power_of_two()) {
+            return Err(corrupt(
+                0x58,
+                format!(
+                    "MD RAID0 chunk of {} bytes is not a power of two",
+                    member.chunk
+                ),
+            ));
         }
         return Ok(Some(member));
     }
@@ -215,4 +258,132 @@ fn le32(bytes: &[u8], at: usize) -> u32 {
 
 fn le64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// A RAID0 or linear array read through all its members.
+pub struct MdArray {
+    level: i32,
+    chunk: u64,
+    /// The members by role, each with where the array's data starts on it and how much
+    /// of it is there.
+    members: Vec<(Box<dyn ReadAt>, u64, u64)>,
+    len: u64,
+}
+
+impl MdArray {
+    /// Puts the members of one array together: `members` holds each with its superblock,
+    /// in any order; `what` names the array in errors. Every role must be there once,
+    /// and a RAID0 array's members must be of one size (one zone).
+    pub fn assemble(
+        members: Vec<(MdMember, Box<dyn ReadAt>)>,
+        what: &str,
+    ) -> Result<MdArray, FsError> {
+        let unsupported = |detail: String| FsError::Unsupported {
+            what: what.to_owned(),
+            detail,
+        };
+        let Some(first) = members.first().map(|(member, _)| member.clone()) else {
+            return Err(unsupported("an MD array without members".to_owned()));
+        };
+        let (level, chunk, count) = (first.level, first.chunk, first.members);
+        let mut by_role: Vec<Option<(Box<dyn ReadAt>, u64, u64)>> =
+            (0..count).map(|_| None).collect();
+        for (member, reader) in members {
+            let same = member.uuid == first.uuid && member.level == level && member.chunk == chunk;
+            let role = member.role.filter(|&r| r < count).ok_or_else(|| {
+                unsupported(format!(
+                    "a member of MD array {} has no role in it",
+                    first.name
+                ))
+            })?;
+            if !same || by_role[role as usize].is_some() {
+                return Err(unsupported(format!(
+                    "the members found for MD array {} ({}) disagree about it, or two claim \
+                     role {role}",
+                    first.name, first.uuid
+                )));
+            }
+            let length = match level {
+                RAID0 => member.data_length - member.data_length % chunk,
+                _ => member.data_length,
+            };
+            by_role[role as usize] = Some((reader, member.data_offset, length));
+        }
+        let mut ordered = Vec::with_capacity(by_role.len());
+        for (role, member) in by_role.into_iter().enumerate() {
+            ordered.push(member.ok_or_else(|| {
+                unsupported(format!(
+                    "MD array {} ({}) has {count} members, and the one of role {role} is not \
+                     among the disks",
+                    first.name, first.uuid
+                ))
+            })?);
+        }
+        if level == RAID0 && ordered.windows(2).any(|w| w[0].2 != w[1].2) {
+            return Err(unsupported(format!(
+                "the members of MD RAID0 array {} differ in size, which spreads its data over \
+                 several zones; arrays of equal members are read",
+                first.name
+            )));
+        }
+        let len = ordered.iter().map(|m| m.2).sum();
+        Ok(MdArray {
+            level,
+            chunk,
+            members: ordered,
+            len,
+        })
+    }
+
+    /// The member holding the array's byte at `pos`, the offset on it, and how many bytes
+    /// from there on it holds in a row.
+    fn locate(&self, pos: u64) -> (usize, u64, u64) {
+        if self.level == RAID0 {
+            let n = self.members.len() as u64;
+            let chunk = pos / self.chunk;
+            let within = pos % self.chunk;
+            let member = (chunk % n) as usize;
+            let at = (chunk / n) * self.chunk + within;
+            return (member, self.members[member].1 + at, self.chunk - within);
+        }
+        let mut start = 0;
+        for (i, (_, offset, length)) in self.members.iter().enumerate() {
+            if pos < start + length {
+                return (i, offset + pos - start, start + length - pos);
+            }
+            start += length;
+        }
+        unreachable!("positions are below the array's length")
+    }
+}
+
+impl ReadAt for MdArray {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if offset
+            .checked_add(<[u8]>::len(buf) as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} bytes at {offset} pass the end of the MD array",
+                    <[u8]>::len(buf)
+                ),
+            ));
+        }
+        let mut done = 0usize;
+        while done < <[u8]>::len(buf) {
+            let (member, at, run) = self.locate(offset + done as u64);
+            let n = (run as usize).min(<[u8]>::len(buf) - done);
+            self.members[member]
+                .0
+                .read_exact_at(at, &mut buf[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
 }

@@ -2,13 +2,14 @@
 //! partition's volume (`diskN/partK`), or the volume filling a disk that has no table
 //! (`diskN/fs`), the logical volumes of such a volume when it is an LVM2 physical volume
 //! (`diskN/partK/LV`), and the contract's view of their entries. A volume that is a member
-//! of an MD RAID1 array is read as the array's data on it: the file system or physical
-//! volume of the array, at the same paths. Browse and file-level
+//! of an MD array is read as the array's data (on it for RAID1, on all the members for
+//! RAID0 and linear arrays): the file system or physical volume of the array, at the
+//! member's paths. Browse and file-level
 //! restore both start here.
 
 use tessera_disk_fs::{
-    FsEntry, FsError, FsKind, LogicalVolume, LogicalVolumeReader, PartitionTable, Scheme, Slice,
-    Volume, open_volume, read_md_member, read_partitions, read_physical_volume,
+    FsEntry, FsError, FsKind, LogicalVolume, LogicalVolumeReader, MdArray, PartitionTable, Scheme,
+    Slice, Volume, open_volume, read_md_member, read_partitions, read_physical_volume,
 };
 use tessera_disk_image::ReadAt;
 use tessera_plugin_sdk::error::from_host;
@@ -78,7 +79,7 @@ impl StoredDisk {
         }
         let label = volume_label(&self.name, VolumeRef::WholeDisk);
         let size = ReadAt::len(&self.disk);
-        let mut whole = array_data(Box::new(self.disk.clone()), &label)?;
+        let mut whole = self.array_data(Box::new(self.disk.clone()), &label)?;
         // A disk given whole to LVM2 (`pvcreate /dev/sdb`) holds its logical volumes.
         if read_physical_volume(&mut whole, &label)
             .map_err(|err| from_fs(&err))?
@@ -142,7 +143,7 @@ impl StoredDisk {
         rest: &'p str,
     ) -> Result<Reached<'p>, PluginError> {
         let label = volume_label(&self.name, volume);
-        let mut reader = array_data(self.reader(volume)?, &label)?;
+        let mut reader = self.array_data(self.reader(volume)?, &label)?;
         let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
         else {
             let volume = open_volume(reader, &label).map_err(|err| from_fs(&err))?;
@@ -181,8 +182,28 @@ impl StoredDisk {
     }
 
     /// The LVM2 physical volume with label UUID `uuid` among the point's disks (a volume
-    /// group can span the disks of a VM): a partition of one, or a disk without a table.
+    /// group can span the disks of a VM): a partition of one, or a disk without a table,
+    /// or an MD array of them.
     fn find_physical_volume(&self, uuid: &str) -> Option<Box<dyn ReadAt>> {
+        self.visit_volumes(|disk, volume| {
+            let label = volume_label(&disk.name, volume);
+            let mut reader = disk
+                .reader(volume)
+                .and_then(|r| disk.array_data(r, &label))
+                .ok()?;
+            match read_physical_volume(&mut reader, &label) {
+                Ok(Some(pv)) if pv.uuid == uuid => Some(reader),
+                _ => None,
+            }
+        })
+    }
+
+    /// Calls `visit` on each volume of each disk of the point (a partition, or a disk
+    /// without a table), this disk's among them, until it returns something.
+    fn visit_volumes<T>(
+        &self,
+        mut visit: impl FnMut(&StoredDisk, VolumeRef) -> Option<T>,
+    ) -> Option<T> {
         let disks = point::children("").ok()?;
         for entry in disks {
             if entry.kind != EntryKind::BlockDevice || layout::disk_index(&entry.path).is_none() {
@@ -198,7 +219,7 @@ impl StoredDisk {
                         &other
                     }
                     Err(err) => {
-                        tessera_plugin_sdk::debug!("looking for LVM2 volume {uuid}: {err}");
+                        tessera_plugin_sdk::debug!("looking through {}: {err}", entry.path);
                         continue;
                     }
                 }
@@ -213,18 +234,52 @@ impl StoredDisk {
                     .collect(),
             };
             for volume in volumes {
-                let label = volume_label(&disk.name, volume);
-                let Ok(mut reader) = disk.reader(volume).and_then(|r| array_data(r, &label)) else {
-                    continue;
-                };
-                if let Ok(Some(pv)) = read_physical_volume(&mut reader, &label)
-                    && pv.uuid == uuid
-                {
-                    return Some(reader);
+                if let Some(found) = visit(disk, volume) {
+                    return Some(found);
                 }
             }
         }
         None
+    }
+
+    /// The bytes of the volume `label` that `reader` reads, or, when it is a member of an
+    /// MD array, the array's data: on this member for RAID1 (metadata 1.1 or 1.2, which
+    /// keeps the data past its superblock), or on all the members, found among the
+    /// point's disks, for RAID0 and linear arrays. A member of an array of another level
+    /// is refused with the reason.
+    fn array_data(
+        &self,
+        mut reader: Box<dyn ReadAt>,
+        label: &str,
+    ) -> Result<Box<dyn ReadAt>, PluginError> {
+        let Some(member) = read_md_member(&mut reader, label).map_err(|err| from_fs(&err))? else {
+            return Ok(reader);
+        };
+        tessera_plugin_sdk::debug!(
+            "{label}: a member of MD array {} ({}, metadata {}): its data from byte {}",
+            member.name,
+            member.uuid,
+            member.version,
+            member.data_offset
+        );
+        if !member.needs_all() {
+            let data = Slice::new(reader, member.data_offset, member.data_length)
+                .map_err(|err| from_fs(&err))?;
+            return Ok(Box::new(data));
+        }
+        let mut members = Vec::new();
+        self.visit_volumes(|disk, volume| {
+            let label = volume_label(&disk.name, volume);
+            let mut reader = disk.reader(volume).ok()?;
+            if let Ok(Some(other)) = read_md_member(&mut reader, &label)
+                && other.uuid == member.uuid
+            {
+                members.push((other, reader));
+            }
+            None::<()>
+        });
+        let array = MdArray::assemble(members, label).map_err(|err| from_fs(&err))?;
+        Ok(Box::new(array))
     }
 
     /// What the table holds, for messages: `the table has 2: part1, part2`.
@@ -241,26 +296,6 @@ impl StoredDisk {
             _ => format!("the table has {}: {}", names.len(), names.join(", ")),
         }
     }
-}
-
-/// The bytes of the volume `label` that `reader` reads, or, when it is a member of an MD
-/// RAID1 array (metadata 1.1 or 1.2, which keeps the array's data past its superblock),
-/// the array's data on it. A member of an array that spreads its data over several
-/// members is refused with the reason.
-fn array_data(mut reader: Box<dyn ReadAt>, label: &str) -> Result<Box<dyn ReadAt>, PluginError> {
-    let Some(member) = read_md_member(&mut reader, label).map_err(|err| from_fs(&err))? else {
-        return Ok(reader);
-    };
-    tessera_plugin_sdk::debug!(
-        "{label}: a member of MD array {} ({}, metadata {}): its data from byte {}",
-        member.name,
-        member.uuid,
-        member.version,
-        member.data_offset
-    );
-    let data =
-        Slice::new(reader, member.data_offset, member.data_length).map_err(|err| from_fs(&err))?;
-    Ok(Box::new(data))
 }
 
 /// A partition-table error, prefixed with the disk's name.

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tessera_disk_fs::{FsError, Slice, open_volume, read_md_member};
+use tessera_disk_fs::{FsError, MdArray, Slice, open_volume, read_md_member};
+use tessera_disk_image::ReadAt;
 
 use crate::support::*;
 
@@ -64,11 +65,10 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
     // Not a member at all: the file system itself.
     assert_eq!(read_md_member(&mut array.clone(), "fs").unwrap(), None);
 
-    // A member being rebuilt, and one of a RAID5 and of a two-member linear array.
+    // A member being rebuilt, and one of a RAID5 array.
     for (extra, expect) in [
         (&["--recovering"][..], "rebuilt"),
         (&["--level", "5", "--disks", "3"][..], "RAID5"),
-        (&["--level", "-1"][..], "linear"),
     ] {
         let mut bytes = member(dir.path(), &ext4, "x", extra);
         let err = read_md_member(&mut bytes, "x").unwrap_err();
@@ -122,4 +122,74 @@ fn mutated_md_superblocks_never_panic() {
         }
         let _ = read_md_member(&mut bytes, "m");
     }
+}
+
+/// Reads `etc/hostname` of the file system in `array`.
+fn hostname(array: Box<dyn ReadAt>) -> Vec<u8> {
+    let mut volume = open_volume(array, "md").unwrap();
+    let mut buf = [0u8; 16];
+    let n = volume.read_file("etc/hostname", 0, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+#[test]
+fn raid0_and_linear_arrays_read_through_all_their_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"striped\n").unwrap();
+    let ext4 = dir.path().join("array.ext4");
+    mkfs_ext("ext4", &src, &ext4, 8, &[]);
+    let array = std::fs::read(&ext4).unwrap();
+    let uuid = ["--uuid", "00112233445566778899aabbccddeeff"];
+    for (level, disks) in [("0", 2), ("0", 4), ("-1", 2)] {
+        let members: Vec<_> = (0..disks)
+            .map(|role| {
+                let role = role.to_string();
+                let count = disks.to_string();
+                let args = [
+                    &uuid[..],
+                    &["--level", level, "--disks", &count, "--role", &role],
+                ]
+                .concat();
+                let mut bytes = member(dir.path(), &ext4, &format!("m{role}"), &args);
+                let found = read_md_member(&mut bytes, "m").unwrap().unwrap();
+                assert!(found.needs_all(), "{found:?}");
+                (found, Box::new(bytes) as Box<dyn ReadAt>)
+            })
+            .collect();
+        // In any order.
+        let mut shuffled = members;
+        shuffled.reverse();
+        let mut md = MdArray::assemble(shuffled, "md").unwrap();
+        assert_eq!(md.len(), array.len() as u64, "level {level}");
+        let mut all = vec![0u8; array.len()];
+        md.read_exact_at(0, &mut all).unwrap();
+        assert!(all == array, "level {level} with {disks} members");
+        assert_eq!(hostname(Box::new(md)), b"striped\n");
+    }
+
+    // A member missing, and a member of another array among them.
+    let raid0 = |role: &str, uuid: &str| {
+        let args = ["--uuid", uuid, "--level", "0", "--role", role];
+        let mut bytes = member(dir.path(), &ext4, "r", &args);
+        (
+            read_md_member(&mut bytes, "r").unwrap().unwrap(),
+            Box::new(bytes) as Box<dyn ReadAt>,
+        )
+    };
+    let err = MdArray::assemble(vec![raid0("0", &"11".repeat(16))], "md")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("role 1 is not among the disks"),
+        "{err}"
+    );
+    let err = MdArray::assemble(
+        vec![raid0("0", &"11".repeat(16)), raid0("1", &"22".repeat(16))],
+        "md",
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("disagree"), "{err}");
 }
