@@ -260,13 +260,17 @@ fn le64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// A member of an assembled array: its reader, where the array's data starts on it, and
+/// how much of that data it holds.
+type Placed = (Box<dyn ReadAt>, u64, u64);
+
 /// A RAID0 or linear array read through all its members.
 pub struct MdArray {
     level: i32,
     chunk: u64,
     /// The members by role, each with where the array's data starts on it and how much
     /// of it is there.
-    members: Vec<(Box<dyn ReadAt>, u64, u64)>,
+    members: Vec<Placed>,
     len: u64,
 }
 
@@ -286,8 +290,7 @@ impl MdArray {
             return Err(unsupported("an MD array without members".to_owned()));
         };
         let (level, chunk, count) = (first.level, first.chunk, first.members);
-        let mut by_role: Vec<Option<(Box<dyn ReadAt>, u64, u64)>> =
-            (0..count).map(|_| None).collect();
+        let mut by_role: Vec<Option<Placed>> = (0..count).map(|_| None).collect();
         for (member, reader) in members {
             let same = member.uuid == first.uuid && member.level == level && member.chunk == chunk;
             let role = member.role.filter(|&r| r < count).ok_or_else(|| {

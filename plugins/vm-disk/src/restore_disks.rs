@@ -243,7 +243,7 @@ fn append_footer(
 /// `extent` beside it, a `monolithicFlat` VMware disk. The geometry is the one VMware
 /// gives an SCSI disk (255 heads, 63 sectors a track), as QEMU writes it.
 fn vmdk_descriptor(name: &str, extent: &str, size: u64) -> Result<String, PluginError> {
-    if size == 0 || size % 512 != 0 {
+    if size == 0 || !size.is_multiple_of(512) {
         return Err(PluginError::Unsupported(format!(
             "{name}: a disk of {size} bytes cannot be a VMDK, which holds whole 512-byte \
              sectors; restore it as raw or qcow2"
@@ -367,7 +367,7 @@ fn write_qcow2(
 
 /// Refuses a disk of `size` bytes a VHDX cannot hold, before anything is written.
 fn check_vhdx_size(name: &str, size: u64) -> Result<(), PluginError> {
-    if size == 0 || size % 512 != 0 || size > 64 << 40 {
+    if size == 0 || !size.is_multiple_of(512) || size > 64 << 40 {
         return Err(PluginError::Unsupported(format!(
             "{name}: a disk of {size} bytes cannot be a VHDX, which holds whole 512-byte \
              sectors up to 64 TiB; restore it as raw or qcow2"

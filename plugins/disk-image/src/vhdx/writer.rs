@@ -66,7 +66,10 @@ impl<W: Write + Seek> VhdxWriter<W> {
     /// written to `out`; `ids` are the disk's id and the file's and data's write GUIDs,
     /// which should be random.
     pub fn create(out: W, virtual_size: u64, ids: [[u8; 16]; 3]) -> Result<Self, WriteError> {
-        if virtual_size == 0 || virtual_size % LOGICAL_SECTOR != 0 || virtual_size > MAX_SIZE {
+        if virtual_size == 0
+            || !virtual_size.is_multiple_of(LOGICAL_SECTOR)
+            || virtual_size > MAX_SIZE
+        {
             return Err(WriteError::TooLarge {
                 size: virtual_size,
                 cluster_size: BLOCK,
@@ -91,7 +94,7 @@ impl<W: Write + Seek> VhdxWriter<W> {
     /// Writes whole blocks from guest offset `offset` on (the last block of the disk may
     /// be short): `data` is a whole number of blocks, or reaches the end of the disk.
     pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), WriteError> {
-        if offset % BLOCK != 0 {
+        if !offset.is_multiple_of(BLOCK) {
             return Err(WriteError::Misaligned {
                 offset,
                 cluster_size: BLOCK,
@@ -110,7 +113,7 @@ impl<W: Write + Seek> VhdxWriter<W> {
                 size: self.virtual_size,
             });
         }
-        if data.len() as u64 % BLOCK != 0 && end != self.virtual_size {
+        if !(data.len() as u64).is_multiple_of(BLOCK) && end != self.virtual_size {
             return Err(WriteError::Length {
                 offset,
                 length: data.len(),
