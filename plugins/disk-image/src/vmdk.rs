@@ -350,18 +350,7 @@ fn open_extent(
         }
         ExtentType::Esx(format) => {
             let extent = EsxSparse::open(file.reader, file.name, format)?;
-            if extent.capacity() != line.length {
-                return Err(line_error(
-                    name,
-                    line,
-                    format!(
-                        "the extent file {} holds {} sectors, where the line gives {}",
-                        extent.name(),
-                        extent.capacity() / SECTOR,
-                        line.length / SECTOR
-                    ),
-                ));
-            }
+            check_capacity(name, line, extent.name(), extent.capacity())?;
             Ok(PartData::Esx(extent))
         }
         _ => {
@@ -372,32 +361,43 @@ fn open_extent(
                 return Err(unsupported(
                     name,
                     format!(
-                        "descriptor line {} ({:?}): {} is an ESXi sparse extent (COWD), which \
-                         is not read",
+                        "descriptor line {} ({:?}): {} is an ESXi snapshot extent (COWD), which \
+                         the line should give as VMFSSPARSE",
                         line.line.number, line.text, file.name
                     ),
                 ));
             }
             let extent = SparseExtent::open(file.reader, file.name, *grains_left)?;
             *grains_left -= extent.grains() as u64;
-            if extent.capacity() != line.length {
-                return Err(line_error(
-                    name,
-                    line,
-                    format!(
-                        "the extent file {} holds {} sectors, where the line gives {}",
-                        extent.name(),
-                        extent.capacity() / SECTOR,
-                        line.length / SECTOR
-                    ),
-                ));
-            }
+            check_capacity(name, line, extent.name(), extent.capacity())?;
             Ok(PartData::Sparse {
                 extent,
                 own_file: false,
             })
         }
     }
+}
+
+/// Refuses the extent file `file` of `capacity` bytes when the line `line` of the
+/// descriptor `name` gives it another length.
+fn check_capacity(
+    name: &str,
+    line: &ExtentLine,
+    file: &str,
+    capacity: u64,
+) -> Result<(), ImageError> {
+    if capacity == line.length {
+        return Ok(());
+    }
+    Err(line_error(
+        name,
+        line,
+        format!(
+            "the extent file {file} holds {} sectors, where the line gives {}",
+            capacity / SECTOR,
+            line.length / SECTOR
+        ),
+    ))
 }
 
 /// Opens the parent `parent` of the delta disk `name` through `opener`, below the images

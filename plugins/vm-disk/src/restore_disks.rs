@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tessera_disk_image::{MAX_VHD_SIZE, Qcow2Writer, VhdxWriter, vhd_fixed_footer};
+use tessera_disk_image::{MAX_VHD_SIZE, Qcow2Writer, VhdxWriter, WriteError, vhd_fixed_footer};
 use tessera_nbd::NbdUrl;
 use tessera_plugin_sdk::content::{self, ReadError};
 use tessera_plugin_sdk::error::{from_host, from_io};
@@ -349,20 +349,9 @@ fn write_qcow2(
 ) -> Result<u64, PluginError> {
     let length = reader.map_or(0, ContentReader::length);
     let out = BufWriter::with_capacity(PIECE, file);
-    let mut image =
+    let image =
         Qcow2Writer::create(out, length).map_err(|err| from_image_write(file_name, &err))?;
-    let cluster = image.cluster_size();
-    let written = write_in_order(name, reader, cluster, |at, data| {
-        image
-            .write(at, data)
-            .map_err(|err| from_image_write(file_name, &err))
-    })?;
-    let out = image
-        .finish()
-        .map_err(|err| from_image_write(file_name, &err))?;
-    out.into_inner()
-        .map_err(|err| from_io(format_args!("writing {file_name}"), err.error()))?;
-    Ok(written)
+    write_image(name, file_name, reader, image)
 }
 
 /// Refuses a disk of `size` bytes a VHDX cannot hold, before anything is written.
@@ -376,8 +365,8 @@ fn check_vhdx_size(name: &str, size: u64) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Writes the disk `name` read by `reader` into `file` as a dynamic VHDX, its blocks in
-/// increasing order; returns the bytes of data written.
+/// Writes the disk `name` read by `reader` into `file` as a dynamic VHDX; returns the
+/// bytes of data written.
 fn write_vhdx(
     name: &str,
     file_name: &str,
@@ -394,16 +383,65 @@ fn write_vhdx(
         id
     };
     let out = BufWriter::with_capacity(PIECE, file);
-    let mut image = VhdxWriter::create(out, length, [random(0), random(1), random(2)])
+    let image = VhdxWriter::create(out, length, [random(0), random(1), random(2)])
         .map_err(|err| from_image_write(file_name, &err))?;
-    let block = image.block_size();
-    let written = write_in_order(name, reader, block, |at, data| {
+    write_image(name, file_name, reader, image)
+}
+
+/// An image writer that takes a disk's data in increasing order, in whole units.
+trait OrderedImage {
+    /// The unit writes start on the multiples of: a cluster, a block.
+    fn unit(&self) -> u64;
+    /// Writes `data` from guest offset `at` on.
+    fn put(&mut self, at: u64, data: &[u8]) -> Result<(), WriteError>;
+    /// Writes the image's metadata and gives the output back.
+    fn done(self) -> Result<BufWriter<File>, WriteError>;
+}
+
+impl OrderedImage for Qcow2Writer<BufWriter<File>> {
+    fn unit(&self) -> u64 {
+        self.cluster_size()
+    }
+
+    fn put(&mut self, at: u64, data: &[u8]) -> Result<(), WriteError> {
+        self.write(at, data)
+    }
+
+    fn done(self) -> Result<BufWriter<File>, WriteError> {
+        self.finish()
+    }
+}
+
+impl OrderedImage for VhdxWriter<BufWriter<File>> {
+    fn unit(&self) -> u64 {
+        self.block_size()
+    }
+
+    fn put(&mut self, at: u64, data: &[u8]) -> Result<(), WriteError> {
+        self.write(at, data)
+    }
+
+    fn done(self) -> Result<BufWriter<File>, WriteError> {
+        self.finish()
+    }
+}
+
+/// Writes the stored data of the disk `name` into `image`, the file `file_name`, and
+/// finishes it; returns the bytes of data written.
+fn write_image(
+    name: &str,
+    file_name: &str,
+    reader: Option<&ContentReader>,
+    mut image: impl OrderedImage,
+) -> Result<u64, PluginError> {
+    let unit = image.unit();
+    let written = write_in_order(name, reader, unit, |at, data| {
         image
-            .write(at, data)
+            .put(at, data)
             .map_err(|err| from_image_write(file_name, &err))
     })?;
     let out = image
-        .finish()
+        .done()
         .map_err(|err| from_image_write(file_name, &err))?;
     out.into_inner()
         .map_err(|err| from_io(format_args!("writing {file_name}"), err.error()))?;
