@@ -250,23 +250,21 @@ impl EsxSparse {
                     format!("grain directory entry {t} is {value:#018x}, not a table's"),
                 ));
             }
+            // At most 2^32 tables of 32 KiB past a u64 offset: saturating is exact enough
+            // to tell that it lies past the end.
             let table_at = (value & 0xffff_ffff)
-                .checked_mul(table_bytes)
-                .and_then(|o| o.checked_add(tables_at))
-                .filter(|o| {
-                    o.checked_add(table_bytes)
-                        .is_some_and(|end| end <= file_size)
-                })
-                .ok_or_else(|| {
-                    past_end(
-                        &name,
-                        "grain table",
-                        t as u64,
-                        tables_at,
-                        entry_at,
-                        file_size,
-                    )
-                })?;
+                .saturating_mul(table_bytes)
+                .saturating_add(tables_at);
+            if table_at.saturating_add(table_bytes) > file_size {
+                return Err(past_end(
+                    &name,
+                    "grain table",
+                    t as u64,
+                    table_at,
+                    entry_at,
+                    file_size,
+                ));
+            }
             offsets.push(table_at);
         }
         Ok(EsxSparse {
