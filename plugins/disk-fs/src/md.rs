@@ -1,15 +1,16 @@
 //! Linux software RAID (MD, `mdadm`) members with version 1 metadata: the superblock that
-//! says where the array's data starts on the member, so that the file system or LVM2
-//! physical volume of a RAID1 array can be read from any one of its members, as from a
-//! partition. The layout is the kernel's (`include/uapi/linux/raid/md_p.h`).
+//! says where the array's data starts on the member and which part of the array it is,
+//! so that the file system or LVM2 physical volume of an array can be read through its
+//! members, as from a partition. The layout is the kernel's (`include/uapi/linux/raid/md_p.h`).
 //!
 //! ```text
 //! superblock (little-endian), at byte 0 (metadata 1.1) or 4096 (1.2) of the member:
 //!   0x00 MAGIC(u32 = 0xa92b4efc) | 0x04 MAJOR_VERSION(u32 = 1) | 0x08 FEATURE_MAP(u32)
 //!   0x10 SET_UUID(16) | 0x20 SET_NAME(32) | 0x48 LEVEL(i32) | 0x50 SIZE(u64, sectors)
-//!   0x5c RAID_DISKS(u32) | 0x80 DATA_OFFSET(u64, sectors) | 0x88 DATA_SIZE(u64, sectors)
-//!   0x90 SUPER_OFFSET(u64, sectors) | 0xd8 SB_CSUM(u32) | 0xdc MAX_DEV(u32)
-//!   0x100 DEV_ROLES(u16 * MAX_DEV)
+//!   0x58 CHUNKSIZE(u32, sectors) | 0x5c RAID_DISKS(u32) | 0x80 DATA_OFFSET(u64, sectors)
+//!   0x88 DATA_SIZE(u64, sectors) | 0x90 SUPER_OFFSET(u64, sectors) | 0xa0 DEV_NUMBER(u32)
+//!   0xd8 SB_CSUM(u32) | 0xdc MAX_DEV(u32)
+//!   0x100 DEV_ROLES(u16 * MAX_DEV: each device's role, 0xfffe and above none)
 //! ```
 //!
 //! The checksum is the sum of the superblock's little-endian 32-bit words (with `SB_CSUM`

@@ -4,8 +4,7 @@
 //! (`diskN/partK/LV`), and the contract's view of their entries. A volume that is a member
 //! of an MD array is read as the array's data (on it for RAID1, on all the members for
 //! RAID0 and linear arrays): the file system or physical volume of the array, at the
-//! member's paths. Browse and file-level
-//! restore both start here.
+//! member's paths. Browse and file-level restore both start here.
 
 use tessera_disk_fs::{
     FsEntry, FsError, FsKind, LogicalVolume, LogicalVolumeReader, MdArray, PartitionTable, Scheme,
