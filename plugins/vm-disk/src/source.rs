@@ -601,19 +601,22 @@ fn search_parent(
             if sandbox == backing.referenced_by {
                 continue;
             }
+            // Only the file found is opened as an image (its holes asked for).
+            let carries = File::open(&sandbox)
+                .and_then(FileReader::new)
+                .is_ok_and(|mut reader| identity.matches(&mut reader));
+            if !carries {
+                continue;
+            }
             let Some((sandbox, host_path)) = sandbox_paths(&sandbox) else {
                 continue;
             };
-            let Ok(stat) = host::stat(&host_path) else {
-                continue;
-            };
-            let Ok(mut file) = image_file(&sandbox, &host_path, stat.size) else {
-                continue;
-            };
-            if identity.matches(&mut *file.reader) {
-                debug!("{}: {} is {sandbox}", backing.referenced_by, backing.name);
-                return Ok(file);
-            }
+            debug!("{}: {} is {sandbox}", backing.referenced_by, backing.name);
+            let unavailable = |reason: String| backing.unavailable(reason);
+            let stat = host::stat(&host_path)
+                .map_err(|err| unavailable(format!("{sandbox}: {}", host_error_text(&err))))?;
+            return image_file(&sandbox, &host_path, stat.size)
+                .map_err(|err| unavailable(format!("{sandbox}: {err}")));
         }
         searched.push(dir);
     }
