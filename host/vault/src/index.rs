@@ -114,12 +114,18 @@ impl Index {
         self.sorted = false;
     }
 
-    /// Sorts the records and drops exact duplicates.
+    /// Sorts the records and drops exact duplicates. A table that grew (by doubling, as
+    /// records were added) to more than an eighth past what its records need is copied
+    /// into one of their size, so the index keeps its bound of memory per chunk however
+    /// many chunks there are.
     pub fn finish(&mut self) {
         if !self.sorted {
             self.records
                 .sort_unstable_by(|a, b| id_cmp(&a.id, &b.id).then(a.pack.cmp(&b.pack)));
             self.records.dedup();
+            if self.records.capacity() > self.records.len() + self.records.len() / 8 {
+                self.records = self.records.to_vec();
+            }
             self.sorted = true;
             self.build_buckets();
         }
@@ -492,6 +498,29 @@ mod tests {
     #[test]
     fn record_is_48_bytes() {
         assert_eq!(std::mem::size_of::<Record>(), 48);
+    }
+
+    #[test]
+    fn memory_per_chunk_stays_bounded_whatever_the_count() {
+        // Counts just past a doubling of the table, as a vault's index is read a batch of
+        // files at a time.
+        for count in [1_000u32, 45_000, 85_000] {
+            let mut index = Index::new();
+            let mut n = 0;
+            while n < count {
+                let end = (n + 5_000).min(count);
+                let entries: Vec<PackEntry> = (n..end).map(entry).collect();
+                index.reserve(entries.len());
+                index.add_pack(PackId::hash_of(&n.to_le_bytes()), &entries);
+                n = end;
+            }
+            index.finish();
+            let per_chunk = index.bytes_per_chunk();
+            assert!(
+                per_chunk <= 64.0,
+                "{per_chunk} bytes a chunk for {count} chunks"
+            );
+        }
     }
 
     #[test]
