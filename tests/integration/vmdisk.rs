@@ -1038,8 +1038,10 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
 /// The files of Linux software RAID arrays (laid out by `tests/scripts/md-member.py` as
 /// mdadm lays them out) list and restore: a RAID1 member's (MD metadata 1.2 in a
 /// partition, 1.1 on a whole disk) from the array's data on it, a RAID0 array's from its
-/// two members, two disks of the point; a member of a RAID5 array, and a RAID0 member
-/// whose partner is not in the point, are refused with the reason.
+/// two members, two disks of the point, and a RAID5 array's from two of its three
+/// members (a partition and a whole disk), with a warning naming the one rebuilt from
+/// parity; a member of a RAID6 array of a layout not read, and a RAID0 member whose
+/// partner is not in the point, are refused with the reason.
 #[test]
 fn files_restore_from_software_raid_members() {
     let env = env();
@@ -1058,7 +1060,8 @@ fn files_restore_from_software_raid_members() {
         out
     };
     // disk0: a GPT partition holding a member; disk1: a whole disk that is one; disk2: a
-    // partition holding a member of a RAID5 array.
+    // partition holding a member of a RAID5 array, disk5 another (the third is not in the
+    // point); disk6: a member of a RAID6 array of a DDF layout.
     let partitioned = |name: &str, member: &Path| {
         let disk = env.path(name);
         fs::File::create(&disk).unwrap().set_len(24 << 20).unwrap();
@@ -1068,10 +1071,11 @@ fn files_restore_from_software_raid_members() {
     };
     let disk0 = partitioned("disk0.raw", &member("m0", &[]));
     let disk1 = member("disk1.raw", &["--metadata", "1.1", "--role", "1"]);
-    let disk2 = partitioned(
-        "disk2.raw",
-        &member("m2", &["--level", "5", "--disks", "3"]),
-    );
+    let raid5 = ["--level", "5", "--disks", "3", "--uuid", &"55".repeat(16)];
+    let disk2 = partitioned("disk2.raw", &member("m2", &raid5));
+    let disk5 = member("disk5.raw", &[&raid5[..], &["--role", "2"]].concat());
+    let ddf = ["--level", "6", "--disks", "4", "--layout", "8"];
+    let disk6 = member("disk6.raw", &ddf);
     // disk3 and disk4: the two members of a RAID0 array.
     let raid0 = |name: &str, role: &str| {
         let uuid = "00112233445566778899aabbccddeeff";
@@ -1079,7 +1083,7 @@ fn files_restore_from_software_raid_members() {
     };
     let (disk3, disk4) = (raid0("disk3.raw", "0"), raid0("disk4.raw", "1"));
 
-    let disks = [&disk0, &disk1, &disk2, &disk3, &disk4].map(|d| p(d));
+    let disks = [&disk0, &disk1, &disk2, &disk3, &disk4, &disk5, &disk6].map(|d| p(d));
     let summary = env.backup(&[&disks[..], &["--item", "md"]].concat());
     let point = point_of(&summary);
     for (dir, file) in [
@@ -1087,17 +1091,27 @@ fn files_restore_from_software_raid_members() {
         ("disk1/fs/etc", "disk1/fs/etc/hostname"),
         ("disk3/fs/etc", "disk3/fs/etc/hostname"),
         ("disk4/fs/etc", "disk4/fs/etc/hostname"),
+        ("disk2/part1/etc", "disk2/part1/etc/hostname"),
+        ("disk5/fs/etc", "disk5/fs/etc/hostname"),
     ] {
         assert_eq!(env.ls(&point, dir), [file]);
         let target = env.path(&format!("files-{}", &file[..5]));
         env.restore(&point, &["--path", file, "--target", p(&target)]);
         assert_eq!(fs::read(target.join(file)).unwrap(), b"md-vm\n");
     }
-    let err = env.ls_fails(&point, "disk2/part1");
+    // The RAID5 array's missing member is named.
+    let output = tessera(&env.vault)
+        .args(["ls", &point, "disk5/fs/etc"])
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{warned}");
     assert!(
-        err.contains("RAID5") && err.contains("host:md0") && err.contains("RAID1"),
-        "{err}"
+        warned.contains("without its member of role 1") && warned.contains("55555555:"),
+        "{warned}"
     );
+    let err = env.ls_fails(&point, "disk6/fs");
+    assert!(err.contains("DDF") && err.contains("host:md0"), "{err}");
     // A RAID0 member without its partner.
     let alone = env.backup(&[p(&disk3), "--item", "half"]);
     let err = env.ls_fails(&point_of(&alone), "disk0/fs");

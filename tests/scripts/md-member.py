@@ -10,6 +10,15 @@ the member: its superblock at byte 4096 (metadata 1.2) or 0 (1.1), its share of 
 --data-offset sectors (default 2048, mdadm's 1 MiB), and --spare sectors after it. A
 RAID1 member holds all of DATA; a RAID0 member the chunks its role is dealt (chunk k to
 role k mod the members); a linear member its role's slice of DATA cut in equal parts.
+A RAID4, 5 or 6 member holds, stripe by stripe, the data chunk or the parity its role is
+given by --layout, as md(4) describes the layouts: parity rotating from the last member
+down (left) or from the first up (right), the data in member order skipping the parity
+(asymmetric) or starting after it and wrapping round (symmetric); or parity on the first
+or last members; RAID6's layouts 16 to 20 are RAID5's over all members but the last,
+which holds Q. P is the XOR of the stripe's data; Q is filled with a pattern, as nothing
+that reads these members uses it. A RAID10 member holds its share of each chunk's near
+copies (on neighbouring members) and far copies (in later bands, or in the next rows
+with the offset bit).
   --level N        the RAID level (default 1; -1 is linear)
   --disks N        members in the array (default 2)
   --role N         this member's role in it (default 0)
@@ -17,7 +26,9 @@ role k mod the members); a linear member its role's slice of DATA cut in equal p
   --name NAME      the array's name (default "host:md0")
   --uuid HEX       the array's UUID, 32 hex digits (default random; the members of one
                    array share it)
-  --chunk SECTORS  RAID0's chunk (default 1024, mdadm's 512 KiB)
+  --chunk SECTORS  a striped array's chunk (default 1024, mdadm's 512 KiB)
+  --layout N       RAID4/5/6 layout (default 2, left-symmetric, mdadm's) or RAID10 layout
+                   (default 0x102: two near copies)
   --recovering     mark the member as being rebuilt
 The checksum is the kernel's. `mdadm --examine OUT` reads the result.
 """
@@ -39,6 +50,75 @@ def checksum(sb):
     return ((total & 0xFFFFFFFF) + (total >> 32)) & 0xFFFFFFFF
 
 
+def stripe_roles(level, layout, n, stripe):
+    """The roles holding a stripe's data chunks in order, its P and its Q (or None)."""
+    if level == 4:
+        return list(range(n - 1)), n - 1, None
+    if level == 6 and layout >= 16:
+        base = 4 if layout == 20 else layout - 16
+        data, p, _ = stripe_roles(5, base, n - 1, stripe)
+        return data, p, n - 1
+    if level == 5:
+        if layout in (0, 2):
+            p = n - 1 - stripe % n
+        elif layout in (1, 3):
+            p = stripe % n
+        else:
+            p = 0 if layout == 4 else n - 1
+        if layout in (2, 3):
+            return [(p + 1 + j) % n for j in range(n - 1)], p, None
+        return [r for r in range(n) if r != p], p, None
+    # RAID6
+    if layout in (0, 1, 2, 3):
+        p = n - 1 - stripe % n if layout in (0, 2) else stripe % n
+        if layout in (2, 3):
+            q = (p + 1) % n
+            return [(p + 2 + j) % n for j in range(n - 2)], p, q
+        q = 0 if p == n - 1 else p + 1
+        return [r for r in range(n) if r not in (p, q)], p, q
+    p, q = (0, 1) if layout == 4 else (n - 2, n - 1)
+    return [r for r in range(n) if r not in (p, q)], p, q
+
+
+def parity_member(data, level, layout, n, role, chunk):
+    """The chunks of a RAID4/5/6 array holding `data` that lie on member `role`."""
+    data_disks = n - (2 if level == 6 else 1)
+    assert len(data) % (chunk * data_disks) == 0, "DATA must be whole stripes"
+    out = []
+    for stripe in range(len(data) // (chunk * data_disks)):
+        chunks = [data[(stripe * data_disks + k) * chunk:(stripe * data_disks + k + 1) * chunk]
+                  for k in range(data_disks)]
+        roles, p, q = stripe_roles(level, layout, n, stripe)
+        if role in roles:
+            out.append(chunks[roles.index(role)])
+        elif role == p:
+            parity = 0
+            for c in chunks:
+                parity ^= int.from_bytes(c, "little")
+            out.append(parity.to_bytes(chunk, "little"))
+        else:
+            out.append(bytes([(stripe * 7 + 0x51) & 0xFF]) * chunk)
+    return b"".join(out)
+
+
+def raid10_member(data, layout, n, role, chunk):
+    """The copies of the chunks of a RAID10 array holding `data` that lie on `role`."""
+    near, far, offset = layout & 0xFF, (layout >> 8) & 0xFF, bool(layout & (1 << 16))
+    chunks = len(data) // chunk
+    assert chunks * chunk == len(data) and chunks * near % n == 0, "DATA must fill the rows"
+    rows = chunks * near // n
+    member = bytearray(rows * far * chunk)
+    for c in range(chunks):
+        for d in range(near):
+            slot = c * near + d
+            for f in range(far):
+                dev = (slot % n + f * near) % n
+                row = slot // n * far + f if offset else f * rows + slot // n
+                if dev == role:
+                    member[row * chunk:(row + 1) * chunk] = data[c * chunk:(c + 1) * chunk]
+    return bytes(member)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
@@ -52,6 +132,7 @@ def main():
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--data-offset", type=int, default=2048)
     parser.add_argument("--spare", type=int, default=8)
+    parser.add_argument("--layout", type=lambda v: int(v, 0))
     parser.add_argument("--recovering", action="store_true")
     args = parser.parse_args()
 
@@ -63,6 +144,13 @@ def main():
         assert len(data) % (chunk * args.disks) == 0, "DATA must be whole stripes"
         data = b"".join(data[k * chunk:(k + 1) * chunk]
                         for k in range(args.role, len(data) // chunk, args.disks))
+    elif args.level in (4, 5, 6):
+        layout = 2 if args.layout is None else args.layout
+        data = parity_member(data, args.level, layout, args.disks, args.role, args.chunk * SECTOR)
+    elif args.level == 10:
+        layout = 0x102 if args.layout is None else args.layout
+        args.layout = layout
+        data = raid10_member(data, layout, args.disks, args.role, args.chunk * SECTOR)
     elif args.level == -1 and args.disks > 1:
         part = len(data) // args.disks
         assert part % SECTOR == 0 and part * args.disks == len(data), "DATA must split evenly"
@@ -77,7 +165,8 @@ def main():
     name = args.name.encode()[:32]
     sb[0x20:0x20 + len(name)] = name
     chunk_sectors = args.chunk if args.level in (0, 4, 5, 6, 10) else 0
-    struct.pack_into("<QiIQII", sb, 0x40, now, args.level, 0, sectors, chunk_sectors, args.disks)
+    layout = args.layout if args.layout is not None else (2 if args.level in (5, 6) else 0)
+    struct.pack_into("<QiIQII", sb, 0x40, now, args.level, layout, sectors, chunk_sectors, args.disks)
     total = args.data_offset + sectors + args.spare
     struct.pack_into("<QQQQ", sb, 0x80, args.data_offset, total - args.data_offset, super_offset,
                      sectors if args.recovering else 0)

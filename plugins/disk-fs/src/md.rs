@@ -6,7 +6,8 @@
 //! ```text
 //! superblock (little-endian), at byte 0 (metadata 1.1) or 4096 (1.2) of the member:
 //!   0x00 MAGIC(u32 = 0xa92b4efc) | 0x04 MAJOR_VERSION(u32 = 1) | 0x08 FEATURE_MAP(u32)
-//!   0x10 SET_UUID(16) | 0x20 SET_NAME(32) | 0x48 LEVEL(i32) | 0x50 SIZE(u64, sectors)
+//!   0x10 SET_UUID(16) | 0x20 SET_NAME(32) | 0x48 LEVEL(i32) | 0x4c LAYOUT(u32)
+//!   0x50 SIZE(u64, sectors)
 //!   0x58 CHUNKSIZE(u32, sectors) | 0x5c RAID_DISKS(u32) | 0x80 DATA_OFFSET(u64, sectors)
 //!   0x88 DATA_SIZE(u64, sectors) | 0x90 SUPER_OFFSET(u64, sectors) | 0xa0 DEV_NUMBER(u32)
 //!   0xd8 SB_CSUM(u32) | 0xdc MAX_DEV(u32)
@@ -19,11 +20,28 @@
 //! RAID1 members read as the file system they hold without any of this.
 //!
 //! A RAID1 (or one-member linear) array is read through any one member: every member
-//! holds all the data. A RAID0 array of equal members (one zone, as mdadm makes it) and a
-//! linear array are read through all their members together ([`MdArray`]): RAID0 deals
-//! the array's chunks to the members in turn, by role; linear puts the members one after
-//! the other. Members of RAID4, 5, 6 and 10 arrays, a member being rebuilt, and an array in
-//! the middle of a reshape are refused with the reason.
+//! holds all the data. The others are read through all their members together
+//! ([`MdArray`]), found by role:
+//!
+//! - RAID0 (equal members: one zone, as mdadm makes it) deals the array's chunks to the
+//!   members in turn; linear puts the members one after the other.
+//! - RAID4, 5 and 6 cut the array into stripes of one chunk per member but one (two for
+//!   RAID6) that holds the stripe's parity. Where the parity and each data chunk of a
+//!   stripe lie is the layout's (the kernel's `raid5_compute_sector`): RAID4 keeps the
+//!   parity on the last member; RAID5 and 6 rotate it from stripe to stripe (left or
+//!   right, the data after it in member order or wrapping round after it), or keep it on
+//!   the first or last members; RAID6's `-6` layouts are a RAID5 layout over all members
+//!   but the last, which holds Q. Data is read where it lies; parity is not needed while
+//!   every member is there. With one member missing, its chunks are the XOR of the
+//!   stripe's other data chunks and its P parity.
+//! - RAID10 writes each chunk `near` times on neighbouring members (`n2`, mdadm's
+//!   default) and `far` times further on (`f2`, in a later band; `o2`, in the next
+//!   stripe). The first copy is read; with members missing, a `near` layout reads another
+//!   copy of each chunk whose first is gone.
+//!
+//! A member being rebuilt, an array in the middle of a reshape, RAID6's DDF layouts,
+//! RAID4/5 arrays missing more than one member and RAID6 arrays missing two are refused
+//! with the reason.
 
 use tessera_disk_image::ReadAt;
 
@@ -45,6 +63,26 @@ const FEATURE_RESHAPE: u32 = 1 << 2;
 const LINEAR: i32 = -1;
 const RAID0: i32 = 0;
 const RAID1: i32 = 1;
+const RAID4: i32 = 4;
+const RAID5: i32 = 5;
+const RAID6: i32 = 6;
+const RAID10: i32 = 10;
+/// RAID4/5/6 layouts (`ALGORITHM_*` of the kernel's `raid5.h`): parity rotating from the
+/// last member down or from the first up, data in member order after it or wrapping
+/// round after it; parity on the first or the last members; and RAID6's RAID5 layouts
+/// over all members but the last (`_6`, 16 to 20).
+const LEFT_ASYMMETRIC: u32 = 0;
+const RIGHT_ASYMMETRIC: u32 = 1;
+const LEFT_SYMMETRIC: u32 = 2;
+const RIGHT_SYMMETRIC: u32 = 3;
+const PARITY_0: u32 = 4;
+const PARITY_N: u32 = 5;
+const RAID5_LAYOUTS_6: u32 = 16;
+const PARITY_0_6: u32 = 20;
+/// RAID10 layout bits past the near (bits 0-7) and far (8-15) copies: far copies one
+/// stripe on rather than in a later band, and far copies kept within sets of members.
+const RAID10_OFFSET: u32 = 1 << 16;
+const RAID10_FAR_SETS: u32 = 1 << 17;
 /// A role that is not an active member's (a spare's, a faulty one's).
 const NO_ROLE: u16 = 0xfffe;
 
@@ -63,6 +101,8 @@ pub struct MdMember {
     pub chunk: u64,
     /// The RAID level (-1 for linear).
     pub level: i32,
+    /// Where a striped array's parity or copies lie (the superblock's `layout`).
+    pub layout: u32,
     /// How many members the array has.
     pub members: u32,
     /// Where the array's data starts on this member, in bytes.
@@ -80,8 +120,70 @@ impl MdMember {
     /// Whether the array's data is read through all its members together
     /// ([`MdArray::assemble`]).
     pub fn needs_all(&self) -> bool {
-        !self.holds_all() && matches!(self.level, RAID0 | LINEAR)
+        !self.holds_all() && matches!(self.level, LINEAR | RAID0 | RAID4 | RAID5 | RAID6 | RAID10)
     }
+
+    /// How many members an array of this one's can be missing and still be read.
+    fn may_miss(&self) -> usize {
+        match self.level {
+            RAID4 | RAID5 | RAID6 => 1,
+            RAID10 => {
+                let (near, far) = raid10_copies(self.layout);
+                if far == 1 && near > 1 && self.layout & RAID10_OFFSET == 0 {
+                    // As many as leave each chunk a copy (`copies_left`).
+                    self.members as usize - 1
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    /// Why the superblock's layout cannot be read, if it cannot.
+    fn layout_problem(&self) -> Option<String> {
+        let n = self.members;
+        match self.level {
+            RAID5 if self.layout > PARITY_N => Some(format!(
+                "RAID5 layout {} is not one the kernel has",
+                self.layout
+            )),
+            RAID6 if (8..=10).contains(&self.layout) => Some(format!(
+                "RAID6 layout {} is one of the DDF layouts, which are not read",
+                self.layout
+            )),
+            RAID6 if self.layout > PARITY_0_6 || (PARITY_N < self.layout && self.layout < 8) => {
+                Some(format!(
+                    "RAID6 layout {} is not one the kernel has",
+                    self.layout
+                ))
+            }
+            RAID4 | RAID5 if n < 2 => Some(format!("a RAID{} array of {n} members", self.level)),
+            RAID6 if n < 4 => Some(format!("a RAID6 array of {n} members")),
+            RAID10 => {
+                let (near, far) = raid10_copies(self.layout);
+                let known = 0xffff | RAID10_OFFSET | RAID10_FAR_SETS;
+                if self.layout & !known != 0 || near == 0 || far == 0 {
+                    Some(format!(
+                        "RAID10 layout {:#x} is not one the kernel has",
+                        self.layout
+                    ))
+                } else if near * far < 2 || near > n || far > n {
+                    Some(format!(
+                        "RAID10 layout of {near} near and {far} far copies on {n} members"
+                    ))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The near and far copies of a RAID10 layout.
+fn raid10_copies(layout: u32) -> (u32, u32) {
+    (layout & 0xff, (layout >> 8) & 0xff)
 }
 
 /// The MD superblock of `reader` (a partition or a disk), `None` if it has none;
@@ -171,6 +273,7 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
             role,
             chunk: u64::from(le32(&whole, 0x58)) * SECTOR,
             level: le32(&whole, 0x48) as i32,
+            layout: le32(&whole, 0x4c),
             members: le32(&whole, 0x5c),
             data_offset,
             data_length,
@@ -195,8 +298,8 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
         }
         if !member.holds_all() && !member.needs_all() {
             return Err(unsupported(format!(
-                "this is one of the {} members of MD array {} ({}), whose data and parity \
-                 are spread over all of them; RAID1, RAID0 and linear arrays are read",
+                "this is one of the {} members of MD array {} ({}), a level that is not \
+                 read; RAID0, 1, 4, 5, 6, 10 and linear arrays are",
                 member.members,
                 member.name,
                 level_name(member.level)
@@ -208,14 +311,21 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
                 member.name
             )));
         }
-        if member.level == RAID0 && (member.chunk == 0 || !member.chunk.is_power_of_two()) {
+        let striped = matches!(member.level, RAID0 | RAID4 | RAID5 | RAID6 | RAID10);
+        if striped && (member.chunk == 0 || !member.chunk.is_power_of_two()) {
             return Err(corrupt(
                 0x58,
                 format!(
-                    "MD RAID0 chunk of {} bytes is not a power of two",
+                    "MD {} chunk of {} bytes is not a power of two",
+                    level_name(member.level),
                     member.chunk
                 ),
             ));
+        }
+        if member.needs_all()
+            && let Some(problem) = member.layout_problem()
+        {
+            return Err(unsupported(format!("MD array {}: {problem}", member.name)));
         }
         return Ok(Some(member));
     }
@@ -265,20 +375,24 @@ fn le64(bytes: &[u8], at: usize) -> u64 {
 /// how much of that data it holds.
 type Placed = (Box<dyn ReadAt>, u64, u64);
 
-/// A RAID0 or linear array read through all its members.
+/// An array read through all its members.
 pub struct MdArray {
     level: i32,
+    layout: u32,
     chunk: u64,
     /// The members by role, each with where the array's data starts on it and how much
-    /// of it is there.
-    members: Vec<Placed>,
+    /// of it is there; `None` for one that is missing.
+    members: Vec<Option<Placed>>,
     len: u64,
+    /// The name and UUID of the array, for messages.
+    name: String,
 }
 
 impl MdArray {
     /// Puts the members of one array together: `members` holds each with its superblock,
-    /// in any order; `what` names the array in errors. Every role must be there once,
-    /// and a RAID0 array's members must be of one size (one zone).
+    /// in any order; `what` names the array in errors. Every role must be there once but
+    /// as many as the level can do without, and a RAID0 array's members must be of one
+    /// size (one zone).
     pub fn assemble(
         members: Vec<(MdMember, Box<dyn ReadAt>)>,
         what: &str,
@@ -291,73 +405,299 @@ impl MdArray {
             return Err(unsupported("an MD array without members".to_owned()));
         };
         let (level, chunk, count) = (first.level, first.chunk, first.members);
+        let name = format!("{} ({})", first.name, first.uuid);
         let mut by_role: Vec<Option<Placed>> = (0..count).map(|_| None).collect();
         for (member, reader) in members {
-            let same = member.uuid == first.uuid && member.level == level && member.chunk == chunk;
+            let same = member.uuid == first.uuid
+                && member.level == level
+                && member.chunk == chunk
+                && member.layout == first.layout
+                && (level == RAID0 || level == LINEAR || member.data_length == first.data_length);
             let role = member.role.filter(|&r| r < count).ok_or_else(|| {
-                unsupported(format!(
-                    "a member of MD array {} has no role in it",
-                    first.name
-                ))
+                unsupported(format!("a member of MD array {name} has no role in it"))
             })?;
             if !same || by_role[role as usize].is_some() {
                 return Err(unsupported(format!(
-                    "the members found for MD array {} ({}) disagree about it, or two claim \
-                     role {role}",
-                    first.name, first.uuid
+                    "the members found for MD array {name} disagree about it, or two claim \
+                     role {role}"
                 )));
             }
             let length = match level {
-                RAID0 => member.data_length - member.data_length % chunk,
-                _ => member.data_length,
+                LINEAR => member.data_length,
+                _ => member.data_length - member.data_length % chunk,
             };
             by_role[role as usize] = Some((reader, member.data_offset, length));
         }
-        let mut ordered = Vec::with_capacity(by_role.len());
-        for (role, member) in by_role.into_iter().enumerate() {
-            ordered.push(member.ok_or_else(|| {
-                unsupported(format!(
-                    "MD array {} ({}) has {count} members, and the one of role {role} is not \
-                     among the disks",
-                    first.name, first.uuid
-                ))
-            })?);
-        }
-        if level == RAID0 && ordered.windows(2).any(|w| w[0].2 != w[1].2) {
+        let missing: Vec<usize> = (0..by_role.len())
+            .filter(|&role| by_role[role].is_none())
+            .collect();
+        if let Some(&role) = missing.first()
+            && (missing.len() > first.may_miss() || !first.copies_left(&missing))
+        {
+            let roles = missing
+                .iter()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = match (level, missing.len()) {
+                (LINEAR | RAID0, _) => format!("the one of role {role} is not among the disks"),
+                (RAID6, 2) => format!(
+                    "those of roles {roles} are not among the disks; rebuilding two members \
+                     needs RAID6's second parity, which is not read"
+                ),
+                (_, 1) => format!("the one of role {role} is not among the disks"),
+                _ => format!(
+                    "those of roles {roles} are not among the disks, and some of its data \
+                     was on no other member"
+                ),
+            };
             return Err(unsupported(format!(
-                "the members of MD RAID0 array {} differ in size, which spreads its data over \
-                 several zones; arrays of equal members are read",
-                first.name
+                "MD array {name} has {count} members, and {why}"
             )));
         }
-        let len = ordered.iter().map(|m| m.2).sum();
+        if level == RAID0 {
+            let sizes = by_role.iter().flatten().map(|m| m.2);
+            if sizes.clone().min() != sizes.max() {
+                return Err(unsupported(format!(
+                    "the members of MD RAID0 array {name} differ in size, which spreads its \
+                     data over several zones; arrays of equal members are read"
+                )));
+            }
+        }
+        let size = by_role.iter().flatten().map(|m| m.2).next().unwrap_or(0);
+        let n = u64::from(count);
+        let len = match level {
+            LINEAR => by_role.iter().flatten().map(|m| m.2).sum(),
+            RAID0 => size * n,
+            RAID4 | RAID5 => size * (n - 1),
+            RAID6 => size * (n - 2),
+            _ => {
+                let (near, far) = raid10_copies(first.layout);
+                (size / chunk / u64::from(far) * n / u64::from(near)) * chunk
+            }
+        };
         Ok(MdArray {
             level,
+            layout: first.layout,
             chunk,
-            members: ordered,
+            members: by_role,
             len,
+            name,
         })
     }
 
-    /// The member holding the array's byte at `pos`, the offset on it, and how many bytes
-    /// from there on it holds in a row.
+    /// The roles of the members missing from the array, which its other members stand in
+    /// for.
+    pub fn missing(&self) -> Vec<u32> {
+        (0..self.members.len() as u32)
+            .filter(|&role| self.members[role as usize].is_none())
+            .collect()
+    }
+
+    /// The array's name and UUID, as messages give them.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the array's byte at `pos` lies: the role of the member holding it, the
+    /// offset from the start of the array's data on that member, and how many bytes from
+    /// there on it holds in a row.
     fn locate(&self, pos: u64) -> (usize, u64, u64) {
-        if self.level == RAID0 {
-            let n = self.members.len() as u64;
-            let chunk = pos / self.chunk;
-            let within = pos % self.chunk;
-            let member = (chunk % n) as usize;
-            let at = (chunk / n) * self.chunk + within;
-            return (member, self.members[member].1 + at, self.chunk - within);
-        }
-        let mut start = 0;
-        for (i, (_, offset, length)) in self.members.iter().enumerate() {
-            if pos < start + length {
-                return (i, offset + pos - start, start + length - pos);
+        if self.level == LINEAR {
+            let mut start = 0;
+            for (role, member) in self.members.iter().enumerate() {
+                let length = member.as_ref().map_or(0, |m| m.2);
+                if pos < start + length {
+                    return (role, pos - start, start + length - pos);
+                }
+                start += length;
             }
-            start += length;
+            unreachable!("positions are below the array's length")
         }
-        unreachable!("positions are below the array's length")
+        let n = self.members.len() as u64;
+        let chunk = pos / self.chunk;
+        let within = pos % self.chunk;
+        let run = self.chunk - within;
+        match self.level {
+            RAID4 | RAID5 | RAID6 => {
+                let data = n - self.parities();
+                let stripe = chunk / data;
+                let (member, _, _) = self.stripe_roles(stripe, chunk % data);
+                (member as usize, stripe * self.chunk + within, run)
+            }
+            RAID10 => {
+                let (near, far) = raid10_copies(self.layout);
+                let slot = chunk * u64::from(near);
+                let mut stripe = slot / n;
+                if self.layout & RAID10_OFFSET != 0 {
+                    stripe *= u64::from(far);
+                }
+                ((slot % n) as usize, stripe * self.chunk + within, run)
+            }
+            _ => ((chunk % n) as usize, (chunk / n) * self.chunk + within, run),
+        }
+    }
+
+    /// The parity chunks of each stripe: 1 for RAID4 and 5, 2 for RAID6.
+    fn parities(&self) -> u64 {
+        if self.level == RAID6 { 2 } else { 1 }
+    }
+
+    /// The roles of the members holding data chunk `k` of stripe `stripe`, the stripe's P
+    /// parity and its Q parity (RAID6).
+    fn stripe_roles(&self, stripe: u64, k: u64) -> (u64, u64, Option<u64>) {
+        let n = self.members.len() as u64;
+        match self.level {
+            RAID4 => (k, n - 1, None),
+            RAID5 => {
+                let (data, parity) = raid5_place(self.layout, n, stripe, k);
+                (data, parity, None)
+            }
+            _ if self.layout >= RAID5_LAYOUTS_6 => {
+                let base = if self.layout == PARITY_0_6 {
+                    PARITY_0
+                } else {
+                    self.layout - RAID5_LAYOUTS_6
+                };
+                let (data, parity) = raid5_place(base, n - 1, stripe, k);
+                (data, parity, Some(n - 1))
+            }
+            _ => match self.layout {
+                LEFT_ASYMMETRIC | RIGHT_ASYMMETRIC => {
+                    let p = if self.layout == LEFT_ASYMMETRIC {
+                        n - 1 - stripe % n
+                    } else {
+                        stripe % n
+                    };
+                    if p == n - 1 {
+                        (k + 1, p, Some(0))
+                    } else {
+                        (if k >= p { k + 2 } else { k }, p, Some(p + 1))
+                    }
+                }
+                LEFT_SYMMETRIC | RIGHT_SYMMETRIC => {
+                    let p = if self.layout == LEFT_SYMMETRIC {
+                        n - 1 - stripe % n
+                    } else {
+                        stripe % n
+                    };
+                    ((p + 2 + k) % n, p, Some((p + 1) % n))
+                }
+                PARITY_0 => (k + 2, 0, Some(1)),
+                _ => (k, n - 2, Some(n - 1)),
+            },
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `at` of the array's data on the member of `role`, which
+    /// holds them; a missing member's are rebuilt from the others.
+    fn read_member(
+        &mut self,
+        role: usize,
+        pos: u64,
+        at: u64,
+        buf: &mut [u8],
+    ) -> std::io::Result<()> {
+        if let Some((reader, offset, _)) = &mut self.members[role] {
+            return reader.read_exact_at(*offset + at, buf);
+        }
+        let n = self.members.len() as u64;
+        match self.level {
+            RAID4 | RAID5 | RAID6 => {
+                // Data chunk `k` of the stripe is the XOR of its P parity and the
+                // stripe's other data chunks.
+                let data = n - self.parities();
+                let chunk = pos / self.chunk;
+                let (stripe, k) = (chunk / data, chunk % data);
+                let (_, p, _) = self.stripe_roles(stripe, k);
+                let mut sources: Vec<u64> = (0..data)
+                    .filter(|&other| other != k)
+                    .map(|other| self.stripe_roles(stripe, other).0)
+                    .collect();
+                sources.push(p);
+                buf.fill(0);
+                let mut other = vec![0u8; <[u8]>::len(buf)];
+                for source in sources {
+                    let Some((reader, offset, _)) = &mut self.members[source as usize] else {
+                        return Err(self.lost(role));
+                    };
+                    reader.read_exact_at(*offset + at, &mut other)?;
+                    buf.iter_mut().zip(&other).for_each(|(b, o)| *b ^= o);
+                }
+                Ok(())
+            }
+            RAID10 => {
+                // The next near copies lie on the members after it, wrapping round to the
+                // next chunk of the first.
+                let (near, _) = raid10_copies(self.layout);
+                let slot = (at / self.chunk) * n + role as u64;
+                for copy in 1..u64::from(near) {
+                    let next = slot + copy;
+                    let within = at % self.chunk;
+                    if let Some((reader, offset, _)) = &mut self.members[(next % n) as usize] {
+                        let at = (next / n) * self.chunk + within;
+                        return reader.read_exact_at(*offset + at, buf);
+                    }
+                }
+                Err(self.lost(role))
+            }
+            _ => Err(self.lost(role)),
+        }
+    }
+
+    fn lost(&self, role: usize) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "MD array {}: the member of role {role} is missing and no other holds its data",
+                self.name
+            ),
+        )
+    }
+}
+
+impl MdMember {
+    /// Whether every chunk of the array keeps a copy with the members of the roles in
+    /// `missing` gone: for RAID10, no `near` members in a row holding one chunk's copies
+    /// are all missing.
+    fn copies_left(&self, missing: &[usize]) -> bool {
+        if self.level != RAID10 {
+            return true;
+        }
+        let (near, _) = raid10_copies(self.layout);
+        let n = self.members as usize;
+        let near = near as usize;
+        // A chunk's copies start on role (chunk * near) mod n: those starts repeat after n
+        // chunks.
+        (0..n).all(|chunk| {
+            let first = chunk * near % n;
+            (0..near).any(|copy| !missing.contains(&((first + copy) % n)))
+        })
+    }
+}
+
+/// Where a RAID5 layout over `n` members puts data chunk `k` of stripe `stripe`, and the
+/// stripe's parity: member roles.
+fn raid5_place(layout: u32, n: u64, stripe: u64, k: u64) -> (u64, u64) {
+    match layout {
+        LEFT_ASYMMETRIC | RIGHT_ASYMMETRIC => {
+            let p = if layout == LEFT_ASYMMETRIC {
+                n - 1 - stripe % n
+            } else {
+                stripe % n
+            };
+            (if k >= p { k + 1 } else { k }, p)
+        }
+        LEFT_SYMMETRIC | RIGHT_SYMMETRIC => {
+            let p = if layout == LEFT_SYMMETRIC {
+                n - 1 - stripe % n
+            } else {
+                stripe % n
+            };
+            ((p + 1 + k) % n, p)
+        }
+        PARITY_0 => (k + 1, 0),
+        _ => (k, n - 1),
     }
 }
 
@@ -381,11 +721,10 @@ impl ReadAt for MdArray {
         }
         let mut done = 0usize;
         while done < <[u8]>::len(buf) {
-            let (member, at, run) = self.locate(offset + done as u64);
+            let pos = offset + done as u64;
+            let (role, at, run) = self.locate(pos);
             let n = (run as usize).min(<[u8]>::len(buf) - done);
-            self.members[member]
-                .0
-                .read_exact_at(at, &mut buf[done..done + n])?;
+            self.read_member(role, pos, at, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())

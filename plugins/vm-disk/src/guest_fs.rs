@@ -244,8 +244,9 @@ impl StoredDisk {
     /// The bytes of the volume `label` that `reader` reads, or, when it is a member of an
     /// MD array, the array's data: on this member for RAID1 (metadata 1.1 or 1.2, which
     /// keeps the data past its superblock), or on all the members, found among the
-    /// point's disks, for RAID0 and linear arrays. A member of an array of another level
-    /// is refused with the reason.
+    /// point's disks, for RAID0, linear, RAID4, 5, 6 and 10 arrays. An array missing
+    /// members its parity or copies stand in for is read with a warning; one of another
+    /// level, or missing more, is refused with the reason.
     fn array_data(
         &self,
         mut reader: Box<dyn ReadAt>,
@@ -278,6 +279,16 @@ impl StoredDisk {
             None::<()>
         });
         let array = MdArray::assemble(members, label).map_err(|err| from_fs(&err))?;
+        let missing = array.missing();
+        if !missing.is_empty() {
+            let roles: Vec<String> = missing.iter().map(u32::to_string).collect();
+            tessera_plugin_sdk::warn!(
+                "{label}: MD array {} is read without its member of role {}, not among the \
+                 disks: its data is rebuilt from the others",
+                array.name(),
+                roles.join(", ")
+            );
+        }
         Ok(Box::new(array))
     }
 

@@ -1,7 +1,8 @@
 //! MD (software RAID) members laid out by `tests/scripts/md-member.py` as mdadm lays them
 //! out (checked against `mdadm --examine` when the script was written): a RAID1 member's
-//! array data opens as the file system it holds, and damaged members and members of
-//! striped arrays are refused with the reason.
+//! array data opens as the file system it holds; RAID0, linear, RAID4, 5, 6 and 10 arrays
+//! of every layout read through all their members, or with members missing as far as
+//! their parity or copies stand in for them; damaged members are refused with the reason.
 
 use std::path::{Path, PathBuf};
 
@@ -68,7 +69,14 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
     // A member being rebuilt, and one of a RAID5 array.
     for (extra, expect) in [
         (&["--recovering"][..], "rebuilt"),
-        (&["--level", "5", "--disks", "3"][..], "RAID5"),
+        (
+            &["--level", "6", "--disks", "4", "--layout", "8"][..],
+            "DDF",
+        ),
+        (
+            &["--level", "5", "--disks", "3", "--layout", "7"][..],
+            "layout 7",
+        ),
     ] {
         let mut bytes = member(dir.path(), &ext4, "x", extra);
         let err = read_md_member(&mut bytes, "x").unwrap_err();
@@ -192,4 +200,165 @@ fn raid0_and_linear_arrays_read_through_all_their_members() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("disagree"), "{err}");
+}
+
+/// The members of an array of `level` over `disks` members with `layout` holding `data`
+/// (a file), each read back with its superblock.
+fn array_members(
+    dir: &Path,
+    data: &Path,
+    level: &str,
+    disks: usize,
+    layout: &str,
+) -> Vec<(tessera_disk_fs::MdMember, Vec<u8>)> {
+    let count = disks.to_string();
+    (0..disks)
+        .map(|role| {
+            let role = role.to_string();
+            let args = [
+                "--uuid",
+                "00112233445566778899aabbccddeeff",
+                "--level",
+                level,
+                "--disks",
+                &count,
+                "--role",
+                &role,
+                "--layout",
+                layout,
+                "--chunk",
+                "128",
+            ];
+            let mut bytes = member(dir, data, &format!("m{role}"), &args);
+            let found = read_md_member(&mut bytes, "m").unwrap().unwrap();
+            assert!(found.needs_all(), "{found:?}");
+            (found, bytes)
+        })
+        .collect()
+}
+
+/// Assembles `members` but those of the roles in `without`, in reverse order.
+fn assemble_without(
+    members: &[(tessera_disk_fs::MdMember, Vec<u8>)],
+    without: &[usize],
+) -> Result<MdArray, FsError> {
+    let chosen = members
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(role, _)| !without.contains(role))
+        .map(|(_, (found, bytes))| (found.clone(), Box::new(bytes.clone()) as Box<dyn ReadAt>))
+        .collect();
+    MdArray::assemble(chosen, "md")
+}
+
+#[test]
+fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"parity\n").unwrap();
+    std::fs::write(src.join("etc/big"), pattern(3 << 20, 9)).unwrap();
+    let ext4 = dir.path().join("array.ext4");
+    mkfs_ext("ext4", &src, &ext4, 8, &[]);
+    let fs = std::fs::read(&ext4).unwrap();
+
+    // (level, members, layouts): RAID4, RAID5's six layouts, RAID6's ten (not DDF's),
+    // RAID10 with near, far and offset copies.
+    let cases: &[(&str, usize, &[&str])] = &[
+        ("4", 3, &["0"]),
+        ("5", 3, &["0", "1", "2", "3", "4", "5"]),
+        ("5", 4, &["0", "2"]),
+        (
+            "6",
+            4,
+            &["0", "1", "2", "3", "4", "5", "16", "17", "18", "19", "20"],
+        ),
+        ("6", 5, &["2", "0"]),
+        ("10", 2, &["0x102", "0x201", "0x10201"]),
+        ("10", 3, &["0x102", "0x201", "0x10201", "0x103"]),
+        ("10", 4, &["0x102"]),
+    ];
+    let chunk = 64 << 10;
+    for &(level, disks, layouts) in cases {
+        // The array's data padded to whole stripes (RAID10: rows of chunks).
+        let data_disks = match level {
+            "4" | "5" => disks - 1,
+            "6" => disks - 2,
+            _ => disks,
+        };
+        let mut array = fs.clone();
+        array.resize(
+            array.len().div_ceil(chunk * data_disks) * chunk * data_disks,
+            0,
+        );
+        let data = dir.path().join("data");
+        std::fs::write(&data, &array).unwrap();
+        for &layout in layouts {
+            let case = format!("RAID{level} of {disks}, layout {layout}");
+            let members = array_members(dir.path(), &data, level, disks, layout);
+            let check = |mut md: MdArray, what: &str| {
+                assert_eq!(md.len(), array.len() as u64, "{case}{what}");
+                let mut all = vec![0u8; array.len()];
+                md.read_exact_at(0, &mut all).unwrap();
+                assert!(all == array, "{case}{what}: the data differs");
+                // Reads across chunk ends and at odd offsets.
+                let mut piece = vec![0u8; chunk + 4097];
+                md.read_exact_at(chunk as u64 - 1234, &mut piece).unwrap();
+                assert!(
+                    piece[..] == array[chunk - 1234..2 * chunk + 2863],
+                    "{case}{what}"
+                );
+                assert_eq!(hostname(Box::new(md)), b"parity\n", "{case}{what}");
+            };
+            let md = assemble_without(&members, &[]).unwrap();
+            assert!(md.missing().is_empty());
+            check(md, "");
+            // Each member missing in turn: parity rebuilds it (RAID4/5/6); another near
+            // copy holds it (RAID10 n2, n3); far and offset copies are not read.
+            for gone in 0..disks {
+                let without = format!(" without role {gone}");
+                match assemble_without(&members, &[gone]) {
+                    Ok(md) => {
+                        assert_eq!(md.missing(), vec![gone as u32]);
+                        check(md, &without);
+                    }
+                    Err(err) => {
+                        assert!(
+                            level == "10" && layout != "0x102" && layout != "0x103",
+                            "{case}{without}: {err}"
+                        );
+                        assert!(
+                            err.to_string().contains("on no other member")
+                                || err.to_string().contains(&format!("role {gone}")),
+                            "{err}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Two members missing: refused by RAID5 and RAID6 with the roles named, read by
+    // RAID10 when each chunk keeps a copy.
+    let mut array = fs.clone();
+    array.resize(array.len().div_ceil(chunk * 2) * chunk * 2, 0);
+    let data = dir.path().join("data");
+    std::fs::write(&data, &array).unwrap();
+    let raid6 = array_members(dir.path(), &data, "6", 4, "2");
+    let err = assemble_without(&raid6, &[0, 3]).err().unwrap();
+    assert!(
+        err.to_string().contains("roles 0, 3") && err.to_string().contains("second parity"),
+        "{err}"
+    );
+    let raid5 = array_members(dir.path(), &data, "5", 3, "2");
+    let err = assemble_without(&raid5, &[1, 2]).err().unwrap();
+    assert!(err.to_string().contains("roles 1, 2"), "{err}");
+    let raid10 = array_members(dir.path(), &data, "10", 4, "0x102");
+    let mut md = assemble_without(&raid10, &[0, 3]).unwrap();
+    let mut all = vec![0u8; array.len()];
+    md.read_exact_at(0, &mut all).unwrap();
+    assert!(all == array, "RAID10 without roles 0 and 3");
+    let err = assemble_without(&raid10, &[2, 3]).err().unwrap();
+    assert!(err.to_string().contains("on no other member"), "{err}");
 }
