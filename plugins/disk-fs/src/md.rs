@@ -254,6 +254,15 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
                 ),
             ));
         }
+        let members = le32(&whole, 0x5c);
+        if members == 0 || members > max_dev {
+            return Err(corrupt(
+                0x5c,
+                format!(
+                    "the MD array has {members} members, where its superblock lists {max_dev} roles"
+                ),
+            ));
+        }
         let dev_number = le32(&whole, 0xa0);
         let role = (dev_number < max_dev)
             .then(|| {
@@ -274,7 +283,7 @@ pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMe
             chunk: u64::from(le32(&whole, 0x58)) * SECTOR,
             level: le32(&whole, 0x48) as i32,
             layout: le32(&whole, 0x4c),
-            members: le32(&whole, 0x5c),
+            members,
             data_offset,
             data_length,
         };
@@ -412,6 +421,7 @@ impl MdArray {
                 && member.level == level
                 && member.chunk == chunk
                 && member.layout == first.layout
+                && member.members == count
                 && (level == RAID0 || level == LINEAR || member.data_length == first.data_length);
             let role = member.role.filter(|&r| r < count).ok_or_else(|| {
                 unsupported(format!("a member of MD array {name} has no role in it"))

@@ -114,19 +114,7 @@ fn mutated_md_superblocks_never_panic() {
         }
         // With the checksum made right again half of the time, so the fields are used.
         if round % 2 == 0 {
-            let max_dev = u32::from_le_bytes(bytes[4096 + 0xdc..4096 + 0xe0].try_into().unwrap());
-            let end = (4096 + 256 + 2 * max_dev.min(1920) as usize).min(bytes.len());
-            let mut sum: u64 = bytes[4096..end]
-                .chunks_exact(4)
-                .enumerate()
-                .filter(|&(i, _)| i != 0xd8 / 4)
-                .map(|(_, w)| u64::from(u32::from_le_bytes(w.try_into().unwrap())))
-                .sum();
-            if (end - 4096) % 4 == 2 {
-                sum += u64::from(u16::from_le_bytes([bytes[end - 2], bytes[end - 1]]));
-            }
-            let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
-            bytes[4096 + 0xd8..4096 + 0xdc].copy_from_slice(&csum.to_le_bytes());
+            fix_checksum(&mut bytes);
         }
         let _ = read_md_member(&mut bytes, "m");
     }
@@ -361,4 +349,79 @@ fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
     assert!(all == array, "RAID10 without roles 0 and 3");
     let err = assemble_without(&raid10, &[2, 3]).err().unwrap();
     assert!(err.to_string().contains("on no other member"), "{err}");
+}
+
+/// Sets the checksum of the superblock at 4096 in `bytes` right again.
+fn fix_checksum(bytes: &mut [u8]) {
+    let max_dev = u32::from_le_bytes(bytes[4096 + 0xdc..4096 + 0xe0].try_into().unwrap());
+    let end = (4096 + 256 + 2 * max_dev.min(1920) as usize).min(<[u8]>::len(bytes));
+    let mut sum: u64 = bytes[4096..end]
+        .chunks_exact(4)
+        .enumerate()
+        .filter(|&(i, _)| i != 0xd8 / 4)
+        .map(|(_, w)| u64::from(u32::from_le_bytes(w.try_into().unwrap())))
+        .sum();
+    if (end - 4096) % 4 == 2 {
+        sum += u64::from(u16::from_le_bytes([bytes[end - 2], bytes[end - 1]]));
+    }
+    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    bytes[4096 + 0xd8..4096 + 0xdc].copy_from_slice(&csum.to_le_bytes());
+}
+
+#[test]
+fn striped_arrays_of_mutated_members_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, pattern(768 << 10, 5)).unwrap();
+    let mut sets = Vec::new();
+    for (level, disks, layout) in [("5", 3, "2"), ("6", 4, "18"), ("10", 3, "0x102")] {
+        sets.push(array_members(dir.path(), &data, level, disks, layout));
+    }
+    // The fields the array's geometry comes from: level, layout, size, chunk, members,
+    // data offset, role.
+    let fields = [0x48, 0x4c, 0x50, 0x58, 0x5c, 0x80, 0xa0, 0x100];
+    let mut state = 11u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    for round in 0..1500 {
+        let set = &sets[round % sets.len()];
+        let mut members: Vec<_> = set.iter().map(|(_, bytes)| bytes.clone()).collect();
+        let victim = next() as usize % members.len();
+        let field = fields[next() as usize % fields.len()];
+        let value: u32 = match next() % 4 {
+            0 => next() as u32,
+            1 => next() as u32 % 24,
+            2 => u32::MAX - next() as u32 % 4,
+            _ => 1 << (next() % 32),
+        };
+        let at = 4096 + field;
+        members[victim][at..at + 4].copy_from_slice(&value.to_le_bytes());
+        fix_checksum(&mut members[victim]);
+        // Dropping a member now and then, so degraded reads run too.
+        let drop = (next() % 3 == 0).then(|| next() as usize % members.len());
+        let mut found = Vec::new();
+        for (role, mut bytes) in members.into_iter().enumerate() {
+            if Some(role) == drop {
+                continue;
+            }
+            if let Ok(Some(member)) = read_md_member(&mut bytes, "m") {
+                found.push((member, Box::new(bytes) as Box<dyn ReadAt>));
+            }
+        }
+        if found.is_empty() {
+            continue;
+        }
+        if let Ok(mut md) = MdArray::assemble(found, "md") {
+            let len = md.len();
+            let mut buf = vec![0u8; 96 << 10];
+            for at in [0, len / 3, len.saturating_sub(buf.len() as u64)] {
+                let n = (buf.len() as u64).min(len - at.min(len)) as usize;
+                let _ = md.read_exact_at(at, &mut buf[..n]);
+            }
+        }
+    }
 }
