@@ -22,7 +22,9 @@ with the offset bit).
   --level N        the RAID level (default 1; -1 is linear)
   --disks N        members in the array (default 2)
   --role N         this member's role in it (default 0)
-  --metadata V     1.2 (default) or 1.1
+  --metadata V     1.2 (default), 1.1, 1.0 (the superblock 8 KiB before the end, on a
+                   4 KiB boundary, the data from byte 0) or 0.90 (the superblock in the
+                   last 64 KiB-aligned 64 KiB, the data from byte 0)
   --name NAME      the array's name (default "host:md0")
   --uuid HEX       the array's UUID, 32 hex digits (default random; the members of one
                    array share it)
@@ -119,6 +121,35 @@ def raid10_member(data, layout, n, role, chunk):
     return bytes(member)
 
 
+def write_v090(args, data, sectors):
+    """Writes a member with a version 0.90 superblock: 1,024 32-bit words in the last
+    64 KiB-aligned 64 KiB, the array's data from byte 0."""
+    reserved = 128
+    sb_start = -(-sectors // reserved) * reserved
+    total = sb_start + reserved
+    words = [0] * 1024
+    uuid = bytes.fromhex(args.uuid) if args.uuid else os.urandom(16)
+    u = struct.unpack("<4I", uuid)
+    now = int(time.time())
+    chunk = args.chunk * SECTOR if args.level in (0, 4, 5, 6, 10) else 0
+    layout = args.layout if args.layout is not None else (2 if args.level in (5, 6) else 0)
+    words[0:16] = [0xA92B4EFC, 0, 90, 0, 0, u[0], now, args.level & 0xFFFFFFFF,
+                   sectors // 2, args.disks, args.disks, 0, 0, u[1], u[2], u[3]]
+    words[32:41] = [now, 1, args.disks, args.disks, 0, 0, 0, 0, 1]
+    words[64:66] = [layout, chunk]
+    state = 0 if args.recovering else 6
+    for i in range(args.disks):
+        words[128 + 32 * i:128 + 32 * i + 5] = [i, 0, 0, i, 6]
+    words[992:997] = [args.role, 0, 0, args.role, state]
+    total_sum = sum(words)
+    words[38] = ((total_sum & 0xFFFFFFFF) + (total_sum >> 32)) & 0xFFFFFFFF
+    member = bytearray(total * SECTOR)
+    member[:len(data)] = data
+    member[sb_start * SECTOR:sb_start * SECTOR + 4096] = struct.pack("<1024I", *words)
+    with open(args.out, "wb") as f:
+        f.write(member)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data")
@@ -126,7 +157,7 @@ def main():
     parser.add_argument("--level", type=int, default=1)
     parser.add_argument("--disks", type=int, default=2)
     parser.add_argument("--role", type=int, default=0)
-    parser.add_argument("--metadata", choices=["1.1", "1.2"], default="1.2")
+    parser.add_argument("--metadata", choices=["0.90", "1.0", "1.1", "1.2"], default="1.2")
     parser.add_argument("--name", default="host:md0")
     parser.add_argument("--uuid")
     parser.add_argument("--chunk", type=int, default=1024)
@@ -156,8 +187,17 @@ def main():
         assert part % SECTOR == 0 and part * args.disks == len(data), "DATA must split evenly"
         data = data[args.role * part:(args.role + 1) * part]
     sectors = len(data) // SECTOR
-    super_offset = 8 if args.metadata == "1.2" else 0
+    if args.metadata == "0.90":
+        write_v090(args, data, sectors)
+        return
     now = int(time.time())
+    if args.metadata == "1.0":
+        args.data_offset = 0
+        total = sectors + max(args.spare, 24)
+        super_offset = (total - 16) & ~7
+    else:
+        total = args.data_offset + sectors + args.spare
+        super_offset = 8 if args.metadata == "1.2" else 0
     sb = bytearray(256 + 2 * MAX_DEV)
     features = 2 if args.recovering else 0
     struct.pack_into("<III", sb, 0, 0xA92B4EFC, 1, features)
@@ -167,8 +207,12 @@ def main():
     chunk_sectors = args.chunk if args.level in (0, 4, 5, 6, 10) else 0
     layout = args.layout if args.layout is not None else (2 if args.level in (5, 6) else 0)
     struct.pack_into("<QiIQII", sb, 0x40, now, args.level, layout, sectors, chunk_sectors, args.disks)
-    total = args.data_offset + sectors + args.spare
-    struct.pack_into("<QQQQ", sb, 0x80, args.data_offset, total - args.data_offset, super_offset,
+    # The data area: all the space after the data offset (before the superblock for 1.0),
+    # but for RAID0 and linear, whose members give the array all of it, just the data.
+    data_size = (super_offset if args.metadata == "1.0" else total) - args.data_offset
+    if args.level in (0, -1):
+        data_size = sectors
+    struct.pack_into("<QQQQ", sb, 0x80, args.data_offset, data_size, super_offset,
                      sectors if args.recovering else 0)
     struct.pack_into("<I", sb, 0xA0, args.role)
     sb[0xA8:0xB8] = os.urandom(16)

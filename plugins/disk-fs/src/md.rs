@@ -4,7 +4,8 @@
 //! members, as from a partition. The layout is the kernel's (`include/uapi/linux/raid/md_p.h`).
 //!
 //! ```text
-//! superblock (little-endian), at byte 0 (metadata 1.1) or 4096 (1.2) of the member:
+//! superblock (little-endian), at byte 0 (metadata 1.1) or 4096 (1.2) of the member, or
+//! 8 KiB before its end rounded down to 4 KiB (1.0):
 //!   0x00 MAGIC(u32 = 0xa92b4efc) | 0x04 MAJOR_VERSION(u32 = 1) | 0x08 FEATURE_MAP(u32)
 //!   0x10 SET_UUID(16) | 0x20 SET_NAME(32) | 0x48 LEVEL(i32) | 0x4c LAYOUT(u32)
 //!   0x50 SIZE(u64, sectors)
@@ -16,8 +17,8 @@
 //!
 //! The checksum is the sum of the superblock's little-endian 32-bit words (with `SB_CSUM`
 //! taken as zero) over its 256 bytes and the roles, folded from 64 to 32 bits. Metadata
-//! 0.90 and 1.0 lie at the end of the member with the data from its first byte, so their
-//! RAID1 members read as the file system they hold without any of this.
+//! 0.90, mdadm's default before version 1, lies in the last 64 KiB-aligned 64 KiB of
+//! the member, with the data from its first byte ([`read_v090`]).
 //!
 //! A RAID1 (or one-member linear) array is read through any one member: every member
 //! holds all the data. The others are read through all their members together
@@ -89,7 +90,7 @@ const NO_ROLE: u16 = 0xfffe;
 /// A member of an MD array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdMember {
-    /// The metadata version: `1.1` or `1.2`.
+    /// The metadata version: `0.90`, `1.0`, `1.1` or `1.2`.
     pub version: &'static str,
     /// The array's name (`host:name`, as mdadm sets it).
     pub name: String,
@@ -187,158 +188,306 @@ fn raid10_copies(layout: u32) -> (u32, u32) {
 }
 
 /// The MD superblock of `reader` (a partition or a disk), `None` if it has none;
-/// `what` names it in errors.
+/// `what` names it in errors. Version 1 superblocks are looked for at the start, 4 KiB
+/// in and near the end (1.1, 1.2, 1.0), then a version 0.90 one at the end.
 pub fn read_md_member(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMember>, FsError> {
     let size = reader.len();
-    for (at, version) in PLACES {
-        if at + FIXED as u64 > size {
-            continue;
+    // Metadata 1.0: 8 KiB before the end, on a 4 KiB boundary.
+    let end_place = (size / SECTOR).checked_sub(16).map(|s| (s & !7) * SECTOR);
+    let places = PLACES.into_iter().chain(end_place.map(|at| (at, "1.0")));
+    for (at, version) in places {
+        if let Some(member) = read_v1(reader, what, at, version)? {
+            return check_member(member, what).map(Some);
         }
-        let mut sb = vec![0u8; FIXED];
-        read_exact(reader, what, at, &mut sb)?;
-        if le32(&sb, 0) != MAGIC {
-            continue;
-        }
-        let corrupt = |offset: u64, detail: String| FsError::Corrupt {
-            what: what.to_owned(),
-            offset: Some(at + offset),
-            detail,
-        };
-        let major = le32(&sb, 4);
-        if major != 1 {
-            return Err(corrupt(
-                4,
-                format!("MD superblock of major version {major}, where 1 is read"),
-            ));
-        }
-        let max_dev = le32(&sb, 0xdc);
-        if max_dev > MAX_DEVICES {
-            return Err(corrupt(
-                0xdc,
-                format!("the MD superblock lists {max_dev} devices, more than {MAX_DEVICES}"),
-            ));
-        }
-        let roles = 2 * max_dev as usize;
-        if at + (FIXED + roles) as u64 > size {
-            return Err(corrupt(
-                0xdc,
-                format!("the MD superblock's {max_dev} device roles pass the end of the volume"),
-            ));
-        }
-        let mut whole = sb;
-        whole.resize(FIXED + roles, 0);
-        read_exact(reader, what, at + FIXED as u64, &mut whole[FIXED..])?;
-        let stored = le32(&whole, 0xd8);
-        let computed = checksum(&whole);
-        if stored != computed {
-            return Err(corrupt(
-                0xd8,
-                format!(
-                    "MD superblock checksum {stored:#010x}, where its bytes give {computed:#010x}"
-                ),
-            ));
-        }
-        let sectors = |field: usize| le64(&whole, field).checked_mul(SECTOR);
-        let (Some(data_offset), Some(data_length)) = (sectors(0x80), sectors(0x50)) else {
-            return Err(corrupt(0x80, "MD data offset or size overflows".to_owned()));
-        };
-        if data_offset
-            .checked_add(data_length)
-            .is_none_or(|end| end > size)
-        {
-            return Err(corrupt(
-                0x80,
-                format!(
-                    "the MD array's {data_length} bytes at offset {data_offset:#x} pass the end \
-                     of the volume ({size} bytes)"
-                ),
-            ));
-        }
-        let members = le32(&whole, 0x5c);
-        if members == 0 || members > max_dev {
-            return Err(corrupt(
-                0x5c,
-                format!(
-                    "the MD array has {members} members, where its superblock lists {max_dev} roles"
-                ),
-            ));
-        }
-        let dev_number = le32(&whole, 0xa0);
-        let role = (dev_number < max_dev)
-            .then(|| {
-                u16::from_le_bytes([
-                    whole[FIXED + 2 * dev_number as usize],
-                    whole[FIXED + 2 * dev_number as usize + 1],
-                ])
-            })
-            .filter(|&role| role < NO_ROLE)
-            .map(u32::from);
-        let member = MdMember {
-            version,
-            name: String::from_utf8_lossy(&whole[0x20..0x40])
-                .trim_end_matches('\0')
-                .to_owned(),
-            uuid: uuid(&whole[0x10..0x20]),
-            role,
-            chunk: u64::from(le32(&whole, 0x58)) * SECTOR,
-            level: le32(&whole, 0x48) as i32,
-            layout: le32(&whole, 0x4c),
-            members,
-            data_offset,
-            data_length,
-        };
-        let features = le32(&whole, 8);
-        let unsupported = |detail: String| FsError::Unsupported {
-            what: what.to_owned(),
-            detail,
-        };
-        if features & FEATURE_RECOVERY != 0 {
-            return Err(unsupported(format!(
-                "this member of MD array {} was being rebuilt, so its data is incomplete; \
-                 restore from another member",
-                member.name
-            )));
-        }
-        if features & FEATURE_RESHAPE != 0 {
-            return Err(unsupported(format!(
-                "MD array {} was being reshaped; let the reshape finish first",
-                member.name
-            )));
-        }
-        if !member.holds_all() && !member.needs_all() {
-            return Err(unsupported(format!(
-                "this is one of the {} members of MD array {} ({}), a level that is not \
-                 read; RAID0, 1, 4, 5, 6, 10 and linear arrays are",
-                member.members,
-                member.name,
-                level_name(member.level)
-            )));
-        }
-        if member.needs_all() && member.role.is_none() {
-            return Err(unsupported(format!(
-                "this member of MD array {} is a spare or faulty, and holds none of its data",
-                member.name
-            )));
-        }
-        let striped = matches!(member.level, RAID0 | RAID4 | RAID5 | RAID6 | RAID10);
-        if striped && (member.chunk == 0 || !member.chunk.is_power_of_two()) {
-            return Err(corrupt(
-                0x58,
-                format!(
-                    "MD {} chunk of {} bytes is not a power of two",
-                    level_name(member.level),
-                    member.chunk
-                ),
-            ));
-        }
-        if member.needs_all()
-            && let Some(problem) = member.layout_problem()
-        {
-            return Err(unsupported(format!("MD array {}: {problem}", member.name)));
-        }
-        return Ok(Some(member));
     }
-    Ok(None)
+    match read_v090(reader, what)? {
+        Some(member) => check_member(member, what).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The version 1 superblock at `at` of `reader`, if one is there.
+fn read_v1(
+    reader: &mut dyn ReadAt,
+    what: &str,
+    at: u64,
+    version: &'static str,
+) -> Result<Option<MdMember>, FsError> {
+    let size = reader.len();
+    if at + FIXED as u64 > size {
+        return Ok(None);
+    }
+    let mut sb = vec![0u8; FIXED];
+    read_exact(reader, what, at, &mut sb)?;
+    if le32(&sb, 0) != MAGIC {
+        return Ok(None);
+    }
+    let corrupt = |offset: u64, detail: String| FsError::Corrupt {
+        what: what.to_owned(),
+        offset: Some(at + offset),
+        detail,
+    };
+    let major = le32(&sb, 4);
+    if major != 1 {
+        return Err(corrupt(
+            4,
+            format!("MD superblock of major version {major}, where 1 is read"),
+        ));
+    }
+    let max_dev = le32(&sb, 0xdc);
+    if max_dev > MAX_DEVICES {
+        return Err(corrupt(
+            0xdc,
+            format!("the MD superblock lists {max_dev} devices, more than {MAX_DEVICES}"),
+        ));
+    }
+    let roles = 2 * max_dev as usize;
+    if at + (FIXED + roles) as u64 > size {
+        return Err(corrupt(
+            0xdc,
+            format!("the MD superblock's {max_dev} device roles pass the end of the volume"),
+        ));
+    }
+    let mut whole = sb;
+    whole.resize(FIXED + roles, 0);
+    read_exact(reader, what, at + FIXED as u64, &mut whole[FIXED..])?;
+    let stored = le32(&whole, 0xd8);
+    let computed = checksum(&whole);
+    if stored != computed {
+        return Err(corrupt(
+            0xd8,
+            format!("MD superblock checksum {stored:#010x}, where its bytes give {computed:#010x}"),
+        ));
+    }
+    let sectors = |field: usize| le64(&whole, field).checked_mul(SECTOR);
+    // RAID0 and linear members give the array all their data area (`DATA_SIZE`); the
+    // others the size the array uses of each (`SIZE`), as the kernel takes them.
+    let level = le32(&whole, 0x48) as i32;
+    let length_field = if matches!(level, LINEAR | RAID0) {
+        0x88
+    } else {
+        0x50
+    };
+    let (Some(data_offset), Some(data_length)) = (sectors(0x80), sectors(length_field)) else {
+        return Err(corrupt(0x80, "MD data offset or size overflows".to_owned()));
+    };
+    if data_offset
+        .checked_add(data_length)
+        .is_none_or(|end| end > size)
+    {
+        return Err(corrupt(
+            0x80,
+            format!(
+                "the MD array's {data_length} bytes at offset {data_offset:#x} pass the end \
+                 of the volume ({size} bytes)"
+            ),
+        ));
+    }
+    let members = le32(&whole, 0x5c);
+    if members == 0 || members > max_dev {
+        return Err(corrupt(
+            0x5c,
+            format!(
+                "the MD array has {members} members, where its superblock lists {max_dev} roles"
+            ),
+        ));
+    }
+    let dev_number = le32(&whole, 0xa0);
+    let role = (dev_number < max_dev)
+        .then(|| {
+            u16::from_le_bytes([
+                whole[FIXED + 2 * dev_number as usize],
+                whole[FIXED + 2 * dev_number as usize + 1],
+            ])
+        })
+        .filter(|&role| role < NO_ROLE)
+        .map(u32::from);
+    let member = MdMember {
+        version,
+        name: String::from_utf8_lossy(&whole[0x20..0x40])
+            .trim_end_matches('\0')
+            .to_owned(),
+        uuid: uuid(&whole[0x10..0x20]),
+        role,
+        chunk: u64::from(le32(&whole, 0x58)) * SECTOR,
+        level,
+        layout: le32(&whole, 0x4c),
+        members,
+        data_offset,
+        data_length,
+    };
+    let features = le32(&whole, 8);
+    let unsupported = |detail: String| FsError::Unsupported {
+        what: what.to_owned(),
+        detail,
+    };
+    if features & FEATURE_RECOVERY != 0 {
+        return Err(unsupported(format!(
+            "this member of MD array {} was being rebuilt, so its data is incomplete; \
+             restore from another member",
+            member.name
+        )));
+    }
+    if features & FEATURE_RESHAPE != 0 {
+        return Err(unsupported(format!(
+            "MD array {} was being reshaped; let the reshape finish first",
+            member.name
+        )));
+    }
+    Ok(Some(member))
+}
+
+/// Refuses a member whose array is not read, with the reason: a level that is not, a
+/// spare of an array read through all its members, a bad chunk size or layout.
+fn check_member(member: MdMember, what: &str) -> Result<MdMember, FsError> {
+    let unsupported = |detail: String| FsError::Unsupported {
+        what: what.to_owned(),
+        detail,
+    };
+    if !member.holds_all() && !member.needs_all() {
+        return Err(unsupported(format!(
+            "this is one of the {} members of MD array {} ({}), a level that is not \
+             read; RAID0, 1, 4, 5, 6, 10 and linear arrays are",
+            member.members,
+            member.name,
+            level_name(member.level)
+        )));
+    }
+    if member.needs_all() && member.role.is_none() {
+        return Err(unsupported(format!(
+            "this member of MD array {} is a spare or faulty, and holds none of its data",
+            member.name
+        )));
+    }
+    let striped = matches!(member.level, RAID0 | RAID4 | RAID5 | RAID6 | RAID10);
+    if striped && (member.chunk == 0 || !member.chunk.is_power_of_two()) {
+        return Err(FsError::Corrupt {
+            what: what.to_owned(),
+            offset: None,
+            detail: format!(
+                "MD {} chunk of {} bytes is not a power of two",
+                level_name(member.level),
+                member.chunk
+            ),
+        });
+    }
+    if member.needs_all()
+        && let Some(problem) = member.layout_problem()
+    {
+        return Err(unsupported(format!("MD array {}: {problem}", member.name)));
+    }
+    Ok(member)
+}
+
+/// The version 0.90 superblock of `reader`, if it has one: 4 KiB of 32-bit words
+/// (little-endian, as x86 writes them) in the last 64 KiB-aligned 64 KiB of the member,
+/// the array's data from its first byte up to there.
+///
+/// ```text
+/// word 0 MAGIC | 1 MAJOR (0) | 2 MINOR (90; 91 during a reshape) | 5 UUID0 | 7 LEVEL
+/// 8 SIZE (KiB per member) | 10 RAID_DISKS | 11 MD_MINOR | 13..16 UUID1..3 | 38 SB_CSUM
+/// 64 LAYOUT | 65 CHUNK_SIZE (bytes) | 992.. THIS_DISK: NUMBER, MAJOR, MINOR, RAID_DISK, STATE
+/// ```
+///
+/// The checksum is the sum of the 1,024 words (`SB_CSUM` taken as zero) folded from 64
+/// to 32 bits. A disk's state has bit 1 (active) and bit 2 (in sync) set when it holds
+/// its part of the array.
+fn read_v090(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMember>, FsError> {
+    const RESERVED: u64 = 64 << 10;
+    const BYTES: usize = 4096;
+    let size = reader.len();
+    let Some(at) = (size & !(RESERVED - 1)).checked_sub(RESERVED) else {
+        return Ok(None);
+    };
+    let mut sb = vec![0u8; BYTES];
+    read_exact(reader, what, at, &mut sb)?;
+    let word = |i: usize| le32(&sb, 4 * i);
+    if word(0) != MAGIC || word(1) != 0 {
+        return Ok(None);
+    }
+    let corrupt = |i: usize, detail: String| FsError::Corrupt {
+        what: what.to_owned(),
+        offset: Some(at + 4 * i as u64),
+        detail,
+    };
+    let stored = word(38);
+    let sum: u64 = (0..BYTES / 4)
+        .filter(|&i| i != 38)
+        .map(|i| u64::from(word(i)))
+        .sum();
+    let computed = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    if stored != computed {
+        return Err(corrupt(
+            38,
+            format!("MD superblock checksum {stored:#010x}, where its bytes give {computed:#010x}"),
+        ));
+    }
+    let name = format!("md{}", word(11));
+    match word(2) {
+        90 => {}
+        91 => {
+            return Err(FsError::Unsupported {
+                what: what.to_owned(),
+                detail: format!("MD array {name} was being reshaped; let the reshape finish first"),
+            });
+        }
+        minor => {
+            return Err(corrupt(
+                2,
+                format!("MD superblock version 0.{minor}, where 0.90 is read"),
+            ));
+        }
+    }
+    let level = word(7) as i32;
+    let members = word(10);
+    if members == 0 || members > 27 {
+        return Err(corrupt(
+            10,
+            format!("the MD array has {members} members, where a 0.90 superblock lists 27"),
+        ));
+    }
+    // RAID0 and linear members give the array all they hold below the superblock; the
+    // others the size the superblock records.
+    let data_length = match level {
+        LINEAR | RAID0 => at,
+        _ => u64::from(word(8)) * 1024,
+    };
+    if data_length > at {
+        return Err(corrupt(
+            8,
+            format!(
+                "the MD array's {data_length} bytes per member reach past its superblock at \
+                 byte {at}"
+            ),
+        ));
+    }
+    let state = word(992 + 4);
+    let raid_disk = word(992 + 3);
+    let in_sync = state & 0b110 == 0b110 && state & 1 == 0;
+    if level != LINEAR && level != RAID0 && raid_disk < members && !in_sync {
+        return Err(FsError::Unsupported {
+            what: what.to_owned(),
+            detail: format!(
+                "this member of MD array {name} was being rebuilt, so its data is \
+                 incomplete; restore from another member"
+            ),
+        });
+    }
+    let uuid = [5, 13, 14, 15]
+        .map(|i| format!("{:08x}", word(i)))
+        .join(":");
+    Ok(Some(MdMember {
+        version: "0.90",
+        name,
+        uuid,
+        role: (raid_disk < members && state & 1 == 0).then_some(raid_disk),
+        chunk: u64::from(word(65)),
+        level,
+        layout: word(64),
+        members,
+        data_offset: 0,
+        data_length,
+    }))
 }
 
 /// The sum of `sb`'s little-endian 32-bit words, its checksum field taken as zero, folded
@@ -433,7 +582,8 @@ impl MdArray {
                 )));
             }
             let length = match level {
-                LINEAR => member.data_length,
+                LINEAR if chunk == 0 => member.data_length,
+                // Linear members are rounded to the chunk when one is set.
                 _ => member.data_length - member.data_length % chunk,
             };
             by_role[role as usize] = Some((reader, member.data_offset, length));

@@ -425,3 +425,194 @@ fn striped_arrays_of_mutated_members_never_panic() {
         }
     }
 }
+
+/// The version 0.90 superblock's place in a member of `len` bytes.
+fn v090_place(len: usize) -> usize {
+    (len & !0xffff) - 0x10000
+}
+
+/// Sets the checksum of the 0.90 superblock of `bytes` right again.
+fn fix_v090_checksum(bytes: &mut [u8]) {
+    let at = v090_place(<[u8]>::len(bytes));
+    let sum: u64 = (0..1024)
+        .filter(|&i| i != 38)
+        .map(|i| {
+            u64::from(u32::from_le_bytes(
+                bytes[at + 4 * i..at + 4 * i + 4].try_into().unwrap(),
+            ))
+        })
+        .sum();
+    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    bytes[at + 4 * 38..at + 4 * 39].copy_from_slice(&csum.to_le_bytes());
+}
+
+#[test]
+fn members_with_their_superblock_at_the_end_read_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"at-the-end\n").unwrap();
+    let ext4 = dir.path().join("array.ext4");
+    mkfs_ext("ext4", &src, &ext4, 8, &[]);
+    let array = std::fs::read(&ext4).unwrap();
+    let uuid = ["--uuid", "00112233445566778899aabbccddeeff"];
+    for metadata in ["1.0", "0.90"] {
+        // RAID1: the data from the first byte, all of it.
+        let mut bytes = member(
+            dir.path(),
+            &ext4,
+            "m",
+            &[&uuid[..], &["--metadata", metadata]].concat(),
+        );
+        let found = read_md_member(&mut bytes.clone(), "m").unwrap().unwrap();
+        assert_eq!(found.version, metadata);
+        assert_eq!((found.level, found.members, found.role), (1, 2, Some(0)));
+        assert_eq!(
+            (found.data_offset, found.data_length),
+            (0, array.len() as u64)
+        );
+        if metadata == "0.90" {
+            assert_eq!(found.uuid, "33221100:77665544:bbaa9988:ffeeddcc");
+        }
+        let data = Slice::new(bytes.clone(), 0, found.data_length).unwrap();
+        assert_eq!(hostname(Box::new(data)), b"at-the-end\n");
+
+        // A changed byte fails the checksum, named at its field.
+        let (sb, csum) = if metadata == "1.0" {
+            let at = ((bytes.len() as u64 / 512 - 16) & !7) * 512;
+            (at, at + 0xd8)
+        } else {
+            let at = v090_place(bytes.len()) as u64;
+            (at, at + 4 * 38)
+        };
+        bytes[sb as usize + 0x50] ^= 1;
+        let err = read_md_member(&mut bytes, "m").unwrap_err();
+        assert!(
+            matches!(&err, FsError::Corrupt { offset: Some(o), detail, .. }
+                if *o == csum && detail.contains("checksum")),
+            "{metadata}: {err}"
+        );
+
+        // Arrays read through their members: RAID0, linear, and RAID5 whole and without
+        // a member.
+        for (level, disks) in [("0", 2), ("-1", 2), ("5", 3)] {
+            let count = disks.to_string();
+            let members: Vec<_> = (0..disks)
+                .map(|role| {
+                    let role = role.to_string();
+                    let args = [
+                        &uuid[..],
+                        &["--metadata", metadata, "--level", level, "--disks", &count],
+                        &["--role", &role],
+                    ]
+                    .concat();
+                    let mut bytes = member(dir.path(), &ext4, &format!("m{role}"), &args);
+                    let found = read_md_member(&mut bytes, "m").unwrap().unwrap();
+                    assert_eq!(found.version, metadata);
+                    (found, bytes)
+                })
+                .collect();
+            let case = format!("metadata {metadata}, level {level}");
+            let mut md = assemble_without(&members, &[]).unwrap();
+            assert_eq!(md.len(), array.len() as u64, "{case}");
+            let mut all = vec![0u8; array.len()];
+            md.read_exact_at(0, &mut all).unwrap();
+            assert!(all == array, "{case}");
+            if level == "5" {
+                let md = assemble_without(&members, &[0]).unwrap();
+                assert_eq!(hostname(Box::new(md)), b"at-the-end\n", "{case}");
+            }
+        }
+    }
+
+    // A 0.90 member not in sync (being rebuilt) is refused; so is a reshape (0.91).
+    let mut bytes = member(
+        dir.path(),
+        &ext4,
+        "r",
+        &[
+            "--metadata",
+            "0.90",
+            "--level",
+            "5",
+            "--disks",
+            "3",
+            "--recovering",
+        ],
+    );
+    let err = read_md_member(&mut bytes.clone(), "r").unwrap_err();
+    assert!(err.to_string().contains("rebuilt"), "{err}");
+    let at = v090_place(bytes.len());
+    bytes[at + 8..at + 12].copy_from_slice(&91u32.to_le_bytes());
+    bytes[at + 4 * 996..at + 4 * 997].copy_from_slice(&6u32.to_le_bytes());
+    fix_v090_checksum(&mut bytes);
+    let err = read_md_member(&mut bytes, "r").unwrap_err();
+    assert!(err.to_string().contains("reshaped"), "{err}");
+}
+
+#[test]
+fn mutated_v090_superblocks_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, pattern(1 << 20, 4)).unwrap();
+    let good: Vec<Vec<u8>> = (0..3)
+        .map(|role| {
+            let role = role.to_string();
+            let args = [
+                "--metadata",
+                "0.90",
+                "--level",
+                "5",
+                "--disks",
+                "3",
+                "--role",
+                &role,
+            ];
+            member(dir.path(), &data, &format!("m{role}"), &args)
+        })
+        .collect();
+    // Words the geometry comes from: level, size, raid disks, layout, chunk, this disk's
+    // role and state; and any word now and then.
+    let words = [7, 8, 10, 64, 65, 995, 996];
+    let mut state = 5u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    for round in 0..1500 {
+        let mut members = good.clone();
+        let victim = next() as usize % members.len();
+        let word = if round % 5 == 0 {
+            next() as usize % 1024
+        } else {
+            words[next() as usize % words.len()]
+        };
+        let value = match next() % 3 {
+            0 => next() as u32,
+            1 => next() as u32 % 32,
+            _ => 1 << (next() % 32),
+        };
+        let at = v090_place(members[victim].len()) + 4 * word;
+        members[victim][at..at + 4].copy_from_slice(&value.to_le_bytes());
+        if round % 4 != 0 {
+            fix_v090_checksum(&mut members[victim]);
+        }
+        let mut found = Vec::new();
+        for mut bytes in members {
+            if let Ok(Some(member)) = read_md_member(&mut bytes, "m") {
+                found.push((member, Box::new(bytes) as Box<dyn ReadAt>));
+            }
+        }
+        if let Some(first) = found.first().map(|(m, _)| m.clone())
+            && first.needs_all()
+            && let Ok(mut md) = MdArray::assemble(found, "md")
+        {
+            let len = md.len();
+            let mut buf = vec![0u8; 80 << 10];
+            let n = (buf.len() as u64).min(len) as usize;
+            let _ = md.read_exact_at(len - n as u64, &mut buf[..n]);
+        }
+    }
+}
