@@ -15,8 +15,9 @@ given by --layout, as md(4) describes the layouts: parity rotating from the last
 down (left) or from the first up (right), the data in member order skipping the parity
 (asymmetric) or starting after it and wrapping round (symmetric); or parity on the first
 or last members; RAID6's layouts 16 to 20 are RAID5's over all members but the last,
-which holds Q. P is the XOR of the stripe's data; Q is filled with a pattern, as nothing
-that reads these members uses it. A RAID10 member holds its share of each chunk's near
+which holds Q. P is the XOR of the stripe's data; Q the sum of g^i times each data chunk
+in GF(2^8) (polynomial 0x11d, g = 2), i counting the data members from the one after Q,
+wrapping round, as md(4) computes it. A RAID10 member holds its share of each chunk's near
 copies (on neighbouring members) and far copies (in later bands, or in the next rows
 with the offset bit).
   --level N        the RAID level (default 1; -1 is linear)
@@ -99,7 +100,16 @@ def parity_member(data, level, layout, n, role, chunk):
                 parity ^= int.from_bytes(c, "little")
             out.append(parity.to_bytes(chunk, "little"))
         else:
-            out.append(bytes([(stripe * 7 + 0x51) & 0xFF]) * chunk)
+            # Q by Horner's rule over the data in syndrome order, the last first.
+            order = [(q + 1 + j) % n for j in range(n)]
+            syndrome = [chunks[roles.index(r)] for r in order if r not in (p, q)]
+            high = int.from_bytes(b"\x80" * chunk, "little")
+            acc = 0
+            for d in reversed(syndrome):
+                # Doubles every byte at once: shift, and fold 0x1d into those that overflowed.
+                top = acc & high
+                acc = ((acc & ~high) << 1) ^ ((top >> 7) * 0x1D) ^ int.from_bytes(d, "little")
+            out.append(acc.to_bytes(chunk, "little"))
     return b"".join(out)
 
 

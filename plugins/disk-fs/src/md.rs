@@ -34,15 +34,16 @@
 //!   the first or last members; RAID6's `-6` layouts are a RAID5 layout over all members
 //!   but the last, which holds Q. Data is read where it lies; parity is not needed while
 //!   every member is there. With one member missing, its chunks are the XOR of the
-//!   stripe's other data chunks and its P parity.
+//!   stripe's other data chunks and its P parity; RAID6 rebuilds up to two from its P
+//!   and Q syndromes ([`MdArray::rebuild`]).
 //! - RAID10 writes each chunk `near` times on neighbouring members (`n2`, mdadm's
 //!   default) and `far` times further on (`f2`, in a later band; `o2`, in the next
 //!   stripe). The first copy is read; with members missing, a `near` layout reads another
 //!   copy of each chunk whose first is gone.
 //!
 //! A member being rebuilt, an array in the middle of a reshape, RAID6's DDF layouts,
-//! RAID4/5 arrays missing more than one member and RAID6 arrays missing two are refused
-//! with the reason.
+//! RAID4/5 arrays missing more than one member and RAID6 arrays missing more than two
+//! are refused with the reason.
 
 use tessera_disk_image::ReadAt;
 
@@ -127,7 +128,8 @@ impl MdMember {
     /// How many members an array of this one's can be missing and still be read.
     fn may_miss(&self) -> usize {
         match self.level {
-            RAID4 | RAID5 | RAID6 => 1,
+            RAID4 | RAID5 => 1,
+            RAID6 => 2,
             RAID10 => {
                 let (near, far) = raid10_copies(self.layout);
                 if far == 1 && near > 1 && self.layout & RAID10_OFFSET == 0 {
@@ -601,10 +603,6 @@ impl MdArray {
                 .join(", ");
             let why = match (level, missing.len()) {
                 (LINEAR | RAID0, _) => format!("the one of role {role} is not among the disks"),
-                (RAID6, 2) => format!(
-                    "those of roles {roles} are not among the disks; rebuilding two members \
-                     needs RAID6's second parity, which is not read"
-                ),
                 (_, 1) => format!("the one of role {role} is not among the disks"),
                 _ => format!(
                     "those of roles {roles} are not among the disks, and some of its data \
@@ -764,27 +762,9 @@ impl MdArray {
         let n = self.members.len() as u64;
         match self.level {
             RAID4 | RAID5 | RAID6 => {
-                // Data chunk `k` of the stripe is the XOR of its P parity and the
-                // stripe's other data chunks.
                 let data = n - self.parities();
                 let chunk = pos / self.chunk;
-                let (stripe, k) = (chunk / data, chunk % data);
-                let (_, p, _) = self.stripe_roles(stripe, k);
-                let mut sources: Vec<u64> = (0..data)
-                    .filter(|&other| other != k)
-                    .map(|other| self.stripe_roles(stripe, other).0)
-                    .collect();
-                sources.push(p);
-                buf.fill(0);
-                let mut other = vec![0u8; <[u8]>::len(buf)];
-                for source in sources {
-                    let Some((reader, offset, _)) = &mut self.members[source as usize] else {
-                        return Err(self.lost(role));
-                    };
-                    reader.read_exact_at(*offset + at, &mut other)?;
-                    buf.iter_mut().zip(&other).for_each(|(b, o)| *b ^= o);
-                }
-                Ok(())
+                self.rebuild(chunk / data, chunk % data, at, buf)
             }
             RAID10 => {
                 // The next near copies lie on the members after it, wrapping round to the
@@ -802,6 +782,97 @@ impl MdArray {
                 Err(self.lost(role))
             }
             _ => Err(self.lost(role)),
+        }
+    }
+
+    /// Rebuilds data chunk `k` of stripe `stripe`, whose member is missing: the bytes at
+    /// `at` of the array's data on the members, into `buf`.
+    ///
+    /// With P there and no other data chunk of the stripe missing, it is the XOR of P and
+    /// the stripe's other data chunks. Otherwise (RAID6) the Q syndrome rebuilds it:
+    /// `Q = sum of g^i * D_i` over GF(2^8) (polynomial 0x11d, g = 2), `i` counting the
+    /// stripe's data chunks in member order from the one after Q, wrapping round, as the
+    /// kernel numbers them. With P missing too, `D = (Q + Q') / g^i`, where `Q'` is the
+    /// syndrome of the chunks that are there; with another data chunk `j` missing, P and
+    /// Q give both (`raid6_2data_recov`).
+    fn rebuild(&mut self, stripe: u64, k: u64, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let n = self.members.len() as u64;
+        let data = n - self.parities();
+        let target = self.stripe_roles(stripe, k).0 as usize;
+        let (_, p, q) = self.stripe_roles(stripe, 0);
+        let (p, q) = (p as usize, q.map(|q| q as usize));
+        // Data roles in syndrome order, each with its chunk's place in the stripe.
+        let first = q.map_or(0, |q| (q + 1) % n as usize);
+        let slots: Vec<usize> = (0..n as usize)
+            .map(|j| (first + j) % n as usize)
+            .filter(|&role| role != p && Some(role) != q)
+            .collect();
+        debug_assert_eq!(slots.len() as u64, data);
+        let len = <[u8]>::len(buf);
+        let read =
+            |members: &mut Vec<Option<Placed>>, role: usize| -> std::io::Result<Option<Vec<u8>>> {
+                match &mut members[role] {
+                    Some((reader, offset, _)) => {
+                        let mut bytes = vec![0u8; len];
+                        reader.read_exact_at(*offset + at, &mut bytes)?;
+                        Ok(Some(bytes))
+                    }
+                    None => Ok(None),
+                }
+            };
+        // The syndromes of the data chunks that are there.
+        let mut p_sum = vec![0u8; len];
+        let mut q_sum = vec![0u8; len];
+        let mut lost = Vec::new();
+        for (slot, &role) in slots.iter().enumerate() {
+            match read(&mut self.members, role)? {
+                Some(bytes) => {
+                    let coefficient = gf::exp(slot);
+                    for ((ps, qs), b) in p_sum.iter_mut().zip(q_sum.iter_mut()).zip(&bytes) {
+                        *ps ^= b;
+                        *qs ^= gf::mul(coefficient, *b);
+                    }
+                }
+                None => lost.push(slot),
+            }
+        }
+        let target_slot = slots
+            .iter()
+            .position(|&r| r == target)
+            .expect("a data role");
+        let parity_p = read(&mut self.members, p)?;
+        let parity_q = match q {
+            Some(q) => read(&mut self.members, q)?,
+            None => None,
+        };
+        match (lost.as_slice(), parity_p, parity_q) {
+            ([_], Some(parity), _) => {
+                for ((b, s), pp) in buf.iter_mut().zip(&p_sum).zip(&parity) {
+                    *b = s ^ pp;
+                }
+                Ok(())
+            }
+            ([_], None, Some(parity)) => {
+                let inverse = gf::inv(gf::exp(target_slot));
+                for ((b, s), qq) in buf.iter_mut().zip(&q_sum).zip(&parity) {
+                    *b = gf::mul(inverse, s ^ qq);
+                }
+                Ok(())
+            }
+            (&[a, b], Some(pp), Some(qq)) => {
+                // P + P' = Da + Db and Q + Q' = g^a Da + g^b Db, so
+                // Db = (g^a (P + P') + (Q + Q')) / (g^a + g^b), and Da = Db + (P + P').
+                let (ga, gb) = (gf::exp(a), gf::exp(b));
+                let inverse = gf::inv(ga ^ gb);
+                for i in 0..len {
+                    let px = pp[i] ^ p_sum[i];
+                    let qx = qq[i] ^ q_sum[i];
+                    let db = gf::mul(inverse, gf::mul(ga, px) ^ qx);
+                    buf[i] = if target_slot == b { db } else { db ^ px };
+                }
+                Ok(())
+            }
+            _ => Err(self.lost(target)),
         }
     }
 
@@ -888,5 +959,68 @@ impl ReadAt for MdArray {
             done += n;
         }
         Ok(())
+    }
+}
+
+/// Arithmetic in GF(2^8) with the polynomial x^8 + x^4 + x^3 + x^2 + 1 (0x11d), RAID6's.
+mod gf {
+    use std::sync::LazyLock;
+
+    /// Powers of the generator 2 (`EXP[i] = 2^i`, twice over so sums of logarithms
+    /// need no reduction) and their logarithms.
+    static TABLES: LazyLock<([u8; 512], [u8; 256])> = LazyLock::new(|| {
+        let mut exp = [0u8; 512];
+        let mut log = [0u8; 256];
+        let mut x: u16 = 1;
+        for i in 0..255 {
+            exp[i] = x as u8;
+            exp[i + 255] = x as u8;
+            log[x as usize] = i as u8;
+            x <<= 1;
+            if x & 0x100 != 0 {
+                x ^= 0x11d;
+            }
+        }
+        (exp, log)
+    });
+
+    /// `2^i`.
+    pub(super) fn exp(i: usize) -> u8 {
+        TABLES.0[i % 255]
+    }
+
+    pub(super) fn mul(a: u8, b: u8) -> u8 {
+        if a == 0 || b == 0 {
+            return 0;
+        }
+        let (exp, log) = &*TABLES;
+        exp[usize::from(log[usize::from(a)]) + usize::from(log[usize::from(b)])]
+    }
+
+    /// The inverse of `a`, which is not zero.
+    pub(super) fn inv(a: u8) -> u8 {
+        let (exp, log) = &*TABLES;
+        exp[255 - usize::from(log[usize::from(a)])]
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn field_laws_hold() {
+            for a in 1..=255u8 {
+                assert_eq!(mul(a, inv(a)), 1, "{a}");
+                assert_eq!(mul(a, 1), a);
+                assert_eq!(mul(a, 0), 0);
+                // Multiplying by 2 is a shift with the polynomial folded in.
+                let doubled = (u16::from(a) << 1) ^ if a & 0x80 != 0 { 0x11d } else { 0 };
+                assert_eq!(mul(a, 2), doubled as u8, "{a}");
+            }
+            for (a, b, c) in [(3u8, 7u8, 200u8), (0x53, 0xca, 0x11), (255, 254, 2)] {
+                assert_eq!(mul(a, b ^ c), mul(a, b) ^ mul(a, c));
+                assert_eq!(mul(mul(a, b), c), mul(a, mul(b, c)));
+            }
+        }
     }
 }

@@ -303,7 +303,8 @@ fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
             assert!(md.missing().is_empty());
             check(md, "");
             // Each member missing in turn: parity rebuilds it (RAID4/5/6); another near
-            // copy holds it (RAID10 n2, n3); far and offset copies are not read.
+            // copy holds it (RAID10 n2, n3); far and offset copies are not read. RAID6
+            // also without each pair: P and Q, or Q alone, rebuild them.
             for gone in 0..disks {
                 let without = format!(" without role {gone}");
                 match assemble_without(&members, &[gone]) {
@@ -324,21 +325,26 @@ fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
                     }
                 }
             }
+            if level == "6" {
+                for a in 0..disks {
+                    for b in a + 1..disks {
+                        let md = assemble_without(&members, &[a, b]).unwrap();
+                        check(md, &format!(" without roles {a} and {b}"));
+                    }
+                }
+            }
         }
     }
 
-    // Two members missing: refused by RAID5 and RAID6 with the roles named, read by
-    // RAID10 when each chunk keeps a copy.
+    // Members missing beyond what parity makes up for: two of RAID5, three of RAID6,
+    // refused with the roles named; RAID10 reads on while each chunk keeps a copy.
     let mut array = fs.clone();
     array.resize(array.len().div_ceil(chunk * 2) * chunk * 2, 0);
     let data = dir.path().join("data");
     std::fs::write(&data, &array).unwrap();
     let raid6 = array_members(dir.path(), &data, "6", 4, "2");
-    let err = assemble_without(&raid6, &[0, 3]).err().unwrap();
-    assert!(
-        err.to_string().contains("roles 0, 3") && err.to_string().contains("second parity"),
-        "{err}"
-    );
+    let err = assemble_without(&raid6, &[0, 1, 3]).err().unwrap();
+    assert!(err.to_string().contains("roles 0, 1, 3"), "{err}");
     let raid5 = array_members(dir.path(), &data, "5", 3, "2");
     let err = assemble_without(&raid5, &[1, 2]).err().unwrap();
     assert!(err.to_string().contains("roles 1, 2"), "{err}");
