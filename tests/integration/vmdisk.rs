@@ -1038,10 +1038,11 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
 /// The files of Linux software RAID arrays (laid out by `tests/scripts/md-member.py` as
 /// mdadm lays them out) list and restore: a RAID1 member's (MD metadata 1.2 in a
 /// partition, 1.1 on a whole disk) from the array's data on it, a RAID0 array's from its
-/// two members, two disks of the point, and a RAID5 array's from two of its three
-/// members (a partition and a whole disk), with a warning naming the one rebuilt from
-/// parity; a member of a RAID6 array of a layout not read, and a RAID0 member whose
-/// partner is not in the point, are refused with the reason.
+/// two members, two disks of the point, a RAID5 array's from two of its three members
+/// (a partition and a whole disk), with a warning naming the one rebuilt from parity,
+/// and a RAID6 array's from two of its four (metadata 0.90); a member of a RAID6 array
+/// of a layout not read, and a RAID0 member whose partner is not in the point, are
+/// refused with the reason.
 #[test]
 fn files_restore_from_software_raid_members() {
     let env = env();
@@ -1076,6 +1077,21 @@ fn files_restore_from_software_raid_members() {
     let disk5 = member("disk5.raw", &[&raid5[..], &["--role", "2"]].concat());
     let ddf = ["--level", "6", "--disks", "4", "--layout", "8"];
     let disk6 = member("disk6.raw", &ddf);
+    // disk7 and disk8: roles 1 and 2 of a RAID6 array of four.
+    let raid6 = |name: &str, role: &str| {
+        let args = [
+            "--level",
+            "6",
+            "--disks",
+            "4",
+            "--metadata",
+            "0.90",
+            "--role",
+            role,
+        ];
+        member(name, &[&args[..], &["--uuid", &"66".repeat(16)]].concat())
+    };
+    let (disk7, disk8) = (raid6("disk7.raw", "1"), raid6("disk8.raw", "2"));
     // disk3 and disk4: the two members of a RAID0 array.
     let raid0 = |name: &str, role: &str| {
         let uuid = "00112233445566778899aabbccddeeff";
@@ -1083,7 +1099,10 @@ fn files_restore_from_software_raid_members() {
     };
     let (disk3, disk4) = (raid0("disk3.raw", "0"), raid0("disk4.raw", "1"));
 
-    let disks = [&disk0, &disk1, &disk2, &disk3, &disk4, &disk5, &disk6].map(|d| p(d));
+    let disks = [
+        &disk0, &disk1, &disk2, &disk3, &disk4, &disk5, &disk6, &disk7, &disk8,
+    ]
+    .map(|d| p(d));
     let summary = env.backup(&[&disks[..], &["--item", "md"]].concat());
     let point = point_of(&summary);
     for (dir, file) in [
@@ -1093,6 +1112,7 @@ fn files_restore_from_software_raid_members() {
         ("disk4/fs/etc", "disk4/fs/etc/hostname"),
         ("disk2/part1/etc", "disk2/part1/etc/hostname"),
         ("disk5/fs/etc", "disk5/fs/etc/hostname"),
+        ("disk8/fs/etc", "disk8/fs/etc/hostname"),
     ] {
         assert_eq!(env.ls(&point, dir), [file]);
         let target = env.path(&format!("files-{}", &file[..5]));
