@@ -41,8 +41,10 @@
 //!
 //! What is read: linear and striped logical volumes, with their extents on any of the
 //! group's physical volumes (the caller finds the others, by UUID: the other disks of a
-//! virtual machine). Mirrored, RAID, thin, cache and snapshot volumes are listed but
-//! refused with the reason when opened. Every number from the image is checked before it
+//! virtual machine), and mirrored ones (`raid1`, and the older `mirror`), through the
+//! first of their images (hidden linear or striped volumes, each holding all the data)
+//! whose physical volumes are all there ([`mirrored`]). RAID4/5/6/10, thin, cache and
+//! snapshot volumes are listed but refused with the reason when opened. Every number from the image is checked before it
 //! is used as an offset or a length; the metadata text is limited in size and nesting.
 
 use std::io;
@@ -64,6 +66,8 @@ const MAX_TEXT: u64 = 16 << 20;
 const MAX_DEPTH: usize = 32;
 /// Most logical volumes, and most segments in one, accepted.
 const MAX_VOLUMES: usize = 1 << 16;
+/// Most images of a mirrored segment (LVM2 allows 10).
+const MAX_IMAGES: usize = 64;
 
 /// CRC-32 as LVM2 computes it: the reflected polynomial, its own seed, no final xor.
 const LVM_CRC: Algorithm<u32> = Algorithm {
@@ -100,6 +104,10 @@ pub struct LogicalVolume {
     on: Vec<Member>,
     /// Its segments, or why they cannot be read.
     map: Result<Vec<Segment>, String>,
+    /// Other ways to read it: for a mirrored volume (`raid1`, `mirror`), its segments
+    /// through its second, third… image, tried in turn when a physical volume of the
+    /// ones before is not among the disks.
+    others: Vec<Vec<Segment>>,
 }
 
 /// A physical volume of the group, as its metadata describes it.
@@ -517,8 +525,9 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
         ));
     }
     let mut volumes = Vec::new();
-    if let Some(lvs) = vg.get("logical_volumes") {
-        for (lv_name, lv) in lvs.sections() {
+    let lvs = vg.get("logical_volumes");
+    if let Some(listed) = lvs {
+        for (lv_name, lv) in listed.sections() {
             let visible = matches!(lv.get("status"), Some(Value::List(flags))
                 if flags.contains(&Value::Str("VISIBLE".into())));
             if !visible {
@@ -532,8 +541,9 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
                 size: 0,
                 on: Vec::new(),
                 map: Ok(Vec::new()),
+                others: Vec::new(),
             };
-            segments(lv, &members, extent, &mut volume)
+            segments(lv, &members, extent, &mut volume, lvs, 0)
                 .map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
             volumes.push(volume);
         }
@@ -547,18 +557,23 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
 
 /// Fills in `volume`'s size, physical volumes and segments from its metadata `lv`; a
 /// segment of a kind not read here leaves the reason in its map. `Err` for metadata that
-/// contradicts itself.
+/// contradicts itself. `lvs` holds the group's volumes, hidden ones among them, which a
+/// mirrored segment's images are (`depth` of them already followed).
 fn segments(
     lv: &Value,
     members: &[(Member, u64, u64)],
     extent: u64,
     volume: &mut LogicalVolume,
+    lvs: Option<&Value>,
+    depth: usize,
 ) -> Result<(), String> {
     let count = lv.int("segment_count")?;
     if count > MAX_VOLUMES as u64 {
         return Err(format!("segment_count = {count}"));
     }
-    let mut map = Vec::new();
+    // Each segment's runs, one list per way to read it (a mirrored segment has one per
+    // image).
+    let mut options: Vec<Vec<Vec<Segment>>> = Vec::new();
     let mut refused = None;
     let mut next = 0u64;
     for n in 1..=count {
@@ -580,9 +595,22 @@ fn segments(
             .filter(|&end| end.checked_mul(extent).is_some())
             .ok_or("extent_count out of range")?;
         let kind = segment.str("type")?;
+        if matches!(kind, "raid1" | "mirror") {
+            match mirrored(
+                segment, kind, start, extents, members, extent, volume, lvs, depth,
+            ) {
+                Ok(images) => options.push(images),
+                Err(Refused(why)) => {
+                    refused.get_or_insert(format!("segment{n}: {why}"));
+                }
+                Err(Broken(why)) => return Err(format!("segment{n}: {why}")),
+            }
+            continue;
+        }
         if kind != "striped" {
             refused.get_or_insert(format!(
-                "segment{n} is of type {kind:?}; linear and striped volumes are read"
+                "segment{n} is of type {kind:?}; linear, striped and mirrored (raid1, \
+                 mirror) volumes are read"
             ));
             continue;
         }
@@ -640,16 +668,167 @@ fn segments(
             // Bounded by the member's length, computed without overflow above.
             placed.push((on, pe_start + first * extent));
         }
-        map.push(Segment {
+        options.push(vec![vec![Segment {
             start: start * extent,
             len: extents * extent,
             chunk,
             stripes: placed,
-        });
+        }]]);
     }
     volume.size = next * extent;
-    volume.map = refused.map_or(Ok(map), Err);
+    // Way `c` reads each mirrored segment through its image `c` (its last, if it has
+    // fewer).
+    let ways = options.iter().map(Vec::len).max().unwrap_or(1);
+    let mut maps: Vec<Vec<Segment>> = (0..ways)
+        .map(|c| {
+            options
+                .iter()
+                .flat_map(|o| o[c.min(o.len() - 1)].iter().cloned())
+                .collect()
+        })
+        .collect();
+    let first = maps.remove(0);
+    volume.others = maps;
+    volume.map = refused.map_or(Ok(first), Err);
     Ok(())
+}
+
+/// Why a mirrored segment is not read: metadata this reader does not follow, or metadata
+/// that contradicts itself.
+enum Problem {
+    Refused(String),
+    Broken(String),
+}
+use Problem::{Broken, Refused};
+
+/// The runs of a mirrored segment (`raid1`, `mirror`) of `extents` extents from extent
+/// `start`, once through each of its images: hidden linear or striped volumes, each
+/// holding the whole segment (from the extent the metadata gives, 0 for `raid1`). The
+/// physical volumes they lie on join `volume`'s.
+#[allow(clippy::too_many_arguments)]
+fn mirrored(
+    segment: &Value,
+    kind: &str,
+    start: u64,
+    extents: u64,
+    members: &[(Member, u64, u64)],
+    extent: u64,
+    volume: &mut LogicalVolume,
+    lvs: Option<&Value>,
+    depth: usize,
+) -> Result<Vec<Vec<Segment>>, Problem> {
+    let list = |key: &str| match segment.get(key) {
+        Some(Value::List(items)) => Ok(items),
+        _ => Err(Broken(format!("no {key} list"))),
+    };
+    // (image volume, its first extent)
+    let images: Vec<(&str, u64)> = if kind == "raid1" {
+        let raids = list("raids")?;
+        let count = segment.int("device_count").map_err(Broken)?;
+        // [meta, image] pairs, or images alone (no metadata volumes).
+        let step = match raids.len() as u64 {
+            len if len == 2 * count => 2,
+            len if len == count => 1,
+            _ => return Err(Broken("raids do not match device_count".to_owned())),
+        };
+        raids
+            .iter()
+            .skip(step - 1)
+            .step_by(step)
+            .map(|v| match v {
+                Value::Str(name) => Ok((name.as_str(), 0)),
+                _ => Err(Broken("raids are not names".to_owned())),
+            })
+            .collect::<Result<_, _>>()?
+    } else {
+        list("mirrors")?
+            .chunks(2)
+            .map(|pair| match pair {
+                [Value::Str(name), Value::Int(first)] if *first >= 0 => {
+                    Ok((name.as_str(), *first as u64))
+                }
+                _ => Err(Broken(
+                    "mirrors are not [\"volume\", extent] pairs".to_owned(),
+                )),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if images.is_empty() || images.len() > MAX_IMAGES {
+        return Err(Broken(format!("{} images", images.len())));
+    }
+    // LVM2 mirrors linear and striped volumes only.
+    if depth > 0 {
+        return Err(Refused("an image is mirrored itself".to_owned()));
+    }
+    let mut ways = Vec::with_capacity(images.len());
+    for (name, first) in images {
+        let lv = lvs
+            .and_then(|lvs| lvs.get(name))
+            .ok_or_else(|| Broken(format!("no logical volume {name:?} in the group")))?;
+        let mut image = LogicalVolume {
+            name: name.to_owned(),
+            size: 0,
+            on: Vec::new(),
+            map: Ok(Vec::new()),
+            others: Vec::new(),
+        };
+        segments(lv, members, extent, &mut image, lvs, depth + 1)
+            .map_err(|why| Broken(format!("image {name:?}: {why}")))?;
+        let map = image
+            .map
+            .map_err(|why| Refused(format!("image {name:?}: {why}")))?;
+        let len = extents * extent;
+        let from = first.saturating_mul(extent);
+        if from.checked_add(len).is_none_or(|end| end > image.size) {
+            return Err(Broken(format!(
+                "image {name:?} holds {} bytes, short of extents {first}+{extents}",
+                image.size
+            )));
+        }
+        // The image's runs over `from..from + len`, moved to the segment's place, their
+        // physical volumes numbered as the volume's.
+        let mut runs = Vec::new();
+        for run in map {
+            let (run_start, run_end) = (run.start.max(from), (run.start + run.len).min(from + len));
+            if run_start >= run_end {
+                continue;
+            }
+            let cut = run_start - run.start;
+            let row = run.chunk * run.stripes.len() as u64;
+            if cut % row != 0 {
+                return Err(Refused(format!(
+                    "image {name:?} is cut inside a row of its stripes"
+                )));
+            }
+            let stripes = run
+                .stripes
+                .iter()
+                .map(|&(pv, area)| {
+                    let member = &image.on[pv];
+                    let on = match volume.on.iter().position(|m| m.key == member.key) {
+                        Some(on) => on,
+                        None => {
+                            volume.on.push(member.clone());
+                            volume.on.len() - 1
+                        }
+                    };
+                    (on, area + cut / run.stripes.len() as u64)
+                })
+                .collect();
+            runs.push(Segment {
+                start: start * extent + (run_start - from),
+                len: run_end - run_start,
+                chunk: if run.stripes.len() == 1 {
+                    run_end - run_start
+                } else {
+                    run.chunk
+                },
+                stripes,
+            });
+        }
+        ways.push(runs);
+    }
+    Ok(ways)
 }
 
 /// A logical volume read from the physical volumes it lies on.
@@ -673,19 +852,14 @@ impl LogicalVolumeReader {
             .map
             .as_ref()
             .map_err(|why| FsError::unsupported(what, format!("LVM2 logical volume: {why}")))?;
-        let mut pvs = Vec::with_capacity(volume.on.len());
+        // Every physical volume there is; a mirrored volume reads through the first of its
+        // images whose physical volumes all are.
+        let mut pvs: Vec<Option<Box<dyn ReadAt>>> = Vec::with_capacity(volume.on.len());
         for member in &volume.on {
-            let reader = open(&member.uuid).ok_or_else(|| {
-                FsError::unsupported(
-                    what,
-                    format!(
-                        "LVM2 logical volume: its extents lie on physical volume {} (UUID {}) \
-                         too, which is not among the disks",
-                        member.key, member.uuid
-                    ),
-                )
-            })?;
-            if reader.len() < member.len {
+            let reader = open(&member.uuid);
+            if let Some(reader) = &reader
+                && reader.len() < member.len
+            {
                 return Err(FsError::corrupt(
                     what,
                     None,
@@ -699,10 +873,44 @@ impl LogicalVolumeReader {
             }
             pvs.push(reader);
         }
+        let readable = |map: &[Segment]| {
+            map.iter()
+                .all(|s| s.stripes.iter().all(|&(pv, _)| pvs[pv].is_some()))
+        };
+        let chosen = std::iter::once(map)
+            .chain(&volume.others)
+            .find(|map| readable(map));
+        let Some(chosen) = chosen else {
+            let missing = map
+                .iter()
+                .flat_map(|s| &s.stripes)
+                .find(|&&(pv, _)| pvs[pv].is_none())
+                .map(|&(pv, _)| &volume.on[pv])
+                .expect("a map that cannot be read misses a physical volume");
+            let images = if volume.others.is_empty() {
+                ""
+            } else {
+                ", nor are those of its other mirror images"
+            };
+            return Err(FsError::unsupported(
+                what,
+                format!(
+                    "LVM2 logical volume: its extents lie on physical volume {} (UUID {}) \
+                     too, which is not among the disks{images}",
+                    missing.key, missing.uuid
+                ),
+            ));
+        };
+        let map = chosen.clone();
+        // A missing one, which the chosen map never reads, stands as an empty reader.
+        let pvs = pvs
+            .into_iter()
+            .map(|pv| pv.unwrap_or_else(|| Box::new(Vec::new())))
+            .collect();
         Ok(LogicalVolumeReader {
             pvs,
             size: volume.size,
-            map: map.clone(),
+            map,
         })
     }
 }

@@ -236,3 +236,226 @@ fn logical_volumes_read_like_their_sources() {
             .is_none()
     );
 }
+
+/// The metadata of a logical volume `name` of `segments` (each the body of a segment
+/// section, its start and count first), hidden unless `visible`.
+fn lv_text(name: &str, id: usize, visible: bool, segments: &[String]) -> String {
+    let status = if visible {
+        r#"["READ", "WRITE", "VISIBLE"]"#
+    } else {
+        r#"["READ", "WRITE"]"#
+    };
+    let mut text = format!(
+        "{name} {{\nid = \"LvId{id:02}-abcd-efgh-ijkl-mnop-qrst-uvwx{id:02}\"\nstatus = \
+         {status}\nflags = []\ncreation_time = 1700000000\ncreation_host = \"h\"\n\
+         segment_count = {}\n",
+        segments.len()
+    );
+    for (n, body) in segments.iter().enumerate() {
+        text += &format!("segment{} {{\n{body}}}\n", n + 1);
+    }
+    text + "}\n"
+}
+
+/// A linear segment from logical extent `start` of `count` extents at extent `first`
+/// of physical volume `pv`.
+fn linear(start: u64, count: u64, pv: &str, first: u64) -> String {
+    format!(
+        "start_extent = {start}\nextent_count = {count}\ntype = \"striped\"\n\
+         stripe_count = 1\nstripes = [\"{pv}\", {first}]\n"
+    )
+}
+
+/// Mirrored logical volumes, which LVM2 makes only through device-mapper, described in
+/// metadata that `vgcfgrestore` checks and writes: `r1` (raid1, 8 MiB; its first image
+/// in two runs on `pv0`, its second on `pv1`) and `old` (mirror, 4 MiB, one image on
+/// each). Each image holds a file system; the volume reads through its first image, or
+/// through the other when the first's physical volume is not among the disks.
+#[test]
+fn mirrored_logical_volumes_read_through_any_image() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: making LVM physical volumes needs loop devices (root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src);
+    let (pv, other) = (tmp.path().join("pv.img"), tmp.path().join("other.img"));
+    for file in [&pv, &other] {
+        std::fs::File::create(file)
+            .unwrap()
+            .set_len(40 * MIB)
+            .unwrap();
+    }
+    let group = group_name();
+    {
+        let (loop_a, loop_b) = (Loop::attach(&pv), Loop::attach(&other));
+        let (a, b) = (loop_a.0.as_str(), loop_b.0.as_str());
+        lvm("pvcreate", &["-q", a, b]);
+        lvm("vgcreate", &["-q", "-s", "1m", &group, a, b]);
+        let backup = tmp.path().join("vg.txt");
+        lvm(
+            "vgcfgbackup",
+            &["-q", "-f", backup.to_str().unwrap(), &group],
+        );
+        let text = std::fs::read_to_string(&backup).unwrap();
+        let pvs = |name: &str| text.contains(&format!("device = \"{name}\""));
+        assert!(pvs(a) && pvs(b), "{text}");
+        let (pv0, pv1) = if text.find(a) < text.find(b) {
+            ("pv0", "pv1")
+        } else {
+            ("pv1", "pv0")
+        };
+        let mut lvs = String::from("logical_volumes {\n");
+        lvs += &lv_text("r1_rmeta_0", 1, false, &[linear(0, 1, pv0, 0)]);
+        lvs += &lv_text(
+            "r1_rimage_0",
+            2,
+            false,
+            &[linear(0, 4, pv0, 1), linear(4, 4, pv0, 20)],
+        );
+        lvs += &lv_text("r1_rmeta_1", 3, false, &[linear(0, 1, pv1, 0)]);
+        lvs += &lv_text("r1_rimage_1", 4, false, &[linear(0, 8, pv1, 1)]);
+        lvs += &lv_text(
+            "r1",
+            5,
+            true,
+            &[
+                "start_extent = 0\nextent_count = 8\ntype = \"raid1\"\ndevice_count = 2\n\
+               region_size = 1024\nraids = [\"r1_rmeta_0\", \"r1_rimage_0\", \"r1_rmeta_1\", \
+               \"r1_rimage_1\"]\n"
+                    .to_owned(),
+            ],
+        );
+        lvs += &lv_text("old_mimage_0", 6, false, &[linear(0, 4, pv0, 10)]);
+        lvs += &lv_text("old_mimage_1", 7, false, &[linear(0, 4, pv1, 10)]);
+        lvs += &lv_text(
+            "old",
+            8,
+            true,
+            &[
+                "start_extent = 0\nextent_count = 4\ntype = \"mirror\"\nmirror_count = 2\n\
+               region_size = 1024\nmirrors = [\"old_mimage_0\", 0, \"old_mimage_1\", 0]\n"
+                    .to_owned(),
+            ],
+        );
+        lvs += "}\n";
+        let end = text.rfind("\n}").unwrap();
+        let edited = format!("{}\n{lvs}{}", &text[..end], &text[end..]);
+        std::fs::write(&backup, edited).unwrap();
+        lvm(
+            "vgcfgrestore",
+            &["-q", "-f", backup.to_str().unwrap(), &group],
+        );
+        // LVM itself places the images where the metadata says.
+        let ranges = lvm(
+            "lvs",
+            &[
+                "-a",
+                "--noheadings",
+                "-o",
+                "lv_name,segtype,seg_pe_ranges",
+                &group,
+            ],
+        );
+        let ranges: Vec<String> = ranges
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(|l| l.replace(a, "A").replace(b, "B"))
+            .collect();
+        for expect in [
+            "r1 raid1 r1_rimage_0:0-7 r1_rimage_1:0-7",
+            "[r1_rimage_0] linear A:1-4",
+            "[r1_rimage_0] linear A:20-23",
+            "[r1_rimage_1] linear B:1-8",
+            "old mirror old_mimage_0:0-3 old_mimage_1:0-3",
+        ] {
+            assert!(ranges.iter().any(|l| l == expect), "{expect}: {ranges:?}");
+        }
+        lvm("vgchange", &["-q", "--activate", "n", &group]);
+    }
+    // The file systems, written where the images' extents lie (after the first MiB).
+    let r1 = tmp.path().join("r1.img");
+    mkfs_ext("ext4", &src, &r1, 8, &[]);
+    let old_tree = tmp.path().join("old");
+    std::fs::create_dir_all(old_tree.join("etc")).unwrap();
+    std::fs::write(old_tree.join("etc/hostname"), b"mirror\n").unwrap();
+    let old = tmp.path().join("old.img");
+    mkfs_ext("ext2", &old_tree, &old, 4, &[]);
+    let (r1, old) = (read_bytes(&r1), read_bytes(&old));
+    let place = |file: &Path, at_mib: u64, bytes: &[u8]| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.write_all_at(bytes, (1 + at_mib) * MIB).unwrap();
+    };
+    let half = 4 * MIB as usize;
+    place(&pv, 1, &r1[..half]);
+    place(&pv, 20, &r1[half..]);
+    place(&other, 1, &r1);
+    place(&pv, 10, &old);
+    place(&other, 10, &old);
+
+    let found = read_physical_volume(&mut open_disk(&pv), "disk0")
+        .unwrap()
+        .unwrap();
+    let second = read_physical_volume(&mut open_disk(&other), "disk1")
+        .unwrap()
+        .unwrap();
+    let names: Vec<(&str, u64)> = found
+        .volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.size))
+        .collect();
+    assert_eq!(names, [("r1", 8 * MIB), ("old", 4 * MIB)]);
+    let both = |uuid: &str| -> Option<Box<dyn ReadAt>> {
+        if uuid == found.uuid {
+            Some(Box::new(open_disk(&pv)))
+        } else if uuid == second.uuid {
+            Some(Box::new(open_disk(&other)))
+        } else {
+            None
+        }
+    };
+    let only = |keep: &str| {
+        let keep = keep.to_owned();
+        let (pv, other, first) = (pv.clone(), other.clone(), found.uuid.clone());
+        move |uuid: &str| -> Option<Box<dyn ReadAt>> {
+            (uuid == keep).then(|| {
+                let file = if uuid == first { &pv } else { &other };
+                Box::new(open_disk(file)) as Box<dyn ReadAt>
+            })
+        }
+    };
+    let expect = Expect { unix: true };
+    for open in [
+        Box::new(both) as Box<dyn Fn(&str) -> Option<Box<dyn ReadAt>>>,
+        Box::new(only(&found.uuid)),
+        Box::new(only(&second.uuid)),
+    ] {
+        let lv = &found.volumes[0];
+        assert_eq!(lv.unsupported(), None);
+        let reader = LogicalVolumeReader::new(lv, &open, "disk0/r1").unwrap();
+        let mut all = vec![0u8; r1.len()];
+        let mut reader = reader;
+        reader.read_exact_at(0, &mut all).unwrap();
+        assert!(all == r1, "r1 reads as its file system");
+        let mut vol = open_volume(Box::new(reader), "disk0/r1").unwrap();
+        assert_same_tree(&mut vol, "", &src, expect);
+        let reader = LogicalVolumeReader::new(&found.volumes[1], &open, "disk0/old").unwrap();
+        let mut vol = open_volume(Box::new(reader), "disk0/old").unwrap();
+        let mut buf = [0u8; 16];
+        let n = vol.read_file("etc/hostname", 0, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"mirror\n");
+    }
+    // With neither physical volume, the error names the first image's.
+    let none = |_: &str| -> Option<Box<dyn ReadAt>> { None };
+    match LogicalVolumeReader::new(&found.volumes[0], none, "disk0/r1") {
+        Err(FsError::Unsupported { detail, .. }) => {
+            assert!(
+                detail.contains(&found.uuid) && detail.contains("other mirror images"),
+                "{detail}"
+            );
+        }
+        other => panic!("{:?}", other.err()),
+    }
+}
