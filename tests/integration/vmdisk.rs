@@ -1041,8 +1041,8 @@ fn gpt_disk(env: &Env, tree: &Path) -> PathBuf {
 /// two members, two disks of the point, a RAID5 array's from two of its three members
 /// (a partition and a whole disk), with a warning naming the one rebuilt from parity,
 /// and a RAID6 array's from two of its four (metadata 0.90); a member of a RAID6 array
-/// of a layout not read, and a RAID0 member whose partner is not in the point, are
-/// refused with the reason.
+/// of a layout the kernel does not have, and a RAID0 member whose partner is not in the
+/// point, are refused with the reason.
 #[test]
 fn files_restore_from_software_raid_members() {
     let env = env();
@@ -1062,7 +1062,7 @@ fn files_restore_from_software_raid_members() {
     };
     // disk0: a GPT partition holding a member; disk1: a whole disk that is one; disk2: a
     // partition holding a member of a RAID5 array, disk5 another (the third is not in the
-    // point); disk6: a member of a RAID6 array of a DDF layout.
+    // point); disk6: a member of a RAID6 array of a layout the kernel does not have.
     let partitioned = |name: &str, member: &Path| {
         let disk = env.path(name);
         fs::File::create(&disk).unwrap().set_len(24 << 20).unwrap();
@@ -1075,8 +1075,8 @@ fn files_restore_from_software_raid_members() {
     let raid5 = ["--level", "5", "--disks", "3", "--uuid", &"55".repeat(16)];
     let disk2 = partitioned("disk2.raw", &member("m2", &raid5));
     let disk5 = member("disk5.raw", &[&raid5[..], &["--role", "2"]].concat());
-    let ddf = ["--level", "6", "--disks", "4", "--layout", "8"];
-    let disk6 = member("disk6.raw", &ddf);
+    let unknown = ["--level", "6", "--disks", "4", "--layout", "11"];
+    let disk6 = member("disk6.raw", &unknown);
     // disk7 and disk8: roles 1 and 2 of a RAID6 array of four.
     let raid6 = |name: &str, role: &str| {
         let args = [
@@ -1131,7 +1131,10 @@ fn files_restore_from_software_raid_members() {
         "{warned}"
     );
     let err = env.ls_fails(&point, "disk6/fs");
-    assert!(err.contains("DDF") && err.contains("host:md0"), "{err}");
+    assert!(
+        err.contains("layout 11") && err.contains("host:md0"),
+        "{err}"
+    );
     // A RAID0 member without its partner.
     let alone = env.backup(&[p(&disk3), "--item", "half"]);
     let err = env.ls_fails(&point_of(&alone), "disk0/fs");

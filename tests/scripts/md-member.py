@@ -17,7 +17,8 @@ down (left) or from the first up (right), the data in member order skipping the 
 or last members; RAID6's layouts 16 to 20 are RAID5's over all members but the last,
 which holds Q. P is the XOR of the stripe's data; Q the sum of g^i times each data chunk
 in GF(2^8) (polynomial 0x11d, g = 2), i counting the data members from the one after Q,
-wrapping round, as md(4) computes it. A RAID10 member holds its share of each chunk's near
+wrapping round, as md(4) computes it (for the DDF layouts 8 to 10, every member counted
+in order, P's and Q's as zeros). A RAID10 member holds its share of each chunk's near
 copies (on neighbouring members) and far copies (in later bands, or in the next rows
 with the offset bit).
   --level N        the RAID level (default 1; -1 is linear)
@@ -79,6 +80,17 @@ def stripe_roles(level, layout, n, stripe):
             return [(p + 2 + j) % n for j in range(n - 2)], p, q
         q = 0 if p == n - 1 else p + 1
         return [r for r in range(n) if r not in (p, q)], p, q
+    if layout in (8, 9):
+        # DDF: P rotating from the first member up (8), or from the last down one
+        # stripe on (9), Q after it; the data in member order.
+        p = stripe % n if layout == 8 else n - 1 - (stripe + 1) % n
+        q = 0 if p == n - 1 else p + 1
+        return [r for r in range(n) if r not in (p, q)], p, q
+    if layout == 10:
+        # DDF: P rotating from the last member down, Q before it, the data wrapping
+        # round after P.
+        p = n - 1 - stripe % n
+        return [(p + 1 + j) % n for j in range(n - 2)], p, (p + n - 1) % n
     p, q = (0, 1) if layout == 4 else (n - 2, n - 1)
     return [r for r in range(n) if r not in (p, q)], p, q
 
@@ -100,9 +112,15 @@ def parity_member(data, level, layout, n, role, chunk):
                 parity ^= int.from_bytes(c, "little")
             out.append(parity.to_bytes(chunk, "little"))
         else:
-            # Q by Horner's rule over the data in syndrome order, the last first.
-            order = [(q + 1 + j) % n for j in range(n)]
-            syndrome = [chunks[roles.index(r)] for r in order if r not in (p, q)]
+            # Q by Horner's rule over the data in syndrome order, the last first: md
+            # counts the data from the member after Q; DDF (layouts 8 to 10) counts every
+            # member, P and Q as zeros.
+            if layout in (8, 9, 10):
+                syndrome = [chunks[roles.index(r)] if r in roles else bytes(chunk)
+                            for r in range(n)]
+            else:
+                order = [(q + 1 + j) % n for j in range(n)]
+                syndrome = [chunks[roles.index(r)] for r in order if r not in (p, q)]
             high = int.from_bytes(b"\x80" * chunk, "little")
             acc = 0
             for d in reversed(syndrome):

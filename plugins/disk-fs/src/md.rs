@@ -32,7 +32,7 @@
 //!   parity on the last member; RAID5 and 6 rotate it from stripe to stripe (left or
 //!   right, the data after it in member order or wrapping round after it), or keep it on
 //!   the first or last members; RAID6's `-6` layouts are a RAID5 layout over all members
-//!   but the last, which holds Q. Data is read where it lies; parity is not needed while
+//!   but the last, which holds Q, and its DDF layouts rotate P and Q their own ways. Data is read where it lies; parity is not needed while
 //!   every member is there. With one member missing, its chunks are the XOR of the
 //!   stripe's other data chunks and its P parity; RAID6 rebuilds up to two from its P
 //!   and Q syndromes ([`MdArray::rebuild`]).
@@ -41,9 +41,10 @@
 //!   stripe). The first copy is read; with members missing, a `near` layout reads another
 //!   copy of each chunk whose first is gone.
 //!
-//! A member being rebuilt, an array in the middle of a reshape, RAID6's DDF layouts,
-//! RAID4/5 arrays missing more than one member and RAID6 arrays missing more than two
-//! are refused with the reason.
+//! RAID6's DDF layouts (LVM2's `raid6_zr`, `raid6_nr`, `raid6_nc`) are read too; their
+//! Q counts the data by member. A member being rebuilt, an array in the middle of a
+//! reshape, RAID4/5 arrays missing more than one member and RAID6 arrays missing more
+//! than two are refused with the reason.
 
 use tessera_disk_image::ReadAt;
 
@@ -79,6 +80,14 @@ const LEFT_SYMMETRIC: u32 = 2;
 const RIGHT_SYMMETRIC: u32 = 3;
 const PARITY_0: u32 = 4;
 const PARITY_N: u32 = 5;
+/// RAID6's DDF layouts (LVM2's `raid6_zr`, its default, `raid6_nr` and `raid6_nc`): P
+/// rotating from the first member up, or from the last down starting one further on, the
+/// data in member order after it; or from the last down with Q before P and the data
+/// wrapping round after P. Their Q counts the data by member, P's and Q's places
+/// included.
+const ROTATING_ZERO_RESTART: u32 = 8;
+const ROTATING_N_RESTART: u32 = 9;
+const ROTATING_N_CONTINUE: u32 = 10;
 const RAID5_LAYOUTS_6: u32 = 16;
 const PARITY_0_6: u32 = 20;
 /// RAID10 layout bits past the near (bits 0-7) and far (8-15) copies: far copies one
@@ -151,11 +160,11 @@ impl MdMember {
                 "RAID5 layout {} is not one the kernel has",
                 self.layout
             )),
-            RAID6 if (8..=10).contains(&self.layout) => Some(format!(
-                "RAID6 layout {} is one of the DDF layouts, which are not read",
-                self.layout
-            )),
-            RAID6 if self.layout > PARITY_0_6 || (PARITY_N < self.layout && self.layout < 8) => {
+            RAID6
+                if self.layout > PARITY_0_6
+                    || (PARITY_N < self.layout && self.layout < ROTATING_ZERO_RESTART)
+                    || (ROTATING_N_CONTINUE < self.layout && self.layout < RAID5_LAYOUTS_6) =>
+            {
                 Some(format!(
                     "RAID6 layout {} is not one the kernel has",
                     self.layout
@@ -741,10 +750,32 @@ impl MdArray {
                     };
                     ((p + 2 + k) % n, p, Some((p + 1) % n))
                 }
+                ROTATING_ZERO_RESTART | ROTATING_N_RESTART => {
+                    let p = if self.layout == ROTATING_ZERO_RESTART {
+                        stripe % n
+                    } else {
+                        n - 1 - (stripe + 1) % n
+                    };
+                    if p == n - 1 {
+                        (k + 1, p, Some(0))
+                    } else {
+                        (if k >= p { k + 2 } else { k }, p, Some(p + 1))
+                    }
+                }
+                ROTATING_N_CONTINUE => {
+                    let p = n - 1 - stripe % n;
+                    ((p + 1 + k) % n, p, Some((p + n - 1) % n))
+                }
                 PARITY_0 => (k + 2, 0, Some(1)),
                 _ => (k, n - 2, Some(n - 1)),
             },
         }
+    }
+
+    /// Whether Q counts the data by member (DDF's way) rather than from the member after
+    /// Q (md's).
+    fn ddf(&self) -> bool {
+        self.level == RAID6 && (ROTATING_ZERO_RESTART..=ROTATING_N_CONTINUE).contains(&self.layout)
     }
 
     /// Reads `buf.len()` bytes at `at` of the array's data on the member of `role`, which
@@ -801,11 +832,15 @@ impl MdArray {
         let target = self.stripe_roles(stripe, k).0 as usize;
         let (_, p, q) = self.stripe_roles(stripe, 0);
         let (p, q) = (p as usize, q.map(|q| q as usize));
-        // Data roles in syndrome order, each with its chunk's place in the stripe.
+        // Data roles in syndrome order, each with the power of g Q multiplies it by: md
+        // counts them from the member after Q, DDF by member.
         let first = q.map_or(0, |q| (q + 1) % n as usize);
-        let slots: Vec<usize> = (0..n as usize)
+        let ddf = self.ddf();
+        let slots: Vec<(usize, usize)> = (0..n as usize)
             .map(|j| (first + j) % n as usize)
             .filter(|&role| role != p && Some(role) != q)
+            .enumerate()
+            .map(|(i, role)| (role, if ddf { role } else { i }))
             .collect();
         debug_assert_eq!(slots.len() as u64, data);
         let len = <[u8]>::len(buf);
@@ -824,22 +859,23 @@ impl MdArray {
         let mut p_sum = vec![0u8; len];
         let mut q_sum = vec![0u8; len];
         let mut lost = Vec::new();
-        for (slot, &role) in slots.iter().enumerate() {
+        for &(role, power) in &slots {
             match read(&mut self.members, role)? {
                 Some(bytes) => {
-                    let coefficient = gf::exp(slot);
+                    let coefficient = gf::exp(power);
                     for ((ps, qs), b) in p_sum.iter_mut().zip(q_sum.iter_mut()).zip(&bytes) {
                         *ps ^= b;
                         *qs ^= gf::mul(coefficient, *b);
                     }
                 }
-                None => lost.push(slot),
+                None => lost.push(power),
             }
         }
-        let target_slot = slots
+        let target_power = slots
             .iter()
-            .position(|&r| r == target)
-            .expect("a data role");
+            .find(|&&(r, _)| r == target)
+            .expect("a data role")
+            .1;
         let parity_p = read(&mut self.members, p)?;
         let parity_q = match q {
             Some(q) => read(&mut self.members, q)?,
@@ -853,7 +889,7 @@ impl MdArray {
                 Ok(())
             }
             ([_], None, Some(parity)) => {
-                let inverse = gf::inv(gf::exp(target_slot));
+                let inverse = gf::inv(gf::exp(target_power));
                 for ((b, s), qq) in buf.iter_mut().zip(&q_sum).zip(&parity) {
                     *b = gf::mul(inverse, s ^ qq);
                 }
@@ -868,7 +904,7 @@ impl MdArray {
                     let px = pp[i] ^ p_sum[i];
                     let qx = qq[i] ^ q_sum[i];
                     let db = gf::mul(inverse, gf::mul(ga, px) ^ qx);
-                    buf[i] = if target_slot == b { db } else { db ^ px };
+                    buf[i] = if target_power == b { db } else { db ^ px };
                 }
                 Ok(())
             }

@@ -66,12 +66,12 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
     // Not a member at all: the file system itself.
     assert_eq!(read_md_member(&mut array.clone(), "fs").unwrap(), None);
 
-    // A member being rebuilt, and one of a RAID5 array.
+    // A member being rebuilt, and members of arrays of layouts the kernel does not have.
     for (extra, expect) in [
         (&["--recovering"][..], "rebuilt"),
         (
-            &["--level", "6", "--disks", "4", "--layout", "8"][..],
-            "DDF",
+            &["--level", "6", "--disks", "4", "--layout", "11"][..],
+            "layout 11",
         ),
         (
             &["--level", "5", "--disks", "3", "--layout", "7"][..],
@@ -251,8 +251,8 @@ fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
     mkfs_ext("ext4", &src, &ext4, 8, &[]);
     let fs = std::fs::read(&ext4).unwrap();
 
-    // (level, members, layouts): RAID4, RAID5's six layouts, RAID6's ten (not DDF's),
-    // RAID10 with near, far and offset copies.
+    // (level, members, layouts): RAID4, RAID5's six layouts, RAID6's fourteen (DDF's
+    // three among them), RAID10 with near, far and offset copies.
     let cases: &[(&str, usize, &[&str])] = &[
         ("4", 3, &["0"]),
         ("5", 3, &["0", "1", "2", "3", "4", "5"]),
@@ -260,9 +260,11 @@ fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
         (
             "6",
             4,
-            &["0", "1", "2", "3", "4", "5", "16", "17", "18", "19", "20"],
+            &[
+                "0", "1", "2", "3", "4", "5", "8", "9", "10", "16", "17", "18", "19", "20",
+            ],
         ),
-        ("6", 5, &["2", "0"]),
+        ("6", 5, &["2", "0", "8", "9", "10"]),
         ("10", 2, &["0x102", "0x201", "0x10201"]),
         ("10", 3, &["0x102", "0x201", "0x10201", "0x103"]),
         ("10", 4, &["0x102"]),
