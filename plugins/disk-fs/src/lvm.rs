@@ -43,8 +43,13 @@
 //! group's physical volumes (the caller finds the others, by UUID: the other disks of a
 //! virtual machine), and mirrored ones (`raid1`, and the older `mirror`), through the
 //! first of their images (hidden linear or striped volumes, each holding all the data)
-//! whose physical volumes are all there ([`mirrored`]). RAID4/5/6/10, thin, cache and
-//! snapshot volumes are listed but refused with the reason when opened. Every number from the image is checked before it
+//! whose physical volumes are all there ([`mirrored`]), and RAID0, 4, 5, 6 and 10 ones
+//! (one segment each), as `dm-raid` hands their images to MD: an MD array of the images
+//! in order ([`MdArray`]), the segment type naming the level and layout (`raid5` is
+//! `raid5_ls`, `raid6` is `raid6_zr`, `raid10` two near copies), so that images whose
+//! physical volumes are missing are rebuilt from parity or read from a copy ([`LogicalVolumeReader::raid`]).
+//! Thin, cache and snapshot volumes, and RAID volumes of several segments, are listed
+//! but refused with the reason when opened. Every number from the image is checked before it
 //! is used as an offset or a length; the metadata text is limited in size and nesting.
 
 use std::io;
@@ -52,6 +57,7 @@ use std::io;
 use crc::{Algorithm, Crc};
 use tessera_disk_image::ReadAt;
 
+use crate::md::{MdArray, MdMember};
 use crate::{FsError, read_exact};
 
 const SECTOR: u64 = 512;
@@ -108,6 +114,8 @@ pub struct LogicalVolume {
     /// through its second, third… image, tried in turn when a physical volume of the
     /// ones before is not among the disks.
     others: Vec<Vec<Segment>>,
+    /// For a RAID0, 4, 5, 6 or 10 volume (whose `map` is empty), its images.
+    striped: Option<StripedRaid>,
 }
 
 /// A physical volume of the group, as its metadata describes it.
@@ -542,6 +550,7 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
                 on: Vec::new(),
                 map: Ok(Vec::new()),
                 others: Vec::new(),
+                striped: None,
             };
             segments(lv, &members, extent, &mut volume, lvs, 0)
                 .map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
@@ -595,6 +604,23 @@ fn segments(
             .filter(|&end| end.checked_mul(extent).is_some())
             .ok_or("extent_count out of range")?;
         let kind = segment.str("type")?;
+        if let Some((level, layout)) = raid_geometry(kind, segment) {
+            if count != 1 {
+                refused.get_or_insert(format!(
+                    "segment{n} is a {kind} segment of one of several; RAID volumes of one \
+                     segment are read"
+                ));
+                continue;
+            }
+            match striped_raid(segment, level, layout, members, extent, volume, lvs, depth) {
+                Ok(raid) => volume.striped = Some(raid),
+                Err(Refused(why)) => {
+                    refused.get_or_insert(format!("segment{n}: {why}"));
+                }
+                Err(Broken(why)) => return Err(format!("segment{n}: {why}")),
+            }
+            continue;
+        }
         if matches!(kind, "raid1" | "mirror") {
             match mirrored(
                 segment, kind, start, extents, members, extent, volume, lvs, depth,
@@ -760,75 +786,235 @@ fn mirrored(
     if depth > 0 {
         return Err(Refused("an image is mirrored itself".to_owned()));
     }
-    let mut ways = Vec::with_capacity(images.len());
-    for (name, first) in images {
+    images
+        .into_iter()
+        .map(|(name, first)| {
+            let place = start * extent;
+            image_runs(
+                name, first, extents, place, members, extent, volume, lvs, depth,
+            )
+        })
+        .collect()
+}
+
+/// The runs of image `name` (a hidden linear or striped volume of the group) over its
+/// `extents` extents from extent `first`, moved to byte `place` of the volume they are
+/// part of, their physical volumes numbered as `volume`'s (and added to it).
+#[allow(clippy::too_many_arguments)]
+fn image_runs(
+    name: &str,
+    first: u64,
+    extents: u64,
+    place: u64,
+    members: &[(Member, u64, u64)],
+    extent: u64,
+    volume: &mut LogicalVolume,
+    lvs: Option<&Value>,
+    depth: usize,
+) -> Result<Vec<Segment>, Problem> {
+    let lv = lvs
+        .and_then(|lvs| lvs.get(name))
+        .ok_or_else(|| Broken(format!("no logical volume {name:?} in the group")))?;
+    let mut image = LogicalVolume {
+        name: name.to_owned(),
+        size: 0,
+        on: Vec::new(),
+        map: Ok(Vec::new()),
+        others: Vec::new(),
+        striped: None,
+    };
+    segments(lv, members, extent, &mut image, lvs, depth + 1)
+        .map_err(|why| Broken(format!("image {name:?}: {why}")))?;
+    if image.striped.is_some() {
+        return Err(Refused(format!("image {name:?} is a RAID volume itself")));
+    }
+    let map = image
+        .map
+        .map_err(|why| Refused(format!("image {name:?}: {why}")))?;
+    let len = extents.saturating_mul(extent);
+    let from = first.saturating_mul(extent);
+    if from.checked_add(len).is_none_or(|end| end > image.size) {
+        return Err(Broken(format!(
+            "image {name:?} holds {} bytes, short of extents {first}+{extents}",
+            image.size
+        )));
+    }
+    let mut runs = Vec::new();
+    for run in map {
+        let (run_start, run_end) = (run.start.max(from), (run.start + run.len).min(from + len));
+        if run_start >= run_end {
+            continue;
+        }
+        let cut = run_start - run.start;
+        let row = run.chunk * run.stripes.len() as u64;
+        if cut % row != 0 {
+            return Err(Refused(format!(
+                "image {name:?} is cut inside a row of its stripes"
+            )));
+        }
+        let stripes = run
+            .stripes
+            .iter()
+            .map(|&(pv, area)| {
+                let member = &image.on[pv];
+                let on = match volume.on.iter().position(|m| m.key == member.key) {
+                    Some(on) => on,
+                    None => {
+                        volume.on.push(member.clone());
+                        volume.on.len() - 1
+                    }
+                };
+                (on, area + cut / run.stripes.len() as u64)
+            })
+            .collect();
+        runs.push(Segment {
+            start: place + (run_start - from),
+            len: run_end - run_start,
+            chunk: if run.stripes.len() == 1 {
+                run_end - run_start
+            } else {
+                run.chunk
+            },
+            stripes,
+        });
+    }
+    Ok(runs)
+}
+
+/// The MD level and layout of an LVM2 RAID segment type that stripes (RAID0, 4, 5, 6,
+/// 10), as device-mapper's `dm-raid` hands it to MD; `None` for other types.
+fn raid_geometry(kind: &str, segment: &Value) -> Option<(i32, u32)> {
+    Some(match kind {
+        "raid0" | "raid0_meta" => (0, 0),
+        // Parity on the last image.
+        "raid4" => (4, 0),
+        "raid5_la" => (5, 0),
+        "raid5_ra" => (5, 1),
+        "raid5" | "raid5_ls" => (5, 2),
+        "raid5_rs" => (5, 3),
+        "raid5_n" => (5, 5),
+        "raid6_n_6" => (6, 5),
+        "raid6" | "raid6_zr" => (6, 8),
+        "raid6_nr" => (6, 9),
+        "raid6_nc" => (6, 10),
+        "raid6_la_6" => (6, 16),
+        "raid6_ra_6" => (6, 17),
+        "raid6_ls_6" => (6, 18),
+        "raid6_rs_6" => (6, 19),
+        // Near copies, two unless the metadata says otherwise.
+        "raid10" | "raid10_near" => {
+            let copies = segment.int("data_copies").unwrap_or(2).min(255) as u32;
+            (10, (1 << 8) | copies)
+        }
+        _ => return None,
+    })
+}
+
+/// A RAID0, 4, 5, 6 or 10 volume: its images and how MD spreads its data over them.
+#[derive(Debug, Clone)]
+struct StripedRaid {
+    level: i32,
+    layout: u32,
+    /// The chunk (`stripe_size`), in bytes.
+    chunk: u64,
+    /// Each image's runs, and its length.
+    images: Vec<(Vec<Segment>, u64)>,
+    /// Where the data starts in each image.
+    data_offset: u64,
+}
+
+/// The images of a RAID segment (the volume's only one) of MD `level` and `layout`.
+#[allow(clippy::too_many_arguments)]
+fn striped_raid(
+    segment: &Value,
+    level: i32,
+    layout: u32,
+    members: &[(Member, u64, u64)],
+    extent: u64,
+    volume: &mut LogicalVolume,
+    lvs: Option<&Value>,
+    depth: usize,
+) -> Result<StripedRaid, Problem> {
+    if depth > 0 {
+        return Err(Refused("an image is a RAID volume itself".to_owned()));
+    }
+    // RAID0 volumes count their images as stripes and list them as `raid0_lvs`.
+    let count = segment
+        .int("device_count")
+        .or_else(|_| segment.int("stripe_count"))
+        .map_err(Broken)?;
+    let min = match level {
+        6 => 4,
+        _ => 2,
+    };
+    if count < min || count > MAX_IMAGES as u64 {
+        return Err(Broken(format!("a RAID{level} volume of {count} images")));
+    }
+    let raids = match segment.get("raids").or_else(|| segment.get("raid0_lvs")) {
+        Some(Value::List(items)) => items,
+        _ => return Err(Broken("no raids list".to_owned())),
+    };
+    // [meta, image] pairs, or images alone (raid0 without metadata volumes).
+    let step = match raids.len() as u64 {
+        len if len == 2 * count => 2,
+        len if len == count => 1,
+        _ => return Err(Broken("raids do not match device_count".to_owned())),
+    };
+    let chunk = segment
+        .int("stripe_size")
+        .map_err(Broken)?
+        .checked_mul(SECTOR)
+        .filter(|c| c.is_power_of_two())
+        .ok_or_else(|| Broken("stripe_size is not a power of two".to_owned()))?;
+    let data_offset = match segment.get("data_offset") {
+        None => 0,
+        Some(_) => segment
+            .int("data_offset")
+            .map_err(Broken)?
+            .checked_mul(SECTOR)
+            .ok_or_else(|| Broken("data_offset out of range".to_owned()))?,
+    };
+    let mut images = Vec::new();
+    for image in raids.iter().skip(step as usize - 1).step_by(step as usize) {
+        let Value::Str(name) = image else {
+            return Err(Broken("raids are not names".to_owned()));
+        };
         let lv = lvs
             .and_then(|lvs| lvs.get(name))
             .ok_or_else(|| Broken(format!("no logical volume {name:?} in the group")))?;
-        let mut image = LogicalVolume {
-            name: name.to_owned(),
-            size: 0,
-            on: Vec::new(),
-            map: Ok(Vec::new()),
-            others: Vec::new(),
-        };
-        segments(lv, members, extent, &mut image, lvs, depth + 1)
-            .map_err(|why| Broken(format!("image {name:?}: {why}")))?;
-        let map = image
-            .map
-            .map_err(|why| Refused(format!("image {name:?}: {why}")))?;
-        let len = extents * extent;
-        let from = first.saturating_mul(extent);
-        if from.checked_add(len).is_none_or(|end| end > image.size) {
+        let image_extents = (1..=lv.int("segment_count").map_err(Broken)?)
+            .map(|n| {
+                lv.get(&format!("segment{n}"))
+                    .ok_or_else(|| Broken(format!("image {name:?}: no segment{n}")))
+                    .and_then(|s| s.int("extent_count").map_err(Broken))
+            })
+            .try_fold(0u64, |sum, n| n.map(|n| sum.saturating_add(n)))?;
+        let runs = image_runs(
+            name,
+            0,
+            image_extents,
+            0,
+            members,
+            extent,
+            volume,
+            lvs,
+            depth,
+        )?;
+        let len = image_extents.saturating_mul(extent);
+        if data_offset >= len {
             return Err(Broken(format!(
-                "image {name:?} holds {} bytes, short of extents {first}+{extents}",
-                image.size
+                "data_offset past the end of image {name:?}"
             )));
         }
-        // The image's runs over `from..from + len`, moved to the segment's place, their
-        // physical volumes numbered as the volume's.
-        let mut runs = Vec::new();
-        for run in map {
-            let (run_start, run_end) = (run.start.max(from), (run.start + run.len).min(from + len));
-            if run_start >= run_end {
-                continue;
-            }
-            let cut = run_start - run.start;
-            let row = run.chunk * run.stripes.len() as u64;
-            if cut % row != 0 {
-                return Err(Refused(format!(
-                    "image {name:?} is cut inside a row of its stripes"
-                )));
-            }
-            let stripes = run
-                .stripes
-                .iter()
-                .map(|&(pv, area)| {
-                    let member = &image.on[pv];
-                    let on = match volume.on.iter().position(|m| m.key == member.key) {
-                        Some(on) => on,
-                        None => {
-                            volume.on.push(member.clone());
-                            volume.on.len() - 1
-                        }
-                    };
-                    (on, area + cut / run.stripes.len() as u64)
-                })
-                .collect();
-            runs.push(Segment {
-                start: start * extent + (run_start - from),
-                len: run_end - run_start,
-                chunk: if run.stripes.len() == 1 {
-                    run_end - run_start
-                } else {
-                    run.chunk
-                },
-                stripes,
-            });
-        }
-        ways.push(runs);
+        images.push((runs, len));
     }
-    Ok(ways)
+    Ok(StripedRaid {
+        level,
+        layout,
+        chunk,
+        images,
+        data_offset,
+    })
 }
 
 /// A logical volume read from the physical volumes it lies on.
@@ -836,6 +1022,8 @@ pub struct LogicalVolumeReader {
     pvs: Vec<Box<dyn ReadAt>>,
     size: u64,
     map: Vec<Segment>,
+    /// A RAID0, 4, 5, 6 or 10 volume's MD array over its images (`map` is empty).
+    array: Option<Box<MdArray>>,
 }
 
 impl LogicalVolumeReader {
@@ -852,6 +1040,9 @@ impl LogicalVolumeReader {
             .map
             .as_ref()
             .map_err(|why| FsError::unsupported(what, format!("LVM2 logical volume: {why}")))?;
+        if let Some(raid) = &volume.striped {
+            return Self::raid(volume, raid, open, what);
+        }
         // Every physical volume there is; a mirrored volume reads through the first of its
         // images whose physical volumes all are.
         let mut pvs: Vec<Option<Box<dyn ReadAt>>> = Vec::with_capacity(volume.on.len());
@@ -911,6 +1102,94 @@ impl LogicalVolumeReader {
             pvs,
             size: volume.size,
             map,
+            array: None,
+        })
+    }
+
+    /// Reads a RAID0, 4, 5, 6 or 10 volume as MD reads the array `dm-raid` makes of its
+    /// images, each image through its own runs; an image whose physical volumes are not
+    /// all among the disks is missing, which the array's parity or copies may make up for.
+    fn raid(
+        volume: &LogicalVolume,
+        raid: &StripedRaid,
+        mut open: impl FnMut(&str) -> Option<Box<dyn ReadAt>>,
+        what: &str,
+    ) -> Result<Self, FsError> {
+        let count = raid.images.len() as u32;
+        let mut members = Vec::new();
+        for (role, (runs, len)) in raid.images.iter().enumerate() {
+            let mut pvs: Vec<Box<dyn ReadAt>> = Vec::with_capacity(volume.on.len());
+            let mut whole = true;
+            for (pv, member) in volume.on.iter().enumerate() {
+                let used = runs.iter().any(|r| r.stripes.iter().any(|&(p, _)| p == pv));
+                match used.then(|| open(&member.uuid)).flatten() {
+                    Some(reader) if reader.len() < member.len => {
+                        return Err(FsError::corrupt(
+                            what,
+                            None,
+                            format!(
+                                "LVM2 physical volume {} holds {} bytes, but its extents reach \
+                                 byte {}",
+                                member.key,
+                                reader.len(),
+                                member.len
+                            ),
+                        ));
+                    }
+                    Some(reader) => pvs.push(reader),
+                    None => {
+                        whole &= !used;
+                        pvs.push(Box::new(Vec::new()));
+                    }
+                }
+            }
+            if !whole {
+                continue;
+            }
+            let image = LogicalVolumeReader {
+                pvs,
+                size: *len,
+                map: runs.clone(),
+                array: None,
+            };
+            let member = MdMember {
+                version: "lvm2",
+                name: volume.name.clone(),
+                uuid: volume.name.clone(),
+                role: Some(role as u32),
+                chunk: raid.chunk,
+                level: raid.level,
+                layout: raid.layout,
+                members: count,
+                data_offset: raid.data_offset,
+                data_length: len - raid.data_offset,
+            };
+            members.push((member, Box::new(image) as Box<dyn ReadAt>));
+        }
+        if members.is_empty() {
+            return Err(FsError::unsupported(
+                what,
+                "LVM2 logical volume: none of its RAID images has all its physical volumes \
+                 among the disks",
+            ));
+        }
+        let array = MdArray::assemble(members, what)?;
+        if array.len() < volume.size {
+            return Err(FsError::corrupt(
+                what,
+                None,
+                format!(
+                    "LVM2 RAID logical volume of {} bytes, whose images hold {}",
+                    volume.size,
+                    array.len()
+                ),
+            ));
+        }
+        Ok(LogicalVolumeReader {
+            pvs: Vec::new(),
+            size: volume.size,
+            map: Vec::new(),
+            array: Some(Box::new(array)),
         })
     }
 }
@@ -925,6 +1204,9 @@ impl ReadAt for LogicalVolumeReader {
             .checked_add(<[u8]>::len(buf) as u64)
             .filter(|&end| end <= self.size)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if let Some(array) = &mut self.array {
+            return array.read_exact_at(offset, buf);
+        }
         let mut at = offset;
         while at < end {
             // The segments are in order and cover the volume without gaps.

@@ -100,7 +100,8 @@ const NO_ROLE: u16 = 0xfffe;
 /// A member of an MD array.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MdMember {
-    /// The metadata version: `0.90`, `1.0`, `1.1` or `1.2`.
+    /// The metadata version: `0.90`, `1.0`, `1.1` or `1.2` (`lvm2` for the images of an
+    /// LVM2 RAID volume).
     pub version: &'static str,
     /// The array's name (`host:name`, as mdadm sets it).
     pub name: String,
@@ -575,6 +576,14 @@ impl MdArray {
         };
         let (level, chunk, count) = (first.level, first.chunk, first.members);
         let name = format!("{} ({})", first.name, first.uuid);
+        if let Some(problem) = first.layout_problem() {
+            return Err(unsupported(format!("MD array {name}: {problem}")));
+        }
+        if level != LINEAR && !chunk.is_power_of_two() {
+            return Err(unsupported(format!(
+                "MD array {name}: a chunk of {chunk} bytes, not a power of two"
+            )));
+        }
         let mut by_role: Vec<Option<Placed>> = (0..count).map(|_| None).collect();
         for (member, reader) in members {
             let same = member.uuid == first.uuid

@@ -459,3 +459,261 @@ fn mirrored_logical_volumes_read_through_any_image() {
         other => panic!("{:?}", other.err()),
     }
 }
+
+/// The share of `role` of an MD array of `level` (`layout`, `disks` members, 64 KiB
+/// chunks) holding `data`, as `tests/scripts/md-member.py` lays it out: the bytes an LVM2
+/// RAID image holds.
+fn image_share(
+    dir: &Path,
+    data: &Path,
+    level: &str,
+    layout: &str,
+    disks: usize,
+    role: usize,
+) -> Vec<u8> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/scripts/md-member.py"
+    );
+    let out = dir.join(format!("share-{level}-{role}"));
+    let (disks, role) = (disks.to_string(), role.to_string());
+    run(
+        "python3",
+        &[
+            script,
+            data.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--metadata",
+            "1.0",
+            "--chunk",
+            "128",
+            "--level",
+            level,
+            "--layout",
+            layout,
+            "--disks",
+            &disks,
+            "--role",
+            &role,
+        ],
+        &[],
+    );
+    let mut bytes = read_bytes(&out);
+    bytes.truncate(4 * MIB as usize);
+    bytes
+}
+
+/// RAID logical volumes, written into metadata that `vgcfgrestore` checks: `r5`
+/// (raid5_ls over three images), `r6` (raid6_zr, LVM2's default RAID6, over four), `r10`
+/// (raid10, two near copies over four) and `r0` (raid0 over two, without metadata
+/// volumes), each image on a physical volume of its own and holding its share of one
+/// file system as MD lays it out. Each reads as the file system with every physical
+/// volume there, and with as many missing as its parity or copies make up for.
+#[test]
+fn raid_logical_volumes_read_as_md_reads_them() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: making LVM physical volumes needs loop devices (root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src);
+    let files: Vec<_> = (0..5)
+        .map(|i| tmp.path().join(format!("pv{i}.img")))
+        .collect();
+    for file in &files {
+        std::fs::File::create(file)
+            .unwrap()
+            .set_len(48 * MIB)
+            .unwrap();
+    }
+    let group = group_name();
+    // (volume, segment type, MD level, MD layout, images, first extent of each image,
+    // MiB): each image 4 MiB.
+    let volumes = [
+        ("r5", "raid5_ls", "5", "2", 3, 1, 8),
+        ("r6", "raid6_zr", "6", "8", 5, 10, 12),
+        ("r10", "raid10", "10", "0x102", 4, 20, 8),
+        ("r0", "raid0", "0", "0", 2, 30, 8),
+    ];
+    let keys: Vec<String> = {
+        let loops: Vec<Loop> = files.iter().map(|f| Loop::attach(f)).collect();
+        let devices: Vec<&str> = loops.iter().map(|l| l.0.as_str()).collect();
+        lvm("pvcreate", &[&["-q"][..], &devices].concat());
+        lvm(
+            "vgcreate",
+            &[&["-q", "-s", "1m", &group][..], &devices].concat(),
+        );
+        let backup = tmp.path().join("vg.txt");
+        lvm(
+            "vgcfgbackup",
+            &["-q", "-f", backup.to_str().unwrap(), &group],
+        );
+        let text = std::fs::read_to_string(&backup).unwrap();
+        // Each loop device's key (`pvN`) in the metadata.
+        let keys: Vec<String> = devices
+            .iter()
+            .map(|dev| {
+                let at = text.find(&format!("device = \"{dev}\"")).unwrap();
+                let key_at = text[..at].rfind("pv").unwrap();
+                text[key_at..].split_whitespace().next().unwrap().to_owned()
+            })
+            .collect();
+        let mut lvs = String::from("logical_volumes {\n");
+        let mut id = 10;
+        for (name, kind, _, _, images, first, mib) in volumes {
+            let mut raids = Vec::new();
+            let with_meta = kind != "raid0";
+            for (i, key) in keys.iter().enumerate().take(images) {
+                if with_meta {
+                    let meta = format!("{name}_rmeta_{i}");
+                    lvs += &lv_text(&meta, id, false, &[linear(0, 1, key, first - 1)]);
+                    raids.push(format!("\"{meta}\""));
+                    id += 1;
+                }
+                let image = format!("{name}_rimage_{i}");
+                lvs += &lv_text(&image, id, false, &[linear(0, 4, key, first)]);
+                raids.push(format!("\"{image}\""));
+                id += 1;
+            }
+            lvs += &lv_text(
+                name,
+                id,
+                true,
+                &[format!(
+                    "start_extent = 0\nextent_count = {mib}\ntype = \"{kind}\"\n\
+                     device_count = {images}\nstripe_size = 128\n{}\
+                     {} = [{}]\n",
+                    if with_meta {
+                        "region_size = 1024\n"
+                    } else {
+                        ""
+                    },
+                    if with_meta { "raids" } else { "raid0_lvs" },
+                    raids.join(", ")
+                )],
+            );
+            id += 1;
+        }
+        lvs += "}\n";
+        let end = text.rfind("\n}").unwrap();
+        std::fs::write(&backup, format!("{}\n{lvs}{}", &text[..end], &text[end..])).unwrap();
+        lvm(
+            "vgcfgrestore",
+            &["-q", "-f", backup.to_str().unwrap(), &group],
+        );
+        let listed = lvm(
+            "lvs",
+            &[
+                "--noheadings",
+                "-o",
+                "lv_name,segtype,stripes,lv_size",
+                "--units",
+                "m",
+                &group,
+            ],
+        );
+        let listed: Vec<String> = listed
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        for expect in [
+            "r5 raid5_ls 3 8.00m",
+            "r6 raid6_zr 5 12.00m",
+            "r10 raid10 4 8.00m",
+            "r0 raid0 2 8.00m",
+        ] {
+            assert!(listed.iter().any(|l| l == expect), "{expect}: {listed:?}");
+        }
+        lvm("vgchange", &["-q", "--activate", "n", &group]);
+        keys
+    };
+    assert_eq!(keys.len(), 5);
+    // A file system of each size.
+    let fs_of = |mib: u64| {
+        let image = tmp.path().join(format!("fs{mib}.img"));
+        if !image.exists() {
+            mkfs_ext("ext4", &src, &image, mib, &[]);
+        }
+        image
+    };
+    for (_, _, level, layout, images, first, mib) in volumes {
+        let fs_image = fs_of(mib);
+        for (role, file) in files.iter().enumerate().take(images) {
+            use std::os::unix::fs::FileExt;
+            let share = image_share(tmp.path(), &fs_image, level, layout, images, role);
+            let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+            f.write_all_at(&share, (1 + first) * MIB).unwrap();
+        }
+    }
+
+    let found: Vec<_> = files
+        .iter()
+        .map(|f| {
+            read_physical_volume(&mut open_disk(f), "disk")
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let names: Vec<(&str, u64)> = found[0]
+        .volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.size))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("r5", 8 * MIB),
+            ("r6", 12 * MIB),
+            ("r10", 8 * MIB),
+            ("r0", 8 * MIB)
+        ]
+    );
+    let opener = |missing: Vec<usize>| {
+        let uuids: Vec<String> = found.iter().map(|f| f.uuid.clone()).collect();
+        let files = files.clone();
+        move |uuid: &str| -> Option<Box<dyn ReadAt>> {
+            let i = uuids.iter().position(|u| u == uuid)?;
+            (!missing.contains(&i)).then(|| Box::new(open_disk(&files[i])) as Box<dyn ReadAt>)
+        }
+    };
+    let expect = Expect { unix: true };
+    for (i, &(name, .., mib)) in volumes.iter().enumerate() {
+        let fs = read_bytes(&fs_of(mib));
+        let lv = &found[0].volumes[i];
+        assert_eq!(lv.unsupported(), None, "{name}");
+        // Whole, then without each physical volume, and (RAID6) each pair.
+        let mut cases: Vec<Vec<usize>> = vec![vec![]];
+        cases.extend((0..5).map(|a| vec![a]));
+        cases.extend((0..5).flat_map(|a| (a + 1..5).map(move |b| vec![a, b])));
+        for missing in cases {
+            let readable = match name {
+                "r5" => missing.iter().filter(|&&m| m < 3).count() <= 1,
+                "r6" => true,
+                // Two near copies: images 0 and 1 hold one, 2 and 3 the other.
+                "r10" => {
+                    let both = |a, b| missing.contains(&a) && missing.contains(&b);
+                    !(both(0, 1) || both(2, 3))
+                }
+                _ => missing.iter().all(|&m| m >= 2),
+            };
+            let what = format!("disk/{name}");
+            match LogicalVolumeReader::new(lv, opener(missing.clone()), &what) {
+                Ok(mut reader) => {
+                    assert!(readable, "{name} without {missing:?} should not read");
+                    let mut all = vec![0u8; fs.len()];
+                    reader.read_exact_at(0, &mut all).unwrap();
+                    assert!(all == fs, "{name} without {missing:?}: the data differs");
+                    if missing.is_empty() {
+                        let mut vol = open_volume(Box::new(reader), &what).unwrap();
+                        assert_same_tree(&mut vol, "", &src, expect);
+                    }
+                }
+                Err(err) => {
+                    assert!(!readable, "{name} without {missing:?}: {err}");
+                    assert!(matches!(err, FsError::Unsupported { .. }), "{err}");
+                }
+            }
+        }
+    }
+}
