@@ -534,6 +534,11 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
     }
     let mut volumes = Vec::new();
     let lvs = vg.get("logical_volumes");
+    let group = Group {
+        members: &members,
+        extent,
+        lvs,
+    };
     if let Some(listed) = lvs {
         for (lv_name, lv) in listed.sections() {
             let visible = matches!(lv.get("status"), Some(Value::List(flags))
@@ -552,7 +557,7 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
                 others: Vec::new(),
                 striped: None,
             };
-            segments(lv, &members, extent, &mut volume, lvs, 0)
+            segments(lv, &group, &mut volume, 0)
                 .map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
             volumes.push(volume);
         }
@@ -570,12 +575,13 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
 /// mirrored segment's images are (`depth` of them already followed).
 fn segments(
     lv: &Value,
-    members: &[(Member, u64, u64)],
-    extent: u64,
+    group: &Group<'_>,
     volume: &mut LogicalVolume,
-    lvs: Option<&Value>,
     depth: usize,
 ) -> Result<(), String> {
+    let Group {
+        members, extent, ..
+    } = *group;
     let count = lv.int("segment_count")?;
     if count > MAX_VOLUMES as u64 {
         return Err(format!("segment_count = {count}"));
@@ -612,7 +618,7 @@ fn segments(
                 ));
                 continue;
             }
-            match striped_raid(segment, level, layout, members, extent, volume, lvs, depth) {
+            match striped_raid(segment, (level, layout), group, volume, depth) {
                 Ok(raid) => volume.striped = Some(raid),
                 Err(Refused(why)) => {
                     refused.get_or_insert(format!("segment{n}: {why}"));
@@ -622,9 +628,7 @@ fn segments(
             continue;
         }
         if matches!(kind, "raid1" | "mirror") {
-            match mirrored(
-                segment, kind, start, extents, members, extent, volume, lvs, depth,
-            ) {
+            match mirrored(segment, kind, (start, extents), group, volume, depth) {
                 Ok(images) => options.push(images),
                 Err(Refused(why)) => {
                     refused.get_or_insert(format!("segment{n}: {why}"));
@@ -731,16 +735,12 @@ use Problem::{Broken, Refused};
 /// `start`, once through each of its images: hidden linear or striped volumes, each
 /// holding the whole segment (from the extent the metadata gives, 0 for `raid1`). The
 /// physical volumes they lie on join `volume`'s.
-#[allow(clippy::too_many_arguments)]
 fn mirrored(
     segment: &Value,
     kind: &str,
-    start: u64,
-    extents: u64,
-    members: &[(Member, u64, u64)],
-    extent: u64,
+    (start, extents): (u64, u64),
+    group: &Group<'_>,
     volume: &mut LogicalVolume,
-    lvs: Option<&Value>,
     depth: usize,
 ) -> Result<Vec<Vec<Segment>>, Problem> {
     let list = |key: &str| match segment.get(key) {
@@ -749,23 +749,10 @@ fn mirrored(
     };
     // (image volume, its first extent)
     let images: Vec<(&str, u64)> = if kind == "raid1" {
-        let raids = list("raids")?;
-        let count = segment.int("device_count").map_err(Broken)?;
-        // [meta, image] pairs, or images alone (no metadata volumes).
-        let step = match raids.len() as u64 {
-            len if len == 2 * count => 2,
-            len if len == count => 1,
-            _ => return Err(Broken("raids do not match device_count".to_owned())),
-        };
-        raids
-            .iter()
-            .skip(step - 1)
-            .step_by(step)
-            .map(|v| match v {
-                Value::Str(name) => Ok((name.as_str(), 0)),
-                _ => Err(Broken("raids are not names".to_owned())),
-            })
-            .collect::<Result<_, _>>()?
+        raid_images(segment)?
+            .into_iter()
+            .map(|name| (name, 0))
+            .collect()
     } else {
         list("mirrors")?
             .chunks(2)
@@ -789,10 +776,8 @@ fn mirrored(
     images
         .into_iter()
         .map(|(name, first)| {
-            let place = start * extent;
-            image_runs(
-                name, first, extents, place, members, extent, volume, lvs, depth,
-            )
+            let place = start * group.extent;
+            image_runs(name, (first, extents), place, group, volume, depth)
         })
         .collect()
 }
@@ -800,21 +785,16 @@ fn mirrored(
 /// The runs of image `name` (a hidden linear or striped volume of the group) over its
 /// `extents` extents from extent `first`, moved to byte `place` of the volume they are
 /// part of, their physical volumes numbered as `volume`'s (and added to it).
-#[allow(clippy::too_many_arguments)]
 fn image_runs(
     name: &str,
-    first: u64,
-    extents: u64,
+    (first, extents): (u64, u64),
     place: u64,
-    members: &[(Member, u64, u64)],
-    extent: u64,
+    group: &Group<'_>,
     volume: &mut LogicalVolume,
-    lvs: Option<&Value>,
     depth: usize,
 ) -> Result<Vec<Segment>, Problem> {
-    let lv = lvs
-        .and_then(|lvs| lvs.get(name))
-        .ok_or_else(|| Broken(format!("no logical volume {name:?} in the group")))?;
+    let extent = group.extent;
+    let lv = group.volume(name)?;
     let mut image = LogicalVolume {
         name: name.to_owned(),
         size: 0,
@@ -823,7 +803,7 @@ fn image_runs(
         others: Vec::new(),
         striped: None,
     };
-    segments(lv, members, extent, &mut image, lvs, depth + 1)
+    segments(lv, group, &mut image, depth + 1)
         .map_err(|why| Broken(format!("image {name:?}: {why}")))?;
     if image.striped.is_some() {
         return Err(Refused(format!("image {name:?} is a RAID volume itself")));
@@ -881,6 +861,55 @@ fn image_runs(
     Ok(runs)
 }
 
+/// The group a volume's segments are read in: its physical volumes (each with where its
+/// extents start and how many it has), its extent size, and its volumes, hidden ones
+/// among them.
+struct Group<'a> {
+    members: &'a [(Member, u64, u64)],
+    extent: u64,
+    lvs: Option<&'a Value>,
+}
+
+impl Group<'_> {
+    /// The metadata of volume `name`.
+    fn volume(&self, name: &str) -> Result<&Value, Problem> {
+        self.lvs
+            .and_then(|lvs| lvs.get(name))
+            .ok_or_else(|| Broken(format!("no logical volume {name:?} in the group")))
+    }
+}
+
+/// The image volumes of a RAID segment, in order: `raids` lists them after their
+/// metadata volumes (`[meta, image]` pairs) or alone, counted by `device_count`; a RAID0
+/// segment lists them as `raid0_lvs`, counted by `stripe_count`.
+fn raid_images(segment: &Value) -> Result<Vec<&str>, Problem> {
+    let count = segment
+        .int("device_count")
+        .or_else(|_| segment.int("stripe_count"))
+        .map_err(Broken)?;
+    if count == 0 || count > MAX_IMAGES as u64 {
+        return Err(Broken(format!("{count} images")));
+    }
+    let raids = match segment.get("raids").or_else(|| segment.get("raid0_lvs")) {
+        Some(Value::List(items)) => items,
+        _ => return Err(Broken("no raids list".to_owned())),
+    };
+    let step = match raids.len() as u64 {
+        len if len == 2 * count => 2,
+        len if len == count => 1,
+        _ => return Err(Broken("raids do not match the image count".to_owned())),
+    };
+    raids
+        .iter()
+        .skip(step - 1)
+        .step_by(step)
+        .map(|v| match v {
+            Value::Str(name) => Ok(name.as_str()),
+            _ => Err(Broken("raids are not names".to_owned())),
+        })
+        .collect()
+}
+
 /// The MD level and layout of an LVM2 RAID segment type that stripes (RAID0, 4, 5, 6,
 /// 10), as device-mapper's `dm-raid` hands it to MD; `None` for other types.
 fn raid_geometry(kind: &str, segment: &Value) -> Option<(i32, u32)> {
@@ -924,42 +953,28 @@ struct StripedRaid {
 }
 
 /// The images of a RAID segment (the volume's only one) of MD `level` and `layout`.
-#[allow(clippy::too_many_arguments)]
 fn striped_raid(
     segment: &Value,
-    level: i32,
-    layout: u32,
-    members: &[(Member, u64, u64)],
-    extent: u64,
+    (level, layout): (i32, u32),
+    group: &Group<'_>,
     volume: &mut LogicalVolume,
-    lvs: Option<&Value>,
     depth: usize,
 ) -> Result<StripedRaid, Problem> {
+    let extent = group.extent;
     if depth > 0 {
         return Err(Refused("an image is a RAID volume itself".to_owned()));
     }
-    // RAID0 volumes count their images as stripes and list them as `raid0_lvs`.
-    let count = segment
-        .int("device_count")
-        .or_else(|_| segment.int("stripe_count"))
-        .map_err(Broken)?;
+    let names = raid_images(segment)?;
     let min = match level {
         6 => 4,
         _ => 2,
     };
-    if count < min || count > MAX_IMAGES as u64 {
-        return Err(Broken(format!("a RAID{level} volume of {count} images")));
+    if names.len() < min {
+        return Err(Broken(format!(
+            "a RAID{level} volume of {} images",
+            names.len()
+        )));
     }
-    let raids = match segment.get("raids").or_else(|| segment.get("raid0_lvs")) {
-        Some(Value::List(items)) => items,
-        _ => return Err(Broken("no raids list".to_owned())),
-    };
-    // [meta, image] pairs, or images alone (raid0 without metadata volumes).
-    let step = match raids.len() as u64 {
-        len if len == 2 * count => 2,
-        len if len == count => 1,
-        _ => return Err(Broken("raids do not match device_count".to_owned())),
-    };
     let chunk = segment
         .int("stripe_size")
         .map_err(Broken)?
@@ -975,13 +990,8 @@ fn striped_raid(
             .ok_or_else(|| Broken("data_offset out of range".to_owned()))?,
     };
     let mut images = Vec::new();
-    for image in raids.iter().skip(step as usize - 1).step_by(step as usize) {
-        let Value::Str(name) = image else {
-            return Err(Broken("raids are not names".to_owned()));
-        };
-        let lv = lvs
-            .and_then(|lvs| lvs.get(name))
-            .ok_or_else(|| Broken(format!("no logical volume {name:?} in the group")))?;
+    for name in names {
+        let lv = group.volume(name)?;
         let image_extents = (1..=lv.int("segment_count").map_err(Broken)?)
             .map(|n| {
                 lv.get(&format!("segment{n}"))
@@ -989,17 +999,7 @@ fn striped_raid(
                     .and_then(|s| s.int("extent_count").map_err(Broken))
             })
             .try_fold(0u64, |sum, n| n.map(|n| sum.saturating_add(n)))?;
-        let runs = image_runs(
-            name,
-            0,
-            image_extents,
-            0,
-            members,
-            extent,
-            volume,
-            lvs,
-            depth,
-        )?;
+        let runs = image_runs(name, (0, image_extents), 0, group, volume, depth)?;
         let len = image_extents.saturating_mul(extent);
         if data_offset >= len {
             return Err(Broken(format!(

@@ -2,7 +2,7 @@
 //! never activated), with file systems written where LVM itself reports each logical
 //! volume's extents to lie.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use tessera_disk_fs::{FsError, LogicalVolumeReader, open_volume, read_physical_volume};
@@ -155,13 +155,8 @@ fn logical_volumes_read_like_their_sources() {
         .unwrap();
     assert_eq!((&found.group, &second.group), (&group, &group));
     assert_ne!(found.uuid, second.uuid);
-    let names: Vec<(&str, u64)> = found
-        .volumes
-        .iter()
-        .map(|v| (v.name.as_str(), v.size))
-        .collect();
     assert_eq!(
-        names,
+        names(&found),
         [
             ("root", 16 * MIB),
             ("data", 6 * MIB),
@@ -237,6 +232,66 @@ fn logical_volumes_read_like_their_sources() {
     );
 }
 
+/// The names and sizes of the volumes `pv`'s group lists.
+fn names(pv: &tessera_disk_fs::PhysicalVolume) -> Vec<(&str, u64)> {
+    pv.volumes
+        .iter()
+        .map(|v| (v.name.as_str(), v.size))
+        .collect()
+}
+
+/// Makes a volume group of 1 MiB extents over the physical volumes `files` (through loop
+/// devices) and restores into its metadata, with `vgcfgrestore`, which checks them, the
+/// logical volumes whose sections `volumes` writes given the metadata's names of the
+/// files' physical volumes (`pvN`), in order. Returns what `lvs -a` reports of every
+/// volume (`name type stripes size ranges`, each file's device shown as `#N`).
+fn restore_volumes(files: &[PathBuf], volumes: impl FnOnce(&[String]) -> String) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let group = group_name();
+    let loops: Vec<Loop> = files.iter().map(|f| Loop::attach(f)).collect();
+    let devices: Vec<&str> = loops.iter().map(|l| l.0.as_str()).collect();
+    lvm("pvcreate", &[&["-q"][..], &devices].concat());
+    lvm(
+        "vgcreate",
+        &[&["-q", "-s", "1m", &group][..], &devices].concat(),
+    );
+    let backup = tmp.path().join("vg.txt");
+    let backup = backup.to_str().unwrap();
+    lvm("vgcfgbackup", &["-q", "-f", backup, &group]);
+    let text = std::fs::read_to_string(backup).unwrap();
+    let keys: Vec<String> = devices
+        .iter()
+        .map(|dev| {
+            let at = text.find(&format!("device = \"{dev}\"")).unwrap();
+            let key_at = text[..at].rfind("pv").unwrap();
+            text[key_at..].split_whitespace().next().unwrap().to_owned()
+        })
+        .collect();
+    let lvs = format!("logical_volumes {{\n{}}}\n", volumes(&keys));
+    let end = text.rfind("\n}").unwrap();
+    std::fs::write(backup, format!("{}\n{lvs}{}", &text[..end], &text[end..])).unwrap();
+    lvm("vgcfgrestore", &["-q", "-f", backup, &group]);
+    let fields = "lv_name,segtype,stripes,lv_size,seg_pe_ranges";
+    let listed = lvm(
+        "lvs",
+        &["-a", "--noheadings", "--units", "m", "-o", fields, &group],
+    );
+    lvm("vgchange", &["-q", "--activate", "n", &group]);
+    listed
+        .lines()
+        .map(|l| {
+            let mut line = l.split_whitespace().collect::<Vec<_>>().join(" ");
+            // Longest names first: `/dev/loop1` is in `/dev/loop10`.
+            let mut order: Vec<usize> = (0..devices.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(devices[i].len()));
+            for i in order {
+                line = line.replace(devices[i], &format!("#{i}"));
+            }
+            line
+        })
+        .collect()
+}
+
 /// The metadata of a logical volume `name` of `segments` (each the body of a segment
 /// section, its start and count first), hidden unless `visible`.
 fn lv_text(name: &str, id: usize, visible: bool, segments: &[String]) -> String {
@@ -287,27 +342,9 @@ fn mirrored_logical_volumes_read_through_any_image() {
             .set_len(40 * MIB)
             .unwrap();
     }
-    let group = group_name();
-    {
-        let (loop_a, loop_b) = (Loop::attach(&pv), Loop::attach(&other));
-        let (a, b) = (loop_a.0.as_str(), loop_b.0.as_str());
-        lvm("pvcreate", &["-q", a, b]);
-        lvm("vgcreate", &["-q", "-s", "1m", &group, a, b]);
-        let backup = tmp.path().join("vg.txt");
-        lvm(
-            "vgcfgbackup",
-            &["-q", "-f", backup.to_str().unwrap(), &group],
-        );
-        let text = std::fs::read_to_string(&backup).unwrap();
-        let pvs = |name: &str| text.contains(&format!("device = \"{name}\""));
-        assert!(pvs(a) && pvs(b), "{text}");
-        let (pv0, pv1) = if text.find(a) < text.find(b) {
-            ("pv0", "pv1")
-        } else {
-            ("pv1", "pv0")
-        };
-        let mut lvs = String::from("logical_volumes {\n");
-        lvs += &lv_text("r1_rmeta_0", 1, false, &[linear(0, 1, pv0, 0)]);
+    let listed = restore_volumes(&[pv.clone(), other.clone()], |keys| {
+        let (pv0, pv1) = (keys[0].as_str(), keys[1].as_str());
+        let mut lvs = lv_text("r1_rmeta_0", 1, false, &[linear(0, 1, pv0, 0)]);
         lvs += &lv_text(
             "r1_rimage_0",
             2,
@@ -329,7 +366,7 @@ fn mirrored_logical_volumes_read_through_any_image() {
         );
         lvs += &lv_text("old_mimage_0", 6, false, &[linear(0, 4, pv0, 10)]);
         lvs += &lv_text("old_mimage_1", 7, false, &[linear(0, 4, pv1, 10)]);
-        lvs += &lv_text(
+        lvs + &lv_text(
             "old",
             8,
             true,
@@ -338,41 +375,17 @@ fn mirrored_logical_volumes_read_through_any_image() {
                region_size = 1024\nmirrors = [\"old_mimage_0\", 0, \"old_mimage_1\", 0]\n"
                     .to_owned(),
             ],
-        );
-        lvs += "}\n";
-        let end = text.rfind("\n}").unwrap();
-        let edited = format!("{}\n{lvs}{}", &text[..end], &text[end..]);
-        std::fs::write(&backup, edited).unwrap();
-        lvm(
-            "vgcfgrestore",
-            &["-q", "-f", backup.to_str().unwrap(), &group],
-        );
-        // LVM itself places the images where the metadata says.
-        let ranges = lvm(
-            "lvs",
-            &[
-                "-a",
-                "--noheadings",
-                "-o",
-                "lv_name,segtype,seg_pe_ranges",
-                &group,
-            ],
-        );
-        let ranges: Vec<String> = ranges
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .map(|l| l.replace(a, "A").replace(b, "B"))
-            .collect();
-        for expect in [
-            "r1 raid1 r1_rimage_0:0-7 r1_rimage_1:0-7",
-            "[r1_rimage_0] linear A:1-4",
-            "[r1_rimage_0] linear A:20-23",
-            "[r1_rimage_1] linear B:1-8",
-            "old mirror old_mimage_0:0-3 old_mimage_1:0-3",
-        ] {
-            assert!(ranges.iter().any(|l| l == expect), "{expect}: {ranges:?}");
-        }
-        lvm("vgchange", &["-q", "--activate", "n", &group]);
+        )
+    });
+    // LVM itself places the images where the metadata says.
+    for expect in [
+        "r1 raid1 2 8.00m r1_rimage_0:0-7 r1_rimage_1:0-7",
+        "[r1_rimage_0] linear 1 8.00m #0:1-4",
+        "[r1_rimage_0] linear 1 8.00m #0:20-23",
+        "[r1_rimage_1] linear 1 8.00m #1:1-8",
+        "old mirror 2 4.00m old_mimage_0:0-3 old_mimage_1:0-3",
+    ] {
+        assert!(listed.iter().any(|l| l == expect), "{expect}: {listed:?}");
     }
     // The file systems, written where the images' extents lie (after the first MiB).
     let r1 = tmp.path().join("r1.img");
@@ -504,7 +517,7 @@ fn image_share(
 }
 
 /// RAID logical volumes, written into metadata that `vgcfgrestore` checks: `r5`
-/// (raid5_ls over three images), `r6` (raid6_zr, LVM2's default RAID6, over four), `r10`
+/// (raid5_ls over three images), `r6` (raid6_zr, LVM2's default RAID6, over five), `r10`
 /// (raid10, two near copies over four) and `r0` (raid0 over two, without metadata
 /// volumes), each image on a physical volume of its own and holding its share of one
 /// file system as MD lays it out. Each reads as the file system with every physical
@@ -527,7 +540,6 @@ fn raid_logical_volumes_read_as_md_reads_them() {
             .set_len(48 * MIB)
             .unwrap();
     }
-    let group = group_name();
     // (volume, segment type, MD level, MD layout, images, first extent of each image,
     // MiB): each image 4 MiB.
     let volumes = [
@@ -536,30 +548,8 @@ fn raid_logical_volumes_read_as_md_reads_them() {
         ("r10", "raid10", "10", "0x102", 4, 20, 8),
         ("r0", "raid0", "0", "0", 2, 30, 8),
     ];
-    let keys: Vec<String> = {
-        let loops: Vec<Loop> = files.iter().map(|f| Loop::attach(f)).collect();
-        let devices: Vec<&str> = loops.iter().map(|l| l.0.as_str()).collect();
-        lvm("pvcreate", &[&["-q"][..], &devices].concat());
-        lvm(
-            "vgcreate",
-            &[&["-q", "-s", "1m", &group][..], &devices].concat(),
-        );
-        let backup = tmp.path().join("vg.txt");
-        lvm(
-            "vgcfgbackup",
-            &["-q", "-f", backup.to_str().unwrap(), &group],
-        );
-        let text = std::fs::read_to_string(&backup).unwrap();
-        // Each loop device's key (`pvN`) in the metadata.
-        let keys: Vec<String> = devices
-            .iter()
-            .map(|dev| {
-                let at = text.find(&format!("device = \"{dev}\"")).unwrap();
-                let key_at = text[..at].rfind("pv").unwrap();
-                text[key_at..].split_whitespace().next().unwrap().to_owned()
-            })
-            .collect();
-        let mut lvs = String::from("logical_volumes {\n");
+    let listed = restore_volumes(&files, |keys| {
+        let mut lvs = String::new();
         let mut id = 10;
         for (name, kind, _, _, images, first, mib) in volumes {
             let mut raids = Vec::new();
@@ -576,59 +566,37 @@ fn raid_logical_volumes_read_as_md_reads_them() {
                 raids.push(format!("\"{image}\""));
                 id += 1;
             }
+            // RAID0 has no regions and lists its images as `raid0_lvs`.
+            let (regions, list) = if with_meta {
+                ("region_size = 1024\n", "raids")
+            } else {
+                ("", "raid0_lvs")
+            };
             lvs += &lv_text(
                 name,
                 id,
                 true,
                 &[format!(
                     "start_extent = 0\nextent_count = {mib}\ntype = \"{kind}\"\n\
-                     device_count = {images}\nstripe_size = 128\n{}\
-                     {} = [{}]\n",
-                    if with_meta {
-                        "region_size = 1024\n"
-                    } else {
-                        ""
-                    },
-                    if with_meta { "raids" } else { "raid0_lvs" },
+                     device_count = {images}\nstripe_size = 128\n{regions}{list} = [{}]\n",
                     raids.join(", ")
                 )],
             );
             id += 1;
         }
-        lvs += "}\n";
-        let end = text.rfind("\n}").unwrap();
-        std::fs::write(&backup, format!("{}\n{lvs}{}", &text[..end], &text[end..])).unwrap();
-        lvm(
-            "vgcfgrestore",
-            &["-q", "-f", backup.to_str().unwrap(), &group],
+        lvs
+    });
+    for expect in [
+        "r5 raid5_ls 3 8.00m",
+        "r6 raid6_zr 5 12.00m",
+        "r10 raid10 4 8.00m",
+        "r0 raid0 2 8.00m",
+    ] {
+        assert!(
+            listed.iter().any(|l| l.starts_with(expect)),
+            "{expect}: {listed:?}"
         );
-        let listed = lvm(
-            "lvs",
-            &[
-                "--noheadings",
-                "-o",
-                "lv_name,segtype,stripes,lv_size",
-                "--units",
-                "m",
-                &group,
-            ],
-        );
-        let listed: Vec<String> = listed
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        for expect in [
-            "r5 raid5_ls 3 8.00m",
-            "r6 raid6_zr 5 12.00m",
-            "r10 raid10 4 8.00m",
-            "r0 raid0 2 8.00m",
-        ] {
-            assert!(listed.iter().any(|l| l == expect), "{expect}: {listed:?}");
-        }
-        lvm("vgchange", &["-q", "--activate", "n", &group]);
-        keys
-    };
-    assert_eq!(keys.len(), 5);
+    }
     // A file system of each size.
     let fs_of = |mib: u64| {
         let image = tmp.path().join(format!("fs{mib}.img"));
@@ -655,13 +623,8 @@ fn raid_logical_volumes_read_as_md_reads_them() {
                 .unwrap()
         })
         .collect();
-    let names: Vec<(&str, u64)> = found[0]
-        .volumes
-        .iter()
-        .map(|v| (v.name.as_str(), v.size))
-        .collect();
     assert_eq!(
-        names,
+        names(&found[0]),
         [
             ("r5", 8 * MIB),
             ("r6", 12 * MIB),

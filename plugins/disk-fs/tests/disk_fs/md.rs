@@ -29,12 +29,7 @@ fn member(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
 #[test]
 fn raid1_members_read_as_their_array_and_others_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("etc")).unwrap();
-    std::fs::write(src.join("etc/hostname"), b"raid\n").unwrap();
-    let ext4 = dir.path().join("array.ext4");
-    mkfs_ext("ext4", &src, &ext4, 8, &[]);
-    let array = std::fs::read(&ext4).unwrap();
+    let (ext4, array) = hostname_fs(dir.path(), "raid", false);
 
     // Metadata 1.2 (the superblock 4 KiB in) and 1.1 (at the start): the array's data
     // from the data offset on is the file system.
@@ -120,6 +115,21 @@ fn mutated_md_superblocks_never_panic() {
     }
 }
 
+/// An 8 MiB ext4 image in `dir` whose `etc/hostname` holds `name` and a newline (and
+/// with `big`, a 3 MiB `etc/big` too): its path and its bytes.
+fn hostname_fs(dir: &Path, name: &str, big: bool) -> (PathBuf, Vec<u8>) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), format!("{name}\n")).unwrap();
+    if big {
+        std::fs::write(src.join("etc/big"), pattern(3 << 20, 9)).unwrap();
+    }
+    let ext4 = dir.join("array.ext4");
+    mkfs_ext("ext4", &src, &ext4, 8, &[]);
+    let bytes = std::fs::read(&ext4).unwrap();
+    (ext4, bytes)
+}
+
 /// Reads `etc/hostname` of the file system in `array`.
 fn hostname(array: Box<dyn ReadAt>) -> Vec<u8> {
     let mut volume = open_volume(array, "md").unwrap();
@@ -131,12 +141,7 @@ fn hostname(array: Box<dyn ReadAt>) -> Vec<u8> {
 #[test]
 fn raid0_and_linear_arrays_read_through_all_their_members() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("etc")).unwrap();
-    std::fs::write(src.join("etc/hostname"), b"striped\n").unwrap();
-    let ext4 = dir.path().join("array.ext4");
-    mkfs_ext("ext4", &src, &ext4, 8, &[]);
-    let array = std::fs::read(&ext4).unwrap();
+    let (ext4, array) = hostname_fs(dir.path(), "striped", false);
     let uuid = ["--uuid", "00112233445566778899aabbccddeeff"];
     for (level, disks) in [("0", 2), ("0", 4), ("-1", 2)] {
         let members: Vec<_> = (0..disks)
@@ -243,13 +248,7 @@ fn assemble_without(
 #[test]
 fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("etc")).unwrap();
-    std::fs::write(src.join("etc/hostname"), b"parity\n").unwrap();
-    std::fs::write(src.join("etc/big"), pattern(3 << 20, 9)).unwrap();
-    let ext4 = dir.path().join("array.ext4");
-    mkfs_ext("ext4", &src, &ext4, 8, &[]);
-    let fs = std::fs::read(&ext4).unwrap();
+    let (_, fs) = hostname_fs(dir.path(), "parity", true);
 
     // (level, members, layouts): RAID4, RAID5's six layouts, RAID6's fourteen (DDF's
     // three among them), RAID10 with near, far and offset copies.
@@ -457,12 +456,7 @@ fn fix_v090_checksum(bytes: &mut [u8]) {
 #[test]
 fn members_with_their_superblock_at_the_end_read_too() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(src.join("etc")).unwrap();
-    std::fs::write(src.join("etc/hostname"), b"at-the-end\n").unwrap();
-    let ext4 = dir.path().join("array.ext4");
-    mkfs_ext("ext4", &src, &ext4, 8, &[]);
-    let array = std::fs::read(&ext4).unwrap();
+    let (ext4, array) = hostname_fs(dir.path(), "at-the-end", false);
     let uuid = ["--uuid", "00112233445566778899aabbccddeeff"];
     for metadata in ["1.0", "0.90"] {
         // RAID1: the data from the first byte, all of it.
