@@ -47,9 +47,10 @@
 //! (one segment each), as `dm-raid` hands their images to MD: an MD array of the images
 //! in order ([`MdArray`]), the segment type naming the level and layout (`raid5` is
 //! `raid5_ls`, `raid6` is `raid6_zr`, `raid10` two near copies), so that images whose
-//! physical volumes are missing are rebuilt from parity or read from a copy ([`LogicalVolumeReader::raid`]).
-//! Thin, cache and snapshot volumes, and RAID volumes of several segments, are listed
-//! but refused with the reason when opened. Every number from the image is checked before it
+//! physical volumes are missing are rebuilt from parity or read from a copy
+//! ([`LogicalVolumeReader::raid`]). Thin, cache and snapshot volumes, and RAID volumes of
+//! several segments, are listed but refused with the reason when opened. Every number
+//! from the image is checked before it
 //! is used as an offset or a length; the metadata text is limited in size and nesting.
 
 use std::io;

@@ -32,19 +32,19 @@
 //!   parity on the last member; RAID5 and 6 rotate it from stripe to stripe (left or
 //!   right, the data after it in member order or wrapping round after it), or keep it on
 //!   the first or last members; RAID6's `-6` layouts are a RAID5 layout over all members
-//!   but the last, which holds Q, and its DDF layouts rotate P and Q their own ways. Data is read where it lies; parity is not needed while
-//!   every member is there. With one member missing, its chunks are the XOR of the
-//!   stripe's other data chunks and its P parity; RAID6 rebuilds up to two from its P
-//!   and Q syndromes ([`MdArray::rebuild`]).
+//!   but the last, which holds Q, and its DDF layouts (LVM2's `raid6_zr`, `raid6_nr`,
+//!   `raid6_nc`) rotate P and Q their own ways. Data is read where it lies; parity is
+//!   not needed while every member is there. With one member missing, its chunks are the
+//!   XOR of the stripe's other data chunks and its P parity; RAID6 rebuilds up to two
+//!   from its P and Q syndromes ([`MdArray::rebuild`]).
 //! - RAID10 writes each chunk `near` times on neighbouring members (`n2`, mdadm's
 //!   default) and `far` times further on (`f2`, in a later band; `o2`, in the next
 //!   stripe). The first copy is read; with members missing, a `near` layout reads another
 //!   copy of each chunk whose first is gone.
 //!
-//! RAID6's DDF layouts (LVM2's `raid6_zr`, `raid6_nr`, `raid6_nc`) are read too; their
-//! Q counts the data by member. A member being rebuilt, an array in the middle of a
-//! reshape, RAID4/5 arrays missing more than one member and RAID6 arrays missing more
-//! than two are refused with the reason.
+//! A member being rebuilt, an array in the middle of a reshape, RAID4/5 arrays missing
+//! more than one member and RAID6 arrays missing more than two are refused with the
+//! reason.
 
 use tessera_disk_image::ReadAt;
 
