@@ -50,8 +50,8 @@
 //! physical volumes are missing are rebuilt from parity or read from a copy
 //! ([`LogicalVolumeReader::raid`]). Thin, cache and snapshot volumes, and RAID volumes of
 //! several segments, are listed but refused with the reason when opened. Every number
-//! from the image is checked before it
-//! is used as an offset or a length; the metadata text is limited in size and nesting.
+//! from the image is checked before it is used as an offset or a length; the metadata
+//! text is limited in size and nesting.
 
 use std::io;
 
