@@ -1025,6 +1025,8 @@ pub struct LogicalVolumeReader {
     map: Vec<Segment>,
     /// A RAID0, 4, 5, 6 or 10 volume's MD array over its images (`map` is empty).
     array: Option<Box<MdArray>>,
+    /// What is read in place of what is missing, if anything is.
+    degraded: Option<String>,
 }
 
 impl LogicalVolumeReader {
@@ -1069,9 +1071,16 @@ impl LogicalVolumeReader {
             map.iter()
                 .all(|s| s.stripes.iter().all(|&(pv, _)| pvs[pv].is_some()))
         };
-        let chosen = std::iter::once(map)
-            .chain(&volume.others)
-            .find(|map| readable(map));
+        let mut ways = std::iter::once(map).chain(&volume.others).enumerate();
+        let chosen = ways.find(|(_, map)| readable(map));
+        let degraded = match chosen {
+            Some((way, _)) if way > 0 => Some(format!(
+                "read through mirror image {way}: a physical volume of the ones before is \
+                 not among the disks"
+            )),
+            _ => None,
+        };
+        let chosen = chosen.map(|(_, map)| map);
         let Some(chosen) = chosen else {
             let missing = map
                 .iter()
@@ -1104,7 +1113,14 @@ impl LogicalVolumeReader {
             size: volume.size,
             map,
             array: None,
+            degraded,
         })
+    }
+
+    /// What is read in place of what is missing, if anything is: a mirror's other image,
+    /// a RAID volume's images rebuilt from parity or read from copies.
+    pub fn degraded(&self) -> Option<&str> {
+        self.degraded.as_deref()
     }
 
     /// Reads a RAID0, 4, 5, 6 or 10 volume as MD reads the array `dm-raid` makes of its
@@ -1152,6 +1168,7 @@ impl LogicalVolumeReader {
                 size: *len,
                 map: runs.clone(),
                 array: None,
+                degraded: None,
             };
             let member = MdMember {
                 version: "lvm2",
@@ -1186,11 +1203,20 @@ impl LogicalVolumeReader {
                 ),
             ));
         }
+        let missing = array.missing();
+        let degraded = (!missing.is_empty()).then(|| {
+            let images: Vec<String> = missing.iter().map(u32::to_string).collect();
+            format!(
+                "RAID image {} not among the disks: rebuilt from parity or read from copies",
+                images.join(", ")
+            )
+        });
         Ok(LogicalVolumeReader {
             pvs: Vec::new(),
             size: volume.size,
             map: Vec::new(),
             array: Some(Box::new(array)),
+            degraded,
         })
     }
 }

@@ -173,6 +173,9 @@ impl StoredDisk {
             }
         };
         let reader = LogicalVolumeReader::new(lv, open, &label).map_err(|err| from_fs(&err))?;
+        if let Some(note) = reader.degraded() {
+            tessera_plugin_sdk::warn!("{label}: LVM2 logical volume {}: {note}", lv.name);
+        }
         let volume = open_volume(Box::new(reader), &label).map_err(|err| from_fs(&err))?;
         Ok(Reached::Fs {
             volume: Box::new(volume),

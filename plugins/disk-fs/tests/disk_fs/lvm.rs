@@ -447,9 +447,11 @@ fn mirrored_logical_volumes_read_through_any_image() {
     ] {
         let lv = &found.volumes[0];
         assert_eq!(lv.unsupported(), None);
-        let reader = LogicalVolumeReader::new(lv, &open, "disk0/r1").unwrap();
+        let mut reader = LogicalVolumeReader::new(lv, &open, "disk0/r1").unwrap();
+        // Read through the second image only when the first's volume is missing.
+        let second_only = open(&found.uuid).is_none();
+        assert_eq!(reader.degraded().is_some(), second_only);
         let mut all = vec![0u8; r1.len()];
-        let mut reader = reader;
         reader.read_exact_at(0, &mut all).unwrap();
         assert!(all == r1, "r1 reads as its file system");
         let mut vol = open_volume(Box::new(reader), "disk0/r1").unwrap();
@@ -664,6 +666,15 @@ fn raid_logical_volumes_read_as_md_reads_them() {
             match LogicalVolumeReader::new(lv, opener(missing.clone()), &what) {
                 Ok(mut reader) => {
                     assert!(readable, "{name} without {missing:?} should not read");
+                    // Degraded when an image in use is missing.
+                    let used = match name {
+                        "r5" => 3,
+                        "r6" => 5,
+                        "r10" => 4,
+                        _ => 2,
+                    };
+                    let lost = missing.iter().any(|&m| m < used);
+                    assert_eq!(reader.degraded().is_some(), lost, "{name} {missing:?}");
                     let mut all = vec![0u8; fs.len()];
                     reader.read_exact_at(0, &mut all).unwrap();
                     assert!(all == fs, "{name} without {missing:?}: the data differs");
