@@ -2020,6 +2020,109 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     assert!(!part.join("disk0/part2/srv").exists());
 }
 
+/// A VM whose two disks are the physical volumes of one group holding `data`, an LVM2
+/// raid1 volume with an image on each (written into metadata that `vgcfgrestore` checks,
+/// as LVM makes raid1 volumes only through device-mapper): its files restore from a
+/// point of both disks, and from a point of the second alone, read through its image
+/// there, with a warning that says so.
+#[test]
+fn files_restore_from_an_lvm_mirror_with_one_of_its_disks() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"mirrored\n").unwrap();
+    let disks = [env.path("disk0.raw"), env.path("disk1.raw")];
+    for disk in &disks {
+        fs::File::create(disk).unwrap().set_len(24 << 20).unwrap();
+    }
+    let group = format!("tessera{}mirror", std::process::id());
+    {
+        let loops = match (LoopDevice::attach(&disks[0]), LoopDevice::attach(&disks[1])) {
+            (Ok(a), Ok(b)) => [a, b],
+            (Err(reason), _) | (_, Err(reason)) => {
+                eprintln!("skipped: making LVM disks needs loop devices ({reason})");
+                return;
+            }
+        };
+        let (a, b) = (p(&loops[0].path), p(&loops[1].path));
+        lvm("pvcreate", &["-q", a, b]);
+        lvm("vgcreate", &["-q", "-s", "1m", &group, a, b]);
+        let backup = env.path("vg.txt");
+        lvm("vgcfgbackup", &["-q", "-f", p(&backup), &group]);
+        let text = fs::read_to_string(&backup).unwrap();
+        let key = |dev: &str| {
+            let at = text.find(&format!("device = \"{dev}\"")).unwrap();
+            let key_at = text[..at].rfind("pv").unwrap();
+            text[key_at..].split_whitespace().next().unwrap().to_owned()
+        };
+        let volume = |name: &str, n: usize, visible: bool, body: String| {
+            let status = if visible { ", \"VISIBLE\"" } else { "" };
+            format!(
+                "{name} {{\nid = \"LvId{n:02}-abcd-efgh-ijkl-mnop-qrst-uvwx{n:02}\"\n\
+                 status = [\"READ\", \"WRITE\"{status}]\nflags = []\nsegment_count = 1\n\
+                 segment1 {{\nstart_extent = 0\n{body}}}\n}}\n"
+            )
+        };
+        let linear = |count: u64, pv: &str, first: u64| {
+            format!(
+                "extent_count = {count}\ntype = \"striped\"\nstripe_count = 1\n\
+                 stripes = [\"{pv}\", {first}]\n"
+            )
+        };
+        let mut lvs = String::from("logical_volumes {\n");
+        for (i, dev) in [a, b].into_iter().enumerate() {
+            let pv = key(dev);
+            lvs += &volume(&format!("data_rmeta_{i}"), 2 * i, false, linear(1, &pv, 0));
+            lvs += &volume(
+                &format!("data_rimage_{i}"),
+                2 * i + 1,
+                false,
+                linear(16, &pv, 1),
+            );
+        }
+        lvs += &volume(
+            "data",
+            9,
+            true,
+            "extent_count = 16\ntype = \"raid1\"\ndevice_count = 2\nregion_size = 1024\n\
+             raids = [\"data_rmeta_0\", \"data_rimage_0\", \"data_rmeta_1\", \"data_rimage_1\"]\n"
+                .to_owned(),
+        );
+        lvs += "}\n";
+        let end = text.rfind("\n}").unwrap();
+        fs::write(&backup, format!("{}\n{lvs}{}", &text[..end], &text[end..])).unwrap();
+        lvm("vgcfgrestore", &["-q", "-f", p(&backup), &group]);
+        lvm("vgchange", &["-q", "--activate", "n", &group]);
+    }
+    // Each image, 1 MiB of extents into its disk (after the label and metadata's MiB).
+    let ext4 = env.path("data.ext4");
+    fs::File::create(&ext4).unwrap().set_len(16 << 20).unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    for disk in &disks {
+        write_partitions(disk, &[(&ext4, 2 << 20)]);
+    }
+
+    let point = point_of(&env.backup(&[p(&disks[0]), p(&disks[1])]));
+    assert_eq!(env.ls(&point, "disk0/fs"), ["disk0/fs/data"]);
+    let both = env.path("both");
+    let file = "disk1/fs/data/etc/hostname";
+    env.restore(&point, &["--path", file, "--target", p(&both)]);
+    assert_eq!(fs::read(both.join(file)).unwrap(), b"mirrored\n");
+
+    // The second disk alone: read through its image, with a warning.
+    let alone = point_of(&env.backup(&[p(&disks[1]), "--item", "half"]));
+    let file = "disk0/fs/data/etc/hostname";
+    let target = env.path("alone");
+    let output = tessera(&env.vault)
+        .args(["restore", &alone, "--path", file, "--target", p(&target)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("mirror image 1"), "{stderr}");
+    assert_eq!(fs::read(target.join(file)).unwrap(), b"mirrored\n");
+}
+
 /// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults, version 5, and
 /// `extra` options), filled from `proto`, a `mkfs.xfs` prototype (no mount, so no root
 /// needed).
