@@ -1377,6 +1377,83 @@ stripes = ["pv0", 2, "pv1", 0] } }
 }
 "#;
 
+    /// Mirrored and RAID volumes, their images hidden volumes on `pv0`.
+    const TEXT_RAID: &str = r#"vg {
+extent_size = 2048
+physical_volumes {
+pv0 { id = "AAAAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAAAA" pe_start = 2048 pe_count = 7 }
+}
+logical_volumes {
+meta { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+i1 { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 1] } }
+i2 { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 2] } }
+i3 { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 3] } }
+m { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "raid1" device_count = 2
+raids = ["meta", "i1", "meta", "i2"] } }
+o { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "mirror" mirror_count = 2
+mirrors = ["i2", 0, "i3", 0] } }
+r { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 2 type = "raid5_ls" device_count = 3 stripe_size = 128
+raids = ["meta", "i1", "meta", "i2", "meta", "i3"] } }
+z { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 2 type = "raid0" stripe_count = 2 stripe_size = 128
+raid0_lvs = ["i1", "i3"] } }
+}
+}
+"#;
+
+    #[test]
+    fn mirrored_and_raid_volumes_read_through_their_images() {
+        let mut img = image(TEXT_RAID.as_bytes());
+        for (extent, fill) in [(1usize, 0x11u8), (2, 0x22), (3, 0x33)] {
+            let at = (1 << 20) + extent * (1 << 20);
+            img[at..at + (1 << 20)].fill(fill);
+        }
+        let pv = read_physical_volume(&mut img.clone(), "d")
+            .unwrap()
+            .unwrap();
+        let names: Vec<(&str, u64)> = pv
+            .volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.size))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("m", 1 << 20),
+                ("o", 1 << 20),
+                ("r", 2 << 20),
+                ("z", 2 << 20)
+            ]
+        );
+        // Through the first image: i1, then i2.
+        assert!(
+            read_lv(&pv.volumes[0], &img, &[], 0, 1 << 20)
+                .iter()
+                .all(|&b| b == 0x11)
+        );
+        assert!(
+            read_lv(&pv.volumes[1], &img, &[], 0, 1 << 20)
+                .iter()
+                .all(|&b| b == 0x22)
+        );
+        // RAID5 over i1, i2, i3 (left-symmetric, 64 KiB chunks): stripe 0 has its parity
+        // on image 2, data on 0 then 1; stripe 1 parity on 1, data on 2 then 0.
+        let r = read_lv(&pv.volumes[2], &img, &[], 0, 4 << 16);
+        let fills: Vec<u8> = r.chunks(1 << 16).map(|c| c[0]).collect();
+        assert_eq!(fills, [0x11, 0x22, 0x33, 0x11]);
+        // RAID0 over i1 and i3.
+        let z = read_lv(&pv.volumes[3], &img, &[], 0, 3 << 16);
+        let fills: Vec<u8> = z.chunks(1 << 16).map(|c| c[0]).collect();
+        assert_eq!(fills, [0x11, 0x33, 0x11]);
+    }
+
     /// Reads `len` bytes at `at` of logical volume `lv`, its physical volumes `pv0`
     /// (UUID `A...`) and `pv1` (`B...`).
     fn read_lv(lv: &LogicalVolume, pv0: &[u8], pv1: &[u8], at: u64, len: usize) -> Vec<u8> {
@@ -1466,8 +1543,9 @@ stripes = ["pv0", 2, "pv1", 0] } }
         fn mutated_metadata_never_panics(
             edits in proptest::collection::vec((0usize..2000, proptest::prelude::any::<u8>()), 1..6),
             digits in proptest::collection::vec((0usize..2000, "[0-9]{1,25}"), 0..3),
+            raid in proptest::prelude::any::<bool>(),
         ) {
-            let mut text = TEXT.as_bytes().to_vec();
+            let mut text = if raid { TEXT_RAID } else { TEXT }.as_bytes().to_vec();
             for (at, digits) in &digits {
                 let at = at % text.len();
                 text.splice(at..at, digits.bytes());
