@@ -24,8 +24,14 @@
 //! directory entry may point into another file tree: a subvolume, shown here as a
 //! directory of its name (Fedora's `root` and `home`).
 //!
-//! What is not read: data or metadata in RAID0, RAID10 or RAID5/6 chunks, or on another
-//! device of a multi-device volume (the error names the device), LZO-compressed extents
+//! A multi-device volume is read through the devices given with the one it is opened
+//! from (the vm-disk plugin finds them among a VM's disks by the volume's UUID): every
+//! profile's chunks (single, DUP, RAID0, RAID1, RAID1C3/4, RAID10, RAID5 and RAID6) are
+//! mapped to their devices as the kernel maps them, a copy on a missing device read from
+//! another, a RAID5/6 stripe rebuilt from its row's parity ([`BtrfsVolume::rebuild`]).
+//!
+//! What is not read: data or metadata only on devices that are not there (the error names
+//! the device), LZO-compressed extents
 //! and encrypted ones (an error naming the file), and the log tree of `fsync`s not yet
 //! committed (a warning says so). Tree blocks' CRC-32C checksums are checked; other
 //! checksum types are not.
@@ -134,19 +140,96 @@ impl Key {
     }
 }
 
-/// A chunk: `length` logical bytes from `logical` stored at `physical` on this device.
-#[derive(Clone, Copy, Debug)]
+/// A chunk: `length` logical bytes from `logical`, spread over its stripes (each a
+/// device and where on it the stripe starts) as its profile says.
+#[derive(Clone, Debug)]
 struct Chunk {
     logical: u64,
     length: u64,
-    /// On this device, or why not.
-    physical: Result<u64, Placement>,
+    /// The profile bits of the chunk's type (none for a single copy).
+    profile: u64,
+    stripe_len: u64,
+    /// Copies of each stripe in a RAID10 chunk.
+    sub_stripes: u64,
+    stripes: Vec<(u64, u64)>,
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Placement {
-    Striped,
-    OtherDevice(u64),
+/// Where a run of logical bytes lies: any one of `copies` (device, byte on it) holds it,
+/// `len` bytes in a row; for a RAID5/6 chunk, its place in the stripe and the others', to
+/// rebuild it from when its device is missing.
+struct Run {
+    copies: Vec<(u64, u64)>,
+    len: u64,
+    parity: Option<ParityRow>,
+}
+
+/// A RAID5/6 row of a run: the devices and offsets of its data stripes (in order), its P
+/// and Q, and which data stripe the run is in.
+struct ParityRow {
+    data: Vec<(u64, u64)>,
+    p: (u64, u64),
+    q: Option<(u64, u64)>,
+    index: usize,
+}
+
+impl Chunk {
+    /// Where logical byte `o` of the chunk (below its length) lies.
+    fn run(&self, o: u64) -> Run {
+        let n = self.stripes.len() as u64;
+        let sl = self.stripe_len;
+        let rest = self.length - o;
+        let striped = CHUNK_RAID0 | CHUNK_RAID10 | CHUNK_RAID5 | CHUNK_RAID6;
+        if self.profile & striped == 0 || sl == 0 {
+            // One copy per stripe, the whole chunk in each.
+            return Run {
+                copies: self.stripes.iter().map(|&(d, at)| (d, at + o)).collect(),
+                len: rest,
+                parity: None,
+            };
+        }
+        let (nr, within) = (o / sl, o % sl);
+        let len = (sl - within).min(rest);
+        let at = |(d, start): (u64, u64), row: u64| (d, start + row * sl + within);
+        if self.profile & CHUNK_RAID0 != 0 {
+            let (index, row) = (nr % n, nr / n);
+            return Run {
+                copies: vec![at(self.stripes[index as usize], row)],
+                len,
+                parity: None,
+            };
+        }
+        if self.profile & CHUNK_RAID10 != 0 {
+            let sub = self.sub_stripes.clamp(1, n);
+            let factor = (n / sub).max(1);
+            let (first, row) = ((nr % factor) * sub, nr / factor);
+            return Run {
+                copies: (first..first + sub)
+                    .map(|i| at(self.stripes[i as usize], row))
+                    .collect(),
+                len,
+                parity: None,
+            };
+        }
+        // RAID5/6: each row holds `data` stripes and the parity, rotating by row.
+        let parities = if self.profile & CHUNK_RAID6 != 0 {
+            2
+        } else {
+            1
+        };
+        let data = n - parities;
+        let (row, index) = (nr / data, nr % data);
+        let place = |i: u64| at(self.stripes[((row + i) % n) as usize], row);
+        Run {
+            copies: vec![place(index)],
+            len,
+            parity: Some(ParityRow {
+                data: (0..data).map(place).collect(),
+                p: place(data),
+                q: (parities == 2).then(|| place(data + 1)),
+                index: index as usize,
+            }),
+        }
+    }
 }
 
 /// An inode: its file tree and number.
@@ -215,7 +298,8 @@ impl Extent {
 
 /// An open btrfs volume.
 pub(crate) struct BtrfsVolume {
-    reader: Box<dyn ReadAt>,
+    /// The volume's devices by id: the one it was opened from and those given with it.
+    devices: HashMap<u64, Box<dyn ReadAt>>,
     what: String,
     node_size: u64,
     csum_crc32c: bool,
@@ -273,7 +357,13 @@ struct DirEntry {
 
 impl BtrfsVolume {
     /// Reads the superblock, the chunk tree and the root tree of the volume in `reader`.
-    pub(crate) fn open(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
+    /// `others` are the volume's other devices (of a multi-device volume), in any order;
+    /// devices of other volumes among them are left out.
+    pub(crate) fn open(
+        mut reader: Box<dyn ReadAt>,
+        what: &str,
+        others: Vec<Box<dyn ReadAt>>,
+    ) -> Result<Self, FsError> {
         let mut sb = vec![0u8; 4096];
         if reader.len() < SUPERBLOCK + 4096 {
             return Err(FsError::corrupt(
@@ -322,13 +412,24 @@ impl BtrfsVolume {
                 "{what}: the btrfs log holds fsync()ed changes not yet committed; they are not read"
             ));
         }
+        let fsid: [u8; 16] = sb[0x20..0x30].try_into().expect("16 bytes");
+        let devid = le64(&sb, 0xc9);
+        let mut devices = HashMap::new();
+        devices.insert(devid, reader);
+        for mut other in others {
+            if let Some((other_fsid, other_devid, _)) = identity(&mut *other)
+                && other_fsid == fsid
+            {
+                devices.entry(other_devid).or_insert(other);
+            }
+        }
         let mut volume = BtrfsVolume {
-            reader,
+            devices,
             what: what.to_owned(),
             node_size,
             csum_crc32c: csum_type == 0,
-            fsid: sb[0x20..0x30].try_into().expect("16 bytes"),
-            devid: le64(&sb, 0xc9),
+            fsid,
+            devid,
             chunks: Vec::new(),
             root_tree: (le64(&sb, 0x50), sb[0xc6]),
             roots: HashMap::new(),
@@ -511,36 +612,50 @@ impl BtrfsVolume {
         })
     }
 
-    /// Parses a chunk item for logical address `logical` and records where it lies on
-    /// this device; the item's length, or `None` if it is cut short.
+    /// Parses a chunk item for logical address `logical` and records it; the item's
+    /// length, or `None` if it is cut short or its stripes do not fit its profile.
     fn chunk(&mut self, logical: u64, item: &[u8]) -> Option<usize> {
         if item.len() < 0x30 {
             return None;
         }
         let length = le64(item, 0);
-        let kind = le64(item, 24);
+        let stripe_len = le64(item, 0x10);
+        let kind = le64(item, 0x18);
         let stripes = usize::from(le16(item, 0x2c));
+        let sub_stripes = u64::from(le16(item, 0x2e));
         let len = 0x30 + stripes * 32;
         if item.len() < len || stripes == 0 {
             return None;
         }
+        let profile = kind
+            & (CHUNK_RAID0
+                | CHUNK_RAID1
+                | CHUNK_DUP
+                | CHUNK_RAID10
+                | CHUNK_RAID5
+                | CHUNK_RAID6
+                | CHUNK_RAID1C3
+                | CHUNK_RAID1C4);
         let striped = CHUNK_RAID0 | CHUNK_RAID10 | CHUNK_RAID5 | CHUNK_RAID6;
-        let copies = CHUNK_RAID1 | CHUNK_DUP | CHUNK_RAID1C3 | CHUNK_RAID1C4;
-        let stripe = |i: usize| (le64(item, 0x30 + i * 32), le64(item, 0x38 + i * 32));
-        let physical = if kind & striped != 0 && stripes > 1 {
-            Err(Placement::Striped)
-        } else {
-            let candidates = if kind & copies != 0 { stripes } else { 1 };
-            (0..candidates)
-                .map(stripe)
-                .find(|&(dev, _)| dev == self.devid)
-                .map(|(_, at)| at)
-                .ok_or(Placement::OtherDevice(stripe(0).0))
+        let parities = match profile {
+            CHUNK_RAID5 => 1,
+            CHUNK_RAID6 => 2,
+            _ => 0,
         };
+        if profile & striped != 0
+            && (!stripe_len.is_power_of_two() || stripes <= parities || stripe_len > length)
+        {
+            return None;
+        }
         let chunk = Chunk {
             logical,
             length,
-            physical,
+            profile,
+            stripe_len,
+            sub_stripes,
+            stripes: (0..stripes)
+                .map(|i| (le64(item, 0x30 + i * 32), le64(item, 0x38 + i * 32)))
+                .collect(),
         };
         let at = self.chunks.partition_point(|c| c.logical < logical);
         if self.chunks.get(at).is_some_and(|c| c.logical == logical) {
@@ -551,7 +666,9 @@ impl BtrfsVolume {
         Some(len)
     }
 
-    /// Reads `buf.len()` bytes at logical address `logical`, chunk by chunk.
+    /// Reads `buf.len()` bytes at logical address `logical`, run by run, each from the
+    /// first of its copies whose device is there; a RAID5/6 stripe whose device is
+    /// missing is rebuilt from its row's others and parity.
     fn read_logical(&mut self, logical: u64, buf: &mut [u8]) -> Result<(), FsError> {
         let mut done = 0usize;
         while done < <[u8]>::len(buf) {
@@ -559,52 +676,98 @@ impl BtrfsVolume {
             let i = self.chunks.partition_point(|c| c.logical <= at);
             let chunk = i
                 .checked_sub(1)
-                .map(|i| self.chunks[i])
+                .map(|i| &self.chunks[i])
                 .filter(|c| at - c.logical < c.length)
                 .ok_or_else(|| {
                     self.corrupt(None, format!("logical address {at} is in no chunk"))
                 })?;
-            let physical = match chunk.physical {
-                Ok(p) => p,
-                Err(Placement::Striped) => {
-                    return Err(FsError::unsupported(
-                        &self.what,
-                        format!("logical address {at} is in a striped (RAID0/10/5/6) chunk"),
-                    ));
-                }
-                Err(Placement::OtherDevice(dev)) => {
-                    return Err(FsError::unsupported(
-                        &self.what,
-                        format!(
-                            "logical address {at} is on device {dev} of the volume, not on this one (device {})",
-                            self.devid
-                        ),
-                    ));
-                }
-            };
-            let n = (chunk.length - (at - chunk.logical)).min((<[u8]>::len(buf) - done) as u64)
-                as usize;
-            let offset = physical
-                .checked_add(at - chunk.logical)
-                .filter(|o| {
-                    o.checked_add(n as u64)
-                        .is_some_and(|e| e <= self.reader.len())
-                })
-                .ok_or_else(|| {
-                    self.corrupt(
-                        None,
-                        format!("logical address {at} maps past the end of the device"),
-                    )
-                })?;
-            read_exact(
-                &mut *self.reader,
-                &self.what,
-                offset,
-                &mut buf[done..done + n],
-            )?;
+            let run = chunk.run(at - chunk.logical);
+            let n = run.len.min((<[u8]>::len(buf) - done) as u64) as usize;
+            let out = &mut buf[done..done + n];
+            match run
+                .copies
+                .iter()
+                .find(|(dev, _)| self.devices.contains_key(dev))
+            {
+                Some(&(dev, offset)) => self.read_device(dev, offset, out, at)?,
+                None => match run.parity {
+                    Some(row) => self.rebuild(&row, out, at)?,
+                    None => {
+                        let devices: Vec<String> =
+                            run.copies.iter().map(|(d, _)| d.to_string()).collect();
+                        return Err(FsError::unsupported(
+                            &self.what,
+                            format!(
+                                "logical address {at} is on device {} of the volume, which is \
+                                 not among the disks (this is device {})",
+                                devices.join(" or "),
+                                self.devid
+                            ),
+                        ));
+                    }
+                },
+            }
             done += n;
         }
         Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of device `dev`, which is there, for logical
+    /// address `logical`.
+    fn read_device(
+        &mut self,
+        dev: u64,
+        offset: u64,
+        buf: &mut [u8],
+        logical: u64,
+    ) -> Result<(), FsError> {
+        let reader = self.devices.get_mut(&dev).expect("a device that is there");
+        if offset
+            .checked_add(<[u8]>::len(buf) as u64)
+            .is_none_or(|e| e > reader.len())
+        {
+            return Err(self.corrupt(
+                None,
+                format!("logical address {logical} maps past the end of device {dev}"),
+            ));
+        }
+        read_exact(&mut **reader, &self.what, offset, buf)
+    }
+
+    /// Rebuilds the data stripe `row.index` of a RAID5/6 row, whose device is missing:
+    /// `buf.len()` bytes from the same place in each stripe of the row.
+    fn rebuild(&mut self, row: &ParityRow, buf: &mut [u8], logical: u64) -> Result<(), FsError> {
+        let len = <[u8]>::len(buf);
+        let read = |volume: &mut Self, (dev, offset): (u64, u64)| {
+            if !volume.devices.contains_key(&dev) {
+                return Ok(None);
+            }
+            let mut bytes = vec![0u8; len];
+            volume.read_device(dev, offset, &mut bytes, logical)?;
+            Ok::<_, FsError>(Some(bytes))
+        };
+        // Q counts the data stripes in their order.
+        let mut stripes = Vec::with_capacity(row.data.len());
+        for (power, &place) in row.data.iter().enumerate() {
+            stripes.push((power, read(self, place)?));
+        }
+        let p = read(self, row.p)?;
+        let q = match row.q {
+            Some(place) => read(self, place)?,
+            None => None,
+        };
+        if crate::md::recover(&stripes, row.index, p.as_deref(), q.as_deref(), buf) {
+            Ok(())
+        } else {
+            Err(FsError::unsupported(
+                &self.what,
+                format!(
+                    "logical address {logical} is in a RAID5/6 row that misses more devices \
+                     than its parity makes up for (this is device {})",
+                    self.devid
+                ),
+            ))
+        }
     }
 
     /// The tree block at `logical`, checked.
@@ -1191,6 +1354,23 @@ fn le32(b: &[u8], at: usize) -> u32 {
 
 fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The volume UUID, device id and device count the btrfs superblock of `reader` gives,
+/// if it has one.
+pub(crate) fn identity(reader: &mut dyn ReadAt) -> Option<([u8; 16], u64, u64)> {
+    let mut sb = vec![0u8; 4096];
+    if reader.len() < SUPERBLOCK + 4096 || reader.read_exact_at(SUPERBLOCK, &mut sb).is_err() {
+        return None;
+    }
+    if &sb[0x40..0x48] != MAGIC || CRC32C.checksum(&sb[32..]) != le32(&sb, 0) {
+        return None;
+    }
+    Some((
+        sb[0x20..0x30].try_into().expect("16 bytes"),
+        le64(&sb, 0xc9),
+        le64(&sb, 0x88),
+    ))
 }
 
 #[cfg(test)]

@@ -71,7 +71,13 @@ pub use lvm::{LogicalVolume, LogicalVolumeReader, PhysicalVolume, read_physical_
 pub use md::{MdArray, MdMember, read_md_member};
 pub use partition::{Partition, PartitionTable, Scheme, read_partitions};
 pub use slice::Slice;
-pub use volume::{Extras, FsEntry, FsKind, Volume, VolumeFile, open_volume};
+pub use volume::{Extras, FsEntry, FsKind, Volume, VolumeFile, open_volume, open_volume_with};
+
+/// The volume UUID, device id and device count of a btrfs device: what tells the devices
+/// of one multi-device volume apart. `None` if `reader` holds no btrfs superblock.
+pub fn btrfs_identity(reader: &mut dyn ReadAt) -> Option<([u8; 16], u64, u64)> {
+    btrfs::identity(reader)
+}
 
 /// Reads exactly `<[u8]>::len(buf)` bytes at `offset`, naming `what` and the offset on failure.
 pub(crate) fn read_exact(

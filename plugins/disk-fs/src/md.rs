@@ -864,60 +864,29 @@ impl MdArray {
                     None => Ok(None),
                 }
             };
-        // The syndromes of the data chunks that are there.
-        let mut p_sum = vec![0u8; len];
-        let mut q_sum = vec![0u8; len];
-        let mut lost = Vec::new();
+        let mut stripes = Vec::with_capacity(slots.len());
         for &(role, power) in &slots {
-            match read(&mut self.members, role)? {
-                Some(bytes) => {
-                    let coefficient = gf::exp(power);
-                    for ((ps, qs), b) in p_sum.iter_mut().zip(q_sum.iter_mut()).zip(&bytes) {
-                        *ps ^= b;
-                        *qs ^= gf::mul(coefficient, *b);
-                    }
-                }
-                None => lost.push(power),
-            }
+            stripes.push((power, read(&mut self.members, role)?));
         }
-        let target_power = slots
+        let index = slots
             .iter()
-            .find(|&&(r, _)| r == target)
-            .expect("a data role")
-            .1;
+            .position(|&(r, _)| r == target)
+            .expect("a data role");
         let parity_p = read(&mut self.members, p)?;
         let parity_q = match q {
             Some(q) => read(&mut self.members, q)?,
             None => None,
         };
-        match (lost.as_slice(), parity_p, parity_q) {
-            ([_], Some(parity), _) => {
-                for ((b, s), pp) in buf.iter_mut().zip(&p_sum).zip(&parity) {
-                    *b = s ^ pp;
-                }
-                Ok(())
-            }
-            ([_], None, Some(parity)) => {
-                let inverse = gf::inv(gf::exp(target_power));
-                for ((b, s), qq) in buf.iter_mut().zip(&q_sum).zip(&parity) {
-                    *b = gf::mul(inverse, s ^ qq);
-                }
-                Ok(())
-            }
-            (&[a, b], Some(pp), Some(qq)) => {
-                // P + P' = Da + Db and Q + Q' = g^a Da + g^b Db, so
-                // Db = (g^a (P + P') + (Q + Q')) / (g^a + g^b), and Da = Db + (P + P').
-                let (ga, gb) = (gf::exp(a), gf::exp(b));
-                let inverse = gf::inv(ga ^ gb);
-                for i in 0..len {
-                    let px = pp[i] ^ p_sum[i];
-                    let qx = qq[i] ^ q_sum[i];
-                    let db = gf::mul(inverse, gf::mul(ga, px) ^ qx);
-                    buf[i] = if target_power == b { db } else { db ^ px };
-                }
-                Ok(())
-            }
-            _ => Err(self.lost(target)),
+        if recover(
+            &stripes,
+            index,
+            parity_p.as_deref(),
+            parity_q.as_deref(),
+            buf,
+        ) {
+            Ok(())
+        } else {
+            Err(self.lost(target))
         }
     }
 
@@ -949,6 +918,76 @@ impl MdMember {
             let first = chunk * near % n;
             (0..near).any(|copy| !missing.contains(&((first + copy) % n)))
         })
+    }
+}
+
+/// Rebuilds data stripe `target` of a parity row into `buf`: `stripes` holds each data
+/// stripe of the row with the power of g its Q term has and its bytes (`None` for one
+/// that is missing), `p` and `q` the row's parity (`None` when missing). With P there and
+/// one data stripe missing it is the XOR of P and the others; otherwise, over GF(2^8), P
+/// and Q give up to two: with P missing, `D = (Q + Q') / g^i`, `Q'` the syndrome of the
+/// stripes that are there; with two data stripes `a` and `b` missing,
+/// `P + P' = Da + Db` and `Q + Q' = g^a Da + g^b Db` (the kernel's `raid6_2data_recov`).
+/// False when more is missing than the parity makes up for.
+pub(crate) fn recover(
+    stripes: &[(usize, Option<Vec<u8>>)],
+    target: usize,
+    p: Option<&[u8]>,
+    q: Option<&[u8]>,
+    buf: &mut [u8],
+) -> bool {
+    let len = <[u8]>::len(buf);
+    let mut p_sum = vec![0u8; len];
+    let mut q_sum = vec![0u8; len];
+    let mut lost = Vec::new();
+    for (power, bytes) in stripes {
+        match bytes {
+            Some(bytes) if bytes.len() == len => {
+                let coefficient = gf::exp(*power);
+                for ((ps, qs), b) in p_sum.iter_mut().zip(q_sum.iter_mut()).zip(bytes) {
+                    *ps ^= b;
+                    *qs ^= gf::mul(coefficient, *b);
+                }
+            }
+            _ => lost.push(*power),
+        }
+    }
+    let Some(&(target_power, _)) = stripes.get(target) else {
+        return false;
+    };
+    if !lost.contains(&target_power) {
+        return false;
+    }
+    match (lost.as_slice(), p, q) {
+        ([_], Some(parity), _) => {
+            for ((b, s), pp) in buf.iter_mut().zip(&p_sum).zip(parity) {
+                *b = s ^ pp;
+            }
+            true
+        }
+        ([_], None, Some(parity)) => {
+            let inverse = gf::inv(gf::exp(target_power));
+            for ((b, s), qq) in buf.iter_mut().zip(&q_sum).zip(parity) {
+                *b = gf::mul(inverse, s ^ qq);
+            }
+            true
+        }
+        (&[a, b], Some(pp), Some(qq)) if a != b => {
+            // Db = (g^a (P + P') + (Q + Q')) / (g^a + g^b), and Da = Db + (P + P').
+            let (ga, gb) = (gf::exp(a), gf::exp(b));
+            if ga == gb {
+                return false;
+            }
+            let inverse = gf::inv(ga ^ gb);
+            for i in 0..len {
+                let px = pp[i] ^ p_sum[i];
+                let qx = qq[i] ^ q_sum[i];
+                let db = gf::mul(inverse, gf::mul(ga, px) ^ qx);
+                buf[i] = if target_power == b { db } else { db ^ px };
+            }
+            true
+        }
+        _ => false,
     }
 }
 

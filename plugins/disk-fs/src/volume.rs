@@ -104,7 +104,18 @@ enum Inner {
 /// `NTFS    ` and `EXFAT   ` signatures of their boot sectors, FAT by its boot sector;
 /// anything else is [`FsError::UnknownFilesystem`], naming the format if its signature is
 /// known.
-pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
+pub fn open_volume(reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
+    open_volume_with(reader, what, Vec::new())
+}
+
+/// [`open_volume`], with the other devices of a multi-device volume (btrfs over several
+/// disks; [`btrfs_identity`] tells which), in any order: the devices of other volumes
+/// among them are left out.
+pub fn open_volume_with(
+    mut reader: Box<dyn ReadAt>,
+    what: &str,
+    others: Vec<Box<dyn ReadAt>>,
+) -> Result<Volume, FsError> {
     let len = reader.len();
     let mut sector = [0u8; 512];
     let fat_like = len >= 512 && {
@@ -158,7 +169,7 @@ pub fn open_volume(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, Fs
     };
     if btrfs_like {
         return Ok(Volume {
-            inner: Inner::Btrfs(BtrfsVolume::open(reader, what)?),
+            inner: Inner::Btrfs(BtrfsVolume::open(reader, what, others)?),
         });
     }
     match (ext_like, fat_like) {

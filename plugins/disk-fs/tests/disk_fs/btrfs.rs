@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use tessera_disk_fs::{FsError, FsKind};
+use tessera_disk_image::ReadAt;
 
 use crate::support::*;
 
@@ -198,13 +199,39 @@ fn btrfs_subvolumes_and_compressed_extents_read_like_their_source() {
     assert_eq!(vol.extras("disk-like").unwrap().device, Some((259, 300)));
 }
 
-/// A volume over two devices, each a disk of its own: with RAID1 every chunk has a copy
-/// on each device, so either reads whole; with RAID0 data the file's stripes alternate
-/// between them, and a file is refused, naming why.
+/// Whether the tree `data` of `vol` reads as `src`: every file, whole; the first error
+/// met otherwise.
+fn reads_whole(vol: &mut tessera_disk_fs::Volume, src: &Path) -> Result<(), FsError> {
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_type().unwrap().is_file() {
+            continue;
+        }
+        let path = format!("data/{}", entry.file_name().to_str().unwrap());
+        let mut file = vol.open_file(&path)?;
+        let mut bytes = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&buf[..n]);
+        }
+        assert!(bytes == fs::read(entry.path()).unwrap(), "{path}");
+    }
+    Ok(())
+}
+
+/// A volume over three devices, each a disk of its own, made with each data profile
+/// (metadata RAID1, or the data's profile where that keeps more copies): opened from any
+/// device with the others, every profile reads whole. With a device missing, RAID1,
+/// RAID10 and RAID5 read from the copies or rebuild from parity, RAID0 is refused naming
+/// the device; with two missing, RAID6 still reads whole, rebuilding from P and Q.
 #[test]
-fn btrfs_over_two_devices_reads_mirrors_and_refuses_stripes() {
+fn btrfs_over_three_devices_reads_every_profile() {
     if !rustix::process::geteuid().is_root() || !Path::new("/dev/loop-control").exists() {
-        eprintln!("skipped: a two-device btrfs needs root and loop devices");
+        eprintln!("skipped: a multi-device btrfs needs root and loop devices");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -218,22 +245,28 @@ fn btrfs_over_two_devices_reads_mirrors_and_refuses_stripes() {
             sparse: false,
         },
     );
-    for (profile, readable) in [("raid1", true), ("raid0", false)] {
-        let (a, b) = (tmp.path().join("a.img"), tmp.path().join("b.img"));
-        for img in [&a, &b] {
+    for (data, metadata) in [
+        ("raid1", "raid1"),
+        ("raid0", "raid1"),
+        ("raid10", "raid10"),
+        ("raid5", "raid5"),
+        ("raid6", "raid6"),
+    ] {
+        let images: Vec<_> = (0..3)
+            .map(|i| tmp.path().join(format!("{data}-{i}.img")))
+            .collect();
+        for img in &images {
             fs::File::create(img).unwrap().set_len(160 * MIB).unwrap();
         }
-        let (la, lb) = (Loop::attach(&a), Loop::attach(&b));
-        run(
-            "mkfs.btrfs",
-            &["-q", "-f", "-d", profile, "-m", "raid1", &la.0, &lb.0],
-            &[],
-        );
         {
+            let loops: Vec<Loop> = images.iter().map(|i| Loop::attach(i)).collect();
+            let devices: Vec<&str> = loops.iter().map(|l| l.0.as_str()).collect();
+            let args = [&["-q", "-f", "-d", data, "-m", metadata][..], &devices].concat();
+            run("mkfs.btrfs", &args, &[]);
             let Some(mnt) = Mounted::new(
                 "mount",
                 &["-t", "btrfs"],
-                Path::new(&la.0),
+                Path::new(devices[0]),
                 &tmp.path().join("mnt"),
             ) else {
                 eprintln!("skipped: this kernel does not mount btrfs");
@@ -249,22 +282,34 @@ fn btrfs_over_two_devices_reads_mirrors_and_refuses_stripes() {
                 &[],
             );
         }
-        drop((la, lb));
-        for img in [&a, &b] {
-            let mut vol = open_image(img, "disk1");
-            if readable {
-                assert_same_tree(&mut vol, "data", &src, Expect { unix: true });
-            } else {
-                // Metadata is mirrored, so the tree lists; the data is striped.
-                assert_eq!(vol.stat("data/big.bin").unwrap().size, 3 * MIB);
-                let mut file = vol.open_file("data/big.bin").unwrap();
-                let err = file.read(&mut [0u8; 4096]).unwrap_err();
-                assert!(
-                    matches!(err, FsError::Unsupported { .. })
-                        && err.to_string().contains("striped (RAID0/10/5/6) chunk"),
-                    "{err}"
-                );
-            }
+        let open = |first: usize, others: &[usize]| {
+            let others = others
+                .iter()
+                .map(|&i| Box::new(open_disk(&images[i])) as Box<dyn ReadAt>)
+                .collect();
+            let what = format!("disk{first}");
+            tessera_disk_fs::open_volume_with(Box::new(open_disk(&images[first])), &what, others)
+        };
+        // Opened from each device, the others given in any order.
+        for (first, others) in [(0, [1, 2]), (1, [2, 0]), (2, [0, 1])] {
+            let mut vol = open(first, &others).unwrap();
+            assert_same_tree(&mut vol, "data", &src, Expect { unix: true });
+        }
+        // A device missing.
+        let mut vol = open(0, &[1]).unwrap();
+        match (data, reads_whole(&mut vol, &src)) {
+            ("raid0", Err(err)) => assert!(
+                matches!(err, FsError::Unsupported { .. })
+                    && err.to_string().contains("not among the disks"),
+                "{err}"
+            ),
+            ("raid0", Ok(())) => panic!("raid0 read whole without a device"),
+            (_, result) => result.unwrap_or_else(|e| panic!("{data} without a device: {e}")),
+        }
+        // Two missing: RAID6 alone rebuilds two stripes of a row.
+        if data == "raid6" {
+            let mut vol = open(2, &[]).unwrap();
+            reads_whole(&mut vol, &src).unwrap();
         }
     }
 }
