@@ -8,7 +8,8 @@
 
 use tessera_disk_fs::{
     FsEntry, FsError, FsKind, LogicalVolume, LogicalVolumeReader, MdArray, PartitionTable, Scheme,
-    Slice, Volume, open_volume, read_md_member, read_partitions, read_physical_volume,
+    Slice, Volume, btrfs_identity, open_volume, open_volume_with, read_md_member, read_partitions,
+    read_physical_volume,
 };
 use tessera_disk_image::ReadAt;
 use tessera_plugin_sdk::error::from_host;
@@ -145,7 +146,7 @@ impl StoredDisk {
         let mut reader = self.array_data(self.reader(volume)?, &label)?;
         let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
         else {
-            let volume = open_volume(reader, &label).map_err(|err| from_fs(&err))?;
+            let volume = self.open_fs(reader, &label)?;
             return Ok(Reached::Fs {
                 volume: Box::new(volume),
                 rest,
@@ -181,6 +182,38 @@ impl StoredDisk {
             volume: Box::new(volume),
             rest: inside,
         })
+    }
+
+    /// The file system of `reader`, the volume `label`: for a btrfs volume over several
+    /// devices, with its other devices, found among the point's disks (partitions, disks
+    /// without a table, MD arrays) by the volume's UUID.
+    fn open_fs(&self, mut reader: Box<dyn ReadAt>, label: &str) -> Result<Volume, PluginError> {
+        let mut others = Vec::new();
+        if let Some((fsid, devid, devices)) = btrfs_identity(&mut *reader)
+            && devices > 1
+        {
+            self.visit_volumes(|disk, volume| {
+                let label = volume_label(&disk.name, volume);
+                let mut other = disk
+                    .reader(volume)
+                    .and_then(|r| disk.array_data(r, &label))
+                    .ok()?;
+                if let Some((other_fsid, other_devid, _)) = btrfs_identity(&mut *other)
+                    && other_fsid == fsid
+                    && other_devid != devid
+                {
+                    others.push(other);
+                }
+                None::<()>
+            });
+            if (others.len() as u64) < devices - 1 {
+                tessera_plugin_sdk::debug!(
+                    "{label}: btrfs volume of {devices} devices, {} of them among the disks",
+                    others.len() + 1
+                );
+            }
+        }
+        open_volume_with(reader, label, others).map_err(|err| from_fs(&err))
     }
 
     /// The LVM2 physical volume with label UUID `uuid` among the point's disks (a volume
