@@ -31,6 +31,8 @@ with the offset bit).
   --uuid HEX       the array's UUID, 32 hex digits (default random; the members of one
                    array share it)
   --chunk SECTORS  a striped array's chunk (default 1024, mdadm's 512 KiB)
+  --sizes N,N...   RAID0: each member's size in chunks, for members of unequal sizes
+                   (zones); --layout 1 (original) or 2 (alternate) picks the layout
   --layout N       RAID4/5/6 layout (default 2, left-symmetric, mdadm's) or RAID10 layout
                    (default 0x102: two near copies)
   --recovering     mark the member as being rebuilt
@@ -131,6 +133,32 @@ def parity_member(data, level, layout, n, role, chunk):
     return b"".join(out)
 
 
+def raid0_zoned_member(data, sizes, layout, role, chunk):
+    """The share of member `role` of a RAID0 array of members of `sizes` chunks: zones
+    over the members larger than the zone before reached, the member of each chunk
+    counted by its number in the array (layout 1, original) or in its zone (2,
+    alternate)."""
+    zones, start, dev_start = [], 0, 0
+    while True:
+        members = [r for r in range(len(sizes)) if sizes[r] > dev_start]
+        if not members:
+            break
+        smallest = min(sizes[r] for r in members)
+        zones.append((start, dev_start, members))
+        start += (smallest - dev_start) * len(members)
+        dev_start = smallest
+    assert len(data) == start * chunk, "DATA must fill the zones"
+    out = bytearray(sizes[role] * chunk)
+    for c in range(start):
+        zone_start, dev_start, members = max(z for z in zones if z[0] <= c)
+        in_zone = c - zone_start
+        index = (in_zone if layout == 2 else c) % len(members)
+        if members[index] == role:
+            at = (dev_start + in_zone // len(members)) * chunk
+            out[at:at + chunk] = data[c * chunk:(c + 1) * chunk]
+    return bytes(out)
+
+
 def raid10_member(data, layout, n, role, chunk):
     """The copies of the chunks of a RAID10 array holding `data` that lie on `role`."""
     near, far, offset = layout & 0xFF, (layout >> 8) & 0xFF, bool(layout & (1 << 16))
@@ -192,13 +220,17 @@ def main():
     parser.add_argument("--data-offset", type=int, default=2048)
     parser.add_argument("--spare", type=int, default=8)
     parser.add_argument("--layout", type=lambda v: int(v, 0))
+    parser.add_argument("--sizes", help="RAID0: each member's size in chunks, comma-separated")
     parser.add_argument("--recovering", action="store_true")
     args = parser.parse_args()
 
     with open(args.data, "rb") as f:
         data = f.read()
     data += bytes(-len(data) % SECTOR)
-    if args.level == 0:
+    if args.level == 0 and args.sizes:
+        data = raid0_zoned_member(data, [int(n) for n in args.sizes.split(",")], args.layout or 0,
+                                  args.role, args.chunk * SECTOR)
+    elif args.level == 0:
         chunk = args.chunk * SECTOR
         assert len(data) % (chunk * args.disks) == 0, "DATA must be whole stripes"
         data = b"".join(data[k * chunk:(k + 1) * chunk]

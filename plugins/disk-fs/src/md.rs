@@ -24,8 +24,10 @@
 //! holds all the data. The others are read through all their members together
 //! ([`MdArray`]), found by role:
 //!
-//! - RAID0 (equal members: one zone, as mdadm makes it) deals the array's chunks to the
-//!   members in turn; linear puts the members one after the other.
+//! - RAID0 deals the array's chunks to the members in turn; members of unequal sizes
+//!   make zones, each over the members that reach into it, whose member for a chunk the
+//!   superblock's layout says (`original` or `alternate`). Linear puts the members one
+//!   after the other.
 //! - RAID4, 5 and 6 cut the array into stripes of one chunk per member but one (two for
 //!   RAID6) that holds the stripe's parity. Where the parity and each data chunk of a
 //!   stripe lie is the layout's (the kernel's `raid5_compute_sector`): RAID4 keeps the
@@ -94,6 +96,11 @@ const PARITY_0_6: u32 = 20;
 /// stripe on rather than in a later band, and far copies kept within sets of members.
 const RAID10_OFFSET: u32 = 1 << 16;
 const RAID10_FAR_SETS: u32 = 1 << 17;
+/// The two layouts of a RAID0 array of unequal members (several zones): the member of a
+/// chunk counted by its number in the array (the kernel's before 3.14, `original`) or in
+/// its zone (since, `alternate`). Arrays of equal members read the same either way.
+const RAID0_ORIG_LAYOUT: u32 = 1;
+const RAID0_ALT_LAYOUT: u32 = 2;
 /// A role that is not an active member's (a spare's, a faulty one's).
 const NO_ROLE: u16 = 0xfffe;
 
@@ -157,6 +164,10 @@ impl MdMember {
     fn layout_problem(&self) -> Option<String> {
         let n = self.members;
         match self.level {
+            RAID0 if self.layout > RAID0_ALT_LAYOUT => Some(format!(
+                "RAID0 layout {} is not one the kernel has",
+                self.layout
+            )),
             RAID5 if self.layout > PARITY_N => Some(format!(
                 "RAID5 layout {} is not one the kernel has",
                 self.layout
@@ -550,6 +561,8 @@ pub struct MdArray {
     level: i32,
     layout: u32,
     chunk: u64,
+    /// A RAID0 array's zones: one when its members are of one size.
+    zones: Vec<Zone>,
     /// The members by role, each with where the array's data starts on it and how much
     /// of it is there; `None` for one that is missing.
     members: Vec<Option<Placed>>,
@@ -631,20 +644,27 @@ impl MdArray {
                 "MD array {name} has {count} members, and {why}"
             )));
         }
-        if level == RAID0 {
-            let sizes = by_role.iter().flatten().map(|m| m.2);
-            if sizes.clone().min() != sizes.max() {
+        let zones = if level == RAID0 {
+            let sizes: Vec<u64> = by_role.iter().flatten().map(|m| m.2).collect();
+            let zones = raid0_zones(&sizes);
+            if zones.len() > 1 && !matches!(first.layout, RAID0_ORIG_LAYOUT | RAID0_ALT_LAYOUT) {
                 return Err(unsupported(format!(
                     "the members of MD RAID0 array {name} differ in size, which spreads its \
-                     data over several zones; arrays of equal members are read"
+                     data over several zones, and its superblock does not say which of the \
+                     kernel's two multi-zone layouts it has (layout {}); `mdadm --grow \
+                     --layout=original` or `alternate` records it",
+                    first.layout
                 )));
             }
-        }
+            zones
+        } else {
+            Vec::new()
+        };
         let size = by_role.iter().flatten().map(|m| m.2).next().unwrap_or(0);
         let n = u64::from(count);
         let len = match level {
             LINEAR => by_role.iter().flatten().map(|m| m.2).sum(),
-            RAID0 => size * n,
+            RAID0 => zones.last().map_or(0, |z| z.end),
             RAID4 | RAID5 => size * (n - 1),
             RAID6 => size * (n - 2),
             _ => {
@@ -656,6 +676,7 @@ impl MdArray {
             level,
             layout: first.layout,
             chunk,
+            zones,
             members: by_role,
             len,
             name,
@@ -710,7 +731,22 @@ impl MdArray {
                 }
                 ((slot % n) as usize, stripe * self.chunk + within, run)
             }
-            _ => ((chunk % n) as usize, (chunk / n) * self.chunk + within, run),
+            _ => {
+                // RAID0: the zone, then its member by the chunk's number in the array
+                // (the original layout) or in the zone (the alternate one).
+                let at = self.zones.partition_point(|z| z.end <= pos);
+                let zone = &self.zones[at];
+                let start = at.checked_sub(1).map_or(0, |i| self.zones[i].end);
+                let in_zone = (pos - start) / self.chunk;
+                let count = zone.roles.len() as u64;
+                let index = if self.layout == RAID0_ALT_LAYOUT {
+                    in_zone % count
+                } else {
+                    chunk % count
+                };
+                let at = zone.dev_start + in_zone / count * self.chunk + within;
+                (zone.roles[index as usize], at, run)
+            }
         }
     }
 
@@ -919,6 +955,45 @@ impl MdMember {
             (0..near).any(|copy| !missing.contains(&((first + copy) % n)))
         })
     }
+}
+
+/// A zone of a RAID0 array: where it ends in the array, where it starts on its members,
+/// and its members' roles, in order.
+#[derive(Debug, Clone)]
+struct Zone {
+    end: u64,
+    dev_start: u64,
+    roles: Vec<usize>,
+}
+
+/// The zones of a RAID0 array whose members (by role) hold `sizes` bytes each, rounded to
+/// the chunk, as the kernel makes them (`create_strip_zones`): the first spans all
+/// members up to the smallest one's size; each next one the members larger than that,
+/// from there up to the smallest of them.
+fn raid0_zones(sizes: &[u64]) -> Vec<Zone> {
+    let mut zones: Vec<Zone> = Vec::new();
+    let mut dev_start = 0;
+    loop {
+        let roles: Vec<usize> = (0..sizes.len()).filter(|&r| sizes[r] > dev_start).collect();
+        let Some(smallest) = roles.iter().map(|&r| sizes[r]).min() else {
+            break;
+        };
+        let start = zones.last().map_or(0, |z| z.end);
+        zones.push(Zone {
+            end: start + (smallest - dev_start) * roles.len() as u64,
+            dev_start,
+            roles,
+        });
+        dev_start = smallest;
+    }
+    if zones.is_empty() {
+        zones.push(Zone {
+            end: 0,
+            dev_start: 0,
+            roles: (0..sizes.len()).collect(),
+        });
+    }
+    zones
 }
 
 /// Rebuilds data stripe `target` of a parity row into `buf`: `stripes` holds each data

@@ -618,3 +618,55 @@ fn mutated_v090_superblocks_never_panic() {
         }
     }
 }
+
+/// A RAID0 array of members of unequal sizes (1, 4 and 4 chunks) spreads its data over
+/// two zones, the second starting at chunk 3 over two members, where the kernel's two
+/// layouts differ; each reads back equal to the data, given in the superblock, and one
+/// that does not say is refused.
+#[test]
+fn raid0_arrays_of_unequal_members_read_through_their_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = 64 << 10;
+    let data_bytes = pattern(9 * chunk, 11);
+    let data = dir.path().join("data");
+    std::fs::write(&data, &data_bytes).unwrap();
+    for layout in ["1", "2", "0"] {
+        let members: Vec<_> = (0..3)
+            .map(|role| {
+                let role = role.to_string();
+                let args = [
+                    "--uuid",
+                    "00112233445566778899aabbccddeeff",
+                    "--level",
+                    "0",
+                    "--disks",
+                    "3",
+                    "--role",
+                    &role,
+                    "--chunk",
+                    "128",
+                    "--sizes",
+                    "1,4,4",
+                    "--layout",
+                    layout,
+                ];
+                let mut bytes = member(dir.path(), &data, &format!("z{role}"), &args);
+                let found = read_md_member(&mut bytes, "z").unwrap().unwrap();
+                (found, bytes)
+            })
+            .collect();
+        match assemble_without(&members, &[]) {
+            Ok(mut md) => {
+                assert_ne!(layout, "0");
+                assert_eq!(md.len(), data_bytes.len() as u64, "layout {layout}");
+                let mut all = vec![0u8; data_bytes.len()];
+                md.read_exact_at(0, &mut all).unwrap();
+                assert!(all == data_bytes, "layout {layout}: the data differs");
+            }
+            Err(err) => {
+                assert_eq!(layout, "0");
+                assert!(err.to_string().contains("zones"), "{err}");
+            }
+        }
+    }
+}
