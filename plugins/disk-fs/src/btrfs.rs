@@ -182,14 +182,26 @@ impl Chunk {
         if self.profile & striped == 0 || sl == 0 {
             // One copy per stripe, the whole chunk in each.
             return Run {
-                copies: self.stripes.iter().map(|&(d, at)| (d, at + o)).collect(),
+                copies: self
+                    .stripes
+                    .iter()
+                    .map(|&(d, at)| (d, at.saturating_add(o)))
+                    .collect(),
                 len: rest,
                 parity: None,
             };
         }
         let (nr, within) = (o / sl, o % sl);
         let len = (sl - within).min(rest);
-        let at = |(d, start): (u64, u64), row: u64| (d, start + row * sl + within);
+        // Offsets from a damaged chunk item saturate; the read past the device then fails.
+        let at = |(d, start): (u64, u64), row: u64| {
+            (
+                d,
+                start
+                    .saturating_add(row.saturating_mul(sl))
+                    .saturating_add(within),
+            )
+        };
         if self.profile & CHUNK_RAID0 != 0 {
             let (index, row) = (nr % n, nr / n);
             return Run {
