@@ -1375,7 +1375,10 @@ pub(crate) fn identity(reader: &mut dyn ReadAt) -> Option<([u8; 16], u64, u64)> 
     if reader.len() < SUPERBLOCK + 4096 || reader.read_exact_at(SUPERBLOCK, &mut sb).is_err() {
         return None;
     }
-    if &sb[0x40..0x48] != MAGIC || CRC32C.checksum(&sb[32..]) != le32(&sb, 0) {
+    // The checksum is checked when it is CRC-32C; other types are not checked here, as
+    // `open` does not check them either.
+    let crc_ok = le16(&sb, 0xc4) != 0 || CRC32C.checksum(&sb[32..]) == le32(&sb, 0);
+    if &sb[0x40..0x48] != MAGIC || !crc_ok {
         return None;
     }
     Some((
