@@ -2389,6 +2389,13 @@ fn files_restore_from_btrfs_raid5_over_three_disks() {
     }
     let all: Vec<&str> = disks.iter().map(|d| p(d)).collect();
     let point = point_of(&env.backup(&all));
+    for disk in ["disk0", "disk1", "disk2"] {
+        assert_eq!(env.ls(&point, disk), [format!("{disk}/fs")]);
+        assert_eq!(
+            env.ls(&point, &format!("{disk}/fs")),
+            [format!("{disk}/fs/etc")]
+        );
+    }
     let file = "disk1/fs/etc/blob.bin";
     let target = env.path("all");
     env.restore(&point, &["--path", file, "--target", p(&target)]);
@@ -2396,6 +2403,7 @@ fn files_restore_from_btrfs_raid5_over_three_disks() {
 
     // Without the third disk: its stripes are rebuilt from the others and the parity.
     let two = point_of(&env.backup(&[all[0], all[1], "--item", "two"]));
+    assert_eq!(env.ls(&two, "disk1"), ["disk1/fs"]);
     let target = env.path("two");
     env.restore(&two, &["--path", "disk0/fs/etc", "--target", p(&target)]);
     assert!(fs::read(target.join("disk0/fs/etc/blob.bin")).unwrap() == blob);

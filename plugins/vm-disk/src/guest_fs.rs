@@ -87,7 +87,7 @@ impl StoredDisk {
         {
             return Ok(vec![(VolumeRef::WholeDisk, size)]);
         }
-        match open_volume(whole, &label) {
+        match self.open_fs(whole, &label) {
             Ok(_) => Ok(vec![(VolumeRef::WholeDisk, size)]),
             Err(FsError::UnknownFilesystem { other, .. }) => {
                 tessera_plugin_sdk::debug!(
@@ -146,7 +146,7 @@ impl StoredDisk {
         let mut reader = self.array_data(self.reader(volume)?, &label)?;
         let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
         else {
-            let volume = self.open_fs(reader, &label)?;
+            let volume = self.open_fs(reader, &label).map_err(|err| from_fs(&err))?;
             return Ok(Reached::Fs {
                 volume: Box::new(volume),
                 rest,
@@ -187,7 +187,7 @@ impl StoredDisk {
     /// The file system of `reader`, the volume `label`: for a btrfs volume over several
     /// devices, with its other devices, found among the point's disks (partitions, disks
     /// without a table, MD arrays) by the volume's UUID.
-    fn open_fs(&self, mut reader: Box<dyn ReadAt>, label: &str) -> Result<Volume, PluginError> {
+    fn open_fs(&self, mut reader: Box<dyn ReadAt>, label: &str) -> Result<Volume, FsError> {
         let mut others = Vec::new();
         if let Some((fsid, devid, devices)) = btrfs_identity(&mut *reader)
             && devices > 1
@@ -213,7 +213,7 @@ impl StoredDisk {
                 );
             }
         }
-        open_volume_with(reader, label, others).map_err(|err| from_fs(&err))
+        open_volume_with(reader, label, others)
     }
 
     /// The LVM2 physical volume with label UUID `uuid` among the point's disks (a volume
