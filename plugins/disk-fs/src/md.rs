@@ -275,7 +275,7 @@ fn read_v1(
     whole.resize(FIXED + roles, 0);
     read_exact(reader, what, at + FIXED as u64, &mut whole[FIXED..])?;
     let stored = le32(&whole, 0xd8);
-    let computed = checksum(&whole);
+    let computed = checksum(&whole, 0xd8 / 4);
     if stored != computed {
         return Err(corrupt(
             0xd8,
@@ -434,11 +434,7 @@ fn read_v090(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMember>, Fs
         detail,
     };
     let stored = word(38);
-    let sum: u64 = (0..BYTES / 4)
-        .filter(|&i| i != 38)
-        .map(|i| u64::from(word(i)))
-        .sum();
-    let computed = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    let computed = checksum(&sb, 38);
     if stored != computed {
         return Err(corrupt(
             38,
@@ -513,13 +509,13 @@ fn read_v090(reader: &mut dyn ReadAt, what: &str) -> Result<Option<MdMember>, Fs
     }))
 }
 
-/// The sum of `sb`'s little-endian 32-bit words, its checksum field taken as zero, folded
-/// to 32 bits as the kernel does (`calc_sb_1_csum`).
-fn checksum(sb: &[u8]) -> u32 {
+/// The sum of `sb`'s little-endian 32-bit words but word `skip` (the checksum's own, taken
+/// as zero), folded to 32 bits as the kernel does (`calc_sb_1_csum`, `calc_sb_csum`).
+fn checksum(sb: &[u8], skip: usize) -> u32 {
     let mut sum: u64 = sb
         .chunks_exact(4)
         .enumerate()
-        .filter(|&(i, _)| i != 0xd8 / 4)
+        .filter(|&(i, _)| i != skip)
         .map(|(_, w)| u64::from(u32::from_le_bytes(w.try_into().expect("4 bytes"))))
         .sum();
     if sb.len() % 4 == 2 {

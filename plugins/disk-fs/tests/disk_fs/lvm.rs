@@ -486,34 +486,23 @@ fn image_share(
     disks: usize,
     role: usize,
 ) -> Vec<u8> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/scripts/md-member.py"
-    );
-    let out = dir.join(format!("share-{level}-{role}"));
     let (disks, role) = (disks.to_string(), role.to_string());
-    run(
-        "python3",
-        &[
-            script,
-            data.to_str().unwrap(),
-            out.to_str().unwrap(),
-            "--metadata",
-            "1.0",
-            "--chunk",
-            "128",
-            "--level",
-            level,
-            "--layout",
-            layout,
-            "--disks",
-            &disks,
-            "--role",
-            &role,
-        ],
-        &[],
-    );
-    let mut bytes = read_bytes(&out);
+    let args = [
+        "--metadata",
+        "1.0",
+        "--chunk",
+        "128",
+        "--level",
+        level,
+        "--layout",
+        layout,
+        "--disks",
+        &disks,
+        "--role",
+        &role,
+    ];
+    let name = format!("share-{level}-{role}");
+    let mut bytes = md_member(dir, data, &name, &args);
     bytes.truncate(4 * MIB as usize);
     bytes
 }

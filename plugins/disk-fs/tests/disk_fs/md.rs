@@ -11,21 +11,6 @@ use tessera_disk_image::ReadAt;
 
 use crate::support::*;
 
-/// The member `name` in `dir` of an array holding `data`, made by the script with `extra`
-/// arguments, as bytes.
-fn member(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scripts/md-member.py");
-    let out: PathBuf = dir.join(name);
-    let mut args = vec![
-        script.to_str().unwrap(),
-        data.to_str().unwrap(),
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    run("python3", &args, &[]);
-    std::fs::read(out).unwrap()
-}
-
 #[test]
 fn raid1_members_read_as_their_array_and_others_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +19,7 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
     // Metadata 1.2 (the superblock 4 KiB in) and 1.1 (at the start): the array's data
     // from the data offset on is the file system.
     for (metadata, offset) in [("1.2", 4096), ("1.1", 0)] {
-        let bytes = member(dir.path(), &ext4, "m", &["--metadata", metadata]);
+        let bytes = md_member(dir.path(), &ext4, "m", &["--metadata", metadata]);
         let found = read_md_member(&mut bytes.clone(), "m").unwrap().unwrap();
         assert_eq!(found.version, metadata);
         assert_eq!((found.level, found.members), (1, 2));
@@ -73,7 +58,7 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
             "layout 7",
         ),
     ] {
-        let mut bytes = member(dir.path(), &ext4, "x", extra);
+        let mut bytes = md_member(dir.path(), &ext4, "x", extra);
         let err = read_md_member(&mut bytes, "x").unwrap_err();
         assert!(
             matches!(&err, FsError::Unsupported { detail, .. } if detail.contains(expect)),
@@ -81,11 +66,11 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
         );
     }
     // A one-member linear array holds all its data.
-    let mut bytes = member(dir.path(), &ext4, "l", &["--level", "-1", "--disks", "1"]);
+    let mut bytes = md_member(dir.path(), &ext4, "l", &["--level", "-1", "--disks", "1"]);
     assert!(read_md_member(&mut bytes, "l").unwrap().is_some());
 
     // A member cut short of its data.
-    let bytes = member(dir.path(), &ext4, "c", &[]);
+    let bytes = md_member(dir.path(), &ext4, "c", &[]);
     let mut cut = bytes[..bytes.len() - (1 << 20)].to_vec();
     let err = read_md_member(&mut cut, "c").unwrap_err();
     assert!(err.to_string().contains("pass the end"), "{err}");
@@ -96,7 +81,7 @@ fn mutated_md_superblocks_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::write(&data, pattern(64 << 10, 3)).unwrap();
-    let good = member(dir.path(), &data, "m", &[]);
+    let good = md_member(dir.path(), &data, "m", &[]);
     let mut state = 7u64;
     for round in 0..3000 {
         let mut bytes = good.clone();
@@ -153,7 +138,7 @@ fn raid0_and_linear_arrays_read_through_all_their_members() {
                     &["--level", level, "--disks", &count, "--role", &role],
                 ]
                 .concat();
-                let mut bytes = member(dir.path(), &ext4, &format!("m{role}"), &args);
+                let mut bytes = md_member(dir.path(), &ext4, &format!("m{role}"), &args);
                 let found = read_md_member(&mut bytes, "m").unwrap().unwrap();
                 assert!(found.needs_all(), "{found:?}");
                 (found, Box::new(bytes) as Box<dyn ReadAt>)
@@ -173,7 +158,7 @@ fn raid0_and_linear_arrays_read_through_all_their_members() {
     // A member missing, and a member of another array among them.
     let raid0 = |role: &str, uuid: &str| {
         let args = ["--uuid", uuid, "--level", "0", "--role", role];
-        let mut bytes = member(dir.path(), &ext4, "r", &args);
+        let mut bytes = md_member(dir.path(), &ext4, "r", &args);
         (
             read_md_member(&mut bytes, "r").unwrap().unwrap(),
             Box::new(bytes) as Box<dyn ReadAt>,
@@ -222,7 +207,7 @@ fn array_members(
                 "--chunk",
                 "128",
             ];
-            let mut bytes = member(dir, data, &format!("m{role}"), &args);
+            let mut bytes = md_member(dir, data, &format!("m{role}"), &args);
             let found = read_md_member(&mut bytes, "m").unwrap().unwrap();
             assert!(found.needs_all(), "{found:?}");
             (found, bytes)
@@ -362,17 +347,23 @@ fn parity_and_mirrored_stripes_read_in_every_layout_and_with_members_missing() {
 fn fix_checksum(bytes: &mut [u8]) {
     let max_dev = u32::from_le_bytes(bytes[4096 + 0xdc..4096 + 0xe0].try_into().unwrap());
     let end = (4096 + 256 + 2 * max_dev.min(1920) as usize).min(<[u8]>::len(bytes));
-    let mut sum: u64 = bytes[4096..end]
+    let csum = md_checksum(&bytes[4096..end], 0xd8 / 4);
+    bytes[4096 + 0xd8..4096 + 0xdc].copy_from_slice(&csum.to_le_bytes());
+}
+
+/// An MD superblock's checksum, as the kernel computes it: the sum of its little-endian
+/// 32-bit words (a last half word too) but word `skip`, folded to 32 bits.
+fn md_checksum(sb: &[u8], skip: usize) -> u32 {
+    let mut sum: u64 = sb
         .chunks_exact(4)
         .enumerate()
-        .filter(|&(i, _)| i != 0xd8 / 4)
+        .filter(|&(i, _)| i != skip)
         .map(|(_, w)| u64::from(u32::from_le_bytes(w.try_into().unwrap())))
         .sum();
-    if (end - 4096) % 4 == 2 {
-        sum += u64::from(u16::from_le_bytes([bytes[end - 2], bytes[end - 1]]));
+    if sb.len() % 4 == 2 {
+        sum += u64::from(u16::from_le_bytes([sb[sb.len() - 2], sb[sb.len() - 1]]));
     }
-    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
-    bytes[4096 + 0xd8..4096 + 0xdc].copy_from_slice(&csum.to_le_bytes());
+    ((sum & 0xffff_ffff) + (sum >> 32)) as u32
 }
 
 #[test]
@@ -441,15 +432,7 @@ fn v090_place(len: usize) -> usize {
 /// Sets the checksum of the 0.90 superblock of `bytes` right again.
 fn fix_v090_checksum(bytes: &mut [u8]) {
     let at = v090_place(<[u8]>::len(bytes));
-    let sum: u64 = (0..1024)
-        .filter(|&i| i != 38)
-        .map(|i| {
-            u64::from(u32::from_le_bytes(
-                bytes[at + 4 * i..at + 4 * i + 4].try_into().unwrap(),
-            ))
-        })
-        .sum();
-    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    let csum = md_checksum(&bytes[at..at + 4096], 38);
     bytes[at + 4 * 38..at + 4 * 39].copy_from_slice(&csum.to_le_bytes());
 }
 
@@ -460,7 +443,7 @@ fn members_with_their_superblock_at_the_end_read_too() {
     let uuid = ["--uuid", "00112233445566778899aabbccddeeff"];
     for metadata in ["1.0", "0.90"] {
         // RAID1: the data from the first byte, all of it.
-        let mut bytes = member(
+        let mut bytes = md_member(
             dir.path(),
             &ext4,
             "m",
@@ -508,7 +491,7 @@ fn members_with_their_superblock_at_the_end_read_too() {
                         &["--role", &role],
                     ]
                     .concat();
-                    let mut bytes = member(dir.path(), &ext4, &format!("m{role}"), &args);
+                    let mut bytes = md_member(dir.path(), &ext4, &format!("m{role}"), &args);
                     let found = read_md_member(&mut bytes, "m").unwrap().unwrap();
                     assert_eq!(found.version, metadata);
                     (found, bytes)
@@ -528,7 +511,7 @@ fn members_with_their_superblock_at_the_end_read_too() {
     }
 
     // A 0.90 member not in sync (being rebuilt) is refused; so is a reshape (0.91).
-    let mut bytes = member(
+    let mut bytes = md_member(
         dir.path(),
         &ext4,
         "r",
@@ -570,7 +553,7 @@ fn mutated_v090_superblocks_never_panic() {
                 "--role",
                 &role,
             ];
-            member(dir.path(), &data, &format!("m{role}"), &args)
+            md_member(dir.path(), &data, &format!("m{role}"), &args)
         })
         .collect();
     // Words the geometry comes from: level, size, raid disks, layout, chunk, this disk's
@@ -650,7 +633,7 @@ fn raid0_arrays_of_unequal_members_read_through_their_zones() {
                     "--layout",
                     layout,
                 ];
-                let mut bytes = member(dir.path(), &data, &format!("z{role}"), &args);
+                let mut bytes = md_member(dir.path(), &data, &format!("z{role}"), &args);
                 let found = read_md_member(&mut bytes, "z").unwrap().unwrap();
                 (found, bytes)
             })

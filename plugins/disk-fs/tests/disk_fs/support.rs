@@ -538,3 +538,18 @@ pub fn check_offsets_under(vol: &mut Volume, dir: &str, src: &Path) {
     file.read(&mut one).unwrap();
     assert_eq!(one, big[17..24]);
 }
+
+/// The member `name` in `dir` of an MD array holding `data`, made by
+/// `tests/scripts/md-member.py` with `extra` arguments, as bytes.
+pub fn md_member(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> Vec<u8> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scripts/md-member.py");
+    let out = dir.join(name);
+    let mut args = vec![
+        script.to_str().unwrap(),
+        data.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run("python3", &args, &[]);
+    fs::read(out).unwrap()
+}
