@@ -76,6 +76,15 @@ fn raid1_members_read_as_their_array_and_others_are_refused() {
     assert!(err.to_string().contains("pass the end"), "{err}");
 }
 
+/// Steps the fuzz tests' linear congruential generator (Knuth's MMIX constants) and
+/// gives its new state.
+fn lcg(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state
+}
+
 #[test]
 fn mutated_md_superblocks_never_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,9 +95,7 @@ fn mutated_md_superblocks_never_panic() {
     for round in 0..3000 {
         let mut bytes = good.clone();
         for _ in 0..1 + round % 4 {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            let state = lcg(&mut state);
             let at = 4096 + (state >> 33) as usize % 512;
             bytes[at] = (state >> 13) as u8;
         }
@@ -379,12 +386,7 @@ fn striped_arrays_of_mutated_members_never_panic() {
     // data offset, role.
     let fields = [0x48, 0x4c, 0x50, 0x58, 0x5c, 0x80, 0xa0, 0x100];
     let mut state = 11u64;
-    let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        state >> 33
-    };
+    let mut next = || lcg(&mut state) >> 33;
     for round in 0..1500 {
         let set = &sets[round % sets.len()];
         let mut members: Vec<_> = set.iter().map(|(_, bytes)| bytes.clone()).collect();
@@ -560,12 +562,7 @@ fn mutated_v090_superblocks_never_panic() {
     // role and state; and any word now and then.
     let words = [7, 8, 10, 64, 65, 995, 996];
     let mut state = 5u64;
-    let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        state >> 33
-    };
+    let mut next = || lcg(&mut state) >> 33;
     for round in 0..1500 {
         let mut members = good.clone();
         let victim = next() as usize % members.len();
