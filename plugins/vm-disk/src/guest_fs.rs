@@ -103,6 +103,14 @@ impl StoredDisk {
         }
     }
 
+    /// The data of a volume of the disk (its MD array's, when it is a member of one; see
+    /// [`StoredDisk::array_data`]), with the volume's label.
+    fn volume_data(&self, volume: VolumeRef) -> Result<(Box<dyn ReadAt>, String), PluginError> {
+        let label = volume_label(&self.name, volume);
+        let data = self.array_data(self.reader(volume)?, &label)?;
+        Ok((data, label))
+    }
+
     /// The bytes of a volume of the disk: a partition, or the whole disk without a table.
     fn reader(&self, volume: VolumeRef) -> Result<Box<dyn ReadAt>, PluginError> {
         match volume {
@@ -142,8 +150,7 @@ impl StoredDisk {
         volume: VolumeRef,
         rest: &'p str,
     ) -> Result<Reached<'p>, PluginError> {
-        let label = volume_label(&self.name, volume);
-        let mut reader = self.array_data(self.reader(volume)?, &label)?;
+        let (mut reader, label) = self.volume_data(volume)?;
         let Some(pv) = read_physical_volume(&mut reader, &label).map_err(|err| from_fs(&err))?
         else {
             let volume = self.open_fs(reader, &label).map_err(|err| from_fs(&err))?;
@@ -193,11 +200,7 @@ impl StoredDisk {
             && devices > 1
         {
             self.visit_volumes(|disk, volume| {
-                let label = volume_label(&disk.name, volume);
-                let mut other = disk
-                    .reader(volume)
-                    .and_then(|r| disk.array_data(r, &label))
-                    .ok()?;
+                let (mut other, _) = disk.volume_data(volume).ok()?;
                 if let Some((other_fsid, other_devid, _)) = btrfs_identity(&mut *other)
                     && other_fsid == fsid
                     && other_devid != devid
@@ -221,11 +224,7 @@ impl StoredDisk {
     /// or an MD array of them.
     fn find_physical_volume(&self, uuid: &str) -> Option<Box<dyn ReadAt>> {
         self.visit_volumes(|disk, volume| {
-            let label = volume_label(&disk.name, volume);
-            let mut reader = disk
-                .reader(volume)
-                .and_then(|r| disk.array_data(r, &label))
-                .ok()?;
+            let (mut reader, label) = disk.volume_data(volume).ok()?;
             match read_physical_volume(&mut reader, &label) {
                 Ok(Some(pv)) if pv.uuid == uuid => Some(reader),
                 _ => None,
