@@ -19,7 +19,7 @@ use tessera_tests::{random_bytes, run_ok, tessera};
 /// Runs a tool, failing the test with its output if it fails; returns stdout.
 fn tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2, ntfs-3g, xfsprogs, btrfs-progs, exfatprogs and exfat-fuse")
+        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2, thin-provisioning-tools, ntfs-3g, xfsprogs, btrfs-progs, exfatprogs and exfat-fuse")
     });
     assert!(
         output.status.success(),
@@ -2020,6 +2020,85 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     assert!(!part.join("disk0/part2/srv").exists());
 }
 
+/// Makes the files `disks` the physical volumes of volume group `group` (1 MiB extents,
+/// through loop devices) and restores into its metadata, with `vgcfgrestore`, which checks
+/// them, the logical volumes whose sections `volumes` writes given the metadata's names of
+/// the disks' physical volumes, in order. For volumes LVM makes only through
+/// device-mapper, which this leaves alone. `Err` when loop devices cannot be had.
+fn restore_logical_volumes(
+    env: &Env,
+    disks: &[PathBuf],
+    group: &str,
+    volumes: impl FnOnce(&[String]) -> String,
+) -> Result<(), String> {
+    let loops = disks
+        .iter()
+        .map(|disk| LoopDevice::attach(disk))
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices: Vec<&str> = loops.iter().map(|l| p(&l.path)).collect();
+    lvm("pvcreate", &[&["-q"][..], &devices].concat());
+    lvm(
+        "vgcreate",
+        &[&["-q", "-s", "1m", group][..], &devices].concat(),
+    );
+    let backup = env.path("vg.txt");
+    lvm("vgcfgbackup", &["-q", "-f", p(&backup), group]);
+    let text = fs::read_to_string(&backup).unwrap();
+    let keys: Vec<String> = devices
+        .iter()
+        .map(|dev| {
+            // The section the device's line is in: `pvN {`.
+            let at = text.find(&format!("device = \"{dev}\"")).unwrap();
+            let line = text[..at]
+                .lines()
+                .rev()
+                .find(|l| l.trim_end().ends_with('{'))
+                .unwrap();
+            line.split_whitespace().next().unwrap().to_owned()
+        })
+        .collect();
+    let lvs = volumes(&keys);
+    // Restoring thin volumes needs `--force`: the tool cannot check the pool's own
+    // metadata against them.
+    let force = if lvs.contains("type = \"thin\"") {
+        "--force"
+    } else {
+        "-q"
+    };
+    let end = text.rfind("\n}").unwrap();
+    fs::write(
+        &backup,
+        format!(
+            "{}\nlogical_volumes {{\n{lvs}}}\n{}",
+            &text[..end],
+            &text[end..]
+        ),
+    )
+    .unwrap();
+    lvm("vgcfgrestore", &["-q", force, "-f", p(&backup), group]);
+    lvm("vgchange", &["-q", "--activate", "n", group]);
+    Ok(())
+}
+
+/// The metadata section of logical volume `name` (`n` numbering its id) of one segment,
+/// from extent 0, whose other lines are `body`; hidden unless `visible`.
+fn lv_section(name: &str, n: usize, visible: bool, body: &str) -> String {
+    let status = if visible { ", \"VISIBLE\"" } else { "" };
+    format!(
+        "{name} {{\nid = \"LvId{n:02}-abcd-efgh-ijkl-mnop-qrst-uvwx{n:02}\"\n\
+         status = [\"READ\", \"WRITE\"{status}]\nflags = []\nsegment_count = 1\n\
+         segment1 {{\nstart_extent = 0\n{body}}}\n}}\n"
+    )
+}
+
+/// A linear segment's lines: `count` extents from extent `first` of physical volume `pv`.
+fn linear(count: u64, pv: &str, first: u64) -> String {
+    format!(
+        "extent_count = {count}\ntype = \"striped\"\nstripe_count = 1\n\
+         stripes = [\"{pv}\", {first}]\n"
+    )
+}
+
 /// A VM whose two disks are the physical volumes of one group holding `data`, an LVM2
 /// raid1 volume with an image on each (written into metadata that `vgcfgrestore` checks,
 /// as LVM makes raid1 volumes only through device-mapper): its files restore from a
@@ -2036,63 +2115,28 @@ fn files_restore_from_an_lvm_mirror_with_one_of_its_disks() {
         fs::File::create(disk).unwrap().set_len(24 << 20).unwrap();
     }
     let group = format!("tessera{}mirror", std::process::id());
-    {
-        let loops = match (LoopDevice::attach(&disks[0]), LoopDevice::attach(&disks[1])) {
-            (Ok(a), Ok(b)) => [a, b],
-            (Err(reason), _) | (_, Err(reason)) => {
-                eprintln!("skipped: making LVM disks needs loop devices ({reason})");
-                return;
-            }
-        };
-        let (a, b) = (p(&loops[0].path), p(&loops[1].path));
-        lvm("pvcreate", &["-q", a, b]);
-        lvm("vgcreate", &["-q", "-s", "1m", &group, a, b]);
-        let backup = env.path("vg.txt");
-        lvm("vgcfgbackup", &["-q", "-f", p(&backup), &group]);
-        let text = fs::read_to_string(&backup).unwrap();
-        let key = |dev: &str| {
-            let at = text.find(&format!("device = \"{dev}\"")).unwrap();
-            let key_at = text[..at].rfind("pv").unwrap();
-            text[key_at..].split_whitespace().next().unwrap().to_owned()
-        };
-        let volume = |name: &str, n: usize, visible: bool, body: String| {
-            let status = if visible { ", \"VISIBLE\"" } else { "" };
-            format!(
-                "{name} {{\nid = \"LvId{n:02}-abcd-efgh-ijkl-mnop-qrst-uvwx{n:02}\"\n\
-                 status = [\"READ\", \"WRITE\"{status}]\nflags = []\nsegment_count = 1\n\
-                 segment1 {{\nstart_extent = 0\n{body}}}\n}}\n"
-            )
-        };
-        let linear = |count: u64, pv: &str, first: u64| {
-            format!(
-                "extent_count = {count}\ntype = \"striped\"\nstripe_count = 1\n\
-                 stripes = [\"{pv}\", {first}]\n"
-            )
-        };
-        let mut lvs = String::from("logical_volumes {\n");
-        for (i, dev) in [a, b].into_iter().enumerate() {
-            let pv = key(dev);
-            lvs += &volume(&format!("data_rmeta_{i}"), 2 * i, false, linear(1, &pv, 0));
-            lvs += &volume(
+    let restored = restore_logical_volumes(&env, &disks, &group, |pvs| {
+        let mut lvs = String::new();
+        for (i, pv) in pvs.iter().enumerate() {
+            lvs += &lv_section(&format!("data_rmeta_{i}"), 2 * i, false, &linear(1, pv, 0));
+            lvs += &lv_section(
                 &format!("data_rimage_{i}"),
                 2 * i + 1,
                 false,
-                linear(16, &pv, 1),
+                &linear(16, pv, 1),
             );
         }
-        lvs += &volume(
+        lvs + &lv_section(
             "data",
             9,
             true,
             "extent_count = 16\ntype = \"raid1\"\ndevice_count = 2\nregion_size = 1024\n\
-             raids = [\"data_rmeta_0\", \"data_rimage_0\", \"data_rmeta_1\", \"data_rimage_1\"]\n"
-                .to_owned(),
-        );
-        lvs += "}\n";
-        let end = text.rfind("\n}").unwrap();
-        fs::write(&backup, format!("{}\n{lvs}{}", &text[..end], &text[end..])).unwrap();
-        lvm("vgcfgrestore", &["-q", "-f", p(&backup), &group]);
-        lvm("vgchange", &["-q", "--activate", "n", &group]);
+             raids = [\"data_rmeta_0\", \"data_rimage_0\", \"data_rmeta_1\", \"data_rimage_1\"]\n",
+        )
+    });
+    if let Err(reason) = restored {
+        eprintln!("skipped: making LVM disks needs loop devices ({reason})");
+        return;
     }
     // Each image, 1 MiB of extents into its disk (after the label and metadata's MiB).
     let ext4 = env.path("data.ext4");
@@ -2121,6 +2165,93 @@ fn files_restore_from_an_lvm_mirror_with_one_of_its_disks() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("mirror image 1"), "{stderr}");
     assert_eq!(fs::read(target.join(file)).unwrap(), b"mirrored\n");
+}
+
+/// A disk laid out as a Proxmox VE host's data disk: a physical volume holding the thin
+/// pool `data` and the thin volume `vm-100-disk-0` in it (written into metadata that
+/// `vgcfgrestore` checks, the pool's own metadata by `thin_restore`, as LVM makes thin
+/// volumes only through device-mapper), its blocks mapped onto the pool's in reverse
+/// order. The thin volume lists and its files restore; the pool is not listed.
+#[test]
+fn files_restore_from_an_lvm_thin_volume() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), b"thin\n").unwrap();
+    let blob = random_bytes(41, 3 << 20);
+    fs::write(tree.join("blob.bin"), &blob).unwrap();
+    let disk = env.path("disk0.raw");
+    fs::File::create(&disk).unwrap().set_len(48 << 20).unwrap();
+    let group = format!("tessera{}thin", std::process::id());
+    let restored = restore_logical_volumes(&env, std::slice::from_ref(&disk), &group, |pvs| {
+        let pv = &pvs[0];
+        let mut lvs = lv_section("data_tmeta", 1, false, &linear(4, pv, 1));
+        lvs += &lv_section("data_tdata", 2, false, &linear(24, pv, 6));
+        lvs += &lv_section(
+            "data",
+            3,
+            true,
+            "extent_count = 24\ntype = \"thin-pool\"\nmetadata = \"data_tmeta\"\n\
+             pool = \"data_tdata\"\ntransaction_id = 1\nchunk_size = 128\n\
+             discards = \"passdown\"\nzero_new_blocks = 1\n",
+        );
+        lvs + &lv_section(
+            "vm-100-disk-0",
+            4,
+            true,
+            "extent_count = 32\ntype = \"thin\"\nthin_pool = \"data\"\n\
+             transaction_id = 0\ndevice_id = 1\n",
+        )
+    });
+    if let Err(reason) = restored {
+        eprintln!("skipped: making LVM disks needs loop devices ({reason})");
+        return;
+    }
+    let ext4 = env.path("thin.ext4");
+    fs::File::create(&ext4).unwrap().set_len(32 << 20).unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    // The file system's non-zero 64 KiB blocks, the first last in the pool.
+    let image = fs::read(&ext4).unwrap();
+    let used: Vec<(usize, &[u8])> = image
+        .chunks(64 << 10)
+        .enumerate()
+        .filter(|(_, block)| block.iter().any(|&b| b != 0))
+        .collect();
+    assert!(used.len() <= 384, "{} blocks", used.len());
+    let mut pool = vec![0u8; 24 << 20];
+    let mut xml = format!(
+        "<superblock uuid=\"\" time=\"0\" transaction=\"1\" data_block_size=\"128\" \
+         nr_data_blocks=\"384\">\n<device dev_id=\"1\" mapped_blocks=\"{}\" \
+         transaction=\"0\" creation_time=\"0\" snap_time=\"0\">\n",
+        used.len()
+    );
+    for (k, (block, bytes)) in used.iter().enumerate() {
+        let data = used.len() - 1 - k;
+        pool[data << 16..][..1 << 16].copy_from_slice(bytes);
+        xml += &format!(
+            "<single_mapping origin_block=\"{block}\" data_block=\"{data}\" time=\"0\"/>\n"
+        );
+    }
+    xml += "</device>\n</superblock>\n";
+    let (xml_path, meta) = (env.path("thin.xml"), env.path("tmeta.bin"));
+    fs::write(&xml_path, xml).unwrap();
+    fs::File::create(&meta).unwrap().set_len(4 << 20).unwrap();
+    tool("thin_restore", &["-i", p(&xml_path), "-o", p(&meta)]);
+    let pool_path = env.path("tdata.bin");
+    fs::write(&pool_path, &pool).unwrap();
+    // Physical extent N starts at MiB 1 + N.
+    write_partitions(&disk, &[(&meta, 2 << 20), (&pool_path, 7 << 20)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(env.ls(&point, "disk0/fs"), ["disk0/fs/vm-100-disk-0"]);
+    let target = env.path("restored");
+    let dir = "disk0/fs/vm-100-disk-0";
+    env.restore(&point, &["--path", dir, "--target", p(&target)]);
+    assert_eq!(
+        fs::read(target.join(dir).join("etc/hostname")).unwrap(),
+        b"thin\n"
+    );
+    assert!(fs::read(target.join(dir).join("blob.bin")).unwrap() == blob);
 }
 
 /// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults, version 5, and

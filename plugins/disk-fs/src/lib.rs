@@ -61,6 +61,7 @@ mod ntfs;
 mod partition;
 mod path;
 mod slice;
+mod thin;
 mod volume;
 mod xfs;
 

@@ -48,8 +48,12 @@
 //! in order ([`MdArray`]), the segment type naming the level and layout (`raid5` is
 //! `raid5_ls`, `raid6` is `raid6_zr`, `raid10` two near copies), so that images whose
 //! physical volumes are missing are rebuilt from parity or read from a copy
-//! ([`LogicalVolumeReader::raid`]). Thin, cache and snapshot volumes, and RAID volumes of
-//! several segments, are listed but refused with the reason when opened. Every number
+//! ([`LogicalVolumeReader::raid`]). Thin volumes, snapshots of thin volumes among them,
+//! are read through their pool ([`thin`](crate::thin)): its metadata and data volumes,
+//! each read as a volume of its own (linear, striped, mirrored or RAID); the pool itself
+//! holds no file system and is not listed. Cache volumes, old-style (copy-on-write)
+//! snapshots, thin volumes with an external origin and RAID volumes of several segments
+//! are listed but refused with the reason when opened. Every number
 //! from the image is checked before it is used as an offset or a length; the metadata
 //! text is limited in size and nesting.
 
@@ -59,6 +63,7 @@ use crc::{Algorithm, Crc};
 use tessera_disk_image::ReadAt;
 
 use crate::md::{MdArray, MdMember};
+use crate::thin::ThinReader;
 use crate::{FsError, read_exact};
 
 const SECTOR: u64 = 512;
@@ -117,6 +122,18 @@ pub struct LogicalVolume {
     others: Vec<Vec<Segment>>,
     /// For a RAID0, 4, 5, 6 or 10 volume (whose `map` is empty), its images.
     striped: Option<StripedRaid>,
+    /// For a thin volume (whose `map` is empty), its device in the pool.
+    thin: Option<ThinVolume>,
+}
+
+/// A thin volume: its device in the pool, the pool's data block (`chunk_size`, in bytes),
+/// and the pool's metadata and data volumes, read as volumes of their own.
+#[derive(Debug, Clone)]
+struct ThinVolume {
+    device: u64,
+    chunk: u64,
+    meta: Box<LogicalVolume>,
+    data: Box<LogicalVolume>,
 }
 
 /// A physical volume of the group, as its metadata describes it.
@@ -143,6 +160,19 @@ struct Segment {
 }
 
 impl LogicalVolume {
+    /// Volume `name`, its segments not read yet.
+    fn named(name: &str) -> Self {
+        LogicalVolume {
+            name: name.to_owned(),
+            size: 0,
+            on: Vec::new(),
+            map: Ok(Vec::new()),
+            others: Vec::new(),
+            striped: None,
+            thin: None,
+        }
+    }
+
     /// Why the volume cannot be read, if it cannot.
     pub fn unsupported(&self) -> Option<&str> {
         self.map.as_ref().err().map(String::as_str)
@@ -550,14 +580,14 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
             if volumes.len() >= MAX_VOLUMES {
                 return Err(format!("more than {MAX_VOLUMES} logical volumes"));
             }
-            let mut volume = LogicalVolume {
-                name: lv_name.to_owned(),
-                size: 0,
-                on: Vec::new(),
-                map: Ok(Vec::new()),
-                others: Vec::new(),
-                striped: None,
-            };
+            // A thin pool holds its thin volumes' data, not a file system of its own.
+            if lv
+                .get("segment1")
+                .is_some_and(|s| matches!(s.get("type"), Some(Value::Str(t)) if t == "thin-pool"))
+            {
+                continue;
+            }
+            let mut volume = LogicalVolume::named(lv_name);
             segments(lv, &group, &mut volume, 0)
                 .map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
             volumes.push(volume);
@@ -628,6 +658,23 @@ fn segments(
             }
             continue;
         }
+        if kind == "thin" {
+            if count != 1 || depth > 0 {
+                refused.get_or_insert(format!(
+                    "segment{n} is a thin segment of one of several, or inside another \
+                     volume; thin volumes of one segment are read"
+                ));
+                continue;
+            }
+            match thin(segment, group, volume) {
+                Ok(thin) => volume.thin = Some(thin),
+                Err(Refused(why)) => {
+                    refused.get_or_insert(format!("segment{n}: {why}"));
+                }
+                Err(Broken(why)) => return Err(format!("segment{n}: {why}")),
+            }
+            continue;
+        }
         if matches!(kind, "raid1" | "mirror") {
             match mirrored(segment, kind, (start, extents), group, volume, depth) {
                 Ok(images) => options.push(images),
@@ -640,8 +687,8 @@ fn segments(
         }
         if kind != "striped" {
             refused.get_or_insert(format!(
-                "segment{n} is of type {kind:?}; linear, striped and mirrored (raid1, \
-                 mirror) volumes are read"
+                "segment{n} is of type {kind:?}; linear, striped, mirrored (raid1, \
+                 mirror), RAID and thin volumes are read"
             ));
             continue;
         }
@@ -796,14 +843,7 @@ fn image_runs(
 ) -> Result<Vec<Segment>, Problem> {
     let extent = group.extent;
     let lv = group.volume(name)?;
-    let mut image = LogicalVolume {
-        name: name.to_owned(),
-        size: 0,
-        on: Vec::new(),
-        map: Ok(Vec::new()),
-        others: Vec::new(),
-        striped: None,
-    };
+    let mut image = LogicalVolume::named(name);
     segments(lv, group, &mut image, depth + 1)
         .map_err(|why| Broken(format!("image {name:?}: {why}")))?;
     if image.striped.is_some() {
@@ -860,6 +900,73 @@ fn image_runs(
         });
     }
     Ok(runs)
+}
+
+/// The device of thin `segment` (a thin volume's only one) and its pool's volumes, whose
+/// physical volumes join `volume`'s.
+fn thin(
+    segment: &Value,
+    group: &Group<'_>,
+    volume: &mut LogicalVolume,
+) -> Result<ThinVolume, Problem> {
+    if segment.get("external_origin").is_some() {
+        return Err(Refused(
+            "a thin volume with an external origin (the blocks it does not map are read \
+             from another volume)"
+                .to_owned(),
+        ));
+    }
+    let device = segment.int("device_id").map_err(Broken)?;
+    let name = segment.str("thin_pool").map_err(Broken)?;
+    let pool = group
+        .volume(name)?
+        .get("segment1")
+        .filter(|s| matches!(s.get("type"), Some(Value::Str(t)) if t == "thin-pool"))
+        .ok_or_else(|| Broken(format!("thin_pool {name:?} is not a thin pool")))?;
+    // dm-thin's data blocks: 64 KiB to 1 GiB, in steps of 64 KiB.
+    let chunk = pool
+        .int("chunk_size")
+        .map_err(Broken)?
+        .checked_mul(SECTOR)
+        .filter(|&c| (64 << 10..=1 << 30).contains(&c) && c.is_multiple_of(64 << 10))
+        .ok_or_else(|| Broken(format!("pool {name:?}: chunk_size out of range")))?;
+    let mut part = |key: &str| -> Result<Box<LogicalVolume>, Problem> {
+        let part = pool.str(key).map_err(Broken)?;
+        let lv = group.volume(part)?;
+        // Its segments are linear, striped, mirrored or RAID: never thin, which would
+        // lead back here.
+        let count = lv
+            .int("segment_count")
+            .map_err(Broken)?
+            .min(MAX_VOLUMES as u64);
+        let thin = (1..=count).any(|n| {
+            lv.get(&format!("segment{n}")).is_some_and(
+                |s| matches!(s.get("type"), Some(Value::Str(t)) if t.starts_with("thin")),
+            )
+        });
+        if thin {
+            return Err(Broken(format!(
+                "pool {name:?}: its {key} volume is thin itself"
+            )));
+        }
+        let mut read = LogicalVolume::named(part);
+        segments(lv, group, &mut read, 0)
+            .map_err(|why| Broken(format!("pool {name:?}: {key} volume {part:?}: {why}")))?;
+        for member in &read.on {
+            if !volume.on.iter().any(|m| m.key == member.key) {
+                volume.on.push(member.clone());
+            }
+        }
+        Ok(Box::new(read))
+    };
+    let meta = part("metadata")?;
+    let data = part("pool")?;
+    Ok(ThinVolume {
+        device,
+        chunk,
+        meta,
+        data,
+    })
 }
 
 /// The group a volume's segments are read in: its physical volumes (each with where its
@@ -1018,13 +1125,17 @@ fn striped_raid(
     })
 }
 
+/// What gives a physical volume by UUID, if it is among the disks.
+type Opener<'a> = dyn FnMut(&str) -> Option<Box<dyn ReadAt>> + 'a;
+
 /// A logical volume read from the physical volumes it lies on.
 pub struct LogicalVolumeReader {
     pvs: Vec<Box<dyn ReadAt>>,
     size: u64,
     map: Vec<Segment>,
-    /// A RAID0, 4, 5, 6 or 10 volume's MD array over its images (`map` is empty).
-    array: Option<Box<MdArray>>,
+    /// What reads a volume that is not a map of extents (`map` is empty): a RAID0, 4, 5,
+    /// 6 or 10 volume's MD array over its images, or a thin volume's pool.
+    inner: Option<Box<dyn ReadAt>>,
     /// What is read in place of what is missing, if anything is.
     degraded: Option<String>,
 }
@@ -1039,12 +1150,21 @@ impl LogicalVolumeReader {
         mut open: impl FnMut(&str) -> Option<Box<dyn ReadAt>>,
         what: &str,
     ) -> Result<Self, FsError> {
+        Self::open(volume, &mut open, what)
+    }
+
+    /// [`LogicalVolumeReader::new`], through one `open` shared with the volumes it is
+    /// read through (a thin pool's).
+    fn open(volume: &LogicalVolume, open: &mut Opener<'_>, what: &str) -> Result<Self, FsError> {
         let map = volume
             .map
             .as_ref()
             .map_err(|why| FsError::unsupported(what, format!("LVM2 logical volume: {why}")))?;
         if let Some(raid) = &volume.striped {
             return Self::raid(volume, raid, open, what);
+        }
+        if let Some(thin) = &volume.thin {
+            return Self::thin(volume, thin, open, what);
         }
         // Every physical volume there is; a mirrored volume reads through the first of its
         // images whose physical volumes all are.
@@ -1112,7 +1232,7 @@ impl LogicalVolumeReader {
             pvs,
             size: volume.size,
             map,
-            array: None,
+            inner: None,
             degraded,
         })
     }
@@ -1129,7 +1249,7 @@ impl LogicalVolumeReader {
     fn raid(
         volume: &LogicalVolume,
         raid: &StripedRaid,
-        mut open: impl FnMut(&str) -> Option<Box<dyn ReadAt>>,
+        open: &mut Opener<'_>,
         what: &str,
     ) -> Result<Self, FsError> {
         let count = raid.images.len() as u32;
@@ -1167,7 +1287,7 @@ impl LogicalVolumeReader {
                 pvs,
                 size: *len,
                 map: runs.clone(),
-                array: None,
+                inner: None,
                 degraded: None,
             };
             let member = MdMember {
@@ -1215,8 +1335,37 @@ impl LogicalVolumeReader {
             pvs: Vec::new(),
             size: volume.size,
             map: Vec::new(),
-            array: Some(Box::new(array)),
+            inner: Some(Box::new(array)),
             degraded,
+        })
+    }
+
+    /// Reads a thin volume through its pool: the pool's metadata and data volumes, each
+    /// read as a volume of its own (through a mirror's other image, or rebuilt from RAID
+    /// parity, where that is what they are).
+    fn thin(
+        volume: &LogicalVolume,
+        thin: &ThinVolume,
+        open: &mut Opener<'_>,
+        what: &str,
+    ) -> Result<Self, FsError> {
+        let mut notes = Vec::new();
+        let mut part = |part: &LogicalVolume| -> Result<Box<dyn ReadAt>, FsError> {
+            let label = format!("{what} (thin pool volume {})", part.name);
+            let reader = LogicalVolumeReader::open(part, open, &label)?;
+            if let Some(note) = reader.degraded() {
+                notes.push(format!("{}: {note}", part.name));
+            }
+            Ok(Box::new(reader))
+        };
+        let (meta, data) = (part(&thin.meta)?, part(&thin.data)?);
+        let pool = ThinReader::open(meta, data, (thin.device, volume.size, thin.chunk), what)?;
+        Ok(LogicalVolumeReader {
+            pvs: Vec::new(),
+            size: volume.size,
+            map: Vec::new(),
+            inner: Some(Box::new(pool)),
+            degraded: (!notes.is_empty()).then(|| notes.join("; ")),
         })
     }
 }
@@ -1231,8 +1380,8 @@ impl ReadAt for LogicalVolumeReader {
             .checked_add(<[u8]>::len(buf) as u64)
             .filter(|&end| end <= self.size)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        if let Some(array) = &mut self.array {
-            return array.read_exact_at(offset, buf);
+        if let Some(inner) = &mut self.inner {
+            return inner.read_exact_at(offset, buf);
         }
         let mut at = offset;
         while at < end {
@@ -1254,11 +1403,11 @@ impl ReadAt for LogicalVolumeReader {
     }
 }
 
-fn u32_le(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_le(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn u64_le(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_le(b: &[u8], at: usize) -> u64 {
     let mut v = [0u8; 8];
     v.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(v)
@@ -1369,7 +1518,7 @@ segment2 { start_extent = 2 extent_count = 1 type = "striped" stripe_count = 1 s
 hidden { status = ["READ"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 1] } }
 t { status = ["VISIBLE"] segment_count = 1
-segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "p" } }
+segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "p" external_origin = "a" } }
 s { status = ["VISIBLE"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 2 stripe_size = 128
 stripes = ["pv0", 2, "pv1", 0] } }
@@ -1377,7 +1526,8 @@ stripes = ["pv0", 2, "pv1", 0] } }
 }
 "#;
 
-    /// Mirrored and RAID volumes, their images hidden volumes on `pv0`.
+    /// Mirrored, RAID and thin volumes, their images and the pool's volumes hidden volumes
+    /// on `pv0`.
     const TEXT_RAID: &str = r#"vg {
 extent_size = 2048
 physical_volumes {
@@ -1404,6 +1554,11 @@ raids = ["meta", "i1", "meta", "i2", "meta", "i3"] } }
 z { status = ["VISIBLE"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 2 type = "raid0" stripe_count = 2 stripe_size = 128
 raid0_lvs = ["i1", "i3"] } }
+p { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "thin-pool" metadata = "meta" pool = "i3"
+chunk_size = 128 } }
+th { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 4 type = "thin" thin_pool = "p" device_id = 1 } }
 }
 }
 "#;
@@ -1429,7 +1584,8 @@ raid0_lvs = ["i1", "i3"] } }
                 ("m", 1 << 20),
                 ("o", 1 << 20),
                 ("r", 2 << 20),
-                ("z", 2 << 20)
+                ("z", 2 << 20),
+                ("th", 4 << 20)
             ]
         );
         // Through the first image: i1, then i2.
@@ -1452,6 +1608,9 @@ raid0_lvs = ["i1", "i3"] } }
         let z = read_lv(&pv.volumes[3], &img, &[], 0, 3 << 16);
         let fills: Vec<u8> = z.chunks(1 << 16).map(|c| c[0]).collect();
         assert_eq!(fills, [0x11, 0x33, 0x11]);
+        // A thin volume is read through its pool's metadata, which is not there.
+        let thin = LogicalVolumeReader::new(&pv.volumes[4], |_| Some(Box::new(img.clone())), "d");
+        assert!(thin.is_err_and(|e| e.to_string().contains("thin pool metadata: no superblock")));
     }
 
     /// Reads `len` bytes at `at` of logical volume `lv`, its physical volumes `pv0`

@@ -172,13 +172,12 @@ impl StoredDisk {
             )));
         };
         let label = format!("{label}/{name}");
+        // This physical volume's reader serves the first request for it; a thin volume's
+        // pool asks again (for its metadata, then its data), and is given it anew.
         let mut own = Some(reader);
         let open = |uuid: &str| {
-            if uuid == pv.uuid {
-                own.take()
-            } else {
-                self.find_physical_volume(uuid)
-            }
+            let own = if uuid == pv.uuid { own.take() } else { None };
+            own.or_else(|| self.find_physical_volume(uuid))
         };
         let reader = LogicalVolumeReader::new(lv, open, &label).map_err(|err| from_fs(&err))?;
         if let Some(note) = reader.degraded() {
