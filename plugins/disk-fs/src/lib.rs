@@ -44,6 +44,7 @@
 //! physical and logical volumes (read here).
 
 mod btrfs;
+mod cache;
 mod dir_cache;
 mod error;
 mod exfat;
@@ -60,6 +61,7 @@ mod md;
 mod ntfs;
 mod partition;
 mod path;
+mod pdata;
 mod slice;
 mod thin;
 mod volume;

@@ -51,9 +51,13 @@
 //! ([`LogicalVolumeReader::raid`]). Thin volumes, snapshots of thin volumes among them,
 //! are read through their pool ([`thin`](crate::thin)): its metadata and data volumes,
 //! each read as a volume of its own (linear, striped, mirrored or RAID); the pool itself
-//! holds no file system and is not listed. Cache volumes, old-style (copy-on-write)
-//! snapshots, thin volumes with an external origin and RAID volumes of several segments
-//! are listed but refused with the reason when opened. Every number
+//! holds no file system and is not listed. Cached volumes are read as their origin, with
+//! the blocks their cache maps read from the cache ([`cache`](crate::cache)), whether it
+//! is a cache pool (its own metadata and data volumes) or a cache volume (both in one);
+//! in `passthrough` mode, from the origin alone. Write-cached (`writecache`) volumes,
+//! old-style (copy-on-write) snapshots, thin volumes with an external origin and RAID
+//! volumes of several segments are listed but refused with the reason when opened.
+//! Every number
 //! from the image is checked before it is used as an offset or a length; the metadata
 //! text is limited in size and nesting.
 
@@ -62,7 +66,9 @@ use std::io;
 use crc::{Algorithm, Crc};
 use tessera_disk_image::ReadAt;
 
+use crate::cache::CacheReader;
 use crate::md::{MdArray, MdMember};
+use crate::slice::Slice;
 use crate::thin::ThinReader;
 use crate::{FsError, read_exact};
 
@@ -124,6 +130,8 @@ pub struct LogicalVolume {
     striped: Option<StripedRaid>,
     /// For a thin volume (whose `map` is empty), its device in the pool.
     thin: Option<ThinVolume>,
+    /// For a cached volume (whose `map` is empty), its origin and cache.
+    cached: Option<CachedVolume>,
 }
 
 /// A thin volume: its device in the pool, the pool's data block (`chunk_size`, in bytes),
@@ -134,6 +142,18 @@ struct ThinVolume {
     chunk: u64,
     meta: Box<LogicalVolume>,
     data: Box<LogicalVolume>,
+}
+
+/// A cached volume: its origin volume, and its cache's metadata and data, each a volume
+/// or (in a cache volume, `--cachevol`) a range of bytes of one. The cache's block
+/// (`chunk_size`) is in bytes; in `passthrough` mode the origin holds everything.
+#[derive(Debug, Clone)]
+struct CachedVolume {
+    origin: Box<LogicalVolume>,
+    meta: (Box<LogicalVolume>, Option<(u64, u64)>),
+    data: (Box<LogicalVolume>, Option<(u64, u64)>),
+    chunk: u64,
+    passthrough: bool,
 }
 
 /// A physical volume of the group, as its metadata describes it.
@@ -170,6 +190,7 @@ impl LogicalVolume {
             others: Vec::new(),
             striped: None,
             thin: None,
+            cached: None,
         }
     }
 
@@ -583,7 +604,7 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
             // A thin pool holds its thin volumes' data, not a file system of its own.
             if lv
                 .get("segment1")
-                .is_some_and(|s| matches!(s.get("type"), Some(Value::Str(t)) if t == "thin-pool"))
+                .is_some_and(|s| kind_of(s) == Some("thin-pool"))
             {
                 continue;
             }
@@ -598,6 +619,24 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
         uuid: uuid.to_owned(),
         volumes,
     })
+}
+
+/// The type of `segment`, without the flags LVM2 appends to it that say where settings
+/// are (`cache-pool+METADATA_FORMAT`: the segment gives its metadata format;
+/// `cache+CACHE_USES_CACHEVOL`: its cache is a cache volume). Other flags stay, so a type
+/// carrying them is not taken for one read here.
+fn kind_of(segment: &Value) -> Option<&str> {
+    let Some(Value::Str(kind)) = segment.get("type") else {
+        return None;
+    };
+    let mut kind = kind.as_str();
+    while let Some(plain) = ["+METADATA_FORMAT", "+CACHE_USES_CACHEVOL"]
+        .iter()
+        .find_map(|flag| kind.strip_suffix(flag))
+    {
+        kind = plain;
+    }
+    Some(kind)
 }
 
 /// Fills in `volume`'s size, physical volumes and segments from its metadata `lv`; a
@@ -640,7 +679,7 @@ fn segments(
             .checked_add(extents)
             .filter(|&end| end.checked_mul(extent).is_some())
             .ok_or("extent_count out of range")?;
-        let kind = segment.str("type")?;
+        let kind = kind_of(segment).ok_or("no type")?;
         if let Some((level, layout)) = raid_geometry(kind, segment) {
             if count != 1 {
                 refused.get_or_insert(format!(
@@ -675,6 +714,23 @@ fn segments(
             }
             continue;
         }
+        if kind == "cache" {
+            if count != 1 || depth > 0 {
+                refused.get_or_insert(format!(
+                    "segment{n} is a cache segment of one of several, or inside another \
+                     volume; cached volumes of one segment are read"
+                ));
+                continue;
+            }
+            match cached(segment, group, volume) {
+                Ok(cached) => volume.cached = Some(cached),
+                Err(Refused(why)) => {
+                    refused.get_or_insert(format!("segment{n}: {why}"));
+                }
+                Err(Broken(why)) => return Err(format!("segment{n}: {why}")),
+            }
+            continue;
+        }
         if matches!(kind, "raid1" | "mirror") {
             match mirrored(segment, kind, (start, extents), group, volume, depth) {
                 Ok(images) => options.push(images),
@@ -688,7 +744,7 @@ fn segments(
         if kind != "striped" {
             refused.get_or_insert(format!(
                 "segment{n} is of type {kind:?}; linear, striped, mirrored (raid1, \
-                 mirror), RAID and thin volumes are read"
+                 mirror), RAID, thin and cached volumes are read"
             ));
             continue;
         }
@@ -921,7 +977,7 @@ fn thin(
     let pool = group
         .volume(name)?
         .get("segment1")
-        .filter(|s| matches!(s.get("type"), Some(Value::Str(t)) if t == "thin-pool"))
+        .filter(|s| kind_of(s) == Some("thin-pool"))
         .ok_or_else(|| Broken(format!("thin_pool {name:?} is not a thin pool")))?;
     // dm-thin's data blocks: 64 KiB to 1 GiB, in steps of 64 KiB.
     let chunk = pool
@@ -930,42 +986,132 @@ fn thin(
         .checked_mul(SECTOR)
         .filter(|&c| (64 << 10..=1 << 30).contains(&c) && c.is_multiple_of(64 << 10))
         .ok_or_else(|| Broken(format!("pool {name:?}: chunk_size out of range")))?;
-    let mut part = |key: &str| -> Result<Box<LogicalVolume>, Problem> {
-        let part = pool.str(key).map_err(Broken)?;
-        let lv = group.volume(part)?;
-        // Its segments are linear, striped, mirrored or RAID: never thin, which would
-        // lead back here.
-        let count = lv
-            .int("segment_count")
-            .map_err(Broken)?
-            .min(MAX_VOLUMES as u64);
-        let thin = (1..=count).any(|n| {
-            lv.get(&format!("segment{n}")).is_some_and(
-                |s| matches!(s.get("type"), Some(Value::Str(t)) if t.starts_with("thin")),
-            )
-        });
-        if thin {
-            return Err(Broken(format!(
-                "pool {name:?}: its {key} volume is thin itself"
-            )));
-        }
-        let mut read = LogicalVolume::named(part);
-        segments(lv, group, &mut read, 0)
-            .map_err(|why| Broken(format!("pool {name:?}: {key} volume {part:?}: {why}")))?;
-        for member in &read.on {
-            if !volume.on.iter().any(|m| m.key == member.key) {
-                volume.on.push(member.clone());
-            }
-        }
-        Ok(Box::new(read))
-    };
-    let meta = part("metadata")?;
-    let data = part("pool")?;
+    let what = format!("pool {name:?}");
+    let meta = part_of(group, pool.str("metadata").map_err(Broken)?, &what, volume)?;
+    let data = part_of(group, pool.str("pool").map_err(Broken)?, &what, volume)?;
     Ok(ThinVolume {
         device,
         chunk,
         meta,
         data,
+    })
+}
+
+/// Volume `name`, a part of another (`what`, in errors: a thin pool's metadata or data
+/// volume, a cached volume's origin or cache), read as a volume of its own, whose physical
+/// volumes join `volume`'s. Its segments are linear, striped, mirrored or RAID: never thin
+/// or cached, which would lead back to a volume with parts.
+fn part_of(
+    group: &Group<'_>,
+    name: &str,
+    what: &str,
+    volume: &mut LogicalVolume,
+) -> Result<Box<LogicalVolume>, Problem> {
+    let lv = group.volume(name)?;
+    let count = lv
+        .int("segment_count")
+        .map_err(Broken)?
+        .min(MAX_VOLUMES as u64);
+    let nested = (1..=count).any(|n| {
+        lv.get(&format!("segment{n}")).is_some_and(|s| {
+            kind_of(s).is_some_and(|t| t.starts_with("thin") || t.starts_with("cache"))
+        })
+    });
+    if nested {
+        return Err(Broken(format!(
+            "{what}: its volume {name:?} is thin or cached itself"
+        )));
+    }
+    let mut read = LogicalVolume::named(name);
+    segments(lv, group, &mut read, 0)
+        .map_err(|why| Broken(format!("{what}: volume {name:?}: {why}")))?;
+    for member in &read.on {
+        if !volume.on.iter().any(|m| m.key == member.key) {
+            volume.on.push(member.clone());
+        }
+    }
+    Ok(Box::new(read))
+}
+
+/// The origin and cache of cache `segment` (a cached volume's only one): a cache pool
+/// (`--cachepool`: its own metadata and data volumes) or a cache volume (`--cachevol`:
+/// both in one volume, where the segment says); their physical volumes join `volume`'s.
+fn cached(
+    segment: &Value,
+    group: &Group<'_>,
+    volume: &mut LogicalVolume,
+) -> Result<CachedVolume, Problem> {
+    let origin = part_of(
+        group,
+        segment.str("origin").map_err(Broken)?,
+        "cache origin",
+        volume,
+    )?;
+    let name = segment.str("cache_pool").map_err(Broken)?;
+    let pool = group
+        .volume(name)?
+        .get("segment1")
+        .ok_or_else(|| Broken(format!("cache {name:?} has no segment1")))?;
+    let what = format!("cache {name:?}");
+    let is_pool = kind_of(pool) == Some("cache-pool");
+    // A cache pool's settings are in its own segment, a cache volume's in the cached one.
+    let settings = if is_pool { pool } else { segment };
+    let passthrough = match settings.get("cache_mode") {
+        // LVM2's default.
+        None => false,
+        Some(Value::Str(mode)) if matches!(mode.as_str(), "writethrough" | "writeback") => false,
+        Some(Value::Str(mode)) if mode == "passthrough" => true,
+        Some(other) => return Err(Refused(format!("{what}: cache_mode {other:?}"))),
+    };
+    // dm-cache's blocks: 32 KiB to 1 GiB, in steps of 32 KiB.
+    let chunk = settings
+        .int("chunk_size")
+        .map_err(Broken)?
+        .checked_mul(SECTOR)
+        .filter(|&c| (32 << 10..=1 << 30).contains(&c) && c.is_multiple_of(32 << 10))
+        .ok_or_else(|| Broken(format!("{what}: chunk_size out of range")))?;
+    let (meta, data) = if is_pool {
+        (
+            (
+                part_of(group, pool.str("metadata").map_err(Broken)?, &what, volume)?,
+                None,
+            ),
+            (
+                part_of(group, pool.str("data").map_err(Broken)?, &what, volume)?,
+                None,
+            ),
+        )
+    } else {
+        let cache = part_of(group, name, &what, volume)?;
+        let range = |key: &str| -> Result<Option<(u64, u64)>, Problem> {
+            let sectors = |k: String| {
+                segment
+                    .int(&k)
+                    .map_err(Broken)?
+                    .checked_mul(SECTOR)
+                    .ok_or_else(|| Broken(format!("{what}: {k} out of range")))
+            };
+            let (start, len) = (
+                sectors(format!("{key}_start"))?,
+                sectors(format!("{key}_len"))?,
+            );
+            if start.checked_add(len).is_none_or(|end| end > cache.size) {
+                return Err(Broken(format!(
+                    "{what}: its {key} runs past the end of the {}-byte volume",
+                    cache.size
+                )));
+            }
+            Ok(Some((start, len)))
+        };
+        let (meta_range, data_range) = (range("metadata")?, range("data")?);
+        ((cache.clone(), meta_range), (cache, data_range))
+    };
+    Ok(CachedVolume {
+        origin,
+        meta,
+        data,
+        chunk,
+        passthrough,
     })
 }
 
@@ -1165,6 +1311,9 @@ impl LogicalVolumeReader {
         }
         if let Some(thin) = &volume.thin {
             return Self::thin(volume, thin, open, what);
+        }
+        if let Some(cached) = &volume.cached {
+            return Self::cached(volume, cached, open, what);
         }
         // Every physical volume there is; a mirrored volume reads through the first of its
         // images whose physical volumes all are.
@@ -1368,6 +1517,56 @@ impl LogicalVolumeReader {
             degraded: (!notes.is_empty()).then(|| notes.join("; ")),
         })
     }
+
+    /// Reads a cached volume: its origin, with the blocks its cache maps read from the
+    /// cache (the origin alone in `passthrough` mode, where the cache may be stale).
+    fn cached(
+        volume: &LogicalVolume,
+        cached: &CachedVolume,
+        open: &mut Opener<'_>,
+        what: &str,
+    ) -> Result<Self, FsError> {
+        let mut notes = Vec::new();
+        let mut part = |(part, range): &(Box<LogicalVolume>, Option<(u64, u64)>),
+                        role: &str|
+         -> Result<Box<dyn ReadAt>, FsError> {
+            let label = format!("{what} ({role} volume {})", part.name);
+            let reader = LogicalVolumeReader::open(part, open, &label)?;
+            if let Some(note) = reader.degraded() {
+                notes.push(format!("{}: {note}", part.name));
+            }
+            Ok(match range {
+                Some((start, len)) => Box::new(Slice::new(reader, *start, *len)?),
+                None => Box::new(reader),
+            })
+        };
+        let origin = part(&(cached.origin.clone(), None), "cache origin")?;
+        let inner: Box<dyn ReadAt> = if cached.passthrough {
+            origin
+        } else {
+            let meta = part(&cached.meta, "cache metadata")?;
+            let data = part(&cached.data, "cache data")?;
+            Box::new(CacheReader::open(meta, (origin, data), cached.chunk, what)?)
+        };
+        if inner.len() < volume.size {
+            return Err(FsError::corrupt(
+                what,
+                None,
+                format!(
+                    "LVM2 cached logical volume of {} bytes, whose origin holds {}",
+                    volume.size,
+                    inner.len()
+                ),
+            ));
+        }
+        Ok(LogicalVolumeReader {
+            pvs: Vec::new(),
+            size: volume.size,
+            map: Vec::new(),
+            inner: Some(inner),
+            degraded: (!notes.is_empty()).then(|| notes.join("; ")),
+        })
+    }
 }
 
 impl ReadAt for LogicalVolumeReader {
@@ -1526,8 +1725,8 @@ stripes = ["pv0", 2, "pv1", 0] } }
 }
 "#;
 
-    /// Mirrored, RAID and thin volumes, their images and the pool's volumes hidden volumes
-    /// on `pv0`.
+    /// Mirrored, RAID, thin and cached volumes, their images and the pools' volumes hidden
+    /// volumes on `pv0`.
     const TEXT_RAID: &str = r#"vg {
 extent_size = 2048
 physical_volumes {
@@ -1559,6 +1758,11 @@ segment1 { start_extent = 0 extent_count = 1 type = "thin-pool" metadata = "meta
 chunk_size = 128 } }
 th { status = ["VISIBLE"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 4 type = "thin" thin_pool = "p" device_id = 1 } }
+cp { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "cache-pool+METADATA_FORMAT" data = "i2"
+metadata = "meta" metadata_format = 2 chunk_size = 128 cache_mode = "writeback" } }
+ca { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "cache" cache_pool = "cp" origin = "i1" } }
 }
 }
 "#;
@@ -1585,7 +1789,8 @@ segment1 { start_extent = 0 extent_count = 4 type = "thin" thin_pool = "p" devic
                 ("o", 1 << 20),
                 ("r", 2 << 20),
                 ("z", 2 << 20),
-                ("th", 4 << 20)
+                ("th", 4 << 20),
+                ("ca", 1 << 20)
             ]
         );
         // Through the first image: i1, then i2.
@@ -1611,6 +1816,9 @@ segment1 { start_extent = 0 extent_count = 4 type = "thin" thin_pool = "p" devic
         // A thin volume is read through its pool's metadata, which is not there.
         let thin = LogicalVolumeReader::new(&pv.volumes[4], |_| Some(Box::new(img.clone())), "d");
         assert!(thin.is_err_and(|e| e.to_string().contains("thin pool metadata: no superblock")));
+        // A cached one through its cache's.
+        let cached = LogicalVolumeReader::new(&pv.volumes[5], |_| Some(Box::new(img.clone())), "d");
+        assert!(cached.is_err_and(|e| e.to_string().contains("cache metadata: no superblock")));
     }
 
     /// Reads `len` bytes at `at` of logical volume `lv`, its physical volumes `pv0`

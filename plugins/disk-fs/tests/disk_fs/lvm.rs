@@ -958,3 +958,224 @@ fn thin_volumes_read_through_their_pool() {
     // The superblock, the device tree's and thin1's mapping tree's nodes at least.
     assert!(caught >= 4, "{caught} of {} blocks", used_blocks.len());
 }
+
+/// Cache metadata written by `cache_restore` (of `version`, and passed by `cache_check`)
+/// for a cache of `blocks` 64 KiB blocks mapping `(cache block, origin block, dirty)`.
+/// 2 MiB, the size of the metadata volume.
+fn cache_metadata(
+    dir: &Path,
+    version: u32,
+    blocks: usize,
+    map: &[(usize, usize, bool)],
+) -> Vec<u8> {
+    let mut xml = format!(
+        "<superblock uuid=\"\" block_size=\"128\" nr_cache_blocks=\"{blocks}\" policy=\"smq\" \
+         hint_width=\"4\">\n<mappings>\n"
+    );
+    for (cache, origin, dirty) in map {
+        xml += &format!(
+            "<mapping cache_block=\"{cache}\" origin_block=\"{origin}\" dirty=\"{dirty}\"/>\n"
+        );
+    }
+    xml += "</mappings>\n</superblock>\n";
+    let (xml_path, meta) = (dir.join("cache.xml"), dir.join("cmeta.bin"));
+    std::fs::write(&xml_path, xml).unwrap();
+    blank(&meta, 2 * MIB);
+    let (xml_path, meta_path) = (xml_path.to_str().unwrap(), meta.to_str().unwrap());
+    let version = version.to_string();
+    run(
+        "cache_restore",
+        &[
+            "-i",
+            xml_path,
+            "-o",
+            meta_path,
+            "--metadata-version",
+            &version,
+        ],
+        &[],
+    );
+    run("cache_check", &[meta_path], &[]);
+    read_bytes(&meta)
+}
+
+/// Cached volumes, written into metadata that `vgcfgrestore` checks, each over an origin
+/// holding a stale copy of a file system whose fresh blocks are in the cache: `a` with a
+/// cache pool (its own metadata and data volumes, writeback, metadata version 1), `b` with
+/// a cache volume (`--cachevol`: both in one volume, writethrough, version 2) and `c`,
+/// in passthrough mode, where the cache is not used. The caches also map clean blocks, in
+/// a scrambled order. `a` and `b` read as the fresh file system, `c` as the stale one.
+#[test]
+fn cached_volumes_read_their_cache_over_their_origin() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: making LVM physical volumes needs loop devices (root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src);
+    std::fs::write(src.join("motd"), b"fresh ".repeat(1200)).unwrap();
+    let (pv, fast) = (tmp.path().join("slow.img"), tmp.path().join("fast.img"));
+    blank(&pv, 48 * MIB);
+    blank(&fast, 32 * MIB);
+    let listed = restore_volumes(&[pv.clone(), fast.clone()], |keys| {
+        let (slow, fast) = (keys[0].as_str(), keys[1].as_str());
+        let cache = |pool: &str, origin: &str, extra: &str| {
+            format!(
+                "start_extent = 0\nextent_count = 8\ntype = \"cache\"\ncache_pool = \"{pool}\"\n\
+                 origin = \"{origin}\"\n{extra}"
+            )
+        };
+        let pool = |data: &str, meta: &str, mode: &str, format: u32| {
+            format!(
+                "start_extent = 0\nextent_count = 2\ntype = \"cache-pool\"\ndata = \"{data}\"\n\
+                 metadata = \"{meta}\"\nmetadata_format = {format}\nchunk_size = 128\n\
+                 cache_mode = \"{mode}\"\npolicy = \"smq\"\n"
+            )
+        };
+        let mut lvs = String::new();
+        for (n, name, first) in [(1, "a_corig", 1), (2, "b_corig", 10), (3, "c_corig", 20)] {
+            lvs += &lv_text(name, n, false, &[linear(0, 8, slow, first)]);
+        }
+        lvs += &lv_text("apool_cdata", 4, false, &[linear(0, 2, fast, 1)]);
+        lvs += &lv_text("apool_cmeta", 5, false, &[linear(0, 2, fast, 3)]);
+        lvs += &lv_text(
+            "apool",
+            6,
+            false,
+            &[pool("apool_cdata", "apool_cmeta", "writeback", 1)],
+        );
+        lvs += &lv_text("bfast_cvol", 7, false, &[linear(0, 4, fast, 6)]);
+        lvs += &lv_text("cpool_cdata", 8, false, &[linear(0, 2, fast, 11)]);
+        lvs += &lv_text("cpool_cmeta", 9, false, &[linear(0, 2, fast, 13)]);
+        lvs += &lv_text(
+            "cpool",
+            10,
+            false,
+            &[pool("cpool_cdata", "cpool_cmeta", "passthrough", 2)],
+        );
+        lvs += &lv_text("a", 11, true, &[cache("apool", "a_corig", "")]);
+        lvs += &lv_text(
+            "b",
+            12,
+            true,
+            &[cache(
+                "bfast_cvol",
+                "b_corig",
+                "metadata_format = 2\nchunk_size = 128\ncache_mode = \"writethrough\"\n\
+                 policy = \"smq\"\nmetadata_start = 0\nmetadata_len = 4096\n\
+                 data_start = 4096\ndata_len = 4096\n",
+            )],
+        );
+        lvs + &lv_text("c", 13, true, &[cache("cpool", "c_corig", "")])
+    });
+    for expect in [
+        "a cache 1 8.00m a_corig:0-7",
+        "[apool] cache-pool 1 2.00m apool_cdata:0-1",
+        "b cache 1 8.00m b_corig:0-7",
+        "[bfast_cvol] linear 1 4.00m #1:6-9",
+        "c cache 1 8.00m c_corig:0-7",
+    ] {
+        assert!(listed.iter().any(|l| l == expect), "{expect}: {listed:?}");
+    }
+
+    // The fresh file system, and the origin's stale copy of it: `motd` changed.
+    let image = tmp.path().join("fresh.img");
+    mkfs_ext("ext4", &src, &image, 8, &[]);
+    let fresh = read_bytes(&image);
+    let mut stale = fresh.clone();
+    let at = stale
+        .windows(6 * 1200)
+        .position(|w| w == b"fresh ".repeat(1200).as_slice())
+        .expect("motd's bytes in the image");
+    stale[at..at + 6 * 1200].copy_from_slice(&b"stale ".repeat(1200));
+    // The cache: every block that differs (dirty), and the first twenty non-zero ones
+    // (clean), in cache blocks 7, 14, 21… of 32.
+    const BLOCK: usize = 64 << 10;
+    let mut picked: Vec<(usize, bool)> = Vec::new();
+    for (n, (f, s)) in fresh.chunks(BLOCK).zip(stale.chunks(BLOCK)).enumerate() {
+        if f != s {
+            picked.push((n, true));
+        } else if picked.len() < 20 && f.iter().any(|&b| b != 0) {
+            picked.push((n, false));
+        }
+    }
+    assert!(picked.iter().any(|&(_, dirty)| dirty));
+    let mut data = vec![0u8; 32 * BLOCK];
+    let map: Vec<(usize, usize, bool)> = picked
+        .iter()
+        .enumerate()
+        .map(|(k, &(origin, dirty))| {
+            let cache = (k + 1) * 7 % 32;
+            data[cache * BLOCK..][..BLOCK].copy_from_slice(&fresh[origin * BLOCK..][..BLOCK]);
+            (cache, origin, dirty)
+        })
+        .collect();
+    let v2 = cache_metadata(tmp.path(), 2, 32, &map);
+    let v1 = cache_metadata(tmp.path(), 1, 32, &map);
+    let write_at = |file: &Path, at: u64, bytes: &[u8]| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+        f.write_all_at(bytes, at).unwrap();
+    };
+    // Physical extent N starts at MiB 1 + N.
+    for first in [1, 10, 20] {
+        write_at(&pv, (1 + first) * MIB, &stale);
+    }
+    write_at(&fast, 2 * MIB, &data);
+    write_at(&fast, 4 * MIB, &v1);
+    write_at(&fast, 7 * MIB, &v2);
+    write_at(&fast, 9 * MIB, &data);
+    write_at(&fast, 12 * MIB, &data);
+    write_at(&fast, 14 * MIB, &v2);
+
+    let found = read_physical_volume(&mut open_disk(&pv), "disk0")
+        .unwrap()
+        .unwrap();
+    let second = read_physical_volume(&mut open_disk(&fast), "disk1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        names(&found),
+        [("a", 8 * MIB), ("b", 8 * MIB), ("c", 8 * MIB)]
+    );
+    let files = [
+        (found.uuid.clone(), pv.clone()),
+        (second.uuid.clone(), fast.clone()),
+    ];
+    let open = |uuid: &str| -> Option<Box<dyn ReadAt>> {
+        let (_, file) = files.iter().find(|(u, _)| u == uuid)?;
+        Some(Box::new(open_disk(file)))
+    };
+    for (lv, expect, motd) in [
+        (0, &fresh, "fresh "),
+        (1, &fresh, "fresh "),
+        (2, &stale, "stale "),
+    ] {
+        let lv = &found.volumes[lv];
+        assert_eq!(lv.unsupported(), None);
+        let mut reader = LogicalVolumeReader::new(lv, open, &lv.name).unwrap();
+        let mut all = vec![0u8; expect.len()];
+        reader.read_exact_at(0, &mut all).unwrap();
+        assert!(all == *expect, "{} reads as its file system", lv.name);
+        let mut vol = open_volume(Box::new(reader), &lv.name).unwrap();
+        assert_eq!(read_all(&mut vol, "motd"), motd.repeat(1200).as_bytes());
+        if lv.name == "a" {
+            assert_same_tree(&mut vol, "", &src, Expect { unix: true });
+        }
+    }
+    // Without the cache's physical volume, a cached volume is refused, naming it.
+    let slow_only = |uuid: &str| {
+        if uuid == second.uuid {
+            None
+        } else {
+            open(uuid)
+        }
+    };
+    match LogicalVolumeReader::new(&found.volumes[0], slow_only, "disk0/a") {
+        Err(FsError::Unsupported { detail, .. }) => {
+            assert!(detail.contains(&second.uuid), "{detail}");
+        }
+        other => panic!("{:?}", other.err()),
+    }
+}
