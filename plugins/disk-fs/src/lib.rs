@@ -63,6 +63,7 @@ mod partition;
 mod path;
 mod pdata;
 mod slice;
+mod snapshot;
 mod thin;
 mod volume;
 mod xfs;

@@ -54,13 +54,17 @@
 //! holds no file system and is not listed. Cached volumes are read as their origin, with
 //! the blocks their cache maps read from the cache ([`cache`](crate::cache)), whether it
 //! is a cache pool (its own metadata and data volumes) or a cache volume (both in one);
-//! in `passthrough` mode, from the origin alone. Write-cached (`writecache`) volumes,
-//! old-style (copy-on-write) snapshots, thin volumes with an external origin and RAID
-//! volumes of several segments are listed but refused with the reason when opened.
-//! Every number
+//! in `passthrough` mode, from the origin alone. Old-style (copy-on-write) snapshots are
+//! read as their origin with the chunks their exception store holds copies of read from
+//! there ([`snapshot`](crate::snapshot)); a snapshot is listed under the name of the
+//! volume holding its store, which LVM2 shows as the snapshot. Write-cached
+//! (`writecache`) volumes, snapshots being merged, thin volumes with an external origin
+//! and RAID volumes of several segments are listed but refused with the reason when
+//! opened. Every number
 //! from the image is checked before it is used as an offset or a length; the metadata
 //! text is limited in size and nesting.
 
+use std::collections::HashMap;
 use std::io;
 
 use crc::{Algorithm, Crc};
@@ -69,6 +73,7 @@ use tessera_disk_image::ReadAt;
 use crate::cache::CacheReader;
 use crate::md::{MdArray, MdMember};
 use crate::slice::Slice;
+use crate::snapshot::SnapshotReader;
 use crate::thin::ThinReader;
 use crate::{FsError, read_exact};
 
@@ -132,6 +137,8 @@ pub struct LogicalVolume {
     thin: Option<ThinVolume>,
     /// For a cached volume (whose `map` is empty), its origin and cache.
     cached: Option<CachedVolume>,
+    /// For an old-style snapshot (whose `map` is empty), its origin and exception store.
+    snapshot: Option<SnapshotVolume>,
 }
 
 /// A thin volume: its device in the pool, the pool's data block (`chunk_size`, in bytes),
@@ -154,6 +161,15 @@ struct CachedVolume {
     data: (Box<LogicalVolume>, Option<(u64, u64)>),
     chunk: u64,
     passthrough: bool,
+}
+
+/// An old-style snapshot: its origin volume, and the volume holding its exception store
+/// (the snapshot's own, visible one), with its chunk in bytes.
+#[derive(Debug, Clone)]
+struct SnapshotVolume {
+    origin: Box<LogicalVolume>,
+    store: Box<LogicalVolume>,
+    chunk: u64,
 }
 
 /// A physical volume of the group, as its metadata describes it.
@@ -191,6 +207,7 @@ impl LogicalVolume {
             striped: None,
             thin: None,
             cached: None,
+            snapshot: None,
         }
     }
 
@@ -592,25 +609,47 @@ fn group(root: &Value, uuid: &str, len: u64) -> Result<PhysicalVolume, String> {
         lvs,
     };
     if let Some(listed) = lvs {
+        // A snapshot is the volume its exception store is in, which is not marked visible
+        // but shows as the snapshot: the snapshot segments by the volume they name so.
+        let snapshots: HashMap<&str, &Value> = listed
+            .sections()
+            .filter_map(|(_, lv)| {
+                let segment = lv.get("segment1")?;
+                let store = segment
+                    .get("cow_store")
+                    .or_else(|| segment.get("merging_store"));
+                match store {
+                    Some(Value::Str(store)) if kind_of(segment) == Some("snapshot") => {
+                        Some((store.as_str(), segment))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
         for (lv_name, lv) in listed.sections() {
+            let snapshot = snapshots.get(lv_name).copied();
             let visible = matches!(lv.get("status"), Some(Value::List(flags))
                 if flags.contains(&Value::Str("VISIBLE".into())));
-            if !visible {
+            if !visible && snapshot.is_none() {
                 continue;
             }
             if volumes.len() >= MAX_VOLUMES {
                 return Err(format!("more than {MAX_VOLUMES} logical volumes"));
             }
-            // A thin pool holds its thin volumes' data, not a file system of its own.
+            // A thin pool holds its thin volumes' data, not a file system of its own; a
+            // snapshot segment ties a snapshot's exception store to its origin.
             if lv
                 .get("segment1")
-                .is_some_and(|s| kind_of(s) == Some("thin-pool"))
+                .is_some_and(|s| matches!(kind_of(s), Some("thin-pool" | "snapshot")))
             {
                 continue;
             }
             let mut volume = LogicalVolume::named(lv_name);
-            segments(lv, &group, &mut volume, 0)
-                .map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
+            let read = match snapshot {
+                Some(segment) => snapshot_of(segment, lv_name, &group, &mut volume),
+                None => segments(lv, &group, &mut volume, 0),
+            };
+            read.map_err(|detail| format!("logical volume {lv_name:?}: {detail}"))?;
             volumes.push(volume);
         }
     }
@@ -1115,6 +1154,49 @@ fn cached(
     })
 }
 
+/// Fills in `volume` (volume `store`, holding an exception store) as the snapshot that
+/// snapshot `segment` makes of its origin; what is not read here leaves the reason in its
+/// map. `Err` for metadata that contradicts itself.
+fn snapshot_of(
+    segment: &Value,
+    store: &str,
+    group: &Group<'_>,
+    volume: &mut LogicalVolume,
+) -> Result<(), String> {
+    let extents = segment.int("extent_count")?;
+    volume.size = extents
+        .checked_mul(group.extent)
+        .ok_or("extent_count out of range")?;
+    let read = |volume: &mut LogicalVolume| -> Result<SnapshotVolume, Problem> {
+        if segment.get("merging_store").is_some() {
+            return Err(Refused(
+                "a snapshot being merged into its origin".to_owned(),
+            ));
+        }
+        // dm-snapshot's chunks: 4 KiB to 512 KiB, powers of two.
+        let chunk = segment
+            .int("chunk_size")
+            .map_err(Broken)?
+            .checked_mul(SECTOR)
+            .filter(|&c| c.is_power_of_two() && (4 << 10..=512 << 10).contains(&c))
+            .ok_or_else(|| Broken("chunk_size out of range".to_owned()))?;
+        let origin = segment.str("origin").map_err(Broken)?;
+        let origin = part_of(group, origin, "snapshot origin", volume)?;
+        let store = part_of(group, store, "snapshot exception store", volume)?;
+        Ok(SnapshotVolume {
+            origin,
+            store,
+            chunk,
+        })
+    };
+    match read(volume) {
+        Ok(snapshot) => volume.snapshot = Some(snapshot),
+        Err(Refused(why)) => volume.map = Err(why),
+        Err(Broken(why)) => return Err(why),
+    }
+    Ok(())
+}
+
 /// The group a volume's segments are read in: its physical volumes (each with where its
 /// extents start and how many it has), its extent size, and its volumes, hidden ones
 /// among them.
@@ -1315,6 +1397,9 @@ impl LogicalVolumeReader {
         if let Some(cached) = &volume.cached {
             return Self::cached(volume, cached, open, what);
         }
+        if let Some(snapshot) = &volume.snapshot {
+            return Self::snapshot(volume, snapshot, open, what);
+        }
         // Every physical volume there is; a mirrored volume reads through the first of its
         // images whose physical volumes all are.
         let mut pvs: Vec<Option<Box<dyn ReadAt>>> = Vec::with_capacity(volume.on.len());
@@ -1498,24 +1583,11 @@ impl LogicalVolumeReader {
         open: &mut Opener<'_>,
         what: &str,
     ) -> Result<Self, FsError> {
-        let mut notes = Vec::new();
-        let mut part = |part: &LogicalVolume| -> Result<Box<dyn ReadAt>, FsError> {
-            let label = format!("{what} (thin pool volume {})", part.name);
-            let reader = LogicalVolumeReader::open(part, open, &label)?;
-            if let Some(note) = reader.degraded() {
-                notes.push(format!("{}: {note}", part.name));
-            }
-            Ok(Box::new(reader))
-        };
-        let (meta, data) = (part(&thin.meta)?, part(&thin.data)?);
+        let mut parts = Parts::new(open, what);
+        let meta = parts.read(&thin.meta, "thin pool metadata", None)?;
+        let data = parts.read(&thin.data, "thin pool data", None)?;
         let pool = ThinReader::open(meta, data, (thin.device, volume.size, thin.chunk), what)?;
-        Ok(LogicalVolumeReader {
-            pvs: Vec::new(),
-            size: volume.size,
-            map: Vec::new(),
-            inner: Some(Box::new(pool)),
-            degraded: (!notes.is_empty()).then(|| notes.join("; ")),
-        })
+        parts.reader(volume, Box::new(pool))
     }
 
     /// Reads a cached volume: its origin, with the blocks its cache maps read from the
@@ -1526,34 +1598,81 @@ impl LogicalVolumeReader {
         open: &mut Opener<'_>,
         what: &str,
     ) -> Result<Self, FsError> {
-        let mut notes = Vec::new();
-        let mut part = |(part, range): &(Box<LogicalVolume>, Option<(u64, u64)>),
-                        role: &str|
-         -> Result<Box<dyn ReadAt>, FsError> {
-            let label = format!("{what} ({role} volume {})", part.name);
-            let reader = LogicalVolumeReader::open(part, open, &label)?;
-            if let Some(note) = reader.degraded() {
-                notes.push(format!("{}: {note}", part.name));
-            }
-            Ok(match range {
-                Some((start, len)) => Box::new(Slice::new(reader, *start, *len)?),
-                None => Box::new(reader),
-            })
-        };
-        let origin = part(&(cached.origin.clone(), None), "cache origin")?;
+        let mut parts = Parts::new(open, what);
+        let origin = parts.read(&cached.origin, "cache origin", None)?;
         let inner: Box<dyn ReadAt> = if cached.passthrough {
             origin
         } else {
-            let meta = part(&cached.meta, "cache metadata")?;
-            let data = part(&cached.data, "cache data")?;
+            let meta = parts.read(&cached.meta.0, "cache metadata", cached.meta.1)?;
+            let data = parts.read(&cached.data.0, "cache data", cached.data.1)?;
             Box::new(CacheReader::open(meta, (origin, data), cached.chunk, what)?)
         };
+        parts.reader(volume, inner)
+    }
+
+    /// Reads an old-style snapshot: its origin, with the chunks its exception store holds
+    /// copies of read from there.
+    fn snapshot(
+        volume: &LogicalVolume,
+        snapshot: &SnapshotVolume,
+        open: &mut Opener<'_>,
+        what: &str,
+    ) -> Result<Self, FsError> {
+        let mut parts = Parts::new(open, what);
+        let origin = parts.read(&snapshot.origin, "snapshot origin", None)?;
+        let store = parts.read(&snapshot.store, "snapshot exception store", None)?;
+        let inner = SnapshotReader::open(origin, store, snapshot.chunk, what)?;
+        parts.reader(volume, Box::new(inner))
+    }
+}
+
+/// The volumes a thin, cached or snapshot volume is read through, opened with one
+/// `open`, and what is read in place of what is missing in them.
+struct Parts<'o, 'a> {
+    open: &'o mut Opener<'a>,
+    what: &'o str,
+    notes: Vec<String>,
+}
+
+impl<'o, 'a> Parts<'o, 'a> {
+    fn new(open: &'o mut Opener<'a>, what: &'o str) -> Self {
+        Parts {
+            open,
+            what,
+            notes: Vec::new(),
+        }
+    }
+
+    /// Volume `part`, the `role` of the volume being read (its bytes `range`, if given).
+    fn read(
+        &mut self,
+        part: &LogicalVolume,
+        role: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Box<dyn ReadAt>, FsError> {
+        let label = format!("{} ({role} volume {})", self.what, part.name);
+        let reader = LogicalVolumeReader::open(part, self.open, &label)?;
+        if let Some(note) = reader.degraded() {
+            self.notes.push(format!("{}: {note}", part.name));
+        }
+        Ok(match range {
+            Some((start, len)) => Box::new(Slice::new(reader, start, len)?),
+            None => Box::new(reader),
+        })
+    }
+
+    /// `volume`, read through `inner`, which must hold all of it.
+    fn reader(
+        self,
+        volume: &LogicalVolume,
+        inner: Box<dyn ReadAt>,
+    ) -> Result<LogicalVolumeReader, FsError> {
         if inner.len() < volume.size {
             return Err(FsError::corrupt(
-                what,
+                self.what,
                 None,
                 format!(
-                    "LVM2 cached logical volume of {} bytes, whose origin holds {}",
+                    "LVM2 logical volume of {} bytes, whose parts hold {}",
                     volume.size,
                     inner.len()
                 ),
@@ -1564,7 +1683,7 @@ impl LogicalVolumeReader {
             size: volume.size,
             map: Vec::new(),
             inner: Some(inner),
-            degraded: (!notes.is_empty()).then(|| notes.join("; ")),
+            degraded: (!self.notes.is_empty()).then(|| self.notes.join("; ")),
         })
     }
 }
@@ -1725,7 +1844,7 @@ stripes = ["pv0", 2, "pv1", 0] } }
 }
 "#;
 
-    /// Mirrored, RAID, thin and cached volumes, their images and the pools' volumes hidden
+    /// Mirrored, RAID, thin and cached volumes and a snapshot, their images and parts hidden
     /// volumes on `pv0`.
     const TEXT_RAID: &str = r#"vg {
 extent_size = 2048
@@ -1763,6 +1882,11 @@ segment1 { start_extent = 0 extent_count = 1 type = "cache-pool+METADATA_FORMAT"
 metadata = "meta" metadata_format = 2 chunk_size = 128 cache_mode = "writeback" } }
 ca { status = ["VISIBLE"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 1 type = "cache" cache_pool = "cp" origin = "i1" } }
+cow { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 4] } }
+snapshot0 { status = ["READ"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "snapshot" chunk_size = 8 origin = "i1"
+cow_store = "cow" } }
 }
 }
 "#;
@@ -1790,7 +1914,8 @@ segment1 { start_extent = 0 extent_count = 1 type = "cache" cache_pool = "cp" or
                 ("r", 2 << 20),
                 ("z", 2 << 20),
                 ("th", 4 << 20),
-                ("ca", 1 << 20)
+                ("ca", 1 << 20),
+                ("cow", 1 << 20)
             ]
         );
         // Through the first image: i1, then i2.
@@ -1816,9 +1941,12 @@ segment1 { start_extent = 0 extent_count = 1 type = "cache" cache_pool = "cp" or
         // A thin volume is read through its pool's metadata, which is not there.
         let thin = LogicalVolumeReader::new(&pv.volumes[4], |_| Some(Box::new(img.clone())), "d");
         assert!(thin.is_err_and(|e| e.to_string().contains("thin pool metadata: no superblock")));
-        // A cached one through its cache's.
+        // A cached one through its cache's, a snapshot through its exception store.
         let cached = LogicalVolumeReader::new(&pv.volumes[5], |_| Some(Box::new(img.clone())), "d");
         assert!(cached.is_err_and(|e| e.to_string().contains("cache metadata: no superblock")));
+        let snapshot =
+            LogicalVolumeReader::new(&pv.volumes[6], |_| Some(Box::new(img.clone())), "d");
+        assert!(snapshot.is_err_and(|e| e.to_string().contains("exception store: no header")));
     }
 
     /// Reads `len` bytes at `at` of logical volume `lv`, its physical volumes `pv0`

@@ -1179,3 +1179,106 @@ fn cached_volumes_read_their_cache_over_their_origin() {
         other => panic!("{:?}", other.err()),
     }
 }
+
+/// An old-style snapshot, written into metadata that `vgcfgrestore` checks: `data` (the
+/// origin, holding a file system since changed) and `snap`, its snapshot, whose exception
+/// store (4 KiB chunks, in `dm-snapshot`'s persistent layout) holds the old copies of the
+/// chunks changed since and of others, in two areas and a scrambled order. `data` reads
+/// as the changed file system, `snap` as the one the snapshot was taken of; an invalid
+/// snapshot (one that overflowed) is refused.
+#[test]
+fn snapshots_read_their_exception_store_over_their_origin() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: making LVM physical volumes needs loop devices (root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    small_tree(&src);
+    std::fs::write(src.join("motd"), b"before ".repeat(1200)).unwrap();
+    let pv = tmp.path().join("pv.img");
+    blank(&pv, 32 * MIB);
+    let listed = restore_volumes(std::slice::from_ref(&pv), |keys| {
+        let pv = keys[0].as_str();
+        let mut lvs = lv_text("data", 1, true, &[linear(0, 8, pv, 1)]);
+        lvs += &lv_text("snap", 2, false, &[linear(0, 4, pv, 10)]);
+        let status = r#"["READ"]"#;
+        lvs + &format!(
+            "snapshot0 {{\nid = \"LvId03-abcd-efgh-ijkl-mnop-qrst-uvwx03\"\nstatus = {status}\n\
+             flags = []\ncreation_time = 1700000000\ncreation_host = \"h\"\nsegment_count = 1\n\
+             segment1 {{\nstart_extent = 0\nextent_count = 8\ntype = \"snapshot\"\n\
+             chunk_size = 8\norigin = \"data\"\ncow_store = \"snap\"\n}}\n}}\n"
+        )
+    });
+    // LVM takes `snap` for the snapshot (and shows it, hidden as its store's volume is).
+    for expect in ["data linear 1 8.00m #0:1-8", "snap linear 1 4.00m #0:10-13"] {
+        assert!(listed.iter().any(|l| l == expect), "{expect}: {listed:?}");
+    }
+
+    // The file system the snapshot was taken of, and the origin since: `motd` changed.
+    let image = tmp.path().join("before.img");
+    mkfs_ext("ext4", &src, &image, 8, &[]);
+    let before = read_bytes(&image);
+    let mut after = before.clone();
+    let at = after
+        .windows(7 * 1200)
+        .position(|w| w == b"before ".repeat(1200).as_slice())
+        .expect("motd's bytes in the image");
+    after[at..at + 7 * 1200].copy_from_slice(&b"after! ".repeat(1200));
+    const CHUNK: usize = 4096;
+    let mut copied: Vec<usize> = (0..300).map(|k| k * 7 % 2048).collect();
+    for (n, (b, a)) in before.chunks(CHUNK).zip(after.chunks(CHUNK)).enumerate() {
+        if b != a && !copied.contains(&n) {
+            copied.push(n);
+        }
+    }
+    copied.sort_by_key(|&n| (n * 13) % 2048);
+    // Areas of 256 exceptions, each followed by the chunks they copy to.
+    let mut store = vec![0u8; 4 * MIB as usize];
+    store[..16].copy_from_slice(&[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0]);
+    for (k, &old) in copied.iter().enumerate() {
+        let (area, slot) = (k / 256, k % 256);
+        let location = 1 + area * 257;
+        let new = location + 1 + slot;
+        let entry = location * CHUNK + 16 * slot;
+        store[entry..entry + 8].copy_from_slice(&(old as u64).to_le_bytes());
+        store[entry + 8..entry + 16].copy_from_slice(&(new as u64).to_le_bytes());
+        store[new * CHUNK..][..CHUNK].copy_from_slice(&before[old * CHUNK..][..CHUNK]);
+    }
+    assert!(copied.len() > 256, "two areas: {}", copied.len());
+    let write_at = |at: u64, bytes: &[u8]| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&pv).unwrap();
+        f.write_all_at(bytes, at).unwrap();
+    };
+    // Physical extent N starts at MiB 1 + N.
+    write_at(2 * MIB, &after);
+    write_at(11 * MIB, &store);
+
+    let found = read_physical_volume(&mut open_disk(&pv), "disk0")
+        .unwrap()
+        .unwrap();
+    assert_eq!(names(&found), [("data", 8 * MIB), ("snap", 8 * MIB)]);
+    let open = |_: &str| -> Option<Box<dyn ReadAt>> { Some(Box::new(open_disk(&pv))) };
+    for (lv, expect, motd) in [(0, &after, "after! "), (1, &before, "before ")] {
+        let lv = &found.volumes[lv];
+        assert_eq!(lv.unsupported(), None);
+        let mut reader = LogicalVolumeReader::new(lv, open, &lv.name).unwrap();
+        let mut all = vec![0u8; expect.len()];
+        reader.read_exact_at(0, &mut all).unwrap();
+        assert!(all == *expect, "{} reads as its file system", lv.name);
+        let mut vol = open_volume(Box::new(reader), &lv.name).unwrap();
+        assert_eq!(read_all(&mut vol, "motd"), motd.repeat(1200).as_bytes());
+        if lv.name == "snap" {
+            assert_same_tree(&mut vol, "", &src, Expect { unix: true });
+        }
+    }
+    // An invalid snapshot (VALID = 0) is refused, saying why.
+    write_at(11 * MIB + 4, &[0]);
+    match LogicalVolumeReader::new(&found.volumes[1], open, "disk0/snap") {
+        Err(FsError::Unsupported { detail, .. }) => {
+            assert!(detail.contains("overflowed"), "{detail}");
+        }
+        other => panic!("{:?}", other.err()),
+    }
+}
