@@ -242,3 +242,58 @@ mod tests {
         assert!(other.is_err_and(|e| e.to_string().contains("data blocks of 65536 bytes")));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::pdata::build::{NODE_XOR, seal};
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+        /// Metadata of random nodes, their checksums and block numbers made right (so the
+        /// rest is read), never panics, whatever its flags, counts, keys and values.
+        #[test]
+        fn random_trees_never_panic(
+            nodes in proptest::collection::vec(
+                (0u32..4, 0u32..300, 0u32..300, proptest::collection::vec(proptest::prelude::any::<u64>(), 0..64)),
+                1..6,
+            ),
+            reads in proptest::collection::vec(0u64..64, 1..8),
+        ) {
+            let mut meta = vec![0u8; BLOCK];
+            meta[0x20..0x28].copy_from_slice(&MAGIC.to_le_bytes());
+            meta[0x28..0x2c].copy_from_slice(&1u32.to_le_bytes());
+            meta[0x140..0x148].copy_from_slice(&1u64.to_le_bytes());
+            meta[0x150..0x154].copy_from_slice(&128u32.to_le_bytes());
+            meta[0x154..0x158].copy_from_slice(&8u32.to_le_bytes());
+            seal(&mut meta, SUPERBLOCK_CSUM_XOR);
+            for (i, (flags, entries, max, words)) in nodes.iter().enumerate() {
+                let mut b = vec![0u8; BLOCK];
+                b[4..8].copy_from_slice(&flags.to_le_bytes());
+                b[8..16].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+                b[16..20].copy_from_slice(&entries.to_le_bytes());
+                b[20..24].copy_from_slice(&max.to_le_bytes());
+                b[24..28].copy_from_slice(&8u32.to_le_bytes());
+                for (w, word) in words.iter().enumerate() {
+                    // Small numbers, so keys and children point at the other nodes.
+                    let value = if w % 2 == 0 { word % 8 } else { *word };
+                    let at = 32 + 8 * w;
+                    b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+                }
+                seal(&mut b, NODE_XOR);
+                meta.extend_from_slice(&b);
+            }
+            let data = vec![0u8; 4 << 16];
+            if let Ok(mut thin) = ThinReader::open(
+                Box::new(meta),
+                Box::new(data),
+                (0, 64 << 16, 64 << 10),
+                "t",
+            ) {
+                for block in reads {
+                    let _ = thin.read_exact_at(block << 16, &mut [0u8; 512]);
+                }
+            }
+        }
+    }
+}
