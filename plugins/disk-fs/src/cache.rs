@@ -45,164 +45,154 @@ const M_VALID: u64 = 1;
 /// Most cache blocks read (LVM2 keeps a cache under a million by default).
 const MAX_CACHE_BLOCKS: u64 = 1 << 24;
 
-/// A cached volume: its origin, with the blocks the cache maps read from the cache.
-pub(crate) struct CacheReader {
-    origin: Box<dyn ReadAt>,
-    cache: Box<dyn ReadAt>,
-    /// The cache's block, in bytes.
+/// A volume read from `base` but for the blocks `map` sends to `over`: a cached volume's
+/// origin and cache, a snapshot's origin and exception store.
+pub(crate) struct Overlay {
+    base: Box<dyn ReadAt>,
+    over: Box<dyn ReadAt>,
+    /// The blocks, in bytes.
     block: u64,
-    /// (origin block, cache block) of every valid mapping, by origin block.
+    /// (block of `base`, block of `over` read in its place), by the first; each block of
+    /// `over` within its length.
     map: Vec<(u64, u64)>,
 }
 
-impl CacheReader {
-    /// Reads `origin` cached in `cache`, as the metadata in `meta` maps it; `chunk` is
-    /// the cache's block size as the volume group's metadata gives it, in bytes, which the
-    /// cache's own metadata must agree with. `what` names the cached volume in errors.
-    pub(crate) fn open(
-        meta: Box<dyn ReadAt>,
-        (origin, cache): (Box<dyn ReadAt>, Box<dyn ReadAt>),
-        chunk: u64,
-        what: &str,
-    ) -> Result<Self, FsError> {
-        const KIND: &str = "cache metadata";
-        let corrupt =
-            |offset, detail: String| FsError::corrupt(what, offset, format!("{KIND}: {detail}"));
-        let mut meta = Metadata::new(meta, format!("{what}: {KIND}"));
-        let sb = meta.superblock(MAGIC, SUPERBLOCK_CSUM_XOR, (what, KIND))?;
-        let version = u32_le(&sb, 0x28);
-        let incompat = u32_le(&sb, 0xfc);
-        if !(1..=2).contains(&version) || incompat != 0 {
-            return Err(FsError::unsupported(
-                what,
-                format!(
-                    "cache metadata of version {version} with incompatible features \
-                     {incompat:#x}; version 1 and 2 without them are read"
-                ),
-            ));
-        }
-        let meta_block = u64::from(u32_le(&sb, 0xec)) * 512;
-        if meta_block != BLOCK as u64 {
-            return Err(corrupt(
-                Some(0xec),
-                format!("metadata blocks of {meta_block} bytes, where the kernel writes 4096"),
-            ));
-        }
-        let data_block = u64::from(u32_le(&sb, 0xe8)) * 512;
-        if data_block != chunk || chunk == 0 {
-            return Err(corrupt(
-                Some(0xe8),
-                format!(
-                    "cache blocks of {data_block} bytes, where the volume group's metadata \
-                     gives chunks of {chunk}"
-                ),
-            ));
-        }
-        let blocks = u64::from(u32_le(&sb, 0xf0));
-        if blocks > MAX_CACHE_BLOCKS {
-            return Err(FsError::LimitExceeded {
-                what: what.to_owned(),
-                detail: format!("a cache of {blocks} blocks (at most {MAX_CACHE_BLOCKS} are read)"),
-            });
-        }
-        if blocks.saturating_mul(chunk) > cache.len() {
-            return Err(corrupt(
-                Some(0xf0),
-                format!(
-                    "{blocks} cache blocks of {chunk} bytes, past the end of the {}-byte cache",
-                    cache.len()
-                ),
-            ));
-        }
-        let origin_blocks = origin.len().div_ceil(chunk);
-        let root = u64_le(&sb, 0xc0);
-        let mut map = Vec::new();
-        let io_error = |err: io::Error| FsError::corrupt(what, None, err.to_string());
-        for index in 0..blocks.div_ceil(PER_BLOCK) {
-            let at = meta
-                .lookup(root, index)
-                .map_err(io_error)?
-                .ok_or_else(|| corrupt(None, format!("mapping array block {index} missing")))?;
-            let array = meta
-                .block(at, (ARRAY_CSUM_XOR, 0x10), "mapping array block")
-                .map_err(io_error)?;
-            let (max, entries, size) = (
-                u64::from(u32_le(&array, 0x04)),
-                u64::from(u32_le(&array, 0x08)),
-                u32_le(&array, 0x0c),
-            );
-            let first = index * PER_BLOCK;
-            if max != PER_BLOCK || size != 8 || entries > max || first + entries > blocks {
-                return Err(corrupt(
-                    None,
-                    format!(
-                        "mapping array block {index} (at block {at}) holds {entries} of {max} \
-                         entries of {size} bytes"
-                    ),
-                ));
-            }
-            for n in 0..entries {
-                let value = u64_le(&array, ARRAY_HEADER + 8 * n as usize);
-                if value & M_VALID == 0 {
-                    continue;
-                }
-                let block = value >> 16;
-                if block >= origin_blocks {
-                    return Err(corrupt(
-                        None,
-                        format!(
-                            "cache block {} maps origin block {block}, past the origin's end",
-                            first + n
-                        ),
-                    ));
-                }
-                map.push((block, first + n));
-            }
-        }
-        map.sort_unstable();
-        if let Some(pair) = map.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-            return Err(corrupt(
-                None,
-                format!(
-                    "origin block {} is in cache blocks {} and {}",
-                    pair[0].0, pair[0].1, pair[1].1
-                ),
-            ));
-        }
-        Ok(CacheReader {
-            origin,
-            cache,
-            block: chunk,
-            map,
-        })
-    }
-}
-
-impl ReadAt for CacheReader {
+impl ReadAt for Overlay {
     fn len(&self) -> u64 {
-        self.origin.len()
+        self.base.len()
     }
 
     fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset
             .checked_add(<[u8]>::len(buf) as u64)
-            .filter(|&end| end <= self.origin.len())
+            .filter(|&end| end <= self.base.len())
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         let mut at = offset;
         while at < end {
             let (block, into) = (at / self.block, at % self.block);
             let n = (self.block - into).min(end - at);
             let out = &mut buf[(at - offset) as usize..][..n as usize];
-            match self.map.binary_search_by_key(&block, |&(origin, _)| origin) {
+            match self.map.binary_search_by_key(&block, |&(base, _)| base) {
                 Ok(i) => self
-                    .cache
+                    .over
                     .read_exact_at(self.map[i].1 * self.block + into, out)?,
-                Err(_) => self.origin.read_exact_at(at, out)?,
+                Err(_) => self.base.read_exact_at(at, out)?,
             }
             at += n;
         }
         Ok(())
     }
+}
+
+impl Overlay {
+    /// `base` with the blocks (of `block` bytes) `map` sends to `over` read there; `map`
+    /// sorted, without repeats, and within `over`.
+    pub(crate) fn new(
+        (base, over): (Box<dyn ReadAt>, Box<dyn ReadAt>),
+        block: u64,
+        map: Vec<(u64, u64)>,
+    ) -> Self {
+        Overlay {
+            base,
+            over,
+            block,
+            map,
+        }
+    }
+}
+
+/// Reads `origin` cached in `cache`, as the metadata in `meta` maps it; `chunk` is the
+/// cache's block size as the volume group's metadata gives it, in bytes, which the cache's
+/// own metadata must agree with. `what` names the cached volume in errors.
+pub(crate) fn open(
+    meta: Box<dyn ReadAt>,
+    (origin, cache): (Box<dyn ReadAt>, Box<dyn ReadAt>),
+    chunk: u64,
+    what: &str,
+) -> Result<Overlay, FsError> {
+    const KIND: &str = "cache metadata";
+    let corrupt =
+        |offset, detail: String| FsError::corrupt(what, offset, format!("{KIND}: {detail}"));
+    let geometry = (0xfc, 0xec, 0xe8);
+    let (mut meta, sb) = Metadata::open(
+        meta,
+        (MAGIC, SUPERBLOCK_CSUM_XOR),
+        geometry,
+        chunk,
+        (what, KIND),
+    )?;
+    let blocks = u64::from(u32_le(&sb, 0xf0));
+    if blocks > MAX_CACHE_BLOCKS {
+        return Err(FsError::LimitExceeded {
+            what: what.to_owned(),
+            detail: format!("a cache of {blocks} blocks (at most {MAX_CACHE_BLOCKS} are read)"),
+        });
+    }
+    if blocks.saturating_mul(chunk) > cache.len() {
+        return Err(corrupt(
+            Some(0xf0),
+            format!(
+                "{blocks} cache blocks of {chunk} bytes, past the end of the {}-byte cache",
+                cache.len()
+            ),
+        ));
+    }
+    let origin_blocks = origin.len().div_ceil(chunk);
+    let root = u64_le(&sb, 0xc0);
+    let mut map = Vec::new();
+    let io_error = |err: io::Error| FsError::corrupt(what, None, err.to_string());
+    for index in 0..blocks.div_ceil(PER_BLOCK) {
+        let at = meta
+            .lookup(root, index)
+            .map_err(io_error)?
+            .ok_or_else(|| corrupt(None, format!("mapping array block {index} missing")))?;
+        let array = meta
+            .block(at, (ARRAY_CSUM_XOR, 0x10), "mapping array block")
+            .map_err(io_error)?;
+        let (max, entries, size) = (
+            u64::from(u32_le(&array, 0x04)),
+            u64::from(u32_le(&array, 0x08)),
+            u32_le(&array, 0x0c),
+        );
+        let first = index * PER_BLOCK;
+        if max != PER_BLOCK || size != 8 || entries > max || first + entries > blocks {
+            return Err(corrupt(
+                None,
+                format!(
+                    "mapping array block {index} (at block {at}) holds {entries} of {max} \
+                     entries of {size} bytes"
+                ),
+            ));
+        }
+        for n in 0..entries {
+            let value = u64_le(&array, ARRAY_HEADER + 8 * n as usize);
+            if value & M_VALID == 0 {
+                continue;
+            }
+            let block = value >> 16;
+            if block >= origin_blocks {
+                return Err(corrupt(
+                    None,
+                    format!(
+                        "cache block {} maps origin block {block}, past the origin's end",
+                        first + n
+                    ),
+                ));
+            }
+            map.push((block, first + n));
+        }
+    }
+    map.sort_unstable();
+    if let Some(pair) = map.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(corrupt(
+            None,
+            format!(
+                "origin block {} is in cache blocks {} and {}",
+                pair[0].0, pair[0].1, pair[1].1
+            ),
+        ));
+    }
+    Ok(Overlay::new((origin, cache), chunk, map))
 }
 
 #[cfg(test)]
@@ -247,12 +237,12 @@ mod tests {
 
     /// An origin of eight blocks filled with their numbers, a cache of four filled with
     /// 0xc0 and theirs.
-    fn open(meta: Vec<u8>) -> Result<CacheReader, FsError> {
+    fn open(meta: Vec<u8>) -> Result<Overlay, FsError> {
         let origin: Vec<u8> = (0..8u8).flat_map(|n| vec![n; CHUNK as usize]).collect();
         let cache: Vec<u8> = (0..4u8)
             .flat_map(|n| vec![0xc0 | n; CHUNK as usize])
             .collect();
-        CacheReader::open(
+        super::open(
             Box::new(meta),
             (Box::new(origin), Box::new(cache)),
             CHUNK,

@@ -70,12 +70,11 @@ use std::io;
 use crc::{Algorithm, Crc};
 use tessera_disk_image::ReadAt;
 
-use crate::cache::CacheReader;
 use crate::md::{MdArray, MdMember};
 use crate::slice::Slice;
-use crate::snapshot::SnapshotReader;
 use crate::thin::ThinReader;
 use crate::{FsError, read_exact};
+use crate::{cache, snapshot};
 
 const SECTOR: u64 = 512;
 const LABEL_ID: &[u8; 8] = b"LABELONE";
@@ -736,33 +735,21 @@ fn segments(
             }
             continue;
         }
-        if kind == "thin" {
+        if matches!(kind, "thin" | "cache") {
             if count != 1 || depth > 0 {
                 refused.get_or_insert(format!(
-                    "segment{n} is a thin segment of one of several, or inside another \
-                     volume; thin volumes of one segment are read"
+                    "segment{n} is a {kind} segment of one of several, or inside another \
+                     volume; {kind} volumes of one segment are read"
                 ));
                 continue;
             }
-            match thin(segment, group, volume) {
-                Ok(thin) => volume.thin = Some(thin),
-                Err(Refused(why)) => {
-                    refused.get_or_insert(format!("segment{n}: {why}"));
-                }
-                Err(Broken(why)) => return Err(format!("segment{n}: {why}")),
-            }
-            continue;
-        }
-        if kind == "cache" {
-            if count != 1 || depth > 0 {
-                refused.get_or_insert(format!(
-                    "segment{n} is a cache segment of one of several, or inside another \
-                     volume; cached volumes of one segment are read"
-                ));
-                continue;
-            }
-            match cached(segment, group, volume) {
-                Ok(cached) => volume.cached = Some(cached),
+            let read = if kind == "thin" {
+                thin(segment, group, volume).map(|thin| volume.thin = Some(thin))
+            } else {
+                cached(segment, group, volume).map(|cached| volume.cached = Some(cached))
+            };
+            match read {
+                Ok(()) => {}
                 Err(Refused(why)) => {
                     refused.get_or_insert(format!("segment{n}: {why}"));
                 }
@@ -1605,7 +1592,7 @@ impl LogicalVolumeReader {
         } else {
             let meta = parts.read(&cached.meta.0, "cache metadata", cached.meta.1)?;
             let data = parts.read(&cached.data.0, "cache data", cached.data.1)?;
-            Box::new(CacheReader::open(meta, (origin, data), cached.chunk, what)?)
+            Box::new(cache::open(meta, (origin, data), cached.chunk, what)?)
         };
         parts.reader(volume, inner)
     }
@@ -1621,7 +1608,7 @@ impl LogicalVolumeReader {
         let mut parts = Parts::new(open, what);
         let origin = parts.read(&snapshot.origin, "snapshot origin", None)?;
         let store = parts.read(&snapshot.store, "snapshot exception store", None)?;
-        let inner = SnapshotReader::open(origin, store, snapshot.chunk, what)?;
+        let inner = snapshot::open(origin, store, snapshot.chunk, what)?;
         parts.reader(volume, Box::new(inner))
     }
 }

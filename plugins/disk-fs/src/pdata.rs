@@ -54,7 +54,7 @@ pub(crate) struct Metadata {
 impl Metadata {
     /// The metadata in `reader`, `what` naming it in errors (`disk0/thin1: thin pool
     /// metadata`).
-    pub(crate) fn new(reader: Box<dyn ReadAt>, what: String) -> Self {
+    fn new(reader: Box<dyn ReadAt>, what: String) -> Self {
         Metadata {
             reader,
             nodes: HashMap::new(),
@@ -62,9 +62,25 @@ impl Metadata {
         }
     }
 
+    /// The metadata (`kind`, of volume `what`, in errors) in `reader`, and its superblock,
+    /// checked: its `magic` number at 0x20, its checksum (with `xor`), its block number,
+    /// and the `geometry` and `chunk` [`check_geometry`] checks.
+    pub(crate) fn open(
+        reader: Box<dyn ReadAt>,
+        (magic, xor): (u64, u32),
+        geometry: (usize, usize, usize),
+        chunk: u64,
+        (what, kind): (&str, &str),
+    ) -> Result<(Self, Vec<u8>), FsError> {
+        let mut meta = Metadata::new(reader, format!("{what}: {kind}"));
+        let sb = meta.superblock(magic, xor, (what, kind))?;
+        check_geometry(&sb, geometry, chunk, (what, kind))?;
+        Ok((meta, sb))
+    }
+
     /// Block 0 of `kind` (its name in errors), checked: its magic number at 0x20, its
     /// checksum with `xor`, and its block number. `volume` names the volume in errors.
-    pub(crate) fn superblock(
+    fn superblock(
         &mut self,
         magic: u64,
         xor: u32,
@@ -184,6 +200,50 @@ impl Metadata {
             format!("{}: {detail}", self.what),
         )
     }
+}
+
+/// Checks what the kernel requires of a thin pool's or cache's superblock `sb` (`kind`, of
+/// volume `what`, in errors): version 1 or 2 (at 0x28) without incompatible features (the
+/// flags at `incompat_at`), metadata blocks of 4096 bytes (in sectors at `meta_at`), and
+/// data blocks (in sectors at `data_at`) of `chunk` bytes, as the volume group's metadata
+/// gives them.
+fn check_geometry(
+    sb: &[u8],
+    (incompat_at, meta_at, data_at): (usize, usize, usize),
+    chunk: u64,
+    (what, kind): (&str, &str),
+) -> Result<(), FsError> {
+    let version = u32_le(sb, 0x28);
+    let incompat = u32_le(sb, incompat_at);
+    if !(1..=2).contains(&version) || incompat != 0 {
+        return Err(FsError::unsupported(
+            what,
+            format!(
+                "{kind} of version {version} with incompatible features {incompat:#x}; \
+                 version 1 and 2 without them are read"
+            ),
+        ));
+    }
+    let meta_block = u64::from(u32_le(sb, meta_at)) * 512;
+    if meta_block != BLOCK as u64 {
+        return Err(FsError::corrupt(
+            what,
+            Some(meta_at as u64),
+            format!("{kind}: metadata blocks of {meta_block} bytes, where the kernel writes 4096"),
+        ));
+    }
+    let data_block = u64::from(u32_le(sb, data_at)) * 512;
+    if data_block != chunk || chunk == 0 {
+        return Err(FsError::corrupt(
+            what,
+            Some(data_at as u64),
+            format!(
+                "{kind}: data blocks of {data_block} bytes, where the volume group's metadata \
+                 gives blocks of {chunk}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Test helpers: blocks and nodes made with their checksums right.

@@ -14,133 +14,88 @@
 //!   chunk 1 + N x (chunk/16 + 1). The first exception whose NEW_CHUNK is 0 ends them.
 //! ```
 
-use std::io;
-
 use tessera_disk_image::ReadAt;
 
+use crate::cache::Overlay;
 use crate::lvm::u32_le;
 use crate::lvm::u64_le;
 use crate::{FsError, read_exact};
 
 const MAGIC: u32 = 0x7041_6e53;
 
-/// A snapshot: its origin, with the chunks its exception store holds copies of read
-/// from there.
-pub(crate) struct SnapshotReader {
+/// Reads the snapshot of `origin` whose exception store is `store`: the origin, with the
+/// chunks the store holds copies of read from there. `chunk` is the snapshot's chunk size
+/// as the volume group's metadata gives it, in bytes, which the store's header must agree
+/// with. `what` names the snapshot in errors.
+pub(crate) fn open(
     origin: Box<dyn ReadAt>,
-    store: Box<dyn ReadAt>,
-    /// The snapshot's chunk, in bytes.
+    mut store: Box<dyn ReadAt>,
     chunk: u64,
-    /// (origin chunk, store chunk) of every exception, by origin chunk.
-    map: Vec<(u64, u64)>,
-}
-
-impl SnapshotReader {
-    /// Reads the snapshot of `origin` whose exception store is `store`; `chunk` is its
-    /// chunk size as the volume group's metadata gives it, in bytes, which the store's
-    /// header must agree with. `what` names the snapshot in errors.
-    pub(crate) fn open(
-        origin: Box<dyn ReadAt>,
-        mut store: Box<dyn ReadAt>,
-        chunk: u64,
-        what: &str,
-    ) -> Result<Self, FsError> {
-        let corrupt = |offset, detail: String| {
-            FsError::corrupt(what, offset, format!("snapshot exception store: {detail}"))
-        };
-        let mut header = [0u8; 16];
-        read_exact(&mut *store, what, 0, &mut header)?;
-        if u32_le(&header, 0) != MAGIC {
-            return Err(corrupt(Some(0), "no header (magic missing)".to_owned()));
-        }
-        if u32_le(&header, 4) == 0 {
-            return Err(FsError::unsupported(
-                what,
-                "the snapshot is invalid: it overflowed its exception store, or was dropped",
-            ));
-        }
-        let version = u32_le(&header, 8);
-        if version != 1 {
-            return Err(FsError::unsupported(
-                what,
-                format!("snapshot exception store of version {version}; version 1 is read"),
-            ));
-        }
-        let size = u64::from(u32_le(&header, 12)) * 512;
-        if size != chunk || !chunk.is_power_of_two() || chunk < 4096 {
-            return Err(corrupt(
-                Some(12),
-                format!("chunks of {size} bytes, where the volume group's metadata gives {chunk}"),
-            ));
-        }
-        let per_area = chunk / 16;
-        let chunks = store.len() / chunk;
-        let origin_chunks = origin.len().div_ceil(chunk);
-        let mut map = Vec::new();
-        let mut area = vec![0u8; chunk as usize];
-        let mut location = 1u64;
-        'areas: while location < chunks {
-            read_exact(&mut *store, what, location * chunk, &mut area)?;
-            for n in 0..per_area as usize {
-                let (old, new) = (u64_le(&area, 16 * n), u64_le(&area, 16 * n + 8));
-                if new == 0 {
-                    break 'areas;
-                }
-                // A store chunk is one of this area's, after its exceptions.
-                if new <= location || new > location + per_area || new >= chunks {
-                    return Err(corrupt(
-                        Some(location * chunk + 16 * n as u64 + 8),
-                        format!("an exception copies to chunk {new}, outside its area"),
-                    ));
-                }
-                if old >= origin_chunks {
-                    return Err(corrupt(
-                        Some(location * chunk + 16 * n as u64),
-                        format!("an exception for chunk {old}, past the origin's end"),
-                    ));
-                }
-                map.push((old, new));
+    what: &str,
+) -> Result<Overlay, FsError> {
+    let corrupt = |offset, detail: String| {
+        FsError::corrupt(what, offset, format!("snapshot exception store: {detail}"))
+    };
+    let mut header = [0u8; 16];
+    read_exact(&mut *store, what, 0, &mut header)?;
+    if u32_le(&header, 0) != MAGIC {
+        return Err(corrupt(Some(0), "no header (magic missing)".to_owned()));
+    }
+    if u32_le(&header, 4) == 0 {
+        return Err(FsError::unsupported(
+            what,
+            "the snapshot is invalid: it overflowed its exception store, or was dropped",
+        ));
+    }
+    let version = u32_le(&header, 8);
+    if version != 1 {
+        return Err(FsError::unsupported(
+            what,
+            format!("snapshot exception store of version {version}; version 1 is read"),
+        ));
+    }
+    let size = u64::from(u32_le(&header, 12)) * 512;
+    if size != chunk || !chunk.is_power_of_two() || chunk < 4096 {
+        return Err(corrupt(
+            Some(12),
+            format!("chunks of {size} bytes, where the volume group's metadata gives {chunk}"),
+        ));
+    }
+    let per_area = chunk / 16;
+    let chunks = store.len() / chunk;
+    let origin_chunks = origin.len().div_ceil(chunk);
+    let mut map = Vec::new();
+    let mut area = vec![0u8; chunk as usize];
+    let mut location = 1u64;
+    'areas: while location < chunks {
+        read_exact(&mut *store, what, location * chunk, &mut area)?;
+        for n in 0..per_area as usize {
+            let (old, new) = (u64_le(&area, 16 * n), u64_le(&area, 16 * n + 8));
+            if new == 0 {
+                break 'areas;
             }
-            location += per_area + 1;
-        }
-        // A chunk copied twice (which the kernel never does) reads as its later copy.
-        map.reverse();
-        map.sort_by_key(|&(old, _)| old);
-        map.dedup_by_key(|&mut (old, _)| old);
-        Ok(SnapshotReader {
-            origin,
-            store,
-            chunk,
-            map,
-        })
-    }
-}
-
-impl ReadAt for SnapshotReader {
-    fn len(&self) -> u64 {
-        self.origin.len()
-    }
-
-    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let end = offset
-            .checked_add(<[u8]>::len(buf) as u64)
-            .filter(|&end| end <= self.origin.len())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        let mut at = offset;
-        while at < end {
-            let (chunk, into) = (at / self.chunk, at % self.chunk);
-            let n = (self.chunk - into).min(end - at);
-            let out = &mut buf[(at - offset) as usize..][..n as usize];
-            match self.map.binary_search_by_key(&chunk, |&(old, _)| old) {
-                Ok(i) => self
-                    .store
-                    .read_exact_at(self.map[i].1 * self.chunk + into, out)?,
-                Err(_) => self.origin.read_exact_at(at, out)?,
+            // A store chunk is one of this area's, after its exceptions.
+            if new <= location || new > location + per_area || new >= chunks {
+                return Err(corrupt(
+                    Some(location * chunk + 16 * n as u64 + 8),
+                    format!("an exception copies to chunk {new}, outside its area"),
+                ));
             }
-            at += n;
+            if old >= origin_chunks {
+                return Err(corrupt(
+                    Some(location * chunk + 16 * n as u64),
+                    format!("an exception for chunk {old}, past the origin's end"),
+                ));
+            }
+            map.push((old, new));
         }
-        Ok(())
+        location += per_area + 1;
     }
+    // A chunk copied twice (which the kernel never does) reads as its later copy.
+    map.reverse();
+    map.sort_by_key(|&(old, _)| old);
+    map.dedup_by_key(|&mut (old, _)| old);
+    Ok(Overlay::new((origin, store), chunk, map))
 }
 
 #[cfg(test)]
@@ -166,9 +121,9 @@ mod tests {
     }
 
     /// Opens a snapshot of an origin of eight chunks filled with their numbers.
-    fn open(store: Vec<u8>) -> Result<SnapshotReader, FsError> {
+    fn open(store: Vec<u8>) -> Result<Overlay, FsError> {
         let origin: Vec<u8> = (0..8u8).flat_map(|n| vec![n; CHUNK]).collect();
-        SnapshotReader::open(Box::new(origin), Box::new(store), CHUNK as u64, "s")
+        super::open(Box::new(origin), Box::new(store), CHUNK as u64, "s")
     }
 
     #[test]

@@ -23,9 +23,8 @@ use std::io;
 use tessera_disk_image::ReadAt;
 
 use crate::FsError;
-use crate::lvm::u32_le;
 use crate::lvm::u64_le;
-use crate::pdata::{BLOCK, Metadata};
+use crate::pdata::Metadata;
 
 const MAGIC: u64 = 27_022_010;
 const SUPERBLOCK_CSUM_XOR: u32 = 160_774;
@@ -55,36 +54,14 @@ impl ThinReader {
         const KIND: &str = "thin pool metadata";
         let corrupt =
             |offset, detail: String| FsError::corrupt(what, offset, format!("{KIND}: {detail}"));
-        let mut meta = Metadata::new(meta, format!("{what}: {KIND}"));
-        let sb = meta.superblock(MAGIC, SUPERBLOCK_CSUM_XOR, (what, KIND))?;
-        let version = u32_le(&sb, 0x28);
-        let incompat = u32_le(&sb, 0x168);
-        if !(1..=2).contains(&version) || incompat != 0 {
-            return Err(FsError::unsupported(
-                what,
-                format!(
-                    "thin pool metadata of version {version} with incompatible features \
-                     {incompat:#x}; version 1 and 2 without them are read"
-                ),
-            ));
-        }
-        let meta_block = u64::from(u32_le(&sb, 0x154)) * 512;
-        if meta_block != BLOCK as u64 {
-            return Err(corrupt(
-                Some(0x154),
-                format!("metadata blocks of {meta_block} bytes, where the kernel writes 4096"),
-            ));
-        }
-        let data_block = u64::from(u32_le(&sb, 0x150)) * 512;
-        if data_block != chunk || chunk == 0 {
-            return Err(corrupt(
-                Some(0x150),
-                format!(
-                    "data blocks of {data_block} bytes, where the volume group's metadata \
-                     gives chunks of {chunk}"
-                ),
-            ));
-        }
+        let geometry = (0x168, 0x154, 0x150);
+        let (mut meta, sb) = Metadata::open(
+            meta,
+            (MAGIC, SUPERBLOCK_CSUM_XOR),
+            geometry,
+            chunk,
+            (what, KIND),
+        )?;
         let root = meta
             .lookup(u64_le(&sb, 0x140), device)
             .map_err(|err| FsError::corrupt(what, None, err.to_string()))?
@@ -141,6 +118,7 @@ impl ReadAt for ThinReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pdata::BLOCK;
     use crate::pdata::build::{NODE_XOR, node, seal};
     use crate::pdata::{INTERNAL_NODE, LEAF_NODE};
     /// Metadata whose mapping tree's root is block 1, followed by `nodes` (blocks 1, 2…).
@@ -246,6 +224,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
+    use crate::pdata::BLOCK;
     use crate::pdata::build::{NODE_XOR, seal};
 
     proptest::proptest! {

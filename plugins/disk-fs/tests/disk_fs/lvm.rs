@@ -408,11 +408,7 @@ fn mirrored_logical_volumes_read_through_any_image() {
     let old = tmp.path().join("old.img");
     mkfs_ext("ext2", &old_tree, &old, 4, &[]);
     let (r1, old) = (read_bytes(&r1), read_bytes(&old));
-    let place = |file: &Path, at_mib: u64, bytes: &[u8]| {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
-        f.write_all_at(bytes, (1 + at_mib) * MIB).unwrap();
-    };
+    let place = |file: &Path, at_mib: u64, bytes: &[u8]| write_at(file, (1 + at_mib) * MIB, bytes);
     let half = 4 * MIB as usize;
     place(&pv, 1, &r1[..half]);
     place(&pv, 20, &r1[half..]);
@@ -693,6 +689,78 @@ fn raid_logical_volumes_read_as_md_reads_them() {
     }
 }
 
+/// The bytes `tool` (`thin_restore`, `cache_restore`) writes into a blank `len`-byte
+/// file from `xml` (with `args` besides), which `check` (`thin_check`, `cache_check`)
+/// must pass.
+fn restored_metadata(
+    dir: &Path,
+    (tool, check): (&str, &str),
+    xml: &str,
+    len: u64,
+    args: &[&str],
+) -> Vec<u8> {
+    let (xml_path, meta) = (
+        dir.join(format!("{tool}.xml")),
+        dir.join(format!("{tool}.bin")),
+    );
+    std::fs::write(&xml_path, xml).unwrap();
+    blank(&meta, len);
+    let (xml_path, meta_path) = (xml_path.to_str().unwrap(), meta.to_str().unwrap());
+    run(
+        tool,
+        &[&["-i", xml_path, "-o", meta_path], args].concat(),
+        &[],
+    );
+    run(check, &[meta_path], &[]);
+    read_bytes(&meta)
+}
+
+/// Writes `bytes` into `file` at byte `at`.
+fn write_at(file: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+/// `image` with the one run of `from` (a file's contents) changed to `to`, as the file
+/// changed in place would leave it.
+fn changed(image: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = image.to_vec();
+    let at = out
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the file's bytes in the image");
+    out[at..at + to.len()].copy_from_slice(to);
+    out
+}
+
+/// What gives the physical volumes `files` (UUID, file) by UUID.
+fn opener(files: Vec<(String, PathBuf)>) -> impl Fn(&str) -> Option<Box<dyn ReadAt>> {
+    move |uuid: &str| {
+        let (_, file) = files.iter().find(|(u, _)| u == uuid)?;
+        Some(Box::new(open_disk(file)) as Box<dyn ReadAt>)
+    }
+}
+
+/// Reads `lv` through `open` whole, asserting it equals `expect` and its file `motd`
+/// holds `motd` 1200 times; returns its file system.
+fn assert_reads(
+    lv: &tessera_disk_fs::LogicalVolume,
+    open: impl Fn(&str) -> Option<Box<dyn ReadAt>>,
+    expect: &[u8],
+    motd: &str,
+) -> tessera_disk_fs::Volume {
+    assert_eq!(lv.unsupported(), None);
+    let mut reader = LogicalVolumeReader::new(lv, open, &lv.name).unwrap();
+    assert_eq!(reader.len(), expect.len() as u64);
+    let mut all = vec![0u8; expect.len()];
+    reader.read_exact_at(0, &mut all).unwrap();
+    assert!(all == expect, "{} reads as its file system", lv.name);
+    let mut vol = open_volume(Box::new(reader), &lv.name).unwrap();
+    assert_eq!(read_all(&mut vol, "motd"), motd.repeat(1200).as_bytes());
+    vol
+}
+
 /// The pool's data block in these tests (`chunk_size = 128` sectors).
 const THIN_BLOCK: usize = 64 << 10;
 
@@ -720,13 +788,7 @@ fn thin_metadata(dir: &Path, data_blocks: usize, devices: &[(u64, &[(usize, usiz
         xml += "</device>\n";
     }
     xml += "</superblock>\n";
-    let (xml_path, meta) = (dir.join("thin.xml"), dir.join("tmeta.bin"));
-    std::fs::write(&xml_path, xml).unwrap();
-    blank(&meta, 4 * MIB);
-    let (xml_path, meta_path) = (xml_path.to_str().unwrap(), meta.to_str().unwrap());
-    run("thin_restore", &["-i", xml_path, "-o", meta_path], &[]);
-    run("thin_check", &[meta_path], &[]);
-    read_bytes(&meta)
+    restored_metadata(dir, ("thin_restore", "thin_check"), &xml, 4 * MIB, &[])
 }
 
 /// A thin pool, written into metadata that `vgcfgrestore` checks: its data volume
@@ -807,12 +869,7 @@ fn thin_volumes_read_through_their_pool() {
     let image = tmp.path().join("thin1.img");
     mkfs_ext("ext4", &src, &image, 32, &[]);
     let thin1 = read_bytes(&image);
-    let mut snap = thin1.clone();
-    let at = snap
-        .windows(7 * 1200)
-        .position(|w| w == b"origin ".repeat(1200).as_slice())
-        .expect("motd's bytes in the image");
-    snap[at..at + 7 * 1200].copy_from_slice(&b"snapsh ".repeat(1200));
+    let snap = changed(&thin1, &b"origin ".repeat(1200), &b"snapsh ".repeat(1200));
 
     // Their non-zero blocks, mapped onto the pool's 512 in a scrambled order.
     let data_blocks = 512;
@@ -857,11 +914,6 @@ fn thin_volumes_read_through_their_pool() {
         "the snapshot has one block of its own"
     );
     let meta = thin_metadata(tmp.path(), data_blocks, &[(1, &map1), (2, &map2)]);
-    let write_at = |file: &Path, at: u64, bytes: &[u8]| {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
-        f.write_all_at(bytes, at).unwrap();
-    };
     // Physical extent N starts at MiB 1 + N.
     write_at(&pv, 3 * MIB, &pool[..8 * MIB as usize]);
     write_at(&pv, 21 * MIB, &pool[8 * MIB as usize..]);
@@ -874,30 +926,18 @@ fn thin_volumes_read_through_their_pool() {
         .unwrap()
         .unwrap();
     assert_eq!(names(&found), [("thin1", 32 * MIB), ("snap", 32 * MIB)]);
-    let files = [
+    let open = opener(vec![
         (found.uuid.clone(), pv.clone()),
         (second.uuid.clone(), other.clone()),
-    ];
-    let open = |uuid: &str| -> Option<Box<dyn ReadAt>> {
-        let (_, file) = files.iter().find(|(u, _)| u == uuid)?;
-        Some(Box::new(open_disk(file)))
-    };
+    ]);
     for (lv, expect, motd) in [(0, &thin1, "origin "), (1, &snap, "snapsh ")] {
         let lv = &found.volumes[lv];
-        assert_eq!(lv.unsupported(), None);
         let mut pvs: Vec<&str> = lv.physical_volumes().collect();
         pvs.sort();
         let mut both = vec![found.uuid.as_str(), second.uuid.as_str()];
         both.sort();
         assert_eq!(pvs, both);
-        let mut reader = LogicalVolumeReader::new(lv, open, &lv.name).unwrap();
-        assert_eq!(reader.len(), 32 * MIB);
-        let mut all = vec![0u8; expect.len()];
-        reader.read_exact_at(0, &mut all).unwrap();
-        assert!(all == *expect, "{} reads as its file system", lv.name);
-        let mut vol = open_volume(Box::new(reader), &lv.name).unwrap();
-        let read = read_all(&mut vol, "motd");
-        assert_eq!(read, motd.repeat(1200).as_bytes());
+        let mut vol = assert_reads(lv, &open, expect, motd);
         assert_eq!(
             read_all(&mut vol, "data.bin"),
             pattern(14 * MIB as usize, 9)
@@ -978,25 +1018,9 @@ fn cache_metadata(
         );
     }
     xml += "</mappings>\n</superblock>\n";
-    let (xml_path, meta) = (dir.join("cache.xml"), dir.join("cmeta.bin"));
-    std::fs::write(&xml_path, xml).unwrap();
-    blank(&meta, 2 * MIB);
-    let (xml_path, meta_path) = (xml_path.to_str().unwrap(), meta.to_str().unwrap());
     let version = version.to_string();
-    run(
-        "cache_restore",
-        &[
-            "-i",
-            xml_path,
-            "-o",
-            meta_path,
-            "--metadata-version",
-            &version,
-        ],
-        &[],
-    );
-    run("cache_check", &[meta_path], &[]);
-    read_bytes(&meta)
+    let tools = ("cache_restore", "cache_check");
+    restored_metadata(dir, tools, &xml, 2 * MIB, &["--metadata-version", &version])
 }
 
 /// Cached volumes, written into metadata that `vgcfgrestore` checks, each over an origin
@@ -1083,12 +1107,7 @@ fn cached_volumes_read_their_cache_over_their_origin() {
     let image = tmp.path().join("fresh.img");
     mkfs_ext("ext4", &src, &image, 8, &[]);
     let fresh = read_bytes(&image);
-    let mut stale = fresh.clone();
-    let at = stale
-        .windows(6 * 1200)
-        .position(|w| w == b"fresh ".repeat(1200).as_slice())
-        .expect("motd's bytes in the image");
-    stale[at..at + 6 * 1200].copy_from_slice(&b"stale ".repeat(1200));
+    let stale = changed(&fresh, &b"fresh ".repeat(1200), &b"stale ".repeat(1200));
     // The cache: every block that differs (dirty), and the first twenty non-zero ones
     // (clean), in cache blocks 7, 14, 21… of 32.
     const BLOCK: usize = 64 << 10;
@@ -1113,11 +1132,6 @@ fn cached_volumes_read_their_cache_over_their_origin() {
         .collect();
     let v2 = cache_metadata(tmp.path(), 2, 32, &map);
     let v1 = cache_metadata(tmp.path(), 1, 32, &map);
-    let write_at = |file: &Path, at: u64, bytes: &[u8]| {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
-        f.write_all_at(bytes, at).unwrap();
-    };
     // Physical extent N starts at MiB 1 + N.
     for first in [1, 10, 20] {
         write_at(&pv, (1 + first) * MIB, &stale);
@@ -1139,27 +1153,17 @@ fn cached_volumes_read_their_cache_over_their_origin() {
         names(&found),
         [("a", 8 * MIB), ("b", 8 * MIB), ("c", 8 * MIB)]
     );
-    let files = [
+    let open = opener(vec![
         (found.uuid.clone(), pv.clone()),
         (second.uuid.clone(), fast.clone()),
-    ];
-    let open = |uuid: &str| -> Option<Box<dyn ReadAt>> {
-        let (_, file) = files.iter().find(|(u, _)| u == uuid)?;
-        Some(Box::new(open_disk(file)))
-    };
+    ]);
     for (lv, expect, motd) in [
         (0, &fresh, "fresh "),
         (1, &fresh, "fresh "),
         (2, &stale, "stale "),
     ] {
         let lv = &found.volumes[lv];
-        assert_eq!(lv.unsupported(), None);
-        let mut reader = LogicalVolumeReader::new(lv, open, &lv.name).unwrap();
-        let mut all = vec![0u8; expect.len()];
-        reader.read_exact_at(0, &mut all).unwrap();
-        assert!(all == *expect, "{} reads as its file system", lv.name);
-        let mut vol = open_volume(Box::new(reader), &lv.name).unwrap();
-        assert_eq!(read_all(&mut vol, "motd"), motd.repeat(1200).as_bytes());
+        let mut vol = assert_reads(lv, &open, expect, motd);
         if lv.name == "a" {
             assert_same_tree(&mut vol, "", &src, Expect { unix: true });
         }
@@ -1219,12 +1223,7 @@ fn snapshots_read_their_exception_store_over_their_origin() {
     let image = tmp.path().join("before.img");
     mkfs_ext("ext4", &src, &image, 8, &[]);
     let before = read_bytes(&image);
-    let mut after = before.clone();
-    let at = after
-        .windows(7 * 1200)
-        .position(|w| w == b"before ".repeat(1200).as_slice())
-        .expect("motd's bytes in the image");
-    after[at..at + 7 * 1200].copy_from_slice(&b"after! ".repeat(1200));
+    let after = changed(&before, &b"before ".repeat(1200), &b"after! ".repeat(1200));
     const CHUNK: usize = 4096;
     let mut copied: Vec<usize> = (0..300).map(|k| k * 7 % 2048).collect();
     for (n, (b, a)) in before.chunks(CHUNK).zip(after.chunks(CHUNK)).enumerate() {
@@ -1246,36 +1245,25 @@ fn snapshots_read_their_exception_store_over_their_origin() {
         store[new * CHUNK..][..CHUNK].copy_from_slice(&before[old * CHUNK..][..CHUNK]);
     }
     assert!(copied.len() > 256, "two areas: {}", copied.len());
-    let write_at = |at: u64, bytes: &[u8]| {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).open(&pv).unwrap();
-        f.write_all_at(bytes, at).unwrap();
-    };
     // Physical extent N starts at MiB 1 + N.
-    write_at(2 * MIB, &after);
-    write_at(11 * MIB, &store);
+    write_at(&pv, 2 * MIB, &after);
+    write_at(&pv, 11 * MIB, &store);
 
     let found = read_physical_volume(&mut open_disk(&pv), "disk0")
         .unwrap()
         .unwrap();
     assert_eq!(names(&found), [("data", 8 * MIB), ("snap", 8 * MIB)]);
-    let open = |_: &str| -> Option<Box<dyn ReadAt>> { Some(Box::new(open_disk(&pv))) };
+    let open = opener(vec![(found.uuid.clone(), pv.clone())]);
     for (lv, expect, motd) in [(0, &after, "after! "), (1, &before, "before ")] {
         let lv = &found.volumes[lv];
-        assert_eq!(lv.unsupported(), None);
-        let mut reader = LogicalVolumeReader::new(lv, open, &lv.name).unwrap();
-        let mut all = vec![0u8; expect.len()];
-        reader.read_exact_at(0, &mut all).unwrap();
-        assert!(all == *expect, "{} reads as its file system", lv.name);
-        let mut vol = open_volume(Box::new(reader), &lv.name).unwrap();
-        assert_eq!(read_all(&mut vol, "motd"), motd.repeat(1200).as_bytes());
+        let mut vol = assert_reads(lv, &open, expect, motd);
         if lv.name == "snap" {
             assert_same_tree(&mut vol, "", &src, Expect { unix: true });
         }
     }
     // An invalid snapshot (VALID = 0) is refused, saying why.
-    write_at(11 * MIB + 4, &[0]);
-    match LogicalVolumeReader::new(&found.volumes[1], open, "disk0/snap") {
+    write_at(&pv, 11 * MIB + 4, &[0]);
+    match LogicalVolumeReader::new(&found.volumes[1], &open, "disk0/snap") {
         Err(FsError::Unsupported { detail, .. }) => {
             assert!(detail.contains("overflowed"), "{detail}");
         }
