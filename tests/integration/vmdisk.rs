@@ -2254,6 +2254,78 @@ fn files_restore_from_an_lvm_thin_volume() {
     assert!(fs::read(target.join(dir).join("blob.bin")).unwrap() == blob);
 }
 
+/// A disk whose logical volume `data` has an old-style snapshot `snap` (`lvcreate -s`,
+/// as a backup script takes one; written into metadata that `vgcfgrestore` checks, as
+/// LVM makes snapshots only through device-mapper), a file changed in `data` since: both
+/// list, and the file restores from each as it is there, from the snapshot as it was.
+#[test]
+fn files_restore_from_an_lvm_snapshot_as_they_were() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/motd"), b"before ".repeat(1200)).unwrap();
+    let disk = env.path("disk0.raw");
+    fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
+    let group = format!("tessera{}snap", std::process::id());
+    let restored = restore_logical_volumes(&env, std::slice::from_ref(&disk), &group, |pvs| {
+        let pv = &pvs[0];
+        let mut lvs = lv_section("data", 1, true, &linear(16, pv, 1));
+        lvs += &lv_section("snap", 2, false, &linear(4, pv, 20));
+        lvs + &lv_section(
+            "snapshot0",
+            3,
+            false,
+            "extent_count = 16\ntype = \"snapshot\"\nchunk_size = 8\norigin = \"data\"\n\
+             cow_store = \"snap\"\n",
+        )
+    });
+    if let Err(reason) = restored {
+        eprintln!("skipped: making LVM disks needs loop devices ({reason})");
+        return;
+    }
+    let ext4 = env.path("data.ext4");
+    fs::File::create(&ext4).unwrap().set_len(16 << 20).unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    // The origin since: `motd` changed in place. The snapshot's exception store (4 KiB
+    // chunks) holds the old copy of each chunk that changed, in its first area.
+    let before = fs::read(&ext4).unwrap();
+    let from = b"before ".repeat(1200);
+    let at = before.windows(from.len()).position(|w| w == from).unwrap();
+    let mut after = before.clone();
+    after[at..at + from.len()].copy_from_slice(&b"after! ".repeat(1200));
+    let mut store = vec![0u8; 4 << 20];
+    store[..16].copy_from_slice(&[0x53, 0x6e, 0x41, 0x70, 1, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0]);
+    let changed = (0..before.len() / 4096)
+        .filter(|&c| before[c * 4096..][..4096] != after[c * 4096..][..4096]);
+    for (slot, chunk) in changed.enumerate() {
+        let new = 2 + slot;
+        let entry = 4096 + 16 * slot;
+        store[entry..entry + 8].copy_from_slice(&(chunk as u64).to_le_bytes());
+        store[entry + 8..entry + 16].copy_from_slice(&(new as u64).to_le_bytes());
+        store[new * 4096..][..4096].copy_from_slice(&before[chunk * 4096..][..4096]);
+    }
+    let (origin, cow) = (env.path("after.ext4"), env.path("cow.bin"));
+    fs::write(&origin, &after).unwrap();
+    fs::write(&cow, &store).unwrap();
+    // Physical extent N starts at MiB 1 + N.
+    write_partitions(&disk, &[(&origin, 2 << 20), (&cow, 21 << 20)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(
+        env.ls(&point, "disk0/fs"),
+        ["disk0/fs/data", "disk0/fs/snap"]
+    );
+    let target = env.path("restored");
+    for (volume, motd) in [("data", "after! "), ("snap", "before ")] {
+        let file = format!("disk0/fs/{volume}/etc/motd");
+        env.restore(&point, &["--path", &file, "--target", p(&target)]);
+        assert_eq!(
+            fs::read(target.join(&file)).unwrap(),
+            motd.repeat(1200).as_bytes()
+        );
+    }
+}
+
 /// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults, version 5, and
 /// `extra` options), filled from `proto`, a `mkfs.xfs` prototype (no mount, so no root
 /// needed).
