@@ -195,17 +195,18 @@ pub(crate) fn open(
     Ok(Overlay::new((origin, cache), chunk, map))
 }
 
+/// Cache metadata built with its checksums right, for the tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pdata::LEAF_NODE;
-    use crate::pdata::build::{node, seal};
+mod tests_support {
+    pub(super) use super::*;
+    pub(super) use crate::pdata::LEAF_NODE;
+    pub(super) use crate::pdata::build::{node, seal};
 
-    const CHUNK: u64 = 64 << 10;
+    pub(super) const CHUNK: u64 = 64 << 10;
 
     /// Cache metadata of `blocks` cache blocks whose mapping array's root is block 1,
     /// followed by `blocks_after` (blocks 1, 2…).
-    fn metadata(blocks: u32, blocks_after: &[Vec<u8>]) -> Vec<u8> {
+    pub(super) fn metadata(blocks: u32, blocks_after: &[Vec<u8>]) -> Vec<u8> {
         let mut sb = vec![0u8; BLOCK];
         sb[0x20..0x28].copy_from_slice(&MAGIC.to_le_bytes());
         sb[0x28..0x2c].copy_from_slice(&2u32.to_le_bytes());
@@ -222,7 +223,7 @@ mod tests {
     }
 
     /// Array block `number` holding `values`, of `max` entries.
-    fn array(number: u64, max: u32, values: &[u64]) -> Vec<u8> {
+    pub(super) fn array(number: u64, max: u32, values: &[u64]) -> Vec<u8> {
         let mut b = vec![0u8; BLOCK];
         b[4..8].copy_from_slice(&max.to_le_bytes());
         b[8..12].copy_from_slice(&(values.len() as u32).to_le_bytes());
@@ -237,7 +238,7 @@ mod tests {
 
     /// An origin of eight blocks filled with their numbers, a cache of four filled with
     /// 0xc0 and theirs.
-    fn open(meta: Vec<u8>) -> Result<Overlay, FsError> {
+    pub(super) fn open(meta: Vec<u8>) -> Result<Overlay, FsError> {
         let origin: Vec<u8> = (0..8u8).flat_map(|n| vec![n; CHUNK as usize]).collect();
         let cache: Vec<u8> = (0..4u8)
             .flat_map(|n| vec![0xc0 | n; CHUNK as usize])
@@ -250,7 +251,17 @@ mod tests {
         )
     }
 
-    const PER: u32 = PER_BLOCK as u32;
+    pub(super) const PER: u32 = PER_BLOCK as u32;
+
+    /// The mapping array's root: a leaf whose one entry is array block 0, at block 2.
+    pub(super) fn leaf() -> Vec<u8> {
+        node(1, LEAF_NODE, &[(0, 2)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
 
     #[test]
     fn mapped_blocks_read_from_the_cache() {
@@ -277,7 +288,6 @@ mod tests {
         let fails = |blocks: u32, after: &[Vec<u8>]| {
             open(metadata(blocks, after)).err().unwrap().to_string()
         };
-        let leaf = || node(1, LEAF_NODE, &[(0, 2)]);
         let past = fails(4, &[leaf(), array(2, PER, &[9 << 16 | 1])]);
         assert!(past.contains("past the origin's end"), "{past}");
         let twice = fails(4, &[leaf(), array(2, PER, &[3 << 16 | 1, 3 << 16 | 1])]);
@@ -300,5 +310,35 @@ mod tests {
         bad[100] ^= 1;
         let sum = fails(4, &[leaf(), bad]);
         assert!(sum.contains("checksum does not match"), "{sum}");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::tests_support::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+        /// A mapping array of random entries and shape, its checksums right, never panics,
+        /// and what opens reads.
+        #[test]
+        fn random_mappings_never_panic(
+            blocks in 0u32..8,
+            max in 500u32..520,
+            values in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..12),
+            small in proptest::prelude::any::<bool>(),
+        ) {
+            // Small origin blocks reach the reads; any others the checks.
+            let values: Vec<u64> = values
+                .iter()
+                .map(|v| if small { (v % 10) << 16 | (v & 3) } else { *v })
+                .collect();
+            let meta = metadata(blocks, &[leaf(), array(2, max, &values)]);
+            if let Ok(mut cache) = open(meta) {
+                for at in [0, 3 * CHUNK - 1, 7 * CHUNK] {
+                    let _ = cache.read_exact_at(at, &mut [0u8; 4096]);
+                }
+            }
+        }
     }
 }

@@ -136,6 +136,26 @@ mod tests {
         assert_eq!(fills, [0, 0xe3, 2, 3, 4, 0xe4, 6, 7]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+        /// Random exceptions never panic, and what opens reads.
+        #[test]
+        fn random_exceptions_never_panic(
+            exceptions in proptest::collection::vec((0u64..12, 0u64..14), 0..10),
+            header in proptest::collection::vec((0usize..16, proptest::prelude::any::<u8>()), 0..2),
+        ) {
+            let mut s = store(&exceptions);
+            for (at, byte) in header {
+                s[at] = byte;
+            }
+            if let Ok(mut snap) = open(s) {
+                for at in [0, 3 * CHUNK as u64 - 1, 7 * CHUNK as u64] {
+                    let _ = snap.read_exact_at(at, &mut [0u8; 4096]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn hostile_stores_are_errors() {
         let fails = |s: Vec<u8>| open(s).err().unwrap().to_string();
