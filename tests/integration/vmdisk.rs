@@ -19,7 +19,7 @@ use tessera_tests::{random_bytes, run_ok, tessera};
 /// Runs a tool, failing the test with its output if it fails; returns stdout.
 fn tool(name: &str, args: &[&str]) -> String {
     let output = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2, thin-provisioning-tools, ntfs-3g, xfsprogs, btrfs-progs, exfatprogs and exfat-fuse")
+        panic!("cannot run {name} ({e}); install qemu-utils, e2fsprogs, dosfstools, mtools, fdisk, gdisk, lvm2, thin-provisioning-tools, ntfs-3g, xfsprogs, btrfs-progs, exfatprogs, exfat-fuse and makefs")
     });
     assert!(
         output.status.success(),
@@ -2324,6 +2324,74 @@ fn files_restore_from_an_lvm_snapshot_as_they_were() {
             motd.repeat(1200).as_bytes()
         );
     }
+}
+
+/// A FreeBSD VM's disk (a firewall appliance's, say): GPT with a `freebsd-boot` partition
+/// and a `freebsd-ufs` one holding a UFS2 file system (made by `makefs`). Its files list
+/// and restore with their contents and modes.
+#[test]
+fn files_restore_from_a_freebsd_disk() {
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::create_dir_all(tree.join("usr/local/etc")).unwrap();
+    fs::write(
+        tree.join("etc/rc.conf"),
+        b"hostname=\"fw01\"\nsshd_enable=\"YES\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(tree.join("etc/rc.conf"), fs::Permissions::from_mode(0o640)).unwrap();
+    let blob = random_bytes(43, (2 << 20) + 5);
+    fs::write(tree.join("usr/local/etc/blob.bin"), &blob).unwrap();
+    let ufs = env.path("root.ufs");
+    tool(
+        "makefs",
+        &[
+            "-t",
+            "ffs",
+            "-o",
+            "version=2",
+            "-s",
+            "32m",
+            p(&ufs),
+            p(&tree),
+        ],
+    );
+    let disk = env.path("freebsd.raw");
+    fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
+    tool(
+        "sgdisk",
+        &[
+            "-n",
+            "1:2048:+512K",
+            "-t",
+            "1:a501",
+            "-n",
+            "2:4096:0",
+            "-t",
+            "2:a503",
+            p(&disk),
+        ],
+    );
+    write_partitions(&disk, &[(&ufs, 2 << 20)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(
+        env.ls(&point, "disk0/part2/etc"),
+        ["disk0/part2/etc/rc.conf"]
+    );
+    let target = env.path("restored");
+    env.restore(&point, &["--path", "disk0/part2", "--target", p(&target)]);
+    let rc = target.join("disk0/part2/etc/rc.conf");
+    assert_eq!(
+        fs::read(&rc).unwrap(),
+        b"hostname=\"fw01\"\nsshd_enable=\"YES\"\n"
+    );
+    assert_eq!(
+        fs::metadata(&rc).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    assert!(fs::read(target.join("disk0/part2/usr/local/etc/blob.bin")).unwrap() == blob);
 }
 
 /// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults, version 5, and

@@ -14,6 +14,7 @@ use crate::ext4::{self, ExtFile, ExtVolume};
 use crate::fat::{self, FatFile, FatVolume};
 use crate::keramics_io::StreamFile;
 use crate::ntfs::NtfsVolume;
+use crate::ufs::{self, UfsFile, UfsVolume};
 use crate::xfs::{self, XfsFile, XfsVolume};
 use crate::{FsError, read_exact};
 
@@ -94,6 +95,7 @@ enum Inner {
     Ntfs(NtfsVolume),
     Xfs(XfsVolume),
     Btrfs(BtrfsVolume),
+    Ufs(UfsVolume),
 }
 
 /// Opens the file system in `reader` (a partition's [`Slice`](crate::Slice), or a whole
@@ -101,7 +103,9 @@ enum Inner {
 ///
 /// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, XFS by `XFSB` at
 /// byte 0, btrfs by `_BHRfS_M` in its superblock at 64 KiB, NTFS and exFAT by the
-/// `NTFS    ` and `EXFAT   ` signatures of their boot sectors, FAT by its boot sector;
+/// `NTFS    ` and `EXFAT   ` signatures of their boot sectors, UFS2 by its magic number in
+/// a superblock where FreeBSD looks for one (64 KiB, 8 KiB, 0, 256 KiB), FAT by its boot
+/// sector;
 /// anything else is [`FsError::UnknownFilesystem`], naming the format if its signature is
 /// known.
 pub fn open_volume(reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
@@ -172,6 +176,20 @@ pub fn open_volume_with(
             inner: Inner::Btrfs(BtrfsVolume::open(reader, what, others)?),
         });
     }
+    let mut ufs_like = false;
+    for at in ufs::SUPERBLOCKS {
+        let at = at + ufs::MAGIC_AT;
+        if at + 4 <= len {
+            read_exact(&mut *reader, what, at, &mut magic4)?;
+            let magic = u32::from_le_bytes(magic4);
+            ufs_like |= magic == ufs::MAGIC || magic == 0x0001_1954;
+        }
+    }
+    if ufs_like {
+        return Ok(Volume {
+            inner: Inner::Ufs(UfsVolume::open(reader, what)?),
+        });
+    }
     match (ext_like, fat_like) {
         (true, false) => Ok(Volume {
             inner: Inner::Ext(ExtVolume::open(reader, what)?),
@@ -234,7 +252,7 @@ fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
 
 impl Volume {
     /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"xfs"`, `"btrfs"`, `"fat12"`, `"fat16"`,
-    /// `"fat32"`, `"exfat"` or `"ntfs"`.
+    /// `"fat32"`, `"exfat"`, `"ntfs"` or `"ufs2"`.
     pub fn kind(&self) -> &'static str {
         match &self.inner {
             Inner::Ext(v) => v.kind(),
@@ -243,6 +261,7 @@ impl Volume {
             Inner::Ntfs(v) => v.kind(),
             Inner::Xfs(v) => v.kind(),
             Inner::Btrfs(v) => v.kind(),
+            Inner::Ufs(v) => v.kind(),
         }
     }
 
@@ -255,6 +274,7 @@ impl Volume {
             Inner::Ntfs(v) => v.label(),
             Inner::Xfs(v) => v.label(),
             Inner::Btrfs(v) => v.label(),
+            Inner::Ufs(v) => v.label(),
         }
     }
 
@@ -268,6 +288,7 @@ impl Volume {
             Inner::Ntfs(_) => &[],
             Inner::Xfs(v) => v.warnings(),
             Inner::Btrfs(v) => v.warnings(),
+            Inner::Ufs(v) => v.warnings(),
         }
     }
 
@@ -280,6 +301,7 @@ impl Volume {
             Inner::Ntfs(v) => v.what(),
             Inner::Xfs(v) => v.what(),
             Inner::Btrfs(v) => v.what(),
+            Inner::Ufs(v) => v.what(),
         }
     }
 
@@ -292,6 +314,7 @@ impl Volume {
             Inner::Ntfs(v) => v.list(path),
             Inner::Xfs(v) => v.list(path),
             Inner::Btrfs(v) => v.list(path),
+            Inner::Ufs(v) => v.list(path),
         }
     }
 
@@ -304,6 +327,7 @@ impl Volume {
             Inner::Ntfs(v) => v.stat(path),
             Inner::Xfs(v) => v.stat(path),
             Inner::Btrfs(v) => v.stat(path),
+            Inner::Ufs(v) => v.stat(path),
         }
     }
 
@@ -322,6 +346,7 @@ impl Volume {
             Inner::Ntfs(v) => v.stat(path).map(|_| Extras::default()),
             Inner::Xfs(v) => v.extras(path),
             Inner::Btrfs(v) => v.extras(path),
+            Inner::Ufs(v) => v.extras(path),
         }
     }
 
@@ -345,6 +370,10 @@ impl Volume {
             Inner::Btrfs(v) => {
                 let file = v.open_file(path)?;
                 FileInner::Btrfs(file, v)
+            }
+            Inner::Ufs(v) => {
+                let file = Box::new(v.open_file(path)?);
+                FileInner::Ufs(file, v)
             }
         };
         Ok(VolumeFile { inner })
@@ -392,6 +421,7 @@ enum FileInner<'v> {
     Stream(StreamFile),
     Xfs(XfsFile, &'v mut XfsVolume),
     Btrfs(BtrfsFile, &'v mut BtrfsVolume),
+    Ufs(Box<UfsFile>, &'v mut UfsVolume),
 }
 
 impl VolumeFile<'_> {
@@ -404,6 +434,7 @@ impl VolumeFile<'_> {
             FileInner::Stream(f) => f.size(),
             FileInner::Xfs(f, _) => f.size(),
             FileInner::Btrfs(f, _) => f.size(),
+            FileInner::Ufs(f, _) => f.size(),
         }
     }
 
@@ -416,6 +447,7 @@ impl VolumeFile<'_> {
             FileInner::Stream(f) => f.position(),
             FileInner::Xfs(f, _) => f.position(),
             FileInner::Btrfs(f, _) => f.position(),
+            FileInner::Ufs(f, _) => f.position(),
         }
     }
 
@@ -428,6 +460,7 @@ impl VolumeFile<'_> {
             FileInner::Stream(f) => f.seek(pos),
             FileInner::Xfs(f, _) => f.seek(pos),
             FileInner::Btrfs(f, _) => f.seek(pos),
+            FileInner::Ufs(f, _) => f.seek(pos),
         }
     }
 
@@ -441,6 +474,7 @@ impl VolumeFile<'_> {
             FileInner::Stream(f) => f.read(buf),
             FileInner::Xfs(f, v) => f.read(v, buf),
             FileInner::Btrfs(f, v) => f.read(v, buf),
+            FileInner::Ufs(f, v) => f.read(v, buf),
         }
     }
 }

@@ -469,6 +469,11 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                 }
                 read_bytes(&img)
             }),
+            ("ufs2", {
+                let img = tmp.path().join("ufs.img");
+                crate::ufs::makefs(&img, &tmp.path().join("src"), 4, "version=2");
+                read_bytes(&img)
+            }),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),

@@ -14,6 +14,7 @@ mod md;
 mod ntfs;
 mod partitions;
 mod support;
+mod ufs;
 mod xfs;
 
 /// Caps the heap of this test binary: an allocation sized from a hostile image field fails

@@ -29,7 +29,7 @@ pub fn tool(name: &str) -> PathBuf {
         }
     }
     panic!(
-        "the tests need `{name}` to build disk images; install e2fsprogs, dosfstools, mtools, lvm2, thin-provisioning-tools, ntfs-3g, \
+        "the tests need `{name}` to build disk images; install e2fsprogs, dosfstools, mtools, lvm2, thin-provisioning-tools, ntfs-3g, makefs, \
          fdisk (sfdisk) and gdisk (sgdisk)"
     );
 }
