@@ -1049,9 +1049,7 @@ fn files_restore_from_software_raid_members() {
     let tree = env.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
     fs::write(tree.join("etc/hostname"), b"md-vm\n").unwrap();
-    let ext4 = env.path("array.ext4");
-    fs::File::create(&ext4).unwrap().set_len(16 << 20).unwrap();
-    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    let ext4 = ext4_of(&env, "array.ext4", &tree, 16);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/md-member.py");
     let member = |name: &str, extra: &[&str]| {
         let out = env.path(name);
@@ -2020,6 +2018,17 @@ fn files_restore_from_logical_volumes_of_an_lvm_disk() {
     assert!(!part.join("disk0/part2/srv").exists());
 }
 
+/// An ext4 image of `mib` MiB named `name` in the test's directory, holding `tree`.
+fn ext4_of(env: &Env, name: &str, tree: &Path, mib: u64) -> PathBuf {
+    let image = env.path(name);
+    fs::File::create(&image)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    tool("mkfs.ext4", &["-q", "-F", "-d", p(tree), p(&image)]);
+    image
+}
+
 /// Makes the files `disks` the physical volumes of volume group `group` (1 MiB extents,
 /// through loop devices) and restores into its metadata, with `vgcfgrestore`, which checks
 /// them, the logical volumes whose sections `volumes` writes given the metadata's names of
@@ -2139,9 +2148,7 @@ fn files_restore_from_an_lvm_mirror_with_one_of_its_disks() {
         return;
     }
     // Each image, 1 MiB of extents into its disk (after the label and metadata's MiB).
-    let ext4 = env.path("data.ext4");
-    fs::File::create(&ext4).unwrap().set_len(16 << 20).unwrap();
-    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    let ext4 = ext4_of(&env, "data.ext4", &tree, 16);
     for disk in &disks {
         write_partitions(disk, &[(&ext4, 2 << 20)]);
     }
@@ -2207,9 +2214,7 @@ fn files_restore_from_an_lvm_thin_volume() {
         eprintln!("skipped: making LVM disks needs loop devices ({reason})");
         return;
     }
-    let ext4 = env.path("thin.ext4");
-    fs::File::create(&ext4).unwrap().set_len(32 << 20).unwrap();
-    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    let ext4 = ext4_of(&env, "thin.ext4", &tree, 32);
     // The file system's non-zero 64 KiB blocks, the first last in the pool.
     let image = fs::read(&ext4).unwrap();
     let used: Vec<(usize, &[u8])> = image
@@ -2283,9 +2288,7 @@ fn files_restore_from_an_lvm_snapshot_as_they_were() {
         eprintln!("skipped: making LVM disks needs loop devices ({reason})");
         return;
     }
-    let ext4 = env.path("data.ext4");
-    fs::File::create(&ext4).unwrap().set_len(16 << 20).unwrap();
-    tool("mkfs.ext4", &["-q", "-F", "-d", p(&tree), p(&ext4)]);
+    let ext4 = ext4_of(&env, "data.ext4", &tree, 16);
     // The origin since: `motd` changed in place. The snapshot's exception store (4 KiB
     // chunks) holds the old copy of each chunk that changed, in its first area.
     let before = fs::read(&ext4).unwrap();
