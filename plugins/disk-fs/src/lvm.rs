@@ -1025,8 +1025,8 @@ fn thin(
 
 /// Volume `name`, a part of another (`what`, in errors: a thin pool's metadata or data
 /// volume, a cached volume's origin or cache), read as a volume of its own, whose physical
-/// volumes join `volume`'s. Its segments are linear, striped, mirrored or RAID: never thin
-/// or cached, which would lead back to a volume with parts.
+/// volumes join `volume`'s. Its segments are linear, striped, mirrored or RAID; one that is
+/// thin or cached itself (which could lead back to a volume with parts) is refused.
 fn part_of(
     group: &Group<'_>,
     name: &str,
@@ -1044,7 +1044,8 @@ fn part_of(
         })
     });
     if nested {
-        return Err(Broken(format!(
+        // LVM2 can cache a thin pool's data volume; not read here.
+        return Err(Refused(format!(
             "{what}: its volume {name:?} is thin or cached itself"
         )));
     }
@@ -1869,6 +1870,11 @@ segment1 { start_extent = 0 extent_count = 1 type = "cache-pool+METADATA_FORMAT"
 metadata = "meta" metadata_format = 2 chunk_size = 128 cache_mode = "writeback" } }
 ca { status = ["VISIBLE"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 1 type = "cache" cache_pool = "cp" origin = "i1" } }
+p2 { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "thin-pool" metadata = "meta" pool = "ca"
+chunk_size = 128 } }
+th2 { status = ["VISIBLE"] segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "p2" device_id = 1 } }
 cow { status = ["READ"] segment_count = 1
 segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 4] } }
 snapshot0 { status = ["READ"] segment_count = 1
@@ -1902,6 +1908,7 @@ cow_store = "cow" } }
                 ("z", 2 << 20),
                 ("th", 4 << 20),
                 ("ca", 1 << 20),
+                ("th2", 1 << 20),
                 ("cow", 1 << 20)
             ]
         );
@@ -1932,8 +1939,11 @@ cow_store = "cow" } }
         let cached = LogicalVolumeReader::new(&pv.volumes[5], |_| Some(Box::new(img.clone())), "d");
         assert!(cached.is_err_and(|e| e.to_string().contains("cache metadata: no superblock")));
         let snapshot =
-            LogicalVolumeReader::new(&pv.volumes[6], |_| Some(Box::new(img.clone())), "d");
+            LogicalVolumeReader::new(&pv.volumes[7], |_| Some(Box::new(img.clone())), "d");
         assert!(snapshot.is_err_and(|e| e.to_string().contains("exception store: no header")));
+        // A pool whose data volume is cached is refused, the group's other volumes read.
+        let why = pv.volumes[6].unsupported().unwrap();
+        assert!(why.contains("\"ca\" is thin or cached itself"), "{why}");
     }
 
     /// Reads `len` bytes at `at` of logical volume `lv`, its physical volumes `pv0`
