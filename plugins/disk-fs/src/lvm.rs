@@ -1350,7 +1350,8 @@ pub struct LogicalVolumeReader {
     size: u64,
     map: Vec<Segment>,
     /// What reads a volume that is not a map of extents (`map` is empty): a RAID0, 4, 5,
-    /// 6 or 10 volume's MD array over its images, or a thin volume's pool.
+    /// 6 or 10 volume's MD array over its images, a thin volume's pool, a cached volume's
+    /// origin and cache, a snapshot's origin and exception store.
     inner: Option<Box<dyn ReadAt>>,
     /// What is read in place of what is missing, if anything is.
     degraded: Option<String>,
@@ -1370,7 +1371,8 @@ impl LogicalVolumeReader {
     }
 
     /// [`LogicalVolumeReader::new`], through one `open` shared with the volumes it is
-    /// read through (a thin pool's).
+    /// read through (a thin pool's, a cache's and its origin, a snapshot's origin and
+    /// store).
     fn open(volume: &LogicalVolume, open: &mut Opener<'_>, what: &str) -> Result<Self, FsError> {
         let map = volume
             .map
