@@ -41,7 +41,7 @@ use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
 /// UFS2's magic number.
 pub(crate) const MAGIC: u32 = 0x1954_0119;
 /// UFS1's, named in the refusal.
-const MAGIC_UFS1: u32 = 0x0001_1954;
+pub(crate) const MAGIC_UFS1: u32 = 0x0001_1954;
 /// Where the superblock may be, in the order FreeBSD looks.
 pub(crate) const SUPERBLOCKS: [u64; 4] = [65_536, 8192, 0, 262_144];
 pub(crate) const MAGIC_AT: u64 = 0x55c;

@@ -182,7 +182,7 @@ pub fn open_volume_with(
         if at + 4 <= len {
             read_exact(&mut *reader, what, at, &mut magic4)?;
             let magic = u32::from_le_bytes(magic4);
-            ufs_like |= magic == ufs::MAGIC || magic == 0x0001_1954;
+            ufs_like |= magic == ufs::MAGIC || magic == ufs::MAGIC_UFS1;
         }
     }
     if ufs_like {
