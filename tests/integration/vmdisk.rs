@@ -2397,6 +2397,70 @@ fn files_restore_from_a_freebsd_disk() {
     assert!(fs::read(target.join("disk0/part2/usr/local/etc/blob.bin")).unwrap() == blob);
 }
 
+/// A FreeBSD install on an MBR disk: a FreeBSD slice (type 0xA5) whose BSD disklabel,
+/// written by util-linux's `fdisk`, holds `a` (UFS2, made by `makefs` and written past the
+/// label) and `b` (swap). `a` is `part5`, as Linux numbers it; its files restore.
+#[test]
+fn files_restore_from_a_freebsd_slice_of_an_mbr_disk() {
+    use std::io::Write;
+    let env = env();
+    let tree = env.path("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/rc.conf"), b"hostname=\"old-fw\"\n").unwrap();
+    let ufs = env.path("a.ufs");
+    tool(
+        "makefs",
+        &[
+            "-t",
+            "ffs",
+            "-o",
+            "version=2",
+            "-s",
+            "24m",
+            p(&ufs),
+            p(&tree),
+        ],
+    );
+    let disk = env.path("freebsd-mbr.raw");
+    fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
+    for script in [
+        "o\nn\np\n1\n2048\n\nt\na5\nw\n",
+        "b\ny\nn\na\n2048\n+24M\nt\na\n7\nn\nb\n53248\n\nt\nb\n1\nw\nq\n",
+    ] {
+        let mut fdisk = Command::new("fdisk")
+            .arg(&disk)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("fdisk (util-linux)");
+        fdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(fdisk.wait().unwrap().success());
+    }
+    // The UFS2 volume's first 8 KiB are boot blocks, where the label lies.
+    let image = fs::read(&ufs).unwrap();
+    let rest = env.path("a-past-label.ufs");
+    fs::write(&rest, &image[8192..]).unwrap();
+    write_partitions(&disk, &[(&rest, (2048 << 9) + 8192)]);
+
+    let point = point_of(&env.backup(&[p(&disk)]));
+    assert_eq!(
+        env.ls(&point, "disk0/part5/etc"),
+        ["disk0/part5/etc/rc.conf"]
+    );
+    let target = env.path("restored");
+    let file = "disk0/part5/etc/rc.conf";
+    env.restore(&point, &["--path", file, "--target", p(&target)]);
+    assert_eq!(
+        fs::read(target.join(file)).unwrap(),
+        b"hostname=\"old-fw\"\n"
+    );
+}
+
 /// An XFS image of `mib` MiB at `image` (`mkfs.xfs` with its defaults, version 5, and
 /// `extra` options), filled from `proto`, a `mkfs.xfs` prototype (no mount, so no root
 /// needed).

@@ -12,6 +12,21 @@
 //!
 //! In an EBR, entry 1 is the logical partition (start relative to the EBR) and entry 2 links
 //! to the next EBR (start relative to the extended partition). LBAs count 512-byte sectors.
+//!
+//! A FreeBSD, OpenBSD or NetBSD slice (type 0xA5, 0xA6, 0xA9) holds partitions of its own
+//! in a BSD disklabel, in its sector 1 (little-endian):
+//!
+//! ```text
+//! 0 MAGIC(u32 = 0x82564557) | 132 MAGIC2(u32, the same) | 136 CHECKSUM(u16: the xor of
+//! every u16 of the label, it among them, is 0) | 138 NPARTITIONS(u16) | 148 partitions
+//! (16 each): SIZE(u32, sectors) | OFFSET(u32, sectors from the disk's start; from the
+//! slice's where partition `c` starts at 0, as FreeBSD writes them) | FSIZE(u32)
+//! | FSTYPE(u8, 0 unused) | FRAG(u8) | CPG(u16)
+//! ```
+//!
+//! As Linux does, its partitions are numbered after the logical ones (from 5 where there
+//! are none), in label order; an unused one, one that is the whole slice (the raw `c`
+//! partition) and one reaching outside the slice are left out.
 
 use tessera_disk_image::ReadAt;
 
@@ -33,6 +48,11 @@ const TYPES_EXTENDED: [u8; 3] = [0x05, 0x0f, 0x85];
 /// At most this many logical partitions are read: guards against an EBR chain made to keep
 /// the reader busy (Linux itself stops far earlier in practice).
 const MAX_LOGICAL: usize = 256;
+/// Types of a BSD slice: FreeBSD, OpenBSD, NetBSD.
+const TYPES_BSD: [u8; 3] = [0xa5, 0xa6, 0xa9];
+const BSD_MAGIC: u32 = 0x8256_4557;
+/// Most partitions a BSD disklabel holds (OpenBSD's and NetBSD's 16, FreeBSD's 8 fit).
+const BSD_MAX_PARTITIONS: usize = 16;
 
 /// One entry of a boot record.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +132,76 @@ pub(crate) fn read(disk: &mut dyn ReadAt, entries: &[Entry; 4]) -> Result<Vec<Pa
     if let Some(extended) = extended {
         read_logical(disk, &extended, &mut partitions)?;
     }
+    let mut next = partitions
+        .iter()
+        .map(|p| p.number + 1)
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    for (slot, entry) in (1u32..).zip(entries) {
+        if !entry.is_empty() && TYPES_BSD.contains(&entry.kind) {
+            let slice = partition(slot, u64::from(entry.start_lba), entry);
+            for sub in bsd_partitions(disk, &slice)? {
+                partitions.push(Partition {
+                    number: next,
+                    ..sub
+                });
+                next += 1;
+            }
+        }
+    }
     Ok(partitions)
+}
+
+/// The partitions of the BSD disklabel in `slice`, numbered 0, if it holds a valid one.
+fn bsd_partitions(disk: &mut dyn ReadAt, slice: &Partition) -> Result<Vec<Partition>, FsError> {
+    let at = slice.start + SECTOR;
+    if slice.length < 2 * SECTOR || at + SECTOR > disk.len() {
+        return Ok(Vec::new());
+    }
+    let mut label = [0u8; SECTOR as usize];
+    read_exact(disk, TABLE, at, &mut label)?;
+    let u32_at =
+        |o: usize| u32::from_le_bytes([label[o], label[o + 1], label[o + 2], label[o + 3]]);
+    let count = usize::from(u16::from_le_bytes([label[138], label[139]]));
+    let end = 148 + 16 * count;
+    if u32_at(0) != BSD_MAGIC || u32_at(132) != BSD_MAGIC || count > BSD_MAX_PARTITIONS {
+        return Ok(Vec::new());
+    }
+    let sum = label[..end]
+        .chunks_exact(2)
+        .fold(0u16, |sum, w| sum ^ u16::from_le_bytes([w[0], w[1]]));
+    if sum != 0 {
+        return Ok(Vec::new());
+    }
+    let first = slice.start / SECTOR;
+    // FreeBSD's offsets count from the slice when its raw partition `c` starts at 0.
+    let relative = count > 2 && u32_at(148 + 16 * 2 + 4) == 0;
+    let mut found = Vec::new();
+    for i in 0..count {
+        let raw = 148 + 16 * i;
+        let (size, offset, fstype) = (u32_at(raw), u32_at(raw + 4), label[raw + 12]);
+        if fstype == 0 || size == 0 {
+            continue;
+        }
+        let start = u64::from(offset) + if relative { first } else { 0 };
+        let (start, length) = (start * SECTOR, u64::from(size) * SECTOR);
+        if (start, length) == (slice.start, slice.length)
+            || start < slice.start
+            || start + length > slice.start + slice.length
+        {
+            continue;
+        }
+        found.push(Partition {
+            number: 0,
+            start,
+            length,
+            type_name: format!("bsd:{fstype}"),
+            name: Some(char::from(b'a' + i as u8).to_string()),
+            bootable: false,
+        });
+    }
+    Ok(found)
 }
 
 fn partition(number: u32, start_sector: u64, entry: &Entry) -> Partition {

@@ -35,16 +35,18 @@ pub struct PartitionTable {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partition {
     /// 1-based number as Linux gives it: MBR primaries 1-4 by slot (empty slots leave gaps),
-    /// logical partitions from 5 in chain order; GPT entries by their index in the entry
-    /// array plus one (empty entries leave gaps).
+    /// logical partitions from 5 in chain order, then the partitions of BSD slices'
+    /// disklabels; GPT entries by their index in the entry array plus one (empty entries
+    /// leave gaps).
     pub number: u32,
     /// Offset of the first byte on the disk.
     pub start: u64,
     /// Length in bytes.
     pub length: u64,
-    /// The type as the table stores it: `"0x83"` for MBR, the type GUID in lower case for GPT.
+    /// The type as the table stores it: `"0x83"` for MBR, the type GUID in lower case for GPT,
+    /// `"bsd:7"` for a BSD disklabel's partition (its `fstype`).
     pub type_name: String,
-    /// The GPT partition name, if set.
+    /// The GPT partition name, if set; a BSD disklabel partition's letter (`a`).
     pub name: Option<String>,
     /// The MBR boot flag, or the GPT "legacy BIOS bootable" attribute.
     pub bootable: bool,
@@ -66,6 +68,12 @@ impl Partition {
             ("0x8e", "Linux LVM"),
             ("0xef", "EFI (FAT-12/16/32)"),
             ("0xfd", "Linux raid autodetect"),
+            ("0xa5", "FreeBSD"),
+            ("0xa6", "OpenBSD"),
+            ("0xa9", "NetBSD"),
+            ("bsd:1", "BSD swap"),
+            ("bsd:7", "4.2BSD (UFS)"),
+            ("bsd:27", "ZFS"),
             ("c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "EFI System"),
             ("21686148-6449-6e6f-744e-656564454649", "BIOS boot"),
             ("0fc63daf-8483-4772-8e79-3d69d8477de4", "Linux filesystem"),

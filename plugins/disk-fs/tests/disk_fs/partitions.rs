@@ -354,3 +354,120 @@ fn logical_partitions_follow_the_ebr_chain_and_a_loop_is_an_error() {
         "{err}"
     );
 }
+
+/// Runs util-linux's `fdisk` on `disk`, answering its prompts with `script`.
+fn fdisk(disk: &Path, script: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(tool("fdisk"))
+        .arg(disk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "fdisk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A FreeBSD slice (MBR type 0xA5) holding a BSD disklabel that util-linux's `fdisk`
+/// writes (`a` 4.2BSD, `b` swap): its partitions are numbered as `partx` (libblkid)
+/// numbers them, after the primary ones, from 5; `a` holds a UFS2 volume, written past
+/// the label as FreeBSD lays one out, which reads like its source. A label whose checksum
+/// does not hold adds no partitions.
+#[test]
+fn bsd_disklabel_partitions_are_numbered_as_linux_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("bsd.img");
+    blank(&disk, 64 * MIB);
+    fdisk(&disk, "o\nn\np\n1\n2048\n\nt\na5\nw\n");
+    fdisk(
+        &disk,
+        "b\ny\nn\na\n2048\n+40M\nt\na\n7\nn\nb\n86016\n\nt\nb\n1\nw\nq\n",
+    );
+    let shown = run(
+        "partx",
+        &[
+            "--show",
+            "--noheadings",
+            "-o",
+            "NR,START,SECTORS",
+            disk.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let expected: Vec<(u32, u64, u64)> = shown
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l.split_whitespace().map(|v| v.parse().unwrap()).collect();
+            (f[0] as u32, f[1], f[2])
+        })
+        .collect();
+    let table = read_partitions(&mut open_disk(&disk)).unwrap();
+    let read: Vec<(u32, u64, u64)> = table
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.start / 512, p.length / 512))
+        .collect();
+    assert_eq!(read, expected);
+    let named: Vec<(u32, &str, Option<&str>)> = table
+        .partitions
+        .iter()
+        .map(|p| (p.number, p.type_name.as_str(), p.name.as_deref()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (1, "0xa5", None),
+            (5, "bsd:7", Some("a")),
+            (6, "bsd:1", Some("b"))
+        ]
+    );
+
+    // UFS2 in `a`: its first 8 KiB, boot blocks the label lies in, left as they are.
+    let root = tmp.path().join("root");
+    let src = root.join("data");
+    source_tree(
+        &src,
+        &Tree {
+            big: 3 * MIB as usize + 1,
+            with_symlinks: true,
+            many: 20,
+            sparse: false,
+        },
+    );
+    let ufs = tmp.path().join("a.ufs");
+    crate::ufs::makefs(&ufs, &root, 40, "version=2");
+    let image = read_bytes(&ufs);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        f.write_all_at(&image[8192..], 2048 * 512 + 8192).unwrap();
+    }
+    assert_eq!(
+        read_partitions(&mut open_disk(&disk))
+            .unwrap()
+            .partitions
+            .len(),
+        3
+    );
+    let mut vol = open_partition(&disk, 5, "disk0/part5");
+    assert_eq!(vol.kind(), "ufs2");
+    assert_same_tree(&mut vol, "data", &src, Expect { unix: true });
+
+    // A damaged label: its checksum no longer holds.
+    let mut bytes = read_bytes(&disk);
+    bytes[2049 * 512 + 148] ^= 1;
+    let table = read_partitions(&mut bytes).unwrap();
+    let numbers: Vec<u32> = table.partitions.iter().map(|p| p.number).collect();
+    assert_eq!(numbers, [1]);
+}
