@@ -1,6 +1,6 @@
-//! Read-only views of partition tables (MBR, GPT), LVM2 volumes (thin, cached and
-//! snapshot ones among them), MD arrays and file systems (ext2/3/4, XFS, btrfs, FAT, exFAT,
-//! NTFS, UFS2) inside a disk image, read by random access.
+//! Read-only views of partition tables (MBR, GPT, BSD disklabels), LVM2 volumes (thin,
+//! cached and snapshot ones among them), MD arrays and file systems (ext2/3/4, XFS, btrfs,
+//! FAT, exFAT, NTFS, UFS1/2) inside a disk image, read by random access.
 //!
 //! The vm-disk plugin restores single files straight from a backed-up disk image: it reads
 //! the image through [`ReadAt`] (a file, an NBD export, a recovery point read back from the

@@ -1,5 +1,6 @@
 //! UFS2, FreeBSD's file system (its cloud images', and its firewall distributions'
-//! default where they do not use ZFS), read-only. No maintained crate reads it, so it is
+//! default where they do not use ZFS), and UFS1, the BSDs' older one (FreeBSD before 5.0,
+//! NetBSD's and OpenBSD's FFS), read-only. No maintained crate reads it, so it is
 //! read here, from the layout FreeBSD documents in its headers (`sys/ufs/ffs/fs.h`,
 //! `sys/ufs/ufs/dinode.h`, `sys/ufs/ufs/dir.h`).
 //!
@@ -20,6 +21,11 @@
 //!   | 0x44 ATIMENSEC | 0x48 CTIMENSEC | 0x4c BIRTHNSEC | 0x70 DB(12 x i64, fragment
 //!   addresses of the first blocks; a short symlink's target instead) | 0xd0 IB(3 x i64:
 //!   single, double and triple indirect blocks)
+//! UFS1 differs: its inodes are 128 bytes (0x00 MODE | 0x08 SIZE(u64) | 0x10 ATIME(i32)
+//!   | 0x14 ATIMENSEC | 0x18 MTIME | 0x1c MTIMENSEC | 0x20 CTIME | 0x24 CTIMENSEC
+//!   | 0x28 DB(12 x u32) | 0x58 IB(3 x u32) | 0x68 BLOCKS(u32) | 0x70 UID | 0x74 GID),
+//!   its addresses 32-bit, its size in fragments OLD_SIZE(i32 at 0x24), and a group's
+//!   inodes CGOFFSET(i32 at 0x18) x (group & !CGMASK(i32 at 0x1c)) further in
 //! directory, in 512-byte chunks of entries:
 //!   INO(u32, 0 for none) | RECLEN(u16) | TYPE(u8) | NAMLEN(u8) | NAME
 //! ```
@@ -40,11 +46,13 @@ use crate::{Extras, FsEntry, FsError, FsKind, read_exact};
 
 /// UFS2's magic number.
 pub(crate) const MAGIC: u32 = 0x1954_0119;
-/// UFS1's, named in the refusal.
+/// UFS1's.
 pub(crate) const MAGIC_UFS1: u32 = 0x0001_1954;
 /// Where the superblock may be, in the order FreeBSD looks.
 pub(crate) const SUPERBLOCKS: [u64; 4] = [65_536, 8192, 0, 262_144];
 pub(crate) const MAGIC_AT: u64 = 0x55c;
+/// Where UFS1's superblock is.
+pub(crate) const UFS1_AT: u64 = 8192;
 const SUPERBLOCK_LEN: usize = 1376;
 const INODE: u64 = 256;
 const ROOT: u64 = 2;
@@ -64,6 +72,11 @@ const CACHED_INDIRECT: usize = 64;
 /// The geometry the superblock gives.
 #[derive(Clone, Copy)]
 struct Geometry {
+    /// UFS1: 128-byte inodes, 32-bit addresses, groups staggered.
+    ufs1: bool,
+    /// UFS1's stagger of each group's start: `cgoffset x (group & !cgmask)` fragments.
+    cgoffset: u64,
+    cgmask: u64,
     bsize: u64,
     fsize: u64,
     frag: u64,
@@ -78,7 +91,23 @@ struct Geometry {
     maxsymlinklen: u64,
 }
 
-/// An open UFS2 volume.
+impl Geometry {
+    fn inode_size(&self) -> u64 {
+        if self.ufs1 { 128 } else { INODE }
+    }
+
+    /// The fragment where group `group` starts, before UFS1's stagger.
+    fn group_start(&self, group: u64) -> Option<u64> {
+        let base = group.checked_mul(self.fpg)?;
+        if self.ufs1 {
+            base.checked_add(self.cgoffset.checked_mul(group & !self.cgmask)?)
+        } else {
+            Some(base)
+        }
+    }
+}
+
+/// An open UFS1 or UFS2 volume.
 pub(crate) struct UfsVolume {
     reader: Box<dyn ReadAt>,
     what: String,
@@ -117,7 +146,7 @@ struct DirEntry {
     inode: u64,
 }
 
-/// A regular file of a UFS2 volume, read on demand.
+/// A regular file of a UFS volume, read on demand.
 pub(crate) struct UfsFile {
     path: String,
     inode: Inode,
@@ -128,7 +157,7 @@ impl UfsVolume {
     /// Finds and checks the superblock of the volume in `reader`.
     pub(crate) fn open(mut reader: Box<dyn ReadAt>, what: &str) -> Result<Self, FsError> {
         let corrupt =
-            |offset, detail: String| FsError::corrupt(what, offset, format!("UFS2: {detail}"));
+            |offset, detail: String| FsError::corrupt(what, offset, format!("UFS: {detail}"));
         let mut found = None;
         for at in SUPERBLOCKS {
             if at + SUPERBLOCK_LEN as u64 > reader.len() {
@@ -136,21 +165,14 @@ impl UfsVolume {
             }
             let mut sb = vec![0u8; SUPERBLOCK_LEN];
             read_exact(&mut *reader, what, at, &mut sb)?;
-            match u32_le(&sb, MAGIC_AT as usize) {
-                MAGIC => {
-                    found = Some((at, sb));
-                    break;
-                }
-                MAGIC_UFS1 => {
-                    return Err(FsError::unsupported(
-                        what,
-                        "UFS1 (FreeBSD before 5.0, and NetBSD and OpenBSD's FFS); UFS2 is read",
-                    ));
-                }
-                _ => {}
+            let magic = u32_le(&sb, MAGIC_AT as usize);
+            // UFS1 keeps its superblock at 8 KiB; a UFS1 magic elsewhere is a leftover.
+            if magic == MAGIC || (magic == MAGIC_UFS1 && at == UFS1_AT) {
+                found = Some((at, sb, magic == MAGIC_UFS1));
+                break;
             }
         }
-        let (at, sb) = found.ok_or_else(|| corrupt(None, "no superblock".to_owned()))?;
+        let (at, sb, ufs1) = found.ok_or_else(|| corrupt(None, "no superblock".to_owned()))?;
         let i32_at = |o: usize| i64::from(u32_le(&sb, o) as i32);
         let positive = |o: usize, name: &str| {
             u64::try_from(i32_at(o))
@@ -172,7 +194,19 @@ impl UfsVolume {
                 format!("blocks of {bsize} bytes in {frag} fragments of {fsize}"),
             ));
         }
+        let address = if ufs1 { 4 } else { 8 };
+        let frags = if ufs1 {
+            u64::try_from(i32_at(0x24)).unwrap_or(0)
+        } else {
+            u64::try_from(i64::from_le_bytes(
+                sb[0x438..0x440].try_into().unwrap_or_default(),
+            ))
+            .unwrap_or(0)
+        };
         let geo = Geometry {
+            ufs1,
+            cgoffset: u64::try_from(i32_at(0x18)).unwrap_or(0),
+            cgmask: u64::from(u32_le(&sb, 0x1c)),
             bsize,
             fsize,
             frag,
@@ -182,14 +216,11 @@ impl UfsVolume {
             fpg: positive(0xbc, "fpg")?,
             ncg: u64::from(u32_le(&sb, 0x2c)),
             iblkno: positive(0x10, "iblkno")?,
-            frags: u64::try_from(i64::from_le_bytes(
-                sb[0x438..0x440].try_into().unwrap_or_default(),
-            ))
-            .unwrap_or(0),
-            maxsymlinklen: u64::try_from(i32_at(0x528)).unwrap_or(0).min(120),
+            frags,
+            maxsymlinklen: u64::try_from(i32_at(0x528)).unwrap_or(0).min(15 * address),
         };
-        if geo.nindir != bsize / 8
-            || geo.inopb != bsize / INODE
+        if geo.nindir != bsize / address
+            || geo.inopb != bsize / geo.inode_size()
             || geo.ipg == 0
             || geo.ncg == 0
             || geo.frags == 0
@@ -224,7 +255,7 @@ impl UfsVolume {
         let mut warnings = Vec::new();
         if sb[0xd1] == 0 || i32_at(0x520) as i32 & FS_UNCLEAN != 0 {
             warnings.push(format!(
-                "{what}: the UFS2 volume was not cleanly unmounted; files written last may \
+                "{what}: the UFS volume was not cleanly unmounted; files written last may \
                  read as they were before"
             ));
         }
@@ -240,7 +271,7 @@ impl UfsVolume {
     }
 
     pub(crate) fn kind(&self) -> &'static str {
-        "ufs2"
+        if self.geo.ufs1 { "ufs1" } else { "ufs2" }
     }
 
     pub(crate) fn label(&self) -> Option<String> {
@@ -277,7 +308,7 @@ impl UfsVolume {
         Ok(entries)
     }
 
-    /// Neither extended attributes nor device numbers are read from UFS2.
+    /// Neither extended attributes nor device numbers are read from UFS.
     pub(crate) fn extras(&mut self, path: &str) -> Result<Extras, FsError> {
         path::resolve(self, path)?;
         Ok(Extras::default())
@@ -329,27 +360,47 @@ impl UfsVolume {
             return Err(self.corrupt(None, format!("inode {number} is past the inode tables")));
         }
         let (group, index) = (number / geo.ipg, number % geo.ipg);
-        let fragment = group
-            .checked_mul(geo.fpg)
+        let fragment = geo
+            .group_start(group)
             .and_then(|f| f.checked_add(geo.iblkno))
             .and_then(|f| f.checked_add(index / geo.inopb * geo.frag))
             .filter(|&f| f + geo.frag <= geo.frags)
             .ok_or_else(|| self.corrupt(None, format!("inode {number} is past the volume")))?;
-        let at = fragment * geo.fsize + index % geo.inopb * INODE;
+        let size = geo.inode_size();
+        let at = fragment * geo.fsize + index % geo.inopb * size;
         let mut raw = [0u8; INODE as usize];
-        read_exact(&mut *self.reader, &self.what, at, &mut raw)?;
-        let time = |seconds: usize, nanos: usize| {
-            let s = u64_le(&raw, seconds) as i64;
+        read_exact(&mut *self.reader, &self.what, at, &mut raw[..size as usize])?;
+        let nanos = |seconds: i64, nanos: usize| {
             let ns = i64::from(u32_le(&raw, nanos) as i32);
-            s.checked_mul(1_000_000_000).and_then(|t| t.checked_add(ns))
+            seconds
+                .checked_mul(1_000_000_000)
+                .and_then(|t| t.checked_add(ns))
         };
         let mut addrs = [0u64; 15];
+        let mode = u16::from_le_bytes([raw[0], raw[1]]);
+        if geo.ufs1 {
+            let time = |at: usize, ns: usize| nanos(i64::from(u32_le(&raw, at) as i32), ns);
+            for (i, a) in addrs.iter_mut().enumerate() {
+                *a = u64::from(u32_le(&raw, 0x28 + 4 * i));
+            }
+            return Ok(Inode {
+                number,
+                mode,
+                uid: u32_le(&raw, 0x70),
+                gid: u32_le(&raw, 0x74),
+                size: u64_le(&raw, 0x08),
+                blocks: u64::from(u32_le(&raw, 0x68)),
+                times: [time(0x10, 0x14), time(0x18, 0x1c), time(0x20, 0x24), None],
+                addrs,
+            });
+        }
+        let time = |at: usize, ns: usize| nanos(u64_le(&raw, at) as i64, ns);
         for (i, a) in addrs.iter_mut().enumerate() {
             *a = u64_le(&raw, 0x70 + 8 * i);
         }
         Ok(Inode {
             number,
-            mode: u16::from_le_bytes([raw[0], raw[1]]),
+            mode,
             uid: u32_le(&raw, 4),
             gid: u32_le(&raw, 8),
             size: u64_le(&raw, 0x10),
@@ -409,7 +460,13 @@ impl UfsVolume {
         let at = self.fragment_offset(number, address, self.geo.bsize)?;
         let mut raw = vec![0u8; self.geo.bsize as usize];
         read_exact(&mut *self.reader, &self.what, at, &mut raw)?;
-        let table: Vec<u64> = raw.chunks_exact(8).map(|b| u64_le(b, 0)).collect();
+        let table: Vec<u64> = if self.geo.ufs1 {
+            raw.chunks_exact(4)
+                .map(|b| u64::from(u32_le(b, 0)))
+                .collect()
+        } else {
+            raw.chunks_exact(8).map(|b| u64_le(b, 0)).collect()
+        };
         if self.indirect.len() >= CACHED_INDIRECT {
             self.indirect.clear();
         }
@@ -546,7 +603,12 @@ impl UfsVolume {
             ));
         }
         if link.size < self.geo.maxsymlinklen && link.blocks == 0 {
-            let bytes: Vec<u8> = link.addrs.iter().flat_map(|a| a.to_le_bytes()).collect();
+            let width = if self.geo.ufs1 { 4 } else { 8 };
+            let bytes: Vec<u8> = link
+                .addrs
+                .iter()
+                .flat_map(|a| a.to_le_bytes().into_iter().take(width))
+                .collect();
             return Ok(bytes[..link.size as usize].to_vec());
         }
         let mut target = vec![0u8; link.size as usize];
@@ -555,7 +617,7 @@ impl UfsVolume {
     }
 
     fn corrupt(&self, offset: Option<u64>, detail: String) -> FsError {
-        FsError::corrupt(&self.what, offset, format!("UFS2: {detail}"))
+        FsError::corrupt(&self.what, offset, format!("UFS: {detail}"))
     }
 }
 

@@ -104,8 +104,8 @@ enum Inner {
 /// ext2/3/4 is recognised by the superblock magic 0xEF53 at byte 1080, XFS by `XFSB` at
 /// byte 0, btrfs by `_BHRfS_M` in its superblock at 64 KiB, NTFS and exFAT by the
 /// `NTFS    ` and `EXFAT   ` signatures of their boot sectors, UFS2 by its magic number in
-/// a superblock where FreeBSD looks for one (64 KiB, 8 KiB, 0, 256 KiB), FAT by its boot
-/// sector;
+/// a superblock where FreeBSD looks for one (64 KiB, 8 KiB, 0, 256 KiB) and UFS1 by its
+/// own at 8 KiB, FAT by its boot sector;
 /// anything else is [`FsError::UnknownFilesystem`], naming the format if its signature is
 /// known.
 pub fn open_volume(reader: Box<dyn ReadAt>, what: &str) -> Result<Volume, FsError> {
@@ -178,11 +178,10 @@ pub fn open_volume_with(
     }
     let mut ufs_like = false;
     for at in ufs::SUPERBLOCKS {
-        let at = at + ufs::MAGIC_AT;
-        if at + 4 <= len {
-            read_exact(&mut *reader, what, at, &mut magic4)?;
+        if at + ufs::MAGIC_AT + 4 <= len {
+            read_exact(&mut *reader, what, at + ufs::MAGIC_AT, &mut magic4)?;
             let magic = u32::from_le_bytes(magic4);
-            ufs_like |= magic == ufs::MAGIC || magic == ufs::MAGIC_UFS1;
+            ufs_like |= magic == ufs::MAGIC || (magic == ufs::MAGIC_UFS1 && at == ufs::UFS1_AT);
         }
     }
     if ufs_like {
@@ -252,7 +251,7 @@ fn recognise_other(reader: &mut dyn ReadAt) -> Option<&'static str> {
 
 impl Volume {
     /// The format: `"ext2"`, `"ext3"`, `"ext4"`, `"xfs"`, `"btrfs"`, `"fat12"`, `"fat16"`,
-    /// `"fat32"`, `"exfat"`, `"ntfs"` or `"ufs2"`.
+    /// `"fat32"`, `"exfat"`, `"ntfs"`, `"ufs1"` or `"ufs2"`.
     pub fn kind(&self) -> &'static str {
         match &self.inner {
             Inner::Ext(v) => v.kind(),

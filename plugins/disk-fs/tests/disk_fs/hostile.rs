@@ -474,6 +474,11 @@ fn corpus() -> &'static [(&'static str, Vec<u8>)] {
                 crate::ufs::makefs(&img, &tmp.path().join("src"), 4, "version=2");
                 read_bytes(&img)
             }),
+            ("ufs1", {
+                let img = tmp.path().join("ufs1.img");
+                crate::ufs::makefs(&img, &tmp.path().join("src"), 4, "version=1");
+                read_bytes(&img)
+            }),
             ("fat12", fat_bytes(12, 1024)),
             ("fat16", fat_bytes(16, 16 * 1024)),
             ("fat32", fat_bytes(32, 40 * 1024)),

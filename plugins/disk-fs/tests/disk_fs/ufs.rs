@@ -1,6 +1,7 @@
-//! UFS2 volumes made by `makefs` (FreeBSD's image builder, as Debian ports it) from a
-//! source tree: with its default geometry and with FreeBSD `newfs`'s, files reaching
-//! through single and double indirect blocks, symlinks short and long, and damaged copies.
+//! UFS2 and UFS1 volumes made by `makefs` (FreeBSD's image builder, as Debian ports it)
+//! from a source tree: with its default geometry and with FreeBSD `newfs`'s, files
+//! reaching through single and double indirect blocks, symlinks short and long, and
+//! damaged copies.
 
 use std::path::Path;
 
@@ -50,14 +51,15 @@ fn ufs2_volumes_read_like_their_sources() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let src = source(&root);
-    for (name, options) in [
-        ("makefs", "version=2"),
-        ("newfs", "version=2,bsize=32768,fsize=4096"),
+    for (name, options, kind) in [
+        ("makefs", "version=2", "ufs2"),
+        ("newfs", "version=2,bsize=32768,fsize=4096", "ufs2"),
+        ("ufs1", "version=1", "ufs1"),
     ] {
         let img = tmp.path().join(format!("{name}.ufs"));
         makefs(&img, &root, 64, options);
         let mut vol = open_volume(Box::new(open_disk(&img)), "disk0/part2").unwrap();
-        assert_eq!(vol.kind(), "ufs2");
+        assert_eq!(vol.kind(), kind);
         assert_eq!(vol.label(), None, "{name}");
         assert!(vol.warnings().is_empty(), "{:?}", vol.warnings());
         assert_same_tree(&mut vol, "data", &src, Expect { unix: true });
