@@ -2329,6 +2329,25 @@ fn files_restore_from_an_lvm_snapshot_as_they_were() {
     }
 }
 
+/// A UFS2 image of `mib` MiB named `name` in the test's directory, holding `tree`
+/// (`makefs`, FreeBSD's image builder).
+fn ufs2_of(env: &Env, name: &str, tree: &Path, mib: u64) -> PathBuf {
+    let image = env.path(name);
+    let size = format!("{mib}m");
+    let args = [
+        "-t",
+        "ffs",
+        "-o",
+        "version=2",
+        "-s",
+        &size,
+        p(&image),
+        p(tree),
+    ];
+    tool("makefs", &args);
+    image
+}
+
 /// A FreeBSD VM's disk (a firewall appliance's, say): GPT with a `freebsd-boot` partition
 /// and a `freebsd-ufs` one holding a UFS2 file system (made by `makefs`). Its files list
 /// and restore with their contents and modes.
@@ -2346,20 +2365,7 @@ fn files_restore_from_a_freebsd_disk() {
     fs::set_permissions(tree.join("etc/rc.conf"), fs::Permissions::from_mode(0o640)).unwrap();
     let blob = random_bytes(43, (2 << 20) + 5);
     fs::write(tree.join("usr/local/etc/blob.bin"), &blob).unwrap();
-    let ufs = env.path("root.ufs");
-    tool(
-        "makefs",
-        &[
-            "-t",
-            "ffs",
-            "-o",
-            "version=2",
-            "-s",
-            "32m",
-            p(&ufs),
-            p(&tree),
-        ],
-    );
+    let ufs = ufs2_of(&env, "root.ufs", &tree, 32);
     let disk = env.path("freebsd.raw");
     fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
     tool(
@@ -2407,20 +2413,7 @@ fn files_restore_from_a_freebsd_slice_of_an_mbr_disk() {
     let tree = env.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
     fs::write(tree.join("etc/rc.conf"), b"hostname=\"old-fw\"\n").unwrap();
-    let ufs = env.path("a.ufs");
-    tool(
-        "makefs",
-        &[
-            "-t",
-            "ffs",
-            "-o",
-            "version=2",
-            "-s",
-            "24m",
-            p(&ufs),
-            p(&tree),
-        ],
-    );
+    let ufs = ufs2_of(&env, "a.ufs", &tree, 24);
     let disk = env.path("freebsd-mbr.raw");
     fs::File::create(&disk).unwrap().set_len(40 << 20).unwrap();
     for script in [

@@ -357,26 +357,7 @@ fn logical_partitions_follow_the_ebr_chain_and_a_loop_is_an_error() {
 
 /// Runs util-linux's `fdisk` on `disk`, answering its prompts with `script`.
 fn fdisk(disk: &Path, script: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(tool("fdisk"))
-        .arg(disk)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "fdisk failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_with_input("fdisk", &[disk.to_str().unwrap()], script);
 }
 
 /// A FreeBSD slice (MBR type 0xA5) holding a BSD disklabel that util-linux's `fdisk`

@@ -167,10 +167,14 @@ pub fn blank(path: &Path, len: u64) {
 
 /// Applies an `sfdisk` script to `disk`.
 pub fn sfdisk(disk: &Path, script: &str) {
-    let mut child = Command::new(tool("sfdisk"))
-        .arg("--no-reread")
-        .arg("--no-tell-kernel")
-        .arg(disk)
+    let disk = disk.to_str().unwrap();
+    run_with_input("sfdisk", &["--no-reread", "--no-tell-kernel", disk], script);
+}
+
+/// Runs a tool with `input` on its standard input, and fails the test if it fails.
+pub fn run_with_input(name: &str, args: &[&str], input: &str) {
+    let mut child = Command::new(tool(name))
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -180,12 +184,12 @@ pub fn sfdisk(disk: &Path, script: &str) {
         .stdin
         .take()
         .unwrap()
-        .write_all(script.as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "sfdisk failed: {}",
+        "{name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
